@@ -1,0 +1,481 @@
+//! Configuration for every marketbridge component, in one place.
+//!
+//! Layers, each overriding the one before: built-in defaults, a TOML file
+//! (`--config` or `MARKETBRIDGE_CONFIG`), then environment variables named
+//! `MARKETBRIDGE_<SECTION>__<KEY>` (for example `MARKETBRIDGE_GATEWAY__LISTEN`).
+//! Every external endpoint and trust anchor is a setting here; README.md has
+//! the reference table, and a test keeps the two in step.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Prefix of every environment variable.
+pub const ENV_PREFIX: &str = "MARKETBRIDGE_";
+/// Environment variable naming the TOML file.
+pub const CONFIG_FILE_ENV: &str = "MARKETBRIDGE_CONFIG";
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where embedded databases and generated keys live.
+    pub data: DataOptions,
+    /// Logs, traces and metrics.
+    pub telemetry: TelemetryOptions,
+    /// Encryption at rest.
+    pub security: SecurityOptions,
+    /// TLS for the gateway, the services and the calls between them.
+    pub tls: TlsOptions,
+    /// The account service.
+    pub account: ServiceOptions,
+    /// The provisioning service.
+    pub provisioning: ServiceOptions,
+    /// The billing service.
+    pub billing: BillingOptions,
+    /// The REST gateway.
+    pub gateway: GatewayOptions,
+    /// The product and plan catalog.
+    pub catalog: CatalogOptions,
+    /// The outbox worker's retry policy.
+    pub outbox: OutboxOptions,
+    /// Vercel Marketplace.
+    pub vercel: VercelOptions,
+    /// Google Cloud Marketplace.
+    pub google: GoogleOptions,
+}
+
+/// Where local state lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataOptions {
+    /// Folder for SQLite files and the generated development key.
+    pub dir: String,
+}
+
+impl Default for DataOptions {
+    fn default() -> Self {
+        Self { dir: "data".into() }
+    }
+}
+
+/// Logs, traces and metrics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryOptions {
+    /// OTLP/gRPC endpoint for traces and metrics (`http://127.0.0.1:4317`);
+    /// empty disables export.
+    pub otlp_endpoint: String,
+    /// `text` or `json` logs.
+    pub log_format: String,
+    /// Log filter in `tracing` syntax.
+    pub log_filter: String,
+    /// Interval of the OTLP metric export, in milliseconds.
+    pub metrics_export_interval_ms: u64,
+}
+
+impl Default for TelemetryOptions {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            log_format: "text".into(),
+            log_filter: "info,sqlx=warn,sea_orm=warn,h2=warn,tower=warn,hyper=warn".into(),
+            metrics_export_interval_ms: 10_000,
+        }
+    }
+}
+
+/// Encryption at rest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityOptions {
+    /// Base64 of a 32-byte AES-256-GCM key. When empty, `marketbridge up`
+    /// creates one in the data folder; the services alone refuse to start.
+    pub encryption_key: String,
+}
+
+/// TLS settings. Empty paths mean plain TCP on loopback.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsOptions {
+    /// PEM certificate chain the gateway serves HTTPS with.
+    pub gateway_cert: String,
+    /// PEM private key of `gateway_cert`.
+    pub gateway_key: String,
+    /// PEM certificate chain the gRPC services serve with.
+    pub service_cert: String,
+    /// PEM private key of `service_cert`.
+    pub service_key: String,
+    /// PEM CA bundle; when set, services require client certificates signed
+    /// by it (mTLS).
+    pub service_client_ca: String,
+    /// PEM CA bundle clients trust for the services' certificates.
+    pub client_ca: String,
+    /// PEM client certificate presented to services (mTLS).
+    pub client_cert: String,
+    /// PEM private key of `client_cert`.
+    pub client_key: String,
+    /// PEM CA bundle trusted for outbound HTTPS in addition to the system
+    /// roots (a private marketplace endpoint, a simulator).
+    pub outbound_extra_ca: String,
+}
+
+/// A gRPC service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceOptions {
+    /// gRPC listen address.
+    pub listen: String,
+    /// Database URL (`sqlite://path?mode=rwc` or `postgres://...`); empty
+    /// means a SQLite file in the data folder.
+    pub database_url: String,
+    /// Address serving Prometheus `/metrics`; empty disables it.
+    pub metrics_listen: String,
+}
+
+impl ServiceOptions {
+    fn with_listen(listen: &str) -> Self {
+        Self { listen: listen.into(), database_url: String::new(), metrics_listen: String::new() }
+    }
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self::with_listen("127.0.0.1:0")
+    }
+}
+
+/// The billing service: a gRPC service plus its schedules.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingOptions {
+    /// gRPC listen address.
+    pub listen: String,
+    /// Database URL; empty means a SQLite file in the data folder.
+    pub database_url: String,
+    /// Address serving Prometheus `/metrics`; empty disables it.
+    pub metrics_listen: String,
+    /// How often usage is reported to the marketplaces, in seconds.
+    pub report_interval_seconds: u64,
+    /// Send Vercel invoices in test mode (hidden from dashboards).
+    pub test_invoices: bool,
+}
+
+impl Default for BillingOptions {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50053".into(),
+            database_url: String::new(),
+            metrics_listen: String::new(),
+            report_interval_seconds: 3600,
+            test_invoices: false,
+        }
+    }
+}
+
+/// The REST gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayOptions {
+    /// HTTP(S) listen address.
+    pub listen: String,
+    /// The URL marketplaces and browsers reach the gateway at.
+    pub public_url: String,
+    /// Account service gRPC URL.
+    pub account_url: String,
+    /// Provisioning service gRPC URL.
+    pub provisioning_url: String,
+    /// Billing service gRPC URL.
+    pub billing_url: String,
+    /// End-to-end deadline of one marketplace call, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Secret for signing session cookies and signup tickets (at least 32
+    /// characters); empty means one derived from the encryption key.
+    pub session_secret: String,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            account_url: "http://127.0.0.1:50051".into(),
+            provisioning_url: "http://127.0.0.1:50052".into(),
+            billing_url: "http://127.0.0.1:50053".into(),
+            request_timeout_ms: 3000,
+            session_secret: String::new(),
+        }
+    }
+}
+
+/// The product and plan catalog.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogOptions {
+    /// Path of the catalog TOML file; empty means the built-in example
+    /// catalog.
+    pub path: String,
+}
+
+/// Retry policy of the outbox worker that carries every outbound call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxOptions {
+    /// Pause between polls when the queue is empty, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Jobs claimed per poll.
+    pub batch_size: u32,
+    /// Attempts before a job is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay, in milliseconds; doubled on every attempt.
+    pub backoff_initial_ms: u64,
+    /// Largest retry delay, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// How long a claimed job is hidden from other workers, in seconds.
+    pub lease_seconds: u64,
+}
+
+impl Default for OutboxOptions {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 200,
+            batch_size: 16,
+            max_attempts: 12,
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 300_000,
+            lease_seconds: 60,
+        }
+    }
+}
+
+/// Vercel Marketplace settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VercelOptions {
+    /// Expected `iss` of Vercel's OIDC tokens.
+    pub oidc_issuer: String,
+    /// Where Vercel's signing keys are published.
+    pub jwks_url: String,
+    /// The integration client id (`oac_...`); the expected `aud`.
+    pub client_id: String,
+    /// The integration client secret (webhook signatures, SSO, token
+    /// rotation).
+    pub client_secret: String,
+    /// Base URL of the Vercel REST API.
+    pub api_base_url: String,
+    /// Path prefix the partner API is served under (the integration's "Base
+    /// URL" path), for example `/vercel`.
+    pub base_path: String,
+    /// Plan assigned to new installations when installation-level billing is
+    /// on; empty when billing is per resource.
+    pub default_installation_plan: String,
+    /// The integration's URL slug (provider-initiated SSO links).
+    pub integration_slug: String,
+}
+
+impl Default for VercelOptions {
+    fn default() -> Self {
+        Self {
+            oidc_issuer: "https://marketplace.vercel.com".into(),
+            jwks_url: "https://marketplace.vercel.com/.well-known/jwks".into(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            api_base_url: "https://api.vercel.com".into(),
+            base_path: "/vercel".into(),
+            default_installation_plan: String::new(),
+            integration_slug: String::new(),
+        }
+    }
+}
+
+/// Google Cloud Marketplace settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GoogleOptions {
+    /// The provider id Google assigned (`DEMO-project` in the codelab).
+    pub provider_id: String,
+    /// Expected `aud` of Pub/Sub push tokens.
+    pub pubsub_push_audience: String,
+    /// Expected `email` of Pub/Sub push tokens (the push service account).
+    pub pubsub_push_service_account: String,
+    /// Where Google's OIDC signing keys are published.
+    pub oidc_jwks_url: String,
+    /// Accepted `iss` values of Pub/Sub push tokens, comma-separated.
+    pub oidc_issuers: String,
+    /// Pinned `iss` of signup tokens (`x-gcp-marketplace-token`).
+    pub signup_issuer: String,
+    /// Where the signup token keys are published (JWK form).
+    pub signup_jwks_url: String,
+    /// Expected `aud` of signup tokens (the product's domain).
+    pub signup_audience: String,
+    /// Base URL of the Partner Procurement API.
+    pub procurement_base_url: String,
+    /// Base URL of Service Control.
+    pub service_control_base_url: String,
+    /// Base URL of the Pub/Sub REST API (pull mode).
+    pub pubsub_base_url: String,
+    /// OAuth token endpoint; empty means the key file's `token_uri`.
+    pub oauth_token_url: String,
+    /// Path of the service-account JSON key used to call Google.
+    pub service_account_key_file: String,
+    /// Service Control service name (the product's service domain).
+    pub service_name: String,
+    /// Full Pub/Sub subscription name for pull mode
+    /// (`projects/p/subscriptions/s`); empty disables pulling.
+    pub pull_subscription: String,
+    /// How often the reconciliation job runs, in seconds.
+    pub reconcile_interval_seconds: u64,
+}
+
+impl Default for GoogleOptions {
+    fn default() -> Self {
+        Self {
+            provider_id: String::new(),
+            pubsub_push_audience: String::new(),
+            pubsub_push_service_account: String::new(),
+            oidc_jwks_url: "https://www.googleapis.com/oauth2/v3/certs".into(),
+            oidc_issuers: "https://accounts.google.com,accounts.google.com".into(),
+            signup_issuer:
+                "https://www.googleapis.com/robot/v1/metadata/x509/cloud-commerce-partner@system.gserviceaccount.com"
+                    .into(),
+            signup_jwks_url:
+                "https://www.googleapis.com/robot/v1/metadata/jwk/cloud-commerce-partner@system.gserviceaccount.com"
+                    .into(),
+            signup_audience: String::new(),
+            procurement_base_url: "https://cloudcommerceprocurement.googleapis.com".into(),
+            service_control_base_url: "https://servicecontrol.googleapis.com".into(),
+            pubsub_base_url: "https://pubsub.googleapis.com".into(),
+            oauth_token_url: String::new(),
+            service_account_key_file: String::new(),
+            service_name: String::new(),
+            pull_subscription: String::new(),
+            reconcile_interval_seconds: 3600,
+        }
+    }
+}
+
+impl Default for Config {
+    /// The defaults every deployment starts from: the three services on their
+    /// well-known loopback ports, SQLite files in `./data`.
+    fn default() -> Self {
+        Self {
+            data: DataOptions::default(),
+            telemetry: TelemetryOptions::default(),
+            security: SecurityOptions::default(),
+            tls: TlsOptions::default(),
+            account: ServiceOptions::with_listen("127.0.0.1:50051"),
+            provisioning: ServiceOptions::with_listen("127.0.0.1:50052"),
+            billing: BillingOptions::default(),
+            gateway: GatewayOptions::default(),
+            catalog: CatalogOptions::default(),
+            outbox: OutboxOptions::default(),
+            vercel: VercelOptions::default(),
+            google: GoogleOptions::default(),
+        }
+    }
+}
+
+impl Config {
+
+    /// Loads defaults, then `file` (or the file named by
+    /// `MARKETBRIDGE_CONFIG`), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
+        Self::figment(file.as_deref()).extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The layered sources, for callers that add their own.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
+    }
+
+    /// Every setting as `section.key`, in declaration order.
+    pub fn keys() -> Vec<String> {
+        let value = serde_json::to_value(Config::default()).unwrap_or_default();
+        let mut keys = Vec::new();
+        if let serde_json::Value::Object(sections) = value {
+            for (section, fields) in sections {
+                if let serde_json::Value::Object(fields) = fields {
+                    keys.extend(fields.keys().map(|key| format!("{section}.{key}")));
+                }
+            }
+        }
+        keys
+    }
+
+    /// The environment variable that sets `section.key`.
+    pub fn env_var(key: &str) -> String {
+        format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
+    }
+
+    /// The database URL of a service: the configured one, or a SQLite file
+    /// named after the service in the data folder.
+    pub fn database_url(&self, configured: &str, service: &str) -> String {
+        if !configured.is_empty() {
+            return configured.to_owned();
+        }
+        let path = Path::new(&self.data.dir).join(format!("{service}.db"));
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "mb.toml",
+                r#"
+                [gateway]
+                listen = "0.0.0.0:9000"
+                request_timeout_ms = 2500
+                [vercel]
+                client_id = "oac_file"
+                "#,
+            )?;
+            jail.set_env("MARKETBRIDGE_VERCEL__CLIENT_ID", "oac_env");
+            jail.set_env("MARKETBRIDGE_OUTBOX__MAX_ATTEMPTS", "3");
+            let config = Config::load(Some(Path::new("mb.toml"))).expect("loads");
+            assert_eq!(config.gateway.listen, "0.0.0.0:9000");
+            assert_eq!(config.gateway.request_timeout_ms, 2500);
+            assert_eq!(config.vercel.client_id, "oac_env");
+            assert_eq!(config.outbox.max_attempts, 3);
+            assert_eq!(config.account.listen, "127.0.0.1:50051");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("mb.toml", "[gateway]\nlisten_addr = \"x\"\n")?;
+            let error = Config::load(Some(Path::new("mb.toml"))).unwrap_err();
+            assert!(error.to_string().contains("listen_addr"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn keys_and_env_names() {
+        let keys = Config::keys();
+        assert!(keys.contains(&"gateway.listen".to_owned()));
+        assert!(keys.contains(&"google.signup_audience".to_owned()));
+        assert_eq!(Config::env_var("gateway.public_url"), "MARKETBRIDGE_GATEWAY__PUBLIC_URL");
+        let config = Config::default();
+        assert_eq!(config.database_url("", "account"), "sqlite://data/account.db?mode=rwc");
+        assert_eq!(config.database_url("postgres://x/y", "account"), "postgres://x/y");
+    }
+}

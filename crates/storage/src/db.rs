@@ -1,0 +1,113 @@
+//! Connections: an embedded SQLite file by default, PostgreSQL when a
+//! `postgres://` URL is given.
+
+use marketbridge_core::{Error, ErrorCode};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr};
+use std::path::Path;
+use std::time::Duration;
+
+/// The database engines marketbridge runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL points at.
+    pub fn of_url(url: &str) -> Result<Self, Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::validation(format!("unsupported database URL `{}`", redact_url(url))))
+        }
+    }
+
+    /// The backend of an open connection.
+    pub fn of(connection: &DatabaseConnection) -> Self {
+        match connection.get_database_backend() {
+            DbBackend::Postgres => Backend::Postgres,
+            _ => Backend::Sqlite,
+        }
+    }
+}
+
+/// The URL with any password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens a connection pool. For SQLite the file's folder is created, and the
+/// database runs in WAL mode so readers never wait for the writer.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
+    let backend = Backend::of_url(url)?;
+    if backend == Backend::Sqlite {
+        ensure_sqlite_folder(url)?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5));
+    match backend {
+        Backend::Sqlite => {
+            options.max_connections(8).min_connections(1).map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        }
+        Backend::Postgres => {
+            options.max_connections(16).min_connections(1);
+        }
+    }
+    Database::connect(options).await.map_err(|e| {
+        Error::unavailable(format!("cannot open database {}: {e}", redact_url(url)))
+    })
+}
+
+fn ensure_sqlite_folder(url: &str) -> Result<(), Error> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    Ok(())
+}
+
+/// Maps a database error: unique violations become conflicts, lost
+/// connections become `unavailable`, anything else is internal.
+pub fn db_error(error: DbErr) -> Error {
+    if let Some(SqlErr::UniqueConstraintViolation(detail)) = error.sql_err() {
+        return Error::new(ErrorCode::Conflict, format!("already exists: {detail}"));
+    }
+    match &error {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Error::unavailable(format!("database unavailable: {error}")),
+        DbErr::RecordNotFound(what) => Error::not_found(what.clone()),
+        DbErr::Query(RuntimeErr::SqlxError(inner)) if inner.to_string().contains("database is locked") => {
+            Error::unavailable("database busy, retry")
+        }
+        _ => Error::internal(format!("database error: {error}")),
+    }
+}
+
+/// True when the error is a unique-constraint violation.
+pub fn is_unique_violation(error: &DbErr) -> bool {
+    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}

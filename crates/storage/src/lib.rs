@@ -1,0 +1,16 @@
+//! Database plumbing every service shares: connecting to SQLite or
+//! PostgreSQL, the transactional outbox that carries every outbound call,
+//! idempotency records, and fresh databases for tests on both backends.
+//!
+//! Architecture invariant: this crate knows tables that every service has
+//! (`outbox_jobs`, `idempotency_records`), never a service's own tables.
+
+pub mod db;
+pub mod idempotency;
+pub mod migrations;
+pub mod outbox;
+pub mod testing;
+
+pub use db::{Backend, connect, db_error};
+pub use sea_orm;
+pub use sea_orm_migration;

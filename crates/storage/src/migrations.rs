@@ -1,0 +1,95 @@
+//! Migrations of the tables every service has. Each service's migrator lists
+//! these before its own.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// Creates `outbox_jobs`.
+pub struct CreateOutboxJobs;
+
+impl MigrationName for CreateOutboxJobs {
+    fn name(&self) -> &str {
+        "m0000_000001_create_outbox_jobs"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateOutboxJobs {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("outbox_jobs")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("kind"))
+                    .col(text("payload"))
+                    .col(string_null("dedupe_key").unique_key())
+                    .col(text_null("traceparent"))
+                    .col(string("status"))
+                    .col(integer("attempts"))
+                    .col(integer("max_attempts"))
+                    .col(timestamp_with_time_zone("run_at"))
+                    .col(timestamp_with_time_zone_null("locked_until"))
+                    .col(text_null("last_error"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .col(timestamp_with_time_zone_null("finished_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("outbox_jobs_due")
+                    .table("outbox_jobs")
+                    .col("status")
+                    .col("run_at")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("outbox_jobs").to_owned()).await
+    }
+}
+
+/// Creates `idempotency_records`.
+pub struct CreateIdempotencyRecords;
+
+impl MigrationName for CreateIdempotencyRecords {
+    fn name(&self) -> &str {
+        "m0000_000002_create_idempotency_records"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateIdempotencyRecords {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("idempotency_records")
+                    .if_not_exists()
+                    .col(string("scope"))
+                    .col(string("key"))
+                    .col(string("fingerprint"))
+                    .col(blob("response"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .primary_key(Index::create().col("scope").col("key"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("idempotency_records").to_owned()).await
+    }
+}
+
+/// The shared migrations, in order; services prepend them to their own.
+pub fn shared() -> Vec<Box<dyn MigrationTrait>> {
+    vec![Box::new(CreateOutboxJobs), Box::new(CreateIdempotencyRecords)]
+}

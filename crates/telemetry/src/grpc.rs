@@ -1,0 +1,192 @@
+//! gRPC spans and metrics: the server span (continuing the caller's trace from
+//! the request metadata), server-side call metrics, and a client layer that
+//! opens a client span and injects its context into every outgoing call.
+
+use crate::metrics::metrics;
+use crate::propagation::extract_http;
+use futures::future::BoxFuture;
+use opentelemetry::KeyValue;
+use opentelemetry::global;
+use opentelemetry_http::HeaderInjector;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Splits `/package.Service/Method` into service and method.
+fn split_path(path: &str) -> (String, String) {
+    let trimmed = path.trim_start_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((service, method)) => (service.to_owned(), method.to_owned()),
+        None => (trimmed.to_owned(), String::new()),
+    }
+}
+
+/// Builds the server span of a gRPC call; pass it to tonic's
+/// `Server::builder().trace_fn(...)`. `component` names the service.
+pub fn grpc_server_span(component: &'static str) -> impl Fn(&http::Request<()>) -> tracing::Span + Clone {
+    move |request: &http::Request<()>| {
+        let (service, method) = split_path(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %format!("{service}/{method}"),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            marketbridge.component = component,
+        );
+        let _ = span.set_parent(extract_http(request.headers()));
+        span
+    }
+}
+
+fn grpc_status_of<B>(response: &http::Response<B>) -> i64 {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Tower layer recording gRPC server call counts and latency.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcServerMetricsLayer;
+
+impl<S> Layer<S> for GrpcServerMetricsLayer {
+    type Service = GrpcServerMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcServerMetricsService { inner }
+    }
+}
+
+/// See [`GrpcServerMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcServerMetricsService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcServerMetricsService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let (service, method) = split_path(request.uri().path());
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            let code = match &result {
+                Ok(response) => grpc_status_of(response),
+                Err(_) => 14,
+            };
+            let attributes = [
+                KeyValue::new("rpc.service", service),
+                KeyValue::new("rpc.method", method),
+                KeyValue::new("rpc.grpc.status_code", code),
+            ];
+            let meters = metrics();
+            meters.rpc_server_requests.add(1, &attributes);
+            meters.rpc_server_duration.record(started.elapsed().as_secs_f64(), &attributes);
+            result
+        })
+    }
+}
+
+/// Tower layer for gRPC channels: a client span per call, its trace context
+/// injected into the call's metadata, and client-side latency.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcClientLayer;
+
+impl<S> Layer<S> for GrpcClientLayer {
+    type Service = GrpcClientService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcClientService { inner }
+    }
+}
+
+/// See [`GrpcClientLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcClientService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for GrpcClientService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let (service, method) = split_path(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = %format!("{service}/{method}"),
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+        );
+        let context = span.context();
+        global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
+        });
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(
+            async move {
+                let result = future.await;
+                let code = match &result {
+                    Ok(response) => grpc_status_of(response),
+                    Err(_) => 14,
+                };
+                metrics().rpc_client_duration.record(
+                    started.elapsed().as_secs_f64(),
+                    &[
+                        KeyValue::new("rpc.service", service),
+                        KeyValue::new("rpc.method", method),
+                        KeyValue::new("rpc.grpc.status_code", code),
+                    ],
+                );
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(
+            split_path("/marketbridge.account.v1.AccountService/GetAccount"),
+            ("marketbridge.account.v1.AccountService".to_owned(), "GetAccount".to_owned())
+        );
+        assert_eq!(split_path("/odd"), ("odd".to_owned(), String::new()));
+    }
+}
