@@ -12,5 +12,5 @@ pub mod metadata;
 pub mod money;
 pub mod time;
 
-pub use error::{Error, ErrorCode, Result};
+pub use error::{Error, ErrorCode, FieldError, Result, Validator};
 pub use marketplace::Marketplace;

@@ -1,1 +1,17 @@
+//! Network plumbing every marketbridge component shares.
+//!
+//! - [`server`]: serve a gRPC service with health, reflection, trace
+//!   propagation, metrics, optional (m)TLS and graceful shutdown.
+//! - [`client`]: channels and typed clients to the services, traced, with
+//!   deadlines and optional (m)TLS.
+//! - [`http`]: outbound HTTPS clients for marketplace APIs.
+//! - [`tls`]: certificates and the process-wide crypto provider.
 
+pub mod client;
+pub mod http;
+pub mod process;
+pub mod server;
+pub mod tls;
+
+pub use client::{AccountClient, BillingClient, ProvisioningClient, ServiceClients, TracedChannel, channel};
+pub use server::{reply, serve_grpc};

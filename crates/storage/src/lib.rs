@@ -9,6 +9,7 @@ pub mod db;
 pub mod idempotency;
 pub mod migrations;
 pub mod outbox;
+pub mod paging;
 pub mod testing;
 
 pub use db::{Backend, connect, db_error};

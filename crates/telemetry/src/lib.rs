@@ -122,3 +122,14 @@ impl<T: opentelemetry_otlp::WithExportConfig> WithEndpointUrl for T {
         self.with_endpoint(endpoint.to_owned())
     }
 }
+
+/// Serves Prometheus `/metrics` on `listener` until `shutdown` fires.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics_endpoint));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// The `/metrics` handler.
+pub async fn metrics_endpoint() -> impl axum::response::IntoResponse {
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_prometheus())
+}

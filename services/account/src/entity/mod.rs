@@ -1,0 +1,4 @@
+//! Tables the account service owns.
+
+pub mod account;
+pub mod event;

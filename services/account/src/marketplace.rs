@@ -1,0 +1,114 @@
+//! The seams where a marketplace plugs into the account service: an adapter
+//! for the calls the service makes to the marketplace about an account, and a
+//! processor for the notifications the marketplace sends. Adding a
+//! marketplace means registering one of each; nothing else changes.
+
+use crate::domain::AccountDomain;
+use crate::entity::{account, event};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use marketbridge_core::crypto::SecretString;
+use marketbridge_core::{Marketplace, Result};
+use marketbridge_proto::account::v1::SignupState;
+use marketbridge_proto::common::v1::Person;
+use marketbridge_rpc::{BillingClient, ProvisioningClient};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// An account as the marketplace describes it now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountSnapshot {
+    /// Display name, when the marketplace has one.
+    pub display_name: Option<String>,
+    /// Account URL, when given.
+    pub url: Option<String>,
+    /// Main contact, when given.
+    pub contact: Option<Person>,
+    /// State, verbatim.
+    pub marketplace_state: String,
+    /// The marketplace's update time.
+    pub update_time: Option<DateTime<Utc>>,
+    /// The signup approval state, when the marketplace has one.
+    pub signup: Option<SignupState>,
+    /// Extras.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Calls the account service makes to a marketplace.
+#[async_trait]
+pub trait AccountMarketplace: Send + Sync + 'static {
+    /// Approves the account's provider signup (Google `accounts.approve`).
+    /// Must succeed when it is already approved.
+    async fn approve_signup(&self, account: &account::Model) -> Result<()>;
+    /// Rejects the account's signup.
+    async fn reject_signup(&self, account: &account::Model, reason: &str) -> Result<()>;
+    /// Resets the account (Google `accounts.reset`).
+    async fn reset(&self, account: &account::Model) -> Result<()>;
+    /// Reads the account from the marketplace; `None` when it no longer
+    /// exists there. `credential` is the stored access token, if any.
+    async fn fetch(&self, account: &account::Model, credential: Option<&SecretString>)
+    -> Result<Option<AccountSnapshot>>;
+}
+
+/// What processing an event achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Acted on; `account_id` is the account it concerned, when known.
+    Processed {
+        /// Our account id.
+        account_id: Option<String>,
+    },
+    /// Not an event we act on; logged and acknowledged.
+    Ignored,
+}
+
+/// What an event processor may use.
+#[derive(Clone)]
+pub struct EventServices {
+    /// The account service's own operations.
+    pub accounts: AccountDomain,
+    /// The provisioning service.
+    pub provisioning: Option<ProvisioningClient>,
+    /// The billing service.
+    pub billing: Option<BillingClient>,
+}
+
+/// Acts on the notifications of one marketplace.
+#[async_trait]
+pub trait EventProcessor: Send + Sync + 'static {
+    /// Processes one recorded event. Called at least once per event; must be
+    /// idempotent. A transient error retries later; any other error marks
+    /// the event failed.
+    async fn process(&self, event: &event::Model, services: &EventServices) -> Result<EventOutcome>;
+}
+
+/// The adapters and processors registered per marketplace.
+#[derive(Clone, Default)]
+pub struct Marketplaces {
+    adapters: HashMap<Marketplace, Arc<dyn AccountMarketplace>>,
+    processors: HashMap<Marketplace, Arc<dyn EventProcessor>>,
+}
+
+impl Marketplaces {
+    /// Registers the adapter of a marketplace.
+    pub fn with_adapter(mut self, marketplace: Marketplace, adapter: Arc<dyn AccountMarketplace>) -> Self {
+        self.adapters.insert(marketplace, adapter);
+        self
+    }
+
+    /// Registers the event processor of a marketplace.
+    pub fn with_processor(mut self, marketplace: Marketplace, processor: Arc<dyn EventProcessor>) -> Self {
+        self.processors.insert(marketplace, processor);
+        self
+    }
+
+    /// The adapter of a marketplace, if one is registered.
+    pub fn adapter(&self, marketplace: Marketplace) -> Option<&Arc<dyn AccountMarketplace>> {
+        self.adapters.get(&marketplace)
+    }
+
+    /// The event processor of a marketplace, if one is registered.
+    pub fn processor(&self, marketplace: Marketplace) -> Option<&Arc<dyn EventProcessor>> {
+        self.processors.get(&marketplace)
+    }
+}

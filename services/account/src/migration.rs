@@ -1,0 +1,126 @@
+//! The account service's schema.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// Migrates the account database.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut migrations = marketbridge_storage::migrations::shared();
+        migrations.push(Box::new(CreateAccounts));
+        migrations.push(Box::new(CreateMarketplaceEvents));
+        migrations
+    }
+}
+
+struct CreateAccounts;
+
+impl MigrationName for CreateAccounts {
+    fn name(&self) -> &str {
+        "m0001_000001_create_accounts"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateAccounts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("accounts")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("marketplace"))
+                    .col(string("external_id"))
+                    .col(text("display_name"))
+                    .col(text("url"))
+                    .col(text("contact"))
+                    .col(text("people"))
+                    .col(text("company"))
+                    .col(string("state"))
+                    .col(string("signup_state"))
+                    .col(text("signup_reason"))
+                    .col(text("accepted_terms"))
+                    .col(text("scopes"))
+                    .col(text_null("credential"))
+                    .col(string("credential_type"))
+                    .col(string("marketplace_state"))
+                    .col(timestamp_with_time_zone_null("marketplace_update_time"))
+                    .col(text("attributes"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .col(timestamp_with_time_zone_null("deletion_requested_at"))
+                    .col(timestamp_with_time_zone_null("finalized_at"))
+                    .col(boolean("purged"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("accounts_marketplace_identity")
+                    .table("accounts")
+                    .col("marketplace")
+                    .col("external_id")
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("accounts").to_owned()).await
+    }
+}
+
+struct CreateMarketplaceEvents;
+
+impl MigrationName for CreateMarketplaceEvents {
+    fn name(&self) -> &str {
+        "m0001_000002_create_marketplace_events"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateMarketplaceEvents {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("marketplace_events")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("marketplace"))
+                    .col(string("external_id"))
+                    .col(string("event_type"))
+                    .col(text("payload"))
+                    .col(timestamp_with_time_zone_null("occurred_at"))
+                    .col(timestamp_with_time_zone("received_at"))
+                    .col(string("status"))
+                    .col(text("error"))
+                    .col(string("channel"))
+                    .col(string_null("account_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("marketplace_events_identity")
+                    .table("marketplace_events")
+                    .col("marketplace")
+                    .col("external_id")
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("marketplace_events").to_owned()).await
+    }
+}
