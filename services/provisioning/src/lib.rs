@@ -1,1 +1,141 @@
+//! The provisioning service: subscriptions (a Vercel resource's plan, a
+//! Google entitlement) and their state machine, the resources we run for
+//! customers with their encrypted secrets, the drivers that run them, and the
+//! entitlement check internal teams call.
+//!
+//! Architecture invariant: this crate knows nothing of HTTP or of any
+//! marketplace's JSON; marketplaces plug in through [`marketplace`] traits
+//! and products through [`driver`] traits.
 
+pub mod adapters;
+pub mod convert;
+pub mod domain;
+pub mod driver;
+pub mod entity;
+pub mod grpc;
+pub mod jobs;
+pub mod marketplace;
+pub mod migration;
+
+use crate::domain::ProvisioningDomain;
+use crate::driver::Drivers;
+use crate::grpc::ProvisioningGrpc;
+use crate::jobs::ProvisioningJobs;
+use crate::marketplace::Marketplaces;
+use crate::migration::Migrator;
+use marketbridge_catalog::Catalog;
+use marketbridge_config::{Config, OutboxOptions, TlsOptions};
+use marketbridge_core::crypto::Cipher;
+use marketbridge_core::time::SharedClock;
+use marketbridge_core::{Error, Result};
+use marketbridge_proto::provisioning::v1::provisioning_service_server::ProvisioningServiceServer;
+use marketbridge_rpc::{AccountClient, BillingClient, ServiceClients, serve_grpc};
+use marketbridge_storage::outbox::{JobHandler, Outbox};
+use sea_orm_migration::MigratorTrait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the provisioning service runs with besides its database.
+pub struct ProvisioningDeps {
+    /// Time source.
+    pub clock: SharedClock,
+    /// Encryption at rest.
+    pub cipher: Cipher,
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// Drivers by name.
+    pub drivers: Drivers,
+    /// Marketplace adapters.
+    pub marketplaces: Marketplaces,
+    /// The account service.
+    pub accounts: AccountClient,
+    /// The billing service.
+    pub billing: Option<BillingClient>,
+}
+
+/// A ready provisioning service.
+#[derive(Clone)]
+pub struct ProvisioningServer {
+    domain: ProvisioningDomain,
+    jobs: Arc<ProvisioningJobs>,
+}
+
+impl ProvisioningServer {
+    /// Opens (and migrates) the database at `database_url`.
+    pub async fn open(database_url: &str, outbox: &OutboxOptions, deps: ProvisioningDeps) -> Result<Self> {
+        for product in deps.catalog.products() {
+            if deps.drivers.get(&product.driver).is_none() {
+                return Err(Error::validation(format!(
+                    "catalog: product `{}` names driver `{}`; known drivers: {}",
+                    product.id,
+                    product.driver,
+                    deps.drivers.names().join(", ")
+                )));
+            }
+        }
+        let db = marketbridge_storage::connect(database_url).await?;
+        Migrator::up(&db, None).await.map_err(|e| Error::internal(format!("provisioning migrations: {e}")))?;
+        let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
+        let domain = ProvisioningDomain::new(
+            db,
+            deps.clock,
+            deps.cipher,
+            outbox,
+            deps.catalog,
+            deps.drivers,
+            deps.marketplaces,
+            deps.accounts,
+        );
+        let jobs = Arc::new(ProvisioningJobs::new(domain.clone(), deps.billing));
+        Ok(Self { domain, jobs })
+    }
+
+    /// Builds the service from configuration.
+    pub async fn from_config(config: &Config, clock: SharedClock, cipher: Cipher) -> Result<Self> {
+        let deadline = Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3);
+        let clients = ServiceClients::connect(
+            &config.gateway.account_url,
+            &config.gateway.provisioning_url,
+            &config.gateway.billing_url,
+            &config.tls,
+            deadline,
+        )?;
+        let deps = ProvisioningDeps {
+            clock,
+            cipher,
+            catalog: Arc::new(Catalog::load(&config.catalog.path)?),
+            drivers: adapters::drivers(config)?,
+            marketplaces: adapters::from_config(config)?,
+            accounts: clients.account,
+            billing: Some(clients.billing),
+        };
+        let url = config.database_url(&config.provisioning.database_url, "provisioning");
+        Self::open(&url, &config.outbox, deps).await
+    }
+
+    /// The domain operations.
+    pub fn domain(&self) -> &ProvisioningDomain {
+        &self.domain
+    }
+
+    /// The outbox job handler.
+    pub fn job_handler(&self) -> Arc<dyn JobHandler> {
+        self.jobs.clone()
+    }
+
+    /// The tonic service.
+    pub fn grpc(&self) -> ProvisioningServiceServer<ProvisioningGrpc> {
+        ProvisioningServiceServer::new(ProvisioningGrpc::new(self.domain.clone()))
+    }
+
+    /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, tls: &TlsOptions, shutdown: CancellationToken) -> Result<()> {
+        let worker = tokio::spawn(self.domain.outbox().clone().run(self.jobs.clone(), shutdown.clone()));
+        let served = serve_grpc(listener, "provisioning", tls, self.grpc(), shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = worker.await;
+        served
+    }
+}

@@ -1,0 +1,284 @@
+//! The provisioning service's operations, independent of gRPC.
+
+mod entitlement;
+mod resources;
+mod subscriptions;
+
+pub(crate) use resources::merge_secrets;
+pub(crate) use subscriptions::subscription_marketplace;
+
+use crate::convert::{marketplace_of, status};
+use crate::driver::{Driver, DriverContext, Drivers, Secret};
+use crate::entity::{resource, subscription};
+use crate::jobs::{self, kind};
+use crate::marketplace::{Marketplaces, state};
+use chrono::{DateTime, Utc};
+use marketbridge_catalog::{Catalog, Plan, Product};
+use marketbridge_core::crypto::Cipher;
+use marketbridge_core::time::SharedClock;
+use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
+use marketbridge_proto::account::v1 as account_pb;
+use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
+use marketbridge_rpc::AccountClient;
+use marketbridge_storage::db_error;
+use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::Value as Json;
+use std::sync::Arc;
+
+/// What provisioning knows of an account (from the account service).
+#[derive(Debug, Clone)]
+pub struct AccountInfo {
+    /// Our id.
+    pub id: String,
+    /// Its marketplace.
+    pub marketplace: Marketplace,
+    /// The marketplace's id.
+    pub external_id: String,
+    /// True while the account is not deleted.
+    pub active: bool,
+    /// True when its signup is approved or not required.
+    pub signup_done: bool,
+}
+
+impl AccountInfo {
+    fn from_proto(account: &account_pb::Account) -> Result<Self> {
+        let reference = account.marketplace_ref.clone().unwrap_or_default();
+        let signup = account_pb::SignupState::try_from(account.signup_state).unwrap_or_default();
+        Ok(Self {
+            id: account.id.clone(),
+            marketplace: Marketplace::from_proto("account.marketplace", reference.marketplace)?,
+            external_id: reference.external_id,
+            active: account.state == account_pb::AccountState::Active as i32,
+            signup_done: matches!(signup, account_pb::SignupState::Approved | account_pb::SignupState::NotRequired),
+        })
+    }
+}
+
+/// The provisioning service's state and operations.
+#[derive(Clone)]
+pub struct ProvisioningDomain {
+    db: DatabaseConnection,
+    clock: SharedClock,
+    cipher: Cipher,
+    outbox: Outbox,
+    catalog: Arc<Catalog>,
+    drivers: Drivers,
+    marketplaces: Marketplaces,
+    accounts: AccountClient,
+}
+
+pub(crate) fn context_key(context: Option<&RequestContext>) -> String {
+    context.map(|c| c.idempotency_key.clone()).unwrap_or_default()
+}
+
+impl ProvisioningDomain {
+    /// The domain over an open, migrated database.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        db: DatabaseConnection,
+        clock: SharedClock,
+        cipher: Cipher,
+        outbox: Outbox,
+        catalog: Arc<Catalog>,
+        drivers: Drivers,
+        marketplaces: Marketplaces,
+        accounts: AccountClient,
+    ) -> Self {
+        Self { db, clock, cipher, outbox, catalog, drivers, marketplaces, accounts }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The outbox.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The marketplace adapters.
+    pub fn marketplaces(&self) -> &Marketplaces {
+        &self.marketplaces
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        truncate_micros(self.clock.now())
+    }
+
+    /// The account behind `selector`, from the account service.
+    pub async fn account(&self, selector: AccountSelector) -> Result<AccountInfo> {
+        let mut client = self.accounts.clone();
+        let account = client
+            .get_account(account_pb::GetAccountRequest { account: Some(selector) })
+            .await
+            .map_err(Error::from)?
+            .into_inner();
+        AccountInfo::from_proto(&account)
+    }
+
+    /// The account behind `selector`, creating a bare record when the
+    /// marketplace announced a subscription before its account.
+    pub(crate) async fn account_or_create(&self, marketplace: Marketplace, external_id: &str) -> Result<AccountInfo> {
+        match self.account(AccountSelector::by_ref(proto_marketplace(marketplace), external_id)).await {
+            Err(error) if error.code() == ErrorCode::NotFound => {
+                let mut client = self.accounts.clone();
+                let account = client
+                    .upsert_account(account_pb::UpsertAccountRequest {
+                        marketplace_ref: Some(marketbridge_proto::common::v1::MarketplaceRef::new(
+                            proto_marketplace(marketplace),
+                            external_id,
+                        )),
+                        signup_required: marketplace == Marketplace::Google,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(Error::from)?
+                    .into_inner();
+                AccountInfo::from_proto(&account)
+            }
+            other => other,
+        }
+    }
+
+    pub(crate) fn seal(&self, secrets: &[Secret]) -> Result<String> {
+        let json = serde_json::to_string(secrets).map_err(|e| Error::internal(format!("secrets: {e}")))?;
+        self.cipher.encrypt(&json)
+    }
+
+    pub(crate) fn open(&self, sealed: &str) -> Result<Vec<Secret>> {
+        let json = self.cipher.decrypt(sealed)?;
+        serde_json::from_str(json.expose()).map_err(|e| Error::internal(format!("stored secrets unreadable: {e}")))
+    }
+
+    pub(crate) fn product(&self, product_id: &str) -> Result<&Product> {
+        self.catalog
+            .product(product_id)
+            .ok_or_else(|| Error::internal(format!("product `{product_id}` is no longer in the catalog")))
+    }
+
+    pub(crate) fn plan<'a>(&self, product: &'a Product, plan_id: &str) -> Result<&'a Plan> {
+        product
+            .plan(plan_id)
+            .ok_or_else(|| Error::internal(format!("plan `{plan_id}` of `{}` is no longer in the catalog", product.id)))
+    }
+
+    pub(crate) fn driver(&self, name: &str) -> Result<&Arc<dyn Driver>> {
+        self.drivers.get(name).ok_or_else(|| Error::internal(format!("no driver named `{name}`")))
+    }
+
+    /// The driver of a stored resource, with everything to build its context.
+    pub(crate) fn driver_for(&self, row: &resource::Model) -> Result<ResourceDriver> {
+        let product = self.product(&row.product_id)?.clone();
+        let plan = self.plan(&product, &row.plan_id)?.clone();
+        Ok(ResourceDriver {
+            driver: self.driver(&row.driver)?.clone(),
+            resource_id: row.id.clone(),
+            account_id: row.account_id.clone(),
+            name: row.name.clone(),
+            product,
+            plan,
+            metadata: serde_json::from_str(&row.metadata).unwrap_or_default(),
+            state: serde_json::from_str(&row.driver_state).unwrap_or_default(),
+        })
+    }
+
+    pub(crate) async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<()> {
+        self.outbox.enqueue(conn, job).await.map(|_| ())
+    }
+
+    /// Schedules telling billing about a subscription's latest state.
+    pub(crate) async fn enqueue_billing_change(&self, conn: &impl ConnectionTrait, subscription: &subscription::Model) -> Result<()> {
+        self.enqueue(
+            conn,
+            NewJob::new(kind::BILLING_CHANGE, &jobs::SubscriptionJob::new(&subscription.id))?
+                .dedupe_key(format!("billing:{}:{}", subscription.id, subscription.version)),
+        )
+        .await
+    }
+
+    /// Schedules telling the marketplace a resource changed.
+    pub(crate) async fn enqueue_notify(&self, conn: &impl ConnectionTrait, row: &resource::Model, push_secrets: bool) -> Result<()> {
+        self.enqueue(conn, NewJob::new(kind::NOTIFY, &jobs::ResourceJob { resource_id: row.id.clone(), push_secrets, sealed: None })?)
+            .await
+    }
+
+    pub(crate) async fn load_resource(&self, conn: &impl ConnectionTrait, resource_id: &str) -> Result<Option<resource::Model>> {
+        resource::Entity::find_by_id(resource_id.to_owned()).one(conn).await.map_err(db_error)
+    }
+
+    pub(crate) async fn load_subscription(&self, conn: &impl ConnectionTrait, subscription_id: &str) -> Result<Option<subscription::Model>> {
+        subscription::Entity::find_by_id(subscription_id.to_owned()).one(conn).await.map_err(db_error)
+    }
+
+    pub(crate) async fn live_resources_of_subscription(
+        &self,
+        conn: &impl ConnectionTrait,
+        subscription_id: &str,
+    ) -> Result<Vec<resource::Model>> {
+        resource::Entity::find()
+            .filter(resource::Column::SubscriptionId.eq(subscription_id))
+            .filter(resource::Column::Status.ne(status::UNINSTALLED))
+            .order_by_asc(resource::Column::Id)
+            .all(conn)
+            .await
+            .map_err(db_error)
+    }
+
+    pub(crate) async fn resource_ids_of(&self, conn: &impl ConnectionTrait, subscription_id: &str) -> Result<Vec<String>> {
+        Ok(self.live_resources_of_subscription(conn, subscription_id).await?.into_iter().map(|r| r.id).collect())
+    }
+
+    /// The marketplace id of an account, for notifications.
+    pub(crate) async fn account_external_id(&self, account_id: &str) -> Result<(Marketplace, String)> {
+        let info = self.account(AccountSelector::by_id(account_id)).await?;
+        Ok((info.marketplace, info.external_id))
+    }
+
+    pub(crate) fn marketplace_of_row(&self, name: &str) -> Result<Marketplace> {
+        marketplace_of(name)
+    }
+
+    pub(crate) fn is_usable(subscription: &subscription::Model) -> bool {
+        state::is_usable(&subscription.state)
+    }
+}
+
+/// The protobuf marketplace enum of a marketplace.
+pub fn proto_marketplace(marketplace: Marketplace) -> marketbridge_proto::common::v1::Marketplace {
+    marketbridge_proto::common::v1::Marketplace::try_from(marketplace.to_proto())
+        .unwrap_or(marketbridge_proto::common::v1::Marketplace::Unspecified)
+}
+
+/// A resource's driver and the owned values its context borrows.
+pub(crate) struct ResourceDriver {
+    pub(crate) driver: Arc<dyn Driver>,
+    resource_id: String,
+    account_id: String,
+    name: String,
+    product: Product,
+    plan: Plan,
+    metadata: Json,
+    pub(crate) state: Json,
+}
+
+impl ResourceDriver {
+    /// The context to call the driver with.
+    pub(crate) fn context(&self) -> DriverContext<'_> {
+        DriverContext {
+            resource_id: &self.resource_id,
+            account_id: &self.account_id,
+            name: &self.name,
+            product: &self.product,
+            plan: &self.plan,
+            metadata: &self.metadata,
+            state: &self.state,
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Drivers run the provider's product: they create what a resource stands
+//! for, issue and revoke its credentials, apply plan limits, suspend, resume,
+//! tear down and measure usage. The catalog names each product's driver.
+//!
+//! Every driver method may be called more than once for the same resource
+//! (the outbox retries), so each must be idempotent.
+
+pub mod template;
+
+use async_trait::async_trait;
+use marketbridge_catalog::{Plan, Product};
+use marketbridge_core::Result;
+use marketbridge_proto::common::v1 as common;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A secret handed to the customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Secret {
+    /// Variable name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// Per-environment values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment_overrides: BTreeMap<String, String>,
+}
+
+impl Secret {
+    /// A plain secret.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { name: name.into(), value: value.into(), environment_overrides: BTreeMap::new() }
+    }
+
+    /// The protobuf form.
+    pub fn to_proto(&self) -> common::Secret {
+        common::Secret {
+            name: self.name.clone(),
+            value: self.value.clone(),
+            environment_overrides: self.environment_overrides.clone(),
+        }
+    }
+}
+
+/// Everything a driver knows about the resource it works on.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverContext<'a> {
+    /// Resource id (`res_...`).
+    pub resource_id: &'a str,
+    /// Owning account.
+    pub account_id: &'a str,
+    /// Customer-chosen name.
+    pub name: &'a str,
+    /// The product.
+    pub product: &'a Product,
+    /// The plan in force.
+    pub plan: &'a Plan,
+    /// Customer configuration.
+    pub metadata: &'a Json,
+    /// What the driver noted about the resource earlier.
+    pub state: &'a Json,
+}
+
+/// A resource's credentials and notes, decided before it exists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Secrets returned to the marketplace at creation.
+    pub secrets: Vec<Secret>,
+    /// The driver's notes, kept with the resource.
+    pub state: Json,
+    /// True when the resource is usable at once; false to provision in the
+    /// background.
+    pub ready: bool,
+    /// When not ready, how long to wait before provisioning, in seconds.
+    pub delay_seconds: u64,
+}
+
+/// Where provisioning left the resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provisioned {
+    /// Usable.
+    Ready,
+    /// Usable once the customer finishes setup.
+    Onboarding,
+}
+
+/// New credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rotation {
+    /// The new secrets (all of them, or only the changed ones when
+    /// `partial`).
+    pub secrets: Vec<Secret>,
+    /// True when the new secrets work now; false when the driver needs time
+    /// and they are pushed to the marketplace later.
+    pub sync: bool,
+    /// True when only some secrets changed.
+    pub partial: bool,
+    /// Updated notes.
+    pub state: Json,
+}
+
+/// A usage measurement taken by a driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measurement {
+    /// Metric id from the catalog.
+    pub metric_id: String,
+    /// Quantity in the metric's unit.
+    pub quantity: i64,
+}
+
+/// Runs one kind of product.
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// The name the catalog uses.
+    fn name(&self) -> &'static str;
+    /// Decides the secrets of a new resource. Must not have side effects
+    /// beyond the returned values: the resource may never be created.
+    async fn prepare(&self, context: &DriverContext<'_>) -> Result<Prepared>;
+    /// Creates the resource with the prepared secrets.
+    async fn provision(&self, context: &DriverContext<'_>, secrets: &[Secret]) -> Result<Provisioned>;
+    /// Applies the plan in `context` (limits) to a running resource.
+    async fn apply_plan(&self, context: &DriverContext<'_>) -> Result<()>;
+    /// Issues new credentials; the current ones keep working.
+    async fn rotate(&self, context: &DriverContext<'_>, current: &[Secret]) -> Result<Rotation>;
+    /// Finishes an asynchronous rotation (makes `secrets` work).
+    async fn complete_rotation(&self, context: &DriverContext<'_>, secrets: &[Secret]) -> Result<()>;
+    /// Revokes credentials replaced by a rotation.
+    async fn revoke(&self, context: &DriverContext<'_>, old: &[Secret]) -> Result<()>;
+    /// Refuses access, keeping data.
+    async fn suspend(&self, context: &DriverContext<'_>) -> Result<()>;
+    /// Restores access.
+    async fn resume(&self, context: &DriverContext<'_>) -> Result<()>;
+    /// Tears the resource down for good.
+    async fn deprovision(&self, context: &DriverContext<'_>) -> Result<()>;
+    /// Measures usage now.
+    async fn measure(&self, context: &DriverContext<'_>) -> Result<Vec<Measurement>>;
+}
+
+/// The drivers available, by name.
+#[derive(Clone, Default)]
+pub struct Drivers {
+    drivers: HashMap<String, Arc<dyn Driver>>,
+}
+
+impl Drivers {
+    /// The built-in drivers.
+    pub fn builtin() -> Self {
+        Self::default().with(Arc::new(template::TemplateDriver))
+    }
+
+    /// Adds (or replaces) a driver.
+    pub fn with(mut self, driver: Arc<dyn Driver>) -> Self {
+        self.drivers.insert(driver.name().to_owned(), driver);
+        self
+    }
+
+    /// A driver by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Driver>> {
+        self.drivers.get(name)
+    }
+
+    /// Names of every driver.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.drivers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

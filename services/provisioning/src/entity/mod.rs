@@ -1,0 +1,4 @@
+//! Tables the provisioning service owns.
+
+pub mod resource;
+pub mod subscription;

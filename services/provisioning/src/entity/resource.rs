@@ -1,0 +1,58 @@
+//! `resources`: what we run for customers, with their encrypted secrets.
+
+use sea_orm::entity::prelude::*;
+
+/// A resource.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "resources")]
+pub struct Model {
+    /// `res_...`
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The subscription paying for it.
+    pub subscription_id: String,
+    /// Product.
+    pub product_id: String,
+    /// Plan.
+    pub plan_id: String,
+    /// Customer-chosen name.
+    pub name: String,
+    /// Customer configuration, JSON object.
+    pub metadata: String,
+    /// `pending`, `onboarding`, `ready`, `suspended`, `error`, `uninstalled`.
+    pub status: String,
+    /// Message about the status.
+    pub status_message: String,
+    /// Marketplace it was bought through.
+    pub marketplace: String,
+    /// Marketplace-attached id.
+    pub external_id: String,
+    /// Connected projects, JSON array.
+    pub connections: String,
+    /// Current secrets, encrypted JSON.
+    pub secrets: String,
+    /// Version of the current secrets.
+    pub secrets_version: i32,
+    /// Secrets replaced by the last rotation, encrypted JSON, while valid.
+    pub previous_secrets: Option<String>,
+    /// When the previous secrets stop working.
+    pub previous_secrets_expire_at: Option<ChronoDateTimeUtc>,
+    /// Driver name.
+    pub driver: String,
+    /// The driver's own notes about the resource (names it created), JSON.
+    pub driver_state: String,
+    /// Created.
+    pub created_at: ChronoDateTimeUtc,
+    /// Last changed.
+    pub updated_at: ChronoDateTimeUtc,
+    /// Deleted.
+    pub deleted_at: Option<ChronoDateTimeUtc>,
+}
+
+/// No relations are navigated.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,120 @@
+//! The seam where a marketplace plugs into provisioning: reading and
+//! approving subscriptions at the marketplace, and telling it when a resource
+//! changed. A marketplace without an adapter (direct customers) approves
+//! everything at once and needs no notifications.
+
+use crate::driver::Secret;
+use crate::entity::{resource, subscription};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use marketbridge_core::{Marketplace, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Our lifecycle states, as stored.
+pub mod state {
+    /// Asked for, not approved.
+    pub const REQUESTED: &str = "requested";
+    /// Approved by us, not yet active.
+    pub const APPROVED: &str = "approved";
+    /// In use.
+    pub const ACTIVE: &str = "active";
+    /// In use, a plan change pending.
+    pub const PENDING_PLAN_CHANGE: &str = "pending_plan_change";
+    /// In use until the end of the term.
+    pub const PENDING_CANCELLATION: &str = "pending_cancellation";
+    /// Ended.
+    pub const CANCELLED: &str = "cancelled";
+    /// Refused.
+    pub const REJECTED: &str = "rejected";
+
+    /// States in which the customer may use what they bought.
+    pub fn is_usable(state: &str) -> bool {
+        matches!(state, ACTIVE | PENDING_PLAN_CHANGE | PENDING_CANCELLATION)
+    }
+
+    /// States that never change again.
+    pub fn is_final(state: &str) -> bool {
+        matches!(state, CANCELLED | REJECTED)
+    }
+}
+
+/// A subscription as the marketplace describes it now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SubscriptionSnapshot {
+    /// The marketplace id of the owning account.
+    pub account_external_id: String,
+    /// Our product id.
+    pub product_id: String,
+    /// Our plan id in force.
+    pub plan_id: String,
+    /// Our plan id the customer asked for, if a change is pending.
+    pub pending_plan_id: String,
+    /// Our state (one of [`state`]).
+    pub state: String,
+    /// The marketplace's state, verbatim.
+    pub marketplace_state: String,
+    /// The marketplace's update time.
+    pub update_time: Option<DateTime<Utc>>,
+    /// Usage reporting id.
+    pub usage_reporting_id: String,
+    /// Order id.
+    pub order_id: String,
+    /// Cancellation reason, when cancelled.
+    pub reason: String,
+    /// Extras.
+    pub attributes: BTreeMap<String, String>,
+    /// True when the marketplace waits for the provider to approve a plan
+    /// change.
+    pub plan_change_needs_approval: bool,
+}
+
+/// A change of a resource the marketplace should hear about.
+#[derive(Debug, Clone)]
+pub struct ResourceChange {
+    /// The marketplace id of the owning account.
+    pub account_external_id: String,
+    /// The resource after the change.
+    pub resource: resource::Model,
+    /// New secrets to push, when they changed.
+    pub secrets: Option<Vec<Secret>>,
+}
+
+/// Calls provisioning makes to a marketplace.
+#[async_trait]
+pub trait ProvisioningMarketplace: Send + Sync + 'static {
+    /// Reads a subscription; `None` when the marketplace no longer has it.
+    async fn fetch_subscription(&self, external_id: &str) -> Result<Option<SubscriptionSnapshot>>;
+    /// Approves a requested subscription. Must succeed when already approved.
+    async fn approve_subscription(&self, subscription: &subscription::Model) -> Result<()>;
+    /// Rejects a requested subscription.
+    async fn reject_subscription(&self, subscription: &subscription::Model, reason: &str) -> Result<()>;
+    /// Approves the pending plan change to `pending_plan_id` (our id).
+    async fn approve_plan_change(&self, subscription: &subscription::Model, pending_plan_id: &str) -> Result<()>;
+    /// Rejects the pending plan change.
+    async fn reject_plan_change(&self, subscription: &subscription::Model, pending_plan_id: &str, reason: &str)
+    -> Result<()>;
+    /// Tells the marketplace a resource changed (status, secrets).
+    async fn resource_changed(&self, change: &ResourceChange) -> Result<()>;
+    /// Marketplace ids of subscriptions to re-read during reconciliation.
+    async fn list_subscription_ids(&self) -> Result<Vec<String>>;
+}
+
+/// Adapters per marketplace.
+#[derive(Clone, Default)]
+pub struct Marketplaces {
+    adapters: HashMap<Marketplace, Arc<dyn ProvisioningMarketplace>>,
+}
+
+impl Marketplaces {
+    /// Registers the adapter of a marketplace.
+    pub fn with_adapter(mut self, marketplace: Marketplace, adapter: Arc<dyn ProvisioningMarketplace>) -> Self {
+        self.adapters.insert(marketplace, adapter);
+        self
+    }
+
+    /// The adapter of a marketplace, if registered.
+    pub fn adapter(&self, marketplace: Marketplace) -> Option<&Arc<dyn ProvisioningMarketplace>> {
+        self.adapters.get(&marketplace)
+    }
+}

@@ -1,0 +1,142 @@
+//! The provisioning service's schema.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// Migrates the provisioning database.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut migrations = marketbridge_storage::migrations::shared();
+        migrations.push(Box::new(CreateSubscriptions));
+        migrations.push(Box::new(CreateResources));
+        migrations
+    }
+}
+
+struct CreateSubscriptions;
+
+impl MigrationName for CreateSubscriptions {
+    fn name(&self) -> &str {
+        "m0001_000001_create_subscriptions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateSubscriptions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("subscriptions")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("account_id"))
+                    .col(string("marketplace"))
+                    .col(string("external_id"))
+                    .col(string("product_id"))
+                    .col(string("plan_id"))
+                    .col(string("pending_plan_id"))
+                    .col(string("state"))
+                    .col(string("scope"))
+                    .col(string("marketplace_state"))
+                    .col(timestamp_with_time_zone_null("marketplace_update_time"))
+                    .col(string("usage_reporting_id"))
+                    .col(string("order_id"))
+                    .col(boolean("awaiting_account_approval"))
+                    .col(text("reason"))
+                    .col(text("attributes"))
+                    .col(big_integer("version"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .col(timestamp_with_time_zone_null("started_at"))
+                    .col(timestamp_with_time_zone_null("ended_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("subscriptions_marketplace_identity")
+                    .table("subscriptions")
+                    .col("marketplace")
+                    .col("external_id")
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("subscriptions_account")
+                    .table("subscriptions")
+                    .col("account_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("subscriptions").to_owned()).await
+    }
+}
+
+struct CreateResources;
+
+impl MigrationName for CreateResources {
+    fn name(&self) -> &str {
+        "m0001_000002_create_resources"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateResources {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("resources")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("account_id"))
+                    .col(string("subscription_id"))
+                    .col(string("product_id"))
+                    .col(string("plan_id"))
+                    .col(text("name"))
+                    .col(text("metadata"))
+                    .col(string("status"))
+                    .col(text("status_message"))
+                    .col(string("marketplace"))
+                    .col(string("external_id"))
+                    .col(text("connections"))
+                    .col(text("secrets"))
+                    .col(integer("secrets_version"))
+                    .col(text_null("previous_secrets"))
+                    .col(timestamp_with_time_zone_null("previous_secrets_expire_at"))
+                    .col(string("driver"))
+                    .col(text("driver_state"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .col(timestamp_with_time_zone_null("deleted_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("resources_account")
+                    .table("resources")
+                    .col("account_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table("resources").to_owned()).await
+    }
+}
