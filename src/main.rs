@@ -1,1 +1,103 @@
-fn main() {}
+//! `marketbridge`: run the whole set, or one part of it.
+//!
+//! ```text
+//! marketbridge up                 all three services and the gateway, SQLite in ./data
+//! marketbridge account            the account service alone (likewise provisioning, billing, gateway)
+//! marketbridge config             every setting and its environment variable
+//! ```
+
+use clap::{Parser, Subcommand};
+use marketbridge::set::{RunningSet, SetOptions};
+use marketbridge_config::Config;
+use marketbridge_rpc::process::{load_cipher, run_process};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "marketbridge", version, about = "An open backend for SaaS sold through cloud marketplaces")]
+struct Cli {
+    /// Configuration file (TOML); `MARKETBRIDGE_CONFIG` also names one.
+    #[arg(long, global = true, env = "MARKETBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the account, provisioning and billing services and the gateway
+    /// together (SQLite files in the data folder unless configured).
+    Up,
+    /// Run the account service alone.
+    Account,
+    /// Run the provisioning service alone.
+    Provisioning,
+    /// Run the billing service alone.
+    Billing,
+    /// Run the gateway alone.
+    Gateway,
+    /// Print every setting with its default and environment variable.
+    Config,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.config {
+        // SAFETY: set before any thread starts; `run_process` reads it.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var(marketbridge_config::CONFIG_FILE_ENV, path);
+        }
+    }
+    match cli.command {
+        Command::Up => run_process("marketbridge", |config, shutdown| async move {
+            let cipher = load_cipher(&config, true)?;
+            let options = SetOptions {
+                config,
+                clock: marketbridge_core::time::system_clock(),
+                cipher,
+                run_workers: true,
+            };
+            let set = RunningSet::start(options).await?;
+            let a = set.addresses;
+            println!("marketbridge is up (Ctrl-C stops it)");
+            println!("  gateway       {}   (/healthz, /readyz, /metrics)", set.gateway_url());
+            println!("  account       grpc://{}", a.account);
+            println!("  provisioning  grpc://{}", a.provisioning);
+            println!("  billing       grpc://{}", a.billing);
+            println!("  data          {}", std::path::Path::new(&set.config.data.dir).display());
+            let stop = set.shutdown_token();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                stop.cancel();
+            });
+            set.wait().await
+        }),
+        Command::Account => run_process("marketbridge-account", |config, shutdown| async move {
+            marketbridge_account::run(&config, shutdown).await
+        }),
+        Command::Provisioning => run_process("marketbridge-provisioning", |config, shutdown| async move {
+            marketbridge_provisioning::run(&config, shutdown).await
+        }),
+        Command::Billing => run_process("marketbridge-billing", |config, shutdown| async move {
+            marketbridge_billing::run(&config, shutdown).await
+        }),
+        Command::Gateway => run_process("marketbridge-gateway", |config, shutdown| async move {
+            marketbridge_gateway::run(&config, shutdown).await
+        }),
+        Command::Config => {
+            let config = Config::load(cli.config.as_deref())?;
+            let values = serde_json::to_value(&config)?;
+            for key in Config::keys() {
+                let (section, field) = key.split_once('.').unwrap_or((&key, ""));
+                let value = &values[section][field];
+                let shown = if key.contains("secret") || key.contains("encryption_key") {
+                    if value.as_str().is_some_and(|v| !v.is_empty()) { "\"***\"".to_owned() } else { "\"\"".to_owned() }
+                } else {
+                    value.to_string()
+                };
+                println!("{key} = {shown}    # {}", Config::env_var(&key));
+            }
+            Ok(())
+        }
+    }
+}

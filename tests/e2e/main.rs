@@ -1,1 +1,6 @@
+//! End-to-end tests over the whole set: real gRPC and HTTP over loopback,
+//! real SQLite and PostgreSQL, marketplaces played by the simulators.
 
+mod support;
+
+mod foundation;

@@ -46,6 +46,8 @@ pub struct ServiceClients {
     pub provisioning: ProvisioningClient,
     /// The billing service.
     pub billing: BillingClient,
+    /// Channels by service name, for health checks.
+    pub channels: Vec<(&'static str, TracedChannel)>,
 }
 
 impl ServiceClients {
@@ -57,10 +59,33 @@ impl ServiceClients {
         tls: &TlsOptions,
         deadline: Duration,
     ) -> Result<Self> {
+        let account = channel(account_url, tls, deadline)?;
+        let provisioning = channel(provisioning_url, tls, deadline)?;
+        let billing = channel(billing_url, tls, deadline)?;
         Ok(Self {
-            account: AccountServiceClient::new(channel(account_url, tls, deadline)?),
-            provisioning: ProvisioningServiceClient::new(channel(provisioning_url, tls, deadline)?),
-            billing: BillingServiceClient::new(channel(billing_url, tls, deadline)?),
+            account: AccountServiceClient::new(account.clone()),
+            provisioning: ProvisioningServiceClient::new(provisioning.clone()),
+            billing: BillingServiceClient::new(billing.clone()),
+            channels: vec![("account", account), ("provisioning", provisioning), ("billing", billing)],
         })
+    }
+
+    /// Asks every service's gRPC health endpoint; returns the names of those
+    /// not SERVING.
+    pub async fn unhealthy(&self) -> Vec<&'static str> {
+        let mut failing = Vec::new();
+        for (name, channel) in &self.channels {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+            let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+            request.set_timeout(Duration::from_secs(1));
+            let serving = matches!(
+                client.check(request).await.map(|r| r.into_inner().status),
+                Ok(status) if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+            );
+            if !serving {
+                failing.push(*name);
+            }
+        }
+        failing
     }
 }

@@ -37,11 +37,16 @@ where
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<S>().await;
     health_reporter.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(marketbridge_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::internal(format!("reflection: {e}")))?;
+    // Both reflection versions, so old and new grpcurl releases work.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(marketbridge_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection =
+        reflection_builder().build_v1().map_err(|e| Error::internal(format!("reflection: {e}")))?;
+    let reflection_alpha =
+        reflection_builder().build_v1alpha().map_err(|e| Error::internal(format!("reflection: {e}")))?;
 
     let mut builder = Server::builder();
     if let Some(tls_config) = service_server_tls(tls)? {
@@ -52,6 +57,7 @@ where
         .layer(GrpcServerMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(service);
 
     let reporter = health_reporter.clone();

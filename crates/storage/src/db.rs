@@ -111,3 +111,27 @@ pub fn db_error(error: DbErr) -> Error {
 pub fn is_unique_violation(error: &DbErr) -> bool {
     matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
+
+/// Opens a pool on a migrated database. Migrations run first on a single
+/// connection that is then closed, so no pooled connection ever holds a
+/// schema from before the migrations (SQLite compiles statements against the
+/// schema a connection last read).
+pub async fn open_migrated<M: sea_orm_migration::MigratorTrait>(url: &str) -> Result<DatabaseConnection, Error> {
+    let migrating = connect(url).await?;
+    M::up(&migrating, None).await.map_err(|e| Error::internal(format!("migrations failed: {e}")))?;
+    migrating.close().await.map_err(|e| Error::internal(format!("closing the migration connection: {e}")))?;
+    connect(url).await
+}
+
+/// Begins a transaction that will write. On SQLite it takes the write lock at
+/// once (`BEGIN IMMEDIATE`), so a transaction that reads then writes waits
+/// for other writers instead of failing; on PostgreSQL it is a plain `BEGIN`.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, Error> {
+    use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+    .map_err(db_error)
+}

@@ -81,7 +81,7 @@ pub async fn start<M: Message + Default>(
     if key.len() > MAX_KEY_LEN {
         return Err(Error::invalid_field("idempotencyKey", format!("must be at most {MAX_KEY_LEN} characters")));
     }
-    let txn = db.begin().await.map_err(db_error)?;
+    let txn = crate::db::begin_write(db).await?;
     if key.is_empty() {
         return Ok(Started::Fresh(IdempotentTxn { txn, db: db.clone(), record: None, now }));
     }

@@ -12,6 +12,6 @@ pub mod outbox;
 pub mod paging;
 pub mod testing;
 
-pub use db::{Backend, connect, db_error};
+pub use db::{Backend, begin_write, connect, db_error, is_unique_violation, open_migrated};
 pub use sea_orm;
 pub use sea_orm_migration;

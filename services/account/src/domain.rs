@@ -586,7 +586,7 @@ impl AccountDomain {
             channel: request.channel.clone(),
             account_id: None,
         };
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await.map_err(db_error)?;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
         let inserted = event::Entity::insert(row.clone().into_active_model())
             .on_conflict(
                 OnConflict::columns([event::Column::Marketplace, event::Column::ExternalId]).do_nothing().to_owned(),
@@ -669,7 +669,7 @@ impl AccountDomain {
 
     /// After the marketplace approved a signup: mark it and tell provisioning.
     pub(crate) async fn signup_approved_at_marketplace(&self, account_id: &str) -> Result<()> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await.map_err(db_error)?;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
         let Some(mut row) = account::Entity::find_by_id(account_id.to_owned()).one(&txn).await.map_err(db_error)? else {
             return Ok(());
         };

@@ -27,7 +27,6 @@ use marketbridge_core::{Error, Result};
 use marketbridge_proto::account::v1::account_service_server::AccountServiceServer;
 use marketbridge_rpc::{BillingClient, ProvisioningClient, ServiceClients, serve_grpc};
 use marketbridge_storage::outbox::{JobHandler, Outbox};
-use sea_orm_migration::MigratorTrait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -57,8 +56,7 @@ pub struct AccountServer {
 impl AccountServer {
     /// Opens (and migrates) the database at `database_url`.
     pub async fn open(database_url: &str, outbox: &OutboxOptions, deps: AccountDeps) -> Result<Self> {
-        let db = marketbridge_storage::connect(database_url).await?;
-        Migrator::up(&db, None).await.map_err(|e| Error::internal(format!("account migrations: {e}")))?;
+        let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
         let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
         let domain = AccountDomain::new(db, deps.clock, deps.cipher, outbox, deps.marketplaces);
         let services = EventServices { accounts: domain.clone(), provisioning: deps.provisioning, billing: deps.billing };
@@ -109,4 +107,15 @@ impl AccountServer {
         let _ = worker.await;
         served
     }
+}
+
+/// Runs the account service alone as configured until `shutdown`.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
+    let cipher = marketbridge_rpc::process::load_cipher(config, false)?;
+    let server = AccountServer::from_config(config, marketbridge_core::time::system_clock(), cipher).await?;
+    let listener = TcpListener::bind(&config.account.listen)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.account.listen)))?;
+    tracing::info!(listen = %config.account.listen, "account service listening");
+    server.serve(listener, &config.tls, shutdown).await
 }

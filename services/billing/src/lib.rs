@@ -1,1 +1,96 @@
+//! The billing service: the plan catalog as marketplaces ask for it, the
+//! usage ledger internal teams write to, billing's record of which plan was
+//! in force when, and (through the outbox) the usage, invoices and balances
+//! each marketplace receives.
+//!
+//! Architecture invariant: this crate knows nothing of HTTP; marketplace
+//! calls go through the marketplace client crates from outbox jobs.
 
+pub mod adapters;
+pub mod domain;
+pub mod entity;
+pub mod grpc;
+pub mod jobs;
+pub mod migration;
+
+use crate::domain::BillingDomain;
+use crate::grpc::BillingGrpc;
+use crate::jobs::BillingJobs;
+use crate::migration::Migrator;
+use marketbridge_catalog::Catalog;
+use marketbridge_config::{Config, OutboxOptions, TlsOptions};
+use marketbridge_core::time::SharedClock;
+use marketbridge_core::{Error, Result};
+use marketbridge_proto::billing::v1::billing_service_server::BillingServiceServer;
+use marketbridge_rpc::serve_grpc;
+use marketbridge_storage::outbox::{JobHandler, Outbox};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What the billing service runs with besides its database.
+pub struct BillingDeps {
+    /// Time source.
+    pub clock: SharedClock,
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+}
+
+/// A ready billing service.
+#[derive(Clone)]
+pub struct BillingServer {
+    domain: BillingDomain,
+    jobs: Arc<BillingJobs>,
+}
+
+impl BillingServer {
+    /// Opens (and migrates) the database at `database_url`.
+    pub async fn open(database_url: &str, outbox: &OutboxOptions, deps: BillingDeps) -> Result<Self> {
+        let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
+        let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
+        let domain = BillingDomain::new(db, deps.clock, outbox, deps.catalog);
+        let jobs = Arc::new(BillingJobs::new(domain.clone()));
+        Ok(Self { domain, jobs })
+    }
+
+    /// Builds the service from configuration.
+    pub async fn from_config(config: &Config, clock: SharedClock) -> Result<Self> {
+        let deps = BillingDeps { clock, catalog: Arc::new(Catalog::load(&config.catalog.path)?) };
+        let url = config.database_url(&config.billing.database_url, "billing");
+        Self::open(&url, &config.outbox, deps).await
+    }
+
+    /// The domain operations.
+    pub fn domain(&self) -> &BillingDomain {
+        &self.domain
+    }
+
+    /// The outbox job handler.
+    pub fn job_handler(&self) -> Arc<dyn JobHandler> {
+        self.jobs.clone()
+    }
+
+    /// The tonic service.
+    pub fn grpc(&self) -> BillingServiceServer<BillingGrpc> {
+        BillingServiceServer::new(BillingGrpc::new(self.domain.clone()))
+    }
+
+    /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
+    pub async fn serve(self, listener: TcpListener, tls: &TlsOptions, shutdown: CancellationToken) -> Result<()> {
+        let worker = tokio::spawn(self.domain.outbox().clone().run(self.jobs.clone(), shutdown.clone()));
+        let served = serve_grpc(listener, "billing", tls, self.grpc(), shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = worker.await;
+        served
+    }
+}
+
+/// Runs the billing service alone as configured until `shutdown`.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
+    let server = BillingServer::from_config(config, marketbridge_core::time::system_clock()).await?;
+    let listener = TcpListener::bind(&config.billing.listen)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.billing.listen)))?;
+    tracing::info!(listen = %config.billing.listen, "billing service listening");
+    server.serve(listener, &config.tls, shutdown).await
+}

@@ -165,7 +165,7 @@ impl ProvisioningJobs {
             }
         }
         row.updated_at = self.domain.now();
-        let txn = sea_orm::TransactionTrait::begin(self.domain.db()).await.map_err(|e| JobError::from(db_error(e)))?;
+        let txn = marketbridge_storage::begin_write(self.domain.db()).await?;
         row.clone().into_active_model().reset_all().update(&txn).await.map_err(|e| JobError::from(db_error(e)))?;
         self.domain.enqueue_notify(&txn, &row, row.status != status::ERROR).await?;
         txn.commit().await.map_err(|e| JobError::from(db_error(e)))?;
@@ -209,7 +209,7 @@ impl ProvisioningJobs {
         row.secrets_version += 1;
         row.driver_state = pending.state.to_string();
         row.updated_at = now;
-        let txn = sea_orm::TransactionTrait::begin(self.domain.db()).await.map_err(|e| JobError::from(db_error(e)))?;
+        let txn = marketbridge_storage::begin_write(self.domain.db()).await?;
         row.clone().into_active_model().reset_all().update(&txn).await.map_err(|e| JobError::from(db_error(e)))?;
         self.domain.enqueue_notify(&txn, &row, true).await?;
         self.domain

@@ -31,7 +31,6 @@ use marketbridge_core::{Error, Result};
 use marketbridge_proto::provisioning::v1::provisioning_service_server::ProvisioningServiceServer;
 use marketbridge_rpc::{AccountClient, BillingClient, ServiceClients, serve_grpc};
 use marketbridge_storage::outbox::{JobHandler, Outbox};
-use sea_orm_migration::MigratorTrait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -75,8 +74,7 @@ impl ProvisioningServer {
                 )));
             }
         }
-        let db = marketbridge_storage::connect(database_url).await?;
-        Migrator::up(&db, None).await.map_err(|e| Error::internal(format!("provisioning migrations: {e}")))?;
+        let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
         let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
         let domain = ProvisioningDomain::new(
             db,
@@ -138,4 +136,15 @@ impl ProvisioningServer {
         let _ = worker.await;
         served
     }
+}
+
+/// Runs the provisioning service alone as configured until `shutdown`.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
+    let cipher = marketbridge_rpc::process::load_cipher(config, false)?;
+    let server = ProvisioningServer::from_config(config, marketbridge_core::time::system_clock(), cipher).await?;
+    let listener = TcpListener::bind(&config.provisioning.listen)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.provisioning.listen)))?;
+    tracing::info!(listen = %config.provisioning.listen, "provisioning service listening");
+    server.serve(listener, &config.tls, shutdown).await
 }

@@ -279,7 +279,7 @@ impl ProvisioningDomain {
             return self.gone_at_marketplace(marketplace, &external_id).await;
         };
         let account = self.account_or_create(marketplace, &snapshot.account_external_id).await?;
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await.map_err(db_error)?;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
         let desired = desired_from_snapshot(&account.id, marketplace, &external_id, &snapshot);
         let row = match self.apply_desired(&txn, desired).await? {
             Some(row) => row,
@@ -303,7 +303,7 @@ impl ProvisioningDomain {
     }
 
     async fn gone_at_marketplace(&self, marketplace: Marketplace, external_id: &str) -> Result<pb::Subscription> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await.map_err(db_error)?;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
         let Some(before) = self.find_by_ref(&txn, marketplace, external_id).await? else {
             return Err(Error::not_found("the marketplace does not know this subscription"));
         };
@@ -628,7 +628,7 @@ impl ProvisioningDomain {
     /// After the marketplace accepted our approval: APPROVED, or ACTIVE for
     /// marketplaces that activate on approval.
     pub(crate) async fn approval_done(&self, subscription_id: &str, activates: bool) -> Result<()> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await.map_err(db_error)?;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
         if let Some(before) = self.load_subscription(&txn, subscription_id).await?
             && before.state == state::REQUESTED
         {
@@ -643,7 +643,7 @@ impl ProvisioningDomain {
 
     /// After the marketplace accepted our rejection.
     pub(crate) async fn rejection_done(&self, subscription_id: &str, reason: &str) -> Result<()> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await.map_err(db_error)?;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
         if let Some(before) = self.load_subscription(&txn, subscription_id).await?
             && before.state == state::REQUESTED
         {
@@ -660,7 +660,7 @@ impl ProvisioningDomain {
     /// After a plan change decision for a marketplace that applies it at
     /// once (no adapter): the pending plan becomes the plan, or is dropped.
     pub(crate) async fn plan_change_done_locally(&self, job: &jobs::PlanChangeJob) -> Result<()> {
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await.map_err(db_error)?;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
         if let Some(before) = self.load_subscription(&txn, &job.subscription_id).await?
             && before.pending_plan_id == job.pending_plan_id
         {

@@ -1,0 +1,1 @@
+//! The Vercel Marketplace simulator.

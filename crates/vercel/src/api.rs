@@ -1,0 +1,79 @@
+//! The Vercel REST API client (calls marketbridge makes to Vercel), with the
+//! installation's access token. Every call is traced and classified: 429 and
+//! 5xx are transient (the outbox retries them), other refusals are not.
+
+use marketbridge_core::crypto::SecretString;
+use marketbridge_core::{Error, Result};
+use marketbridge_rpc::http::{HttpAnswer, error_for_status, send_traced};
+use reqwest::Method;
+use serde::Serialize;
+
+/// Client of the Vercel API at one base URL.
+#[derive(Debug, Clone)]
+pub struct VercelApi {
+    http: reqwest::Client,
+    base_url: String,
+    peer: String,
+}
+
+impl VercelApi {
+    /// A client of the API at `base_url` (`https://api.vercel.com`).
+    pub fn new(http: reqwest::Client, base_url: &str) -> Self {
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let peer = base_url.split("://").nth(1).unwrap_or(&base_url).split('/').next().unwrap_or_default().to_owned();
+        Self { http, base_url, peer }
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Sends one call. `route` is the path template (for metrics and spans);
+    /// `path` the concrete path. A non-2xx answer is an error; the answer is
+    /// returned otherwise.
+    pub async fn call(
+        &self,
+        token: &SecretString,
+        method: Method,
+        route: &str,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<HttpAnswer> {
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base_url)).bearer_auth(token.expose());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let answer = send_traced(request, &self.peer, route).await?;
+        if !(200..300).contains(&answer.status) {
+            let vercel_id = answer.headers.get("x-vercel-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            tracing::warn!(status = answer.status, x_vercel_id = %vercel_id, route, "Vercel API refused a call");
+            return Err(error_for_status(&answer, &format!("Vercel {method} {route}")));
+        }
+        Ok(answer)
+    }
+
+    /// Sends a call that needs no token (SSO token exchange).
+    pub async fn call_unauthenticated(
+        &self,
+        method: Method,
+        route: &str,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<HttpAnswer> {
+        let request = self.http.request(method.clone(), format!("{}{path}", self.base_url)).json(body);
+        let answer = send_traced(request, &self.peer, route).await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(error_for_status(&answer, &format!("Vercel {method} {route}")));
+        }
+        Ok(answer)
+    }
+}
+
+/// Validates a Vercel id before it goes into a URL path.
+pub fn path_segment(field: &str, value: &str) -> Result<String> {
+    if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(Error::invalid_field(field, "is not a valid Vercel id"));
+    }
+    Ok(value.to_owned())
+}

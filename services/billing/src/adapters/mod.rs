@@ -1,0 +1,1 @@
+//! The marketplace reporters billing runs with, chosen from configuration.

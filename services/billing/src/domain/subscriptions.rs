@@ -1,0 +1,156 @@
+//! Billing's record of subscriptions: which plan was in force when.
+
+use super::BillingDomain;
+use crate::entity::{billing_resource, billing_subscription, plan_period};
+use chrono::{DateTime, Utc};
+use marketbridge_core::time::from_optional_timestamp;
+use marketbridge_core::{Error, Marketplace, Result};
+use marketbridge_proto::billing::v1 as pb;
+use marketbridge_storage::db_error;
+use marketbridge_storage::outbox::truncate_micros;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, TransactionTrait,
+};
+
+impl BillingDomain {
+    /// Applies a subscription change unless a newer one was applied.
+    pub async fn record_subscription_change(
+        &self,
+        request: pb::RecordSubscriptionChangeRequest,
+    ) -> Result<pb::RecordSubscriptionChangeResponse> {
+        let change = request.change.ok_or_else(|| Error::invalid_field("change", "is required"))?;
+        if change.subscription_id.is_empty() || change.account_id.is_empty() {
+            return Err(Error::invalid_field("change", "subscription and account ids are required"));
+        }
+        let account_ref = change.account_ref.clone().unwrap_or_default();
+        let subscription_ref = change.subscription_ref.clone().unwrap_or_default();
+        let account_marketplace = Marketplace::from_proto("change.accountRef.marketplace", account_ref.marketplace)?;
+        let marketplace = Marketplace::from_proto("change.subscriptionRef.marketplace", subscription_ref.marketplace)?;
+        let effective_at = truncate_micros(
+            from_optional_timestamp("change.effectiveAt", change.effective_at.as_ref())?.unwrap_or_else(|| self.now()),
+        );
+        let version = change.version as i64;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let stored = billing_subscription::Entity::find_by_id(change.subscription_id.clone())
+            .one(&txn)
+            .await
+            .map_err(db_error)?;
+        if stored.as_ref().is_some_and(|s| s.version >= version) {
+            return Ok(pb::RecordSubscriptionChangeResponse { applied: false });
+        }
+        let row = billing_subscription::Model {
+            subscription_id: change.subscription_id.clone(),
+            account_id: change.account_id.clone(),
+            account_marketplace: account_marketplace.as_str().to_owned(),
+            account_external_id: account_ref.external_id.clone(),
+            marketplace: marketplace.as_str().to_owned(),
+            external_id: subscription_ref.external_id.clone(),
+            product_id: change.product_id.clone(),
+            plan_id: change.plan_id.clone(),
+            billable: change.billable,
+            ended: change.ended,
+            usage_reporting_id: change.usage_reporting_id.clone(),
+            version,
+            effective_at,
+            updated_at: self.now(),
+        };
+        match stored {
+            Some(_) => {
+                row.clone().into_active_model().reset_all().update(&txn).await.map_err(db_error)?;
+            }
+            None => {
+                billing_subscription::Entity::insert(row.clone().into_active_model())
+                    .exec_without_returning(&txn)
+                    .await
+                    .map_err(db_error)?;
+            }
+        }
+        self.update_periods(&txn, &row).await?;
+        for resource_id in &change.resource_ids {
+            billing_resource::Entity::insert(billing_resource::ActiveModel {
+                resource_id: Set(resource_id.clone()),
+                subscription_id: Set(row.subscription_id.clone()),
+            })
+            .on_conflict(OnConflict::column(billing_resource::Column::ResourceId).do_nothing().to_owned())
+            .exec_without_returning(&txn)
+            .await
+            .map_err(db_error)?;
+        }
+        txn.commit().await.map_err(db_error)?;
+        tracing::info!(subscription.id = %row.subscription_id, plan = %row.plan_id, billable = row.billable, version, "subscription change recorded");
+        Ok(pb::RecordSubscriptionChangeResponse { applied: true })
+    }
+
+    async fn update_periods(&self, conn: &impl ConnectionTrait, row: &billing_subscription::Model) -> Result<()> {
+        let open = plan_period::Entity::find()
+            .filter(plan_period::Column::SubscriptionId.eq(row.subscription_id.clone()))
+            .filter(plan_period::Column::EndsAt.is_null())
+            .one(conn)
+            .await
+            .map_err(db_error)?;
+        let keep_open = row.billable && open.as_ref().is_some_and(|p| p.plan_id == row.plan_id);
+        if keep_open {
+            return Ok(());
+        }
+        if let Some(open) = open {
+            let ends_at = row.effective_at.max(open.starts_at);
+            plan_period::ActiveModel { id: Set(open.id), ends_at: Set(Some(ends_at)), ..Default::default() }
+                .update(conn)
+                .await
+                .map_err(db_error)?;
+        }
+        if row.billable {
+            plan_period::Entity::insert(plan_period::ActiveModel {
+                id: Set(format!("{}:{}", row.subscription_id, row.effective_at.timestamp_micros())),
+                subscription_id: Set(row.subscription_id.clone()),
+                plan_id: Set(row.plan_id.clone()),
+                starts_at: Set(row.effective_at),
+                ends_at: Set(None),
+            })
+            .on_conflict(OnConflict::column(plan_period::Column::Id).update_column(plan_period::Column::PlanId).to_owned())
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// The plan periods of a subscription, oldest first.
+    pub async fn plan_periods(&self, subscription_id: &str) -> Result<Vec<plan_period::Model>> {
+        plan_period::Entity::find()
+            .filter(plan_period::Column::SubscriptionId.eq(subscription_id))
+            .order_by_asc(plan_period::Column::StartsAt)
+            .all(&self.db)
+            .await
+            .map_err(db_error)
+    }
+
+    /// The plan billable at `at`, if any.
+    pub(crate) fn plan_at(periods: &[plan_period::Model], at: DateTime<Utc>) -> Option<&plan_period::Model> {
+        periods.iter().rev().find(|p| p.starts_at <= at && p.ends_at.is_none_or(|end| at < end))
+    }
+
+    /// Whether nothing an account used was ever billable: every plan it was
+    /// on is free.
+    pub async fn close_account_billing(
+        &self,
+        request: pb::CloseAccountBillingRequest,
+    ) -> Result<pb::CloseAccountBillingResponse> {
+        let subscriptions = billing_subscription::Entity::find()
+            .filter(billing_subscription::Column::AccountId.eq(request.account_id.clone()))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut finalized = true;
+        for subscription in &subscriptions {
+            let product = self.catalog.product(&subscription.product_id);
+            for period in self.plan_periods(&subscription.subscription_id).await? {
+                let free = product.and_then(|p| p.plan(&period.plan_id)).is_some_and(|plan| plan.is_free());
+                finalized &= free;
+            }
+        }
+        Ok(pb::CloseAccountBillingResponse { finalized })
+    }
+}

@@ -1,0 +1,289 @@
+//! The usage ledger: events recorded once by their client id, summed into
+//! hour windows in the same transaction.
+
+use super::BillingDomain;
+use crate::entity::{billing_resource, billing_subscription, usage_event, usage_window};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use marketbridge_core::time::{billing_period, from_optional_timestamp, hour_floor, to_timestamp};
+use marketbridge_core::{Error, Result, Validator};
+use marketbridge_proto::billing::v1 as pb;
+use marketbridge_storage::db_error;
+use marketbridge_storage::outbox::truncate_micros;
+use marketbridge_storage::Backend;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Statement,
+    TransactionTrait,
+};
+use std::collections::{BTreeMap, HashMap};
+
+/// Most events in one call.
+pub const MAX_BATCH: usize = 1000;
+/// Oldest event accepted, in days.
+pub const MAX_EVENT_AGE_DAYS: i64 = 7;
+/// Furthest an event may be in the future, in minutes.
+pub const MAX_FUTURE_SKEW_MINUTES: i64 = 5;
+
+/// An event after validation.
+struct Checked {
+    event_id: String,
+    subscription_id: String,
+    resource_id: String,
+    metric_id: String,
+    quantity: i64,
+    occurred_at: DateTime<Utc>,
+}
+
+/// Which customer a usage event or query names.
+enum Customer {
+    Resource(String),
+    Subscription(String),
+}
+
+impl BillingDomain {
+    /// Records a batch of usage events; all or nothing.
+    pub async fn record_usage(&self, request: pb::RecordUsageRequest) -> Result<pb::RecordUsageResponse> {
+        if request.events.is_empty() || request.events.len() > MAX_BATCH {
+            return Err(Error::invalid_field("events", format!("must hold 1 to {MAX_BATCH} events")));
+        }
+        let now = self.now();
+        let checked = self.check_events(&request.events, now).await?;
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let backend = Backend::of(&self.db);
+        let mut results = Vec::with_capacity(checked.len());
+        let (mut accepted, mut duplicates) = (0_u32, 0_u32);
+        for event in checked {
+            let window_start = hour_floor(event.occurred_at);
+            let row = usage_event::Model {
+                event_id: event.event_id.clone(),
+                subscription_id: event.subscription_id.clone(),
+                resource_id: event.resource_id.clone(),
+                metric_id: event.metric_id.clone(),
+                quantity: event.quantity,
+                occurred_at: event.occurred_at,
+                window_start,
+                recorded_at: now,
+            };
+            let inserted = usage_event::Entity::insert(row.into_active_model())
+                .on_conflict(OnConflict::column(usage_event::Column::EventId).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await
+                .map_err(db_error)?;
+            let outcome = if inserted == 0 {
+                duplicates += 1;
+                pb::UsageEventOutcome::Duplicate
+            } else {
+                add_to_window(&txn, backend, &event, window_start).await?;
+                accepted += 1;
+                pb::UsageEventOutcome::Accepted
+            };
+            results.push(pb::UsageEventResult { event_id: event.event_id, outcome: outcome as i32 });
+        }
+        txn.commit().await.map_err(db_error)?;
+        tracing::debug!(accepted, duplicates, "usage recorded");
+        Ok(pb::RecordUsageResponse { results, accepted, duplicates })
+    }
+
+    async fn check_events(&self, events: &[pb::UsageEvent], now: DateTime<Utc>) -> Result<Vec<Checked>> {
+        let mut validator = Validator::new();
+        let mut seen = HashMap::new();
+        let mut customers: Vec<Option<Customer>> = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let field = |name: &str| format!("events[{index}].{name}");
+            validator.require(&field("eventId"), &event.event_id);
+            validator.max_len(&field("eventId"), &event.event_id, 128);
+            validator.require(&field("metricId"), &event.metric_id);
+            if event.quantity < 0 {
+                validator.invalid(field("quantity"), "must not be negative");
+            }
+            if let Some(first) = seen.insert(event.event_id.clone(), index)
+                && !event.event_id.is_empty()
+            {
+                validator.invalid(field("eventId"), format!("repeats events[{first}].eventId in the same batch"));
+            }
+            match from_optional_timestamp(&field("occurredAt"), event.occurred_at.as_ref()) {
+                Ok(Some(at)) if at < now - ChronoDuration::days(MAX_EVENT_AGE_DAYS) => {
+                    validator.invalid(field("occurredAt"), format!("is more than {MAX_EVENT_AGE_DAYS} days old"))
+                }
+                Ok(Some(at)) if at > now + ChronoDuration::minutes(MAX_FUTURE_SKEW_MINUTES) => {
+                    validator.invalid(field("occurredAt"), "is in the future")
+                }
+                Ok(_) => {}
+                Err(error) => validator.invalid(field("occurredAt"), error.message().to_owned()),
+            }
+            customers.push(match &event.customer {
+                Some(pb::usage_event::Customer::ResourceId(id)) if !id.is_empty() => Some(Customer::Resource(id.clone())),
+                Some(pb::usage_event::Customer::SubscriptionId(id)) if !id.is_empty() => {
+                    Some(Customer::Subscription(id.clone()))
+                }
+                _ => {
+                    validator.invalid(field("customer"), "a resourceId or subscriptionId is required");
+                    None
+                }
+            });
+        }
+        validator.finish()?;
+
+        let mut validator = Validator::new();
+        let mut checked = Vec::with_capacity(events.len());
+        let mut periods_cache = HashMap::new();
+        for (index, (event, customer)) in events.iter().zip(customers).enumerate() {
+            let field = |name: &str| format!("events[{index}].{name}");
+            let occurred_at = truncate_micros(
+                from_optional_timestamp("occurredAt", event.occurred_at.as_ref())?.unwrap_or(now),
+            );
+            let Some((subscription, resource_id)) = self.resolve(customer.as_ref()).await? else {
+                validator.invalid(field("customer"), "unknown customer");
+                continue;
+            };
+            if !periods_cache.contains_key(&subscription.subscription_id) {
+                let periods = self.plan_periods(&subscription.subscription_id).await?;
+                periods_cache.insert(subscription.subscription_id.clone(), periods);
+            }
+            let periods = &periods_cache[&subscription.subscription_id];
+            let Some(period) = Self::plan_at(periods, occurred_at) else {
+                validator.invalid(field("occurredAt"), "the customer had no billable subscription at that time");
+                continue;
+            };
+            let plan = self.catalog.product(&subscription.product_id).and_then(|p| p.plan(&period.plan_id));
+            if plan.and_then(|p| p.metric(&event.metric_id)).is_none() {
+                validator.invalid(field("metricId"), format!("plan `{}` has no metric `{}`", period.plan_id, event.metric_id));
+                continue;
+            }
+            checked.push(Checked {
+                event_id: event.event_id.clone(),
+                subscription_id: subscription.subscription_id.clone(),
+                resource_id,
+                metric_id: event.metric_id.clone(),
+                quantity: event.quantity,
+                occurred_at,
+            });
+        }
+        validator.finish()?;
+        Ok(checked)
+    }
+
+    async fn resolve(&self, customer: Option<&Customer>) -> Result<Option<(billing_subscription::Model, String)>> {
+        let (subscription_id, resource_id) = match customer {
+            Some(Customer::Resource(id)) => {
+                let Some(mapping) =
+                    billing_resource::Entity::find_by_id(id.clone()).one(&self.db).await.map_err(db_error)?
+                else {
+                    return Ok(None);
+                };
+                (mapping.subscription_id, id.clone())
+            }
+            Some(Customer::Subscription(id)) => (id.clone(), String::new()),
+            None => return Ok(None),
+        };
+        let subscription =
+            billing_subscription::Entity::find_by_id(subscription_id).one(&self.db).await.map_err(db_error)?;
+        Ok(subscription.map(|s| (s, resource_id)))
+    }
+
+    /// Hour windows and period totals for a customer.
+    pub async fn query_usage(&self, request: pb::QueryUsageRequest) -> Result<pb::QueryUsageResponse> {
+        let customer = match &request.customer {
+            Some(pb::query_usage_request::Customer::ResourceId(id)) => Customer::Resource(id.clone()),
+            Some(pb::query_usage_request::Customer::SubscriptionId(id)) => Customer::Subscription(id.clone()),
+            None => return Err(Error::invalid_field("customer", "a resourceId or subscriptionId is required")),
+        };
+        let by_resource = matches!(customer, Customer::Resource(_));
+        let (subscription, resource_id) =
+            self.resolve(Some(&customer)).await?.ok_or_else(|| Error::not_found("unknown customer"))?;
+        let now = self.now();
+        let end = from_optional_timestamp("end", request.end.as_ref())?.unwrap_or(now);
+        let start = from_optional_timestamp("start", request.start.as_ref())?.unwrap_or(billing_period(end).0);
+        if start >= end {
+            return Err(Error::invalid_field("start", "must be before end"));
+        }
+        // Running totals start at the beginning of the billing period.
+        let scan_from = billing_period(start).0;
+        let mut query = usage_window::Entity::find()
+            .filter(usage_window::Column::SubscriptionId.eq(subscription.subscription_id.clone()))
+            .filter(usage_window::Column::WindowStart.gte(scan_from))
+            .filter(usage_window::Column::WindowStart.lt(end))
+            .order_by_asc(usage_window::Column::MetricId)
+            .order_by_asc(usage_window::Column::WindowStart);
+        if by_resource {
+            query = query.filter(usage_window::Column::ResourceId.eq(resource_id));
+        }
+        if !request.metric_id.is_empty() {
+            query = query.filter(usage_window::Column::MetricId.eq(request.metric_id.clone()));
+        }
+        let rows = query.all(&self.db).await.map_err(db_error)?;
+        // Merge rows of several resources in the same window.
+        let mut merged: BTreeMap<(String, DateTime<Utc>), (i64, i64)> = BTreeMap::new();
+        for row in rows {
+            let entry = merged.entry((row.metric_id, row.window_start)).or_default();
+            entry.0 += row.quantity;
+            entry.1 += row.event_count;
+        }
+        let mut windows = Vec::new();
+        let mut periods: BTreeMap<(String, DateTime<Utc>), i64> = BTreeMap::new();
+        let mut running: HashMap<(String, DateTime<Utc>), i64> = HashMap::new();
+        for ((metric_id, window_start), (quantity, count)) in merged {
+            let period_start = billing_period(window_start).0;
+            let total = running.entry((metric_id.clone(), period_start)).or_default();
+            *total += quantity;
+            if window_start >= hour_floor(start) {
+                windows.push(pb::UsageWindow {
+                    metric_id: metric_id.clone(),
+                    start: Some(to_timestamp(window_start)),
+                    end: Some(to_timestamp(window_start + ChronoDuration::hours(1))),
+                    quantity,
+                    period_total: *total,
+                    event_count: count.max(0) as u64,
+                });
+                *periods.entry((metric_id, period_start)).or_default() += quantity;
+            }
+        }
+        let periods = periods
+            .into_iter()
+            .map(|((metric_id, period_start), quantity)| pb::PeriodTotal {
+                metric_id,
+                period_start: Some(to_timestamp(period_start)),
+                period_end: Some(to_timestamp(billing_period(period_start).1)),
+                quantity,
+            })
+            .collect();
+        Ok(pb::QueryUsageResponse { windows, periods })
+    }
+}
+
+async fn add_to_window(
+    conn: &impl ConnectionTrait,
+    backend: Backend,
+    event: &Checked,
+    window_start: DateTime<Utc>,
+) -> Result<()> {
+    let (db_backend, sql) = match backend {
+        Backend::Postgres => (
+            DbBackend::Postgres,
+            "INSERT INTO usage_windows (subscription_id, resource_id, metric_id, window_start, quantity, event_count) \
+             VALUES ($1, $2, $3, $4, $5, 1) \
+             ON CONFLICT (subscription_id, resource_id, metric_id, window_start) DO UPDATE SET \
+             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + 1",
+        ),
+        Backend::Sqlite => (
+            DbBackend::Sqlite,
+            "INSERT INTO usage_windows (subscription_id, resource_id, metric_id, window_start, quantity, event_count) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 1) \
+             ON CONFLICT (subscription_id, resource_id, metric_id, window_start) DO UPDATE SET \
+             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + 1",
+        ),
+    };
+    let statement = Statement::from_sql_and_values(
+        db_backend,
+        sql,
+        [
+            event.subscription_id.clone().into(),
+            event.resource_id.clone().into(),
+            event.metric_id.clone().into(),
+            window_start.into(),
+            event.quantity.into(),
+        ],
+    );
+    conn.execute_raw(statement).await.map_err(db_error)?;
+    Ok(())
+}

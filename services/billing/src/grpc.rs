@@ -1,0 +1,94 @@
+//! The gRPC face of the billing service.
+
+use crate::domain::BillingDomain;
+use marketbridge_proto::billing::v1 as pb;
+use marketbridge_proto::billing::v1::billing_service_server::BillingService;
+use marketbridge_rpc::reply;
+use tonic::{Request, Response, Status};
+
+/// Serves `BillingService` over a domain.
+#[derive(Clone)]
+pub struct BillingGrpc {
+    domain: BillingDomain,
+}
+
+impl BillingGrpc {
+    /// The gRPC service over `domain`.
+    pub fn new(domain: BillingDomain) -> Self {
+        Self { domain }
+    }
+}
+
+fn not_yet<T>(what: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!("{what} is not available in this build")))
+}
+
+#[tonic::async_trait]
+impl BillingService for BillingGrpc {
+    #[tracing::instrument(name = "billing.list_plans", skip_all)]
+    async fn list_plans(&self, request: Request<pb::ListPlansRequest>) -> Result<Response<pb::ListPlansResponse>, Status> {
+        reply(self.domain.list_plans(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "billing.get_plan", skip_all)]
+    async fn get_plan(&self, request: Request<pb::GetPlanRequest>) -> Result<Response<pb::Plan>, Status> {
+        reply(self.domain.get_plan(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "billing.record_subscription_change", skip_all)]
+    async fn record_subscription_change(
+        &self,
+        request: Request<pb::RecordSubscriptionChangeRequest>,
+    ) -> Result<Response<pb::RecordSubscriptionChangeResponse>, Status> {
+        reply(self.domain.record_subscription_change(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "billing.record_usage", skip_all)]
+    async fn record_usage(&self, request: Request<pb::RecordUsageRequest>) -> Result<Response<pb::RecordUsageResponse>, Status> {
+        reply(self.domain.record_usage(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "billing.query_usage", skip_all)]
+    async fn query_usage(&self, request: Request<pb::QueryUsageRequest>) -> Result<Response<pb::QueryUsageResponse>, Status> {
+        reply(self.domain.query_usage(request.into_inner()).await)
+    }
+
+    async fn list_invoices(&self, _request: Request<pb::ListInvoicesRequest>) -> Result<Response<pb::ListInvoicesResponse>, Status> {
+        not_yet("ListInvoices")
+    }
+
+    async fn get_invoice(&self, _request: Request<pb::GetInvoiceRequest>) -> Result<Response<pb::Invoice>, Status> {
+        not_yet("GetInvoice")
+    }
+
+    async fn record_invoice_state(&self, _request: Request<pb::RecordInvoiceStateRequest>) -> Result<Response<pb::Invoice>, Status> {
+        not_yet("RecordInvoiceState")
+    }
+
+    async fn refund_invoice(&self, _request: Request<pb::RefundInvoiceRequest>) -> Result<Response<pb::Invoice>, Status> {
+        not_yet("RefundInvoice")
+    }
+
+    async fn provision_prepayment(&self, _request: Request<pb::ProvisionPrepaymentRequest>) -> Result<Response<pb::Balances>, Status> {
+        not_yet("ProvisionPrepayment")
+    }
+
+    async fn get_balances(&self, _request: Request<pb::GetBalancesRequest>) -> Result<Response<pb::Balances>, Status> {
+        not_yet("GetBalances")
+    }
+
+    #[tracing::instrument(name = "billing.close_account_billing", skip_all)]
+    async fn close_account_billing(
+        &self,
+        request: Request<pb::CloseAccountBillingRequest>,
+    ) -> Result<Response<pb::CloseAccountBillingResponse>, Status> {
+        reply(self.domain.close_account_billing(request.into_inner()).await)
+    }
+
+    async fn list_usage_reports(
+        &self,
+        _request: Request<pb::ListUsageReportsRequest>,
+    ) -> Result<Response<pb::ListUsageReportsResponse>, Status> {
+        not_yet("ListUsageReports")
+    }
+}

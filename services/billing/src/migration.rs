@@ -1,0 +1,135 @@
+//! The billing service's schema.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// Migrates the billing database.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut migrations = marketbridge_storage::migrations::shared();
+        migrations.push(Box::new(CreateLedger));
+        migrations
+    }
+}
+
+struct CreateLedger;
+
+impl MigrationName for CreateLedger {
+    fn name(&self) -> &str {
+        "m0001_000001_create_ledger"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateLedger {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("billing_subscriptions")
+                    .if_not_exists()
+                    .col(string("subscription_id").primary_key())
+                    .col(string("account_id"))
+                    .col(string("account_marketplace"))
+                    .col(string("account_external_id"))
+                    .col(string("marketplace"))
+                    .col(string("external_id"))
+                    .col(string("product_id"))
+                    .col(string("plan_id"))
+                    .col(boolean("billable"))
+                    .col(boolean("ended"))
+                    .col(string("usage_reporting_id"))
+                    .col(big_integer("version"))
+                    .col(timestamp_with_time_zone("effective_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("billing_subscriptions_account")
+                    .table("billing_subscriptions")
+                    .col("account_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("billing_resources")
+                    .if_not_exists()
+                    .col(string("resource_id").primary_key())
+                    .col(string("subscription_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("plan_periods")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("subscription_id"))
+                    .col(string("plan_id"))
+                    .col(timestamp_with_time_zone("starts_at"))
+                    .col(timestamp_with_time_zone_null("ends_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("plan_periods_subscription")
+                    .table("plan_periods")
+                    .col("subscription_id")
+                    .col("starts_at")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("usage_events")
+                    .if_not_exists()
+                    .col(string("event_id").primary_key())
+                    .col(string("subscription_id"))
+                    .col(string("resource_id"))
+                    .col(string("metric_id"))
+                    .col(big_integer("quantity"))
+                    .col(timestamp_with_time_zone("occurred_at"))
+                    .col(timestamp_with_time_zone("window_start"))
+                    .col(timestamp_with_time_zone("recorded_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("usage_windows")
+                    .if_not_exists()
+                    .col(string("subscription_id"))
+                    .col(string("resource_id"))
+                    .col(string("metric_id"))
+                    .col(timestamp_with_time_zone("window_start"))
+                    .col(big_integer("quantity"))
+                    .col(big_integer("event_count"))
+                    .primary_key(
+                        Index::create().col("subscription_id").col("resource_id").col("metric_id").col("window_start"),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["usage_windows", "usage_events", "plan_periods", "billing_resources", "billing_subscriptions"] {
+            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        }
+        Ok(())
+    }
+}

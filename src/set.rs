@@ -1,0 +1,207 @@
+//! Starting and stopping the three services and the gateway together.
+
+use marketbridge_account::AccountServer;
+use marketbridge_billing::BillingServer;
+use marketbridge_config::Config;
+use marketbridge_core::crypto::Cipher;
+use marketbridge_core::time::SharedClock;
+use marketbridge_core::{Error, Result};
+use marketbridge_gateway::Gateway;
+use marketbridge_provisioning::ProvisioningServer;
+use marketbridge_rpc::ServiceClients;
+use marketbridge_storage::outbox::JobHandler;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Where each part listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    /// Account service (gRPC).
+    pub account: SocketAddr,
+    /// Provisioning service (gRPC).
+    pub provisioning: SocketAddr,
+    /// Billing service (gRPC).
+    pub billing: SocketAddr,
+    /// Gateway (HTTP or HTTPS).
+    pub gateway: SocketAddr,
+}
+
+/// How to start the set.
+#[derive(Clone)]
+pub struct SetOptions {
+    /// Configuration; listen addresses may use port 0.
+    pub config: Config,
+    /// Time source of every service.
+    pub clock: SharedClock,
+    /// Encryption at rest.
+    pub cipher: Cipher,
+    /// Run the outbox workers in the background (tests may drain instead).
+    pub run_workers: bool,
+}
+
+/// A running set.
+pub struct RunningSet {
+    /// Where each part listens.
+    pub addresses: Addresses,
+    /// The configuration in effect (with the bound addresses).
+    pub config: Config,
+    /// The account service.
+    pub account: AccountServer,
+    /// The provisioning service.
+    pub provisioning: ProvisioningServer,
+    /// The billing service.
+    pub billing: BillingServer,
+    /// Clients of the three services.
+    pub clients: ServiceClients,
+    shutdown: CancellationToken,
+    tasks: JoinSet<Result<()>>,
+}
+
+async fn bind(address: &str) -> Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|e| Error::unavailable(format!("cannot listen on {address}: {e}")))
+}
+
+fn service_url(scheme: &str, address: SocketAddr) -> String {
+    format!("{scheme}://{address}")
+}
+
+impl RunningSet {
+    /// Binds every listener, opens the databases, and starts serving.
+    pub async fn start(options: SetOptions) -> Result<Self> {
+        let mut config = options.config;
+        let account_listener = bind(&config.account.listen).await?;
+        let provisioning_listener = bind(&config.provisioning.listen).await?;
+        let billing_listener = bind(&config.billing.listen).await?;
+        let gateway_listener = std::net::TcpListener::bind(&config.gateway.listen)
+            .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.gateway.listen)))?;
+        let addresses = Addresses {
+            account: local(&account_listener)?,
+            provisioning: local(&provisioning_listener)?,
+            billing: local(&billing_listener)?,
+            gateway: gateway_listener.local_addr().map_err(|e| Error::internal(e.to_string()))?,
+        };
+        let scheme = if config.tls.service_cert.is_empty() { "http" } else { "https" };
+        config.gateway.account_url = service_url(scheme, addresses.account);
+        config.gateway.provisioning_url = service_url(scheme, addresses.provisioning);
+        config.gateway.billing_url = service_url(scheme, addresses.billing);
+        if config.gateway.public_url.is_empty() || config.gateway.public_url.ends_with(":0") {
+            let web = if config.tls.gateway_cert.is_empty() { "http" } else { "https" };
+            config.gateway.public_url = format!("{web}://{}", addresses.gateway);
+        }
+
+        let account = AccountServer::from_config(&config, options.clock.clone(), options.cipher.clone()).await?;
+        let provisioning = ProvisioningServer::from_config(&config, options.clock.clone(), options.cipher).await?;
+        let billing = BillingServer::from_config(&config, options.clock.clone()).await?;
+        let clients = ServiceClients::connect(
+            &config.gateway.account_url,
+            &config.gateway.provisioning_url,
+            &config.gateway.billing_url,
+            &config.tls,
+            Duration::from_millis(config.gateway.request_timeout_ms),
+        )?;
+        let gateway = Gateway::new(&config, clients.clone())?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let tls = config.tls.clone();
+        if options.run_workers {
+            spawn_worker(&mut tasks, account.domain().outbox().clone(), account.job_handler(), &shutdown);
+            spawn_worker(&mut tasks, provisioning.domain().outbox().clone(), provisioning.job_handler(), &shutdown);
+            spawn_worker(&mut tasks, billing.domain().outbox().clone(), billing.job_handler(), &shutdown);
+        }
+        {
+            let (grpc, tls, stop) = (account.grpc(), tls.clone(), shutdown.clone());
+            tasks.spawn(async move { marketbridge_rpc::serve_grpc(account_listener, "account", &tls, grpc, stop).await });
+        }
+        {
+            let (grpc, tls, stop) = (provisioning.grpc(), tls.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                marketbridge_rpc::serve_grpc(provisioning_listener, "provisioning", &tls, grpc, stop).await
+            });
+        }
+        {
+            let (grpc, tls, stop) = (billing.grpc(), tls.clone(), shutdown.clone());
+            tasks.spawn(async move { marketbridge_rpc::serve_grpc(billing_listener, "billing", &tls, grpc, stop).await });
+        }
+        {
+            let stop = shutdown.clone();
+            tasks.spawn(async move { gateway.serve(gateway_listener, stop).await });
+        }
+        Ok(Self { addresses, config, account, provisioning, billing, clients, shutdown, tasks })
+    }
+
+    /// Runs every outbox until no job is due; returns how many jobs ran.
+    pub async fn drain(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let ran = self.account.domain().outbox().drain(self.account.job_handler().as_ref()).await?
+                + self.provisioning.domain().outbox().drain(self.provisioning.job_handler().as_ref()).await?
+                + self.billing.domain().outbox().drain(self.billing.job_handler().as_ref()).await?;
+            if ran == 0 {
+                return Ok(total);
+            }
+            total += ran;
+        }
+    }
+
+    /// The gateway's base URL.
+    pub fn gateway_url(&self) -> String {
+        self.config.gateway.public_url.clone()
+    }
+
+    /// A token that stops the set when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the set stops (the token is cancelled or a part fails);
+    /// stops every part and returns the first failure.
+    pub async fn wait(mut self) -> Result<()> {
+        let mut first_error = None;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                joined = self.tasks.join_next() => match joined {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(error))) => { first_error.get_or_insert(error); break; }
+                    Some(Err(join_error)) => { first_error.get_or_insert(Error::internal(join_error.to_string())); break; }
+                    None => break,
+                },
+            }
+        }
+        self.shutdown.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok(Err(error)) = joined {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops every part and waits for them.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+fn local(listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|e| Error::internal(e.to_string()))
+}
+
+fn spawn_worker(
+    tasks: &mut JoinSet<Result<()>>,
+    outbox: marketbridge_storage::outbox::Outbox,
+    handler: Arc<dyn JobHandler>,
+    shutdown: &CancellationToken,
+) {
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        outbox.run(handler, stop).await;
+        Ok(())
+    });
+}

@@ -1,0 +1,145 @@
+//! Starting the whole set for a test, on a fresh database per service.
+
+#![allow(dead_code)]
+
+use chrono::{TimeZone, Utc};
+use marketbridge::set::{RunningSet, SetOptions};
+use marketbridge_config::Config;
+use marketbridge_core::crypto::Cipher;
+use marketbridge_core::time::{ManualClock, SharedClock, system_clock};
+use marketbridge_storage::testing::TestDatabase;
+use std::sync::Arc;
+
+/// A running set and what a test needs around it.
+pub struct TestSet {
+    /// The set.
+    pub set: RunningSet,
+    /// HTTP client for the gateway.
+    pub http: reqwest::Client,
+    /// The manual clock, when the test drives time.
+    pub clock: Option<ManualClock>,
+    databases: Vec<TestDatabase>,
+    data_dir: std::path::PathBuf,
+}
+
+/// How a test wants its set.
+pub struct SetBuilder<'a> {
+    database: &'a TestDatabase,
+    manual_clock: bool,
+    run_workers: bool,
+    tweaks: Vec<Box<dyn FnOnce(&mut Config) + 'a>>,
+}
+
+/// A set on `database`'s backend (one fresh database per service).
+pub fn set_on(database: &TestDatabase) -> SetBuilder<'_> {
+    SetBuilder { database, manual_clock: false, run_workers: true, tweaks: Vec::new() }
+}
+
+/// Telemetry with logs only, once per test process.
+pub fn init_telemetry() {
+    let options = marketbridge_config::TelemetryOptions {
+        log_filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        ..Default::default()
+    };
+    let _ = marketbridge_telemetry::init("marketbridge-test", &options);
+}
+
+impl<'a> SetBuilder<'a> {
+    /// Time stands still at 2026-11-23T12:00:00Z until the test moves it.
+    pub fn manual_clock(mut self) -> Self {
+        self.manual_clock = true;
+        self
+    }
+
+    /// No outbox workers: the test drains the outboxes itself.
+    pub fn without_workers(mut self) -> Self {
+        self.run_workers = false;
+        self
+    }
+
+    /// Changes the configuration before start.
+    pub fn configure(mut self, tweak: impl FnOnce(&mut Config) + 'a) -> Self {
+        self.tweaks.push(Box::new(tweak));
+        self
+    }
+
+    /// Starts the set.
+    pub async fn start(self) -> TestSet {
+        init_telemetry();
+        marketbridge_rpc::tls::install_crypto_provider();
+        let account_db = self.database.sibling().await;
+        let provisioning_db = self.database.sibling().await;
+        let billing_db = self.database.sibling().await;
+        let data_dir = std::env::temp_dir().join(format!("marketbridge-e2e-{}", uuid::Uuid::new_v4().simple()));
+        let mut config = Config::default();
+        config.data.dir = data_dir.display().to_string();
+        config.account.listen = "127.0.0.1:0".into();
+        config.provisioning.listen = "127.0.0.1:0".into();
+        config.billing.listen = "127.0.0.1:0".into();
+        config.gateway.listen = "127.0.0.1:0".into();
+        config.gateway.public_url = String::new();
+        config.account.database_url = account_db.url().to_owned();
+        config.provisioning.database_url = provisioning_db.url().to_owned();
+        config.billing.database_url = billing_db.url().to_owned();
+        config.outbox.poll_interval_ms = 20;
+        config.outbox.backoff_initial_ms = 50;
+        config.outbox.backoff_max_ms = 500;
+        config.security.encryption_key = Cipher::generate_base64_key();
+        for tweak in self.tweaks {
+            tweak(&mut config);
+        }
+        let cipher = Cipher::from_base64_key(&config.security.encryption_key).expect("test key");
+        let manual = self.manual_clock.then(|| ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()));
+        let clock: SharedClock = match &manual {
+            Some(clock) => Arc::new(clock.clone()),
+            None => system_clock(),
+        };
+        let set = RunningSet::start(SetOptions { config, clock, cipher, run_workers: self.run_workers })
+            .await
+            .expect("the set starts");
+        TestSet {
+            set,
+            http: reqwest::Client::builder().build().expect("HTTP client"),
+            clock: manual,
+            databases: vec![account_db, provisioning_db, billing_db],
+            data_dir,
+        }
+    }
+}
+
+impl TestSet {
+    /// The gateway URL joined with `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.set.gateway_url())
+    }
+
+    /// Runs every outbox until nothing is due.
+    pub async fn drain(&self) -> usize {
+        self.set.drain().await.expect("outboxes drain")
+    }
+
+    /// Waits until `check` holds, draining outboxes meanwhile; panics after
+    /// 10 seconds with `what`.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if check().await {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stops the set.
+    pub async fn stop(self) {
+        let TestSet { set, databases, data_dir, .. } = self;
+        set.stop().await.expect("the set stops cleanly");
+        drop(databases);
+        let _ = std::fs::remove_dir_all(data_dir);
+    }
+}
