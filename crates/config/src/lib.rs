@@ -396,7 +396,9 @@ impl Config {
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]))
+        // Only `MARKETBRIDGE_<SECTION>__<KEY>` names are settings; other
+        // `MARKETBRIDGE_*` variables (the config file, test switches) are not.
+        figment.merge(Env::prefixed(ENV_PREFIX).filter(|key| key.as_str().contains("__")).split("__"))
     }
 
     /// Every setting as `section.key`, in declaration order.
@@ -448,6 +450,7 @@ mod tests {
             )?;
             jail.set_env("MARKETBRIDGE_VERCEL__CLIENT_ID", "oac_env");
             jail.set_env("MARKETBRIDGE_OUTBOX__MAX_ATTEMPTS", "3");
+            jail.set_env("MARKETBRIDGE_SOMETHING_ELSE", "ignored");
             let config = Config::load(Some(Path::new("mb.toml"))).expect("loads");
             assert_eq!(config.gateway.listen, "0.0.0.0:9000");
             assert_eq!(config.gateway.request_timeout_ms, 2500);
