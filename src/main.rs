@@ -13,7 +13,11 @@ use marketbridge_rpc::process::{load_cipher, run_process};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "marketbridge", version, about = "An open backend for SaaS sold through cloud marketplaces")]
+#[command(
+    name = "marketbridge",
+    version,
+    about = "An open backend for SaaS sold through cloud marketplaces"
+)]
 struct Cli {
     /// Configuration file (TOML); `MARKETBRIDGE_CONFIG` also names one.
     #[arg(long, global = true, env = "MARKETBRIDGE_CONFIG")]
@@ -60,11 +64,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let set = RunningSet::start(options).await?;
             let a = set.addresses;
             println!("marketbridge is up (Ctrl-C stops it)");
-            println!("  gateway       {}   (/healthz, /readyz, /metrics)", set.gateway_url());
+            println!(
+                "  gateway       {}   (/healthz, /readyz, /metrics)",
+                set.gateway_url()
+            );
             println!("  account       grpc://{}", a.account);
             println!("  provisioning  grpc://{}", a.provisioning);
             println!("  billing       grpc://{}", a.billing);
-            println!("  data          {}", std::path::Path::new(&set.config.data.dir).display());
+            println!(
+                "  data          {}",
+                std::path::Path::new(&set.config.data.dir).display()
+            );
             let stop = set.shutdown_token();
             tokio::spawn(async move {
                 shutdown.cancelled().await;
@@ -75,9 +85,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Command::Account => run_process("marketbridge-account", |config, shutdown| async move {
             marketbridge_account::run(&config, shutdown).await
         }),
-        Command::Provisioning => run_process("marketbridge-provisioning", |config, shutdown| async move {
-            marketbridge_provisioning::run(&config, shutdown).await
-        }),
+        Command::Provisioning => {
+            run_process("marketbridge-provisioning", |config, shutdown| async move {
+                marketbridge_provisioning::run(&config, shutdown).await
+            })
+        }
         Command::Billing => run_process("marketbridge-billing", |config, shutdown| async move {
             marketbridge_billing::run(&config, shutdown).await
         }),
@@ -91,7 +103,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (section, field) = key.split_once('.').unwrap_or((&key, ""));
                 let value = &values[section][field];
                 let shown = if key.contains("secret") || key.contains("encryption_key") {
-                    if value.as_str().is_some_and(|v| !v.is_empty()) { "\"***\"".to_owned() } else { "\"\"".to_owned() }
+                    if value.as_str().is_some_and(|v| !v.is_empty()) {
+                        "\"***\"".to_owned()
+                    } else {
+                        "\"\"".to_owned()
+                    }
                 } else {
                     value.to_string()
                 };

@@ -62,7 +62,9 @@ pub struct RunningSet {
 }
 
 async fn bind(address: &str) -> Result<TcpListener> {
-    TcpListener::bind(address).await.map_err(|e| Error::unavailable(format!("cannot listen on {address}: {e}")))
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {address}: {e}")))
 }
 
 fn service_url(scheme: &str, address: SocketAddr) -> String {
@@ -76,25 +78,40 @@ impl RunningSet {
         let account_listener = bind(&config.account.listen).await?;
         let provisioning_listener = bind(&config.provisioning.listen).await?;
         let billing_listener = bind(&config.billing.listen).await?;
-        let gateway_listener = std::net::TcpListener::bind(&config.gateway.listen)
-            .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.gateway.listen)))?;
+        let gateway_listener =
+            std::net::TcpListener::bind(&config.gateway.listen).map_err(|e| {
+                Error::unavailable(format!("cannot listen on {}: {e}", config.gateway.listen))
+            })?;
         let addresses = Addresses {
             account: local(&account_listener)?,
             provisioning: local(&provisioning_listener)?,
             billing: local(&billing_listener)?,
-            gateway: gateway_listener.local_addr().map_err(|e| Error::internal(e.to_string()))?,
+            gateway: gateway_listener
+                .local_addr()
+                .map_err(|e| Error::internal(e.to_string()))?,
         };
-        let scheme = if config.tls.service_cert.is_empty() { "http" } else { "https" };
+        let scheme = if config.tls.service_cert.is_empty() {
+            "http"
+        } else {
+            "https"
+        };
         config.gateway.account_url = service_url(scheme, addresses.account);
         config.gateway.provisioning_url = service_url(scheme, addresses.provisioning);
         config.gateway.billing_url = service_url(scheme, addresses.billing);
         if config.gateway.public_url.is_empty() || config.gateway.public_url.ends_with(":0") {
-            let web = if config.tls.gateway_cert.is_empty() { "http" } else { "https" };
+            let web = if config.tls.gateway_cert.is_empty() {
+                "http"
+            } else {
+                "https"
+            };
             config.gateway.public_url = format!("{web}://{}", addresses.gateway);
         }
 
-        let account = AccountServer::from_config(&config, options.clock.clone(), options.cipher.clone()).await?;
-        let provisioning = ProvisioningServer::from_config(&config, options.clock.clone(), options.cipher).await?;
+        let account =
+            AccountServer::from_config(&config, options.clock.clone(), options.cipher.clone())
+                .await?;
+        let provisioning =
+            ProvisioningServer::from_config(&config, options.clock.clone(), options.cipher).await?;
         let billing = BillingServer::from_config(&config, options.clock.clone()).await?;
         let clients = ServiceClients::connect(
             &config.gateway.account_url,
@@ -109,38 +126,88 @@ impl RunningSet {
         let mut tasks = JoinSet::new();
         let tls = config.tls.clone();
         if options.run_workers {
-            spawn_worker(&mut tasks, account.domain().outbox().clone(), account.job_handler(), &shutdown);
-            spawn_worker(&mut tasks, provisioning.domain().outbox().clone(), provisioning.job_handler(), &shutdown);
-            spawn_worker(&mut tasks, billing.domain().outbox().clone(), billing.job_handler(), &shutdown);
+            spawn_worker(
+                &mut tasks,
+                account.domain().outbox().clone(),
+                account.job_handler(),
+                &shutdown,
+            );
+            spawn_worker(
+                &mut tasks,
+                provisioning.domain().outbox().clone(),
+                provisioning.job_handler(),
+                &shutdown,
+            );
+            spawn_worker(
+                &mut tasks,
+                billing.domain().outbox().clone(),
+                billing.job_handler(),
+                &shutdown,
+            );
         }
         {
             let (grpc, tls, stop) = (account.grpc(), tls.clone(), shutdown.clone());
-            tasks.spawn(async move { marketbridge_rpc::serve_grpc(account_listener, "account", &tls, grpc, stop).await });
+            tasks.spawn(async move {
+                marketbridge_rpc::serve_grpc(account_listener, "account", &tls, grpc, stop).await
+            });
         }
         {
             let (grpc, tls, stop) = (provisioning.grpc(), tls.clone(), shutdown.clone());
             tasks.spawn(async move {
-                marketbridge_rpc::serve_grpc(provisioning_listener, "provisioning", &tls, grpc, stop).await
+                marketbridge_rpc::serve_grpc(
+                    provisioning_listener,
+                    "provisioning",
+                    &tls,
+                    grpc,
+                    stop,
+                )
+                .await
             });
         }
         {
             let (grpc, tls, stop) = (billing.grpc(), tls.clone(), shutdown.clone());
-            tasks.spawn(async move { marketbridge_rpc::serve_grpc(billing_listener, "billing", &tls, grpc, stop).await });
+            tasks.spawn(async move {
+                marketbridge_rpc::serve_grpc(billing_listener, "billing", &tls, grpc, stop).await
+            });
         }
         {
             let stop = shutdown.clone();
             tasks.spawn(async move { gateway.serve(gateway_listener, stop).await });
         }
-        Ok(Self { addresses, config, account, provisioning, billing, clients, shutdown, tasks })
+        Ok(Self {
+            addresses,
+            config,
+            account,
+            provisioning,
+            billing,
+            clients,
+            shutdown,
+            tasks,
+        })
     }
 
     /// Runs every outbox until no job is due; returns how many jobs ran.
     pub async fn drain(&self) -> Result<usize> {
         let mut total = 0;
         loop {
-            let ran = self.account.domain().outbox().drain(self.account.job_handler().as_ref()).await?
-                + self.provisioning.domain().outbox().drain(self.provisioning.job_handler().as_ref()).await?
-                + self.billing.domain().outbox().drain(self.billing.job_handler().as_ref()).await?;
+            let ran = self
+                .account
+                .domain()
+                .outbox()
+                .drain(self.account.job_handler().as_ref())
+                .await?
+                + self
+                    .provisioning
+                    .domain()
+                    .outbox()
+                    .drain(self.provisioning.job_handler().as_ref())
+                    .await?
+                + self
+                    .billing
+                    .domain()
+                    .outbox()
+                    .drain(self.billing.job_handler().as_ref())
+                    .await?;
             if ran == 0 {
                 return Ok(total);
             }
@@ -190,7 +257,9 @@ impl RunningSet {
 }
 
 fn local(listener: &TcpListener) -> Result<SocketAddr> {
-    listener.local_addr().map_err(|e| Error::internal(e.to_string()))
+    listener
+        .local_addr()
+        .map_err(|e| Error::internal(e.to_string()))
 }
 
 fn spawn_worker(

@@ -20,15 +20,27 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         .ok()
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| Error::invalid_field("Idempotency-Key", "must be 1 to 200 visible ASCII characters"))?;
+        .ok_or_else(|| {
+            Error::invalid_field(
+                "Idempotency-Key",
+                "must be 1 to 200 visible ASCII characters",
+            )
+        })?;
     Ok(Some(key.to_owned()))
 }
 
 /// A context whose key is scoped by `scope` (an installation, an account)
 /// and by the operation, so a key is only ever replayed for the same call.
-pub fn request_context(scope: &str, operation: &str, key: Option<&str>, actor: Option<Person>) -> RequestContext {
+pub fn request_context(
+    scope: &str,
+    operation: &str,
+    key: Option<&str>,
+    actor: Option<Person>,
+) -> RequestContext {
     RequestContext {
-        idempotency_key: key.map(|k| format!("{scope}:{operation}:{k}")).unwrap_or_default(),
+        idempotency_key: key
+            .map(|k| format!("{scope}:{operation}:{k}"))
+            .unwrap_or_default(),
         actor,
     }
 }

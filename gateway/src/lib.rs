@@ -36,7 +36,9 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway calling the services through `clients`.
     pub fn new(config: &Config, clients: ServiceClients) -> Result<Self> {
-        Ok(Self { state: AppState::new(Arc::new(config.clone()), clients)? })
+        Ok(Self {
+            state: AppState::new(Arc::new(config.clone()), clients)?,
+        })
     }
 
     /// Every route, with tracing, metrics, a body limit and the deadline.
@@ -47,14 +49,22 @@ impl Gateway {
             .merge(vercel::routes(&self.state))
             .merge(google::routes(&self.state))
             .with_state(self.state.clone())
-            .layer(axum::middleware::from_fn(move |request: Request, next: Next| with_deadline(deadline, request, next)))
+            .layer(axum::middleware::from_fn(
+                move |request: Request, next: Next| with_deadline(deadline, request, next),
+            ))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-            .layer(axum::middleware::from_fn(marketbridge_telemetry::http_server_layer))
+            .layer(axum::middleware::from_fn(
+                marketbridge_telemetry::http_server_layer,
+            ))
     }
 
     /// Serves HTTP (or HTTPS when `tls.gateway_cert` is set) on `listener`
     /// until `shutdown`, then lets in-flight requests finish.
-    pub async fn serve(self, listener: std::net::TcpListener, shutdown: CancellationToken) -> Result<()> {
+    pub async fn serve(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
         let tls = marketbridge_rpc::tls::gateway_pem(&self.state.config.tls)?;
         let app = self.router().into_make_service();
         let handle = axum_server::Handle::new();
@@ -74,11 +84,13 @@ impl Gateway {
                     .serve(app)
                     .await
             }
-            None => axum_server::from_tcp(listener)
-                .map_err(|e| Error::unavailable(format!("gateway listener: {e}")))?
-                .handle(handle)
-                .serve(app)
-                .await,
+            None => {
+                axum_server::from_tcp(listener)
+                    .map_err(|e| Error::unavailable(format!("gateway listener: {e}")))?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+            }
         };
         served.map_err(|e| Error::internal(format!("gateway server failed: {e}")))
     }
@@ -109,5 +121,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let listener = std::net::TcpListener::bind(&gateway.listen)
         .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", gateway.listen)))?;
     tracing::info!(listen = %gateway.listen, "gateway listening");
-    Gateway::new(config, clients)?.serve(listener, shutdown).await
+    Gateway::new(config, clients)?
+        .serve(listener, shutdown)
+        .await
 }

@@ -26,9 +26,11 @@ pub struct Catalog {
 impl Catalog {
     /// Parses and checks a catalog.
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        let file: CatalogFile =
-            toml::from_str(text).map_err(|e| Error::validation(format!("catalog: {}", e.message())))?;
-        let catalog = Catalog { products: file.products };
+        let file: CatalogFile = toml::from_str(text)
+            .map_err(|e| Error::validation(format!("catalog: {}", e.message())))?;
+        let catalog = Catalog {
+            products: file.products,
+        };
         catalog.check()?;
         Ok(catalog)
     }
@@ -61,7 +63,8 @@ impl Catalog {
     /// A product by id, or a validation error on `field`.
     pub fn require_product(&self, field: &str, id: &str) -> Result<&Product> {
         self.product(id).ok_or_else(|| {
-            Error::invalid_field(field, format!("unknown product `{id}`")).with_user_message("This product does not exist")
+            Error::invalid_field(field, format!("unknown product `{id}`"))
+                .with_user_message("This product does not exist")
         })
     }
 
@@ -72,7 +75,10 @@ impl Catalog {
                 return Err(Error::validation("catalog: a product has an empty id"));
             }
             if !product_ids.insert(product.id.as_str()) {
-                return Err(Error::validation(format!("catalog: product `{}` is defined twice", product.id)));
+                return Err(Error::validation(format!(
+                    "catalog: product `{}` is defined twice",
+                    product.id
+                )));
             }
             product.check()?;
         }
@@ -92,9 +98,18 @@ mod tests {
         assert_eq!(product.driver, "template");
         let pro = product.plan("pro").unwrap();
         assert_eq!(pro.price().unwrap().amount_minor, 2000);
-        assert_eq!(pro.metric("requests").unwrap().unit_price_micros().unwrap(), 10);
+        assert_eq!(
+            pro.metric("requests").unwrap().unit_price_micros().unwrap(),
+            10
+        );
         assert_eq!(pro.marketplace_plan_id("google"), "pro-plan");
-        assert_eq!(product.plan("pro-eu").unwrap().marketplace_plan_id("google"), "pro-eu");
+        assert_eq!(
+            product
+                .plan("pro-eu")
+                .unwrap()
+                .marketplace_plan_id("google"),
+            "pro-eu"
+        );
     }
 
     #[test]
@@ -102,10 +117,20 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let product = catalog.product("database").unwrap();
         let ids = |metadata| {
-            product.plans_for(&PlanQuery { metadata: &metadata, ..PlanQuery::default() }).iter().map(|p| p.id.clone()).collect::<Vec<_>>()
+            product
+                .plans_for(&PlanQuery {
+                    metadata: &metadata,
+                    ..PlanQuery::default()
+                })
+                .iter()
+                .map(|p| p.id.clone())
+                .collect::<Vec<_>>()
         };
         assert_eq!(ids(json!({"region": "iad1"})), ["free", "pro", "prepaid"]);
-        assert_eq!(ids(json!({"region": "fra1"})), ["free", "pro", "pro-eu", "prepaid"]);
+        assert_eq!(
+            ids(json!({"region": "fra1"})),
+            ["free", "pro", "pro-eu", "prepaid"]
+        );
         assert_eq!(ids(json!({})), ["free", "pro", "pro-eu", "prepaid"]);
     }
 
@@ -113,21 +138,44 @@ mod tests {
     fn metadata_is_validated_and_defaulted() {
         let catalog = Catalog::builtin().unwrap();
         let product = catalog.product("database").unwrap();
-        assert_eq!(product.validate_metadata(&json!({})).unwrap(), json!({"region": "iad1"}));
-        let error = product.validate_metadata(&json!({"region": "mars1"})).unwrap_err();
+        assert_eq!(
+            product.validate_metadata(&json!({})).unwrap(),
+            json!({"region": "iad1"})
+        );
+        let error = product
+            .validate_metadata(&json!({"region": "mars1"}))
+            .unwrap_err();
         assert_eq!(error.fields()[0].field, "region");
         assert!(product.validate_metadata(&json!("x")).is_err());
-        let error = product.plan_for_metadata("pro-eu", &json!({"region": "iad1"})).unwrap_err();
+        let error = product
+            .plan_for_metadata("pro-eu", &json!({"region": "iad1"}))
+            .unwrap_err();
         assert_eq!(error.fields()[0].field, "billingPlanId");
     }
 
     #[test]
     fn broken_catalogs_are_refused_with_a_reason() {
         let twice = "[[products]]\nid='a'\nname='A'\n[[products]]\nid='a'\nname='B'\n";
-        assert!(Catalog::from_toml_str(twice).unwrap_err().message().contains("twice"));
-        let bad_price = "[[products]]\nid='a'\nname='A'\n[[products.plans]]\nid='p'\nname='P'\nprice='1.234'\n";
-        assert!(Catalog::from_toml_str(bad_price).unwrap_err().message().contains("price"));
+        assert!(
+            Catalog::from_toml_str(twice)
+                .unwrap_err()
+                .message()
+                .contains("twice")
+        );
+        let bad_price =
+            "[[products]]\nid='a'\nname='A'\n[[products.plans]]\nid='p'\nname='P'\nprice='1.234'\n";
+        assert!(
+            Catalog::from_toml_str(bad_price)
+                .unwrap_err()
+                .message()
+                .contains("price")
+        );
         let unknown = "[[products]]\nid='a'\nname='A'\ncolour='red'\n";
-        assert!(Catalog::from_toml_str(unknown).unwrap_err().message().contains("colour"));
+        assert!(
+            Catalog::from_toml_str(unknown)
+                .unwrap_err()
+                .message()
+                .contains("colour")
+        );
     }
 }

@@ -189,14 +189,32 @@ impl Metric {
 
 /// Parses a decimal with up to six digits into micro-units.
 pub fn parse_micros(field: &str, text: &str) -> Result<i64> {
-    let invalid = || Error::invalid_field(field, format!("`{text}` is not a decimal with at most 6 digits"));
+    let invalid = || {
+        Error::invalid_field(
+            field,
+            format!("`{text}` is not a decimal with at most 6 digits"),
+        )
+    };
     let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
-    if whole.is_empty() || fraction.len() > 6 || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+    if whole.is_empty()
+        || fraction.len() > 6
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
         return Err(invalid());
     }
     let whole: i64 = whole.parse().map_err(|_| invalid())?;
-    let fraction: i64 = if fraction.is_empty() { 0 } else { format!("{fraction:0<6}").parse().map_err(|_| invalid())? };
-    whole.checked_mul(1_000_000).and_then(|w| w.checked_add(fraction)).ok_or_else(invalid)
+    let fraction: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<6}").parse().map_err(|_| invalid())?
+    };
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(fraction))
+        .ok_or_else(invalid)
 }
 
 /// A plan.
@@ -309,13 +327,17 @@ impl Plan {
     fn money(&self, field: &str, value: &Option<String>) -> Result<Option<Money>> {
         value
             .as_deref()
-            .map(|text| Money::parse_decimal(&format!("plans.{}.{field}", self.id), text, &self.currency))
+            .map(|text| {
+                Money::parse_decimal(&format!("plans.{}.{field}", self.id), text, &self.currency)
+            })
             .transpose()
     }
 
     /// Base price per period (zero when none is given).
     pub fn price(&self) -> Result<Money> {
-        Ok(self.money("price", &self.price)?.unwrap_or_else(|| Money::zero(self.currency.clone())))
+        Ok(self
+            .money("price", &self.price)?
+            .unwrap_or_else(|| Money::zero(self.currency.clone())))
     }
 
     /// Test charge amount.
@@ -340,7 +362,10 @@ impl Plan {
 
     /// Prepayment auto-purchase cap.
     pub fn maximum_auto_purchase(&self) -> Result<Option<Money>> {
-        self.money("maximum_amount_auto_purchase_per_period", &self.maximum_amount_auto_purchase_per_period)
+        self.money(
+            "maximum_amount_auto_purchase_per_period",
+            &self.maximum_amount_auto_purchase_per_period,
+        )
     }
 
     /// Whether a payment method is required.
@@ -353,7 +378,10 @@ impl Plan {
         self.kind == PlanKind::Subscription
             && !self.requires_payment_method()
             && self.price().map(|p| p.amount_minor == 0).unwrap_or(false)
-            && self.metrics.iter().all(|m| m.unit_price_micros().map(|p| p == 0).unwrap_or(false))
+            && self
+                .metrics
+                .iter()
+                .all(|m| m.unit_price_micros().map(|p| p == 0).unwrap_or(false))
     }
 
     /// A metric by id.
@@ -363,26 +391,37 @@ impl Plan {
 
     /// The plan's id at a marketplace (its own id unless mapped).
     pub fn marketplace_plan_id(&self, marketplace: &str) -> String {
-        self.marketplace_plan_ids.get(marketplace).cloned().unwrap_or_else(|| self.id.clone())
+        self.marketplace_plan_ids
+            .get(marketplace)
+            .cloned()
+            .unwrap_or_else(|| self.id.clone())
     }
 
     /// Whether the plan is offered for this metadata: every `when` key the
     /// metadata names must hold one of the listed values.
     pub fn matches_metadata(&self, metadata: &Json) -> bool {
-        self.when.iter().all(|(key, allowed)| match metadata.get(key) {
-            None | Some(Json::Null) => true,
-            Some(value) => allowed.iter().any(|a| json_as_text(value).as_deref() == Some(a.as_str())),
-        })
+        self.when
+            .iter()
+            .all(|(key, allowed)| match metadata.get(key) {
+                None | Some(Json::Null) => true,
+                Some(value) => allowed
+                    .iter()
+                    .any(|a| json_as_text(value).as_deref() == Some(a.as_str())),
+            })
     }
 
     fn visible_to(&self, query: &PlanQuery<'_>) -> bool {
         let marketplace_ok = match query.marketplace {
-            Some(name) => self.marketplaces.is_empty() || self.marketplaces.iter().any(|m| m == name),
+            Some(name) => {
+                self.marketplaces.is_empty() || self.marketplaces.iter().any(|m| m == name)
+            }
             None => true,
         };
         let scope_ok = query.scope.is_none_or(|scope| scope == self.scope);
         let account_ok = self.only_for_accounts.is_empty()
-            || query.account_external_id.is_some_and(|id| self.only_for_accounts.iter().any(|a| a == id));
+            || query
+                .account_external_id
+                .is_some_and(|id| self.only_for_accounts.iter().any(|a| a == id));
         marketplace_ok && scope_ok && account_ok && self.matches_metadata(query.metadata)
     }
 
@@ -397,12 +436,19 @@ impl Plan {
         self.maximum()?;
         self.maximum_auto_purchase()?;
         for line in &self.quote {
-            Money::parse_decimal(&format!("plans.{}.quote", self.id), &line.amount, &self.currency)?;
+            Money::parse_decimal(
+                &format!("plans.{}.quote", self.id),
+                &line.amount,
+                &self.currency,
+            )?;
         }
         let mut metric_ids = BTreeSet::new();
         for metric in &self.metrics {
             if !metric_ids.insert(metric.id.as_str()) {
-                return Err(Error::validation(format!("catalog: plan `{}` lists metric `{}` twice", self.id, metric.id)));
+                return Err(Error::validation(format!(
+                    "catalog: plan `{}` lists metric `{}` twice",
+                    self.id, metric.id
+                )));
             }
             metric.unit_price_micros()?;
         }
@@ -427,21 +473,33 @@ impl Product {
 
     /// The plans a caller may see, in file order.
     pub fn plans_for(&self, query: &PlanQuery<'_>) -> Vec<&Plan> {
-        self.plans.iter().filter(|plan| plan.visible_to(query)).collect()
+        self.plans
+            .iter()
+            .filter(|plan| plan.visible_to(query))
+            .collect()
     }
 
     /// A plan that can be chosen with this metadata, or a validation error on
     /// `billingPlanId`.
     pub fn plan_for_metadata(&self, plan_id: &str, metadata: &Json) -> Result<&Plan> {
         let plan = self.plan(plan_id).ok_or_else(|| {
-            Error::invalid_field("billingPlanId", format!("unknown plan `{plan_id}` for product `{}`", self.id))
+            Error::invalid_field(
+                "billingPlanId",
+                format!("unknown plan `{plan_id}` for product `{}`", self.id),
+            )
         })?;
         if plan.disabled {
-            return Err(Error::invalid_field("billingPlanId", format!("plan `{plan_id}` cannot be selected")));
+            return Err(Error::invalid_field(
+                "billingPlanId",
+                format!("plan `{plan_id}` cannot be selected"),
+            ));
         }
         if !plan.matches_metadata(metadata) {
-            return Err(Error::invalid_field("billingPlanId", format!("plan `{plan_id}` is not offered for this configuration"))
-                .with_user_message("This plan is not available for the options you chose"));
+            return Err(Error::invalid_field(
+                "billingPlanId",
+                format!("plan `{plan_id}` is not offered for this configuration"),
+            )
+            .with_user_message("This plan is not available for the options you chose"));
         }
         Ok(plan)
     }
@@ -487,9 +545,14 @@ impl Product {
         let mut plan_ids = BTreeSet::new();
         for plan in &self.plans {
             if !plan_ids.insert(plan.id.as_str()) {
-                return Err(Error::validation(format!("catalog: product `{}` lists plan `{}` twice", self.id, plan.id)));
+                return Err(Error::validation(format!(
+                    "catalog: product `{}` lists plan `{}` twice",
+                    self.id, plan.id
+                )));
             }
-            plan.check().map_err(|e| Error::validation(format!("catalog: product `{}`: {}", self.id, e.message())))?;
+            plan.check().map_err(|e| {
+                Error::validation(format!("catalog: product `{}`: {}", self.id, e.message()))
+            })?;
         }
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! Catalog plans as the billing service's protobuf `Plan`.
 
 use crate::model::{MetricKind, Plan, PlanKind, PlanScope};
+use marketbridge_core::Result;
 use marketbridge_core::money::Money;
 use marketbridge_core::time::{parse_rfc3339, to_timestamp};
-use marketbridge_core::Result;
 use marketbridge_proto::billing::v1 as pb;
 
 impl Plan {
@@ -13,18 +13,26 @@ impl Plan {
         let price = self.price()?;
         let mut quote = Vec::new();
         if price.amount_minor > 0 {
-            quote.push(pb::QuoteLine { line: format!("{} base price", self.name), amount: Some(price.to_proto()) });
+            quote.push(pb::QuoteLine {
+                line: format!("{} base price", self.name),
+                amount: Some(price.to_proto()),
+            });
         }
         for line in &self.quote {
             quote.push(pb::QuoteLine {
                 line: line.line.clone(),
-                amount: Some(Money::parse_decimal("quote.amount", &line.amount, &self.currency)?.to_proto()),
+                amount: Some(
+                    Money::parse_decimal("quote.amount", &line.amount, &self.currency)?.to_proto(),
+                ),
             });
         }
         let details = |details: &[crate::model::Detail]| {
             details
                 .iter()
-                .map(|d| pb::PlanDetail { label: d.label.clone(), value: d.value.clone().unwrap_or_default() })
+                .map(|d| pb::PlanDetail {
+                    label: d.label.clone(),
+                    value: d.value.clone().unwrap_or_default(),
+                })
                 .collect::<Vec<_>>()
         };
         let metrics = self
@@ -83,7 +91,11 @@ impl Plan {
             required_policies: self
                 .required_policies
                 .iter()
-                .map(|p| pb::Policy { id: p.id.clone(), name: p.name.clone(), url: p.url.clone() })
+                .map(|p| pb::Policy {
+                    id: p.id.clone(),
+                    name: p.name.clone(),
+                    url: p.url.clone(),
+                })
                 .collect(),
             max_resources: self.max_resources,
             metrics,

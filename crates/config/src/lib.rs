@@ -141,7 +141,11 @@ pub struct ServiceOptions {
 
 impl ServiceOptions {
     fn with_listen(listen: &str) -> Self {
-        Self { listen: listen.into(), database_url: String::new(), metrics_listen: String::new() }
+        Self {
+            listen: listen.into(),
+            database_url: String::new(),
+            metrics_listen: String::new(),
+        }
     }
 }
 
@@ -382,12 +386,15 @@ impl Default for Config {
 }
 
 impl Config {
-
     /// Loads defaults, then `file` (or the file named by
     /// `MARKETBRIDGE_CONFIG`), then the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
-        Self::figment(file.as_deref()).extract().map_err(|e| ConfigError(e.to_string()))
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
+        Self::figment(file.as_deref())
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))
     }
 
     /// The layered sources, for callers that add their own.
@@ -398,7 +405,11 @@ impl Config {
         }
         // Only `MARKETBRIDGE_<SECTION>__<KEY>` names are settings; other
         // `MARKETBRIDGE_*` variables (the config file, test switches) are not.
-        figment.merge(Env::prefixed(ENV_PREFIX).filter(|key| key.as_str().contains("__")).split("__"))
+        figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        )
     }
 
     /// Every setting as `section.key`, in declaration order.
@@ -476,9 +487,18 @@ mod tests {
         let keys = Config::keys();
         assert!(keys.contains(&"gateway.listen".to_owned()));
         assert!(keys.contains(&"google.signup_audience".to_owned()));
-        assert_eq!(Config::env_var("gateway.public_url"), "MARKETBRIDGE_GATEWAY__PUBLIC_URL");
+        assert_eq!(
+            Config::env_var("gateway.public_url"),
+            "MARKETBRIDGE_GATEWAY__PUBLIC_URL"
+        );
         let config = Config::default();
-        assert_eq!(config.database_url("", "account"), "sqlite://data/account.db?mode=rwc");
-        assert_eq!(config.database_url("postgres://x/y", "account"), "postgres://x/y");
+        assert_eq!(
+            config.database_url("", "account"),
+            "sqlite://data/account.db?mode=rwc"
+        );
+        assert_eq!(
+            config.database_url("postgres://x/y", "account"),
+            "postgres://x/y"
+        );
     }
 }

@@ -36,7 +36,8 @@ impl Cipher {
                 bytes.len()
             )));
         }
-        let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| Error::validation("the encryption key must be 32 bytes"))?;
+        let cipher = Aes256Gcm::new_from_slice(&bytes)
+            .map_err(|_| Error::validation("the encryption key must be 32 bytes"))?;
         Ok(Self { cipher })
     }
 
@@ -59,7 +60,8 @@ impl Cipher {
 
     /// Decrypts what [`Cipher::encrypt`] produced.
     pub fn decrypt(&self, sealed: &str) -> Result<SecretString> {
-        let corrupt = || Error::internal("a stored secret cannot be decrypted (wrong key or corrupt value)");
+        let corrupt =
+            || Error::internal("a stored secret cannot be decrypted (wrong key or corrupt value)");
         let encoded = sealed.strip_prefix(VERSION_PREFIX).ok_or_else(corrupt)?;
         let bytes = STANDARD.decode(encoded).map_err(|_| corrupt())?;
         if bytes.len() < NONCE_LEN {
@@ -67,8 +69,13 @@ impl Cipher {
         }
         let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| corrupt())?;
-        let plaintext = self.cipher.decrypt(&Nonce::from(nonce), ciphertext).map_err(|_| corrupt())?;
-        String::from_utf8(plaintext).map(SecretString::new).map_err(|_| corrupt())
+        let plaintext = self
+            .cipher
+            .decrypt(&Nonce::from(nonce), ciphertext)
+            .map_err(|_| corrupt())?;
+        String::from_utf8(plaintext)
+            .map(SecretString::new)
+            .map_err(|_| corrupt())
     }
 }
 

@@ -71,7 +71,9 @@ impl ErrorCode {
 
     /// Parses the name produced by [`ErrorCode::as_str`].
     pub fn parse(name: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|code| code.as_str() == name)
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == name)
     }
 
     /// The gRPC status code for this error.
@@ -126,7 +128,10 @@ impl ErrorCode {
 
     /// True when retrying the same call later may succeed.
     pub fn is_transient(self) -> bool {
-        matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Timeout)
+        matches!(
+            self,
+            ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::Timeout
+        )
     }
 }
 
@@ -161,14 +166,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), user_message: None, fields: Vec::new() }
+        Self {
+            code,
+            message: message.into(),
+            user_message: None,
+            fields: Vec::new(),
+        }
     }
 
     /// A validation error on one field.
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        let field_error = FieldError { field: field.into(), message: message.into() };
+        let field_error = FieldError {
+            field: field.into(),
+            message: message.into(),
+        };
         let message = format!("invalid {}: {}", field_error.field, field_error.message);
-        Self { code: ErrorCode::Validation, message, user_message: None, fields: vec![field_error] }
+        Self {
+            code: ErrorCode::Validation,
+            message,
+            user_message: None,
+            fields: vec![field_error],
+        }
     }
 
     /// A validation error without a single field to blame.
@@ -219,7 +237,10 @@ impl Error {
 
     /// Adds an invalid field.
     pub fn with_field(mut self, field: impl Into<String>, message: impl Into<String>) -> Self {
-        self.fields.push(FieldError { field: field.into(), message: message.into() });
+        self.fields.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
         self
     }
 
@@ -252,7 +273,10 @@ impl Error {
             fields: self
                 .fields
                 .iter()
-                .map(|f| FieldViolation { field: f.field.clone(), description: f.message.clone() })
+                .map(|f| FieldViolation {
+                    field: f.field.clone(),
+                    description: f.message.clone(),
+                })
                 .collect(),
         }
     }
@@ -267,7 +291,10 @@ impl Error {
             fields: detail
                 .fields
                 .into_iter()
-                .map(|f| FieldError { field: f.field, message: f.description })
+                .map(|f| FieldError {
+                    field: f.field,
+                    message: f.description,
+                })
                 .collect(),
         }
     }
@@ -285,7 +312,10 @@ impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let mut metadata = tonic::metadata::MetadataMap::new();
         let detail = error.to_detail().encode_to_vec();
-        metadata.insert_bin(ERROR_DETAIL_METADATA_KEY, tonic::metadata::MetadataValue::from_bytes(&detail));
+        metadata.insert_bin(
+            ERROR_DETAIL_METADATA_KEY,
+            tonic::metadata::MetadataValue::from_bytes(&detail),
+        );
         tonic::Status::with_metadata(error.code.grpc_code(), error.message, metadata)
     }
 }
@@ -319,7 +349,10 @@ impl Validator {
 
     /// Records an invalid field.
     pub fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.fields.push(FieldError { field: field.into(), message: message.into() });
+        self.fields.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     /// Records `field` as missing when `value` is empty.
@@ -349,7 +382,12 @@ impl Validator {
         }
         let names: Vec<&str> = self.fields.iter().map(|f| f.field.as_str()).collect();
         let message = format!("invalid input: {}", names.join(", "));
-        Err(Error { code: ErrorCode::Validation, message, user_message: None, fields: self.fields })
+        Err(Error {
+            code: ErrorCode::Validation,
+            message,
+            user_message: None,
+            fields: self.fields,
+        })
     }
 }
 

@@ -62,10 +62,16 @@ macro_rules! define_id {
 }
 
 fn is_valid_id(value: &str, prefix: &str) -> bool {
-    let Some(body) = value.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('_')) else {
+    let Some(body) = value
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+    else {
         return false;
     };
-    body.len() == 32 && body.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    body.len() == 32
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 define_id!(

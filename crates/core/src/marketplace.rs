@@ -21,7 +21,11 @@ pub enum Marketplace {
 
 impl Marketplace {
     /// Every marketplace.
-    pub const ALL: [Marketplace; 3] = [Marketplace::Vercel, Marketplace::Google, Marketplace::Direct];
+    pub const ALL: [Marketplace; 3] = [
+        Marketplace::Vercel,
+        Marketplace::Google,
+        Marketplace::Direct,
+    ];
 
     /// The lowercase name stored in databases and shown in logs.
     pub fn as_str(self) -> &'static str {
@@ -75,8 +79,14 @@ mod tests {
     #[test]
     fn names_and_proto_values_round_trip() {
         for marketplace in Marketplace::ALL {
-            assert_eq!(Marketplace::parse("m", marketplace.as_str()).unwrap(), marketplace);
-            assert_eq!(Marketplace::from_proto("m", marketplace.to_proto()).unwrap(), marketplace);
+            assert_eq!(
+                Marketplace::parse("m", marketplace.as_str()).unwrap(),
+                marketplace
+            );
+            assert_eq!(
+                Marketplace::from_proto("m", marketplace.to_proto()).unwrap(),
+                marketplace
+            );
         }
         assert!(Marketplace::from_proto("m", 0).is_err());
         assert!(Marketplace::parse("m", "aws").is_err());

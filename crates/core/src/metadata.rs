@@ -10,8 +10,12 @@ use serde_json::{Map, Number, Value as Json};
 /// `field`.
 pub fn json_to_metadata(field: &str, json: &Json) -> Result<Metadata> {
     match json {
-        Json::Object(map) => Ok(Metadata { fields: Some(object_to_struct(map)) }),
-        Json::Null => Ok(Metadata { fields: Some(Struct::default()) }),
+        Json::Object(map) => Ok(Metadata {
+            fields: Some(object_to_struct(map)),
+        }),
+        Json::Null => Ok(Metadata {
+            fields: Some(Struct::default()),
+        }),
         _ => Err(Error::invalid_field(field, "must be an object")),
     }
 }
@@ -25,7 +29,12 @@ pub fn metadata_to_json(metadata: Option<&Metadata>) -> Json {
 }
 
 fn object_to_struct(map: &Map<String, Json>) -> Struct {
-    Struct { fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() }
+    Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
 }
 
 fn json_to_value(json: &Json) -> Value {
@@ -34,7 +43,9 @@ fn json_to_value(json: &Json) -> Value {
         Json::Bool(b) => Kind::BoolValue(*b),
         Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         Json::String(s) => Kind::StringValue(s.clone()),
-        Json::Array(items) => Kind::ListValue(ListValue { values: items.iter().map(json_to_value).collect() }),
+        Json::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(json_to_value).collect(),
+        }),
         Json::Object(map) => Kind::StructValue(object_to_struct(map)),
     };
     Value { kind: Some(kind) }
@@ -42,7 +53,13 @@ fn json_to_value(json: &Json) -> Value {
 
 /// A protobuf struct as a JSON object.
 pub fn struct_to_json(fields: &Struct) -> Json {
-    Json::Object(fields.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+    Json::Object(
+        fields
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
 }
 
 fn value_to_json(value: &Value) -> Json {

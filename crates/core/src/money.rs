@@ -29,7 +29,10 @@ pub fn minor_digits(currency: &str) -> u32 {
 impl Money {
     /// An amount in minor units of `currency`.
     pub fn new(amount_minor: i64, currency: impl Into<String>) -> Self {
-        Self { amount_minor, currency: currency.into() }
+        Self {
+            amount_minor,
+            currency: currency.into(),
+        }
     }
 
     /// An amount in US cents.
@@ -63,7 +66,8 @@ impl Money {
     /// Parses a decimal string (`"12.34"`, `"5"`, `"0.5"`) in `currency`.
     /// More digits than the currency has is an error, never a rounding.
     pub fn parse_decimal(field: &str, text: &str, currency: &str) -> Result<Self> {
-        let invalid = || Error::invalid_field(field, format!("`{text}` is not an amount in {currency}"));
+        let invalid =
+            || Error::invalid_field(field, format!("`{text}` is not an amount in {currency}"));
         let trimmed = text.trim();
         let (negative, unsigned) = match trimmed.strip_prefix('-') {
             Some(rest) => (true, rest),
@@ -72,28 +76,44 @@ impl Money {
         let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
         let digits = minor_digits(currency) as usize;
         let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) || fraction.len() > digits {
+        if whole.is_empty()
+            || !all_digits(whole)
+            || !all_digits(fraction)
+            || fraction.len() > digits
+        {
             return Err(invalid());
         }
         let whole: i64 = whole.parse().map_err(|_| invalid())?;
         let fraction_value: i64 = if fraction.is_empty() {
             0
         } else {
-            format!("{fraction:0<digits$}").parse().map_err(|_| invalid())?
+            format!("{fraction:0<digits$}")
+                .parse()
+                .map_err(|_| invalid())?
         };
         let scale = 10_i64.pow(digits as u32);
-        let amount = whole.checked_mul(scale).and_then(|v| v.checked_add(fraction_value)).ok_or_else(invalid)?;
+        let amount = whole
+            .checked_mul(scale)
+            .and_then(|v| v.checked_add(fraction_value))
+            .ok_or_else(invalid)?;
         Ok(Self::new(if negative { -amount } else { amount }, currency))
     }
 
     /// The protobuf form.
     pub fn to_proto(&self) -> ProtoMoney {
-        ProtoMoney { amount_minor: self.amount_minor, currency: self.currency.clone() }
+        ProtoMoney {
+            amount_minor: self.amount_minor,
+            currency: self.currency.clone(),
+        }
     }
 
     /// From the protobuf form; an empty currency means USD.
     pub fn from_proto(money: &ProtoMoney) -> Self {
-        let currency = if money.currency.is_empty() { "USD".to_owned() } else { money.currency.clone() };
+        let currency = if money.currency.is_empty() {
+            "USD".to_owned()
+        } else {
+            money.currency.clone()
+        };
         Self::new(money.amount_minor, currency)
     }
 
@@ -103,8 +123,15 @@ impl Money {
         let currency = currency.into();
         let per_minor = (MICROS_PER_UNIT / 10_i64.pow(minor_digits(&currency))) as i128;
         let half = per_minor / 2;
-        let rounded = if micros >= 0 { (micros + half) / per_minor } else { (micros - half) / per_minor };
-        Self::new(rounded.clamp(i64::MIN as i128, i64::MAX as i128) as i64, currency)
+        let rounded = if micros >= 0 {
+            (micros + half) / per_minor
+        } else {
+            (micros - half) / per_minor
+        };
+        Self::new(
+            rounded.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+            currency,
+        )
     }
 
     /// The amount in micro-units.
@@ -126,7 +153,13 @@ mod tests {
 
     #[test]
     fn decimal_strings_round_trip() {
-        for (text, minor) in [("12.34", 1234), ("0.05", 5), ("5", 500), ("0.5", 50), ("-3.10", -310)] {
+        for (text, minor) in [
+            ("12.34", 1234),
+            ("0.05", 5),
+            ("5", 500),
+            ("0.5", 50),
+            ("-3.10", -310),
+        ] {
             let money = Money::parse_decimal("amount", text, "USD").unwrap();
             assert_eq!(money.amount_minor, minor, "{text}");
         }
@@ -139,7 +172,10 @@ mod tests {
     #[test]
     fn bad_amounts_are_rejected_not_rounded() {
         for text in ["12.345", "abc", "", ".5", "1.2.3", "1e3", "--1"] {
-            assert!(Money::parse_decimal("amount", text, "USD").is_err(), "{text}");
+            assert!(
+                Money::parse_decimal("amount", text, "USD").is_err(),
+                "{text}"
+            );
         }
     }
 

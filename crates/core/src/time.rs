@@ -38,24 +38,35 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock stopped at `start`.
     pub fn new(start: DateTime<Utc>) -> Self {
-        Self { now: Arc::new(Mutex::new(start)) }
+        Self {
+            now: Arc::new(Mutex::new(start)),
+        }
     }
 
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut now = self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *now += by;
     }
 
     /// Sets the clock.
     pub fn set(&self, to: DateTime<Utc>) {
-        *self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = to;
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = to;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -73,7 +84,10 @@ pub fn parse_rfc3339(field: &str, text: &str) -> Result<DateTime<Utc>> {
 
 /// A protobuf timestamp.
 pub fn to_timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
 }
 
 /// From a protobuf timestamp; `field` names the input in the error.
@@ -111,8 +125,15 @@ pub fn billing_period(time: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
         .with_ymd_and_hms(time.year(), time.month(), 1, 0, 0, 0)
         .single()
         .unwrap_or(time);
-    let (year, month) = if time.month() == 12 { (time.year() + 1, 1) } else { (time.year(), time.month() + 1) };
-    let end = Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().unwrap_or(start + Duration::days(31));
+    let (year, month) = if time.month() == 12 {
+        (time.year() + 1, 1)
+    } else {
+        (time.year(), time.month() + 1)
+    };
+    let end = Utc
+        .with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(start + Duration::days(31));
     (start, end)
 }
 

@@ -3,8 +3,8 @@
 //! refusals are not.
 
 use async_trait::async_trait;
-use marketbridge_core::crypto::SecretString;
 use marketbridge_core::Result;
+use marketbridge_core::crypto::SecretString;
 use marketbridge_rpc::http::{HttpAnswer, error_for_status, send_traced};
 use reqwest::Method;
 use serde::Serialize;
@@ -28,7 +28,9 @@ pub struct GoogleApi {
 
 impl std::fmt::Debug for GoogleApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GoogleApi").field("base_url", &self.base_url).finish_non_exhaustive()
+        f.debug_struct("GoogleApi")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,8 +38,20 @@ impl GoogleApi {
     /// A client of the API at `base_url`.
     pub fn new(http: reqwest::Client, base_url: &str, tokens: Arc<dyn AccessTokens>) -> Self {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        let peer = base_url.split("://").nth(1).unwrap_or(&base_url).split('/').next().unwrap_or_default().to_owned();
-        Self { http, base_url, peer, tokens }
+        let peer = base_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&base_url)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            http,
+            base_url,
+            peer,
+            tokens,
+        }
     }
 
     /// The base URL.
@@ -54,8 +68,10 @@ impl GoogleApi {
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<HttpAnswer> {
         let token = self.tokens.access_token().await?;
-        let mut request =
-            self.http.request(method, format!("{}{path_and_query}", self.base_url)).bearer_auth(token.expose());
+        let mut request = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.base_url))
+            .bearer_auth(token.expose());
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -70,9 +86,14 @@ impl GoogleApi {
         path_and_query: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<HttpAnswer> {
-        let answer = self.send(method.clone(), route, path_and_query, body).await?;
+        let answer = self
+            .send(method.clone(), route, path_and_query, body)
+            .await?;
         if !(200..300).contains(&answer.status) {
-            return Err(error_for_status(&answer, &format!("Google {method} {route}")));
+            return Err(error_for_status(
+                &answer,
+                &format!("Google {method} {route}"),
+            ));
         }
         Ok(answer)
     }

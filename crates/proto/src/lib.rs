@@ -30,7 +30,8 @@ pub mod billing {
 }
 
 /// Encoded descriptors of every marketbridge proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("marketbridge_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("marketbridge_descriptor");
 
 pub use prost_types;
 

@@ -66,7 +66,11 @@ impl ServiceClients {
             account: AccountServiceClient::new(account.clone()),
             provisioning: ProvisioningServiceClient::new(provisioning.clone()),
             billing: BillingServiceClient::new(billing.clone()),
-            channels: vec![("account", account), ("provisioning", provisioning), ("billing", billing)],
+            channels: vec![
+                ("account", account),
+                ("provisioning", provisioning),
+                ("billing", billing),
+            ],
         })
     }
 
@@ -76,7 +80,9 @@ impl ServiceClients {
         let mut failing = Vec::new();
         for (name, channel) in &self.channels {
             let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-            let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest { service: String::new() });
+            let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            });
             request.set_timeout(Duration::from_secs(1));
             let serving = matches!(
                 client.check(request).await.map(|r| r.into_inner().status),

@@ -20,11 +20,16 @@ pub fn outbound_client(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::C
     if !tls.outbound_extra_ca.is_empty() {
         let pem = std::fs::read(&tls.outbound_extra_ca)
             .map_err(|e| Error::validation(format!("cannot read tls.outbound_extra_ca: {e}")))?;
-        let certificate = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| Error::validation(format!("tls.outbound_extra_ca is not a PEM certificate: {e}")))?;
+        let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            Error::validation(format!(
+                "tls.outbound_extra_ca is not a PEM certificate: {e}"
+            ))
+        })?;
         builder = builder.add_root_certificate(certificate);
     }
-    builder.build().map_err(|e| Error::internal(format!("HTTP client: {e}")))
+    builder
+        .build()
+        .map_err(|e| Error::internal(format!("HTTP client: {e}")))
 }
 
 /// An answer from an outbound call.
@@ -47,7 +52,10 @@ impl HttpAnswer {
 
     /// The body as text (for errors and logs), at most 500 characters.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).chars().take(500).collect()
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(500)
+            .collect()
     }
 }
 
@@ -55,7 +63,11 @@ impl HttpAnswer {
 /// injected, and records its latency under `route` (a path template, not
 /// the concrete path). Any answer is returned, whatever its status; only
 /// transport failures are errors (`unavailable` or `timeout`).
-pub async fn send_traced(request: reqwest::RequestBuilder, peer: &str, route: &str) -> Result<HttpAnswer> {
+pub async fn send_traced(
+    request: reqwest::RequestBuilder,
+    peer: &str,
+    route: &str,
+) -> Result<HttpAnswer> {
     use tracing::Instrument;
     let (client, request) = request.build_split();
     let mut request = request.map_err(|e| Error::internal(format!("cannot build request: {e}")))?;
@@ -72,8 +84,15 @@ pub async fn send_traced(request: reqwest::RequestBuilder, peer: &str, route: &s
         Ok(response) => response,
         Err(error) => {
             marketbridge_telemetry::metrics().record_http_client(peer, route, 0, started.elapsed());
-            let code = if error.is_timeout() { ErrorCode::Timeout } else { ErrorCode::Unavailable };
-            return Err(Error::new(code, format!("{method} {route} at {peer} failed: {error}")));
+            let code = if error.is_timeout() {
+                ErrorCode::Timeout
+            } else {
+                ErrorCode::Unavailable
+            };
+            return Err(Error::new(
+                code,
+                format!("{method} {route} at {peer} failed: {error}"),
+            ));
         }
     };
     let status = response.status().as_u16();
@@ -81,11 +100,19 @@ pub async fn send_traced(request: reqwest::RequestBuilder, peer: &str, route: &s
     let body = response
         .bytes()
         .await
-        .map_err(|e| Error::unavailable(format!("{method} {route} at {peer}: reading the answer failed: {e}")))?
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "{method} {route} at {peer}: reading the answer failed: {e}"
+            ))
+        })?
         .to_vec();
     marketbridge_telemetry::record_http_status(&span, status);
     marketbridge_telemetry::metrics().record_http_client(peer, route, status, started.elapsed());
-    Ok(HttpAnswer { status, headers, body })
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The error an unsuccessful answer stands for: 429 and 5xx (and 408) are
@@ -107,5 +134,9 @@ pub fn error_for_status(answer: &HttpAnswer, what: &str) -> Error {
 
 /// The `Retry-After` delay of an answer, in seconds, when it gives one.
 pub fn retry_after_seconds(answer: &HttpAnswer) -> Option<u64> {
-    answer.headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok())
+    answer
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -13,5 +13,7 @@ pub mod process;
 pub mod server;
 pub mod tls;
 
-pub use client::{AccountClient, BillingClient, ProvisioningClient, ServiceClients, TracedChannel, channel};
+pub use client::{
+    AccountClient, BillingClient, ProvisioningClient, ServiceClients, TracedChannel, channel,
+};
 pub use server::{reply, serve_grpc};

@@ -62,7 +62,10 @@ async fn wait_for_signal() {
 /// Runs a process: loads the configuration (`--config` or
 /// `MARKETBRIDGE_CONFIG`, then the environment), starts telemetry as
 /// `service_name`, runs `body` until it returns, then flushes telemetry.
-pub fn run_process<F, Fut>(service_name: &'static str, body: F) -> std::result::Result<(), Box<dyn std::error::Error>>
+pub fn run_process<F, Fut>(
+    service_name: &'static str,
+    body: F,
+) -> std::result::Result<(), Box<dyn std::error::Error>>
 where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = Result<()>>,
@@ -95,8 +98,9 @@ pub fn load_cipher(config: &Config, allow_dev_key: bool) -> Result<Cipher> {
     let key = match std::fs::read_to_string(&path) {
         Ok(key) => key,
         Err(_) => {
-            std::fs::create_dir_all(&config.data.dir)
-                .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", config.data.dir)))?;
+            std::fs::create_dir_all(&config.data.dir).map_err(|e| {
+                Error::unavailable(format!("cannot create {}: {e}", config.data.dir))
+            })?;
             let key = Cipher::generate_base64_key();
             write_private(&path, &key)?;
             tracing::warn!(path = %path.display(), "generated a development encryption key; set security.encryption_key in production");
@@ -115,6 +119,9 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(|e| Error::unavailable(format!("cannot write {}: {e}", path.display())))?;
-    file.write_all(contents.as_bytes()).map_err(|e| Error::unavailable(format!("cannot write {}: {e}", path.display())))
+    let mut file = options
+        .open(path)
+        .map_err(|e| Error::unavailable(format!("cannot write {}: {e}", path.display())))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| Error::unavailable(format!("cannot write {}: {e}", path.display())))
 }

@@ -36,21 +36,27 @@ where
 {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<S>().await;
-    health_reporter.set_service_status("", ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
     // Both reflection versions, so old and new grpcurl releases work.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(marketbridge_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection =
-        reflection_builder().build_v1().map_err(|e| Error::internal(format!("reflection: {e}")))?;
-    let reflection_alpha =
-        reflection_builder().build_v1alpha().map_err(|e| Error::internal(format!("reflection: {e}")))?;
+    let reflection = reflection_builder()
+        .build_v1()
+        .map_err(|e| Error::internal(format!("reflection: {e}")))?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(|e| Error::internal(format!("reflection: {e}")))?;
 
     let mut builder = Server::builder();
     if let Some(tls_config) = service_server_tls(tls)? {
-        builder = builder.tls_config(tls_config).map_err(|e| Error::validation(format!("service TLS: {e}")))?;
+        builder = builder
+            .tls_config(tls_config)
+            .map_err(|e| Error::validation(format!("service TLS: {e}")))?;
     }
     let router = builder
         .trace_fn(grpc_server_span(component))
@@ -65,7 +71,9 @@ where
     let signal = async move {
         stopping.cancelled().await;
         reporter.set_not_serving::<S>().await;
-        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router

@@ -21,11 +21,16 @@ pub fn service_server_tls(options: &TlsOptions) -> Result<Option<ServerTlsConfig
         return Ok(None);
     }
     install_crypto_provider();
-    let identity =
-        Identity::from_pem(read(&options.service_cert, "tls.service_cert")?, read(&options.service_key, "tls.service_key")?);
+    let identity = Identity::from_pem(
+        read(&options.service_cert, "tls.service_cert")?,
+        read(&options.service_key, "tls.service_key")?,
+    );
     let mut config = ServerTlsConfig::new().identity(identity);
     if !options.service_client_ca.is_empty() {
-        config = config.client_ca_root(Certificate::from_pem(read(&options.service_client_ca, "tls.service_client_ca")?));
+        config = config.client_ca_root(Certificate::from_pem(read(
+            &options.service_client_ca,
+            "tls.service_client_ca",
+        )?));
     }
     Ok(Some(config))
 }
@@ -37,11 +42,16 @@ pub fn service_client_tls(options: &TlsOptions) -> Result<ClientTlsConfig> {
     if options.client_ca.is_empty() {
         config = config.with_enabled_roots();
     } else {
-        config = config.ca_certificate(Certificate::from_pem(read(&options.client_ca, "tls.client_ca")?));
+        config = config.ca_certificate(Certificate::from_pem(read(
+            &options.client_ca,
+            "tls.client_ca",
+        )?));
     }
     if !options.client_cert.is_empty() {
-        config = config
-            .identity(Identity::from_pem(read(&options.client_cert, "tls.client_cert")?, read(&options.client_key, "tls.client_key")?));
+        config = config.identity(Identity::from_pem(
+            read(&options.client_cert, "tls.client_cert")?,
+            read(&options.client_key, "tls.client_key")?,
+        ));
     }
     Ok(config)
 }
@@ -52,5 +62,8 @@ pub fn gateway_pem(options: &TlsOptions) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         return Ok(None);
     }
     install_crypto_provider();
-    Ok(Some((read(&options.gateway_cert, "tls.gateway_cert")?, read(&options.gateway_key, "tls.gateway_key")?)))
+    Ok(Some((
+        read(&options.gateway_cert, "tls.gateway_cert")?,
+        read(&options.gateway_key, "tls.gateway_key")?,
+    )))
 }

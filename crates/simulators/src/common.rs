@@ -33,16 +33,22 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
 impl SigningKey {
     /// A fresh 2048-bit key named `kid`.
     pub fn generate(kid: impl Into<String>) -> Self {
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key generation");
+        let private =
+            rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key generation");
         let der = private.to_pkcs1_der().expect("PKCS#1 encoding");
-        let pkcs8_pem = private.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8 encoding").to_string();
+        let pkcs8_pem = private
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("PKCS#8 encoding")
+            .to_string();
         let public = private.to_public_key();
         Self {
             kid: kid.into(),
@@ -109,7 +115,9 @@ impl RecordedCall {
 
     /// A header value.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 }
 
@@ -122,7 +130,10 @@ pub struct Recorder {
 impl Recorder {
     /// Records a call.
     pub fn record(&self, call: RecordedCall) {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(call);
     }
 
     /// Every call so far.
@@ -132,12 +143,18 @@ impl Recorder {
 
     /// Calls with this method whose path contains `fragment`.
     pub fn calls_to(&self, method: &str, fragment: &str) -> Vec<RecordedCall> {
-        self.calls().into_iter().filter(|c| c.method == method && c.path.contains(fragment)).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method && c.path.contains(fragment))
+            .collect()
     }
 
     /// Successful (2xx) calls with this method whose path contains `fragment`.
     pub fn accepted(&self, method: &str, fragment: &str) -> Vec<RecordedCall> {
-        self.calls_to(method, fragment).into_iter().filter(|c| (200..300).contains(&c.status)).collect()
+        self.calls_to(method, fragment)
+            .into_iter()
+            .filter(|c| (200..300).contains(&c.status))
+            .collect()
     }
 
     /// Forgets every call.
@@ -178,7 +195,14 @@ impl Fault {
 
     /// `times` matching requests wait `delay` before being served normally.
     pub fn slow(path_contains: impl Into<String>, delay: Duration, times: u32) -> Self {
-        Self { method: None, path_contains: path_contains.into(), remaining: times, status: None, delay, retry_after: None }
+        Self {
+            method: None,
+            path_contains: path_contains.into(),
+            remaining: times,
+            status: None,
+            delay,
+            retry_after: None,
+        }
     }
 
     /// Only requests with this method match.
@@ -197,7 +221,10 @@ pub struct Faults {
 impl Faults {
     /// Adds a fault.
     pub fn inject(&self, fault: Fault) {
-        self.rules.lock().unwrap_or_else(|p| p.into_inner()).push(fault);
+        self.rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(fault);
     }
 
     /// Removes every fault (the marketplace recovers).
@@ -211,7 +238,10 @@ impl Faults {
         let index = rules.iter().position(|rule| {
             rule.remaining > 0
                 && path.contains(&rule.path_contains)
-                && rule.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && rule
+                    .method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
         })?;
         rules[index].remaining -= 1;
         let fault = rules[index].clone();
@@ -232,7 +262,11 @@ pub struct Observed {
 }
 
 /// Middleware that injects faults and records every request and its status.
-pub async fn observe(State(observed): State<Arc<Observed>>, request: Request, next: Next) -> Response {
+pub async fn observe(
+    State(observed): State<Arc<Observed>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = to_bytes(body, 4 * 1024 * 1024).await.unwrap_or_default();
     let method = parts.method.to_string();
@@ -244,7 +278,12 @@ pub async fn observe(State(observed): State<Arc<Observed>>, request: Request, ne
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    v.to_str().unwrap_or_default().to_owned(),
+                )
+            })
             .collect(),
         body: String::from_utf8_lossy(&bytes).into_owned(),
         status: 0,
@@ -258,8 +297,11 @@ pub async fn observe(State(observed): State<Arc<Observed>>, request: Request, ne
             call.status = status;
             observed.recorder.record(call);
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response =
-                (status, axum::Json(json!({"error": {"code": "injected", "message": "injected failure"}}))).into_response();
+            let mut response = (
+                status,
+                axum::Json(json!({"error": {"code": "injected", "message": "injected failure"}})),
+            )
+                .into_response();
             if let Some(seconds) = fault.retry_after
                 && let Ok(value) = seconds.to_string().parse()
             {
@@ -268,7 +310,9 @@ pub async fn observe(State(observed): State<Arc<Observed>>, request: Request, ne
             return response;
         }
     }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     call.status = response.status().as_u16();
     observed.recorder.record(call);
     response
@@ -292,9 +336,15 @@ impl SimServer {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
         });
-        Ok(Self { url: format!("http://{address}"), address, shutdown })
+        Ok(Self {
+            url: format!("http://{address}"),
+            address,
+            shutdown,
+        })
     }
 
     /// Stops serving.

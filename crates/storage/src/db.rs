@@ -24,7 +24,10 @@ impl Backend {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else {
-            Err(Error::validation(format!("unsupported database URL `{}`", redact_url(url))))
+            Err(Error::validation(format!(
+                "unsupported database URL `{}`",
+                redact_url(url)
+            )))
         }
     }
 
@@ -62,29 +65,37 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
         .acquire_timeout(Duration::from_secs(5));
     match backend {
         Backend::Sqlite => {
-            options.max_connections(8).min_connections(1).map_sqlx_sqlite_opts(|opts| {
-                opts.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-            });
+            options
+                .max_connections(8)
+                .min_connections(1)
+                .map_sqlx_sqlite_opts(|opts| {
+                    opts.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10))
+                        .foreign_keys(true)
+                });
         }
         Backend::Postgres => {
             options.max_connections(16).min_connections(1);
         }
     }
-    Database::connect(options).await.map_err(|e| {
-        Error::unavailable(format!("cannot open database {}: {e}", redact_url(url)))
-    })
+    Database::connect(options)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot open database {}: {e}", redact_url(url))))
 }
 
 fn ensure_sqlite_folder(url: &str) -> Result<(), Error> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
         return Ok(());
     }
-    if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", parent.display())))?;
     }
@@ -98,9 +109,13 @@ pub fn db_error(error: DbErr) -> Error {
         return Error::new(ErrorCode::Conflict, format!("already exists: {detail}"));
     }
     match &error {
-        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => Error::unavailable(format!("database unavailable: {error}")),
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
+            Error::unavailable(format!("database unavailable: {error}"))
+        }
         DbErr::RecordNotFound(what) => Error::not_found(what.clone()),
-        DbErr::Query(RuntimeErr::SqlxError(inner)) if inner.to_string().contains("database is locked") => {
+        DbErr::Query(RuntimeErr::SqlxError(inner))
+            if inner.to_string().contains("database is locked") =>
+        {
             Error::unavailable("database busy, retry")
         }
         _ => Error::internal(format!("database error: {error}")),
@@ -116,10 +131,17 @@ pub fn is_unique_violation(error: &DbErr) -> bool {
 /// connection that is then closed, so no pooled connection ever holds a
 /// schema from before the migrations (SQLite compiles statements against the
 /// schema a connection last read).
-pub async fn open_migrated<M: sea_orm_migration::MigratorTrait>(url: &str) -> Result<DatabaseConnection, Error> {
+pub async fn open_migrated<M: sea_orm_migration::MigratorTrait>(
+    url: &str,
+) -> Result<DatabaseConnection, Error> {
     let migrating = connect(url).await?;
-    M::up(&migrating, None).await.map_err(|e| Error::internal(format!("migrations failed: {e}")))?;
-    migrating.close().await.map_err(|e| Error::internal(format!("closing the migration connection: {e}")))?;
+    M::up(&migrating, None)
+        .await
+        .map_err(|e| Error::internal(format!("migrations failed: {e}")))?;
+    migrating
+        .close()
+        .await
+        .map_err(|e| Error::internal(format!("closing the migration connection: {e}")))?;
     connect(url).await
 }
 

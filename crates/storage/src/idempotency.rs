@@ -9,7 +9,7 @@ use marketbridge_core::crypto::sha256_hex;
 use marketbridge_core::{Error, ErrorCode, Result};
 use prost::Message;
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction};
 use std::ops::Deref;
 
 /// The `idempotency_records` table.
@@ -79,11 +79,19 @@ pub async fn start<M: Message + Default>(
     now: DateTime<Utc>,
 ) -> Result<Started<M>> {
     if key.len() > MAX_KEY_LEN {
-        return Err(Error::invalid_field("idempotencyKey", format!("must be at most {MAX_KEY_LEN} characters")));
+        return Err(Error::invalid_field(
+            "idempotencyKey",
+            format!("must be at most {MAX_KEY_LEN} characters"),
+        ));
     }
     let txn = crate::db::begin_write(db).await?;
     if key.is_empty() {
-        return Ok(Started::Fresh(IdempotentTxn { txn, db: db.clone(), record: None, now }));
+        return Ok(Started::Fresh(IdempotentTxn {
+            txn,
+            db: db.clone(),
+            record: None,
+            now,
+        }));
     }
     let fingerprint = sha256_hex(&request.encode_to_vec());
     if let Some(stored) = lookup(&txn, scope, key).await? {
@@ -97,8 +105,15 @@ pub async fn start<M: Message + Default>(
     }))
 }
 
-async fn lookup(conn: &impl ConnectionTrait, scope: &str, key: &str) -> Result<Option<entity::Model>> {
-    entity::Entity::find_by_id((scope.to_owned(), key.to_owned())).one(conn).await.map_err(db_error)
+async fn lookup(
+    conn: &impl ConnectionTrait,
+    scope: &str,
+    key: &str,
+) -> Result<Option<entity::Model>> {
+    entity::Entity::find_by_id((scope.to_owned(), key.to_owned()))
+        .one(conn)
+        .await
+        .map_err(db_error)
 }
 
 fn replay<M: Message + Default>(stored: entity::Model, fingerprint: &str) -> Result<M> {
@@ -109,7 +124,8 @@ fn replay<M: Message + Default>(stored: entity::Model, fingerprint: &str) -> Res
         )
         .with_user_message("Retry with a new Idempotency-Key"));
     }
-    M::decode(stored.response.as_slice()).map_err(|e| Error::internal(format!("stored response unreadable: {e}")))
+    M::decode(stored.response.as_slice())
+        .map_err(|e| Error::internal(format!("stored response unreadable: {e}")))
 }
 
 impl IdempotentTxn {
@@ -117,7 +133,12 @@ impl IdempotentTxn {
     /// the same key committed first, this transaction is rolled back and that
     /// call's response is returned instead, so the work happens once.
     pub async fn finish<M: Message + Default>(self, response: M) -> Result<M> {
-        let IdempotentTxn { txn, db, record, now } = self;
+        let IdempotentTxn {
+            txn,
+            db,
+            record,
+            now,
+        } = self;
         let Some((scope, key, fingerprint)) = record else {
             txn.commit().await.map_err(db_error)?;
             return Ok(response);
@@ -129,7 +150,9 @@ impl IdempotentTxn {
             response: Set(response.encode_to_vec()),
             created_at: Set(now),
         };
-        let inserted = entity::Entity::insert(row).exec_without_returning(&txn).await;
+        let inserted = entity::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await;
         let committed = match inserted {
             Ok(_) => txn.commit().await,
             Err(error) => Err(error),
@@ -141,7 +164,9 @@ impl IdempotentTxn {
                 // rolled back, so answer with the winner's response.
                 match lookup(&db, &scope, &key).await? {
                     Some(stored) => replay(stored, &fingerprint),
-                    None => Err(Error::conflict("concurrent request with the same Idempotency-Key; retry")),
+                    None => Err(Error::conflict(
+                        "concurrent request with the same Idempotency-Key; retry",
+                    )),
                 }
             }
             Err(error) => Err(db_error(error)),

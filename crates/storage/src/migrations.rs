@@ -52,7 +52,9 @@ impl MigrationTrait for CreateOutboxJobs {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("outbox_jobs").to_owned()).await
+        manager
+            .drop_table(Table::drop().table("outbox_jobs").to_owned())
+            .await
     }
 }
 
@@ -85,11 +87,16 @@ impl MigrationTrait for CreateIdempotencyRecords {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("idempotency_records").to_owned()).await
+        manager
+            .drop_table(Table::drop().table("idempotency_records").to_owned())
+            .await
     }
 }
 
 /// The shared migrations, in order; services prepend them to their own.
 pub fn shared() -> Vec<Box<dyn MigrationTrait>> {
-    vec![Box::new(CreateOutboxJobs), Box::new(CreateIdempotencyRecords)]
+    vec![
+        Box::new(CreateOutboxJobs),
+        Box::new(CreateIdempotencyRecords),
+    ]
 }

@@ -100,9 +100,14 @@ pub struct NewJob {
 impl NewJob {
     /// A job of `kind` with a serializable payload.
     pub fn new(kind: impl Into<String>, payload: &impl Serialize) -> Result<Self> {
-        let payload =
-            serde_json::to_string(payload).map_err(|e| Error::internal(format!("job payload: {e}")))?;
-        Ok(Self { kind: kind.into(), payload, dedupe_key: None, run_at: None })
+        let payload = serde_json::to_string(payload)
+            .map_err(|e| Error::internal(format!("job payload: {e}")))?;
+        Ok(Self {
+            kind: kind.into(),
+            payload,
+            dedupe_key: None,
+            run_at: None,
+        })
     }
 
     /// Enqueue only if no job with this key was ever enqueued.
@@ -150,7 +155,11 @@ pub async fn enqueue(
         finished_at: Set(None),
     };
     let inserted = entity::Entity::insert(row)
-        .on_conflict(OnConflict::column(entity::Column::DedupeKey).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(entity::Column::DedupeKey)
+                .do_nothing()
+                .to_owned(),
+        )
         .exec_without_returning(conn)
         .await
         .map_err(db_error)?;
@@ -199,9 +208,10 @@ pub enum JobError {
 impl From<Error> for JobError {
     fn from(error: Error) -> Self {
         match error.code() {
-            ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Timeout | ErrorCode::Internal => {
-                JobError::Retry(error.to_string())
-            }
+            ErrorCode::Unavailable
+            | ErrorCode::RateLimited
+            | ErrorCode::Timeout
+            | ErrorCode::Internal => JobError::Retry(error.to_string()),
             _ => JobError::Permanent(error.to_string()),
         }
     }
@@ -210,9 +220,9 @@ impl From<Error> for JobError {
 impl std::fmt::Display for JobError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            JobError::Retry(message) | JobError::Permanent(message) | JobError::RetryAfter(_, message) => {
-                f.write_str(message)
-            }
+            JobError::Retry(message)
+            | JobError::Permanent(message)
+            | JobError::RetryAfter(_, message) => f.write_str(message),
         }
     }
 }
@@ -249,14 +259,21 @@ pub struct Outbox {
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbox").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Outbox")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
 impl Outbox {
     /// The outbox in `db`.
     pub fn new(db: DatabaseConnection, clock: SharedClock, options: OutboxOptions) -> Self {
-        Self { db, clock, options, wake: Arc::new(Notify::new()) }
+        Self {
+            db,
+            clock,
+            options,
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// The retry policy.
@@ -280,15 +297,22 @@ impl Outbox {
     pub fn backoff(&self, attempts: u32, job_id: &str) -> Duration {
         let initial = self.options.backoff_initial_ms.max(1);
         let exponent = attempts.saturating_sub(1).min(30);
-        let delay = initial.saturating_mul(1_u64 << exponent).min(self.options.backoff_max_ms.max(initial));
-        let spread = job_id.bytes().fold(0_u64, |acc, b| acc.wrapping_mul(31).wrapping_add(b as u64)) % 21;
+        let delay = initial
+            .saturating_mul(1_u64 << exponent)
+            .min(self.options.backoff_max_ms.max(initial));
+        let spread = job_id
+            .bytes()
+            .fold(0_u64, |acc, b| acc.wrapping_mul(31).wrapping_add(b as u64))
+            % 21;
         Duration::from_millis(delay + delay * spread / 100)
     }
 
     /// Claims due jobs (and jobs whose lease expired) for this worker.
     async fn claim(&self, now: DateTime<Utc>) -> Result<Vec<entity::Model>> {
         let now = truncate_micros(now);
-        let lease_until = truncate_micros(now + ChronoDuration::seconds(self.options.lease_seconds.max(1) as i64));
+        let lease_until = truncate_micros(
+            now + ChronoDuration::seconds(self.options.lease_seconds.max(1) as i64),
+        );
         let limit = i64::from(self.options.batch_size.max(1));
         let (backend, sql) = match Backend::of(&self.db) {
             Backend::Postgres => (
@@ -308,8 +332,16 @@ impl Outbox {
                  RETURNING *",
             ),
         };
-        let statement = Statement::from_sql_and_values(backend, sql, [lease_until.into(), now.into(), limit.into()]);
-        let mut jobs = entity::Entity::find().from_raw_sql(statement).all(&self.db).await.map_err(db_error)?;
+        let statement = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [lease_until.into(), now.into(), limit.into()],
+        );
+        let mut jobs = entity::Entity::find()
+            .from_raw_sql(statement)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
         jobs.sort_by(|a, b| (a.run_at, &a.id).cmp(&(b.run_at, &b.id)));
         Ok(jobs)
     }
@@ -348,7 +380,9 @@ impl Outbox {
             job.attempt = attempt,
         );
         if let Some(traceparent) = &row.traceparent {
-            let _ = span.set_parent(marketbridge_telemetry::context_from_traceparent(traceparent));
+            let _ = span.set_parent(marketbridge_telemetry::context_from_traceparent(
+                traceparent,
+            ));
         }
         let job = Job {
             id: row.id.clone(),
@@ -378,14 +412,17 @@ impl Outbox {
                 let retry_after = match &error {
                     JobError::Permanent(_) => None,
                     JobError::Retry(_) => Some(self.backoff(attempt, &row.id)),
-                    JobError::RetryAfter(delay, _) => Some((*delay).max(self.backoff(attempt, &row.id))),
+                    JobError::RetryAfter(delay, _) => {
+                        Some((*delay).max(self.backoff(attempt, &row.id)))
+                    }
                 };
                 update.last_error = Set(Some(truncate_text(&error.to_string(), 2000)));
                 match retry_after {
                     Some(delay) if attempt < row.max_attempts as u32 => {
                         update.status = Set(status::PENDING.to_owned());
                         update.run_at = Set(truncate_micros(
-                            now + ChronoDuration::from_std(delay).unwrap_or(ChronoDuration::seconds(1)),
+                            now + ChronoDuration::from_std(delay)
+                                .unwrap_or(ChronoDuration::seconds(1)),
                         ));
                         metrics.record_outbox_job(&row.kind, "retry");
                         span.in_scope(|| tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "job failed, will retry"));
@@ -442,7 +479,10 @@ impl Outbox {
 
     /// Counts jobs by status.
     pub async fn stats(&self) -> Result<OutboxStats> {
-        let rows = entity::Entity::find().all(&self.db).await.map_err(db_error)?;
+        let rows = entity::Entity::find()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
         let mut stats = OutboxStats::default();
         for row in rows {
             match row.status.as_str() {

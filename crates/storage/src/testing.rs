@@ -37,31 +37,51 @@ impl TestDatabase {
     pub async fn create(backend: TestBackend) -> Option<TestDatabase> {
         match backend {
             TestBackend::Sqlite => {
-                let folder = std::env::temp_dir().join(format!("marketbridge-test-{}", uuid::Uuid::new_v4().simple()));
+                let folder = std::env::temp_dir().join(format!(
+                    "marketbridge-test-{}",
+                    uuid::Uuid::new_v4().simple()
+                ));
                 std::fs::create_dir_all(&folder).expect("create a temporary folder");
                 let url = format!("sqlite://{}?mode=rwc", folder.join("test.db").display());
-                Some(TestDatabase { url, backend, folder: Some(folder), postgres: None })
+                Some(TestDatabase {
+                    url,
+                    backend,
+                    folder: Some(folder),
+                    postgres: None,
+                })
             }
             TestBackend::Postgres => {
                 let admin_url = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty())?;
                 let name = format!("mb_test_{}", uuid::Uuid::new_v4().simple());
                 let admin = Database::connect(admin_url.as_str())
                     .await
-                    .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is set but PostgreSQL is unreachable: {e}"));
+                    .unwrap_or_else(|e| {
+                        panic!("{POSTGRES_ENV} is set but PostgreSQL is unreachable: {e}")
+                    });
                 admin
-                    .execute_raw(Statement::from_string(DbBackend::Postgres, format!("CREATE DATABASE \"{name}\"")))
+                    .execute_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        format!("CREATE DATABASE \"{name}\""),
+                    ))
                     .await
                     .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
                 let _ = admin.close().await;
                 let url = database_url_with_name(&admin_url, &name);
-                Some(TestDatabase { url, backend, folder: None, postgres: Some((admin_url, name)) })
+                Some(TestDatabase {
+                    url,
+                    backend,
+                    folder: None,
+                    postgres: Some((admin_url, name)),
+                })
             }
         }
     }
 
     /// Another fresh database on the same backend (a second service).
     pub async fn sibling(&self) -> TestDatabase {
-        TestDatabase::create(self.backend).await.expect("the backend was available a moment ago")
+        TestDatabase::create(self.backend)
+            .await
+            .expect("the backend was available a moment ago")
     }
 
     /// The URL to connect to.
@@ -95,13 +115,18 @@ impl Drop for TestDatabase {
             // Dropping needs async I/O; do it on a thread of its own so this
             // works inside and outside a runtime.
             let _ = std::thread::spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
                     return;
                 };
                 runtime.block_on(async move {
                     if let Ok(admin) = Database::connect(admin_url.as_str()).await {
                         let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                        let _ = admin.execute_raw(Statement::from_string(DbBackend::Postgres, sql)).await;
+                        let _ = admin
+                            .execute_raw(Statement::from_string(DbBackend::Postgres, sql))
+                            .await;
                         let _ = admin.close().await;
                     }
                 });

@@ -38,7 +38,13 @@ fn clock() -> ManualClock {
 }
 
 fn options() -> OutboxOptions {
-    OutboxOptions { max_attempts: 4, backoff_initial_ms: 1000, backoff_max_ms: 10_000, lease_seconds: 30, ..Default::default() }
+    OutboxOptions {
+        max_attempts: 4,
+        backoff_initial_ms: 1000,
+        backoff_max_ms: 10_000,
+        lease_seconds: 30,
+        ..Default::default()
+    }
 }
 
 /// Counts calls per job id and fails the first `failures` attempts of each.
@@ -66,36 +72,70 @@ impl JobHandler for CountingHandler {
     }
 }
 
-backend_test!(a_rolled_back_change_leaves_no_job_and_a_committed_one_runs_once, |database| async move {
-    let db = open(&database).await;
-    let clock = clock();
-    let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
-    let txn = db.begin().await.unwrap();
-    outbox.enqueue(&txn, NewJob::new("test.rolled_back", &"x").unwrap()).await.unwrap();
-    txn.rollback().await.unwrap();
-    let txn = db.begin().await.unwrap();
-    outbox.enqueue(&txn, NewJob::new("test.committed", &"y").unwrap()).await.unwrap();
-    txn.commit().await.unwrap();
+backend_test!(
+    a_rolled_back_change_leaves_no_job_and_a_committed_one_runs_once,
+    |database| async move {
+        let db = open(&database).await;
+        let clock = clock();
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
+        let txn = db.begin().await.unwrap();
+        outbox
+            .enqueue(&txn, NewJob::new("test.rolled_back", &"x").unwrap())
+            .await
+            .unwrap();
+        txn.rollback().await.unwrap();
+        let txn = db.begin().await.unwrap();
+        outbox
+            .enqueue(&txn, NewJob::new("test.committed", &"y").unwrap())
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
 
-    let handler = CountingHandler::default();
-    assert_eq!(outbox.drain(&handler).await.unwrap(), 1);
-    assert_eq!(outbox.drain(&handler).await.unwrap(), 0);
-    assert!(outbox.jobs_of_kind("test.rolled_back").await.unwrap().is_empty());
-    let done = outbox.jobs_of_kind("test.committed").await.unwrap();
-    assert_eq!(done.len(), 1);
-    assert_eq!(done[0].status, status::DONE);
-    assert_eq!(handler.calls.lock().unwrap().values().copied().collect::<Vec<_>>(), vec![1]);
-});
+        let handler = CountingHandler::default();
+        assert_eq!(outbox.drain(&handler).await.unwrap(), 1);
+        assert_eq!(outbox.drain(&handler).await.unwrap(), 0);
+        assert!(
+            outbox
+                .jobs_of_kind("test.rolled_back")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let done = outbox.jobs_of_kind("test.committed").await.unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].status, status::DONE);
+        assert_eq!(
+            handler
+                .calls
+                .lock()
+                .unwrap()
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
+    }
+);
 
 backend_test!(failures_back_off_then_succeed, |database| async move {
     let db = open(&database).await;
     let clock = clock();
     let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
-    outbox.enqueue(&db, NewJob::new("test.flaky", &1).unwrap()).await.unwrap();
-    let handler = CountingHandler { failures: 2, ..Default::default() };
+    outbox
+        .enqueue(&db, NewJob::new("test.flaky", &1).unwrap())
+        .await
+        .unwrap();
+    let handler = CountingHandler {
+        failures: 2,
+        ..Default::default()
+    };
 
     assert_eq!(outbox.drain(&handler).await.unwrap(), 1, "first attempt");
-    assert_eq!(outbox.drain(&handler).await.unwrap(), 0, "not due before the backoff");
+    assert_eq!(
+        outbox.drain(&handler).await.unwrap(),
+        0,
+        "not due before the backoff"
+    );
     let job = &outbox.jobs_of_kind("test.flaky").await.unwrap()[0];
     assert_eq!((job.status.as_str(), job.attempts), (status::PENDING, 1));
     assert_eq!(job.last_error.as_deref(), Some("upstream 503"));
@@ -104,49 +144,85 @@ backend_test!(failures_back_off_then_succeed, |database| async move {
     clock.advance(ChronoDuration::seconds(2));
     assert_eq!(outbox.drain(&handler).await.unwrap(), 1, "second attempt");
     clock.advance(ChronoDuration::seconds(1));
-    assert_eq!(outbox.drain(&handler).await.unwrap(), 0, "the delay doubled");
+    assert_eq!(
+        outbox.drain(&handler).await.unwrap(),
+        0,
+        "the delay doubled"
+    );
     clock.advance(ChronoDuration::seconds(2));
-    assert_eq!(outbox.drain(&handler).await.unwrap(), 1, "third attempt succeeds");
+    assert_eq!(
+        outbox.drain(&handler).await.unwrap(),
+        1,
+        "third attempt succeeds"
+    );
     let job = &outbox.jobs_of_kind("test.flaky").await.unwrap()[0];
     assert_eq!((job.status.as_str(), job.attempts), (status::DONE, 3));
 });
 
-backend_test!(exhausted_and_permanent_failures_are_dead_lettered_and_can_be_retried, |database| async move {
-    let db = open(&database).await;
-    let clock = clock();
-    let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
-    outbox.enqueue(&db, NewJob::new("test.always_failing", &1).unwrap()).await.unwrap();
-    let handler = CountingHandler { failures: u32::MAX, ..Default::default() };
-    for _ in 0..4 {
-        outbox.drain(&handler).await.unwrap();
-        clock.advance(ChronoDuration::seconds(60));
+backend_test!(
+    exhausted_and_permanent_failures_are_dead_lettered_and_can_be_retried,
+    |database| async move {
+        let db = open(&database).await;
+        let clock = clock();
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
+        outbox
+            .enqueue(&db, NewJob::new("test.always_failing", &1).unwrap())
+            .await
+            .unwrap();
+        let handler = CountingHandler {
+            failures: u32::MAX,
+            ..Default::default()
+        };
+        for _ in 0..4 {
+            outbox.drain(&handler).await.unwrap();
+            clock.advance(ChronoDuration::seconds(60));
+        }
+        let dead = outbox.dead_jobs().await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 4);
+
+        outbox
+            .enqueue(&db, NewJob::new("test.refused", &2).unwrap())
+            .await
+            .unwrap();
+        let refusing = CountingHandler {
+            failures: 1,
+            permanent: true,
+            ..Default::default()
+        };
+        outbox.drain(&refusing).await.unwrap();
+        let dead = outbox.dead_jobs().await.unwrap();
+        assert_eq!(dead.len(), 2);
+        let refused = dead.iter().find(|j| j.kind == "test.refused").unwrap();
+        assert_eq!(refused.attempts, 1, "a permanent failure is not retried");
+
+        outbox.retry_dead(&refused.id).await.unwrap();
+        outbox.drain(&refusing).await.unwrap();
+        assert_eq!(
+            outbox.jobs_of_kind("test.refused").await.unwrap()[0].status,
+            status::DONE
+        );
+        assert_eq!(outbox.stats().await.unwrap().dead, 1);
     }
-    let dead = outbox.dead_jobs().await.unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].attempts, 4);
-
-    outbox.enqueue(&db, NewJob::new("test.refused", &2).unwrap()).await.unwrap();
-    let refusing = CountingHandler { failures: 1, permanent: true, ..Default::default() };
-    outbox.drain(&refusing).await.unwrap();
-    let dead = outbox.dead_jobs().await.unwrap();
-    assert_eq!(dead.len(), 2);
-    let refused = dead.iter().find(|j| j.kind == "test.refused").unwrap();
-    assert_eq!(refused.attempts, 1, "a permanent failure is not retried");
-
-    outbox.retry_dead(&refused.id).await.unwrap();
-    outbox.drain(&refusing).await.unwrap();
-    assert_eq!(outbox.jobs_of_kind("test.refused").await.unwrap()[0].status, status::DONE);
-    assert_eq!(outbox.stats().await.unwrap().dead, 1);
-});
+);
 
 backend_test!(dedupe_keys_enqueue_once, |database| async move {
     let db = open(&database).await;
     let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
-    let first = outbox.enqueue(&db, NewJob::new("test.once", &1).unwrap().dedupe_key("k1")).await.unwrap();
+    let first = outbox
+        .enqueue(&db, NewJob::new("test.once", &1).unwrap().dedupe_key("k1"))
+        .await
+        .unwrap();
     let txn = db.begin().await.unwrap();
-    let second = outbox.enqueue(&txn, NewJob::new("test.once", &2).unwrap().dedupe_key("k1")).await.unwrap();
+    let second = outbox
+        .enqueue(&txn, NewJob::new("test.once", &2).unwrap().dedupe_key("k1"))
+        .await
+        .unwrap();
     // The conflict must not poison the surrounding transaction (PostgreSQL).
-    outbox.enqueue(&txn, NewJob::new("test.other", &3).unwrap()).await.unwrap();
+    outbox
+        .enqueue(&txn, NewJob::new("test.other", &3).unwrap())
+        .await
+        .unwrap();
     txn.commit().await.unwrap();
     assert!(first.is_some());
     assert!(second.is_none());
@@ -154,30 +230,48 @@ backend_test!(dedupe_keys_enqueue_once, |database| async move {
     assert_eq!(outbox.jobs_of_kind("test.other").await.unwrap().len(), 1);
 });
 
-backend_test!(concurrent_workers_never_run_a_job_twice, |database| async move {
-    let db = open(&database).await;
-    let clock: SharedClock = Arc::new(clock());
-    let options = OutboxOptions { batch_size: 3, ..options() };
-    let outbox = Outbox::new(db.clone(), clock.clone(), options.clone());
-    for n in 0..60 {
-        outbox.enqueue(&db, NewJob::new("test.parallel", &n).unwrap()).await.unwrap();
+backend_test!(
+    concurrent_workers_never_run_a_job_twice,
+    |database| async move {
+        let db = open(&database).await;
+        let clock: SharedClock = Arc::new(clock());
+        let options = OutboxOptions {
+            batch_size: 3,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), clock.clone(), options.clone());
+        for n in 0..60 {
+            outbox
+                .enqueue(&db, NewJob::new("test.parallel", &n).unwrap())
+                .await
+                .unwrap();
+        }
+        let handler = Arc::new(CountingHandler::default());
+        let mut workers = Vec::new();
+        for _ in 0..3 {
+            let outbox = Outbox::new(
+                connect(database.url()).await.unwrap(),
+                clock.clone(),
+                options.clone(),
+            );
+            let handler = handler.clone();
+            workers.push(tokio::spawn(async move {
+                outbox.drain(handler.as_ref()).await.unwrap()
+            }));
+        }
+        let mut total = 0;
+        for worker in workers {
+            total += worker.await.unwrap();
+        }
+        assert_eq!(total, 60);
+        let calls = handler.calls.lock().unwrap();
+        assert_eq!(calls.len(), 60);
+        assert!(
+            calls.values().all(|&n| n == 1),
+            "a job ran twice: {calls:?}"
+        );
     }
-    let handler = Arc::new(CountingHandler::default());
-    let mut workers = Vec::new();
-    for _ in 0..3 {
-        let outbox = Outbox::new(connect(database.url()).await.unwrap(), clock.clone(), options.clone());
-        let handler = handler.clone();
-        workers.push(tokio::spawn(async move { outbox.drain(handler.as_ref()).await.unwrap() }));
-    }
-    let mut total = 0;
-    for worker in workers {
-        total += worker.await.unwrap();
-    }
-    assert_eq!(total, 60);
-    let calls = handler.calls.lock().unwrap();
-    assert_eq!(calls.len(), 60);
-    assert!(calls.values().all(|&n| n == 1), "a job ran twice: {calls:?}");
-});
+);
 
 /// A receiving server that applies each delivery once per idempotency key,
 /// and counts every request it sees.
@@ -189,7 +283,11 @@ struct Sink {
 
 async fn receive(State(sink): State<Arc<Sink>>, headers: HeaderMap, body: String) -> &'static str {
     sink.requests.fetch_add(1, Ordering::SeqCst);
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     sink.applied.lock().unwrap().entry(key).or_insert(body);
     "ok"
 }
@@ -224,52 +322,80 @@ impl JobHandler for HttpDelivery {
     }
 }
 
-backend_test!(deliveries_are_applied_exactly_once_across_a_worker_restart, |database| async move {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let sink = Arc::new(Sink::default());
-    let app = axum::Router::new().route("/deliver", axum::routing::post(receive)).with_state(sink.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/deliver", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+backend_test!(
+    deliveries_are_applied_exactly_once_across_a_worker_restart,
+    |database| async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sink = Arc::new(Sink::default());
+        let app = axum::Router::new()
+            .route("/deliver", axum::routing::post(receive))
+            .with_state(sink.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/deliver", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let db = open(&database).await;
-    let clock = clock();
-    let options = OutboxOptions { batch_size: 4, ..options() };
-    let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options.clone());
-    for n in 0..20 {
-        outbox.enqueue(&db, NewJob::new("test.deliver", &format!("delivery-{n:02}")).unwrap()).await.unwrap();
+        let db = open(&database).await;
+        let clock = clock();
+        let options = OutboxOptions {
+            batch_size: 4,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options.clone());
+        for n in 0..20 {
+            outbox
+                .enqueue(
+                    &db,
+                    NewJob::new("test.deliver", &format!("delivery-{n:02}")).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+
+        // First worker: hangs after delivering delivery-06, then is killed.
+        let first = HttpDelivery {
+            client: reqwest::Client::new(),
+            url: url.clone(),
+            hang_on: Some("\"delivery-06\"".into()),
+        };
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(Arc::new(first), shutdown.clone()));
+        while sink.applied.lock().unwrap().len() < 7 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        worker.abort();
+        let _ = worker.await;
+        drop(db);
+
+        // Restart: a new pool and worker, after the dead worker's lease expired.
+        clock.advance(ChronoDuration::seconds(31));
+        let db = connect(database.url()).await.unwrap();
+        let restarted = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        let second = HttpDelivery {
+            client: reqwest::Client::new(),
+            url,
+            hang_on: None,
+        };
+        restarted.drain(&second).await.unwrap();
+
+        let applied = sink.applied.lock().unwrap().clone();
+        let mut bodies: Vec<String> = applied.values().cloned().collect();
+        bodies.sort();
+        let expected: Vec<String> = (0..20).map(|n| format!("\"delivery-{n:02}\"")).collect();
+        assert_eq!(bodies, expected, "every delivery applied exactly once");
+        assert!(sink.requests.load(Ordering::SeqCst) >= 20);
+        let stats = restarted.stats().await.unwrap();
+        assert_eq!(
+            (stats.done, stats.pending, stats.running, stats.dead),
+            (20, 0, 0, 0)
+        );
     }
-
-    // First worker: hangs after delivering delivery-06, then is killed.
-    let first = HttpDelivery { client: reqwest::Client::new(), url: url.clone(), hang_on: Some("\"delivery-06\"".into()) };
-    let shutdown = CancellationToken::new();
-    let worker = tokio::spawn(outbox.clone().run(Arc::new(first), shutdown.clone()));
-    while sink.applied.lock().unwrap().len() < 7 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    worker.abort();
-    let _ = worker.await;
-    drop(db);
-
-    // Restart: a new pool and worker, after the dead worker's lease expired.
-    clock.advance(ChronoDuration::seconds(31));
-    let db = connect(database.url()).await.unwrap();
-    let restarted = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
-    let second = HttpDelivery { client: reqwest::Client::new(), url, hang_on: None };
-    restarted.drain(&second).await.unwrap();
-
-    let applied = sink.applied.lock().unwrap().clone();
-    let mut bodies: Vec<String> = applied.values().cloned().collect();
-    bodies.sort();
-    let expected: Vec<String> = (0..20).map(|n| format!("\"delivery-{n:02}\"")).collect();
-    assert_eq!(bodies, expected, "every delivery applied exactly once");
-    assert!(sink.requests.load(Ordering::SeqCst) >= 20);
-    let stats = restarted.stats().await.unwrap();
-    assert_eq!((stats.done, stats.pending, stats.running, stats.dead), (20, 0, 0, 0));
-});
+);
 
 fn request(external_id: &str) -> MarketplaceRef {
-    MarketplaceRef { marketplace: 1, external_id: external_id.into() }
+    MarketplaceRef {
+        marketplace: 1,
+        external_id: external_id.into(),
+    }
 }
 
 /// The side effect: a job per successful call.
@@ -279,53 +405,75 @@ async fn idempotent_call(
     key: &str,
     body: &MarketplaceRef,
 ) -> marketbridge_core::Result<MarketplaceRef> {
-    let txn = match idempotency::start::<MarketplaceRef>(db, "test.Call", key, body, Utc::now()).await? {
-        Started::Replay(response) => return Ok(response),
-        Started::Fresh(txn) => txn,
+    let txn =
+        match idempotency::start::<MarketplaceRef>(db, "test.Call", key, body, Utc::now()).await? {
+            Started::Replay(response) => return Ok(response),
+            Started::Fresh(txn) => txn,
+        };
+    outbox
+        .enqueue(&*txn, NewJob::new("test.effect", &body.external_id)?)
+        .await?;
+    let response = MarketplaceRef {
+        marketplace: 2,
+        external_id: format!("done-{}", body.external_id),
     };
-    outbox.enqueue(&*txn, NewJob::new("test.effect", &body.external_id)?).await?;
-    let response = MarketplaceRef { marketplace: 2, external_id: format!("done-{}", body.external_id) };
     txn.finish(response).await
 }
 
-backend_test!(idempotency_keys_replay_and_refuse_reuse, |database| async move {
-    let db = open(&database).await;
-    let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
-    let body = request("a");
-    let first = idempotent_call(&db, &outbox, "key-1", &body).await.unwrap();
-    let replay = idempotent_call(&db, &outbox, "key-1", &body).await.unwrap();
-    assert_eq!(first, replay);
-    assert_eq!(outbox.jobs_of_kind("test.effect").await.unwrap().len(), 1, "one side effect");
+backend_test!(
+    idempotency_keys_replay_and_refuse_reuse,
+    |database| async move {
+        let db = open(&database).await;
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
+        let body = request("a");
+        let first = idempotent_call(&db, &outbox, "key-1", &body).await.unwrap();
+        let replay = idempotent_call(&db, &outbox, "key-1", &body).await.unwrap();
+        assert_eq!(first, replay);
+        assert_eq!(
+            outbox.jobs_of_kind("test.effect").await.unwrap().len(),
+            1,
+            "one side effect"
+        );
 
-    let error = idempotent_call(&db, &outbox, "key-1", &request("b")).await.unwrap_err();
-    assert_eq!(error.code(), ErrorCode::IdempotencyKeyReused);
-    assert_eq!(outbox.jobs_of_kind("test.effect").await.unwrap().len(), 1);
+        let error = idempotent_call(&db, &outbox, "key-1", &request("b"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::IdempotencyKeyReused);
+        assert_eq!(outbox.jobs_of_kind("test.effect").await.unwrap().len(), 1);
 
-    // No key: every call acts.
-    idempotent_call(&db, &outbox, "", &body).await.unwrap();
-    idempotent_call(&db, &outbox, "", &body).await.unwrap();
-    assert_eq!(outbox.jobs_of_kind("test.effect").await.unwrap().len(), 3);
-});
-
-backend_test!(concurrent_calls_with_one_key_act_once, |database| async move {
-    let db = open(&database).await;
-    let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
-    let body = request("same");
-    let calls = (0..8).map(|_| {
-        let db = db.clone();
-        let outbox = outbox.clone();
-        let body = body.clone();
-        tokio::spawn(async move { idempotent_call(&db, &outbox, "race", &body).await })
-    });
-    let mut answers = Vec::new();
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(answer) => answers.push(answer),
-            // SQLite may refuse a writer while another holds the lock.
-            Err(error) => assert!(error.code().is_transient(), "{error}"),
-        }
+        // No key: every call acts.
+        idempotent_call(&db, &outbox, "", &body).await.unwrap();
+        idempotent_call(&db, &outbox, "", &body).await.unwrap();
+        assert_eq!(outbox.jobs_of_kind("test.effect").await.unwrap().len(), 3);
     }
-    assert!(!answers.is_empty());
-    assert!(answers.iter().all(|a| a.external_id == "done-same"));
-    assert_eq!(outbox.jobs_of_kind("test.effect").await.unwrap().len(), 1, "one side effect");
-});
+);
+
+backend_test!(
+    concurrent_calls_with_one_key_act_once,
+    |database| async move {
+        let db = open(&database).await;
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
+        let body = request("same");
+        let calls = (0..8).map(|_| {
+            let db = db.clone();
+            let outbox = outbox.clone();
+            let body = body.clone();
+            tokio::spawn(async move { idempotent_call(&db, &outbox, "race", &body).await })
+        });
+        let mut answers = Vec::new();
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(answer) => answers.push(answer),
+                // SQLite may refuse a writer while another holds the lock.
+                Err(error) => assert!(error.code().is_transient(), "{error}"),
+            }
+        }
+        assert!(!answers.is_empty());
+        assert!(answers.iter().all(|a| a.external_id == "done-same"));
+        assert_eq!(
+            outbox.jobs_of_kind("test.effect").await.unwrap().len(),
+            1,
+            "one side effect"
+        );
+    }
+);

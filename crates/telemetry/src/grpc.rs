@@ -25,7 +25,9 @@ fn split_path(path: &str) -> (String, String) {
 
 /// Builds the server span of a gRPC call; pass it to tonic's
 /// `Server::builder().trace_fn(...)`. `component` names the service.
-pub fn grpc_server_span(component: &'static str) -> impl Fn(&http::Request<()>) -> tracing::Span + Clone {
+pub fn grpc_server_span(
+    component: &'static str,
+) -> impl Fn(&http::Request<()>) -> tracing::Span + Clone {
     move |request: &http::Request<()>| {
         let (service, method) = split_path(request.uri().path());
         let span = tracing::info_span!(
@@ -99,7 +101,9 @@ where
             ];
             let meters = metrics();
             meters.rpc_server_requests.add(1, &attributes);
-            meters.rpc_server_duration.record(started.elapsed().as_secs_f64(), &attributes);
+            meters
+                .rpc_server_duration
+                .record(started.elapsed().as_secs_f64(), &attributes);
             result
         })
     }
@@ -185,7 +189,10 @@ mod tests {
     fn paths_split_into_service_and_method() {
         assert_eq!(
             split_path("/marketbridge.account.v1.AccountService/GetAccount"),
-            ("marketbridge.account.v1.AccountService".to_owned(), "GetAccount".to_owned())
+            (
+                "marketbridge.account.v1.AccountService".to_owned(),
+                "GetAccount".to_owned()
+            )
         );
         assert_eq!(split_path("/odd"), ("odd".to_owned(), String::new()));
     }

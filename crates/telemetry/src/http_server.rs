@@ -45,6 +45,8 @@ pub async fn http_server_layer(request: Request, next: Next) -> Response {
     ];
     let meters = metrics();
     meters.http_server_requests.add(1, &attributes);
-    meters.http_server_duration.record(started.elapsed().as_secs_f64(), &attributes);
+    meters
+        .http_server_duration
+        .record(started.elapsed().as_secs_f64(), &attributes);
     response
 }

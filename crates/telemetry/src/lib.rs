@@ -11,12 +11,15 @@ mod logfmt;
 mod metrics;
 mod propagation;
 
-pub use grpc::{GrpcClientLayer, GrpcClientService, GrpcServerMetricsLayer, GrpcServerMetricsService, grpc_server_span};
+pub use grpc::{
+    GrpcClientLayer, GrpcClientService, GrpcServerMetricsLayer, GrpcServerMetricsService,
+    grpc_server_span,
+};
 pub use http_server::http_server_layer;
 pub use metrics::{Metrics, metrics, render_prometheus};
 pub use propagation::{
-    context_from_traceparent, current_traceparent, extract_http, inject_current_context, outbound_http_span,
-    record_http_status,
+    context_from_traceparent, current_traceparent, extract_http, inject_current_context,
+    outbound_http_span, record_http_status,
 };
 
 use marketbridge_config::TelemetryOptions;
@@ -65,12 +68,17 @@ static GUARD: OnceLock<TelemetryGuard> = OnceLock::new();
 /// becomes the OpenTelemetry `service.name`. A second call returns the first
 /// guard, so tests and the all-in-one command can call it freely. Must run
 /// inside a Tokio runtime when OTLP export is configured.
-pub fn init(service_name: &str, options: &TelemetryOptions) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    service_name: &str,
+    options: &TelemetryOptions,
+) -> Result<TelemetryGuard, TelemetryError> {
     if let Some(guard) = GUARD.get() {
         return Ok(guard.clone());
     }
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
 
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut meter_builder = SdkMeterProvider::builder()
@@ -89,7 +97,9 @@ pub fn init(service_name: &str, options: &TelemetryOptions) -> Result<TelemetryG
             .build()
             .map_err(|e| TelemetryError(e.to_string()))?;
         let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(metric_exporter)
-            .with_interval(Duration::from_millis(options.metrics_export_interval_ms.max(100)))
+            .with_interval(Duration::from_millis(
+                options.metrics_export_interval_ms.max(100),
+            ))
             .build();
         meter_builder = meter_builder.with_reader(reader);
     }
@@ -98,7 +108,8 @@ pub fn init(service_name: &str, options: &TelemetryOptions) -> Result<TelemetryG
     global::set_tracer_provider(tracer_provider.clone());
     global::set_meter_provider(meter_provider.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&options.log_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&options.log_filter));
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer_provider.tracer("marketbridge"))
         .with_tracked_inactivity(false);
@@ -106,9 +117,16 @@ pub fn init(service_name: &str, options: &TelemetryOptions) -> Result<TelemetryG
     let fmt_layer = tracing_subscriber::fmt::layer().event_format(logfmt::TraceIdFormat::new(json));
     // Another subscriber may already be installed (a test harness); traces
     // and metrics still work through the global providers then.
-    let _ = tracing_subscriber::registry().with(filter).with(otel_layer).with(fmt_layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel_layer)
+        .with(fmt_layer)
+        .try_init();
 
-    let guard = TelemetryGuard { tracer_provider, meter_provider };
+    let guard = TelemetryGuard {
+        tracer_provider,
+        meter_provider,
+    };
     Ok(GUARD.get_or_init(|| guard).clone())
 }
 
@@ -124,12 +142,20 @@ impl<T: opentelemetry_otlp::WithExportConfig> WithEndpointUrl for T {
 }
 
 /// Serves Prometheus `/metrics` on `listener` until `shutdown` fires.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = axum::Router::new().route("/metrics", axum::routing::get(metrics_endpoint));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The `/metrics` handler.
 pub async fn metrics_endpoint() -> impl axum::response::IntoResponse {
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_prometheus())
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render_prometheus(),
+    )
 }

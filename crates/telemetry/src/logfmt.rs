@@ -19,7 +19,10 @@ pub(crate) struct TraceIdFormat {
 
 impl TraceIdFormat {
     pub(crate) fn new(json: bool) -> Self {
-        Self { json, text: Format::default() }
+        Self {
+            json,
+            text: Format::default(),
+        }
     }
 }
 
@@ -27,9 +30,12 @@ fn current_ids() -> Option<(String, String)> {
     let context = tracing::Span::current().context();
     let span = context.span();
     let span_context = span.span_context();
-    span_context
-        .is_valid()
-        .then(|| (span_context.trace_id().to_string(), span_context.span_id().to_string()))
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
 }
 
 impl<S, N> FormatEvent<S, N> for TraceIdFormat
@@ -37,7 +43,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let ids = current_ids();
         if !self.json {
             if let Some((trace_id, span_id)) = &ids {
@@ -49,7 +60,10 @@ where
         event.record(&mut fields);
         let metadata = event.metadata();
         let mut line = Map::new();
-        line.insert("timestamp".into(), Value::String(chrono::Utc::now().to_rfc3339()));
+        line.insert(
+            "timestamp".into(),
+            Value::String(chrono::Utc::now().to_rfc3339()),
+        );
         line.insert("level".into(), Value::String(metadata.level().to_string()));
         line.insert("target".into(), Value::String(metadata.target().to_owned()));
         if let Some(span) = ctx.lookup_current() {
@@ -68,11 +82,13 @@ struct JsonVisitor(Map<String, Value>);
 
 impl Visit for JsonVisitor {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+        self.0
+            .insert(field.name().to_owned(), Value::String(format!("{value:?}")));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::String(value.to_owned()));
+        self.0
+            .insert(field.name().to_owned(), Value::String(value.to_owned()));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {

@@ -14,8 +14,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 /// Latency buckets in seconds, from 1 ms to 10 s.
-const LATENCY_BUCKETS: [f64; 14] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0];
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// The instruments every component records into.
 #[derive(Debug)]
@@ -77,7 +78,10 @@ pub fn metrics() -> &'static Metrics {
                 .with_description("Outbound HTTP call latency")
                 .with_boundaries(LATENCY_BUCKETS.to_vec())
                 .build(),
-            outbox_jobs: meter.u64_counter("outbox.jobs").with_description("Outbox job outcomes").build(),
+            outbox_jobs: meter
+                .u64_counter("outbox.jobs")
+                .with_description("Outbox job outcomes")
+                .build(),
         }
     })
 }
@@ -97,8 +101,13 @@ impl Metrics {
 
     /// Records one outbox job outcome (`delivered`, `retry`, `dead`).
     pub fn record_outbox_job(&self, kind: &str, outcome: &'static str) {
-        self.outbox_jobs
-            .add(1, &[KeyValue::new("job.kind", kind.to_owned()), KeyValue::new("outcome", outcome)]);
+        self.outbox_jobs.add(
+            1,
+            &[
+                KeyValue::new("job.kind", kind.to_owned()),
+                KeyValue::new("outcome", outcome),
+            ],
+        );
     }
 }
 
@@ -110,7 +119,13 @@ impl PrometheusReader {
     pub(crate) fn shared() -> Self {
         Self(
             READER
-                .get_or_init(|| Arc::new(ManualReader::builder().with_temporality(Temporality::Cumulative).build()))
+                .get_or_init(|| {
+                    Arc::new(
+                        ManualReader::builder()
+                            .with_temporality(Temporality::Cumulative)
+                            .build(),
+                    )
+                })
                 .clone(),
         )
     }
@@ -162,11 +177,20 @@ pub fn render_prometheus() -> String {
     out
 }
 
-fn render<T: Copy>(out: &mut String, base: &str, help: &str, data: &MetricData<T>, as_f64: impl Fn(&T) -> f64) {
+fn render<T: Copy>(
+    out: &mut String,
+    base: &str,
+    help: &str,
+    data: &MetricData<T>,
+    as_f64: impl Fn(&T) -> f64,
+) {
     match data {
         MetricData::Sum(sum) => {
-            let (name, kind) =
-                if sum.is_monotonic() { (format!("{base}_total"), "counter") } else { (base.to_owned(), "gauge") };
+            let (name, kind) = if sum.is_monotonic() {
+                (format!("{base}_total"), "counter")
+            } else {
+                (base.to_owned(), "gauge")
+            };
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for point in sum.data_points() {
                 let labels = labels(point.attributes(), None);
@@ -201,8 +225,16 @@ fn render<T: Copy>(out: &mut String, base: &str, help: &str, data: &MetricData<T
 }
 
 fn prometheus_name(name: &str, unit: &str) -> String {
-    let mut base: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut base: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     match unit {
         "s" => base.push_str("_seconds"),
         "ms" => base.push_str("_milliseconds"),
@@ -215,9 +247,18 @@ fn prometheus_name(name: &str, unit: &str) -> String {
 fn labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>, le: Option<&str>) -> String {
     let mut parts: Vec<String> = attributes
         .map(|kv| {
-            let key: String =
-                kv.key.as_str().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-            let value = kv.value.as_str().replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let key: String = kv
+                .key
+                .as_str()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let value = kv
+                .value
+                .as_str()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
             format!("{key}=\"{value}\"")
         })
         .collect();
@@ -225,7 +266,11 @@ fn labels<'a>(attributes: impl Iterator<Item = &'a KeyValue>, le: Option<&str>) 
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
     }
-    if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
 }
 
 #[cfg(test)]
@@ -234,9 +279,18 @@ mod tests {
 
     #[test]
     fn names_follow_prometheus_conventions() {
-        assert_eq!(prometheus_name("http.server.request.duration", "s"), "http_server_request_duration_seconds");
+        assert_eq!(
+            prometheus_name("http.server.request.duration", "s"),
+            "http_server_request_duration_seconds"
+        );
         assert_eq!(prometheus_name("outbox.jobs", ""), "outbox_jobs");
-        let attributes = [KeyValue::new("http.route", "/v1/a\"b"), KeyValue::new("a", 1)];
-        assert_eq!(labels(attributes.iter(), Some("0.5")), "{a=\"1\",http_route=\"/v1/a\\\"b\",le=\"0.5\"}");
+        let attributes = [
+            KeyValue::new("http.route", "/v1/a\"b"),
+            KeyValue::new("a", 1),
+        ];
+        assert_eq!(
+            labels(attributes.iter(), Some("0.5")),
+            "{a=\"1\",http_route=\"/v1/a\\\"b\",le=\"0.5\"}"
+        );
     }
 }

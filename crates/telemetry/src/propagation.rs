@@ -16,7 +16,9 @@ pub fn extract_http(headers: &http::HeaderMap) -> Context {
 /// Writes the current span's context into outgoing headers.
 pub fn inject_current_context(headers: &mut http::HeaderMap) {
     let context = tracing::Span::current().context();
-    global::get_text_map_propagator(|propagator| propagator.inject_context(&context, &mut HeaderInjector(headers)));
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(headers))
+    });
 }
 
 /// The current span's context as a `traceparent` value, to store with work
@@ -64,19 +66,26 @@ pub fn record_http_status(span: &tracing::Span, status: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::TraceContextExt as _;
 
     #[test]
     fn traceparent_round_trips() {
-        global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+        global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
         let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let context = context_from_traceparent(traceparent);
         let span_context = context.span().span_context().clone();
-        assert_eq!(span_context.trace_id().to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(
+            span_context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
         assert!(span_context.is_remote());
         let mut headers = http::HeaderMap::new();
         headers.insert("traceparent", traceparent.parse().unwrap());
         let extracted = extract_http(&headers);
-        assert_eq!(extracted.span().span_context().span_id().to_string(), "b7ad6b7169203331");
+        assert_eq!(
+            extracted.span().span_context().span_id().to_string(),
+            "b7ad6b7169203331"
+        );
     }
 }

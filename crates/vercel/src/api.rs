@@ -20,8 +20,19 @@ impl VercelApi {
     /// A client of the API at `base_url` (`https://api.vercel.com`).
     pub fn new(http: reqwest::Client, base_url: &str) -> Self {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        let peer = base_url.split("://").nth(1).unwrap_or(&base_url).split('/').next().unwrap_or_default().to_owned();
-        Self { http, base_url, peer }
+        let peer = base_url
+            .split("://")
+            .nth(1)
+            .unwrap_or(&base_url)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            http,
+            base_url,
+            peer,
+        }
     }
 
     /// The base URL.
@@ -40,15 +51,25 @@ impl VercelApi {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<HttpAnswer> {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base_url)).bearer_auth(token.expose());
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url))
+            .bearer_auth(token.expose());
         if let Some(body) = body {
             request = request.json(body);
         }
         let answer = send_traced(request, &self.peer, route).await?;
         if !(200..300).contains(&answer.status) {
-            let vercel_id = answer.headers.get("x-vercel-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let vercel_id = answer
+                .headers
+                .get("x-vercel-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
             tracing::warn!(status = answer.status, x_vercel_id = %vercel_id, route, "Vercel API refused a call");
-            return Err(error_for_status(&answer, &format!("Vercel {method} {route}")));
+            return Err(error_for_status(
+                &answer,
+                &format!("Vercel {method} {route}"),
+            ));
         }
         Ok(answer)
     }
@@ -61,10 +82,16 @@ impl VercelApi {
         path: &str,
         body: &(impl Serialize + ?Sized),
     ) -> Result<HttpAnswer> {
-        let request = self.http.request(method.clone(), format!("{}{path}", self.base_url)).json(body);
+        let request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base_url))
+            .json(body);
         let answer = send_traced(request, &self.peer, route).await?;
         if !(200..300).contains(&answer.status) {
-            return Err(error_for_status(&answer, &format!("Vercel {method} {route}")));
+            return Err(error_for_status(
+                &answer,
+                &format!("Vercel {method} {route}"),
+            ));
         }
         Ok(answer)
     }
@@ -72,7 +99,12 @@ impl VercelApi {
 
 /// Validates a Vercel id before it goes into a URL path.
 pub fn path_segment(field: &str, value: &str) -> Result<String> {
-    if value.is_empty() || value.len() > 255 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if value.is_empty()
+        || value.len() > 255
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(Error::invalid_field(field, "is not a valid Vercel id"));
     }
     Ok(value.to_owned())

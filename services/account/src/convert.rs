@@ -139,17 +139,23 @@ pub fn event_status_to_proto(status: &str) -> pb::EventStatus {
 
 /// The stored marketplace name of a row.
 pub fn marketplace_of(name: &str) -> Result<Marketplace> {
-    Marketplace::parse("marketplace", name).map_err(|_| Error::internal(format!("stored marketplace `{name}` unknown")))
+    Marketplace::parse("marketplace", name)
+        .map_err(|_| Error::internal(format!("stored marketplace `{name}` unknown")))
 }
 
 pub fn account_to_proto(row: &account::Model) -> pb::Account {
-    let marketplace = Marketplace::parse("marketplace", &row.marketplace).map(Marketplace::to_proto).unwrap_or(0);
+    let marketplace = Marketplace::parse("marketplace", &row.marketplace)
+        .map(Marketplace::to_proto)
+        .unwrap_or(0);
     let contact: StoredPerson = from_json(&row.contact);
     let people: Vec<StoredPerson> = from_json(&row.people);
     let terms: BTreeMap<String, DateTime<Utc>> = from_json(&row.accepted_terms);
     pb::Account {
         id: row.id.clone(),
-        marketplace_ref: Some(MarketplaceRef { marketplace, external_id: row.external_id.clone() }),
+        marketplace_ref: Some(MarketplaceRef {
+            marketplace,
+            external_id: row.external_id.clone(),
+        }),
         display_name: row.display_name.clone(),
         url: row.url.clone(),
         contact: (!contact.is_empty()).then(|| contact.to_proto()),
@@ -159,7 +165,10 @@ pub fn account_to_proto(row: &account::Model) -> pb::Account {
         signup_reason: row.signup_reason.clone(),
         accepted_terms: terms
             .into_iter()
-            .map(|(policy_id, at)| pb::AcceptedTerms { policy_id, accepted_at: Some(to_timestamp(at)) })
+            .map(|(policy_id, at)| pb::AcceptedTerms {
+                policy_id,
+                accepted_at: Some(to_timestamp(at)),
+            })
             .collect(),
         scopes: from_json(&row.scopes),
         has_credential: row.credential.is_some(),
@@ -178,7 +187,9 @@ pub fn account_to_proto(row: &account::Model) -> pb::Account {
 pub fn event_to_proto(row: &event::Model) -> pb::MarketplaceEvent {
     pb::MarketplaceEvent {
         id: row.id.clone(),
-        marketplace: Marketplace::parse("marketplace", &row.marketplace).map(Marketplace::to_proto).unwrap_or(0),
+        marketplace: Marketplace::parse("marketplace", &row.marketplace)
+            .map(Marketplace::to_proto)
+            .unwrap_or(0),
         external_id: row.external_id.clone(),
         event_type: row.event_type.clone(),
         payload_json: row.payload.clone(),

@@ -1,8 +1,8 @@
 //! The account service's operations, independent of gRPC.
 
 use crate::convert::{
-    StoredPerson, account_state, account_to_proto, event_status, event_to_proto, from_json, signup_from_proto,
-    signup_state, to_json,
+    StoredPerson, account_state, account_to_proto, event_status, event_to_proto, from_json,
+    signup_from_proto, signup_state, to_json,
 };
 use crate::entity::{account, event};
 use crate::jobs::{self, kind};
@@ -13,15 +13,17 @@ use marketbridge_core::ids::{AccountId, EventId};
 use marketbridge_core::time::{SharedClock, from_optional_timestamp};
 use marketbridge_core::{Error, Marketplace, Result, Validator};
 use marketbridge_proto::account::v1 as pb;
-use marketbridge_proto::common::v1::{AccountSelector, MarketplaceRef, Person, RequestContext, account_selector};
+use marketbridge_proto::common::v1::{
+    AccountSelector, MarketplaceRef, Person, RequestContext, account_selector,
+};
 use marketbridge_storage::db_error;
 use marketbridge_storage::idempotency::{self, Started};
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use marketbridge_storage::paging::Page;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
 use std::collections::BTreeMap;
 
@@ -41,13 +43,19 @@ pub struct AccountDomain {
 }
 
 fn context_key(context: Option<&RequestContext>) -> &str {
-    context.map(|c| c.idempotency_key.as_str()).unwrap_or_default()
+    context
+        .map(|c| c.idempotency_key.as_str())
+        .unwrap_or_default()
 }
 
 /// Checks a marketplace identity from a request.
-pub fn parse_marketplace_ref(field: &str, reference: Option<&MarketplaceRef>) -> Result<(Marketplace, String)> {
+pub fn parse_marketplace_ref(
+    field: &str,
+    reference: Option<&MarketplaceRef>,
+) -> Result<(Marketplace, String)> {
     let reference = reference.ok_or_else(|| Error::invalid_field(field, "is required"))?;
-    let marketplace = Marketplace::from_proto(&format!("{field}.marketplace"), reference.marketplace)?;
+    let marketplace =
+        Marketplace::from_proto(&format!("{field}.marketplace"), reference.marketplace)?;
     let external_id = reference.external_id.trim();
     let mut validator = Validator::new();
     validator.require(&format!("{field}.externalId"), external_id);
@@ -65,7 +73,13 @@ impl AccountDomain {
         outbox: Outbox,
         marketplaces: Marketplaces,
     ) -> Self {
-        Self { db, clock, cipher, outbox, marketplaces }
+        Self {
+            db,
+            clock,
+            cipher,
+            outbox,
+            marketplaces,
+        }
     }
 
     /// The database.
@@ -88,17 +102,28 @@ impl AccountDomain {
     }
 
     /// Finds an account by selector.
-    pub async fn find(&self, conn: &impl ConnectionTrait, selector: Option<&AccountSelector>) -> Result<Option<account::Model>> {
-        let selector = selector
-            .and_then(|s| s.selector.as_ref())
-            .ok_or_else(|| Error::invalid_field("account", "an account id or marketplace reference is required"))?;
+    pub async fn find(
+        &self,
+        conn: &impl ConnectionTrait,
+        selector: Option<&AccountSelector>,
+    ) -> Result<Option<account::Model>> {
+        let selector = selector.and_then(|s| s.selector.as_ref()).ok_or_else(|| {
+            Error::invalid_field(
+                "account",
+                "an account id or marketplace reference is required",
+            )
+        })?;
         match selector {
             account_selector::Selector::AccountId(id) => {
                 let id = AccountId::parse("account.accountId", id)?;
-                account::Entity::find_by_id(id.into_string()).one(conn).await.map_err(db_error)
+                account::Entity::find_by_id(id.into_string())
+                    .one(conn)
+                    .await
+                    .map_err(db_error)
             }
             account_selector::Selector::MarketplaceRef(reference) => {
-                let (marketplace, external_id) = parse_marketplace_ref("account.marketplaceRef", Some(reference))?;
+                let (marketplace, external_id) =
+                    parse_marketplace_ref("account.marketplaceRef", Some(reference))?;
                 self.find_by_ref(conn, marketplace, &external_id).await
             }
         }
@@ -119,8 +144,14 @@ impl AccountDomain {
     }
 
     /// Finds an account or answers NOT_FOUND.
-    pub async fn require(&self, conn: &impl ConnectionTrait, selector: Option<&AccountSelector>) -> Result<account::Model> {
-        self.find(conn, selector).await?.ok_or_else(|| Error::not_found("account not found"))
+    pub async fn require(
+        &self,
+        conn: &impl ConnectionTrait,
+        selector: Option<&AccountSelector>,
+    ) -> Result<account::Model> {
+        self.find(conn, selector)
+            .await?
+            .ok_or_else(|| Error::not_found("account not found"))
     }
 
     /// Loads an account by our id.
@@ -134,46 +165,71 @@ impl AccountDomain {
 
     /// Creates or updates an account from a marketplace's description.
     pub async fn upsert(&self, request: pb::UpsertAccountRequest) -> Result<pb::Account> {
-        let (marketplace, external_id) = parse_marketplace_ref("marketplaceRef", request.marketplace_ref.as_ref())?;
+        let (marketplace, external_id) =
+            parse_marketplace_ref("marketplaceRef", request.marketplace_ref.as_ref())?;
         let mut validator = Validator::new();
         validator.max_len("displayName", &request.display_name, 256);
         validator.max_len("url", &request.url, 2048);
         for (index, terms) in request.accepted_terms.iter().enumerate() {
-            validator.require(&format!("acceptedTerms[{index}].policyId"), &terms.policy_id);
+            validator.require(
+                &format!("acceptedTerms[{index}].policyId"),
+                &terms.policy_id,
+            );
         }
         if let Some(credential) = &request.credential {
             validator.require("credential.accessToken", &credential.access_token);
         }
         validator.finish()?;
-        let update_time = from_optional_timestamp("marketplaceUpdateTime", request.marketplace_update_time.as_ref())?
-            .map(truncate_micros);
+        let update_time = from_optional_timestamp(
+            "marketplaceUpdateTime",
+            request.marketplace_update_time.as_ref(),
+        )?
+        .map(truncate_micros);
         let marketplace_signup = pb::SignupState::try_from(request.marketplace_signup_state)
             .ok()
             .and_then(signup_from_proto);
         let mut terms = BTreeMap::new();
         for accepted in &request.accepted_terms {
-            let at = from_optional_timestamp("acceptedTerms.acceptedAt", accepted.accepted_at.as_ref())?
-                .unwrap_or_else(|| self.now());
+            let at =
+                from_optional_timestamp("acceptedTerms.acceptedAt", accepted.accepted_at.as_ref())?
+                    .unwrap_or_else(|| self.now());
             terms.insert(accepted.policy_id.trim().to_owned(), truncate_micros(at));
         }
         let sealed_credential = request
             .credential
             .as_ref()
-            .map(|c| self.cipher.encrypt(&c.access_token).map(|sealed| (sealed, c.token_type.clone())))
+            .map(|c| {
+                self.cipher
+                    .encrypt(&c.access_token)
+                    .map(|sealed| (sealed, c.token_type.clone()))
+            })
             .transpose()?;
 
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = match idempotency::start(&self.db, "account.UpsertAccount", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "account.UpsertAccount",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(account) => return Ok(account),
             Started::Fresh(txn) => txn,
         };
         let now = self.now();
         let existing = self.find_by_ref(&*txn, marketplace, &external_id).await?;
-        let actor = request.context.as_ref().and_then(|c| c.actor.as_ref()).map(StoredPerson::from_proto);
+        let actor = request
+            .context
+            .as_ref()
+            .and_then(|c| c.actor.as_ref())
+            .map(StoredPerson::from_proto);
 
         let (row, approved_now) = match existing {
             Some(existing) => {
-                if let (Some(stored), Some(incoming)) = (existing.marketplace_update_time, update_time)
+                if let (Some(stored), Some(incoming)) =
+                    (existing.marketplace_update_time, update_time)
                     && incoming < stored
                 {
                     tracing::info!(account.id = %existing.id, "ignoring a stale account description");
@@ -200,7 +256,12 @@ impl AccountDomain {
                     row.purged = false;
                 }
                 let approved_now = !was_approved && row.signup_state == signup_state::APPROVED;
-                row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+                row.clone()
+                    .into_active_model()
+                    .reset_all()
+                    .update(&*txn)
+                    .await
+                    .map_err(db_error)?;
                 (row, approved_now)
             }
             None => {
@@ -224,7 +285,10 @@ impl AccountDomain {
                     accepted_terms: "{}".to_owned(),
                     scopes: "[]".to_owned(),
                     credential: sealed_credential.as_ref().map(|(sealed, _)| sealed.clone()),
-                    credential_type: sealed_credential.as_ref().map(|(_, t)| t.clone()).unwrap_or_default(),
+                    credential_type: sealed_credential
+                        .as_ref()
+                        .map(|(_, t)| t.clone())
+                        .unwrap_or_default(),
                     marketplace_state: String::new(),
                     marketplace_update_time: update_time,
                     attributes: "{}".to_owned(),
@@ -238,9 +302,12 @@ impl AccountDomain {
                 let approved_now = row.signup_state == signup_state::APPROVED;
                 account::Entity::insert(row.clone().into_active_model())
                     .on_conflict(
-                        OnConflict::columns([account::Column::Marketplace, account::Column::ExternalId])
-                            .do_nothing()
-                            .to_owned(),
+                        OnConflict::columns([
+                            account::Column::Marketplace,
+                            account::Column::ExternalId,
+                        ])
+                        .do_nothing()
+                        .to_owned(),
                     )
                     .exec_without_returning(&*txn)
                     .await
@@ -250,7 +317,9 @@ impl AccountDomain {
                     .await?
                     .ok_or_else(|| Error::unavailable("account was created concurrently; retry"))?;
                 if stored.id != row.id {
-                    return Err(Error::unavailable("account was created concurrently; retry"));
+                    return Err(Error::unavailable(
+                        "account was created concurrently; retry",
+                    ));
                 }
                 tracing::info!(account.id = %row.id, marketplace = %marketplace, "account created");
                 (row, approved_now)
@@ -258,7 +327,10 @@ impl AccountDomain {
         };
         if approved_now {
             self.outbox
-                .enqueue(&*txn, NewJob::new(kind::NOTIFY_APPROVED, &jobs::AccountJob::new(&row.id))?)
+                .enqueue(
+                    &*txn,
+                    NewJob::new(kind::NOTIFY_APPROVED, &jobs::AccountJob::new(&row.id))?,
+                )
                 .await?;
         }
         let response = account_to_proto(&row);
@@ -323,13 +395,16 @@ impl AccountDomain {
     /// A page of accounts, newest first.
     pub async fn list(&self, request: pb::ListAccountsRequest) -> Result<pb::ListAccountsResponse> {
         let page = Page::from_request(request.page.as_ref());
-        let mut query = account::Entity::find().order_by_desc(account::Column::Id).limit(page.fetch_limit());
+        let mut query = account::Entity::find()
+            .order_by_desc(account::Column::Id)
+            .limit(page.fetch_limit());
         if request.marketplace != 0 {
             let marketplace = Marketplace::from_proto("marketplace", request.marketplace)?;
             query = query.filter(account::Column::Marketplace.eq(marketplace.as_str()));
         }
-        if let Some(state) =
-            pb::AccountState::try_from(request.state).ok().and_then(crate::convert::account_state_from_proto)
+        if let Some(state) = pb::AccountState::try_from(request.state)
+            .ok()
+            .and_then(crate::convert::account_state_from_proto)
         {
             query = query.filter(account::Column::State.eq(state));
         }
@@ -338,7 +413,10 @@ impl AccountDomain {
         }
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
-        Ok(pb::ListAccountsResponse { accounts: rows.iter().map(account_to_proto).collect(), page: Some(next) })
+        Ok(pb::ListAccountsResponse {
+            accounts: rows.iter().map(account_to_proto).collect(),
+            page: Some(next),
+        })
     }
 
     /// Re-reads an account from its marketplace and applies what it says.
@@ -351,7 +429,9 @@ impl AccountDomain {
     pub async fn refresh_row(&self, row: account::Model) -> Result<pb::Account> {
         let marketplace = crate::convert::marketplace_of(&row.marketplace)?;
         let adapter = self.marketplaces.adapter(marketplace).ok_or_else(|| {
-            Error::unprocessable(format!("accounts of marketplace {marketplace} cannot be refreshed"))
+            Error::unprocessable(format!(
+                "accounts of marketplace {marketplace} cannot be refreshed"
+            ))
         })?;
         let credential = self.credential_of(&row)?;
         match adapter.fetch(&row, credential.as_ref()).await? {
@@ -367,13 +447,19 @@ impl AccountDomain {
                         ..Default::default()
                     })
                     .await?;
-                response.account.ok_or_else(|| Error::internal("delete returned no account"))
+                response
+                    .account
+                    .ok_or_else(|| Error::internal("delete returned no account"))
             }
         }
     }
 
     /// Applies what the marketplace said about an account (a refresh).
-    pub async fn apply_snapshot(&self, account_id: &str, snapshot: AccountSnapshot) -> Result<pb::Account> {
+    pub async fn apply_snapshot(
+        &self,
+        account_id: &str,
+        snapshot: AccountSnapshot,
+    ) -> Result<pb::Account> {
         let row = self.by_id(account_id).await?;
         let mut request = pb::UpsertAccountRequest {
             marketplace_ref: Some(MarketplaceRef::new(
@@ -384,7 +470,9 @@ impl AccountDomain {
             url: snapshot.url.unwrap_or_default(),
             contact: snapshot.contact,
             marketplace_state: snapshot.marketplace_state,
-            marketplace_update_time: snapshot.update_time.map(marketbridge_core::time::to_timestamp),
+            marketplace_update_time: snapshot
+                .update_time
+                .map(marketbridge_core::time::to_timestamp),
             attributes: snapshot.attributes.into_iter().collect(),
             ..Default::default()
         };
@@ -395,7 +483,10 @@ impl AccountDomain {
     }
 
     fn credential_of(&self, row: &account::Model) -> Result<Option<SecretString>> {
-        row.credential.as_deref().map(|sealed| self.cipher.decrypt(sealed)).transpose()
+        row.credential
+            .as_deref()
+            .map(|sealed| self.cipher.decrypt(sealed))
+            .transpose()
     }
 
     /// Records the customer's signup and starts the marketplace approval.
@@ -411,7 +502,15 @@ impl AccountDomain {
         }
         validator.max_len("company", &request.company, 256);
         validator.finish()?;
-        let txn = match idempotency::start(&self.db, "account.ApproveSignup", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "account.ApproveSignup",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(account) => return Ok(account),
             Started::Fresh(txn) => txn,
         };
@@ -420,7 +519,12 @@ impl AccountDomain {
         if row.state != account_state::ACTIVE {
             return Err(Error::conflict("the account is deleted; it cannot sign up"));
         }
-        if let Some(person) = request.person.as_ref().map(StoredPerson::from_proto).filter(|p| !p.is_empty()) {
+        if let Some(person) = request
+            .person
+            .as_ref()
+            .map(StoredPerson::from_proto)
+            .filter(|p| !p.is_empty())
+        {
             row.contact = to_json(&person);
             remember_person(&mut row, &person, now);
         }
@@ -430,16 +534,27 @@ impl AccountDomain {
                 row.display_name = row.company.clone();
             }
         }
-        let needs_approval = matches!(row.signup_state.as_str(), signup_state::PENDING | signup_state::REJECTED);
+        let needs_approval = matches!(
+            row.signup_state.as_str(),
+            signup_state::PENDING | signup_state::REJECTED
+        );
         if needs_approval {
             row.signup_state = signup_state::APPROVING.to_owned();
             row.signup_reason.clear();
             self.outbox
-                .enqueue(&*txn, NewJob::new(kind::APPROVE_SIGNUP, &jobs::AccountJob::new(&row.id))?)
+                .enqueue(
+                    &*txn,
+                    NewJob::new(kind::APPROVE_SIGNUP, &jobs::AccountJob::new(&row.id))?,
+                )
                 .await?;
         }
         row.updated_at = now;
-        row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&*txn)
+            .await
+            .map_err(db_error)?;
         let response = txn.finish(account_to_proto(&row)).await?;
         self.outbox.wake();
         Ok(response)
@@ -451,10 +566,13 @@ impl AccountDomain {
         validator.max_len("reason", &request.reason, 256);
         validator.finish()?;
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = match idempotency::start(&self.db, "account.RejectSignup", &key, &request, self.now()).await? {
-            Started::Replay(account) => return Ok(account),
-            Started::Fresh(txn) => txn,
-        };
+        let txn =
+            match idempotency::start(&self.db, "account.RejectSignup", &key, &request, self.now())
+                .await?
+            {
+                Started::Replay(account) => return Ok(account),
+                Started::Fresh(txn) => txn,
+            };
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.signup_state == signup_state::NOT_REQUIRED {
             return Err(Error::conflict("this account has no signup to reject"));
@@ -465,10 +583,18 @@ impl AccountDomain {
         self.outbox
             .enqueue(
                 &*txn,
-                NewJob::new(kind::REJECT_SIGNUP, &jobs::AccountJob::with_reason(&row.id, &request.reason))?,
+                NewJob::new(
+                    kind::REJECT_SIGNUP,
+                    &jobs::AccountJob::with_reason(&row.id, &request.reason),
+                )?,
             )
             .await?;
-        row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&*txn)
+            .await
+            .map_err(db_error)?;
         let response = txn.finish(account_to_proto(&row)).await?;
         self.outbox.wake();
         Ok(response)
@@ -477,27 +603,51 @@ impl AccountDomain {
     /// Resets the account at the marketplace.
     pub async fn reset(&self, request: pb::ResetAccountRequest) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = match idempotency::start(&self.db, "account.ResetAccount", &key, &request, self.now()).await? {
-            Started::Replay(account) => return Ok(account),
-            Started::Fresh(txn) => txn,
-        };
+        let txn =
+            match idempotency::start(&self.db, "account.ResetAccount", &key, &request, self.now())
+                .await?
+            {
+                Started::Replay(account) => return Ok(account),
+                Started::Fresh(txn) => txn,
+            };
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.signup_state != signup_state::NOT_REQUIRED {
             row.signup_state = signup_state::PENDING.to_owned();
             row.signup_reason.clear();
         }
         row.updated_at = self.now();
-        self.outbox.enqueue(&*txn, NewJob::new(kind::RESET, &jobs::AccountJob::new(&row.id))?).await?;
-        row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+        self.outbox
+            .enqueue(
+                &*txn,
+                NewJob::new(kind::RESET, &jobs::AccountJob::new(&row.id))?,
+            )
+            .await?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&*txn)
+            .await
+            .map_err(db_error)?;
         let response = txn.finish(account_to_proto(&row)).await?;
         self.outbox.wake();
         Ok(response)
     }
 
     /// Soft-deletes an account; purges personal data when asked.
-    pub async fn delete(&self, request: pb::DeleteAccountRequest) -> Result<pb::DeleteAccountResponse> {
+    pub async fn delete(
+        &self,
+        request: pb::DeleteAccountRequest,
+    ) -> Result<pb::DeleteAccountResponse> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = match idempotency::start(&self.db, "account.DeleteAccount", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "account.DeleteAccount",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
@@ -520,17 +670,32 @@ impl AccountDomain {
             purge(&mut row);
         }
         row.updated_at = now;
-        row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&*txn)
+            .await
+            .map_err(db_error)?;
         tracing::info!(account.id = %row.id, state = %row.state, purged = row.purged, "account deleted");
-        let response =
-            pb::DeleteAccountResponse { finalized: row.finalized_at.is_some(), account: Some(account_to_proto(&row)) };
+        let response = pb::DeleteAccountResponse {
+            finalized: row.finalized_at.is_some(),
+            account: Some(account_to_proto(&row)),
+        };
         txn.finish(response).await
     }
 
     /// Marks a deleted account's billing as finalized.
     pub async fn finalize(&self, request: pb::FinalizeAccountRequest) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = match idempotency::start(&self.db, "account.FinalizeAccount", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "account.FinalizeAccount",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(account) => return Ok(account),
             Started::Fresh(txn) => txn,
         };
@@ -545,20 +710,36 @@ impl AccountDomain {
             // The marketplace retires the token at finalization.
             row.credential = None;
             row.updated_at = now;
-            row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+            row.clone()
+                .into_active_model()
+                .reset_all()
+                .update(&*txn)
+                .await
+                .map_err(db_error)?;
         }
         txn.finish(account_to_proto(&row)).await
     }
 
     /// The decrypted marketplace credential.
-    pub async fn credential(&self, request: pb::GetMarketplaceCredentialRequest) -> Result<pb::MarketplaceCredential> {
+    pub async fn credential(
+        &self,
+        request: pb::GetMarketplaceCredentialRequest,
+    ) -> Result<pb::MarketplaceCredential> {
         let row = self.require(&self.db, request.account.as_ref()).await?;
-        let token = self.credential_of(&row)?.ok_or_else(|| Error::not_found("no credential is stored for this account"))?;
-        Ok(pb::MarketplaceCredential { access_token: token.into_exposed(), token_type: row.credential_type })
+        let token = self
+            .credential_of(&row)?
+            .ok_or_else(|| Error::not_found("no credential is stored for this account"))?;
+        Ok(pb::MarketplaceCredential {
+            access_token: token.into_exposed(),
+            token_type: row.credential_type,
+        })
     }
 
     /// Durably records a marketplace event and schedules its processing.
-    pub async fn record_event(&self, request: pb::RecordMarketplaceEventRequest) -> Result<pb::RecordMarketplaceEventResponse> {
+    pub async fn record_event(
+        &self,
+        request: pb::RecordMarketplaceEventRequest,
+    ) -> Result<pb::RecordMarketplaceEventResponse> {
         let marketplace = Marketplace::from_proto("marketplace", request.marketplace)?;
         let mut validator = Validator::new();
         validator.require("externalId", &request.external_id);
@@ -571,7 +752,8 @@ impl AccountDomain {
         if serde_json::from_str::<serde_json::Value>(&request.payload_json).is_err() {
             return Err(Error::invalid_field("payloadJson", "is not JSON"));
         }
-        let occurred_at = from_optional_timestamp("occurredAt", request.occurred_at.as_ref())?.map(truncate_micros);
+        let occurred_at = from_optional_timestamp("occurredAt", request.occurred_at.as_ref())?
+            .map(truncate_micros);
         let now = self.now();
         let row = event::Model {
             id: EventId::generate().into_string(),
@@ -589,7 +771,9 @@ impl AccountDomain {
         let txn = marketbridge_storage::begin_write(&self.db).await?;
         let inserted = event::Entity::insert(row.clone().into_active_model())
             .on_conflict(
-                OnConflict::columns([event::Column::Marketplace, event::Column::ExternalId]).do_nothing().to_owned(),
+                OnConflict::columns([event::Column::Marketplace, event::Column::ExternalId])
+                    .do_nothing()
+                    .to_owned(),
             )
             .exec_without_returning(&txn)
             .await
@@ -605,7 +789,16 @@ impl AccountDomain {
                 .ok_or_else(|| Error::unavailable("event recorded concurrently; retry"))?
         } else {
             self.outbox
-                .enqueue(&txn, NewJob::new(kind::PROCESS_EVENT, &jobs::EventJob { event_id: row.id.clone() })?.dedupe_key(format!("event:{}", row.id)))
+                .enqueue(
+                    &txn,
+                    NewJob::new(
+                        kind::PROCESS_EVENT,
+                        &jobs::EventJob {
+                            event_id: row.id.clone(),
+                        },
+                    )?
+                    .dedupe_key(format!("event:{}", row.id)),
+                )
                 .await?;
             row
         };
@@ -616,13 +809,21 @@ impl AccountDomain {
             tracing::info!(event.id = %stored.id, event.type = %stored.event_type, marketplace = %marketplace, "marketplace event recorded");
             self.outbox.wake();
         }
-        Ok(pb::RecordMarketplaceEventResponse { event: Some(event_to_proto(&stored)), duplicate })
+        Ok(pb::RecordMarketplaceEventResponse {
+            event: Some(event_to_proto(&stored)),
+            duplicate,
+        })
     }
 
     /// A page of recorded events, newest first.
-    pub async fn list_events(&self, request: pb::ListMarketplaceEventsRequest) -> Result<pb::ListMarketplaceEventsResponse> {
+    pub async fn list_events(
+        &self,
+        request: pb::ListMarketplaceEventsRequest,
+    ) -> Result<pb::ListMarketplaceEventsResponse> {
         let page = Page::from_request(request.page.as_ref());
-        let mut query = event::Entity::find().order_by_desc(event::Column::Id).limit(page.fetch_limit());
+        let mut query = event::Entity::find()
+            .order_by_desc(event::Column::Id)
+            .limit(page.fetch_limit());
         if request.marketplace != 0 {
             let marketplace = Marketplace::from_proto("marketplace", request.marketplace)?;
             query = query.filter(event::Column::Marketplace.eq(marketplace.as_str()));
@@ -638,7 +839,10 @@ impl AccountDomain {
         }
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
-        Ok(pb::ListMarketplaceEventsResponse { events: rows.iter().map(event_to_proto).collect(), page: Some(next) })
+        Ok(pb::ListMarketplaceEventsResponse {
+            events: rows.iter().map(event_to_proto).collect(),
+            page: Some(next),
+        })
     }
 
     /// Records an event's processing outcome.
@@ -664,13 +868,20 @@ impl AccountDomain {
 
     /// Loads a recorded event.
     pub(crate) async fn event(&self, event_id: &str) -> Result<Option<event::Model>> {
-        event::Entity::find_by_id(event_id.to_owned()).one(&self.db).await.map_err(db_error)
+        event::Entity::find_by_id(event_id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(db_error)
     }
 
     /// After the marketplace approved a signup: mark it and tell provisioning.
     pub(crate) async fn signup_approved_at_marketplace(&self, account_id: &str) -> Result<()> {
         let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let Some(mut row) = account::Entity::find_by_id(account_id.to_owned()).one(&txn).await.map_err(db_error)? else {
+        let Some(mut row) = account::Entity::find_by_id(account_id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(db_error)?
+        else {
             return Ok(());
         };
         if row.signup_state != signup_state::APPROVING {
@@ -678,9 +889,17 @@ impl AccountDomain {
         }
         row.signup_state = signup_state::APPROVED.to_owned();
         row.updated_at = self.now();
-        row.clone().into_active_model().reset_all().update(&txn).await.map_err(db_error)?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&txn)
+            .await
+            .map_err(db_error)?;
         self.outbox
-            .enqueue(&txn, NewJob::new(kind::NOTIFY_APPROVED, &jobs::AccountJob::new(&row.id))?)
+            .enqueue(
+                &txn,
+                NewJob::new(kind::NOTIFY_APPROVED, &jobs::AccountJob::new(&row.id))?,
+            )
             .await?;
         txn.commit().await.map_err(db_error)?;
         self.outbox.wake();
@@ -721,7 +940,7 @@ fn remember_person(row: &mut account::Model, person: &StoredPerson, now: DateTim
     } else {
         people.push(seen);
     }
-    people.sort_by(|a, b| b.last_seen_at.cmp(&a.last_seen_at));
+    people.sort_by_key(|person| std::cmp::Reverse(person.last_seen_at));
     people.truncate(MAX_PEOPLE);
     row.people = to_json(&people);
 }

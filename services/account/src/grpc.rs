@@ -23,12 +23,18 @@ impl AccountGrpc {
 #[tonic::async_trait]
 impl AccountService for AccountGrpc {
     #[tracing::instrument(name = "account.upsert", skip_all)]
-    async fn upsert_account(&self, request: Request<pb::UpsertAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn upsert_account(
+        &self,
+        request: Request<pb::UpsertAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         reply(self.domain.upsert(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "account.get", skip_all)]
-    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         reply(self.domain.get(request.into_inner()).await)
     }
 
@@ -41,22 +47,34 @@ impl AccountService for AccountGrpc {
     }
 
     #[tracing::instrument(name = "account.refresh", skip_all)]
-    async fn refresh_account(&self, request: Request<pb::RefreshAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn refresh_account(
+        &self,
+        request: Request<pb::RefreshAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         reply(self.domain.refresh(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "account.approve_signup", skip_all)]
-    async fn approve_signup(&self, request: Request<pb::ApproveSignupRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn approve_signup(
+        &self,
+        request: Request<pb::ApproveSignupRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         reply(self.domain.approve_signup(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "account.reject_signup", skip_all)]
-    async fn reject_signup(&self, request: Request<pb::RejectSignupRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn reject_signup(
+        &self,
+        request: Request<pb::RejectSignupRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         reply(self.domain.reject_signup(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "account.reset", skip_all)]
-    async fn reset_account(&self, request: Request<pb::ResetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn reset_account(
+        &self,
+        request: Request<pb::ResetAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         reply(self.domain.reset(request.into_inner()).await)
     }
 
@@ -69,7 +87,10 @@ impl AccountService for AccountGrpc {
     }
 
     #[tracing::instrument(name = "account.finalize", skip_all)]
-    async fn finalize_account(&self, request: Request<pb::FinalizeAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn finalize_account(
+        &self,
+        request: Request<pb::FinalizeAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         reply(self.domain.finalize(request.into_inner()).await)
     }
 

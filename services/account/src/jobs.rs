@@ -38,12 +38,18 @@ pub struct AccountJob {
 impl AccountJob {
     /// A job about an account.
     pub fn new(account_id: &str) -> Self {
-        Self { account_id: account_id.to_owned(), reason: String::new() }
+        Self {
+            account_id: account_id.to_owned(),
+            reason: String::new(),
+        }
     }
 
     /// A job about an account, with a reason.
     pub fn with_reason(account_id: &str, reason: &str) -> Self {
-        Self { account_id: account_id.to_owned(), reason: reason.to_owned() }
+        Self {
+            account_id: account_id.to_owned(),
+            reason: reason.to_owned(),
+        }
     }
 }
 
@@ -74,10 +80,16 @@ impl AccountJobs {
         if row.signup_state != signup_state::APPROVING {
             return Ok(());
         }
-        if let Some(adapter) = self.domain().marketplaces().adapter(marketplace_of(&row.marketplace)?) {
+        if let Some(adapter) = self
+            .domain()
+            .marketplaces()
+            .adapter(marketplace_of(&row.marketplace)?)
+        {
             adapter.approve_signup(&row).await?;
         }
-        self.domain().signup_approved_at_marketplace(&row.id).await?;
+        self.domain()
+            .signup_approved_at_marketplace(&row.id)
+            .await?;
         tracing::info!(account.id = %row.id, "signup approved at the marketplace");
         Ok(())
     }
@@ -87,7 +99,11 @@ impl AccountJobs {
         if row.signup_state != signup_state::REJECTED {
             return Ok(());
         }
-        if let Some(adapter) = self.domain().marketplaces().adapter(marketplace_of(&row.marketplace)?) {
+        if let Some(adapter) = self
+            .domain()
+            .marketplaces()
+            .adapter(marketplace_of(&row.marketplace)?)
+        {
             adapter.reject_signup(&row, &job.reason).await?;
         }
         Ok(())
@@ -95,7 +111,11 @@ impl AccountJobs {
 
     async fn reset(&self, job: &AccountJob) -> Result<(), JobError> {
         let row = self.domain().by_id(&job.account_id).await?;
-        if let Some(adapter) = self.domain().marketplaces().adapter(marketplace_of(&row.marketplace)?) {
+        if let Some(adapter) = self
+            .domain()
+            .marketplaces()
+            .adapter(marketplace_of(&row.marketplace)?)
+        {
             adapter.reset(&row).await?;
         }
         Ok(())
@@ -103,11 +123,16 @@ impl AccountJobs {
 
     async fn notify_approved(&self, job_id: &str, job: &AccountJob) -> Result<(), JobError> {
         let Some(mut provisioning) = self.services.provisioning.clone() else {
-            return Err(JobError::Retry("the provisioning service is not configured".into()));
+            return Err(JobError::Retry(
+                "the provisioning service is not configured".into(),
+            ));
         };
         provisioning
             .notify_account_approved(NotifyAccountApprovedRequest {
-                context: Some(RequestContext { idempotency_key: job_id.to_owned(), actor: None }),
+                context: Some(RequestContext {
+                    idempotency_key: job_id.to_owned(),
+                    actor: None,
+                }),
                 account_id: job.account_id.clone(),
             })
             .await
@@ -125,26 +150,36 @@ impl AccountJobs {
         let marketplace = marketplace_of(&event.marketplace)?;
         let Some(processor) = self.domain().marketplaces().processor(marketplace).cloned() else {
             tracing::info!(event.id = %event.id, event.type = %event.event_type, "no processor for this marketplace; ignored");
-            self.domain().finish_event(&event.id, event_status::IGNORED, "", None).await?;
+            self.domain()
+                .finish_event(&event.id, event_status::IGNORED, "", None)
+                .await?;
             return Ok(());
         };
         match processor.process(&event, &self.services).await {
             Ok(EventOutcome::Processed { account_id }) => {
-                self.domain().finish_event(&event.id, event_status::PROCESSED, "", account_id).await?;
+                self.domain()
+                    .finish_event(&event.id, event_status::PROCESSED, "", account_id)
+                    .await?;
                 Ok(())
             }
             Ok(EventOutcome::Ignored) => {
                 tracing::info!(event.id = %event.id, event.type = %event.event_type, "event type not acted on; acknowledged");
-                self.domain().finish_event(&event.id, event_status::IGNORED, "", None).await?;
+                self.domain()
+                    .finish_event(&event.id, event_status::IGNORED, "", None)
+                    .await?;
                 Ok(())
             }
             Err(error) if error.code().is_transient() || error.code() == ErrorCode::Internal => {
-                self.domain().finish_event(&event.id, event_status::RECEIVED, &error.to_string(), None).await?;
+                self.domain()
+                    .finish_event(&event.id, event_status::RECEIVED, &error.to_string(), None)
+                    .await?;
                 Err(JobError::Retry(error.to_string()))
             }
             Err(error) => {
                 tracing::warn!(event.id = %event.id, error = %error, "event processing failed");
-                self.domain().finish_event(&event.id, event_status::FAILED, &error.to_string(), None).await?;
+                self.domain()
+                    .finish_event(&event.id, event_status::FAILED, &error.to_string(), None)
+                    .await?;
                 Ok(())
             }
         }

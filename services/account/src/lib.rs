@@ -55,12 +55,23 @@ pub struct AccountServer {
 
 impl AccountServer {
     /// Opens (and migrates) the database at `database_url`.
-    pub async fn open(database_url: &str, outbox: &OutboxOptions, deps: AccountDeps) -> Result<Self> {
+    pub async fn open(
+        database_url: &str,
+        outbox: &OutboxOptions,
+        deps: AccountDeps,
+    ) -> Result<Self> {
         let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
         let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
         let domain = AccountDomain::new(db, deps.clock, deps.cipher, outbox, deps.marketplaces);
-        let services = EventServices { accounts: domain.clone(), provisioning: deps.provisioning, billing: deps.billing };
-        Ok(Self { domain, jobs: Arc::new(AccountJobs::new(services)) })
+        let services = EventServices {
+            accounts: domain.clone(),
+            provisioning: deps.provisioning,
+            billing: deps.billing,
+        };
+        Ok(Self {
+            domain,
+            jobs: Arc::new(AccountJobs::new(services)),
+        })
     }
 
     /// Builds the service from configuration.
@@ -100,8 +111,18 @@ impl AccountServer {
     }
 
     /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, tls: &TlsOptions, shutdown: CancellationToken) -> Result<()> {
-        let worker = tokio::spawn(self.domain.outbox().clone().run(self.jobs.clone(), shutdown.clone()));
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: &TlsOptions,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        let worker = tokio::spawn(
+            self.domain
+                .outbox()
+                .clone()
+                .run(self.jobs.clone(), shutdown.clone()),
+        );
         let served = serve_grpc(listener, "account", tls, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
@@ -112,10 +133,13 @@ impl AccountServer {
 /// Runs the account service alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let cipher = marketbridge_rpc::process::load_cipher(config, false)?;
-    let server = AccountServer::from_config(config, marketbridge_core::time::system_clock(), cipher).await?;
+    let server =
+        AccountServer::from_config(config, marketbridge_core::time::system_clock(), cipher).await?;
     let listener = TcpListener::bind(&config.account.listen)
         .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.account.listen)))?;
+        .map_err(|e| {
+            Error::unavailable(format!("cannot listen on {}: {e}", config.account.listen))
+        })?;
     tracing::info!(listen = %config.account.listen, "account service listening");
     server.serve(listener, &config.tls, shutdown).await
 }

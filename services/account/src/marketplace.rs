@@ -46,8 +46,11 @@ pub trait AccountMarketplace: Send + Sync + 'static {
     async fn reset(&self, account: &account::Model) -> Result<()>;
     /// Reads the account from the marketplace; `None` when it no longer
     /// exists there. `credential` is the stored access token, if any.
-    async fn fetch(&self, account: &account::Model, credential: Option<&SecretString>)
-    -> Result<Option<AccountSnapshot>>;
+    async fn fetch(
+        &self,
+        account: &account::Model,
+        credential: Option<&SecretString>,
+    ) -> Result<Option<AccountSnapshot>>;
 }
 
 /// What processing an event achieved.
@@ -79,7 +82,8 @@ pub trait EventProcessor: Send + Sync + 'static {
     /// Processes one recorded event. Called at least once per event; must be
     /// idempotent. A transient error retries later; any other error marks
     /// the event failed.
-    async fn process(&self, event: &event::Model, services: &EventServices) -> Result<EventOutcome>;
+    async fn process(&self, event: &event::Model, services: &EventServices)
+    -> Result<EventOutcome>;
 }
 
 /// The adapters and processors registered per marketplace.
@@ -91,13 +95,21 @@ pub struct Marketplaces {
 
 impl Marketplaces {
     /// Registers the adapter of a marketplace.
-    pub fn with_adapter(mut self, marketplace: Marketplace, adapter: Arc<dyn AccountMarketplace>) -> Self {
+    pub fn with_adapter(
+        mut self,
+        marketplace: Marketplace,
+        adapter: Arc<dyn AccountMarketplace>,
+    ) -> Self {
         self.adapters.insert(marketplace, adapter);
         self
     }
 
     /// Registers the event processor of a marketplace.
-    pub fn with_processor(mut self, marketplace: Marketplace, processor: Arc<dyn EventProcessor>) -> Self {
+    pub fn with_processor(
+        mut self,
+        marketplace: Marketplace,
+        processor: Arc<dyn EventProcessor>,
+    ) -> Self {
         self.processors.insert(marketplace, processor);
         self
     }

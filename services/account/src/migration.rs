@@ -72,7 +72,9 @@ impl MigrationTrait for CreateAccounts {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("accounts").to_owned()).await
+        manager
+            .drop_table(Table::drop().table("accounts").to_owned())
+            .await
     }
 }
 
@@ -121,6 +123,8 @@ impl MigrationTrait for CreateMarketplaceEvents {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("marketplace_events").to_owned()).await
+        manager
+            .drop_table(Table::drop().table("marketplace_events").to_owned())
+            .await
     }
 }

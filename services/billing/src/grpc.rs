@@ -20,18 +20,26 @@ impl BillingGrpc {
 }
 
 fn not_yet<T>(what: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!("{what} is not available in this build")))
+    Err(Status::unimplemented(format!(
+        "{what} is not available in this build"
+    )))
 }
 
 #[tonic::async_trait]
 impl BillingService for BillingGrpc {
     #[tracing::instrument(name = "billing.list_plans", skip_all)]
-    async fn list_plans(&self, request: Request<pb::ListPlansRequest>) -> Result<Response<pb::ListPlansResponse>, Status> {
+    async fn list_plans(
+        &self,
+        request: Request<pb::ListPlansRequest>,
+    ) -> Result<Response<pb::ListPlansResponse>, Status> {
         reply(self.domain.list_plans(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "billing.get_plan", skip_all)]
-    async fn get_plan(&self, request: Request<pb::GetPlanRequest>) -> Result<Response<pb::Plan>, Status> {
+    async fn get_plan(
+        &self,
+        request: Request<pb::GetPlanRequest>,
+    ) -> Result<Response<pb::Plan>, Status> {
         reply(self.domain.get_plan(request.into_inner()).await)
     }
 
@@ -40,40 +48,68 @@ impl BillingService for BillingGrpc {
         &self,
         request: Request<pb::RecordSubscriptionChangeRequest>,
     ) -> Result<Response<pb::RecordSubscriptionChangeResponse>, Status> {
-        reply(self.domain.record_subscription_change(request.into_inner()).await)
+        reply(
+            self.domain
+                .record_subscription_change(request.into_inner())
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "billing.record_usage", skip_all)]
-    async fn record_usage(&self, request: Request<pb::RecordUsageRequest>) -> Result<Response<pb::RecordUsageResponse>, Status> {
+    async fn record_usage(
+        &self,
+        request: Request<pb::RecordUsageRequest>,
+    ) -> Result<Response<pb::RecordUsageResponse>, Status> {
         reply(self.domain.record_usage(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "billing.query_usage", skip_all)]
-    async fn query_usage(&self, request: Request<pb::QueryUsageRequest>) -> Result<Response<pb::QueryUsageResponse>, Status> {
+    async fn query_usage(
+        &self,
+        request: Request<pb::QueryUsageRequest>,
+    ) -> Result<Response<pb::QueryUsageResponse>, Status> {
         reply(self.domain.query_usage(request.into_inner()).await)
     }
 
-    async fn list_invoices(&self, _request: Request<pb::ListInvoicesRequest>) -> Result<Response<pb::ListInvoicesResponse>, Status> {
+    async fn list_invoices(
+        &self,
+        _request: Request<pb::ListInvoicesRequest>,
+    ) -> Result<Response<pb::ListInvoicesResponse>, Status> {
         not_yet("ListInvoices")
     }
 
-    async fn get_invoice(&self, _request: Request<pb::GetInvoiceRequest>) -> Result<Response<pb::Invoice>, Status> {
+    async fn get_invoice(
+        &self,
+        _request: Request<pb::GetInvoiceRequest>,
+    ) -> Result<Response<pb::Invoice>, Status> {
         not_yet("GetInvoice")
     }
 
-    async fn record_invoice_state(&self, _request: Request<pb::RecordInvoiceStateRequest>) -> Result<Response<pb::Invoice>, Status> {
+    async fn record_invoice_state(
+        &self,
+        _request: Request<pb::RecordInvoiceStateRequest>,
+    ) -> Result<Response<pb::Invoice>, Status> {
         not_yet("RecordInvoiceState")
     }
 
-    async fn refund_invoice(&self, _request: Request<pb::RefundInvoiceRequest>) -> Result<Response<pb::Invoice>, Status> {
+    async fn refund_invoice(
+        &self,
+        _request: Request<pb::RefundInvoiceRequest>,
+    ) -> Result<Response<pb::Invoice>, Status> {
         not_yet("RefundInvoice")
     }
 
-    async fn provision_prepayment(&self, _request: Request<pb::ProvisionPrepaymentRequest>) -> Result<Response<pb::Balances>, Status> {
+    async fn provision_prepayment(
+        &self,
+        _request: Request<pb::ProvisionPrepaymentRequest>,
+    ) -> Result<Response<pb::Balances>, Status> {
         not_yet("ProvisionPrepayment")
     }
 
-    async fn get_balances(&self, _request: Request<pb::GetBalancesRequest>) -> Result<Response<pb::Balances>, Status> {
+    async fn get_balances(
+        &self,
+        _request: Request<pb::GetBalancesRequest>,
+    ) -> Result<Response<pb::Balances>, Status> {
         not_yet("GetBalances")
     }
 
@@ -82,7 +118,11 @@ impl BillingService for BillingGrpc {
         &self,
         request: Request<pb::CloseAccountBillingRequest>,
     ) -> Result<Response<pb::CloseAccountBillingResponse>, Status> {
-        reply(self.domain.close_account_billing(request.into_inner()).await)
+        reply(
+            self.domain
+                .close_account_billing(request.into_inner())
+                .await,
+        )
     }
 
     async fn list_usage_reports(

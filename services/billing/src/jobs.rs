@@ -20,6 +20,9 @@ impl BillingJobs {
 #[async_trait]
 impl JobHandler for BillingJobs {
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
-        Err(JobError::Permanent(format!("unknown job kind {}", job.kind)))
+        Err(JobError::Permanent(format!(
+            "unknown job kind {}",
+            job.kind
+        )))
     }
 }

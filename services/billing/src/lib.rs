@@ -11,6 +11,7 @@ pub mod domain;
 pub mod entity;
 pub mod grpc;
 pub mod jobs;
+pub mod marketplace;
 pub mod migration;
 
 use crate::domain::BillingDomain;
@@ -21,8 +22,9 @@ use marketbridge_catalog::Catalog;
 use marketbridge_config::{Config, OutboxOptions, TlsOptions};
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
+use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
 use marketbridge_proto::billing::v1::billing_service_server::BillingServiceServer;
-use marketbridge_rpc::serve_grpc;
+use marketbridge_rpc::{AccountClient, serve_grpc};
 use marketbridge_storage::outbox::{JobHandler, Outbox};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -34,6 +36,10 @@ pub struct BillingDeps {
     pub clock: SharedClock,
     /// The catalog.
     pub catalog: Arc<Catalog>,
+    /// Marketplace adapters.
+    pub marketplaces: marketplace::Marketplaces,
+    /// The account service (marketplace credentials, account identities).
+    pub accounts: AccountClient,
 }
 
 /// A ready billing service.
@@ -45,17 +51,40 @@ pub struct BillingServer {
 
 impl BillingServer {
     /// Opens (and migrates) the database at `database_url`.
-    pub async fn open(database_url: &str, outbox: &OutboxOptions, deps: BillingDeps) -> Result<Self> {
+    pub async fn open(
+        database_url: &str,
+        outbox: &OutboxOptions,
+        deps: BillingDeps,
+    ) -> Result<Self> {
         let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
         let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
-        let domain = BillingDomain::new(db, deps.clock, outbox, deps.catalog);
+        let domain = BillingDomain::new(
+            db,
+            deps.clock,
+            outbox,
+            deps.catalog,
+            deps.marketplaces,
+            deps.accounts,
+        );
         let jobs = Arc::new(BillingJobs::new(domain.clone()));
         Ok(Self { domain, jobs })
     }
 
     /// Builds the service from configuration.
     pub async fn from_config(config: &Config, clock: SharedClock) -> Result<Self> {
-        let deps = BillingDeps { clock, catalog: Arc::new(Catalog::load(&config.catalog.path)?) };
+        let deadline =
+            std::time::Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3);
+        let accounts = AccountServiceClient::new(marketbridge_rpc::channel(
+            &config.gateway.account_url,
+            &config.tls,
+            deadline,
+        )?);
+        let deps = BillingDeps {
+            clock,
+            catalog: Arc::new(Catalog::load(&config.catalog.path)?),
+            marketplaces: adapters::from_config(config)?,
+            accounts,
+        };
         let url = config.database_url(&config.billing.database_url, "billing");
         Self::open(&url, &config.outbox, deps).await
     }
@@ -76,8 +105,18 @@ impl BillingServer {
     }
 
     /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, tls: &TlsOptions, shutdown: CancellationToken) -> Result<()> {
-        let worker = tokio::spawn(self.domain.outbox().clone().run(self.jobs.clone(), shutdown.clone()));
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: &TlsOptions,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        let worker = tokio::spawn(
+            self.domain
+                .outbox()
+                .clone()
+                .run(self.jobs.clone(), shutdown.clone()),
+        );
         let served = serve_grpc(listener, "billing", tls, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
@@ -87,10 +126,13 @@ impl BillingServer {
 
 /// Runs the billing service alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
-    let server = BillingServer::from_config(config, marketbridge_core::time::system_clock()).await?;
+    let server =
+        BillingServer::from_config(config, marketbridge_core::time::system_clock()).await?;
     let listener = TcpListener::bind(&config.billing.listen)
         .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.billing.listen)))?;
+        .map_err(|e| {
+            Error::unavailable(format!("cannot listen on {}: {e}", config.billing.listen))
+        })?;
     tracing::info!(listen = %config.billing.listen, "billing service listening");
     server.serve(listener, &config.tls, shutdown).await
 }

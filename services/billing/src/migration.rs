@@ -119,7 +119,11 @@ impl MigrationTrait for CreateLedger {
                     .col(big_integer("quantity"))
                     .col(big_integer("event_count"))
                     .primary_key(
-                        Index::create().col("subscription_id").col("resource_id").col("metric_id").col("window_start"),
+                        Index::create()
+                            .col("subscription_id")
+                            .col("resource_id")
+                            .col("metric_id")
+                            .col("window_start"),
                     )
                     .to_owned(),
             )
@@ -127,8 +131,16 @@ impl MigrationTrait for CreateLedger {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for table in ["usage_windows", "usage_events", "plan_periods", "billing_resources", "billing_subscriptions"] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+        for table in [
+            "usage_windows",
+            "usage_events",
+            "plan_periods",
+            "billing_resources",
+            "billing_subscriptions",
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

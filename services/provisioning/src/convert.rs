@@ -45,7 +45,8 @@ pub fn from_json<T: for<'de> Deserialize<'de> + Default>(text: &str) -> T {
 }
 
 pub fn marketplace_of(name: &str) -> Result<Marketplace> {
-    Marketplace::parse("marketplace", name).map_err(|_| Error::internal(format!("stored marketplace `{name}` unknown")))
+    Marketplace::parse("marketplace", name)
+        .map_err(|_| Error::internal(format!("stored marketplace `{name}` unknown")))
 }
 
 pub fn state_to_proto(value: &str) -> pb::SubscriptionState {
@@ -99,10 +100,15 @@ pub fn status_from_proto(value: pb::ResourceStatus) -> Option<&'static str> {
 }
 
 fn marketplace_value(name: &str) -> i32 {
-    Marketplace::parse("marketplace", name).map(Marketplace::to_proto).unwrap_or(0)
+    Marketplace::parse("marketplace", name)
+        .map(Marketplace::to_proto)
+        .unwrap_or(0)
 }
 
-pub fn subscription_to_proto(row: &subscription::Model, resource_ids: Vec<String>) -> pb::Subscription {
+pub fn subscription_to_proto(
+    row: &subscription::Model,
+    resource_ids: Vec<String>,
+) -> pb::Subscription {
     pb::Subscription {
         id: row.id.clone(),
         account_id: row.account_id.clone(),

@@ -22,17 +22,26 @@ impl ProvisioningGrpc {
 #[tonic::async_trait]
 impl ProvisioningService for ProvisioningGrpc {
     #[tracing::instrument(name = "provisioning.upsert_subscription", skip_all)]
-    async fn upsert_subscription(&self, request: Request<pb::UpsertSubscriptionRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn upsert_subscription(
+        &self,
+        request: Request<pb::UpsertSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.upsert_subscription(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.sync_subscription", skip_all)]
-    async fn sync_subscription(&self, request: Request<pb::SyncSubscriptionRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn sync_subscription(
+        &self,
+        request: Request<pb::SyncSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.sync_subscription(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.get_subscription", skip_all)]
-    async fn get_subscription(&self, request: Request<pb::GetSubscriptionRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn get_subscription(
+        &self,
+        request: Request<pb::GetSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.get_subscription(request.into_inner()).await)
     }
 
@@ -45,32 +54,50 @@ impl ProvisioningService for ProvisioningGrpc {
     }
 
     #[tracing::instrument(name = "provisioning.approve_subscription", skip_all)]
-    async fn approve_subscription(&self, request: Request<pb::ApproveSubscriptionRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn approve_subscription(
+        &self,
+        request: Request<pb::ApproveSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.approve_subscription(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.reject_subscription", skip_all)]
-    async fn reject_subscription(&self, request: Request<pb::RejectSubscriptionRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn reject_subscription(
+        &self,
+        request: Request<pb::RejectSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.reject_subscription(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.approve_plan_change", skip_all)]
-    async fn approve_plan_change(&self, request: Request<pb::ApprovePlanChangeRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn approve_plan_change(
+        &self,
+        request: Request<pb::ApprovePlanChangeRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.approve_plan_change(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.reject_plan_change", skip_all)]
-    async fn reject_plan_change(&self, request: Request<pb::RejectPlanChangeRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn reject_plan_change(
+        &self,
+        request: Request<pb::RejectPlanChangeRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.reject_plan_change(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.change_plan", skip_all)]
-    async fn change_plan(&self, request: Request<pb::ChangePlanRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn change_plan(
+        &self,
+        request: Request<pb::ChangePlanRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.change_plan(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.cancel_subscription", skip_all)]
-    async fn cancel_subscription(&self, request: Request<pb::CancelSubscriptionRequest>) -> Result<Response<pb::Subscription>, Status> {
+    async fn cancel_subscription(
+        &self,
+        request: Request<pb::CancelSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
         reply(self.domain.cancel_subscription(request.into_inner()).await)
     }
 
@@ -79,7 +106,11 @@ impl ProvisioningService for ProvisioningGrpc {
         &self,
         request: Request<pb::NotifyAccountApprovedRequest>,
     ) -> Result<Response<pb::NotifyAccountApprovedResponse>, Status> {
-        reply(self.domain.notify_account_approved(request.into_inner()).await)
+        reply(
+            self.domain
+                .notify_account_approved(request.into_inner())
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "provisioning.create_resource", skip_all)]
@@ -91,27 +122,42 @@ impl ProvisioningService for ProvisioningGrpc {
     }
 
     #[tracing::instrument(name = "provisioning.get_resource", skip_all)]
-    async fn get_resource(&self, request: Request<pb::GetResourceRequest>) -> Result<Response<pb::Resource>, Status> {
+    async fn get_resource(
+        &self,
+        request: Request<pb::GetResourceRequest>,
+    ) -> Result<Response<pb::Resource>, Status> {
         reply(self.domain.get_resource(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.list_resources", skip_all)]
-    async fn list_resources(&self, request: Request<pb::ListResourcesRequest>) -> Result<Response<pb::ListResourcesResponse>, Status> {
+    async fn list_resources(
+        &self,
+        request: Request<pb::ListResourcesRequest>,
+    ) -> Result<Response<pb::ListResourcesResponse>, Status> {
         reply(self.domain.list_resources(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.update_resource", skip_all)]
-    async fn update_resource(&self, request: Request<pb::UpdateResourceRequest>) -> Result<Response<pb::Resource>, Status> {
+    async fn update_resource(
+        &self,
+        request: Request<pb::UpdateResourceRequest>,
+    ) -> Result<Response<pb::Resource>, Status> {
         reply(self.domain.update_resource(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.delete_resource", skip_all)]
-    async fn delete_resource(&self, request: Request<pb::DeleteResourceRequest>) -> Result<Response<pb::Resource>, Status> {
+    async fn delete_resource(
+        &self,
+        request: Request<pb::DeleteResourceRequest>,
+    ) -> Result<Response<pb::Resource>, Status> {
         reply(self.domain.delete_resource(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "provisioning.rotate_secrets", skip_all)]
-    async fn rotate_secrets(&self, request: Request<pb::RotateSecretsRequest>) -> Result<Response<pb::RotateSecretsResponse>, Status> {
+    async fn rotate_secrets(
+        &self,
+        request: Request<pb::RotateSecretsRequest>,
+    ) -> Result<Response<pb::RotateSecretsResponse>, Status> {
         reply(self.domain.rotate_secrets(request.into_inner()).await)
     }
 
@@ -124,15 +170,41 @@ impl ProvisioningService for ProvisioningGrpc {
     }
 
     #[tracing::instrument(name = "provisioning.suspend_resource", skip_all)]
-    async fn suspend_resource(&self, request: Request<pb::SuspendResourceRequest>) -> Result<Response<pb::Resource>, Status> {
+    async fn suspend_resource(
+        &self,
+        request: Request<pb::SuspendResourceRequest>,
+    ) -> Result<Response<pb::Resource>, Status> {
         let request = request.into_inner();
-        reply(self.domain.set_suspended(request.context.as_ref(), &request.resource_id, true, &request.reason, &request).await)
+        reply(
+            self.domain
+                .set_suspended(
+                    request.context.as_ref(),
+                    &request.resource_id,
+                    true,
+                    &request.reason,
+                    &request,
+                )
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "provisioning.resume_resource", skip_all)]
-    async fn resume_resource(&self, request: Request<pb::ResumeResourceRequest>) -> Result<Response<pb::Resource>, Status> {
+    async fn resume_resource(
+        &self,
+        request: Request<pb::ResumeResourceRequest>,
+    ) -> Result<Response<pb::Resource>, Status> {
         let request = request.into_inner();
-        reply(self.domain.set_suspended(request.context.as_ref(), &request.resource_id, false, "", &request).await)
+        reply(
+            self.domain
+                .set_suspended(
+                    request.context.as_ref(),
+                    &request.resource_id,
+                    false,
+                    "",
+                    &request,
+                )
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "provisioning.delete_account_resources", skip_all)]
@@ -140,7 +212,11 @@ impl ProvisioningService for ProvisioningGrpc {
         &self,
         request: Request<pb::DeleteAccountResourcesRequest>,
     ) -> Result<Response<pb::DeleteAccountResourcesResponse>, Status> {
-        reply(self.domain.delete_account_resources(request.into_inner()).await)
+        reply(
+            self.domain
+                .delete_account_resources(request.into_inner())
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "provisioning.record_project_connection", skip_all)]

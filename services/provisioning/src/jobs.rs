@@ -9,8 +9,8 @@ use crate::driver::Provisioned;
 use crate::entity::resource;
 use crate::marketplace::{ResourceChange, state};
 use async_trait::async_trait;
-use marketbridge_core::time::to_timestamp;
 use marketbridge_core::Error;
+use marketbridge_core::time::to_timestamp;
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1::{MarketplaceRef, RequestContext};
 use marketbridge_rpc::BillingClient;
@@ -77,7 +77,11 @@ pub struct ResourceJob {
 impl ResourceJob {
     /// A job about a resource.
     pub fn plain(resource_id: &str) -> Self {
-        Self { resource_id: resource_id.to_owned(), push_secrets: false, sealed: None }
+        Self {
+            resource_id: resource_id.to_owned(),
+            push_secrets: false,
+            sealed: None,
+        }
     }
 }
 
@@ -94,12 +98,18 @@ pub struct SubscriptionJob {
 impl SubscriptionJob {
     /// A job about a subscription.
     pub fn new(subscription_id: &str) -> Self {
-        Self { subscription_id: subscription_id.to_owned(), reason: String::new() }
+        Self {
+            subscription_id: subscription_id.to_owned(),
+            reason: String::new(),
+        }
     }
 
     /// A job about a subscription, with a reason.
     pub fn with_reason(subscription_id: &str, reason: &str) -> Self {
-        Self { subscription_id: subscription_id.to_owned(), reason: reason.to_owned() }
+        Self {
+            subscription_id: subscription_id.to_owned(),
+            reason: reason.to_owned(),
+        }
     }
 }
 
@@ -134,12 +144,19 @@ impl ProvisioningJobs {
     }
 
     async fn save(&self, row: &resource::Model) -> Result<(), JobError> {
-        row.clone().into_active_model().reset_all().update(self.domain.db()).await.map_err(|e| JobError::from(db_error(e)))?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(self.domain.db())
+            .await
+            .map_err(|e| JobError::from(db_error(e)))?;
         Ok(())
     }
 
     async fn provision(&self, job: &ResourceJob) -> Result<(), JobError> {
-        let Some(mut row) = self.resource(&job.resource_id).await? else { return Ok(()) };
+        let Some(mut row) = self.resource(&job.resource_id).await? else {
+            return Ok(());
+        };
         if row.status != status::PENDING {
             return Ok(());
         }
@@ -166,39 +183,65 @@ impl ProvisioningJobs {
         }
         row.updated_at = self.domain.now();
         let txn = marketbridge_storage::begin_write(self.domain.db()).await?;
-        row.clone().into_active_model().reset_all().update(&txn).await.map_err(|e| JobError::from(db_error(e)))?;
-        self.domain.enqueue_notify(&txn, &row, row.status != status::ERROR).await?;
-        txn.commit().await.map_err(|e| JobError::from(db_error(e)))?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&txn)
+            .await
+            .map_err(|e| JobError::from(db_error(e)))?;
+        self.domain
+            .enqueue_notify(&txn, &row, row.status != status::ERROR)
+            .await?;
+        txn.commit()
+            .await
+            .map_err(|e| JobError::from(db_error(e)))?;
         self.domain.outbox().wake();
         tracing::info!(resource.id = %row.id, status = %row.status, "resource provisioned");
         Ok(())
     }
 
     async fn driver_step(&self, job: &ResourceJob, step: &str) -> Result<(), JobError> {
-        let Some(row) = self.resource(&job.resource_id).await? else { return Ok(()) };
+        let Some(row) = self.resource(&job.resource_id).await? else {
+            return Ok(());
+        };
         let driver = self.domain.driver_for(&row)?;
         let context = driver.context();
         match step {
-            kind::APPLY_PLAN if row.status != status::UNINSTALLED => driver.driver.apply_plan(&context).await?,
-            kind::SUSPEND if row.status == status::SUSPENDED => driver.driver.suspend(&context).await?,
-            kind::RESUME if row.status != status::SUSPENDED && row.status != status::UNINSTALLED => {
+            kind::APPLY_PLAN if row.status != status::UNINSTALLED => {
+                driver.driver.apply_plan(&context).await?
+            }
+            kind::SUSPEND if row.status == status::SUSPENDED => {
+                driver.driver.suspend(&context).await?
+            }
+            kind::RESUME
+                if row.status != status::SUSPENDED && row.status != status::UNINSTALLED =>
+            {
                 driver.driver.resume(&context).await?
             }
-            kind::DEPROVISION if row.status == status::UNINSTALLED => driver.driver.deprovision(&context).await?,
+            kind::DEPROVISION if row.status == status::UNINSTALLED => {
+                driver.driver.deprovision(&context).await?
+            }
             _ => {}
         }
         Ok(())
     }
 
     async fn complete_rotation(&self, job: &ResourceJob) -> Result<(), JobError> {
-        let Some(pending) = &job.sealed else { return Ok(()) };
-        let Some(mut row) = self.resource(&job.resource_id).await? else { return Ok(()) };
+        let Some(pending) = &job.sealed else {
+            return Ok(());
+        };
+        let Some(mut row) = self.resource(&job.resource_id).await? else {
+            return Ok(());
+        };
         if row.status == status::UNINSTALLED {
             return Ok(());
         }
         let new_secrets = self.domain.open(&pending.sealed_secrets)?;
         let driver = self.domain.driver_for(&row)?;
-        driver.driver.complete_rotation(&driver.context(), &new_secrets).await?;
+        driver
+            .driver
+            .complete_rotation(&driver.context(), &new_secrets)
+            .await?;
         let current = self.domain.open(&row.secrets)?;
         let merged = crate::domain::merge_secrets(&current, &new_secrets, pending.partial);
         let now = self.domain.now();
@@ -210,19 +253,34 @@ impl ProvisioningJobs {
         row.driver_state = pending.state.to_string();
         row.updated_at = now;
         let txn = marketbridge_storage::begin_write(self.domain.db()).await?;
-        row.clone().into_active_model().reset_all().update(&txn).await.map_err(|e| JobError::from(db_error(e)))?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&txn)
+            .await
+            .map_err(|e| JobError::from(db_error(e)))?;
         self.domain.enqueue_notify(&txn, &row, true).await?;
         self.domain
-            .enqueue(&txn, NewJob::new(kind::REVOKE_OLD_SECRETS, &ResourceJob::plain(&row.id))?.run_at(expires))
+            .enqueue(
+                &txn,
+                NewJob::new(kind::REVOKE_OLD_SECRETS, &ResourceJob::plain(&row.id))?
+                    .run_at(expires),
+            )
             .await?;
-        txn.commit().await.map_err(|e| JobError::from(db_error(e)))?;
+        txn.commit()
+            .await
+            .map_err(|e| JobError::from(db_error(e)))?;
         self.domain.outbox().wake();
         Ok(())
     }
 
     async fn revoke_old(&self, job: &ResourceJob) -> Result<(), JobError> {
-        let Some(mut row) = self.resource(&job.resource_id).await? else { return Ok(()) };
-        let (Some(sealed), Some(expires)) = (row.previous_secrets.clone(), row.previous_secrets_expire_at) else {
+        let Some(mut row) = self.resource(&job.resource_id).await? else {
+            return Ok(());
+        };
+        let (Some(sealed), Some(expires)) =
+            (row.previous_secrets.clone(), row.previous_secrets_expire_at)
+        else {
             return Ok(());
         };
         if expires > self.domain.now() {
@@ -240,17 +298,35 @@ impl ProvisioningJobs {
     }
 
     async fn notify(&self, job: &ResourceJob) -> Result<(), JobError> {
-        let Some(row) = self.resource(&job.resource_id).await? else { return Ok(()) };
+        let Some(row) = self.resource(&job.resource_id).await? else {
+            return Ok(());
+        };
         let marketplace = self.domain.marketplace_of_row(&row.marketplace)?;
-        let Some(adapter) = self.domain.marketplaces().adapter(marketplace).cloned() else { return Ok(()) };
+        let Some(adapter) = self.domain.marketplaces().adapter(marketplace).cloned() else {
+            return Ok(());
+        };
         let (_, account_external_id) = self.domain.account_external_id(&row.account_id).await?;
-        let secrets = if job.push_secrets { Some(self.domain.open(&row.secrets)?) } else { None };
-        adapter.resource_changed(&ResourceChange { account_external_id, resource: row, secrets }).await?;
+        let secrets = if job.push_secrets {
+            Some(self.domain.open(&row.secrets)?)
+        } else {
+            None
+        };
+        adapter
+            .resource_changed(&ResourceChange {
+                account_external_id,
+                resource: row,
+                secrets,
+            })
+            .await?;
         Ok(())
     }
 
     async fn approve(&self, job: &SubscriptionJob) -> Result<(), JobError> {
-        let Some(row) = self.domain.load_subscription(self.domain.db(), &job.subscription_id).await? else {
+        let Some(row) = self
+            .domain
+            .load_subscription(self.domain.db(), &job.subscription_id)
+            .await?
+        else {
             return Ok(());
         };
         if row.state != state::REQUESTED {
@@ -269,7 +345,11 @@ impl ProvisioningJobs {
     }
 
     async fn reject(&self, job: &SubscriptionJob) -> Result<(), JobError> {
-        let Some(row) = self.domain.load_subscription(self.domain.db(), &job.subscription_id).await? else {
+        let Some(row) = self
+            .domain
+            .load_subscription(self.domain.db(), &job.subscription_id)
+            .await?
+        else {
             return Ok(());
         };
         if row.state != state::REQUESTED {
@@ -284,7 +364,11 @@ impl ProvisioningJobs {
     }
 
     async fn plan_change(&self, job: &PlanChangeJob) -> Result<(), JobError> {
-        let Some(row) = self.domain.load_subscription(self.domain.db(), &job.subscription_id).await? else {
+        let Some(row) = self
+            .domain
+            .load_subscription(self.domain.db(), &job.subscription_id)
+            .await?
+        else {
             return Ok(());
         };
         if row.pending_plan_id != job.pending_plan_id {
@@ -292,28 +376,52 @@ impl ProvisioningJobs {
         }
         let marketplace = crate::domain::subscription_marketplace(&row)?;
         match self.domain.marketplaces().adapter(marketplace).cloned() {
-            Some(adapter) if job.approve => adapter.approve_plan_change(&row, &job.pending_plan_id).await?,
-            Some(adapter) => adapter.reject_plan_change(&row, &job.pending_plan_id, &job.reason).await?,
+            Some(adapter) if job.approve => {
+                adapter
+                    .approve_plan_change(&row, &job.pending_plan_id)
+                    .await?
+            }
+            Some(adapter) => {
+                adapter
+                    .reject_plan_change(&row, &job.pending_plan_id, &job.reason)
+                    .await?
+            }
             None => self.domain.plan_change_done_locally(job).await?,
         }
         Ok(())
     }
 
     async fn billing_change(&self, job_id: &str, job: &SubscriptionJob) -> Result<(), JobError> {
-        let Some(row) = self.domain.load_subscription(self.domain.db(), &job.subscription_id).await? else {
+        let Some(row) = self
+            .domain
+            .load_subscription(self.domain.db(), &job.subscription_id)
+            .await?
+        else {
             return Ok(());
         };
         let Some(mut billing) = self.billing.clone() else {
-            return Err(JobError::Retry("the billing service is not configured".into()));
+            return Err(JobError::Retry(
+                "the billing service is not configured".into(),
+            ));
         };
-        let (account_marketplace, account_external_id) = self.domain.account_external_id(&row.account_id).await?;
+        let (account_marketplace, account_external_id) =
+            self.domain.account_external_id(&row.account_id).await?;
         let marketplace = crate::domain::subscription_marketplace(&row)?;
-        let resource_ids = self.domain.resource_ids_of(self.domain.db(), &row.id).await?;
+        let resource_ids = self
+            .domain
+            .resource_ids_of(self.domain.db(), &row.id)
+            .await?;
         let change = billing_pb::SubscriptionChange {
             subscription_id: row.id.clone(),
             account_id: row.account_id.clone(),
-            account_ref: Some(MarketplaceRef::new(proto_marketplace(account_marketplace), account_external_id)),
-            subscription_ref: Some(MarketplaceRef::new(proto_marketplace(marketplace), row.external_id.clone())),
+            account_ref: Some(MarketplaceRef::new(
+                proto_marketplace(account_marketplace),
+                account_external_id,
+            )),
+            subscription_ref: Some(MarketplaceRef::new(
+                proto_marketplace(marketplace),
+                row.external_id.clone(),
+            )),
             product_id: row.product_id.clone(),
             plan_id: row.plan_id.clone(),
             billable: state::is_usable(&row.state),
@@ -325,7 +433,10 @@ impl ProvisioningJobs {
         };
         billing
             .record_subscription_change(billing_pb::RecordSubscriptionChangeRequest {
-                context: Some(RequestContext { idempotency_key: job_id.to_owned(), actor: None }),
+                context: Some(RequestContext {
+                    idempotency_key: job_id.to_owned(),
+                    actor: None,
+                }),
                 change: Some(change),
             })
             .await

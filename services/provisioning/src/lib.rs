@@ -63,7 +63,11 @@ pub struct ProvisioningServer {
 
 impl ProvisioningServer {
     /// Opens (and migrates) the database at `database_url`.
-    pub async fn open(database_url: &str, outbox: &OutboxOptions, deps: ProvisioningDeps) -> Result<Self> {
+    pub async fn open(
+        database_url: &str,
+        outbox: &OutboxOptions,
+        deps: ProvisioningDeps,
+    ) -> Result<Self> {
         for product in deps.catalog.products() {
             if deps.drivers.get(&product.driver).is_none() {
                 return Err(Error::validation(format!(
@@ -129,8 +133,18 @@ impl ProvisioningServer {
     }
 
     /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, tls: &TlsOptions, shutdown: CancellationToken) -> Result<()> {
-        let worker = tokio::spawn(self.domain.outbox().clone().run(self.jobs.clone(), shutdown.clone()));
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: &TlsOptions,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
+        let worker = tokio::spawn(
+            self.domain
+                .outbox()
+                .clone()
+                .run(self.jobs.clone(), shutdown.clone()),
+        );
         let served = serve_grpc(listener, "provisioning", tls, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
@@ -141,10 +155,17 @@ impl ProvisioningServer {
 /// Runs the provisioning service alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let cipher = marketbridge_rpc::process::load_cipher(config, false)?;
-    let server = ProvisioningServer::from_config(config, marketbridge_core::time::system_clock(), cipher).await?;
+    let server =
+        ProvisioningServer::from_config(config, marketbridge_core::time::system_clock(), cipher)
+            .await?;
     let listener = TcpListener::bind(&config.provisioning.listen)
         .await
-        .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", config.provisioning.listen)))?;
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "cannot listen on {}: {e}",
+                config.provisioning.listen
+            ))
+        })?;
     tracing::info!(listen = %config.provisioning.listen, "provisioning service listening");
     server.serve(listener, &config.tls, shutdown).await
 }

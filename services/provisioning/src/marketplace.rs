@@ -88,12 +88,24 @@ pub trait ProvisioningMarketplace: Send + Sync + 'static {
     /// Approves a requested subscription. Must succeed when already approved.
     async fn approve_subscription(&self, subscription: &subscription::Model) -> Result<()>;
     /// Rejects a requested subscription.
-    async fn reject_subscription(&self, subscription: &subscription::Model, reason: &str) -> Result<()>;
+    async fn reject_subscription(
+        &self,
+        subscription: &subscription::Model,
+        reason: &str,
+    ) -> Result<()>;
     /// Approves the pending plan change to `pending_plan_id` (our id).
-    async fn approve_plan_change(&self, subscription: &subscription::Model, pending_plan_id: &str) -> Result<()>;
+    async fn approve_plan_change(
+        &self,
+        subscription: &subscription::Model,
+        pending_plan_id: &str,
+    ) -> Result<()>;
     /// Rejects the pending plan change.
-    async fn reject_plan_change(&self, subscription: &subscription::Model, pending_plan_id: &str, reason: &str)
-    -> Result<()>;
+    async fn reject_plan_change(
+        &self,
+        subscription: &subscription::Model,
+        pending_plan_id: &str,
+        reason: &str,
+    ) -> Result<()>;
     /// Tells the marketplace a resource changed (status, secrets).
     async fn resource_changed(&self, change: &ResourceChange) -> Result<()>;
     /// Marketplace ids of subscriptions to re-read during reconciliation.
@@ -108,7 +120,11 @@ pub struct Marketplaces {
 
 impl Marketplaces {
     /// Registers the adapter of a marketplace.
-    pub fn with_adapter(mut self, marketplace: Marketplace, adapter: Arc<dyn ProvisioningMarketplace>) -> Self {
+    pub fn with_adapter(
+        mut self,
+        marketplace: Marketplace,
+        adapter: Arc<dyn ProvisioningMarketplace>,
+    ) -> Self {
         self.adapters.insert(marketplace, adapter);
         self
     }

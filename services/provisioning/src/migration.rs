@@ -80,7 +80,9 @@ impl MigrationTrait for CreateSubscriptions {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("subscriptions").to_owned()).await
+        manager
+            .drop_table(Table::drop().table("subscriptions").to_owned())
+            .await
     }
 }
 
@@ -137,6 +139,8 @@ impl MigrationTrait for CreateResources {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("resources").to_owned()).await
+        manager
+            .drop_table(Table::drop().table("resources").to_owned())
+            .await
     }
 }

@@ -22,17 +22,25 @@ pub struct TestSet {
     data_dir: std::path::PathBuf,
 }
 
+/// A change a test makes to the configuration before start.
+type ConfigTweak<'a> = Box<dyn FnOnce(&mut Config) + 'a>;
+
 /// How a test wants its set.
 pub struct SetBuilder<'a> {
     database: &'a TestDatabase,
     manual_clock: bool,
     run_workers: bool,
-    tweaks: Vec<Box<dyn FnOnce(&mut Config) + 'a>>,
+    tweaks: Vec<ConfigTweak<'a>>,
 }
 
 /// A set on `database`'s backend (one fresh database per service).
 pub fn set_on(database: &TestDatabase) -> SetBuilder<'_> {
-    SetBuilder { database, manual_clock: false, run_workers: true, tweaks: Vec::new() }
+    SetBuilder {
+        database,
+        manual_clock: false,
+        run_workers: true,
+        tweaks: Vec::new(),
+    }
 }
 
 /// Telemetry with logs only, once per test process.
@@ -70,7 +78,10 @@ impl<'a> SetBuilder<'a> {
         let account_db = self.database.sibling().await;
         let provisioning_db = self.database.sibling().await;
         let billing_db = self.database.sibling().await;
-        let data_dir = std::env::temp_dir().join(format!("marketbridge-e2e-{}", uuid::Uuid::new_v4().simple()));
+        let data_dir = std::env::temp_dir().join(format!(
+            "marketbridge-e2e-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         let mut config = Config::default();
         config.data.dir = data_dir.display().to_string();
         config.account.listen = "127.0.0.1:0".into();
@@ -89,14 +100,21 @@ impl<'a> SetBuilder<'a> {
             tweak(&mut config);
         }
         let cipher = Cipher::from_base64_key(&config.security.encryption_key).expect("test key");
-        let manual = self.manual_clock.then(|| ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()));
+        let manual = self
+            .manual_clock
+            .then(|| ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()));
         let clock: SharedClock = match &manual {
             Some(clock) => Arc::new(clock.clone()),
             None => system_clock(),
         };
-        let set = RunningSet::start(SetOptions { config, clock, cipher, run_workers: self.run_workers })
-            .await
-            .expect("the set starts");
+        let set = RunningSet::start(SetOptions {
+            config,
+            clock,
+            cipher,
+            run_workers: self.run_workers,
+        })
+        .await
+        .expect("the set starts");
         TestSet {
             set,
             http: reqwest::Client::builder().build().expect("HTTP client"),
@@ -130,14 +148,22 @@ impl TestSet {
             if check().await {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for: {what}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
     }
 
     /// Stops the set.
     pub async fn stop(self) {
-        let TestSet { set, databases, data_dir, .. } = self;
+        let TestSet {
+            set,
+            databases,
+            data_dir,
+            ..
+        } = self;
         set.stop().await.expect("the set stops cleanly");
         drop(databases);
         let _ = std::fs::remove_dir_all(data_dir);

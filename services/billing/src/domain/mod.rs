@@ -4,9 +4,11 @@ mod plans;
 mod subscriptions;
 mod usage;
 
+use crate::marketplace::Marketplaces;
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::Catalog;
 use marketbridge_core::time::SharedClock;
+use marketbridge_rpc::AccountClient;
 use marketbridge_storage::outbox::{Outbox, truncate_micros};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -20,12 +22,38 @@ pub struct BillingDomain {
     clock: SharedClock,
     outbox: Outbox,
     catalog: Arc<Catalog>,
+    marketplaces: Marketplaces,
+    accounts: AccountClient,
 }
 
 impl BillingDomain {
     /// The domain over an open, migrated database.
-    pub fn new(db: DatabaseConnection, clock: SharedClock, outbox: Outbox, catalog: Arc<Catalog>) -> Self {
-        Self { db, clock, outbox, catalog }
+    pub fn new(
+        db: DatabaseConnection,
+        clock: SharedClock,
+        outbox: Outbox,
+        catalog: Arc<Catalog>,
+        marketplaces: Marketplaces,
+        accounts: AccountClient,
+    ) -> Self {
+        Self {
+            db,
+            clock,
+            outbox,
+            catalog,
+            marketplaces,
+            accounts,
+        }
+    }
+
+    /// The marketplace adapters.
+    pub fn marketplaces(&self) -> &Marketplaces {
+        &self.marketplaces
+    }
+
+    /// The account service.
+    pub fn accounts(&self) -> &AccountClient {
+        &self.accounts
     }
 
     /// The database.

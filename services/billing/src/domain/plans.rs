@@ -49,9 +49,14 @@ impl BillingDomain {
             }
             self.catalog.products().iter().collect()
         } else {
-            vec![self.catalog.require_product("productSlug", &product_id).map_err(|e| {
-                Error::not_found(e.message().to_owned()).with_user_message("This product does not exist")
-            })?]
+            vec![
+                self.catalog
+                    .require_product("productSlug", &product_id)
+                    .map_err(|e| {
+                        Error::not_found(e.message().to_owned())
+                            .with_user_message("This product does not exist")
+                    })?,
+            ]
         };
         let mut plans = Vec::new();
         for product in products {

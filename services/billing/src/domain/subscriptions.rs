@@ -10,8 +10,8 @@ use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder,
 };
 
 impl BillingDomain {
@@ -20,16 +20,26 @@ impl BillingDomain {
         &self,
         request: pb::RecordSubscriptionChangeRequest,
     ) -> Result<pb::RecordSubscriptionChangeResponse> {
-        let change = request.change.ok_or_else(|| Error::invalid_field("change", "is required"))?;
+        let change = request
+            .change
+            .ok_or_else(|| Error::invalid_field("change", "is required"))?;
         if change.subscription_id.is_empty() || change.account_id.is_empty() {
-            return Err(Error::invalid_field("change", "subscription and account ids are required"));
+            return Err(Error::invalid_field(
+                "change",
+                "subscription and account ids are required",
+            ));
         }
         let account_ref = change.account_ref.clone().unwrap_or_default();
         let subscription_ref = change.subscription_ref.clone().unwrap_or_default();
-        let account_marketplace = Marketplace::from_proto("change.accountRef.marketplace", account_ref.marketplace)?;
-        let marketplace = Marketplace::from_proto("change.subscriptionRef.marketplace", subscription_ref.marketplace)?;
+        let account_marketplace =
+            Marketplace::from_proto("change.accountRef.marketplace", account_ref.marketplace)?;
+        let marketplace = Marketplace::from_proto(
+            "change.subscriptionRef.marketplace",
+            subscription_ref.marketplace,
+        )?;
         let effective_at = truncate_micros(
-            from_optional_timestamp("change.effectiveAt", change.effective_at.as_ref())?.unwrap_or_else(|| self.now()),
+            from_optional_timestamp("change.effectiveAt", change.effective_at.as_ref())?
+                .unwrap_or_else(|| self.now()),
         );
         let version = change.version as i64;
         let txn = marketbridge_storage::begin_write(&self.db).await?;
@@ -58,7 +68,12 @@ impl BillingDomain {
         };
         match stored {
             Some(_) => {
-                row.clone().into_active_model().reset_all().update(&txn).await.map_err(db_error)?;
+                row.clone()
+                    .into_active_model()
+                    .reset_all()
+                    .update(&txn)
+                    .await
+                    .map_err(db_error)?;
             }
             None => {
                 billing_subscription::Entity::insert(row.clone().into_active_model())
@@ -73,7 +88,11 @@ impl BillingDomain {
                 resource_id: Set(resource_id.clone()),
                 subscription_id: Set(row.subscription_id.clone()),
             })
-            .on_conflict(OnConflict::column(billing_resource::Column::ResourceId).do_nothing().to_owned())
+            .on_conflict(
+                OnConflict::column(billing_resource::Column::ResourceId)
+                    .do_nothing()
+                    .to_owned(),
+            )
             .exec_without_returning(&txn)
             .await
             .map_err(db_error)?;
@@ -83,7 +102,11 @@ impl BillingDomain {
         Ok(pb::RecordSubscriptionChangeResponse { applied: true })
     }
 
-    async fn update_periods(&self, conn: &impl ConnectionTrait, row: &billing_subscription::Model) -> Result<()> {
+    async fn update_periods(
+        &self,
+        conn: &impl ConnectionTrait,
+        row: &billing_subscription::Model,
+    ) -> Result<()> {
         let open = plan_period::Entity::find()
             .filter(plan_period::Column::SubscriptionId.eq(row.subscription_id.clone()))
             .filter(plan_period::Column::EndsAt.is_null())
@@ -96,20 +119,32 @@ impl BillingDomain {
         }
         if let Some(open) = open {
             let ends_at = row.effective_at.max(open.starts_at);
-            plan_period::ActiveModel { id: Set(open.id), ends_at: Set(Some(ends_at)), ..Default::default() }
-                .update(conn)
-                .await
-                .map_err(db_error)?;
+            plan_period::ActiveModel {
+                id: Set(open.id),
+                ends_at: Set(Some(ends_at)),
+                ..Default::default()
+            }
+            .update(conn)
+            .await
+            .map_err(db_error)?;
         }
         if row.billable {
             plan_period::Entity::insert(plan_period::ActiveModel {
-                id: Set(format!("{}:{}", row.subscription_id, row.effective_at.timestamp_micros())),
+                id: Set(format!(
+                    "{}:{}",
+                    row.subscription_id,
+                    row.effective_at.timestamp_micros()
+                )),
                 subscription_id: Set(row.subscription_id.clone()),
                 plan_id: Set(row.plan_id.clone()),
                 starts_at: Set(row.effective_at),
                 ends_at: Set(None),
             })
-            .on_conflict(OnConflict::column(plan_period::Column::Id).update_column(plan_period::Column::PlanId).to_owned())
+            .on_conflict(
+                OnConflict::column(plan_period::Column::Id)
+                    .update_column(plan_period::Column::PlanId)
+                    .to_owned(),
+            )
             .exec_without_returning(conn)
             .await
             .map_err(db_error)?;
@@ -128,8 +163,14 @@ impl BillingDomain {
     }
 
     /// The plan billable at `at`, if any.
-    pub(crate) fn plan_at(periods: &[plan_period::Model], at: DateTime<Utc>) -> Option<&plan_period::Model> {
-        periods.iter().rev().find(|p| p.starts_at <= at && p.ends_at.is_none_or(|end| at < end))
+    pub(crate) fn plan_at(
+        periods: &[plan_period::Model],
+        at: DateTime<Utc>,
+    ) -> Option<&plan_period::Model> {
+        periods
+            .iter()
+            .rev()
+            .find(|p| p.starts_at <= at && p.ends_at.is_none_or(|end| at < end))
     }
 
     /// Whether nothing an account used was ever billable: every plan it was
@@ -147,7 +188,9 @@ impl BillingDomain {
         for subscription in &subscriptions {
             let product = self.catalog.product(&subscription.product_id);
             for period in self.plan_periods(&subscription.subscription_id).await? {
-                let free = product.and_then(|p| p.plan(&period.plan_id)).is_some_and(|plan| plan.is_free());
+                let free = product
+                    .and_then(|p| p.plan(&period.plan_id))
+                    .is_some_and(|plan| plan.is_free());
                 finalized &= free;
             }
         }

@@ -7,13 +7,13 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::time::{billing_period, from_optional_timestamp, hour_floor, to_timestamp};
 use marketbridge_core::{Error, Result, Validator};
 use marketbridge_proto::billing::v1 as pb;
+use marketbridge_storage::Backend;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
-use marketbridge_storage::Backend;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Statement,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    Statement,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,9 +42,15 @@ enum Customer {
 
 impl BillingDomain {
     /// Records a batch of usage events; all or nothing.
-    pub async fn record_usage(&self, request: pb::RecordUsageRequest) -> Result<pb::RecordUsageResponse> {
+    pub async fn record_usage(
+        &self,
+        request: pb::RecordUsageRequest,
+    ) -> Result<pb::RecordUsageResponse> {
         if request.events.is_empty() || request.events.len() > MAX_BATCH {
-            return Err(Error::invalid_field("events", format!("must hold 1 to {MAX_BATCH} events")));
+            return Err(Error::invalid_field(
+                "events",
+                format!("must hold 1 to {MAX_BATCH} events"),
+            ));
         }
         let now = self.now();
         let checked = self.check_events(&request.events, now).await?;
@@ -65,7 +71,11 @@ impl BillingDomain {
                 recorded_at: now,
             };
             let inserted = usage_event::Entity::insert(row.into_active_model())
-                .on_conflict(OnConflict::column(usage_event::Column::EventId).do_nothing().to_owned())
+                .on_conflict(
+                    OnConflict::column(usage_event::Column::EventId)
+                        .do_nothing()
+                        .to_owned(),
+                )
                 .exec_without_returning(&txn)
                 .await
                 .map_err(db_error)?;
@@ -77,14 +87,25 @@ impl BillingDomain {
                 accepted += 1;
                 pb::UsageEventOutcome::Accepted
             };
-            results.push(pb::UsageEventResult { event_id: event.event_id, outcome: outcome as i32 });
+            results.push(pb::UsageEventResult {
+                event_id: event.event_id,
+                outcome: outcome as i32,
+            });
         }
         txn.commit().await.map_err(db_error)?;
         tracing::debug!(accepted, duplicates, "usage recorded");
-        Ok(pb::RecordUsageResponse { results, accepted, duplicates })
+        Ok(pb::RecordUsageResponse {
+            results,
+            accepted,
+            duplicates,
+        })
     }
 
-    async fn check_events(&self, events: &[pb::UsageEvent], now: DateTime<Utc>) -> Result<Vec<Checked>> {
+    async fn check_events(
+        &self,
+        events: &[pb::UsageEvent],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Checked>> {
         let mut validator = Validator::new();
         let mut seen = HashMap::new();
         let mut customers: Vec<Option<Customer>> = Vec::with_capacity(events.len());
@@ -99,12 +120,17 @@ impl BillingDomain {
             if let Some(first) = seen.insert(event.event_id.clone(), index)
                 && !event.event_id.is_empty()
             {
-                validator.invalid(field("eventId"), format!("repeats events[{first}].eventId in the same batch"));
+                validator.invalid(
+                    field("eventId"),
+                    format!("repeats events[{first}].eventId in the same batch"),
+                );
             }
             match from_optional_timestamp(&field("occurredAt"), event.occurred_at.as_ref()) {
-                Ok(Some(at)) if at < now - ChronoDuration::days(MAX_EVENT_AGE_DAYS) => {
-                    validator.invalid(field("occurredAt"), format!("is more than {MAX_EVENT_AGE_DAYS} days old"))
-                }
+                Ok(Some(at)) if at < now - ChronoDuration::days(MAX_EVENT_AGE_DAYS) => validator
+                    .invalid(
+                        field("occurredAt"),
+                        format!("is more than {MAX_EVENT_AGE_DAYS} days old"),
+                    ),
                 Ok(Some(at)) if at > now + ChronoDuration::minutes(MAX_FUTURE_SKEW_MINUTES) => {
                     validator.invalid(field("occurredAt"), "is in the future")
                 }
@@ -112,12 +138,17 @@ impl BillingDomain {
                 Err(error) => validator.invalid(field("occurredAt"), error.message().to_owned()),
             }
             customers.push(match &event.customer {
-                Some(pb::usage_event::Customer::ResourceId(id)) if !id.is_empty() => Some(Customer::Resource(id.clone())),
+                Some(pb::usage_event::Customer::ResourceId(id)) if !id.is_empty() => {
+                    Some(Customer::Resource(id.clone()))
+                }
                 Some(pb::usage_event::Customer::SubscriptionId(id)) if !id.is_empty() => {
                     Some(Customer::Subscription(id.clone()))
                 }
                 _ => {
-                    validator.invalid(field("customer"), "a resourceId or subscriptionId is required");
+                    validator.invalid(
+                        field("customer"),
+                        "a resourceId or subscriptionId is required",
+                    );
                     None
                 }
             });
@@ -142,12 +173,24 @@ impl BillingDomain {
             }
             let periods = &periods_cache[&subscription.subscription_id];
             let Some(period) = Self::plan_at(periods, occurred_at) else {
-                validator.invalid(field("occurredAt"), "the customer had no billable subscription at that time");
+                validator.invalid(
+                    field("occurredAt"),
+                    "the customer had no billable subscription at that time",
+                );
                 continue;
             };
-            let plan = self.catalog.product(&subscription.product_id).and_then(|p| p.plan(&period.plan_id));
+            let plan = self
+                .catalog
+                .product(&subscription.product_id)
+                .and_then(|p| p.plan(&period.plan_id));
             if plan.and_then(|p| p.metric(&event.metric_id)).is_none() {
-                validator.invalid(field("metricId"), format!("plan `{}` has no metric `{}`", period.plan_id, event.metric_id));
+                validator.invalid(
+                    field("metricId"),
+                    format!(
+                        "plan `{}` has no metric `{}`",
+                        period.plan_id, event.metric_id
+                    ),
+                );
                 continue;
             }
             checked.push(Checked {
@@ -163,11 +206,16 @@ impl BillingDomain {
         Ok(checked)
     }
 
-    async fn resolve(&self, customer: Option<&Customer>) -> Result<Option<(billing_subscription::Model, String)>> {
+    async fn resolve(
+        &self,
+        customer: Option<&Customer>,
+    ) -> Result<Option<(billing_subscription::Model, String)>> {
         let (subscription_id, resource_id) = match customer {
             Some(Customer::Resource(id)) => {
-                let Some(mapping) =
-                    billing_resource::Entity::find_by_id(id.clone()).one(&self.db).await.map_err(db_error)?
+                let Some(mapping) = billing_resource::Entity::find_by_id(id.clone())
+                    .one(&self.db)
+                    .await
+                    .map_err(db_error)?
                 else {
                     return Ok(None);
                 };
@@ -176,24 +224,41 @@ impl BillingDomain {
             Some(Customer::Subscription(id)) => (id.clone(), String::new()),
             None => return Ok(None),
         };
-        let subscription =
-            billing_subscription::Entity::find_by_id(subscription_id).one(&self.db).await.map_err(db_error)?;
+        let subscription = billing_subscription::Entity::find_by_id(subscription_id)
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
         Ok(subscription.map(|s| (s, resource_id)))
     }
 
     /// Hour windows and period totals for a customer.
-    pub async fn query_usage(&self, request: pb::QueryUsageRequest) -> Result<pb::QueryUsageResponse> {
+    pub async fn query_usage(
+        &self,
+        request: pb::QueryUsageRequest,
+    ) -> Result<pb::QueryUsageResponse> {
         let customer = match &request.customer {
-            Some(pb::query_usage_request::Customer::ResourceId(id)) => Customer::Resource(id.clone()),
-            Some(pb::query_usage_request::Customer::SubscriptionId(id)) => Customer::Subscription(id.clone()),
-            None => return Err(Error::invalid_field("customer", "a resourceId or subscriptionId is required")),
+            Some(pb::query_usage_request::Customer::ResourceId(id)) => {
+                Customer::Resource(id.clone())
+            }
+            Some(pb::query_usage_request::Customer::SubscriptionId(id)) => {
+                Customer::Subscription(id.clone())
+            }
+            None => {
+                return Err(Error::invalid_field(
+                    "customer",
+                    "a resourceId or subscriptionId is required",
+                ));
+            }
         };
         let by_resource = matches!(customer, Customer::Resource(_));
-        let (subscription, resource_id) =
-            self.resolve(Some(&customer)).await?.ok_or_else(|| Error::not_found("unknown customer"))?;
+        let (subscription, resource_id) = self
+            .resolve(Some(&customer))
+            .await?
+            .ok_or_else(|| Error::not_found("unknown customer"))?;
         let now = self.now();
         let end = from_optional_timestamp("end", request.end.as_ref())?.unwrap_or(now);
-        let start = from_optional_timestamp("start", request.start.as_ref())?.unwrap_or(billing_period(end).0);
+        let start = from_optional_timestamp("start", request.start.as_ref())?
+            .unwrap_or(billing_period(end).0);
         if start >= end {
             return Err(Error::invalid_field("start", "must be before end"));
         }
@@ -224,7 +289,9 @@ impl BillingDomain {
         let mut running: HashMap<(String, DateTime<Utc>), i64> = HashMap::new();
         for ((metric_id, window_start), (quantity, count)) in merged {
             let period_start = billing_period(window_start).0;
-            let total = running.entry((metric_id.clone(), period_start)).or_default();
+            let total = running
+                .entry((metric_id.clone(), period_start))
+                .or_default();
             *total += quantity;
             if window_start >= hour_floor(start) {
                 windows.push(pb::UsageWindow {

@@ -11,8 +11,14 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 impl ProvisioningDomain {
     /// Answers an entitlement check.
-    pub async fn check_entitlement(&self, request: pb::CheckEntitlementRequest) -> Result<pb::CheckEntitlementResponse> {
-        let selector = request.account.clone().ok_or_else(|| Error::invalid_field("account", "is required"))?;
+    pub async fn check_entitlement(
+        &self,
+        request: pb::CheckEntitlementRequest,
+    ) -> Result<pb::CheckEntitlementResponse> {
+        let selector = request
+            .account
+            .clone()
+            .ok_or_else(|| Error::invalid_field("account", "is required"))?;
         let denied = |account_id: String, reason: &str| pb::CheckEntitlementResponse {
             allowed: false,
             reason: reason.to_owned(),
@@ -21,7 +27,9 @@ impl ProvisioningDomain {
         };
         let account = match self.account(selector).await {
             Ok(account) => account,
-            Err(error) if error.code() == ErrorCode::NotFound => return Ok(denied(String::new(), "account_not_found")),
+            Err(error) if error.code() == ErrorCode::NotFound => {
+                return Ok(denied(String::new(), "account_not_found"));
+            }
             Err(error) => return Err(error),
         };
         if !account.active {
@@ -29,7 +37,11 @@ impl ProvisioningDomain {
         }
         let mut query = subscription::Entity::find()
             .filter(subscription::Column::AccountId.eq(account.id.clone()))
-            .filter(subscription::Column::State.is_in([state::ACTIVE, state::PENDING_PLAN_CHANGE, state::PENDING_CANCELLATION]))
+            .filter(subscription::Column::State.is_in([
+                state::ACTIVE,
+                state::PENDING_PLAN_CHANGE,
+                state::PENDING_CANCELLATION,
+            ]))
             .order_by_asc(subscription::Column::Id);
         if !request.product_id.is_empty() {
             query = query.filter(subscription::Column::ProductId.eq(request.product_id.clone()));
@@ -53,7 +65,10 @@ impl ProvisioningDomain {
         let subscriptions = query.all(&self.db).await.map_err(db_error)?;
         let mut entitlements = Vec::with_capacity(subscriptions.len());
         for row in &subscriptions {
-            let plan = self.catalog.product(&row.product_id).and_then(|p| p.plan(&row.plan_id));
+            let plan = self
+                .catalog
+                .product(&row.product_id)
+                .and_then(|p| p.plan(&row.plan_id));
             let resource_ids = self
                 .live_resources_of_subscription(&self.db, &row.id)
                 .await?
@@ -76,11 +91,16 @@ impl ProvisioningDomain {
         }
         let allowed = request.feature.is_empty()
             || entitlements.iter().any(|e| {
-                e.features.iter().any(|f| *f == request.feature) || e.limits.get(&request.feature).is_some_and(|&v| v > 0)
+                e.features.contains(&request.feature)
+                    || e.limits.get(&request.feature).is_some_and(|&v| v > 0)
             });
         Ok(pb::CheckEntitlementResponse {
             allowed,
-            reason: if allowed { String::new() } else { "feature_not_in_plan".to_owned() },
+            reason: if allowed {
+                String::new()
+            } else {
+                "feature_not_in_plan".to_owned()
+            },
             entitlements,
             account_id: account.id,
         })

@@ -22,7 +22,9 @@ use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
 use marketbridge_rpc::AccountClient;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+};
 use serde_json::Value as Json;
 use std::sync::Arc;
 
@@ -50,7 +52,10 @@ impl AccountInfo {
             marketplace: Marketplace::from_proto("account.marketplace", reference.marketplace)?,
             external_id: reference.external_id,
             active: account.state == account_pb::AccountState::Active as i32,
-            signup_done: matches!(signup, account_pb::SignupState::Approved | account_pb::SignupState::NotRequired),
+            signup_done: matches!(
+                signup,
+                account_pb::SignupState::Approved | account_pb::SignupState::NotRequired
+            ),
         })
     }
 }
@@ -69,7 +74,9 @@ pub struct ProvisioningDomain {
 }
 
 pub(crate) fn context_key(context: Option<&RequestContext>) -> String {
-    context.map(|c| c.idempotency_key.clone()).unwrap_or_default()
+    context
+        .map(|c| c.idempotency_key.clone())
+        .unwrap_or_default()
 }
 
 impl ProvisioningDomain {
@@ -85,7 +92,16 @@ impl ProvisioningDomain {
         marketplaces: Marketplaces,
         accounts: AccountClient,
     ) -> Self {
-        Self { db, clock, cipher, outbox, catalog, drivers, marketplaces, accounts }
+        Self {
+            db,
+            clock,
+            cipher,
+            outbox,
+            catalog,
+            drivers,
+            marketplaces,
+            accounts,
+        }
     }
 
     /// The database.
@@ -116,7 +132,9 @@ impl ProvisioningDomain {
     pub async fn account(&self, selector: AccountSelector) -> Result<AccountInfo> {
         let mut client = self.accounts.clone();
         let account = client
-            .get_account(account_pb::GetAccountRequest { account: Some(selector) })
+            .get_account(account_pb::GetAccountRequest {
+                account: Some(selector),
+            })
             .await
             .map_err(Error::from)?
             .into_inner();
@@ -125,8 +143,18 @@ impl ProvisioningDomain {
 
     /// The account behind `selector`, creating a bare record when the
     /// marketplace announced a subscription before its account.
-    pub(crate) async fn account_or_create(&self, marketplace: Marketplace, external_id: &str) -> Result<AccountInfo> {
-        match self.account(AccountSelector::by_ref(proto_marketplace(marketplace), external_id)).await {
+    pub(crate) async fn account_or_create(
+        &self,
+        marketplace: Marketplace,
+        external_id: &str,
+    ) -> Result<AccountInfo> {
+        match self
+            .account(AccountSelector::by_ref(
+                proto_marketplace(marketplace),
+                external_id,
+            ))
+            .await
+        {
             Err(error) if error.code() == ErrorCode::NotFound => {
                 let mut client = self.accounts.clone();
                 let account = client
@@ -148,29 +176,38 @@ impl ProvisioningDomain {
     }
 
     pub(crate) fn seal(&self, secrets: &[Secret]) -> Result<String> {
-        let json = serde_json::to_string(secrets).map_err(|e| Error::internal(format!("secrets: {e}")))?;
+        let json =
+            serde_json::to_string(secrets).map_err(|e| Error::internal(format!("secrets: {e}")))?;
         self.cipher.encrypt(&json)
     }
 
     pub(crate) fn open(&self, sealed: &str) -> Result<Vec<Secret>> {
         let json = self.cipher.decrypt(sealed)?;
-        serde_json::from_str(json.expose()).map_err(|e| Error::internal(format!("stored secrets unreadable: {e}")))
+        serde_json::from_str(json.expose())
+            .map_err(|e| Error::internal(format!("stored secrets unreadable: {e}")))
     }
 
     pub(crate) fn product(&self, product_id: &str) -> Result<&Product> {
-        self.catalog
-            .product(product_id)
-            .ok_or_else(|| Error::internal(format!("product `{product_id}` is no longer in the catalog")))
+        self.catalog.product(product_id).ok_or_else(|| {
+            Error::internal(format!(
+                "product `{product_id}` is no longer in the catalog"
+            ))
+        })
     }
 
     pub(crate) fn plan<'a>(&self, product: &'a Product, plan_id: &str) -> Result<&'a Plan> {
-        product
-            .plan(plan_id)
-            .ok_or_else(|| Error::internal(format!("plan `{plan_id}` of `{}` is no longer in the catalog", product.id)))
+        product.plan(plan_id).ok_or_else(|| {
+            Error::internal(format!(
+                "plan `{plan_id}` of `{}` is no longer in the catalog",
+                product.id
+            ))
+        })
     }
 
     pub(crate) fn driver(&self, name: &str) -> Result<&Arc<dyn Driver>> {
-        self.drivers.get(name).ok_or_else(|| Error::internal(format!("no driver named `{name}`")))
+        self.drivers
+            .get(name)
+            .ok_or_else(|| Error::internal(format!("no driver named `{name}`")))
     }
 
     /// The driver of a stored resource, with everything to build its context.
@@ -194,27 +231,66 @@ impl ProvisioningDomain {
     }
 
     /// Schedules telling billing about a subscription's latest state.
-    pub(crate) async fn enqueue_billing_change(&self, conn: &impl ConnectionTrait, subscription: &subscription::Model) -> Result<()> {
+    pub(crate) async fn enqueue_billing_change(
+        &self,
+        conn: &impl ConnectionTrait,
+        subscription: &subscription::Model,
+    ) -> Result<()> {
         self.enqueue(
             conn,
-            NewJob::new(kind::BILLING_CHANGE, &jobs::SubscriptionJob::new(&subscription.id))?
-                .dedupe_key(format!("billing:{}:{}", subscription.id, subscription.version)),
+            NewJob::new(
+                kind::BILLING_CHANGE,
+                &jobs::SubscriptionJob::new(&subscription.id),
+            )?
+            .dedupe_key(format!(
+                "billing:{}:{}",
+                subscription.id, subscription.version
+            )),
         )
         .await
     }
 
     /// Schedules telling the marketplace a resource changed.
-    pub(crate) async fn enqueue_notify(&self, conn: &impl ConnectionTrait, row: &resource::Model, push_secrets: bool) -> Result<()> {
-        self.enqueue(conn, NewJob::new(kind::NOTIFY, &jobs::ResourceJob { resource_id: row.id.clone(), push_secrets, sealed: None })?)
+    pub(crate) async fn enqueue_notify(
+        &self,
+        conn: &impl ConnectionTrait,
+        row: &resource::Model,
+        push_secrets: bool,
+    ) -> Result<()> {
+        self.enqueue(
+            conn,
+            NewJob::new(
+                kind::NOTIFY,
+                &jobs::ResourceJob {
+                    resource_id: row.id.clone(),
+                    push_secrets,
+                    sealed: None,
+                },
+            )?,
+        )
+        .await
+    }
+
+    pub(crate) async fn load_resource(
+        &self,
+        conn: &impl ConnectionTrait,
+        resource_id: &str,
+    ) -> Result<Option<resource::Model>> {
+        resource::Entity::find_by_id(resource_id.to_owned())
+            .one(conn)
             .await
+            .map_err(db_error)
     }
 
-    pub(crate) async fn load_resource(&self, conn: &impl ConnectionTrait, resource_id: &str) -> Result<Option<resource::Model>> {
-        resource::Entity::find_by_id(resource_id.to_owned()).one(conn).await.map_err(db_error)
-    }
-
-    pub(crate) async fn load_subscription(&self, conn: &impl ConnectionTrait, subscription_id: &str) -> Result<Option<subscription::Model>> {
-        subscription::Entity::find_by_id(subscription_id.to_owned()).one(conn).await.map_err(db_error)
+    pub(crate) async fn load_subscription(
+        &self,
+        conn: &impl ConnectionTrait,
+        subscription_id: &str,
+    ) -> Result<Option<subscription::Model>> {
+        subscription::Entity::find_by_id(subscription_id.to_owned())
+            .one(conn)
+            .await
+            .map_err(db_error)
     }
 
     pub(crate) async fn live_resources_of_subscription(
@@ -231,12 +307,24 @@ impl ProvisioningDomain {
             .map_err(db_error)
     }
 
-    pub(crate) async fn resource_ids_of(&self, conn: &impl ConnectionTrait, subscription_id: &str) -> Result<Vec<String>> {
-        Ok(self.live_resources_of_subscription(conn, subscription_id).await?.into_iter().map(|r| r.id).collect())
+    pub(crate) async fn resource_ids_of(
+        &self,
+        conn: &impl ConnectionTrait,
+        subscription_id: &str,
+    ) -> Result<Vec<String>> {
+        Ok(self
+            .live_resources_of_subscription(conn, subscription_id)
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect())
     }
 
     /// The marketplace id of an account, for notifications.
-    pub(crate) async fn account_external_id(&self, account_id: &str) -> Result<(Marketplace, String)> {
+    pub(crate) async fn account_external_id(
+        &self,
+        account_id: &str,
+    ) -> Result<(Marketplace, String)> {
         let info = self.account(AccountSelector::by_id(account_id)).await?;
         Ok((info.marketplace, info.external_id))
     }

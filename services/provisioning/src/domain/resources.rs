@@ -2,7 +2,10 @@
 //! changes, rotation, suspension and deletion.
 
 use super::{ProvisioningDomain, context_key};
-use crate::convert::{StoredConnection, from_json, resource_to_proto, scope, status, status_from_proto, subscription_to_proto, to_json};
+use crate::convert::{
+    StoredConnection, from_json, resource_to_proto, scope, status, status_from_proto,
+    subscription_to_proto, to_json,
+};
 use crate::driver::{DriverContext, Secret};
 use crate::entity::{resource, subscription};
 use crate::jobs::{self, kind};
@@ -17,7 +20,10 @@ use marketbridge_storage::db_error;
 use marketbridge_storage::idempotency::{self, Started};
 use marketbridge_storage::outbox::NewJob;
 use marketbridge_storage::paging::Page;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
 use serde_json::Value as Json;
 
 /// Longest resource name.
@@ -27,7 +33,10 @@ const MAX_OLD_SECRETS_SECONDS: u64 = 720 * 3600;
 
 impl ProvisioningDomain {
     /// Creates a resource; see `CreateResource`.
-    pub async fn create_resource(&self, request: pb::CreateResourceRequest) -> Result<pb::CreateResourceResponse> {
+    pub async fn create_resource(
+        &self,
+        request: pb::CreateResourceRequest,
+    ) -> Result<pb::CreateResourceResponse> {
         let mut validator = Validator::new();
         validator.require("productId", &request.product_id);
         validator.require("billingPlanId", &request.plan_id);
@@ -36,20 +45,34 @@ impl ProvisioningDomain {
         validator.max_len("externalId", &request.external_id, 255);
         validator.finish()?;
         let account_id = AccountId::parse("accountId", &request.account_id)?;
-        let product = self.catalog.require_product("productId", &request.product_id)?;
+        let product = self
+            .catalog
+            .require_product("productId", &request.product_id)?;
         let metadata = product.validate_metadata(&metadata_to_json(request.metadata.as_ref()))?;
         let plan = product.plan_for_metadata(&request.plan_id, &metadata)?;
         let driver = self.driver(&product.driver)?.clone();
 
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.CreateResource", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.CreateResource",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let account = self.account(AccountSelector::by_id(account_id.as_str())).await?;
+        let account = self
+            .account(AccountSelector::by_id(account_id.as_str()))
+            .await?;
         if !account.active {
-            return Err(Error::conflict("the account is uninstalled; it cannot provision resources")
-                .with_user_message("This installation has been removed"));
+            return Err(Error::conflict(
+                "the account is uninstalled; it cannot provision resources",
+            )
+            .with_user_message("This installation has been removed"));
         }
         let now = self.now();
         let existing_subscription = if request.subscription_id.is_empty() {
@@ -75,8 +98,11 @@ impl ProvisioningDomain {
                 .await
                 .map_err(db_error)?;
             if live >= u64::from(plan.max_resources) {
-                return Err(Error::conflict(format!("plan `{}` allows {} resources", plan.id, plan.max_resources))
-                    .with_user_message("You reached the number of resources this plan allows"));
+                return Err(Error::conflict(format!(
+                    "plan `{}` allows {} resources",
+                    plan.id, plan.max_resources
+                ))
+                .with_user_message("You reached the number of resources this plan allows"));
             }
         }
 
@@ -134,7 +160,12 @@ impl ProvisioningDomain {
             plan_id: plan.id.clone(),
             name: request.name.trim().to_owned(),
             metadata: metadata.to_string(),
-            status: if prepared.ready { status::READY } else { status::PENDING }.to_owned(),
+            status: if prepared.ready {
+                status::READY
+            } else {
+                status::PENDING
+            }
+            .to_owned(),
             status_message: String::new(),
             marketplace: account.marketplace.as_str().to_owned(),
             external_id: request.external_id.clone(),
@@ -149,7 +180,10 @@ impl ProvisioningDomain {
             updated_at: now,
             deleted_at: None,
         };
-        resource::Entity::insert(row.clone().into_active_model()).exec_without_returning(&*txn).await.map_err(db_error)?;
+        resource::Entity::insert(row.clone().into_active_model())
+            .exec_without_returning(&*txn)
+            .await
+            .map_err(db_error)?;
         if !prepared.ready {
             let job = NewJob::new(kind::PROVISION, &jobs::ResourceJob::plain(&row.id))?
                 .dedupe_key(format!("provision:{}", row.id))
@@ -181,12 +215,17 @@ impl ProvisioningDomain {
 
     /// One resource, without secrets.
     pub async fn get_resource(&self, request: pb::GetResourceRequest) -> Result<pb::Resource> {
-        let row = self.require_resource(&self.db, &request.resource_id, &request.account_id).await?;
+        let row = self
+            .require_resource(&self.db, &request.resource_id, &request.account_id)
+            .await?;
         Ok(resource_to_proto(&row))
     }
 
     /// A page of an account's resources, oldest first.
-    pub async fn list_resources(&self, request: pb::ListResourcesRequest) -> Result<pb::ListResourcesResponse> {
+    pub async fn list_resources(
+        &self,
+        request: pb::ListResourcesRequest,
+    ) -> Result<pb::ListResourcesResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let page = Page::from_request(request.page.as_ref());
         let mut query = resource::Entity::find()
@@ -204,11 +243,17 @@ impl ProvisioningDomain {
         }
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
-        Ok(pb::ListResourcesResponse { resources: rows.iter().map(resource_to_proto).collect(), page: Some(next) })
+        Ok(pb::ListResourcesResponse {
+            resources: rows.iter().map(resource_to_proto).collect(),
+            page: Some(next),
+        })
     }
 
     /// Updates name, metadata, plan or status.
-    pub async fn update_resource(&self, request: pb::UpdateResourceRequest) -> Result<pb::Resource> {
+    pub async fn update_resource(
+        &self,
+        request: pb::UpdateResourceRequest,
+    ) -> Result<pb::Resource> {
         let mut validator = Validator::new();
         if let Some(name) = &request.name {
             validator.require("name", name);
@@ -222,15 +267,28 @@ impl ProvisioningDomain {
             pb::ResourceStatus::Onboarding => Some(status::ONBOARDING),
             pb::ResourceStatus::Error => Some(status::ERROR),
             other => {
-                return Err(Error::invalid_field("status", format!("cannot be set to {}", other.as_str_name())));
+                return Err(Error::invalid_field(
+                    "status",
+                    format!("cannot be set to {}", other.as_str_name()),
+                ));
             }
         };
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.UpdateResource", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.UpdateResource",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let mut row = self.require_resource(&*txn, &request.resource_id, &request.account_id).await?;
+        let mut row = self
+            .require_resource(&*txn, &request.resource_id, &request.account_id)
+            .await?;
         if row.status == status::UNINSTALLED {
             return Err(Error::conflict("the resource is deleted"));
         }
@@ -267,17 +325,31 @@ impl ProvisioningDomain {
         row.updated_at = now;
         if plan_changed {
             self.apply_plan_to_subscription(&*txn, &row).await?;
-            self.enqueue(&*txn, NewJob::new(kind::APPLY_PLAN, &jobs::ResourceJob::plain(&row.id))?).await?;
+            self.enqueue(
+                &*txn,
+                NewJob::new(kind::APPLY_PLAN, &jobs::ResourceJob::plain(&row.id))?,
+            )
+            .await?;
         }
-        row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&*txn)
+            .await
+            .map_err(db_error)?;
         let response = txn.finish(resource_to_proto(&row)).await?;
         self.outbox.wake();
         Ok(response)
     }
 
     /// Moves a resource-scoped subscription to the resource's plan.
-    async fn apply_plan_to_subscription(&self, conn: &impl ConnectionTrait, row: &resource::Model) -> Result<()> {
-        let Some(mut subscription) = self.load_subscription(conn, &row.subscription_id).await? else {
+    async fn apply_plan_to_subscription(
+        &self,
+        conn: &impl ConnectionTrait,
+        row: &resource::Model,
+    ) -> Result<()> {
+        let Some(mut subscription) = self.load_subscription(conn, &row.subscription_id).await?
+        else {
             return Ok(());
         };
         if subscription.scope != scope::RESOURCE || subscription.plan_id == row.plan_id {
@@ -286,18 +358,37 @@ impl ProvisioningDomain {
         subscription.plan_id = row.plan_id.clone();
         subscription.version += 1;
         subscription.updated_at = self.now();
-        subscription.clone().into_active_model().reset_all().update(conn).await.map_err(db_error)?;
+        subscription
+            .clone()
+            .into_active_model()
+            .reset_all()
+            .update(conn)
+            .await
+            .map_err(db_error)?;
         self.enqueue_billing_change(conn, &subscription).await
     }
 
     /// Deletes a resource; a second delete answers the same.
-    pub async fn delete_resource(&self, request: pb::DeleteResourceRequest) -> Result<pb::Resource> {
+    pub async fn delete_resource(
+        &self,
+        request: pb::DeleteResourceRequest,
+    ) -> Result<pb::Resource> {
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.DeleteResource", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.DeleteResource",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let row = self.require_resource(&*txn, &request.resource_id, &request.account_id).await?;
+        let row = self
+            .require_resource(&*txn, &request.resource_id, &request.account_id)
+            .await?;
         let row = self.delete_in(&*txn, row).await?;
         let response = txn.finish(resource_to_proto(&row)).await?;
         self.outbox.wake();
@@ -306,7 +397,11 @@ impl ProvisioningDomain {
 
     /// Marks a resource deleted, ends its resource-scoped subscription and
     /// schedules its teardown, in `conn`.
-    pub(crate) async fn delete_in(&self, conn: &impl ConnectionTrait, mut row: resource::Model) -> Result<resource::Model> {
+    pub(crate) async fn delete_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        mut row: resource::Model,
+    ) -> Result<resource::Model> {
         if row.status == status::UNINSTALLED {
             return Ok(row);
         }
@@ -314,7 +409,12 @@ impl ProvisioningDomain {
         row.status = status::UNINSTALLED.to_owned();
         row.deleted_at = Some(now);
         row.updated_at = now;
-        row.clone().into_active_model().reset_all().update(conn).await.map_err(db_error)?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(conn)
+            .await
+            .map_err(db_error)?;
         if let Some(mut subscription) = self.load_subscription(conn, &row.subscription_id).await?
             && subscription.scope == scope::RESOURCE
             && !state::is_final(&subscription.state)
@@ -324,12 +424,19 @@ impl ProvisioningDomain {
             subscription.ended_at = Some(now);
             subscription.updated_at = now;
             subscription.version += 1;
-            subscription.clone().into_active_model().reset_all().update(conn).await.map_err(db_error)?;
+            subscription
+                .clone()
+                .into_active_model()
+                .reset_all()
+                .update(conn)
+                .await
+                .map_err(db_error)?;
             self.enqueue_billing_change(conn, &subscription).await?;
         }
         self.enqueue(
             conn,
-            NewJob::new(kind::DEPROVISION, &jobs::ResourceJob::plain(&row.id))?.dedupe_key(format!("deprovision:{}", row.id)),
+            NewJob::new(kind::DEPROVISION, &jobs::ResourceJob::plain(&row.id))?
+                .dedupe_key(format!("deprovision:{}", row.id)),
         )
         .await?;
         tracing::info!(resource.id = %row.id, "resource deleted");
@@ -337,18 +444,37 @@ impl ProvisioningDomain {
     }
 
     /// New secrets; the old ones stay valid for the requested delay.
-    pub async fn rotate_secrets(&self, request: pb::RotateSecretsRequest) -> Result<pb::RotateSecretsResponse> {
+    pub async fn rotate_secrets(
+        &self,
+        request: pb::RotateSecretsRequest,
+    ) -> Result<pb::RotateSecretsResponse> {
         if request.old_secrets_valid_for_seconds > MAX_OLD_SECRETS_SECONDS {
-            return Err(Error::invalid_field("delayOldSecretsExpirationHours", "must be at most 720 hours"));
+            return Err(Error::invalid_field(
+                "delayOldSecretsExpirationHours",
+                "must be at most 720 hours",
+            ));
         }
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.RotateSecrets", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.RotateSecrets",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let mut row = self.require_resource(&*txn, &request.resource_id, &request.account_id).await?;
+        let mut row = self
+            .require_resource(&*txn, &request.resource_id, &request.account_id)
+            .await?;
         if matches!(row.status.as_str(), status::UNINSTALLED | status::PENDING) {
-            return Err(Error::conflict(format!("secrets cannot be rotated while the resource is {}", row.status)));
+            return Err(Error::conflict(format!(
+                "secrets cannot be rotated while the resource is {}",
+                row.status
+            )));
         }
         let current = self.open(&row.secrets)?;
         let driver = self.driver_for(&row)?;
@@ -363,10 +489,16 @@ impl ProvisioningDomain {
             row.secrets_version += 1;
             row.driver_state = rotation.state.to_string();
             row.updated_at = now;
-            row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+            row.clone()
+                .into_active_model()
+                .reset_all()
+                .update(&*txn)
+                .await
+                .map_err(db_error)?;
             self.enqueue(
                 &*txn,
-                NewJob::new(kind::REVOKE_OLD_SECRETS, &jobs::ResourceJob::plain(&row.id))?.run_at(now + grace),
+                NewJob::new(kind::REVOKE_OLD_SECRETS, &jobs::ResourceJob::plain(&row.id))?
+                    .run_at(now + grace),
             )
             .await?;
             pb::RotateSecretsResponse {
@@ -382,9 +514,19 @@ impl ProvisioningDomain {
                 state: rotation.state.clone(),
                 old_valid_for_seconds: request.old_secrets_valid_for_seconds,
             };
-            let job = jobs::ResourceJob { resource_id: row.id.clone(), push_secrets: true, sealed: Some(pending) };
-            self.enqueue(&*txn, NewJob::new(kind::COMPLETE_ROTATION, &job)?).await?;
-            pb::RotateSecretsResponse { sync: false, secrets: Vec::new(), partial: rotation.partial, resource: Some(resource_to_proto(&row)) }
+            let job = jobs::ResourceJob {
+                resource_id: row.id.clone(),
+                push_secrets: true,
+                sealed: Some(pending),
+            };
+            self.enqueue(&*txn, NewJob::new(kind::COMPLETE_ROTATION, &job)?)
+                .await?;
+            pb::RotateSecretsResponse {
+                sync: false,
+                secrets: Vec::new(),
+                partial: rotation.partial,
+                resource: Some(resource_to_proto(&row)),
+            }
         };
         tracing::info!(resource.id = %row.id, sync = response.sync, "secrets rotation started");
         let response = txn.finish(response).await?;
@@ -393,8 +535,13 @@ impl ProvisioningDomain {
     }
 
     /// Current secrets (internal).
-    pub async fn resource_secrets(&self, request: pb::GetResourceSecretsRequest) -> Result<pb::GetResourceSecretsResponse> {
-        let row = self.require_resource(&self.db, &request.resource_id, "").await?;
+    pub async fn resource_secrets(
+        &self,
+        request: pb::GetResourceSecretsRequest,
+    ) -> Result<pb::GetResourceSecretsResponse> {
+        let row = self
+            .require_resource(&self.db, &request.resource_id, "")
+            .await?;
         let secrets = self.open(&row.secrets)?;
         Ok(pb::GetResourceSecretsResponse {
             secrets: secrets.iter().map(Secret::to_proto).collect(),
@@ -412,28 +559,60 @@ impl ProvisioningDomain {
         request: &impl prost::Message,
     ) -> Result<pb::Resource> {
         let key = context_key(context);
-        let scope_name = if suspended { "provisioning.SuspendResource" } else { "provisioning.ResumeResource" };
+        let scope_name = if suspended {
+            "provisioning.SuspendResource"
+        } else {
+            "provisioning.ResumeResource"
+        };
         let txn = match idempotency::start(&self.db, scope_name, &key, request, self.now()).await? {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
         let mut row = self.require_resource(&*txn, resource_id, "").await?;
-        let wanted = if suspended { status::SUSPENDED } else { status::READY };
+        let wanted = if suspended {
+            status::SUSPENDED
+        } else {
+            status::READY
+        };
         let changeable = if suspended {
-            matches!(row.status.as_str(), status::READY | status::ONBOARDING | status::ERROR)
+            matches!(
+                row.status.as_str(),
+                status::READY | status::ONBOARDING | status::ERROR
+            )
         } else {
             row.status == status::SUSPENDED
         };
         if row.status != wanted {
             if !changeable {
-                return Err(Error::conflict(format!("a {} resource cannot be {}", row.status, if suspended { "suspended" } else { "resumed" })));
+                return Err(Error::conflict(format!(
+                    "a {} resource cannot be {}",
+                    row.status,
+                    if suspended { "suspended" } else { "resumed" }
+                )));
             }
             row.status = wanted.to_owned();
-            row.status_message = if suspended { reason.to_owned() } else { String::new() };
+            row.status_message = if suspended {
+                reason.to_owned()
+            } else {
+                String::new()
+            };
             row.updated_at = self.now();
-            row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
-            let kind = if suspended { kind::SUSPEND } else { kind::RESUME };
-            self.enqueue(&*txn, NewJob::new(kind, &jobs::ResourceJob::plain(&row.id))?).await?;
+            row.clone()
+                .into_active_model()
+                .reset_all()
+                .update(&*txn)
+                .await
+                .map_err(db_error)?;
+            let kind = if suspended {
+                kind::SUSPEND
+            } else {
+                kind::RESUME
+            };
+            self.enqueue(
+                &*txn,
+                NewJob::new(kind, &jobs::ResourceJob::plain(&row.id))?,
+            )
+            .await?;
             self.enqueue_notify(&*txn, &row, false).await?;
         }
         let response = txn.finish(resource_to_proto(&row)).await?;
@@ -448,7 +627,15 @@ impl ProvisioningDomain {
     ) -> Result<pb::DeleteAccountResourcesResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.DeleteAccountResources", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.DeleteAccountResources",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
@@ -463,23 +650,40 @@ impl ProvisioningDomain {
         for row in rows {
             deleted.push(self.delete_in(&*txn, row).await?.id);
         }
-        let response = txn.finish(pb::DeleteAccountResourcesResponse { deleted_resource_ids: deleted }).await?;
+        let response = txn
+            .finish(pb::DeleteAccountResourcesResponse {
+                deleted_resource_ids: deleted,
+            })
+            .await?;
         self.outbox.wake();
         Ok(response)
     }
 
     /// Records a project connection or disconnection.
-    pub async fn record_connection(&self, request: pb::RecordProjectConnectionRequest) -> Result<pb::Resource> {
+    pub async fn record_connection(
+        &self,
+        request: pb::RecordProjectConnectionRequest,
+    ) -> Result<pb::Resource> {
         let mut validator = Validator::new();
         validator.require("projectId", &request.project_id);
         validator.max_len("projectId", &request.project_id, 255);
         validator.finish()?;
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.RecordProjectConnection", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.RecordProjectConnection",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let mut row = self.require_resource(&*txn, &request.resource_id, "").await?;
+        let mut row = self
+            .require_resource(&*txn, &request.resource_id, "")
+            .await?;
         let mut connections: Vec<StoredConnection> = from_json(&row.connections);
         connections.retain(|c| c.project_id != request.project_id);
         if request.connected {
@@ -491,7 +695,12 @@ impl ProvisioningDomain {
         }
         row.connections = to_json(&connections);
         row.updated_at = self.now();
-        row.clone().into_active_model().reset_all().update(&*txn).await.map_err(db_error)?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&*txn)
+            .await
+            .map_err(db_error)?;
         txn.finish(resource_to_proto(&row)).await
     }
 
@@ -513,7 +722,11 @@ impl ProvisioningDomain {
         conn: &impl ConnectionTrait,
         subscription: &subscription::Model,
     ) -> Result<Option<resource::Model>> {
-        if !self.live_resources_of_subscription(conn, &subscription.id).await?.is_empty() {
+        if !self
+            .live_resources_of_subscription(conn, &subscription.id)
+            .await?
+            .is_empty()
+        {
             return Ok(None);
         }
         let Some(product) = self.catalog.product(&subscription.product_id) else {
@@ -559,7 +772,10 @@ impl ProvisioningDomain {
             updated_at: now,
             deleted_at: None,
         };
-        resource::Entity::insert(row.clone().into_active_model()).exec_without_returning(conn).await.map_err(db_error)?;
+        resource::Entity::insert(row.clone().into_active_model())
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
         let job = NewJob::new(kind::PROVISION, &jobs::ResourceJob::plain(&row.id))?
             .dedupe_key(format!("provision:{}", row.id))
             .run_at(now + ChronoDuration::seconds(prepared.delay_seconds as i64));
@@ -575,7 +791,9 @@ impl ProvisioningDomain {
 
     /// Parses a requested status.
     pub fn parse_status(value: i32) -> Option<&'static str> {
-        pb::ResourceStatus::try_from(value).ok().and_then(status_from_proto)
+        pb::ResourceStatus::try_from(value)
+            .ok()
+            .and_then(status_from_proto)
     }
 }
 
@@ -585,7 +803,11 @@ pub(crate) fn merge_secrets(current: &[Secret], rotated: &[Secret], partial: boo
     if !partial {
         return rotated.to_vec();
     }
-    let mut merged: Vec<Secret> = current.iter().filter(|c| !rotated.iter().any(|r| r.name == c.name)).cloned().collect();
+    let mut merged: Vec<Secret> = current
+        .iter()
+        .filter(|c| !rotated.iter().any(|r| r.name == c.name))
+        .cloned()
+        .collect();
     merged.extend(rotated.iter().cloned());
     merged
 }

@@ -4,7 +4,9 @@
 //! every change is passed on to billing.
 
 use super::{ProvisioningDomain, context_key};
-use crate::convert::{from_json, marketplace_of, scope, state_from_proto, subscription_to_proto, to_json};
+use crate::convert::{
+    from_json, marketplace_of, scope, state_from_proto, subscription_to_proto, to_json,
+};
 use crate::entity::subscription;
 use crate::jobs::{self, kind};
 use crate::marketplace::{SubscriptionSnapshot, state};
@@ -20,7 +22,8 @@ use marketbridge_storage::outbox::{NewJob, truncate_micros};
 use marketbridge_storage::paging::Page;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use std::collections::BTreeMap;
 
@@ -58,7 +61,11 @@ impl ProvisioningDomain {
             .map_err(db_error)
     }
 
-    async fn to_proto(&self, conn: &impl ConnectionTrait, row: &subscription::Model) -> Result<pb::Subscription> {
+    async fn to_proto(
+        &self,
+        conn: &impl ConnectionTrait,
+        row: &subscription::Model,
+    ) -> Result<pb::Subscription> {
         let ids = self.resource_ids_of(conn, &row.id).await?;
         Ok(subscription_to_proto(row, ids))
     }
@@ -71,11 +78,17 @@ impl ProvisioningDomain {
         conn: &impl ConnectionTrait,
         desired: Desired,
     ) -> Result<Option<subscription::Model>> {
-        let marketplace = desired.marketplace.ok_or_else(|| Error::invalid_field("marketplaceRef", "is required"))?;
+        let marketplace = desired
+            .marketplace
+            .ok_or_else(|| Error::invalid_field("marketplaceRef", "is required"))?;
         let now = self.now();
-        let existing = self.find_by_ref(conn, marketplace, &desired.external_id).await?;
+        let existing = self
+            .find_by_ref(conn, marketplace, &desired.external_id)
+            .await?;
         if let (Some(row), Some(incoming)) = (&existing, desired.update_time)
-            && row.marketplace_update_time.is_some_and(|stored| incoming < stored)
+            && row
+                .marketplace_update_time
+                .is_some_and(|stored| incoming < stored)
         {
             tracing::info!(subscription.id = %row.id, "ignoring a stale subscription description");
             return Ok(None);
@@ -113,15 +126,20 @@ impl ProvisioningDomain {
                 };
                 let inserted = subscription::Entity::insert(row.clone().into_active_model())
                     .on_conflict(
-                        OnConflict::columns([subscription::Column::Marketplace, subscription::Column::ExternalId])
-                            .do_nothing()
-                            .to_owned(),
+                        OnConflict::columns([
+                            subscription::Column::Marketplace,
+                            subscription::Column::ExternalId,
+                        ])
+                        .do_nothing()
+                        .to_owned(),
                     )
                     .exec_without_returning(conn)
                     .await
                     .map_err(db_error)?;
                 if inserted == 0 {
-                    return Err(Error::unavailable("subscription recorded concurrently; retry"));
+                    return Err(Error::unavailable(
+                        "subscription recorded concurrently; retry",
+                    ));
                 }
                 row
             }
@@ -159,7 +177,9 @@ impl ProvisioningDomain {
             attributes.extend(desired.attributes.clone());
             row.attributes = to_json(&attributes);
         }
-        self.save_with_effects(conn, before.as_ref(), row).await.map(Some)
+        self.save_with_effects(conn, before.as_ref(), row)
+            .await
+            .map(Some)
     }
 
     /// Stores `row` (a changed copy of `before`) and carries out what its
@@ -195,7 +215,12 @@ impl ProvisioningDomain {
             row.version += 1;
         }
         row.updated_at = now;
-        row.clone().into_active_model().reset_all().update(conn).await.map_err(db_error)?;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(conn)
+            .await
+            .map_err(db_error)?;
 
         if let Some(before) = before
             && before.plan_id != row.plan_id
@@ -203,8 +228,18 @@ impl ProvisioningDomain {
             for mut resource in self.live_resources_of_subscription(conn, &row.id).await? {
                 resource.plan_id = row.plan_id.clone();
                 resource.updated_at = now;
-                resource.clone().into_active_model().reset_all().update(conn).await.map_err(db_error)?;
-                self.enqueue(conn, NewJob::new(kind::APPLY_PLAN, &jobs::ResourceJob::plain(&resource.id))?).await?;
+                resource
+                    .clone()
+                    .into_active_model()
+                    .reset_all()
+                    .update(conn)
+                    .await
+                    .map_err(db_error)?;
+                self.enqueue(
+                    conn,
+                    NewJob::new(kind::APPLY_PLAN, &jobs::ResourceJob::plain(&resource.id))?,
+                )
+                .await?;
             }
         }
         if usable && !was_usable && row.scope == scope::ACCOUNT {
@@ -223,7 +258,10 @@ impl ProvisioningDomain {
     }
 
     /// Records a subscription as a marketplace describes it.
-    pub async fn upsert_subscription(&self, request: pb::UpsertSubscriptionRequest) -> Result<pb::Subscription> {
+    pub async fn upsert_subscription(
+        &self,
+        request: pb::UpsertSubscriptionRequest,
+    ) -> Result<pb::Subscription> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let (marketplace, external_id) = parse_ref(request.marketplace_ref.as_ref())?;
         let desired = Desired {
@@ -233,22 +271,35 @@ impl ProvisioningDomain {
             product_id: request.product_id.clone(),
             plan_id: request.plan_id.clone(),
             pending_plan_id: request.pending_plan_id.clone(),
-            state: pb::SubscriptionState::try_from(request.state).ok().and_then(state_from_proto),
+            state: pb::SubscriptionState::try_from(request.state)
+                .ok()
+                .and_then(state_from_proto),
             scope: match pb::SubscriptionScope::try_from(request.scope).unwrap_or_default() {
                 pb::SubscriptionScope::Resource => Some(scope::RESOURCE),
                 pb::SubscriptionScope::Account => Some(scope::ACCOUNT),
                 pb::SubscriptionScope::Unspecified => None,
             },
             marketplace_state: request.marketplace_state.clone(),
-            update_time: from_optional_timestamp("marketplaceUpdateTime", request.marketplace_update_time.as_ref())?
-                .map(truncate_micros),
+            update_time: from_optional_timestamp(
+                "marketplaceUpdateTime",
+                request.marketplace_update_time.as_ref(),
+            )?
+            .map(truncate_micros),
             usage_reporting_id: request.usage_reporting_id.clone(),
             order_id: request.order_id.clone(),
             attributes: request.attributes.clone().into_iter().collect(),
             reason: request.reason.clone(),
         };
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.UpsertSubscription", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.UpsertSubscription",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
@@ -267,18 +318,27 @@ impl ProvisioningDomain {
 
     /// Re-reads a subscription from its marketplace and applies it, then
     /// does what the provider owes (approvals).
-    pub async fn sync_subscription(&self, request: pb::SyncSubscriptionRequest) -> Result<pb::Subscription> {
+    pub async fn sync_subscription(
+        &self,
+        request: pb::SyncSubscriptionRequest,
+    ) -> Result<pb::Subscription> {
         let (marketplace, external_id) = parse_ref(request.marketplace_ref.as_ref())?;
         let adapter = self
             .marketplaces
             .adapter(marketplace)
-            .ok_or_else(|| Error::unprocessable(format!("subscriptions of {marketplace} cannot be synchronised")))?
+            .ok_or_else(|| {
+                Error::unprocessable(format!(
+                    "subscriptions of {marketplace} cannot be synchronised"
+                ))
+            })?
             .clone();
         let snapshot = adapter.fetch_subscription(&external_id).await?;
         let Some(snapshot) = snapshot else {
             return self.gone_at_marketplace(marketplace, &external_id).await;
         };
-        let account = self.account_or_create(marketplace, &snapshot.account_external_id).await?;
+        let account = self
+            .account_or_create(marketplace, &snapshot.account_external_id)
+            .await?;
         let txn = marketbridge_storage::begin_write(&self.db).await?;
         let desired = desired_from_snapshot(&account.id, marketplace, &external_id, &snapshot);
         let row = match self.apply_desired(&txn, desired).await? {
@@ -302,10 +362,16 @@ impl ProvisioningDomain {
         Ok(response)
     }
 
-    async fn gone_at_marketplace(&self, marketplace: Marketplace, external_id: &str) -> Result<pb::Subscription> {
+    async fn gone_at_marketplace(
+        &self,
+        marketplace: Marketplace,
+        external_id: &str,
+    ) -> Result<pb::Subscription> {
         let txn = marketbridge_storage::begin_write(&self.db).await?;
         let Some(before) = self.find_by_ref(&txn, marketplace, external_id).await? else {
-            return Err(Error::not_found("the marketplace does not know this subscription"));
+            return Err(Error::not_found(
+                "the marketplace does not know this subscription",
+            ));
         };
         let mut row = before.clone();
         if !state::is_final(&row.state) {
@@ -345,8 +411,11 @@ impl ProvisioningDomain {
             tracing::info!(subscription.id = %row.id, reason = %reason, "rejecting a subscription by provider rule");
             self.enqueue(
                 conn,
-                NewJob::new(kind::REJECT, &jobs::SubscriptionJob::with_reason(&row.id, &reason))?
-                    .dedupe_key(format!("reject:{}", row.id)),
+                NewJob::new(
+                    kind::REJECT,
+                    &jobs::SubscriptionJob::with_reason(&row.id, &reason),
+                )?
+                .dedupe_key(format!("reject:{}", row.id)),
             )
             .await?;
             return Ok(row);
@@ -355,16 +424,29 @@ impl ProvisioningDomain {
             if !row.awaiting_account_approval {
                 row.awaiting_account_approval = true;
                 row.updated_at = self.now();
-                row.clone().into_active_model().reset_all().update(conn).await.map_err(db_error)?;
+                row.clone()
+                    .into_active_model()
+                    .reset_all()
+                    .update(conn)
+                    .await
+                    .map_err(db_error)?;
                 tracing::info!(subscription.id = %row.id, "approval waits for the account's signup");
             }
             return Ok(row);
         }
         if row.awaiting_account_approval {
             row.awaiting_account_approval = false;
-            row.clone().into_active_model().reset_all().update(conn).await.map_err(db_error)?;
+            row.clone()
+                .into_active_model()
+                .reset_all()
+                .update(conn)
+                .await
+                .map_err(db_error)?;
         }
-        let stamp = row.marketplace_update_time.map(|t| t.timestamp_micros()).unwrap_or_default();
+        let stamp = row
+            .marketplace_update_time
+            .map(|t| t.timestamp_micros())
+            .unwrap_or_default();
         self.enqueue(
             conn,
             NewJob::new(kind::APPROVE, &jobs::SubscriptionJob::new(&row.id))?
@@ -387,7 +469,10 @@ impl ProvisioningDomain {
             approve,
             reason: reason.to_owned(),
         };
-        let stamp = row.marketplace_update_time.map(|t| t.timestamp_micros()).unwrap_or_default();
+        let stamp = row
+            .marketplace_update_time
+            .map(|t| t.timestamp_micros())
+            .unwrap_or_default();
         self.enqueue(
             conn,
             NewJob::new(kind::PLAN_CHANGE, &job)?.dedupe_key(format!(
@@ -398,13 +483,22 @@ impl ProvisioningDomain {
         .await
     }
 
-    async fn require_subscription(&self, conn: &impl ConnectionTrait, id: &str) -> Result<subscription::Model> {
+    async fn require_subscription(
+        &self,
+        conn: &impl ConnectionTrait,
+        id: &str,
+    ) -> Result<subscription::Model> {
         let id = SubscriptionId::parse("subscriptionId", id)?;
-        self.load_subscription(conn, id.as_str()).await?.ok_or_else(|| Error::not_found("subscription not found"))
+        self.load_subscription(conn, id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found("subscription not found"))
     }
 
     /// One subscription.
-    pub async fn get_subscription(&self, request: pb::GetSubscriptionRequest) -> Result<pb::Subscription> {
+    pub async fn get_subscription(
+        &self,
+        request: pb::GetSubscriptionRequest,
+    ) -> Result<pb::Subscription> {
         let row = match request.selector {
             Some(pb::get_subscription_request::Selector::SubscriptionId(id)) => {
                 self.require_subscription(&self.db, &id).await?
@@ -415,23 +509,36 @@ impl ProvisioningDomain {
                     .await?
                     .ok_or_else(|| Error::not_found("subscription not found"))?
             }
-            None => return Err(Error::invalid_field("selector", "a subscription id or marketplace reference is required")),
+            None => {
+                return Err(Error::invalid_field(
+                    "selector",
+                    "a subscription id or marketplace reference is required",
+                ));
+            }
         };
         self.to_proto(&self.db, &row).await
     }
 
     /// A page of subscriptions, newest first.
-    pub async fn list_subscriptions(&self, request: pb::ListSubscriptionsRequest) -> Result<pb::ListSubscriptionsResponse> {
+    pub async fn list_subscriptions(
+        &self,
+        request: pb::ListSubscriptionsRequest,
+    ) -> Result<pb::ListSubscriptionsResponse> {
         let page = Page::from_request(request.page.as_ref());
-        let mut query =
-            subscription::Entity::find().order_by_desc(subscription::Column::Id).limit(page.fetch_limit());
+        let mut query = subscription::Entity::find()
+            .order_by_desc(subscription::Column::Id)
+            .limit(page.fetch_limit());
         if !request.account_id.is_empty() {
             query = query.filter(subscription::Column::AccountId.eq(request.account_id.clone()));
         }
         let states: Vec<&str> = request
             .states
             .iter()
-            .filter_map(|s| pb::SubscriptionState::try_from(*s).ok().and_then(state_from_proto))
+            .filter_map(|s| {
+                pb::SubscriptionState::try_from(*s)
+                    .ok()
+                    .and_then(state_from_proto)
+            })
             .collect();
         if !states.is_empty() {
             query = query.filter(subscription::Column::State.is_in(states));
@@ -449,24 +556,45 @@ impl ProvisioningDomain {
         for row in &rows {
             subscriptions.push(self.to_proto(&self.db, row).await?);
         }
-        Ok(pb::ListSubscriptionsResponse { subscriptions, page: Some(next) })
+        Ok(pb::ListSubscriptionsResponse {
+            subscriptions,
+            page: Some(next),
+        })
     }
 
     /// Approves a requested subscription (or queues it behind the signup).
-    pub async fn approve_subscription(&self, request: pb::ApproveSubscriptionRequest) -> Result<pb::Subscription> {
+    pub async fn approve_subscription(
+        &self,
+        request: pb::ApproveSubscriptionRequest,
+    ) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.ApproveSubscription", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.ApproveSubscription",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let row = self.require_subscription(&*txn, &request.subscription_id).await?;
+        let row = self
+            .require_subscription(&*txn, &request.subscription_id)
+            .await?;
         let row = match row.state.as_str() {
             state::REQUESTED => {
-                let account = self.account(AccountSelector::by_id(&row.account_id)).await?;
+                let account = self
+                    .account(AccountSelector::by_id(&row.account_id))
+                    .await?;
                 self.start_approval(&*txn, row, account.signup_done).await?
             }
             state::REJECTED | state::CANCELLED => {
-                return Err(Error::conflict(format!("a {} subscription cannot be approved", row.state)));
+                return Err(Error::conflict(format!(
+                    "a {} subscription cannot be approved",
+                    row.state
+                )));
             }
             _ => row,
         };
@@ -477,24 +605,43 @@ impl ProvisioningDomain {
     }
 
     /// Rejects a requested subscription.
-    pub async fn reject_subscription(&self, request: pb::RejectSubscriptionRequest) -> Result<pb::Subscription> {
+    pub async fn reject_subscription(
+        &self,
+        request: pb::RejectSubscriptionRequest,
+    ) -> Result<pb::Subscription> {
         let mut validator = Validator::new();
         validator.max_len("reason", &request.reason, 256);
         validator.finish()?;
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.RejectSubscription", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.RejectSubscription",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let row = self.require_subscription(&*txn, &request.subscription_id).await?;
+        let row = self
+            .require_subscription(&*txn, &request.subscription_id)
+            .await?;
         if row.state != state::REQUESTED && row.state != state::REJECTED {
-            return Err(Error::conflict(format!("a {} subscription cannot be rejected", row.state)));
+            return Err(Error::conflict(format!(
+                "a {} subscription cannot be rejected",
+                row.state
+            )));
         }
         if row.state == state::REQUESTED {
             self.enqueue(
                 &*txn,
-                NewJob::new(kind::REJECT, &jobs::SubscriptionJob::with_reason(&row.id, &request.reason))?
-                    .dedupe_key(format!("reject:{}", row.id)),
+                NewJob::new(
+                    kind::REJECT,
+                    &jobs::SubscriptionJob::with_reason(&row.id, &request.reason),
+                )?
+                .dedupe_key(format!("reject:{}", row.id)),
             )
             .await?;
         }
@@ -513,7 +660,15 @@ impl ProvisioningDomain {
         approve: bool,
         reason: &str,
     ) -> Result<pb::Subscription> {
-        let txn = match idempotency::start(&self.db, scope_name, &context_key_value, request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            scope_name,
+            &context_key_value,
+            request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
@@ -521,7 +676,8 @@ impl ProvisioningDomain {
         if row.pending_plan_id.is_empty() {
             return Err(Error::conflict("no plan change is pending"));
         }
-        self.enqueue_plan_change(&*txn, &row, approve, reason).await?;
+        self.enqueue_plan_change(&*txn, &row, approve, reason)
+            .await?;
         let response = self.to_proto(&*txn, &row).await?;
         let response = txn.finish(response).await?;
         self.outbox.wake();
@@ -529,14 +685,27 @@ impl ProvisioningDomain {
     }
 
     /// Approves the pending plan change.
-    pub async fn approve_plan_change(&self, request: pb::ApprovePlanChangeRequest) -> Result<pb::Subscription> {
+    pub async fn approve_plan_change(
+        &self,
+        request: pb::ApprovePlanChangeRequest,
+    ) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
-        self.plan_change_decision(key, "provisioning.ApprovePlanChange", &request, &request.subscription_id, true, "")
-            .await
+        self.plan_change_decision(
+            key,
+            "provisioning.ApprovePlanChange",
+            &request,
+            &request.subscription_id,
+            true,
+            "",
+        )
+        .await
     }
 
     /// Rejects the pending plan change.
-    pub async fn reject_plan_change(&self, request: pb::RejectPlanChangeRequest) -> Result<pb::Subscription> {
+    pub async fn reject_plan_change(
+        &self,
+        request: pb::RejectPlanChangeRequest,
+    ) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
         self.plan_change_decision(
             key,
@@ -552,17 +721,35 @@ impl ProvisioningDomain {
     /// Switches a subscription's plan at once.
     pub async fn change_plan(&self, request: pb::ChangePlanRequest) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.ChangePlan", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.ChangePlan",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let before = self.require_subscription(&*txn, &request.subscription_id).await?;
+        let before = self
+            .require_subscription(&*txn, &request.subscription_id)
+            .await?;
         if state::is_final(&before.state) {
-            return Err(Error::conflict(format!("a {} subscription cannot change plan", before.state)));
+            return Err(Error::conflict(format!(
+                "a {} subscription cannot change plan",
+                before.state
+            )));
         }
-        let product = self.catalog.require_product("productId", &before.product_id)?;
+        let product = self
+            .catalog
+            .require_product("productId", &before.product_id)?;
         if product.plan(&request.plan_id).is_none() {
-            return Err(Error::invalid_field("billingPlanId", format!("unknown plan `{}`", request.plan_id)));
+            return Err(Error::invalid_field(
+                "billingPlanId",
+                format!("unknown plan `{}`", request.plan_id),
+            ));
         }
         let mut row = before.clone();
         row.plan_id = request.plan_id.clone();
@@ -575,13 +762,26 @@ impl ProvisioningDomain {
     }
 
     /// Cancels a subscription and deprovisions its resources.
-    pub async fn cancel_subscription(&self, request: pb::CancelSubscriptionRequest) -> Result<pb::Subscription> {
+    pub async fn cancel_subscription(
+        &self,
+        request: pb::CancelSubscriptionRequest,
+    ) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.CancelSubscription", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.CancelSubscription",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
-        let before = self.require_subscription(&*txn, &request.subscription_id).await?;
+        let before = self
+            .require_subscription(&*txn, &request.subscription_id)
+            .await?;
         let row = if state::is_final(&before.state) {
             before
         } else {
@@ -603,7 +803,15 @@ impl ProvisioningDomain {
     ) -> Result<pb::NotifyAccountApprovedResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(&self.db, "provisioning.NotifyAccountApproved", &key, &request, self.now()).await? {
+        let txn = match idempotency::start(
+            &self.db,
+            "provisioning.NotifyAccountApproved",
+            &key,
+            &request,
+            self.now(),
+        )
+        .await?
+        {
             Started::Replay(response) => return Ok(response),
             Started::Fresh(txn) => txn,
         };
@@ -620,7 +828,9 @@ impl ProvisioningDomain {
             approved.push(self.to_proto(&*txn, &row).await?);
         }
         tracing::info!(count = approved.len(), "approvals started after signup");
-        let response = txn.finish(pb::NotifyAccountApprovedResponse { approved }).await?;
+        let response = txn
+            .finish(pb::NotifyAccountApprovedResponse { approved })
+            .await?;
         self.outbox.wake();
         Ok(response)
     }
@@ -633,7 +843,12 @@ impl ProvisioningDomain {
             && before.state == state::REQUESTED
         {
             let mut row = before.clone();
-            row.state = if activates { state::ACTIVE } else { state::APPROVED }.to_owned();
+            row.state = if activates {
+                state::ACTIVE
+            } else {
+                state::APPROVED
+            }
+            .to_owned();
             self.save_with_effects(&txn, Some(&before), row).await?;
         }
         txn.commit().await.map_err(db_error)?;
@@ -689,11 +904,16 @@ impl ProvisioningDomain {
         for external_id in adapter.list_subscription_ids().await? {
             let request = pb::SyncSubscriptionRequest {
                 context: None,
-                marketplace_ref: Some(MarketplaceRef::new(super::proto_marketplace(marketplace), external_id.clone())),
+                marketplace_ref: Some(MarketplaceRef::new(
+                    super::proto_marketplace(marketplace),
+                    external_id.clone(),
+                )),
             };
             match self.sync_subscription(request).await {
                 Ok(_) => count += 1,
-                Err(error) => tracing::warn!(subscription = %external_id, error = %error, "reconciliation of a subscription failed"),
+                Err(error) => {
+                    tracing::warn!(subscription = %external_id, error = %error, "reconciliation of a subscription failed")
+                }
             }
         }
         Ok(count)
@@ -701,7 +921,8 @@ impl ProvisioningDomain {
 }
 
 fn parse_ref(reference: Option<&MarketplaceRef>) -> Result<(Marketplace, String)> {
-    let reference = reference.ok_or_else(|| Error::invalid_field("marketplaceRef", "is required"))?;
+    let reference =
+        reference.ok_or_else(|| Error::invalid_field("marketplaceRef", "is required"))?;
     let marketplace = Marketplace::from_proto("marketplaceRef.marketplace", reference.marketplace)?;
     let mut validator = Validator::new();
     validator.require("marketplaceRef.externalId", &reference.external_id);

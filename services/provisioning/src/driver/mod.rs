@@ -31,7 +31,11 @@ pub struct Secret {
 impl Secret {
     /// A plain secret.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { name: name.into(), value: value.into(), environment_overrides: BTreeMap::new() }
+        Self {
+            name: name.into(),
+            value: value.into(),
+            environment_overrides: BTreeMap::new(),
+        }
     }
 
     /// The protobuf form.
@@ -119,13 +123,21 @@ pub trait Driver: Send + Sync + 'static {
     /// beyond the returned values: the resource may never be created.
     async fn prepare(&self, context: &DriverContext<'_>) -> Result<Prepared>;
     /// Creates the resource with the prepared secrets.
-    async fn provision(&self, context: &DriverContext<'_>, secrets: &[Secret]) -> Result<Provisioned>;
+    async fn provision(
+        &self,
+        context: &DriverContext<'_>,
+        secrets: &[Secret],
+    ) -> Result<Provisioned>;
     /// Applies the plan in `context` (limits) to a running resource.
     async fn apply_plan(&self, context: &DriverContext<'_>) -> Result<()>;
     /// Issues new credentials; the current ones keep working.
     async fn rotate(&self, context: &DriverContext<'_>, current: &[Secret]) -> Result<Rotation>;
     /// Finishes an asynchronous rotation (makes `secrets` work).
-    async fn complete_rotation(&self, context: &DriverContext<'_>, secrets: &[Secret]) -> Result<()>;
+    async fn complete_rotation(
+        &self,
+        context: &DriverContext<'_>,
+        secrets: &[Secret],
+    ) -> Result<()>;
     /// Revokes credentials replaced by a rotation.
     async fn revoke(&self, context: &DriverContext<'_>, old: &[Secret]) -> Result<()>;
     /// Refuses access, keeping data.

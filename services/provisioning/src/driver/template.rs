@@ -36,7 +36,10 @@ impl TemplateDriver {
     fn secrets(context: &DriverContext<'_>, username: &str, password: &str) -> Result<Vec<Secret>> {
         // Metadata values first, so the built-in names always win.
         let mut values: BTreeMap<String, String> = match context.metadata {
-            Json::Object(metadata) => metadata.keys().map(|key| (key.clone(), text(context.metadata, key))).collect(),
+            Json::Object(metadata) => metadata
+                .keys()
+                .map(|key| (key.clone(), text(context.metadata, key)))
+                .collect(),
             _ => BTreeMap::new(),
         };
         values.insert("resource_id".into(), context.resource_id.to_owned());
@@ -47,7 +50,10 @@ impl TemplateDriver {
         values.insert("password".into(), password.to_owned());
         let templates = &context.product.template;
         if templates.secrets.is_empty() {
-            return Err(Error::internal(format!("product `{}` has no secret templates", context.product.id)));
+            return Err(Error::internal(format!(
+                "product `{}` has no secret templates",
+                context.product.id
+            )));
         }
         Ok(templates
             .secrets
@@ -58,7 +64,11 @@ impl TemplateDriver {
                 environment_overrides: templates
                     .environment_overrides
                     .get(name)
-                    .map(|envs| envs.iter().map(|(env, t)| (env.clone(), render(t, &values))).collect())
+                    .map(|envs| {
+                        envs.iter()
+                            .map(|(env, t)| (env.clone(), render(t, &values)))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
             .collect())
@@ -76,15 +86,32 @@ impl Driver for TemplateDriver {
     }
 
     async fn prepare(&self, context: &DriverContext<'_>) -> Result<Prepared> {
-        let suffix: String = context.resource_id.chars().rev().take(12).collect::<String>().chars().rev().collect();
+        let suffix: String = context
+            .resource_id
+            .chars()
+            .rev()
+            .take(12)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect();
         let username = format!("u_{suffix}");
         let password = random_token(24);
         let secrets = Self::secrets(context, &username, &password)?;
         let delay = Self::delay(context);
-        Ok(Prepared { secrets, state: json!({ "username": username }), ready: delay == 0, delay_seconds: delay })
+        Ok(Prepared {
+            secrets,
+            state: json!({ "username": username }),
+            ready: delay == 0,
+            delay_seconds: delay,
+        })
     }
 
-    async fn provision(&self, _context: &DriverContext<'_>, _secrets: &[Secret]) -> Result<Provisioned> {
+    async fn provision(
+        &self,
+        _context: &DriverContext<'_>,
+        _secrets: &[Secret],
+    ) -> Result<Provisioned> {
         Ok(Provisioned::Ready)
     }
 
@@ -94,13 +121,26 @@ impl Driver for TemplateDriver {
 
     async fn rotate(&self, context: &DriverContext<'_>, _current: &[Secret]) -> Result<Rotation> {
         let username = text(context.state, "username");
-        let username = if username.is_empty() { "user".to_owned() } else { username };
+        let username = if username.is_empty() {
+            "user".to_owned()
+        } else {
+            username
+        };
         let password = random_token(24);
         let secrets = Self::secrets(context, &username, &password)?;
-        Ok(Rotation { secrets, sync: Self::delay(context) == 0, partial: false, state: context.state.clone() })
+        Ok(Rotation {
+            secrets,
+            sync: Self::delay(context) == 0,
+            partial: false,
+            state: context.state.clone(),
+        })
     }
 
-    async fn complete_rotation(&self, _context: &DriverContext<'_>, _secrets: &[Secret]) -> Result<()> {
+    async fn complete_rotation(
+        &self,
+        _context: &DriverContext<'_>,
+        _secrets: &[Secret],
+    ) -> Result<()> {
         Ok(())
     }
 
