@@ -5,3 +5,4 @@ mod support;
 
 mod docs;
 mod foundation;
+mod tls;
