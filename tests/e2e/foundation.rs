@@ -114,6 +114,12 @@ backend_test!(
                 names.contains(&"grpc.health.v1.Health".to_owned()),
                 "{names:?}"
             );
+            assert!(
+                names
+                    .iter()
+                    .all(|name| !name.starts_with("marketbridge.") || name == service),
+                "only the service served here is advertised: {names:?}"
+            );
             let Some(Ok(second)) = answers.next().await else {
                 panic!("no descriptor answer")
             };
