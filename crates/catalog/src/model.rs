@@ -185,6 +185,18 @@ impl Metric {
     pub fn unit_price_micros(&self) -> Result<i64> {
         parse_micros(&format!("metrics.{}.unit_price", self.id), &self.unit_price)
     }
+
+    /// The marketplace's name for this metric (`google` -> the Service
+    /// Control metric name); `None` when the marketplace does not meter it.
+    pub fn marketplace_metric_name(&self, marketplace: &str) -> Option<&str> {
+        match marketplace {
+            "google" => self
+                .google_metric
+                .as_deref()
+                .filter(|name| !name.is_empty()),
+            _ => None,
+        }
+    }
 }
 
 /// Parses a decimal with up to six digits into micro-units.

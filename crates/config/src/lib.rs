@@ -165,10 +165,19 @@ pub struct BillingOptions {
     pub database_url: String,
     /// Address serving Prometheus `/metrics`; empty disables it.
     pub metrics_listen: String,
-    /// How often usage is reported to the marketplaces, in seconds.
+    /// How often the billing scheduler runs the due work (usage reports,
+    /// interim billing, balances, period-end invoices, closings), in
+    /// seconds.
     pub report_interval_seconds: u64,
+    /// How long after an hour (or billing period) ends its usage is taken as
+    /// complete and reported, in seconds. Usage recorded later for a time
+    /// already reported is refused.
+    pub usage_settle_seconds: u64,
     /// Send Vercel invoices in test mode (hidden from dashboards).
     pub test_invoices: bool,
+    /// The outcome test invoices ask the marketplace to simulate (`paid`,
+    /// `notpaid`, `overdue`); empty for the marketplace's default.
+    pub test_invoice_result: String,
 }
 
 impl Default for BillingOptions {
@@ -177,8 +186,10 @@ impl Default for BillingOptions {
             listen: "127.0.0.1:50053".into(),
             database_url: String::new(),
             metrics_listen: String::new(),
-            report_interval_seconds: 3600,
+            report_interval_seconds: 300,
+            usage_settle_seconds: 300,
             test_invoices: false,
+            test_invoice_result: String::new(),
         }
     }
 }

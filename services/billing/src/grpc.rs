@@ -19,12 +19,6 @@ impl BillingGrpc {
     }
 }
 
-fn not_yet<T>(what: &str) -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(format!(
-        "{what} is not available in this build"
-    )))
-}
-
 #[tonic::async_trait]
 impl BillingService for BillingGrpc {
     #[tracing::instrument(name = "billing.list_plans", skip_all)]
@@ -131,10 +125,11 @@ impl BillingService for BillingGrpc {
         )
     }
 
+    #[tracing::instrument(name = "billing.list_usage_reports", skip_all)]
     async fn list_usage_reports(
         &self,
-        _request: Request<pb::ListUsageReportsRequest>,
+        request: Request<pb::ListUsageReportsRequest>,
     ) -> Result<Response<pb::ListUsageReportsResponse>, Status> {
-        not_yet("ListUsageReports")
+        reply(self.domain.list_usage_reports(request.into_inner()).await)
     }
 }

@@ -10,6 +10,25 @@ use serde::{Deserialize, Serialize};
 pub mod kind {
     /// Ask the marketplace to refund an invoice.
     pub const REFUND: &str = "billing.refund_invoice";
+    /// Deliver a recorded submission (usage, interim billing, an invoice,
+    /// balances, a finalization) to its marketplace.
+    pub const DELIVER_REPORT: &str = "billing.deliver_report";
+    /// Read an invoice's state from its marketplace.
+    pub const REFRESH_INVOICE: &str = "billing.refresh_invoice";
+}
+
+/// Payload of delivery jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportJob {
+    /// The ledger row to deliver.
+    pub report_id: String,
+}
+
+/// Payload of invoice reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InvoiceJob {
+    /// Our invoice id.
+    pub invoice_id: String,
 }
 
 /// Payload of refund jobs.
@@ -72,6 +91,14 @@ impl JobHandler for BillingJobs {
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
         match job.kind.as_str() {
             kind::REFUND => self.refund(&job.payload()?).await,
+            kind::DELIVER_REPORT => {
+                let payload: ReportJob = job.payload()?;
+                self.domain.deliver_report(&payload.report_id).await
+            }
+            kind::REFRESH_INVOICE => {
+                let payload: InvoiceJob = job.payload()?;
+                Ok(self.domain.refresh_invoice(&payload.invoice_id).await?)
+            }
             other => Err(JobError::Permanent(format!("unknown job kind {other}"))),
         }
     }

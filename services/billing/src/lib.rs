@@ -13,13 +13,16 @@ pub mod grpc;
 pub mod jobs;
 pub mod marketplace;
 pub mod migration;
+pub mod scheduler;
+pub mod submission;
 
 use crate::domain::BillingDomain;
 use crate::grpc::BillingGrpc;
 use crate::jobs::BillingJobs;
 use crate::migration::Migrator;
+use crate::scheduler::Scheduler;
 use marketbridge_catalog::Catalog;
-use marketbridge_config::{Config, OutboxOptions, TlsOptions};
+use marketbridge_config::{BillingOptions, Config, OutboxOptions, TlsOptions};
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
@@ -40,6 +43,8 @@ pub struct BillingDeps {
     pub marketplaces: marketplace::Marketplaces,
     /// The account service (marketplace credentials, account identities).
     pub accounts: AccountClient,
+    /// Schedules, settle delay and invoice settings.
+    pub options: BillingOptions,
 }
 
 /// A ready billing service.
@@ -47,6 +52,7 @@ pub struct BillingDeps {
 pub struct BillingServer {
     domain: BillingDomain,
     jobs: Arc<BillingJobs>,
+    scheduler: Scheduler,
 }
 
 impl BillingServer {
@@ -65,9 +71,15 @@ impl BillingServer {
             deps.catalog,
             deps.marketplaces,
             deps.accounts,
+            deps.options,
         );
         let jobs = Arc::new(BillingJobs::new(domain.clone()));
-        Ok(Self { domain, jobs })
+        let scheduler = Scheduler::new(domain.clone());
+        Ok(Self {
+            domain,
+            jobs,
+            scheduler,
+        })
     }
 
     /// Builds the service from configuration.
@@ -84,6 +96,7 @@ impl BillingServer {
             catalog: Arc::new(Catalog::load(&config.catalog.path)?),
             marketplaces: adapters::from_config(config)?,
             accounts,
+            options: config.billing.clone(),
         };
         let url = config.database_url(&config.billing.database_url, "billing");
         Self::open(&url, &config.outbox, deps).await
@@ -92,6 +105,11 @@ impl BillingServer {
     /// The domain operations.
     pub fn domain(&self) -> &BillingDomain {
         &self.domain
+    }
+
+    /// The scheduler of usage reports, invoices, balances and closings.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// The outbox job handler.
@@ -104,7 +122,8 @@ impl BillingServer {
         BillingServiceServer::new(BillingGrpc::new(self.domain.clone()))
     }
 
-    /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
+    /// Serves gRPC on `listener` and runs the outbox worker and the
+    /// scheduler until `shutdown`.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -117,9 +136,11 @@ impl BillingServer {
                 .clone()
                 .run(self.jobs.clone(), shutdown.clone()),
         );
+        let scheduler = tokio::spawn(self.scheduler.clone().run(shutdown.clone()));
         let served = serve_grpc(listener, "billing", tls, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
+        let _ = scheduler.await;
         served
     }
 }

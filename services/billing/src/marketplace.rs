@@ -1,9 +1,11 @@
 //! The seam where a marketplace plugs into billing: reading and refunding its
-//! invoices, and (through the reporters) receiving usage, invoices and
-//! balances.
+//! invoices ([`BillingMarketplace`]), and receiving usage, invoices, balances
+//! and finalization ([`UsageReporter`]).
 
+use crate::submission::Submission;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use marketbridge_core::crypto::SecretString;
 use marketbridge_core::money::Money;
 use marketbridge_core::{Marketplace, Result};
 use std::collections::HashMap;
@@ -74,10 +76,78 @@ pub trait BillingMarketplace: Send + Sync + 'static {
     ) -> Result<()>;
 }
 
+/// Which submissions a marketplace receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportingPlan {
+    /// Usage per subscription and window, as metering operations (Google).
+    pub usage_operations: bool,
+    /// Hourly interim billing and usage per account (Vercel).
+    pub interim_billing: bool,
+    /// Invoices per resource, period and plan at period end (Vercel).
+    pub invoices: bool,
+    /// Prepaid balances per account (Vercel).
+    pub balances: bool,
+    /// A finalization call once an uninstalled account's last invoice is out
+    /// (Vercel).
+    pub finalization: bool,
+}
+
+/// The account a submission is delivered for.
+#[derive(Debug, Clone)]
+pub struct DeliveryAccount {
+    /// The marketplace's id of the account (Vercel installation id, Google
+    /// procurement account id).
+    pub external_id: String,
+    /// The marketplace credential the account holds, when it holds one
+    /// (Vercel's installation token).
+    pub credential: Option<SecretString>,
+}
+
+/// How the marketplace answered a delivery. A transient failure (429, 5xx,
+/// no answer) is an `Err` of [`UsageReporter::deliver`] instead, and the
+/// outbox tries again with the same body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted.
+    Accepted {
+        /// The answer, as received.
+        answer: String,
+        /// The marketplace's id of a submitted invoice.
+        marketplace_invoice_id: Option<String>,
+    },
+    /// Not sent: the marketplace says the customer cannot be billed now
+    /// (Google `checkErrors`). Reporting of the subscription is held until a
+    /// later attempt passes.
+    Suspended {
+        /// The answer, as received.
+        answer: String,
+    },
+    /// Refused for good.
+    Refused {
+        /// The answer, as received.
+        answer: String,
+    },
+}
+
+/// Renders and delivers billing's submissions to one marketplace.
+#[async_trait]
+pub trait UsageReporter: Send + Sync + 'static {
+    /// Which submissions this marketplace receives.
+    fn plan(&self) -> ReportingPlan;
+    /// The wire body of a submission, exactly as [`UsageReporter::deliver`]
+    /// will send it. The reporting ledger stores it before the first attempt.
+    fn render(&self, submission: &Submission) -> Result<String>;
+    /// Sends a rendered submission of `kind` (one of
+    /// [`crate::submission::kind`]). Called at least once per submission,
+    /// always with the same body.
+    async fn deliver(&self, account: &DeliveryAccount, kind: &str, body: &str) -> Result<Delivery>;
+}
+
 /// Adapters per marketplace.
 #[derive(Clone, Default)]
 pub struct Marketplaces {
     adapters: HashMap<Marketplace, Arc<dyn BillingMarketplace>>,
+    reporters: HashMap<Marketplace, Arc<dyn UsageReporter>>,
 }
 
 impl Marketplaces {
@@ -94,5 +164,27 @@ impl Marketplaces {
     /// The adapter of a marketplace, if registered.
     pub fn adapter(&self, marketplace: Marketplace) -> Option<&Arc<dyn BillingMarketplace>> {
         self.adapters.get(&marketplace)
+    }
+
+    /// Registers the reporter of a marketplace.
+    pub fn with_reporter(
+        mut self,
+        marketplace: Marketplace,
+        reporter: Arc<dyn UsageReporter>,
+    ) -> Self {
+        self.reporters.insert(marketplace, reporter);
+        self
+    }
+
+    /// The reporter of a marketplace, if registered.
+    pub fn reporter(&self, marketplace: Marketplace) -> Option<&Arc<dyn UsageReporter>> {
+        self.reporters.get(&marketplace)
+    }
+
+    /// Every registered reporter.
+    pub fn reporters(&self) -> impl Iterator<Item = (Marketplace, &Arc<dyn UsageReporter>)> {
+        self.reporters
+            .iter()
+            .map(|(marketplace, reporter)| (*marketplace, reporter))
     }
 }

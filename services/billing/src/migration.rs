@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
         let mut migrations = marketbridge_storage::migrations::shared();
         migrations.push(Box::new(CreateLedger));
         migrations.push(Box::new(CreateInvoices));
+        migrations.push(Box::new(CreateReporting));
         migrations
     }
 }
@@ -248,6 +249,112 @@ impl MigrationTrait for CreateInvoices {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in ["prepayment_credits", "balances", "invoices"] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+struct CreateReporting;
+
+impl MigrationName for CreateReporting {
+    fn name(&self) -> &str {
+        "m0001_000003_create_reporting_ledger"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateReporting {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("usage_reports")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("account_id"))
+                    .col(string("subscription_id"))
+                    .col(string("marketplace"))
+                    .col(string("kind"))
+                    .col(timestamp_with_time_zone_null("window_start"))
+                    .col(timestamp_with_time_zone_null("window_end"))
+                    .col(string("idempotency_key"))
+                    .col(text("request_json"))
+                    .col(text("response"))
+                    .col(string("status"))
+                    .col(integer("attempts"))
+                    .col(string_null("job_id"))
+                    .col(string_null("invoice_id"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .col(timestamp_with_time_zone_null("sent_at"))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, columns, unique) in [
+            (
+                "usage_reports_key",
+                &["marketplace", "kind", "idempotency_key"][..],
+                true,
+            ),
+            ("usage_reports_account", &["account_id", "id"][..], false),
+            (
+                "usage_reports_subscription",
+                &["subscription_id", "id"][..],
+                false,
+            ),
+            ("usage_reports_status", &["status"][..], false),
+        ] {
+            let mut index = Index::create();
+            index.name(name).table("usage_reports").if_not_exists();
+            for column in columns {
+                index.col(*column);
+            }
+            if unique {
+                index.unique();
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table("account_closures")
+                    .if_not_exists()
+                    .col(string("account_id").primary_key())
+                    .col(string("marketplace"))
+                    .col(string("status"))
+                    .col(timestamp_with_time_zone("requested_at"))
+                    .col(timestamp_with_time_zone_null("invoiced_at"))
+                    .col(timestamp_with_time_zone_null("finalized_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("billing_subscriptions")
+                    .add_column(timestamp_with_time_zone_null("usage_closed_before"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("usage_events_subscription_time")
+                    .table("usage_events")
+                    .col("subscription_id")
+                    .col("occurred_at")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["account_closures", "usage_reports"] {
             manager
                 .drop_table(Table::drop().table(table).to_owned())
                 .await?;

@@ -24,9 +24,6 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Label of prepaid credit balances.
-const CREDIT_LABEL: &str = "Credits";
-
 /// An invoice line, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredItem {
@@ -551,34 +548,6 @@ impl BillingDomain {
         Ok(())
     }
 
-    async fn balances_of(
-        &self,
-        conn: &impl ConnectionTrait,
-        account_id: &str,
-    ) -> Result<pb::Balances> {
-        let rows = balance::Entity::find()
-            .filter(balance::Column::AccountId.eq(account_id))
-            .order_by_asc(balance::Column::ResourceId)
-            .all(conn)
-            .await
-            .map_err(db_error)?;
-        Ok(pb::Balances {
-            timestamp: Some(to_timestamp(self.now())),
-            balances: rows
-                .into_iter()
-                .map(|row| {
-                    let value = Money::new(row.value_minor, row.currency);
-                    pb::Balance {
-                        resource_id: row.resource_id,
-                        credit: format!("{} {}", value.to_decimal_string(), value.currency),
-                        name_label: CREDIT_LABEL.to_owned(),
-                        value: Some(value.to_proto()),
-                    }
-                })
-                .collect(),
-        })
-    }
-
     /// Current balances of an account.
     pub async fn get_balances(&self, request: pb::GetBalancesRequest) -> Result<pb::Balances> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
@@ -591,5 +560,104 @@ impl BillingDomain {
             .one(&self.db)
             .await
             .map_err(db_error)
+    }
+}
+
+impl BillingDomain {
+    /// Queues a read of every invoice we submitted that is not settled yet
+    /// (paid or refunded), once per hour, so states missed by webhooks are
+    /// still followed. Returns how many reads were queued.
+    pub(crate) async fn queue_invoice_refreshes(&self, now: DateTime<Utc>) -> Result<usize> {
+        let open = invoice::Entity::find()
+            .filter(invoice::Column::ExternalId.is_not_null())
+            .filter(invoice::Column::MarketplaceInvoiceId.is_not_null())
+            .filter(
+                invoice::Column::State.is_not_in([invoice_state::PAID, invoice_state::REFUNDED]),
+            )
+            .order_by_asc(invoice::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let hour = marketbridge_core::time::hour_floor(now);
+        let mut queued = 0;
+        for row in open {
+            let Ok(marketplace) = Marketplace::parse("marketplace", &row.marketplace) else {
+                continue;
+            };
+            if self.marketplaces.adapter(marketplace).is_none() {
+                continue;
+            }
+            let job = NewJob::new(
+                kind::REFRESH_INVOICE,
+                &jobs::InvoiceJob {
+                    invoice_id: row.id.clone(),
+                },
+            )?
+            .dedupe_key(format!("refresh:{}:{}", row.id, hour.timestamp()));
+            queued += usize::from(self.outbox.enqueue(&self.db, job).await?.is_some());
+        }
+        Ok(queued)
+    }
+
+    /// Reads an invoice from its marketplace and records the state it is in
+    /// (outbox job). A refund we asked for is not undone by a read that
+    /// predates it.
+    pub(crate) async fn refresh_invoice(&self, invoice_id: &str) -> Result<()> {
+        let Some(row) = invoice::Entity::find_by_id(invoice_id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(());
+        };
+        let (Some(marketplace_invoice_id), Ok(marketplace)) = (
+            row.marketplace_invoice_id.clone(),
+            Marketplace::parse("marketplace", &row.marketplace),
+        ) else {
+            return Ok(());
+        };
+        let Some(adapter) = self.marketplaces.adapter(marketplace).cloned() else {
+            return Ok(());
+        };
+        let (_, account_external_id) = self.account_identity(&row.account_id).await?;
+        let Some(snapshot) = adapter
+            .fetch_invoice(&account_external_id, &marketplace_invoice_id)
+            .await?
+        else {
+            tracing::warn!(invoice.id = %row.id, "the marketplace does not know a submitted invoice");
+            return Ok(());
+        };
+        let refund_in_flight = row.state == invoice_state::REFUND_REQUESTED
+            && !matches!(
+                snapshot.state.as_str(),
+                invoice_state::REFUND_REQUESTED | invoice_state::REFUNDED
+            );
+        if snapshot.state == row.state || refund_in_flight {
+            return Ok(());
+        }
+        let now = self.now();
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let Some(mut current) = invoice::Entity::find_by_id(invoice_id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(());
+        };
+        current.state = snapshot.state.clone();
+        current.state_at = now;
+        if snapshot.state == invoice_state::PAID && current.paid_at.is_none() {
+            current.paid_at = Some(snapshot.paid_at.unwrap_or(now));
+        }
+        current.updated_at = now;
+        current
+            .into_active_model()
+            .reset_all()
+            .update(&txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        tracing::info!(invoice.id = %invoice_id, state = %snapshot.state, "invoice state read from the marketplace");
+        Ok(())
     }
 }

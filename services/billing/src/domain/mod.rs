@@ -1,21 +1,34 @@
 //! The billing service's operations, independent of gRPC.
 
+mod closing;
+mod interim_billing;
 mod invoices;
+mod invoicing;
 mod plans;
+mod prepaid;
+mod pricing;
+mod reports;
 mod subscriptions;
 mod usage;
+mod usage_operations;
+mod usage_sums;
 
 use crate::marketplace::Marketplaces;
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::Catalog;
+use marketbridge_config::BillingOptions;
 use marketbridge_core::time::SharedClock;
 use marketbridge_rpc::AccountClient;
 use marketbridge_storage::outbox::{Outbox, truncate_micros};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
+pub use closing::closure_status;
 pub use invoices::{StoredItem, invoice_to_proto, state_name};
+pub use invoicing::{MINIMUM_INVOICE_MINOR, invoice_external_id};
+pub use reports::{report_status, report_to_proto};
 pub use usage::{MAX_BATCH, MAX_EVENT_AGE_DAYS, MAX_FUTURE_SKEW_MINUTES};
+pub use usage_operations::{MAX_WINDOWS_PER_RUN, operation_id};
 
 /// The billing service's state and operations.
 #[derive(Clone)]
@@ -26,6 +39,7 @@ pub struct BillingDomain {
     catalog: Arc<Catalog>,
     marketplaces: Marketplaces,
     accounts: AccountClient,
+    options: BillingOptions,
 }
 
 impl BillingDomain {
@@ -37,6 +51,7 @@ impl BillingDomain {
         catalog: Arc<Catalog>,
         marketplaces: Marketplaces,
         accounts: AccountClient,
+        options: BillingOptions,
     ) -> Self {
         Self {
             db,
@@ -45,7 +60,13 @@ impl BillingDomain {
             catalog,
             marketplaces,
             accounts,
+            options,
         }
+    }
+
+    /// The billing settings (schedules, settle delay, test invoices).
+    pub fn options(&self) -> &BillingOptions {
+        &self.options
     }
 
     /// The marketplace adapters.

@@ -65,6 +65,7 @@ impl BillingDomain {
             version,
             effective_at,
             updated_at: self.now(),
+            usage_closed_before: stored.as_ref().and_then(|s| s.usage_closed_before),
         };
         match stored {
             Some(_) => {
@@ -171,29 +172,5 @@ impl BillingDomain {
             .iter()
             .rev()
             .find(|p| p.starts_at <= at && p.ends_at.is_none_or(|end| at < end))
-    }
-
-    /// Whether nothing an account used was ever billable: every plan it was
-    /// on is free.
-    pub async fn close_account_billing(
-        &self,
-        request: pb::CloseAccountBillingRequest,
-    ) -> Result<pb::CloseAccountBillingResponse> {
-        let subscriptions = billing_subscription::Entity::find()
-            .filter(billing_subscription::Column::AccountId.eq(request.account_id.clone()))
-            .all(&self.db)
-            .await
-            .map_err(db_error)?;
-        let mut finalized = true;
-        for subscription in &subscriptions {
-            let product = self.catalog.product(&subscription.product_id);
-            for period in self.plan_periods(&subscription.subscription_id).await? {
-                let free = product
-                    .and_then(|p| p.plan(&period.plan_id))
-                    .is_some_and(|plan| plan.is_free());
-                finalized &= free;
-            }
-        }
-        Ok(pb::CloseAccountBillingResponse { finalized })
     }
 }

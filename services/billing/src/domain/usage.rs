@@ -2,18 +2,22 @@
 //! hour windows in the same transaction.
 
 use super::BillingDomain;
-use crate::entity::{billing_resource, billing_subscription, usage_event, usage_window};
+use crate::entity::{
+    account_closure, billing_resource, billing_subscription, usage_event, usage_window,
+};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use marketbridge_core::time::{billing_period, from_optional_timestamp, hour_floor, to_timestamp};
+use marketbridge_core::time::{
+    billing_period, from_optional_timestamp, hour_floor, to_rfc3339, to_timestamp,
+};
 use marketbridge_core::{Error, Result, Validator};
 use marketbridge_proto::billing::v1 as pb;
 use marketbridge_storage::Backend;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Statement,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,6 +39,7 @@ struct Checked {
 }
 
 /// Which customer a usage event or query names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Customer {
     Resource(String),
     Subscription(String),
@@ -55,6 +60,27 @@ impl BillingDomain {
         let now = self.now();
         let checked = self.check_events(&request.events, now).await?;
         let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let mut earliest: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+        for event in &checked {
+            let entry = earliest
+                .entry(event.subscription_id.as_str())
+                .or_insert(event.occurred_at);
+            *entry = (*entry).min(event.occurred_at);
+        }
+        // Subscriptions are locked in id order, so concurrent batches cannot
+        // deadlock, and a report closing the ledger either sees this batch
+        // or makes it fail here.
+        for (subscription_id, earliest) in earliest {
+            if !still_open(&txn, subscription_id, earliest).await? {
+                return Err(Error::invalid_field(
+                    "events",
+                    format!(
+                        "usage of {subscription_id} before {} was reported to the marketplace meanwhile",
+                        to_rfc3339(earliest)
+                    ),
+                ));
+            }
+        }
         let backend = Backend::of(&self.db);
         let mut results = Vec::with_capacity(checked.len());
         let (mut accepted, mut duplicates) = (0_u32, 0_u32);
@@ -158,15 +184,58 @@ impl BillingDomain {
         let mut validator = Validator::new();
         let mut checked = Vec::with_capacity(events.len());
         let mut periods_cache = HashMap::new();
+        let mut customers_cache = HashMap::new();
+        let mut closures_cache = HashMap::new();
         for (index, (event, customer)) in events.iter().zip(customers).enumerate() {
             let field = |name: &str| format!("events[{index}].{name}");
             let occurred_at = truncate_micros(
                 from_optional_timestamp("occurredAt", event.occurred_at.as_ref())?.unwrap_or(now),
             );
-            let Some((subscription, resource_id)) = self.resolve(customer.as_ref()).await? else {
+            let resolved = match customer {
+                Some(customer) => {
+                    if !customers_cache.contains_key(&customer) {
+                        let resolved = self.resolve(Some(&customer)).await?;
+                        customers_cache.insert(customer.clone(), resolved);
+                    }
+                    customers_cache[&customer].clone()
+                }
+                None => None,
+            };
+            let Some((subscription, resource_id)) = resolved else {
                 validator.invalid(field("customer"), "unknown customer");
                 continue;
             };
+            if let Some(closed_before) = subscription.usage_closed_before
+                && occurred_at < closed_before
+            {
+                validator.invalid(
+                    field("occurredAt"),
+                    format!(
+                        "usage before {} was already reported to the marketplace",
+                        to_rfc3339(closed_before)
+                    ),
+                );
+                continue;
+            }
+            if !closures_cache.contains_key(&subscription.account_id) {
+                let closure = account_closure::Entity::find_by_id(subscription.account_id.clone())
+                    .one(&self.db)
+                    .await
+                    .map_err(db_error)?;
+                closures_cache.insert(subscription.account_id.clone(), closure);
+            }
+            if let Some(closure) = &closures_cache[&subscription.account_id]
+                && occurred_at >= closure.requested_at
+            {
+                validator.invalid(
+                    field("occurredAt"),
+                    format!(
+                        "the account's billing was closed at {}",
+                        to_rfc3339(closure.requested_at)
+                    ),
+                );
+                continue;
+            }
             if !periods_cache.contains_key(&subscription.subscription_id) {
                 let periods = self.plan_periods(&subscription.subscription_id).await?;
                 periods_cache.insert(subscription.subscription_id.clone(), periods);
@@ -353,4 +422,56 @@ async fn add_to_window(
     );
     conn.execute_raw(statement).await.map_err(db_error)?;
     Ok(())
+}
+
+/// Locks a subscription's row for the rest of the transaction and tells
+/// whether usage from `earliest` on is still accepted.
+async fn still_open(
+    conn: &impl ConnectionTrait,
+    subscription_id: &str,
+    earliest: DateTime<Utc>,
+) -> Result<bool> {
+    let locked = billing_subscription::Entity::update_many()
+        .col_expr(
+            billing_subscription::Column::UsageClosedBefore,
+            Expr::col(billing_subscription::Column::UsageClosedBefore),
+        )
+        .filter(billing_subscription::Column::SubscriptionId.eq(subscription_id))
+        .filter(
+            Condition::any()
+                .add(billing_subscription::Column::UsageClosedBefore.is_null())
+                .add(billing_subscription::Column::UsageClosedBefore.lte(earliest)),
+        )
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(locked.rows_affected == 1)
+}
+
+impl BillingDomain {
+    /// Moves where a subscription's ledger is closed from `expected` (what
+    /// the caller read) to `closed_before`, locking the row for the rest of
+    /// the transaction. False when another run moved it first.
+    pub(crate) async fn close_usage_before(
+        &self,
+        conn: &impl ConnectionTrait,
+        subscription_id: &str,
+        expected: Option<DateTime<Utc>>,
+        closed_before: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut update = billing_subscription::Entity::update_many()
+            .col_expr(
+                billing_subscription::Column::UsageClosedBefore,
+                Expr::value(closed_before),
+            )
+            .filter(billing_subscription::Column::SubscriptionId.eq(subscription_id));
+        update = match expected {
+            Some(expected) => {
+                update.filter(billing_subscription::Column::UsageClosedBefore.eq(expected))
+            }
+            None => update.filter(billing_subscription::Column::UsageClosedBefore.is_null()),
+        };
+        let moved = update.exec(conn).await.map_err(db_error)?;
+        Ok(moved.rows_affected == 1)
+    }
 }

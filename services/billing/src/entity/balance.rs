@@ -12,7 +12,7 @@ pub struct Model {
     /// Resource, or empty for the account's balance.
     #[sea_orm(primary_key, auto_increment = false)]
     pub resource_id: String,
-    /// Value left, minor units.
+    /// Credit bought, minor units (usage is drawn from it separately).
     pub value_minor: i64,
     /// Currency.
     pub currency: String,

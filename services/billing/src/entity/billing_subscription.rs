@@ -36,6 +36,9 @@ pub struct Model {
     pub effective_at: ChronoDateTimeUtc,
     /// Last changed here.
     pub updated_at: ChronoDateTimeUtc,
+    /// Usage before this time is in a marketplace submission (a usage
+    /// report or an invoice) and is no longer accepted.
+    pub usage_closed_before: Option<ChronoDateTimeUtc>,
 }
 
 /// No relations are navigated.

@@ -1,5 +1,6 @@
 //! Tables the billing service owns.
 
+pub mod account_closure;
 pub mod balance;
 pub mod billing_resource;
 pub mod billing_subscription;
@@ -7,4 +8,5 @@ pub mod invoice;
 pub mod plan_period;
 pub mod prepayment;
 pub mod usage_event;
+pub mod usage_report;
 pub mod usage_window;
