@@ -14,12 +14,12 @@ use marketbridge_proto::billing::v1 as pb;
 use marketbridge_storage::Backend;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    Statement,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Most events in one call.
 pub const MAX_BATCH: usize = 1000;
@@ -82,41 +82,36 @@ impl BillingDomain {
             }
         }
         let backend = Backend::of(&self.db);
+        let inserted = insert_new_events(&txn, backend, &checked, now).await?;
+        // One upsert per hour window touched, in key order.
+        let mut increments: BTreeMap<WindowKey<'_>, (i64, i64)> = BTreeMap::new();
         let mut results = Vec::with_capacity(checked.len());
         let (mut accepted, mut duplicates) = (0_u32, 0_u32);
-        for event in checked {
-            let window_start = hour_floor(event.occurred_at);
-            let row = usage_event::Model {
-                event_id: event.event_id.clone(),
-                subscription_id: event.subscription_id.clone(),
-                resource_id: event.resource_id.clone(),
-                metric_id: event.metric_id.clone(),
-                quantity: event.quantity,
-                occurred_at: event.occurred_at,
-                window_start,
-                recorded_at: now,
-            };
-            let inserted = usage_event::Entity::insert(row.into_active_model())
-                .on_conflict(
-                    OnConflict::column(usage_event::Column::EventId)
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(&txn)
-                .await
-                .map_err(db_error)?;
-            let outcome = if inserted == 0 {
-                duplicates += 1;
-                pb::UsageEventOutcome::Duplicate
-            } else {
-                add_to_window(&txn, backend, &event, window_start).await?;
+        for event in &checked {
+            let outcome = if inserted.contains(event.event_id.as_str()) {
+                let increment = increments
+                    .entry((
+                        event.subscription_id.as_str(),
+                        event.resource_id.as_str(),
+                        event.metric_id.as_str(),
+                        hour_floor(event.occurred_at),
+                    ))
+                    .or_default();
+                increment.0 += event.quantity;
+                increment.1 += 1;
                 accepted += 1;
                 pb::UsageEventOutcome::Accepted
+            } else {
+                duplicates += 1;
+                pb::UsageEventOutcome::Duplicate
             };
             results.push(pb::UsageEventResult {
-                event_id: event.event_id,
+                event_id: event.event_id.clone(),
                 outcome: outcome as i32,
             });
+        }
+        for (key, (quantity, count)) in increments {
+            add_to_window(&txn, backend, key, quantity, count).await?;
         }
         txn.commit().await.map_err(db_error)?;
         tracing::debug!(accepted, duplicates, "usage recorded");
@@ -387,37 +382,102 @@ impl BillingDomain {
     }
 }
 
+/// A window row's key: subscription, resource, metric, hour.
+type WindowKey<'a> = (&'a str, &'a str, &'a str, DateTime<Utc>);
+
+/// Most events written by one statement.
+const INSERT_CHUNK: usize = 500;
+
+/// Inserts the events that are not recorded yet; returns the ids of those
+/// inserted now.
+async fn insert_new_events(
+    conn: &impl ConnectionTrait,
+    backend: Backend,
+    events: &[Checked],
+    now: DateTime<Utc>,
+) -> Result<HashSet<String>> {
+    let db_backend = match backend {
+        Backend::Postgres => DbBackend::Postgres,
+        Backend::Sqlite => DbBackend::Sqlite,
+    };
+    let mut inserted = HashSet::with_capacity(events.len());
+    for chunk in events.chunks(INSERT_CHUNK) {
+        let mut statement = Query::insert();
+        statement.into_table(usage_event::Entity).columns([
+            usage_event::Column::EventId,
+            usage_event::Column::SubscriptionId,
+            usage_event::Column::ResourceId,
+            usage_event::Column::MetricId,
+            usage_event::Column::Quantity,
+            usage_event::Column::OccurredAt,
+            usage_event::Column::WindowStart,
+            usage_event::Column::RecordedAt,
+        ]);
+        for event in chunk {
+            statement
+                .values([
+                    event.event_id.clone().into(),
+                    event.subscription_id.clone().into(),
+                    event.resource_id.clone().into(),
+                    event.metric_id.clone().into(),
+                    event.quantity.into(),
+                    event.occurred_at.into(),
+                    hour_floor(event.occurred_at).into(),
+                    now.into(),
+                ])
+                .map_err(|e| Error::internal(format!("usage insert: {e}")))?;
+        }
+        statement
+            .on_conflict(
+                OnConflict::column(usage_event::Column::EventId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning_col(usage_event::Column::EventId);
+        let rows = conn
+            .query_all_raw(db_backend.build(&statement))
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            inserted.insert(row.try_get::<String>("", "event_id").map_err(db_error)?);
+        }
+    }
+    Ok(inserted)
+}
+
 async fn add_to_window(
     conn: &impl ConnectionTrait,
     backend: Backend,
-    event: &Checked,
-    window_start: DateTime<Utc>,
+    (subscription_id, resource_id, metric_id, window_start): WindowKey<'_>,
+    quantity: i64,
+    count: i64,
 ) -> Result<()> {
     let (db_backend, sql) = match backend {
         Backend::Postgres => (
             DbBackend::Postgres,
             "INSERT INTO usage_windows (subscription_id, resource_id, metric_id, window_start, quantity, event_count) \
-             VALUES ($1, $2, $3, $4, $5, 1) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (subscription_id, resource_id, metric_id, window_start) DO UPDATE SET \
-             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + 1",
+             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + excluded.event_count",
         ),
         Backend::Sqlite => (
             DbBackend::Sqlite,
             "INSERT INTO usage_windows (subscription_id, resource_id, metric_id, window_start, quantity, event_count) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 1) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (subscription_id, resource_id, metric_id, window_start) DO UPDATE SET \
-             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + 1",
+             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + excluded.event_count",
         ),
     };
     let statement = Statement::from_sql_and_values(
         db_backend,
         sql,
         [
-            event.subscription_id.clone().into(),
-            event.resource_id.clone().into(),
-            event.metric_id.clone().into(),
+            subscription_id.into(),
+            resource_id.into(),
+            metric_id.into(),
             window_start.into(),
-            event.quantity.into(),
+            quantity.into(),
+            count.into(),
         ],
     );
     conn.execute_raw(statement).await.map_err(db_error)?;
