@@ -85,7 +85,7 @@ fn url_host(host: &str) -> String {
 impl PostgresDriver {
     /// A driver on `server`; connects on first use.
     pub fn new(server: ServerSettings) -> Self {
-        let admin = Admin::connect_lazy(server.admin.clone());
+        let admin = Admin::connect_lazy(server.admin.clone(), server.acquire_timeout);
         Self { server, admin }
     }
 

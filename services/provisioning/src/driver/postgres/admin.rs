@@ -6,6 +6,7 @@ use super::names::{quote_identifier, quote_literal};
 use marketbridge_core::{Error, Result};
 use sea_orm::sqlx;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// SQLSTATE of `CREATE ROLE` for a role that exists.
@@ -60,23 +61,35 @@ pub struct DatabaseUsage {
     pub allows_connections: bool,
 }
 
-/// The admin connection pool.
+/// The admin connection pool, opened on first use.
 #[derive(Clone)]
 pub struct Admin {
-    pool: PgPool,
+    options: PgConnectOptions,
+    acquire_timeout: Duration,
+    pool: Arc<OnceLock<PgPool>>,
 }
 
 impl Admin {
     /// A pool that connects on first use, so the service starts while the
-    /// database server is down and the jobs that need it retry.
-    pub fn connect_lazy(options: PgConnectOptions) -> Self {
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(10))
-            .idle_timeout(Duration::from_secs(60))
-            .connect_lazy_with(options);
-        Self { pool }
+    /// database server is down and the jobs that need it retry. A statement
+    /// waits at most `acquire_timeout` for a connection.
+    pub fn connect_lazy(options: PgConnectOptions, acquire_timeout: Duration) -> Self {
+        Self {
+            options,
+            acquire_timeout,
+            pool: Arc::new(OnceLock::new()),
+        }
+    }
+
+    fn pool(&self) -> &PgPool {
+        self.pool.get_or_init(|| {
+            PgPoolOptions::new()
+                .max_connections(4)
+                .min_connections(0)
+                .acquire_timeout(self.acquire_timeout)
+                .idle_timeout(Duration::from_secs(60))
+                .connect_lazy_with(self.options.clone())
+        })
     }
 
     /// Runs one statement built by this driver. The one place dynamic SQL
@@ -85,7 +98,7 @@ impl Admin {
     /// [`quote_literal`], and numbers.
     async fn run(&self, sql: String) -> std::result::Result<(), sqlx::Error> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map(|_| ())
     }
@@ -102,7 +115,7 @@ impl Admin {
     pub async fn role_exists(&self, name: &str) -> Result<bool> {
         let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(|e| sql_error("look up a role", e))?;
         Ok(found.is_some())
@@ -112,7 +125,7 @@ impl Admin {
     pub async fn database_exists(&self, name: &str) -> Result<bool> {
         let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(|e| sql_error("look up a database", e))?;
         Ok(found.is_some())
@@ -177,7 +190,7 @@ impl Admin {
         .await?;
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
             .bind(login)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(|e| sql_error("end the sessions of a login", e))?;
         Ok(())
@@ -208,7 +221,7 @@ impl Admin {
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
         )
         .bind(database)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(|e| sql_error("end the sessions of a database", e))?;
         Ok(())
@@ -224,7 +237,7 @@ impl Admin {
              FROM pg_database d WHERE d.datname = $1",
         )
         .bind(database)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(|e| sql_error("measure the database", e))?;
         Ok(
@@ -244,14 +257,16 @@ impl Admin {
                AND 'default_transaction_read_only=on' = ANY (s.setconfig)",
         )
         .bind(database)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.pool())
         .await
         .map_err(|e| sql_error("read the database settings", e))?;
         Ok(found.is_some())
     }
 
-    /// Closes the pool.
+    /// Closes the pool, if it was opened.
     pub async fn close(&self) {
-        self.pool.close().await;
+        if let Some(pool) = self.pool.get() {
+            pool.close().await;
+        }
     }
 }

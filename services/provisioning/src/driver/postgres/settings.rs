@@ -29,6 +29,9 @@ pub struct ServerSettings {
     pub url_parameters: String,
     /// Seconds a deleted database is kept before it is dropped.
     pub deletion_grace_seconds: u64,
+    /// How long a statement waits for an admin connection before the
+    /// attempt fails (and its job is retried).
+    pub acquire_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for ServerSettings {
@@ -41,6 +44,7 @@ impl std::fmt::Debug for ServerSettings {
             .field("port", &self.port)
             .field("url_parameters", &self.url_parameters)
             .field("deletion_grace_seconds", &self.deletion_grace_seconds)
+            .field("acquire_timeout", &self.acquire_timeout)
             .finish()
     }
 }
@@ -51,7 +55,13 @@ impl ServerSettings {
         if options.postgres_admin_url.trim().is_empty() {
             return Ok(None);
         }
-        let admin = sqlx::postgres::PgConnectOptions::from_str(options.postgres_admin_url.trim())
+        let url = options.postgres_admin_url.trim();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(Error::validation(
+                "provisioning.postgres_admin_url must be a postgres:// URL",
+            ));
+        }
+        let admin = sqlx::postgres::PgConnectOptions::from_str(url)
             .map_err(|e| {
                 // The URL may hold a password: name the setting, not the value.
                 Error::validation(format!("provisioning.postgres_admin_url is invalid: {e}"))
@@ -77,6 +87,7 @@ impl ServerSettings {
                 .trim_start_matches('?')
                 .to_owned(),
             deletion_grace_seconds: options.postgres_deletion_grace_seconds,
+            acquire_timeout: std::time::Duration::from_secs(10),
         }))
     }
 }
