@@ -3,4 +3,7 @@
 
 mod support;
 
+mod drivers_plugin;
+mod drivers_postgres;
+mod drivers_support;
 mod foundation;

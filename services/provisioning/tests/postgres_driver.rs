@@ -425,7 +425,9 @@ async fn connection_limit_and_storage_quota_follow_the_plan() {
     let url = secret(&prepared.secrets, "DATABASE_URL").value.clone();
 
     let first = PgConnection::connect(&url).await.expect("first connection");
-    let second = PgConnection::connect(&url).await.expect("second connection");
+    let second = PgConnection::connect(&url)
+        .await
+        .expect("second connection");
     let third = PgConnection::connect(&url)
         .await
         .expect_err("the small plan allows two connections");
@@ -525,10 +527,7 @@ async fn quoting_round_trips_hostile_text_through_the_server() {
                 .fetch_one(&mut admin)
                 .await
                 .unwrap();
-            assert_eq!(
-                echoed, text,
-                "standard_conforming_strings={conforming}"
-            );
+            assert_eq!(echoed, text, "standard_conforming_strings={conforming}");
         }
     }
     for (index, text) in hostile.iter().enumerate() {
