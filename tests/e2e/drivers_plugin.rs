@@ -481,12 +481,18 @@ backend_test!(
         test.drain().await;
         let second_key = secret(&current_secrets(&test, &resource_id).await, KEY).to_owned();
         assert_ne!(second_key, first_key);
-        assert_eq!(plugin.calls("Rotate")[0].keys, [second_key.clone()]);
+        assert_eq!(
+            plugin.calls("Rotate")[0].keys,
+            std::slice::from_ref(&second_key)
+        );
         assert!(plugin.accepts(&resource_id, &first_key));
         assert!(plugin.accepts(&resource_id, &second_key));
         clock.advance(ChronoDuration::seconds(601));
         test.drain().await;
-        assert_eq!(plugin.calls("Revoke")[0].keys, [first_key.clone()]);
+        assert_eq!(
+            plugin.calls("Revoke")[0].keys,
+            std::slice::from_ref(&first_key)
+        );
         assert!(!plugin.accepts(&resource_id, &first_key));
         assert!(plugin.accepts(&resource_id, &second_key));
 
