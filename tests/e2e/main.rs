@@ -3,7 +3,9 @@
 
 mod support;
 
+mod docs;
 mod drivers_plugin;
 mod drivers_postgres;
 mod drivers_support;
 mod foundation;
+mod tls;
