@@ -499,3 +499,26 @@ backend_test!(
         test.stop().await;
     }
 );
+
+#[test]
+fn marketbridge_config_masks_the_driver_secrets() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_marketbridge"))
+        .arg("config")
+        .env(
+            "MARKETBRIDGE_PROVISIONING__POSTGRES_ADMIN_URL",
+            "postgres://admin:hunter2@db.internal:5432/postgres",
+        )
+        .env("MARKETBRIDGE_PROVISIONING__PLUGIN_TOKEN", "plugin-secret-7")
+        .output()
+        .expect("run marketbridge config");
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains(
+            "provisioning.postgres_admin_url = \"postgres://admin:***@db.internal:5432/postgres\""
+        ),
+        "{printed}"
+    );
+    assert!(printed.contains("provisioning.plugin_token = \"***\""));
+    assert!(!printed.contains("hunter2") && !printed.contains("plugin-secret-7"));
+}

@@ -7,6 +7,7 @@ use marketbridge_catalog::{Metric, Plan, Product};
 use marketbridge_config::ProvisioningOptions;
 use marketbridge_core::{Error, Result};
 use sea_orm::sqlx;
+use sea_orm::sqlx::ConnectOptions;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -66,7 +67,9 @@ impl ServerSettings {
                 // The URL may hold a password: name the setting, not the value.
                 Error::validation(format!("provisioning.postgres_admin_url is invalid: {e}"))
             })?
-            .application_name("marketbridge-provisioning");
+            .application_name("marketbridge-provisioning")
+            // Statements carry password verifiers; keep them out of logs.
+            .disable_statement_logging();
         let host = if options.postgres_host.trim().is_empty() {
             admin.get_host().to_owned()
         } else {
