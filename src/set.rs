@@ -39,8 +39,9 @@ pub struct SetOptions {
     pub clock: SharedClock,
     /// Encryption at rest.
     pub cipher: Cipher,
-    /// Run the outbox workers and the billing scheduler in the background
-    /// (tests may drain and run the due work themselves instead).
+    /// Run the outbox workers, the usage meter and the billing scheduler in
+    /// the background (tests may drain, run meter rounds and run the due
+    /// billing work themselves instead).
     pub run_workers: bool,
 }
 
@@ -145,6 +146,11 @@ impl RunningSet {
                 billing.job_handler(),
                 &shutdown,
             );
+            let (meter, stop) = (provisioning.usage_meter().clone(), shutdown.clone());
+            tasks.spawn(async move {
+                meter.run(stop).await;
+                Ok(())
+            });
             let (scheduler, stop) = (billing.scheduler().clone(), shutdown.clone());
             tasks.spawn(async move {
                 scheduler.run(stop).await;

@@ -4,5 +4,8 @@
 mod support;
 
 mod docs;
+mod drivers_plugin;
+mod drivers_postgres;
+mod drivers_support;
 mod foundation;
 mod tls;
