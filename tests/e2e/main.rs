@@ -3,6 +3,7 @@
 
 mod support;
 
+mod billing;
 mod docs;
 mod drivers_plugin;
 mod drivers_postgres;

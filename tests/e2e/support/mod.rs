@@ -156,6 +156,28 @@ impl TestSet {
         }
     }
 
+    /// Records the billing work due now (usage reports, interim billing,
+    /// balances, invoices, closings), as the scheduler does on its tick.
+    pub async fn run_billing(&self) -> marketbridge_billing::scheduler::DueWork {
+        self.set
+            .billing
+            .scheduler()
+            .run_due()
+            .await
+            .expect("billing work runs")
+    }
+
+    /// The manual clock's time.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        use marketbridge_core::time::Clock;
+        self.clock.as_ref().expect("a manual clock").now()
+    }
+
+    /// Moves the manual clock forward.
+    pub fn advance(&self, by: chrono::Duration) {
+        self.clock.as_ref().expect("a manual clock").advance(by);
+    }
+
     /// Stops the set.
     pub async fn stop(self) {
         let TestSet {

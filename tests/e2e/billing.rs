@@ -1,0 +1,296 @@
+//! Billing on its own, for customers without a marketplace: the reporting
+//! ledger's API, closing an account's billing, and prepaid balances drawn
+//! down by usage. The marketplace flows are in `billing_vercel` and
+//! `billing_google`.
+
+use crate::support::{TestSet, set_on};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use marketbridge_core::ErrorCode;
+use marketbridge_core::time::to_timestamp;
+use marketbridge_proto::account::v1 as account_pb;
+use marketbridge_proto::billing::v1 as billing_pb;
+use marketbridge_proto::common::v1::{
+    AccountSelector, Marketplace, MarketplaceRef, RequestContext,
+};
+use marketbridge_proto::provisioning::v1 as provisioning_pb;
+use marketbridge_storage::backend_test;
+use tonic::Code;
+
+fn context(key: &str) -> Option<RequestContext> {
+    Some(RequestContext {
+        idempotency_key: key.to_owned(),
+        actor: None,
+    })
+}
+
+/// A customer of the provider itself with one resource on `plan_id`.
+async fn direct_customer(test: &TestSet, team: &str, plan_id: &str) -> (String, String) {
+    let mut accounts = test.set.clients.account.clone();
+    let account = accounts
+        .upsert_account(account_pb::UpsertAccountRequest {
+            marketplace_ref: Some(MarketplaceRef::new(Marketplace::Direct, team)),
+            display_name: format!("Team {team}"),
+            ..Default::default()
+        })
+        .await
+        .expect("account upsert")
+        .into_inner();
+    let mut provisioning = test.set.clients.provisioning.clone();
+    let resource = provisioning
+        .create_resource(provisioning_pb::CreateResourceRequest {
+            account_id: account.id.clone(),
+            product_id: "database".into(),
+            plan_id: plan_id.into(),
+            name: format!("{team}-db"),
+            ..Default::default()
+        })
+        .await
+        .expect("resource")
+        .into_inner()
+        .resource
+        .expect("the resource");
+    test.drain().await;
+    (account.id, resource.id)
+}
+
+fn usage(
+    event_id: &str,
+    resource_id: &str,
+    metric: &str,
+    quantity: i64,
+    at: DateTime<Utc>,
+) -> billing_pb::UsageEvent {
+    billing_pb::UsageEvent {
+        event_id: event_id.into(),
+        customer: Some(billing_pb::usage_event::Customer::ResourceId(
+            resource_id.into(),
+        )),
+        metric_id: metric.into(),
+        quantity,
+        occurred_at: Some(to_timestamp(at)),
+    }
+}
+
+async fn account_of(test: &TestSet, account_id: &str) -> account_pb::Account {
+    let mut accounts = test.set.clients.account.clone();
+    accounts
+        .get_account(account_pb::GetAccountRequest {
+            account: Some(AccountSelector::by_id(account_id)),
+        })
+        .await
+        .expect("the account")
+        .into_inner()
+}
+
+backend_test!(
+    closing_billing_waits_for_settled_usage_then_finalizes_the_account,
+    |database| async move {
+        let test = set_on(&database)
+            .manual_clock()
+            .without_workers()
+            .start()
+            .await;
+        let (account_id, resource_id) = direct_customer(&test, "closing", "pro").await;
+        let mut billing = test.set.clients.billing.clone();
+        let start = test.now();
+        billing
+            .record_usage(billing_pb::RecordUsageRequest {
+                events: vec![usage("before", &resource_id, "requests", 5, start)],
+            })
+            .await
+            .unwrap();
+
+        let close = billing_pb::CloseAccountBillingRequest {
+            context: context("close-1"),
+            account_id: account_id.clone(),
+        };
+        let first = billing.close_account_billing(close.clone()).await.unwrap();
+        assert!(
+            !first.into_inner().finalized,
+            "a paid plan leaves billing to finish"
+        );
+        let replay = billing.close_account_billing(close).await.unwrap();
+        assert!(!replay.into_inner().finalized);
+
+        let late = billing
+            .record_usage(billing_pb::RecordUsageRequest {
+                events: vec![usage(
+                    "after",
+                    &resource_id,
+                    "requests",
+                    1,
+                    start + ChronoDuration::seconds(1),
+                )],
+            })
+            .await
+            .unwrap_err();
+        let late = marketbridge_core::Error::from(late);
+        assert_eq!(late.code(), ErrorCode::Validation);
+        assert_eq!(late.fields()[0].field, "events[0].occurredAt");
+
+        let mut accounts = test.set.clients.account.clone();
+        accounts
+            .delete_account(account_pb::DeleteAccountRequest {
+                context: context("delete-1"),
+                account: Some(AccountSelector::by_id(&account_id)),
+                reason: "uninstalled".into(),
+                finalized: false,
+                purge: false,
+            })
+            .await
+            .unwrap();
+        test.run_billing().await;
+        test.drain().await;
+        assert!(
+            account_of(&test, &account_id).await.finalized_at.is_none(),
+            "usage up to the uninstall has not settled yet"
+        );
+
+        // Past the clock skew usage may carry and the settle delay.
+        test.advance(ChronoDuration::minutes(11));
+        test.run_billing().await;
+        test.drain().await;
+        let closed = account_of(&test, &account_id).await;
+        assert!(
+            closed.finalized_at.is_some(),
+            "billing finalized the account"
+        );
+        assert_eq!(closed.state, account_pb::AccountState::Deleted as i32);
+        let again = billing
+            .close_account_billing(billing_pb::CloseAccountBillingRequest {
+                context: context("close-2"),
+                account_id: account_id.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(again.into_inner().finalized, "now the answer is final");
+        test.stop().await;
+    }
+);
+
+backend_test!(
+    accounts_that_never_paid_close_at_once,
+    |database| async move {
+        let test = set_on(&database)
+            .manual_clock()
+            .without_workers()
+            .start()
+            .await;
+        let (account_id, _) = direct_customer(&test, "free-team", "free").await;
+        let mut billing = test.set.clients.billing.clone();
+        let closed = billing
+            .close_account_billing(billing_pb::CloseAccountBillingRequest {
+                context: context("close-free"),
+                account_id,
+            })
+            .await
+            .unwrap();
+        assert!(closed.into_inner().finalized);
+        let unknown = billing
+            .close_account_billing(billing_pb::CloseAccountBillingRequest {
+                context: None,
+                account_id: "acc_nope".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::InvalidArgument);
+        test.stop().await;
+    }
+);
+
+backend_test!(
+    prepaid_usage_draws_the_balance_down_across_periods,
+    |database| async move {
+        let test = set_on(&database)
+            .manual_clock()
+            .without_workers()
+            .start()
+            .await;
+        let (account_id, resource_id) = direct_customer(&test, "prepaid", "prepaid").await;
+        let mut billing = test.set.clients.billing.clone();
+        let start = test.now();
+        // 0.00002 per request: 150,001 requests cost 3.00002.
+        billing
+            .record_usage(billing_pb::RecordUsageRequest {
+                events: vec![
+                    usage("p1", &resource_id, "requests", 100_000, start),
+                    usage(
+                        "p2",
+                        &resource_id,
+                        "requests",
+                        50_001,
+                        start + ChronoDuration::minutes(1),
+                    ),
+                ],
+            })
+            .await
+            .unwrap();
+        test.advance(ChronoDuration::minutes(2));
+        let balances = billing
+            .get_balances(billing_pb::GetBalancesRequest {
+                account_id: account_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(balances.balances.len(), 1);
+        let value = balances.balances[0].value.clone().unwrap();
+        assert_eq!(
+            value.amount_minor, -301,
+            "3.00002 drawn from nothing, rounded down"
+        );
+
+        // Into the next billing period: usage there is drawn too.
+        test.advance(ChronoDuration::days(8));
+        billing
+            .record_usage(billing_pb::RecordUsageRequest {
+                events: vec![usage("p3", &resource_id, "requests", 50_000, test.now())],
+            })
+            .await
+            .unwrap();
+        test.advance(ChronoDuration::minutes(1));
+        let balances = billing
+            .get_balances(billing_pb::GetBalancesRequest { account_id })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            balances.balances[0].value.as_ref().unwrap().amount_minor,
+            -401
+        );
+        test.stop().await;
+    }
+);
+
+backend_test!(
+    the_reporting_ledger_lists_and_filters,
+    |database| async move {
+        let test = set_on(&database)
+            .manual_clock()
+            .without_workers()
+            .start()
+            .await;
+        let mut billing = test.set.clients.billing.clone();
+        let empty = billing
+            .list_usage_reports(billing_pb::ListUsageReportsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(empty.reports.is_empty());
+        let bad = billing
+            .list_usage_reports(billing_pb::ListUsageReportsRequest {
+                status: 42,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument);
+        let work = test.run_billing().await;
+        assert_eq!(
+            work.total(),
+            0,
+            "customers without a marketplace get no reports"
+        );
+        test.stop().await;
+    }
+);
