@@ -20,6 +20,7 @@ pub struct TestSet {
     pub clock: Option<ManualClock>,
     databases: Vec<TestDatabase>,
     data_dir: std::path::PathBuf,
+    run_workers: bool,
 }
 
 /// A change a test makes to the configuration before start.
@@ -121,6 +122,7 @@ impl<'a> SetBuilder<'a> {
             clock: manual,
             databases: vec![account_db, provisioning_db, billing_db],
             data_dir,
+            run_workers: self.run_workers,
         }
     }
 }
@@ -176,6 +178,43 @@ impl TestSet {
     /// Moves the manual clock forward.
     pub fn advance(&self, by: chrono::Duration) {
         self.clock.as_ref().expect("a manual clock").advance(by);
+    }
+
+    /// Stops the set and starts a new one on the same databases and
+    /// configuration (new ports), as a process restart would.
+    pub async fn restart(self) -> TestSet {
+        let TestSet {
+            set,
+            http,
+            clock,
+            databases,
+            data_dir,
+            run_workers,
+        } = self;
+        let mut config = set.config.clone();
+        set.stop().await.expect("the set stops cleanly");
+        config.gateway.public_url = String::new();
+        let cipher = Cipher::from_base64_key(&config.security.encryption_key).expect("test key");
+        let shared: SharedClock = match &clock {
+            Some(clock) => Arc::new(clock.clone()),
+            None => system_clock(),
+        };
+        let set = RunningSet::start(SetOptions {
+            config,
+            clock: shared,
+            cipher,
+            run_workers,
+        })
+        .await
+        .expect("the set starts again");
+        TestSet {
+            set,
+            http,
+            clock,
+            databases,
+            data_dir,
+            run_workers,
+        }
     }
 
     /// Stops the set.

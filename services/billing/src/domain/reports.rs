@@ -388,7 +388,7 @@ impl BillingDomain {
     async fn after_settled(&self, row: &usage_report::Model) -> Result<(), JobError> {
         if row.kind == submission_kind::FINALIZE && row.status == report_status::SENT {
             self.finalization_delivered(&row.account_id).await?;
-        } else if row.kind == submission_kind::INVOICE {
+        } else {
             self.advance_closure(&row.account_id).await?;
         }
         Ok(())
