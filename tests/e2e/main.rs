@@ -4,3 +4,5 @@
 mod support;
 
 mod foundation;
+mod vercel_flow;
+mod vercel_support;
