@@ -4,5 +4,7 @@
 mod support;
 
 mod foundation;
+mod vercel_auth;
 mod vercel_flow;
+mod vercel_input;
 mod vercel_support;

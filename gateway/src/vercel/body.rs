@@ -8,17 +8,19 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Parses a JSON body into `T`.
+/// Parses a JSON body (an object) into `T`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::invalid_field("body", "a JSON body is required"));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(describe)?;
-    deserializer
-        .end()
-        .map_err(|_| Error::invalid_field("body", "has text after the JSON value"))?;
-    Ok(value)
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| {
+        Error::invalid_field("body", "is not valid JSON")
+            .with_user_message("The request could not be read")
+    })?;
+    if !value.is_object() {
+        return Err(Error::invalid_field("body", "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize::<_, T>(value).map_err(describe)
 }
 
 /// Parses an optional JSON body: an empty body is `T::default()`.
@@ -30,14 +32,8 @@ pub fn parse_optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Resul
 }
 
 fn describe(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
-    use serde_json::error::Category;
     let path = error.path().to_string();
-    let inner = error.inner();
-    if !matches!(inner.classify(), Category::Data) {
-        return Error::invalid_field("body", "is not valid JSON")
-            .with_user_message("The request could not be read");
-    }
-    let text = inner.to_string();
+    let text = error.inner().to_string();
     let text = text
         .split(" at line ")
         .next()

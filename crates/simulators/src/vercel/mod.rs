@@ -229,6 +229,7 @@ async fn discovery_document(State(shared): State<Arc<Shared>>) -> axum::Json<Val
 impl VercelSimulator {
     /// Starts the simulator on `address` (`127.0.0.1:0` picks a port).
     pub async fn start(options: VercelSimulatorOptions, address: &str) -> std::io::Result<Self> {
+        marketbridge_rpc::tls::install_crypto_provider();
         let shared = Arc::new(Shared {
             world: Mutex::new(World::default()),
             keys: Mutex::new(KeyRing {
