@@ -3,7 +3,9 @@
 
 mod support;
 
+mod docs;
 mod foundation;
+mod tls;
 mod vercel_auth;
 mod vercel_flow;
 mod vercel_input;

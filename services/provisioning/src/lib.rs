@@ -167,5 +167,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
             ))
         })?;
     tracing::info!(listen = %config.provisioning.listen, "provisioning service listening");
+    marketbridge_rpc::process::spawn_metrics_listener(
+        &config.provisioning.metrics_listen,
+        shutdown.clone(),
+    )
+    .await?;
     server.serve(listener, &config.tls, shutdown).await
 }
