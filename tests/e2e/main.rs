@@ -7,6 +7,8 @@ mod docs;
 mod foundation;
 mod tls;
 mod vercel_auth;
+mod vercel_billing;
 mod vercel_flow;
 mod vercel_input;
 mod vercel_support;
+mod vercel_webhooks;
