@@ -9,6 +9,8 @@ mod tls;
 mod vercel_auth;
 mod vercel_billing;
 mod vercel_flow;
+mod vercel_idempotency;
 mod vercel_input;
+mod vercel_outage;
 mod vercel_support;
 mod vercel_webhooks;
