@@ -12,5 +12,7 @@ mod vercel_flow;
 mod vercel_idempotency;
 mod vercel_input;
 mod vercel_outage;
+mod vercel_seed_flow;
+mod vercel_sso;
 mod vercel_support;
 mod vercel_webhooks;

@@ -75,38 +75,34 @@ impl IntoResponse for FlowFailure {
     }
 }
 
-/// Authenticates and returns the caller with the token's installation; a
-/// body naming another installation is refused.
+/// Authenticates and returns the caller with the token's installation.
 async fn caller_for(
     state: &AppState,
     headers: &HeaderMap,
     access: Access,
-    named_installation: Option<&str>,
 ) -> Result<(Caller, String)> {
     let caller = authenticate(&state.vercel, headers).await?;
     let installation_id = caller.installation_id()?.to_owned();
-    if let Some(named) = named_installation.filter(|n| !n.is_empty())
-        && named != installation_id
-    {
-        return Err(Error::permission_denied(
-            "the token is for another installation",
-        ));
-    }
     caller.allow_installation(&installation_id, access)?;
     Ok((caller, installation_id))
+}
+
+/// A body naming another installation than the token's is refused.
+fn same_installation(token_installation: &str, named: Option<&str>) -> Result<()> {
+    match named.filter(|n| !n.is_empty()) {
+        Some(named) if named != token_installation => Err(Error::permission_denied(
+            "the token is for another installation",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `POST|PUT /marketplace/account`: creates the account and records the
 /// accepted terms.
 pub async fn account(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> FlowAnswer {
+    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: AccountRequest = super::body::parse_optional_json(&body)?;
-    let (caller, installation_id) = caller_for(
-        &state,
-        &headers,
-        Access::UserChange,
-        body.installation_id.as_deref(),
-    )
-    .await?;
+    same_installation(&installation_id, body.installation_id.as_deref())?;
     let key = idempotency_key(&headers)?;
     let mut policies = body.accepted_policies.clone().unwrap_or_default();
     if policies.is_empty() && body.accept_terms == Some(true) {
@@ -237,14 +233,9 @@ pub async fn create_resource(
     headers: HeaderMap,
     body: Bytes,
 ) -> FlowAnswer {
-    let body: CreateResource = parse_json(&body)?;
-    let (caller, installation_id) = caller_for(
-        &state,
-        &headers,
-        Access::UserChange,
-        body.installation_id.as_deref(),
-    )
-    .await?;
+    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
+    let body: CreateResource = parse_json(&body).map_err(rename_fields)?;
+    same_installation(&installation_id, body.installation_id.as_deref())?;
     let key = idempotency_key(&headers)?;
     let account = installed_account(&state, &installation_id).await?;
     let mut provisioning = state.clients.provisioning.clone();
@@ -318,7 +309,7 @@ pub async fn get_resource(
     Path(resource_id): Path<String>,
     headers: HeaderMap,
 ) -> FlowAnswer {
-    let (_, installation_id) = caller_for(&state, &headers, Access::Read, None).await?;
+    let (_, installation_id) = caller_for(&state, &headers, Access::Read).await?;
     let account = installed_account(&state, &installation_id).await?;
     let resource = owned_resource(&state, &account.id, &resource_id).await?;
     Ok(Json(resource_state(&resource)).into_response())
@@ -332,8 +323,8 @@ pub async fn connect(
     headers: HeaderMap,
     body: Bytes,
 ) -> FlowAnswer {
+    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: Connect = parse_json(&body)?;
-    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange, None).await?;
     if body.resource_id.as_deref().is_some_and(|r| r != resource_id) {
         return Err(Error::invalid_field("resourceId", "does not match the path").into());
     }
@@ -379,7 +370,7 @@ pub async fn delete_resource(
     Path(resource_id): Path<String>,
     headers: HeaderMap,
 ) -> FlowAnswer {
-    let (caller, installation_id) = caller_for(&state, &headers, Access::Change, None).await?;
+    let (caller, installation_id) = caller_for(&state, &headers, Access::Change).await?;
     let key = idempotency_key(&headers)?;
     let account = installed_account(&state, &installation_id).await?;
     if marketbridge_core::ids::ResourceId::parse("resourceId", &resource_id).is_err() {
@@ -410,8 +401,8 @@ pub async fn change_plan(
     headers: HeaderMap,
     body: Bytes,
 ) -> FlowAnswer {
+    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: ChangePlan = parse_json(&body)?;
-    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange, None).await?;
     if body.resource_id.as_deref().is_some_and(|r| r != resource_id) {
         return Err(Error::invalid_field("resourceId", "does not match the path").into());
     }
