@@ -15,4 +15,5 @@ mod vercel_outage;
 mod vercel_seed_flow;
 mod vercel_sso;
 mod vercel_support;
+mod vercel_trace;
 mod vercel_webhooks;
