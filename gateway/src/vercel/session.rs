@@ -51,8 +51,16 @@ impl std::fmt::Debug for SessionKey {
 
 impl SessionKey {
     /// The configured key: `gateway.session_secret`, else derived from
-    /// `security.encryption_key`, else random for this process.
+    /// the encryption key (`security.encryption_key`, or the development key
+    /// `marketbridge up` keeps in the data folder), else random for this
+    /// process.
     pub fn from_config(config: &Config) -> Self {
+        let development_key = std::fs::read_to_string(
+            std::path::Path::new(&config.data.dir).join(marketbridge_rpc::process::DEV_KEY_FILE),
+        )
+        .ok()
+        .map(|key| key.trim().to_owned())
+        .filter(|key| !key.is_empty());
         let material = if !config.gateway.session_secret.is_empty() {
             format!("session-secret:{}", config.gateway.session_secret)
         } else if !config.security.encryption_key.is_empty() {
@@ -60,6 +68,8 @@ impl SessionKey {
                 "derived-from-encryption-key:{}",
                 config.security.encryption_key
             )
+        } else if let Some(key) = development_key {
+            format!("derived-from-encryption-key:{key}")
         } else {
             tracing::warn!(
                 "no session secret or encryption key is configured; sessions last until restart"

@@ -8,9 +8,12 @@
 //!   ([`partner`]) and signed webhooks ([`webhooks`]);
 //! - the Vercel API the provider calls back, which checks each
 //!   installation's bearer token, remembers what it receives, and fails on
-//!   demand ([`api`], [`state`]).
+//!   demand ([`api`], [`state`]);
+//! - controls under `/_sim/...` to create installations, mint tokens and
+//!   start SSO by hand (`marketbridge sim vercel` prints how).
 
 mod api;
+mod control;
 pub mod partner;
 pub mod state;
 pub mod tokens;
@@ -52,6 +55,28 @@ pub(crate) fn alnum_id(len: usize) -> String {
         }
     }
     text
+}
+
+/// The Redirect Login URL with `mode=sso`, the code, its state and the
+/// deep-link context appended.
+pub(crate) fn redirect_url(
+    redirect_login_url: &str,
+    code: &SsoCode,
+    context: &[(&str, &str)],
+) -> String {
+    let Ok(mut url) = reqwest::Url::parse(redirect_login_url) else {
+        return redirect_login_url.to_owned();
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("mode", "sso");
+        query.append_pair("code", &code.code);
+        query.append_pair("state", &code.state);
+        for (key, value) in context {
+            query.append_pair(key, value);
+        }
+    }
+    url.to_string()
 }
 
 /// A stable hex rendering of any id (token subjects are hex).
@@ -116,6 +141,68 @@ impl Shared {
 
     fn base_url(&self) -> String {
         self.base_url.get().cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn new_installation(&self) -> InstallationHandle {
+        let handle = InstallationHandle {
+            id: format!("icfg_{}", alnum_id(24)),
+            team_id: format!("team_{}", alnum_id(24)),
+            token: format!("vat_{}", alnum_id(32)),
+        };
+        let installation = SimInstallation {
+            id: handle.id.clone(),
+            team_id: handle.team_id.clone(),
+            token: handle.token.clone(),
+            rotated_tokens: Vec::new(),
+            account: handle.upsert_body()["account"].clone(),
+            members: BTreeMap::new(),
+            finalized: false,
+            updates: Vec::new(),
+            resources: BTreeMap::new(),
+            events: Vec::new(),
+            billing_data: Vec::new(),
+            invoices: BTreeMap::new(),
+            balances: Vec::new(),
+            connections: Vec::new(),
+        };
+        self.world()
+            .installations
+            .insert(handle.id.clone(), installation);
+        handle
+    }
+
+    pub(crate) fn installation(&self, id: &str) -> Option<SimInstallation> {
+        self.world().installations.get(id).cloned()
+    }
+
+    pub(crate) fn token(&self, spec: &TokenSpec) -> String {
+        if let (Some(user), Some(installation_id)) = (&spec.user, &spec.installation_id)
+            && let Some(installation) = self.world().installations.get_mut(installation_id)
+        {
+            installation.members.insert(
+                user.id.clone(),
+                json!({"id": user.id, "role": user.role, "userEmail": user.email}),
+            );
+        }
+        self.mint(spec)
+    }
+
+    pub(crate) fn issue_sso_code(&self, installation: &InstallationHandle, user: &SimUser) -> SsoCode {
+        let mut spec = TokenSpec::user(&installation.id, &installation.team_id, user.clone());
+        spec.token_type = "id_token".to_owned();
+        let id_token = self.token(&spec);
+        let code = SsoCode {
+            code: alnum_id(32),
+            state: alnum_id(16),
+        };
+        self.world().sso_codes.insert(
+            code.code.clone(),
+            PendingSso {
+                state: code.state.clone(),
+                id_token,
+            },
+        );
+        code
     }
 
     fn mint(&self, spec: &TokenSpec) -> String {
@@ -253,7 +340,8 @@ impl VercelSimulator {
             .layer(axum::middleware::from_fn_with_state(
                 observed.clone(),
                 observe,
-            ));
+            ))
+            .merge(control::routes(shared.clone()));
         let server = SimServer::start(router, address).await?;
         let _ = shared.base_url.set(server.url.clone());
         let _ = shared
@@ -320,37 +408,12 @@ impl VercelSimulator {
 
     /// Creates an installation on a new team, with its API token.
     pub fn new_installation(&self) -> InstallationHandle {
-        let handle = InstallationHandle {
-            id: format!("icfg_{}", alnum_id(24)),
-            team_id: format!("team_{}", alnum_id(24)),
-            token: format!("vat_{}", alnum_id(32)),
-        };
-        let installation = SimInstallation {
-            id: handle.id.clone(),
-            team_id: handle.team_id.clone(),
-            token: handle.token.clone(),
-            rotated_tokens: Vec::new(),
-            account: handle.upsert_body()["account"].clone(),
-            members: BTreeMap::new(),
-            finalized: false,
-            updates: Vec::new(),
-            resources: BTreeMap::new(),
-            events: Vec::new(),
-            billing_data: Vec::new(),
-            invoices: BTreeMap::new(),
-            balances: Vec::new(),
-            connections: Vec::new(),
-        };
-        self.shared
-            .world()
-            .installations
-            .insert(handle.id.clone(), installation);
-        handle
+        self.shared.new_installation()
     }
 
     /// What the simulator knows of an installation.
     pub fn installation(&self, id: &str) -> Option<SimInstallation> {
-        self.shared.world().installations.get(id).cloned()
+        self.shared.installation(id)
     }
 
     /// What the simulator knows of a resource.
@@ -424,15 +487,7 @@ impl VercelSimulator {
     /// Signs a token as `spec` says. User tokens also make their user a
     /// member of the installation.
     pub fn token(&self, spec: &TokenSpec) -> String {
-        if let (Some(user), Some(installation_id)) = (&spec.user, &spec.installation_id)
-            && let Some(installation) = self.shared.world().installations.get_mut(installation_id)
-        {
-            installation.members.insert(
-                user.id.clone(),
-                json!({"id": user.id, "role": user.role, "userEmail": user.email}),
-            );
-        }
-        self.shared.mint(spec)
+        self.shared.token(spec)
     }
 
     /// A user token of `user` for `installation`.
@@ -479,21 +534,7 @@ impl VercelSimulator {
     /// A one-time SSO code for `user` of `installation`, as Vercel appends
     /// to the Redirect Login URL.
     pub fn issue_sso_code(&self, installation: &InstallationHandle, user: &SimUser) -> SsoCode {
-        let mut spec = TokenSpec::user(&installation.id, &installation.team_id, user.clone());
-        spec.token_type = "id_token".to_owned();
-        let id_token = self.token(&spec);
-        let code = SsoCode {
-            code: alnum_id(32),
-            state: alnum_id(16),
-        };
-        self.shared.world().sso_codes.insert(
-            code.code.clone(),
-            PendingSso {
-                state: code.state.clone(),
-                id_token,
-            },
-        );
-        code
+        self.shared.issue_sso_code(installation, user)
     }
 
     /// The URL Vercel redirects the browser to: the Redirect Login URL with
@@ -505,17 +546,7 @@ impl VercelSimulator {
         code: &SsoCode,
         context: &[(&str, &str)],
     ) -> String {
-        let mut url = reqwest::Url::parse(redirect_login_url).expect("a valid redirect URL");
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("mode", "sso");
-            query.append_pair("code", &code.code);
-            query.append_pair("state", &code.state);
-            for (key, value) in context {
-                query.append_pair(key, value);
-            }
-        }
-        url.to_string()
+        redirect_url(redirect_login_url, code, context)
     }
 
     /// A client calling the provider's partner API at `base_url` (the
