@@ -8,6 +8,7 @@ mod foundation;
 mod tls;
 mod vercel_auth;
 mod vercel_billing;
+mod vercel_demo;
 mod vercel_flow;
 mod vercel_idempotency;
 mod vercel_input;
