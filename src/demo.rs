@@ -200,7 +200,10 @@ async fn walk(sim: &VercelSimulator, base_url: &str) -> Result<()> {
     .await;
     expect(&answer, 200)?;
     let cache_id = answer.body["id"].as_str().unwrap_or_default().to_owned();
-    println!("    {cache_id} is {}; marketbridge finishes it in the background…", answer.body["status"].as_str().unwrap_or_default());
+    println!(
+        "    {cache_id} is {}; marketbridge finishes it in the background…",
+        answer.body["status"].as_str().unwrap_or_default()
+    );
     let mut ready = false;
     for _ in 0..60 {
         let at_vercel = sim.resource(&installation.id, &cache_id);
@@ -221,26 +224,57 @@ async fn walk(sim: &VercelSimulator, base_url: &str) -> Result<()> {
             .accepted("PUT", &format!("{cache_id}/secrets"))
             .iter(),
     ) {
-        println!("    Vercel received {} {} {}", call.method, call.path, short(&mask_secrets(call.json())));
+        println!(
+            "    Vercel received {} {} {}",
+            call.method,
+            call.path,
+            short(&mask_secrets(call.json()))
+        );
     }
     for call in sim.recorder().accepted("POST", "/events") {
-        println!("    Vercel received {} {} {}", call.method, call.path, short(&call.json()));
+        println!(
+            "    Vercel received {} {} {}",
+            call.method,
+            call.path,
+            short(&call.json())
+        );
     }
 
     let resource_path = format!("{resources}/{resource_id}");
-    let answer = step(5, "get", &format!("GET {resource_path}"), partner.get(&resource_path).user(&admin)).await;
+    let answer = step(
+        5,
+        "get",
+        &format!("GET {resource_path}"),
+        partner.get(&resource_path).user(&admin),
+    )
+    .await;
     expect(&answer, 200)?;
-    println!("    {} on plan {}", answer.body["status"].as_str().unwrap_or_default(), answer.body["billingPlan"]["id"].as_str().unwrap_or_default());
+    println!(
+        "    {} on plan {}",
+        answer.body["status"].as_str().unwrap_or_default(),
+        answer.body["billingPlan"]["id"]
+            .as_str()
+            .unwrap_or_default()
+    );
 
     let answer = step(
         6,
         "change plan",
         &format!("PATCH {resource_path}  {{\"billingPlanId\":\"free\"}}"),
-        partner.patch(&resource_path).user(&admin).idempotency_key("demo-plan").json(&json!({"billingPlanId": "free"})),
+        partner
+            .patch(&resource_path)
+            .user(&admin)
+            .idempotency_key("demo-plan")
+            .json(&json!({"billingPlanId": "free"})),
     )
     .await;
     expect(&answer, 200)?;
-    println!("    now on {}", answer.body["billingPlan"]["id"].as_str().unwrap_or_default());
+    println!(
+        "    now on {}",
+        answer.body["billingPlan"]["id"]
+            .as_str()
+            .unwrap_or_default()
+    );
 
     let answer = step(
         7,
@@ -253,16 +287,29 @@ async fn walk(sim: &VercelSimulator, base_url: &str) -> Result<()> {
     )
     .await;
     expect(&answer, 200)?;
-    println!("    sync: {}; new secrets: {}", answer.body["sync"], secret_names(&answer.body));
+    println!(
+        "    sync: {}; new secrets: {}",
+        answer.body["sync"],
+        secret_names(&answer.body)
+    );
 
-    let answer = step(8, "delete", &format!("DELETE {resource_path}"), partner.delete(&resource_path).user(&admin)).await;
+    let answer = step(
+        8,
+        "delete",
+        &format!("DELETE {resource_path}"),
+        partner.delete(&resource_path).user(&admin),
+    )
+    .await;
     expect(&answer, 204)?;
 
     let answer = step(
         9,
         "uninstall",
         &format!("DELETE {install_path}  {{\"cascadeResourceDeletion\":true}}"),
-        partner.delete(&install_path).system(&system).json(&json!({"cascadeResourceDeletion": true})),
+        partner
+            .delete(&install_path)
+            .system(&system)
+            .json(&json!({"cascadeResourceDeletion": true})),
     )
     .await;
     expect(&answer, 200)?;

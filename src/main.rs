@@ -166,9 +166,11 @@ fn main() -> ExitCode {
                 client_secret: client_secret.unwrap_or(defaults.client_secret),
                 issuer: None,
             };
-            let sim = VercelSimulator::start(options, &listen).await.map_err(|e| {
-                marketbridge_core::Error::unavailable(format!("cannot listen on {listen}: {e}"))
-            })?;
+            let sim = VercelSimulator::start(options, &listen)
+                .await
+                .map_err(|e| {
+                    marketbridge_core::Error::unavailable(format!("cannot listen on {listen}: {e}"))
+                })?;
             println!("Vercel simulator on {} (Ctrl-C stops it)", sim.url());
             println!("  Vercel API     {}/v1/...", sim.url());
             println!("  JWKS           {}", sim.jwks_url());
@@ -189,9 +191,18 @@ fn main() -> ExitCode {
             println!("MARKETBRIDGE_VERCEL__CLIENT_SECRET={}", sim.client_secret());
             println!();
             println!("Act as Vercel (see README, \"Try the Vercel flow locally\"):");
-            println!("  curl -s -X POST {}/_sim/installations          an installation, its token and user/system tokens", sim.url());
-            println!("  curl -s -X POST {}/_sim/tokens -d '{{\"installationId\":\"icfg_...\",\"role\":\"ADMIN\"}}'", sim.url());
-            println!("  curl -s {}/_sim/installations/icfg_...         what Vercel received", sim.url());
+            println!(
+                "  curl -s -X POST {}/_sim/installations          an installation, its token and user/system tokens",
+                sim.url()
+            );
+            println!(
+                "  curl -s -X POST {}/_sim/tokens -d '{{\"installationId\":\"icfg_...\",\"role\":\"ADMIN\"}}'",
+                sim.url()
+            );
+            println!(
+                "  curl -s {}/_sim/installations/icfg_...         what Vercel received",
+                sim.url()
+            );
             shutdown.cancelled().await;
             Ok(())
         }),
@@ -214,8 +225,9 @@ where
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
             runtime.block_on(async move {
-                let mut config = Config::load(marketbridge_rpc::process::config_path_from_args().as_deref())
-                    .map_err(|e| e.to_string())?;
+                let mut config =
+                    Config::load(marketbridge_rpc::process::config_path_from_args().as_deref())
+                        .map_err(|e| e.to_string())?;
                 config.telemetry.log_filter = "warn".to_owned();
                 let telemetry = marketbridge_telemetry::init(name, &config.telemetry)
                     .map_err(|e| e.to_string())?;

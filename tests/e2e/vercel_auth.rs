@@ -160,7 +160,10 @@ backend_test!(
         assert_error(&read, 403, "forbidden");
 
         // The webhook, SSO and flow routes are not open either.
-        let flow = partner.get("/marketplace/plans?productId=database").send().await;
+        let flow = partner
+            .get("/marketplace/plans?productId=database")
+            .send()
+            .await;
         assert_eq!(flow.status, 401);
         assert_eq!(flow.body["error"]["code"], "UNAUTHENTICATED");
 

@@ -29,10 +29,10 @@ backend_test!(
         assert!(balance.get("resourceId").is_none());
         assert!(balance["credit"].is_string() && balance["nameLabel"].is_string());
         // Vercel read the invoice with the installation's token.
-        let reads = vercel.sim.recorder().accepted(
-            "GET",
-            &format!("/billing/invoices/{invoice_id}"),
-        );
+        let reads = vercel
+            .sim
+            .recorder()
+            .accepted("GET", &format!("/billing/invoices/{invoice_id}"));
         assert_eq!(reads.len(), 1);
 
         // The same call again is the same answer; another key for the same
@@ -70,7 +70,9 @@ backend_test!(
         assert_eq!(second.body["balances"][0]["currencyValueInCents"], 3550);
 
         // Unpaid or unknown invoices are refused (422) and credit nothing.
-        let unpaid = vercel.sim.create_invoice(&installation.id, "99.00", "notpaid");
+        let unpaid = vercel
+            .sim
+            .create_invoice(&installation.id, "99.00", "notpaid");
         let refused = vercel
             .partner
             .post(&provision)
@@ -105,7 +107,10 @@ backend_test!(
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(balances.balances[0].value.as_ref().unwrap().amount_minor, 3550);
+        assert_eq!(
+            balances.balances[0].value.as_ref().unwrap().amount_minor,
+            3550
+        );
 
         // A refund through billing reaches Vercel's API with the invoice's
         // total, through the outbox.
@@ -124,9 +129,11 @@ backend_test!(
         vercel.drain().await;
         let invoice = billing
             .get_invoice(billing_pb::GetInvoiceRequest {
-                selector: Some(billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
-                    invoice_id.clone(),
-                )),
+                selector: Some(
+                    billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
+                        invoice_id.clone(),
+                    ),
+                ),
             })
             .await
             .unwrap()

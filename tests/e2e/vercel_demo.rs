@@ -76,7 +76,11 @@ backend_test!(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let landing = browser.get(sso["url"].as_str().unwrap()).send().await.unwrap();
+        let landing = browser
+            .get(sso["url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(landing.status(), 303);
         let seen: Value = http
             .get(format!("{}/_sim/installations/{id}", vercel.sim.url()))
@@ -89,7 +93,14 @@ backend_test!(
         assert_eq!(seen["installationId"], id.as_str());
         assert_eq!(seen["finalized"], false);
         // The controls are not part of Vercel's API and are not recorded.
-        assert!(vercel.sim.recorder().calls().iter().all(|c| !c.path.starts_with("/_sim")));
+        assert!(
+            vercel
+                .sim
+                .recorder()
+                .calls()
+                .iter()
+                .all(|c| !c.path.starts_with("/_sim"))
+        );
         vercel.stop().await;
     }
 );

@@ -71,7 +71,10 @@ backend_test!(
             .await
             .unwrap();
         let stored: Option<String> = rows[0].try_get("", "credential").unwrap();
-        assert!(!stored.unwrap().contains(&installation.token), "encrypted at rest");
+        assert!(
+            !stored.unwrap().contains(&installation.token),
+            "encrypted at rest"
+        );
 
         // Plans, before installing (system token without installation) and
         // after, depending on the metadata.
@@ -93,11 +96,17 @@ backend_test!(
         assert_eq!(free["type"], "subscription");
         assert_eq!(free["scope"], "resource");
         assert_eq!(free["paymentMethodRequired"], false);
-        assert_eq!(free["details"][0], json!({"label": "Storage", "value": "5 GB"}));
+        assert_eq!(
+            free["details"][0],
+            json!({"label": "Storage", "value": "5 GB"})
+        );
         let pro = &plans.body["plans"][1];
         assert_eq!(pro["cost"], "$20.00/month");
         assert_eq!(pro["quote"][0]["amount"], "20.00");
-        assert_eq!(pro["highlightedDetails"][0], json!({"label": "Daily backups"}));
+        assert_eq!(
+            pro["highlightedDetails"][0],
+            json!({"label": "Daily backups"})
+        );
         let prepaid = &plans.body["plans"][2];
         assert_eq!(prepaid["type"], "prepayment");
         assert_eq!(prepaid["minimumAmount"], "5.00");
@@ -126,7 +135,12 @@ backend_test!(
         assert_eq!(database_resource["metadata"], json!({"region": "fra1"}));
         assert_eq!(database_resource["billingPlan"]["id"], "pro");
         let url = secret(&database_resource, "DATABASE_URL");
-        assert!(url["value"].as_str().unwrap().contains("fra1.db.example.com"));
+        assert!(
+            url["value"]
+                .as_str()
+                .unwrap()
+                .contains("fra1.db.example.com")
+        );
         let original_password = secret(&database_resource, "PGPASSWORD")["value"].clone();
 
         // Provision a slow product: pending now, with secrets known ahead.
@@ -140,10 +154,12 @@ backend_test!(
         let cache_id = cache_resource["id"].as_str().unwrap().to_owned();
         assert_eq!(cache_resource["status"], "pending");
         let redis = secret(&cache_resource, "REDIS_URL");
-        assert!(redis["environmentOverrides"]["development"]
-            .as_str()
-            .unwrap()
-            .starts_with("redis://localhost"));
+        assert!(
+            redis["environmentOverrides"]["development"]
+                .as_str()
+                .unwrap()
+                .starts_with("redis://localhost")
+        );
 
         // Get: no secrets in the answer.
         let fetched = partner
@@ -157,7 +173,12 @@ backend_test!(
 
         // Nothing is told to Vercel before the cache is ready...
         vercel.drain().await;
-        assert!(sim.resource(&installation.id, &cache_id).unwrap().updates.is_empty());
+        assert!(
+            sim.resource(&installation.id, &cache_id)
+                .unwrap()
+                .updates
+                .is_empty()
+        );
         // ...then the resource is patched ready, its secrets pushed, and a
         // resource.updated event dispatched.
         vercel.advance(CACHE_DELAY_SECONDS + 1);
@@ -207,11 +228,17 @@ backend_test!(
         assert_eq!(changed.body["name"], "main");
         assert_eq!(vercel.stored_resource(&database_id).await.plan_id, "free");
         let resource_plans = partner
-            .get(&format!("{}/plans", resource_path(&installation, &database_id)))
+            .get(&format!(
+                "{}/plans",
+                resource_path(&installation, &database_id)
+            ))
             .user(&admin)
             .send()
             .await;
-        assert_eq!(plan_ids(&resource_plans.body), ["free", "pro", "pro-eu", "prepaid"]);
+        assert_eq!(
+            plan_ids(&resource_plans.body),
+            ["free", "pro", "pro-eu", "prepaid"]
+        );
         let filtered = partner
             .get(&format!(
                 "{}/plans?metadata=%7B%22region%22%3A%22sfo1%22%7D",
@@ -232,19 +259,31 @@ backend_test!(
 
         // Rotate at once: new secrets now, the old ones kept for 1.5 hours.
         let rotated = partner
-            .post(&format!("{}/secrets/rotate", resource_path(&installation, &database_id)))
+            .post(&format!(
+                "{}/secrets/rotate",
+                resource_path(&installation, &database_id)
+            ))
             .user(&admin)
             .json(&json!({"reason": "leaked", "delayOldSecretsExpirationHours": 1.5}))
             .send()
             .await;
         assert_eq!(rotated.status, 200, "{}", rotated.text);
         assert_eq!(rotated.body["sync"], true);
-        assert_ne!(secret(&rotated.body, "PGPASSWORD")["value"], original_password);
-        assert_eq!(vercel.stored_resource(&database_id).await.secrets_version, 2);
+        assert_ne!(
+            secret(&rotated.body, "PGPASSWORD")["value"],
+            original_password
+        );
+        assert_eq!(
+            vercel.stored_resource(&database_id).await.secrets_version,
+            2
+        );
 
         // Rotate later: 202, then the new secrets are pushed to Vercel.
         let later = partner
-            .post(&format!("{}/secrets/rotate", resource_path(&installation, &cache_id)))
+            .post(&format!(
+                "{}/secrets/rotate",
+                resource_path(&installation, &cache_id)
+            ))
             .user(&admin)
             .json(&json!({}))
             .send()
@@ -310,13 +349,18 @@ backend_test!(
         assert_eq!(uninstalled.status, 200, "{}", uninstalled.text);
         assert_eq!(uninstalled.body, json!({"finalized": false}));
         let account = vercel.account(&installation).await;
-        assert_eq!(account.state, account_pb::AccountState::DeletionPending as i32);
+        assert_eq!(
+            account.state,
+            account_pb::AccountState::DeletionPending as i32
+        );
         assert!(account.has_credential, "kept for the final invoices");
-        assert!(vercel
-            .stored_resources(&account.id)
-            .await
-            .iter()
-            .all(|r| r.status == provisioning_pb::ResourceStatus::Uninstalled as i32));
+        assert!(
+            vercel
+                .stored_resources(&account.id)
+                .await
+                .iter()
+                .all(|r| r.status == provisioning_pb::ResourceStatus::Uninstalled as i32)
+        );
         let after = partner
             .get(&installation_path(&installation))
             .user(&admin)
@@ -340,7 +384,12 @@ backend_test!(
             .json(&json!({"cascadeResourceDeletion": true}))
             .send()
             .await;
-        assert_eq!(finalized.body, json!({"finalized": true}), "{}", finalized.text);
+        assert_eq!(
+            finalized.body,
+            json!({"finalized": true}),
+            "{}",
+            finalized.text
+        );
         let account = vercel.account(&free_installation).await;
         assert_eq!(account.state, account_pb::AccountState::Deleted as i32);
         assert!(account.finalized_at.is_some());
@@ -443,9 +492,11 @@ backend_test!(
         assert_eq!(uninstalled.status, 200, "{}", uninstalled.text);
         let subscription = provisioning
             .get_subscription(provisioning_pb::GetSubscriptionRequest {
-                selector: Some(provisioning_pb::get_subscription_request::Selector::SubscriptionId(
-                    subscription.id,
-                )),
+                selector: Some(
+                    provisioning_pb::get_subscription_request::Selector::SubscriptionId(
+                        subscription.id,
+                    ),
+                ),
             })
             .await
             .unwrap()

@@ -40,14 +40,31 @@ backend_test!(
 
         // Install.
         let body = installation.upsert_body();
-        let answer = twice(|| partner.put(&install_path).user(&admin).idempotency_key("k-install").json(&body)).await;
+        let answer = twice(|| {
+            partner
+                .put(&install_path)
+                .user(&admin)
+                .idempotency_key("k-install")
+                .json(&body)
+        })
+        .await;
         assert_eq!(answer.status, 204);
         let account = vercel.account(&installation).await;
         let mut changed = body.clone();
         changed["account"]["name"] = json!("Someone else");
-        let reused = partner.put(&install_path).user(&admin).idempotency_key("k-install").json(&changed).send().await;
+        let reused = partner
+            .put(&install_path)
+            .user(&admin)
+            .idempotency_key("k-install")
+            .json(&changed)
+            .send()
+            .await;
         assert_reused(&reused);
-        assert_eq!(vercel.account(&installation).await, account, "nothing changed");
+        assert_eq!(
+            vercel.account(&installation).await,
+            account,
+            "nothing changed"
+        );
 
         // Installation plan.
         let answer = twice(|| {
@@ -72,12 +89,25 @@ backend_test!(
         // Provision: one resource, whatever the retries.
         let resources = format!("{install_path}/resources");
         let body = provision_body("database", "pro", "db", json!({"region": "sfo1"}));
-        let answer = twice(|| partner.post(&resources).user(&admin).idempotency_key("k-provision").json(&body)).await;
+        let answer = twice(|| {
+            partner
+                .post(&resources)
+                .user(&admin)
+                .idempotency_key("k-provision")
+                .json(&body)
+        })
+        .await;
         assert_eq!(answer.status, 200, "{}", answer.text);
         let resource_id = answer.body["id"].as_str().unwrap().to_owned();
         let mut other = body.clone();
         other["name"] = json!("db-2");
-        let reused = partner.post(&resources).user(&admin).idempotency_key("k-provision").json(&other).send().await;
+        let reused = partner
+            .post(&resources)
+            .user(&admin)
+            .idempotency_key("k-provision")
+            .json(&other)
+            .send()
+            .await;
         assert_reused(&reused);
         assert_eq!(vercel.stored_resources(&account.id).await.len(), 1);
         // Keys are scoped per operation: the same key on another route is
@@ -121,10 +151,23 @@ backend_test!(
 
         // Rotate at once: the replay returns the same new secrets, no third
         // set.
-        let rotate = format!("{}/secrets/rotate", resource_path(&installation, &resource_id));
-        let answer = twice(|| partner.post(&rotate).user(&admin).idempotency_key("k-rotate").json(&json!({"reason": "x"}))).await;
+        let rotate = format!(
+            "{}/secrets/rotate",
+            resource_path(&installation, &resource_id)
+        );
+        let answer = twice(|| {
+            partner
+                .post(&rotate)
+                .user(&admin)
+                .idempotency_key("k-rotate")
+                .json(&json!({"reason": "x"}))
+        })
+        .await;
         assert_eq!(answer.status, 200, "{}", answer.text);
-        assert_eq!(vercel.stored_resource(&resource_id).await.secrets_version, 2);
+        assert_eq!(
+            vercel.stored_resource(&resource_id).await.secrets_version,
+            2
+        );
         let reused = partner
             .post(&rotate)
             .user(&admin)
@@ -137,9 +180,20 @@ backend_test!(
         // Rotate later: one push to Vercel.
         vercel.advance(CACHE_DELAY_SECONDS + 1);
         vercel.drain().await;
-        let pushes_before = sim.resource(&installation.id, &cache_id).unwrap().secret_pushes.len();
+        let pushes_before = sim
+            .resource(&installation.id, &cache_id)
+            .unwrap()
+            .secret_pushes
+            .len();
         let rotate_later = format!("{}/secrets/rotate", resource_path(&installation, &cache_id));
-        let answer = twice(|| partner.post(&rotate_later).user(&admin).idempotency_key("k-rotate-later").json(&json!({}))).await;
+        let answer = twice(|| {
+            partner
+                .post(&rotate_later)
+                .user(&admin)
+                .idempotency_key("k-rotate-later")
+                .json(&json!({}))
+        })
+        .await;
         assert_eq!(answer.status, 202);
         vercel.drain().await;
         let at_vercel = sim.resource(&installation.id, &cache_id).unwrap();
@@ -149,7 +203,14 @@ backend_test!(
         // Prepayment.
         let invoice_id = sim.create_invoice(&installation.id, "15.00", "paid");
         let purchase = format!("{install_path}/billing/provision");
-        let answer = twice(|| partner.post(&purchase).user(&admin).idempotency_key("k-purchase").json(&json!({"invoiceId": invoice_id}))).await;
+        let answer = twice(|| {
+            partner
+                .post(&purchase)
+                .user(&admin)
+                .idempotency_key("k-purchase")
+                .json(&json!({"invoiceId": invoice_id}))
+        })
+        .await;
         assert_eq!(answer.status, 200, "{}", answer.text);
         assert_eq!(answer.body["balances"][0]["currencyValueInCents"], 1500);
 
@@ -175,8 +236,7 @@ backend_test!(
         .await;
         assert_eq!(answer.status, 200, "{}", answer.text);
         assert_eq!(answer.body, json!({"finalized": false}));
-        let uninstalled =
-            marketbridge_proto::provisioning::v1::ResourceStatus::Uninstalled as i32;
+        let uninstalled = marketbridge_proto::provisioning::v1::ResourceStatus::Uninstalled as i32;
         assert!(
             vercel
                 .stored_resources(&account.id)

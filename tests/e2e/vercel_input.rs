@@ -23,14 +23,38 @@ backend_test!(
             ("{not json", vec!["body"]),
             ("", vec!["body"]),
             ("[1, 2]", vec!["body"]),
-            (r#"{"name": "x", "metadata": {}, "billingPlanId": "free"}"#, vec!["productId"]),
-            (r#"{"productId": "database", "name": 7, "metadata": {}, "billingPlanId": "free"}"#, vec!["name"]),
-            (r#"{"productId": "database", "name": "x", "metadata": "region", "billingPlanId": "free"}"#, vec!["metadata"]),
-            (r#"{"productId": "nope", "name": "x", "metadata": {}, "billingPlanId": "free"}"#, vec!["productId"]),
-            (r#"{"productId": "database", "name": "x", "metadata": {}, "billingPlanId": "gold"}"#, vec!["billingPlanId"]),
-            (r#"{"productId": "database", "name": "x", "metadata": {"region": "mars1"}, "billingPlanId": "free"}"#, vec!["region"]),
-            (r#"{"productId": "database", "name": "x", "metadata": {"region": "iad1"}, "billingPlanId": "pro-eu"}"#, vec!["billingPlanId"]),
-            (r#"{"productId": "database", "name": "", "metadata": {}, "billingPlanId": "free"}"#, vec!["name"]),
+            (
+                r#"{"name": "x", "metadata": {}, "billingPlanId": "free"}"#,
+                vec!["productId"],
+            ),
+            (
+                r#"{"productId": "database", "name": 7, "metadata": {}, "billingPlanId": "free"}"#,
+                vec!["name"],
+            ),
+            (
+                r#"{"productId": "database", "name": "x", "metadata": "region", "billingPlanId": "free"}"#,
+                vec!["metadata"],
+            ),
+            (
+                r#"{"productId": "nope", "name": "x", "metadata": {}, "billingPlanId": "free"}"#,
+                vec!["productId"],
+            ),
+            (
+                r#"{"productId": "database", "name": "x", "metadata": {}, "billingPlanId": "gold"}"#,
+                vec!["billingPlanId"],
+            ),
+            (
+                r#"{"productId": "database", "name": "x", "metadata": {"region": "mars1"}, "billingPlanId": "free"}"#,
+                vec!["region"],
+            ),
+            (
+                r#"{"productId": "database", "name": "x", "metadata": {"region": "iad1"}, "billingPlanId": "pro-eu"}"#,
+                vec!["billingPlanId"],
+            ),
+            (
+                r#"{"productId": "database", "name": "", "metadata": {}, "billingPlanId": "free"}"#,
+                vec!["name"],
+            ),
         ];
         for (body, fields) in cases {
             let answer = partner.post(&resources).user(&admin).raw(body).send().await;
@@ -43,7 +67,11 @@ backend_test!(
             .raw(r#"{"productId": "database", "name": "x", "metadata": {"region": "iad1"}, "billingPlanId": "pro-eu"}"#)
             .send()
             .await;
-        assert!(eu.body["error"]["user"]["message"].is_string(), "{}", eu.text);
+        assert!(
+            eu.body["error"]["user"]["message"].is_string(),
+            "{}",
+            eu.text
+        );
 
         // Installation bodies.
         let mut body = installation.upsert_body();
@@ -100,7 +128,10 @@ backend_test!(
         let resource_id = resource["id"].as_str().unwrap().to_owned();
         for hours in [json!(720.5), json!(-1), json!("soon")] {
             let answer = partner
-                .post(&format!("{}/secrets/rotate", resource_path(&installation, &resource_id)))
+                .post(&format!(
+                    "{}/secrets/rotate",
+                    resource_path(&installation, &resource_id)
+                ))
                 .user(&admin)
                 .json(&json!({"delayOldSecretsExpirationHours": hours}))
                 .send()
@@ -120,13 +151,19 @@ backend_test!(
         for path in [
             resource_path(&installation, "res_0190f8a0b1c2d3e4f5a6b7c8d9e0f1a2"),
             resource_path(&installation, "not-an-id"),
-            format!("{}/plans", resource_path(&installation, "res_0190f8a0b1c2d3e4f5a6b7c8d9e0f1a2")),
+            format!(
+                "{}/plans",
+                resource_path(&installation, "res_0190f8a0b1c2d3e4f5a6b7c8d9e0f1a2")
+            ),
         ] {
             let answer = partner.get(&path).user(&admin).send().await;
             assert_error(&answer, 404, "not_found");
         }
         let answer = partner
-            .delete(&resource_path(&installation, "res_0190f8a0b1c2d3e4f5a6b7c8d9e0f1a2"))
+            .delete(&resource_path(
+                &installation,
+                "res_0190f8a0b1c2d3e4f5a6b7c8d9e0f1a2",
+            ))
             .user(&admin)
             .send()
             .await;
@@ -134,14 +171,22 @@ backend_test!(
         let never = sim.new_installation();
         let token = sim.admin_token(&never);
         for answer in [
-            partner.get(&installation_path(&never)).user(&token).send().await,
+            partner
+                .get(&installation_path(&never))
+                .user(&token)
+                .send()
+                .await,
             partner
                 .post(&format!("{}/resources", installation_path(&never)))
                 .user(&token)
                 .json(&provision_body("database", "free", "x", json!({})))
                 .send()
                 .await,
-            partner.delete(&installation_path(&never)).user(&token).send().await,
+            partner
+                .delete(&installation_path(&never))
+                .user(&token)
+                .send()
+                .await,
         ] {
             assert_error(&answer, 404, "not_found");
         }

@@ -23,7 +23,10 @@ backend_test!(
             )
             .await;
         let resource_id = resource["id"].as_str().unwrap().to_owned();
-        let resource_url_path = format!("/v1/installations/{}/resources/{resource_id}", installation.id);
+        let resource_url_path = format!(
+            "/v1/installations/{}/resources/{resource_id}",
+            installation.id
+        );
 
         // Vercel fails the first calls: two 500s, then a 429.
         sim.faults()
@@ -53,7 +56,10 @@ backend_test!(
         let patches = sim.recorder().calls_to("PATCH", &resource_url_path);
         let statuses: Vec<u16> = patches.iter().map(|c| c.status).collect();
         assert_eq!(statuses, [500, 500, 429, 200]);
-        assert_eq!(sim.recorder().accepted("PATCH", &resource_url_path).len(), 1);
+        assert_eq!(
+            sim.recorder().accepted("PATCH", &resource_url_path).len(),
+            1
+        );
         assert_eq!(
             sim.recorder()
                 .accepted("PUT", &format!("{resource_url_path}/secrets"))
@@ -62,7 +68,10 @@ backend_test!(
         );
         assert_eq!(
             sim.recorder()
-                .accepted("POST", &format!("/v1/installations/{}/events", installation.id))
+                .accepted(
+                    "POST",
+                    &format!("/v1/installations/{}/events", installation.id)
+                )
                 .len(),
             1
         );
@@ -78,14 +87,23 @@ backend_test!(
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].attempts, 4);
         assert_eq!(jobs[0].status, "done");
-        assert_eq!(sim.resource(&installation.id, &resource_id).unwrap().status, "ready");
+        assert_eq!(
+            sim.resource(&installation.id, &resource_id).unwrap().status,
+            "ready"
+        );
 
         // A complete outage during a rotation: every call fails for a while.
-        sim.faults()
-            .inject(Fault::status(format!("/v1/installations/{}/", installation.id), 503, 4));
+        sim.faults().inject(Fault::status(
+            format!("/v1/installations/{}/", installation.id),
+            503,
+            4,
+        ));
         let rotated = vercel
             .partner
-            .post(&format!("{}/secrets/rotate", resource_path(&installation, &resource_id)))
+            .post(&format!(
+                "{}/secrets/rotate",
+                resource_path(&installation, &resource_id)
+            ))
             .user(&admin)
             .json(&json!({"delayOldSecretsExpirationHours": 0.25}))
             .send()
@@ -105,7 +123,11 @@ backend_test!(
             assert!(rounds < 20, "the rotation never reached Vercel");
         }
         let at_vercel = sim.resource(&installation.id, &resource_id).unwrap();
-        assert_eq!(at_vercel.secret_pushes.len(), 2, "once at provisioning, once now");
+        assert_eq!(
+            at_vercel.secret_pushes.len(),
+            2,
+            "once at provisioning, once now"
+        );
         let failed = sim
             .recorder()
             .calls()

@@ -56,7 +56,12 @@ backend_test!(
             .clone();
         assert_eq!(pro["price"], 2000);
         assert_eq!(pro["name"], "Pro");
-        assert!(pro["features"].as_array().unwrap().contains(&json!("Storage: 100 GB")));
+        assert!(
+            pro["features"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("Storage: 100 GB"))
+        );
 
         // A resource with its environment variables.
         let created = partner
@@ -76,10 +81,16 @@ backend_test!(
         assert_eq!(created.body["status"], "active");
         let resource_id = created.body["resourceId"].as_str().unwrap().to_owned();
         let variables = created.body["environmentVariables"].as_array().unwrap();
-        let url = variables.iter().find(|v| v["key"] == "DATABASE_URL").unwrap();
+        let url = variables
+            .iter()
+            .find(|v| v["key"] == "DATABASE_URL")
+            .unwrap();
         assert!(url["value"].as_str().unwrap().starts_with("postgresql://"));
         assert!(url["value"].as_str().unwrap().contains("fra1"));
-        assert_eq!(url["target"], json!(["production", "preview", "development"]));
+        assert_eq!(
+            url["target"],
+            json!(["production", "preview", "development"])
+        );
         let stored = vercel.stored_resource(&resource_id).await;
         assert_eq!(stored.name, "my-database");
         assert_eq!(stored.plan_id, "pro");
@@ -118,7 +129,12 @@ backend_test!(
         assert_eq!(invalid.status, 400);
         assert_eq!(invalid.body["error"]["code"], "VALIDATION_ERROR");
         assert!(invalid.body["error"]["message"].is_string());
-        assert!(invalid.body["error"]["details"].as_str().unwrap().contains("region"));
+        assert!(
+            invalid.body["error"]["details"]
+                .as_str()
+                .unwrap()
+                .contains("region")
+        );
         let bad_plan = partner
             .patch(&format!("/marketplace/resources/{resource_id}/plan"))
             .user(&admin)
@@ -126,7 +142,12 @@ backend_test!(
             .send()
             .await;
         assert_eq!(bad_plan.status, 400);
-        assert!(bad_plan.body["error"]["details"].as_str().unwrap().contains("newPlanId"));
+        assert!(
+            bad_plan.body["error"]["details"]
+                .as_str()
+                .unwrap()
+                .contains("newPlanId")
+        );
         let missing = partner
             .post("/marketplace/resources")
             .user(&admin)
@@ -134,7 +155,12 @@ backend_test!(
             .send()
             .await;
         assert_eq!(missing.status, 400);
-        assert!(missing.body["error"]["details"].as_str().unwrap().contains("configuration"));
+        assert!(
+            missing.body["error"]["details"]
+                .as_str()
+                .unwrap()
+                .contains("configuration")
+        );
         let other = sim.new_installation();
         let foreign = partner
             .post("/marketplace/resources")
@@ -144,7 +170,10 @@ backend_test!(
             .await;
         assert_eq!(foreign.status, 403);
         assert_eq!(foreign.body["error"]["code"], "FORBIDDEN");
-        let viewer = sim.user_token(&installation, &marketbridge_simulators::vercel::tokens::SimUser::viewer());
+        let viewer = sim.user_token(
+            &installation,
+            &marketbridge_simulators::vercel::tokens::SimUser::viewer(),
+        );
         let read_only = partner
             .delete(&format!("/marketplace/resources/{resource_id}"))
             .user(&viewer)

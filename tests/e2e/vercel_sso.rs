@@ -47,21 +47,33 @@ backend_test!(
 
         // A resource deep link.
         let code = sim.issue_sso_code(&installation, &user);
-        let url = sim.sso_redirect_url(&sso, &code, &[("resource_id", &resource_id), ("path", "secrets")]);
+        let url = sim.sso_redirect_url(
+            &sso,
+            &code,
+            &[("resource_id", &resource_id), ("path", "secrets")],
+        );
         let landing = browser.get(&url).send().await.unwrap();
         assert_eq!(landing.status(), 303);
         let location = landing.headers()["location"].to_str().unwrap().to_owned();
         assert_eq!(
             location,
-            format!("/vercel/dashboard/{}/resources/{resource_id}?section=secrets", installation.id)
+            format!(
+                "/vercel/dashboard/{}/resources/{resource_id}?section=secrets",
+                installation.id
+            )
         );
         let set_cookie = landing.headers()["set-cookie"].to_str().unwrap().to_owned();
         assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
         assert!(set_cookie.contains("SameSite=Lax"), "{set_cookie}");
         assert!(set_cookie.contains("Path=/vercel"), "{set_cookie}");
-        assert!(!set_cookie.contains("Secure"), "plain HTTP here: {set_cookie}");
+        assert!(
+            !set_cookie.contains("Secure"),
+            "plain HTTP here: {set_cookie}"
+        );
         let cookie = session_cookie(&landing);
-        let exchanges = sim.recorder().accepted("POST", "/v1/integrations/sso/token");
+        let exchanges = sim
+            .recorder()
+            .accepted("POST", "/v1/integrations/sso/token");
         assert_eq!(exchanges.len(), 1);
         let exchange = exchanges[0].json();
         assert_eq!(exchange["code"], code.code.as_str());
@@ -77,7 +89,10 @@ backend_test!(
             .unwrap();
         assert_eq!(page.status(), 200);
         let html = page.text().await.unwrap();
-        assert!(html.contains("analytics-db") && html.contains("Grace Hopper"), "{html}");
+        assert!(
+            html.contains("analytics-db") && html.contains("Grace Hopper"),
+            "{html}"
+        );
         assert!(html.contains("secrets") && html.contains(&resource_id));
         let overview = browser
             .get(vercel.url(&format!("/dashboard/{}", installation.id)))
@@ -89,7 +104,11 @@ backend_test!(
         assert!(overview.text().await.unwrap().contains("analytics-db"));
 
         // Without the session, or with another installation's, no page.
-        let anonymous = browser.get(vercel.test.url(&location)).send().await.unwrap();
+        let anonymous = browser
+            .get(vercel.test.url(&location))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(anonymous.status(), 401);
         let (other, _) = vercel.install().await;
         let foreign = browser
@@ -115,17 +134,28 @@ backend_test!(
         // Invoice and section deep links.
         let code = sim.issue_sso_code(&installation, &user);
         let landing = browser
-            .get(sim.sso_redirect_url(&sso, &code, &[("invoice_id", "inv_abc123"), ("path", "billing")]))
+            .get(sim.sso_redirect_url(
+                &sso,
+                &code,
+                &[("invoice_id", "inv_abc123"), ("path", "billing")],
+            ))
             .send()
             .await
             .unwrap();
         assert_eq!(
             landing.headers()["location"],
-            format!("/vercel/dashboard/{}/invoices/inv_abc123?section=billing", installation.id).as_str()
+            format!(
+                "/vercel/dashboard/{}/invoices/inv_abc123?section=billing",
+                installation.id
+            )
+            .as_str()
         );
         let cookie = session_cookie(&landing);
         let invoice_page = browser
-            .get(vercel.url(&format!("/dashboard/{}/invoices/inv_abc123", installation.id)))
+            .get(vercel.url(&format!(
+                "/dashboard/{}/invoices/inv_abc123",
+                installation.id
+            )))
             .header("cookie", &cookie)
             .send()
             .await
@@ -158,11 +188,19 @@ backend_test!(
             .send()
             .await
             .unwrap();
-        assert_eq!(followed.status(), 303, "the code was not spent on the refusal");
+        assert_eq!(
+            followed.status(),
+            303,
+            "the code was not spent on the refusal"
+        );
         assert_eq!(followed.headers()["location"], own.as_str());
 
         // Not an SSO redirect, or no code.
-        let wrong = browser.get(format!("{sso}?mode=login&code=x")).send().await.unwrap();
+        let wrong = browser
+            .get(format!("{sso}?mode=login&code=x"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(wrong.status(), 400);
         let codeless = browser.get(format!("{sso}?mode=sso")).send().await.unwrap();
         assert_eq!(codeless.status(), 400);

@@ -144,7 +144,10 @@ pub fn installation_path(installation: &InstallationHandle) -> String {
 
 /// The partner API path of a resource.
 pub fn resource_path(installation: &InstallationHandle, resource_id: &str) -> String {
-    format!("/v1/installations/{}/resources/{resource_id}", installation.id)
+    format!(
+        "/v1/installations/{}/resources/{resource_id}",
+        installation.id
+    )
 }
 
 /// A provisioning body.

@@ -17,9 +17,17 @@ async fn flush_and_collect(
     let flushing = tokio::task::spawn_blocking(move || guard.flush());
     let mut spans = Vec::new();
     while !flushing.is_finished() {
-        spans.extend(collector.exported_spans(1, Duration::from_millis(100)).await);
+        spans.extend(
+            collector
+                .exported_spans(1, Duration::from_millis(100))
+                .await,
+        );
     }
-    spans.extend(collector.exported_spans(1, Duration::from_millis(300)).await);
+    spans.extend(
+        collector
+            .exported_spans(1, Duration::from_millis(300))
+            .await,
+    );
     spans
 }
 
@@ -38,7 +46,10 @@ fn attribute(span: &ExportedSpan, key: &str) -> String {
     raw
 }
 
-fn ancestors<'a>(span: &'a ExportedSpan, by_id: &HashMap<&str, &'a ExportedSpan>) -> Vec<&'a ExportedSpan> {
+fn ancestors<'a>(
+    span: &'a ExportedSpan,
+    by_id: &HashMap<&str, &'a ExportedSpan>,
+) -> Vec<&'a ExportedSpan> {
     let mut chain = Vec::new();
     let mut current = span;
     while let Some(parent) = by_id.get(current.parent_span_id.as_str()) {
@@ -51,7 +62,9 @@ fn ancestors<'a>(span: &'a ExportedSpan, by_id: &HashMap<&str, &'a ExportedSpan>
 backend_test!(
     a_traceparent_is_continued_through_gateway_services_and_database,
     |database| async move {
-        let mut collector = FakeCollectorServer::start().await.expect("collector starts");
+        let mut collector = FakeCollectorServer::start()
+            .await
+            .expect("collector starts");
         let guard = marketbridge_telemetry::init(
             "marketbridge-trace-test",
             &marketbridge_config::TelemetryOptions {
@@ -79,7 +92,10 @@ backend_test!(
 
         let spans = flush_and_collect(&mut collector, guard).await;
         let trace: Vec<&ExportedSpan> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
-        let names: Vec<(&str, &str)> = trace.iter().map(|s| (s.name.as_str(), s.kind.as_str())).collect();
+        let names: Vec<(&str, &str)> = trace
+            .iter()
+            .map(|s| (s.name.as_str(), s.kind.as_str()))
+            .collect();
         let by_id: HashMap<&str, &ExportedSpan> =
             trace.iter().map(|s| (s.span_id.as_str(), *s)).collect();
 
@@ -97,7 +113,9 @@ backend_test!(
         for span in &trace {
             if span.span_id != gateway.span_id {
                 assert!(
-                    ancestors(span, &by_id).iter().any(|a| a.span_id == gateway.span_id),
+                    ancestors(span, &by_id)
+                        .iter()
+                        .any(|a| a.span_id == gateway.span_id),
                     "{} is not below the gateway span: {names:?}",
                     span.name
                 );
@@ -106,8 +124,16 @@ backend_test!(
 
         // The services' server spans, each with its handler span below.
         for (server, handler, component) in [
-            ("marketbridge.account.v1.AccountService/GetAccount", "account.get", "account"),
-            ("marketbridge.billing.v1.BillingService/ListPlans", "billing.list_plans", "billing"),
+            (
+                "marketbridge.account.v1.AccountService/GetAccount",
+                "account.get",
+                "account",
+            ),
+            (
+                "marketbridge.billing.v1.BillingService/ListPlans",
+                "billing.list_plans",
+                "billing",
+            ),
         ] {
             let server_span = trace
                 .iter()
@@ -117,7 +143,10 @@ backend_test!(
             let client = by_id
                 .get(server_span.parent_span_id.as_str())
                 .unwrap_or_else(|| panic!("{server} has no parent in the trace"));
-            assert_eq!(client.kind, "SPAN_KIND_CLIENT", "{server} is called by a client span");
+            assert_eq!(
+                client.kind, "SPAN_KIND_CLIENT",
+                "{server} is called by a client span"
+            );
             let handler_span = trace
                 .iter()
                 .find(|s| s.name == handler)

@@ -10,8 +10,7 @@ use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1::Marketplace;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::vercel::webhooks::{
-    configuration_removed_payload, envelope, invoice_payload, project_connection_payload,
-    signature,
+    configuration_removed_payload, envelope, invoice_payload, project_connection_payload, signature,
 };
 use marketbridge_storage::backend_test;
 use serde_json::json;
@@ -109,7 +108,10 @@ backend_test!(
         let recorded = events(&vercel).await;
         assert_eq!(recorded.len(), 1);
         assert_eq!(recorded[0].channel, "webhook");
-        assert_eq!(recorded[0].status, account_pb::EventStatus::Processed as i32);
+        assert_eq!(
+            recorded[0].status,
+            account_pb::EventStatus::Processed as i32
+        );
         assert!(recorded[0].occurred_at.is_some());
         let stored = vercel.stored_resource(&resource_id).await;
         assert_eq!(stored.connections.len(), 1);
@@ -128,7 +130,13 @@ backend_test!(
             .await;
         assert_eq!(answer.status, 200);
         vercel.drain().await;
-        assert!(vercel.stored_resource(&resource_id).await.connections.is_empty());
+        assert!(
+            vercel
+                .stored_resource(&resource_id)
+                .await
+                .connections
+                .is_empty()
+        );
 
         // Events we do not act on are acknowledged and marked ignored.
         let (unknown, answer) = webhooks
@@ -150,7 +158,10 @@ backend_test!(
             "marketplace.invoice.paid",
         ] {
             let (sent, answer) = webhooks
-                .send_event(event_type, invoice_payload(&installation.id, invoice_id, "20.00"))
+                .send_event(
+                    event_type,
+                    invoice_payload(&installation.id, invoice_id, "20.00"),
+                )
                 .await;
             assert_eq!(answer.status, 200, "{}", answer.text);
             vercel.drain().await;
@@ -163,9 +174,11 @@ backend_test!(
         let mut billing = vercel.test.set.clients.billing.clone();
         let invoice = billing
             .get_invoice(billing_pb::GetInvoiceRequest {
-                selector: Some(billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
-                    invoice_id.into(),
-                )),
+                selector: Some(
+                    billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
+                        invoice_id.into(),
+                    ),
+                ),
             })
             .await
             .unwrap()
@@ -185,9 +198,11 @@ backend_test!(
         vercel.drain().await;
         let invoice = billing
             .get_invoice(billing_pb::GetInvoiceRequest {
-                selector: Some(billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
-                    invoice_id.into(),
-                )),
+                selector: Some(
+                    billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
+                        invoice_id.into(),
+                    ),
+                ),
             })
             .await
             .unwrap()
@@ -207,7 +222,10 @@ backend_test!(
             account_pb::EventStatus::Processed as i32
         );
         let account = vercel.account(&installation).await;
-        assert_eq!(account.state, account_pb::AccountState::DeletionPending as i32);
+        assert_eq!(
+            account.state,
+            account_pb::AccountState::DeletionPending as i32
+        );
         assert_eq!(
             vercel.stored_resource(&resource_id).await.status,
             provisioning_pb::ResourceStatus::Uninstalled as i32

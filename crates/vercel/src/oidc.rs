@@ -276,7 +276,9 @@ impl OidcVerifier {
                 Ok(key) => {
                     keys.insert(kid, key);
                 }
-                Err(error) => tracing::warn!(kid = %kid, error = %error, "skipping an unusable key of Vercel's JWKS"),
+                Err(error) => {
+                    tracing::warn!(kid = %kid, error = %error, "skipping an unusable key of Vercel's JWKS")
+                }
             }
         }
         tracing::debug!(keys = keys.len(), "fetched Vercel's signing keys");

@@ -11,13 +11,8 @@ fn http() -> reqwest::Client {
 }
 
 fn verifier(sim: &VercelSimulator) -> OidcVerifier {
-    OidcVerifier::new(
-        http(),
-        &sim.jwks_url(),
-        &sim.issuer(),
-        sim.client_id(),
-    )
-    .with_refetch_interval(Duration::ZERO)
+    OidcVerifier::new(http(), &sim.jwks_url(), &sim.issuer(), sim.client_id())
+        .with_refetch_interval(Duration::ZERO)
 }
 
 #[tokio::test]
@@ -29,8 +24,14 @@ async fn valid_tokens_pass_and_flawed_ones_do_not() {
         .verify(&sim.admin_token(&installation))
         .await
         .unwrap();
-    assert_eq!(claims.installation_id.as_deref(), Some(installation.id.as_str()));
-    assert_eq!(claims.account_id.as_deref(), Some(installation.team_id.as_str()));
+    assert_eq!(
+        claims.installation_id.as_deref(),
+        Some(installation.id.as_str())
+    );
+    assert_eq!(
+        claims.account_id.as_deref(),
+        Some(installation.team_id.as_str())
+    );
     assert!(claims.is_admin());
     assert!(claims.check_kind(AuthKind::User).is_ok());
     let system = verifier.verify(&sim.system_token(None)).await.unwrap();
@@ -85,13 +86,8 @@ async fn an_unknown_key_id_fetches_the_keys_again() {
 #[tokio::test]
 async fn refetching_is_throttled() {
     let sim = VercelSimulator::start_default().await.unwrap();
-    let verifier = OidcVerifier::new(
-        http(),
-        &sim.jwks_url(),
-        &sim.issuer(),
-        sim.client_id(),
-    )
-    .with_refetch_interval(Duration::from_secs(3600));
+    let verifier = OidcVerifier::new(http(), &sim.jwks_url(), &sim.issuer(), sim.client_id())
+        .with_refetch_interval(Duration::from_secs(3600));
     let installation = sim.new_installation();
     verifier
         .verify(&sim.admin_token(&installation))

@@ -39,10 +39,9 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str> {
         .ok_or_else(|| Error::unauthenticated("an Authorization bearer token is required"))?
         .to_str()
         .map_err(|_| Error::unauthenticated("the Authorization header is not readable"))?;
-    let (scheme, token) = value
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| Error::unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or_else(|| {
+        Error::unauthenticated("the Authorization header must be `Bearer <token>`")
+    })?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(Error::unauthenticated(
             "the Authorization header must be `Bearer <token>`",

@@ -44,11 +44,7 @@ fn describe(error: serde_path_to_error::Error<serde_json::Error>) -> Error {
     {
         return Error::invalid_field(join(&path, name), "is required");
     }
-    let field = if path == "." {
-        "body".to_owned()
-    } else {
-        path
-    };
+    let field = if path == "." { "body".to_owned() } else { path };
     Error::invalid_field(field, text)
 }
 
@@ -114,13 +110,14 @@ mod tests {
             field_of(r#"{"productId": "a", "metadata": {}, "inner": {}}"#),
             "inner.access_token"
         );
-        assert_eq!(field_of(r#"{"productId": "a", "metadata": []}"#), "metadata");
+        assert_eq!(
+            field_of(r#"{"productId": "a", "metadata": []}"#),
+            "metadata"
+        );
         assert_eq!(field_of("{not json"), "body");
         assert_eq!(field_of(""), "body");
         assert_eq!(field_of("[1]"), "body");
-        assert!(
-            parse_json::<Sample>(br#"{"productId": "a", "metadata": {}, "extra": 1}"#).is_ok()
-        );
+        assert!(parse_json::<Sample>(br#"{"productId": "a", "metadata": {}, "extra": 1}"#).is_ok());
     }
 
     #[test]

@@ -170,8 +170,7 @@ pub async fn resource_page(
     let rendered = async {
         let session = session_for(&state.vercel, &headers, &installation_id)?;
         let account = super::services::installed_account(&state, &installation_id).await?;
-        let resource =
-            super::plans::owned_resource(&state, &account.id, &resource_id).await?;
+        let resource = super::plans::owned_resource(&state, &account.id, &resource_id).await?;
         let metadata =
             marketbridge_core::metadata::metadata_to_json(resource.metadata.as_ref()).to_string();
         Ok::<_, Error>(page(

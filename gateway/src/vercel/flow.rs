@@ -24,8 +24,8 @@ use marketbridge_proto::common::v1::{Marketplace, Secret};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_vercel::model::flow::{
     ALL_TARGETS, Account, AccountRequest, ChangePlan, Connect, Connection, CreateResource,
-    CreatedResource, EnvironmentVariable, FlowError, FlowErrorBody, Plan, PlanList,
-    ResourceState, status_word,
+    CreatedResource, EnvironmentVariable, FlowError, FlowErrorBody, Plan, PlanList, ResourceState,
+    status_word,
 };
 use marketbridge_vercel::model::partner::{InstallationAccount, InstallationCredentials};
 use serde_json::Value;
@@ -325,7 +325,11 @@ pub async fn connect(
 ) -> FlowAnswer {
     let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: Connect = parse_json(&body)?;
-    if body.resource_id.as_deref().is_some_and(|r| r != resource_id) {
+    if body
+        .resource_id
+        .as_deref()
+        .is_some_and(|r| r != resource_id)
+    {
         return Err(Error::invalid_field("resourceId", "does not match the path").into());
     }
     if body.project_id.trim().is_empty() {
@@ -403,7 +407,11 @@ pub async fn change_plan(
 ) -> FlowAnswer {
     let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: ChangePlan = parse_json(&body)?;
-    if body.resource_id.as_deref().is_some_and(|r| r != resource_id) {
+    if body
+        .resource_id
+        .as_deref()
+        .is_some_and(|r| r != resource_id)
+    {
         return Err(Error::invalid_field("resourceId", "does not match the path").into());
     }
     let key = idempotency_key(&headers)?;

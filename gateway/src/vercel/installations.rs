@@ -3,12 +3,12 @@
 
 use super::auth::{Access, authenticate};
 use super::body::{parse_json, parse_optional_json};
+use super::convert;
 use super::error::Answer;
 use super::services::{
     Uninstall, find_account, installation_plan, installation_ref, installation_subscription,
     installed_account, plan, set_installation_plan, uninstall,
 };
-use super::convert;
 use crate::context::{idempotency_key, request_context};
 use crate::state::AppState;
 use axum::Json;

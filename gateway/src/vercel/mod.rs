@@ -157,7 +157,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             &at("/dashboard/{installation_id}/invoices/{invoice_id}"),
             get(dashboard::invoice_page),
         )
-        .route(&at("/marketplace/account"), post(flow::account).put(flow::account))
+        .route(
+            &at("/marketplace/account"),
+            post(flow::account).put(flow::account),
+        )
         .route(&at("/marketplace/plans"), get(flow::plans))
         .route(&at("/marketplace/resources"), post(flow::create_resource))
         .route(

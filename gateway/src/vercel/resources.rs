@@ -19,8 +19,8 @@ use marketbridge_core::ids::ResourceId;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_vercel::model::partner::{
-    ProvisionResource, ProvisionedResource, Resource, ResourceList, RotateSecrets,
-    RotatedSecrets, UpdateResource,
+    ProvisionResource, ProvisionedResource, Resource, ResourceList, RotateSecrets, RotatedSecrets,
+    UpdateResource,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -57,7 +57,11 @@ pub async fn installed_account(
 
 /// A plan of a product as a `BillingPlan`; `None` when it is no longer in
 /// the catalog.
-pub async fn plan(state: &AppState, product_id: &str, plan_id: &str) -> Result<Option<BillingPlan>> {
+pub async fn plan(
+    state: &AppState,
+    product_id: &str,
+    plan_id: &str,
+) -> Result<Option<BillingPlan>> {
     let mut billing = state.clients.billing.clone();
     let answer = billing
         .get_plan(billing_pb::GetPlanRequest {

@@ -74,10 +74,7 @@ impl SessionKey {
             tracing::warn!(
                 "no session secret or encryption key is configured; sessions last until restart"
             );
-            format!(
-                "random:{}",
-                marketbridge_core::crypto::random_token(32)
-            )
+            format!("random:{}", marketbridge_core::crypto::random_token(32))
         };
         let mut digest = Sha256::new();
         digest.update(b"marketbridge vercel session v1\n");

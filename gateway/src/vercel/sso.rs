@@ -33,9 +33,10 @@ pub async fn redirect_login(State(state): State<AppState>, RawQuery(query): RawQ
                 state.vercel.secure_cookies(),
             );
             let mut response = StatusCode::SEE_OTHER.into_response();
-            if let (Ok(location), Ok(cookie)) =
-                (HeaderValue::from_str(&target), HeaderValue::from_str(&cookie))
-            {
+            if let (Ok(location), Ok(cookie)) = (
+                HeaderValue::from_str(&target),
+                HeaderValue::from_str(&cookie),
+            ) {
                 response.headers_mut().insert(header::LOCATION, location);
                 response.headers_mut().insert(header::SET_COOKIE, cookie);
                 response
@@ -124,10 +125,7 @@ fn landing_page(
         .filter(|p| SECTIONS.contains(&p.as_str()))
         .map(|p| format!("?section={p}"))
         .unwrap_or_default();
-    if let Some(invoice_id) = query
-        .get("invoice_id")
-        .filter(|id| is_plain_id(id))
-    {
+    if let Some(invoice_id) = query.get("invoice_id").filter(|id| is_plain_id(id)) {
         return format!("{base}/invoices/{invoice_id}{section}");
     }
     if let Some(resource_id) = query

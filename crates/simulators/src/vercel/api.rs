@@ -13,21 +13,39 @@ use axum::routing::{get, patch, post, put};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-type Answer = Result<Response, Response>;
-
-fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {"code": code, "message": message}})),
-    )
-        .into_response()
+/// A refusal, answered as `{"error":{"code","message"}}`.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
 }
 
-fn bad_request(message: &str) -> Response {
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+type Answer = Result<Response, Refusal>;
+
+pub(crate) fn refusal(status: StatusCode, code: &'static str, message: &str) -> Refusal {
+    Refusal {
+        status,
+        code,
+        message: message.to_owned(),
+    }
+}
+
+fn bad_request(message: &str) -> Refusal {
     refusal(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
-fn not_found(message: &str) -> Response {
+pub(crate) fn not_found(message: &str) -> Refusal {
     refusal(StatusCode::NOT_FOUND, "not_found", message)
 }
 
@@ -99,7 +117,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Checks the bearer token belongs to installation `id`, like Vercel does.
-fn authorize(shared: &Shared, headers: &HeaderMap, id: &str) -> Result<(), Response> {
+fn authorize(shared: &Shared, headers: &HeaderMap, id: &str) -> Result<(), Refusal> {
     let Some(token) = bearer(headers) else {
         return Err(refusal(
             StatusCode::UNAUTHORIZED,
@@ -134,11 +152,11 @@ fn authorize(shared: &Shared, headers: &HeaderMap, id: &str) -> Result<(), Respo
     }
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, Response> {
+fn parse_body(body: &Bytes) -> Result<Value, Refusal> {
     serde_json::from_slice(body).map_err(|_| bad_request("the body is not JSON"))
 }
 
-fn require_text(value: &Value, field: &str, what: &str) -> Result<String, Response> {
+fn require_text(value: &Value, field: &str, what: &str) -> Result<String, Refusal> {
     value
         .get(field)
         .and_then(Value::as_str)
@@ -166,7 +184,7 @@ fn cents(text: &str) -> Option<i64> {
     Some(whole.parse::<i64>().ok()? * 100 + fraction.parse::<i64>().ok()?)
 }
 
-fn check_secrets(secrets: &Value) -> Result<(), Response> {
+fn check_secrets(secrets: &Value) -> Result<(), Refusal> {
     let items = secrets
         .as_array()
         .ok_or_else(|| bad_request("`secrets` must be an array"))?;
@@ -371,7 +389,9 @@ async fn update_resource(
         require_text(notification, "title", "notification")?;
         let level = notification.get("level").and_then(Value::as_str);
         if !matches!(level, Some("info" | "warn" | "error")) {
-            return Err(bad_request("`notification.level` must be info, warn or error"));
+            return Err(bad_request(
+                "`notification.level` must be info, warn or error",
+            ));
         }
     }
     if let Some(secrets) = body.get("secrets") {
@@ -379,13 +399,10 @@ async fn update_resource(
         check_secrets(list)?;
     }
     let outcome = shared.with_installation(&id, |installation| {
-        let Some(resource) = installation
+        let resource = installation
             .resources
             .get_mut(&rid)
-            .filter(|r| !r.deleted)
-        else {
-            return None;
-        };
+            .filter(|r| !r.deleted)?;
         if let Some(status) = body.get("status").and_then(Value::as_str) {
             resource.status = status.to_owned();
         }
@@ -436,7 +453,10 @@ async fn update_secrets(
         .get("secrets")
         .ok_or_else(|| bad_request("`secrets` is required"))?;
     check_secrets(secrets)?;
-    let partial = body.get("partial").and_then(Value::as_bool).unwrap_or(false);
+    let partial = body
+        .get("partial")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let found = shared.with_installation(&id, |installation| {
         let resource = installation
             .resources
@@ -470,10 +490,7 @@ async fn connect_resource(
     require_text(&body, "projectId", "connection")?;
     body["resourceId"] = Value::String(rid.clone());
     let known = shared.with_installation(&id, |installation| {
-        let known = installation
-            .resources
-            .get(&rid)
-            .is_some_and(|r| !r.deleted);
+        let known = installation.resources.get(&rid).is_some_and(|r| !r.deleted);
         if known {
             installation.connections.push(body.clone());
         }
@@ -485,7 +502,7 @@ async fn connect_resource(
     Ok(status_only(StatusCode::CREATED))
 }
 
-fn check_item(item: &Value, what: &str, amount_fields: &[&str]) -> Result<(), Response> {
+fn check_item(item: &Value, what: &str, amount_fields: &[&str]) -> Result<(), Refusal> {
     require_text(item, "billingPlanId", what)?;
     require_text(item, "name", what)?;
     for field in amount_fields {
@@ -499,7 +516,7 @@ fn check_item(item: &Value, what: &str, amount_fields: &[&str]) -> Result<(), Re
     Ok(())
 }
 
-fn check_period(body: &Value, what: &str) -> Result<(), Response> {
+fn check_period(body: &Value, what: &str) -> Result<(), Refusal> {
     let period = body
         .get("period")
         .ok_or_else(|| bad_request(&format!("{what}: `period` is required")))?;

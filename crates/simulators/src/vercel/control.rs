@@ -39,7 +39,9 @@ fn body_of(bytes: &[u8]) -> Value {
 fn unknown_installation() -> Response {
     (
         StatusCode::NOT_FOUND,
-        axum::Json(json!({"error": "no such installation; create one with POST /_sim/installations"})),
+        axum::Json(
+            json!({"error": "no such installation; create one with POST /_sim/installations"}),
+        ),
     )
         .into_response()
 }
@@ -58,10 +60,7 @@ async fn create_installation(State(simulator): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
-async fn installation(
-    State(simulator): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Response {
+async fn installation(State(simulator): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let Some(installation) = simulator.installation(&id) else {
         return unknown_installation();
     };
@@ -76,7 +75,11 @@ async fn installation(
             })
         })
         .collect();
-    let invoices: Vec<Value> = installation.invoices.values().map(|i| i.to_json()).collect();
+    let invoices: Vec<Value> = installation
+        .invoices
+        .values()
+        .map(|i| i.to_json())
+        .collect();
     axum::Json(json!({
         "installationId": installation.id,
         "teamId": installation.team_id,

@@ -111,16 +111,11 @@ impl Shared {
         &self,
         id: &str,
         change: impl FnOnce(&mut SimInstallation) -> T,
-    ) -> Result<T, axum::response::Response> {
-        use axum::response::IntoResponse;
+    ) -> Result<T, api::Refusal> {
         let mut world = self.world();
         match world.installations.get_mut(id) {
             Some(installation) => Ok(change(installation)),
-            None => Err((
-                axum::http::StatusCode::NOT_FOUND,
-                axum::Json(json!({"error": {"code": "not_found", "message": "no such installation"}})),
-            )
-                .into_response()),
+            None => Err(api::not_found("no such installation")),
         }
     }
 
@@ -187,7 +182,11 @@ impl Shared {
         self.mint(spec)
     }
 
-    pub(crate) fn issue_sso_code(&self, installation: &InstallationHandle, user: &SimUser) -> SsoCode {
+    pub(crate) fn issue_sso_code(
+        &self,
+        installation: &InstallationHandle,
+        user: &SimUser,
+    ) -> SsoCode {
         let mut spec = TokenSpec::user(&installation.id, &installation.team_id, user.clone());
         spec.token_type = "id_token".to_owned();
         let id_token = self.token(&spec);
@@ -427,9 +426,7 @@ impl VercelSimulator {
     /// Makes a resource known, as if Vercel had provisioned it.
     pub fn register_resource(&self, installation_id: &str, resource: SimResource) {
         if let Some(installation) = self.shared.world().installations.get_mut(installation_id) {
-            installation
-                .resources
-                .insert(resource.id.clone(), resource);
+            installation.resources.insert(resource.id.clone(), resource);
         }
     }
 

@@ -139,7 +139,10 @@ pub fn invoice_event(event_type: &str, payload: &Value) -> Option<InvoiceEvent> 
         payload,
         &[&["period", "start"], &["invoice", "period", "start"]],
     );
-    let period_end = first_text(payload, &[&["period", "end"], &["invoice", "period", "end"]]);
+    let period_end = first_text(
+        payload,
+        &[&["period", "end"], &["invoice", "period", "end"]],
+    );
     Some(InvoiceEvent {
         installation_id,
         invoice_id,

@@ -103,12 +103,18 @@ fn unconfigured(service: &str) -> Error {
     Error::unavailable(format!("the {service} service is not configured"))
 }
 
-async fn account_of(services: &EventServices, installation_id: &str) -> Result<Option<account::Model>> {
+async fn account_of(
+    services: &EventServices,
+    installation_id: &str,
+) -> Result<Option<account::Model>> {
     services
         .accounts
         .find(
             services.accounts.db(),
-            Some(&AccountSelector::by_ref(Marketplace::Vercel, installation_id)),
+            Some(&AccountSelector::by_ref(
+                Marketplace::Vercel,
+                installation_id,
+            )),
         )
         .await
 }

@@ -110,10 +110,7 @@ impl BillingMarketplace for VercelBilling {
         reason: &str,
     ) -> Result<()> {
         if amount.currency != CURRENCY {
-            return Err(Error::invalid_field(
-                "amount",
-                "Vercel refunds in USD only",
-            ));
+            return Err(Error::invalid_field("amount", "Vercel refunds in USD only"));
         }
         let token = self.token(account_external_id).await?;
         let reason = if reason.trim().is_empty() {
