@@ -295,7 +295,10 @@ async fn list_resources(
             .filter(|r| !r.deleted)
             .map(|r| {
                 let mut json = resource_json(r);
-                json["partnerId"] = json["id"].clone();
+                if let Some(fields) = json.as_object_mut() {
+                    let id = fields.remove("id").unwrap_or_default();
+                    fields.insert("partnerId".to_owned(), id);
+                }
                 json
             })
             .collect::<Vec<_>>()

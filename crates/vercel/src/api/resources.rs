@@ -36,7 +36,16 @@ impl VercelApi {
                 NO_BODY,
             )
             .await?;
-        Ok(list.resources)
+        Ok(list
+            .resources
+            .into_iter()
+            .map(|mut resource| {
+                if resource.id.is_empty() {
+                    resource.id = resource.partner_id.clone().unwrap_or_default();
+                }
+                resource
+            })
+            .collect())
     }
 
     /// `GET /v1/installations/{id}/resources/{rid}`.

@@ -110,9 +110,12 @@ pub struct EventDispatch {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VercelResource {
-    /// Our id (Vercel calls it the partner id in listings).
-    #[serde(default, alias = "partnerId")]
+    /// Our id (`id` when read one by one; listings name it `partnerId`).
+    #[serde(default)]
     pub id: String,
+    /// Our id, as listings name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_id: Option<String>,
     /// Vercel's own id.
     #[serde(default)]
     pub internal_id: Option<String>,
