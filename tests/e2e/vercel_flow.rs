@@ -422,6 +422,33 @@ backend_test!(
         let account = vercel.account(&installation).await;
         assert!(vercel.stored_resources(&account.id).await.is_empty());
 
+        // The team renamed itself at Vercel: a refresh reads it back with
+        // the installation's token.
+        vercel.sim.set_account(
+            &installation.id,
+            json!({"name": "Renamed Team", "url": "https://vercel.com/renamed", "contact": {"email": "new@example.com", "name": "New Owner"}}),
+        );
+        let mut accounts = vercel.test.set.clients.account.clone();
+        let refreshed = accounts
+            .refresh_account(account_pb::RefreshAccountRequest {
+                account: Some(AccountSelector::by_id(&account.id)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(refreshed.display_name, "Renamed Team");
+        assert_eq!(refreshed.url, "https://vercel.com/renamed");
+        assert_eq!(refreshed.contact.unwrap().email, "new@example.com");
+        let reads = vercel.sim.recorder().accepted(
+            "GET",
+            &format!("/v1/installations/{}/account", installation.id),
+        );
+        assert_eq!(reads.len(), 1);
+        assert_eq!(
+            reads[0].header("authorization"),
+            Some(format!("Bearer {}", installation.token).as_str())
+        );
+
         let changed = vercel
             .partner
             .patch(&installation_path(&installation))
