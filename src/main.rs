@@ -240,16 +240,30 @@ where
     exit_code(name, outcome)
 }
 
-/// Prints every setting, its value (secrets masked) and its variable.
+/// `text` with the password of a URL in it masked (`postgres://u:***@h/db`).
+fn without_password(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// Prints every setting, its value (secrets and URL passwords masked) and
+/// its variable.
 fn print_config(path: Option<&std::path::Path>) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let values = serde_json::to_value(&config).map_err(|e| e.to_string())?;
     for key in Config::keys() {
         let (section, field) = key.split_once('.').unwrap_or((&key, ""));
         let value = &values[section][field];
-        let secret = key.contains("secret") || key.contains("encryption_key");
+        let secret =
+            key.contains("secret") || key.contains("encryption_key") || key.ends_with("_token");
         let shown = match (secret, value.as_str()) {
             (true, Some(text)) if !text.is_empty() => "\"***\"".to_owned(),
+            (false, Some(text)) => serde_json::Value::String(without_password(text)).to_string(),
             _ => value.to_string(),
         };
         println!("{key} = {shown}    # {}", Config::env_var(&key));

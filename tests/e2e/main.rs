@@ -4,6 +4,9 @@
 mod support;
 
 mod docs;
+mod drivers_plugin;
+mod drivers_postgres;
+mod drivers_support;
 mod foundation;
 mod tls;
 mod vercel_auth;

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod jobs;
 pub mod marketplace;
 pub mod migration;
+pub mod usage;
 
 use crate::domain::ProvisioningDomain;
 use crate::driver::Drivers;
@@ -23,6 +24,7 @@ use crate::grpc::ProvisioningGrpc;
 use crate::jobs::ProvisioningJobs;
 use crate::marketplace::Marketplaces;
 use crate::migration::Migrator;
+use crate::usage::UsageMeter;
 use marketbridge_catalog::Catalog;
 use marketbridge_config::{Config, OutboxOptions, TlsOptions};
 use marketbridge_core::crypto::Cipher;
@@ -52,6 +54,8 @@ pub struct ProvisioningDeps {
     pub accounts: AccountClient,
     /// The billing service.
     pub billing: Option<BillingClient>,
+    /// How often the usage meter runs; zero turns it off.
+    pub usage_interval: Duration,
 }
 
 /// A ready provisioning service.
@@ -59,6 +63,7 @@ pub struct ProvisioningDeps {
 pub struct ProvisioningServer {
     domain: ProvisioningDomain,
     jobs: Arc<ProvisioningJobs>,
+    usage: UsageMeter,
 }
 
 impl ProvisioningServer {
@@ -69,14 +74,15 @@ impl ProvisioningServer {
         deps: ProvisioningDeps,
     ) -> Result<Self> {
         for product in deps.catalog.products() {
-            if deps.drivers.get(&product.driver).is_none() {
+            let Some(driver) = deps.drivers.get(&product.driver) else {
                 return Err(Error::validation(format!(
                     "catalog: product `{}` names driver `{}`; known drivers: {}",
                     product.id,
                     product.driver,
                     deps.drivers.names().join(", ")
                 )));
-            }
+            };
+            driver.check_product(product)?;
         }
         let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
         let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
@@ -90,8 +96,13 @@ impl ProvisioningServer {
             deps.marketplaces,
             deps.accounts,
         );
+        let usage = UsageMeter::new(domain.clone(), deps.billing.clone(), deps.usage_interval);
         let jobs = Arc::new(ProvisioningJobs::new(domain.clone(), deps.billing));
-        Ok(Self { domain, jobs })
+        Ok(Self {
+            domain,
+            jobs,
+            usage,
+        })
     }
 
     /// Builds the service from configuration.
@@ -112,6 +123,7 @@ impl ProvisioningServer {
             marketplaces: adapters::from_config(config)?,
             accounts: clients.account,
             billing: Some(clients.billing),
+            usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
         };
         let url = config.database_url(&config.provisioning.database_url, "provisioning");
         Self::open(&url, &config.outbox, deps).await
@@ -127,12 +139,19 @@ impl ProvisioningServer {
         self.jobs.clone()
     }
 
+    /// The usage meter (run by [`ProvisioningServer::serve`]; tests run
+    /// single rounds).
+    pub fn usage_meter(&self) -> &UsageMeter {
+        &self.usage
+    }
+
     /// The tonic service.
     pub fn grpc(&self) -> ProvisioningServiceServer<ProvisioningGrpc> {
         ProvisioningServiceServer::new(ProvisioningGrpc::new(self.domain.clone()))
     }
 
-    /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
+    /// Serves gRPC on `listener` and runs the outbox worker and the usage
+    /// meter until `shutdown`.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -145,9 +164,11 @@ impl ProvisioningServer {
                 .clone()
                 .run(self.jobs.clone(), shutdown.clone()),
         );
+        let meter = tokio::spawn(self.usage.clone().run(shutdown.clone()));
         let served = serve_grpc(listener, "provisioning", tls, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
+        let _ = meter.await;
         served
     }
 }
