@@ -4,12 +4,15 @@
 //! marketbridge up                 all three services and the gateway, SQLite in ./data
 //! marketbridge account            the account service alone (likewise provisioning, billing, gateway)
 //! marketbridge config             every setting and its environment variable
+//! marketbridge sim vercel          the Vercel simulator alone, with a config snippet
+//! marketbridge demo vercel         the set and the simulator, walking the Vercel flow
 //! ```
 
 use clap::{Parser, Subcommand};
 use marketbridge::set::{RunningSet, SetOptions};
 use marketbridge_config::Config;
 use marketbridge_rpc::process::{exit_code, load_cipher, run_process};
+use marketbridge_simulators::vercel::{VercelSimulator, VercelSimulatorOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,12 +45,45 @@ enum Command {
     Gateway,
     /// Print every setting with its default and environment variable.
     Config,
+    /// Run a marketplace simulator (for trying marketbridge locally).
+    Sim {
+        #[command(subcommand)]
+        marketplace: SimMarketplace,
+    },
+    /// Start the set and a simulator, and walk a marketplace's whole flow.
+    Demo {
+        #[command(subcommand)]
+        marketplace: DemoMarketplace,
+    },
     /// Exit 0 when the target is healthy: `grpc://host:port` asks the gRPC
     /// health service, `http(s)://…` expects a 2xx (health checks in images).
     Probe {
         /// The target.
         target: String,
     },
+}
+
+#[derive(Subcommand)]
+enum SimMarketplace {
+    /// Plays Vercel: tokens, JWKS, the Vercel API, webhooks and SSO.
+    Vercel {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8484")]
+        listen: String,
+        /// Integration client id; a fresh one when absent.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// Integration client secret; a fresh one when absent.
+        #[arg(long)]
+        client_secret: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoMarketplace {
+    /// install → plans → provision → get → change plan → rotate → delete →
+    /// uninstall, against the Vercel simulator.
+    Vercel,
 }
 
 fn main() -> ExitCode {
@@ -116,7 +152,92 @@ fn main() -> ExitCode {
             exit_code("marketbridge probe", outcome)
         }
         Command::Config => exit_code("marketbridge config", print_config(cli.config.as_deref())),
+        Command::Sim {
+            marketplace:
+                SimMarketplace::Vercel {
+                    listen,
+                    client_id,
+                    client_secret,
+                },
+        } => run_process("marketbridge-sim-vercel", |_config, shutdown| async move {
+            let defaults = VercelSimulatorOptions::default();
+            let options = VercelSimulatorOptions {
+                client_id: client_id.unwrap_or(defaults.client_id),
+                client_secret: client_secret.unwrap_or(defaults.client_secret),
+                issuer: None,
+            };
+            let sim = VercelSimulator::start(options, &listen)
+                .await
+                .map_err(|e| {
+                    marketbridge_core::Error::unavailable(format!("cannot listen on {listen}: {e}"))
+                })?;
+            println!("Vercel simulator on {} (Ctrl-C stops it)", sim.url());
+            println!("  Vercel API     {}/v1/...", sim.url());
+            println!("  JWKS           {}", sim.jwks_url());
+            println!(
+                "  discovery      {}/.well-known/openid-configuration",
+                sim.url()
+            );
+            println!();
+            println!("Point marketbridge at it with this configuration:");
+            println!();
+            println!("{}", sim.config_snippet());
+            println!("or these environment variables:");
+            println!();
+            println!("MARKETBRIDGE_VERCEL__OIDC_ISSUER={}", sim.issuer());
+            println!("MARKETBRIDGE_VERCEL__JWKS_URL={}", sim.jwks_url());
+            println!("MARKETBRIDGE_VERCEL__API_BASE_URL={}", sim.url());
+            println!("MARKETBRIDGE_VERCEL__CLIENT_ID={}", sim.client_id());
+            println!("MARKETBRIDGE_VERCEL__CLIENT_SECRET={}", sim.client_secret());
+            println!();
+            println!("Act as Vercel (see README, \"Try the Vercel flow locally\"):");
+            println!(
+                "  curl -s -X POST {}/_sim/installations          an installation, its token and user/system tokens",
+                sim.url()
+            );
+            println!(
+                "  curl -s -X POST {}/_sim/tokens -d '{{\"installationId\":\"icfg_...\",\"role\":\"ADMIN\"}}'",
+                sim.url()
+            );
+            println!(
+                "  curl -s {}/_sim/installations/icfg_...         what Vercel received",
+                sim.url()
+            );
+            shutdown.cancelled().await;
+            Ok(())
+        }),
+        Command::Demo {
+            marketplace: DemoMarketplace::Vercel,
+        } => run_quiet_process("marketbridge demo vercel", |config| async move {
+            marketbridge::demo::run_vercel_demo(&config).await
+        }),
     }
+}
+
+/// Runs a command whose output is the point: logs only show warnings unless
+/// `RUST_LOG` says otherwise.
+fn run_quiet_process<F, Fut>(name: &'static str, body: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = marketbridge_core::Result<()>>,
+{
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async move {
+                let mut config =
+                    Config::load(marketbridge_rpc::process::config_path_from_args().as_deref())
+                        .map_err(|e| e.to_string())?;
+                config.telemetry.log_filter = "warn".to_owned();
+                let telemetry = marketbridge_telemetry::init(name, &config.telemetry)
+                    .map_err(|e| e.to_string())?;
+                marketbridge_rpc::tls::install_crypto_provider();
+                let result = body(config).await;
+                telemetry.shutdown();
+                result.map_err(|e| e.to_string())
+            })
+        });
+    exit_code(name, outcome)
 }
 
 /// `text` with the password of a URL in it masked (`postgres://u:***@h/db`).

@@ -110,6 +110,13 @@ pub trait ProvisioningMarketplace: Send + Sync + 'static {
     async fn resource_changed(&self, change: &ResourceChange) -> Result<()>;
     /// Marketplace ids of subscriptions to re-read during reconciliation.
     async fn list_subscription_ids(&self) -> Result<Vec<String>>;
+    /// Whether an account-scoped subscription that becomes usable gets a
+    /// resource of its own (a Google entitlement does). A marketplace whose
+    /// account-level plans cover resources the customer creates one by one
+    /// (Vercel installation-level plans) answers false.
+    fn provisions_account_subscriptions(&self) -> bool {
+        true
+    }
 }
 
 /// Adapters per marketplace.

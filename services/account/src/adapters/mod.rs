@@ -1,11 +1,26 @@
 //! The marketplace adapters and event processors the account service runs
 //! with, chosen from configuration.
 
+pub mod vercel;
+
 use crate::marketplace::Marketplaces;
 use marketbridge_config::Config;
-use marketbridge_core::Result;
+use marketbridge_core::{Marketplace, Result};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Registers an adapter and a processor for every configured marketplace.
-pub fn from_config(_config: &Config) -> Result<Marketplaces> {
-    Ok(Marketplaces::default())
+pub fn from_config(config: &Config) -> Result<Marketplaces> {
+    let mut marketplaces = Marketplaces::default();
+    if !config.vercel.client_id.is_empty() {
+        let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
+        let api = marketbridge_vercel::VercelApi::new(http, &config.vercel.api_base_url);
+        marketplaces = marketplaces
+            .with_adapter(
+                Marketplace::Vercel,
+                Arc::new(vercel::VercelAccounts::new(api)),
+            )
+            .with_processor(Marketplace::Vercel, Arc::new(vercel::VercelEvents));
+    }
+    Ok(marketplaces)
 }

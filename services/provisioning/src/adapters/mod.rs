@@ -1,17 +1,35 @@
 //! The marketplace adapters and drivers provisioning runs with, chosen from
 //! configuration.
 
+pub mod vercel;
+
 use crate::driver::Drivers;
 use crate::driver::plugin::PluginDriver;
 use crate::driver::postgres::PostgresDriver;
 use crate::marketplace::Marketplaces;
 use marketbridge_config::Config;
-use marketbridge_core::Result;
+use marketbridge_core::{Marketplace, Result};
+use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Registers an adapter for every configured marketplace.
-pub fn from_config(_config: &Config) -> Result<Marketplaces> {
-    Ok(Marketplaces::default())
+pub fn from_config(config: &Config) -> Result<Marketplaces> {
+    let mut marketplaces = Marketplaces::default();
+    if !config.vercel.client_id.is_empty() {
+        let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
+        let api = marketbridge_vercel::VercelApi::new(http, &config.vercel.api_base_url);
+        let accounts = AccountServiceClient::new(marketbridge_rpc::channel(
+            &config.gateway.account_url,
+            &config.tls,
+            Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3),
+        )?);
+        marketplaces = marketplaces.with_adapter(
+            Marketplace::Vercel,
+            Arc::new(vercel::VercelProvisioning::new(api, accounts)),
+        );
+    }
+    Ok(marketplaces)
 }
 
 /// The drivers the catalog may name: the built-in ones, `plugin`, and

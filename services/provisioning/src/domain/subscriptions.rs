@@ -242,7 +242,11 @@ impl ProvisioningDomain {
                 .await?;
             }
         }
-        if usable && !was_usable && row.scope == scope::ACCOUNT {
+        if usable
+            && !was_usable
+            && row.scope == scope::ACCOUNT
+            && self.account_subscription_gets_resource(&row)?
+        {
             self.provision_for_subscription(conn, &row).await?;
         }
         if state::is_final(&row.state) && !was_final {
@@ -255,6 +259,17 @@ impl ProvisioningDomain {
             self.enqueue_billing_change(conn, &row).await?;
         }
         Ok(row)
+    }
+
+    /// Whether an account-scoped subscription of this marketplace gets a
+    /// resource of its own when it becomes usable (its adapter decides;
+    /// without one it does).
+    fn account_subscription_gets_resource(&self, row: &subscription::Model) -> Result<bool> {
+        let marketplace = marketplace_of(&row.marketplace)?;
+        Ok(self
+            .marketplaces
+            .adapter(marketplace)
+            .is_none_or(|adapter| adapter.provisions_account_subscriptions()))
     }
 
     /// Records a subscription as a marketplace describes it.

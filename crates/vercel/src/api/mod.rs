@@ -1,12 +1,23 @@
 //! The Vercel REST API client (calls marketbridge makes to Vercel), with the
 //! installation's access token. Every call is traced and classified: 429 and
 //! 5xx are transient (the outbox retries them), other refusals are not.
+//!
+//! The calls are grouped by what they touch: [`installations`] (the
+//! installation, its account and members, events, its token),
+//! [`resources`] (resources, secrets, project connections), [`billing`]
+//! (usage, invoices, refunds, balances, finalization) and [`sso`].
+
+pub mod billing;
+pub mod installations;
+pub mod resources;
+pub mod sso;
 
 use marketbridge_core::crypto::SecretString;
-use marketbridge_core::{Error, Result};
-use marketbridge_rpc::http::{HttpAnswer, error_for_status, send_traced};
+use marketbridge_core::{Error, ErrorCode, Result};
+use marketbridge_rpc::http::{HttpAnswer, error_for_status, retry_after_seconds, send_traced};
 use reqwest::Method;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Client of the Vercel API at one base URL.
 #[derive(Debug, Clone)]
@@ -65,13 +76,23 @@ impl VercelApi {
                 .get("x-vercel-id")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            tracing::warn!(status = answer.status, x_vercel_id = %vercel_id, route, "Vercel API refused a call");
-            return Err(error_for_status(
-                &answer,
-                &format!("Vercel {method} {route}"),
-            ));
+            tracing::warn!(status = answer.status, x_vercel_id = %vercel_id, route, "vercel api refused a call");
+            return Err(refusal(&answer, &method, route));
         }
         Ok(answer)
+    }
+
+    /// Sends one call and reads its JSON answer.
+    pub async fn call_json<T: DeserializeOwned>(
+        &self,
+        token: &SecretString,
+        method: Method,
+        route: &str,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T> {
+        let answer = self.call(token, method, route, path, body).await?;
+        answer.json()
     }
 
     /// Sends a call that needs no token (SSO token exchange).
@@ -88,14 +109,27 @@ impl VercelApi {
             .json(body);
         let answer = send_traced(request, &self.peer, route).await?;
         if !(200..300).contains(&answer.status) {
-            return Err(error_for_status(
-                &answer,
-                &format!("Vercel {method} {route}"),
-            ));
+            return Err(refusal(&answer, &method, route));
         }
         Ok(answer)
     }
 }
+
+/// The error a non-2xx answer stands for. The `Retry-After` of a 429 is
+/// kept in the message so operators see it.
+fn refusal(answer: &HttpAnswer, method: &Method, route: &str) -> Error {
+    let error = error_for_status(answer, &format!("Vercel {method} {route}"));
+    match retry_after_seconds(answer) {
+        Some(seconds) if error.code() == ErrorCode::RateLimited => Error::new(
+            ErrorCode::RateLimited,
+            format!("{} (retry after {seconds} s)", error.message()),
+        ),
+        _ => error,
+    }
+}
+
+/// The empty body of calls that send none.
+pub(crate) const NO_BODY: Option<&()> = None;
 
 /// Validates a Vercel id before it goes into a URL path.
 pub fn path_segment(field: &str, value: &str) -> Result<String> {

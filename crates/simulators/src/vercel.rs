@@ -1,1 +1,0 @@
-//! The Vercel Marketplace simulator.

@@ -1,0 +1,331 @@
+//! Verifying the OIDC tokens Vercel signs: the `Authorization` bearer of
+//! every partner API call, and the `id_token` of the SSO exchange.
+//!
+//! Tokens must be RS256 with a `kid` from Vercel's JWKS (fetched once, kept
+//! ten minutes, fetched again when a token names a key not seen yet), issued
+//! by the configured issuer for our integration client id, and unexpired
+//! (ten seconds of leeway). `alg: none`, HS256 and every other algorithm are
+//! refused before any key is looked at.
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use marketbridge_core::{Error, Result};
+use marketbridge_rpc::http::{error_for_status, send_traced};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, RwLock};
+
+/// How long fetched keys are trusted before they are fetched again.
+pub const JWKS_TTL: Duration = Duration::from_secs(600);
+/// Least time between two fetches caused by unknown key ids.
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Clock skew tolerated on `exp`, in seconds.
+pub const LEEWAY_SECONDS: u64 = 10;
+
+/// Which kind of caller a token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// A Vercel user acting in the dashboard (`X-Vercel-Auth: user`).
+    User,
+    /// Vercel itself (`X-Vercel-Auth: system`).
+    System,
+}
+
+impl AuthKind {
+    /// Reads the `X-Vercel-Auth` header (case-insensitive).
+    pub fn from_header(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "user" => Some(AuthKind::User),
+            "system" => Some(AuthKind::System),
+            _ => None,
+        }
+    }
+}
+
+/// The role of a user in the team.
+pub mod role {
+    /// May change things.
+    pub const ADMIN: &str = "ADMIN";
+    /// Read-only (billing or viewer roles).
+    pub const USER: &str = "USER";
+}
+
+/// The claims of a Vercel token (snake_case). User tokens carry the `user_*`
+/// claims; system tokens may lack the installation and account.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    #[serde(default)]
+    pub iss: String,
+    /// Subject: `account:<hex>:user:<hex>` or `account:<hex>`.
+    #[serde(default)]
+    pub sub: Option<String>,
+    /// The team.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// The installation (`icfg_...`).
+    #[serde(default)]
+    pub installation_id: Option<String>,
+    /// The user.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// `ADMIN` or `USER`.
+    #[serde(default)]
+    pub user_role: Option<String>,
+    /// Verified e-mail address.
+    #[serde(default)]
+    pub user_email: Option<String>,
+    /// Display name.
+    #[serde(default)]
+    pub user_name: Option<String>,
+    /// Avatar.
+    #[serde(default)]
+    pub user_avatar_url: Option<String>,
+    /// `access_token` or `id_token`.
+    #[serde(default, rename = "type")]
+    pub token_type: Option<String>,
+    /// Expiry, epoch seconds.
+    #[serde(default)]
+    pub exp: Option<u64>,
+    /// Issued at, epoch seconds.
+    #[serde(default)]
+    pub iat: Option<u64>,
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claims")
+            .field("sub", &self.sub)
+            .field("account_id", &self.account_id)
+            .field("installation_id", &self.installation_id)
+            .field("user_id", &self.user_id)
+            .field("user_role", &self.user_role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Claims {
+    /// True when the token names a user (`user_id` and `user_role`).
+    pub fn has_user(&self) -> bool {
+        self.user_id.as_deref().is_some_and(|u| !u.is_empty())
+            && self.user_role.as_deref().is_some_and(|r| !r.is_empty())
+    }
+
+    /// True for a user with the ADMIN role.
+    pub fn is_admin(&self) -> bool {
+        self.user_role.as_deref() == Some(role::ADMIN)
+    }
+
+    /// Checks the claims fit `kind`: a user token names its user and role
+    /// and a `sub` of the user form.
+    pub fn check_kind(&self, kind: AuthKind) -> Result<()> {
+        match kind {
+            AuthKind::User => {
+                if !self.has_user() {
+                    return Err(Error::unauthenticated(
+                        "a user token must carry user_id and user_role",
+                    ));
+                }
+                if let Some(sub) = &self.sub
+                    && !is_user_subject(sub)
+                {
+                    return Err(Error::unauthenticated(
+                        "the token subject is not a user subject",
+                    ));
+                }
+                Ok(())
+            }
+            AuthKind::System => Ok(()),
+        }
+    }
+}
+
+fn is_hex(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `account:<hex>:user:<hex>`.
+fn is_user_subject(sub: &str) -> bool {
+    let parts: Vec<&str> = sub.split(':').collect();
+    matches!(parts.as_slice(), ["account", account, "user", user] if is_hex(account) && is_hex(user))
+}
+
+struct CachedKeys {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Instant,
+}
+
+/// Verifies Vercel's tokens against its published keys.
+pub struct OidcVerifier {
+    http: reqwest::Client,
+    jwks_url: String,
+    issuer: String,
+    audience: String,
+    refetch_interval: Duration,
+    cache: RwLock<Option<CachedKeys>>,
+    fetching: Mutex<()>,
+}
+
+impl std::fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcVerifier")
+            .field("jwks_url", &self.jwks_url)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OidcVerifier {
+    /// A verifier of tokens from `issuer` for `audience` (the integration
+    /// client id), with keys from `jwks_url`.
+    pub fn new(http: reqwest::Client, jwks_url: &str, issuer: &str, audience: &str) -> Self {
+        Self {
+            http,
+            jwks_url: jwks_url.to_owned(),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            refetch_interval: JWKS_REFETCH_INTERVAL,
+            cache: RwLock::new(None),
+            fetching: Mutex::new(()),
+        }
+    }
+
+    /// Changes the least time between fetches caused by unknown key ids.
+    pub fn with_refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = interval;
+        self
+    }
+
+    /// Verifies `token` and returns its claims. Every failure is
+    /// `unauthenticated`, except an unreachable JWKS (`unavailable`).
+    pub async fn verify(&self, token: &str) -> Result<Claims> {
+        let header = decode_header(token)
+            .map_err(|_| Error::unauthenticated("the token is not a signed JWT"))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(Error::unauthenticated(format!(
+                "tokens must be signed with RS256, not {:?}",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| Error::unauthenticated("the token names no signing key (kid)"))?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = LEEWAY_SECONDS;
+        let data = decode::<Claims>(token, &key, &validation).map_err(describe_rejection)?;
+        Ok(data.claims)
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey> {
+        {
+            let cache = self.cache.read().await;
+            if let Some(cached) = cache.as_ref()
+                && cached.fetched_at.elapsed() < JWKS_TTL
+                && let Some(key) = cached.keys.get(kid)
+            {
+                return Ok(key.clone());
+            }
+        }
+        let _fetching = self.fetching.lock().await;
+        {
+            // Another caller may have fetched while this one waited.
+            let cache = self.cache.read().await;
+            if let Some(cached) = cache.as_ref() {
+                let fresh = cached.fetched_at.elapsed() < JWKS_TTL;
+                if fresh && let Some(key) = cached.keys.get(kid) {
+                    return Ok(key.clone());
+                }
+                if fresh && cached.fetched_at.elapsed() < self.refetch_interval {
+                    return Err(unknown_key(kid));
+                }
+            }
+        }
+        let keys = self.fetch().await?;
+        let found = keys.get(kid).cloned();
+        *self.cache.write().await = Some(CachedKeys {
+            keys,
+            fetched_at: Instant::now(),
+        });
+        found.ok_or_else(|| unknown_key(kid))
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>> {
+        let answer = send_traced(self.http.get(&self.jwks_url), "vercel-jwks", "GET /jwks")
+            .await
+            .map_err(|e| Error::unavailable(format!("Vercel's signing keys: {e}")))?;
+        if !(200..300).contains(&answer.status) {
+            let error = error_for_status(&answer, "Vercel's JWKS");
+            return Err(Error::unavailable(error.message().to_owned()));
+        }
+        let set: JwkSet = answer
+            .json()
+            .map_err(|e| Error::unavailable(format!("Vercel's JWKS is unreadable: {e}")))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => {
+                    keys.insert(kid, key);
+                }
+                Err(error) => {
+                    tracing::warn!(kid = %kid, error = %error, "skipping an unusable key of Vercel's JWKS")
+                }
+            }
+        }
+        tracing::debug!(keys = keys.len(), "fetched Vercel's signing keys");
+        Ok(keys)
+    }
+}
+
+fn unknown_key(kid: &str) -> Error {
+    Error::unauthenticated(format!("the token was signed with an unknown key `{kid}`"))
+}
+
+fn describe_rejection(error: jsonwebtoken::errors::Error) -> Error {
+    use jsonwebtoken::errors::ErrorKind;
+    let reason = match error.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired",
+        ErrorKind::InvalidIssuer => "the token was issued by someone else",
+        ErrorKind::InvalidAudience => "the token is meant for another integration",
+        ErrorKind::InvalidSignature => "the token signature is invalid",
+        ErrorKind::ImmatureSignature => "the token is not valid yet",
+        ErrorKind::InvalidAlgorithm => "the token algorithm is not allowed",
+        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+        _ => "the token is invalid",
+    };
+    Error::unauthenticated(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_subjects_and_kinds() {
+        assert!(is_user_subject("account:0a1b:user:ff00"));
+        assert!(!is_user_subject("account:0a1b"));
+        assert!(!is_user_subject("account:xyz:user:00"));
+        assert_eq!(AuthKind::from_header(" USER "), Some(AuthKind::User));
+        assert_eq!(AuthKind::from_header("System"), Some(AuthKind::System));
+        assert_eq!(AuthKind::from_header("robot"), None);
+        let claims = Claims {
+            user_id: Some("u1".into()),
+            user_role: Some("ADMIN".into()),
+            sub: Some("account:01:user:02".into()),
+            ..Default::default()
+        };
+        assert!(claims.check_kind(AuthKind::User).is_ok());
+        assert!(claims.is_admin());
+        assert!(Claims::default().check_kind(AuthKind::User).is_err());
+        assert!(Claims::default().check_kind(AuthKind::System).is_ok());
+    }
+}

@@ -1,0 +1,253 @@
+//! The services' messages in Vercel's shapes, and Vercel's inputs as the
+//! services' messages.
+
+use marketbridge_core::money::Money;
+use marketbridge_core::time::{from_timestamp, parse_rfc3339, to_rfc3339, to_timestamp};
+use marketbridge_core::{Error, Result, Validator};
+use marketbridge_proto::account::v1 as account_pb;
+use marketbridge_proto::billing::v1 as billing_pb;
+use marketbridge_proto::common::v1 as common;
+use marketbridge_proto::provisioning::v1 as provisioning_pb;
+use marketbridge_vercel::model::partner::{Balances, Resource, ResourceStatus};
+use marketbridge_vercel::model::plan::{
+    BillingPlan, PlanDetail, PlanScope, PlanType, QuoteLine, RequiredPolicy,
+};
+use marketbridge_vercel::model::{Balance, Notification, NotificationLevel, Secret};
+use std::collections::BTreeMap;
+
+fn money(value: Option<&common::Money>) -> Option<Money> {
+    value.map(Money::from_proto)
+}
+
+fn decimal(value: Option<&common::Money>) -> Option<String> {
+    money(value).map(|m| m.to_decimal_string())
+}
+
+fn details(details: &[billing_pb::PlanDetail]) -> Vec<PlanDetail> {
+    details
+        .iter()
+        .map(|d| PlanDetail {
+            label: d.label.clone(),
+            value: (!d.value.is_empty()).then(|| d.value.clone()),
+        })
+        .collect()
+}
+
+/// A catalog plan as a Vercel `BillingPlan`.
+pub fn billing_plan(plan: &billing_pb::Plan) -> BillingPlan {
+    let prepayment = plan.r#type == billing_pb::PlanType::Prepayment as i32;
+    let scope = if plan.scope == billing_pb::PlanScope::Account as i32 {
+        PlanScope::Installation
+    } else {
+        PlanScope::Resource
+    };
+    BillingPlan {
+        id: plan.id.clone(),
+        plan_type: if prepayment {
+            PlanType::Prepayment
+        } else {
+            PlanType::Subscription
+        },
+        name: plan.name.clone(),
+        description: plan.description.clone(),
+        scope: Some(scope),
+        payment_method_required: (!prepayment).then_some(plan.payment_method_required),
+        preauthorization_amount: money(plan.preauthorization_amount.as_ref())
+            .filter(|_| !prepayment)
+            .map(|m| m.amount_minor as f64 / 100.0),
+        initial_charge: decimal(plan.initial_charge.as_ref()).filter(|_| !prepayment),
+        minimum_amount: decimal(plan.minimum_amount.as_ref()).filter(|_| prepayment),
+        maximum_amount: decimal(plan.maximum_amount.as_ref()).filter(|_| prepayment),
+        maximum_amount_auto_purchase_per_period: decimal(
+            plan.maximum_amount_auto_purchase_per_period.as_ref(),
+        )
+        .filter(|_| prepayment),
+        cost: (!plan.cost.is_empty()).then(|| plan.cost.clone()),
+        details: details(&plan.details),
+        highlighted_details: details(&plan.highlighted_details),
+        quote: plan
+            .quote
+            .iter()
+            .map(|line| QuoteLine {
+                line: line.line.clone(),
+                amount: decimal(line.amount.as_ref()).unwrap_or_else(|| "0.00".to_owned()),
+            })
+            .collect(),
+        effective_date: plan
+            .effective_date
+            .as_ref()
+            .and_then(|t| from_timestamp("effectiveDate", t).ok())
+            .map(to_rfc3339),
+        disabled: plan.disabled.then_some(true),
+        required_policies: plan
+            .required_policies
+            .iter()
+            .map(|p| RequiredPolicy {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                url: p.url.clone(),
+            })
+            .collect(),
+        max_resources: (plan.max_resources > 0).then_some(plan.max_resources),
+    }
+}
+
+/// The Vercel status of a resource.
+pub fn resource_status(status: i32) -> ResourceStatus {
+    match provisioning_pb::ResourceStatus::try_from(status).unwrap_or_default() {
+        provisioning_pb::ResourceStatus::Pending => ResourceStatus::Pending,
+        provisioning_pb::ResourceStatus::Onboarding => ResourceStatus::Onboarding,
+        provisioning_pb::ResourceStatus::Ready => ResourceStatus::Ready,
+        provisioning_pb::ResourceStatus::Suspended => ResourceStatus::Suspended,
+        provisioning_pb::ResourceStatus::Uninstalled => ResourceStatus::Uninstalled,
+        provisioning_pb::ResourceStatus::Error | provisioning_pb::ResourceStatus::Unspecified => {
+            ResourceStatus::Error
+        }
+    }
+}
+
+/// The dashboard notice that goes with a resource's status, if any.
+pub fn resource_notification(resource: &provisioning_pb::Resource) -> Option<Notification> {
+    let message = Some(resource.status_message.clone()).filter(|m| !m.is_empty());
+    match resource_status(resource.status) {
+        ResourceStatus::Error => Some(Notification::new(
+            NotificationLevel::Error,
+            "Provisioning failed",
+            message,
+        )),
+        ResourceStatus::Suspended => Some(Notification::new(
+            NotificationLevel::Warn,
+            "Suspended",
+            message,
+        )),
+        ResourceStatus::Onboarding if message.is_some() => Some(Notification::new(
+            NotificationLevel::Info,
+            "Finish setting up",
+            message,
+        )),
+        _ => None,
+    }
+}
+
+/// A resource as Vercel shows it.
+pub fn resource(resource: &provisioning_pb::Resource, plan: Option<BillingPlan>) -> Resource {
+    Resource {
+        id: resource.id.clone(),
+        product_id: resource.product_id.clone(),
+        name: resource.name.clone(),
+        metadata: marketbridge_core::metadata::metadata_to_json(resource.metadata.as_ref()),
+        status: resource_status(resource.status),
+        billing_plan: plan,
+        notification: resource_notification(resource),
+    }
+}
+
+/// Secrets as Vercel takes them.
+pub fn secrets(secrets: &[common::Secret]) -> Vec<Secret> {
+    secrets
+        .iter()
+        .map(|s| Secret {
+            name: s.name.clone(),
+            value: s.value.clone(),
+            prefix: None,
+            environment_overrides: (!s.environment_overrides.is_empty())
+                .then(|| s.environment_overrides.clone()),
+        })
+        .collect()
+}
+
+/// Balances as Vercel takes them (values in US cents).
+pub fn balances(balances: &billing_pb::Balances) -> Balances {
+    Balances {
+        timestamp: balances
+            .timestamp
+            .as_ref()
+            .and_then(|t| from_timestamp("timestamp", t).ok())
+            .map(to_rfc3339)
+            .unwrap_or_default(),
+        balances: balances
+            .balances
+            .iter()
+            .map(|b| Balance {
+                resource_id: (!b.resource_id.is_empty()).then(|| b.resource_id.clone()),
+                credit: (!b.credit.is_empty()).then(|| b.credit.clone()),
+                name_label: (!b.name_label.is_empty()).then(|| b.name_label.clone()),
+                currency_value_in_cents: b.value.as_ref().map(|v| v.amount_minor).unwrap_or(0),
+            })
+            .collect(),
+    }
+}
+
+/// `acceptedPolicies` (policy → RFC 3339) as accepted terms.
+pub fn accepted_terms(
+    policies: &BTreeMap<String, String>,
+    field: &str,
+) -> Result<Vec<account_pb::AcceptedTerms>> {
+    let mut validator = Validator::new();
+    let mut terms = Vec::new();
+    for (policy, at) in policies {
+        let key = format!("{field}.{policy}");
+        if policy.trim().is_empty() {
+            validator.invalid(field, "policy ids must not be empty");
+            continue;
+        }
+        match parse_rfc3339(&key, at) {
+            Ok(time) => terms.push(account_pb::AcceptedTerms {
+                policy_id: policy.clone(),
+                accepted_at: Some(to_timestamp(time)),
+            }),
+            Err(_) => validator.invalid(key, "must be an ISO 8601 date-time"),
+        }
+    }
+    validator.finish()?;
+    Ok(terms)
+}
+
+/// A JSON object as protobuf metadata.
+pub fn metadata(value: &serde_json::Value) -> Result<common::Metadata> {
+    marketbridge_core::metadata::json_to_metadata("metadata", value)
+}
+
+/// Hours (possibly fractional, 0 to 720) as whole seconds.
+pub fn grace_seconds(hours: Option<f64>) -> Result<u64> {
+    let Some(hours) = hours else {
+        return Ok(0);
+    };
+    if !hours.is_finite()
+        || !(0.0..=marketbridge_vercel::model::partner::MAX_OLD_SECRETS_HOURS).contains(&hours)
+    {
+        return Err(Error::invalid_field(
+            "delayOldSecretsExpirationHours",
+            "must be a number of hours from 0 to 720",
+        ));
+    }
+    Ok((hours * 3600.0).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_periods_accept_fractions_in_range() {
+        assert_eq!(grace_seconds(None).unwrap(), 0);
+        assert_eq!(grace_seconds(Some(0.5)).unwrap(), 1800);
+        assert_eq!(grace_seconds(Some(720.0)).unwrap(), 2_592_000);
+        assert!(grace_seconds(Some(720.5)).is_err());
+        assert!(grace_seconds(Some(-1.0)).is_err());
+        assert!(grace_seconds(Some(f64::NAN)).is_err());
+    }
+
+    #[test]
+    fn policies_need_valid_times() {
+        let mut policies = BTreeMap::new();
+        policies.insert("toc".to_owned(), "2024-02-28T10:00:00Z".to_owned());
+        assert_eq!(
+            accepted_terms(&policies, "acceptedPolicies").unwrap().len(),
+            1
+        );
+        policies.insert("privacy".to_owned(), "yesterday".to_owned());
+        let error = accepted_terms(&policies, "acceptedPolicies").unwrap_err();
+        assert_eq!(error.fields()[0].field, "acceptedPolicies.privacy");
+    }
+}

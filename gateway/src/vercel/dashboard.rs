@@ -1,0 +1,260 @@
+//! The provider page a Vercel user lands on after SSO: a plain
+//! server-rendered view of the installation, one resource, or one invoice,
+//! readable only with the session the SSO handler opened for that
+//! installation.
+
+use super::VercelState;
+use super::error::error_body;
+use super::session::{Session, cookie_value};
+use crate::error::status_of;
+use crate::state::AppState;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use marketbridge_core::{Error, ErrorCode, Result};
+use marketbridge_proto::billing::v1 as billing_pb;
+use marketbridge_proto::provisioning::v1 as provisioning_pb;
+
+/// The page path of an installation.
+pub fn installation_path(state: &VercelState, installation_id: &str) -> String {
+    format!("{}/dashboard/{installation_id}", state.base_path)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem}}\
+         table{{border-collapse:collapse}}td,th{{padding:.25rem .75rem;border-bottom:1px solid #ddd;text-align:left}}</style>\
+         </head><body>{body}</body></html>",
+        title = escape(title)
+    );
+    let mut response = Html(html).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    response
+}
+
+/// An error as a page, with the error's status.
+pub fn error_page(error: &Error) -> Response {
+    let body = error_body(error);
+    let mut response = page(
+        "Cannot open this page",
+        &format!(
+            "<h1>Cannot open this page</h1><p>{}</p><p>Open the integration again from the Vercel dashboard.</p>",
+            escape(&body.error.message)
+        ),
+    );
+    *response.status_mut() = status_of(error);
+    response
+}
+
+fn session_for(state: &VercelState, headers: &HeaderMap, installation_id: &str) -> Result<Session> {
+    let value = cookie_value(headers)
+        .ok_or_else(|| Error::unauthenticated("sign in through the Vercel dashboard first"))?;
+    let session = state
+        .sessions
+        .open(&value, chrono::Utc::now().timestamp())
+        .ok_or_else(|| Error::unauthenticated("the session expired; sign in again"))?;
+    if session.installation_id != installation_id {
+        return Err(Error::permission_denied(
+            "this session is for another installation",
+        ));
+    }
+    Ok(session)
+}
+
+fn section_note(query: Option<&str>) -> String {
+    let query = super::body::query_map(query);
+    match query
+        .get("section")
+        .filter(|s| super::sso::SECTIONS.contains(&s.as_str()))
+    {
+        Some(section) => format!("<p>Section: <strong>{}</strong></p>", escape(section)),
+        None => String::new(),
+    }
+}
+
+fn greeting(session: &Session) -> String {
+    let who = if session.user_name.is_empty() {
+        &session.user_id
+    } else {
+        &session.user_name
+    };
+    format!(
+        "<p>Signed in as {} ({})</p>",
+        escape(who),
+        escape(&session.user_role)
+    )
+}
+
+async fn render_installation(
+    state: &AppState,
+    session: &Session,
+    installation_id: &str,
+    query: Option<&str>,
+) -> Result<Response> {
+    let account = super::services::installed_account(state, installation_id).await?;
+    let mut provisioning = state.clients.provisioning.clone();
+    let resources = provisioning
+        .list_resources(provisioning_pb::ListResourcesRequest {
+            account_id: account.id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .resources;
+    let base = installation_path(&state.vercel, installation_id);
+    let rows: String = resources
+        .iter()
+        .map(|r| {
+            format!(
+                "<tr><td><a href=\"{base}/resources/{id}\">{name}</a></td><td>{product}</td><td>{plan}</td><td>{status}</td></tr>",
+                id = escape(&r.id),
+                name = escape(&r.name),
+                product = escape(&r.product_id),
+                plan = escape(&r.plan_id),
+                status = super::convert::resource_status(r.status).as_str(),
+            )
+        })
+        .collect();
+    let title = if account.display_name.is_empty() {
+        installation_id.to_owned()
+    } else {
+        account.display_name.clone()
+    };
+    Ok(page(
+        &title,
+        &format!(
+            "<h1>{title}</h1>{greeting}{section}<p>Installation <code>{id}</code></p>\
+             <h2>Resources</h2><table><tr><th>Name</th><th>Product</th><th>Plan</th><th>Status</th></tr>{rows}</table>",
+            title = escape(&title),
+            greeting = greeting(session),
+            section = section_note(query),
+            id = escape(installation_id),
+        ),
+    ))
+}
+
+/// `GET {base}/dashboard/{installationId}`.
+pub async fn installation_page(
+    State(state): State<AppState>,
+    Path(installation_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let rendered = async {
+        let session = session_for(&state.vercel, &headers, &installation_id)?;
+        render_installation(&state, &session, &installation_id, query.as_deref()).await
+    }
+    .await;
+    rendered.unwrap_or_else(|error| error_page(&error))
+}
+
+/// `GET {base}/dashboard/{installationId}/resources/{resourceId}`.
+pub async fn resource_page(
+    State(state): State<AppState>,
+    Path((installation_id, resource_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let rendered = async {
+        let session = session_for(&state.vercel, &headers, &installation_id)?;
+        let account = super::services::installed_account(&state, &installation_id).await?;
+        let resource = super::plans::owned_resource(&state, &account.id, &resource_id).await?;
+        let metadata =
+            marketbridge_core::metadata::metadata_to_json(resource.metadata.as_ref()).to_string();
+        Ok::<_, Error>(page(
+            &resource.name,
+            &format!(
+                "<h1>{name}</h1>{greeting}{section}<table>\
+                 <tr><th>Resource</th><td><code>{id}</code></td></tr>\
+                 <tr><th>Product</th><td>{product}</td></tr>\
+                 <tr><th>Plan</th><td>{plan}</td></tr>\
+                 <tr><th>Status</th><td>{status}</td></tr>\
+                 <tr><th>Configuration</th><td><code>{metadata}</code></td></tr>\
+                 <tr><th>Secrets version</th><td>{version}</td></tr></table>\
+                 <p><a href=\"{back}\">All resources</a></p>",
+                name = escape(&resource.name),
+                greeting = greeting(&session),
+                section = section_note(query.as_deref()),
+                id = escape(&resource.id),
+                product = escape(&resource.product_id),
+                plan = escape(&resource.plan_id),
+                status = super::convert::resource_status(resource.status).as_str(),
+                metadata = escape(&metadata),
+                version = resource.secrets_version,
+                back = installation_path(&state.vercel, &installation_id),
+            ),
+        ))
+    }
+    .await;
+    rendered.unwrap_or_else(|error| error_page(&error))
+}
+
+/// `GET {base}/dashboard/{installationId}/invoices/{invoiceId}`.
+pub async fn invoice_page(
+    State(state): State<AppState>,
+    Path((installation_id, invoice_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let rendered = async {
+        let session = session_for(&state.vercel, &headers, &installation_id)?;
+        let account = super::services::installed_account(&state, &installation_id).await?;
+        let mut billing = state.clients.billing.clone();
+        let invoice = billing
+            .get_invoice(billing_pb::GetInvoiceRequest {
+                selector: Some(billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
+                    invoice_id.clone(),
+                )),
+            })
+            .await
+            .map(|i| i.into_inner())
+            .map_err(Error::from);
+        let details = match invoice {
+            Ok(invoice) if invoice.account_id == account.id => {
+                let state_name = billing_pb::InvoiceState::try_from(invoice.state)
+                    .map(|s| s.as_str_name().trim_start_matches("INVOICE_STATE_").to_lowercase())
+                    .unwrap_or_default();
+                let total = invoice
+                    .total
+                    .as_ref()
+                    .map(|t| marketbridge_core::money::Money::from_proto(t).to_string())
+                    .unwrap_or_default();
+                format!(
+                    "<table><tr><th>State</th><td>{}</td></tr><tr><th>Total</th><td>{}</td></tr></table>",
+                    escape(&state_name),
+                    escape(&total)
+                )
+            }
+            Ok(_) => return Err(Error::not_found("invoice not found")),
+            Err(error) if error.code() == ErrorCode::NotFound => {
+                "<p>This invoice is not recorded yet.</p>".to_owned()
+            }
+            Err(error) if error.code() == ErrorCode::Internal => {
+                "<p>Invoice details are not available.</p>".to_owned()
+            }
+            Err(error) => return Err(error),
+        };
+        Ok::<_, Error>(page(
+            &format!("Invoice {invoice_id}"),
+            &format!(
+                "<h1>Invoice <code>{id}</code></h1>{greeting}{details}<p><a href=\"{back}\">Installation</a></p>",
+                id = escape(&invoice_id),
+                greeting = greeting(&session),
+                back = installation_path(&state.vercel, &installation_id),
+            ),
+        ))
+    }
+    .await;
+    rendered.unwrap_or_else(|error| error_page(&error))
+}

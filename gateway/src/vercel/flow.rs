@@ -1,0 +1,445 @@
+//! The simplified marketplace flow (`{base}/marketplace/...`): the shapes of
+//! Vercel's early native-integration guide, served as a thin alias of the
+//! partner API. Calls are authenticated the same way (a Vercel token; the
+//! installation is the token's), reach the same services, and fail with the
+//! flow's own error body `{"error":{"code","message","details"}}`.
+
+use super::auth::{Access, Caller, authenticate};
+use super::body::{metadata_param, parse_json, query_map};
+use super::convert;
+use super::installations::{InstallRequest, install};
+use super::plans::owned_resource;
+use super::services::installed_account;
+use crate::context::{idempotency_key, request_context};
+use crate::error::status_of;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use marketbridge_core::{Error, ErrorCode, Result};
+use marketbridge_proto::billing::v1 as billing_pb;
+use marketbridge_proto::common::v1::{Marketplace, Secret};
+use marketbridge_proto::provisioning::v1 as provisioning_pb;
+use marketbridge_vercel::model::flow::{
+    ALL_TARGETS, Account, AccountRequest, ChangePlan, Connect, Connection, CreateResource,
+    CreatedResource, EnvironmentVariable, FlowError, FlowErrorBody, Plan, PlanList, ResourceState,
+    status_word,
+};
+use marketbridge_vercel::model::partner::{InstallationAccount, InstallationCredentials};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// An error answered with the flow's error body.
+#[derive(Debug)]
+pub struct FlowFailure(pub Error);
+
+type FlowAnswer = std::result::Result<Response, FlowFailure>;
+
+impl From<Error> for FlowFailure {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+impl From<tonic::Status> for FlowFailure {
+    fn from(status: tonic::Status) -> Self {
+        Self(Error::from(status))
+    }
+}
+
+impl IntoResponse for FlowFailure {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let details = if !error.fields().is_empty() {
+            Some(
+                error
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        } else {
+            error.user_message().map(str::to_owned)
+        };
+        let body = FlowErrorBody {
+            error: FlowError {
+                code: error.code().as_str().to_uppercase(),
+                message: crate::error::public_message(&error),
+                details,
+            },
+        };
+        (status_of(&error), Json(body)).into_response()
+    }
+}
+
+/// Authenticates and returns the caller with the token's installation.
+async fn caller_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    access: Access,
+) -> Result<(Caller, String)> {
+    let caller = authenticate(&state.vercel, headers).await?;
+    let installation_id = caller.installation_id()?.to_owned();
+    caller.allow_installation(&installation_id, access)?;
+    Ok((caller, installation_id))
+}
+
+/// A body naming another installation than the token's is refused.
+fn same_installation(token_installation: &str, named: Option<&str>) -> Result<()> {
+    match named.filter(|n| !n.is_empty()) {
+        Some(named) if named != token_installation => Err(Error::permission_denied(
+            "the token is for another installation",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `POST|PUT /marketplace/account`: creates the account and records the
+/// accepted terms.
+pub async fn account(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> FlowAnswer {
+    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
+    let body: AccountRequest = super::body::parse_optional_json(&body)?;
+    same_installation(&installation_id, body.installation_id.as_deref())?;
+    let key = idempotency_key(&headers)?;
+    let mut policies = body.accepted_policies.clone().unwrap_or_default();
+    if policies.is_empty() && body.accept_terms == Some(true) {
+        policies.insert(
+            "toc".to_owned(),
+            marketbridge_core::time::to_rfc3339(chrono::Utc::now()),
+        );
+    }
+    let credentials = body.credentials.as_ref().map(|c| InstallationCredentials {
+        access_token: c.access_token.clone(),
+        token_type: c.token_type.clone(),
+    });
+    let details = body.account.clone().or_else(|| {
+        body.contact.clone().map(|contact| InstallationAccount {
+            contact: Some(contact),
+            ..Default::default()
+        })
+    });
+    let team_id = body.team_id.clone().or(caller.claims.account_id.clone());
+    let account = install(
+        &state,
+        InstallRequest {
+            installation_id: &installation_id,
+            team_id: team_id.clone(),
+            accepted_policies: &policies,
+            credentials: credentials.as_ref(),
+            account: details.as_ref(),
+            scopes: body.scopes.as_deref().unwrap_or_default(),
+            key: key.as_deref(),
+            actor: caller.actor(),
+        },
+    )
+    .await?;
+    Ok(Json(Account {
+        installation_id,
+        team_id,
+        status: "active".to_owned(),
+        terms_accepted: !account.accepted_terms.is_empty(),
+    })
+    .into_response())
+}
+
+fn features(plan: &billing_pb::Plan) -> Vec<String> {
+    plan.details
+        .iter()
+        .chain(plan.highlighted_details.iter())
+        .map(|d| {
+            if d.value.is_empty() {
+                d.label.clone()
+            } else {
+                format!("{}: {}", d.label, d.value)
+            }
+        })
+        .collect()
+}
+
+/// `GET /marketplace/plans?productId=...&metadata=...`.
+pub async fn plans(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> FlowAnswer {
+    let caller = authenticate(&state.vercel, &headers).await?;
+    caller.allow(Access::Read)?;
+    let query = query_map(query.as_deref());
+    let product_id = query
+        .get("productId")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| Error::invalid_field("productId", "is required"))?;
+    let metadata = metadata_param(&query)?;
+    let mut billing = state.clients.billing.clone();
+    let plans = billing
+        .list_plans(billing_pb::ListPlansRequest {
+            product_id: product_id.clone(),
+            metadata: Some(convert::metadata(&metadata)?),
+            marketplace: Marketplace::Vercel as i32,
+            scope: billing_pb::PlanScope::Resource as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let plans = plans
+        .plans
+        .iter()
+        .map(|plan| Plan {
+            id: plan.id.clone(),
+            name: plan.name.clone(),
+            price: plan.price.as_ref().map(|p| p.amount_minor).unwrap_or(0),
+            features: features(plan),
+            description: plan.description.clone(),
+        })
+        .collect();
+    Ok(Json(PlanList { plans }).into_response())
+}
+
+/// A secret as environment variables: the value for every environment
+/// without an override, and one variable per override.
+fn environment_variables(secrets: &[Secret]) -> Vec<EnvironmentVariable> {
+    let mut variables = Vec::new();
+    for secret in secrets {
+        let default_targets: Vec<String> = ALL_TARGETS
+            .iter()
+            .filter(|t| !secret.environment_overrides.contains_key(**t))
+            .map(|t| (*t).to_owned())
+            .collect();
+        if !default_targets.is_empty() {
+            variables.push(EnvironmentVariable {
+                key: secret.name.clone(),
+                value: secret.value.clone(),
+                target: default_targets,
+            });
+        }
+        for (environment, value) in &secret.environment_overrides {
+            variables.push(EnvironmentVariable {
+                key: secret.name.clone(),
+                value: value.clone(),
+                target: vec![environment.clone()],
+            });
+        }
+    }
+    variables
+}
+
+/// `POST /marketplace/resources`: provisions; answers the resource id,
+/// status and environment variables.
+pub async fn create_resource(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> FlowAnswer {
+    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
+    let body: CreateResource = parse_json(&body).map_err(rename_fields)?;
+    same_installation(&installation_id, body.installation_id.as_deref())?;
+    let key = idempotency_key(&headers)?;
+    let account = installed_account(&state, &installation_id).await?;
+    let mut provisioning = state.clients.provisioning.clone();
+    let created = provisioning
+        .create_resource(provisioning_pb::CreateResourceRequest {
+            context: Some(request_context(
+                &installation_id,
+                "flow.create_resource",
+                key.as_deref(),
+                caller.actor(),
+            )),
+            account_id: account.id,
+            product_id: body.product_id.clone(),
+            plan_id: body.plan_id.clone(),
+            name: body.configuration.name.clone(),
+            metadata: Some(convert::metadata(&Value::Object(
+                body.configuration.options.clone(),
+            ))?),
+            external_id: String::new(),
+            subscription_id: String::new(),
+        })
+        .await
+        .map_err(|status| rename_fields(Error::from(status)))?
+        .into_inner();
+    let resource = created
+        .resource
+        .ok_or_else(|| Error::internal("provisioning answered without a resource"))?;
+    Ok(Json(CreatedResource {
+        resource_id: resource.id.clone(),
+        status: status_word(convert::resource_status(resource.status).as_str()).to_owned(),
+        environment_variables: environment_variables(&created.secrets),
+    })
+    .into_response())
+}
+
+/// The partner API's field names in the flow's words.
+fn rename_fields(error: Error) -> Error {
+    if error.code() != ErrorCode::Validation || error.fields().is_empty() {
+        return error;
+    }
+    let names: BTreeMap<&str, &str> = [("billingPlanId", "planId"), ("name", "configuration.name")]
+        .into_iter()
+        .collect();
+    let mut renamed = Error::validation(error.message().to_owned());
+    if let Some(message) = error.user_message() {
+        renamed = renamed.with_user_message(message);
+    }
+    for field in error.fields() {
+        let name = names
+            .get(field.field.as_str())
+            .map(|n| (*n).to_owned())
+            .unwrap_or_else(|| field.field.clone());
+        renamed = renamed.with_field(name, field.message.clone());
+    }
+    renamed
+}
+
+fn resource_state(resource: &provisioning_pb::Resource) -> ResourceState {
+    ResourceState {
+        resource_id: resource.id.clone(),
+        status: status_word(convert::resource_status(resource.status).as_str()).to_owned(),
+        product_id: resource.product_id.clone(),
+        plan_id: resource.plan_id.clone(),
+        name: resource.name.clone(),
+    }
+}
+
+/// `GET /marketplace/resources/{id}`.
+pub async fn get_resource(
+    State(state): State<AppState>,
+    Path(resource_id): Path<String>,
+    headers: HeaderMap,
+) -> FlowAnswer {
+    let (_, installation_id) = caller_for(&state, &headers, Access::Read).await?;
+    let account = installed_account(&state, &installation_id).await?;
+    let resource = owned_resource(&state, &account.id, &resource_id).await?;
+    Ok(Json(resource_state(&resource)).into_response())
+}
+
+/// `POST /marketplace/resources/{id}/connect`: records the project
+/// connection (Vercel puts the variables into the project).
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(resource_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> FlowAnswer {
+    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
+    let body: Connect = parse_json(&body)?;
+    if body
+        .resource_id
+        .as_deref()
+        .is_some_and(|r| r != resource_id)
+    {
+        return Err(Error::invalid_field("resourceId", "does not match the path").into());
+    }
+    if body.project_id.trim().is_empty() {
+        return Err(Error::invalid_field("projectId", "is required").into());
+    }
+    let key = idempotency_key(&headers)?;
+    let account = installed_account(&state, &installation_id).await?;
+    owned_resource(&state, &account.id, &resource_id).await?;
+    let targets = body
+        .targets
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| ALL_TARGETS.iter().map(|t| (*t).to_owned()).collect());
+    let mut provisioning = state.clients.provisioning.clone();
+    provisioning
+        .record_project_connection(provisioning_pb::RecordProjectConnectionRequest {
+            context: Some(request_context(
+                &installation_id,
+                "flow.connect",
+                key.as_deref(),
+                caller.actor(),
+            )),
+            resource_id: resource_id.clone(),
+            project_id: body.project_id.clone(),
+            connected: true,
+            targets: targets.clone(),
+        })
+        .await?;
+    Ok(Json(Connection {
+        resource_id,
+        project_id: body.project_id,
+        status: "connected".to_owned(),
+        targets,
+    })
+    .into_response())
+}
+
+/// `DELETE /marketplace/resources/{id}`: deletes; answers the resource as
+/// `deleted` (also when it was deleted before).
+pub async fn delete_resource(
+    State(state): State<AppState>,
+    Path(resource_id): Path<String>,
+    headers: HeaderMap,
+) -> FlowAnswer {
+    let (caller, installation_id) = caller_for(&state, &headers, Access::Change).await?;
+    let key = idempotency_key(&headers)?;
+    let account = installed_account(&state, &installation_id).await?;
+    if marketbridge_core::ids::ResourceId::parse("resourceId", &resource_id).is_err() {
+        return Err(Error::not_found("resource not found").into());
+    }
+    let mut provisioning = state.clients.provisioning.clone();
+    let deleted = provisioning
+        .delete_resource(provisioning_pb::DeleteResourceRequest {
+            context: Some(request_context(
+                &installation_id,
+                "flow.delete_resource",
+                key.as_deref(),
+                caller.actor(),
+            )),
+            resource_id,
+            account_id: account.id,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(resource_state(&deleted)).into_response())
+}
+
+/// `PATCH /marketplace/resources/{id}/plan`: moves the resource to
+/// `newPlanId`.
+pub async fn change_plan(
+    State(state): State<AppState>,
+    Path(resource_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> FlowAnswer {
+    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
+    let body: ChangePlan = parse_json(&body)?;
+    if body
+        .resource_id
+        .as_deref()
+        .is_some_and(|r| r != resource_id)
+    {
+        return Err(Error::invalid_field("resourceId", "does not match the path").into());
+    }
+    let key = idempotency_key(&headers)?;
+    let account = installed_account(&state, &installation_id).await?;
+    owned_resource(&state, &account.id, &resource_id).await?;
+    let mut provisioning = state.clients.provisioning.clone();
+    let updated = provisioning
+        .update_resource(provisioning_pb::UpdateResourceRequest {
+            context: Some(request_context(
+                &installation_id,
+                "flow.change_plan",
+                key.as_deref(),
+                caller.actor(),
+            )),
+            resource_id,
+            account_id: account.id,
+            plan_id: Some(body.new_plan_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| {
+            let error = Error::from(status);
+            if error.fields().iter().any(|f| f.field == "billingPlanId") {
+                Error::invalid_field("newPlanId", error.message().to_owned())
+            } else {
+                error
+            }
+        })?
+        .into_inner();
+    Ok(Json(resource_state(&updated)).into_response())
+}

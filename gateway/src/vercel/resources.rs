@@ -1,0 +1,276 @@
+//! `/v1/installations/{installationId}/resources...`: provisioning (with
+//! the secrets), reading, updating (name, metadata, plan), deleting, the
+//! deprecated listing, and secret rotation.
+
+use super::auth::{Access, authenticate};
+use super::body::{parse_json, parse_optional_json, query_map};
+use super::convert;
+use super::error::Answer;
+use super::plans::owned_resource;
+use super::services::{installed_account, plan};
+use crate::context::{idempotency_key, request_context};
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use marketbridge_core::ids::ResourceId;
+use marketbridge_core::{Error, Result};
+use marketbridge_proto::provisioning::v1 as provisioning_pb;
+use marketbridge_vercel::model::partner::{
+    ProvisionResource, ProvisionedResource, Resource, ResourceList, RotateSecrets, RotatedSecrets,
+    UpdateResource,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A resource with its plan, as Vercel shows it.
+pub async fn resource_view(
+    state: &AppState,
+    resource: &provisioning_pb::Resource,
+) -> Result<Resource> {
+    let billing_plan = plan(state, &resource.product_id, &resource.plan_id).await?;
+    Ok(convert::resource(resource, billing_plan))
+}
+
+/// `POST /v1/installations/{installationId}/resources`: provisions and
+/// answers the resource with its secrets (pending when the product needs
+/// time; Vercel hears when it is ready).
+pub async fn provision(
+    State(state): State<AppState>,
+    Path(installation_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let caller = authenticate(&state.vercel, &headers).await?;
+    caller.allow_installation(&installation_id, Access::UserChange)?;
+    let key = idempotency_key(&headers)?;
+    let body: ProvisionResource = parse_json(&body)?;
+    let account = installed_account(&state, &installation_id).await?;
+    let mut provisioning = state.clients.provisioning.clone();
+    let created = provisioning
+        .create_resource(provisioning_pb::CreateResourceRequest {
+            context: Some(request_context(
+                &installation_id,
+                "vercel.provision",
+                key.as_deref(),
+                caller.actor(),
+            )),
+            account_id: account.id.clone(),
+            product_id: body.product_id.clone(),
+            plan_id: body.billing_plan_id.clone(),
+            name: body.name.clone(),
+            metadata: Some(convert::metadata(&Value::Object(body.metadata.clone()))?),
+            external_id: body.external_id.clone().unwrap_or_default(),
+            subscription_id: String::new(),
+        })
+        .await?
+        .into_inner();
+    let resource = created
+        .resource
+        .ok_or_else(|| Error::internal("provisioning answered without a resource"))?;
+    tracing::info!(installation.id = %installation_id, resource.id = %resource.id, "vercel resource provisioned");
+    let answer = ProvisionedResource {
+        resource: resource_view(&state, &resource).await?,
+        secrets: convert::secrets(&created.secrets),
+    };
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /v1/installations/{installationId}/resources/{resourceId}`; 404 once
+/// uninstalled.
+pub async fn get(
+    State(state): State<AppState>,
+    Path((installation_id, resource_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let caller = authenticate(&state.vercel, &headers).await?;
+    caller.allow_installation(&installation_id, Access::Read)?;
+    let account = installed_account(&state, &installation_id).await?;
+    let resource = owned_resource(&state, &account.id, &resource_id).await?;
+    Ok(Json(resource_view(&state, &resource).await?).into_response())
+}
+
+/// `GET /v1/installations/{installationId}/resources` (deprecated by
+/// Vercel), optionally `?ids=a,b`.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(installation_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Answer {
+    let caller = authenticate(&state.vercel, &headers).await?;
+    caller.allow_installation(&installation_id, Access::Read)?;
+    let query = query_map(query.as_deref());
+    let ids: Vec<String> = query
+        .get("ids")
+        .map(|ids| {
+            ids.split(',')
+                .map(str::trim)
+                .filter(|id| ResourceId::parse("ids", id).is_ok())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if query.get("ids").is_some_and(|v| !v.trim().is_empty()) && ids.is_empty() {
+        return Ok(Json(ResourceList {
+            resources: Vec::new(),
+        })
+        .into_response());
+    }
+    let account = installed_account(&state, &installation_id).await?;
+    let mut provisioning = state.clients.provisioning.clone();
+    let mut resources = Vec::new();
+    let mut page_token = String::new();
+    let mut plans = BTreeMap::new();
+    loop {
+        let page = provisioning
+            .list_resources(provisioning_pb::ListResourcesRequest {
+                account_id: account.id.clone(),
+                resource_ids: ids.clone(),
+                include_deleted: false,
+                page: Some(marketbridge_proto::common::v1::PageRequest {
+                    page_size: 500,
+                    page_token: page_token.clone(),
+                }),
+            })
+            .await?
+            .into_inner();
+        for resource in &page.resources {
+            let plan_key = (resource.product_id.clone(), resource.plan_id.clone());
+            if !plans.contains_key(&plan_key) {
+                let found = plan(&state, &resource.product_id, &resource.plan_id).await?;
+                plans.insert(plan_key.clone(), found);
+            }
+            resources.push(convert::resource(
+                resource,
+                plans.get(&plan_key).cloned().flatten(),
+            ));
+        }
+        page_token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+        if page_token.is_empty() {
+            break;
+        }
+    }
+    Ok(Json(ResourceList { resources }).into_response())
+}
+
+/// `PATCH /v1/installations/{installationId}/resources/{resourceId}`: name,
+/// metadata and plan; answers the resource.
+pub async fn update(
+    State(state): State<AppState>,
+    Path((installation_id, resource_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let caller = authenticate(&state.vercel, &headers).await?;
+    caller.allow_installation(&installation_id, Access::UserChange)?;
+    let key = idempotency_key(&headers)?;
+    let body: UpdateResource = parse_optional_json(&body)?;
+    let account = installed_account(&state, &installation_id).await?;
+    owned_resource(&state, &account.id, &resource_id).await?;
+    let mut provisioning = state.clients.provisioning.clone();
+    let updated = provisioning
+        .update_resource(provisioning_pb::UpdateResourceRequest {
+            context: Some(request_context(
+                &installation_id,
+                "vercel.update_resource",
+                key.as_deref(),
+                caller.actor(),
+            )),
+            resource_id: resource_id.clone(),
+            account_id: account.id.clone(),
+            name: body.name.clone(),
+            metadata: body
+                .metadata
+                .as_ref()
+                .map(|m| convert::metadata(&Value::Object(m.clone())))
+                .transpose()?,
+            plan_id: body.billing_plan_id.clone(),
+            status: 0,
+            status_message: None,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(resource_view(&state, &updated).await?).into_response())
+}
+
+/// `DELETE /v1/installations/{installationId}/resources/{resourceId}`: 204,
+/// also when it was deleted before.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((installation_id, resource_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let caller = authenticate(&state.vercel, &headers).await?;
+    caller.allow_installation(&installation_id, Access::Change)?;
+    let key = idempotency_key(&headers)?;
+    let account = installed_account(&state, &installation_id).await?;
+    if ResourceId::parse("resourceId", &resource_id).is_err() {
+        return Err(Error::not_found("resource not found").into());
+    }
+    let mut provisioning = state.clients.provisioning.clone();
+    provisioning
+        .delete_resource(provisioning_pb::DeleteResourceRequest {
+            context: Some(request_context(
+                &installation_id,
+                "vercel.delete_resource",
+                key.as_deref(),
+                caller.actor(),
+            )),
+            resource_id: resource_id.clone(),
+            account_id: account.id,
+        })
+        .await?;
+    tracing::info!(installation.id = %installation_id, resource.id = %resource_id, "vercel resource deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST .../resources/{resourceId}/secrets/rotate`: `200 {sync:true,
+/// secrets}` when the new secrets exist now, `202 {sync:false}` when they
+/// are pushed to Vercel later.
+pub async fn rotate_secrets(
+    State(state): State<AppState>,
+    Path((installation_id, resource_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let caller = authenticate(&state.vercel, &headers).await?;
+    caller.allow_installation(&installation_id, Access::Change)?;
+    let key = idempotency_key(&headers)?;
+    let body: RotateSecrets = parse_optional_json(&body)?;
+    let grace = convert::grace_seconds(body.delay_old_secrets_expiration_hours)?;
+    let account = installed_account(&state, &installation_id).await?;
+    owned_resource(&state, &account.id, &resource_id).await?;
+    let mut provisioning = state.clients.provisioning.clone();
+    let rotated = provisioning
+        .rotate_secrets(provisioning_pb::RotateSecretsRequest {
+            context: Some(request_context(
+                &installation_id,
+                "vercel.rotate_secrets",
+                key.as_deref(),
+                caller.actor(),
+            )),
+            resource_id: resource_id.clone(),
+            account_id: account.id,
+            reason: body.reason.unwrap_or_default(),
+            old_secrets_valid_for_seconds: grace,
+        })
+        .await?
+        .into_inner();
+    if rotated.sync {
+        let answer = RotatedSecrets {
+            sync: true,
+            secrets: Some(convert::secrets(&rotated.secrets)),
+            partial: rotated.partial.then_some(true),
+        };
+        return Ok(Json(answer).into_response());
+    }
+    let answer = RotatedSecrets {
+        sync: false,
+        secrets: None,
+        partial: None,
+    };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}

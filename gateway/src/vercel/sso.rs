@@ -1,0 +1,171 @@
+//! The Redirect Login URL (`GET {base}/sso`): "Open in provider" from the
+//! Vercel dashboard. The one-time `code` is exchanged for the user's
+//! `id_token`, which is verified like any Vercel token; a signed session
+//! cookie is set and the browser lands on the provider page of the
+//! installation, resource or invoice it came for.
+
+use super::body::query_map;
+use super::dashboard::error_page;
+use super::session::{SESSION_SECONDS, Session, set_cookie};
+use super::{VercelState, dashboard};
+use crate::state::AppState;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use marketbridge_core::ids::ResourceId;
+use marketbridge_core::{Error, Result};
+use marketbridge_vercel::model::vercel_api::SsoTokenRequest;
+use std::collections::BTreeMap;
+
+/// Sections of the provider page Vercel may deep-link to (`path`).
+pub const SECTIONS: [&str; 5] = ["billing", "usage", "onboarding", "secrets", "support"];
+
+/// Handles the redirect; answers a 303 to the provider page with the
+/// session cookie, or an error page.
+pub async fn redirect_login(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let query = query_map(query.as_deref());
+    match sign_in(&state.vercel, &query).await {
+        Ok((session, target)) => {
+            let sealed = state.vercel.sessions.seal(&session);
+            let cookie = set_cookie(
+                &sealed,
+                &state.vercel.base_path,
+                state.vercel.secure_cookies(),
+            );
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            if let (Ok(location), Ok(cookie)) = (
+                HeaderValue::from_str(&target),
+                HeaderValue::from_str(&cookie),
+            ) {
+                response.headers_mut().insert(header::LOCATION, location);
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                tracing::info!(installation.id = %session.installation_id, "vercel sso session opened");
+                return response;
+            }
+            error_page(&Error::internal("the landing page address is not valid"))
+        }
+        Err(error) => {
+            tracing::info!(error = %error, "vercel sso refused");
+            error_page(&error)
+        }
+    }
+}
+
+async fn sign_in(
+    state: &VercelState,
+    query: &BTreeMap<String, String>,
+) -> Result<(Session, String)> {
+    if query.get("mode").map(String::as_str) != Some("sso") {
+        return Err(Error::invalid_field("mode", "must be `sso`"));
+    }
+    let code = query
+        .get("code")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::invalid_field("code", "is required"))?;
+    // Check the deep links before spending the one-time code.
+    let explicit_target = match query.get("url").filter(|u| !u.is_empty()) {
+        Some(url) => Some(validated_url(state, url)?),
+        None => None,
+    };
+    let tokens = state
+        .api
+        .exchange_sso_code(&SsoTokenRequest {
+            code: code.clone(),
+            state: query.get("state").cloned(),
+            client_id: state.client_id.clone(),
+            client_secret: state.client_secret.expose().to_owned(),
+            redirect_uri: None,
+            grant_type: Some("authorization_code".to_owned()),
+        })
+        .await
+        .map_err(|error| {
+            if error.code().is_transient() {
+                error
+            } else {
+                Error::unauthenticated(format!("the sign-in code was refused: {}", error.message()))
+            }
+        })?;
+    let claims = state.verifier.verify(&tokens.id_token).await?;
+    let installation_id = claims
+        .installation_id
+        .clone()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| Error::unauthenticated("the id token names no installation"))?;
+    let user_id = claims
+        .user_id
+        .clone()
+        .ok_or_else(|| Error::unauthenticated("the id token names no user"))?;
+    let session = Session {
+        installation_id: installation_id.clone(),
+        user_id,
+        user_role: claims.user_role.clone().unwrap_or_default(),
+        user_name: claims.user_name.clone().unwrap_or_default(),
+        user_email: claims.user_email.clone().unwrap_or_default(),
+        expires_at: chrono::Utc::now().timestamp() + SESSION_SECONDS,
+    };
+    let target = match explicit_target {
+        Some(target) => target,
+        None => landing_page(state, &installation_id, query),
+    };
+    Ok((session, target))
+}
+
+/// The provider page for the deep links of the redirect.
+fn landing_page(
+    state: &VercelState,
+    installation_id: &str,
+    query: &BTreeMap<String, String>,
+) -> String {
+    let base = dashboard::installation_path(state, installation_id);
+    let section = query
+        .get("path")
+        .filter(|p| SECTIONS.contains(&p.as_str()))
+        .map(|p| format!("?section={p}"))
+        .unwrap_or_default();
+    if let Some(invoice_id) = query.get("invoice_id").filter(|id| is_plain_id(id)) {
+        return format!("{base}/invoices/{invoice_id}{section}");
+    }
+    if let Some(resource_id) = query
+        .get("resource_id")
+        .filter(|id| ResourceId::parse("resource_id", id).is_ok())
+    {
+        return format!("{base}/resources/{resource_id}{section}");
+    }
+    format!("{base}{section}")
+}
+
+fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A `url` deep link is only followed to our own pages: a path below the
+/// base path, or an absolute URL on the public URL's origin.
+fn validated_url(state: &VercelState, url: &str) -> Result<String> {
+    let invalid = || Error::invalid_field("url", "must point at this provider's pages");
+    let prefix = format!("{}/", state.base_path);
+    let path = if url.starts_with('/') && !url.starts_with("//") && !url.contains('\\') {
+        url.to_owned()
+    } else {
+        let parsed = url::Url::parse(url).map_err(|_| invalid())?;
+        let public = url::Url::parse(&state.public_url).map_err(|_| invalid())?;
+        if parsed.origin() != public.origin() {
+            return Err(invalid());
+        }
+        let mut path = parsed.path().to_owned();
+        if let Some(query) = parsed.query() {
+            path = format!("{path}?{query}");
+        }
+        path
+    };
+    if !path.starts_with(&prefix) || path.contains("..") {
+        return Err(invalid());
+    }
+    Ok(path)
+}

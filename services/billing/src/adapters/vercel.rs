@@ -1,0 +1,160 @@
+//! Vercel's side of billing: reading an invoice (a prepayment purchase must
+//! be paid before it is credited) and refunding one, with the
+//! installation's token from the account service.
+
+use crate::marketplace::{BillingMarketplace, InvoiceSnapshot, invoice_state};
+use async_trait::async_trait;
+use marketbridge_core::crypto::SecretString;
+use marketbridge_core::money::Money;
+use marketbridge_core::time::parse_rfc3339;
+use marketbridge_core::{Error, Result};
+use marketbridge_proto::account::v1::GetMarketplaceCredentialRequest;
+use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
+use marketbridge_rpc::AccountClient;
+use marketbridge_vercel::VercelApi;
+use marketbridge_vercel::model::vercel_api::{Invoice, InvoiceAction};
+
+/// Vercel bills in US dollars.
+const CURRENCY: &str = "USD";
+
+/// The Vercel billing adapter.
+#[derive(Clone)]
+pub struct VercelBilling {
+    api: VercelApi,
+    accounts: AccountClient,
+}
+
+impl VercelBilling {
+    /// An adapter calling the Vercel API with tokens from the account
+    /// service.
+    pub fn new(api: VercelApi, accounts: AccountClient) -> Self {
+        Self { api, accounts }
+    }
+
+    async fn token(&self, installation_id: &str) -> Result<SecretString> {
+        let mut accounts = self.accounts.clone();
+        let credential = accounts
+            .get_marketplace_credential(GetMarketplaceCredentialRequest {
+                account: Some(AccountSelector::by_ref(
+                    Marketplace::Vercel,
+                    installation_id,
+                )),
+            })
+            .await
+            .map_err(Error::from)?
+            .into_inner();
+        Ok(SecretString::new(credential.access_token))
+    }
+}
+
+/// An invoice as billing reads it. States Vercel adds later are refused
+/// rather than guessed.
+pub fn snapshot(invoice: &Invoice) -> Result<InvoiceSnapshot> {
+    let state = invoice_state::ALL
+        .into_iter()
+        .find(|known| *known == invoice.state)
+        .ok_or_else(|| {
+            Error::unprocessable(format!(
+                "Vercel reported an unknown invoice state `{}`",
+                invoice.state
+            ))
+        })?;
+    let total = if invoice.total.trim().is_empty() {
+        Money::zero(CURRENCY)
+    } else {
+        Money::parse_decimal("total", &invoice.total, CURRENCY)?
+    };
+    let period = match &invoice.period {
+        Some(period) => Some((
+            parse_rfc3339("period.start", &period.start)?,
+            parse_rfc3339("period.end", &period.end)?,
+        )),
+        None => None,
+    };
+    let paid_at = invoice
+        .paid_at
+        .as_deref()
+        .map(|t| parse_rfc3339("paidAt", t))
+        .transpose()?;
+    Ok(InvoiceSnapshot {
+        marketplace_invoice_id: invoice.invoice_id.clone(),
+        external_id: invoice.external_id.clone(),
+        state: state.to_owned(),
+        total,
+        period,
+        paid_at,
+        test: invoice.test.unwrap_or(false),
+    })
+}
+
+#[async_trait]
+impl BillingMarketplace for VercelBilling {
+    async fn fetch_invoice(
+        &self,
+        account_external_id: &str,
+        marketplace_invoice_id: &str,
+    ) -> Result<Option<InvoiceSnapshot>> {
+        let token = self.token(account_external_id).await?;
+        let invoice = self
+            .api
+            .get_invoice(&token, account_external_id, marketplace_invoice_id)
+            .await?;
+        invoice.as_ref().map(snapshot).transpose()
+    }
+
+    async fn refund_invoice(
+        &self,
+        account_external_id: &str,
+        marketplace_invoice_id: &str,
+        amount: &Money,
+        reason: &str,
+    ) -> Result<()> {
+        if amount.currency != CURRENCY {
+            return Err(Error::invalid_field("amount", "Vercel refunds in USD only"));
+        }
+        let token = self.token(account_external_id).await?;
+        let reason = if reason.trim().is_empty() {
+            "refund"
+        } else {
+            reason
+        };
+        self.api
+            .refund_invoice(
+                &token,
+                account_external_id,
+                marketplace_invoice_id,
+                &InvoiceAction::refund(reason, &amount.to_decimal_string()),
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marketbridge_vercel::model::Period;
+
+    #[test]
+    fn invoices_read_into_snapshots() {
+        let invoice = Invoice {
+            invoice_id: "inv_1".into(),
+            state: "paid".into(),
+            total: "12.34".into(),
+            period: Some(Period {
+                start: "2026-10-01T00:00:00Z".into(),
+                end: "2026-11-01T00:00:00Z".into(),
+            }),
+            paid_at: Some("2026-11-02T00:00:00Z".into()),
+            ..Default::default()
+        };
+        let read = snapshot(&invoice).unwrap();
+        assert_eq!(read.state, "paid");
+        assert_eq!(read.total, Money::usd_cents(1234));
+        assert!(read.period.is_some() && read.paid_at.is_some());
+        let unknown = Invoice {
+            state: "issued".into(),
+            ..invoice
+        };
+        assert!(snapshot(&unknown).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! Vercel's side of provisioning. Vercel has no subscription API (plans are
+//! chosen in its dashboard and arrive through the partner API), so only
+//! resource changes travel this way: the status and notice are patched onto
+//! the resource at Vercel, new secrets are pushed, and a `resource.updated`
+//! event tells Vercel to re-read it. Calls use the installation's token from
+//! the account service and run from the outbox, so a Vercel outage delays
+//! them but loses nothing.
+
+use crate::convert::status;
+use crate::driver::Secret;
+use crate::entity::subscription;
+use crate::marketplace::{ProvisioningMarketplace, ResourceChange, SubscriptionSnapshot};
+use async_trait::async_trait;
+use marketbridge_core::crypto::SecretString;
+use marketbridge_core::{Error, Result};
+use marketbridge_proto::account::v1::GetMarketplaceCredentialRequest;
+use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
+use marketbridge_rpc::AccountClient;
+use marketbridge_vercel::VercelApi;
+use marketbridge_vercel::model::partner::ResourceStatus;
+use marketbridge_vercel::model::vercel_api::{
+    IntegrationEvent, NotificationChange, ResourceUpdate, SecretsUpdate,
+};
+use marketbridge_vercel::model::{Notification, NotificationLevel};
+
+/// The Vercel provisioning adapter.
+#[derive(Clone)]
+pub struct VercelProvisioning {
+    api: VercelApi,
+    accounts: AccountClient,
+}
+
+impl VercelProvisioning {
+    /// An adapter calling the Vercel API with tokens from the account
+    /// service.
+    pub fn new(api: VercelApi, accounts: AccountClient) -> Self {
+        Self { api, accounts }
+    }
+
+    async fn token(&self, installation_id: &str) -> Result<SecretString> {
+        let mut accounts = self.accounts.clone();
+        let credential = accounts
+            .get_marketplace_credential(GetMarketplaceCredentialRequest {
+                account: Some(AccountSelector::by_ref(
+                    Marketplace::Vercel,
+                    installation_id,
+                )),
+            })
+            .await
+            .map_err(Error::from)?
+            .into_inner();
+        Ok(SecretString::new(credential.access_token))
+    }
+}
+
+fn not_for_vercel(what: &str) -> Error {
+    Error::unprocessable(format!(
+        "{what} does not apply to Vercel: plans are chosen in the Vercel dashboard"
+    ))
+}
+
+/// The Vercel status of a stored resource status.
+pub fn vercel_status(stored: &str) -> ResourceStatus {
+    match stored {
+        status::PENDING => ResourceStatus::Pending,
+        status::ONBOARDING => ResourceStatus::Onboarding,
+        status::READY => ResourceStatus::Ready,
+        status::SUSPENDED => ResourceStatus::Suspended,
+        status::UNINSTALLED => ResourceStatus::Uninstalled,
+        _ => ResourceStatus::Error,
+    }
+}
+
+/// The notice that goes with a status, or `Clear` when none does.
+fn notification(stored: &str, message: &str) -> NotificationChange {
+    let message = Some(message.to_owned()).filter(|m| !m.is_empty());
+    match stored {
+        status::ERROR => NotificationChange::Set(Notification::new(
+            NotificationLevel::Error,
+            "Provisioning failed",
+            message,
+        )),
+        status::SUSPENDED => NotificationChange::Set(Notification::new(
+            NotificationLevel::Warn,
+            "Suspended",
+            message,
+        )),
+        status::ONBOARDING if message.is_some() => NotificationChange::Set(Notification::new(
+            NotificationLevel::Info,
+            "Finish setting up",
+            message,
+        )),
+        _ => NotificationChange::Clear(()),
+    }
+}
+
+fn wire_secrets(secrets: &[Secret]) -> Vec<marketbridge_vercel::model::Secret> {
+    secrets
+        .iter()
+        .map(|s| marketbridge_vercel::model::Secret {
+            name: s.name.clone(),
+            value: s.value.clone(),
+            prefix: None,
+            environment_overrides: (!s.environment_overrides.is_empty())
+                .then(|| s.environment_overrides.clone()),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl ProvisioningMarketplace for VercelProvisioning {
+    async fn fetch_subscription(&self, _external_id: &str) -> Result<Option<SubscriptionSnapshot>> {
+        Err(not_for_vercel("reading a subscription"))
+    }
+
+    async fn approve_subscription(&self, _subscription: &subscription::Model) -> Result<()> {
+        Err(not_for_vercel("approving a subscription"))
+    }
+
+    async fn reject_subscription(
+        &self,
+        _subscription: &subscription::Model,
+        _reason: &str,
+    ) -> Result<()> {
+        Err(not_for_vercel("rejecting a subscription"))
+    }
+
+    async fn approve_plan_change(
+        &self,
+        _subscription: &subscription::Model,
+        _pending_plan_id: &str,
+    ) -> Result<()> {
+        Err(not_for_vercel("approving a plan change"))
+    }
+
+    async fn reject_plan_change(
+        &self,
+        _subscription: &subscription::Model,
+        _pending_plan_id: &str,
+        _reason: &str,
+    ) -> Result<()> {
+        Err(not_for_vercel("rejecting a plan change"))
+    }
+
+    async fn resource_changed(&self, change: &ResourceChange) -> Result<()> {
+        let installation_id = change.account_external_id.as_str();
+        let resource = &change.resource;
+        let token = self.token(installation_id).await?;
+        let update = ResourceUpdate {
+            status: Some(vercel_status(&resource.status).as_str().to_owned()),
+            notification: Some(notification(&resource.status, &resource.status_message)),
+            ..Default::default()
+        };
+        self.api
+            .update_resource(&token, installation_id, &resource.id, &update)
+            .await?;
+        if let Some(secrets) = &change.secrets {
+            self.api
+                .update_secrets(
+                    &token,
+                    installation_id,
+                    &resource.id,
+                    &SecretsUpdate {
+                        secrets: wire_secrets(secrets),
+                        partial: None,
+                    },
+                )
+                .await?;
+        }
+        self.api
+            .dispatch_event(
+                &token,
+                installation_id,
+                IntegrationEvent::ResourceUpdated {
+                    product_id: Some(resource.product_id.clone()),
+                    resource_id: resource.id.clone(),
+                },
+            )
+            .await?;
+        tracing::info!(installation.id = %installation_id, resource.id = %resource.id, status = %resource.status, secrets_pushed = change.secrets.is_some(), "vercel told of a resource change");
+        Ok(())
+    }
+
+    async fn list_subscription_ids(&self) -> Result<Vec<String>> {
+        // Vercel has no subscriptions to re-read.
+        Ok(Vec::new())
+    }
+
+    fn provisions_account_subscriptions(&self) -> bool {
+        false
+    }
+}

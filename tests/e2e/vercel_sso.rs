@@ -1,0 +1,209 @@
+//! "Open in provider": Vercel sends the browser to the Redirect Login URL
+//! with a one-time code; the code becomes a verified id token, a signed
+//! session cookie is set, and the user lands on the page the deep link
+//! named.
+
+use crate::vercel_support::{VercelOptions, provision_body, vercel_set};
+use marketbridge_simulators::vercel::tokens::SimUser;
+use marketbridge_storage::backend_test;
+use serde_json::json;
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn session_cookie(response: &reqwest::Response) -> String {
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+backend_test!(
+    sso_opens_a_session_and_lands_on_the_deep_link,
+    |database| async move {
+        let vercel = vercel_set(&database, VercelOptions::default()).await;
+        let sim = &vercel.sim;
+        let browser = no_redirects();
+        let sso = vercel.url("/sso");
+        let (installation, admin) = vercel.install().await;
+        let resource = vercel
+            .provision(
+                &installation,
+                &admin,
+                provision_body("database", "pro", "analytics-db", json!({"region": "iad1"})),
+            )
+            .await;
+        let resource_id = resource["id"].as_str().unwrap().to_owned();
+        let mut user = SimUser::admin();
+        user.name = "Grace Hopper".into();
+
+        // A resource deep link.
+        let code = sim.issue_sso_code(&installation, &user);
+        let url = sim.sso_redirect_url(
+            &sso,
+            &code,
+            &[("resource_id", &resource_id), ("path", "secrets")],
+        );
+        let landing = browser.get(&url).send().await.unwrap();
+        assert_eq!(landing.status(), 303);
+        let location = landing.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(
+            location,
+            format!(
+                "/vercel/dashboard/{}/resources/{resource_id}?section=secrets",
+                installation.id
+            )
+        );
+        let set_cookie = landing.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+        assert!(set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+        assert!(set_cookie.contains("Path=/vercel"), "{set_cookie}");
+        assert!(
+            !set_cookie.contains("Secure"),
+            "plain HTTP here: {set_cookie}"
+        );
+        let cookie = session_cookie(&landing);
+        let exchanges = sim
+            .recorder()
+            .accepted("POST", "/v1/integrations/sso/token");
+        assert_eq!(exchanges.len(), 1);
+        let exchange = exchanges[0].json();
+        assert_eq!(exchange["code"], code.code.as_str());
+        assert_eq!(exchange["state"], code.state.as_str());
+        assert_eq!(exchange["client_id"], sim.client_id());
+        assert_eq!(exchange["client_secret"], sim.client_secret());
+
+        let page = browser
+            .get(vercel.test.url(&location))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("analytics-db") && html.contains("Grace Hopper"),
+            "{html}"
+        );
+        assert!(html.contains("secrets") && html.contains(&resource_id));
+        let overview = browser
+            .get(vercel.url(&format!("/dashboard/{}", installation.id)))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(overview.status(), 200);
+        assert!(overview.text().await.unwrap().contains("analytics-db"));
+
+        // Without the session, or with another installation's, no page.
+        let anonymous = browser
+            .get(vercel.test.url(&location))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status(), 401);
+        let (other, _) = vercel.install().await;
+        let foreign = browser
+            .get(vercel.url(&format!("/dashboard/{}", other.id)))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(foreign.status(), 403);
+        let tampered = browser
+            .get(vercel.test.url(&location))
+            .header("cookie", format!("{cookie}x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(tampered.status(), 401);
+
+        // A code works once.
+        let reused = browser.get(&url).send().await.unwrap();
+        assert_eq!(reused.status(), 401);
+        assert!(reused.headers().get("set-cookie").is_none());
+
+        // Invoice and section deep links.
+        let code = sim.issue_sso_code(&installation, &user);
+        let landing = browser
+            .get(sim.sso_redirect_url(
+                &sso,
+                &code,
+                &[("invoice_id", "inv_abc123"), ("path", "billing")],
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            landing.headers()["location"],
+            format!(
+                "/vercel/dashboard/{}/invoices/inv_abc123?section=billing",
+                installation.id
+            )
+            .as_str()
+        );
+        let cookie = session_cookie(&landing);
+        let invoice_page = browser
+            .get(vercel.url(&format!(
+                "/dashboard/{}/invoices/inv_abc123",
+                installation.id
+            )))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(invoice_page.status(), 200);
+        assert!(invoice_page.text().await.unwrap().contains("inv_abc123"));
+        let code = sim.issue_sso_code(&installation, &user);
+        let landing = browser
+            .get(sim.sso_redirect_url(&sso, &code, &[("path", "usage")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            landing.headers()["location"],
+            format!("/vercel/dashboard/{}?section=usage", installation.id).as_str()
+        );
+
+        // A `url` is followed only to our own pages; anything else is
+        // refused before the code is spent.
+        let code = sim.issue_sso_code(&installation, &user);
+        let evil = browser
+            .get(sim.sso_redirect_url(&sso, &code, &[("url", "https://evil.example.com/steal")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(evil.status(), 400);
+        let own = format!("/vercel/dashboard/{}?section=support", installation.id);
+        let followed = browser
+            .get(sim.sso_redirect_url(&sso, &code, &[("url", &own)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            followed.status(),
+            303,
+            "the code was not spent on the refusal"
+        );
+        assert_eq!(followed.headers()["location"], own.as_str());
+
+        // Not an SSO redirect, or no code.
+        let wrong = browser
+            .get(format!("{sso}?mode=login&code=x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 400);
+        let codeless = browser.get(format!("{sso}?mode=sso")).send().await.unwrap();
+        assert_eq!(codeless.status(), 400);
+        vercel.stop().await;
+    }
+);
