@@ -4,6 +4,7 @@
 mod support;
 
 mod billing;
+mod billing_vercel;
 mod docs;
 mod drivers_plugin;
 mod drivers_postgres;

@@ -1,6 +1,7 @@
 //! The marketplace adapters billing runs with, chosen from configuration.
 
 pub mod vercel;
+pub mod vercel_reports;
 
 use crate::marketplace::Marketplaces;
 use marketbridge_config::Config;
@@ -20,10 +21,15 @@ pub fn from_config(config: &Config) -> Result<Marketplaces> {
             &config.tls,
             Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3),
         )?);
-        marketplaces = marketplaces.with_adapter(
-            Marketplace::Vercel,
-            Arc::new(vercel::VercelBilling::new(api, accounts)),
-        );
+        marketplaces = marketplaces
+            .with_adapter(
+                Marketplace::Vercel,
+                Arc::new(vercel::VercelBilling::new(api.clone(), accounts)),
+            )
+            .with_reporter(
+                Marketplace::Vercel,
+                Arc::new(vercel_reports::VercelReporter::new(api)),
+            );
     }
     Ok(marketplaces)
 }
