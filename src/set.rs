@@ -144,6 +144,16 @@ impl RunningSet {
                 billing.job_handler(),
                 &shutdown,
             );
+            let background = account
+                .spawn_marketplace_workers(shutdown.clone())
+                .into_iter()
+                .chain(provisioning.spawn_reconciliations(shutdown.clone()));
+            for task in background {
+                tasks.spawn(async move {
+                    let _ = task.await;
+                    Ok(())
+                });
+            }
         }
         {
             let (grpc, tls, stop) = (account.grpc(), tls.clone(), shutdown.clone());

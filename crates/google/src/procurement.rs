@@ -339,16 +339,11 @@ impl ProcurementClient {
 
     /// One page of `accounts.list`.
     pub async fn list_accounts(&self, page_token: Option<&str>) -> Result<AccountPage> {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        query.append_pair("pageSize", &LIST_PAGE_SIZE.to_string());
-        if let Some(token) = page_token.filter(|t| !t.is_empty()) {
-            query.append_pair("pageToken", token);
-        }
-        let path = format!(
-            "/v1/providers/{}/accounts?{}",
-            self.provider_id,
-            query.finish()
-        );
+        let query = query_string(&[
+            ("pageSize", Some(LIST_PAGE_SIZE.to_string().as_str())),
+            ("pageToken", page_token.filter(|t| !t.is_empty())),
+        ]);
+        let path = format!("/v1/providers/{}/accounts?{query}", self.provider_id);
         self.api
             .call(
                 Method::GET,
@@ -419,19 +414,12 @@ impl ProcurementClient {
         filter: &str,
         page_token: Option<&str>,
     ) -> Result<EntitlementPage> {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        if !filter.trim().is_empty() {
-            query.append_pair("filter", filter.trim());
-        }
-        query.append_pair("pageSize", &LIST_PAGE_SIZE.to_string());
-        if let Some(token) = page_token.filter(|t| !t.is_empty()) {
-            query.append_pair("pageToken", token);
-        }
-        let path = format!(
-            "/v1/providers/{}/entitlements?{}",
-            self.provider_id,
-            query.finish()
-        );
+        let query = query_string(&[
+            ("filter", Some(filter.trim()).filter(|f| !f.is_empty())),
+            ("pageSize", Some(LIST_PAGE_SIZE.to_string().as_str())),
+            ("pageToken", page_token.filter(|t| !t.is_empty())),
+        ]);
+        let path = format!("/v1/providers/{}/entitlements?{query}", self.provider_id);
         self.api
             .call(
                 Method::GET,
@@ -535,6 +523,17 @@ impl ProcurementClient {
         )
         .await
     }
+}
+
+/// A URL-encoded query of the pairs that have a value.
+fn query_string(pairs: &[(&str, Option<&str>)]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    query.finish()
 }
 
 /// Google accepts reasons of at most 256 bytes.

@@ -268,4 +268,8 @@ impl AccessTokens for ServiceAccountTokens {
         *cached = Some(fresh);
         Ok(token)
     }
+
+    async fn invalidate(&self) {
+        *self.cached.lock().await = None;
+    }
 }
