@@ -120,7 +120,7 @@ impl RunningSet {
             &config.tls,
             Duration::from_millis(config.gateway.request_timeout_ms),
         )?;
-        let gateway = Gateway::new(&config, clients.clone())?;
+        let gateway = Gateway::with_clock(&config, clients.clone(), options.clock.clone())?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();

@@ -53,7 +53,8 @@ pub mod event_type {
     pub const ENTITLEMENT_NOTIFICATION: &str = "ENTITLEMENT_NOTIFICATION";
 
     /// Account event types.
-    pub const ACCOUNT_EVENTS: [&str; 3] = [ACCOUNT_CREATION_REQUESTED, ACCOUNT_ACTIVE, ACCOUNT_DELETED];
+    pub const ACCOUNT_EVENTS: [&str; 3] =
+        [ACCOUNT_CREATION_REQUESTED, ACCOUNT_ACTIVE, ACCOUNT_DELETED];
 
     /// Entitlement event types (including the derived one).
     pub const ENTITLEMENT_EVENTS: [&str; 14] = [
@@ -109,11 +110,7 @@ pub struct PubsubMessage {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
     /// Message id.
-    #[serde(
-        default,
-        rename = "messageId",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "messageId", skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
     /// Message id, snake_case spelling.
     #[serde(
@@ -373,9 +370,8 @@ pub fn decode_message(message: &PubsubMessage) -> Result<DecodedNotification> {
 
 /// Parses a push delivery body and decodes its message.
 pub fn decode_push_body(body: &[u8]) -> Result<(PushEnvelope, DecodedNotification)> {
-    let envelope: PushEnvelope = serde_json::from_slice(body).map_err(|e| {
-        Error::validation(format!("the body is not a Pub/Sub push envelope: {e}"))
-    })?;
+    let envelope: PushEnvelope = serde_json::from_slice(body)
+        .map_err(|e| Error::validation(format!("the body is not a Pub/Sub push envelope: {e}")))?;
     let decoded = decode_message(&envelope.message)?;
     Ok((envelope, decoded))
 }
@@ -426,9 +422,10 @@ mod tests {
         .unwrap();
         assert_eq!(account.event_type, event_type::ACCOUNT_ACTIVE);
         assert_eq!(account.notification.account_id(), Some("acct-1"));
-        let entitlement =
-            decode_message(&message(&json!({"eventId": "e-1", "entitlement": {"id": "ent-1"}})))
-                .unwrap();
+        let entitlement = decode_message(&message(
+            &json!({"eventId": "e-1", "entitlement": {"id": "ent-1"}}),
+        ))
+        .unwrap();
         assert_eq!(entitlement.event_type, event_type::ENTITLEMENT_NOTIFICATION);
     }
 

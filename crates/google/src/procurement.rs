@@ -330,10 +330,7 @@ impl ProcurementClient {
 
     /// `accounts.get` (full view); `None` when Google no longer has it.
     pub async fn get_account(&self, account_id: &str) -> Result<Option<Account>> {
-        let path = format!(
-            "{}?view=ACCOUNT_VIEW_FULL",
-            self.account_path(account_id)?
-        );
+        let path = format!("{}?view=ACCOUNT_VIEW_FULL", self.account_path(account_id)?);
         self.get_optional("procurement.accounts.get", &path).await
     }
 

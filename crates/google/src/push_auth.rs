@@ -6,8 +6,7 @@
 
 use crate::jwks::KeySet;
 use crate::token::{
-    RejectReason, TokenRejected, audience_matches, audience_text, check_lifetime,
-    verified_claims,
+    RejectReason, TokenRejected, audience_matches, audience_text, check_lifetime, verified_claims,
 };
 use marketbridge_core::time::SharedClock;
 use serde::Deserialize;
@@ -116,8 +115,7 @@ impl PushTokenVerifier {
         }
         check_lifetime("push token", self.clock.now(), claims.iat, claims.exp)?;
         let email = claims.email.unwrap_or_default();
-        if self.service_account.is_empty() || !email.eq_ignore_ascii_case(&self.service_account)
-        {
+        if self.service_account.is_empty() || !email.eq_ignore_ascii_case(&self.service_account) {
             return Err(TokenRejected::new(
                 RejectReason::ServiceAccount,
                 format!("the push token was issued to `{email}`, not the push service account"),

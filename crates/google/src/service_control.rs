@@ -70,7 +70,9 @@ mod int64_as_text {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<i64>, D::Error> {
         let value = Option::<serde_json::Value>::deserialize(deserializer)?;
         match value {
             None | Some(serde_json::Value::Null) => Ok(None),

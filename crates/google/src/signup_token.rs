@@ -6,8 +6,7 @@
 
 use crate::jwks::KeySet;
 use crate::token::{
-    RejectReason, TokenRejected, audience_matches, audience_text, check_lifetime,
-    verified_claims,
+    RejectReason, TokenRejected, audience_matches, audience_text, check_lifetime, verified_claims,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use marketbridge_core::time::SharedClock;

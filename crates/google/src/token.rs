@@ -128,7 +128,10 @@ pub async fn verified_claims<T: DeserializeOwned>(
     if header.alg != Algorithm::RS256 {
         return Err(TokenRejected::new(
             RejectReason::Algorithm,
-            format!("the {what} is signed with {:?}; only RS256 is accepted", header.alg),
+            format!(
+                "the {what} is signed with {:?}; only RS256 is accepted",
+                header.alg
+            ),
         ));
     }
     let kid = header.kid.filter(|k| !k.is_empty()).ok_or_else(|| {

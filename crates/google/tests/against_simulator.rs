@@ -12,7 +12,9 @@ use marketbridge_google::procurement::{ProcurementClient, entitlement_state};
 use marketbridge_google::pubsub::PubsubClient;
 use marketbridge_google::push_auth::PushTokenVerifier;
 use marketbridge_google::service_account::{ServiceAccountKey, ServiceAccountTokens};
-use marketbridge_google::service_control::{MetricValue, MetricValueSet, Operation, ServiceControlClient};
+use marketbridge_google::service_control::{
+    MetricValue, MetricValueSet, Operation, ServiceControlClient,
+};
 use marketbridge_google::signup_token::SignupTokenVerifier;
 use marketbridge_google::token::RejectReason;
 use marketbridge_simulators::common::{Fault, SigningKey};
@@ -90,7 +92,11 @@ async fn access_tokens_come_from_the_jwt_bearer_grant_and_are_cached() {
     assert_eq!(first, second, "the token is reused");
     assert_eq!(f.sim.api().recorder.calls_to("POST", "/token").len(), 1);
     let grant = &f.sim.api().recorder.calls_to("POST", "/token")[0];
-    assert!(grant.body.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"));
+    assert!(
+        grant
+            .body
+            .contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer")
+    );
     f.clock.advance(ChronoDuration::minutes(59));
     let renewed = f.tokens.access_token().await.unwrap();
     assert_ne!(renewed, first, "a token close to expiry is renewed");
@@ -135,10 +141,19 @@ async fn the_procurement_state_machine_is_enforced() {
         .await
         .unwrap_err();
     assert_eq!(early.code(), ErrorCode::Validation);
-    assert!(early.message().contains("Precondition check failed"), "{early}");
+    assert!(
+        early.message().contains("Precondition check failed"),
+        "{early}"
+    );
 
-    procurement.approve_account(&purchase.account_id).await.unwrap();
-    procurement.approve_account(&purchase.account_id).await.unwrap();
+    procurement
+        .approve_account(&purchase.account_id)
+        .await
+        .unwrap();
+    procurement
+        .approve_account(&purchase.account_id)
+        .await
+        .unwrap();
     let waiting = procurement
         .list_all_entitlements(&format!(
             "state=activation_requested account={}",
@@ -163,7 +178,10 @@ async fn the_procurement_state_machine_is_enforced() {
     assert_eq!(entitlement.state(), entitlement_state::ACTIVE);
     assert_eq!(entitlement.account_id(), purchase.account_id);
     assert!(entitlement.usage_reporting_id.is_some());
-    assert!(entitlement.message_to_user.is_none(), "cleared on activation");
+    assert!(
+        entitlement.message_to_user.is_none(),
+        "cleared on activation"
+    );
 
     f.sim
         .request_plan_change(&purchase.entitlement_id, "free-plan")
@@ -184,14 +202,23 @@ async fn the_procurement_state_machine_is_enforced() {
         .unwrap();
     assert_eq!(changed.plan.as_deref(), Some("free-plan"));
 
-    procurement.reset_account(&purchase.account_id).await.unwrap();
+    procurement
+        .reset_account(&purchase.account_id)
+        .await
+        .unwrap();
     let reset = procurement
         .get_entitlement(&purchase.entitlement_id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(reset.state(), entitlement_state::CANCELLED);
-    assert!(procurement.get_entitlement("missing").await.unwrap().is_none());
+    assert!(
+        procurement
+            .get_entitlement("missing")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(procurement.get_account("missing").await.unwrap().is_none());
     assert_eq!(procurement.list_all_accounts().await.unwrap().len(), 1);
     let bad_id = procurement.get_account("a/../b").await.unwrap_err();
@@ -223,19 +250,31 @@ async fn pull_acknowledges_and_redelivers_after_the_deadline() {
         decoded.notification.entitlement_id(),
         Some(purchase.entitlement_id.as_str())
     );
-    assert!(pubsub.pull(10).await.unwrap().is_empty(), "held until the deadline");
-    pubsub.acknowledge(&[first[0].ack_id.clone()]).await.unwrap();
+    assert!(
+        pubsub.pull(10).await.unwrap().is_empty(),
+        "held until the deadline"
+    );
+    pubsub
+        .acknowledge(&[first[0].ack_id.clone()])
+        .await
+        .unwrap();
     pubsub
         .modify_ack_deadline(&[first[1].ack_id.clone()], 60)
         .await
         .unwrap();
     f.clock.advance(ChronoDuration::seconds(30));
-    assert!(pubsub.pull(10).await.unwrap().is_empty(), "deadline extended");
+    assert!(
+        pubsub.pull(10).await.unwrap().is_empty(),
+        "deadline extended"
+    );
     f.clock.advance(ChronoDuration::seconds(31));
     let again = pubsub.pull(10).await.unwrap();
     assert_eq!(again.len(), 1, "redelivered after the deadline");
     assert_eq!(again[0].delivery_attempt, Some(2));
-    pubsub.acknowledge(&[again[0].ack_id.clone()]).await.unwrap();
+    pubsub
+        .acknowledge(&[again[0].ack_id.clone()])
+        .await
+        .unwrap();
     assert_eq!(f.sim.unacknowledged_pulls(), 0);
     assert!(PubsubClient::new(f.api(), "not-a-subscription").is_err());
 }
@@ -245,7 +284,10 @@ async fn service_control_checks_and_reports_with_refusals_inside_a_200() {
     let f = fixture().await;
     let procurement = f.procurement();
     let purchase = f.sim.purchase(sim::PRODUCT, "pro-plan");
-    procurement.approve_account(&purchase.account_id).await.unwrap();
+    procurement
+        .approve_account(&purchase.account_id)
+        .await
+        .unwrap();
     procurement
         .approve_entitlement(&purchase.entitlement_id)
         .await
@@ -278,22 +320,33 @@ async fn service_control_checks_and_reports_with_refusals_inside_a_200() {
         f.sim.checked_operations()[0].get("userLabels").is_none(),
         "labels are left out of checks"
     );
-    let outcome = control.report(std::slice::from_ref(&operation)).await.unwrap();
+    let outcome = control
+        .report(std::slice::from_ref(&operation))
+        .await
+        .unwrap();
     assert_eq!(outcome.accepted, ["op-1"]);
-    assert_eq!(f.sim.reported_operations()[0]["metricValueSets"][0]["metricValues"][0]["int64Value"], "150");
+    assert_eq!(
+        f.sim.reported_operations()[0]["metricValueSets"][0]["metricValues"][0]["int64Value"],
+        "150"
+    );
 
     f.sim.set_check_errors(&consumer, &["BILLING_DISABLED"]);
     let refused = control.check(&operation).await.unwrap();
     assert_eq!(refused.check_errors[0].code, "BILLING_DISABLED");
 
-    f.sim.set_report_error(&consumer, Some((9, "billing disabled")));
+    f.sim
+        .set_report_error(&consumer, Some((9, "billing disabled")));
     operation.operation_id = "op-2".into();
     let outcome = control.report(&[operation]).await.unwrap();
     assert!(outcome.accepted.is_empty());
     assert_eq!(outcome.failed[0].operation_id, "op-2");
     let error = outcome.into_result().unwrap_err();
     assert_eq!(error.code(), ErrorCode::Conflict);
-    assert_eq!(f.sim.reported_operations().len(), 1, "the refused one was not recorded");
+    assert_eq!(
+        f.sim.reported_operations().len(),
+        1,
+        "the refused one was not recorded"
+    );
 }
 
 #[tokio::test]
@@ -309,10 +362,26 @@ async fn push_tokens_are_checked_claim_by_claim() {
 
     let cases = [
         ("iss", json!("https://evil.example"), RejectReason::Issuer),
-        ("aud", json!("https://other.example/push"), RejectReason::Audience),
-        ("exp", json!(f.clock.now().timestamp() - 120), RejectReason::Expired),
-        ("email", json!("someone@example.com"), RejectReason::ServiceAccount),
-        ("email_verified", json!(false), RejectReason::EmailNotVerified),
+        (
+            "aud",
+            json!("https://other.example/push"),
+            RejectReason::Audience,
+        ),
+        (
+            "exp",
+            json!(f.clock.now().timestamp() - 120),
+            RejectReason::Expired,
+        ),
+        (
+            "email",
+            json!("someone@example.com"),
+            RejectReason::ServiceAccount,
+        ),
+        (
+            "email_verified",
+            json!(false),
+            RejectReason::EmailNotVerified,
+        ),
     ];
     for (claim, value, reason) in cases {
         let mut claims = f.sim.push_claims();
@@ -371,7 +440,10 @@ async fn push_tokens_are_checked_claim_by_claim() {
 async fn signup_tokens_are_pinned_to_issuer_audience_and_subject() {
     let f = fixture().await;
     let verifier = f.signup_verifier();
-    let claims = verifier.verify(&f.sim.signup_token("acct-1")).await.unwrap();
+    let claims = verifier
+        .verify(&f.sim.signup_token("acct-1"))
+        .await
+        .unwrap();
     assert_eq!(claims.account_id, "acct-1");
     assert_eq!(claims.user_identity.as_deref(), Some("user-acct-1"));
     assert_eq!(claims.roles, ["account_admin"]);
@@ -379,7 +451,11 @@ async fn signup_tokens_are_pinned_to_issuer_audience_and_subject() {
     let now = f.clock.now().timestamp();
     let base = json!({"iss": SIGNUP_ISSUER, "aud": SIGNUP_AUDIENCE, "sub": "acct-1", "iat": now, "exp": now + 300});
     let cases = [
-        ("iss", json!("https://www.googleapis.com/robot/v1/metadata/x509/someone-else"), RejectReason::Issuer),
+        (
+            "iss",
+            json!("https://www.googleapis.com/robot/v1/metadata/x509/someone-else"),
+            RejectReason::Issuer,
+        ),
         ("aud", json!("other.example.com"), RejectReason::Audience),
         ("exp", json!(now - 60), RejectReason::Expired),
         ("sub", json!(""), RejectReason::Subject),
@@ -411,7 +487,10 @@ async fn signup_tokens_are_pinned_to_issuer_audience_and_subject() {
     );
     let orders = f.sim.sign_signup_claims(&json!({"iss": SIGNUP_ISSUER, "aud": SIGNUP_AUDIENCE,
         "sub": "acct-2", "iat": now, "exp": now + 300, "google": {"orders": ["o-1", {"orderId": "o-2"}]}}));
-    assert_eq!(verifier.verify(&orders).await.unwrap().orders, ["o-1", "o-2"]);
+    assert_eq!(
+        verifier.verify(&orders).await.unwrap().orders,
+        ["o-1", "o-2"]
+    );
     // An unreachable key endpoint is a transient failure, not a rejection
     // of the customer.
     f.sim
@@ -419,9 +498,16 @@ async fn signup_tokens_are_pinned_to_issuer_audience_and_subject() {
         .faults
         .inject(Fault::status("/robot/v1/metadata/jwk", 503, 1));
     let fresh = f.signup_verifier();
-    let unavailable = fresh.verify(&f.sim.signup_token("acct-1")).await.unwrap_err();
+    let unavailable = fresh
+        .verify(&f.sim.signup_token("acct-1"))
+        .await
+        .unwrap_err();
     assert_eq!(unavailable.reason, RejectReason::KeysUnavailable);
-    assert!(marketbridge_core::Error::from(unavailable).code().is_transient());
+    assert!(
+        marketbridge_core::Error::from(unavailable)
+            .code()
+            .is_transient()
+    );
 }
 
 #[tokio::test]
@@ -444,7 +530,8 @@ async fn rotated_keys_are_fetched_when_an_unknown_kid_appears() {
     let clock: SharedClock = Arc::new(ManualClock::new(Utc::now()));
     let http = marketbridge_rpc::http::outbound_client(&Default::default(), Duration::from_secs(5))
         .unwrap();
-    let keys = KeySet::new(http, &format!("{}/certs", server.url)).with_refresh_interval(Duration::ZERO);
+    let keys =
+        KeySet::new(http, &format!("{}/certs", server.url)).with_refresh_interval(Duration::ZERO);
     let verifier = SignupTokenVerifier::new(keys, "iss", "aud", clock.clone());
     let now = clock.now().timestamp();
     let claims = json!({"iss": "iss", "aud": "aud", "sub": "a", "exp": now + 60});

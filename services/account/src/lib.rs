@@ -125,7 +125,9 @@ impl AccountServer {
             }
         }
         if !found {
-            return Err(Error::not_found(format!("no marketplace work named `{name}`")));
+            return Err(Error::not_found(format!(
+                "no marketplace work named `{name}`"
+            )));
         }
         Ok(done)
     }

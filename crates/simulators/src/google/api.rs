@@ -63,7 +63,11 @@ fn ok_json(value: Value) -> Response {
 }
 
 /// Checks the bearer token and the provider in the path.
-fn authorize(state: &SimState, headers: &HeaderMap, provider: Option<&str>) -> Result<(), Response> {
+fn authorize(
+    state: &SimState,
+    headers: &HeaderMap,
+    provider: Option<&str>,
+) -> Result<(), Response> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -92,9 +96,8 @@ fn body_json(body: &Bytes) -> Result<Value, Response> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|_| {
-        error_response(&ApiError::invalid("Invalid JSON payload received."))
-    })
+    serde_json::from_slice(body)
+        .map_err(|_| error_response(&ApiError::invalid("Invalid JSON payload received.")))
 }
 
 fn split_action(segment: &str) -> (&str, Option<&str>) {
@@ -258,7 +261,10 @@ async fn patch_entitlement(
         Ok(body) => body,
         Err(response) => return response,
     };
-    let message = body["messageToUser"].as_str().unwrap_or_default().to_owned();
+    let message = body["messageToUser"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let now = state.now();
     match state.change_world(|world| world.set_message_to_user(now, &entitlement, &message)) {
         Ok(value) => ok_json(value),
@@ -280,7 +286,10 @@ async fn entitlement_action(
         Err(response) => return response,
     };
     let (entitlement, action) = split_action(&segment);
-    let pending_plan = body["pendingPlanName"].as_str().unwrap_or_default().to_owned();
+    let pending_plan = body["pendingPlanName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let now = state.now();
     let result = state.change_world(|world| match action {
         Some("approve") => world.approve_entitlement(now, entitlement),
@@ -293,7 +302,11 @@ async fn entitlement_action(
             Err(ApiError::invalid("pendingPlanName is required."))
         }
         Some("rejectPlanChange") => world.reject_plan_change(now, entitlement, &pending_plan),
-        Some("suspend") => Err(ApiError::new(501, "UNIMPLEMENTED", "This is not yet supported.")),
+        Some("suspend") => Err(ApiError::new(
+            501,
+            "UNIMPLEMENTED",
+            "This is not yet supported.",
+        )),
         _ => Err(ApiError::new(404, "NOT_FOUND", "Unknown method.")),
     });
     match result {
@@ -444,7 +457,10 @@ async fn token(State(state): Shared, Form(form): Form<HashMap<String, String>>) 
         return oauth_error("invalid_grant", "Invalid JWT audience.");
     }
     if claims.exp < state.now().timestamp() {
-        return oauth_error("invalid_grant", "Invalid JWT: Token must be a short-lived token.");
+        return oauth_error(
+            "invalid_grant",
+            "Invalid JWT: Token must be a short-lived token.",
+        );
     }
     if !claims
         .scope

@@ -11,7 +11,7 @@ mod api;
 mod topic;
 mod world;
 
-pub use topic::{PushAttempt, Published};
+pub use topic::{Published, PushAttempt};
 pub use world::{ApiError, PlanChangeTiming, SimAccount, SimEntitlement, World, state};
 
 use crate::common::{Observed, SigningKey, SimServer};
@@ -28,8 +28,7 @@ use tokio_util::sync::CancellationToken;
 use topic::Topic;
 
 /// The issuer Google's signup tokens carry.
-pub const SIGNUP_ISSUER: &str =
-    "https://www.googleapis.com/robot/v1/metadata/x509/cloud-commerce-partner@system.gserviceaccount.com";
+pub const SIGNUP_ISSUER: &str = "https://www.googleapis.com/robot/v1/metadata/x509/cloud-commerce-partner@system.gserviceaccount.com";
 /// The issuer of Google's OIDC tokens.
 pub const OIDC_ISSUER: &str = "https://accounts.google.com";
 /// The service account Pub/Sub pushes as.
@@ -174,13 +173,22 @@ impl SimState {
         let operation = &body["operation"];
         validate_operation(operation)?;
         if operation.get("userLabels").is_some() {
-            return Err(ApiError::invalid("userLabels are not allowed in check requests."));
+            return Err(ApiError::invalid(
+                "userLabels are not allowed in check requests.",
+            ));
         }
-        let consumer = operation["consumerId"].as_str().unwrap_or_default().to_owned();
+        let consumer = operation["consumerId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let known = self.usage_ids().contains(&consumer);
         let mut control = lock(&self.service_control);
         control.checks.push(operation.clone());
-        let mut errors = control.check_errors.get(&consumer).cloned().unwrap_or_default();
+        let mut errors = control
+            .check_errors
+            .get(&consumer)
+            .cloned()
+            .unwrap_or_default();
         if !known && errors.is_empty() {
             errors.push(json!({"code": "PROJECT_INVALID", "subject": consumer, "detail": "Unknown consumer."}));
         }
@@ -220,7 +228,8 @@ impl SimState {
                 None => control.reports.push(operation.clone()),
             }
         }
-        let mut answer = json!({"serviceConfigId": "2026-11-01r0", "serviceRolloutId": "2026-11-01r0"});
+        let mut answer =
+            json!({"serviceConfigId": "2026-11-01r0", "serviceRolloutId": "2026-11-01r0"});
         if !report_errors.is_empty() {
             answer["reportErrors"] = Value::Array(report_errors);
         }
@@ -229,12 +238,24 @@ impl SimState {
 }
 
 fn validate_operation(operation: &Value) -> Result<(), ApiError> {
-    for field in ["operationId", "operationName", "consumerId", "startTime", "endTime"] {
+    for field in [
+        "operationId",
+        "operationName",
+        "consumerId",
+        "startTime",
+        "endTime",
+    ] {
         if operation[field].as_str().is_none_or(str::is_empty) {
-            return Err(ApiError::invalid(&format!("operation.{field} is required.")));
+            return Err(ApiError::invalid(&format!(
+                "operation.{field} is required."
+            )));
         }
     }
-    for set in operation["metricValueSets"].as_array().into_iter().flatten() {
+    for set in operation["metricValueSets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if set["metricName"].as_str().is_none_or(str::is_empty) {
             return Err(ApiError::invalid("metricName is required."));
         }
@@ -242,7 +263,9 @@ fn validate_operation(operation: &Value) -> Result<(), ApiError> {
             if let Some(int64) = value.get("int64Value")
                 && !int64.as_str().is_some_and(|t| t.parse::<i64>().is_ok())
             {
-                return Err(ApiError::invalid("int64Value must be an integer in a string."));
+                return Err(ApiError::invalid(
+                    "int64Value must be an integer in a string.",
+                ));
             }
         }
     }
@@ -400,7 +423,10 @@ impl GoogleSimulator {
         vec![
             ("provider_id", self.state.provider_id.clone()),
             ("pubsub_push_audience", PUSH_AUDIENCE.to_owned()),
-            ("pubsub_push_service_account", PUSH_SERVICE_ACCOUNT.to_owned()),
+            (
+                "pubsub_push_service_account",
+                PUSH_SERVICE_ACCOUNT.to_owned(),
+            ),
             ("oidc_jwks_url", self.oidc_jwks_url()),
             ("oidc_issuers", OIDC_ISSUER.to_owned()),
             ("signup_issuer", SIGNUP_ISSUER.to_owned()),
@@ -686,7 +712,10 @@ impl GoogleSimulator {
 
     // ---- customer actions ---------------------------------------------------
 
-    fn act(&self, action: impl FnOnce(&mut World, DateTime<Utc>) -> Result<(), ApiError>) -> Result<(), ApiError> {
+    fn act(
+        &self,
+        action: impl FnOnce(&mut World, DateTime<Utc>) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
         let now = self.state.now();
         self.state.change_world(|world| action(world, now))
     }

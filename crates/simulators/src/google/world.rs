@@ -284,7 +284,10 @@ impl World {
         put("newPendingPlan", entitlement.new_pending_plan.clone());
         put("usageReportingId", entitlement.usage_reporting_id.clone());
         put("messageToUser", entitlement.message_to_user.clone());
-        put("cancellationReason", entitlement.cancellation_reason.clone());
+        put(
+            "cancellationReason",
+            entitlement.cancellation_reason.clone(),
+        );
         put("offerEndTime", entitlement.offer_end.map(rfc3339));
         put("newOfferStartTime", entitlement.offer_start.map(rfc3339));
         put(
@@ -336,7 +339,10 @@ impl World {
             None => self.next_id("acct-"),
         };
         self.ensure_account(now, &account_id);
-        let offer = format!("projects/1/services/{product}/privateOffers/{}", self.next_id("offer-"));
+        let offer = format!(
+            "projects/1/services/{product}/privateOffers/{}",
+            self.next_id("offer-")
+        );
         let entitlement_id = self.create_entitlement(
             now,
             &account_id,
@@ -456,7 +462,12 @@ impl World {
     }
 
     /// The customer asks for another plan.
-    pub fn request_plan_change(&mut self, now: DateTime<Utc>, id: &str, plan: &str) -> ApiResult<()> {
+    pub fn request_plan_change(
+        &mut self,
+        now: DateTime<Utc>,
+        id: &str,
+        plan: &str,
+    ) -> ApiResult<()> {
         let entitlement = self.entitlement_mut(id)?;
         if entitlement.state != state::ACTIVE {
             return Err(ApiError::precondition());
@@ -552,7 +563,12 @@ impl World {
 
     /// An immediate cancellation (billing disabled, account closed):
     /// `ENTITLEMENT_CANCELLING` then `ENTITLEMENT_CANCELLED`.
-    pub fn cancel_immediately(&mut self, now: DateTime<Utc>, id: &str, reason: &str) -> ApiResult<()> {
+    pub fn cancel_immediately(
+        &mut self,
+        now: DateTime<Utc>,
+        id: &str,
+        reason: &str,
+    ) -> ApiResult<()> {
         let entitlement = self.entitlement_mut(id)?;
         if entitlement.state == state::CANCELLED {
             return Err(ApiError::precondition());
@@ -655,7 +671,12 @@ impl World {
     // ---- provider calls (Procurement API) --------------------------------
 
     /// `accounts.approve`.
-    pub fn approve_account(&mut self, now: DateTime<Utc>, account_id: &str, approval: Option<&str>) -> ApiResult<()> {
+    pub fn approve_account(
+        &mut self,
+        now: DateTime<Utc>,
+        account_id: &str,
+        approval: Option<&str>,
+    ) -> ApiResult<()> {
         if approval.is_some_and(|name| name != "signup") {
             return Err(ApiError::invalid("Unknown approval name."));
         }
@@ -676,7 +697,12 @@ impl World {
     }
 
     /// `accounts.reject`.
-    pub fn reject_account(&mut self, now: DateTime<Utc>, account_id: &str, reason: &str) -> ApiResult<()> {
+    pub fn reject_account(
+        &mut self,
+        now: DateTime<Utc>,
+        account_id: &str,
+        reason: &str,
+    ) -> ApiResult<()> {
         let time = self.tick(now);
         let account = self
             .accounts
@@ -756,7 +782,12 @@ impl World {
     }
 
     /// `entitlements.approvePlanChange`.
-    pub fn approve_plan_change(&mut self, now: DateTime<Utc>, id: &str, pending_plan: &str) -> ApiResult<()> {
+    pub fn approve_plan_change(
+        &mut self,
+        now: DateTime<Utc>,
+        id: &str,
+        pending_plan: &str,
+    ) -> ApiResult<()> {
         let timing = self.plan_change_timing;
         let entitlement = self.entitlement_mut(id)?;
         if entitlement.state != state::PENDING_PLAN_CHANGE_APPROVAL
@@ -777,7 +808,12 @@ impl World {
     }
 
     /// `entitlements.rejectPlanChange`.
-    pub fn reject_plan_change(&mut self, now: DateTime<Utc>, id: &str, pending_plan: &str) -> ApiResult<()> {
+    pub fn reject_plan_change(
+        &mut self,
+        now: DateTime<Utc>,
+        id: &str,
+        pending_plan: &str,
+    ) -> ApiResult<()> {
         let entitlement = self.entitlement_mut(id)?;
         if entitlement.state != state::PENDING_PLAN_CHANGE_APPROVAL
             || entitlement.new_pending_plan.as_deref() != Some(pending_plan)
@@ -794,7 +830,12 @@ impl World {
     }
 
     /// `entitlements.patch` of `messageToUser`.
-    pub fn set_message_to_user(&mut self, now: DateTime<Utc>, id: &str, message: &str) -> ApiResult<Value> {
+    pub fn set_message_to_user(
+        &mut self,
+        now: DateTime<Utc>,
+        id: &str,
+        message: &str,
+    ) -> ApiResult<Value> {
         let entitlement = self.entitlement_mut(id)?;
         if entitlement.state != state::ACTIVATION_REQUESTED
             && entitlement.state != state::PENDING_PLAN_CHANGE_APPROVAL
@@ -840,8 +881,10 @@ impl FilterTerm {
             }
             "account" => {
                 entitlement.account_id == value
-                    || format!("providers/{}/accounts/{}", world.provider_id, entitlement.account_id)
-                        == value
+                    || format!(
+                        "providers/{}/accounts/{}",
+                        world.provider_id, entitlement.account_id
+                    ) == value
             }
             "plan" => entitlement.plan == value,
             "new_pending_plan" | "newPendingPlan" => {
@@ -865,7 +908,9 @@ fn parse_filter(filter: &str) -> ApiResult<Vec<FilterTerm>> {
         } else if let Some((a, v)) = word.split_once('=') {
             (a, v, false)
         } else {
-            return Err(ApiError::invalid(&format!("Unsupported filter term `{word}`.")));
+            return Err(ApiError::invalid(&format!(
+                "Unsupported filter term `{word}`."
+            )));
         };
         let known = [
             "state",
@@ -877,7 +922,9 @@ fn parse_filter(filter: &str) -> ApiResult<Vec<FilterTerm>> {
             "product_external_name",
         ];
         if !known.contains(&attribute) {
-            return Err(ApiError::invalid(&format!("Unknown filter attribute `{attribute}`.")));
+            return Err(ApiError::invalid(&format!(
+                "Unknown filter attribute `{attribute}`."
+            )));
         }
         terms.push(FilterTerm {
             attribute: attribute.to_owned(),
@@ -905,8 +952,12 @@ mod tests {
             world.approve_entitlement(now(), &entitlement),
             Err(ApiError::precondition())
         );
-        world.approve_account(now(), &account, Some("signup")).unwrap();
-        world.approve_account(now(), &account, Some("signup")).unwrap();
+        world
+            .approve_account(now(), &account, Some("signup"))
+            .unwrap();
+        world
+            .approve_account(now(), &account, Some("signup"))
+            .unwrap();
         world.approve_entitlement(now(), &entitlement).unwrap();
         assert_eq!(world.entitlements[&entitlement].state, state::ACTIVE);
         let types: Vec<_> = world
@@ -916,7 +967,12 @@ mod tests {
             .collect();
         assert_eq!(
             types,
-            ["ACCOUNT_ACTIVE", "ENTITLEMENT_CREATION_REQUESTED", "ACCOUNT_ACTIVE", "ENTITLEMENT_ACTIVE"]
+            [
+                "ACCOUNT_ACTIVE",
+                "ENTITLEMENT_CREATION_REQUESTED",
+                "ACCOUNT_ACTIVE",
+                "ENTITLEMENT_ACTIVE"
+            ]
         );
     }
 
@@ -926,13 +982,24 @@ mod tests {
         let (account, entitlement) = world.purchase(now(), None, "database", "free-plan");
         world.approve_account(now(), &account, None).unwrap();
         world.approve_entitlement(now(), &entitlement).unwrap();
-        world.request_plan_change(now(), &entitlement, "pro-plan").unwrap();
-        assert!(world.approve_plan_change(now(), &entitlement, "other").is_err());
-        world.approve_plan_change(now(), &entitlement, "pro-plan").unwrap();
+        world
+            .request_plan_change(now(), &entitlement, "pro-plan")
+            .unwrap();
+        assert!(
+            world
+                .approve_plan_change(now(), &entitlement, "other")
+                .is_err()
+        );
+        world
+            .approve_plan_change(now(), &entitlement, "pro-plan")
+            .unwrap();
         assert_eq!(world.entitlements[&entitlement].plan, "pro-plan");
         let before = world.entitlements[&entitlement].updated;
         world.cancel(now(), &entitlement).unwrap();
-        assert!(world.entitlements[&entitlement].updated > before, "time moves on");
+        assert!(
+            world.entitlements[&entitlement].updated > before,
+            "time moves on"
+        );
         world.reset_account(now(), &account).unwrap();
         assert_eq!(world.entitlements[&entitlement].state, state::CANCELLED);
         assert_eq!(world.accounts[&account].signup, "PENDING");

@@ -324,7 +324,10 @@ impl EventProcessor for GoogleEvents {
         }
         if event_type::is_entitlement_event(kind) {
             let external_id = notification.entitlement_id().ok_or_else(|| {
-                Error::invalid_field("entitlement.id", "an entitlement event names no entitlement")
+                Error::invalid_field(
+                    "entitlement.id",
+                    "an entitlement event names no entitlement",
+                )
             })?;
             return sync_entitlement(
                 services,
@@ -546,7 +549,11 @@ async fn active_google_accounts(domain: &AccountDomain) -> Result<Vec<pb::Accoun
             })
             .await?;
         accounts.extend(page.accounts);
-        match page.page.map(|p| p.next_page_token).filter(|t| !t.is_empty()) {
+        match page
+            .page
+            .map(|p| p.next_page_token)
+            .filter(|t| !t.is_empty())
+        {
             Some(next) => token = next,
             None => return Ok(accounts),
         }

@@ -170,7 +170,11 @@ impl ProvisioningMarketplace for GoogleEntitlements {
         reason: &str,
     ) -> Result<()> {
         let external_id = &subscription.external_id;
-        match self.procurement.reject_entitlement(external_id, reason).await {
+        match self
+            .procurement
+            .reject_entitlement(external_id, reason)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(error)
                 if procurement::is_precondition_failure(&error)
@@ -248,7 +252,11 @@ impl GoogleEntitlements {
             tracing::info!(google.entitlement = %subscription.external_id, state = %entitlement.state(), "no plan change waits for a decision");
             return Ok(None);
         }
-        let Some(pending) = entitlement.new_pending_plan.clone().filter(|p| !p.is_empty()) else {
+        let Some(pending) = entitlement
+            .new_pending_plan
+            .clone()
+            .filter(|p| !p.is_empty())
+        else {
             return Ok(None);
         };
         let expected = self.google_plan_id(subscription, pending_plan_id);
