@@ -4,3 +4,5 @@
 mod support;
 
 mod foundation;
+mod google_lifecycle;
+mod google_support;

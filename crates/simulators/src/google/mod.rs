@@ -441,6 +441,18 @@ impl GoogleSimulator {
         ]
     }
 
+    /// Points `config.google` at this simulator (the key file must be
+    /// written to `key_file` already).
+    pub fn configure(&self, config: &mut marketbridge_config::Config, key_file: &Path) {
+        let mut google = serde_json::to_value(&config.google).unwrap_or_default();
+        for (key, value) in self.settings(key_file) {
+            google[key] = Value::String(value);
+        }
+        if let Ok(configured) = serde_json::from_value(google) {
+            config.google = configured;
+        }
+    }
+
     // ---- state for assertions ---------------------------------------------
 
     /// A copy of Google's state.
