@@ -121,6 +121,12 @@ impl GoogleTest {
         }
     }
 
+    /// The shared clock's time.
+    pub fn clock_now(&self) -> chrono::DateTime<Utc> {
+        use marketbridge_core::time::Clock;
+        self.clock.now()
+    }
+
     /// Our account for a procurement account.
     pub async fn account(&self, external_id: &str) -> account_pb::Account {
         self.test

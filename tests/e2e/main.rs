@@ -4,5 +4,7 @@
 mod support;
 
 mod foundation;
+mod google_auth;
+mod google_events;
 mod google_lifecycle;
 mod google_support;

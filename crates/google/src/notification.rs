@@ -353,6 +353,18 @@ pub fn decode_message(message: &PubsubMessage) -> Result<DecodedNotification> {
             ));
         }
     };
+    if event_type::is_account_event(&event_type) && notification.account_id().is_none() {
+        return Err(Error::invalid_field(
+            "message.data.account.id",
+            format!("a {event_type} notification must name an account"),
+        ));
+    }
+    if event_type::is_entitlement_event(&event_type) && notification.entitlement_id().is_none() {
+        return Err(Error::invalid_field(
+            "message.data.entitlement.id",
+            format!("a {event_type} notification must name an entitlement"),
+        ));
+    }
     if event_type.len() > 128 {
         return Err(Error::invalid_field(
             "message.data.eventType",
@@ -449,6 +461,22 @@ mod tests {
         assert!(no_id.message().contains("eventId"), "{no_id}");
         let no_key = decode_message(&message(&json!({"eventId": "x"}))).unwrap_err();
         assert!(no_key.message().contains("neither"), "{no_key}");
+        let typed_without_key = decode_message(&message(
+            &json!({"eventId": "x", "eventType": "ENTITLEMENT_ACTIVE"}),
+        ))
+        .unwrap_err();
+        assert!(
+            typed_without_key.message().contains("entitlement"),
+            "{typed_without_key}"
+        );
+        let future = decode_message(&message(
+            &json!({"eventId": "x", "eventType": "SOMETHING_NEW", "thing": {"id": "t"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            future.event_type, "SOMETHING_NEW",
+            "unknown types are accepted"
+        );
         assert!(decode_push_body(b"{}").is_err());
         assert!(decode_push_body(b"not json").is_err());
     }
