@@ -7,4 +7,5 @@ mod foundation;
 mod google_auth;
 mod google_events;
 mod google_lifecycle;
+mod google_stream;
 mod google_support;

@@ -279,7 +279,8 @@ pub struct DeliveryPlan {
     pub shuffle_seed: Option<u64>,
     /// Deliver every message twice.
     pub duplicate: bool,
-    /// At most this many messages.
+    /// At most this many messages (taken after shuffling, so the others
+    /// are delayed to a later batch).
     pub limit: Option<usize>,
 }
 
@@ -642,14 +643,18 @@ impl GoogleSimulator {
             .iter()
             .map(|p| p.message.clone())
             .collect();
+        let mut random = plan.shuffle_seed.map(rand::rngs::StdRng::seed_from_u64);
+        if let Some(random) = random.as_mut() {
+            batch.shuffle(random);
+        }
         if let Some(limit) = plan.limit {
             batch.truncate(limit);
         }
         if plan.duplicate {
             batch = batch.iter().flat_map(|m| [m.clone(), m.clone()]).collect();
-        }
-        if let Some(seed) = plan.shuffle_seed {
-            batch.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            if let Some(random) = random.as_mut() {
+                batch.shuffle(random);
+            }
         }
         self.deliver_batch(batch).await
     }
