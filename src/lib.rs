@@ -3,4 +3,5 @@
 //! they do when deployed apart. `marketbridge up` runs it; the end-to-end
 //! tests start it on port 0.
 
+pub mod demo;
 pub mod set;

@@ -8,6 +8,7 @@
 //! recorded, and its API can fail on demand.
 
 mod api;
+mod control;
 mod topic;
 mod world;
 
@@ -98,6 +99,7 @@ pub(crate) struct SimState {
     access_tokens: Mutex<HashMap<String, DateTime<Utc>>>,
     service_control: Mutex<ServiceControlState>,
     push: Mutex<PushTarget>,
+    signup_url: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -146,6 +148,22 @@ impl SimState {
             }
         }
         result
+    }
+
+    pub(crate) fn signup_token(&self, account_id: &str) -> String {
+        let now = self.now().timestamp();
+        self.keys.signup.sign(&json!({
+            "iss": SIGNUP_ISSUER,
+            "iat": now,
+            "exp": now + 300,
+            "aud": SIGNUP_AUDIENCE,
+            "sub": account_id,
+            "google": {"roles": ["account_admin"], "user_identity": format!("user-{account_id}")},
+        }))
+    }
+
+    pub(crate) fn signup_url(&self) -> Option<String> {
+        lock(&self.signup_url).clone()
     }
 
     pub(crate) fn issue_access_token(&self) -> String {
@@ -335,8 +353,10 @@ impl GoogleSimulator {
                 endpoint: None,
                 audience: PUSH_AUDIENCE.to_owned(),
             }),
+            signup_url: Mutex::new(None),
         });
-        let server = SimServer::start(api::router(state.clone()), &options.listen).await?;
+        let router = api::router(state.clone()).merge(control::router(state.clone()));
+        let server = SimServer::start(router, &options.listen).await?;
         let _ = state.base_url.set(server.url.clone());
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -549,15 +569,7 @@ impl GoogleSimulator {
 
     /// A signup token for `account_id`, as Google posts it (valid 5 minutes).
     pub fn signup_token(&self, account_id: &str) -> String {
-        let now = self.state.now().timestamp();
-        self.sign_signup_claims(&json!({
-            "iss": SIGNUP_ISSUER,
-            "iat": now,
-            "exp": now + 300,
-            "aud": SIGNUP_AUDIENCE,
-            "sub": account_id,
-            "google": {"roles": ["account_admin"], "user_identity": format!("user-{account_id}")},
-        }))
+        self.state.signup_token(account_id)
     }
 
     /// Signs arbitrary signup claims with Google's signup key.
@@ -593,6 +605,12 @@ impl GoogleSimulator {
         let mut push = lock(&self.state.push);
         push.endpoint = Some(endpoint.to_owned());
         push.audience = audience.to_owned();
+    }
+
+    /// Where "Sign up with provider" sends the customer (the provider's
+    /// signup URL), for the simulator's control pages.
+    pub fn set_signup_url(&self, url: &str) {
+        *lock(&self.state.signup_url) = Some(url.to_owned());
     }
 
     /// Posts one envelope for `message` to the push endpoint with a fresh
