@@ -74,7 +74,7 @@ backend_test!(
         let forged = SigningKey::generate("google-oidc-1").sign(&sim.push_claims());
         let now = google.clock.now().timestamp();
         let mut cases: Vec<(&str, String, u16, &str)> = vec![("forged", forged, 401, "signature")];
-        let mut with = |claim: &str, value: Value| {
+        let with = |claim: &str, value: Value| {
             let mut claims = sim.push_claims();
             claims[claim] = value;
             sim.sign_push_claims(&claims)

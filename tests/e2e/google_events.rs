@@ -115,7 +115,10 @@ backend_test!(
                 .is_empty()
         );
         google.clock.advance(ChronoDuration::days(1));
-        assert_eq!(sim.start_due_offers(), [offer.entitlement_id.clone()]);
+        assert_eq!(
+            sim.start_due_offers(),
+            std::slice::from_ref(&offer.entitlement_id)
+        );
         google.settle().await;
         assert_eq!(
             google.subscription_state(&offer.entitlement_id).await,

@@ -98,7 +98,7 @@ impl PushTokenVerifier {
     pub async fn verify(&self, token: &str) -> Result<PushIdentity, TokenRejected> {
         let claims: PushClaims = verified_claims(&self.keys, token, "push token").await?;
         let issuer = claims.iss.unwrap_or_default();
-        if !self.issuers.iter().any(|trusted| *trusted == issuer) {
+        if !self.issuers.contains(&issuer) {
             return Err(TokenRejected::new(
                 RejectReason::Issuer,
                 format!("the push token's issuer `{issuer}` is not trusted"),

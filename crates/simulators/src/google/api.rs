@@ -67,37 +67,36 @@ fn authorize(
     state: &SimState,
     headers: &HeaderMap,
     provider: Option<&str>,
-) -> Result<(), Response> {
+) -> Result<(), ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if !state.token_is_valid(token) {
-        return Err(error_response(&ApiError::new(
+        return Err(ApiError::new(
             401,
             "UNAUTHENTICATED",
             "Request had invalid authentication credentials.",
-        )));
+        ));
     }
     if let Some(provider) = provider
         && provider != state.provider_id
     {
-        return Err(error_response(&ApiError::new(
+        return Err(ApiError::new(
             403,
             "PERMISSION_DENIED",
             "The caller does not have permission.",
-        )));
+        ));
     }
     Ok(())
 }
 
-fn body_json(body: &Bytes) -> Result<Value, Response> {
+fn body_json(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body)
-        .map_err(|_| error_response(&ApiError::invalid("Invalid JSON payload received.")))
+    serde_json::from_slice(body).map_err(|_| ApiError::invalid("Invalid JSON payload received."))
 }
 
 fn split_action(segment: &str) -> (&str, Option<&str>) {
@@ -136,8 +135,8 @@ async fn list_accounts(
     Query(query): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, Some(&provider)) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, Some(&provider)) {
+        return error_response(&error);
     }
     let world = state.world();
     let all: Vec<Value> = world
@@ -158,8 +157,8 @@ async fn get_account(
     Path((provider, account)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, Some(&provider)) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, Some(&provider)) {
+        return error_response(&error);
     }
     let world = state.world();
     match world.accounts.get(&account) {
@@ -174,12 +173,12 @@ async fn account_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, Some(&provider)) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, Some(&provider)) {
+        return error_response(&error);
     }
     let body = match body_json(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     let (account, action) = split_action(&segment);
     let now = state.now();
@@ -203,8 +202,8 @@ async fn list_entitlements(
     Query(query): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, Some(&provider)) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, Some(&provider)) {
+        return error_response(&error);
     }
     let world = state.world();
     let matching = match world.filter_entitlements(query.filter.as_deref().unwrap_or_default()) {
@@ -228,8 +227,8 @@ async fn get_entitlement(
     Path((provider, entitlement)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, Some(&provider)) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, Some(&provider)) {
+        return error_response(&error);
     }
     let world = state.world();
     match world.entitlements.get(&entitlement) {
@@ -251,15 +250,15 @@ async fn patch_entitlement(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, Some(&provider)) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, Some(&provider)) {
+        return error_response(&error);
     }
     if query.update_mask.as_deref() != Some("messageToUser") {
         return error_response(&ApiError::invalid("Only messageToUser can be updated."));
     }
     let body = match body_json(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     let message = body["messageToUser"]
         .as_str()
@@ -278,12 +277,12 @@ async fn entitlement_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, Some(&provider)) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, Some(&provider)) {
+        return error_response(&error);
     }
     let body = match body_json(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     let (entitlement, action) = split_action(&segment);
     let pending_plan = body["pendingPlanName"]
@@ -321,8 +320,8 @@ async fn subscription_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, None) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, None) {
+        return error_response(&error);
     }
     let (subscription, action) = split_action(&segment);
     if format!("projects/{project}/subscriptions/{subscription}") != state.pull_subscription {
@@ -330,7 +329,7 @@ async fn subscription_action(
     }
     let body = match body_json(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     let ack_ids: Vec<String> = body["ackIds"]
         .as_array()
@@ -382,8 +381,8 @@ async fn service_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers, None) {
-        return response;
+    if let Err(error) = authorize(&state, &headers, None) {
+        return error_response(&error);
     }
     let (service, action) = split_action(&segment);
     if service != state.service_name {
@@ -395,7 +394,7 @@ async fn service_action(
     }
     let body = match body_json(&body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     let result = match action {
         Some("check") => state.service_check(&body),

@@ -279,7 +279,7 @@ fn validate_operation(operation: &Value) -> Result<(), ApiError> {
         }
         for value in set["metricValues"].as_array().into_iter().flatten() {
             if let Some(int64) = value.get("int64Value")
-                && !int64.as_str().is_some_and(|t| t.parse::<i64>().is_ok())
+                && int64.as_str().is_none_or(|t| t.parse::<i64>().is_err())
             {
                 return Err(ApiError::invalid(
                     "int64Value must be an integer in a string.",
