@@ -4,4 +4,5 @@
 //! tests start it on port 0.
 
 pub mod demo;
+pub mod probe;
 pub mod set;

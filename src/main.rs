@@ -11,8 +11,9 @@
 use clap::{Parser, Subcommand};
 use marketbridge::set::{RunningSet, SetOptions};
 use marketbridge_config::Config;
-use marketbridge_rpc::process::{load_cipher, run_process};
+use marketbridge_rpc::process::{exit_code, load_cipher, run_process};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +44,12 @@ enum Command {
     Gateway,
     /// Print every setting with its default and environment variable.
     Config,
+    /// Exit 0 when the target is healthy: `grpc://host:port` asks the gRPC
+    /// health service, `http(s)://…` expects a 2xx (health checks in images).
+    Probe {
+        /// The target.
+        target: String,
+    },
     /// Run a marketplace simulator for local trials.
     Sim {
         #[command(subcommand)]
@@ -87,7 +94,7 @@ enum DemoMarketplace {
     },
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(path) = &cli.config {
         // SAFETY: set before any thread starts; `run_process` reads it.
@@ -140,6 +147,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Command::Gateway => run_process("marketbridge-gateway", |config, shutdown| async move {
             marketbridge_gateway::run(&config, shutdown).await
         }),
+        Command::Probe { target } => {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|runtime| {
+                    runtime
+                        .block_on(marketbridge::probe::probe(&target))
+                        .map_err(|e| e.to_string())
+                });
+            exit_code("marketbridge probe", outcome)
+        }
         Command::Sim {
             marketplace:
                 SimMarketplace::Google {
@@ -154,38 +173,57 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Command::Demo {
             marketplace: DemoMarketplace::Google { pull },
         } => {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async move {
-                let options = marketbridge_config::TelemetryOptions {
-                    log_filter: "warn".into(),
-                    ..Default::default()
-                };
-                let _telemetry = marketbridge_telemetry::init("marketbridge-demo", &options);
-                marketbridge_rpc::tls::install_crypto_provider();
-                marketbridge::demo::google(pull).await
-            })?;
-            Ok(())
+            let outcome = tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())
+                .and_then(|runtime| {
+                    runtime
+                        .block_on(async move {
+                            let options = marketbridge_config::TelemetryOptions {
+                                log_filter: "warn".into(),
+                                ..Default::default()
+                            };
+                            let _telemetry =
+                                marketbridge_telemetry::init("marketbridge-demo", &options);
+                            marketbridge_rpc::tls::install_crypto_provider();
+                            marketbridge::demo::google(pull).await
+                        })
+                        .map_err(|e| e.to_string())
+                });
+            exit_code("marketbridge demo google", outcome)
         }
-        Command::Config => {
-            let config = Config::load(cli.config.as_deref())?;
-            let values = serde_json::to_value(&config)?;
-            for key in Config::keys() {
-                let (section, field) = key.split_once('.').unwrap_or((&key, ""));
-                let value = &values[section][field];
-                let shown = if key.contains("secret") || key.contains("encryption_key") {
-                    if value.as_str().is_some_and(|v| !v.is_empty()) {
-                        "\"***\"".to_owned()
-                    } else {
-                        "\"\"".to_owned()
-                    }
-                } else {
-                    value.to_string()
-                };
-                println!("{key} = {shown}    # {}", Config::env_var(&key));
-            }
-            Ok(())
-        }
+        Command::Config => exit_code("marketbridge config", print_config(cli.config.as_deref())),
     }
+}
+
+/// `text` with the password of a URL in it masked (`postgres://u:***@h/db`).
+fn without_password(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// Prints every setting, its value (secrets and URL passwords masked) and
+/// its variable.
+fn print_config(path: Option<&std::path::Path>) -> Result<(), String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let values = serde_json::to_value(&config).map_err(|e| e.to_string())?;
+    for key in Config::keys() {
+        let (section, field) = key.split_once('.').unwrap_or((&key, ""));
+        let value = &values[section][field];
+        let secret =
+            key.contains("secret") || key.contains("encryption_key") || key.ends_with("_token");
+        let shown = match (secret, value.as_str()) {
+            (true, Some(text)) if !text.is_empty() => "\"***\"".to_owned(),
+            (false, Some(text)) => serde_json::Value::String(without_password(text)).to_string(),
+            _ => value.to_string(),
+        };
+        println!("{key} = {shown}    # {}", Config::env_var(&key));
+    }
+    Ok(())
 }
 
 /// Runs the Google simulator until `shutdown`, pointed at the gateway, and

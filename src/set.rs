@@ -39,7 +39,8 @@ pub struct SetOptions {
     pub clock: SharedClock,
     /// Encryption at rest.
     pub cipher: Cipher,
-    /// Run the outbox workers in the background (tests may drain instead).
+    /// Run the outbox workers and the usage meter in the background (tests
+    /// may drain and run meter rounds instead).
     pub run_workers: bool,
 }
 
@@ -144,6 +145,11 @@ impl RunningSet {
                 billing.job_handler(),
                 &shutdown,
             );
+            let (meter, stop) = (provisioning.usage_meter().clone(), shutdown.clone());
+            tasks.spawn(async move {
+                meter.run(stop).await;
+                Ok(())
+            });
             let background = account
                 .spawn_marketplace_workers(shutdown.clone())
                 .into_iter()

@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "marketbridge/account/v1/account.proto",
     "marketbridge/provisioning/v1/provisioning.proto",
     "marketbridge/billing/v1/billing.proto",
+    "marketbridge/plugin/v1/plugin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -114,6 +114,12 @@ backend_test!(
                 names.contains(&"grpc.health.v1.Health".to_owned()),
                 "{names:?}"
             );
+            assert!(
+                names
+                    .iter()
+                    .all(|name| !name.starts_with("marketbridge.") || name == service),
+                "only the service served here is advertised: {names:?}"
+            );
             let Some(Ok(second)) = answers.next().await else {
                 panic!("no descriptor answer")
             };
@@ -927,3 +933,119 @@ fn clock_now(clock: &marketbridge_core::time::ManualClock) -> chrono::DateTime<c
     use marketbridge_core::time::Clock;
     clock.now()
 }
+
+backend_test!(
+    invoice_states_follow_the_marketplace_and_ignore_stale_reports,
+    |database| async move {
+        let test = set_on(&database).start().await;
+        let account = direct_account(&test, "team-i", false).await;
+        let mut billing = test.set.clients.billing.clone();
+        let now = chrono::Utc::now();
+        let report = |state: billing_pb::InvoiceState, at: chrono::DateTime<chrono::Utc>| {
+            billing_pb::RecordInvoiceStateRequest {
+                context: None,
+                account_id: account.id.clone(),
+                marketplace_invoice_id: "mi_1".into(),
+                state: state as i32,
+                occurred_at: Some(to_timestamp(at)),
+                total: Some(marketbridge_proto::common::v1::Money {
+                    amount_minor: 1234,
+                    currency: "USD".into(),
+                }),
+                period_start: None,
+                period_end: None,
+            }
+        };
+        let created = billing
+            .record_invoice_state(report(billing_pb::InvoiceState::Invoiced, now))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(created.state, billing_pb::InvoiceState::Invoiced as i32);
+        let paid = billing
+            .record_invoice_state(report(
+                billing_pb::InvoiceState::Paid,
+                now + ChronoDuration::minutes(5),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (paid.id.as_str(), paid.state),
+            (created.id.as_str(), billing_pb::InvoiceState::Paid as i32)
+        );
+        assert!(paid.paid_at.is_some());
+        let stale = billing
+            .record_invoice_state(report(
+                billing_pb::InvoiceState::Notpaid,
+                now + ChronoDuration::minutes(1),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            stale.state,
+            billing_pb::InvoiceState::Paid as i32,
+            "a stale report changes nothing"
+        );
+        let listed = billing
+            .list_invoices(billing_pb::ListInvoicesRequest {
+                account_id: account.id.clone(),
+                page: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.invoices.len(), 1);
+        assert_eq!(
+            listed.invoices[0].total.as_ref().unwrap().amount_minor,
+            1234
+        );
+        let by_marketplace_id = billing
+            .get_invoice(billing_pb::GetInvoiceRequest {
+                selector: Some(
+                    billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId("mi_1".into()),
+                ),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(by_marketplace_id.id, created.id);
+
+        let too_much = billing
+            .refund_invoice(billing_pb::RefundInvoiceRequest {
+                invoice_id: created.id.clone(),
+                reason: "duplicate charge".into(),
+                amount: Some(marketbridge_proto::common::v1::Money {
+                    amount_minor: 5000,
+                    currency: "USD".into(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(too_much.code(), Code::InvalidArgument);
+        let prepayment = billing
+            .provision_prepayment(billing_pb::ProvisionPrepaymentRequest {
+                context: None,
+                account_id: account.id.clone(),
+                marketplace_invoice_id: "mi_1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            prepayment.code(),
+            Code::FailedPrecondition,
+            "direct customers cannot prepay through a marketplace"
+        );
+        let balances = billing
+            .get_balances(billing_pb::GetBalancesRequest {
+                account_id: account.id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(balances.balances.is_empty());
+        test.stop().await;
+    }
+);

@@ -3,9 +3,14 @@
 
 mod support;
 
+mod docs;
+mod drivers_plugin;
+mod drivers_postgres;
+mod drivers_support;
 mod foundation;
 mod google_auth;
 mod google_events;
 mod google_lifecycle;
 mod google_stream;
 mod google_support;
+mod tls;

@@ -35,8 +35,8 @@ pub struct Config {
     pub tls: TlsOptions,
     /// The account service.
     pub account: ServiceOptions,
-    /// The provisioning service.
-    pub provisioning: ServiceOptions,
+    /// The provisioning service and its drivers.
+    pub provisioning: ProvisioningOptions,
     /// The billing service.
     pub billing: BillingOptions,
     /// The REST gateway.
@@ -152,6 +152,63 @@ impl ServiceOptions {
 impl Default for ServiceOptions {
     fn default() -> Self {
         Self::with_listen("127.0.0.1:0")
+    }
+}
+
+/// The provisioning service: a gRPC service, its usage meter, and the
+/// settings of the built-in `postgres` and `plugin` drivers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvisioningOptions {
+    /// gRPC listen address.
+    pub listen: String,
+    /// Database URL; empty means a SQLite file in the data folder.
+    pub database_url: String,
+    /// Address serving Prometheus `/metrics`; empty disables it.
+    pub metrics_listen: String,
+    /// How often drivers measure the usage of every live resource (database
+    /// size, connections, plug-in usage) and record it in billing, in
+    /// seconds; 0 turns the meter off.
+    pub usage_interval_seconds: u64,
+    /// Admin connection of the PostgreSQL server the `postgres` driver
+    /// creates customer databases on (`postgres://admin:pw@host:5432/postgres`).
+    /// The role needs CREATEDB and CREATEROLE (or superuser). Empty leaves the
+    /// `postgres` driver out, and a catalog product naming it is refused.
+    pub postgres_admin_url: String,
+    /// Host customers connect to (in `DATABASE_URL` and `PGHOST`); empty
+    /// means the host of `postgres_admin_url`.
+    pub postgres_host: String,
+    /// Port customers connect to; 0 means the port of `postgres_admin_url`.
+    pub postgres_port: u16,
+    /// Query parameters added to every customer `DATABASE_URL`, for example
+    /// `sslmode=require`.
+    pub postgres_url_parameters: String,
+    /// How long a deleted database is kept (connections refused) before it
+    /// and its roles are dropped, in seconds.
+    pub postgres_deletion_grace_seconds: u64,
+    /// Deadline of one call to a provisioner plug-in, in milliseconds, unless
+    /// the product's `[products.plugin]` table sets `timeout_ms`.
+    pub plugin_timeout_ms: u64,
+    /// Bearer token sent to provisioner plug-ins (`authorization` metadata);
+    /// empty sends none.
+    pub plugin_token: String,
+}
+
+impl Default for ProvisioningOptions {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50052".into(),
+            database_url: String::new(),
+            metrics_listen: String::new(),
+            usage_interval_seconds: 3600,
+            postgres_admin_url: String::new(),
+            postgres_host: String::new(),
+            postgres_port: 0,
+            postgres_url_parameters: String::new(),
+            postgres_deletion_grace_seconds: 7 * 24 * 3600,
+            plugin_timeout_ms: 10_000,
+            plugin_token: String::new(),
+        }
     }
 }
 
@@ -382,7 +439,7 @@ impl Default for Config {
             security: SecurityOptions::default(),
             tls: TlsOptions::default(),
             account: ServiceOptions::with_listen("127.0.0.1:50051"),
-            provisioning: ServiceOptions::with_listen("127.0.0.1:50052"),
+            provisioning: ProvisioningOptions::default(),
             billing: BillingOptions::default(),
             gateway: GatewayOptions::default(),
             catalog: CatalogOptions::default(),

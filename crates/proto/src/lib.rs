@@ -29,6 +29,12 @@ pub mod billing {
     }
 }
 
+pub mod plugin {
+    pub mod v1 {
+        tonic::include_proto!("marketbridge.plugin.v1");
+    }
+}
+
 /// Encoded descriptors of every marketbridge proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("marketbridge_descriptor");

@@ -6,6 +6,7 @@ use marketbridge_core::crypto::Cipher;
 use marketbridge_core::{Error, Result};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 /// File (in the data folder) holding the development encryption key.
@@ -62,24 +63,39 @@ async fn wait_for_signal() {
 /// Runs a process: loads the configuration (`--config` or
 /// `MARKETBRIDGE_CONFIG`, then the environment), starts telemetry as
 /// `service_name`, runs `body` until it returns, then flushes telemetry.
-pub fn run_process<F, Fut>(
-    service_name: &'static str,
-    body: F,
-) -> std::result::Result<(), Box<dyn std::error::Error>>
+/// A failure is printed on stderr and the exit status is 1.
+pub fn run_process<F, Fut>(service_name: &'static str, body: F) -> ExitCode
 where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        let config = Config::load(config_path_from_args().as_deref())?;
-        let telemetry = marketbridge_telemetry::init(service_name, &config.telemetry)?;
-        crate::tls::install_crypto_provider();
-        let shutdown = shutdown_on_signal();
-        let result = body(config, shutdown).await;
-        telemetry.shutdown();
-        result.map_err(|e| Box::new(e) as Box<dyn std::error::Error>)
-    })
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async move {
+                let config =
+                    Config::load(config_path_from_args().as_deref()).map_err(|e| e.to_string())?;
+                let telemetry = marketbridge_telemetry::init(service_name, &config.telemetry)
+                    .map_err(|e| e.to_string())?;
+                crate::tls::install_crypto_provider();
+                let shutdown = shutdown_on_signal();
+                let result = body(config, shutdown).await;
+                telemetry.shutdown();
+                result.map_err(|e| e.to_string())
+            })
+        });
+    exit_code(service_name, outcome)
+}
+
+/// Prints a failure on stderr and turns the outcome into an exit status.
+pub fn exit_code(name: &str, outcome: std::result::Result<(), String>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{name}: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The cipher for secrets at rest: `security.encryption_key`, or with
@@ -124,4 +140,21 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         .map_err(|e| Error::unavailable(format!("cannot write {}: {e}", path.display())))?;
     file.write_all(contents.as_bytes())
         .map_err(|e| Error::unavailable(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Serves Prometheus `/metrics` on `address` until `shutdown`, when an
+/// address is configured.
+pub async fn spawn_metrics_listener(address: &str, shutdown: CancellationToken) -> Result<()> {
+    if address.is_empty() {
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot listen on {address}: {e}")))?;
+    tracing::info!(listen = %address, "metrics listening");
+    tokio::spawn(marketbridge_telemetry::serve_metrics(
+        listener,
+        async move { shutdown.cancelled().await },
+    ));
+    Ok(())
 }

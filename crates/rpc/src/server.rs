@@ -44,6 +44,9 @@ where
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(marketbridge_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Advertise only what this server serves, not every service in the protos.
+            .with_service_name(S::NAME)
+            .with_service_name("grpc.health.v1.Health")
     };
     let reflection = reflection_builder()
         .build_v1()

@@ -200,5 +200,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
             Error::unavailable(format!("cannot listen on {}: {e}", config.account.listen))
         })?;
     tracing::info!(listen = %config.account.listen, "account service listening");
+    marketbridge_rpc::process::spawn_metrics_listener(
+        &config.account.metrics_listen,
+        shutdown.clone(),
+    )
+    .await?;
     server.serve(listener, &config.tls, shutdown).await
 }

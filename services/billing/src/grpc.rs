@@ -71,46 +71,52 @@ impl BillingService for BillingGrpc {
         reply(self.domain.query_usage(request.into_inner()).await)
     }
 
+    #[tracing::instrument(name = "billing.list_invoices", skip_all)]
     async fn list_invoices(
         &self,
-        _request: Request<pb::ListInvoicesRequest>,
+        request: Request<pb::ListInvoicesRequest>,
     ) -> Result<Response<pb::ListInvoicesResponse>, Status> {
-        not_yet("ListInvoices")
+        reply(self.domain.list_invoices(request.into_inner()).await)
     }
 
+    #[tracing::instrument(name = "billing.get_invoice", skip_all)]
     async fn get_invoice(
         &self,
-        _request: Request<pb::GetInvoiceRequest>,
+        request: Request<pb::GetInvoiceRequest>,
     ) -> Result<Response<pb::Invoice>, Status> {
-        not_yet("GetInvoice")
+        reply(self.domain.get_invoice(request.into_inner()).await)
     }
 
+    #[tracing::instrument(name = "billing.record_invoice_state", skip_all)]
     async fn record_invoice_state(
         &self,
-        _request: Request<pb::RecordInvoiceStateRequest>,
+        request: Request<pb::RecordInvoiceStateRequest>,
     ) -> Result<Response<pb::Invoice>, Status> {
-        not_yet("RecordInvoiceState")
+        reply(self.domain.record_invoice_state(request.into_inner()).await)
     }
 
+    #[tracing::instrument(name = "billing.refund_invoice", skip_all)]
     async fn refund_invoice(
         &self,
-        _request: Request<pb::RefundInvoiceRequest>,
+        request: Request<pb::RefundInvoiceRequest>,
     ) -> Result<Response<pb::Invoice>, Status> {
-        not_yet("RefundInvoice")
+        reply(self.domain.refund_invoice(request.into_inner()).await)
     }
 
+    #[tracing::instrument(name = "billing.provision_prepayment", skip_all)]
     async fn provision_prepayment(
         &self,
-        _request: Request<pb::ProvisionPrepaymentRequest>,
+        request: Request<pb::ProvisionPrepaymentRequest>,
     ) -> Result<Response<pb::Balances>, Status> {
-        not_yet("ProvisionPrepayment")
+        reply(self.domain.provision_prepayment(request.into_inner()).await)
     }
 
+    #[tracing::instrument(name = "billing.get_balances", skip_all)]
     async fn get_balances(
         &self,
-        _request: Request<pb::GetBalancesRequest>,
+        request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::Balances>, Status> {
-        not_yet("GetBalances")
+        reply(self.domain.get_balances(request.into_inner()).await)
     }
 
     #[tracing::instrument(name = "billing.close_account_billing", skip_all)]

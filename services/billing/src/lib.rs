@@ -134,5 +134,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
             Error::unavailable(format!("cannot listen on {}: {e}", config.billing.listen))
         })?;
     tracing::info!(listen = %config.billing.listen, "billing service listening");
+    marketbridge_rpc::process::spawn_metrics_listener(
+        &config.billing.metrics_listen,
+        shutdown.clone(),
+    )
+    .await?;
     server.serve(listener, &config.tls, shutdown).await
 }

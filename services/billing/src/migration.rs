@@ -10,6 +10,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut migrations = marketbridge_storage::migrations::shared();
         migrations.push(Box::new(CreateLedger));
+        migrations.push(Box::new(CreateInvoices));
         migrations
     }
 }
@@ -138,6 +139,115 @@ impl MigrationTrait for CreateLedger {
             "billing_resources",
             "billing_subscriptions",
         ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+struct CreateInvoices;
+
+impl MigrationName for CreateInvoices {
+    fn name(&self) -> &str {
+        "m0001_000002_create_invoices_and_balances"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateInvoices {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("invoices")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("account_id"))
+                    .col(string("subscription_id"))
+                    .col(string("marketplace"))
+                    .col(string_null("marketplace_invoice_id"))
+                    .col(string_null("external_id"))
+                    .col(string("state"))
+                    .col(timestamp_with_time_zone("state_at"))
+                    .col(timestamp_with_time_zone_null("period_start"))
+                    .col(timestamp_with_time_zone_null("period_end"))
+                    .col(timestamp_with_time_zone_null("invoice_date"))
+                    .col(text("items"))
+                    .col(big_integer("total_minor"))
+                    .col(string("currency"))
+                    .col(boolean("test"))
+                    .col(boolean("is_final"))
+                    .col(big_integer("refund_total_minor"))
+                    .col(text("refund_reason"))
+                    .col(timestamp_with_time_zone_null("paid_at"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("invoices_marketplace_id")
+                    .table("invoices")
+                    .col("marketplace")
+                    .col("marketplace_invoice_id")
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("invoices_external_id")
+                    .table("invoices")
+                    .col("account_id")
+                    .col("external_id")
+                    .unique()
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("balances")
+                    .if_not_exists()
+                    .col(string("account_id"))
+                    .col(string("resource_id"))
+                    .col(big_integer("value_minor"))
+                    .col(string("currency"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .primary_key(Index::create().col("account_id").col("resource_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("prepayment_credits")
+                    .if_not_exists()
+                    .col(string("marketplace"))
+                    .col(string("marketplace_invoice_id"))
+                    .col(string("account_id"))
+                    .col(big_integer("amount_minor"))
+                    .col(string("currency"))
+                    .col(timestamp_with_time_zone("credited_at"))
+                    .primary_key(
+                        Index::create()
+                            .col("marketplace")
+                            .col("marketplace_invoice_id"),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["prepayment_credits", "balances", "invoices"] {
             manager
                 .drop_table(Table::drop().table(table).to_owned())
                 .await?;

@@ -210,7 +210,9 @@ impl ProvisioningJobs {
             kind::APPLY_PLAN if row.status != status::UNINSTALLED => {
                 driver.driver.apply_plan(&context).await?
             }
-            kind::SUSPEND if row.status == status::SUSPENDED => {
+            kind::SUSPEND
+                if row.status == status::SUSPENDED || row.status == status::UNINSTALLED =>
+            {
                 driver.driver.suspend(&context).await?
             }
             kind::RESUME

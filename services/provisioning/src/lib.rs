@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod jobs;
 pub mod marketplace;
 pub mod migration;
+pub mod usage;
 
 use crate::domain::ProvisioningDomain;
 use crate::driver::Drivers;
@@ -23,6 +24,7 @@ use crate::grpc::ProvisioningGrpc;
 use crate::jobs::ProvisioningJobs;
 use crate::marketplace::Marketplaces;
 use crate::migration::Migrator;
+use crate::usage::UsageMeter;
 use marketbridge_catalog::Catalog;
 use marketbridge_config::{Config, OutboxOptions, TlsOptions};
 use marketbridge_core::crypto::Cipher;
@@ -53,6 +55,8 @@ pub struct ProvisioningDeps {
     pub accounts: AccountClient,
     /// The billing service.
     pub billing: Option<BillingClient>,
+    /// How often the usage meter runs; zero turns it off.
+    pub usage_interval: Duration,
 }
 
 /// A ready provisioning service.
@@ -60,6 +64,7 @@ pub struct ProvisioningDeps {
 pub struct ProvisioningServer {
     domain: ProvisioningDomain,
     jobs: Arc<ProvisioningJobs>,
+    usage: UsageMeter,
 }
 
 impl ProvisioningServer {
@@ -70,14 +75,15 @@ impl ProvisioningServer {
         deps: ProvisioningDeps,
     ) -> Result<Self> {
         for product in deps.catalog.products() {
-            if deps.drivers.get(&product.driver).is_none() {
+            let Some(driver) = deps.drivers.get(&product.driver) else {
                 return Err(Error::validation(format!(
                     "catalog: product `{}` names driver `{}`; known drivers: {}",
                     product.id,
                     product.driver,
                     deps.drivers.names().join(", ")
                 )));
-            }
+            };
+            driver.check_product(product)?;
         }
         let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
         let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
@@ -91,8 +97,13 @@ impl ProvisioningServer {
             deps.marketplaces,
             deps.accounts,
         );
+        let usage = UsageMeter::new(domain.clone(), deps.billing.clone(), deps.usage_interval);
         let jobs = Arc::new(ProvisioningJobs::new(domain.clone(), deps.billing));
-        Ok(Self { domain, jobs })
+        Ok(Self {
+            domain,
+            jobs,
+            usage,
+        })
     }
 
     /// Builds the service from configuration.
@@ -113,6 +124,7 @@ impl ProvisioningServer {
             marketplaces: adapters::from_config(config, clock.clone())?,
             accounts: clients.account,
             billing: Some(clients.billing),
+            usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
         };
         let url = config.database_url(&config.provisioning.database_url, "provisioning");
         Self::open(&url, &config.outbox, deps).await
@@ -126,6 +138,12 @@ impl ProvisioningServer {
     /// The outbox job handler.
     pub fn job_handler(&self) -> Arc<dyn JobHandler> {
         self.jobs.clone()
+    }
+
+    /// The usage meter (run by [`ProvisioningServer::serve`]; tests run
+    /// single rounds).
+    pub fn usage_meter(&self) -> &UsageMeter {
+        &self.usage
     }
 
     /// The tonic service.
@@ -163,8 +181,8 @@ impl ProvisioningServer {
             .collect()
     }
 
-    /// Serves gRPC on `listener` and runs the outbox worker and the
-    /// reconciliations until `shutdown`.
+    /// Serves gRPC on `listener` and runs the outbox worker, the usage
+    /// meter and the reconciliations until `shutdown`.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -177,10 +195,12 @@ impl ProvisioningServer {
                 .clone()
                 .run(self.jobs.clone(), shutdown.clone()),
         );
+        let meter = tokio::spawn(self.usage.clone().run(shutdown.clone()));
         let reconciliations = self.spawn_reconciliations(shutdown.clone());
         let served = serve_grpc(listener, "provisioning", tls, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
+        let _ = meter.await;
         for task in reconciliations {
             let _ = task.await;
         }
@@ -203,5 +223,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
             ))
         })?;
     tracing::info!(listen = %config.provisioning.listen, "provisioning service listening");
+    marketbridge_rpc::process::spawn_metrics_listener(
+        &config.provisioning.metrics_listen,
+        shutdown.clone(),
+    )
+    .await?;
     server.serve(listener, &config.tls, shutdown).await
 }

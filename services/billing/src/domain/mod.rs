@@ -1,5 +1,6 @@
 //! The billing service's operations, independent of gRPC.
 
+mod invoices;
 mod plans;
 mod subscriptions;
 mod usage;
@@ -13,6 +14,7 @@ use marketbridge_storage::outbox::{Outbox, truncate_micros};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
+pub use invoices::{StoredItem, invoice_to_proto, state_name};
 pub use usage::{MAX_BATCH, MAX_EVENT_AGE_DAYS, MAX_FUTURE_SKEW_MINUTES};
 
 /// The billing service's state and operations.

@@ -4,6 +4,8 @@
 pub mod google;
 
 use crate::driver::Drivers;
+use crate::driver::plugin::PluginDriver;
+use crate::driver::postgres::PostgresDriver;
 use crate::marketplace::Marketplaces;
 use marketbridge_catalog::Catalog;
 use marketbridge_config::Config;
@@ -33,7 +35,12 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
     Ok(marketplaces)
 }
 
-/// The drivers the catalog may name.
-pub fn drivers(_config: &Config) -> Result<Drivers> {
-    Ok(Drivers::builtin())
+/// The drivers the catalog may name: the built-in ones, `plugin`, and
+/// `postgres` when `provisioning.postgres_admin_url` is set.
+pub fn drivers(config: &Config) -> Result<Drivers> {
+    let mut drivers = Drivers::builtin().with(Arc::new(PluginDriver::from_config(config)));
+    if let Some(postgres) = PostgresDriver::from_options(&config.provisioning)? {
+        drivers = drivers.with(Arc::new(postgres));
+    }
+    Ok(drivers)
 }

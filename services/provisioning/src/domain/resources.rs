@@ -433,13 +433,27 @@ impl ProvisioningDomain {
                 .map_err(db_error)?;
             self.enqueue_billing_change(conn, &subscription).await?;
         }
+        // A driver with a grace period keeps the resource, suspended, until
+        // the teardown is due.
+        let grace_seconds = match self.driver_for(&row) {
+            Ok(driver) => driver.driver.deletion_grace_seconds(&driver.context()),
+            Err(_) => 0,
+        };
+        if grace_seconds > 0 {
+            self.enqueue(
+                conn,
+                NewJob::new(kind::SUSPEND, &jobs::ResourceJob::plain(&row.id))?,
+            )
+            .await?;
+        }
         self.enqueue(
             conn,
             NewJob::new(kind::DEPROVISION, &jobs::ResourceJob::plain(&row.id))?
-                .dedupe_key(format!("deprovision:{}", row.id)),
+                .dedupe_key(format!("deprovision:{}", row.id))
+                .run_at(now + ChronoDuration::seconds(grace_seconds.min(i64::MAX as u64) as i64)),
         )
         .await?;
-        tracing::info!(resource.id = %row.id, "resource deleted");
+        tracing::info!(resource.id = %row.id, grace_seconds, "resource deleted");
         Ok(row)
     }
 

@@ -5,6 +5,8 @@
 //! Every driver method may be called more than once for the same resource
 //! (the outbox retries), so each must be idempotent.
 
+pub mod plugin;
+pub mod postgres;
 pub mod template;
 
 use async_trait::async_trait;
@@ -119,6 +121,16 @@ pub struct Measurement {
 pub trait Driver: Send + Sync + 'static {
     /// The name the catalog uses.
     fn name(&self) -> &'static str;
+    /// Checks a catalog product this driver serves (its driver settings),
+    /// so a broken catalog is refused at startup rather than at first use.
+    fn check_product(&self, _product: &Product) -> Result<()> {
+        Ok(())
+    }
+    /// How long a deleted resource is kept, suspended, before
+    /// [`Driver::deprovision`] tears it down; 0 tears it down at once.
+    fn deletion_grace_seconds(&self, _context: &DriverContext<'_>) -> u64 {
+        0
+    }
     /// Decides the secrets of a new resource. Must not have side effects
     /// beyond the returned values: the resource may never be created.
     async fn prepare(&self, context: &DriverContext<'_>) -> Result<Prepared>;

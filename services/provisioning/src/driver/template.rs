@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TemplateDriver;
 
-fn render(template: &str, values: &BTreeMap<String, String>) -> String {
+/// Replaces every `{key}` in `template` with its value.
+pub(crate) fn render(template: &str, values: &BTreeMap<String, String>) -> String {
     let mut out = template.to_owned();
     for (key, value) in values {
         out = out.replace(&format!("{{{key}}}"), value);

@@ -1,0 +1,490 @@
+//! The built-in `postgres` driver: every resource is a PostgreSQL database on
+//! a server the provider runs, owned by a role of its own, with login roles
+//! whose passwords are the customer's secrets.
+//!
+//! - **Provision**: the owner role (cannot log in), a login role with the
+//!   password decided in [`Driver::prepare`], and the database, which only
+//!   the owner may connect to. The plan's `max_connections` becomes the
+//!   database's connection limit.
+//! - **Rotate**: each resource has two login roles (`…_a`, `…_b`), both
+//!   members of the owner. A rotation gives the idle one a new password; the
+//!   old login keeps working until the revoke job disables it after the
+//!   grace period the customer asked for. Sessions act as the owner role, so
+//!   objects belong to the owner whichever login created them.
+//! - **Suspend / resume**: the database stops (or starts again) accepting
+//!   connections; open sessions are ended. Data is kept.
+//! - **Delete**: the database is suspended at once and dropped, with its
+//!   roles, after `provisioning.postgres_deletion_grace_seconds`.
+//! - **Usage**: database size and open connections, recorded against the
+//!   metrics named by `storage_metric` and `connections_metric`. A database
+//!   larger than the plan's `storage_mb` becomes read-only for new
+//!   transactions until it shrinks or the plan grows.
+//!
+//! Passwords reach the server only as SCRAM-SHA-256 verifiers.
+
+pub mod admin;
+pub mod names;
+pub mod scram;
+pub mod settings;
+
+use super::{Driver, DriverContext, Measurement, Prepared, Provisioned, Rotation, Secret};
+use admin::Admin;
+use async_trait::async_trait;
+use marketbridge_catalog::Product;
+use marketbridge_config::ProvisioningOptions;
+use marketbridge_core::crypto::random_token;
+use marketbridge_core::{Error, Result};
+use names::{ResourceNames, Slot, quote_identifier, quote_literal};
+use serde_json::json;
+use settings::{Endpoint, ProductSettings, ServerSettings};
+use std::collections::BTreeMap;
+
+/// Secret names the driver hands out.
+pub mod secret {
+    /// Connection URL.
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    /// Host.
+    pub const PGHOST: &str = "PGHOST";
+    /// Port.
+    pub const PGPORT: &str = "PGPORT";
+    /// Login role.
+    pub const PGUSER: &str = "PGUSER";
+    /// Password of the login role.
+    pub const PGPASSWORD: &str = "PGPASSWORD";
+    /// Database.
+    pub const PGDATABASE: &str = "PGDATABASE";
+}
+
+/// Random bytes in a password (32 characters of URL-safe text).
+const PASSWORD_BYTES: usize = 24;
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct PostgresDriver {
+    server: ServerSettings,
+    admin: Admin,
+}
+
+impl std::fmt::Debug for PostgresDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresDriver")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A host and port as they go into a URL (IPv6 addresses in brackets).
+fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+impl PostgresDriver {
+    /// A driver on `server`; connects on first use.
+    pub fn new(server: ServerSettings) -> Self {
+        let admin = Admin::connect_lazy(server.admin.clone(), server.acquire_timeout);
+        Self { server, admin }
+    }
+
+    /// The driver the configuration describes; `None` when no admin URL is
+    /// set.
+    pub fn from_options(options: &ProvisioningOptions) -> Result<Option<Self>> {
+        Ok(ServerSettings::from_options(options)?.map(Self::new))
+    }
+
+    /// The admin connection (operators' tooling and tests).
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    /// The database and role names of the resource in `context`.
+    pub fn names(context: &DriverContext<'_>) -> Result<ResourceNames> {
+        let settings = ProductSettings::of(context.product)?;
+        ResourceNames::new(&settings.name_prefix, context.resource_id)
+    }
+
+    fn resource(context: &DriverContext<'_>) -> Result<(ProductSettings, ResourceNames)> {
+        let settings = ProductSettings::of(context.product)?;
+        let names = ResourceNames::new(&settings.name_prefix, context.resource_id)?;
+        Ok((settings, names))
+    }
+
+    fn current_slot(context: &DriverContext<'_>) -> Slot {
+        Slot::parse(
+            context
+                .state
+                .get("login_slot")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn state(names: &ResourceNames, slot: Slot) -> serde_json::Value {
+        json!({ "database": names.database, "login_slot": slot.as_str() })
+    }
+
+    /// The endpoint `overrides` describes, with defaults from the product
+    /// and then the server.
+    fn endpoint(&self, settings: &ProductSettings, overrides: &Endpoint) -> (String, u16, String) {
+        let product = settings.endpoint();
+        let host = [&overrides.host, &product.host]
+            .into_iter()
+            .find(|h| !h.trim().is_empty())
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|| self.server.host.clone());
+        let port = [overrides.port, product.port]
+            .into_iter()
+            .find(|p| *p != 0)
+            .unwrap_or(self.server.port);
+        let parameters = overrides
+            .url_parameters
+            .clone()
+            .or(product.url_parameters)
+            .unwrap_or_else(|| self.server.url_parameters.clone());
+        (
+            host,
+            port,
+            parameters.trim().trim_start_matches('?').to_owned(),
+        )
+    }
+
+    fn url(
+        (host, port, parameters): &(String, u16, String),
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> String {
+        // User, password and database are [A-Za-z0-9_-] only: nothing to escape.
+        let mut url = format!(
+            "postgresql://{user}:{password}@{}:{port}/{database}",
+            url_host(host)
+        );
+        if !parameters.is_empty() {
+            url.push('?');
+            url.push_str(parameters);
+        }
+        url
+    }
+
+    fn secrets(
+        &self,
+        settings: &ProductSettings,
+        names: &ResourceNames,
+        slot: Slot,
+        password: &str,
+    ) -> Vec<Secret> {
+        let user = names.login(slot);
+        let default = self.endpoint(settings, &Endpoint::default());
+        let mut url_overrides = BTreeMap::new();
+        let mut host_overrides = BTreeMap::new();
+        let mut port_overrides = BTreeMap::new();
+        for (environment, overrides) in &settings.environments {
+            let endpoint = self.endpoint(settings, overrides);
+            url_overrides.insert(
+                environment.clone(),
+                Self::url(&endpoint, user, password, &names.database),
+            );
+            host_overrides.insert(environment.clone(), endpoint.0.clone());
+            port_overrides.insert(environment.clone(), endpoint.1.to_string());
+        }
+        vec![
+            Secret {
+                name: secret::DATABASE_URL.into(),
+                value: Self::url(&default, user, password, &names.database),
+                environment_overrides: url_overrides,
+            },
+            Secret {
+                name: secret::PGHOST.into(),
+                value: default.0.clone(),
+                environment_overrides: host_overrides,
+            },
+            Secret {
+                name: secret::PGPORT.into(),
+                value: default.1.to_string(),
+                environment_overrides: port_overrides,
+            },
+            Secret::new(secret::PGUSER, user),
+            Secret::new(secret::PGPASSWORD, password),
+            Secret::new(secret::PGDATABASE, names.database.clone()),
+        ]
+    }
+
+    /// The login slot and password `secrets` hold, checked to belong to the
+    /// resource.
+    fn credential(names: &ResourceNames, secrets: &[Secret]) -> Result<(Slot, String)> {
+        let value = |name: &str| {
+            secrets
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.value.clone())
+        };
+        let (Some(user), Some(password)) = (value(secret::PGUSER), value(secret::PGPASSWORD))
+        else {
+            return Err(Error::unprocessable(
+                "postgres: the secrets lack PGUSER or PGPASSWORD",
+            ));
+        };
+        let slot = names.slot_of(&user).ok_or_else(|| {
+            Error::unprocessable(format!(
+                "postgres: PGUSER `{user}` is not a login of database {}",
+                names.database
+            ))
+        })?;
+        Ok((slot, password))
+    }
+
+    async fn enable_login(&self, names: &ResourceNames, slot: Slot, password: &str) -> Result<()> {
+        let verifier = scram::verifier(password)?;
+        self.admin
+            .enable_login(names.login(slot), &names.owner, &verifier)
+            .await
+    }
+
+    async fn set_connections_allowed(&self, names: &ResourceNames, allowed: bool) -> Result<()> {
+        if !self.admin.database_exists(&names.database).await? {
+            return Ok(());
+        }
+        self.admin
+            .execute(
+                "allow or refuse connections",
+                &format!(
+                    "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {allowed}",
+                    quote_identifier(&names.database)?
+                ),
+            )
+            .await?;
+        if !allowed {
+            self.admin.end_sessions(&names.database).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_connection_limit(
+        &self,
+        context: &DriverContext<'_>,
+        names: &ResourceNames,
+    ) -> Result<()> {
+        let limit = settings::connection_limit(context.plan);
+        self.admin
+            .execute(
+                "set the connection limit",
+                &format!(
+                    "ALTER DATABASE {} WITH CONNECTION LIMIT {limit}",
+                    quote_identifier(&names.database)?
+                ),
+            )
+            .await
+    }
+
+    /// Makes the database read-only for new transactions while it is larger
+    /// than the plan's storage quota, and writable again once it is not.
+    async fn enforce_storage_quota(
+        &self,
+        context: &DriverContext<'_>,
+        names: &ResourceNames,
+        size_bytes: u64,
+    ) -> Result<()> {
+        let over_quota =
+            settings::storage_quota_bytes(context.plan).is_some_and(|quota| size_bytes > quota);
+        let read_only = self.admin.is_read_only(&names.database).await?;
+        if over_quota == read_only {
+            return Ok(());
+        }
+        let database = quote_identifier(&names.database)?;
+        let sql = if over_quota {
+            format!("ALTER DATABASE {database} SET default_transaction_read_only = on")
+        } else {
+            format!("ALTER DATABASE {database} RESET default_transaction_read_only")
+        };
+        self.admin.execute("apply the storage quota", &sql).await?;
+        // Settings apply to new sessions; end the current ones so they do too.
+        self.admin.end_sessions(&names.database).await?;
+        if over_quota {
+            tracing::warn!(resource.id = %context.resource_id, size_bytes, plan = %context.plan.id, "database over its storage quota; now read-only");
+        } else {
+            tracing::info!(resource.id = %context.resource_id, size_bytes, plan = %context.plan.id, "database within its storage quota; writable again");
+        }
+        Ok(())
+    }
+
+    fn comment(context: &DriverContext<'_>) -> String {
+        format!(
+            "marketbridge resource {} ({}) of account {}, product {}",
+            context.resource_id, context.name, context.account_id, context.product.id
+        )
+    }
+}
+
+#[async_trait]
+impl Driver for PostgresDriver {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn check_product(&self, product: &Product) -> Result<()> {
+        ProductSettings::of(product).map(|_| ())
+    }
+
+    fn deletion_grace_seconds(&self, _context: &DriverContext<'_>) -> u64 {
+        self.server.deletion_grace_seconds
+    }
+
+    async fn prepare(&self, context: &DriverContext<'_>) -> Result<Prepared> {
+        let (settings, names) = Self::resource(context)?;
+        let password = random_token(PASSWORD_BYTES);
+        Ok(Prepared {
+            secrets: self.secrets(&settings, &names, Slot::A, &password),
+            state: Self::state(&names, Slot::A),
+            ready: false,
+            delay_seconds: 0,
+        })
+    }
+
+    async fn provision(
+        &self,
+        context: &DriverContext<'_>,
+        secrets: &[Secret],
+    ) -> Result<Provisioned> {
+        let (_, names) = Self::resource(context)?;
+        let (slot, password) = Self::credential(&names, secrets)?;
+        self.admin.ensure_role(&names.owner).await?;
+        self.enable_login(&names, slot, &password).await?;
+        self.admin
+            .ensure_database(&names.database, &names.owner)
+            .await?;
+        let database = quote_identifier(&names.database)?;
+        self.admin
+            .execute(
+                "keep other roles out",
+                &format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"),
+            )
+            .await?;
+        self.admin
+            .execute(
+                "describe the database",
+                &format!(
+                    "COMMENT ON DATABASE {database} IS {}",
+                    quote_literal(&Self::comment(context))?
+                ),
+            )
+            .await?;
+        self.apply_connection_limit(context, &names).await?;
+        self.set_connections_allowed(&names, true).await?;
+        tracing::info!(resource.id = %context.resource_id, database = %names.database, "database provisioned");
+        Ok(Provisioned::Ready)
+    }
+
+    async fn apply_plan(&self, context: &DriverContext<'_>) -> Result<()> {
+        let (_, names) = Self::resource(context)?;
+        let Some(usage) = self.admin.usage(&names.database).await? else {
+            return Ok(());
+        };
+        self.apply_connection_limit(context, &names).await?;
+        self.enforce_storage_quota(context, &names, usage.size_bytes)
+            .await
+    }
+
+    async fn rotate(&self, context: &DriverContext<'_>, _current: &[Secret]) -> Result<Rotation> {
+        let (settings, names) = Self::resource(context)?;
+        let slot = Self::current_slot(context).other();
+        let password = random_token(PASSWORD_BYTES);
+        Ok(Rotation {
+            secrets: self.secrets(&settings, &names, slot, &password),
+            // The new login is enabled by `complete_rotation`, in the outbox.
+            sync: false,
+            partial: false,
+            state: Self::state(&names, slot),
+        })
+    }
+
+    async fn complete_rotation(
+        &self,
+        context: &DriverContext<'_>,
+        secrets: &[Secret],
+    ) -> Result<()> {
+        let (_, names) = Self::resource(context)?;
+        let (slot, password) = Self::credential(&names, secrets)?;
+        self.enable_login(&names, slot, &password).await
+    }
+
+    async fn revoke(&self, context: &DriverContext<'_>, old: &[Secret]) -> Result<()> {
+        let (_, names) = Self::resource(context)?;
+        let current = Self::current_slot(context);
+        if let Ok((old_slot, _)) = Self::credential(&names, old)
+            && old_slot == current
+        {
+            // A later rotation moved back to this login: it is in use again.
+            tracing::info!(resource.id = %context.resource_id, "old secrets are current again; nothing to revoke");
+            return Ok(());
+        }
+        self.admin.disable_login(names.login(current.other())).await
+    }
+
+    async fn suspend(&self, context: &DriverContext<'_>) -> Result<()> {
+        let (_, names) = Self::resource(context)?;
+        self.set_connections_allowed(&names, false).await
+    }
+
+    async fn resume(&self, context: &DriverContext<'_>) -> Result<()> {
+        let (_, names) = Self::resource(context)?;
+        self.set_connections_allowed(&names, true).await
+    }
+
+    async fn deprovision(&self, context: &DriverContext<'_>) -> Result<()> {
+        let (_, names) = Self::resource(context)?;
+        self.admin
+            .execute(
+                "drop the database",
+                &format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_identifier(&names.database)?
+                ),
+            )
+            .await?;
+        let roles = [
+            quote_identifier(&names.logins[0])?,
+            quote_identifier(&names.logins[1])?,
+            quote_identifier(&names.owner)?,
+        ]
+        .join(", ");
+        self.admin
+            .execute("drop the roles", &format!("DROP ROLE IF EXISTS {roles}"))
+            .await?;
+        tracing::info!(resource.id = %context.resource_id, database = %names.database, "database dropped");
+        Ok(())
+    }
+
+    async fn measure(&self, context: &DriverContext<'_>) -> Result<Vec<Measurement>> {
+        let (settings, names) = Self::resource(context)?;
+        let Some(usage) = self.admin.usage(&names.database).await? else {
+            return Ok(Vec::new());
+        };
+        self.enforce_storage_quota(context, &names, usage.size_bytes)
+            .await?;
+        let mut measurements = Vec::new();
+        if let Some(metric) = settings
+            .storage_metric
+            .as_deref()
+            .and_then(|id| context.plan.metric(id))
+        {
+            measurements.push(Measurement {
+                metric_id: metric.id.clone(),
+                quantity: settings::storage_quantity(metric, usage.size_bytes)?,
+            });
+        }
+        if let Some(metric) = settings
+            .connections_metric
+            .as_deref()
+            .and_then(|id| context.plan.metric(id))
+        {
+            measurements.push(Measurement {
+                metric_id: metric.id.clone(),
+                quantity: usage.connections.max(0),
+            });
+        }
+        Ok(measurements)
+    }
+}

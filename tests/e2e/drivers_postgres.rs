@@ -1,0 +1,524 @@
+//! The built-in `postgres` driver through the whole set: resources created
+//! over gRPC become real databases on the PostgreSQL server of
+//! `MARKETBRIDGE_TEST_POSTGRES_URL`, and every later step (rotation, plan
+//! change, usage, suspension, deletion) reaches the server through the
+//! outbox.
+//!
+//! The server trusts loopback connections, so passwords are not checked by
+//! it. What is checked: connecting as a role (the server refuses roles that
+//! may not log in, databases that refuse connections, roles without CONNECT,
+//! and connections over the limit), and the SCRAM verifier the server holds
+//! against the password the customer was given (what password
+//! authentication compares).
+
+use crate::drivers_support::{
+    CatalogFile, PostgresSandbox, context, current_secrets, direct_account, resource, secret,
+};
+use crate::support::set_on;
+use chrono::Duration as ChronoDuration;
+use marketbridge_core::metadata::json_to_metadata;
+use marketbridge_proto::billing::v1 as billing_pb;
+use marketbridge_proto::provisioning::v1 as provisioning_pb;
+use marketbridge_provisioning::driver::postgres::names::quote_identifier;
+use marketbridge_provisioning::driver::postgres::scram;
+use marketbridge_storage::backend_test;
+use provisioning_pb::ResourceStatus;
+use sea_orm::sqlx::{self, Connection, PgConnection};
+use serde_json::json;
+
+/// Seconds a deleted database is kept in these tests.
+const GRACE_SECONDS: i64 = 86_400;
+
+fn catalog(prefix: &str) -> CatalogFile {
+    CatalogFile::new(&format!(
+        r#"
+[[products]]
+id = "pg"
+name = "Postgres"
+driver = "postgres"
+  [products.postgres]
+  name_prefix = "{prefix}"
+  storage_metric = "storage_mb"
+  connections_metric = "connections"
+  [products.postgres.environments.development]
+  host = "localhost"
+
+  [[products.plans]]
+  id = "small"
+  name = "Small"
+  limits = {{ max_connections = 5, storage_mb = 1024 }}
+    [[products.plans.metrics]]
+    id = "storage_mb"
+    name = "Storage"
+    unit = "MB"
+    kind = "total"
+
+  [[products.plans]]
+  id = "large"
+  name = "Large"
+  limits = {{ max_connections = 50, storage_mb = 10240 }}
+    [[products.plans.metrics]]
+    id = "storage_mb"
+    name = "Storage"
+    unit = "MB"
+    kind = "total"
+    [[products.plans.metrics]]
+    id = "connections"
+    name = "Connections"
+    unit = "connections"
+    kind = "total"
+"#
+    ))
+}
+
+async fn connects(url: &str) -> Result<PgConnection, String> {
+    PgConnection::connect(url).await.map_err(|e| e.to_string())
+}
+
+async fn count_orders(connection: &mut PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(connection)
+        .await
+        .expect("orders are readable")
+}
+
+backend_test!(
+    postgres_resources_live_through_their_whole_lifecycle,
+    |database| async move {
+        let Some(sandbox) = PostgresSandbox::open() else {
+            return;
+        };
+        let catalog = catalog(&sandbox.prefix);
+        let test = set_on(&database)
+            .manual_clock()
+            .without_workers()
+            .configure(|config| {
+                sandbox.configure(config);
+                config.catalog.path = catalog.path();
+                config.provisioning.postgres_deletion_grace_seconds = GRACE_SECONDS as u64;
+            })
+            .start()
+            .await;
+        let clock = test.clock.clone().expect("manual clock");
+        let account = direct_account(&test, "team-pg").await;
+        let mut provisioning = test.set.clients.provisioning.clone();
+
+        let created = provisioning
+            .create_resource(provisioning_pb::CreateResourceRequest {
+                context: context("create-orders"),
+                account_id: account.id.clone(),
+                product_id: "pg".into(),
+                plan_id: "small".into(),
+                name: "orders".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .into_inner();
+        let resource_id = created.resource.as_ref().unwrap().id.clone();
+        assert_eq!(
+            created.resource.as_ref().unwrap().status,
+            ResourceStatus::Pending as i32,
+            "the database is created in the background"
+        );
+        let first = created.secrets.clone();
+        let database_name = secret(&first, "PGDATABASE").to_owned();
+        let first_user = secret(&first, "PGUSER").to_owned();
+        let first_url = secret(&first, "DATABASE_URL").to_owned();
+        assert_eq!(database_name, format!("{}{resource_id}", sandbox.prefix));
+        assert_eq!(secret(&first, "PGHOST"), "127.0.0.1");
+        assert_eq!(secret(&first, "PGPORT"), "5432");
+        let development = &first
+            .iter()
+            .find(|s| s.name == "DATABASE_URL")
+            .unwrap()
+            .environment_overrides["development"];
+        assert!(development.contains("@localhost:5432/"), "{development}");
+        assert!(
+            connects(&first_url).await.is_err(),
+            "nothing exists before the provisioning job"
+        );
+
+        test.drain().await;
+        assert_eq!(
+            resource(&test, &resource_id).await.status,
+            ResourceStatus::Ready as i32
+        );
+        let mut customer = connects(&first_url).await.expect("DATABASE_URL connects");
+        sqlx::raw_sql(
+            "CREATE TABLE orders (id serial PRIMARY KEY, item text); INSERT INTO orders (item) VALUES ('tea'), ('cake')",
+        )
+        .execute(&mut customer)
+        .await
+        .expect("the customer can create a table");
+        customer.close().await.unwrap();
+        let first_password = secret(&first, "PGPASSWORD").to_owned();
+        assert!(scram::matches(
+            &sandbox.stored_verifier(&first_user).await.unwrap(),
+            &first_password
+        ));
+
+        // Rotation: a second login, both work until the grace period ends.
+        let rotated = provisioning
+            .rotate_secrets(provisioning_pb::RotateSecretsRequest {
+                context: context("rotate-1"),
+                resource_id: resource_id.clone(),
+                old_secrets_valid_for_seconds: 3600,
+                ..Default::default()
+            })
+            .await
+            .expect("rotate")
+            .into_inner();
+        assert!(
+            !rotated.sync,
+            "the new login is made in the background, then pushed"
+        );
+        test.drain().await;
+        let second = current_secrets(&test, &resource_id).await;
+        let second_user = secret(&second, "PGUSER").to_owned();
+        let second_password = secret(&second, "PGPASSWORD").to_owned();
+        assert_ne!(second_user, first_user);
+        assert_ne!(second_password, first_password);
+        assert_eq!(secret(&second, "PGDATABASE"), database_name);
+        for (user, password, url) in [
+            (&first_user, &first_password, first_url.as_str()),
+            (
+                &second_user,
+                &second_password,
+                secret(&second, "DATABASE_URL"),
+            ),
+        ] {
+            let verifier = sandbox.stored_verifier(user).await.expect("a password");
+            assert!(scram::matches(&verifier, password), "{user}");
+            let mut connection = connects(url).await.expect("both logins work");
+            assert_eq!(count_orders(&mut connection).await, 2);
+            connection.close().await.unwrap();
+        }
+        clock.advance(ChronoDuration::seconds(3599));
+        test.drain().await;
+        assert!(
+            connects(&first_url).await.is_ok(),
+            "still inside the grace period"
+        );
+        clock.advance(ChronoDuration::seconds(2));
+        test.drain().await;
+        let refused = connects(&first_url)
+            .await
+            .expect_err("the old login is revoked");
+        assert!(refused.contains("not permitted to log in"), "{refused}");
+        assert_eq!(
+            sandbox.stored_verifier(&first_user).await,
+            None,
+            "and its password is gone"
+        );
+        let mut connection = connects(secret(&second, "DATABASE_URL"))
+            .await
+            .expect("the new login works");
+        assert_eq!(count_orders(&mut connection).await, 2);
+        connection.close().await.unwrap();
+
+        // Plan change: the new connection limit.
+        provisioning
+            .update_resource(provisioning_pb::UpdateResourceRequest {
+                context: context("upgrade"),
+                resource_id: resource_id.clone(),
+                plan_id: Some("large".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("plan change");
+        test.drain().await;
+        let mut admin = sandbox.admin().await;
+        let limit: i32 =
+            sqlx::query_scalar("SELECT datconnlimit FROM pg_database WHERE datname = $1")
+                .bind(&database_name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        assert_eq!(limit, 50);
+
+        // Usage: measured into the billing ledger, once per window.
+        let meter = test.set.provisioning.usage_meter();
+        let round = meter.run_round().await.expect("a round");
+        assert_eq!(
+            (round.resources, round.accepted, round.failed),
+            (1, 2, 0),
+            "{round:?}"
+        );
+        let again = meter.run_round().await.expect("a second round");
+        assert_eq!(
+            (again.accepted, again.duplicates),
+            (0, 2),
+            "the same window is not counted twice"
+        );
+        let mut billing = test.set.clients.billing.clone();
+        let usage = billing
+            .query_usage(billing_pb::QueryUsageRequest {
+                customer: Some(billing_pb::query_usage_request::Customer::ResourceId(
+                    resource_id.clone(),
+                )),
+                metric_id: "storage_mb".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("usage")
+            .into_inner();
+        let storage: i64 = usage.windows.iter().map(|w| w.quantity).sum();
+        let size: i64 = sqlx::query_scalar("SELECT pg_database_size($1)")
+            .bind(&database_name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        let expected = (size + (1 << 20) - 1) >> 20;
+        assert!(
+            storage >= 1 && (storage - expected).abs() <= 1,
+            "MiB, rounded up: {storage} for {size} bytes"
+        );
+
+        // Suspension refuses connections and keeps the data.
+        provisioning
+            .suspend_resource(provisioning_pb::SuspendResourceRequest {
+                context: context("suspend"),
+                resource_id: resource_id.clone(),
+                reason: "unpaid invoice".into(),
+            })
+            .await
+            .expect("suspend");
+        test.drain().await;
+        let refused = connects(secret(&second, "DATABASE_URL"))
+            .await
+            .expect_err("a suspended database refuses connections");
+        assert!(
+            refused.contains("not currently accepting connections"),
+            "{refused}"
+        );
+        provisioning
+            .resume_resource(provisioning_pb::ResumeResourceRequest {
+                context: context("resume"),
+                resource_id: resource_id.clone(),
+            })
+            .await
+            .expect("resume");
+        test.drain().await;
+        let mut connection = connects(secret(&second, "DATABASE_URL"))
+            .await
+            .expect("resumed");
+        assert_eq!(count_orders(&mut connection).await, 2, "data kept");
+        connection.close().await.unwrap();
+
+        // Deletion: refused at once, dropped after the grace period.
+        provisioning
+            .delete_resource(provisioning_pb::DeleteResourceRequest {
+                context: context("delete"),
+                resource_id: resource_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("delete");
+        test.drain().await;
+        assert!(connects(secret(&second, "DATABASE_URL")).await.is_err());
+        assert!(
+            sandbox.database_exists(&database_name).await,
+            "kept during the grace period"
+        );
+        clock.advance(ChronoDuration::seconds(GRACE_SECONDS + 1));
+        test.drain().await;
+        assert!(!sandbox.database_exists(&database_name).await);
+        let roles = [
+            database_name.clone(),
+            first_user.clone(),
+            second_user.clone(),
+        ];
+        assert_eq!(
+            sandbox.roles_named(&roles).await,
+            0,
+            "the roles are dropped too"
+        );
+        test.stop().await;
+    }
+);
+
+backend_test!(
+    hostile_resource_names_and_metadata_cannot_inject_sql,
+    |database| async move {
+        let Some(sandbox) = PostgresSandbox::open() else {
+            return;
+        };
+        let catalog = catalog(&sandbox.prefix);
+        let test = set_on(&database)
+            .without_workers()
+            .configure(|config| {
+                sandbox.configure(config);
+                config.catalog.path = catalog.path();
+                config.provisioning.postgres_deletion_grace_seconds = 0;
+            })
+            .start()
+            .await;
+        let account = direct_account(&test, "team-hostile").await;
+        let mut provisioning = test.set.clients.provisioning.clone();
+        let before = sandbox.others().await;
+        let hostile = [
+            "x'); DROP DATABASE postgres; --",
+            "\"; DROP ROLE postgres; --",
+            "back\\slash\\'); DROP TABLE pg_class; --",
+            "$$; ALTER ROLE postgres NOSUPERUSER; $$",
+            "Robert'); DROP TABLE students;-- ünïcødé",
+        ];
+        let mut created = Vec::new();
+        for (index, name) in hostile.iter().enumerate() {
+            let answer = provisioning
+                .create_resource(provisioning_pb::CreateResourceRequest {
+                    context: context(&format!("hostile-{index}")),
+                    account_id: account.id.clone(),
+                    product_id: "pg".into(),
+                    plan_id: "small".into(),
+                    name: (*name).into(),
+                    metadata: Some(
+                        json_to_metadata("metadata", &json!({ "note": *name })).unwrap(),
+                    ),
+                    ..Default::default()
+                })
+                .await
+                .expect("hostile names are just names")
+                .into_inner();
+            created.push(answer);
+        }
+        test.drain().await;
+        let mut admin = sandbox.admin().await;
+        for (answer, name) in created.iter().zip(hostile) {
+            let resource_id = &answer.resource.as_ref().unwrap().id;
+            assert_eq!(
+                crate::drivers_support::resource(&test, resource_id)
+                    .await
+                    .status,
+                ResourceStatus::Ready as i32,
+                "{name}"
+            );
+            let database_name = secret(&answer.secrets, "PGDATABASE");
+            assert_eq!(database_name, format!("{}{resource_id}", sandbox.prefix));
+            let comment: String = sqlx::query_scalar(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            )
+            .bind(database_name)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            assert!(
+                comment.contains(&format!("({name})")),
+                "the name is stored verbatim: {comment}"
+            );
+            let mut connection = connects(secret(&answer.secrets, "DATABASE_URL"))
+                .await
+                .expect("connects");
+            sqlx::raw_sql("CREATE TABLE t (x int)")
+                .execute(&mut connection)
+                .await
+                .unwrap();
+            connection.close().await.unwrap();
+        }
+        let superuser: bool =
+            sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'")
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        assert!(superuser);
+        assert_eq!(
+            sandbox.others().await,
+            before,
+            "no database or role outside the resources changed"
+        );
+
+        for (index, answer) in created.iter().enumerate() {
+            provisioning
+                .delete_resource(provisioning_pb::DeleteResourceRequest {
+                    context: context(&format!("delete-{index}")),
+                    resource_id: answer.resource.as_ref().unwrap().id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("delete");
+        }
+        test.drain().await;
+        for answer in &created {
+            assert!(
+                !sandbox
+                    .database_exists(secret(&answer.secrets, "PGDATABASE"))
+                    .await
+            );
+        }
+        test.stop().await;
+    }
+);
+
+backend_test!(
+    a_database_the_server_refuses_ends_in_error_with_a_message,
+    |database| async move {
+        let Some(sandbox) = PostgresSandbox::open() else {
+            return;
+        };
+        // An admin that may create roles but not databases.
+        let weak_admin = format!("{}weak_admin", sandbox.prefix);
+        sandbox
+            .admin_execute(&format!(
+                "CREATE ROLE {} LOGIN CREATEROLE",
+                quote_identifier(&weak_admin).unwrap()
+            ))
+            .await;
+        let catalog = catalog(&sandbox.prefix);
+        let weak_url = sandbox.url_as(&weak_admin, "postgres");
+        let test = set_on(&database)
+            .without_workers()
+            .configure(|config| {
+                config.provisioning.postgres_admin_url = weak_url;
+                config.catalog.path = catalog.path();
+            })
+            .start()
+            .await;
+        let account = direct_account(&test, "team-refused").await;
+        let mut provisioning = test.set.clients.provisioning.clone();
+        let created = provisioning
+            .create_resource(provisioning_pb::CreateResourceRequest {
+                context: context("create-refused"),
+                account_id: account.id.clone(),
+                product_id: "pg".into(),
+                plan_id: "small".into(),
+                name: "refused".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .into_inner();
+        test.drain().await;
+        let failed = resource(&test, &created.resource.unwrap().id).await;
+        assert_eq!(failed.status, ResourceStatus::Error as i32);
+        assert_eq!(
+            failed.status_message,
+            "The database could not be set up. The provider has been notified.",
+            "the customer sees a message, not the SQL error"
+        );
+        test.stop().await;
+    }
+);
+
+#[test]
+fn marketbridge_config_masks_the_driver_secrets() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_marketbridge"))
+        .arg("config")
+        .env(
+            "MARKETBRIDGE_PROVISIONING__POSTGRES_ADMIN_URL",
+            "postgres://admin:hunter2@db.internal:5432/postgres",
+        )
+        .env("MARKETBRIDGE_PROVISIONING__PLUGIN_TOKEN", "plugin-secret-7")
+        .output()
+        .expect("run marketbridge config");
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        printed.contains(
+            "provisioning.postgres_admin_url = \"postgres://admin:***@db.internal:5432/postgres\""
+        ),
+        "{printed}"
+    );
+    assert!(printed.contains("provisioning.plugin_token = \"***\""));
+    assert!(!printed.contains("hunter2") && !printed.contains("plugin-secret-7"));
+}
