@@ -3,7 +3,8 @@
 //! several orders per account, private offers with automatic approval,
 //! renewals, ended offers, withdrawn, refused and end-of-cycle plan changes,
 //! immediate cancellations, provider rejections, unknown types), lost
-//! notifications repaired by reconciliation, and Google failures retried.
+//! notifications repaired by reconciliation, Google failures retried, and
+//! signups rejected, approved after all, and reset.
 
 use crate::google_support::{Delivery, GoogleTest, start};
 use chrono::Duration as ChronoDuration;
@@ -420,3 +421,96 @@ backend_test!(google_failures_are_retried, |database| async move {
     assert_eq!(sim.pending_pushes(), 0);
     google.stop().await;
 });
+
+backend_test!(
+    google_signups_can_be_rejected_reapproved_and_reset,
+    |database| async move {
+        let google = start(&database, Delivery::Push).await;
+        let sim = &google.sim;
+        let purchase = sim.purchase(PRODUCT, "pro-plan");
+        google.settle().await;
+        let mut accounts = google.test.set.clients.account.clone();
+        let selector = || {
+            Some(marketbridge_proto::common::v1::AccountSelector::by_ref(
+                marketbridge_proto::common::v1::Marketplace::Google,
+                purchase.account_id.clone(),
+            ))
+        };
+
+        // The provider rejects the signup: Google records the reason.
+        accounts
+            .reject_signup(account_pb::RejectSignupRequest {
+                context: None,
+                account: selector(),
+                reason: "we could not verify the company".into(),
+            })
+            .await
+            .unwrap();
+        google.settle().await;
+        let at_google = sim.account(&purchase.account_id).unwrap();
+        assert_eq!(at_google.signup, "REJECTED");
+        assert_eq!(at_google.signup_reason, "we could not verify the company");
+        assert_eq!(
+            google.subscription_state(&purchase.entitlement_id).await,
+            SubscriptionState::Requested
+        );
+
+        // A rejected signup can still be approved later.
+        google
+            .sign_up(&purchase.account_id, "Ada", "ada@example.com", "Engines")
+            .await;
+        google.settle().await;
+        assert_eq!(
+            sim.account(&purchase.account_id).unwrap().signup,
+            "APPROVED"
+        );
+        assert_eq!(
+            google.subscription_state(&purchase.entitlement_id).await,
+            SubscriptionState::Active
+        );
+
+        // A reset (a test tool at Google) sends no notification; refreshing the
+        // account and reconciling show what happened.
+        accounts
+            .reset_account(account_pb::ResetAccountRequest {
+                context: None,
+                account: selector(),
+            })
+            .await
+            .unwrap();
+        google.settle().await;
+        assert_eq!(sim.account(&purchase.account_id).unwrap().signup, "PENDING");
+        assert_eq!(sim.pending_pushes(), 0, "no notification after a reset");
+        let refreshed = accounts
+            .refresh_account(account_pb::RefreshAccountRequest {
+                account: selector(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            refreshed.signup_state,
+            account_pb::SignupState::Pending as i32
+        );
+        google
+            .test
+            .set
+            .provisioning
+            .domain()
+            .reconcile(CoreMarketplace::Google)
+            .await
+            .unwrap();
+        google.test.drain().await;
+        assert_eq!(
+            google.subscription_state(&purchase.entitlement_id).await,
+            SubscriptionState::Cancelled
+        );
+        assert_eq!(
+            sim.api().recorder.accepted("POST", ":reset").len(),
+            1,
+            "one reset call"
+        );
+        google.assert_google_refused_nothing();
+        google.stop().await;
+    }
+);
