@@ -4,8 +4,10 @@
 //! marketbridge up                 all three services and the gateway, SQLite in ./data
 //! marketbridge account            the account service alone (likewise provisioning, billing, gateway)
 //! marketbridge config             every setting and its environment variable
-//! marketbridge sim vercel          the Vercel simulator alone, with a config snippet
-//! marketbridge demo vercel         the set and the simulator, walking the Vercel flow
+//! marketbridge sim vercel         the Vercel simulator alone, with a config snippet
+//! marketbridge demo vercel        the set and the simulator, walking the Vercel flow
+//! marketbridge sim google         the Google Cloud Marketplace simulator, for local trials
+//! marketbridge demo google        the whole set plus the simulator, walking the Google lifecycle
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -77,6 +79,23 @@ enum SimMarketplace {
         #[arg(long)]
         client_secret: Option<String>,
     },
+    /// Google Cloud Marketplace: Procurement API, OAuth, Pub/Sub push and
+    /// pull, signup tokens, Service Control.
+    Google {
+        /// Address the simulator listens on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+        /// Where to write the service-account key marketbridge uses
+        /// (default: `google-service-account.json` in the data folder).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The gateway's public URL (default: `gateway.public_url`).
+        #[arg(long)]
+        gateway_url: Option<String>,
+        /// Do not push notifications (marketbridge pulls them).
+        #[arg(long)]
+        no_push: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +103,12 @@ enum DemoMarketplace {
     /// install → plans → provision → get → change plan → rotate → delete →
     /// uninstall, against the Vercel simulator.
     Vercel,
+    /// Google Cloud Marketplace, from purchase to account deletion.
+    Google {
+        /// Pull notifications instead of receiving pushes.
+        #[arg(long)]
+        pull: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -211,6 +236,22 @@ fn main() -> ExitCode {
         } => run_quiet_process("marketbridge demo vercel", |config| async move {
             marketbridge::demo::run_vercel_demo(&config).await
         }),
+        Command::Sim {
+            marketplace:
+                SimMarketplace::Google {
+                    listen,
+                    key_file,
+                    gateway_url,
+                    no_push,
+                },
+        } => run_process("marketbridge-sim-google", |config, shutdown| async move {
+            simulate_google(config, shutdown, listen, key_file, gateway_url, no_push).await
+        }),
+        Command::Demo {
+            marketplace: DemoMarketplace::Google { pull },
+        } => run_quiet_process("marketbridge demo google", |_config| async move {
+            marketbridge::demo::google(pull).await
+        }),
     }
 }
 
@@ -268,5 +309,71 @@ fn print_config(path: Option<&std::path::Path>) -> Result<(), String> {
         };
         println!("{key} = {shown}    # {}", Config::env_var(&key));
     }
+    Ok(())
+}
+
+/// Runs the Google simulator until `shutdown`, pointed at the gateway, and
+/// prints the settings that point marketbridge at it.
+async fn simulate_google(
+    config: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+    listen: String,
+    key_file: Option<PathBuf>,
+    gateway_url: Option<String>,
+    no_push: bool,
+) -> marketbridge_core::Result<()> {
+    use marketbridge_simulators::google::{GoogleSimulator, GoogleSimulatorOptions, PUSH_AUDIENCE};
+    let unavailable = |e: std::io::Error| marketbridge_core::Error::unavailable(e.to_string());
+    let mut options = GoogleSimulatorOptions::new(marketbridge_core::time::system_clock());
+    options.listen = listen;
+    let sim = std::sync::Arc::new(GoogleSimulator::start(options).await.map_err(unavailable)?);
+    let key_file = key_file.unwrap_or_else(|| {
+        std::path::Path::new(&config.data.dir).join("google-service-account.json")
+    });
+    let key_file = sim
+        .write_service_account_key(&key_file)
+        .map_err(unavailable)?;
+    let key_file = std::fs::canonicalize(&key_file).unwrap_or(key_file);
+    let gateway = gateway_url
+        .unwrap_or_else(|| config.gateway.public_url.clone())
+        .trim_end_matches('/')
+        .to_owned();
+    sim.set_signup_url(&format!("{gateway}{}", config.google.signup_path));
+    println!(
+        "Google Cloud Marketplace simulator at {} (Ctrl-C stops it)",
+        sim.url()
+    );
+    println!("\nPoint marketbridge at it:");
+    for (key, value) in sim.settings(&key_file) {
+        println!(
+            "  export {}='{value}'",
+            Config::env_var(&format!("google.{key}"))
+        );
+    }
+    if no_push {
+        println!(
+            "  export {}='{}'",
+            Config::env_var("google.pull_subscription"),
+            sim.pull_subscription()
+        );
+    } else {
+        let endpoint = format!("{gateway}{}", config.google.push_path);
+        sim.set_push_endpoint(&endpoint, PUSH_AUDIENCE);
+        sim.start_auto_push(std::time::Duration::from_millis(250));
+        println!("\nPub/Sub pushes to {endpoint}");
+    }
+    let control = format!("{}/simulator", sim.url());
+    println!("\nAct as the customer:");
+    println!("  curl -s {control}                                  # Google's state");
+    println!("  curl -s -XPOST {control}/purchases -d '{{\"plan\":\"pro-plan\"}}'");
+    println!("  open {control}/accounts/<account>/signup             # \"Sign up with provider\"");
+    println!(
+        "  curl -s -XPOST {control}/entitlements/<entitlement>/plan-change -d '{{\"plan\":\"free-plan\"}}'"
+    );
+    println!(
+        "  curl -s -XPOST {control}/entitlements/<entitlement>/cancel   (revert-cancellation, end-term, delete)"
+    );
+    println!("  curl -s -XPOST {control}/accounts/<account>/delete");
+    shutdown.cancelled().await;
     Ok(())
 }

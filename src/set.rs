@@ -122,7 +122,7 @@ impl RunningSet {
             &config.tls,
             Duration::from_millis(config.gateway.request_timeout_ms),
         )?;
-        let gateway = Gateway::new(&config, clients.clone())?;
+        let gateway = Gateway::with_clock(&config, clients.clone(), options.clock.clone())?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -156,6 +156,16 @@ impl RunningSet {
                 scheduler.run(stop).await;
                 Ok(())
             });
+            let background = account
+                .spawn_marketplace_workers(shutdown.clone())
+                .into_iter()
+                .chain(provisioning.spawn_reconciliations(shutdown.clone()));
+            for task in background {
+                tasks.spawn(async move {
+                    let _ = task.await;
+                    Ok(())
+                });
+            }
         }
         {
             let (grpc, tls, stop) = (account.grpc(), tls.clone(), shutdown.clone());

@@ -18,6 +18,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use marketbridge_config::Config;
+use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_rpc::ServiceClients;
 use std::sync::Arc;
@@ -36,8 +37,17 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway calling the services through `clients`.
     pub fn new(config: &Config, clients: ServiceClients) -> Result<Self> {
+        Self::with_clock(config, clients, marketbridge_core::time::system_clock())
+    }
+
+    /// A gateway whose token checks use `clock` (the set's clock in tests).
+    pub fn with_clock(
+        config: &Config,
+        clients: ServiceClients,
+        clock: SharedClock,
+    ) -> Result<Self> {
         Ok(Self {
-            state: AppState::new(Arc::new(config.clone()), clients)?,
+            state: AppState::with_clock(Arc::new(config.clone()), clients, clock)?,
         })
     }
 

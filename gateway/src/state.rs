@@ -3,6 +3,7 @@
 
 use marketbridge_config::Config;
 use marketbridge_core::Result;
+use marketbridge_core::time::SharedClock;
 use marketbridge_rpc::ServiceClients;
 use std::sync::Arc;
 
@@ -20,11 +21,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over the clients.
+    /// State over the clients, with the system clock.
     pub fn new(config: Arc<Config>, clients: ServiceClients) -> Result<Self> {
+        Self::with_clock(config, clients, marketbridge_core::time::system_clock())
+    }
+
+    /// State over the clients; token lifetimes are checked with `clock`.
+    pub fn with_clock(
+        config: Arc<Config>,
+        clients: ServiceClients,
+        clock: SharedClock,
+    ) -> Result<Self> {
         Ok(Self {
             vercel: crate::vercel::VercelState::new(&config)?,
-            google: crate::google::GoogleState::new(&config)?,
+            google: crate::google::GoogleState::with_clock(&config, clock)?,
             clients,
             config,
         })

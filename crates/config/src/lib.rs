@@ -403,6 +403,12 @@ pub struct GoogleOptions {
     pub pull_subscription: String,
     /// How often the reconciliation job runs, in seconds.
     pub reconcile_interval_seconds: u64,
+    /// Gateway path Pub/Sub push deliveries are POSTed to (the push
+    /// subscription's endpoint is `gateway.public_url` + this path).
+    pub push_path: String,
+    /// Gateway path of the signup page (the product's "Sign up URL" is
+    /// `gateway.public_url` + this path).
+    pub signup_path: String,
 }
 
 impl Default for GoogleOptions {
@@ -428,6 +434,8 @@ impl Default for GoogleOptions {
             service_name: String::new(),
             pull_subscription: String::new(),
             reconcile_interval_seconds: 3600,
+            push_path: "/google/pubsub".into(),
+            signup_path: "/google/signup".into(),
         }
     }
 }

@@ -15,6 +15,10 @@ use std::sync::Arc;
 pub trait AccessTokens: Send + Sync + 'static {
     /// A valid access token (cached until shortly before it expires).
     async fn access_token(&self) -> Result<SecretString>;
+
+    /// Forgets the cached token (Google refused it); the next call gets a
+    /// fresh one.
+    async fn invalidate(&self) {}
 }
 
 /// Client of one Google API at one base URL.
@@ -59,8 +63,27 @@ impl GoogleApi {
         &self.base_url
     }
 
-    /// Sends one call and returns the answer, whatever its status.
+    /// Sends one call and returns the answer, whatever its status. A `401`
+    /// (a revoked or expired token) is retried once with a fresh token.
     pub async fn send(
+        &self,
+        method: Method,
+        route: &str,
+        path_and_query: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<HttpAnswer> {
+        let answer = self
+            .send_once(method.clone(), route, path_and_query, body)
+            .await?;
+        if answer.status != 401 {
+            return Ok(answer);
+        }
+        tracing::info!(route, "Google refused the access token; renewing it");
+        self.tokens.invalidate().await;
+        self.send_once(method, route, path_and_query, body).await
+    }
+
+    async fn send_once(
         &self,
         method: Method,
         route: &str,

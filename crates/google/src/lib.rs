@@ -7,3 +7,15 @@
 //! decide, this crate only speaks Google.
 
 pub mod api;
+pub mod clients;
+pub mod jwks;
+pub mod notification;
+pub mod procurement;
+pub mod pubsub;
+pub mod push_auth;
+pub mod service_account;
+pub mod service_control;
+pub mod signup_token;
+pub mod token;
+
+pub use clients::GoogleClients;

@@ -30,6 +30,7 @@ use marketbridge_storage::outbox::{JobHandler, Outbox};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What the account service runs with besides its database.
@@ -50,6 +51,7 @@ pub struct AccountDeps {
 #[derive(Clone)]
 pub struct AccountServer {
     domain: AccountDomain,
+    services: EventServices,
     jobs: Arc<AccountJobs>,
 }
 
@@ -70,7 +72,8 @@ impl AccountServer {
         };
         Ok(Self {
             domain,
-            jobs: Arc::new(AccountJobs::new(services)),
+            jobs: Arc::new(AccountJobs::new(services.clone())),
+            services,
         })
     }
 
@@ -85,9 +88,9 @@ impl AccountServer {
             deadline,
         )?;
         let deps = AccountDeps {
-            clock,
+            clock: clock.clone(),
             cipher,
-            marketplaces: adapters::from_config(config)?,
+            marketplaces: adapters::from_config(config, clock.clone())?,
             provisioning: Some(clients.provisioning),
             billing: Some(clients.billing),
         };
@@ -110,7 +113,59 @@ impl AccountServer {
         AccountServiceServer::new(AccountGrpc::new(self.domain.clone()))
     }
 
-    /// Serves gRPC on `listener` and runs the outbox worker until `shutdown`.
+    /// Runs one round of the marketplace background work named `name`
+    /// (`google.pull`, `google.reconcile_accounts`); returns how much it did.
+    pub async fn run_marketplace_work(&self, name: &str) -> Result<usize> {
+        let mut done = 0;
+        let mut found = false;
+        for worker in self.domain.marketplaces().workers() {
+            if worker.name() == name {
+                found = true;
+                done += worker.run_once(&self.services).await?;
+            }
+        }
+        if !found {
+            return Err(Error::not_found(format!(
+                "no marketplace work named `{name}`"
+            )));
+        }
+        Ok(done)
+    }
+
+    /// Starts the marketplace background work (pulling notifications,
+    /// reconciling accounts); it stops at `shutdown`.
+    pub fn spawn_marketplace_workers(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        self.domain
+            .marketplaces()
+            .workers()
+            .iter()
+            .map(|worker| {
+                let worker = worker.clone();
+                let services = self.services.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    let mut pause = worker.first_delay();
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        let done = match worker.run_once(&services).await {
+                            Ok(done) => done,
+                            Err(error) => {
+                                tracing::warn!(worker = worker.name(), error = %error, "marketplace work failed");
+                                0
+                            }
+                        };
+                        pause = worker.pause_after(done);
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Serves gRPC on `listener` and runs the outbox worker and the
+    /// marketplace background work until `shutdown`.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -123,9 +178,13 @@ impl AccountServer {
                 .clone()
                 .run(self.jobs.clone(), shutdown.clone()),
         );
+        let background = self.spawn_marketplace_workers(shutdown.clone());
         let served = serve_grpc(listener, "account", tls, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
+        for task in background {
+            let _ = task.await;
+        }
         served
     }
 }

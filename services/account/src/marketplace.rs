@@ -14,6 +14,7 @@ use marketbridge_proto::common::v1::Person;
 use marketbridge_rpc::{BillingClient, ProvisioningClient};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// An account as the marketplace describes it now.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -86,11 +87,27 @@ pub trait EventProcessor: Send + Sync + 'static {
     -> Result<EventOutcome>;
 }
 
+/// Background work a marketplace needs in the account service (pulling
+/// notifications, reconciling accounts): rounds of work separated by pauses.
+#[async_trait]
+pub trait MarketplaceWorker: Send + Sync + 'static {
+    /// A name for logs and for running it on demand (`google.pull`).
+    fn name(&self) -> &'static str;
+    /// Wait before the first round.
+    fn first_delay(&self) -> Duration;
+    /// Wait after a round that did `done` units of work.
+    fn pause_after(&self, done: usize) -> Duration;
+    /// One round; returns how much it did. Errors are logged and the next
+    /// round runs after the usual pause.
+    async fn run_once(&self, services: &EventServices) -> Result<usize>;
+}
+
 /// The adapters and processors registered per marketplace.
 #[derive(Clone, Default)]
 pub struct Marketplaces {
     adapters: HashMap<Marketplace, Arc<dyn AccountMarketplace>>,
     processors: HashMap<Marketplace, Arc<dyn EventProcessor>>,
+    workers: Vec<Arc<dyn MarketplaceWorker>>,
 }
 
 impl Marketplaces {
@@ -112,6 +129,17 @@ impl Marketplaces {
     ) -> Self {
         self.processors.insert(marketplace, processor);
         self
+    }
+
+    /// Adds background work.
+    pub fn with_worker(mut self, worker: Arc<dyn MarketplaceWorker>) -> Self {
+        self.workers.push(worker);
+        self
+    }
+
+    /// The registered background work.
+    pub fn workers(&self) -> &[Arc<dyn MarketplaceWorker>] {
+        &self.workers
     }
 
     /// The adapter of a marketplace, if one is registered.

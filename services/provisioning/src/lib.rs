@@ -36,6 +36,7 @@ use marketbridge_storage::outbox::{JobHandler, Outbox};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// What the provisioning service runs with besides its database.
@@ -116,11 +117,11 @@ impl ProvisioningServer {
             deadline,
         )?;
         let deps = ProvisioningDeps {
-            clock,
+            clock: clock.clone(),
             cipher,
             catalog: Arc::new(Catalog::load(&config.catalog.path)?),
             drivers: adapters::drivers(config)?,
-            marketplaces: adapters::from_config(config)?,
+            marketplaces: adapters::from_config(config, clock.clone())?,
             accounts: clients.account,
             billing: Some(clients.billing),
             usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
@@ -150,8 +151,38 @@ impl ProvisioningServer {
         ProvisioningServiceServer::new(ProvisioningGrpc::new(self.domain.clone()))
     }
 
-    /// Serves gRPC on `listener` and runs the outbox worker and the usage
-    /// meter until `shutdown`.
+    /// Starts the periodic reconciliations of the marketplaces that have
+    /// one; they stop at `shutdown`.
+    pub fn spawn_reconciliations(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        self.domain
+            .marketplaces()
+            .reconciliations()
+            .iter()
+            .map(|&(marketplace, interval)| {
+                let domain = self.domain.clone();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(interval) => {}
+                        }
+                        match domain.reconcile(marketplace).await {
+                            Ok(count) => {
+                                tracing::info!(marketplace = %marketplace, subscriptions = count, "subscriptions reconciled")
+                            }
+                            Err(error) => {
+                                tracing::warn!(marketplace = %marketplace, error = %error, "reconciliation failed")
+                            }
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Serves gRPC on `listener` and runs the outbox worker, the usage
+    /// meter and the reconciliations until `shutdown`.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -165,10 +196,14 @@ impl ProvisioningServer {
                 .run(self.jobs.clone(), shutdown.clone()),
         );
         let meter = tokio::spawn(self.usage.clone().run(shutdown.clone()));
+        let reconciliations = self.spawn_reconciliations(shutdown.clone());
         let served = serve_grpc(listener, "provisioning", tls, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = meter.await;
+        for task in reconciliations {
+            let _ = task.await;
+        }
         served
     }
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use marketbridge_core::{Marketplace, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Our lifecycle states, as stored.
 pub mod state {
@@ -123,6 +124,7 @@ pub trait ProvisioningMarketplace: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Marketplaces {
     adapters: HashMap<Marketplace, Arc<dyn ProvisioningMarketplace>>,
+    reconciliations: Vec<(Marketplace, Duration)>,
 }
 
 impl Marketplaces {
@@ -134,6 +136,17 @@ impl Marketplaces {
     ) -> Self {
         self.adapters.insert(marketplace, adapter);
         self
+    }
+
+    /// Reconciles a marketplace's subscriptions every `interval`.
+    pub fn with_reconciliation(mut self, marketplace: Marketplace, interval: Duration) -> Self {
+        self.reconciliations.push((marketplace, interval));
+        self
+    }
+
+    /// The periodic reconciliations.
+    pub fn reconciliations(&self) -> &[(Marketplace, Duration)] {
+        &self.reconciliations
     }
 
     /// The adapter of a marketplace, if registered.

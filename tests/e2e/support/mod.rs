@@ -30,6 +30,7 @@ type ConfigTweak<'a> = Box<dyn FnOnce(&mut Config) + 'a>;
 pub struct SetBuilder<'a> {
     database: &'a TestDatabase,
     manual_clock: bool,
+    given_clock: Option<ManualClock>,
     run_workers: bool,
     tweaks: Vec<ConfigTweak<'a>>,
 }
@@ -39,6 +40,7 @@ pub fn set_on(database: &TestDatabase) -> SetBuilder<'_> {
     SetBuilder {
         database,
         manual_clock: false,
+        given_clock: None,
         run_workers: true,
         tweaks: Vec::new(),
     }
@@ -57,6 +59,12 @@ impl<'a> SetBuilder<'a> {
     /// Time stands still at 2026-11-23T12:00:00Z until the test moves it.
     pub fn manual_clock(mut self) -> Self {
         self.manual_clock = true;
+        self
+    }
+
+    /// Time is `clock`, which the test shares with a simulator.
+    pub fn with_clock(mut self, clock: ManualClock) -> Self {
+        self.given_clock = Some(clock);
         self
     }
 
@@ -101,9 +109,10 @@ impl<'a> SetBuilder<'a> {
             tweak(&mut config);
         }
         let cipher = Cipher::from_base64_key(&config.security.encryption_key).expect("test key");
-        let manual = self
-            .manual_clock
-            .then(|| ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()));
+        let manual = self.given_clock.or_else(|| {
+            self.manual_clock
+                .then(|| ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()))
+        });
         let clock: SharedClock = match &manual {
             Some(clock) => Arc::new(clock.clone()),
             None => system_clock(),

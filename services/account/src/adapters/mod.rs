@@ -1,16 +1,18 @@
 //! The marketplace adapters and event processors the account service runs
 //! with, chosen from configuration.
 
+pub mod google;
 pub mod vercel;
 
 use crate::marketplace::Marketplaces;
 use marketbridge_config::Config;
+use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Marketplace, Result};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Registers an adapter and a processor for every configured marketplace.
-pub fn from_config(config: &Config) -> Result<Marketplaces> {
+pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> {
     let mut marketplaces = Marketplaces::default();
     if !config.vercel.client_id.is_empty() {
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
@@ -22,5 +24,5 @@ pub fn from_config(config: &Config) -> Result<Marketplaces> {
             )
             .with_processor(Marketplace::Vercel, Arc::new(vercel::VercelEvents));
     }
-    Ok(marketplaces)
+    google::register(marketplaces, config, clock)
 }

@@ -1,20 +1,23 @@
 //! The marketplace adapters and drivers provisioning runs with, chosen from
 //! configuration.
 
+pub mod google;
 pub mod vercel;
 
 use crate::driver::Drivers;
 use crate::driver::plugin::PluginDriver;
 use crate::driver::postgres::PostgresDriver;
 use crate::marketplace::Marketplaces;
+use marketbridge_catalog::Catalog;
 use marketbridge_config::Config;
+use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Marketplace, Result};
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Registers an adapter for every configured marketplace.
-pub fn from_config(config: &Config) -> Result<Marketplaces> {
+pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> {
     let mut marketplaces = Marketplaces::default();
     if !config.vercel.client_id.is_empty() {
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
@@ -28,6 +31,21 @@ pub fn from_config(config: &Config) -> Result<Marketplaces> {
             Marketplace::Vercel,
             Arc::new(vercel::VercelProvisioning::new(api, accounts)),
         );
+    }
+    if let Some(clients) = marketbridge_google::GoogleClients::from_config(config, clock)? {
+        let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
+        marketplaces = marketplaces
+            .with_adapter(
+                Marketplace::Google,
+                Arc::new(google::GoogleEntitlements::new(
+                    clients.procurement().clone(),
+                    catalog,
+                )),
+            )
+            .with_reconciliation(
+                Marketplace::Google,
+                Duration::from_secs(config.google.reconcile_interval_seconds.max(1)),
+            );
     }
     Ok(marketplaces)
 }

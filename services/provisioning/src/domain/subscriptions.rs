@@ -152,7 +152,12 @@ impl ProvisioningDomain {
         }
         row.pending_plan_id = desired.pending_plan_id.clone();
         if let Some(new_state) = desired.state {
-            row.state = new_state.to_owned();
+            // "Requested" from a marketplace that has not activated yet does
+            // not undo our approval.
+            let undoes_approval = new_state == state::REQUESTED && row.state == state::APPROVED;
+            if !undoes_approval {
+                row.state = new_state.to_owned();
+            }
         }
         if let Some(new_scope) = desired.scope {
             row.scope = new_scope.to_owned();
@@ -363,13 +368,26 @@ impl ProvisioningDomain {
                 .await?
                 .ok_or_else(|| Error::internal("stale subscription vanished"))?,
         };
-        let row = if row.state == state::REQUESTED && !row.awaiting_account_approval {
+        let row = if row.state == state::REQUESTED && request.approved_by_marketplace {
+            tracing::info!(subscription.id = %row.id, "approved by the marketplace itself");
+            let before = row.clone();
+            let mut approved = row;
+            approved.state = state::APPROVED.to_owned();
+            self.save_with_effects(&txn, Some(&before), approved)
+                .await?
+        } else if row.state == state::REQUESTED && !row.awaiting_account_approval {
             self.start_approval(&txn, row, account.signup_done).await?
         } else {
             row
         };
         if snapshot.plan_change_needs_approval && !row.pending_plan_id.is_empty() {
-            self.enqueue_plan_change(&txn, &row, true, "").await?;
+            match self.plan_change_rejection_reason(&row) {
+                None => self.enqueue_plan_change(&txn, &row, true, "").await?,
+                Some(reason) => {
+                    tracing::info!(subscription.id = %row.id, reason = %reason, "rejecting a plan change by provider rule");
+                    self.enqueue_plan_change(&txn, &row, false, &reason).await?
+                }
+            }
         }
         let response = self.to_proto(&txn, &row).await?;
         txn.commit().await.map_err(db_error)?;
@@ -401,6 +419,15 @@ impl ProvisioningDomain {
         txn.commit().await.map_err(db_error)?;
         self.outbox.wake();
         Ok(response)
+    }
+
+    /// Why the provider refuses a requested plan change, if it does.
+    fn plan_change_rejection_reason(&self, row: &subscription::Model) -> Option<String> {
+        let product = self.catalog.product(&row.product_id)?;
+        if product.plan(&row.pending_plan_id).is_none() {
+            return Some(format!("plan `{}` is not offered", row.pending_plan_id));
+        }
+        None
     }
 
     /// Why the provider refuses a requested subscription, if it does.
@@ -915,14 +942,31 @@ impl ProvisioningDomain {
         let Some(adapter) = self.marketplaces.adapter(marketplace).cloned() else {
             return Ok(0);
         };
+        let mut external_ids = adapter.list_subscription_ids().await?;
+        // Ours that the marketplace no longer lists (a lost deletion).
+        let listed: std::collections::BTreeSet<String> = external_ids.iter().cloned().collect();
+        let unfinished = subscription::Entity::find()
+            .filter(subscription::Column::Marketplace.eq(marketplace.as_str()))
+            .filter(subscription::Column::State.is_not_in([state::CANCELLED, state::REJECTED]))
+            .order_by_asc(subscription::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        external_ids.extend(
+            unfinished
+                .into_iter()
+                .map(|row| row.external_id)
+                .filter(|id| !listed.contains(id)),
+        );
         let mut count = 0;
-        for external_id in adapter.list_subscription_ids().await? {
+        for external_id in external_ids {
             let request = pb::SyncSubscriptionRequest {
                 context: None,
                 marketplace_ref: Some(MarketplaceRef::new(
                     super::proto_marketplace(marketplace),
                     external_id.clone(),
                 )),
+                approved_by_marketplace: false,
             };
             match self.sync_subscription(request).await {
                 Ok(_) => count += 1,

@@ -1,0 +1,171 @@
+//! The signup ticket: what a verified signup token proved, signed by us
+//! (HMAC-SHA256) and carried as a hidden form field until the customer
+//! submits the form. The gateway stays stateless and the Google token never
+//! leaves the POST that brought it.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use marketbridge_config::Config;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How long a customer has to fill the form, in seconds.
+pub const TICKET_LIFETIME_SECONDS: i64 = 30 * 60;
+
+/// What a ticket carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// Procurement account id (the token's `sub`).
+    pub account: String,
+    /// Obfuscated id of the person, when the token had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Their roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Order ids, when several orders are allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orders: Vec<String>,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// A random value that makes every ticket unique.
+    pub nonce: String,
+}
+
+/// Why a ticket was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketProblem {
+    /// Not a ticket we issued (or altered).
+    Invalid,
+    /// Issued by us but too old.
+    Expired,
+}
+
+/// Signs and checks tickets with one key.
+#[derive(Clone)]
+pub struct TicketSigner {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TicketSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketSigner(..)")
+    }
+}
+
+impl TicketSigner {
+    /// The key: `gateway.session_secret` when set, else one derived from the
+    /// encryption key, else a random one for this process (tickets then do
+    /// not survive a restart).
+    pub fn from_config(config: &Config) -> Self {
+        let secret = config.gateway.session_secret.trim();
+        if secret.len() >= 32 {
+            return Self::new(derive(
+                secret.as_bytes(),
+                b"marketbridge google signup ticket",
+            ));
+        }
+        let encryption_key = config.security.encryption_key.trim();
+        if !encryption_key.is_empty() {
+            return Self::new(derive(
+                encryption_key.as_bytes(),
+                b"marketbridge google signup ticket",
+            ));
+        }
+        tracing::warn!(
+            "no session secret or encryption key configured; signup tickets use a key of this process only"
+        );
+        Self::new(marketbridge_core::crypto::random_token(32).into_bytes())
+    }
+
+    /// A signer with `key`.
+    pub fn new(key: Vec<u8>) -> Self {
+        Self { key }
+    }
+
+    fn mac(&self, payload: &str) -> Vec<u8> {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(payload.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The ticket as text: `base64url(json).base64url(mac)`.
+    pub fn seal(&self, ticket: &Ticket) -> String {
+        let json = serde_json::to_string(ticket).unwrap_or_default();
+        let payload = URL_SAFE_NO_PAD.encode(json);
+        let mac = URL_SAFE_NO_PAD.encode(self.mac(&payload));
+        format!("{payload}.{mac}")
+    }
+
+    /// Checks a sealed ticket at `now`.
+    pub fn open(&self, sealed: &str, now: DateTime<Utc>) -> Result<Ticket, TicketProblem> {
+        let (payload, mac) = sealed
+            .trim()
+            .split_once('.')
+            .ok_or(TicketProblem::Invalid)?;
+        let given = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| TicketProblem::Invalid)?;
+        let expected = self.mac(payload);
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(given.as_slice(), expected.as_slice()).into();
+        if !same {
+            return Err(TicketProblem::Invalid);
+        }
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TicketProblem::Invalid)?;
+        let ticket: Ticket = serde_json::from_slice(&json).map_err(|_| TicketProblem::Invalid)?;
+        if ticket.exp < now.timestamp() {
+            return Err(TicketProblem::Expired);
+        }
+        Ok(ticket)
+    }
+}
+
+fn derive(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(purpose);
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn tickets_round_trip_and_resist_tampering() {
+        let signer = TicketSigner::new(b"k".repeat(32));
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+        let ticket = Ticket {
+            account: "acct-1".into(),
+            user: Some("u".into()),
+            roles: vec![],
+            orders: vec!["o-1".into()],
+            exp: now.timestamp() + 60,
+            nonce: "n".into(),
+        };
+        let sealed = signer.seal(&ticket);
+        assert_eq!(signer.open(&sealed, now), Ok(ticket.clone()));
+        let (payload, mac) = sealed.split_once('.').unwrap();
+        let mut forged = ticket.clone();
+        forged.account = "acct-2".into();
+        let forged_payload = URL_SAFE_NO_PAD.encode(serde_json::to_string(&forged).unwrap());
+        assert_eq!(
+            signer.open(&format!("{forged_payload}.{mac}"), now),
+            Err(TicketProblem::Invalid)
+        );
+        assert_eq!(signer.open(payload, now), Err(TicketProblem::Invalid));
+        let other = TicketSigner::new(b"x".repeat(32));
+        assert_eq!(other.open(&sealed, now), Err(TicketProblem::Invalid));
+        assert_eq!(
+            signer.open(&sealed, now + chrono::Duration::seconds(61)),
+            Err(TicketProblem::Expired)
+        );
+    }
+}
