@@ -92,9 +92,9 @@ impl BillingServer {
             deadline,
         )?);
         let deps = BillingDeps {
-            clock,
+            clock: clock.clone(),
             catalog: Arc::new(Catalog::load(&config.catalog.path)?),
-            marketplaces: adapters::from_config(config)?,
+            marketplaces: adapters::from_config(config, clock)?,
             accounts,
             options: config.billing.clone(),
         };

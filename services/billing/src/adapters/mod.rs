@@ -1,17 +1,19 @@
 //! The marketplace adapters billing runs with, chosen from configuration.
 
+pub mod google;
 pub mod vercel;
 pub mod vercel_reports;
 
 use crate::marketplace::Marketplaces;
 use marketbridge_config::Config;
+use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Marketplace, Result};
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Registers an adapter for every configured marketplace.
-pub fn from_config(config: &Config) -> Result<Marketplaces> {
+/// Registers an adapter and a reporter for every configured marketplace.
+pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> {
     let mut marketplaces = Marketplaces::default();
     if !config.vercel.client_id.is_empty() {
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
@@ -30,6 +32,19 @@ pub fn from_config(config: &Config) -> Result<Marketplaces> {
                 Marketplace::Vercel,
                 Arc::new(vercel_reports::VercelReporter::new(api)),
             );
+    }
+    if let Some(clients) = marketbridge_google::GoogleClients::from_config(config, clock)? {
+        match clients.service_control() {
+            Some(service_control) => {
+                marketplaces = marketplaces.with_reporter(
+                    Marketplace::Google,
+                    Arc::new(google::GoogleReporter::new(service_control.clone())),
+                );
+            }
+            None => tracing::warn!(
+                "google.service_name is empty: usage is not reported to Google Cloud Marketplace"
+            ),
+        }
     }
     Ok(marketplaces)
 }
