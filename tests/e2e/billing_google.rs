@@ -515,3 +515,61 @@ backend_test!(
         test.stop().await;
     }
 );
+
+backend_test!(
+    a_report_whose_answer_was_lost_is_resent_as_the_same_operation_after_a_restart,
+    |database| async move {
+        let google = start(&database, Delivery::Push).await;
+        let (_, subscription_id, _) = customer(&google, "pro-plan").await;
+        clock_to(&google, at("2026-11-23T12:40:00Z"));
+        record(
+            &google,
+            &subscription_id,
+            &[("a", "requests", 17, "2026-11-23T12:10:00Z")],
+        )
+        .await;
+        // Google records the report, but its answer never arrives; the
+        // process stops before it learns the outcome.
+        google
+            .sim
+            .api()
+            .faults
+            .inject(Fault::answer_lost(":report", 502, 1));
+        clock_to(&google, at("2026-11-23T13:06:00Z"));
+        bill(&google).await;
+        assert_eq!(google.sim.reported_operations().len(), 1);
+        let ledger = reports(&google, &subscription_id).await;
+        assert_eq!(ledger[0].status, billing_pb::ReportStatus::Pending as i32);
+
+        let GoogleTest {
+            test, sim, clock, ..
+        } = google;
+        let test = test.restart().await;
+        clock.advance(ChronoDuration::seconds(2));
+        test.drain().await;
+        let received = sim.reported_operations();
+        assert_eq!(received.len(), 2, "sent again after the restart");
+        assert_eq!(
+            received[0], received[1],
+            "the same operation id and values: Google bills it once"
+        );
+        let operations = billed(&sim);
+        assert_eq!(operations.len(), 1);
+        assert_eq!(totals(&operations)["pro_requests"], 17);
+        let mut billing = test.set.clients.billing.clone();
+        let ledger = billing
+            .list_usage_reports(billing_pb::ListUsageReportsRequest {
+                subscription_id: subscription_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .reports;
+        assert_eq!(
+            (ledger[0].status, ledger[0].attempts),
+            (billing_pb::ReportStatus::Sent as i32, 2)
+        );
+        test.stop().await;
+    }
+);

@@ -664,3 +664,72 @@ backend_test!(
         test.stop().await;
     }
 );
+
+backend_test!(
+    an_invoice_whose_answer_was_lost_is_not_created_twice,
+    |database| async move {
+        let vercel = vercel_set(&database, VercelOptions::manual()).await;
+        let (installation, _, resource_id) = customer(&vercel, "pro").await;
+        clock_to(&vercel.test, at("2026-11-23T12:31:00Z"));
+        record(
+            &vercel.test,
+            vec![usage(
+                "x",
+                &resource_id,
+                "requests",
+                1_000_100,
+                at("2026-11-23T12:30:00Z"),
+            )],
+        )
+        .await;
+        // Vercel creates the invoice but its answer is lost; the process
+        // stops before it learns the invoice id.
+        vercel
+            .sim
+            .faults()
+            .inject(Fault::answer_lost("/billing/invoices", 502, 1).method("POST"));
+        clock_to(&vercel.test, at("2026-12-01T00:06:00Z"));
+        bill(&vercel.test).await;
+        assert_eq!(
+            vercel
+                .sim
+                .installation(&installation.id)
+                .unwrap()
+                .invoices
+                .len(),
+            1
+        );
+
+        let VercelTest { test, sim, .. } = vercel;
+        let test = test.restart().await;
+        test.advance(ChronoDuration::seconds(2));
+        test.drain().await;
+        let invoices = sim.installation(&installation.id).unwrap().invoices;
+        assert_eq!(
+            invoices.len(),
+            1,
+            "the external id makes the resubmission the same invoice"
+        );
+        let invoice = invoices.values().next().unwrap();
+        let attempts = sim.recorder().calls_to("POST", "/billing/invoices");
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[0].body, attempts[1].body);
+        let mut billing = test.set.clients.billing.clone();
+        let found = billing
+            .get_invoice(billing_pb::GetInvoiceRequest {
+                selector: Some(
+                    billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
+                        invoice.id.clone(),
+                    ),
+                ),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(found.external_id, format!("{resource_id}:pro:2026-11"));
+        // 7.5 days of 20.00, and 100 requests beyond the million at 0.00001.
+        assert_eq!(found.total.unwrap().amount_minor, 500);
+        sim.stop();
+        test.stop().await;
+    }
+);

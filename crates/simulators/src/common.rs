@@ -178,6 +178,9 @@ pub struct Fault {
     pub delay: Duration,
     /// `Retry-After` seconds to send with the failure.
     pub retry_after: Option<u64>,
+    /// Serve the request first, then answer `status` instead of the real
+    /// answer: the marketplace acted, but its answer was lost on the way.
+    pub answer_lost: bool,
 }
 
 impl Fault {
@@ -190,6 +193,16 @@ impl Fault {
             status: Some(status),
             delay: Duration::ZERO,
             retry_after: None,
+            answer_lost: false,
+        }
+    }
+
+    /// `times` matching requests are served, but answer `status` instead of
+    /// the real answer (a connection lost after the marketplace acted).
+    pub fn answer_lost(path_contains: impl Into<String>, status: u16, times: u32) -> Self {
+        Self {
+            answer_lost: true,
+            ..Self::status(path_contains, status, times)
         }
     }
 
@@ -202,6 +215,7 @@ impl Fault {
             status: None,
             delay,
             retry_after: None,
+            answer_lost: false,
         }
     }
 
@@ -292,6 +306,25 @@ pub async fn observe(
     if let Some(fault) = observed.faults.take(&method, &path) {
         if !fault.delay.is_zero() {
             tokio::time::sleep(fault.delay).await;
+        }
+        if fault.answer_lost {
+            let served = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            let status = fault.status.unwrap_or(502);
+            tracing::debug!(
+                served = served.status().as_u16(),
+                status,
+                "answer lost on purpose"
+            );
+            call.status = status;
+            observed.recorder.record(call);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return (
+                status,
+                axum::Json(json!({"error": {"code": "injected", "message": "answer lost"}})),
+            )
+                .into_response();
         }
         if let Some(status) = fault.status {
             call.status = status;
