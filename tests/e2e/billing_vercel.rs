@@ -733,3 +733,51 @@ backend_test!(
         test.stop().await;
     }
 );
+
+backend_test!(
+    installation_level_plans_are_billed_without_a_resource,
+    |database| async move {
+        let vercel = vercel_set(
+            &database,
+            VercelOptions {
+                manual: true,
+                default_installation_plan: Some("team".into()),
+            },
+        )
+        .await;
+        let test = &vercel.test;
+        let (installation, _) = vercel.install().await;
+        vercel.drain().await;
+        clock_to(test, at("2026-11-23T13:06:00Z"));
+        bill(test).await;
+        let state = vercel.sim.installation(&installation.id).unwrap();
+        assert_eq!(state.billing_data.len(), 1);
+        let items = state.billing_data[0]["billing"]["items"]
+            .as_array()
+            .unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["billingPlanId"], "team");
+        assert!(
+            items[0].get("resourceId").is_none(),
+            "the plan covers the installation"
+        );
+        assert_eq!(items[0]["total"], "12.50", "50.00 over 7.5 of 30 days");
+
+        clock_to(test, at("2026-12-01T00:06:00Z"));
+        bill(test).await;
+        let invoices = vercel.sim.installation(&installation.id).unwrap().invoices;
+        assert_eq!(invoices.len(), 1);
+        let invoice = invoices.values().next().unwrap();
+        assert_eq!(invoice.total, "12.50");
+        assert!(invoice.submission["items"][0].get("resourceId").is_none());
+        assert!(
+            invoice
+                .external_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("sub_") && id.ends_with(":team:2026-11")),
+            "{:?}",
+            invoice.external_id
+        );
+        vercel.stop().await;
+    }
+);

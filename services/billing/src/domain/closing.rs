@@ -133,21 +133,31 @@ impl BillingDomain {
             .map_err(db_error)?;
         let mut changed = 0;
         for closure in closures {
-            let before = closure.status.clone();
-            match closure.status.as_str() {
-                closure_status::CLOSING => self.invoice_closure(&closure, now).await?,
-                closure_status::INVOICED => self.advance_closure(&closure.account_id).await?,
-                closure_status::FINALIZING
-                    if self.finalization_sent(&closure.account_id).await? =>
-                {
-                    self.finalization_delivered(&closure.account_id).await?
+            match self.progress_closure(&closure, now).await {
+                Ok(moved) => changed += usize::from(moved),
+                Err(error) => {
+                    tracing::warn!(account.id = %closure.account_id, status = %closure.status, error = %error, "closing could not move on; trying again next run")
                 }
-                _ => {}
             }
-            let after = self.closure(&closure.account_id).await?.map(|c| c.status);
-            changed += usize::from(after.as_deref() != Some(before.as_str()));
         }
         Ok(changed)
+    }
+
+    async fn progress_closure(
+        &self,
+        closure: &account_closure::Model,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        match closure.status.as_str() {
+            closure_status::CLOSING => self.invoice_closure(closure, now).await?,
+            closure_status::INVOICED => self.advance_closure(&closure.account_id).await?,
+            closure_status::FINALIZING if self.finalization_sent(&closure.account_id).await? => {
+                self.finalization_delivered(&closure.account_id).await?
+            }
+            _ => {}
+        }
+        let after = self.closure(&closure.account_id).await?.map(|c| c.status);
+        Ok(after.as_deref() != Some(closure.status.as_str()))
     }
 
     async fn closure(&self, account_id: &str) -> Result<Option<account_closure::Model>> {

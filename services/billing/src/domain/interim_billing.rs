@@ -10,6 +10,7 @@ use super::pricing::{Charged, Stretch, base_charge, usage_charges};
 use super::reports::{NewReport, settle_delay};
 use super::usage_sums::usage_between;
 use crate::entity::{billing_resource, billing_subscription};
+use crate::marketplace::UsageReporter;
 use crate::submission::{InterimBilling, Submission, UsageLine, kind as submission_kind};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_catalog::{Metric, Plan};
@@ -18,6 +19,7 @@ use marketbridge_core::{Marketplace, Result};
 use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The start of the UTC day containing `time`.
 fn day_floor(time: DateTime<Utc>) -> DateTime<Utc> {
@@ -45,42 +47,60 @@ impl BillingDomain {
         let mut made = 0;
         for (marketplace, reporter) in reporters {
             for account_id in self.accounts_at(marketplace).await? {
-                let key = format!("{account_id}:{}", to_rfc3339(as_of));
-                if self
-                    .report_exists(marketplace, submission_kind::BILLING_DATA, &key)
-                    .await?
-                    || self.closure_finalized(&account_id).await?
+                match self
+                    .report_account_interim_billing(marketplace, &reporter, &account_id, as_of)
+                    .await
                 {
-                    continue;
+                    Ok(recorded) => made += usize::from(recorded),
+                    Err(error) => {
+                        tracing::error!(account.id = %account_id, error = %error, "interim billing could not be recorded")
+                    }
                 }
-                let Some(billing) = self
-                    .interim_billing_of(marketplace, &account_id, as_of)
-                    .await?
-                else {
-                    continue;
-                };
-                let window = (billing.period_start, as_of);
-                let txn = marketbridge_storage::begin_write(&self.db).await?;
-                let recorded = self
-                    .record_report(
-                        &txn,
-                        &reporter,
-                        NewReport {
-                            account_id: account_id.clone(),
-                            subscription_id: String::new(),
-                            marketplace,
-                            submission: Submission::BillingData(billing),
-                            window: Some(window),
-                            idempotency_key: key,
-                            invoice_id: None,
-                        },
-                    )
-                    .await?;
-                txn.commit().await.map_err(db_error)?;
-                made += usize::from(recorded.is_some());
             }
         }
         Ok(made)
+    }
+
+    async fn report_account_interim_billing(
+        &self,
+        marketplace: Marketplace,
+        reporter: &Arc<dyn UsageReporter>,
+        account_id: &str,
+        as_of: DateTime<Utc>,
+    ) -> Result<bool> {
+        let key = format!("{account_id}:{}", to_rfc3339(as_of));
+        if self
+            .report_exists(marketplace, submission_kind::BILLING_DATA, &key)
+            .await?
+            || self.closure_finalized(account_id).await?
+        {
+            return Ok(false);
+        }
+        let Some(billing) = self
+            .interim_billing_of(marketplace, account_id, as_of)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let window = (billing.period_start, as_of);
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let recorded = self
+            .record_report(
+                &txn,
+                reporter,
+                NewReport {
+                    account_id: account_id.to_owned(),
+                    subscription_id: String::new(),
+                    marketplace,
+                    submission: Submission::BillingData(billing),
+                    window: Some(window),
+                    idempotency_key: key,
+                    invoice_id: None,
+                },
+            )
+            .await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(recorded.is_some())
     }
 
     /// The account's interim billing with usage up to `as_of`; `None` when

@@ -111,9 +111,15 @@ impl BillingDomain {
                 .await
                 .map_err(db_error)?;
             for subscription in subscriptions {
-                made += self
+                match self
                     .invoice_periods_until(marketplace, &reporter, &subscription, until)
-                    .await?;
+                    .await
+                {
+                    Ok(invoiced) => made += invoiced,
+                    Err(error) => {
+                        tracing::error!(subscription.id = %subscription.subscription_id, error = %error, "ended periods could not be invoiced")
+                    }
+                }
             }
         }
         Ok(made)

@@ -7,6 +7,7 @@ use super::BillingDomain;
 use super::reports::{NewReport, settle_delay};
 use super::usage_sums::{per_metric, usage_between};
 use crate::entity::{account_closure, balance, billing_subscription};
+use crate::marketplace::UsageReporter;
 use crate::submission::{BalanceLine, BalancesDraft, Submission, kind as submission_kind};
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::PlanKind;
@@ -17,6 +18,7 @@ use marketbridge_proto::billing::v1 as pb;
 use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Label of prepaid credit balances.
 pub const CREDIT_LABEL: &str = "Credits";
@@ -133,56 +135,74 @@ impl BillingDomain {
         let mut made = 0;
         for (marketplace, reporter) in reporters {
             for account_id in self.accounts_at(marketplace).await? {
-                let key = format!("{account_id}:{}", to_rfc3339(as_of));
-                if self
-                    .report_exists(marketplace, submission_kind::BALANCES, &key)
-                    .await?
-                    || self.closure_finalized(&account_id).await?
+                match self
+                    .report_account_balances(marketplace, &reporter, &account_id, as_of)
+                    .await
                 {
-                    continue;
+                    Ok(recorded) => made += usize::from(recorded),
+                    Err(error) => {
+                        tracing::error!(account.id = %account_id, error = %error, "balances could not be recorded")
+                    }
                 }
-                let balances = self.balances_of(&self.db, &account_id).await?;
-                if balances.balances.is_empty() {
-                    continue;
-                }
-                let draft = BalancesDraft {
-                    timestamp: self.now(),
-                    balances: balances
-                        .balances
-                        .into_iter()
-                        .map(|b| BalanceLine {
-                            resource_id: Some(b.resource_id).filter(|id| !id.is_empty()),
-                            credit: b.credit,
-                            name_label: b.name_label,
-                            value: b
-                                .value
-                                .as_ref()
-                                .map(Money::from_proto)
-                                .unwrap_or_else(|| Money::usd_cents(0)),
-                        })
-                        .collect(),
-                };
-                let txn = marketbridge_storage::begin_write(&self.db).await?;
-                let recorded = self
-                    .record_report(
-                        &txn,
-                        &reporter,
-                        NewReport {
-                            account_id: account_id.clone(),
-                            subscription_id: String::new(),
-                            marketplace,
-                            submission: Submission::Balances(draft),
-                            window: None,
-                            idempotency_key: key,
-                            invoice_id: None,
-                        },
-                    )
-                    .await?;
-                txn.commit().await.map_err(db_error)?;
-                made += usize::from(recorded.is_some());
             }
         }
         Ok(made)
+    }
+
+    async fn report_account_balances(
+        &self,
+        marketplace: Marketplace,
+        reporter: &Arc<dyn UsageReporter>,
+        account_id: &str,
+        as_of: DateTime<Utc>,
+    ) -> Result<bool> {
+        let key = format!("{account_id}:{}", to_rfc3339(as_of));
+        if self
+            .report_exists(marketplace, submission_kind::BALANCES, &key)
+            .await?
+            || self.closure_finalized(account_id).await?
+        {
+            return Ok(false);
+        }
+        let balances = self.balances_of(&self.db, account_id).await?;
+        if balances.balances.is_empty() {
+            return Ok(false);
+        }
+        let draft = BalancesDraft {
+            timestamp: self.now(),
+            balances: balances
+                .balances
+                .into_iter()
+                .map(|b| BalanceLine {
+                    resource_id: Some(b.resource_id).filter(|id| !id.is_empty()),
+                    credit: b.credit,
+                    name_label: b.name_label,
+                    value: b
+                        .value
+                        .as_ref()
+                        .map(Money::from_proto)
+                        .unwrap_or_else(|| Money::usd_cents(0)),
+                })
+                .collect(),
+        };
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let recorded = self
+            .record_report(
+                &txn,
+                reporter,
+                NewReport {
+                    account_id: account_id.to_owned(),
+                    subscription_id: String::new(),
+                    marketplace,
+                    submission: Submission::Balances(draft),
+                    window: None,
+                    idempotency_key: key,
+                    invoice_id: None,
+                },
+            )
+            .await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(recorded.is_some())
     }
 
     /// Accounts with a subscription at a marketplace, in id order.

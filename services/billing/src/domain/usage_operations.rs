@@ -74,9 +74,16 @@ impl BillingDomain {
                 .await
                 .map_err(db_error)?;
             for subscription in subscriptions {
-                made += self
+                match self
                     .report_subscription_windows(marketplace, &reporter, &subscription, now)
-                    .await?;
+                    .await
+                {
+                    Ok(reported) => made += reported,
+                    // One customer's problem must not hold back the others.
+                    Err(error) => {
+                        tracing::error!(subscription.id = %subscription.subscription_id, error = %error, "usage windows could not be reported")
+                    }
+                }
             }
         }
         Ok(made)

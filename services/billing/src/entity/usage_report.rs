@@ -18,7 +18,7 @@ pub struct Model {
     pub subscription_id: String,
     /// Marketplace it goes to.
     pub marketplace: String,
-    /// What it is (one of `crate::domain::report_kind`).
+    /// What it is (one of `crate::submission::kind`).
     pub kind: String,
     /// Start of the time it covers.
     pub window_start: Option<ChronoDateTimeUtc>,
