@@ -209,7 +209,10 @@ backend_test!(
         record(
             &google,
             &subscription_id,
-            &[("d", "requests", 1000, "2026-11-23T13:10:00Z")],
+            &[
+                ("d", "requests", 1000, "2026-11-23T13:10:00Z"),
+                ("g", "storage_gb", 5, "2026-11-23T13:10:00Z"),
+            ],
         )
         .await;
         google
@@ -284,7 +287,9 @@ backend_test!(
             BTreeMap::from([
                 ("free_requests".to_owned(), 7),
                 ("pro_requests".to_owned(), 100 + 250 + 1000 + 5),
-                ("pro_storage_gb".to_owned(), 3),
+                // Storage is measured, not summed: each window reports the
+                // latest measurement at its end (3, then 5 until the change).
+                ("pro_storage_gb".to_owned(), 3 + 5 + 5),
             ]),
             "what Google billed is exactly what was recorded, per plan"
         );

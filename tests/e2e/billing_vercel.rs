@@ -192,13 +192,23 @@ backend_test!(
         clock_to(test, at("2026-11-23T13:21:00Z"));
         record(
             test,
-            vec![usage(
-                "r3",
-                &resource_id,
-                "requests",
-                500_000,
-                at("2026-11-23T13:20:00Z"),
-            )],
+            vec![
+                usage(
+                    "r3",
+                    &resource_id,
+                    "requests",
+                    500_000,
+                    at("2026-11-23T13:20:00Z"),
+                ),
+                // Storage is measured: the latest measurement is what counts.
+                usage(
+                    "s2",
+                    &resource_id,
+                    "storage_gb",
+                    110,
+                    at("2026-11-23T13:20:00Z"),
+                ),
+            ],
         )
         .await;
 
@@ -234,6 +244,13 @@ backend_test!(
         assert_eq!(
             usage_line(&sent[1], Some(&resource_id), "Requests")["periodValue"],
             1_200_000.0
+        );
+        let storage = usage_line(&sent[1], Some(&resource_id), "Storage");
+        assert_eq!(storage["type"], "total");
+        assert_eq!(
+            (storage["dayValue"].clone(), storage["periodValue"].clone()),
+            (json!(110.0), json!(110.0)),
+            "a measurement is the current total, not a sum"
         );
 
         // Late usage for the period, then the period ends.
@@ -300,11 +317,16 @@ backend_test!(
             "1,250,000 used, 1,000,000 included"
         );
         assert_eq!(line("Requests")["total"], "2.50");
-        assert_eq!(line("Storage")["total"], "5.00");
+        assert_eq!(
+            line("Storage")["quantity"],
+            10.0,
+            "110 GB in use, 100 included"
+        );
+        assert_eq!(line("Storage")["total"], "2.50");
         assert_eq!(line("Pro")["total"], "5.00");
-        assert_eq!(invoice.total, "12.50");
+        assert_eq!(invoice.total, "10.00");
         let total: i64 = lines.iter().map(|l| cents(&l["total"])).sum();
-        assert_eq!(total, 1250);
+        assert_eq!(total, 1000);
 
         // Billing keeps the invoice with Vercel's id; running again sends
         // nothing twice.
@@ -321,7 +343,7 @@ backend_test!(
             .invoices;
         assert_eq!(ours.len(), 1);
         assert_eq!(ours[0].marketplace_invoice_id, invoice.id);
-        assert_eq!(ours[0].total.as_ref().unwrap().amount_minor, 1250);
+        assert_eq!(ours[0].total.as_ref().unwrap().amount_minor, 1000);
         assert_eq!(ours[0].state, billing_pb::InvoiceState::Pending as i32);
         bill(test).await;
         assert_eq!(

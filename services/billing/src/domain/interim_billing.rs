@@ -8,7 +8,7 @@ use super::BillingDomain;
 use super::invoicing::charged_groups;
 use super::pricing::{Charged, Stretch, base_charge, usage_charges};
 use super::reports::{NewReport, settle_delay};
-use super::usage_sums::usage_between;
+use super::usage_sums::{usage_between, usage_on_plan};
 use crate::entity::{billing_resource, billing_subscription};
 use crate::marketplace::UsageReporter;
 use crate::submission::{InterimBilling, Submission, UsageLine, kind as submission_kind};
@@ -160,9 +160,14 @@ impl BillingDomain {
                 let start = period.starts_at.max(period_start);
                 let planned_end = period.ends_at.map_or(period_end, |end| end.min(period_end));
                 let used_until = period.ends_at.map_or(as_of, |end| end.min(as_of));
-                let usage =
-                    usage_between(&self.db, &subscription.subscription_id, start, used_until)
-                        .await?;
+                let usage = usage_on_plan(
+                    &self.db,
+                    &subscription.subscription_id,
+                    plan,
+                    start,
+                    used_until,
+                )
+                .await?;
                 let marketplace_plan_id = plan.marketplace_plan_id(marketplace.as_str());
                 for group in charged_groups(plan, &resource_ids, &usage) {
                     let charged = Charged {
@@ -196,10 +201,32 @@ impl BillingDomain {
                     }
                 }
             }
-            let period_usage =
-                usage_between(&self.db, &subscription.subscription_id, period_start, as_of).await?;
-            let day_usage =
-                usage_between(&self.db, &subscription.subscription_id, day_start, as_of).await?;
+            let (period_usage, day_usage) = match current_plan {
+                Some(plan) => (
+                    usage_on_plan(
+                        &self.db,
+                        &subscription.subscription_id,
+                        plan,
+                        period_start,
+                        as_of,
+                    )
+                    .await?,
+                    usage_on_plan(
+                        &self.db,
+                        &subscription.subscription_id,
+                        plan,
+                        day_start,
+                        as_of,
+                    )
+                    .await?,
+                ),
+                None => (
+                    usage_between(&self.db, &subscription.subscription_id, period_start, as_of)
+                        .await?,
+                    usage_between(&self.db, &subscription.subscription_id, day_start, as_of)
+                        .await?,
+                ),
+            };
             for (key, quantity) in period_usage {
                 running.entry(key).or_default().period += quantity;
             }

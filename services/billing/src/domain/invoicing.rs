@@ -9,7 +9,7 @@ use super::BillingDomain;
 use super::invoices::StoredItem;
 use super::pricing::{Charged, Stretch, base_charge, total_of, usage_charges};
 use super::reports::{NewReport, settle_delay};
-use super::usage_sums::{UsageTotals, per_metric, usage_between};
+use super::usage_sums::{UsageTotals, per_metric, usage_on_plan};
 use crate::entity::{billing_resource, billing_subscription, invoice, plan_period};
 use crate::marketplace::{UsageReporter, invoice_state};
 use crate::submission::{ChargeLine, InvoiceDraft, Submission, TestInvoice};
@@ -300,9 +300,10 @@ impl BillingDomain {
                 period_start,
                 period_end,
             };
-            let usage = usage_between(
+            let usage = usage_on_plan(
                 conn,
                 &subscription.subscription_id,
+                plan,
                 stretch_start,
                 stretch_end,
             )

@@ -5,7 +5,7 @@
 
 use super::BillingDomain;
 use super::reports::{NewReport, settle_delay};
-use super::usage_sums::{per_metric, usage_between};
+use super::usage_sums::{per_metric, usage_on_plan};
 use crate::entity::{account_closure, balance, billing_subscription};
 use crate::marketplace::UsageReporter;
 use crate::submission::{BalanceLine, BalancesDraft, Submission, kind as submission_kind};
@@ -69,8 +69,14 @@ impl BillingDomain {
                     let (_, billing_end) = billing_period(start);
                     let stretch_end = billing_end.min(end);
                     let usage = per_metric(
-                        &usage_between(conn, &subscription.subscription_id, start, stretch_end)
-                            .await?,
+                        &usage_on_plan(
+                            conn,
+                            &subscription.subscription_id,
+                            plan,
+                            start,
+                            stretch_end,
+                        )
+                        .await?,
                     );
                     entry.0 += super::pricing::prepaid_cost_micros(plan, &usage)?;
                     start = stretch_end;

@@ -7,7 +7,7 @@
 
 use super::BillingDomain;
 use super::reports::{NewReport, settle_delay};
-use super::usage_sums::{per_metric, usage_between};
+use super::usage_sums::{per_metric, usage_on_plan};
 use crate::entity::{billing_subscription, plan_period};
 use crate::marketplace::UsageReporter;
 use crate::submission::{MetricValue, Submission, UsageOperation};
@@ -151,9 +151,9 @@ impl BillingDomain {
                         .collect()
                 })
                 .unwrap_or_default();
-            if !metered.is_empty() {
+            if let (Some(plan), false) = (plan, metered.is_empty()) {
                 let usage = per_metric(
-                    &usage_between(&txn, &subscription.subscription_id, start, end).await?,
+                    &usage_on_plan(&txn, &subscription.subscription_id, plan, start, end).await?,
                 );
                 let values = metered
                     .into_iter()

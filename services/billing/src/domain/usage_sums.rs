@@ -1,15 +1,18 @@
-//! Exact usage of a subscription between two instants: whole hours come from
-//! the hour windows, the parts of hours at either end from the events, so a
-//! boundary inside an hour (a plan change, a cancellation) splits usage
-//! exactly where the events fall.
+//! Exact usage of a subscription between two instants. Interval metrics
+//! (requests) add up: whole hours come from the hour windows, the parts of
+//! hours at either end from the events, so a boundary inside an hour (a plan
+//! change, a cancellation) splits usage exactly where the events fall. Total
+//! and rate metrics (storage in use) are measurements: what counts is the
+//! latest one at the end of the stretch.
 
 use crate::entity::{usage_event, usage_window};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use marketbridge_catalog::{MetricKind, Plan};
 use marketbridge_core::Result;
 use marketbridge_core::time::hour_floor;
 use marketbridge_storage::db_error;
 use sea_orm::sea_query::{Alias, Expr, Func};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::collections::BTreeMap;
 
 /// Quantities keyed by (resource id, metric id); the resource id is empty
@@ -58,6 +61,72 @@ pub async fn usage_between(
         add_events(conn, &mut totals, subscription_id, last_whole_hour_end, end).await?;
     }
     Ok(totals)
+}
+
+/// Usage of `subscription_id` in `[start, end)` as `plan` counts it: sums
+/// of its interval metrics, and for its total and rate metrics the latest
+/// measurement before `end` (a measurement stays true until the next one).
+/// Metrics the plan does not know add up.
+pub async fn usage_on_plan(
+    conn: &impl ConnectionTrait,
+    subscription_id: &str,
+    plan: &Plan,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<UsageTotals> {
+    let mut totals = usage_between(conn, subscription_id, start, end).await?;
+    let measured: Vec<&str> = plan
+        .metrics
+        .iter()
+        .filter(|metric| metric.kind != MetricKind::Interval)
+        .map(|metric| metric.id.as_str())
+        .collect();
+    if measured.is_empty() {
+        return Ok(totals);
+    }
+    totals.retain(|(_, metric_id), _| !measured.contains(&metric_id.as_str()));
+    totals.extend(latest_measurements(conn, subscription_id, &measured, end).await?);
+    Ok(totals)
+}
+
+/// The latest measurement before `end` of each of `metric_ids`, per
+/// resource.
+async fn latest_measurements(
+    conn: &impl ConnectionTrait,
+    subscription_id: &str,
+    metric_ids: &[&str],
+    end: DateTime<Utc>,
+) -> Result<UsageTotals> {
+    let pairs: Vec<(String, String)> = usage_window::Entity::find()
+        .select_only()
+        .column(usage_window::Column::ResourceId)
+        .column(usage_window::Column::MetricId)
+        .distinct()
+        .filter(usage_window::Column::SubscriptionId.eq(subscription_id))
+        .filter(usage_window::Column::MetricId.is_in(metric_ids.iter().copied()))
+        .filter(usage_window::Column::WindowStart.lt(end))
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(db_error)?;
+    let mut latest = UsageTotals::new();
+    for (resource_id, metric_id) in pairs {
+        let last = usage_event::Entity::find()
+            .filter(usage_event::Column::SubscriptionId.eq(subscription_id))
+            .filter(usage_event::Column::ResourceId.eq(resource_id.clone()))
+            .filter(usage_event::Column::MetricId.eq(metric_id.clone()))
+            .filter(usage_event::Column::OccurredAt.lt(end))
+            .order_by_desc(usage_event::Column::OccurredAt)
+            .order_by_desc(usage_event::Column::RecordedAt)
+            .order_by_desc(usage_event::Column::EventId)
+            .one(conn)
+            .await
+            .map_err(db_error)?;
+        if let Some(last) = last {
+            latest.insert((resource_id, metric_id), last.quantity);
+        }
+    }
+    Ok(latest)
 }
 
 /// Sums per metric, over every resource.
