@@ -10,7 +10,7 @@ use crate::marketplace::{Delivery, DeliveryAccount, ReportingPlan, UsageReporter
 use crate::submission::{Submission, UsageOperation, kind};
 use async_trait::async_trait;
 use marketbridge_core::time::to_rfc3339;
-use marketbridge_core::{Error, ErrorCode, Result};
+use marketbridge_core::{Error, Result};
 use marketbridge_google::service_control::{
     MetricValue, MetricValueSet, Operation, ServiceControlClient,
 };
@@ -55,13 +55,6 @@ pub fn operation(usage: &UsageOperation) -> Operation {
             .collect(),
         user_labels: usage.labels.clone(),
     }
-}
-
-fn transient(error: &Error) -> bool {
-    matches!(
-        error.code(),
-        ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Timeout | ErrorCode::Internal
-    )
 }
 
 #[async_trait]
@@ -123,7 +116,7 @@ impl UsageReporter for GoogleReporter {
                 answer,
                 marketplace_invoice_id: None,
             }),
-            Err(error) if transient(&error) => Err(Error::new(
+            Err(error) if error.code().is_transient() => Err(Error::new(
                 error.code(),
                 format!("{}; answer: {answer}", error.message()),
             )),

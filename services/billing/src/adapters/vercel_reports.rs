@@ -148,7 +148,7 @@ fn to_json(body: &impl Serialize) -> Result<String> {
 
 fn from_json<T: DeserializeOwned>(body: &str) -> Result<T> {
     serde_json::from_str(body)
-        .map_err(|e| Error::internal(format!("a stored Vercel body does not read back: {e}")))
+        .map_err(|e| Error::unprocessable(format!("a stored Vercel body does not read back: {e}")))
 }
 
 fn token(account: &DeliveryAccount) -> Result<&SecretString> {
