@@ -1049,3 +1049,85 @@ backend_test!(
         test.stop().await;
     }
 );
+
+backend_test!(
+    requests_and_calls_are_counted_and_timed_for_prometheus,
+    |database| async move {
+        let test = set_on(&database).start().await;
+        for _ in 0..3 {
+            assert_eq!(
+                test.http
+                    .get(test.url("/readyz"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status(),
+                200
+            );
+        }
+        let missing = test
+            .http
+            .get(test.url("/no/such/route"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+        let mut billing = test.set.clients.billing.clone();
+        billing
+            .list_plans(billing_pb::ListPlansRequest {
+                product_id: "database".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let scrape = test.http.get(test.url("/metrics")).send().await.unwrap();
+        assert_eq!(scrape.status(), 200);
+        assert!(
+            scrape.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = scrape.text().await.unwrap();
+        let line = |prefix: &str, needles: &[&str]| {
+            text.lines()
+                .find(|l| l.starts_with(prefix) && needles.iter().all(|n| l.contains(n)))
+                .unwrap_or_else(|| panic!("no {prefix} line with {needles:?} in:\n{text}"))
+                .to_owned()
+        };
+        let readyz = line(
+            "http_server_requests_total{",
+            &[
+                "http_route=\"/readyz\"",
+                "http_response_status_code=\"200\"",
+            ],
+        );
+        assert!(readyz.ends_with(" 3"), "{readyz}");
+        line(
+            "http_server_requests_total{",
+            &[
+                "http_route=\"unmatched\"",
+                "http_response_status_code=\"404\"",
+            ],
+        );
+        line(
+            "http_server_request_duration_seconds_bucket{",
+            &["http_route=\"/readyz\"", "le=\"+Inf\""],
+        );
+        let rpc = line(
+            "rpc_server_requests_total{",
+            &["rpc_method=\"ListPlans\"", "rpc_grpc_status_code=\"0\""],
+        );
+        assert!(rpc.ends_with(" 1"), "{rpc}");
+        line(
+            "rpc_server_duration_seconds_count{",
+            &["rpc_method=\"ListPlans\""],
+        );
+        // The readiness probes asked every service's health endpoint.
+        line(
+            "rpc_client_duration_seconds_count{",
+            &["rpc_service=\"grpc.health.v1.Health\""],
+        );
+        test.stop().await;
+    }
+);

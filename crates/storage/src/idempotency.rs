@@ -194,3 +194,20 @@ pub async fn purge_older_than(db: &DatabaseConnection, before: DateTime<Utc>) ->
         .map_err(db_error)?;
     Ok(result.rows_affected)
 }
+
+/// Starts an idempotent call in a function returning `Result<Response>`: on a
+/// replay it returns the stored response from the enclosing function, on a
+/// first call it evaluates to the [`IdempotentTxn`] to do the work in.
+///
+/// ```ignore
+/// let txn = idempotent_txn!(&self.db, "provisioning.CreateResource", &key, &request, now);
+/// ```
+#[macro_export]
+macro_rules! idempotent_txn {
+    ($db:expr, $scope:expr, $key:expr, $request:expr, $now:expr) => {
+        match $crate::idempotency::start($db, $scope, $key, $request, $now).await? {
+            $crate::idempotency::Started::Replay(response) => return Ok(response),
+            $crate::idempotency::Started::Fresh(txn) => txn,
+        }
+    };
+}

@@ -114,14 +114,20 @@ pub fn init(
         .with_tracer(tracer_provider.tracer("marketbridge"))
         .with_tracked_inactivity(false);
     let json = options.log_format.eq_ignore_ascii_case("json");
-    let fmt_layer = tracing_subscriber::fmt::layer().event_format(logfmt::TraceIdFormat::new(json));
+    let dispatch = logfmt::DispatchCell::default();
+    let fmt_layer = tracing_subscriber::fmt::layer()
+        .event_format(logfmt::TraceIdFormat::new(json, dispatch.clone()));
     // Another subscriber may already be installed (a test harness); traces
     // and metrics still work through the global providers then.
-    let _ = tracing_subscriber::registry()
+    if tracing_subscriber::registry()
         .with(filter)
         .with(otel_layer)
         .with(fmt_layer)
-        .try_init();
+        .try_init()
+        .is_ok()
+    {
+        dispatch.capture();
+    }
 
     let guard = TelemetryGuard {
         tracer_provider,

@@ -17,7 +17,7 @@ use marketbridge_proto::common::v1::{
     AccountSelector, MarketplaceRef, Person, RequestContext, account_selector,
 };
 use marketbridge_storage::db_error;
-use marketbridge_storage::idempotency::{self, Started};
+use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use marketbridge_storage::paging::Page;
 use sea_orm::sea_query::OnConflict;
@@ -206,18 +206,13 @@ impl AccountDomain {
             .transpose()?;
 
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "account.UpsertAccount",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(account) => return Ok(account),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let now = self.now();
         let existing = self.find_by_ref(&*txn, marketplace, &external_id).await?;
         let actor = request
@@ -502,18 +497,13 @@ impl AccountDomain {
         }
         validator.max_len("company", &request.company, 256);
         validator.finish()?;
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "account.ApproveSignup",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(account) => return Ok(account),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let now = self.now();
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.state != account_state::ACTIVE {
@@ -566,13 +556,7 @@ impl AccountDomain {
         validator.max_len("reason", &request.reason, 256);
         validator.finish()?;
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn =
-            match idempotency::start(&self.db, "account.RejectSignup", &key, &request, self.now())
-                .await?
-            {
-                Started::Replay(account) => return Ok(account),
-                Started::Fresh(txn) => txn,
-            };
+        let txn = idempotent_txn!(&self.db, "account.RejectSignup", &key, &request, self.now());
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.signup_state == signup_state::NOT_REQUIRED {
             return Err(Error::conflict("this account has no signup to reject"));
@@ -603,13 +587,7 @@ impl AccountDomain {
     /// Resets the account at the marketplace.
     pub async fn reset(&self, request: pb::ResetAccountRequest) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn =
-            match idempotency::start(&self.db, "account.ResetAccount", &key, &request, self.now())
-                .await?
-            {
-                Started::Replay(account) => return Ok(account),
-                Started::Fresh(txn) => txn,
-            };
+        let txn = idempotent_txn!(&self.db, "account.ResetAccount", &key, &request, self.now());
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.signup_state != signup_state::NOT_REQUIRED {
             row.signup_state = signup_state::PENDING.to_owned();
@@ -639,18 +617,13 @@ impl AccountDomain {
         request: pb::DeleteAccountRequest,
     ) -> Result<pb::DeleteAccountResponse> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "account.DeleteAccount",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let now = self.now();
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.state == account_state::ACTIVE {
@@ -687,18 +660,13 @@ impl AccountDomain {
     /// Marks a deleted account's billing as finalized.
     pub async fn finalize(&self, request: pb::FinalizeAccountRequest) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "account.FinalizeAccount",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(account) => return Ok(account),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.state == account_state::ACTIVE {
             return Err(Error::conflict("only a deleted account can be finalized"));

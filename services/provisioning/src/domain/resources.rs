@@ -17,7 +17,7 @@ use marketbridge_core::{Error, Result, Validator};
 use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_storage::db_error;
-use marketbridge_storage::idempotency::{self, Started};
+use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::NewJob;
 use marketbridge_storage::paging::Page;
 use sea_orm::{
@@ -53,18 +53,13 @@ impl ProvisioningDomain {
         let driver = self.driver(&product.driver)?.clone();
 
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.CreateResource",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let account = self
             .account(AccountSelector::by_id(account_id.as_str()))
             .await?;
@@ -107,17 +102,6 @@ impl ProvisioningDomain {
         }
 
         let resource_id = ResourceId::generate().into_string();
-        let empty_state = Json::Null;
-        let context = DriverContext {
-            resource_id: &resource_id,
-            account_id: &account.id,
-            name: request.name.trim(),
-            product,
-            plan,
-            metadata: &metadata,
-            state: &empty_state,
-        };
-        let prepared = driver.prepare(&context).await?;
         let subscription = match existing_subscription {
             Some(found) => found,
             None => {
@@ -152,44 +136,23 @@ impl ProvisioningDomain {
                 row
             }
         };
-        let row = resource::Model {
-            id: resource_id.clone(),
-            account_id: account.id.clone(),
-            subscription_id: subscription.id.clone(),
-            product_id: product.id.clone(),
-            plan_id: plan.id.clone(),
-            name: request.name.trim().to_owned(),
-            metadata: metadata.to_string(),
-            status: if prepared.ready {
-                status::READY
-            } else {
-                status::PENDING
-            }
-            .to_owned(),
-            status_message: String::new(),
-            marketplace: account.marketplace.as_str().to_owned(),
-            external_id: request.external_id.clone(),
-            connections: "[]".to_owned(),
-            secrets: self.seal(&prepared.secrets)?,
-            secrets_version: 1,
-            previous_secrets: None,
-            previous_secrets_expire_at: None,
-            driver: product.driver.clone(),
-            driver_state: prepared.state.to_string(),
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-        };
-        resource::Entity::insert(row.clone().into_active_model())
-            .exec_without_returning(&*txn)
-            .await
-            .map_err(db_error)?;
-        if !prepared.ready {
-            let job = NewJob::new(kind::PROVISION, &jobs::ResourceJob::plain(&row.id))?
-                .dedupe_key(format!("provision:{}", row.id))
-                .run_at(now + ChronoDuration::seconds(prepared.delay_seconds as i64));
-            self.enqueue(&*txn, job).await?;
-        }
+        let (row, prepared) = self
+            .insert_resource(
+                &*txn,
+                NewResource {
+                    resource_id: &resource_id,
+                    account_id: &account.id,
+                    subscription_id: &subscription.id,
+                    product,
+                    plan,
+                    name: request.name.trim(),
+                    metadata: &metadata,
+                    marketplace: account.marketplace.as_str(),
+                    external_id: &request.external_id,
+                },
+                driver.as_ref(),
+            )
+            .await?;
         tracing::info!(resource.id = %row.id, product = %row.product_id, plan = %row.plan_id, status = %row.status, "resource created");
         let response = pb::CreateResourceResponse {
             resource: Some(resource_to_proto(&row)),
@@ -274,18 +237,13 @@ impl ProvisioningDomain {
             }
         };
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.UpdateResource",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let mut row = self
             .require_resource(&*txn, &request.resource_id, &request.account_id)
             .await?;
@@ -374,18 +332,13 @@ impl ProvisioningDomain {
         request: pb::DeleteResourceRequest,
     ) -> Result<pb::Resource> {
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.DeleteResource",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let row = self
             .require_resource(&*txn, &request.resource_id, &request.account_id)
             .await?;
@@ -469,18 +422,13 @@ impl ProvisioningDomain {
             ));
         }
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.RotateSecrets",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let mut row = self
             .require_resource(&*txn, &request.resource_id, &request.account_id)
             .await?;
@@ -578,10 +526,7 @@ impl ProvisioningDomain {
         } else {
             "provisioning.ResumeResource"
         };
-        let txn = match idempotency::start(&self.db, scope_name, &key, request, self.now()).await? {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+        let txn = idempotent_txn!(&self.db, scope_name, &key, request, self.now());
         let mut row = self.require_resource(&*txn, resource_id, "").await?;
         let wanted = if suspended {
             status::SUSPENDED
@@ -641,18 +586,13 @@ impl ProvisioningDomain {
     ) -> Result<pb::DeleteAccountResourcesResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.DeleteAccountResources",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let rows = resource::Entity::find()
             .filter(resource::Column::AccountId.eq(account_id.into_string()))
             .filter(resource::Column::Status.ne(status::UNINSTALLED))
@@ -683,18 +623,13 @@ impl ProvisioningDomain {
         validator.max_len("projectId", &request.project_id, 255);
         validator.finish()?;
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.RecordProjectConnection",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let mut row = self
             .require_resource(&*txn, &request.resource_id, "")
             .await?;
@@ -751,36 +686,71 @@ impl ProvisioningDomain {
         let driver = self.driver(&product.driver)?.clone();
         let metadata = product.validate_metadata(&Json::Object(Default::default()))?;
         let resource_id = ResourceId::generate().into_string();
+        let (row, _) = self
+            .insert_resource(
+                conn,
+                NewResource {
+                    resource_id: &resource_id,
+                    account_id: &subscription.account_id,
+                    subscription_id: &subscription.id,
+                    product,
+                    plan,
+                    name: &product.name,
+                    metadata: &metadata,
+                    marketplace: &subscription.marketplace,
+                    external_id: &subscription.external_id,
+                },
+                driver.as_ref(),
+            )
+            .await?;
+        tracing::info!(resource.id = %row.id, subscription.id = %subscription.id, "resource created for subscription");
+        Ok(Some(row))
+    }
+
+    /// Decides a new resource's secrets with its driver and stores it, in
+    /// `conn`: ready at once when the driver says so, otherwise pending with
+    /// its provisioning scheduled.
+    async fn insert_resource(
+        &self,
+        conn: &impl ConnectionTrait,
+        new: NewResource<'_>,
+        driver: &dyn crate::driver::Driver,
+    ) -> Result<(resource::Model, crate::driver::Prepared)> {
         let empty_state = Json::Null;
         let context = DriverContext {
-            resource_id: &resource_id,
-            account_id: &subscription.account_id,
-            name: &product.name,
-            product,
-            plan,
-            metadata: &metadata,
+            resource_id: new.resource_id,
+            account_id: new.account_id,
+            name: new.name,
+            product: new.product,
+            plan: new.plan,
+            metadata: new.metadata,
             state: &empty_state,
         };
         let prepared = driver.prepare(&context).await?;
         let now = self.now();
         let row = resource::Model {
-            id: resource_id,
-            account_id: subscription.account_id.clone(),
-            subscription_id: subscription.id.clone(),
-            product_id: product.id.clone(),
-            plan_id: plan.id.clone(),
-            name: product.name.clone(),
-            metadata: metadata.to_string(),
-            status: status::PENDING.to_owned(),
+            id: new.resource_id.to_owned(),
+            account_id: new.account_id.to_owned(),
+            subscription_id: new.subscription_id.to_owned(),
+            product_id: new.product.id.clone(),
+            plan_id: new.plan.id.clone(),
+            name: new.name.to_owned(),
+            metadata: new.metadata.to_string(),
+            status: if prepared.ready {
+                status::READY
+            } else {
+                status::PENDING
+            }
+            .to_owned(),
             status_message: String::new(),
-            marketplace: subscription.marketplace.clone(),
-            external_id: subscription.external_id.clone(),
+            marketplace: new.marketplace.to_owned(),
+            external_id: new.external_id.to_owned(),
             connections: "[]".to_owned(),
             secrets: self.seal(&prepared.secrets)?,
             secrets_version: 1,
             previous_secrets: None,
             previous_secrets_expire_at: None,
-            driver: product.driver.clone(),
+            driver: new.product.driver.clone(),
             driver_state: prepared.state.to_string(),
             created_at: now,
             updated_at: now,
@@ -790,12 +760,13 @@ impl ProvisioningDomain {
             .exec_without_returning(conn)
             .await
             .map_err(db_error)?;
-        let job = NewJob::new(kind::PROVISION, &jobs::ResourceJob::plain(&row.id))?
-            .dedupe_key(format!("provision:{}", row.id))
-            .run_at(now + ChronoDuration::seconds(prepared.delay_seconds as i64));
-        self.enqueue(conn, job).await?;
-        tracing::info!(resource.id = %row.id, subscription.id = %subscription.id, "resource created for subscription");
-        Ok(Some(row))
+        if !prepared.ready {
+            let job = NewJob::new(kind::PROVISION, &jobs::ResourceJob::plain(&row.id))?
+                .dedupe_key(format!("provision:{}", row.id))
+                .run_at(now + ChronoDuration::seconds(prepared.delay_seconds as i64));
+            self.enqueue(conn, job).await?;
+        }
+        Ok((row, prepared))
     }
 
     /// Converts proto metadata for callers.
@@ -809,6 +780,19 @@ impl ProvisioningDomain {
             .ok()
             .and_then(status_from_proto)
     }
+}
+
+/// What a new resource is made of.
+struct NewResource<'a> {
+    resource_id: &'a str,
+    account_id: &'a str,
+    subscription_id: &'a str,
+    product: &'a marketbridge_catalog::Product,
+    plan: &'a marketbridge_catalog::Plan,
+    name: &'a str,
+    metadata: &'a Json,
+    marketplace: &'a str,
+    external_id: &'a str,
 }
 
 /// The secrets after a rotation: all new ones, or the old ones with the

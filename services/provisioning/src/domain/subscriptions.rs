@@ -17,7 +17,7 @@ use marketbridge_core::{Error, Marketplace, Result, Validator};
 use marketbridge_proto::common::v1::{AccountSelector, MarketplaceRef};
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_storage::db_error;
-use marketbridge_storage::idempotency::{self, Started};
+use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::{NewJob, truncate_micros};
 use marketbridge_storage::paging::Page;
 use sea_orm::sea_query::OnConflict;
@@ -311,18 +311,13 @@ impl ProvisioningDomain {
             reason: request.reason.clone(),
         };
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.UpsertSubscription",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let row = match self.apply_desired(&*txn, desired.clone()).await? {
             Some(row) => row,
             None => self
@@ -610,18 +605,13 @@ impl ProvisioningDomain {
         request: pb::ApproveSubscriptionRequest,
     ) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.ApproveSubscription",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let row = self
             .require_subscription(&*txn, &request.subscription_id)
             .await?;
@@ -655,18 +645,13 @@ impl ProvisioningDomain {
         validator.max_len("reason", &request.reason, 256);
         validator.finish()?;
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.RejectSubscription",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let row = self
             .require_subscription(&*txn, &request.subscription_id)
             .await?;
@@ -702,18 +687,13 @@ impl ProvisioningDomain {
         approve: bool,
         reason: &str,
     ) -> Result<pb::Subscription> {
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             scope_name,
             &context_key_value,
             request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let row = self.require_subscription(&*txn, subscription_id).await?;
         if row.pending_plan_id.is_empty() {
             return Err(Error::conflict("no plan change is pending"));
@@ -763,18 +743,13 @@ impl ProvisioningDomain {
     /// Switches a subscription's plan at once.
     pub async fn change_plan(&self, request: pb::ChangePlanRequest) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.ChangePlan",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let before = self
             .require_subscription(&*txn, &request.subscription_id)
             .await?;
@@ -809,18 +784,13 @@ impl ProvisioningDomain {
         request: pb::CancelSubscriptionRequest,
     ) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.CancelSubscription",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let before = self
             .require_subscription(&*txn, &request.subscription_id)
             .await?;
@@ -845,18 +815,13 @@ impl ProvisioningDomain {
     ) -> Result<pb::NotifyAccountApprovedResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "provisioning.NotifyAccountApproved",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let waiting = subscription::Entity::find()
             .filter(subscription::Column::AccountId.eq(account_id.into_string()))
             .filter(subscription::Column::State.eq(state::REQUESTED))
