@@ -4,6 +4,7 @@
 mod support;
 
 mod billing;
+mod billing_closing;
 mod billing_google;
 mod billing_vercel;
 mod docs;

@@ -27,7 +27,8 @@ use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
 use marketbridge_proto::billing::v1::billing_service_server::BillingServiceServer;
-use marketbridge_rpc::{AccountClient, serve_grpc};
+use marketbridge_proto::provisioning::v1::provisioning_service_client::ProvisioningServiceClient;
+use marketbridge_rpc::{AccountClient, ProvisioningClient, serve_grpc};
 use marketbridge_storage::outbox::{JobHandler, Outbox};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -43,6 +44,8 @@ pub struct BillingDeps {
     pub marketplaces: marketplace::Marketplaces,
     /// The account service (marketplace credentials, account identities).
     pub accounts: AccountClient,
+    /// The provisioning service (the subscriptions billing must know of).
+    pub provisioning: ProvisioningClient,
     /// Schedules, settle delay and invoice settings.
     pub options: BillingOptions,
 }
@@ -70,7 +73,10 @@ impl BillingServer {
             outbox,
             deps.catalog,
             deps.marketplaces,
-            deps.accounts,
+            domain::Peers {
+                accounts: deps.accounts,
+                provisioning: deps.provisioning,
+            },
             deps.options,
         );
         let jobs = Arc::new(BillingJobs::new(domain.clone()));
@@ -91,11 +97,17 @@ impl BillingServer {
             &config.tls,
             deadline,
         )?);
+        let provisioning = ProvisioningServiceClient::new(marketbridge_rpc::channel(
+            &config.gateway.provisioning_url,
+            &config.tls,
+            deadline,
+        )?);
         let deps = BillingDeps {
             clock: clock.clone(),
             catalog: Arc::new(Catalog::load(&config.catalog.path)?),
             marketplaces: adapters::from_config(config, clock)?,
             accounts,
+            provisioning,
             options: config.billing.clone(),
         };
         let url = config.database_url(&config.billing.database_url, "billing");

@@ -16,9 +16,11 @@ use marketbridge_core::ids::AccountId;
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
 use marketbridge_proto::account::v1::FinalizeAccountRequest;
 use marketbridge_proto::billing::v1 as pb;
+use marketbridge_proto::common::v1::PageRequest;
 use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
+use marketbridge_proto::provisioning::v1::ListSubscriptionsRequest;
 use marketbridge_storage::db_error;
-use marketbridge_storage::idempotency::{self, Started};
+use marketbridge_storage::idempotent_txn;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder,
@@ -67,6 +69,11 @@ impl BillingDomain {
                     .is_some_and(|plan| plan.is_free());
             }
         }
+        if nothing_billable {
+            nothing_billable = self
+                .provisioning_agrees(account_id.as_str(), &subscriptions)
+                .await?;
+        }
         let marketplace = match subscriptions.first() {
             Some(subscription) => {
                 Marketplace::parse("accountMarketplace", &subscription.account_marketplace)?
@@ -78,18 +85,13 @@ impl BillingDomain {
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "billing.CloseAccountBilling",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let now = self.now();
         let closure = account_closure::Model {
             account_id: account_id.as_str().to_owned(),
@@ -291,7 +293,7 @@ impl BillingDomain {
         if closure.status == closure_status::FINALIZED {
             return Ok(());
         }
-        let mut accounts = self.accounts.clone();
+        let mut accounts = self.peers.accounts.clone();
         accounts
             .finalize_account(FinalizeAccountRequest {
                 context: Some(RequestContext {
@@ -325,5 +327,52 @@ impl BillingDomain {
         .map_err(db_error)?;
         tracing::info!(account.id = %account_id, "account billing finalized");
         Ok(())
+    }
+}
+
+impl BillingDomain {
+    /// Billing hears of subscriptions through provisioning's outbox, so a
+    /// change may still be on its way when an account is closed. Nothing is
+    /// billable only if every subscription provisioning holds for the account
+    /// is recorded here on its current plan, and that plan is free.
+    async fn provisioning_agrees(
+        &self,
+        account_id: &str,
+        recorded: &[billing_subscription::Model],
+    ) -> Result<bool> {
+        let mut provisioning = self.peers.provisioning.clone();
+        let mut page_token = String::new();
+        loop {
+            let page = provisioning
+                .list_subscriptions(ListSubscriptionsRequest {
+                    account_id: account_id.to_owned(),
+                    page: Some(PageRequest {
+                        page_size: 500,
+                        page_token,
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map_err(marketbridge_core::Error::from)?
+                .into_inner();
+            for subscription in &page.subscriptions {
+                let caught_up = recorded.iter().any(|known| {
+                    known.subscription_id == subscription.id
+                        && known.plan_id == subscription.plan_id
+                });
+                let free = self
+                    .catalog
+                    .product(&subscription.product_id)
+                    .and_then(|product| product.plan(&subscription.plan_id))
+                    .is_some_and(|plan| plan.is_free());
+                if !caught_up || !free {
+                    return Ok(false);
+                }
+            }
+            page_token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+            if page_token.is_empty() {
+                return Ok(true);
+            }
+        }
     }
 }

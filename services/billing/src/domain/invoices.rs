@@ -14,7 +14,7 @@ use marketbridge_proto::account::v1::GetAccountRequest;
 use marketbridge_proto::billing::v1 as pb;
 use marketbridge_proto::common::v1::AccountSelector;
 use marketbridge_storage::db_error;
-use marketbridge_storage::idempotency::{self, Started};
+use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::{NewJob, truncate_micros};
 use marketbridge_storage::paging::Page;
 use sea_orm::sea_query::OnConflict;
@@ -122,7 +122,7 @@ pub fn invoice_to_proto(row: &invoice::Model) -> pb::Invoice {
 impl BillingDomain {
     /// The marketplace identity of an account, from the account service.
     pub(crate) async fn account_identity(&self, account_id: &str) -> Result<(Marketplace, String)> {
-        let mut accounts = self.accounts.clone();
+        let mut accounts = self.peers.accounts.clone();
         let account = accounts
             .get_account(GetAccountRequest {
                 account: Some(AccountSelector::by_id(account_id)),
@@ -180,18 +180,13 @@ impl BillingDomain {
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "billing.RecordInvoiceState",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let now = self.now();
         let existing = self
             .find_invoice_by_marketplace_id(&*txn, marketplace, &request.marketplace_invoice_id)
@@ -323,18 +318,13 @@ impl BillingDomain {
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "billing.RefundInvoice",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let mut row = invoice::Entity::find_by_id(invoice_id.into_string())
             .one(&*txn)
             .await
@@ -461,18 +451,13 @@ impl BillingDomain {
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let txn = match idempotency::start(
+        let txn = idempotent_txn!(
             &self.db,
             "billing.ProvisionPrepayment",
             &key,
             &request,
-            self.now(),
-        )
-        .await?
-        {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
+            self.now()
+        );
         let now = self.now();
         if let Some(snapshot) = snapshot {
             let credited = prepayment::Entity::insert(prepayment::ActiveModel {

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use marketbridge_catalog::Catalog;
 use marketbridge_config::BillingOptions;
 use marketbridge_core::time::SharedClock;
-use marketbridge_rpc::AccountClient;
+use marketbridge_rpc::{AccountClient, ProvisioningClient};
 use marketbridge_storage::outbox::{Outbox, truncate_micros};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -38,8 +38,17 @@ pub struct BillingDomain {
     outbox: Outbox,
     catalog: Arc<Catalog>,
     marketplaces: Marketplaces,
-    accounts: AccountClient,
+    peers: Peers,
     options: BillingOptions,
+}
+
+/// The services billing calls.
+#[derive(Clone)]
+pub struct Peers {
+    /// Account identities and marketplace credentials.
+    pub accounts: AccountClient,
+    /// The subscriptions provisioning holds.
+    pub provisioning: ProvisioningClient,
 }
 
 impl BillingDomain {
@@ -50,7 +59,7 @@ impl BillingDomain {
         outbox: Outbox,
         catalog: Arc<Catalog>,
         marketplaces: Marketplaces,
-        accounts: AccountClient,
+        peers: Peers,
         options: BillingOptions,
     ) -> Self {
         Self {
@@ -59,7 +68,7 @@ impl BillingDomain {
             outbox,
             catalog,
             marketplaces,
-            accounts,
+            peers,
             options,
         }
     }
@@ -76,7 +85,7 @@ impl BillingDomain {
 
     /// The account service.
     pub fn accounts(&self) -> &AccountClient {
-        &self.accounts
+        &self.peers.accounts
     }
 
     /// The database.

@@ -37,11 +37,18 @@ impl BillingDomain {
                 .ok_or_else(|| Error::not_found("resource not found"))?;
             product_id = subscription.product_id;
         }
+        // Plans reserved for some accounts (private offers) are matched on the
+        // marketplace's id of the account asking.
+        let account_external_id = if request.account_id.is_empty() {
+            None
+        } else {
+            Some(self.account_identity(&request.account_id).await?.1)
+        };
         let query = PlanQuery {
             metadata: &metadata,
             marketplace: marketplace.map(Marketplace::as_str),
             scope,
-            account_external_id: None,
+            account_external_id: account_external_id.as_deref(),
         };
         let products: Vec<_> = if product_id.is_empty() {
             if scope.is_none() {

@@ -258,7 +258,7 @@ impl BillingDomain {
     /// Whom a submission is delivered for: the account's marketplace id and,
     /// when it holds one, its marketplace credential.
     pub(crate) async fn delivery_account(&self, account_id: &str) -> Result<DeliveryAccount> {
-        let mut accounts = self.accounts.clone();
+        let mut accounts = self.peers.accounts.clone();
         let account = accounts
             .get_account(GetAccountRequest {
                 account: Some(AccountSelector::by_id(account_id)),
