@@ -181,10 +181,15 @@ impl Marketplaces {
         self.reporters.get(&marketplace)
     }
 
-    /// Every registered reporter.
-    pub fn reporters(&self) -> impl Iterator<Item = (Marketplace, &Arc<dyn UsageReporter>)> {
+    /// The reporters whose reporting plan `wants` accepts.
+    pub fn reporters_that(
+        &self,
+        wants: impl Fn(&ReportingPlan) -> bool,
+    ) -> Vec<(Marketplace, Arc<dyn UsageReporter>)> {
         self.reporters
             .iter()
-            .map(|(marketplace, reporter)| (*marketplace, reporter))
+            .filter(|(_, reporter)| wants(&reporter.plan()))
+            .map(|(marketplace, reporter)| (*marketplace, reporter.clone()))
+            .collect()
     }
 }

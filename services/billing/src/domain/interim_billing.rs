@@ -40,10 +40,7 @@ impl BillingDomain {
         let as_of = hour_floor(now - settle_delay(self.options.usage_settle_seconds));
         let reporters: Vec<_> = self
             .marketplaces
-            .reporters()
-            .filter(|(_, reporter)| reporter.plan().interim_billing)
-            .map(|(marketplace, reporter)| (marketplace, reporter.clone()))
-            .collect();
+            .reporters_that(|plan| plan.interim_billing);
         let mut made = 0;
         for (marketplace, reporter) in reporters {
             for account_id in self.accounts_at(marketplace).await? {

@@ -103,13 +103,8 @@ impl BillingDomain {
     pub(crate) async fn invoice_ended_periods(&self, now: DateTime<Utc>) -> Result<usize> {
         let until = now - settle_delay(self.options.usage_settle_seconds);
         let mut made = 0;
-        for (marketplace, reporter) in self.invoicing_reporters() {
-            let subscriptions = billing_subscription::Entity::find()
-                .filter(billing_subscription::Column::Marketplace.eq(marketplace.as_str()))
-                .order_by_asc(billing_subscription::Column::SubscriptionId)
-                .all(&self.db)
-                .await
-                .map_err(db_error)?;
+        for (marketplace, reporter) in self.marketplaces.reporters_that(|plan| plan.invoices) {
+            let subscriptions = self.subscriptions_at(marketplace).await?;
             for subscription in subscriptions {
                 match self
                     .invoice_periods_until(marketplace, &reporter, &subscription, until)
@@ -123,14 +118,6 @@ impl BillingDomain {
             }
         }
         Ok(made)
-    }
-
-    pub(crate) fn invoicing_reporters(&self) -> Vec<(Marketplace, Arc<dyn UsageReporter>)> {
-        self.marketplaces
-            .reporters()
-            .filter(|(_, reporter)| reporter.plan().invoices)
-            .map(|(marketplace, reporter)| (marketplace, reporter.clone()))
-            .collect()
     }
 
     /// Invoices the subscription's complete billing periods that end by

@@ -132,12 +132,7 @@ impl BillingDomain {
     /// and that has prepaid credit or prepaid usage, once per settled hour.
     pub(crate) async fn report_balances(&self, now: DateTime<Utc>) -> Result<usize> {
         let as_of = hour_floor(now - settle_delay(self.options.usage_settle_seconds));
-        let reporters: Vec<_> = self
-            .marketplaces
-            .reporters()
-            .filter(|(_, reporter)| reporter.plan().balances)
-            .map(|(marketplace, reporter)| (marketplace, reporter.clone()))
-            .collect();
+        let reporters: Vec<_> = self.marketplaces.reporters_that(|plan| plan.balances);
         let mut made = 0;
         for (marketplace, reporter) in reporters {
             for account_id in self.accounts_at(marketplace).await? {
@@ -213,17 +208,26 @@ impl BillingDomain {
 
     /// Accounts with a subscription at a marketplace, in id order.
     pub(crate) async fn accounts_at(&self, marketplace: Marketplace) -> Result<Vec<String>> {
-        let subscriptions = billing_subscription::Entity::find()
-            .filter(billing_subscription::Column::Marketplace.eq(marketplace.as_str()))
-            .all(&self.db)
-            .await
-            .map_err(db_error)?;
+        let subscriptions = self.subscriptions_at(marketplace).await?;
         Ok(subscriptions
             .into_iter()
             .map(|s| s.account_id)
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect())
+    }
+
+    /// Every subscription billed at a marketplace, in id order.
+    pub(crate) async fn subscriptions_at(
+        &self,
+        marketplace: Marketplace,
+    ) -> Result<Vec<billing_subscription::Model>> {
+        billing_subscription::Entity::find()
+            .filter(billing_subscription::Column::Marketplace.eq(marketplace.as_str()))
+            .order_by_asc(billing_subscription::Column::SubscriptionId)
+            .all(&self.db)
+            .await
+            .map_err(db_error)
     }
 
     /// True when the account's billing was finalized.

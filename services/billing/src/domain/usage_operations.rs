@@ -15,7 +15,6 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::time::hour_floor;
 use marketbridge_core::{Marketplace, Result};
 use marketbridge_storage::db_error;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -62,17 +61,9 @@ impl BillingDomain {
         let mut made = 0;
         let reporters: Vec<_> = self
             .marketplaces
-            .reporters()
-            .filter(|(_, reporter)| reporter.plan().usage_operations)
-            .map(|(marketplace, reporter)| (marketplace, reporter.clone()))
-            .collect();
+            .reporters_that(|plan| plan.usage_operations);
         for (marketplace, reporter) in reporters {
-            let subscriptions = billing_subscription::Entity::find()
-                .filter(billing_subscription::Column::Marketplace.eq(marketplace.as_str()))
-                .order_by_asc(billing_subscription::Column::SubscriptionId)
-                .all(&self.db)
-                .await
-                .map_err(db_error)?;
+            let subscriptions = self.subscriptions_at(marketplace).await?;
             for subscription in subscriptions {
                 match self
                     .report_subscription_windows(marketplace, &reporter, &subscription, now)
