@@ -60,7 +60,10 @@ pub struct RunningSet {
     /// Clients of the three services.
     pub clients: ServiceClients,
     shutdown: CancellationToken,
+    serving_stop: CancellationToken,
     tasks: JoinSet<Result<()>>,
+    background_stop: CancellationToken,
+    background: JoinSet<Result<()>>,
 }
 
 async fn bind(address: &str) -> Result<TcpListener> {
@@ -124,57 +127,62 @@ impl RunningSet {
         )?;
         let gateway = Gateway::with_clock(&config, clients.clone(), options.clock.clone())?;
 
+        // Stopping happens in two steps: background work first (so no job
+        // runs against a server that is already gone), then the servers.
         let shutdown = CancellationToken::new();
+        let background_stop = CancellationToken::new();
+        let serving_stop = CancellationToken::new();
+        let mut background = JoinSet::new();
         let mut tasks = JoinSet::new();
         let tls = config.tls.clone();
         if options.run_workers {
             spawn_worker(
-                &mut tasks,
+                &mut background,
                 account.domain().outbox().clone(),
                 account.job_handler(),
-                &shutdown,
+                &background_stop,
             );
             spawn_worker(
-                &mut tasks,
+                &mut background,
                 provisioning.domain().outbox().clone(),
                 provisioning.job_handler(),
-                &shutdown,
+                &background_stop,
             );
             spawn_worker(
-                &mut tasks,
+                &mut background,
                 billing.domain().outbox().clone(),
                 billing.job_handler(),
-                &shutdown,
+                &background_stop,
             );
-            let (meter, stop) = (provisioning.usage_meter().clone(), shutdown.clone());
-            tasks.spawn(async move {
+            let (meter, stop) = (provisioning.usage_meter().clone(), background_stop.clone());
+            background.spawn(async move {
                 meter.run(stop).await;
                 Ok(())
             });
-            let (scheduler, stop) = (billing.scheduler().clone(), shutdown.clone());
-            tasks.spawn(async move {
+            let (scheduler, stop) = (billing.scheduler().clone(), background_stop.clone());
+            background.spawn(async move {
                 scheduler.run(stop).await;
                 Ok(())
             });
-            let background = account
-                .spawn_marketplace_workers(shutdown.clone())
+            let background_work = account
+                .spawn_marketplace_workers(background_stop.clone())
                 .into_iter()
-                .chain(provisioning.spawn_reconciliations(shutdown.clone()));
-            for task in background {
-                tasks.spawn(async move {
+                .chain(provisioning.spawn_reconciliations(background_stop.clone()));
+            for task in background_work {
+                background.spawn(async move {
                     let _ = task.await;
                     Ok(())
                 });
             }
         }
         {
-            let (grpc, tls, stop) = (account.grpc(), tls.clone(), shutdown.clone());
+            let (grpc, tls, stop) = (account.grpc(), tls.clone(), serving_stop.clone());
             tasks.spawn(async move {
                 marketbridge_rpc::serve_grpc(account_listener, "account", &tls, grpc, stop).await
             });
         }
         {
-            let (grpc, tls, stop) = (provisioning.grpc(), tls.clone(), shutdown.clone());
+            let (grpc, tls, stop) = (provisioning.grpc(), tls.clone(), serving_stop.clone());
             tasks.spawn(async move {
                 marketbridge_rpc::serve_grpc(
                     provisioning_listener,
@@ -187,13 +195,13 @@ impl RunningSet {
             });
         }
         {
-            let (grpc, tls, stop) = (billing.grpc(), tls.clone(), shutdown.clone());
+            let (grpc, tls, stop) = (billing.grpc(), tls.clone(), serving_stop.clone());
             tasks.spawn(async move {
                 marketbridge_rpc::serve_grpc(billing_listener, "billing", &tls, grpc, stop).await
             });
         }
         {
-            let stop = shutdown.clone();
+            let stop = serving_stop.clone();
             tasks.spawn(async move { gateway.serve(gateway_listener, stop).await });
         }
         Ok(Self {
@@ -204,7 +212,10 @@ impl RunningSet {
             billing,
             clients,
             shutdown,
+            serving_stop,
             tasks,
+            background_stop,
+            background,
         })
     }
 
@@ -263,6 +274,13 @@ impl RunningSet {
             }
         }
         self.shutdown.cancel();
+        self.background_stop.cancel();
+        while let Some(joined) = self.background.join_next().await {
+            if let Ok(Err(error)) = joined {
+                first_error.get_or_insert(error);
+            }
+        }
+        self.serving_stop.cancel();
         while let Some(joined) = self.tasks.join_next().await {
             if let Ok(Err(error)) = joined {
                 first_error.get_or_insert(error);
