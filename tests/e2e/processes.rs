@@ -1,0 +1,164 @@
+//! The parts run as separate processes, as they do under docker compose:
+//! each `marketbridge <part>` on its own port, finding the others over gRPC,
+//! and each stopping cleanly on SIGTERM.
+
+use marketbridge_proto::billing::v1 as billing_pb;
+use marketbridge_proto::billing::v1::billing_service_client::BillingServiceClient;
+use marketbridge_storage::backend_test;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Part {
+    name: &'static str,
+    child: Child,
+}
+
+impl Part {
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                assert!(exit.success(), "{} exited with {exit}", self.name);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop on SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+backend_test!(
+    each_part_runs_alone_and_stops_on_sigterm,
+    |database| async move {
+        let databases = [
+            database.sibling().await,
+            database.sibling().await,
+            database.sibling().await,
+        ];
+        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let data = std::env::temp_dir().join(format!(
+            "marketbridge-parts-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let key = marketbridge_core::crypto::Cipher::generate_base64_key();
+        let environment = |part: &str| -> Vec<(String, String)> {
+            let mut variables = vec![
+                (
+                    "MARKETBRIDGE_DATA__DIR".to_owned(),
+                    data.display().to_string(),
+                ),
+                (
+                    "MARKETBRIDGE_SECURITY__ENCRYPTION_KEY".to_owned(),
+                    key.clone(),
+                ),
+                (
+                    "MARKETBRIDGE_GATEWAY__ACCOUNT_URL".to_owned(),
+                    format!("http://127.0.0.1:{}", ports[0]),
+                ),
+                (
+                    "MARKETBRIDGE_GATEWAY__PROVISIONING_URL".to_owned(),
+                    format!("http://127.0.0.1:{}", ports[1]),
+                ),
+                (
+                    "MARKETBRIDGE_GATEWAY__BILLING_URL".to_owned(),
+                    format!("http://127.0.0.1:{}", ports[2]),
+                ),
+                (
+                    "MARKETBRIDGE_TELEMETRY__LOG_FILTER".to_owned(),
+                    "warn".to_owned(),
+                ),
+            ];
+            let (index, section) = match part {
+                "account" => (0, "ACCOUNT"),
+                "provisioning" => (1, "PROVISIONING"),
+                "billing" => (2, "BILLING"),
+                _ => (3, "GATEWAY"),
+            };
+            variables.push((
+                format!("MARKETBRIDGE_{section}__LISTEN"),
+                format!("127.0.0.1:{}", ports[index]),
+            ));
+            if index < 3 {
+                variables.push((
+                    format!("MARKETBRIDGE_{section}__DATABASE_URL"),
+                    databases[index].url().to_owned(),
+                ));
+            }
+            variables
+        };
+        let parts: Vec<Part> = ["account", "provisioning", "billing", "gateway"]
+            .into_iter()
+            .map(|name| Part {
+                name,
+                child: Command::new(env!("CARGO_BIN_EXE_marketbridge"))
+                    .arg(name)
+                    .envs(environment(name))
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            })
+            .collect();
+
+        marketbridge_rpc::tls::install_crypto_provider();
+        let http = reqwest::Client::new();
+        let ready = format!("http://127.0.0.1:{}/readyz", ports[3]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(answer) = http.get(&ready).send().await
+                && answer.status() == 200
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the gateway never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut billing = BillingServiceClient::connect(format!("http://127.0.0.1:{}", ports[2]))
+            .await
+            .unwrap();
+        let plans = billing
+            .list_plans(billing_pb::ListPlansRequest {
+                product_id: "database".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(!plans.into_inner().plans.is_empty());
+        let probe = Command::new(env!("CARGO_BIN_EXE_marketbridge"))
+            .args(["probe", &format!("grpc://127.0.0.1:{}", ports[0])])
+            .status()
+            .unwrap();
+        assert!(
+            probe.success(),
+            "the image health probe reports the account service healthy"
+        );
+
+        for part in parts.into_iter().rev() {
+            part.stop();
+        }
+        let _ = std::fs::remove_dir_all(&data);
+    }
+);
