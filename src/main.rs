@@ -13,7 +13,7 @@
 use clap::{Parser, Subcommand};
 use marketbridge::set::{RunningSet, SetOptions};
 use marketbridge_config::Config;
-use marketbridge_rpc::process::{exit_code, load_cipher, run_process};
+use marketbridge_rpc::process::{encryption_key, exit_code, load_cipher, run_process};
 use marketbridge_simulators::vercel::{VercelSimulator, VercelSimulatorOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,8 +121,11 @@ fn main() -> ExitCode {
         }
     }
     match cli.command {
-        Command::Up => run_process("marketbridge", |config, shutdown| async move {
-            let cipher = load_cipher(&config, true)?;
+        Command::Up => run_process("marketbridge", |mut config, shutdown| async move {
+            // The development key is shared by every part (secrets, session and
+            // signup-ticket signing in the gateway).
+            config.security.encryption_key = encryption_key(&config, true)?;
+            let cipher = load_cipher(&config, false)?;
             let options = SetOptions {
                 config,
                 clock: marketbridge_core::time::system_clock(),

@@ -101,9 +101,16 @@ pub fn exit_code(name: &str, outcome: std::result::Result<(), String>) -> ExitCo
 /// The cipher for secrets at rest: `security.encryption_key`, or with
 /// `allow_dev_key` a key kept in the data folder (created on first use).
 pub fn load_cipher(config: &Config, allow_dev_key: bool) -> Result<Cipher> {
+    Cipher::from_base64_key(&encryption_key(config, allow_dev_key)?)
+        .map_err(|e| Error::validation(format!("security.encryption_key: {}", e.message())))
+}
+
+/// The encryption key text: `security.encryption_key`, or with
+/// `allow_dev_key` the development key kept in the data folder (created on
+/// first use). Every part of a set must use the same key.
+pub fn encryption_key(config: &Config, allow_dev_key: bool) -> Result<String> {
     if !config.security.encryption_key.is_empty() {
-        return Cipher::from_base64_key(&config.security.encryption_key)
-            .map_err(|e| Error::validation(format!("security.encryption_key: {}", e.message())));
+        return Ok(config.security.encryption_key.clone());
     }
     if !allow_dev_key {
         return Err(Error::validation(
@@ -111,19 +118,15 @@ pub fn load_cipher(config: &Config, allow_dev_key: bool) -> Result<Cipher> {
         ));
     }
     let path = Path::new(&config.data.dir).join(DEV_KEY_FILE);
-    let key = match std::fs::read_to_string(&path) {
-        Ok(key) => key,
-        Err(_) => {
-            std::fs::create_dir_all(&config.data.dir).map_err(|e| {
-                Error::unavailable(format!("cannot create {}: {e}", config.data.dir))
-            })?;
-            let key = Cipher::generate_base64_key();
-            write_private(&path, &key)?;
-            tracing::warn!(path = %path.display(), "generated a development encryption key; set security.encryption_key in production");
-            key
-        }
-    };
-    Cipher::from_base64_key(&key)
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        return Ok(key.trim().to_owned());
+    }
+    std::fs::create_dir_all(&config.data.dir)
+        .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", config.data.dir)))?;
+    let key = Cipher::generate_base64_key();
+    write_private(&path, &key)?;
+    tracing::warn!(path = %path.display(), "generated a development encryption key; set security.encryption_key in production");
+    Ok(key)
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
