@@ -21,7 +21,7 @@ fn at(text: &str) -> DateTime<Utc> {
     marketbridge_core::time::parse_rfc3339("at", text).expect("a time")
 }
 
-fn usage(
+pub(crate) fn usage(
     event_id: &str,
     resource_id: &str,
     metric: &str,
@@ -39,7 +39,7 @@ fn usage(
     }
 }
 
-async fn record(
+pub(crate) async fn record(
     test: &TestSet,
     events: Vec<billing_pb::UsageEvent>,
 ) -> billing_pb::RecordUsageResponse {
@@ -52,14 +52,14 @@ async fn record(
 }
 
 /// Moves the manual clock to `to`.
-fn clock_to(test: &TestSet, to: DateTime<Utc>) {
+pub(crate) fn clock_to(test: &TestSet, to: DateTime<Utc>) {
     let now = test.now();
     assert!(to >= now, "time only moves forward");
     test.advance(to - now);
 }
 
 /// Runs the due billing work and delivers it.
-async fn bill(test: &TestSet) {
+pub(crate) async fn bill(test: &TestSet) {
     test.run_billing().await;
     test.drain().await;
 }
@@ -81,7 +81,7 @@ async fn customer(vercel: &VercelTest, plan: &str) -> (InstallationHandle, Strin
 }
 
 /// The usage line of a metric, per resource (`Some`) or account-wide.
-fn usage_line<'a>(data: &'a Value, resource_id: Option<&str>, name: &str) -> &'a Value {
+pub(crate) fn usage_line<'a>(data: &'a Value, resource_id: Option<&str>, name: &str) -> &'a Value {
     data["usage"]
         .as_array()
         .expect("usage lines")

@@ -522,3 +522,186 @@ fn marketbridge_config_masks_the_driver_secrets() {
     assert!(printed.contains("provisioning.plugin_token = \"***\""));
     assert!(!printed.contains("hunter2") && !printed.contains("plugin-secret-7"));
 }
+
+/// Console output flattened: paragraphs as their text, tables as rows of
+/// cells (the header first, when there is one).
+fn console_text(blocks: &[provisioning_pb::OutputBlock]) -> Vec<Vec<String>> {
+    use provisioning_pb::output_block::Block;
+    let spans = |spans: &[provisioning_pb::TextSpan]| -> Vec<String> {
+        spans.iter().map(|s| s.text.clone()).collect()
+    };
+    let mut lines = Vec::new();
+    for block in blocks {
+        match block.block.as_ref().expect("a block") {
+            Block::Paragraph(paragraph) => lines.push(vec![spans(&paragraph.spans).concat()]),
+            Block::Table(table) => {
+                if !table.header.is_empty() {
+                    lines.push(spans(&table.header));
+                }
+                lines.extend(table.rows.iter().map(|row| spans(&row.cells)));
+            }
+        }
+    }
+    lines
+}
+
+backend_test!(
+    the_database_console_runs_one_statement_as_the_customer,
+    |database| async move {
+        let Some(sandbox) = PostgresSandbox::open() else {
+            return;
+        };
+        let catalog = catalog(&sandbox.prefix);
+        let test = set_on(&database)
+            .without_workers()
+            .configure(|config| {
+                sandbox.configure(config);
+                config.catalog.path = catalog.path();
+                config.provisioning.postgres_deletion_grace_seconds = 0;
+            })
+            .start()
+            .await;
+        let account = direct_account(&test, "team-console").await;
+        let mut provisioning = test.set.clients.provisioning.clone();
+        let created = provisioning
+            .create_resource(provisioning_pb::CreateResourceRequest {
+                context: context("console-db"),
+                account_id: account.id.clone(),
+                product_id: "pg".into(),
+                plan_id: "small".into(),
+                name: "console".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .into_inner();
+        let resource_id = created.resource.as_ref().unwrap().id.clone();
+        let console = provisioning.clone();
+        let run = |input: &str, read_only: bool| {
+            let mut provisioning = console.clone();
+            let request = provisioning_pb::RunResourceCommandRequest {
+                resource_id: resource_id.clone(),
+                account_id: account.id.clone(),
+                input: input.to_owned(),
+                read_only,
+            };
+            async move { provisioning.run_resource_command(request).await }
+        };
+        let early = run("SELECT 1", true).await.expect_err("not ready yet");
+        assert_eq!(early.code(), tonic::Code::FailedPrecondition, "{early:?}");
+        test.drain().await;
+
+        let lines = |answer: Result<
+            tonic::Response<provisioning_pb::RunResourceCommandResponse>,
+            tonic::Status,
+        >| {
+            console_text(&answer.expect("the console answers").into_inner().blocks)
+        };
+        assert_eq!(
+            lines(run("CREATE TABLE notes (id int, body text)", false).await),
+            vec![vec!["OK, 0 rows affected".to_owned()]]
+        );
+        assert_eq!(
+            lines(run("INSERT INTO notes VALUES (1, 'tea'), (2, NULL)", false).await),
+            vec![vec!["OK, 2 rows affected".to_owned()]]
+        );
+        assert_eq!(
+            lines(run("SELECT id, body, id * 1.5 AS half, now() > '2000-01-01' AS recent FROM notes ORDER BY id;", true).await),
+            vec![
+                vec!["id".to_owned(), "body".into(), "half".into(), "recent".into()],
+                vec!["1".to_owned(), "tea".into(), "1.5".into(), "t".into()],
+                vec!["2".to_owned(), "NULL".into(), "3.0".into(), "t".into()],
+                vec!["2 rows".to_owned()],
+            ],
+            "every type arrives as text"
+        );
+        assert_eq!(
+            lines(run("SELECT * FROM notes WHERE id > 5", true).await),
+            vec![
+                vec!["id".to_owned(), "body".into()],
+                vec!["0 rows".to_owned()]
+            ]
+        );
+
+        // Read-only means read-only, even for a command that tries to end
+        // the transaction first; a SQL error is output, not a failure.
+        let refused = lines(run("DELETE FROM notes", true).await);
+        assert!(
+            refused[0][0].contains("read-only transaction"),
+            "{refused:?}"
+        );
+        assert!(refused[0][0].contains("25006"), "{refused:?}");
+        let smuggled = lines(run("COMMIT; DELETE FROM notes", true).await);
+        assert!(
+            smuggled[0][0].contains("42601"),
+            "one statement only: {smuggled:?}"
+        );
+        let smuggled = lines(run("SELECT 1; DROP TABLE notes", false).await);
+        assert!(smuggled[0][0].starts_with("ERROR:"), "{smuggled:?}");
+        let broken = lines(run("SELEC nonsense", false).await);
+        assert!(broken[0][0].contains("syntax error"), "{broken:?}");
+        let blocks = run("SELECT count(*) FROM notes", true)
+            .await
+            .unwrap()
+            .into_inner()
+            .blocks;
+        assert_eq!(
+            console_text(&blocks)[1],
+            vec!["2".to_owned()],
+            "nothing was lost"
+        );
+        let failure = run("SELEC nonsense", false)
+            .await
+            .unwrap()
+            .into_inner()
+            .blocks;
+        match failure[0].block.as_ref().unwrap() {
+            provisioning_pb::output_block::Block::Paragraph(p) => {
+                assert_eq!(p.spans[0].color, "red")
+            }
+            other => panic!("an error paragraph, not {other:?}"),
+        }
+
+        // A slow statement is stopped; the rows shown are capped.
+        let slow = lines(run("SELECT pg_sleep(5)", true).await);
+        assert!(slow[0][0].contains("57014"), "statement timeout: {slow:?}");
+        let many = lines(run("SELECT g FROM generate_series(1, 450) g", true).await);
+        assert_eq!(many.len(), 1 + 200 + 1);
+        assert_eq!(many.last().unwrap()[0], "450 rows, 250 not shown");
+
+        // The built-in commands answer for every product.
+        let info = lines(run("info", true).await);
+        assert!(
+            info.contains(&vec!["id".to_owned(), resource_id.clone()]),
+            "{info:?}"
+        );
+        assert!(
+            info.iter()
+                .any(|row| row[0] == "secrets" && row[1].contains("DATABASE_URL")),
+            "secret names, never values: {info:?}"
+        );
+        let password = secret(&created.secrets, "PGPASSWORD");
+        assert!(!format!("{info:?}").contains(password));
+        let help = lines(run("help", true).await);
+        assert!(
+            help.iter().any(|l| l[0].contains("SQL statement")),
+            "{help:?}"
+        );
+
+        // Input is checked; a suspended database has no console.
+        let empty = run("   ", true).await.expect_err("empty input");
+        assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+        provisioning
+            .suspend_resource(provisioning_pb::SuspendResourceRequest {
+                context: context("console-suspend"),
+                resource_id: resource_id.clone(),
+                reason: "unpaid".into(),
+            })
+            .await
+            .expect("suspend");
+        test.drain().await;
+        let suspended = run("SELECT 1", true).await.expect_err("suspended");
+        assert_eq!(suspended.code(), tonic::Code::FailedPrecondition);
+        test.stop().await;
+    }
+);

@@ -30,4 +30,5 @@ mod vercel_seed_flow;
 mod vercel_sso;
 mod vercel_support;
 mod vercel_trace;
+mod vercel_transfers;
 mod vercel_webhooks;

@@ -90,6 +90,11 @@ define_id!(
     "res"
 );
 define_id!(
+    /// An offer to move resources to another account.
+    ClaimId,
+    "clm"
+);
+define_id!(
     /// A recorded marketplace event.
     EventId,
     "evt"

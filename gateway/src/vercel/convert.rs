@@ -8,7 +8,9 @@ use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1 as common;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
-use marketbridge_vercel::model::partner::{Balances, Resource, ResourceStatus};
+use marketbridge_vercel::model::partner::{
+    Balances, ReplBlock, ReplText, Resource, ResourceStatus,
+};
 use marketbridge_vercel::model::plan::{
     BillingPlan, PlanDetail, PlanScope, PlanType, QuoteLine, RequiredPolicy,
 };
@@ -222,6 +224,40 @@ pub fn grace_seconds(hours: Option<f64>) -> Result<u64> {
         ));
     }
     Ok((hours * 3600.0).round() as u64)
+}
+
+fn repl_text(span: &provisioning_pb::TextSpan) -> ReplText {
+    let non_empty = |value: &str| (!value.is_empty()).then(|| value.to_owned());
+    ReplText {
+        kind: "text".to_owned(),
+        text: span.text.clone(),
+        color: non_empty(&span.color),
+        bold: span.bold.then_some(true),
+        italic: span.italic.then_some(true),
+        href: non_empty(&span.href),
+    }
+}
+
+/// Console output as Vercel's blocks.
+pub fn repl_blocks(blocks: &[provisioning_pb::OutputBlock]) -> Vec<ReplBlock> {
+    use provisioning_pb::output_block::Block;
+    blocks
+        .iter()
+        .filter_map(|block| match block.block.as_ref()? {
+            Block::Paragraph(paragraph) => Some(ReplBlock::Paragraph {
+                children: paragraph.spans.iter().map(repl_text).collect(),
+            }),
+            Block::Table(table) => Some(ReplBlock::Table {
+                header: (!table.header.is_empty())
+                    .then(|| table.header.iter().map(repl_text).collect()),
+                rows: table
+                    .rows
+                    .iter()
+                    .map(|row| row.cells.iter().map(repl_text).collect())
+                    .collect(),
+            }),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! | `/v1/installations/{id}` PUT, GET, PATCH, DELETE | [`installations`] |
 //! | `/v1/products/{slug}/plans`, `.../plans` | [`plans`] |
 //! | `/v1/installations/{id}/resources...` | [`resources`] |
+//! | `/v1/installations/{id}/resources/{rid}/repl` | [`resources`] |
+//! | `/v1/installations/{id}/resource-transfer-requests...` | [`transfers`] |
 //! | `/v1/installations/{id}/billing/provision` | [`billing`] |
 //! | `/webhook` | [`webhook`] |
 //! | `/sso`, `/dashboard/...` | [`sso`], [`dashboard`] |
@@ -26,6 +28,7 @@ pub mod resources;
 pub mod services;
 pub mod session;
 pub mod sso;
+pub mod transfers;
 pub mod webhook;
 
 use crate::state::AppState;
@@ -138,6 +141,26 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route(
             &at("/v1/installations/{installation_id}/resources/{resource_id}/secrets/rotate"),
             post(resources::rotate_secrets),
+        )
+        .route(
+            &at("/v1/installations/{installation_id}/resources/{resource_id}/repl"),
+            post(resources::repl),
+        )
+        .route(
+            &at("/v1/installations/{installation_id}/resource-transfer-requests"),
+            post(transfers::create),
+        )
+        .route(
+            &at("/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}"),
+            put(transfers::create_with_id),
+        )
+        .route(
+            &at("/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}/verify"),
+            get(transfers::verify).post(transfers::verify),
+        )
+        .route(
+            &at("/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}/accept"),
+            post(transfers::accept),
         )
         .route(
             &at("/v1/installations/{installation_id}/billing/provision"),

@@ -1,6 +1,6 @@
 //! `/v1/installations/{installationId}/resources...`: provisioning (with
 //! the secrets), reading, updating (name, metadata, plan), deleting, the
-//! deprecated listing, and secret rotation.
+//! deprecated listing, secret rotation, and the console (`repl`).
 
 use super::auth::{Access, authenticate};
 use super::body::{parse_json, parse_optional_json, query_map};
@@ -19,8 +19,8 @@ use marketbridge_core::ids::ResourceId;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_vercel::model::partner::{
-    ProvisionResource, ProvisionedResource, Resource, ResourceList, RotateSecrets, RotatedSecrets,
-    UpdateResource,
+    ProvisionResource, ProvisionedResource, ReplRequest, Resource, ResourceList, RotateSecrets,
+    RotatedSecrets, UpdateResource,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -273,4 +273,37 @@ pub async fn rotate_secrets(
         partial: None,
     };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+/// `POST .../resources/{resourceId}/repl`: runs one console command and
+/// answers its output as an array of blocks.
+pub async fn repl(
+    State(state): State<AppState>,
+    Path((installation_id, resource_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let caller = authenticate(&state.vercel, &headers).await?;
+    let body: ReplRequest = parse_json(&body)?;
+    let read_only = body.read_only.unwrap_or(false);
+    // Reading needs any member; a command that may write needs an admin.
+    let access = if read_only {
+        Access::Read
+    } else {
+        Access::Change
+    };
+    caller.allow_installation(&installation_id, access)?;
+    let account = installed_account(&state, &installation_id).await?;
+    owned_resource(&state, &account.id, &resource_id).await?;
+    let mut provisioning = state.clients.provisioning.clone();
+    let output = provisioning
+        .run_resource_command(provisioning_pb::RunResourceCommandRequest {
+            resource_id,
+            account_id: account.id,
+            input: body.input,
+            read_only,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(convert::repl_blocks(&output.blocks)).into_response())
 }

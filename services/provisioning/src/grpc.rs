@@ -234,4 +234,47 @@ impl ProvisioningService for ProvisioningGrpc {
     ) -> Result<Response<pb::CheckEntitlementResponse>, Status> {
         reply(self.domain.check_entitlement(request.into_inner()).await)
     }
+    #[tracing::instrument(name = "provisioning.create_transfer_claim", skip_all)]
+    async fn create_transfer_claim(
+        &self,
+        request: Request<pb::CreateTransferClaimRequest>,
+    ) -> Result<Response<pb::TransferClaim>, Status> {
+        reply(
+            self.domain
+                .create_transfer_claim(request.into_inner())
+                .await,
+        )
+    }
+
+    #[tracing::instrument(name = "provisioning.verify_transfer_claim", skip_all)]
+    async fn verify_transfer_claim(
+        &self,
+        request: Request<pb::VerifyTransferClaimRequest>,
+    ) -> Result<Response<pb::VerifyTransferClaimResponse>, Status> {
+        reply(
+            self.domain
+                .verify_transfer_claim(request.into_inner())
+                .await,
+        )
+    }
+
+    #[tracing::instrument(name = "provisioning.accept_transfer_claim", skip_all)]
+    async fn accept_transfer_claim(
+        &self,
+        request: Request<pb::AcceptTransferClaimRequest>,
+    ) -> Result<Response<pb::TransferClaim>, Status> {
+        reply(
+            self.domain
+                .accept_transfer_claim(request.into_inner())
+                .await,
+        )
+    }
+
+    #[tracing::instrument(name = "provisioning.run_resource_command", skip_all)]
+    async fn run_resource_command(
+        &self,
+        request: Request<pb::RunResourceCommandRequest>,
+    ) -> Result<Response<pb::RunResourceCommandResponse>, Status> {
+        reply(self.domain.run_resource_command(request.into_inner()).await)
+    }
 }

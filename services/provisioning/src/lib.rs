@@ -8,6 +8,7 @@
 //! and products through [`driver`] traits.
 
 pub mod adapters;
+pub mod console;
 pub mod convert;
 pub mod domain;
 pub mod driver;

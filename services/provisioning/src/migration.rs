@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
         let mut migrations = marketbridge_storage::migrations::shared();
         migrations.push(Box::new(CreateSubscriptions));
         migrations.push(Box::new(CreateResources));
+        migrations.push(Box::new(CreateTransferClaims));
         migrations
     }
 }
@@ -141,6 +142,52 @@ impl MigrationTrait for CreateResources {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table("resources").to_owned())
+            .await
+    }
+}
+
+struct CreateTransferClaims;
+
+impl MigrationName for CreateTransferClaims {
+    fn name(&self) -> &str {
+        "m0002_000001_create_transfer_claims"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateTransferClaims {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("transfer_claims")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("source_account_id"))
+                    .col(text("resource_ids"))
+                    .col(string("state"))
+                    .col(string("target_account_id"))
+                    .col(timestamp_with_time_zone("expires_at"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone_null("accepted_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("transfer_claims_source")
+                    .table("transfer_claims")
+                    .col("source_account_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("transfer_claims").to_owned())
             .await
     }
 }

@@ -269,3 +269,134 @@ pub struct Balances {
     /// The balances.
     pub balances: Vec<Balance>,
 }
+
+/// A time Vercel sends as epoch milliseconds; older callers sent a string
+/// (digits, or RFC 3339).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum EpochMillis {
+    /// Milliseconds since the epoch.
+    Number(f64),
+    /// Digits or an RFC 3339 time.
+    Text(String),
+}
+
+impl EpochMillis {
+    /// The time, when it reads as one.
+    pub fn to_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            EpochMillis::Number(ms) if ms.is_finite() => {
+                chrono::DateTime::from_timestamp_millis(ms.round() as i64)
+            }
+            EpochMillis::Number(_) => None,
+            EpochMillis::Text(text) => {
+                let text = text.trim();
+                match text.parse::<i64>() {
+                    Ok(ms) => chrono::DateTime::from_timestamp_millis(ms),
+                    Err(_) => chrono::DateTime::parse_from_rfc3339(text)
+                        .ok()
+                        .map(|t| t.with_timezone(&chrono::Utc)),
+                }
+            }
+        }
+    }
+}
+
+/// `POST /v1/installations/{installationId}/resource-transfer-requests`
+/// (and the older `PUT .../{transferId}`, which names the time `expiration`
+/// and may carry a `claimId`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTransferRequest {
+    /// The resources offered.
+    pub resource_ids: Vec<String>,
+    /// When the claim expires.
+    #[serde(default, alias = "expiration")]
+    pub expires_at: Option<EpochMillis>,
+    /// A claim id the caller chose (older shape).
+    #[serde(default)]
+    pub claim_id: Option<String>,
+}
+
+/// Answer of a created transfer request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedTransferRequest {
+    /// Our claim id, which Vercel passes to verify and accept.
+    pub provider_claim_id: String,
+}
+
+/// Answer of a transfer verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedTransferRequest {
+    /// True: the claim can be accepted by the calling installation.
+    pub valid: bool,
+    /// The plan the resources are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_plan: Option<BillingPlan>,
+}
+
+/// `POST .../resource-transfer-requests/{providerClaimId}/accept`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptTransferRequest {
+    /// The installation taking the resources (the path's, when given).
+    #[serde(default)]
+    pub target_installation_id: Option<String>,
+    /// Its team.
+    #[serde(default)]
+    pub target_team_id: Option<String>,
+}
+
+/// `POST .../resources/{resourceId}/repl`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplRequest {
+    /// The command line.
+    pub input: String,
+    /// True when the command must not change anything.
+    #[serde(default)]
+    pub read_only: Option<bool>,
+}
+
+/// A run of text in console output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplText {
+    /// Always `text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text.
+    pub text: String,
+    /// A color name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    /// Bold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bold: Option<bool>,
+    /// Italic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub italic: Option<bool>,
+    /// A link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub href: Option<String>,
+}
+
+/// One block of console output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ReplBlock {
+    /// Text.
+    Paragraph {
+        /// Its runs of text.
+        children: Vec<ReplText>,
+    },
+    /// A table.
+    Table {
+        /// Column titles.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        header: Option<Vec<ReplText>>,
+        /// Rows of cells.
+        rows: Vec<Vec<ReplText>>,
+    },
+}

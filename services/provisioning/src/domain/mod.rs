@@ -1,8 +1,10 @@
 //! The provisioning service's operations, independent of gRPC.
 
+mod console;
 mod entitlement;
 mod resources;
 mod subscriptions;
+mod transfers;
 
 pub(crate) use resources::merge_secrets;
 pub(crate) use subscriptions::subscription_marketplace;

@@ -163,7 +163,7 @@ impl ProvisioningDomain {
         Ok(response)
     }
 
-    async fn require_resource(
+    pub(crate) async fn require_resource(
         &self,
         conn: &impl ConnectionTrait,
         resource_id: &str,

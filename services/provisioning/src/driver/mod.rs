@@ -11,7 +11,7 @@ pub mod template;
 
 use async_trait::async_trait;
 use marketbridge_catalog::{Plan, Product};
-use marketbridge_core::Result;
+use marketbridge_core::{Error, Result};
 use marketbridge_proto::common::v1 as common;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -160,6 +160,23 @@ pub trait Driver: Send + Sync + 'static {
     async fn deprovision(&self, context: &DriverContext<'_>) -> Result<()>;
     /// Measures usage now.
     async fn measure(&self, context: &DriverContext<'_>) -> Result<Vec<Measurement>>;
+    /// What the resource's console understands beyond `help` and `info`,
+    /// in one line for `help`; `None` when the driver has no console.
+    fn console_help(&self) -> Option<&'static str> {
+        None
+    }
+    /// Runs a console command with the resource's current `secrets`. Errors
+    /// of the command itself (bad SQL) are output, not `Err`; `Err` is for
+    /// when the console could not run at all.
+    async fn console(
+        &self,
+        _context: &DriverContext<'_>,
+        _secrets: &[Secret],
+        _input: &str,
+        _read_only: bool,
+    ) -> Result<Vec<marketbridge_proto::provisioning::v1::OutputBlock>> {
+        Err(Error::unprocessable("this product has no console"))
+    }
 }
 
 /// The drivers available, by name.

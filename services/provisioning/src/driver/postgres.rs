@@ -23,6 +23,7 @@
 //! Passwords reach the server only as SCRAM-SHA-256 verifiers.
 
 pub mod admin;
+pub mod console;
 pub mod names;
 pub mod scram;
 pub mod settings;
@@ -486,5 +487,32 @@ impl Driver for PostgresDriver {
             });
         }
         Ok(measurements)
+    }
+
+    fn console_help(&self) -> Option<&'static str> {
+        Some("any one SQL statement, run as the database owner (at most 2 s, 200 rows shown)")
+    }
+
+    async fn console(
+        &self,
+        context: &DriverContext<'_>,
+        secrets: &[Secret],
+        input: &str,
+        read_only: bool,
+    ) -> Result<Vec<marketbridge_proto::provisioning::v1::OutputBlock>> {
+        let (_, names) = Self::resource(context)?;
+        let value = |name: &str| {
+            secrets
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.value.clone())
+                .ok_or_else(|| Error::conflict("the database has no credentials yet"))
+        };
+        let options = self.admin.options_as(
+            &names.database,
+            &value(secret::PGUSER)?,
+            &value(secret::PGPASSWORD)?,
+        );
+        console::run(options, input, read_only).await
     }
 }

@@ -2,3 +2,4 @@
 
 pub mod resource;
 pub mod subscription;
+pub mod transfer_claim;

@@ -81,6 +81,16 @@ impl Admin {
         }
     }
 
+    /// Options of a connection to `database` as `user` with `password`, on
+    /// the admin connection's server (and TLS settings).
+    pub fn options_as(&self, database: &str, user: &str, password: &str) -> PgConnectOptions {
+        self.options
+            .clone()
+            .database(database)
+            .username(user)
+            .password(password)
+    }
+
     fn pool(&self) -> &PgPool {
         self.pool.get_or_init(|| {
             PgPoolOptions::new()
