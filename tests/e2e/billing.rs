@@ -134,8 +134,7 @@ backend_test!(
                 context: context("delete-1"),
                 account: Some(AccountSelector::by_id(&account_id)),
                 reason: "uninstalled".into(),
-                finalized: false,
-                purge: false,
+                ..Default::default()
             })
             .await
             .unwrap();

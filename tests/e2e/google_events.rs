@@ -514,3 +514,61 @@ backend_test!(
         google.stop().await;
     }
 );
+
+backend_test!(
+    google_an_account_found_gone_on_refresh_ends_everything,
+    |database| async move {
+        let google = start(&database, Delivery::Push).await;
+        let sim = &google.sim;
+        let purchase = sim.purchase(PRODUCT, "pro-plan");
+        google.settle().await;
+        google
+            .sign_up(&purchase.account_id, "Ada", "ada@example.com", "Engines")
+            .await;
+        google.settle().await;
+        let account = google.account(&purchase.account_id).await;
+        assert_eq!(
+            google.subscription_state(&purchase.entitlement_id).await,
+            SubscriptionState::Active
+        );
+        let resources = google.resources(&account.id).await;
+        assert_eq!(resources.len(), 1);
+        assert_eq!(resources[0].status, ResourceStatus::Ready as i32);
+
+        // Google closes the account and every notification about it is lost:
+        // only a refresh finds out. The account is deleted and purged, and
+        // its entitlement and resource end with it.
+        sim.delete_account(&purchase.account_id).unwrap();
+        assert!(sim.drop_pending_pushes() >= 2);
+        let refreshed = google
+            .test
+            .set
+            .clients
+            .account
+            .clone()
+            .refresh_account(account_pb::RefreshAccountRequest {
+                account: Some(marketbridge_proto::common::v1::AccountSelector::by_id(
+                    &account.id,
+                )),
+            })
+            .await
+            .expect("refresh")
+            .into_inner();
+        assert_eq!(refreshed.state, account_pb::AccountState::Deleted as i32);
+        assert!(refreshed.purged);
+        google.test.drain().await;
+        assert_eq!(
+            google.subscription_state(&purchase.entitlement_id).await,
+            SubscriptionState::Cancelled
+        );
+        let resources = google.resources(&account.id).await;
+        assert_eq!(resources.len(), 1);
+        assert_eq!(
+            resources[0].status,
+            ResourceStatus::Uninstalled as i32,
+            "{resources:?}"
+        );
+        google.assert_google_refused_nothing();
+        google.stop().await;
+    }
+);

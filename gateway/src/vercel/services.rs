@@ -278,6 +278,7 @@ pub async fn uninstall(
             reason,
             finalized: closed.finalized,
             purge: false,
+            end_subscriptions: false,
         })
         .await?
         .into_inner();

@@ -439,6 +439,7 @@ impl AccountDomain {
                         reason: "deleted at the marketplace".into(),
                         finalized: true,
                         purge: true,
+                        end_subscriptions: true,
                         ..Default::default()
                     })
                     .await?;
@@ -642,6 +643,14 @@ impl AccountDomain {
         if request.purge && !row.purged {
             purge(&mut row);
         }
+        if request.end_subscriptions {
+            let job = NewJob::new(
+                kind::END_SUBSCRIPTIONS,
+                &jobs::AccountJob::with_reason(&row.id, &request.reason),
+            )?
+            .dedupe_key(format!("end-subscriptions:{}", row.id));
+            self.outbox.enqueue(&*txn, job).await?;
+        }
         row.updated_at = now;
         row.clone()
             .into_active_model()
@@ -654,7 +663,11 @@ impl AccountDomain {
             finalized: row.finalized_at.is_some(),
             account: Some(account_to_proto(&row)),
         };
-        txn.finish(response).await
+        let response = txn.finish(response).await?;
+        if request.end_subscriptions {
+            self.outbox.wake();
+        }
+        Ok(response)
     }
 
     /// Marks a deleted account's billing as finalized.

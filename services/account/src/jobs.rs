@@ -7,7 +7,7 @@ use crate::marketplace::{EventOutcome, EventServices};
 use async_trait::async_trait;
 use marketbridge_core::{Error, ErrorCode};
 use marketbridge_proto::common::v1::RequestContext;
-use marketbridge_proto::provisioning::v1::NotifyAccountApprovedRequest;
+use marketbridge_proto::provisioning::v1::{self as provisioning_pb, NotifyAccountApprovedRequest};
 use marketbridge_storage::outbox::{Job, JobError, JobHandler};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,9 @@ pub mod kind {
     pub const NOTIFY_APPROVED: &str = "account.notify_provisioning_approved";
     /// Process a recorded marketplace event.
     pub const PROCESS_EVENT: &str = "account.process_event";
+    /// End the subscriptions of an account gone at its marketplace and
+    /// deprovision its resources.
+    pub const END_SUBSCRIPTIONS: &str = "account.end_subscriptions";
 }
 
 /// Payload of account jobs.
@@ -140,6 +143,57 @@ impl AccountJobs {
         Ok(())
     }
 
+    async fn end_subscriptions(&self, job: &AccountJob) -> Result<(), JobError> {
+        let Some(mut provisioning) = self.services.provisioning.clone() else {
+            return Err(JobError::Retry(
+                "the provisioning service is not configured".into(),
+            ));
+        };
+        let subscriptions = provisioning
+            .list_subscriptions(provisioning_pb::ListSubscriptionsRequest {
+                account_id: job.account_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| JobError::from(Error::from(status)))?
+            .into_inner()
+            .subscriptions;
+        let reason = if job.reason.is_empty() {
+            "account deleted at the marketplace"
+        } else {
+            job.reason.as_str()
+        };
+        for subscription in subscriptions {
+            let ended = matches!(
+                provisioning_pb::SubscriptionState::try_from(subscription.state),
+                Ok(provisioning_pb::SubscriptionState::Cancelled
+                    | provisioning_pb::SubscriptionState::Rejected)
+            );
+            if ended {
+                continue;
+            }
+            provisioning
+                .cancel_subscription(provisioning_pb::CancelSubscriptionRequest {
+                    context: None,
+                    subscription_id: subscription.id.clone(),
+                    reason: reason.to_owned(),
+                })
+                .await
+                .map_err(|status| JobError::from(Error::from(status)))?;
+        }
+        let deleted = provisioning
+            .delete_account_resources(provisioning_pb::DeleteAccountResourcesRequest {
+                context: None,
+                account_id: job.account_id.clone(),
+            })
+            .await
+            .map_err(|status| JobError::from(Error::from(status)))?
+            .into_inner()
+            .deleted_resource_ids;
+        tracing::info!(account.id = %job.account_id, resources = deleted.len(), "subscriptions of a deleted account ended");
+        Ok(())
+    }
+
     async fn process_event(&self, job: &EventJob) -> Result<(), JobError> {
         let Some(event) = self.domain().event(&job.event_id).await? else {
             return Ok(());
@@ -195,6 +249,7 @@ impl JobHandler for AccountJobs {
             kind::RESET => self.reset(&job.payload()?).await,
             kind::NOTIFY_APPROVED => self.notify_approved(&job.id, &job.payload()?).await,
             kind::PROCESS_EVENT => self.process_event(&job.payload()?).await,
+            kind::END_SUBSCRIPTIONS => self.end_subscriptions(&job.payload()?).await,
             other => Err(JobError::Permanent(format!("unknown job kind {other}"))),
         }
     }

@@ -27,7 +27,7 @@ use marketbridge_google::procurement::{self, Account, ProcurementClient, approva
 use marketbridge_google::pubsub::PubsubClient;
 use marketbridge_proto::account::v1 as pb;
 use marketbridge_proto::common::v1::{
-    AccountSelector, Marketplace as ProtoMarketplace, MarketplaceRef, RequestContext,
+    AccountSelector, Marketplace as ProtoMarketplace, MarketplaceRef,
 };
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use std::collections::BTreeMap;
@@ -231,8 +231,9 @@ fn upsert_from_snapshot(external_id: &str, snapshot: AccountSnapshot) -> pb::Ups
     }
 }
 
-/// Google deleted the account: delete ours for good with its personal data,
-/// end its subscriptions and deprovision its resources. Idempotent.
+/// Google deleted the account: delete ours for good with its personal data;
+/// a job committed with the deletion ends its subscriptions and
+/// deprovisions its resources. Idempotent.
 async fn account_gone(services: &EventServices, row: &account::Model) -> Result<()> {
     let domain: &AccountDomain = &services.accounts;
     domain
@@ -242,54 +243,10 @@ async fn account_gone(services: &EventServices, row: &account::Model) -> Result<
             reason: "deleted at Google Cloud Marketplace".into(),
             finalized: true,
             purge: true,
+            end_subscriptions: true,
         })
         .await?;
-    let Some(provisioning) = services.provisioning.clone() else {
-        return Err(Error::unavailable(
-            "the provisioning service is not configured",
-        ));
-    };
-    let mut client = provisioning;
-    let subscriptions = client
-        .list_subscriptions(provisioning_pb::ListSubscriptionsRequest {
-            account_id: row.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .map_err(Error::from)?
-        .into_inner()
-        .subscriptions;
-    for subscription in subscriptions {
-        let ended = matches!(
-            provisioning_pb::SubscriptionState::try_from(subscription.state),
-            Ok(provisioning_pb::SubscriptionState::Cancelled
-                | provisioning_pb::SubscriptionState::Rejected)
-        );
-        if ended {
-            continue;
-        }
-        client
-            .cancel_subscription(provisioning_pb::CancelSubscriptionRequest {
-                context: None,
-                subscription_id: subscription.id.clone(),
-                reason: "account deleted at Google Cloud Marketplace".into(),
-            })
-            .await
-            .map_err(Error::from)?;
-    }
-    let deleted = client
-        .delete_account_resources(provisioning_pb::DeleteAccountResourcesRequest {
-            context: Some(RequestContext {
-                idempotency_key: String::new(),
-                actor: None,
-            }),
-            account_id: row.id.clone(),
-        })
-        .await
-        .map_err(Error::from)?
-        .into_inner()
-        .deleted_resource_ids;
-    tracing::info!(account.id = %row.id, resources = deleted.len(), "google account deleted and purged");
+    tracing::info!(account.id = %row.id, "google account deleted and purged");
     Ok(())
 }
 

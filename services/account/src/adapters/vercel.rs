@@ -203,6 +203,7 @@ impl VercelEvents {
                 reason: "integration-configuration.removed".to_owned(),
                 finalized: closed.finalized,
                 purge: false,
+                end_subscriptions: false,
             })
             .await?;
         tracing::info!(installation.id = %installation_id, finalized = closed.finalized, "vercel installation removed");
