@@ -764,6 +764,7 @@ backend_test!(
             VercelOptions {
                 manual: true,
                 default_installation_plan: Some("team".into()),
+                ..Default::default()
             },
         )
         .await;

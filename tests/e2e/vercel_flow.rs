@@ -405,6 +405,7 @@ backend_test!(
             VercelOptions {
                 manual: false,
                 default_installation_plan: Some("team-free".into()),
+                ..Default::default()
             },
         )
         .await;

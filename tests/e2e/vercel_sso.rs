@@ -207,3 +207,78 @@ backend_test!(
         vercel.stop().await;
     }
 );
+
+backend_test!(
+    a_page_opened_without_a_session_signs_in_through_vercel_and_comes_back,
+    |database| async move {
+        let options = VercelOptions {
+            integration_slug: Some("acme-db".into()),
+            ..Default::default()
+        };
+        let vercel = vercel_set(&database, options).await;
+        let sim = &vercel.sim;
+        let browser = no_redirects();
+        let (installation, admin) = vercel.install().await;
+        let resource = vercel
+            .provision(
+                &installation,
+                &admin,
+                provision_body("database", "pro", "bookmarked", json!({"region": "iad1"})),
+            )
+            .await;
+        let resource_id = resource["id"].as_str().unwrap();
+        let page = format!(
+            "/vercel/dashboard/{}/resources/{resource_id}?section=usage",
+            installation.id
+        );
+
+        // A bookmarked page without a session: off to Vercel's sign-in, with
+        // the page to come back to.
+        let answer = browser.get(vercel.test.url(&page)).send().await.unwrap();
+        assert_eq!(answer.status(), 303);
+        let to_vercel = answer.headers()["location"].to_str().unwrap().to_owned();
+        let expected = url::Url::parse_with_params(
+            &format!("{}/sso/integrations/acme-db/{}", sim.url(), installation.id),
+            &[("url", page.as_str())],
+        )
+        .unwrap();
+        assert_eq!(to_vercel, expected.as_str());
+
+        // Vercel signs the user in and sends the browser to the Redirect
+        // Login URL with a code; the gateway opens a session and lands on
+        // the page first asked for.
+        let answer = browser.get(&to_vercel).send().await.unwrap();
+        assert_eq!(answer.status(), 302);
+        let to_gateway = answer.headers()["location"].to_str().unwrap().to_owned();
+        assert!(to_gateway.contains("mode=sso"), "{to_gateway}");
+        let answer = browser.get(&to_gateway).send().await.unwrap();
+        assert_eq!(answer.status(), 303);
+        assert_eq!(answer.headers()["location"].to_str().unwrap(), page);
+        let cookie = session_cookie(&answer);
+        let shown = browser
+            .get(vercel.test.url(&page))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(shown.status(), 200);
+        assert!(shown.text().await.unwrap().contains("bookmarked"));
+
+        // A session for another installation goes through sign-in too.
+        let (other, _) = vercel.install().await;
+        let answer = browser
+            .get(vercel.url(&format!("/dashboard/{}", other.id)))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 303);
+        assert!(
+            answer.headers()["location"]
+                .to_str()
+                .unwrap()
+                .contains(&format!("/sso/integrations/acme-db/{}", other.id))
+        );
+        vercel.stop().await;
+    }
+);

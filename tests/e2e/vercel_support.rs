@@ -81,6 +81,9 @@ pub struct VercelOptions {
     pub manual: bool,
     /// The installation plan new installations get.
     pub default_installation_plan: Option<String>,
+    /// The integration's URL slug (provider-initiated SSO through the
+    /// simulator's dashboard).
+    pub integration_slug: Option<String>,
 }
 
 impl VercelOptions {
@@ -114,6 +117,8 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
         sim.client_secret().to_owned(),
     );
     let default_plan = options.default_installation_plan.clone();
+    let slug = options.integration_slug.clone();
+    let dashboard = sim.url().to_owned();
     let catalog = catalog_path.display().to_string();
     let mut builder = set_on(database).configure(move |config| {
         config.vercel.oidc_issuer = vercel.0;
@@ -122,6 +127,10 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
         config.vercel.client_id = vercel.3;
         config.vercel.client_secret = vercel.4;
         config.vercel.default_installation_plan = default_plan.unwrap_or_default();
+        if let Some(slug) = slug {
+            config.vercel.integration_slug = slug;
+            config.vercel.dashboard_url = dashboard;
+        }
         config.catalog.path = catalog;
     });
     if options.manual {
@@ -129,6 +138,7 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
     }
     let test = builder.start().await;
     let partner = sim.partner(&format!("{}/vercel", test.set.gateway_url()));
+    sim.set_redirect_login_url(&format!("{}/vercel/sso", test.set.gateway_url()));
     VercelTest {
         test,
         sim,

@@ -347,8 +347,12 @@ pub struct VercelOptions {
     /// Plan assigned to new installations when installation-level billing is
     /// on; empty when billing is per resource.
     pub default_installation_plan: String,
-    /// The integration's URL slug (provider-initiated SSO links).
+    /// The integration's URL slug. When set, a provider page opened without
+    /// a session sends the browser through Vercel's sign-in
+    /// (`{dashboard_url}/sso/integrations/{slug}/{installation}`) and back.
     pub integration_slug: String,
+    /// Base URL of the Vercel dashboard (provider-initiated SSO).
+    pub dashboard_url: String,
 }
 
 impl Default for VercelOptions {
@@ -362,6 +366,7 @@ impl Default for VercelOptions {
             base_path: "/vercel".into(),
             default_installation_plan: String::new(),
             integration_slug: String::new(),
+            dashboard_url: "https://vercel.com".into(),
         }
     }
 }

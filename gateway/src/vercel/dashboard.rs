@@ -8,8 +8,8 @@ use super::error::error_body;
 use super::session::{Session, cookie_value};
 use crate::error::status_of;
 use crate::state::AppState;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
@@ -56,6 +56,40 @@ pub fn error_page(error: &Error) -> Response {
     );
     *response.status_mut() = status_of(error);
     response
+}
+
+/// Without a usable session: through Vercel's sign-in and back to `page`
+/// (its path and query) when the integration's slug is configured, an
+/// error page otherwise.
+fn sign_in_again(
+    state: &VercelState,
+    installation_id: &str,
+    page: &Uri,
+    error: &Error,
+) -> Response {
+    let Some(start) = &state.sso_start else {
+        return error_page(error);
+    };
+    let back = page
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| installation_path(state, installation_id));
+    let mut target = match url::Url::parse(&format!("{start}/{installation_id}")) {
+        Ok(target) => target,
+        Err(_) => return error_page(error),
+    };
+    target.query_pairs_mut().append_pair("url", &back);
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    match HeaderValue::from_str(target.as_str()) {
+        Ok(location) => {
+            response.headers_mut().insert(header::LOCATION, location);
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(_) => error_page(error),
+    }
 }
 
 fn session_for(state: &VercelState, headers: &HeaderMap, installation_id: &str) -> Result<Session> {
@@ -150,13 +184,16 @@ pub async fn installation_page(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
     RawQuery(query): RawQuery,
+    OriginalUri(requested): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    let rendered = async {
-        let session = session_for(&state.vercel, &headers, &installation_id)?;
-        render_installation(&state, &session, &installation_id, query.as_deref()).await
-    }
-    .await;
+    let session = match session_for(&state.vercel, &headers, &installation_id) {
+        Ok(session) => session,
+        Err(error) => return sign_in_again(&state.vercel, &installation_id, &requested, &error),
+    };
+    let rendered =
+        async { render_installation(&state, &session, &installation_id, query.as_deref()).await }
+            .await;
     rendered.unwrap_or_else(|error| error_page(&error))
 }
 
@@ -165,10 +202,14 @@ pub async fn resource_page(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    OriginalUri(requested): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
+    let session = match session_for(&state.vercel, &headers, &installation_id) {
+        Ok(session) => session,
+        Err(error) => return sign_in_again(&state.vercel, &installation_id, &requested, &error),
+    };
     let rendered = async {
-        let session = session_for(&state.vercel, &headers, &installation_id)?;
         let account = super::services::installed_account(&state, &installation_id).await?;
         let resource = super::plans::owned_resource(&state, &account.id, &resource_id).await?;
         let metadata =
@@ -205,10 +246,14 @@ pub async fn resource_page(
 pub async fn invoice_page(
     State(state): State<AppState>,
     Path((installation_id, invoice_id)): Path<(String, String)>,
+    OriginalUri(requested): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
+    let session = match session_for(&state.vercel, &headers, &installation_id) {
+        Ok(session) => session,
+        Err(error) => return sign_in_again(&state.vercel, &installation_id, &requested, &error),
+    };
     let rendered = async {
-        let session = session_for(&state.vercel, &headers, &installation_id)?;
         let account = super::services::installed_account(&state, &installation_id).await?;
         let mut billing = state.clients.billing.clone();
         let invoice = billing

@@ -60,6 +60,10 @@ pub struct VercelState {
     pub public_url: String,
     /// The installation-level plan new installations get, if any.
     pub default_installation_plan: String,
+    /// Where a browser without a session starts Vercel's sign-in for an
+    /// installation (`{dashboard}/sso/integrations/{slug}`), when the
+    /// integration's slug is configured.
+    pub sso_start: Option<String>,
 }
 
 impl VercelState {
@@ -84,6 +88,13 @@ impl VercelState {
             base_path: base_path(&vercel.base_path),
             public_url: config.gateway.public_url.trim_end_matches('/').to_owned(),
             default_installation_plan: vercel.default_installation_plan.trim().to_owned(),
+            sso_start: match vercel.integration_slug.trim() {
+                "" => None,
+                slug => Some(format!(
+                    "{}/sso/integrations/{slug}",
+                    vercel.dashboard_url.trim().trim_end_matches('/')
+                )),
+            },
         })
     }
 

@@ -5,7 +5,7 @@
 use super::tokens::{SimUser, TokenSpec};
 use super::{InstallationHandle, Shared};
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,10 @@ pub(crate) fn routes(simulator: Arc<Shared>) -> Router {
         .route("/_sim/installations/{id}", get(installation))
         .route("/_sim/tokens", post(token))
         .route("/_sim/sso", post(sso))
+        .route(
+            "/sso/integrations/{slug}/{installation_id}",
+            get(provider_initiated_sso),
+        )
         .with_state(simulator)
 }
 
@@ -159,4 +163,36 @@ async fn sso(State(simulator): State<Arc<Shared>>, body: axum::body::Bytes) -> R
     }
     let url = super::redirect_url(redirect, &code, &context);
     axum::Json(json!({ "url": url })).into_response()
+}
+
+/// `GET /sso/integrations/{slug}/{installationId}?{query}`: provider-
+/// initiated sign-in, as the Vercel dashboard answers it for a signed-in
+/// team admin: a 302 to the integration's Redirect Login URL with a fresh
+/// code, the query passed along.
+async fn provider_initiated_sso(
+    State(simulator): State<Arc<Shared>>,
+    Path((_slug, installation_id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some(handle) = handle_of(&simulator, &installation_id) else {
+        return unknown_installation();
+    };
+    let Some(redirect) = simulator.world().redirect_login_url.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "the integration has no Redirect Login URL"})),
+        )
+            .into_response();
+    };
+    let code = simulator.issue_sso_code(&handle, &SimUser::admin());
+    let context: Vec<(String, String)> =
+        reqwest::Url::parse(&format!("http://query/?{}", query.unwrap_or_default()))
+            .map(|url| url.query_pairs().into_owned().collect())
+            .unwrap_or_default();
+    let context: Vec<(&str, &str)> = context
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let target = super::redirect_url(&redirect, &code, &context);
+    (StatusCode::FOUND, [(axum::http::header::LOCATION, target)]).into_response()
 }

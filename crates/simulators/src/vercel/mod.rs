@@ -546,6 +546,13 @@ impl VercelSimulator {
         redirect_url(redirect_login_url, code, context)
     }
 
+    /// Sets the integration's Redirect Login URL, where the dashboard's
+    /// sign-in (`GET /sso/integrations/{slug}/{installationId}`) sends the
+    /// browser with a fresh code.
+    pub fn set_redirect_login_url(&self, url: &str) {
+        self.shared.world().redirect_login_url = Some(url.to_owned());
+    }
+
     /// A client calling the provider's partner API at `base_url` (the
     /// integration's Base URL) the way Vercel does.
     pub fn partner(&self, base_url: &str) -> PartnerClient {

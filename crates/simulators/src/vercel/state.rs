@@ -161,4 +161,6 @@ pub(crate) struct PendingSso {
 pub(crate) struct World {
     pub(crate) installations: BTreeMap<String, SimInstallation>,
     pub(crate) sso_codes: BTreeMap<String, PendingSso>,
+    /// The integration's Redirect Login URL, once set.
+    pub(crate) redirect_login_url: Option<String>,
 }
