@@ -187,7 +187,7 @@ fn main() -> ExitCode {
                     client_id,
                     client_secret,
                 },
-        } => run_process("marketbridge-sim-vercel", |_config, shutdown| async move {
+        } => run_process("marketbridge-sim-vercel", |config, shutdown| async move {
             let defaults = VercelSimulatorOptions::default();
             let options = VercelSimulatorOptions {
                 client_id: client_id.unwrap_or(defaults.client_id),
@@ -199,6 +199,12 @@ fn main() -> ExitCode {
                 .map_err(|e| {
                     marketbridge_core::Error::unavailable(format!("cannot listen on {listen}: {e}"))
                 })?;
+            let redirect_login_url = format!(
+                "{}{}/sso",
+                config.gateway.public_url.trim_end_matches('/'),
+                marketbridge_gateway::vercel::base_path(&config.vercel.base_path)
+            );
+            sim.set_redirect_login_url(&redirect_login_url);
             println!("Vercel simulator on {} (Ctrl-C stops it)", sim.url());
             println!("  Vercel API     {}/v1/...", sim.url());
             println!("  JWKS           {}", sim.jwks_url());
@@ -217,6 +223,10 @@ fn main() -> ExitCode {
             println!("MARKETBRIDGE_VERCEL__API_BASE_URL={}", sim.url());
             println!("MARKETBRIDGE_VERCEL__CLIENT_ID={}", sim.client_id());
             println!("MARKETBRIDGE_VERCEL__CLIENT_SECRET={}", sim.client_secret());
+            println!("MARKETBRIDGE_VERCEL__DASHBOARD_URL={}", sim.url());
+            println!("MARKETBRIDGE_VERCEL__INTEGRATION_SLUG=marketbridge-demo");
+            println!();
+            println!("Its dashboard sends sign-ins to the Redirect Login URL {redirect_login_url}");
             println!();
             println!("Act as Vercel (see README, \"Try the Vercel flow locally\"):");
             println!(

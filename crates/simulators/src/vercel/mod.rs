@@ -396,12 +396,13 @@ impl VercelSimulator {
     /// The settings pointing marketbridge at this simulator, as TOML.
     pub fn config_snippet(&self) -> String {
         format!(
-            "[vercel]\noidc_issuer = \"{}\"\njwks_url = \"{}\"\napi_base_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
+            "[vercel]\noidc_issuer = \"{}\"\njwks_url = \"{}\"\napi_base_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\ndashboard_url = \"{}\"\nintegration_slug = \"marketbridge-demo\"\n",
             self.issuer(),
             self.jwks_url(),
             self.url(),
             self.client_id(),
-            self.client_secret()
+            self.client_secret(),
+            self.url()
         )
     }
 
