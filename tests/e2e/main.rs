@@ -17,6 +17,7 @@ mod google_events;
 mod google_lifecycle;
 mod google_stream;
 mod google_support;
+mod grpcurl;
 mod processes;
 mod tls;
 mod vercel_auth;
