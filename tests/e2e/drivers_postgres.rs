@@ -14,7 +14,7 @@
 use crate::drivers_support::{
     CatalogFile, PostgresSandbox, context, current_secrets, direct_account, resource, secret,
 };
-use crate::support::set_on;
+use crate::support::{TestSet, set_on};
 use chrono::Duration as ChronoDuration;
 use marketbridge_core::metadata::json_to_metadata;
 use marketbridge_proto::billing::v1 as billing_pb;
@@ -22,6 +22,7 @@ use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_provisioning::driver::postgres::names::quote_identifier;
 use marketbridge_provisioning::driver::postgres::scram;
 use marketbridge_storage::backend_test;
+use marketbridge_storage::testing::TestDatabase;
 use provisioning_pb::ResourceStatus;
 use sea_orm::sqlx::{self, Connection, PgConnection};
 use serde_json::json;
@@ -338,6 +339,24 @@ backend_test!(
     }
 );
 
+/// A set on the sandbox server whose deleted databases are dropped at once,
+/// with outboxes run by the test.
+async fn dropping_at_once(
+    database: &TestDatabase,
+    sandbox: &PostgresSandbox,
+    catalog: &CatalogFile,
+) -> TestSet {
+    set_on(database)
+        .without_workers()
+        .configure(|config| {
+            sandbox.configure(config);
+            config.catalog.path = catalog.path();
+            config.provisioning.postgres_deletion_grace_seconds = 0;
+        })
+        .start()
+        .await
+}
+
 backend_test!(
     hostile_resource_names_and_metadata_cannot_inject_sql,
     |database| async move {
@@ -345,15 +364,7 @@ backend_test!(
             return;
         };
         let catalog = catalog(&sandbox.prefix);
-        let test = set_on(&database)
-            .without_workers()
-            .configure(|config| {
-                sandbox.configure(config);
-                config.catalog.path = catalog.path();
-                config.provisioning.postgres_deletion_grace_seconds = 0;
-            })
-            .start()
-            .await;
+        let test = dropping_at_once(&database, &sandbox, &catalog).await;
         let account = direct_account(&test, "team-hostile").await;
         let mut provisioning = test.set.clients.provisioning.clone();
         let before = sandbox.others().await;
@@ -552,15 +563,7 @@ backend_test!(
             return;
         };
         let catalog = catalog(&sandbox.prefix);
-        let test = set_on(&database)
-            .without_workers()
-            .configure(|config| {
-                sandbox.configure(config);
-                config.catalog.path = catalog.path();
-                config.provisioning.postgres_deletion_grace_seconds = 0;
-            })
-            .start()
-            .await;
+        let test = dropping_at_once(&database, &sandbox, &catalog).await;
         let account = direct_account(&test, "team-console").await;
         let mut provisioning = test.set.clients.provisioning.clone();
         let created = provisioning

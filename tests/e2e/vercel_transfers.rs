@@ -35,17 +35,28 @@ backend_test!(
             )
             .await;
         let resource_id = created["id"].as_str().unwrap().to_owned();
+        let kept = vercel
+            .provision(
+                &source,
+                &source_admin,
+                provision_body("database", "pro", "kept", json!({"region": "iad1"})),
+            )
+            .await;
+        let kept_id = kept["id"].as_str().unwrap().to_owned();
         vercel.drain().await;
         clock_to(test, at("2026-11-23T12:20:00Z"));
         record(
             test,
-            vec![usage(
-                "t1",
-                &resource_id,
-                "requests",
-                1_000,
-                at("2026-11-23T12:10:00Z"),
-            )],
+            vec![
+                usage(
+                    "t1",
+                    &resource_id,
+                    "requests",
+                    1_000,
+                    at("2026-11-23T12:10:00Z"),
+                ),
+                usage("k1", &kept_id, "requests", 7, at("2026-11-23T12:10:00Z")),
+            ],
         )
         .await;
 
@@ -201,11 +212,16 @@ backend_test!(
         let requests = usage_line(latest, Some(&resource_id), "Requests");
         assert_eq!(requests["periodValue"], 1_500.0);
         let source_data = sim.installation(&source.id).unwrap().billing_data;
+        let latest = source_data
+            .last()
+            .expect("the source is billed for what it kept");
+        assert_eq!(
+            usage_line(latest, Some(&kept_id), "Requests")["periodValue"],
+            7.0
+        );
         assert!(
-            source_data
-                .iter()
-                .all(|data| !data.to_string().contains(&resource_id)),
-            "{source_data:?}"
+            !latest.to_string().contains(&resource_id),
+            "the moved resource is no longer the source's: {latest}"
         );
         vercel.stop().await;
     }
