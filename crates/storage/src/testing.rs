@@ -5,6 +5,7 @@
 //! [`backend_test!`](crate::backend_test) turns one async test body into a
 //! test per backend.
 
+use sea_orm::sqlx;
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use std::future::Future;
 use std::path::PathBuf;
@@ -173,4 +174,165 @@ macro_rules! backend_test {
             }
         }
     };
+}
+
+/// A slice of the PostgreSQL server of [`POSTGRES_ENV`] for one test that
+/// creates databases and roles of its own (the `postgres` driver): every
+/// name it makes starts with `prefix`, and all of them are dropped when the
+/// value goes.
+pub struct PostgresSandbox {
+    /// The admin URL.
+    pub admin_url: String,
+    /// The name prefix of this test's databases and roles.
+    pub prefix: String,
+}
+
+/// A name in double quotes, for the clean-up of names the test made.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl PostgresSandbox {
+    /// A sandbox, or `None` (with a note) when no server is configured.
+    pub fn open() -> Option<PostgresSandbox> {
+        let Some(admin_url) = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty()) else {
+            eprintln!("skipping: {POSTGRES_ENV} is not set");
+            return None;
+        };
+        let id = uuid::Uuid::new_v4();
+        Some(PostgresSandbox {
+            admin_url,
+            prefix: format!("mbs{}_", &id.simple().to_string()[..8]),
+        })
+    }
+
+    /// A connection as the admin.
+    pub async fn admin(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&self.admin_url)
+            .await
+            .expect("admin connection")
+    }
+
+    /// Runs SQL the test wrote itself, as the admin.
+    pub async fn admin_execute(&self, sql: &str) {
+        let mut admin = self.admin().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// A URL of `database` as `user`, without password (a server that
+    /// trusts loopback still checks the role may log in and connect).
+    pub fn url_as(&self, user: &str, database: &str) -> String {
+        let mut url =
+            url::Url::parse(&database_url_with_name(&self.admin_url, database)).expect("admin URL");
+        url.set_username(user).expect("user");
+        url.set_password(None).expect("password");
+        url.to_string()
+    }
+
+    /// The SCRAM verifier the server keeps for `role` (`None`: no password).
+    pub async fn stored_verifier(&self, role: &str) -> Option<String> {
+        let mut admin = self.admin().await;
+        sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(role)
+            .fetch_one(&mut admin)
+            .await
+            .expect("the role exists")
+    }
+
+    /// True when a database of that name exists.
+    pub async fn database_exists(&self, name: &str) -> bool {
+        let mut admin = self.admin().await;
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_optional(&mut admin)
+            .await
+            .expect("query")
+            .is_some()
+    }
+
+    /// How many of `names` are roles.
+    pub async fn roles_named(&self, names: &[String]) -> i64 {
+        let mut admin = self.admin().await;
+        sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)")
+            .bind(names.to_vec())
+            .fetch_one(&mut admin)
+            .await
+            .expect("query")
+    }
+
+    /// Points the `postgres` driver's configuration at this server.
+    pub fn configure(&self, config: &mut marketbridge_config::Config) {
+        config.provisioning.postgres_admin_url = self.admin_url.clone();
+    }
+
+    /// Databases and roles outside every test's sandbox, as
+    /// `(databases, roles)`.
+    pub async fn others(&self) -> (Vec<String>, Vec<String>) {
+        let mut admin = self.admin().await;
+        let databases = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname NOT LIKE 'mb%' ORDER BY 1",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .expect("query");
+        let roles = sqlx::query_scalar(
+            "SELECT rolname FROM pg_roles WHERE rolname NOT LIKE 'mb%' ORDER BY 1",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .expect("query");
+        (databases, roles)
+    }
+}
+
+impl Drop for PostgresSandbox {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let admin_url = self.admin_url.clone();
+        let pattern = format!("{}%", self.prefix);
+        // Dropping needs async I/O; do it on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await else {
+                    return;
+                };
+                let databases: Vec<String> =
+                    sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+                        .bind(&pattern)
+                        .fetch_all(&mut admin)
+                        .await
+                        .unwrap_or_default();
+                let roles: Vec<String> =
+                    sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE rolname LIKE $1")
+                        .bind(&pattern)
+                        .fetch_all(&mut admin)
+                        .await
+                        .unwrap_or_default();
+                let statements = databases
+                    .iter()
+                    .map(|name| format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quoted(name)))
+                    .chain(
+                        roles
+                            .iter()
+                            .map(|name| format!("DROP ROLE IF EXISTS {}", quoted(name))),
+                    );
+                for sql in statements {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
 }

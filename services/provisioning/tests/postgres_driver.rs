@@ -18,27 +18,24 @@ use marketbridge_provisioning::driver::postgres::names::{quote_identifier, quote
 use marketbridge_provisioning::driver::postgres::scram;
 use marketbridge_provisioning::driver::postgres::settings::ServerSettings;
 use marketbridge_provisioning::driver::{Driver, DriverContext, Provisioned, Secret};
-use marketbridge_storage::testing::{POSTGRES_ENV, database_url_with_name};
+use marketbridge_storage::testing::PostgresSandbox;
 use sea_orm::sqlx::{self, Connection, PgConnection};
 use serde_json::{Value as Json, json};
 
-/// A slice of the server for one test: every database and role it creates
-/// starts with `prefix`, and all of them are dropped at the end.
-struct Sandbox {
-    admin_url: String,
-    prefix: String,
+/// The server slice of one test, with the driver and catalog over it.
+struct Sandbox(PostgresSandbox);
+
+impl std::ops::Deref for Sandbox {
+    type Target = PostgresSandbox;
+
+    fn deref(&self) -> &PostgresSandbox {
+        &self.0
+    }
 }
 
 impl Sandbox {
     fn open() -> Option<Sandbox> {
-        let Some(admin_url) = std::env::var(POSTGRES_ENV).ok().filter(|v| !v.is_empty()) else {
-            eprintln!("skipping: {POSTGRES_ENV} is not set");
-            return None;
-        };
-        Some(Sandbox {
-            admin_url,
-            prefix: format!("mbt{:08x}_", rand::random::<u32>()),
-        })
+        PostgresSandbox::open().map(Sandbox)
     }
 
     fn options(&self) -> ProvisioningOptions {
@@ -95,79 +92,6 @@ driver = "postgres"
         );
         Catalog::from_toml_str(&text).expect("test catalog")
     }
-
-    async fn connect_admin(&self) -> PgConnection {
-        PgConnection::connect(&self.admin_url)
-            .await
-            .expect("admin connection")
-    }
-
-    /// Runs SQL the test wrote itself.
-    async fn admin_execute(&self, sql: &str) {
-        let mut admin = self.connect_admin().await;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut admin)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    fn url_as(&self, user: &str, database: &str) -> String {
-        let url = database_url_with_name(&self.admin_url, database);
-        let mut url = url::Url::parse(&url).expect("admin URL");
-        url.set_username(user).expect("user");
-        url.set_password(None).expect("password");
-        url.to_string()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let pattern = format!("{}%", self.prefix);
-        // Dropping needs async I/O; do it on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async move {
-                let Ok(mut admin) = PgConnection::connect(&admin_url).await else {
-                    return;
-                };
-                let databases: Vec<String> =
-                    sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
-                        .bind(&pattern)
-                        .fetch_all(&mut admin)
-                        .await
-                        .unwrap_or_default();
-                for name in databases {
-                    if let Ok(quoted) = quote_identifier(&name) {
-                        let sql = format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut admin)
-                            .await;
-                    }
-                }
-                let roles: Vec<String> =
-                    sqlx::query_scalar("SELECT rolname FROM pg_roles WHERE rolname LIKE $1")
-                        .bind(&pattern)
-                        .fetch_all(&mut admin)
-                        .await
-                        .unwrap_or_default();
-                for name in roles {
-                    if let Ok(quoted) = quote_identifier(&name) {
-                        let sql = format!("DROP ROLE IF EXISTS {quoted}");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                            .execute(&mut admin)
-                            .await;
-                    }
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// A resource as the provisioning service would describe it to the driver.
@@ -211,7 +135,7 @@ fn secret<'a>(secrets: &'a [Secret], name: &str) -> &'a Secret {
 }
 
 async fn stored_verifier(sandbox: &Sandbox, role: &str) -> Option<String> {
-    let mut admin = sandbox.connect_admin().await;
+    let mut admin = sandbox.admin().await;
     sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
         .bind(role)
         .fetch_one(&mut admin)
@@ -220,7 +144,7 @@ async fn stored_verifier(sandbox: &Sandbox, role: &str) -> Option<String> {
 }
 
 async fn database_exists(sandbox: &Sandbox, name: &str) -> bool {
-    let mut admin = sandbox.connect_admin().await;
+    let mut admin = sandbox.admin().await;
     sqlx::query_scalar::<_, i32>("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(name)
         .fetch_optional(&mut admin)
@@ -230,7 +154,7 @@ async fn database_exists(sandbox: &Sandbox, name: &str) -> bool {
 }
 
 async fn roles_named(sandbox: &Sandbox, names: &[&str]) -> i64 {
-    let mut admin = sandbox.connect_admin().await;
+    let mut admin = sandbox.admin().await;
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)")
         .bind(names)
@@ -242,7 +166,7 @@ async fn roles_named(sandbox: &Sandbox, names: &[&str]) -> i64 {
 /// Waits until the server has no backend on `database` (ended backends exit
 /// shortly after their client is gone); panics after 10 seconds.
 async fn wait_until_no_sessions(sandbox: &Sandbox, database: &str) {
-    let mut admin = sandbox.connect_admin().await;
+    let mut admin = sandbox.admin().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let sessions: i64 =
@@ -360,7 +284,7 @@ async fn a_database_is_provisioned_idempotently_and_only_its_owner_gets_in() {
         "the owner role has no password"
     );
 
-    let mut admin = sandbox.connect_admin().await;
+    let mut admin = sandbox.admin().await;
     let (limit, comment): (i32, String) = sqlx::query_as(
         "SELECT datconnlimit, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
     )
@@ -485,7 +409,7 @@ async fn connection_limit_and_storage_quota_follow_the_plan() {
         .await
         .expect("writable again on the larger plan");
     connection.close().await.unwrap();
-    let mut admin = sandbox.connect_admin().await;
+    let mut admin = sandbox.admin().await;
     let limit: i32 = sqlx::query_scalar("SELECT datconnlimit FROM pg_database WHERE datname = $1")
         .bind(&database)
         .fetch_one(&mut admin)
@@ -504,7 +428,7 @@ async fn quoting_round_trips_hostile_text_through_the_server() {
     let Some(sandbox) = Sandbox::open() else {
         return;
     };
-    let mut admin = sandbox.connect_admin().await;
+    let mut admin = sandbox.admin().await;
     let hostile = [
         "plain",
         "it's",
