@@ -423,6 +423,38 @@ backend_test!(
             .send()
             .await;
         assert_error(&answer, 404, "not_found");
+        let deleted = partner
+            .delete(&resource_path(&installation, &resource_id))
+            .user(&admin)
+            .send()
+            .await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        let answer = partner
+            .post(&repl)
+            .user(&admin)
+            .json(&json!({"input": "info"}))
+            .send()
+            .await;
+        assert_error(&answer, 404, "not_found");
+        let (other, other_admin) = vercel.install().await;
+        let foreign = vercel
+            .provision(
+                &other,
+                &other_admin,
+                provision_body("database", "pro", "theirs", json!({"region": "iad1"})),
+            )
+            .await;
+        let answer = partner
+            .post(&format!(
+                "{}/resources/{}/repl",
+                installation_path(&installation),
+                foreign["id"].as_str().unwrap()
+            ))
+            .user(&admin)
+            .json(&json!({"input": "info"}))
+            .send()
+            .await;
+        assert_error(&answer, 404, "not_found");
         vercel.stop().await;
     }
 );

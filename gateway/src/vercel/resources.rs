@@ -294,7 +294,10 @@ pub async fn repl(
     };
     caller.allow_installation(&installation_id, access)?;
     let account = installed_account(&state, &installation_id).await?;
-    owned_resource(&state, &account.id, &resource_id).await?;
+    // Provisioning checks the resource is this account's and not deleted.
+    if ResourceId::parse("resourceId", &resource_id).is_err() {
+        return Err(Error::not_found("resource not found").into());
+    }
     let mut provisioning = state.clients.provisioning.clone();
     let output = provisioning
         .run_resource_command(provisioning_pb::RunResourceCommandRequest {
