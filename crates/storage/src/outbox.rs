@@ -8,6 +8,15 @@
 //! again when its lease expires. Handlers make that exactly once by sending
 //! the job id as an idempotency key, or by checking state before acting.
 //!
+//! Several workers (replicas) share one table. Each job has its own lease:
+//! a worker claims one job per statement, renews the lease of every job it
+//! runs (a heartbeat at a third of the lease) and checks that the attempt is
+//! still its own right before the handler's side effect ([`Job::ensure_held`])
+//! and before recording the outcome. A worker that lost a lease stops the
+//! handler and records nothing. Jobs run concurrently in lanes (one per job
+//! kind, each with at most a quarter of the worker's slots), so a slow
+//! marketplace delays only its own kind of work.
+//!
 //! The trace context of the code that enqueued a job is stored with it, and
 //! the job runs in a span that continues that trace.
 
@@ -23,6 +32,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DbBackend, QueryOrder, Statement};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -183,9 +193,26 @@ pub struct Job {
     pub attempt: u32,
     /// When it was enqueued.
     pub created_at: DateTime<Utc>,
+    lease: Option<Lease>,
 }
 
 impl Job {
+    /// Confirms this attempt still holds the job's lease (no other worker
+    /// claimed it after the lease expired). Call it right before a side
+    /// effect; the worker calls it before the handler runs.
+    pub async fn ensure_held(&self) -> Result<(), JobError> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        match lease.held().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(JobError::LeaseLost),
+            Err(error) => Err(JobError::Retry(format!(
+                "cannot check the job's lease: {error}"
+            ))),
+        }
+    }
+
     /// The payload, deserialized. A payload that does not parse is a
     /// permanent failure.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, JobError> {
@@ -203,6 +230,9 @@ pub enum JobError {
     RetryAfter(Duration, String),
     /// Do not try again; dead-letter it.
     Permanent(String),
+    /// Another worker claimed the job after this attempt's lease expired;
+    /// this attempt records nothing.
+    LeaseLost,
 }
 
 impl From<Error> for JobError {
@@ -223,6 +253,78 @@ impl std::fmt::Display for JobError {
             JobError::Retry(message)
             | JobError::Permanent(message)
             | JobError::RetryAfter(_, message) => f.write_str(message),
+            JobError::LeaseLost => f.write_str("the job's lease was lost to another worker"),
+        }
+    }
+}
+
+/// One attempt's hold on a job: the job id and the attempt count it was
+/// claimed with (the fence).
+#[derive(Clone)]
+struct Lease {
+    db: DatabaseConnection,
+    clock: SharedClock,
+    id: String,
+    attempts: i32,
+    seconds: u64,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// True while the job is running under this attempt and its lease has
+    /// not run out.
+    async fn held(&self) -> Result<bool> {
+        let now = truncate_micros(self.clock.now());
+        let row = entity::Entity::find_by_id(self.id.clone())
+            .filter(entity::Column::Attempts.eq(self.attempts))
+            .filter(entity::Column::Status.eq(status::RUNNING))
+            .filter(entity::Column::LockedUntil.gt(now))
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(row.is_some())
+    }
+
+    /// Extends the lease from now; false when it is no longer ours.
+    async fn renew(&self) -> Result<Option<DateTime<Utc>>> {
+        let now = truncate_micros(self.clock.now());
+        let until = truncate_micros(now + ChronoDuration::seconds(self.seconds.max(1) as i64));
+        let result = entity::Entity::update_many()
+            .col_expr(entity::Column::LockedUntil, Expr::value(until))
+            .filter(entity::Column::Id.eq(self.id.clone()))
+            .filter(entity::Column::Attempts.eq(self.attempts))
+            .filter(entity::Column::Status.eq(status::RUNNING))
+            .filter(entity::Column::LockedUntil.gt(now))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok((result.rows_affected > 0).then_some(until))
+    }
+
+    /// Renews the lease every third of its length; returns when it is lost
+    /// (taken by another worker, or run out without a successful renewal).
+    async fn keep(&self, mut until: DateTime<Utc>) {
+        let every = Duration::from_millis((self.seconds.max(1) * 1000 / 3).max(50));
+        loop {
+            tokio::time::sleep(every).await;
+            match self.renew().await {
+                Ok(Some(renewed)) => until = renewed,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(job.id = %self.id, error = %error, "job lease renewal failed");
+                    if self.clock.now() >= until {
+                        return;
+                    }
+                }
+            }
         }
     }
 }
@@ -307,51 +409,66 @@ impl Outbox {
         Duration::from_millis(delay + delay * spread / 100)
     }
 
-    /// Claims due jobs (and jobs whose lease expired) for this worker.
-    async fn claim(&self, now: DateTime<Utc>) -> Result<Vec<entity::Model>> {
+    /// Claims one due job (or one whose lease expired) of a kind not in
+    /// `busy_kinds`, under a fresh lease.
+    async fn claim_one(
+        &self,
+        now: DateTime<Utc>,
+        busy_kinds: &[String],
+    ) -> Result<Option<entity::Model>> {
         let now = truncate_micros(now);
         let lease_until = truncate_micros(
             now + ChronoDuration::seconds(self.options.lease_seconds.max(1) as i64),
         );
-        let limit = i64::from(self.options.batch_size.max(1));
-        let (backend, sql) = match Backend::of(&self.db) {
-            Backend::Postgres => (
-                DbBackend::Postgres,
-                "UPDATE outbox_jobs SET status = 'running', attempts = attempts + 1, locked_until = $1, updated_at = $2 \
-                 WHERE id IN (SELECT id FROM outbox_jobs \
-                   WHERE (status = 'pending' AND run_at <= $2) OR (status = 'running' AND locked_until < $2) \
-                   ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-                 RETURNING *",
-            ),
-            Backend::Sqlite => (
-                DbBackend::Sqlite,
-                "UPDATE outbox_jobs SET status = 'running', attempts = attempts + 1, locked_until = ?1, updated_at = ?2 \
-                 WHERE id IN (SELECT id FROM outbox_jobs \
-                   WHERE (status = 'pending' AND run_at <= ?2) OR (status = 'running' AND locked_until < ?2) \
-                   ORDER BY run_at, id LIMIT ?3) \
-                 RETURNING *",
-            ),
+        let backend = Backend::of(&self.db);
+        let placeholder = |index: usize| match backend {
+            Backend::Postgres => format!("${index}"),
+            Backend::Sqlite => format!("?{index}"),
         };
-        let statement = Statement::from_sql_and_values(
-            backend,
-            sql,
-            [lease_until.into(), now.into(), limit.into()],
+        let excluded = if busy_kinds.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = (0..busy_kinds.len()).map(|i| placeholder(i + 3)).collect();
+            format!("AND kind NOT IN ({}) ", list.join(", "))
+        };
+        let lock = match backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox_jobs SET status = 'running', attempts = attempts + 1, locked_until = {lease}, updated_at = {now} \
+             WHERE id IN (SELECT id FROM outbox_jobs \
+               WHERE ((status = 'pending' AND run_at <= {now}) OR (status = 'running' AND locked_until < {now})) {excluded}\
+               ORDER BY run_at, id LIMIT 1{lock}) \
+             RETURNING *",
+            lease = placeholder(1),
+            now = placeholder(2),
         );
-        let mut jobs = entity::Entity::find()
-            .from_raw_sql(statement)
-            .all(&self.db)
+        let mut values: Vec<sea_orm::Value> = vec![lease_until.into(), now.into()];
+        values.extend(busy_kinds.iter().map(|kind| kind.clone().into()));
+        let db_backend = match backend {
+            Backend::Postgres => DbBackend::Postgres,
+            Backend::Sqlite => DbBackend::Sqlite,
+        };
+        entity::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(db_backend, sql, values))
+            .one(&self.db)
             .await
-            .map_err(db_error)?;
-        jobs.sort_by(|a, b| (a.run_at, &a.id).cmp(&(b.run_at, &b.id)));
-        Ok(jobs)
+            .map_err(db_error)
     }
 
-    /// Claims and runs one batch of due jobs; returns how many ran.
+    /// Claims and runs due jobs one after the other, up to a batch; returns
+    /// how many ran. Tests use it (and [`Outbox::drain`]) to deliver
+    /// deterministically; the worker ([`Outbox::run`]) runs lanes
+    /// concurrently.
     pub async fn run_once(&self, handler: &dyn JobHandler) -> Result<usize> {
-        let jobs = self.claim(self.clock.now()).await?;
-        let count = jobs.len();
-        for job in jobs {
-            self.run_job(handler, job).await?;
+        let mut count = 0;
+        while count < self.options.batch_size.max(1) as usize {
+            let Some(row) = self.claim_one(self.clock.now(), &[]).await? else {
+                break;
+            };
+            self.run_job(handler, row).await?;
+            count += 1;
         }
         Ok(count)
     }
@@ -369,6 +486,9 @@ impl Outbox {
         }
     }
 
+    /// Runs one claimed job under its lease: renews the lease while the
+    /// handler runs, stops the handler if the lease is lost, and records the
+    /// outcome only if the attempt still holds the job.
     async fn run_job(&self, handler: &dyn JobHandler, row: entity::Model) -> Result<()> {
         let attempt = row.attempts.max(1) as u32;
         let span = tracing::info_span!(
@@ -384,14 +504,30 @@ impl Outbox {
                 traceparent,
             ));
         }
+        let lease = Lease {
+            db: self.db.clone(),
+            clock: self.clock.clone(),
+            id: row.id.clone(),
+            attempts: row.attempts,
+            seconds: self.options.lease_seconds,
+        };
         let job = Job {
             id: row.id.clone(),
             kind: row.kind.clone(),
             payload: row.payload.clone(),
             attempt,
             created_at: row.created_at,
+            lease: Some(lease.clone()),
         };
-        let outcome = handler.handle(&job).instrument(span.clone()).await;
+        let leased_until = row.locked_until.unwrap_or_else(|| self.clock.now());
+        let work = async {
+            job.ensure_held().await?;
+            handler.handle(&job).await
+        };
+        let outcome = tokio::select! {
+            outcome = work.instrument(span.clone()) => outcome,
+            () = lease.keep(leased_until) => Err(JobError::LeaseLost),
+        };
         let now = truncate_micros(self.clock.now());
         let mut update = entity::ActiveModel {
             id: Set(row.id.clone()),
@@ -408,9 +544,16 @@ impl Outbox {
                 metrics.record_outbox_job(&row.kind, "delivered");
                 span.in_scope(|| tracing::debug!("job done"));
             }
+            Err(JobError::LeaseLost) => {
+                metrics.record_outbox_job(&row.kind, "lease_lost");
+                span.in_scope(|| {
+                    tracing::warn!("job lease lost to another worker; this attempt stops")
+                });
+                return Ok(());
+            }
             Err(error) => {
                 let retry_after = match &error {
-                    JobError::Permanent(_) => None,
+                    JobError::Permanent(_) | JobError::LeaseLost => None,
                     JobError::Retry(_) => Some(self.backoff(attempt, &row.id)),
                     JobError::RetryAfter(delay, _) => {
                         Some((*delay).max(self.backoff(attempt, &row.id)))
@@ -441,6 +584,7 @@ impl Outbox {
             .set(update)
             .filter(entity::Column::Id.eq(row.id.clone()))
             .filter(entity::Column::Attempts.eq(row.attempts))
+            .filter(entity::Column::Status.eq(status::RUNNING))
             .exec(&self.db)
             .await
             .map_err(db_error)?;
@@ -450,31 +594,77 @@ impl Outbox {
         Ok(())
     }
 
-    /// Runs the worker until `shutdown` fires: polls for due jobs, wakes early
-    /// when [`Outbox::wake`] is called, and keeps going through database
-    /// errors.
+    /// Most jobs of one kind (lane) a worker runs at once: a quarter of its
+    /// slots, at least one.
+    fn lane_slots(&self) -> usize {
+        (self.options.batch_size.max(1) as usize / 4).max(1)
+    }
+
+    /// Runs the worker until `shutdown` fires: claims due jobs one at a time
+    /// into free slots (up to the batch size, at most a quarter of them per
+    /// job kind) and runs them concurrently, polls when nothing is due, wakes
+    /// early when [`Outbox::wake`] is called, keeps going through database
+    /// errors, and lets running jobs finish before it returns.
     pub async fn run(self, handler: Arc<dyn JobHandler>, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.options.poll_interval_ms.max(10));
-        loop {
-            if shutdown.is_cancelled() {
-                return;
-            }
-            let ran = match self.run_once(handler.as_ref()).await {
-                Ok(ran) => ran,
-                Err(error) => {
-                    tracing::warn!(error = %error, "outbox poll failed");
-                    0
+        let slots = self.options.batch_size.max(1) as usize;
+        let lane_slots = self.lane_slots();
+        let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+        let mut per_lane: HashMap<String, usize> = HashMap::new();
+        let finished = |kind: String, per_lane: &mut HashMap<String, usize>| {
+            if let Some(count) = per_lane.get_mut(&kind) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_lane.remove(&kind);
                 }
-            };
-            if ran > 0 {
-                continue;
+            }
+        };
+        loop {
+            while let Some(done) = running.try_join_next() {
+                if let Ok(kind) = done {
+                    finished(kind, &mut per_lane);
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            while running.len() < slots {
+                let busy: Vec<String> = per_lane
+                    .iter()
+                    .filter(|(_, count)| **count >= lane_slots)
+                    .map(|(kind, _)| kind.clone())
+                    .collect();
+                match self.claim_one(self.clock.now(), &busy).await {
+                    Ok(Some(row)) => {
+                        *per_lane.entry(row.kind.clone()).or_default() += 1;
+                        let (outbox, handler) = (self.clone(), handler.clone());
+                        running.spawn(async move {
+                            let kind = row.kind.clone();
+                            if let Err(error) = outbox.run_job(handler.as_ref(), row).await {
+                                tracing::warn!(error = %error, "recording a job's outcome failed");
+                            }
+                            kind
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "outbox poll failed");
+                        break;
+                    }
+                }
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {}
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    if let Ok(kind) = done {
+                        finished(kind, &mut per_lane);
+                    }
+                }
             }
         }
+        while running.join_next().await.is_some() {}
     }
 
     /// Counts jobs by status.

@@ -477,3 +477,247 @@ backend_test!(
         );
     }
 );
+
+/// A side effect that waits at a gate first (when it has one), then checks
+/// the job's lease right before acting, as marketplace handlers do.
+struct GatedEffect {
+    started: Arc<tokio::sync::Semaphore>,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+    effects: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+#[async_trait]
+impl JobHandler for GatedEffect {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        self.started.add_permits(1);
+        if let Some(gate) = &self.gate {
+            let _open = gate.acquire().await.expect("gate");
+        }
+        job.ensure_held().await?;
+        self.effects
+            .lock()
+            .unwrap()
+            .push((job.kind.clone(), job.id.clone()));
+        Ok(())
+    }
+}
+
+async fn job_row(db: &DatabaseConnection, id: &str) -> marketbridge_storage::outbox::entity::Model {
+    use marketbridge_storage::sea_orm::EntityTrait;
+    marketbridge_storage::outbox::entity::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await
+        .unwrap()
+        .expect("job row")
+}
+
+backend_test!(
+    a_worker_whose_lease_expired_does_not_act_while_another_has_the_job,
+    |database| async move {
+        let db = open(&database).await;
+        let clock = clock();
+        // A lease far longer than the test: the first worker's heartbeat
+        // never fires, as if its process were frozen.
+        let options = OutboxOptions {
+            lease_seconds: 600,
+            ..options()
+        };
+        let first = Outbox::new(db.clone(), Arc::new(clock.clone()), options.clone());
+        let second = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        let id = first
+            .enqueue(&db, NewJob::new("test.effect", &"once").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let effects = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let first_started = Arc::new(tokio::sync::Semaphore::new(0));
+        let stalled = GatedEffect {
+            started: first_started.clone(),
+            gate: Some(gate.clone()),
+            effects: effects.clone(),
+        };
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(first.clone().run(Arc::new(stalled), stop.clone()));
+        let _ = first_started.acquire().await.unwrap();
+
+        // The lease runs out; a second worker claims the job and acts.
+        clock.advance(ChronoDuration::seconds(601));
+        let prompt = GatedEffect {
+            started: Arc::new(tokio::sync::Semaphore::new(0)),
+            gate: None,
+            effects: effects.clone(),
+        };
+        assert_eq!(second.run_once(&prompt).await.unwrap(), 1);
+        assert_eq!(effects.lock().unwrap().len(), 1);
+
+        // The first worker wakes up: it must not act, nor record anything.
+        gate.add_permits(1);
+        stop.cancel();
+        worker.await.unwrap();
+        assert_eq!(
+            effects.lock().unwrap().clone(),
+            vec![("test.effect".to_owned(), id.to_string())],
+            "one side effect for the job"
+        );
+        let row = job_row(&db, id.as_ref()).await;
+        assert_eq!((row.status.as_str(), row.attempts), (status::DONE, 2));
+    }
+);
+
+backend_test!(
+    a_long_job_keeps_its_lease_by_renewal,
+    |database| async move {
+        let db = open(&database).await;
+        let clock = clock();
+        // A one-second lease: the heartbeat renews it every third of a second.
+        let options = OutboxOptions {
+            lease_seconds: 1,
+            ..options()
+        };
+        let runner = Outbox::new(db.clone(), Arc::new(clock.clone()), options.clone());
+        let other = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        let id = runner
+            .enqueue(&db, NewJob::new("test.effect", &"long").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let effects = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(tokio::sync::Semaphore::new(0));
+        let long = GatedEffect {
+            started: started.clone(),
+            gate: Some(gate.clone()),
+            effects: effects.clone(),
+        };
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(runner.clone().run(Arc::new(long), stop.clone()));
+        let _ = started.acquire().await.unwrap();
+
+        let idle = GatedEffect {
+            started: Arc::new(tokio::sync::Semaphore::new(0)),
+            gate: None,
+            effects: effects.clone(),
+        };
+        // Four times 600 ms of (manual) time: well past the first lease.
+        for _ in 0..4 {
+            clock.advance(ChronoDuration::milliseconds(600));
+            let wanted = clock.now() + ChronoDuration::milliseconds(500);
+            let mut renewed = false;
+            for _ in 0..600 {
+                if job_row(&db, id.as_ref()).await.locked_until > Some(wanted) {
+                    renewed = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(renewed, "the running job's lease was renewed");
+            assert_eq!(
+                other.run_once(&idle).await.unwrap(),
+                0,
+                "nobody else claims it"
+            );
+        }
+        gate.add_permits(1);
+        stop.cancel();
+        worker.await.unwrap();
+        assert_eq!(effects.lock().unwrap().len(), 1);
+        let row = job_row(&db, id.as_ref()).await;
+        assert_eq!((row.status.as_str(), row.attempts), (status::DONE, 1));
+    }
+);
+
+backend_test!(
+    a_slow_kind_of_job_does_not_hold_up_other_kinds,
+    |database| async move {
+        let db = open(&database).await;
+        let clock = clock();
+        let options = OutboxOptions {
+            batch_size: 8,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        // Slow jobs first in line, then quick ones of another kind.
+        for n in 0..6 {
+            outbox
+                .enqueue(&db, NewJob::new("test.slow", &n).unwrap())
+                .await
+                .unwrap();
+        }
+        clock.advance(ChronoDuration::seconds(1));
+        for n in 0..3 {
+            outbox
+                .enqueue(&db, NewJob::new("test.quick", &n).unwrap())
+                .await
+                .unwrap();
+        }
+        let effects = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(tokio::sync::Semaphore::new(0));
+        // One handler: slow jobs wait at the gate, quick ones do not.
+        struct ByKind {
+            slow: GatedEffect,
+            quick: GatedEffect,
+        }
+        #[async_trait]
+        impl JobHandler for ByKind {
+            async fn handle(&self, job: &Job) -> Result<(), JobError> {
+                match job.kind.as_str() {
+                    "test.slow" => self.slow.handle(job).await,
+                    _ => self.quick.handle(job).await,
+                }
+            }
+        }
+        let handler = ByKind {
+            slow: GatedEffect {
+                started: started.clone(),
+                gate: Some(gate.clone()),
+                effects: effects.clone(),
+            },
+            quick: GatedEffect {
+                started: Arc::new(tokio::sync::Semaphore::new(0)),
+                gate: None,
+                effects: effects.clone(),
+            },
+        };
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(Arc::new(handler), stop.clone()));
+        let quick_done = || {
+            effects
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(kind, _)| kind == "test.quick")
+                .count()
+        };
+        for _ in 0..600 {
+            if quick_done() == 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(quick_done(), 3, "quick jobs ran while slow ones waited");
+        assert!(
+            effects
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(kind, _)| kind == "test.quick"),
+            "no slow job finished yet"
+        );
+        // The slow lane holds at most a quarter of the slots.
+        let running = outbox.stats().await.unwrap().running;
+        assert_eq!(running, 2, "two slow jobs run at once");
+
+        gate.add_permits(1);
+        loop {
+            if outbox.stats().await.unwrap().done == 9 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        worker.await.unwrap();
+        assert_eq!(effects.lock().unwrap().len(), 9, "each job acted once");
+    }
+);
