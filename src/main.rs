@@ -136,9 +136,12 @@ fn main() -> ExitCode {
             let a = set.addresses;
             println!("marketbridge is up (Ctrl-C stops it)");
             println!(
-                "  gateway       {}   (/healthz, /readyz, /metrics)",
+                "  gateway       {}   (/healthz, /readyz)",
                 set.gateway_url()
             );
+            if let Some(metrics) = a.metrics {
+                println!("  metrics       http://{metrics}/metrics");
+            }
             println!("  account       grpc://{}", a.account);
             println!("  provisioning  grpc://{}", a.provisioning);
             println!("  billing       grpc://{}", a.billing);

@@ -28,6 +28,9 @@ pub struct Addresses {
     pub billing: SocketAddr,
     /// Gateway (HTTP or HTTPS).
     pub gateway: SocketAddr,
+    /// Prometheus `/metrics` of the whole set (`gateway.metrics_listen`),
+    /// when configured.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How to start the set.
@@ -87,7 +90,12 @@ impl RunningSet {
             std::net::TcpListener::bind(&config.gateway.listen).map_err(|e| {
                 Error::unavailable(format!("cannot listen on {}: {e}", config.gateway.listen))
             })?;
+        let metrics_listener = match config.gateway.metrics_listen.as_str() {
+            "" => None,
+            address => Some(bind(address).await?),
+        };
         let addresses = Addresses {
+            metrics: metrics_listener.as_ref().map(local).transpose()?,
             account: local(&account_listener)?,
             provisioning: local(&provisioning_listener)?,
             billing: local(&billing_listener)?,
@@ -203,6 +211,14 @@ impl RunningSet {
         {
             let stop = serving_stop.clone();
             tasks.spawn(async move { gateway.serve(gateway_listener, stop).await });
+        }
+        if let Some(listener) = metrics_listener {
+            let stop = serving_stop.clone();
+            tasks.spawn(async move {
+                marketbridge_telemetry::serve_metrics(listener, stop.cancelled_owned())
+                    .await
+                    .map_err(|e| Error::unavailable(format!("metrics listener: {e}")))
+            });
         }
         Ok(Self {
             addresses,

@@ -1,4 +1,6 @@
-//! Liveness, readiness and metrics.
+//! Liveness and readiness. Metrics are not served here: the public port
+//! would let anyone read them; they have their own internal listener
+//! (`gateway.metrics_listen`).
 
 use crate::state::AppState;
 use axum::Json;
@@ -9,12 +11,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
 
-/// `/healthz`, `/readyz` and `/metrics`.
+/// `/healthz` and `/readyz`.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(marketbridge_telemetry::metrics_endpoint))
 }
 
 /// The process is up.

@@ -131,6 +131,8 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let listener = std::net::TcpListener::bind(&gateway.listen)
         .map_err(|e| Error::unavailable(format!("cannot listen on {}: {e}", gateway.listen)))?;
     tracing::info!(listen = %gateway.listen, "gateway listening");
+    marketbridge_rpc::process::spawn_metrics_listener(&gateway.metrics_listen, shutdown.clone())
+        .await?;
     Gateway::new(config, clients)?
         .serve(listener, shutdown)
         .await

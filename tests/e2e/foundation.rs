@@ -1080,7 +1080,15 @@ backend_test!(
             })
             .await
             .unwrap();
-        let scrape = test.http.get(test.url("/metrics")).send().await.unwrap();
+        let public = test.http.get(test.url("/metrics")).send().await.unwrap();
+        assert_eq!(public.status(), 404, "the public port serves no metrics");
+        let metrics = test.set.addresses.metrics.expect("a metrics listener");
+        let scrape = test
+            .http
+            .get(format!("http://{metrics}/metrics"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(scrape.status(), 200);
         assert!(
             scrape.headers()["content-type"]

@@ -18,6 +18,7 @@ mod google_lifecycle;
 mod google_stream;
 mod google_support;
 mod grpcurl;
+mod keys;
 mod processes;
 mod tls;
 mod vercel_auth;

@@ -84,6 +84,9 @@ pub struct VercelOptions {
     /// The integration's URL slug (provider-initiated SSO through the
     /// simulator's dashboard).
     pub integration_slug: Option<String>,
+    /// How long the gateway trusts fetched signing keys
+    /// (`gateway.jwks_cache_seconds`), when not the default.
+    pub jwks_cache_seconds: Option<u64>,
 }
 
 impl VercelOptions {
@@ -118,6 +121,7 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
     );
     let default_plan = options.default_installation_plan.clone();
     let slug = options.integration_slug.clone();
+    let jwks_cache_seconds = options.jwks_cache_seconds;
     let dashboard = sim.url().to_owned();
     let catalog = catalog_path.display().to_string();
     let mut builder = set_on(database).configure(move |config| {
@@ -132,6 +136,9 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
             config.vercel.dashboard_url = dashboard;
         }
         config.catalog.path = catalog;
+        if let Some(seconds) = jwks_cache_seconds {
+            config.gateway.jwks_cache_seconds = seconds;
+        }
     });
     if options.manual {
         builder = builder.manual_clock().without_workers();

@@ -517,8 +517,10 @@ impl Product {
     }
 
     /// Checks customer metadata against the product's fields and fills in
-    /// defaults. Unknown keys are kept; errors name the field key.
+    /// defaults. Unknown keys are kept (within the limits of
+    /// `marketbridge_core::metadata`); errors name the field key.
     pub fn validate_metadata(&self, metadata: &Json) -> Result<Json> {
+        marketbridge_core::metadata::check_limits("metadata", metadata)?;
         let mut object = match metadata {
             Json::Object(map) => map.clone(),
             Json::Null => Map::new(),

@@ -270,6 +270,24 @@ pub struct GatewayOptions {
     /// Secret for signing session cookies and signup tickets (at least 32
     /// characters); empty means one derived from the encryption key.
     pub session_secret: String,
+    /// Address serving Prometheus `/metrics` (an internal port; the public
+    /// listener serves none); empty disables it.
+    pub metrics_listen: String,
+    /// How long a client may take to send a request's headers, in
+    /// milliseconds; the connection is closed after that.
+    pub header_read_timeout_ms: u64,
+    /// How long a kept-alive connection may sit idle between requests, in
+    /// milliseconds, before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Most connections served at once; further connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: u32,
+    /// How long fetched signing keys (Vercel's and Google's JWKS) are fresh,
+    /// in seconds; they are refetched in the background before that.
+    pub jwks_cache_seconds: u64,
+    /// How long past their freshness keys are still used while the key
+    /// endpoint fails, in seconds.
+    pub jwks_max_stale_seconds: u64,
 }
 
 impl Default for GatewayOptions {
@@ -282,6 +300,12 @@ impl Default for GatewayOptions {
             billing_url: "http://127.0.0.1:50053".into(),
             request_timeout_ms: 3000,
             session_secret: String::new(),
+            metrics_listen: "127.0.0.1:9464".into(),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            jwks_cache_seconds: 600,
+            jwks_max_stale_seconds: 86_400,
         }
     }
 }

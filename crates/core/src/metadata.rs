@@ -1,14 +1,78 @@
 //! Free-form metadata (resource configuration) moves as JSON at the edge and
 //! as `google.protobuf.Struct` between services; these convert between them.
+//!
+//! Metadata has limits, checked at the gateway (on conversion from JSON) and
+//! again by the services (internal teams call them directly): at most
+//! [`MAX_DEPTH`] levels of nested objects and arrays, [`MAX_KEYS`] keys in
+//! all its objects together, and [`MAX_BYTES`] bytes as compact JSON.
+//! Anything beyond is a validation error on the field, never a failure
+//! further down (protobuf decoding refuses deeply nested messages).
 
 use crate::error::{Error, Result};
 use marketbridge_proto::common::v1::Metadata;
 use prost_types::{ListValue, Struct, Value, value::Kind};
 use serde_json::{Map, Number, Value as Json};
 
-/// JSON object to protobuf metadata. Anything but an object is an error on
-/// `field`.
+/// Most levels of nesting: the metadata object is level 1, an object or
+/// array inside it level 2, and so on.
+pub const MAX_DEPTH: usize = 10;
+/// Most keys, counted over every object at every level.
+pub const MAX_KEYS: usize = 512;
+/// Most bytes, as compact JSON.
+pub const MAX_BYTES: usize = 32 * 1024;
+
+/// Checks `json` against the limits; the error names `field`.
+pub fn check_limits(field: &str, json: &Json) -> Result<()> {
+    let mut keys = 0;
+    check_value(field, json, 1, &mut keys)?;
+    let bytes = serde_json::to_vec(json)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
+    if bytes > MAX_BYTES {
+        return Err(Error::invalid_field(
+            field,
+            format!("is {bytes} bytes as JSON; at most {MAX_BYTES} are accepted"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_value(field: &str, json: &Json, depth: usize, keys: &mut usize) -> Result<()> {
+    let children: Box<dyn Iterator<Item = &Json>> = match json {
+        Json::Object(map) => {
+            *keys += map.len();
+            if *keys > MAX_KEYS {
+                return Err(Error::invalid_field(
+                    field,
+                    format!("has more than {MAX_KEYS} keys"),
+                ));
+            }
+            Box::new(map.values())
+        }
+        Json::Array(items) => Box::new(items.iter()),
+        _ => return Ok(()),
+    };
+    if depth > MAX_DEPTH {
+        return Err(Error::invalid_field(
+            field,
+            format!("nests objects and arrays more than {MAX_DEPTH} levels deep"),
+        ));
+    }
+    for child in children {
+        check_value(field, child, depth + 1, keys)?;
+    }
+    Ok(())
+}
+
+/// Checks protobuf metadata against the limits; the error names `field`.
+pub fn check_metadata_limits(field: &str, metadata: Option<&Metadata>) -> Result<()> {
+    check_limits(field, &metadata_to_json(metadata))
+}
+
+/// JSON object to protobuf metadata. Anything but an object, or an object
+/// beyond the limits, is an error on `field`.
 pub fn json_to_metadata(field: &str, json: &Json) -> Result<Metadata> {
+    check_limits(field, json)?;
     match json {
         Json::Object(map) => Ok(Metadata {
             fields: Some(object_to_struct(map)),
@@ -94,5 +158,31 @@ mod tests {
         assert_eq!(metadata_to_json(Some(&metadata)), original);
         assert!(json_to_metadata("metadata", &json!([1])).is_err());
         assert_eq!(metadata_to_json(None), json!({}));
+    }
+
+    fn nested(levels: usize, wrap: impl Fn(Json) -> Json) -> Json {
+        (0..levels).fold(json!("leaf"), |inner, _| wrap(inner))
+    }
+
+    #[test]
+    fn metadata_beyond_the_limits_is_a_validation_error() {
+        let deepest = nested(MAX_DEPTH, |inner| json!({ "a": inner }));
+        assert!(json_to_metadata("metadata", &deepest).is_ok());
+        let too_deep = nested(MAX_DEPTH + 1, |inner| json!({ "a": inner }));
+        let error = json_to_metadata("metadata", &too_deep).unwrap_err();
+        assert_eq!(error.code(), crate::ErrorCode::Validation);
+        assert!(error.message().contains("levels deep"), "{error:?}");
+        let arrays = json!({ "a": nested(60, |inner| json!([inner])) });
+        assert!(json_to_metadata("metadata", &arrays).is_err());
+        let many: Map<String, Json> = (0..=MAX_KEYS)
+            .map(|i| (format!("k{i}"), json!(1)))
+            .collect();
+        let error = json_to_metadata("metadata", &Json::Object(many)).unwrap_err();
+        assert!(error.message().contains("keys"), "{error:?}");
+        let big = json!({ "a": "x".repeat(MAX_BYTES) });
+        let error = json_to_metadata("metadata", &big).unwrap_err();
+        assert!(error.message().contains("bytes"), "{error:?}");
+        let metadata = json_to_metadata("metadata", &json!({"a": [1, {"b": 2}]})).unwrap();
+        assert!(check_metadata_limits("metadata", Some(&metadata)).is_ok());
     }
 }

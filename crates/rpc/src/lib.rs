@@ -5,10 +5,13 @@
 //! - [`client`]: channels and typed clients to the services, traced, with
 //!   deadlines and optional (m)TLS.
 //! - [`http`]: outbound HTTPS clients for marketplace APIs.
+//! - [`jwks`]: marketplaces' signing keys, cached, refreshed in the
+//!   background and served stale while their endpoint fails.
 //! - [`tls`]: certificates and the process-wide crypto provider.
 
 pub mod client;
 pub mod http;
+pub mod jwks;
 pub mod process;
 pub mod server;
 pub mod tls;

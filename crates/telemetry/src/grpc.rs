@@ -38,9 +38,27 @@ pub fn grpc_server_span(
             rpc.service = %service,
             rpc.method = %method,
             marketbridge.component = component,
+            rpc.caller = tracing::field::Empty,
         );
         let _ = span.set_parent(extract_http(request.headers()));
         span
+    }
+}
+
+/// The service and method label of every call to a path no service
+/// serves.
+pub const OTHER_RPC: &str = "_OTHER";
+/// `UNIMPLEMENTED`: what the server answers for a path it has no route for.
+const UNIMPLEMENTED: i64 = 12;
+
+/// The labels of a served call: its service and method, except for calls
+/// answered `UNIMPLEMENTED` (a path no service serves, which a caller can
+/// make up), which all share `_OTHER` so that the metrics stay bounded.
+fn bounded_labels(service: String, method: String, code: i64) -> (String, String) {
+    if code == UNIMPLEMENTED {
+        (OTHER_RPC.to_owned(), OTHER_RPC.to_owned())
+    } else {
+        (service, method)
     }
 }
 
@@ -94,6 +112,7 @@ where
                 Ok(response) => grpc_status_of(response),
                 Err(_) => 14,
             };
+            let (service, method) = bounded_labels(service, method, code);
             let attributes = [
                 KeyValue::new("rpc.service", service),
                 KeyValue::new("rpc.method", method),
@@ -195,5 +214,13 @@ mod tests {
             )
         );
         assert_eq!(split_path("/odd"), ("odd".to_owned(), String::new()));
+        assert_eq!(
+            bounded_labels("made.Up".into(), "Frob".into(), UNIMPLEMENTED),
+            (OTHER_RPC.to_owned(), OTHER_RPC.to_owned())
+        );
+        assert_eq!(
+            bounded_labels("a.B".into(), "C".into(), 0),
+            ("a.B".to_owned(), "C".to_owned())
+        );
     }
 }

@@ -10,16 +10,40 @@ use std::time::Instant;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The route label of every request no route matched.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// The method label of every method outside the standard ones.
+pub const OTHER_METHOD: &str = "_OTHER";
+
+/// The method as a label: one of the standard methods, or `_OTHER`, so that
+/// made-up methods cannot grow the metrics without bound.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => OTHER_METHOD,
+    }
+}
+
 /// axum middleware: opens the request's server span (continuing the caller's
-/// `traceparent`), and records its count and latency by route. Use it with
+/// `traceparent`), and records its count and latency by route template
+/// (every unmatched path is one `unmatched` value) and bounded method. Use it with
 /// `axum::middleware::from_fn(marketbridge_telemetry::http_server_layer)`.
 pub async fn http_server_layer(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let method = method_label(request.method()).to_owned();
     let span = tracing::info_span!(
         "http.server",
         otel.name = %format!("{method} {route}"),
@@ -49,4 +73,16 @@ pub async fn http_server_layer(request: Request, next: Next) -> Response {
         .http_server_duration
         .record(started.elapsed().as_secs_f64(), &attributes);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
+        let made_up = http::Method::from_bytes(b"FROB").unwrap();
+        assert_eq!(method_label(&made_up), OTHER_METHOD);
+    }
 }

@@ -35,6 +35,11 @@ pub struct Metrics {
     pub http_client_duration: Histogram<f64>,
     /// Outbox job outcomes, by job kind and outcome.
     pub outbox_jobs: Counter<u64>,
+    /// Token verifications that used signing keys past their cache lifetime
+    /// because the key endpoint failed, by key set.
+    pub jwks_stale: Counter<u64>,
+    /// Failed fetches of a signing-key document, by key set.
+    pub jwks_fetch_failures: Counter<u64>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -82,6 +87,14 @@ pub fn metrics() -> &'static Metrics {
                 .u64_counter("outbox.jobs")
                 .with_description("Outbox job outcomes")
                 .build(),
+            jwks_stale: meter
+                .u64_counter("jwks.stale")
+                .with_description("Token verifications with signing keys past their cache lifetime")
+                .build(),
+            jwks_fetch_failures: meter
+                .u64_counter("jwks.fetch.failures")
+                .with_description("Failed fetches of signing keys")
+                .build(),
         }
     })
 }
@@ -97,6 +110,18 @@ impl Metrics {
                 KeyValue::new("http.response.status_code", i64::from(status)),
             ],
         );
+    }
+
+    /// Records one token verified with stale keys of `key_set`.
+    pub fn record_jwks_stale(&self, key_set: &str) {
+        self.jwks_stale
+            .add(1, &[KeyValue::new("key_set", key_set.to_owned())]);
+    }
+
+    /// Records one failed fetch of `key_set`'s keys.
+    pub fn record_jwks_fetch_failure(&self, key_set: &str) {
+        self.jwks_fetch_failures
+            .add(1, &[KeyValue::new("key_set", key_set.to_owned())]);
     }
 
     /// Records one outbox job outcome (`delivered`, `retry`, `dead`).

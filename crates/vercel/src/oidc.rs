@@ -1,23 +1,22 @@
 //! Verifying the OIDC tokens Vercel signs: the `Authorization` bearer of
 //! every partner API call, and the `id_token` of the SSO exchange.
 //!
-//! Tokens must be RS256 with a `kid` from Vercel's JWKS (fetched once, kept
-//! ten minutes, fetched again when a token names a key not seen yet), issued
+//! Tokens must be RS256 with a `kid` from Vercel's JWKS (cached by
+//! `marketbridge_rpc::jwks`: refreshed in the background, fetched again when
+//! a token names a key not seen yet, used stale while the endpoint fails), issued
 //! by the configured issuer for our integration client id, and unexpired
 //! (ten seconds of leeway). `alg: none`, HS256 and every other algorithm are
 //! refused before any key is looked at.
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use marketbridge_core::{Error, Result};
-use marketbridge_rpc::http::{error_for_status, send_traced};
+use marketbridge_rpc::jwks::{KeyLookupError, KeySet, KeySetOptions};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, RwLock};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// How long fetched keys are trusted before they are fetched again.
-pub const JWKS_TTL: Duration = Duration::from_secs(600);
+/// The `key_set` name of Vercel's keys in metrics and logs.
+pub const KEY_SET: &str = "vercel";
 /// Least time between two fetches caused by unknown key ids.
 pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Clock skew tolerated on `exp`, in seconds.
@@ -151,26 +150,17 @@ fn is_user_subject(sub: &str) -> bool {
     matches!(parts.as_slice(), ["account", account, "user", user] if is_hex(account) && is_hex(user))
 }
 
-struct CachedKeys {
-    keys: HashMap<String, DecodingKey>,
-    fetched_at: Instant,
-}
-
 /// Verifies Vercel's tokens against its published keys.
 pub struct OidcVerifier {
-    http: reqwest::Client,
-    jwks_url: String,
+    keys: KeySet,
     issuer: String,
     audience: String,
-    refetch_interval: Duration,
-    cache: RwLock<Option<CachedKeys>>,
-    fetching: Mutex<()>,
 }
 
 impl std::fmt::Debug for OidcVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OidcVerifier")
-            .field("jwks_url", &self.jwks_url)
+            .field("jwks_url", &self.keys.url())
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
@@ -181,20 +171,25 @@ impl OidcVerifier {
     /// A verifier of tokens from `issuer` for `audience` (the integration
     /// client id), with keys from `jwks_url`.
     pub fn new(http: reqwest::Client, jwks_url: &str, issuer: &str, audience: &str) -> Self {
+        let keys = KeySet::new(http, jwks_url)
+            .named(KEY_SET)
+            .with_refresh_interval(JWKS_REFETCH_INTERVAL);
         Self {
-            http,
-            jwks_url: jwks_url.to_owned(),
+            keys,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
-            refetch_interval: JWKS_REFETCH_INTERVAL,
-            cache: RwLock::new(None),
-            fetching: Mutex::new(()),
         }
+    }
+
+    /// Changes how keys are cached, refreshed and used stale.
+    pub fn with_key_options(mut self, options: KeySetOptions) -> Self {
+        self.keys = self.keys.with_options(options);
+        self
     }
 
     /// Changes the least time between fetches caused by unknown key ids.
     pub fn with_refetch_interval(mut self, interval: Duration) -> Self {
-        self.refetch_interval = interval;
+        self.keys = self.keys.with_refresh_interval(interval);
         self
     }
 
@@ -223,66 +218,13 @@ impl OidcVerifier {
         Ok(data.claims)
     }
 
-    async fn key(&self, kid: &str) -> Result<DecodingKey> {
-        {
-            let cache = self.cache.read().await;
-            if let Some(cached) = cache.as_ref()
-                && cached.fetched_at.elapsed() < JWKS_TTL
-                && let Some(key) = cached.keys.get(kid)
-            {
-                return Ok(key.clone());
+    async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>> {
+        self.keys.key(kid).await.map_err(|error| match error {
+            KeyLookupError::UnknownKey(kid) => unknown_key(&kid),
+            KeyLookupError::Unavailable(detail) => {
+                Error::unavailable(format!("Vercel's signing keys: {detail}"))
             }
-        }
-        let _fetching = self.fetching.lock().await;
-        {
-            // Another caller may have fetched while this one waited.
-            let cache = self.cache.read().await;
-            if let Some(cached) = cache.as_ref() {
-                let fresh = cached.fetched_at.elapsed() < JWKS_TTL;
-                if fresh && let Some(key) = cached.keys.get(kid) {
-                    return Ok(key.clone());
-                }
-                if fresh && cached.fetched_at.elapsed() < self.refetch_interval {
-                    return Err(unknown_key(kid));
-                }
-            }
-        }
-        let keys = self.fetch().await?;
-        let found = keys.get(kid).cloned();
-        *self.cache.write().await = Some(CachedKeys {
-            keys,
-            fetched_at: Instant::now(),
-        });
-        found.ok_or_else(|| unknown_key(kid))
-    }
-
-    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>> {
-        let answer = send_traced(self.http.get(&self.jwks_url), "vercel-jwks", "GET /jwks")
-            .await
-            .map_err(|e| Error::unavailable(format!("Vercel's signing keys: {e}")))?;
-        if !(200..300).contains(&answer.status) {
-            let error = error_for_status(&answer, "Vercel's JWKS");
-            return Err(Error::unavailable(error.message().to_owned()));
-        }
-        let set: JwkSet = answer
-            .json()
-            .map_err(|e| Error::unavailable(format!("Vercel's JWKS is unreadable: {e}")))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let Some(kid) = jwk.common.key_id.clone() else {
-                continue;
-            };
-            match DecodingKey::from_jwk(jwk) {
-                Ok(key) => {
-                    keys.insert(kid, key);
-                }
-                Err(error) => {
-                    tracing::warn!(kid = %kid, error = %error, "skipping an unusable key of Vercel's JWKS")
-                }
-            }
-        }
-        tracing::debug!(keys = keys.len(), "fetched Vercel's signing keys");
-        Ok(keys)
+        })
     }
 }
 

@@ -22,7 +22,7 @@ use axum::routing::post;
 use marketbridge_config::Config;
 use marketbridge_core::Result;
 use marketbridge_core::time::SharedClock;
-use marketbridge_google::jwks::KeySet;
+use marketbridge_google::jwks::{KeySet, KeySetOptions};
 use marketbridge_google::push_auth::PushTokenVerifier;
 use marketbridge_google::signup_token::SignupTokenVerifier;
 use std::sync::Arc;
@@ -69,11 +69,14 @@ impl GoogleState {
             return Ok(Self::default());
         }
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
+        let key_options = KeySetOptions::from_config(&config.gateway);
         let push = (!google.pubsub_push_audience.trim().is_empty()
             && !google.pubsub_push_service_account.trim().is_empty())
         .then(|| {
             PushTokenVerifier::new(
-                KeySet::new(http.clone(), &google.oidc_jwks_url),
+                KeySet::new(http.clone(), &google.oidc_jwks_url)
+                    .named(marketbridge_google::jwks::PUSH_KEY_SET)
+                    .with_options(key_options),
                 &google.oidc_issuers,
                 &google.pubsub_push_audience,
                 &google.pubsub_push_service_account,
@@ -82,7 +85,9 @@ impl GoogleState {
         });
         let signup = (!google.signup_audience.trim().is_empty()).then(|| {
             SignupTokenVerifier::new(
-                KeySet::new(http.clone(), &google.signup_jwks_url),
+                KeySet::new(http.clone(), &google.signup_jwks_url)
+                    .named(marketbridge_google::jwks::SIGNUP_KEY_SET)
+                    .with_options(key_options),
                 &google.signup_issuer,
                 &google.signup_audience,
                 clock.clone(),

@@ -76,7 +76,10 @@ impl VercelState {
             &vercel.jwks_url,
             &vercel.oidc_issuer,
             &vercel.client_id,
-        );
+        )
+        .with_key_options(marketbridge_rpc::jwks::KeySetOptions::from_config(
+            &config.gateway,
+        ));
         Ok(Self {
             verifier: Arc::new(verifier),
             api: VercelApi::new(http, &vercel.api_base_url),

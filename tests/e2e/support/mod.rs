@@ -97,6 +97,7 @@ impl<'a> SetBuilder<'a> {
         config.provisioning.listen = "127.0.0.1:0".into();
         config.billing.listen = "127.0.0.1:0".into();
         config.gateway.listen = "127.0.0.1:0".into();
+        config.gateway.metrics_listen = "127.0.0.1:0".into();
         config.gateway.public_url = String::new();
         config.account.database_url = account_db.url().to_owned();
         config.provisioning.database_url = provisioning_db.url().to_owned();
