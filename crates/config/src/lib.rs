@@ -325,7 +325,8 @@ pub struct CatalogOptions {
 pub struct OutboxOptions {
     /// Pause between polls when the queue is empty, in milliseconds.
     pub poll_interval_ms: u64,
-    /// Jobs claimed per poll.
+    /// Jobs a worker runs at once; one kind of job takes at most a quarter
+    /// of them, so a slow marketplace delays only its own work.
     pub batch_size: u32,
     /// Attempts before a job is dead-lettered.
     pub max_attempts: u32,
@@ -333,8 +334,13 @@ pub struct OutboxOptions {
     pub backoff_initial_ms: u64,
     /// Largest retry delay, in milliseconds.
     pub backoff_max_ms: u64,
-    /// How long a claimed job is hidden from other workers, in seconds.
+    /// How long a claimed job is hidden from other workers, in seconds; the
+    /// worker renews it every third of that while the job runs.
     pub lease_seconds: u64,
+    /// How long a replica keeps a periodic task (scheduler, usage meter,
+    /// reconciliations) without renewing, in seconds; another replica takes
+    /// the task over after that.
+    pub leader_lease_seconds: u64,
 }
 
 impl Default for OutboxOptions {
@@ -346,6 +352,7 @@ impl Default for OutboxOptions {
             backoff_initial_ms: 1000,
             backoff_max_ms: 300_000,
             lease_seconds: 60,
+            leader_lease_seconds: 30,
         }
     }
 }

@@ -3,10 +3,11 @@
 //! idempotency records, and fresh databases for tests on both backends.
 //!
 //! Architecture invariant: this crate knows tables that every service has
-//! (`outbox_jobs`, `idempotency_records`), never a service's own tables.
+//! (`outbox_jobs`, `idempotency_records`, `leader_leases`), never a service's own tables.
 
 pub mod db;
 pub mod idempotency;
+pub mod leader;
 pub mod migrations;
 pub mod outbox;
 pub mod paging;

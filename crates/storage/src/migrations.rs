@@ -93,10 +93,45 @@ impl MigrationTrait for CreateIdempotencyRecords {
     }
 }
 
+/// Creates `leader_leases`.
+pub struct CreateLeaderLeases;
+
+impl MigrationName for CreateLeaderLeases {
+    fn name(&self) -> &str {
+        "m0000_000003_create_leader_leases"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateLeaderLeases {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("leader_leases")
+                    .if_not_exists()
+                    .col(string("name").primary_key())
+                    .col(string("holder"))
+                    .col(big_integer("term"))
+                    .col(timestamp_with_time_zone("expires_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("leader_leases").to_owned())
+            .await
+    }
+}
+
 /// The shared migrations, in order; services prepend them to their own.
 pub fn shared() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(CreateOutboxJobs),
         Box::new(CreateIdempotencyRecords),
+        Box::new(CreateLeaderLeases),
     ]
 }

@@ -721,3 +721,107 @@ backend_test!(
         assert_eq!(effects.lock().unwrap().len(), 9, "each job acted once");
     }
 );
+
+backend_test!(
+    one_replica_leads_a_task_and_another_takes_over_when_its_lease_runs_out,
+    |database| async move {
+        use marketbridge_storage::leader::Leadership;
+        let db = open(&database).await;
+        let clock = clock();
+        let first = Leadership::new(db.clone(), Arc::new(clock.clone()), "replica-a", 30);
+        let second = Leadership::new(db.clone(), Arc::new(clock.clone()), "replica-b", 30);
+
+        assert_eq!(first.try_lead("billing.scheduler").await.unwrap(), Some(1));
+        assert_eq!(second.try_lead("billing.scheduler").await.unwrap(), None);
+        // Another task is elected on its own.
+        assert_eq!(
+            second.try_lead("provisioning.usage_meter").await.unwrap(),
+            Some(1)
+        );
+        clock.advance(ChronoDuration::seconds(20));
+        assert_eq!(
+            first.try_lead("billing.scheduler").await.unwrap(),
+            Some(1),
+            "renewed"
+        );
+        clock.advance(ChronoDuration::seconds(20));
+        assert_eq!(
+            second.try_lead("billing.scheduler").await.unwrap(),
+            None,
+            "renewal counts"
+        );
+
+        // The leader stops renewing (it died): the lease runs out.
+        clock.advance(ChronoDuration::seconds(11));
+        assert_eq!(second.try_lead("billing.scheduler").await.unwrap(), Some(2));
+        assert_eq!(first.try_lead("billing.scheduler").await.unwrap(), None);
+        let lease = second.current("billing.scheduler").await.unwrap().unwrap();
+        assert_eq!((lease.holder.as_str(), lease.term), ("replica-b", 2));
+
+        // A clean stop hands the task over at once.
+        second.step_down("billing.scheduler").await.unwrap();
+        assert_eq!(first.try_lead("billing.scheduler").await.unwrap(), Some(3));
+    }
+);
+
+backend_test!(
+    a_periodic_task_runs_on_one_replica_and_the_survivor_takes_it_over,
+    |database| async move {
+        use marketbridge_storage::leader::Leadership;
+        let db = open(&database).await;
+        let clock = clock();
+        let ticks: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(Vec::new()));
+        let replica = |name: &'static str, stop: CancellationToken| {
+            let leadership = Leadership::new(db.clone(), Arc::new(clock.clone()), name, 1);
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                leadership
+                    .run_elected(
+                        "test.periodic",
+                        std::time::Duration::from_millis(10),
+                        stop,
+                        || {
+                            let ticks = ticks.clone();
+                            async move { ticks.lock().unwrap().push(name) }
+                        },
+                    )
+                    .await
+            })
+        };
+        let count = |name: &str| ticks.lock().unwrap().iter().filter(|n| **n == name).count();
+        let wait_for = |name: &'static str, at_least: usize| {
+            let ticks = ticks.clone();
+            async move {
+                for _ in 0..1200 {
+                    if ticks.lock().unwrap().iter().filter(|n| **n == name).count() >= at_least {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                panic!("{name} never ran the task {at_least} times");
+            }
+        };
+
+        let first = replica("a", CancellationToken::new());
+        wait_for("a", 1).await;
+        let second_stop = CancellationToken::new();
+        let second = replica("b", second_stop.clone());
+        let before = count("a");
+        wait_for("a", before + 10).await;
+        assert_eq!(count("b"), 0, "the follower never ran the task");
+
+        // The leader dies without stepping down; its lease runs out.
+        first.abort();
+        let _ = first.await;
+        let after_death = count("a");
+        clock.advance(ChronoDuration::seconds(2));
+        wait_for("b", 3).await;
+        assert_eq!(count("a"), after_death);
+
+        // A clean stop steps down: the lease is free at once.
+        second_stop.cancel();
+        second.await.unwrap();
+        let probe = Leadership::new(db.clone(), Arc::new(clock.clone()), "c", 1);
+        assert_eq!(probe.try_lead("test.periodic").await.unwrap(), Some(3));
+    }
+);
