@@ -10,10 +10,13 @@
 //! marketbridge demo google        the whole set plus the simulator, walking the Google lifecycle
 //! ```
 
+mod redact;
+
 use clap::{Parser, Subcommand};
 use marketbridge::set::{RunningSet, SetOptions};
 use marketbridge_config::Config;
-use marketbridge_rpc::process::{encryption_key, exit_code, load_cipher, run_process};
+use marketbridge_rpc::process::{exit_code, load_cipher, run_process};
+use marketbridge_rpc::secrets::Needs;
 use marketbridge_simulators::vercel::{VercelSimulator, VercelSimulatorOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +50,22 @@ enum Command {
     Gateway,
     /// Print every setting with its default and environment variable.
     Config,
+    /// Create the secret files a deployment needs (encryption key, session
+    /// secret, service token, database password) in a folder, keeping those
+    /// that exist; compose runs it on first start.
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+    },
+    /// Make a credential for a new gRPC caller: prints the bearer token to
+    /// give the caller and the `security.grpc_clients` entry for the
+    /// services (which hold only its hash).
+    Token {
+        /// The caller's name (shown in logs and traces).
+        name: String,
+        /// Scopes joined by `+`: admin, secrets, entitlements, usage.
+        scopes: String,
+    },
     /// Run a marketplace simulator (for trying marketbridge locally).
     Sim {
         #[command(subcommand)]
@@ -62,6 +81,15 @@ enum Command {
     Probe {
         /// The target.
         target: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsAction {
+    /// Write the missing secret files into DIR.
+    Init {
+        /// The folder (`security.secrets_dir` of every part).
+        dir: PathBuf,
     },
 }
 
@@ -122,10 +150,10 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Up => run_process("marketbridge", |mut config, shutdown| async move {
-            // The development key is shared by every part (secrets, session and
-            // signup-ticket signing in the gateway).
-            config.security.encryption_key = encryption_key(&config, true)?;
-            let cipher = load_cipher(&config, false)?;
+            // The development secrets live in the data folder (or
+            // `security.secrets_dir`) and are shared by every part.
+            marketbridge_rpc::secrets::resolve(&mut config, Needs::all(), true)?;
+            let cipher = load_cipher(&config)?;
             let options = SetOptions {
                 config,
                 clock: marketbridge_core::time::system_clock(),
@@ -145,6 +173,12 @@ fn main() -> ExitCode {
             println!("  account       grpc://{}", a.account);
             println!("  provisioning  grpc://{}", a.provisioning);
             println!("  billing       grpc://{}", a.billing);
+            println!(
+                "  gRPC token    {}   (authorization: Bearer …)",
+                std::path::Path::new(&set.config.data.dir)
+                    .join(marketbridge_rpc::secrets::SERVICE_TOKEN_FILE)
+                    .display()
+            );
             println!(
                 "  data          {}",
                 std::path::Path::new(&set.config.data.dir).display()
@@ -183,6 +217,29 @@ fn main() -> ExitCode {
             exit_code("marketbridge probe", outcome)
         }
         Command::Config => exit_code("marketbridge config", print_config(cli.config.as_deref())),
+        Command::Secrets {
+            action: SecretsAction::Init { dir },
+        } => exit_code(
+            "marketbridge secrets init",
+            marketbridge_rpc::secrets::init_dir(&dir)
+                .map(|created| {
+                    for file in created {
+                        println!("created {}", dir.join(file).display());
+                    }
+                })
+                .map_err(|e| e.to_string()),
+        ),
+        Command::Token { name, scopes } => exit_code(
+            "marketbridge token",
+            marketbridge_rpc::auth::new_client_entry(&name, &scopes)
+                .map(|(entry, token)| {
+                    println!("token for {name} (give it to the caller; shown once):");
+                    println!("  {token}");
+                    println!("entry for security.grpc_clients (holds only the token's hash):");
+                    println!("  {entry}");
+                })
+                .map_err(|e| e.to_string()),
+        ),
         Command::Sim {
             marketplace:
                 SimMarketplace::Vercel {
@@ -297,32 +354,14 @@ where
     exit_code(name, outcome)
 }
 
-/// `text` with the password of a URL in it masked (`postgres://u:***@h/db`).
-fn without_password(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => text.to_owned(),
-    }
-}
-
-/// Prints every setting, its value (secrets and URL passwords masked) and
-/// its variable.
+/// Prints every setting, its value and its variable; every secret is
+/// masked wherever it appears ([`redact`]).
 fn print_config(path: Option<&std::path::Path>) -> Result<(), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let values = serde_json::to_value(&config).map_err(|e| e.to_string())?;
     for key in Config::keys() {
         let (section, field) = key.split_once('.').unwrap_or((&key, ""));
-        let value = &values[section][field];
-        let secret =
-            key.contains("secret") || key.contains("encryption_key") || key.ends_with("_token");
-        let shown = match (secret, value.as_str()) {
-            (true, Some(text)) if !text.is_empty() => "\"***\"".to_owned(),
-            (false, Some(text)) => serde_json::Value::String(without_password(text)).to_string(),
-            _ => value.to_string(),
-        };
+        let shown = redact::redact_setting(&key, &values[section][field]);
         println!("{key} = {shown}    # {}", Config::env_var(&key));
     }
     Ok(())

@@ -11,7 +11,8 @@ pub async fn probe(target: &str) -> Result<()> {
             &format!("http://{address}"),
             &format!("http://{address}"),
             &format!("http://{address}"),
-            &marketbridge_config::TlsOptions::default(),
+            // Health needs no credentials.
+            &marketbridge_rpc::ClientCredentials::default(),
             Duration::from_secs(2),
         )?;
         return match clients.unhealthy().await.is_empty() {

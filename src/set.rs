@@ -83,6 +83,14 @@ impl RunningSet {
     /// Binds every listener, opens the databases, and starts serving.
     pub async fn start(options: SetOptions) -> Result<Self> {
         let mut config = options.config;
+        // The parts of one process share a token and a session secret made
+        // for it unless they are given (`marketbridge up` keeps its own in
+        // the data folder, so grpcurl and sessions outlive a restart).
+        let encryption_key = std::mem::take(&mut config.security.encryption_key);
+        marketbridge_rpc::secrets::fill_ephemeral(&mut config);
+        config.security.encryption_key = encryption_key;
+        marketbridge_rpc::secrets::validate(&config)?;
+        let security = marketbridge_rpc::ServerSecurity::from_config(&config)?;
         let account_listener = bind(&config.account.listen).await?;
         let provisioning_listener = bind(&config.provisioning.listen).await?;
         let billing_listener = bind(&config.billing.listen).await?;
@@ -130,7 +138,7 @@ impl RunningSet {
             &config.gateway.account_url,
             &config.gateway.provisioning_url,
             &config.gateway.billing_url,
-            &config.tls,
+            &marketbridge_rpc::ClientCredentials::of_set(&config),
             Duration::from_millis(config.gateway.request_timeout_ms),
         )?;
         let gateway = Gateway::with_clock(&config, clients.clone(), options.clock.clone())?;
@@ -142,7 +150,6 @@ impl RunningSet {
         let serving_stop = CancellationToken::new();
         let mut background = JoinSet::new();
         let mut tasks = JoinSet::new();
-        let tls = config.tls.clone();
         if options.run_workers {
             spawn_worker(
                 &mut background,
@@ -184,18 +191,23 @@ impl RunningSet {
             }
         }
         {
-            let (grpc, tls, stop) = (account.grpc(), tls.clone(), serving_stop.clone());
+            let (grpc, security, stop) = (account.grpc(), security.clone(), serving_stop.clone());
             tasks.spawn(async move {
-                marketbridge_rpc::serve_grpc(account_listener, "account", &tls, grpc, stop).await
+                marketbridge_rpc::serve_grpc(account_listener, "account", &security, grpc, stop)
+                    .await
             });
         }
         {
-            let (grpc, tls, stop) = (provisioning.grpc(), tls.clone(), serving_stop.clone());
+            let (grpc, security, stop) = (
+                provisioning.grpc(),
+                security.clone(),
+                serving_stop.clone(),
+            );
             tasks.spawn(async move {
                 marketbridge_rpc::serve_grpc(
                     provisioning_listener,
                     "provisioning",
-                    &tls,
+                    &security,
                     grpc,
                     stop,
                 )
@@ -203,9 +215,10 @@ impl RunningSet {
             });
         }
         {
-            let (grpc, tls, stop) = (billing.grpc(), tls.clone(), serving_stop.clone());
+            let (grpc, security, stop) = (billing.grpc(), security, serving_stop.clone());
             tasks.spawn(async move {
-                marketbridge_rpc::serve_grpc(billing_listener, "billing", &tls, grpc, stop).await
+                marketbridge_rpc::serve_grpc(billing_listener, "billing", &security, grpc, stop)
+                    .await
             });
         }
         {

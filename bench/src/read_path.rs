@@ -71,7 +71,7 @@ pub async fn over_grpc(set: &RunningSet, load: ReadLoad) -> Result<Samples, Stri
     for _ in 0..load.clients {
         let channel = marketbridge_rpc::channel(
             &set.config.gateway.billing_url,
-            &set.config.tls,
+            &marketbridge_rpc::ClientCredentials::of_set(&set.config),
             Duration::from_secs(30),
         )
         .map_err(|e| e.to_string())?;

@@ -5,6 +5,7 @@
 //! Architecture invariant: the gateway keeps no business state. Everything
 //! it answers comes from the services; everything it is told goes to them.
 
+pub mod connections;
 pub mod context;
 pub mod error;
 pub mod google;
@@ -63,6 +64,7 @@ impl Gateway {
                 move |request: Request, next: Next| with_deadline(deadline, request, next),
             ))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn(html_security_headers))
             .layer(axum::middleware::from_fn(
                 marketbridge_telemetry::http_server_layer,
             ))
@@ -76,7 +78,8 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Result<()> {
         let tls = marketbridge_rpc::tls::gateway_pem(&self.state.config.tls)?;
-        let app = self.router().into_make_service();
+        let limits = connections::Limits::from_config(&self.state.config.gateway);
+        let app = limits.make_service(self.router().into_make_service());
         let handle = axum_server::Handle::new();
         let stopper = handle.clone();
         tokio::spawn(async move {
@@ -88,15 +91,21 @@ impl Gateway {
                 let config = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
                     .await
                     .map_err(|e| Error::validation(format!("gateway TLS: {e}")))?;
-                axum_server::from_tcp_rustls(listener, config)
+                let server = axum_server::from_tcp_rustls(listener, config)
                     .map_err(|e| Error::unavailable(format!("gateway listener: {e}")))?
+                    .map(|tls| tls.acceptor(limits.acceptor()));
+                limits
+                    .configure(server)
                     .handle(handle)
                     .serve(app)
                     .await
             }
             None => {
-                axum_server::from_tcp(listener)
+                let server = axum_server::from_tcp(listener)
                     .map_err(|e| Error::unavailable(format!("gateway listener: {e}")))?
+                    .acceptor(limits.acceptor());
+                limits
+                    .configure(server)
                     .handle(handle)
                     .serve(app)
                     .await
@@ -104,6 +113,41 @@ impl Gateway {
         };
         served.map_err(|e| Error::internal(format!("gateway server failed: {e}")))
     }
+}
+
+/// `Content-Security-Policy` of every page: nothing loads but the page's
+/// own inline style, forms post only to us, and no site may frame a page.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Adds the page headers to every HTML answer, whichever handler made it:
+/// the CSP above, `X-Frame-Options: DENY` for older browsers, `nosniff` and
+/// `Referrer-Policy: no-referrer`.
+async fn html_security_headers(request: Request, next: Next) -> Response {
+    use axum::http::{HeaderValue, header};
+    let mut response = next.run(request).await;
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("text/html"));
+    if is_html {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_CSP),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    response
 }
 
 /// Answers 504 when a request outlives the end-to-end deadline.
@@ -120,12 +164,20 @@ async fn with_deadline(deadline: Duration, request: Request, next: Next) -> Resp
 
 /// Runs the gateway alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
+    let mut config = config.clone();
+    let needs = marketbridge_rpc::secrets::Needs {
+        session_secret: true,
+        service_token: true,
+        encryption_key: false,
+    };
+    marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
+    let config = &config;
     let gateway = &config.gateway;
     let clients = ServiceClients::connect(
         &gateway.account_url,
         &gateway.provisioning_url,
         &gateway.billing_url,
-        &config.tls,
+        &marketbridge_rpc::ClientCredentials::of_set(config),
         Duration::from_millis(gateway.request_timeout_ms),
     )?;
     let listener = std::net::TcpListener::bind(&gateway.listen)

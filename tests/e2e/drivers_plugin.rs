@@ -296,7 +296,10 @@ async fn serve(plugin: SearchPlugin) -> (SocketAddr, CancellationToken) {
         marketbridge_rpc::serve_grpc(
             listener,
             "search-plugin",
-            &TlsOptions::default(),
+            &marketbridge_rpc::ServerSecurity {
+                tls: TlsOptions::default(),
+                callers: marketbridge_rpc::auth::Callers::anyone(),
+            },
             ProvisionerPluginServer::new(plugin),
             shutdown,
         )

@@ -20,6 +20,8 @@ mod google_support;
 mod grpcurl;
 mod keys;
 mod processes;
+mod security_edge;
+mod security_grpc;
 mod tls;
 mod vercel_auth;
 mod vercel_billing;

@@ -64,7 +64,15 @@ backend_test!(
             "marketbridge-parts-{}",
             uuid::Uuid::new_v4().simple()
         ));
-        let key = marketbridge_core::crypto::Cipher::generate_base64_key();
+        // The secrets come from files, made as compose makes them.
+        let secrets = data.join("secrets");
+        let init = Command::new(env!("CARGO_BIN_EXE_marketbridge"))
+            .args(["secrets", "init"])
+            .arg(&secrets)
+            .output()
+            .unwrap();
+        assert!(init.status.success(), "{init:?}");
+        let token = std::fs::read_to_string(secrets.join("service.token")).unwrap();
         let environment = |part: &str| -> Vec<(String, String)> {
             let mut variables = vec![
                 (
@@ -72,8 +80,8 @@ backend_test!(
                     data.display().to_string(),
                 ),
                 (
-                    "MARKETBRIDGE_SECURITY__ENCRYPTION_KEY".to_owned(),
-                    key.clone(),
+                    "MARKETBRIDGE_SECURITY__SECRETS_DIR".to_owned(),
+                    secrets.display().to_string(),
                 ),
                 (
                     "MARKETBRIDGE_GATEWAY__ACCOUNT_URL".to_owned(),
@@ -139,11 +147,28 @@ backend_test!(
         let mut billing = BillingServiceClient::connect(format!("http://127.0.0.1:{}", ports[2]))
             .await
             .unwrap();
-        let plans = billing
+        let anonymous = billing
             .list_plans(billing_pb::ListPlansRequest {
                 product_id: "database".into(),
                 ..Default::default()
             })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            anonymous.code(),
+            tonic::Code::Unauthenticated,
+            "a service alone answers no caller without credentials"
+        );
+        let mut request = tonic::Request::new(billing_pb::ListPlansRequest {
+            product_id: "database".into(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let plans = billing
+            .list_plans(request)
             .await
             .unwrap();
         assert!(!plans.into_inner().plans.is_empty());

@@ -59,6 +59,17 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+/// SHA-256 (hex) of a PEM certificate's DER.
+fn certificate_fingerprint(path: &Path) -> String {
+    use base64::Engine;
+    let pem = String::from_utf8(read(path)).unwrap();
+    let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    marketbridge_core::crypto::sha256_hex(&der)
+}
+
 backend_test!(
     the_gateway_serves_https_and_services_require_client_certificates,
     |database| async move {
@@ -70,6 +81,7 @@ backend_test!(
             pki.path("client.pem"),
             pki.path("client.key"),
         );
+        let fingerprint = certificate_fingerprint(&pki.folder.join("client.pem"));
         let test = set_on(&database)
             .configure(move |config| {
                 let (cert, key, ca, client_cert, client_key) = paths;
@@ -81,6 +93,7 @@ backend_test!(
                 config.tls.client_ca = ca;
                 config.tls.client_cert = client_cert;
                 config.tls.client_key = client_key;
+                config.security.grpc_clients = format!("metering-agent:usage:cert-sha256:{fingerprint}");
             })
             .start()
             .await;
@@ -121,6 +134,48 @@ backend_test!(
             refused.is_err(),
             "a client without a certificate is refused"
         );
+        // A named caller may prove who it is with its certificate alone:
+        // the services know it by the certificate's SHA-256.
+        let client_pem = read(&pki.folder.join("client.pem"));
+        let identity = tonic::transport::Identity::from_pem(
+            client_pem.clone(),
+            read(&pki.folder.join("client.key")),
+        );
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(read(
+                &pki.folder.join("ca.pem"),
+            )))
+            .identity(identity);
+        let channel =
+            tonic::transport::Endpoint::from_shared(test.set.config.gateway.billing_url.clone())
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect_lazy();
+        let mut by_certificate = BillingServiceClient::new(channel);
+        let usage_only = by_certificate
+            .query_usage(billing_pb::QueryUsageRequest {
+                metric_id: "requests".into(),
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            !matches!(&usage_only, Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)),
+            "the certificate's caller holds `usage`: {usage_only:?}"
+        );
+        let listing = by_certificate
+            .list_plans(billing_pb::ListPlansRequest {
+                product_id: "database".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            listing.code(),
+            tonic::Code::PermissionDenied,
+            "`usage` does not reach ListPlans: {listing:?}"
+        );
+
         let mut billing = test.set.clients.billing.clone();
         let plans = billing
             .list_plans(billing_pb::ListPlansRequest {

@@ -140,6 +140,11 @@ backend_test!(
                 .find(|s| s.name == server && s.kind == "SPAN_KIND_SERVER")
                 .unwrap_or_else(|| panic!("no {server} server span in {names:?}"));
             assert_eq!(attribute(server_span, "marketbridge.component"), component);
+            assert_eq!(
+                attribute(server_span, "rpc.caller"),
+                "marketbridge",
+                "the server span names the authenticated caller"
+            );
             let client = by_id
                 .get(server_span.parent_span_id.as_str())
                 .unwrap_or_else(|| panic!("{server} has no parent in the trace"));

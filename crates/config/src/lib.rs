@@ -91,13 +91,48 @@ impl Default for TelemetryOptions {
     }
 }
 
-/// Encryption at rest.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Secrets and who may call the services.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityOptions {
-    /// Base64 of a 32-byte AES-256-GCM key. When empty, `marketbridge up`
-    /// creates one in the data folder; the services alone refuse to start.
+    /// Base64 of a 32-byte AES-256-GCM key for secrets at rest. When empty,
+    /// it is read from `secrets_dir`; `marketbridge up` creates one in the
+    /// data folder; the services alone refuse to start without one.
     pub encryption_key: String,
+    /// Folder of generated secret files (`encryption.key`, `session.secret`,
+    /// `service.token`, `database.password`), as `marketbridge secrets init`
+    /// writes them; a secret set directly wins over its file.
+    pub secrets_dir: String,
+    /// Bearer token the parts of a set present to each other's gRPC
+    /// services (at least 32 characters); every service accepts it as the
+    /// caller `marketbridge` with every scope.
+    pub service_token: String,
+    /// Further gRPC callers, separated by commas or new lines, each
+    /// `NAME:SCOPES:CREDENTIAL`: SCOPES joined by `+` from `admin`,
+    /// `secrets`, `entitlements`, `usage`; CREDENTIAL is `sha256:<hex of the
+    /// SHA-256 of the bearer token>` or `cert-sha256:<hex of the SHA-256 of
+    /// the client certificate (DER)>` for mTLS. `marketbridge token NAME
+    /// SCOPES` makes one.
+    pub grpc_clients: String,
+    /// Serve gRPC to anyone without credentials. For a closed test network
+    /// only; logged loudly at start.
+    pub allow_unauthenticated: bool,
+    /// How long stored idempotent answers are kept for replays, in seconds;
+    /// a purge removes older ones.
+    pub idempotency_retention_seconds: u64,
+}
+
+impl Default for SecurityOptions {
+    fn default() -> Self {
+        Self {
+            encryption_key: String::new(),
+            secrets_dir: String::new(),
+            service_token: String::new(),
+            grpc_clients: String::new(),
+            allow_unauthenticated: false,
+            idempotency_retention_seconds: 2 * 24 * 3600,
+        }
+    }
 }
 
 /// TLS settings. Empty paths mean plain TCP on loopback.
@@ -267,8 +302,11 @@ pub struct GatewayOptions {
     pub billing_url: String,
     /// End-to-end deadline of one marketplace call, in milliseconds.
     pub request_timeout_ms: u64,
-    /// Secret for signing session cookies and signup tickets (at least 32
-    /// characters); empty means one derived from the encryption key.
+    /// Base64 of at least 32 random bytes, signing session cookies and
+    /// signup tickets; never the encryption key. When empty, it is read from
+    /// `security.secrets_dir` (`session.secret`); `marketbridge up` creates
+    /// one in the data folder; the gateway alone refuses to start without
+    /// one.
     pub session_secret: String,
     /// Address serving Prometheus `/metrics` (an internal port; the public
     /// listener serves none); empty disables it.
@@ -384,6 +422,9 @@ pub struct VercelOptions {
     pub integration_slug: String,
     /// Base URL of the Vercel dashboard (provider-initiated SSO).
     pub dashboard_url: String,
+    /// Longest lifetime (`exp` minus `iat`) of a Vercel token accepted, in
+    /// seconds; a token meant to live longer is refused.
+    pub token_max_lifetime_seconds: u64,
 }
 
 impl Default for VercelOptions {
@@ -398,6 +439,7 @@ impl Default for VercelOptions {
             default_installation_plan: String::new(),
             integration_slug: String::new(),
             dashboard_url: "https://vercel.com".into(),
+            token_max_lifetime_seconds: 24 * 3600,
         }
     }
 }

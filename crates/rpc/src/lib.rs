@@ -2,6 +2,9 @@
 //!
 //! - [`server`]: serve a gRPC service with health, reflection, trace
 //!   propagation, metrics, optional (m)TLS and graceful shutdown.
+//! - [`auth`]: named gRPC callers with scopes, checked in one layer.
+//! - [`secrets`]: the secrets a set runs with, resolved and validated at
+//!   start.
 //! - [`client`]: channels and typed clients to the services, traced, with
 //!   deadlines and optional (m)TLS.
 //! - [`http`]: outbound HTTPS clients for marketplace APIs.
@@ -9,14 +12,17 @@
 //!   background and served stale while their endpoint fails.
 //! - [`tls`]: certificates and the process-wide crypto provider.
 
+pub mod auth;
 pub mod client;
 pub mod http;
 pub mod jwks;
 pub mod process;
+pub mod secrets;
 pub mod server;
 pub mod tls;
 
 pub use client::{
-    AccountClient, BillingClient, ProvisioningClient, ServiceClients, TracedChannel, channel,
+    AccountClient, BillingClient, ClientCredentials, ProvisioningClient, ServiceClients,
+    TracedChannel, channel,
 };
-pub use server::{reply, serve_grpc};
+pub use server::{ServerSecurity, reply, serve_grpc};

@@ -5,12 +5,9 @@ use marketbridge_config::Config;
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::{Error, Result};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
-
-/// File (in the data folder) holding the development encryption key.
-pub const DEV_KEY_FILE: &str = "encryption.key";
 
 /// The `--config FILE` argument, if given.
 pub fn config_path_from_args() -> Option<PathBuf> {
@@ -98,51 +95,12 @@ pub fn exit_code(name: &str, outcome: std::result::Result<(), String>) -> ExitCo
     }
 }
 
-/// The cipher for secrets at rest: `security.encryption_key`, or with
-/// `allow_dev_key` a key kept in the data folder (created on first use).
-pub fn load_cipher(config: &Config, allow_dev_key: bool) -> Result<Cipher> {
-    Cipher::from_base64_key(&encryption_key(config, allow_dev_key)?)
+/// The cipher for secrets at rest, from `security.encryption_key` as
+/// [`crate::secrets::resolve`] left it.
+pub fn load_cipher(config: &Config) -> Result<Cipher> {
+    crate::secrets::validate(config)?;
+    Cipher::from_base64_key(&config.security.encryption_key)
         .map_err(|e| Error::validation(format!("security.encryption_key: {}", e.message())))
-}
-
-/// The encryption key text: `security.encryption_key`, or with
-/// `allow_dev_key` the development key kept in the data folder (created on
-/// first use). Every part of a set must use the same key.
-pub fn encryption_key(config: &Config, allow_dev_key: bool) -> Result<String> {
-    if !config.security.encryption_key.is_empty() {
-        return Ok(config.security.encryption_key.clone());
-    }
-    if !allow_dev_key {
-        return Err(Error::validation(
-            "security.encryption_key is not set (MARKETBRIDGE_SECURITY__ENCRYPTION_KEY: base64 of 32 random bytes)",
-        ));
-    }
-    let path = Path::new(&config.data.dir).join(DEV_KEY_FILE);
-    if let Ok(key) = std::fs::read_to_string(&path) {
-        return Ok(key.trim().to_owned());
-    }
-    std::fs::create_dir_all(&config.data.dir)
-        .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", config.data.dir)))?;
-    let key = Cipher::generate_base64_key();
-    write_private(&path, &key)?;
-    tracing::warn!(path = %path.display(), "generated a development encryption key; set security.encryption_key in production");
-    Ok(key)
-}
-
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .map_err(|e| Error::unavailable(format!("cannot write {}: {e}", path.display())))?;
-    file.write_all(contents.as_bytes())
-        .map_err(|e| Error::unavailable(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Serves Prometheus `/metrics` on `address` until `shutdown`, when an

@@ -1,7 +1,8 @@
 //! Serving a gRPC service the marketbridge way.
 
+use crate::auth::{AuthLayer, Callers};
 use crate::tls::service_server_tls;
-use marketbridge_config::TlsOptions;
+use marketbridge_config::{Config, TlsOptions};
 use marketbridge_core::{Error, Result};
 use marketbridge_telemetry::{GrpcServerMetricsLayer, grpc_server_span};
 use std::convert::Infallible;
@@ -14,14 +15,36 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tower::Service;
 
+/// How a service server is secured: TLS (mTLS with a client CA) and the
+/// callers it accepts.
+#[derive(Debug, Clone)]
+pub struct ServerSecurity {
+    /// TLS settings (`service_cert`, `service_key`, `service_client_ca`).
+    pub tls: TlsOptions,
+    /// Who may call.
+    pub callers: Callers,
+}
+
+impl ServerSecurity {
+    /// From `tls.*` and `security.*`; fails when no caller could ever be
+    /// accepted.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        Ok(Self {
+            tls: config.tls.clone(),
+            callers: Callers::from_config(config)?,
+        })
+    }
+}
+
 /// Serves `service` on `listener` with gRPC health (SERVING until shutdown),
-/// reflection over every marketbridge proto, server spans that continue the
-/// caller's trace, call metrics, and TLS or mTLS when configured. Returns
-/// once `shutdown` fires and in-flight calls finish.
+/// reflection over every marketbridge proto, caller authentication
+/// ([`crate::auth`]), server spans that continue the caller's trace, call
+/// metrics, and TLS or mTLS when configured. Returns once `shutdown` fires
+/// and in-flight calls finish.
 pub async fn serve_grpc<S>(
     listener: TcpListener,
     component: &'static str,
-    tls: &TlsOptions,
+    security: &ServerSecurity,
     service: S,
     shutdown: CancellationToken,
 ) -> Result<()>
@@ -56,7 +79,7 @@ where
         .map_err(|e| Error::internal(format!("reflection: {e}")))?;
 
     let mut builder = Server::builder();
-    if let Some(tls_config) = service_server_tls(tls)? {
+    if let Some(tls_config) = service_server_tls(&security.tls)? {
         builder = builder
             .tls_config(tls_config)
             .map_err(|e| Error::validation(format!("service TLS: {e}")))?;
@@ -64,6 +87,7 @@ where
     let router = builder
         .trace_fn(grpc_server_span(component))
         .layer(GrpcServerMetricsLayer)
+        .layer(AuthLayer::new(security.callers.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

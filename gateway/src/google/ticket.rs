@@ -58,27 +58,18 @@ impl std::fmt::Debug for TicketSigner {
 }
 
 impl TicketSigner {
-    /// The key: `gateway.session_secret` when set, else one derived from the
-    /// encryption key, else a random one for this process (tickets then do
-    /// not survive a restart).
+    /// The key, derived from `gateway.session_secret` (resolved and
+    /// validated at start; never the encryption key). Without one, tickets
+    /// use a key of this process only and do not survive a restart.
     pub fn from_config(config: &Config) -> Self {
         let secret = config.gateway.session_secret.trim();
-        if secret.len() >= 32 {
+        if !secret.is_empty() {
             return Self::new(derive(
                 secret.as_bytes(),
                 b"marketbridge google signup ticket",
             ));
         }
-        let encryption_key = config.security.encryption_key.trim();
-        if !encryption_key.is_empty() {
-            return Self::new(derive(
-                encryption_key.as_bytes(),
-                b"marketbridge google signup ticket",
-            ));
-        }
-        tracing::warn!(
-            "no session secret or encryption key configured; signup tickets use a key of this process only"
-        );
+        tracing::warn!("no session secret is configured; signup tickets use a key of this process only");
         Self::new(marketbridge_core::crypto::random_token(32).into_bytes())
     }
 

@@ -20,7 +20,7 @@ use crate::grpc::AccountGrpc;
 use crate::jobs::AccountJobs;
 use crate::marketplace::{EventServices, Marketplaces};
 use crate::migration::Migrator;
-use marketbridge_config::{Config, OutboxOptions, TlsOptions};
+use marketbridge_config::{Config, OutboxOptions};
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
@@ -84,7 +84,7 @@ impl AccountServer {
             &config.gateway.account_url,
             &config.gateway.provisioning_url,
             &config.gateway.billing_url,
-            &config.tls,
+            &marketbridge_rpc::ClientCredentials::of_set(config),
             deadline,
         )?;
         let deps = AccountDeps {
@@ -143,12 +143,34 @@ impl AccountServer {
                 let worker = worker.clone();
                 let services = self.services.clone();
                 let stop = shutdown.clone();
+                // One replica at a time runs each marketplace's background
+                // work; the others ask again every third of the lease.
+                let leadership = self.domain.outbox().leadership();
+                let ask_every = Duration::from_millis(
+                    (leadership_lease_ms(&self.domain) / 3).max(50),
+                );
                 tokio::spawn(async move {
+                    let task = format!("account.{}", worker.name());
                     let mut pause = worker.first_delay();
                     loop {
                         tokio::select! {
-                            _ = stop.cancelled() => return,
+                            _ = stop.cancelled() => {
+                                let _ = leadership.step_down(&task).await;
+                                return;
+                            }
                             _ = tokio::time::sleep(pause) => {}
+                        }
+                        match leadership.try_lead(&task).await {
+                            Ok(Some(_)) => {}
+                            Ok(None) => {
+                                pause = ask_every;
+                                continue;
+                            }
+                            Err(error) => {
+                                tracing::warn!(worker = worker.name(), error = %error, "leader election failed");
+                                pause = ask_every;
+                                continue;
+                            }
                         }
                         let done = match worker.run_once(&services).await {
                             Ok(done) => done,
@@ -169,7 +191,7 @@ impl AccountServer {
     pub async fn serve(
         self,
         listener: TcpListener,
-        tls: &TlsOptions,
+        security: &marketbridge_rpc::ServerSecurity,
         shutdown: CancellationToken,
     ) -> Result<()> {
         let worker = tokio::spawn(
@@ -179,7 +201,7 @@ impl AccountServer {
                 .run(self.jobs.clone(), shutdown.clone()),
         );
         let background = self.spawn_marketplace_workers(shutdown.clone());
-        let served = serve_grpc(listener, "account", tls, self.grpc(), shutdown.clone()).await;
+        let served = serve_grpc(listener, "account", security, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         for task in background {
@@ -189,9 +211,22 @@ impl AccountServer {
     }
 }
 
+/// The lease of periodic tasks in the account database, in milliseconds.
+fn leadership_lease_ms(domain: &AccountDomain) -> u64 {
+    domain.outbox().options().leader_lease_seconds.max(1) * 1000
+}
+
 /// Runs the account service alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
-    let cipher = marketbridge_rpc::process::load_cipher(config, false)?;
+    let mut config = config.clone();
+    let needs = marketbridge_rpc::secrets::Needs {
+        encryption_key: true,
+        service_token: true,
+        session_secret: false,
+    };
+    marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
+    let config = &config;
+    let cipher = marketbridge_rpc::process::load_cipher(config)?;
     let server =
         AccountServer::from_config(config, marketbridge_core::time::system_clock(), cipher).await?;
     let listener = TcpListener::bind(&config.account.listen)
@@ -205,5 +240,6 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         shutdown.clone(),
     )
     .await?;
-    server.serve(listener, &config.tls, shutdown).await
+    let security = marketbridge_rpc::ServerSecurity::from_config(config)?;
+    server.serve(listener, &security, shutdown).await
 }

@@ -22,7 +22,7 @@ use crate::jobs::BillingJobs;
 use crate::migration::Migrator;
 use crate::scheduler::Scheduler;
 use marketbridge_catalog::Catalog;
-use marketbridge_config::{BillingOptions, Config, OutboxOptions, TlsOptions};
+use marketbridge_config::{BillingOptions, Config, OutboxOptions};
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
@@ -94,12 +94,12 @@ impl BillingServer {
             std::time::Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3);
         let accounts = AccountServiceClient::new(marketbridge_rpc::channel(
             &config.gateway.account_url,
-            &config.tls,
+            &marketbridge_rpc::ClientCredentials::of_set(config),
             deadline,
         )?);
         let provisioning = ProvisioningServiceClient::new(marketbridge_rpc::channel(
             &config.gateway.provisioning_url,
-            &config.tls,
+            &marketbridge_rpc::ClientCredentials::of_set(config),
             deadline,
         )?);
         let deps = BillingDeps {
@@ -139,7 +139,7 @@ impl BillingServer {
     pub async fn serve(
         self,
         listener: TcpListener,
-        tls: &TlsOptions,
+        security: &marketbridge_rpc::ServerSecurity,
         shutdown: CancellationToken,
     ) -> Result<()> {
         let worker = tokio::spawn(
@@ -149,7 +149,7 @@ impl BillingServer {
                 .run(self.jobs.clone(), shutdown.clone()),
         );
         let scheduler = tokio::spawn(self.scheduler.clone().run(shutdown.clone()));
-        let served = serve_grpc(listener, "billing", tls, self.grpc(), shutdown.clone()).await;
+        let served = serve_grpc(listener, "billing", security, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = scheduler.await;
@@ -159,6 +159,13 @@ impl BillingServer {
 
 /// Runs the billing service alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
+    let mut config = config.clone();
+    let needs = marketbridge_rpc::secrets::Needs {
+        service_token: true,
+        ..Default::default()
+    };
+    marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
+    let config = &config;
     let server =
         BillingServer::from_config(config, marketbridge_core::time::system_clock()).await?;
     let listener = TcpListener::bind(&config.billing.listen)
@@ -172,5 +179,6 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         shutdown.clone(),
     )
     .await?;
-    server.serve(listener, &config.tls, shutdown).await
+    let security = marketbridge_rpc::ServerSecurity::from_config(config)?;
+    server.serve(listener, &security, shutdown).await
 }

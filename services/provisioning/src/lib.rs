@@ -26,8 +26,8 @@ use crate::jobs::ProvisioningJobs;
 use crate::marketplace::Marketplaces;
 use crate::migration::Migrator;
 use crate::usage::UsageMeter;
-use marketbridge_catalog::Catalog;
-use marketbridge_config::{Config, OutboxOptions, TlsOptions};
+use marketbridge_catalog::{Catalog, Product};
+use marketbridge_config::{Config, OutboxOptions};
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
@@ -86,6 +86,20 @@ impl ProvisioningServer {
             };
             driver.check_product(product)?;
         }
+        for name in deps.drivers.names() {
+            let products: Vec<&Product> = deps
+                .catalog
+                .products()
+                .iter()
+                .filter(|product| product.driver == name)
+                .collect();
+            if let Some(driver) = deps.drivers.get(&name)
+                && !products.is_empty()
+                && let Err(error) = driver.start(&products).await
+            {
+                tracing::error!(driver = %name, error = %error, "driver start-up step failed");
+            }
+        }
         let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
         let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
         let domain = ProvisioningDomain::new(
@@ -114,7 +128,7 @@ impl ProvisioningServer {
             &config.gateway.account_url,
             &config.gateway.provisioning_url,
             &config.gateway.billing_url,
-            &config.tls,
+            &marketbridge_rpc::ClientCredentials::of_set(config),
             deadline,
         )?;
         let deps = ProvisioningDeps {
@@ -162,21 +176,26 @@ impl ProvisioningServer {
             .map(|&(marketplace, interval)| {
                 let domain = self.domain.clone();
                 let stop = shutdown.clone();
+                // One replica at a time reconciles a marketplace.
+                let task = format!("provisioning.reconcile.{marketplace}");
                 tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(interval) => {}
-                        }
-                        match domain.reconcile(marketplace).await {
-                            Ok(count) => {
-                                tracing::info!(marketplace = %marketplace, subscriptions = count, "subscriptions reconciled")
-                            }
-                            Err(error) => {
-                                tracing::warn!(marketplace = %marketplace, error = %error, "reconciliation failed")
-                            }
-                        }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(interval) => {}
                     }
+                    let leadership = domain.outbox().leadership();
+                    leadership
+                        .run_elected(&task, interval, stop, || async {
+                            match domain.reconcile(marketplace).await {
+                                Ok(count) => {
+                                    tracing::info!(marketplace = %marketplace, subscriptions = count, "subscriptions reconciled")
+                                }
+                                Err(error) => {
+                                    tracing::warn!(marketplace = %marketplace, error = %error, "reconciliation failed")
+                                }
+                            }
+                        })
+                        .await;
                 })
             })
             .collect()
@@ -187,7 +206,7 @@ impl ProvisioningServer {
     pub async fn serve(
         self,
         listener: TcpListener,
-        tls: &TlsOptions,
+        security: &marketbridge_rpc::ServerSecurity,
         shutdown: CancellationToken,
     ) -> Result<()> {
         let worker = tokio::spawn(
@@ -198,7 +217,7 @@ impl ProvisioningServer {
         );
         let meter = tokio::spawn(self.usage.clone().run(shutdown.clone()));
         let reconciliations = self.spawn_reconciliations(shutdown.clone());
-        let served = serve_grpc(listener, "provisioning", tls, self.grpc(), shutdown.clone()).await;
+        let served = serve_grpc(listener, "provisioning", security, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = meter.await;
@@ -211,7 +230,15 @@ impl ProvisioningServer {
 
 /// Runs the provisioning service alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
-    let cipher = marketbridge_rpc::process::load_cipher(config, false)?;
+    let mut config = config.clone();
+    let needs = marketbridge_rpc::secrets::Needs {
+        encryption_key: true,
+        service_token: true,
+        session_secret: false,
+    };
+    marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
+    let config = &config;
+    let cipher = marketbridge_rpc::process::load_cipher(config)?;
     let server =
         ProvisioningServer::from_config(config, marketbridge_core::time::system_clock(), cipher)
             .await?;
@@ -229,5 +256,6 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         shutdown.clone(),
     )
     .await?;
-    server.serve(listener, &config.tls, shutdown).await
+    let security = marketbridge_rpc::ServerSecurity::from_config(config)?;
+    server.serve(listener, &security, shutdown).await
 }

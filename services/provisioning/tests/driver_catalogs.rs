@@ -83,7 +83,7 @@ async fn open_with_catalog(
         "http://127.0.0.1:1",
         "http://127.0.0.1:1",
         "http://127.0.0.1:1",
-        &config.tls,
+        &marketbridge_rpc::ClientCredentials::of_set(config),
         Duration::from_secs(1),
     )?;
     let deps = ProvisioningDeps {

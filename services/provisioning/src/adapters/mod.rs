@@ -24,7 +24,7 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
         let api = marketbridge_vercel::VercelApi::new(http, &config.vercel.api_base_url);
         let accounts = AccountServiceClient::new(marketbridge_rpc::channel(
             &config.gateway.account_url,
-            &config.tls,
+            &marketbridge_rpc::ClientCredentials::of_set(config),
             Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3),
         )?);
         marketplaces = marketplaces.with_adapter(

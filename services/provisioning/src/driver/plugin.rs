@@ -131,7 +131,11 @@ impl PluginDriver {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let channel = marketbridge_rpc::channel(&key.0, &self.tls, timeout)?;
+        let channel = marketbridge_rpc::channel(
+            &key.0,
+            &marketbridge_rpc::ClientCredentials::tls_only(&self.tls),
+            timeout,
+        )?;
         let client = ProvisionerPluginClient::new(channel);
         clients.insert(key, client.clone());
         Ok(client)
