@@ -233,13 +233,25 @@ backend_test!(
         );
 
         // A bookmarked page without a session: off to Vercel's sign-in, with
-        // the page to come back to.
+        // the page to come back to and a nonce binding the sign-in to this
+        // browser (also set as a cookie).
         let answer = browser.get(vercel.test.url(&page)).send().await.unwrap();
         assert_eq!(answer.status(), 303);
         let to_vercel = answer.headers()["location"].to_str().unwrap().to_owned();
+        let state_cookie = answer.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let nonce = state_cookie
+            .strip_prefix("mb_vercel_sso_state=")
+            .expect("the sign-in nonce cookie")
+            .to_owned();
         let expected = url::Url::parse_with_params(
             &format!("{}/sso/integrations/acme-db/{}", sim.url(), installation.id),
-            &[("url", page.as_str())],
+            &[("url", page.as_str()), ("mb_state", nonce.as_str())],
         )
         .unwrap();
         assert_eq!(to_vercel, expected.as_str());
@@ -251,7 +263,12 @@ backend_test!(
         assert_eq!(answer.status(), 302);
         let to_gateway = answer.headers()["location"].to_str().unwrap().to_owned();
         assert!(to_gateway.contains("mode=sso"), "{to_gateway}");
-        let answer = browser.get(&to_gateway).send().await.unwrap();
+        let answer = browser
+            .get(&to_gateway)
+            .header("cookie", &state_cookie)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(answer.status(), 303);
         assert_eq!(answer.headers()["location"].to_str().unwrap(), page);
         let cookie = session_cookie(&answer);

@@ -90,6 +90,9 @@ pub struct Claims {
     /// Issued at, epoch seconds.
     #[serde(default)]
     pub iat: Option<u64>,
+    /// Not before, epoch seconds.
+    #[serde(default)]
+    pub nbf: Option<u64>,
 }
 
 impl std::fmt::Debug for Claims {
@@ -104,6 +107,71 @@ impl std::fmt::Debug for Claims {
     }
 }
 
+/// The values of the `type` claim.
+pub mod token_type {
+    /// A bearer for partner API calls.
+    pub const ACCESS: &str = "access_token";
+    /// The user's identity from the SSO exchange.
+    pub const ID: &str = "id_token";
+}
+
+/// What a token is presented for; each use takes one `type` of token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// The bearer of a partner API call (`type: "access_token"`).
+    PartnerCall,
+    /// The `id_token` of the SSO exchange (`type: "id_token"`).
+    SignIn,
+}
+
+impl TokenUse {
+    /// The `type` claim this use takes.
+    pub fn token_type(self) -> &'static str {
+        match self {
+            TokenUse::PartnerCall => token_type::ACCESS,
+            TokenUse::SignIn => token_type::ID,
+        }
+    }
+}
+
+/// Default for the longest lifetime (`exp` minus `iat`) accepted, in
+/// seconds (`vercel.token_max_lifetime_seconds`).
+pub const DEFAULT_MAX_LIFETIME_SECONDS: u64 = 24 * 3600;
+
+/// The time rules of a token beyond `exp`: `nbf` and `iat` may not lie
+/// ahead of now by more than the leeway, and no token lives longer than
+/// `max_lifetime_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRules {
+    /// Clock skew tolerated, in seconds.
+    pub leeway_seconds: u64,
+    /// Longest lifetime accepted, in seconds.
+    pub max_lifetime_seconds: u64,
+}
+
+impl Default for TimeRules {
+    fn default() -> Self {
+        Self {
+            leeway_seconds: LEEWAY_SECONDS,
+            max_lifetime_seconds: DEFAULT_MAX_LIFETIME_SECONDS,
+        }
+    }
+}
+
+impl TimeRules {
+    /// The rules with `max_lifetime_seconds` (0 keeps the default).
+    pub fn with_max_lifetime(max_lifetime_seconds: u64) -> Self {
+        Self {
+            max_lifetime_seconds: if max_lifetime_seconds == 0 {
+                DEFAULT_MAX_LIFETIME_SECONDS
+            } else {
+                max_lifetime_seconds
+            },
+            ..Self::default()
+        }
+    }
+}
+
 impl Claims {
     /// True when the token names a user (`user_id` and `user_role`).
     pub fn has_user(&self) -> bool {
@@ -111,13 +179,30 @@ impl Claims {
             && self.user_role.as_deref().is_some_and(|r| !r.is_empty())
     }
 
+    /// True when any claim speaks of a user: a user id, role or e-mail, or
+    /// a subject of the user form. Such a token is a user token whatever
+    /// `X-Vercel-Auth` says, and must then carry everything a user token
+    /// carries.
+    pub fn names_user(&self) -> bool {
+        let present = |claim: &Option<String>| claim.as_deref().is_some_and(|v| !v.is_empty());
+        present(&self.user_id)
+            || present(&self.user_role)
+            || present(&self.user_email)
+            || self
+                .sub
+                .as_deref()
+                .is_some_and(|sub| sub.contains(":user:"))
+    }
+
     /// True for a user with the ADMIN role.
     pub fn is_admin(&self) -> bool {
         self.user_role.as_deref() == Some(role::ADMIN)
     }
 
-    /// Checks the claims fit `kind`: a user token names its user and role
-    /// and a `sub` of the user form.
+    /// Checks the claims fit `kind`: a user token names its user, its role
+    /// and a `sub` of the user form (`account:<hex>:user:<hex>`); a system
+    /// token names no user, and its `sub`, when present, has the system
+    /// form (`account:<hex>`).
     pub fn check_kind(&self, kind: AuthKind) -> Result<()> {
         match kind {
             AuthKind::User => {
@@ -126,18 +211,89 @@ impl Claims {
                         "a user token must carry user_id and user_role",
                     ));
                 }
-                if let Some(sub) = &self.sub
-                    && !is_user_subject(sub)
-                {
+                if !self.sub.as_deref().is_some_and(is_user_subject) {
                     return Err(Error::unauthenticated(
                         "the token subject is not a user subject",
                     ));
                 }
                 Ok(())
             }
-            AuthKind::System => Ok(()),
+            AuthKind::System => {
+                if self.names_user() {
+                    return Err(Error::unauthenticated(
+                        "a token naming a user is not a system token",
+                    ));
+                }
+                if let Some(sub) = &self.sub
+                    && !is_system_subject(sub)
+                {
+                    return Err(Error::unauthenticated(
+                        "the token subject is not a system subject",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
+
+    /// Checks the token is the type `token_use` takes. The claim is
+    /// optional in the contract, so a token without it passes; a token of
+    /// the other type does not.
+    pub fn check_use(&self, token_use: TokenUse) -> Result<()> {
+        match self.token_type.as_deref() {
+            None => Ok(()),
+            Some(found) if found == token_use.token_type() => Ok(()),
+            Some(found) => Err(Error::unauthenticated(format!(
+                "a token of type `{found}` cannot be used here; `{}` is required",
+                token_use.token_type()
+            ))),
+        }
+    }
+
+    /// Checks `nbf`, `iat` and the lifetime at `now` (epoch seconds);
+    /// `exp` itself is checked with the signature.
+    pub fn check_times(&self, now: u64, rules: TimeRules) -> Result<()> {
+        let horizon = now.saturating_add(rules.leeway_seconds);
+        if self.nbf.is_some_and(|nbf| nbf > horizon) {
+            return Err(Error::unauthenticated("the token is not valid yet"));
+        }
+        if self.iat.is_some_and(|iat| iat > horizon) {
+            return Err(Error::unauthenticated("the token was issued in the future"));
+        }
+        let exp = self
+            .exp
+            .ok_or_else(|| Error::unauthenticated("the token lacks a required claim"))?;
+        let start = self.iat.or(self.nbf).unwrap_or(now);
+        if exp.saturating_sub(start) > rules.max_lifetime_seconds {
+            return Err(Error::unauthenticated(format!(
+                "the token lives longer than {} seconds",
+                rules.max_lifetime_seconds
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every check of a verified token presented as `kind` for `token_use`
+    /// at `now` (epoch seconds).
+    pub fn check(
+        &self,
+        kind: AuthKind,
+        token_use: TokenUse,
+        now: u64,
+        rules: TimeRules,
+    ) -> Result<()> {
+        self.check_times(now, rules)?;
+        self.check_use(token_use)?;
+        self.check_kind(kind)
+    }
+}
+
+/// Now, in epoch seconds.
+pub fn now_epoch_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn is_hex(text: &str) -> bool {
@@ -148,6 +304,11 @@ fn is_hex(text: &str) -> bool {
 fn is_user_subject(sub: &str) -> bool {
     let parts: Vec<&str> = sub.split(':').collect();
     matches!(parts.as_slice(), ["account", account, "user", user] if is_hex(account) && is_hex(user))
+}
+
+/// `account:<hex>`.
+fn is_system_subject(sub: &str) -> bool {
+    matches!(sub.split_once(':'), Some(("account", account)) if is_hex(account))
 }
 
 /// Verifies Vercel's tokens against its published keys.
@@ -269,5 +430,93 @@ mod tests {
         assert!(claims.is_admin());
         assert!(Claims::default().check_kind(AuthKind::User).is_err());
         assert!(Claims::default().check_kind(AuthKind::System).is_ok());
+    }
+
+    #[test]
+    fn subjects_fit_the_kind_and_any_user_claim_makes_a_user() {
+        let system = Claims {
+            sub: Some("account:0a1b".into()),
+            ..Default::default()
+        };
+        assert!(system.check_kind(AuthKind::System).is_ok());
+        for sub in [
+            "account:zz",
+            "account:",
+            "team:0a",
+            "account:0a:user:",
+            "0a",
+        ] {
+            let malformed = Claims {
+                sub: Some(sub.into()),
+                ..Default::default()
+            };
+            assert!(malformed.check_kind(AuthKind::System).is_err(), "{sub}");
+        }
+        let roleless = Claims {
+            sub: Some("account:01:user:02".into()),
+            user_id: Some("02".into()),
+            ..Default::default()
+        };
+        assert!(roleless.names_user() && !roleless.has_user());
+        assert!(roleless.check_kind(AuthKind::System).is_err());
+        assert!(roleless.check_kind(AuthKind::User).is_err());
+        let subjectless = Claims {
+            user_id: Some("02".into()),
+            user_role: Some("ADMIN".into()),
+            ..Default::default()
+        };
+        assert!(subjectless.check_kind(AuthKind::User).is_err());
+    }
+
+    #[test]
+    fn types_and_times_are_checked() {
+        let now = 1_000_000;
+        let rules = TimeRules::default();
+        let fresh = Claims {
+            iat: Some(now),
+            exp: Some(now + 3600),
+            token_type: Some("access_token".into()),
+            ..Default::default()
+        };
+        assert!(fresh.check_times(now, rules).is_ok());
+        assert!(fresh.check_use(TokenUse::PartnerCall).is_ok());
+        assert!(fresh.check_use(TokenUse::SignIn).is_err());
+        let untyped = Claims {
+            token_type: None,
+            ..fresh.clone()
+        };
+        assert!(untyped.check_use(TokenUse::SignIn).is_ok());
+        let skewed = Claims {
+            nbf: Some(now + LEEWAY_SECONDS),
+            iat: Some(now + LEEWAY_SECONDS),
+            ..fresh.clone()
+        };
+        assert!(skewed.check_times(now, rules).is_ok());
+        let early = Claims {
+            nbf: Some(now + 600),
+            ..fresh.clone()
+        };
+        assert!(early.check_times(now, rules).is_err());
+        let ahead = Claims {
+            iat: Some(now + 365 * 24 * 3600),
+            exp: Some(now + 365 * 24 * 3600 + 60),
+            ..fresh.clone()
+        };
+        assert!(ahead.check_times(now, rules).is_err());
+        let eternal = Claims {
+            exp: Some(now + 10 * 365 * 24 * 3600),
+            ..fresh.clone()
+        };
+        assert!(eternal.check_times(now, rules).is_err());
+        let no_iat = Claims {
+            iat: None,
+            ..eternal
+        };
+        assert!(no_iat.check_times(now, rules).is_err());
+        assert!(
+            fresh
+                .check_times(now, TimeRules::with_max_lifetime(600))
+                .is_err()
+        );
     }
 }

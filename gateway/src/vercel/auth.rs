@@ -8,7 +8,7 @@ use super::VercelState;
 use axum::http::HeaderMap;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::common::v1::Person;
-use marketbridge_vercel::oidc::{AuthKind, Claims};
+use marketbridge_vercel::oidc::{AuthKind, Claims, TokenUse, now_epoch_seconds};
 
 /// Header naming the auth style.
 pub const AUTH_STYLE_HEADER: &str = "x-vercel-auth";
@@ -50,9 +50,10 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str> {
     Ok(token.trim())
 }
 
-/// Verifies the call's token and decides its kind. A token naming a user is
-/// a user token whatever `X-Vercel-Auth` says, so a read-only user cannot
-/// pass as Vercel.
+/// Verifies the call's token and decides its kind. A token naming a user
+/// in any claim is a user token whatever `X-Vercel-Auth` says, so a user
+/// (read-only, or with claims missing) cannot pass as Vercel. The token must
+/// be an access token, within its time rules, with the subject of its kind.
 pub async fn authenticate(state: &VercelState, headers: &HeaderMap) -> Result<Caller> {
     let token = bearer_token(headers)?;
     let claims = state.verifier.verify(token).await?;
@@ -60,12 +61,17 @@ pub async fn authenticate(state: &VercelState, headers: &HeaderMap) -> Result<Ca
         .get(AUTH_STYLE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(AuthKind::from_header);
-    let kind = if claims.has_user() || declared == Some(AuthKind::User) {
+    let kind = if claims.names_user() || declared == Some(AuthKind::User) {
         AuthKind::User
     } else {
         AuthKind::System
     };
-    claims.check_kind(kind)?;
+    claims.check(
+        kind,
+        TokenUse::PartnerCall,
+        now_epoch_seconds(),
+        state.token_rules,
+    )?;
     Ok(Caller { claims, kind })
 }
 

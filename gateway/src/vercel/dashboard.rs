@@ -4,8 +4,7 @@
 //! installation.
 
 use super::VercelState;
-use super::error::error_body;
-use super::session::{Session, cookie_value};
+use super::session::{SSO_STATE_PARAM, Session, cookie_value, new_sso_state, set_sso_state_cookie};
 use crate::error::status_of;
 use crate::state::AppState;
 use axum::extract::{OriginalUri, Path, RawQuery, State};
@@ -15,9 +14,28 @@ use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 
-/// The page path of an installation.
+/// The page path of an installation (`installation_id` checked with
+/// [`is_installation_id`]).
 pub fn installation_path(state: &VercelState, installation_id: &str) -> String {
     format!("{}/dashboard/{installation_id}", state.base_path)
+}
+
+/// True for an installation id of Vercel's form: `icfg_` and letters or
+/// digits. Ids are checked before they go into a page, a link or a
+/// redirect.
+pub fn is_installation_id(id: &str) -> bool {
+    let Some(body) = id.strip_prefix("icfg_") else {
+        return false;
+    };
+    !body.is_empty() && body.len() <= 64 && body.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn checked_installation(installation_id: &str) -> Result<()> {
+    if is_installation_id(installation_id) {
+        Ok(())
+    } else {
+        Err(Error::not_found("no such installation"))
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -44,18 +62,87 @@ fn page(title: &str, body: &str) -> Response {
     response
 }
 
-/// An error as a page, with the error's status.
+/// The reference shown on an error page and logged with the error: the
+/// request's trace id, or a random one when the request is not traced.
+fn error_reference() -> String {
+    marketbridge_telemetry::current_traceparent()
+        .and_then(|traceparent| traceparent.split('-').nth(1).map(str::to_owned))
+        .filter(|trace_id| !trace_id.is_empty())
+        .unwrap_or_else(|| marketbridge_core::crypto::random_token(12))
+}
+
+/// What a page says about an error: one sentence per kind of error, never
+/// the error's own text (which may carry what an upstream answered).
+fn generic_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unauthenticated => "You are not signed in, or your sign-in has expired.",
+        ErrorCode::PermissionDenied => "You cannot open this page with this sign-in.",
+        ErrorCode::NotFound => "This page does not exist.",
+        ErrorCode::Validation => "The link you followed is not valid.",
+        _ => "Something went wrong on our side.",
+    }
+}
+
+/// An error as a generic page with the error's status: the details go to
+/// the log under the reference the page shows.
 pub fn error_page(error: &Error) -> Response {
-    let body = error_body(error);
+    let reference = error_reference();
+    let status = status_of(error);
+    if status.is_server_error() {
+        tracing::warn!(reference = %reference, code = error.code().as_str(), error = %error, "vercel page failed");
+    } else {
+        tracing::info!(reference = %reference, code = error.code().as_str(), error = %error, "vercel page refused");
+    }
     let mut response = page(
         "Cannot open this page",
         &format!(
-            "<h1>Cannot open this page</h1><p>{}</p><p>Open the integration again from the Vercel dashboard.</p>",
-            escape(&body.error.message)
+            "<h1>Cannot open this page</h1><p>{}</p><p>Open the integration again from the Vercel dashboard.</p>\
+             <p><small>Reference: <code>{}</code></small></p>",
+            generic_message(error.code()),
+            escape(&reference)
         ),
     );
-    *response.status_mut() = status_of(error);
+    *response.status_mut() = status;
     response
+}
+
+/// A 303 to Vercel's sign-in for `installation_id` (when the integration's
+/// slug is configured), coming back to `back` (a path of ours): a fresh
+/// nonce goes in a short-lived cookie and, as `mb_state`, in the query
+/// Vercel passes back, so the sign-in that returns is bound to this browser.
+pub fn to_vercel_sign_in(
+    state: &VercelState,
+    installation_id: &str,
+    back: &str,
+) -> Option<Response> {
+    let start = state.sso_start.as_ref()?;
+    if !is_installation_id(installation_id) {
+        return None;
+    }
+    let mut target = url::Url::parse(start).ok()?;
+    target
+        .path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .push(installation_id);
+    let nonce = new_sso_state();
+    target
+        .query_pairs_mut()
+        .append_pair("url", back)
+        .append_pair(SSO_STATE_PARAM, &nonce);
+    let location = HeaderValue::from_str(target.as_str()).ok()?;
+    let cookie = HeaderValue::from_str(&set_sso_state_cookie(
+        &nonce,
+        &state.base_path,
+        state.secure_cookies(),
+    ))
+    .ok()?;
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::SET_COOKIE, cookie);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(response)
 }
 
 /// Without a usable session: through Vercel's sign-in and back to `page`
@@ -67,32 +154,18 @@ fn sign_in_again(
     page: &Uri,
     error: &Error,
 ) -> Response {
-    let Some(start) = &state.sso_start else {
-        return error_page(error);
-    };
+    if !is_installation_id(installation_id) {
+        return error_page(&Error::not_found("no such installation"));
+    }
     let back = page
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| installation_path(state, installation_id));
-    let mut target = match url::Url::parse(&format!("{start}/{installation_id}")) {
-        Ok(target) => target,
-        Err(_) => return error_page(error),
-    };
-    target.query_pairs_mut().append_pair("url", &back);
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    match HeaderValue::from_str(target.as_str()) {
-        Ok(location) => {
-            response.headers_mut().insert(header::LOCATION, location);
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        Err(_) => error_page(error),
-    }
+    to_vercel_sign_in(state, installation_id, &back).unwrap_or_else(|| error_page(error))
 }
 
 fn session_for(state: &VercelState, headers: &HeaderMap, installation_id: &str) -> Result<Session> {
+    checked_installation(installation_id)?;
     let value = cookie_value(headers)
         .ok_or_else(|| Error::unauthenticated("sign in through the Vercel dashboard first"))?;
     let session = state
@@ -254,6 +327,9 @@ pub async fn invoice_page(
         Err(error) => return sign_in_again(&state.vercel, &installation_id, &requested, &error),
     };
     let rendered = async {
+        if !super::sso::is_plain_id(&invoice_id) {
+            return Err(Error::not_found("invoice not found"));
+        }
         let account = super::services::installed_account(&state, &installation_id).await?;
         let mut billing = state.clients.billing.clone();
         let invoice = billing

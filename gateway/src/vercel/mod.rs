@@ -46,6 +46,8 @@ use std::time::Duration;
 pub struct VercelState {
     /// Verifies Vercel's tokens.
     pub verifier: Arc<OidcVerifier>,
+    /// `nbf`, `iat` and lifetime rules of Vercel's tokens.
+    pub token_rules: marketbridge_vercel::oidc::TimeRules,
     /// The Vercel API (SSO code exchange).
     pub api: VercelApi,
     /// Signs provider-page sessions.
@@ -82,6 +84,9 @@ impl VercelState {
         ));
         Ok(Self {
             verifier: Arc::new(verifier),
+            token_rules: marketbridge_vercel::oidc::TimeRules::with_max_lifetime(
+                vercel.token_max_lifetime_seconds,
+            ),
             api: VercelApi::new(http, &vercel.api_base_url),
             sessions: session::SessionKey::from_config(config),
             client_id: vercel.client_id.clone(),

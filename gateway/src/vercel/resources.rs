@@ -286,11 +286,12 @@ pub async fn repl(
     let caller = authenticate(&state.vercel, &headers).await?;
     let body: ReplRequest = parse_json(&body)?;
     let read_only = body.read_only.unwrap_or(false);
-    // Reading needs any member; a command that may write needs an admin.
+    // Reading needs any member; a command that may write needs an admin
+    // user: Vercel's own (system) tokens never run writing commands.
     let access = if read_only {
         Access::Read
     } else {
-        Access::Change
+        Access::UserChange
     };
     caller.allow_installation(&installation_id, access)?;
     let account = installed_account(&state, &installation_id).await?;

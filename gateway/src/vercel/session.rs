@@ -50,30 +50,14 @@ impl std::fmt::Debug for SessionKey {
 }
 
 impl SessionKey {
-    /// The configured key: `gateway.session_secret`, else derived from
-    /// the encryption key (`security.encryption_key`, or the development key
-    /// `marketbridge up` keeps in the data folder), else random for this
-    /// process.
+    /// The key from `gateway.session_secret` (resolved and validated at
+    /// start; never derived from the encryption key). Without one, sessions
+    /// use a key of this process only.
     pub fn from_config(config: &Config) -> Self {
-        let development_key = std::fs::read_to_string(
-            std::path::Path::new(&config.data.dir).join(marketbridge_rpc::process::DEV_KEY_FILE),
-        )
-        .ok()
-        .map(|key| key.trim().to_owned())
-        .filter(|key| !key.is_empty());
         let material = if !config.gateway.session_secret.is_empty() {
             format!("session-secret:{}", config.gateway.session_secret)
-        } else if !config.security.encryption_key.is_empty() {
-            format!(
-                "derived-from-encryption-key:{}",
-                config.security.encryption_key
-            )
-        } else if let Some(key) = development_key {
-            format!("derived-from-encryption-key:{key}")
         } else {
-            tracing::warn!(
-                "no session secret or encryption key is configured; sessions last until restart"
-            );
+            tracing::warn!("no session secret is configured; sessions last until restart");
             format!("random:{}", marketbridge_core::crypto::random_token(32))
         };
         let mut digest = Sha256::new();
@@ -123,14 +107,63 @@ pub fn set_cookie(sealed: &str, path: &str, secure: bool) -> String {
 
 /// The session cookie of a request, if any.
 pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE_NAME)
+}
+
+/// The cookie `name` of a request, if any.
+pub fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.to_owned())
+}
+
+/// Cookie binding a sign-in to the browser that started it: a random nonce
+/// set when the browser is sent to Vercel's sign-in, and sent along as
+/// [`SSO_STATE_PARAM`] in the query Vercel passes back.
+pub const SSO_STATE_COOKIE: &str = "mb_vercel_sso_state";
+/// Query parameter carrying the nonce through Vercel's sign-in.
+pub const SSO_STATE_PARAM: &str = "mb_state";
+/// How long a started sign-in may take, in seconds.
+pub const SSO_STATE_SECONDS: i64 = 600;
+
+/// A fresh sign-in nonce.
+pub fn new_sso_state() -> String {
+    marketbridge_core::crypto::random_token(24)
+}
+
+/// The `Set-Cookie` value holding the sign-in nonce for `path`.
+pub fn set_sso_state_cookie(nonce: &str, path: &str, secure: bool) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SSO_STATE_COOKIE}={nonce}; Path={path}; Max-Age={SSO_STATE_SECONDS}; HttpOnly; SameSite=Lax{secure}"
+    )
+}
+
+/// The `Set-Cookie` value removing the sign-in nonce.
+pub fn clear_sso_state_cookie(path: &str, secure: bool) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SSO_STATE_COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// True when the request's nonce cookie is `nonce` (compared in constant
+/// time).
+pub fn sso_state_matches(headers: &HeaderMap, nonce: &str) -> bool {
+    let Some(cookie) = cookie_named(headers, SSO_STATE_COOKIE) else {
+        return false;
+    };
+    !nonce.is_empty()
+        && cookie.len() == nonce.len()
+        && bool::from(subtle::ConstantTimeEq::ct_eq(
+            cookie.as_bytes(),
+            nonce.as_bytes(),
+        ))
 }
 
 #[cfg(test)]

@@ -6,15 +6,19 @@
 
 use super::body::query_map;
 use super::dashboard::error_page;
-use super::session::{SESSION_SECONDS, Session, set_cookie};
+use super::session::{
+    SESSION_SECONDS, SSO_STATE_PARAM, Session, clear_sso_state_cookie, set_cookie,
+    sso_state_matches,
+};
 use super::{VercelState, dashboard};
 use crate::state::AppState;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use marketbridge_core::ids::ResourceId;
 use marketbridge_core::{Error, Result};
 use marketbridge_vercel::model::vercel_api::SsoTokenRequest;
+use marketbridge_vercel::oidc::{AuthKind, TokenUse, now_epoch_seconds};
 use std::collections::BTreeMap;
 
 /// Sections of the provider page Vercel may deep-link to (`path`).
@@ -22,36 +26,64 @@ pub const SECTIONS: [&str; 5] = ["billing", "usage", "onboarding", "secrets", "s
 
 /// Handles the redirect; answers a 303 to the provider page with the
 /// session cookie, or an error page.
-pub async fn redirect_login(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+///
+/// A sign-in is bound to the browser: one the gateway started (a page opened
+/// without a session) carries `mb_state`, which must equal the nonce cookie
+/// set when the browser was sent to Vercel. One Vercel started (no
+/// `mb_state`) cannot be told apart from a link an attacker had Vercel make
+/// for their own installation, so when the integration's slug is known the
+/// browser is sent through Vercel's sign-in once more, now bound: Vercel
+/// signs in whoever really uses the browser, and the first code opens
+/// nothing.
+pub async fn redirect_login(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let query = query_map(query.as_deref());
-    match sign_in(&state.vercel, &query).await {
-        Ok((session, target)) => {
-            let sealed = state.vercel.sessions.seal(&session);
-            let cookie = set_cookie(
-                &sealed,
-                &state.vercel.base_path,
-                state.vercel.secure_cookies(),
-            );
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            if let (Ok(location), Ok(cookie)) = (
-                HeaderValue::from_str(&target),
-                HeaderValue::from_str(&cookie),
-            ) {
-                response.headers_mut().insert(header::LOCATION, location);
-                response.headers_mut().insert(header::SET_COOKIE, cookie);
-                response
-                    .headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                tracing::info!(installation.id = %session.installation_id, "vercel sso session opened");
-                return response;
-            }
-            error_page(&Error::internal("the landing page address is not valid"))
+    let vercel = &state.vercel;
+    let bound = match query.get(SSO_STATE_PARAM) {
+        Some(nonce) if sso_state_matches(&headers, nonce) => true,
+        Some(_) => {
+            return error_page(&Error::permission_denied(
+                "the sign-in was not started in this browser (no matching sign-in cookie)",
+            ));
         }
-        Err(error) => {
-            tracing::info!(error = %error, "vercel sso refused");
-            error_page(&error)
+        None => false,
+    };
+    let (session, target) = match sign_in(vercel, &query).await {
+        Ok(signed_in) => signed_in,
+        Err(error) => return error_page(&error),
+    };
+    if !bound {
+        if let Some(again) = dashboard::to_vercel_sign_in(vercel, &session.installation_id, &target)
+        {
+            tracing::info!(installation.id = %session.installation_id, "vercel sso started by vercel; signing in again bound to this browser");
+            return again;
         }
+        tracing::info!(installation.id = %session.installation_id, "vercel sso not bound to the browser: vercel.integration_slug is not set");
     }
+    let sealed = vercel.sessions.seal(&session);
+    let secure = vercel.secure_cookies();
+    let cookie = set_cookie(&sealed, &vercel.base_path, secure);
+    let (Ok(location), Ok(cookie)) = (
+        HeaderValue::from_str(&target),
+        HeaderValue::from_str(&cookie),
+    ) else {
+        return error_page(&Error::internal("the landing page address is not valid"));
+    };
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::LOCATION, location);
+    response_headers.insert(header::SET_COOKIE, cookie);
+    if bound
+        && let Ok(clear) = HeaderValue::from_str(&clear_sso_state_cookie(&vercel.base_path, secure))
+    {
+        response_headers.append(header::SET_COOKIE, clear);
+    }
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    tracing::info!(installation.id = %session.installation_id, bound, "vercel sso session opened");
+    response
 }
 
 async fn sign_in(
@@ -89,11 +121,17 @@ async fn sign_in(
             }
         })?;
     let claims = state.verifier.verify(&tokens.id_token).await?;
+    claims.check(
+        AuthKind::User,
+        TokenUse::SignIn,
+        now_epoch_seconds(),
+        state.token_rules,
+    )?;
     let installation_id = claims
         .installation_id
         .clone()
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| Error::unauthenticated("the id token names no installation"))?;
+        .filter(|id| dashboard::is_installation_id(id))
+        .ok_or_else(|| Error::unauthenticated("the id token names no valid installation"))?;
     let user_id = claims
         .user_id
         .clone()
@@ -137,7 +175,9 @@ fn landing_page(
     format!("{base}{section}")
 }
 
-fn is_plain_id(id: &str) -> bool {
+/// True for a plain id (letters, digits, `_`, `-`, at most 128): what an
+/// invoice id in a path or a deep link may be.
+pub(crate) fn is_plain_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && id

@@ -54,6 +54,9 @@ pub struct InvoiceSnapshot {
     pub paid_at: Option<DateTime<Utc>>,
     /// True for a test invoice.
     pub test: bool,
+    /// The billing plans its lines name, in order (empty when the lines
+    /// name none).
+    pub plan_ids: Vec<String>,
 }
 
 /// Calls billing makes to a marketplace about invoices.

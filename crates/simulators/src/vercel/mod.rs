@@ -187,8 +187,20 @@ impl Shared {
         installation: &InstallationHandle,
         user: &SimUser,
     ) -> SsoCode {
+        self.issue_sso_code_with(installation, user, None)
+    }
+
+    pub(crate) fn issue_sso_code_with(
+        &self,
+        installation: &InstallationHandle,
+        user: &SimUser,
+        flaw: Option<TokenFlaw>,
+    ) -> SsoCode {
         let mut spec = TokenSpec::user(&installation.id, &installation.team_id, user.clone());
         spec.token_type = "id_token".to_owned();
+        if let Some(flaw) = flaw {
+            spec = spec.with_flaw(flaw);
+        }
         let id_token = self.token(&spec);
         let code = SsoCode {
             code: alnum_id(32),
@@ -533,6 +545,18 @@ impl VercelSimulator {
     /// to the Redirect Login URL.
     pub fn issue_sso_code(&self, installation: &InstallationHandle, user: &SimUser) -> SsoCode {
         self.shared.issue_sso_code(installation, user)
+    }
+
+    /// A one-time SSO code whose `id_token` is wrong in the way `flaw` says
+    /// (`TokenFlaw::AccessToken`: a bearer token instead of an id token).
+    pub fn issue_flawed_sso_code(
+        &self,
+        installation: &InstallationHandle,
+        user: &SimUser,
+        flaw: TokenFlaw,
+    ) -> SsoCode {
+        self.shared
+            .issue_sso_code_with(installation, user, Some(flaw))
     }
 
     /// The URL Vercel redirects the browser to: the Redirect Login URL with

@@ -60,6 +60,20 @@ pub enum TokenFlaw {
     AlgNone,
     /// HS256 keyed with the client secret.
     Hs256,
+    /// `nbf` ten minutes ahead (beyond any leeway).
+    NotYetValid,
+    /// `iat` a year ahead (and `exp` an hour after it).
+    IssuedInFuture,
+    /// Valid for ten years.
+    LongLived,
+    /// `type: "id_token"`: the SSO identity, not a bearer.
+    IdToken,
+    /// `type: "access_token"`: a bearer, not an SSO identity.
+    AccessToken,
+    /// A `sub` of neither the user nor the system form (`account:xyz`).
+    MalformedSubject,
+    /// A user token without `user_role`.
+    NoUserRole,
 }
 
 /// How a token is signed.
@@ -89,6 +103,14 @@ pub struct TokenSpec {
     pub issuer: Option<String>,
     /// Audience; `None` for the configured client id.
     pub audience: Option<String>,
+    /// Seconds from now to `nbf`; absent when `None`.
+    pub not_before_in: Option<i64>,
+    /// Seconds from now to `iat` (0: now); `exp` counts from `iat`.
+    pub issued_in: i64,
+    /// `sub`; `None` for the form of the token's kind.
+    pub subject: Option<String>,
+    /// Leaves `user_role` out of a user token.
+    pub omit_user_role: bool,
     pub(crate) signing: Signing,
 }
 
@@ -103,6 +125,10 @@ impl TokenSpec {
             expires_in: 3600,
             issuer: None,
             audience: None,
+            not_before_in: None,
+            issued_in: 0,
+            subject: None,
+            omit_user_role: false,
             signing: Signing::Published,
         }
     }
@@ -118,6 +144,10 @@ impl TokenSpec {
             expires_in: 3600,
             issuer: None,
             audience: None,
+            not_before_in: None,
+            issued_in: 0,
+            subject: None,
+            omit_user_role: false,
             signing: Signing::Published,
         }
     }
@@ -132,6 +162,13 @@ impl TokenSpec {
             TokenFlaw::ForgedKey => self.signing = Signing::ForgedKey,
             TokenFlaw::AlgNone => self.signing = Signing::AlgNone,
             TokenFlaw::Hs256 => self.signing = Signing::Hs256,
+            TokenFlaw::NotYetValid => self.not_before_in = Some(600),
+            TokenFlaw::IssuedInFuture => self.issued_in = 365 * 24 * 3600,
+            TokenFlaw::LongLived => self.expires_in = 10 * 365 * 24 * 3600,
+            TokenFlaw::IdToken => self.token_type = "id_token".to_owned(),
+            TokenFlaw::AccessToken => self.token_type = "access_token".to_owned(),
+            TokenFlaw::MalformedSubject => self.subject = Some("account:xyz".to_owned()),
+            TokenFlaw::NoUserRole => self.omit_user_role = true,
         }
         self
     }
@@ -154,9 +191,10 @@ pub(crate) fn claims(spec: &TokenSpec, issuer: &str, audience: &str) -> Value {
         .as_deref()
         .map(super::hex_of)
         .unwrap_or_else(|| "0".to_owned());
-    let sub = match &spec.user {
-        Some(user) => format!("account:{account_hex}:user:{}", user.id),
-        None => format!("account:{account_hex}"),
+    let sub = match (&spec.subject, &spec.user) {
+        (Some(subject), _) => subject.clone(),
+        (None, Some(user)) => format!("account:{account_hex}:user:{}", user.id),
+        (None, None) => format!("account:{account_hex}"),
     };
     claims.insert("sub".into(), json!(sub));
     if let Some(account_id) = &spec.account_id {
@@ -165,13 +203,19 @@ pub(crate) fn claims(spec: &TokenSpec, issuer: &str, audience: &str) -> Value {
     claims.insert("installation_id".into(), json!(spec.installation_id));
     if let Some(user) = &spec.user {
         claims.insert("user_id".into(), json!(user.id));
-        claims.insert("user_role".into(), json!(user.role));
+        if !spec.omit_user_role {
+            claims.insert("user_role".into(), json!(user.role));
+        }
         claims.insert("user_email".into(), json!(user.email));
         claims.insert("user_name".into(), json!(user.name));
     }
     claims.insert("type".into(), json!(spec.token_type));
-    claims.insert("iat".into(), json!(now));
-    claims.insert("exp".into(), json!(now + spec.expires_in));
+    let issued_at = now + spec.issued_in;
+    claims.insert("iat".into(), json!(issued_at));
+    claims.insert("exp".into(), json!(issued_at + spec.expires_in));
+    if let Some(not_before_in) = spec.not_before_in {
+        claims.insert("nbf".into(), json!(now + not_before_in));
+    }
     Value::Object(claims)
 }
 

@@ -84,6 +84,12 @@ pub fn snapshot(invoice: &Invoice) -> Result<InvoiceSnapshot> {
         period,
         paid_at,
         test: invoice.test.unwrap_or(false),
+        plan_ids: invoice
+            .items
+            .iter()
+            .filter_map(|item| item.get("billingPlanId").and_then(|id| id.as_str()))
+            .map(str::to_owned)
+            .collect(),
     })
 }
 

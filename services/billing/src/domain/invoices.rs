@@ -443,6 +443,8 @@ impl BillingDomain {
                     ))
                     .with_user_message("The purchase has not been paid yet"));
                 }
+                self.check_prepayment_purchase(marketplace, &snapshot)
+                    .await?;
                 Some(snapshot)
             }
         };

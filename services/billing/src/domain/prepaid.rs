@@ -6,14 +6,14 @@
 use super::BillingDomain;
 use super::reports::{NewReport, settle_delay};
 use super::usage_sums::{per_metric, usage_on_plan};
-use crate::entity::{account_closure, balance, billing_subscription};
-use crate::marketplace::UsageReporter;
+use crate::entity::{account_closure, balance, billing_subscription, invoice};
+use crate::marketplace::{InvoiceSnapshot, UsageReporter};
 use crate::submission::{BalanceLine, BalancesDraft, Submission, kind as submission_kind};
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::PlanKind;
 use marketbridge_core::money::Money;
 use marketbridge_core::time::{billing_period, hour_floor, to_rfc3339, to_timestamp};
-use marketbridge_core::{Marketplace, Result};
+use marketbridge_core::{Error, Marketplace, Result};
 use marketbridge_proto::billing::v1 as pb;
 use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -35,6 +35,54 @@ fn floor_to_minor(micros: i128, currency: &str) -> Money {
 }
 
 impl BillingDomain {
+    /// Checks a paid invoice is a prepayment purchase, the only kind that
+    /// credits a balance. The provider's own invoices are for subscription
+    /// plans (contract §6) and are refused: one that carries our external
+    /// id, one we recorded as ours (an external id or a subscription), or
+    /// one whose lines name a plan of the catalog that is not a prepayment
+    /// plan.
+    pub(crate) async fn check_prepayment_purchase(
+        &self,
+        marketplace: Marketplace,
+        snapshot: &InvoiceSnapshot,
+    ) -> Result<()> {
+        let refused = |why: &str| {
+            Error::unprocessable(format!("the invoice is not a prepayment purchase: {why}"))
+                .with_user_message("This invoice is not a purchase of credits")
+        };
+        if snapshot
+            .external_id
+            .as_deref()
+            .is_some_and(|id| !id.trim().is_empty())
+        {
+            return Err(refused("it was issued by the provider"));
+        }
+        let recorded = invoice::Entity::find()
+            .filter(invoice::Column::Marketplace.eq(marketplace.as_str()))
+            .filter(invoice::Column::MarketplaceInvoiceId.eq(&snapshot.marketplace_invoice_id))
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
+        if recorded.is_some_and(|row| {
+            row.external_id.as_deref().is_some_and(|id| !id.is_empty())
+                || !row.subscription_id.is_empty()
+        }) {
+            return Err(refused("it was issued by the provider"));
+        }
+        for plan_id in &snapshot.plan_ids {
+            let plans: Vec<_> = self
+                .catalog
+                .products()
+                .iter()
+                .filter_map(|product| product.plan(plan_id))
+                .collect();
+            if !plans.is_empty() && plans.iter().all(|plan| plan.kind != PlanKind::Prepayment) {
+                return Err(refused(&format!("it bills plan `{plan_id}`")));
+            }
+        }
+        Ok(())
+    }
+
     /// What the account's usage of prepayment plans cost up to `until`, in
     /// micro-units, with the plans' currency; `None` when it never was on one.
     pub(crate) async fn prepaid_usage_cost(
