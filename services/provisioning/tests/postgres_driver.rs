@@ -8,12 +8,17 @@
 //! connection limit allows it), and comparing the SCRAM verifier the server
 //! stores with the password handed to the customer (the same computation the
 //! server does when password authentication is on).
+//!
+//! The driver runs as an admin that is not a superuser (CREATEDB and
+//! CREATEROLE only), made by each test; the superuser of the test URL only
+//! sets the scene and inspects.
 
 use marketbridge_catalog::{Catalog, Product};
 use marketbridge_config::ProvisioningOptions;
 use marketbridge_core::ErrorCode;
 use marketbridge_core::ids::{AccountId, ResourceId};
 use marketbridge_provisioning::driver::postgres::PostgresDriver;
+use marketbridge_provisioning::driver::postgres::console as console_caps;
 use marketbridge_provisioning::driver::postgres::names::{quote_identifier, quote_literal};
 use marketbridge_provisioning::driver::postgres::scram;
 use marketbridge_provisioning::driver::postgres::settings::ServerSettings;
@@ -23,24 +28,51 @@ use sea_orm::sqlx::{self, Connection, PgConnection};
 use serde_json::{Value as Json, json};
 
 /// The server slice of one test, with the driver and catalog over it.
-struct Sandbox(PostgresSandbox);
+struct Sandbox {
+    inner: PostgresSandbox,
+    /// The driver's admin role: CREATEDB and CREATEROLE, not a superuser.
+    driver_admin: String,
+}
 
 impl std::ops::Deref for Sandbox {
     type Target = PostgresSandbox;
 
     fn deref(&self) -> &PostgresSandbox {
-        &self.0
+        &self.inner
     }
 }
 
 impl Sandbox {
-    fn open() -> Option<Sandbox> {
-        PostgresSandbox::open().map(Sandbox)
+    /// The slice, with an admin role for the driver that connects to a
+    /// database of its own (so it needs no CONNECT on `postgres`).
+    async fn open() -> Option<Sandbox> {
+        let inner = PostgresSandbox::open()?;
+        let driver_admin = format!("{}admin", inner.prefix);
+        let quoted = quote_identifier(&driver_admin).unwrap();
+        inner
+            .admin_execute(&format!("CREATE ROLE {quoted} LOGIN CREATEDB CREATEROLE"))
+            .await;
+        inner
+            .admin_execute(&format!("CREATE DATABASE {quoted} OWNER {quoted}"))
+            .await;
+        // As README asks of the provider's own databases.
+        inner
+            .admin_execute(&format!("REVOKE CONNECT ON DATABASE {quoted} FROM PUBLIC"))
+            .await;
+        Some(Sandbox {
+            inner,
+            driver_admin,
+        })
+    }
+
+    /// The URL the driver connects with.
+    fn driver_admin_url(&self) -> String {
+        self.url_as(&self.driver_admin, &self.driver_admin)
     }
 
     fn options(&self) -> ProvisioningOptions {
         ProvisioningOptions {
-            postgres_admin_url: self.admin_url.clone(),
+            postgres_admin_url: self.driver_admin_url(),
             postgres_deletion_grace_seconds: 3600,
             ..ProvisioningOptions::default()
         }
@@ -188,7 +220,7 @@ async fn wait_until_no_sessions(sandbox: &Sandbox, database: &str) {
 
 #[tokio::test]
 async fn a_database_is_provisioned_idempotently_and_only_its_owner_gets_in() {
-    let Some(sandbox) = Sandbox::open() else {
+    let Some(sandbox) = Sandbox::open().await else {
         return;
     };
     let driver = sandbox.driver();
@@ -285,15 +317,37 @@ async fn a_database_is_provisioned_idempotently_and_only_its_owner_gets_in() {
     );
 
     let mut admin = sandbox.admin().await;
-    let (limit, comment): (i32, String) = sqlx::query_as(
-        "SELECT datconnlimit, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+    let (limit, comment, database_owner): (i32, String, String) = sqlx::query_as(
+        "SELECT datconnlimit, shobj_description(oid, 'pg_database'), datdba::regrole::text FROM pg_database WHERE datname = $1",
     )
     .bind(&database)
     .fetch_one(&mut admin)
     .await
     .unwrap();
     assert_eq!(limit, 2, "the plan's max_connections");
-    assert!(comment.contains(&resource.id) && comment.contains("(orders)"));
+    assert_eq!(
+        comment, resource.id,
+        "the resource id, nothing the customer typed"
+    );
+    assert_eq!(
+        database_owner, sandbox.driver_admin,
+        "the provider owns the database"
+    );
+    let login_limits: Vec<(String, i32, bool, bool)> = sqlx::query_as(
+        "SELECT rolname::text, rolconnlimit, rolinherit, rolcanlogin FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1",
+    )
+    .bind(vec![user.clone(), format!("{database}_b")])
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        login_limits,
+        vec![
+            (user.clone(), 2, false, true),
+            (format!("{database}_b"), 2, false, false)
+        ],
+        "each login has the plan's limit; only the current one may log in"
+    );
 
     // Another login role of the server cannot connect to the database.
     let stranger = format!("{}stranger", sandbox.prefix);
@@ -325,14 +379,23 @@ async fn a_database_is_provisioned_idempotently_and_only_its_owner_gets_in() {
     }
     assert!(!database_exists(&sandbox, &database).await);
     assert_eq!(
-        roles_named(&sandbox, &[&database, &user, &format!("{database}_b")]).await,
+        roles_named(
+            &sandbox,
+            &[
+                &database,
+                &user,
+                &format!("{database}_b"),
+                &format!("{database}_r")
+            ]
+        )
+        .await,
         0
     );
 }
 
 #[tokio::test]
 async fn connection_limit_and_storage_quota_follow_the_plan() {
-    let Some(sandbox) = Sandbox::open() else {
+    let Some(sandbox) = Sandbox::open().await else {
         return;
     };
     let driver = sandbox.driver();
@@ -425,7 +488,7 @@ async fn connection_limit_and_storage_quota_follow_the_plan() {
 
 #[tokio::test]
 async fn quoting_round_trips_hostile_text_through_the_server() {
-    let Some(sandbox) = Sandbox::open() else {
+    let Some(sandbox) = Sandbox::open().await else {
         return;
     };
     let mut admin = sandbox.admin().await;
@@ -473,7 +536,7 @@ async fn quoting_round_trips_hostile_text_through_the_server() {
 
 #[tokio::test]
 async fn scram_verifiers_agree_with_postgres() {
-    let Some(sandbox) = Sandbox::open() else {
+    let Some(sandbox) = Sandbox::open().await else {
         return;
     };
     let role = format!("{}scram", sandbox.prefix);
@@ -506,7 +569,7 @@ async fn scram_verifiers_agree_with_postgres() {
 
 #[tokio::test]
 async fn refusals_are_permanent_and_outages_are_transient() {
-    let Some(sandbox) = Sandbox::open() else {
+    let Some(sandbox) = Sandbox::open().await else {
         return;
     };
     let catalog = sandbox.catalog();
@@ -514,14 +577,15 @@ async fn refusals_are_permanent_and_outages_are_transient() {
 
     // An admin role that may create roles but not databases.
     let weak_admin = format!("{}weak_admin", sandbox.prefix);
+    let quoted = quote_identifier(&weak_admin).unwrap();
     sandbox
-        .admin_execute(&format!(
-            "CREATE ROLE {} LOGIN CREATEROLE",
-            quote_identifier(&weak_admin).unwrap()
-        ))
+        .admin_execute(&format!("CREATE ROLE {quoted} LOGIN CREATEROLE"))
+        .await;
+    sandbox
+        .admin_execute(&format!("CREATE DATABASE {quoted} OWNER {quoted}"))
         .await;
     let weak = PostgresDriver::from_options(&ProvisioningOptions {
-        postgres_admin_url: sandbox.url_as(&weak_admin, "postgres"),
+        postgres_admin_url: sandbox.url_as(&weak_admin, &weak_admin),
         ..ProvisioningOptions::default()
     })
     .unwrap()
@@ -541,6 +605,20 @@ async fn refusals_are_permanent_and_outages_are_transient() {
     assert_eq!(
         error.user_message(),
         Some("The database could not be set up. The provider has been notified.")
+    );
+    // What was made before the refusal cannot be used.
+    let login = secret(&prepared.secrets, "PGUSER").value.clone();
+    let mut admin = sandbox.admin().await;
+    let can_login: Option<bool> =
+        sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+            .bind(&login)
+            .fetch_optional(&mut admin)
+            .await
+            .unwrap();
+    assert_ne!(
+        can_login,
+        Some(true),
+        "the login of a failed provisioning is disabled"
     );
 
     // A server that is not there is worth retrying.
@@ -562,7 +640,7 @@ async fn refusals_are_permanent_and_outages_are_transient() {
 
 #[tokio::test]
 async fn hostile_resource_ids_and_settings_never_reach_sql() {
-    let Some(sandbox) = Sandbox::open() else {
+    let Some(sandbox) = Sandbox::open().await else {
         return;
     };
     let driver = sandbox.driver();
@@ -617,4 +695,692 @@ fn the_driver_is_left_out_without_an_admin_url() {
         error.message().contains("provisioning.postgres_admin_url"),
         "{error}"
     );
+}
+
+/// A resource provisioned by the driver, with what its customer holds.
+struct Tenant {
+    resource: Resource,
+    secrets: Vec<Secret>,
+    database: String,
+    login: String,
+    url: String,
+}
+
+impl Tenant {
+    /// Provisions a resource called `name` on `plan`.
+    async fn provision(
+        driver: &PostgresDriver,
+        product: &Product,
+        name: &str,
+        plan: &str,
+    ) -> Tenant {
+        let mut resource = Resource::new(name);
+        let prepared = driver
+            .prepare(&resource.context(product, plan))
+            .await
+            .unwrap();
+        resource.state = prepared.state.clone();
+        driver
+            .provision(&resource.context(product, plan), &prepared.secrets)
+            .await
+            .unwrap();
+        Tenant {
+            database: secret(&prepared.secrets, "PGDATABASE").value.clone(),
+            login: secret(&prepared.secrets, "PGUSER").value.clone(),
+            url: secret(&prepared.secrets, "DATABASE_URL").value.clone(),
+            secrets: prepared.secrets,
+            resource,
+        }
+    }
+
+    fn quoted(&self, name: &str) -> String {
+        quote_identifier(name).unwrap()
+    }
+}
+
+/// Runs `sql` (the customer's own text) on a new connection to `url`; the
+/// server's error when it refuses.
+async fn as_customer(url: &str, sql: &str) -> Result<(), String> {
+    let mut connection = PgConnection::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut connection)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let _ = connection.close().await;
+    result
+}
+
+/// A value the customer reads with their own connection.
+async fn customer_reads(url: &str, sql: &str) -> Result<String, String> {
+    let mut connection = PgConnection::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut connection)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = connection.close().await;
+    result
+}
+
+/// The console's answer flattened to text.
+async fn console(
+    driver: &PostgresDriver,
+    context: &DriverContext<'_>,
+    secrets: &[Secret],
+    input: &str,
+    read_only: bool,
+) -> String {
+    let blocks = driver
+        .console(context, secrets, input, read_only)
+        .await
+        .expect("the console runs");
+    format!("{blocks:?}")
+}
+
+/// `url` with its database replaced.
+fn with_database(url: &str, database: &str) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+async fn can_login(sandbox: &Sandbox, role: &str) -> Option<bool> {
+    let mut admin = sandbox.admin().await;
+    sqlx::query_scalar("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(&mut admin)
+        .await
+        .unwrap()
+}
+
+async fn database_limits(sandbox: &Sandbox, database: &str) -> (i32, bool) {
+    let mut admin = sandbox.admin().await;
+    sqlx::query_as("SELECT datconnlimit, datallowconn FROM pg_database WHERE datname = $1")
+        .bind(database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tenants_side_by_side_cannot_lift_their_limits_or_reach_each_other() {
+    let Some(sandbox) = Sandbox::open().await else {
+        return;
+    };
+    // What README asks of a shared server; the test URL's superuser is not
+    // affected by it.
+    sandbox
+        .admin_execute("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC")
+        .await;
+    let driver = sandbox.driver();
+    let catalog = sandbox.catalog();
+    let product = catalog.product("pg").unwrap();
+    driver
+        .start(&[product])
+        .await
+        .expect("the start-up step runs");
+    let alpha = Tenant::provision(&driver, product, "alpha-orders", "large").await;
+    let beta = Tenant::provision(&driver, product, "beta-invoices", "large").await;
+    let database = alpha.quoted(&alpha.database);
+    let owner = alpha.quoted(&alpha.database);
+    let login = alpha.quoted(&alpha.login);
+    let other_slot = alpha.quoted(&format!("{}_b", alpha.database));
+    let beta_login = beta.quoted(&beta.login);
+    let beta_owner = beta.quoted(&beta.database);
+    let admin = alpha.quoted(&sandbox.driver_admin);
+    as_customer(
+        &alpha.url,
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
+    )
+    .await
+    .expect("the customer works in their database");
+
+    let escapes = [
+        format!("ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true"),
+        format!("ALTER DATABASE {database} WITH CONNECTION LIMIT -1"),
+        format!("ALTER DATABASE {database} RESET ALL"),
+        format!("ALTER DATABASE {database} SET default_transaction_read_only = off"),
+        format!("ALTER DATABASE {database} OWNER TO {owner}"),
+        format!("ALTER ROLE {login} WITH CONNECTION LIMIT -1"),
+        format!("ALTER ROLE {owner} WITH CONNECTION LIMIT -1"),
+        format!("ALTER ROLE {login} WITH CREATEDB"),
+        format!("ALTER ROLE {login} WITH INHERIT"),
+        format!("ALTER ROLE {other_slot} WITH LOGIN"),
+        format!(
+            "ALTER ROLE {other_slot} SET role = {}",
+            quote_literal(&alpha.database).unwrap()
+        ),
+        format!("ALTER ROLE {login} SET default_transaction_read_only = off"),
+        format!("ALTER ROLE {admin} SET default_transaction_read_only = on"),
+        format!("ALTER ROLE {beta_login} WITH NOLOGIN"),
+        format!("GRANT {owner} TO {beta_login}"),
+        format!("GRANT {login} TO {beta_login}"),
+        format!("SET ROLE NONE; GRANT {login} TO {beta_login}"),
+        format!("GRANT {beta_owner} TO {login}"),
+        format!("SET ROLE {beta_owner}"),
+        format!("SET ROLE {admin}"),
+        "CREATE DATABASE escaped".to_owned(),
+        "CREATE ROLE escaped".to_owned(),
+        "CREATE ROLE escaped LOGIN SUPERUSER".to_owned(),
+        "CREATE SCHEMA escaped".to_owned(),
+        "SET ROLE NONE; CREATE TABLE escaped (x int)".to_owned(),
+    ];
+    for sql in &escapes {
+        let refused = as_customer(&alpha.url, sql).await;
+        assert!(refused.is_err(), "the customer ran `{sql}`");
+    }
+    // The same through the console, which runs as the customer too.
+    let context = alpha.resource.context(product, "large");
+    for sql in &escapes[..6] {
+        let answer = console(&driver, &context, &alpha.secrets, sql, false).await;
+        assert!(
+            answer.contains("ERROR"),
+            "the console ran `{sql}`: {answer}"
+        );
+    }
+    // Ending a neighbour's sessions is refused (with a warning).
+    let mut beta_session = PgConnection::connect(&beta.url).await.unwrap();
+    let _ = as_customer(
+        &alpha.url,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}",
+            quote_literal(&beta.login).unwrap()
+        ),
+    )
+    .await;
+    sqlx::query("SELECT 1")
+        .execute(&mut beta_session)
+        .await
+        .expect("the neighbour's session lives on");
+    beta_session.close().await.unwrap();
+    // A grant without the grant option changes nothing.
+    let _ = as_customer(
+        &alpha.url,
+        &format!("GRANT CONNECT ON DATABASE {database} TO PUBLIC"),
+    )
+    .await;
+    assert_eq!(database_limits(&sandbox, &alpha.database).await, (20, true));
+
+    // Nobody reaches a database that is not theirs.
+    for (url, target) in [
+        (&alpha.url, &beta.database),
+        (&beta.url, &alpha.database),
+        (&alpha.url, &"postgres".to_owned()),
+        (&alpha.url, &"template1".to_owned()),
+        (&alpha.url, &sandbox.driver_admin),
+    ] {
+        let refused = PgConnection::connect(&with_database(url, target)).await;
+        assert!(refused.is_err(), "{url} reached {target}");
+    }
+    assert!(
+        PgConnection::connect(&sandbox.url_as(&beta.login, &alpha.database))
+            .await
+            .is_err()
+    );
+
+    // The catalogs are world-readable; what they hold about the neighbour
+    // is an id.
+    let seen = customer_reads(
+        &alpha.url,
+        &format!(
+            "SELECT string_agg(datname || ' ' || coalesce(shobj_description(oid, 'pg_database'), ''), ',') FROM pg_database WHERE datname = {}",
+            quote_literal(&beta.database).unwrap()
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen, format!("{} {}", beta.database, beta.resource.id));
+    let leaked = customer_reads(
+        &alpha.url,
+        "SELECT count(*)::text FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE '%invoices%' OR shobj_description(oid, 'pg_database') LIKE '%acc_%'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(leaked, "0");
+
+    // Still the customer's database: they read and write their data.
+    as_customer(&alpha.url, "INSERT INTO orders VALUES (2)")
+        .await
+        .unwrap();
+    assert_eq!(
+        customer_reads(&alpha.url, "SELECT count(*)::text FROM orders")
+            .await
+            .unwrap(),
+        "2"
+    );
+    for tenant in [&alpha, &beta] {
+        driver
+            .deprovision(&tenant.resource.context(product, "large"))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn over_the_storage_quota_the_customer_reads_and_cannot_write() {
+    let Some(sandbox) = Sandbox::open().await else {
+        return;
+    };
+    let driver = sandbox.driver();
+    let catalog = sandbox.catalog();
+    let product = catalog.product("pg").unwrap();
+    let tenant = Tenant::provision(&driver, product, "quota", "large").await;
+    let owner = tenant.quoted(&tenant.database);
+    let login = tenant.quoted(&tenant.login);
+    // Prepared while writable: grants to everybody, a security-definer
+    // function, a table owned by the login itself.
+    as_customer(
+        &tenant.url,
+        &format!(
+            "CREATE TABLE t (x int); INSERT INTO t VALUES (1); \
+             CREATE FUNCTION w() RETURNS void LANGUAGE sql SECURITY DEFINER AS 'INSERT INTO t VALUES (9)'; \
+             GRANT ALL ON t TO PUBLIC; GRANT ALL ON t TO {login}; \
+             GRANT CREATE ON SCHEMA public TO PUBLIC"
+        ),
+    )
+    .await
+    .expect("the customer prepares");
+    let _ = as_customer(&tenant.url, "SET ROLE NONE; CREATE TABLE mine (x int)").await;
+
+    // The small plan's 1 MiB is less than any database.
+    let small = tenant.resource.context(product, "small");
+    driver.apply_plan(&small).await.unwrap();
+    driver.measure(&small).await.unwrap();
+    let escapes = [
+        "INSERT INTO t VALUES (2)".to_owned(),
+        "SET default_transaction_read_only = off; INSERT INTO t VALUES (2)".to_owned(),
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; INSERT INTO t VALUES (2)"
+            .to_owned(),
+        "BEGIN READ WRITE; INSERT INTO t VALUES (2); COMMIT".to_owned(),
+        "SET default_transaction_read_only = off; SELECT w()".to_owned(),
+        "SET default_transaction_read_only = off; CREATE TABLE u (x int)".to_owned(),
+        "SET default_transaction_read_only = off; SET ROLE NONE; INSERT INTO t VALUES (2)"
+            .to_owned(),
+        "SET default_transaction_read_only = off; SET ROLE NONE; CREATE TABLE u (x int)".to_owned(),
+        "SET default_transaction_read_only = off; INSERT INTO mine VALUES (2)".to_owned(),
+        format!("SET ROLE {owner}"),
+        format!(
+            "ALTER DATABASE {} RESET default_transaction_read_only",
+            tenant.quoted(&tenant.database)
+        ),
+    ];
+    for sql in &escapes {
+        assert!(
+            as_customer(&tenant.url, sql).await.is_err(),
+            "over the quota, the customer ran `{sql}`"
+        );
+    }
+    // What a login may set for itself changes nothing either.
+    let _ = as_customer(
+        &tenant.url,
+        &format!(
+            "SET ROLE NONE; ALTER ROLE {login} SET default_transaction_read_only = off; \
+             ALTER ROLE {login} SET role = {}",
+            quote_literal(&tenant.database).unwrap()
+        ),
+    )
+    .await;
+    assert!(
+        as_customer(&tenant.url, "INSERT INTO t VALUES (3)")
+            .await
+            .is_err(),
+        "a login's own settings lift nothing"
+    );
+    let answer = console(
+        &driver,
+        &small,
+        &tenant.secrets,
+        "INSERT INTO t VALUES (4)",
+        false,
+    )
+    .await;
+    assert!(answer.contains("ERROR"), "{answer}");
+    assert_eq!(
+        customer_reads(&tenant.url, "SELECT count(*)::text FROM t")
+            .await
+            .unwrap(),
+        "1",
+        "reads still work, nothing was written"
+    );
+    let answer = console(
+        &driver,
+        &small,
+        &tenant.secrets,
+        "SELECT count(*) FROM t",
+        true,
+    )
+    .await;
+    assert!(!answer.contains("ERROR"), "{answer}");
+
+    // A larger plan makes it writable again, with everything it had.
+    let large = tenant.resource.context(product, "large");
+    driver.apply_plan(&large).await.unwrap();
+    driver.measure(&large).await.unwrap();
+    as_customer(
+        &tenant.url,
+        "INSERT INTO t VALUES (5); SELECT w(); CREATE TABLE u (x int)",
+    )
+    .await
+    .expect("writable again");
+    assert_eq!(
+        customer_reads(&tenant.url, "SELECT count(*)::text FROM t")
+            .await
+            .unwrap(),
+        "3"
+    );
+    driver.deprovision(&large).await.unwrap();
+}
+
+#[tokio::test]
+async fn suspension_disables_every_login_and_only_the_provider_resumes() {
+    let Some(sandbox) = Sandbox::open().await else {
+        return;
+    };
+    let driver = sandbox.driver();
+    let catalog = sandbox.catalog();
+    let product = catalog.product("pg").unwrap();
+    let mut tenant = Tenant::provision(&driver, product, "suspended", "large").await;
+    as_customer(
+        &tenant.url,
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1)",
+    )
+    .await
+    .unwrap();
+    // A rotation in its grace period: both logins work.
+    let rotation = driver
+        .rotate(&tenant.resource.context(product, "large"), &tenant.secrets)
+        .await
+        .unwrap();
+    tenant.resource.state = rotation.state.clone();
+    let context = tenant.resource.context(product, "large");
+    driver
+        .complete_rotation(&context, &rotation.secrets)
+        .await
+        .unwrap();
+    let new_url = secret(&rotation.secrets, "DATABASE_URL").value.clone();
+    let new_login = secret(&rotation.secrets, "PGUSER").value.clone();
+    let mut old_session = PgConnection::connect(&tenant.url).await.unwrap();
+    let mut new_session = PgConnection::connect(&new_url).await.unwrap();
+
+    driver.suspend(&context).await.unwrap();
+    for session in [&mut old_session, &mut new_session] {
+        assert!(
+            sqlx::query("SELECT 1").execute(session).await.is_err(),
+            "open sessions are ended"
+        );
+    }
+    assert_eq!(can_login(&sandbox, &tenant.login).await, Some(false));
+    assert_eq!(can_login(&sandbox, &new_login).await, Some(false));
+    for url in [&tenant.url, &new_url] {
+        assert!(PgConnection::connect(url).await.is_err(), "{url} connects");
+    }
+    // An outbox replay of the rotation does not let anyone back in.
+    driver
+        .complete_rotation(&context, &rotation.secrets)
+        .await
+        .unwrap();
+    driver.apply_plan(&context).await.unwrap();
+    assert_eq!(can_login(&sandbox, &new_login).await, Some(false));
+    assert!(PgConnection::connect(&new_url).await.is_err());
+
+    driver.resume(&context).await.unwrap();
+    assert_eq!(
+        customer_reads(&new_url, "SELECT count(*)::text FROM t")
+            .await
+            .unwrap(),
+        "1",
+        "resumed with the data"
+    );
+    driver.deprovision(&context).await.unwrap();
+    assert!(!database_exists(&sandbox, &tenant.database).await);
+}
+
+/// The statements the first layout ran for a resource (before the role
+/// layout of ARCHITECTURE.md), as its superuser admin did.
+fn first_layout_statements(database: &str, login: &str, comment: &str) -> Vec<String> {
+    let d = quote_identifier(database).unwrap();
+    let l = quote_identifier(login).unwrap();
+    vec![
+        format!("CREATE ROLE {d} NOLOGIN"),
+        format!("CREATE ROLE {l} NOLOGIN"),
+        format!(
+            "ALTER ROLE {l} WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD 'old-password'"
+        ),
+        format!("GRANT {d} TO {l}"),
+        format!(
+            "ALTER ROLE {l} SET role = {}",
+            quote_literal(database).unwrap()
+        ),
+        format!("CREATE DATABASE {d} OWNER {d}"),
+        format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"),
+        format!(
+            "COMMENT ON DATABASE {d} IS {}",
+            quote_literal(comment).unwrap()
+        ),
+        format!("ALTER DATABASE {d} WITH CONNECTION LIMIT 2"),
+        format!("ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true"),
+    ]
+}
+
+#[tokio::test]
+async fn databases_of_the_first_layout_move_to_the_current_one_at_start() {
+    let Some(sandbox) = Sandbox::open().await else {
+        return;
+    };
+    let catalog = sandbox.catalog();
+    let product = catalog.product("pg").unwrap();
+    // Three resources of the first layout: live, suspended, over quota.
+    let mut old = Vec::new();
+    for (name, allow_connections, read_only) in [
+        ("live", true, false),
+        ("suspended", false, false),
+        ("full", true, true),
+    ] {
+        let mut resource = Resource::new(name);
+        let database = format!("{}{}", sandbox.prefix, resource.id);
+        let login = format!("{database}_a");
+        resource.state = json!({ "database": database, "login_slot": "a" });
+        let comment = format!(
+            "marketbridge resource {} ({name}) of account {}, product pg",
+            resource.id, resource.account_id
+        );
+        for statement in first_layout_statements(&database, &login, &comment) {
+            sandbox.admin_execute(&statement).await;
+        }
+        let url = sandbox.url_as(&login, &database);
+        as_customer(&url, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+        let d = quote_identifier(&database).unwrap();
+        if !allow_connections {
+            sandbox
+                .admin_execute(&format!("ALTER DATABASE {d} WITH ALLOW_CONNECTIONS false"))
+                .await;
+        }
+        if read_only {
+            sandbox
+                .admin_execute(&format!(
+                    "ALTER DATABASE {d} SET default_transaction_read_only = on"
+                ))
+                .await;
+        }
+        old.push((resource, database, login, url));
+    }
+    // The first layout's hole: the customer owns the database.
+    let (_, live_database, _, live_url) = &old[0];
+    let live = quote_identifier(live_database).unwrap();
+    as_customer(
+        live_url,
+        &format!("ALTER DATABASE {live} WITH CONNECTION LIMIT -1"),
+    )
+    .await
+    .expect("the first layout let customers lift their limit");
+    sandbox
+        .admin_execute(&format!("ALTER DATABASE {live} WITH CONNECTION LIMIT 2"))
+        .await;
+
+    // The service's start-up step, with the non-superuser admin.
+    let driver = sandbox.driver();
+    assert_eq!(driver.migrate(&[product]).await.unwrap(), 3);
+    assert_eq!(
+        driver.migrate(&[product]).await.unwrap(),
+        3,
+        "again, harmlessly"
+    );
+    driver.start(&[product]).await.unwrap();
+
+    let mut admin = sandbox.admin().await;
+    for (resource, database, login, _) in &old {
+        let (owner, comment): (String, String) = sqlx::query_as(
+            "SELECT datdba::regrole::text, shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        )
+        .bind(database)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(owner, sandbox.driver_admin, "{database}");
+        assert_eq!(&comment, &resource.id, "{database}");
+        let (limit, inherits): (i32, bool) =
+            sqlx::query_as("SELECT rolconnlimit, rolinherit FROM pg_roles WHERE rolname = $1")
+                .bind(login)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        assert_eq!((limit, inherits), (2, false), "{login}");
+    }
+
+    // Live: the customer works and lifts nothing.
+    for sql in [
+        format!("ALTER DATABASE {live} WITH CONNECTION LIMIT -1"),
+        format!("ALTER DATABASE {live} RESET ALL"),
+        format!("ALTER DATABASE {live} WITH ALLOW_CONNECTIONS false"),
+        "CREATE SCHEMA escaped".to_owned(),
+    ] {
+        assert!(as_customer(live_url, &sql).await.is_err(), "{sql}");
+    }
+    as_customer(live_url, "INSERT INTO t VALUES (2); CREATE TABLE u (x int)")
+        .await
+        .expect("still the customer's database");
+    assert_eq!(database_limits(&sandbox, live_database).await, (2, true));
+
+    // Suspended: stays so, and its login may not log in.
+    let (_, suspended_database, suspended_login, suspended_url) = &old[1];
+    assert_eq!(can_login(&sandbox, suspended_login).await, Some(false));
+    assert!(PgConnection::connect(suspended_url).await.is_err());
+    assert_eq!(
+        database_limits(&sandbox, suspended_database).await,
+        (2, false)
+    );
+
+    // Over quota: reads, and no setting lifts the quota.
+    let (_, full_database, _, full_url) = &old[2];
+    assert_eq!(
+        customer_reads(full_url, "SELECT count(*)::text FROM t")
+            .await
+            .unwrap(),
+        "1"
+    );
+    for sql in [
+        "SET default_transaction_read_only = off; INSERT INTO t VALUES (2)".to_owned(),
+        format!(
+            "ALTER DATABASE {} RESET default_transaction_read_only",
+            quote_identifier(full_database).unwrap()
+        ),
+    ] {
+        assert!(as_customer(full_url, &sql).await.is_err(), "{sql}");
+    }
+
+    // The driver runs them as before.
+    let context = old[0].0.context(product, "large");
+    driver.apply_plan(&context).await.unwrap();
+    assert!(
+        !driver
+            .measure(&old[0].0.context(product, "small"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (resource, database, _, _) in &old {
+        driver
+            .deprovision(&resource.context(product, "large"))
+            .await
+            .unwrap();
+        assert!(!database_exists(&sandbox, database).await);
+    }
+}
+
+#[tokio::test]
+async fn the_start_up_check_names_databases_every_role_may_connect_to() {
+    let Some(sandbox) = Sandbox::open().await else {
+        return;
+    };
+    let shared = format!("{}shared", sandbox.prefix);
+    let quoted = quote_identifier(&shared).unwrap();
+    sandbox
+        .admin_execute(&format!("CREATE DATABASE {quoted}"))
+        .await;
+    let driver = sandbox.driver();
+    let statements = driver.public_access_statements().await.unwrap();
+    assert_eq!(statements.len(), 1, "{statements:?}");
+    assert!(
+        statements[0].starts_with("REVOKE CONNECT ON DATABASE ")
+            && statements[0].ends_with(" FROM PUBLIC")
+            && statements[0].contains(&shared),
+        "{statements:?}"
+    );
+    sandbox
+        .admin_execute(&format!("REVOKE CONNECT ON DATABASE {quoted} FROM PUBLIC"))
+        .await;
+    let statements = driver.public_access_statements().await.unwrap();
+    assert!(
+        statements.iter().all(|s| !s.contains(&shared)),
+        "{statements:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_console_stops_reading_at_its_byte_caps_and_says_so() {
+    let Some(sandbox) = Sandbox::open().await else {
+        return;
+    };
+    let driver = sandbox.driver();
+    let catalog = sandbox.catalog();
+    let product = catalog.product("pg").unwrap();
+    let tenant = Tenant::provision(&driver, product, "console", "large").await;
+    let context = tenant.resource.context(product, "large");
+    let big = "SELECT repeat('x', 1048576) AS big FROM generate_series(1, 200)";
+    let answers = futures::future::join_all(
+        (0..4).map(|_| driver.console(&context, &tenant.secrets, big, true)),
+    )
+    .await;
+    for answer in answers {
+        let blocks = answer.expect("the console answers");
+        let text = format!("{blocks:?}");
+        assert!(
+            text.len()
+                < console_caps::MAX_ANSWER_BYTES + 2 * console_caps::MAX_CELL_BYTES + 64 * 1024,
+            "{} bytes",
+            text.len()
+        );
+        assert!(text.contains("the answer was cut"), "says so");
+        assert!(text.contains("(1048576 bytes, cut)"), "cells are cut");
+    }
+    // Cells are cut on character boundaries.
+    let text = console(
+        &driver,
+        &context,
+        &tenant.secrets,
+        "SELECT repeat('é', 5000)",
+        true,
+    )
+    .await;
+    assert!(text.contains("(10000 bytes, cut)"), "{}", &text[..200]);
+    // The connection is usable afterwards.
+    let text = console(&driver, &context, &tenant.secrets, "SELECT 41 + 1", true).await;
+    assert!(text.contains("42"), "{text}");
+    driver.deprovision(&context).await.unwrap();
 }

@@ -31,6 +31,14 @@ const MAX_NAME: usize = 128;
 /// Longest time old secrets may stay valid (Vercel allows 720 hours).
 const MAX_OLD_SECRETS_SECONDS: u64 = 720 * 3600;
 
+/// Refuses text with control characters (NUL, newlines, escapes): no
+/// driver has to represent them.
+fn no_control_characters(validator: &mut Validator, field: &str, value: &str) {
+    if value.chars().any(char::is_control) {
+        validator.invalid(field, "must not contain control characters");
+    }
+}
+
 impl ProvisioningDomain {
     /// Creates a resource; see `CreateResource`.
     pub async fn create_resource(
@@ -42,6 +50,7 @@ impl ProvisioningDomain {
         validator.require("billingPlanId", &request.plan_id);
         validator.require("name", &request.name);
         validator.max_len("name", &request.name, MAX_NAME);
+        no_control_characters(&mut validator, "name", &request.name);
         validator.max_len("externalId", &request.external_id, 255);
         validator.finish()?;
         let account_id = AccountId::parse("accountId", &request.account_id)?;
@@ -221,6 +230,7 @@ impl ProvisioningDomain {
         if let Some(name) = &request.name {
             validator.require("name", name);
             validator.max_len("name", name, MAX_NAME);
+            no_control_characters(&mut validator, "name", name);
         }
         validator.finish()?;
         let new_status = match pb::ResourceStatus::try_from(request.status).unwrap_or_default() {

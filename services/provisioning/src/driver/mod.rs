@@ -126,6 +126,12 @@ pub trait Driver: Send + Sync + 'static {
     fn check_product(&self, _product: &Product) -> Result<()> {
         Ok(())
     }
+    /// Runs once when the provisioning service starts, with the catalog's
+    /// products of this driver: checks and migrations of what the driver
+    /// made before. An error is logged; the service starts anyway.
+    async fn start(&self, _products: &[&Product]) -> Result<()> {
+        Ok(())
+    }
     /// How long a deleted resource is kept, suspended, before
     /// [`Driver::deprovision`] tears it down; 0 tears it down at once.
     fn deletion_grace_seconds(&self, _context: &DriverContext<'_>) -> u64 {

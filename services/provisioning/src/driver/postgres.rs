@@ -1,29 +1,39 @@
 //! The built-in `postgres` driver: every resource is a PostgreSQL database on
-//! a server the provider runs, owned by a role of its own, with login roles
-//! whose passwords are the customer's secrets.
+//! a server the provider runs. The database belongs to the admin role; the
+//! customer's objects belong to a role of the resource's own, and the
+//! customer logs in with login roles whose passwords are the secrets. The
+//! layout and why no customer role can lift a limit: [`layout`] and
+//! "postgres driver role layout" in ARCHITECTURE.md.
 //!
-//! - **Provision**: the owner role (cannot log in), a login role with the
-//!   password decided in [`Driver::prepare`], and the database, which only
-//!   the owner may connect to. The plan's `max_connections` becomes the
-//!   database's connection limit.
-//! - **Rotate**: each resource has two login roles (`…_a`, `…_b`), both
-//!   members of the owner. A rotation gives the idle one a new password; the
-//!   old login keeps working until the revoke job disables it after the
-//!   grace period the customer asked for. Sessions act as the owner role, so
-//!   objects belong to the owner whichever login created them.
-//! - **Suspend / resume**: the database stops (or starts again) accepting
-//!   connections; open sessions are ended. Data is kept.
-//! - **Delete**: the database is suspended at once and dropped, with its
-//!   roles, after `provisioning.postgres_deletion_grace_seconds`.
+//! - **Start**: every database the driver made is brought to the current
+//!   layout (databases of the first layout, owned by the customer's role,
+//!   are taken back), and databases any role may connect to are named in a
+//!   warning with the statement that closes them.
+//! - **Provision**: the roles (unable to log in), the database and its
+//!   privileges; the login with the password decided in [`Driver::prepare`]
+//!   is enabled last, and disabled again when a step fails. The plan's
+//!   `max_connections` is the connection limit of the database and of each
+//!   login.
+//! - **Rotate**: each resource has two login roles (`…_a`, `…_b`). A
+//!   rotation gives the idle one a new password; the old login keeps
+//!   working until the revoke job disables it after the grace period the
+//!   customer asked for. Sessions act as the owner role, so objects belong
+//!   to the owner whichever login created them.
+//! - **Suspend / resume**: the logins may not log in and the database
+//!   refuses connections; open sessions are ended. Data is kept. Resuming
+//!   re-enables the current login.
+//! - **Delete**: suspended at once, dropped with its roles after
+//!   `provisioning.postgres_deletion_grace_seconds`.
 //! - **Usage**: database size and open connections, recorded against the
-//!   metrics named by `storage_metric` and `connections_metric`. A database
-//!   larger than the plan's `storage_mb` becomes read-only for new
-//!   transactions until it shrinks or the plan grows.
+//!   metrics named by `storage_metric` and `connections_metric`. Over the
+//!   plan's `storage_mb` the logins act as the reader role (they may read,
+//!   not write) until the database shrinks or the plan grows.
 //!
 //! Passwords reach the server only as SCRAM-SHA-256 verifiers.
 
 pub mod admin;
 pub mod console;
+pub mod layout;
 pub mod names;
 pub mod scram;
 pub mod settings;
@@ -31,11 +41,12 @@ pub mod settings;
 use super::{Driver, DriverContext, Measurement, Prepared, Provisioned, Rotation, Secret};
 use admin::Admin;
 use async_trait::async_trait;
+use layout::{Layout, Limits};
 use marketbridge_catalog::Product;
 use marketbridge_config::ProvisioningOptions;
 use marketbridge_core::crypto::random_token;
 use marketbridge_core::{Error, Result};
-use names::{ResourceNames, Slot, quote_identifier, quote_literal};
+use names::{ResourceNames, Slot, quote_identifier};
 use serde_json::json;
 use settings::{Endpoint, ProductSettings, ServerSettings};
 use std::collections::BTreeMap;
@@ -237,72 +248,32 @@ impl PostgresDriver {
         Ok((slot, password))
     }
 
-    async fn enable_login(&self, names: &ResourceNames, slot: Slot, password: &str) -> Result<()> {
-        let verifier = scram::verifier(password)?;
-        self.admin
-            .enable_login(names.login(slot), &names.owner, &verifier)
-            .await
-    }
-
-    async fn set_connections_allowed(&self, names: &ResourceNames, allowed: bool) -> Result<()> {
-        if !self.admin.database_exists(&names.database).await? {
-            return Ok(());
+    fn limits(context: &DriverContext<'_>, over_quota: Option<bool>) -> Limits {
+        Limits {
+            connection_limit: settings::connection_limit(context.plan),
+            over_quota,
         }
-        self.admin
-            .execute(
-                "allow or refuse connections",
-                &format!(
-                    "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {allowed}",
-                    quote_identifier(&names.database)?
-                ),
-            )
-            .await?;
-        if !allowed {
-            self.admin.end_sessions(&names.database).await?;
-        }
-        Ok(())
     }
 
-    async fn apply_connection_limit(
-        &self,
-        context: &DriverContext<'_>,
-        names: &ResourceNames,
-    ) -> Result<()> {
-        let limit = settings::connection_limit(context.plan);
-        self.admin
-            .execute(
-                "set the connection limit",
-                &format!(
-                    "ALTER DATABASE {} WITH CONNECTION LIMIT {limit}",
-                    quote_identifier(&names.database)?
-                ),
-            )
-            .await
+    /// True when `size_bytes` is over the storage quota of the plan.
+    fn over_quota(context: &DriverContext<'_>, size_bytes: u64) -> bool {
+        settings::storage_quota_bytes(context.plan).is_some_and(|quota| size_bytes > quota)
     }
 
-    /// Makes the database read-only for new transactions while it is larger
-    /// than the plan's storage quota, and writable again once it is not.
+    /// Lets the logins write while the database is within the plan's
+    /// storage quota, and only read while it is over.
     async fn enforce_storage_quota(
         &self,
         context: &DriverContext<'_>,
         names: &ResourceNames,
         size_bytes: u64,
     ) -> Result<()> {
-        let over_quota =
-            settings::storage_quota_bytes(context.plan).is_some_and(|quota| size_bytes > quota);
-        let read_only = self.admin.is_read_only(&names.database).await?;
-        if over_quota == read_only {
+        let over_quota = Self::over_quota(context, size_bytes);
+        let layout = Layout::new(&self.admin, names);
+        if layout.is_over_quota().await? == over_quota {
             return Ok(());
         }
-        let database = quote_identifier(&names.database)?;
-        let sql = if over_quota {
-            format!("ALTER DATABASE {database} SET default_transaction_read_only = on")
-        } else {
-            format!("ALTER DATABASE {database} RESET default_transaction_read_only")
-        };
-        self.admin.execute("apply the storage quota", &sql).await?;
-        // Settings apply to new sessions; end the current ones so they do too.
-        self.admin.end_sessions(&names.database).await?;
+        layout.apply_quota(over_quota).await?;
         if over_quota {
             tracing::warn!(resource.id = %context.resource_id, size_bytes, plan = %context.plan.id, "database over its storage quota; now read-only");
         } else {
@@ -311,11 +282,101 @@ impl PostgresDriver {
         Ok(())
     }
 
-    fn comment(context: &DriverContext<'_>) -> String {
-        format!(
-            "marketbridge resource {} ({}) of account {}, product {}",
-            context.resource_id, context.name, context.account_id, context.product.id
-        )
+    async fn provision_steps(
+        &self,
+        context: &DriverContext<'_>,
+        names: &ResourceNames,
+        slot: Slot,
+        verifier: &str,
+    ) -> Result<()> {
+        let layout = Layout::new(&self.admin, names);
+        layout.apply(Self::limits(context, None)).await?;
+        self.admin
+            .execute(
+                "accept connections",
+                &format!(
+                    "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                    quote_identifier(&names.database)?
+                ),
+            )
+            .await?;
+        layout.enable_login(slot, verifier).await
+    }
+
+    /// Brings one database of the driver to the current layout, keeping its
+    /// connection limit, quota state and suspension.
+    async fn migrate_database(&self, names: &ResourceNames) -> Result<()> {
+        let Some(info) = self.admin.database_info(&names.database).await? else {
+            return Ok(());
+        };
+        let layout = Layout::new(&self.admin, names);
+        layout
+            .apply(Limits {
+                connection_limit: i64::from(info.connection_limit),
+                over_quota: None,
+            })
+            .await?;
+        if !info.allows_connections {
+            layout.suspend().await?;
+        }
+        Ok(())
+    }
+
+    /// Statements an operator should run so that customers' logins cannot
+    /// connect to databases that are not theirs (databases any role may
+    /// connect to); empty when there are none.
+    pub async fn public_access_statements(&self) -> Result<Vec<String>> {
+        let open = self.admin.databases_open_to_public().await?;
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![format!(
+            "REVOKE CONNECT ON DATABASE {} FROM PUBLIC",
+            open.join(", ")
+        )])
+    }
+
+    /// The start-up step: checks the server and brings every database the
+    /// driver made for `products` to the current layout. Returns how many
+    /// databases were brought; a database that fails is logged and the
+    /// others go on.
+    pub async fn migrate(&self, products: &[&Product]) -> Result<usize> {
+        let (admin_role, superuser) = self.admin.identity().await?;
+        if !superuser {
+            let (createdb, createrole) = self.admin.admin_attributes().await?;
+            if !(createdb && createrole) {
+                tracing::warn!(role = %admin_role, "the postgres admin role needs CREATEDB and CREATEROLE");
+            }
+        }
+        for statement in self.public_access_statements().await? {
+            tracing::warn!(statement = %statement, "customers' logins may connect to databases that are not theirs (they cannot read them, but they can list catalogs); run this as a superuser");
+        }
+        let mut prefixes: Vec<String> = Vec::new();
+        for product in products {
+            let prefix = ProductSettings::of(product)?.name_prefix;
+            if !prefixes.contains(&prefix) {
+                prefixes.push(prefix);
+            }
+        }
+        let mut migrated = 0;
+        for prefix in &prefixes {
+            for database in self.admin.databases_starting_with(prefix).await? {
+                let Some(names) = ResourceNames::of_database(prefix, &database) else {
+                    continue;
+                };
+                match self.migrate_database(&names).await {
+                    Ok(()) => migrated += 1,
+                    Err(error) => {
+                        tracing::error!(resource.id = %names.resource_id, database = %database, error = %error, "could not bring the database to the current role layout");
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            databases = migrated,
+            "postgres databases on the current role layout"
+        );
+        Ok(migrated)
     }
 }
 
@@ -331,6 +392,10 @@ impl Driver for PostgresDriver {
 
     fn deletion_grace_seconds(&self, _context: &DriverContext<'_>) -> u64 {
         self.server.deletion_grace_seconds
+    }
+
+    async fn start(&self, products: &[&Product]) -> Result<()> {
+        self.migrate(products).await.map(|_| ())
     }
 
     async fn prepare(&self, context: &DriverContext<'_>) -> Result<Prepared> {
@@ -351,29 +416,14 @@ impl Driver for PostgresDriver {
     ) -> Result<Provisioned> {
         let (_, names) = Self::resource(context)?;
         let (slot, password) = Self::credential(&names, secrets)?;
-        self.admin.ensure_role(&names.owner).await?;
-        self.enable_login(&names, slot, &password).await?;
-        self.admin
-            .ensure_database(&names.database, &names.owner)
-            .await?;
-        let database = quote_identifier(&names.database)?;
-        self.admin
-            .execute(
-                "keep other roles out",
-                &format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"),
-            )
-            .await?;
-        self.admin
-            .execute(
-                "describe the database",
-                &format!(
-                    "COMMENT ON DATABASE {database} IS {}",
-                    quote_literal(&Self::comment(context))?
-                ),
-            )
-            .await?;
-        self.apply_connection_limit(context, &names).await?;
-        self.set_connections_allowed(&names, true).await?;
+        let verifier = scram::verifier(&password)?;
+        if let Err(error) = self.provision_steps(context, &names, slot, &verifier).await {
+            // Leave nothing usable behind: a retry enables it again.
+            if let Err(cleanup) = Layout::new(&self.admin, &names).suspend().await {
+                tracing::warn!(resource.id = %context.resource_id, error = %cleanup, "could not disable a database whose provisioning failed");
+            }
+            return Err(error);
+        }
         tracing::info!(resource.id = %context.resource_id, database = %names.database, "database provisioned");
         Ok(Provisioned::Ready)
     }
@@ -383,9 +433,11 @@ impl Driver for PostgresDriver {
         let Some(usage) = self.admin.usage(&names.database).await? else {
             return Ok(());
         };
-        self.apply_connection_limit(context, &names).await?;
-        self.enforce_storage_quota(context, &names, usage.size_bytes)
-            .await
+        let over_quota = Self::over_quota(context, usage.size_bytes);
+        Layout::new(&self.admin, &names)
+            .apply(Self::limits(context, Some(over_quota)))
+            .await?;
+        Ok(())
     }
 
     async fn rotate(&self, context: &DriverContext<'_>, _current: &[Secret]) -> Result<Rotation> {
@@ -408,7 +460,10 @@ impl Driver for PostgresDriver {
     ) -> Result<()> {
         let (_, names) = Self::resource(context)?;
         let (slot, password) = Self::credential(&names, secrets)?;
-        self.enable_login(&names, slot, &password).await
+        let verifier = scram::verifier(&password)?;
+        let layout = Layout::new(&self.admin, &names);
+        layout.apply(Self::limits(context, None)).await?;
+        layout.enable_login(slot, &verifier).await
     }
 
     async fn revoke(&self, context: &DriverContext<'_>, old: &[Secret]) -> Result<()> {
@@ -426,16 +481,35 @@ impl Driver for PostgresDriver {
 
     async fn suspend(&self, context: &DriverContext<'_>) -> Result<()> {
         let (_, names) = Self::resource(context)?;
-        self.set_connections_allowed(&names, false).await
+        Layout::new(&self.admin, &names).suspend().await
     }
 
     async fn resume(&self, context: &DriverContext<'_>) -> Result<()> {
         let (_, names) = Self::resource(context)?;
-        self.set_connections_allowed(&names, true).await
+        Layout::new(&self.admin, &names)
+            .resume(Self::current_slot(context))
+            .await
     }
 
     async fn deprovision(&self, context: &DriverContext<'_>) -> Result<()> {
         let (_, names) = Self::resource(context)?;
+        let (admin_role, superuser) = self.admin.identity().await?;
+        if !superuser
+            && let Some(info) = self.admin.database_info(&names.database).await?
+            && info.owner != admin_role
+        {
+            // A database of the first layout, never migrated.
+            self.admin
+                .execute(
+                    "make the admin a member of the owner role",
+                    &format!(
+                        "GRANT {} TO {}",
+                        quote_identifier(&info.owner)?,
+                        quote_identifier(&admin_role)?
+                    ),
+                )
+                .await?;
+        }
         self.admin
             .execute(
                 "drop the database",
@@ -448,6 +522,7 @@ impl Driver for PostgresDriver {
         let roles = [
             quote_identifier(&names.logins[0])?,
             quote_identifier(&names.logins[1])?,
+            quote_identifier(&names.reader)?,
             quote_identifier(&names.owner)?,
         ]
         .join(", ");
@@ -490,7 +565,7 @@ impl Driver for PostgresDriver {
     }
 
     fn console_help(&self) -> Option<&'static str> {
-        Some("any one SQL statement, run as the database owner (at most 2 s, 200 rows shown)")
+        Some(console::HELP)
     }
 
     async fn console(

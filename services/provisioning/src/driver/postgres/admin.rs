@@ -2,10 +2,11 @@
 //! one is safe to run again: creating what exists, or dropping what is gone,
 //! succeeds.
 
-use super::names::{quote_identifier, quote_literal};
+use super::names::quote_identifier;
 use marketbridge_core::{Error, Result};
 use sea_orm::sqlx;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -61,6 +62,34 @@ pub struct DatabaseUsage {
     pub allows_connections: bool,
 }
 
+/// What the server says about one database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseInfo {
+    /// The owning role.
+    pub owner: String,
+    /// True while it accepts connections.
+    pub allows_connections: bool,
+    /// Its connection limit (-1: none).
+    pub connection_limit: i32,
+    /// True when it has `default_transaction_read_only = on` (how the first
+    /// layout enforced the storage quota).
+    pub read_only_setting: bool,
+}
+
+/// Runs one statement built by this driver on `connection` (see
+/// [`Admin::execute`] for what it may contain); `action` names it in errors.
+pub(super) async fn execute_on(
+    connection: &mut PgConnection,
+    action: &str,
+    sql: &str,
+) -> Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(connection)
+        .await
+        .map(|_| ())
+        .map_err(|e| sql_error(action, e))
+}
+
 /// The admin connection pool, opened on first use.
 #[derive(Clone)]
 pub struct Admin {
@@ -105,7 +134,7 @@ impl Admin {
     /// Runs one statement built by this driver. The one place dynamic SQL
     /// is sent: callers build it only from fixed text, names that went
     /// through [`quote_identifier`], values that went through
-    /// [`quote_literal`], and numbers.
+    /// [`super::names::quote_literal`], and numbers.
     async fn run(&self, sql: String) -> std::result::Result<(), sqlx::Error> {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(self.pool())
@@ -154,36 +183,6 @@ impl Admin {
         }
     }
 
-    /// Lets `login` log in with the password behind `verifier`, as a member
-    /// of `owner` whose sessions act as `owner` (so what they create belongs
-    /// to the owner, whichever login made it).
-    pub async fn enable_login(&self, login: &str, owner: &str, verifier: &str) -> Result<()> {
-        self.ensure_role(login).await?;
-        let login_sql = quote_identifier(login)?;
-        let owner_sql = quote_identifier(owner)?;
-        self.execute(
-            "enable a login",
-            &format!(
-                "ALTER ROLE {login_sql} WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}",
-                quote_literal(verifier)?
-            ),
-        )
-        .await?;
-        self.execute(
-            "grant the owner role",
-            &format!("GRANT {owner_sql} TO {login_sql}"),
-        )
-        .await?;
-        self.execute(
-            "make sessions act as the owner",
-            &format!(
-                "ALTER ROLE {login_sql} SET role = {}",
-                quote_literal(owner)?
-            ),
-        )
-        .await
-    }
-
     /// Stops `login` from logging in and ends its sessions; nothing happens
     /// when the role does not exist.
     pub async fn disable_login(&self, login: &str) -> Result<()> {
@@ -198,31 +197,155 @@ impl Admin {
             ),
         )
         .await?;
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
-            .bind(login)
-            .execute(self.pool())
-            .await
-            .map_err(|e| sql_error("end the sessions of a login", e))?;
+        self.end_login_sessions(&[login]).await
+    }
+
+    /// Ends every session of the `logins`, whatever database they are on.
+    pub async fn end_login_sessions(&self, logins: &[&str]) -> Result<()> {
+        let logins: Vec<String> = logins.iter().map(|l| (*l).to_owned()).collect();
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()",
+        )
+        .bind(logins)
+        .execute(self.pool())
+        .await
+        .map_err(|e| sql_error("end the sessions of a login", e))?;
         Ok(())
     }
 
-    /// Creates a database owned by `owner`, or hands an existing one to it.
-    pub async fn ensure_database(&self, name: &str, owner: &str) -> Result<()> {
-        let database_sql = quote_identifier(name)?;
-        let owner_sql = quote_identifier(owner)?;
-        if !self.database_exists(name).await? {
-            let sql = format!("CREATE DATABASE {database_sql} OWNER {owner_sql}");
-            match self.run(sql).await {
-                Ok(()) => return Ok(()),
-                Err(error) if is_code(&error, &[DUPLICATE_DATABASE, UNIQUE_VIOLATION]) => {}
-                Err(error) => return Err(sql_error("create the database", error)),
+    /// The admin role's name and whether it is a superuser.
+    pub async fn identity(&self) -> Result<(String, bool)> {
+        sqlx::query_as("SELECT rolname::text, rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| sql_error("read the admin role", e))
+    }
+
+    /// A connection of the admin to `database`, for statements that act
+    /// inside it (schemas, tables). The caller closes it.
+    pub async fn connect_to(&self, database: &str) -> Result<PgConnection> {
+        let options = self.options.clone().database(database);
+        match tokio::time::timeout(self.acquire_timeout, PgConnection::connect_with(&options)).await
+        {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(sql_error("connect to the database", error)),
+            Err(_) => Err(Error::unavailable(
+                "postgres: connect to the database: timed out",
+            )),
+        }
+    }
+
+    /// What the server says about `database`; `None` when it does not
+    /// exist.
+    pub async fn database_info(&self, name: &str) -> Result<Option<DatabaseInfo>> {
+        let row: Option<(String, bool, i32, bool)> = sqlx::query_as(
+            "SELECT pg_get_userbyid(d.datdba)::text, d.datallowconn, d.datconnlimit, \
+                    EXISTS (SELECT 1 FROM pg_db_role_setting s \
+                            WHERE s.setdatabase = d.oid AND s.setrole = 0 \
+                              AND 'default_transaction_read_only=on' = ANY (s.setconfig)) \
+             FROM pg_database d WHERE d.datname = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| sql_error("look up a database", e))?;
+        Ok(row.map(
+            |(owner, allows_connections, connection_limit, read_only_setting)| DatabaseInfo {
+                owner,
+                allows_connections,
+                connection_limit,
+                read_only_setting,
+            },
+        ))
+    }
+
+    /// Whether the admin role has CREATEDB and CREATEROLE.
+    pub async fn admin_attributes(&self) -> Result<(bool, bool)> {
+        sqlx::query_as(
+            "SELECT rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| sql_error("read the admin role", e))
+    }
+
+    /// Databases any role may connect to (PUBLIC has CONNECT), quoted.
+    pub async fn databases_open_to_public(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT format('%I', datname) FROM pg_database \
+             WHERE datallowconn AND has_database_privilege('public', oid, 'CONNECT') ORDER BY datname",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| sql_error("read database privileges", e))
+    }
+
+    /// Names of the databases whose names start with `prefix`.
+    pub async fn databases_starting_with(&self, prefix: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE left(datname, length($1)) = $1 ORDER BY 1",
+        )
+        .bind(prefix)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| sql_error("list databases", e))
+    }
+
+    /// True when `member` is a direct member of any of `roles`.
+    pub async fn is_member(&self, roles: &[&str], member: &str) -> Result<bool> {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_auth_members m \
+                 JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member \
+                 WHERE r.rolname = ANY($1) AND u.rolname = $2)",
+        )
+        .bind(roles)
+        .bind(member)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| sql_error("read role memberships", e))
+    }
+
+    /// The attributes of `roles` no tenant role may have, as
+    /// `(role, attribute)` pairs.
+    pub async fn forbidden_attributes(&self, roles: &[&str]) -> Result<Vec<(String, String)>> {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let rows: Vec<(String, bool, bool, bool, bool, bool)> = sqlx::query_as(
+            "SELECT rolname::text, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls \
+             FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1",
+        )
+        .bind(roles)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| sql_error("read role attributes", e))?;
+        let mut found = Vec::new();
+        for (role, superuser, createdb, createrole, replication, bypassrls) in rows {
+            for (has, attribute) in [
+                (superuser, "SUPERUSER"),
+                (createdb, "CREATEDB"),
+                (createrole, "CREATEROLE"),
+                (replication, "REPLICATION"),
+                (bypassrls, "BYPASSRLS"),
+            ] {
+                if has {
+                    found.push((role.clone(), attribute.to_owned()));
+                }
             }
         }
-        self.execute(
-            "hand the database to its owner",
-            &format!("ALTER DATABASE {database_sql} OWNER TO {owner_sql}"),
-        )
-        .await
+        Ok(found)
+    }
+
+    /// Creates a database owned by the admin role, unless it exists.
+    pub async fn ensure_database(&self, name: &str) -> Result<()> {
+        if self.database_exists(name).await? {
+            return Ok(());
+        }
+        let sql = format!("CREATE DATABASE {}", quote_identifier(name)?);
+        match self.run(sql).await {
+            Ok(()) => Ok(()),
+            Err(error) if is_code(&error, &[DUPLICATE_DATABASE, UNIQUE_VIOLATION]) => Ok(()),
+            Err(error) => Err(sql_error("create the database", error)),
+        }
     }
 
     /// Ends every session connected to `database`.
@@ -257,20 +380,6 @@ impl Admin {
                 allows_connections,
             }),
         )
-    }
-
-    /// True when new sessions of `database` start read-only.
-    pub async fn is_read_only(&self, database: &str) -> Result<bool> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
-             WHERE d.datname = $1 AND s.setrole = 0 \
-               AND 'default_transaction_read_only=on' = ANY (s.setconfig)",
-        )
-        .bind(database)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(|e| sql_error("read the database settings", e))?;
-        Ok(found.is_some())
     }
 
     /// Closes the pool, if it was opened.

@@ -6,6 +6,11 @@
 //! one statement, so a read-only request cannot end the read-only
 //! transaction and carry on writing. It then runs over the simple query
 //! protocol, whose results arrive as text whatever their type.
+//!
+//! The answer is bounded: at most [`MAX_ROWS`] rows are kept (the rest are
+//! counted), a cell keeps at most [`MAX_CELL_BYTES`], and once the cells
+//! kept reach [`MAX_ANSWER_BYTES`] nothing more is read: the connection is
+//! closed (rolling back the statement) and the answer says it was cut.
 
 use super::admin::sql_error;
 use crate::console::{failure, paragraph, table, text};
@@ -22,7 +27,21 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest to wait for the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Rows shown; the rest are counted.
-const MAX_ROWS: usize = 200;
+pub const MAX_ROWS: usize = 200;
+/// Bytes of one cell shown; longer values are cut.
+pub const MAX_CELL_BYTES: usize = 4 * 1024;
+/// Bytes of cells one answer keeps; reading stops there.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+/// What `help` says of the console.
+pub const HELP: &str = "any one SQL statement, run as the database owner (at most 2 s, 200 rows and 256 KiB shown, 4 KiB per cell)";
+
+/// What [`statement`] read.
+struct Answer {
+    blocks: Vec<OutputBlock>,
+    /// True when reading stopped at [`MAX_ANSWER_BYTES`]: the connection
+    /// is mid-answer and can only be closed.
+    cut: bool,
+}
 
 /// Runs `input` and describes what happened.
 pub async fn run(
@@ -51,7 +70,13 @@ pub async fn run(
         .await
         .map_err(|e| sql_error("start the console transaction", e))?;
     let blocks = match statement(&mut connection, input).await {
-        Ok(blocks) => {
+        Ok(Answer { blocks, cut: true }) => {
+            // The rest of the answer is unread: drop the connection, which
+            // rolls the transaction back.
+            drop(connection);
+            return Ok(blocks);
+        }
+        Ok(Answer { blocks, cut: false }) => {
             let end = if read_only { "ROLLBACK" } else { "COMMIT" };
             match sqlx::raw_sql(end).execute(&mut connection).await {
                 Ok(_) => blocks,
@@ -64,11 +89,24 @@ pub async fn run(
     Ok(blocks)
 }
 
+/// `value` cut to at most [`MAX_CELL_BYTES`] (on a character boundary),
+/// with a note of how long it was.
+fn cell(value: String) -> String {
+    if value.len() <= MAX_CELL_BYTES {
+        return value;
+    }
+    let mut end = MAX_CELL_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes, cut)", &value[..end], value.len())
+}
+
 /// Runs the one statement in `input`.
 async fn statement(
     connection: &mut PgConnection,
     input: &str,
-) -> std::result::Result<Vec<OutputBlock>, sqlx::Error> {
+) -> std::result::Result<Answer, sqlx::Error> {
     // The customer's own text, run with the customer's own privileges; the
     // prepare refuses more than one statement.
     let prepared = connection
@@ -82,6 +120,8 @@ async fn statement(
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut hidden = 0usize;
     let mut affected = None;
+    let mut answer_bytes = 0usize;
+    let mut cut = false;
     let mut results = sqlx::raw_sql(AssertSqlSafe(input.to_owned())).fetch_many(&mut *connection);
     while let Some(item) = results.next().await {
         match item? {
@@ -91,18 +131,25 @@ async fn statement(
                     hidden += 1;
                     continue;
                 }
-                let cells = (0..row.len())
+                let cells: Vec<String> = (0..row.len())
                     .map(|i| {
                         row.try_get_unchecked::<Option<String>, _>(i)
                             .ok()
                             .flatten()
+                            .map(cell)
                             .unwrap_or_else(|| "NULL".to_owned())
                     })
                     .collect();
+                answer_bytes += cells.iter().map(String::len).sum::<usize>();
                 rows.push(cells);
+                if answer_bytes >= MAX_ANSWER_BYTES {
+                    cut = true;
+                    break;
+                }
             }
         }
     }
+    drop(results);
     let mut blocks = Vec::new();
     let shown = rows.len();
     if header.is_empty() {
@@ -110,6 +157,13 @@ async fn statement(
             "OK, {} row{} affected",
             affected.unwrap_or(0),
             if affected == Some(1) { "" } else { "s" }
+        ))]));
+    } else if cut {
+        blocks.push(table(header, rows));
+        blocks.push(paragraph(vec![text(format!(
+            "{shown} row{} shown; the answer was cut at {} KiB and the rest was not read (the statement was rolled back)",
+            if shown == 1 { "" } else { "s" },
+            MAX_ANSWER_BYTES / 1024
         ))]));
     } else {
         let total = shown + hidden;
@@ -120,7 +174,7 @@ async fn statement(
         }
         blocks.push(paragraph(vec![text(summary)]));
     }
-    Ok(blocks)
+    Ok(Answer { blocks, cut })
 }
 
 /// An SQL error as the console shows it.

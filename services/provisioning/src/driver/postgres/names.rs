@@ -93,14 +93,22 @@ impl Slot {
     }
 }
 
-/// The database and roles of one resource.
+/// The database and roles of one resource (see "postgres driver role
+/// layout" in ARCHITECTURE.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
-    /// The database; also the name of the role that owns it.
+    /// The resource id, the only tenant metadata kept in the cluster.
+    pub resource_id: String,
+    /// The database (owned by the admin role); also the name of the owner
+    /// role.
     pub database: String,
-    /// The role owning the database and everything in it (cannot log in).
+    /// The role owning everything the customer creates (cannot log in).
     pub owner: String,
-    /// The two login roles, members of the owner role.
+    /// The role whose privileges the logins have over the storage quota:
+    /// reading, nothing else (cannot log in).
+    pub reader: String,
+    /// The two login roles, members of the owner role (or, over the quota,
+    /// of the reader role).
     pub logins: [String; 2],
 }
 
@@ -111,7 +119,9 @@ impl ResourceNames {
         let id = ResourceId::parse("resource_id", resource_id)?;
         let database = format!("{prefix}{id}");
         let names = Self {
+            resource_id: id.to_string(),
             owner: database.clone(),
+            reader: format!("{database}_r"),
             logins: [format!("{database}_a"), format!("{database}_b")],
             database,
         };
@@ -138,8 +148,15 @@ impl ResourceNames {
     }
 
     /// Every role and database name.
-    pub fn all(&self) -> [&str; 3] {
-        [&self.owner, &self.logins[0], &self.logins[1]]
+    pub fn all(&self) -> [&str; 4] {
+        [&self.owner, &self.reader, &self.logins[0], &self.logins[1]]
+    }
+
+    /// The names of a database `name` under `prefix`, when it is one this
+    /// driver made (`<prefix>res_<32 hex digits>`).
+    pub fn of_database(prefix: &str, name: &str) -> Option<Self> {
+        let id = name.strip_prefix(prefix)?;
+        Self::new(prefix, id).ok()
     }
 }
 
@@ -168,6 +185,14 @@ mod tests {
         let names = ResourceNames::new("mb_", id).unwrap();
         assert_eq!(names.database, format!("mb_{id}"));
         assert_eq!(names.owner, names.database);
+        assert_eq!(names.reader, format!("mb_{id}_r"));
+        assert_eq!(names.resource_id, id);
+        assert_eq!(
+            ResourceNames::of_database("mb_", &names.database),
+            Some(names.clone())
+        );
+        assert_eq!(ResourceNames::of_database("mb_", "mb_other"), None);
+        assert_eq!(ResourceNames::of_database("xx_", &names.database), None);
         assert_eq!(names.login(Slot::A), format!("mb_{id}_a"));
         assert_eq!(names.login(Slot::B), format!("mb_{id}_b"));
         assert_eq!(names.slot_of(&format!("mb_{id}_b")), Some(Slot::B));
