@@ -132,7 +132,8 @@ impl RunningSet {
             AccountServer::from_config(&config, options.clock.clone(), options.cipher.clone())
                 .await?;
         let provisioning =
-            ProvisioningServer::from_config(&config, options.clock.clone(), options.cipher).await?;
+            ProvisioningServer::from_config(&config, options.clock.clone(), options.cipher.clone())
+                .await?;
         let billing = BillingServer::from_config(&config, options.clock.clone()).await?;
         let clients = ServiceClients::connect(
             &config.gateway.account_url,
@@ -151,6 +152,19 @@ impl RunningSet {
         let mut background = JoinSet::new();
         let mut tasks = JoinSet::new();
         if options.run_workers {
+            let retention = Duration::from_secs(config.security.idempotency_retention_seconds);
+            for (db, seal) in [
+                (account.domain().db(), Some(options.cipher.clone())),
+                (provisioning.domain().db(), Some(options.cipher.clone())),
+                (billing.domain().db(), None),
+            ] {
+                let (db, stop) = (db.clone(), background_stop.clone());
+                background.spawn(async move {
+                    marketbridge_storage::idempotency::housekeeping(db, seal, retention, stop)
+                        .await;
+                    Ok(())
+                });
+            }
             spawn_worker(
                 &mut background,
                 account.domain().outbox().clone(),
@@ -198,11 +212,8 @@ impl RunningSet {
             });
         }
         {
-            let (grpc, security, stop) = (
-                provisioning.grpc(),
-                security.clone(),
-                serving_stop.clone(),
-            );
+            let (grpc, security, stop) =
+                (provisioning.grpc(), security.clone(), serving_stop.clone());
             tasks.spawn(async move {
                 marketbridge_rpc::serve_grpc(
                     provisioning_listener,

@@ -58,6 +58,32 @@ impl Cipher {
         Ok(format!("{VERSION_PREFIX}{}", STANDARD.encode(sealed)))
     }
 
+    /// Encrypts bytes: the nonce, then the ciphertext with its tag.
+    pub fn seal_bytes(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ciphertext = self
+            .cipher
+            .encrypt(&nonce, plaintext)
+            .map_err(|_| Error::internal("encryption failed"))?;
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&ciphertext);
+        Ok(sealed)
+    }
+
+    /// Decrypts what [`Cipher::seal_bytes`] produced.
+    pub fn open_bytes(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        let corrupt =
+            || Error::internal("a stored value cannot be decrypted (wrong key or corrupt value)");
+        if sealed.len() < NONCE_LEN {
+            return Err(corrupt());
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| corrupt())?;
+        self.cipher
+            .decrypt(&Nonce::from(nonce), ciphertext)
+            .map_err(|_| corrupt())
+    }
+
     /// Decrypts what [`Cipher::encrypt`] produced.
     pub fn decrypt(&self, sealed: &str) -> Result<SecretString> {
         let corrupt =

@@ -2,10 +2,17 @@
 //! the same key and the same request gets the first response back, and the
 //! same key with a different request is refused. The record is written in the
 //! same transaction as the change it answers for.
+//!
+//! Services whose answers carry secrets or personal data start their calls
+//! sealed ([`start_sealed`]): the stored answer is encrypted with the at-rest
+//! key, so no secret sits in this table in plain text. A record may name the
+//! account it concerns, so erasing an account's personal data erases its
+//! records too ([`purge_subject`]), and [`purge_older_than`] keeps the table
+//! to the retention the operator set.
 
 use crate::db::{db_error, is_unique_violation};
 use chrono::{DateTime, Utc};
-use marketbridge_core::crypto::sha256_hex;
+use marketbridge_core::crypto::{Cipher, sha256_hex};
 use marketbridge_core::{Error, ErrorCode, Result};
 use prost::Message;
 use sea_orm::entity::prelude::*;
@@ -28,8 +35,11 @@ pub mod entity {
         pub key: String,
         /// SHA-256 of the request.
         pub fingerprint: String,
-        /// The encoded response.
+        /// The encoded response; sealed ones start with a zero byte (which
+        /// no encoded protobuf message starts with).
         pub response: Vec<u8>,
+        /// The account the call concerned, when the service said so.
+        pub subject: Option<String>,
         /// When it was first answered.
         pub created_at: ChronoDateTimeUtc,
     }
@@ -43,6 +53,9 @@ pub mod entity {
 
 /// Longest accepted idempotency key.
 pub const MAX_KEY_LEN: usize = 255;
+
+/// First byte of a sealed response.
+const SEALED: u8 = 0;
 
 /// Either the stored answer of an earlier identical call, or a transaction to
 /// do the work in.
@@ -60,6 +73,8 @@ pub struct IdempotentTxn {
     db: DatabaseConnection,
     record: Option<(String, String, String)>,
     now: DateTime<Utc>,
+    seal: Option<Cipher>,
+    subject: Option<String>,
 }
 
 impl Deref for IdempotentTxn {
@@ -78,6 +93,29 @@ pub async fn start<M: Message + Default>(
     request: &impl Message,
     now: DateTime<Utc>,
 ) -> Result<Started<M>> {
+    start_with(db, None, scope, key, request, now).await
+}
+
+/// Starts an idempotent call whose stored answer is sealed with `cipher`.
+pub async fn start_sealed<M: Message + Default>(
+    db: &DatabaseConnection,
+    cipher: &Cipher,
+    scope: &str,
+    key: &str,
+    request: &impl Message,
+    now: DateTime<Utc>,
+) -> Result<Started<M>> {
+    start_with(db, Some(cipher), scope, key, request, now).await
+}
+
+async fn start_with<M: Message + Default>(
+    db: &DatabaseConnection,
+    seal: Option<&Cipher>,
+    scope: &str,
+    key: &str,
+    request: &impl Message,
+    now: DateTime<Utc>,
+) -> Result<Started<M>> {
     if key.len() > MAX_KEY_LEN {
         return Err(Error::invalid_field(
             "idempotencyKey",
@@ -91,17 +129,21 @@ pub async fn start<M: Message + Default>(
             db: db.clone(),
             record: None,
             now,
+            seal: seal.cloned(),
+            subject: None,
         }));
     }
     let fingerprint = sha256_hex(&request.encode_to_vec());
     if let Some(stored) = lookup(&txn, scope, key).await? {
-        return replay(stored, &fingerprint).map(Started::Replay);
+        return replay(stored, &fingerprint, seal).map(Started::Replay);
     }
     Ok(Started::Fresh(IdempotentTxn {
         txn,
         db: db.clone(),
         record: Some((scope.to_owned(), key.to_owned(), fingerprint)),
         now,
+        seal: seal.cloned(),
+        subject: None,
     }))
 }
 
@@ -116,7 +158,11 @@ async fn lookup(
         .map_err(db_error)
 }
 
-fn replay<M: Message + Default>(stored: entity::Model, fingerprint: &str) -> Result<M> {
+fn replay<M: Message + Default>(
+    stored: entity::Model,
+    fingerprint: &str,
+    seal: Option<&Cipher>,
+) -> Result<M> {
     if stored.fingerprint != fingerprint {
         return Err(Error::new(
             ErrorCode::IdempotencyKeyReused,
@@ -124,11 +170,39 @@ fn replay<M: Message + Default>(stored: entity::Model, fingerprint: &str) -> Res
         )
         .with_user_message("Retry with a new Idempotency-Key"));
     }
-    M::decode(stored.response.as_slice())
-        .map_err(|e| Error::internal(format!("stored response unreadable: {e}")))
+    let opened;
+    let encoded = match stored.response.split_first() {
+        Some((&SEALED, sealed)) => {
+            let cipher = seal.ok_or_else(|| {
+                Error::internal("a sealed stored response was read without the key")
+            })?;
+            opened = cipher.open_bytes(sealed)?;
+            opened.as_slice()
+        }
+        _ => stored.response.as_slice(),
+    };
+    M::decode(encoded).map_err(|e| Error::internal(format!("stored response unreadable: {e}")))
+}
+
+/// What is stored for `response`: sealed when the call was started sealed.
+fn stored_bytes(seal: Option<&Cipher>, encoded: &[u8]) -> Result<Vec<u8>> {
+    match seal {
+        Some(cipher) => {
+            let mut stored = vec![SEALED];
+            stored.extend(cipher.seal_bytes(encoded)?);
+            Ok(stored)
+        }
+        None => Ok(encoded.to_vec()),
+    }
 }
 
 impl IdempotentTxn {
+    /// Names the account this call concerns, so erasing the account's
+    /// personal data erases the stored answer too.
+    pub fn concerning(&mut self, account_id: &str) {
+        self.subject = Some(account_id.to_owned());
+    }
+
     /// Records `response` (when keyed) and commits. When a concurrent call with
     /// the same key committed first, this transaction is rolled back and that
     /// call's response is returned instead, so the work happens once.
@@ -138,6 +212,8 @@ impl IdempotentTxn {
             db,
             record,
             now,
+            seal,
+            subject,
         } = self;
         let Some((scope, key, fingerprint)) = record else {
             txn.commit().await.map_err(db_error)?;
@@ -147,7 +223,8 @@ impl IdempotentTxn {
             scope: Set(scope.clone()),
             key: Set(key.clone()),
             fingerprint: Set(fingerprint.clone()),
-            response: Set(response.encode_to_vec()),
+            response: Set(stored_bytes(seal.as_ref(), &response.encode_to_vec())?),
+            subject: Set(subject),
             created_at: Set(now),
         };
         let inserted = entity::Entity::insert(row)
@@ -163,7 +240,7 @@ impl IdempotentTxn {
                 // A concurrent call with the same key won; this transaction was
                 // rolled back, so answer with the winner's response.
                 match lookup(&db, &scope, &key).await? {
-                    Some(stored) => replay(stored, &fingerprint),
+                    Some(stored) => replay(stored, &fingerprint, seal.as_ref()),
                     None => Err(Error::conflict(
                         "concurrent request with the same Idempotency-Key; retry",
                     )),
@@ -195,6 +272,74 @@ pub async fn purge_older_than(db: &DatabaseConnection, before: DateTime<Utc>) ->
     Ok(result.rows_affected)
 }
 
+/// The housekeeping of a service's records: seals answers an earlier
+/// version stored in plain text (when the service seals), then keeps the
+/// table to `retention`, purging older records now and every hour until
+/// `stop`. Running it on several replicas at once is harmless (each step is
+/// idempotent).
+pub async fn housekeeping(
+    db: DatabaseConnection,
+    seal: Option<Cipher>,
+    retention: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    if let Some(cipher) = &seal {
+        match seal_plaintext_records(&db, cipher).await {
+            Ok(0) => {}
+            Ok(sealed) => tracing::info!(sealed, "sealed idempotency records stored in plain text"),
+            Err(error) => tracing::warn!(%error, "sealing stored idempotency records failed"),
+        }
+    }
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    loop {
+        let cutoff = Utc::now()
+            .checked_sub_signed(retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        match purge_older_than(&db, cutoff).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged idempotency records past their retention"),
+            Err(error) => tracing::warn!(%error, "purging idempotency records failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Deletes the records naming `account_id` (erasing an account's personal
+/// data); returns how many.
+pub async fn purge_subject(conn: &impl ConnectionTrait, account_id: &str) -> Result<u64> {
+    let result = entity::Entity::delete_many()
+        .filter(entity::Column::Subject.eq(account_id))
+        .exec(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(result.rows_affected)
+}
+
+/// Seals the answers an earlier version stored in plain text; returns how
+/// many. Services that seal run it at start.
+pub async fn seal_plaintext_records(db: &DatabaseConnection, cipher: &Cipher) -> Result<u64> {
+    let rows = entity::Entity::find().all(db).await.map_err(db_error)?;
+    let mut sealed = 0;
+    for row in rows {
+        if row.response.first() == Some(&SEALED) {
+            continue;
+        }
+        let response = stored_bytes(Some(cipher), &row.response)?;
+        entity::Entity::update_many()
+            .col_expr(entity::Column::Response, Expr::value(response))
+            .filter(entity::Column::Scope.eq(row.scope))
+            .filter(entity::Column::Key.eq(row.key))
+            .exec(db)
+            .await
+            .map_err(db_error)?;
+        sealed += 1;
+    }
+    Ok(sealed)
+}
+
 /// Starts an idempotent call in a function returning `Result<Response>`: on a
 /// replay it returns the stored response from the enclosing function, on a
 /// first call it evaluates to the [`IdempotentTxn`] to do the work in.
@@ -204,6 +349,12 @@ pub async fn purge_older_than(db: &DatabaseConnection, before: DateTime<Utc>) ->
 /// ```
 #[macro_export]
 macro_rules! idempotent_txn {
+    (sealed($cipher:expr), $db:expr, $scope:expr, $key:expr, $request:expr, $now:expr) => {
+        match $crate::idempotency::start_sealed($db, $cipher, $scope, $key, $request, $now).await? {
+            $crate::idempotency::Started::Replay(response) => return Ok(response),
+            $crate::idempotency::Started::Fresh(txn) => txn,
+        }
+    };
     ($db:expr, $scope:expr, $key:expr, $request:expr, $now:expr) => {
         match $crate::idempotency::start($db, $scope, $key, $request, $now).await? {
             $crate::idempotency::Started::Replay(response) => return Ok(response),

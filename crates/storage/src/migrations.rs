@@ -127,11 +127,66 @@ impl MigrationTrait for CreateLeaderLeases {
     }
 }
 
+/// Adds `idempotency_records.subject`: the account a stored answer concerns.
+pub struct AddIdempotencySubject;
+
+impl MigrationName for AddIdempotencySubject {
+    fn name(&self) -> &str {
+        "m0000_000004_add_idempotency_subject"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddIdempotencySubject {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("idempotency_records")
+                    .add_column(string_null("subject"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idempotency_records_subject")
+                    .table("idempotency_records")
+                    .col("subject")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idempotency_records_created_at")
+                    .table("idempotency_records")
+                    .col("created_at")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("idempotency_records")
+                    .drop_column("subject")
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
 /// The shared migrations, in order; services prepend them to their own.
 pub fn shared() -> Vec<Box<dyn MigrationTrait>> {
     vec![
         Box::new(CreateOutboxJobs),
         Box::new(CreateIdempotencyRecords),
         Box::new(CreateLeaderLeases),
+        Box::new(AddIdempotencySubject),
     ]
 }

@@ -17,9 +17,9 @@ use marketbridge_proto::common::v1::{
     AccountSelector, MarketplaceRef, Person, RequestContext, account_selector,
 };
 use marketbridge_storage::db_error;
-use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use marketbridge_storage::paging::Page;
+use marketbridge_storage::{idempotency, idempotent_txn};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
@@ -116,7 +116,10 @@ impl AccountDomain {
         match selector {
             account_selector::Selector::AccountId(id) => {
                 let id = AccountId::parse("account.accountId", id)?;
+                // Locked: writers re-read the row they change (`FOR UPDATE`
+                // on PostgreSQL; SQLite write transactions are serial).
                 account::Entity::find_by_id(id.into_string())
+                    .lock_exclusive()
                     .one(conn)
                     .await
                     .map_err(db_error)
@@ -138,6 +141,7 @@ impl AccountDomain {
         account::Entity::find()
             .filter(account::Column::Marketplace.eq(marketplace.as_str()))
             .filter(account::Column::ExternalId.eq(external_id))
+            .lock_exclusive()
             .one(conn)
             .await
             .map_err(db_error)
@@ -206,7 +210,8 @@ impl AccountDomain {
             .transpose()?;
 
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = idempotent_txn!(
+        let mut txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "account.UpsertAccount",
             &key,
@@ -329,6 +334,7 @@ impl AccountDomain {
                 .await?;
         }
         let response = account_to_proto(&row);
+        txn.concerning(&row.id);
         let response = txn.finish(response).await?;
         self.outbox.wake();
         Ok(response)
@@ -498,7 +504,8 @@ impl AccountDomain {
         }
         validator.max_len("company", &request.company, 256);
         validator.finish()?;
-        let txn = idempotent_txn!(
+        let mut txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "account.ApproveSignup",
             &key,
@@ -546,6 +553,7 @@ impl AccountDomain {
             .update(&*txn)
             .await
             .map_err(db_error)?;
+        txn.concerning(&row.id);
         let response = txn.finish(account_to_proto(&row)).await?;
         self.outbox.wake();
         Ok(response)
@@ -557,7 +565,14 @@ impl AccountDomain {
         validator.max_len("reason", &request.reason, 256);
         validator.finish()?;
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = idempotent_txn!(&self.db, "account.RejectSignup", &key, &request, self.now());
+        let mut txn = idempotent_txn!(
+            sealed(&self.cipher),
+            &self.db,
+            "account.RejectSignup",
+            &key,
+            &request,
+            self.now()
+        );
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.signup_state == signup_state::NOT_REQUIRED {
             return Err(Error::conflict("this account has no signup to reject"));
@@ -580,6 +595,7 @@ impl AccountDomain {
             .update(&*txn)
             .await
             .map_err(db_error)?;
+        txn.concerning(&row.id);
         let response = txn.finish(account_to_proto(&row)).await?;
         self.outbox.wake();
         Ok(response)
@@ -588,7 +604,14 @@ impl AccountDomain {
     /// Resets the account at the marketplace.
     pub async fn reset(&self, request: pb::ResetAccountRequest) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = idempotent_txn!(&self.db, "account.ResetAccount", &key, &request, self.now());
+        let mut txn = idempotent_txn!(
+            sealed(&self.cipher),
+            &self.db,
+            "account.ResetAccount",
+            &key,
+            &request,
+            self.now()
+        );
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.signup_state != signup_state::NOT_REQUIRED {
             row.signup_state = signup_state::PENDING.to_owned();
@@ -607,6 +630,7 @@ impl AccountDomain {
             .update(&*txn)
             .await
             .map_err(db_error)?;
+        txn.concerning(&row.id);
         let response = txn.finish(account_to_proto(&row)).await?;
         self.outbox.wake();
         Ok(response)
@@ -618,7 +642,8 @@ impl AccountDomain {
         request: pb::DeleteAccountRequest,
     ) -> Result<pb::DeleteAccountResponse> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = idempotent_txn!(
+        let mut txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "account.DeleteAccount",
             &key,
@@ -643,6 +668,10 @@ impl AccountDomain {
         if request.purge && !row.purged {
             purge(&mut row);
         }
+        if request.purge {
+            // Stored answers about the account carry its people too.
+            idempotency::purge_subject(&*txn, &row.id).await?;
+        }
         if request.end_subscriptions {
             let job = NewJob::new(
                 kind::END_SUBSCRIPTIONS,
@@ -663,6 +692,7 @@ impl AccountDomain {
             finalized: row.finalized_at.is_some(),
             account: Some(account_to_proto(&row)),
         };
+        txn.concerning(&row.id);
         let response = txn.finish(response).await?;
         if request.end_subscriptions {
             self.outbox.wake();
@@ -673,7 +703,8 @@ impl AccountDomain {
     /// Marks a deleted account's billing as finalized.
     pub async fn finalize(&self, request: pb::FinalizeAccountRequest) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = idempotent_txn!(
+        let mut txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "account.FinalizeAccount",
             &key,
@@ -698,6 +729,7 @@ impl AccountDomain {
                 .await
                 .map_err(db_error)?;
         }
+        txn.concerning(&row.id);
         txn.finish(account_to_proto(&row)).await
     }
 
@@ -859,6 +891,7 @@ impl AccountDomain {
     pub(crate) async fn signup_approved_at_marketplace(&self, account_id: &str) -> Result<()> {
         let txn = marketbridge_storage::begin_write(&self.db).await?;
         let Some(mut row) = account::Entity::find_by_id(account_id.to_owned())
+            .lock_exclusive()
             .one(&txn)
             .await
             .map_err(db_error)?
@@ -898,6 +931,10 @@ fn merge_signup(local: &str, reported: &'static str) -> &'static str {
     match (local, reported) {
         // Our approval is on its way; the marketplace has not seen it yet.
         (signup_state::APPROVING, signup_state::PENDING) => signup_state::APPROVING,
+        // The marketplace confirmed our approval; a pending state read before
+        // that (a notification processed late, on another replica) does not
+        // take it back. Only our own reset makes an approved signup pending.
+        (signup_state::APPROVED, signup_state::PENDING) => signup_state::APPROVED,
         (signup_state::NOT_REQUIRED, signup_state::NOT_REQUIRED) => signup_state::NOT_REQUIRED,
         (_, reported) => reported,
     }

@@ -227,8 +227,12 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
     let config = &config;
     let cipher = marketbridge_rpc::process::load_cipher(config)?;
-    let server =
-        AccountServer::from_config(config, marketbridge_core::time::system_clock(), cipher).await?;
+    let server = AccountServer::from_config(
+        config,
+        marketbridge_core::time::system_clock(),
+        cipher.clone(),
+    )
+    .await?;
     let listener = TcpListener::bind(&config.account.listen)
         .await
         .map_err(|e| {
@@ -241,5 +245,11 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     )
     .await?;
     let security = marketbridge_rpc::ServerSecurity::from_config(config)?;
+    tokio::spawn(marketbridge_storage::idempotency::housekeeping(
+        server.domain().db().clone(),
+        Some(cipher.clone()),
+        std::time::Duration::from_secs(config.security.idempotency_retention_seconds),
+        shutdown.clone(),
+    ));
     server.serve(listener, &security, shutdown).await
 }

@@ -180,5 +180,11 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     )
     .await?;
     let security = marketbridge_rpc::ServerSecurity::from_config(config)?;
+    tokio::spawn(marketbridge_storage::idempotency::housekeeping(
+        server.domain().db().clone(),
+        None,
+        std::time::Duration::from_secs(config.security.idempotency_retention_seconds),
+        shutdown.clone(),
+    ));
     server.serve(listener, &security, shutdown).await
 }

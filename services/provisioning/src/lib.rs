@@ -217,7 +217,14 @@ impl ProvisioningServer {
         );
         let meter = tokio::spawn(self.usage.clone().run(shutdown.clone()));
         let reconciliations = self.spawn_reconciliations(shutdown.clone());
-        let served = serve_grpc(listener, "provisioning", security, self.grpc(), shutdown.clone()).await;
+        let served = serve_grpc(
+            listener,
+            "provisioning",
+            security,
+            self.grpc(),
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         let _ = worker.await;
         let _ = meter.await;
@@ -239,9 +246,12 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
     let config = &config;
     let cipher = marketbridge_rpc::process::load_cipher(config)?;
-    let server =
-        ProvisioningServer::from_config(config, marketbridge_core::time::system_clock(), cipher)
-            .await?;
+    let server = ProvisioningServer::from_config(
+        config,
+        marketbridge_core::time::system_clock(),
+        cipher.clone(),
+    )
+    .await?;
     let listener = TcpListener::bind(&config.provisioning.listen)
         .await
         .map_err(|e| {
@@ -257,5 +267,11 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     )
     .await?;
     let security = marketbridge_rpc::ServerSecurity::from_config(config)?;
+    tokio::spawn(marketbridge_storage::idempotency::housekeeping(
+        server.domain().db().clone(),
+        Some(cipher.clone()),
+        std::time::Duration::from_secs(config.security.idempotency_retention_seconds),
+        shutdown.clone(),
+    ));
     server.serve(listener, &security, shutdown).await
 }

@@ -63,6 +63,7 @@ impl ProvisioningDomain {
 
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.CreateResource",
             &key,
@@ -248,6 +249,7 @@ impl ProvisioningDomain {
         };
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.UpdateResource",
             &key,
@@ -343,6 +345,7 @@ impl ProvisioningDomain {
     ) -> Result<pb::Resource> {
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.DeleteResource",
             &key,
@@ -433,6 +436,7 @@ impl ProvisioningDomain {
         }
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.RotateSecrets",
             &key,
@@ -536,7 +540,14 @@ impl ProvisioningDomain {
         } else {
             "provisioning.ResumeResource"
         };
-        let txn = idempotent_txn!(&self.db, scope_name, &key, request, self.now());
+        let txn = idempotent_txn!(
+            sealed(&self.cipher),
+            &self.db,
+            scope_name,
+            &key,
+            request,
+            self.now()
+        );
         let mut row = self.require_resource(&*txn, resource_id, "").await?;
         let wanted = if suspended {
             status::SUSPENDED
@@ -597,6 +608,7 @@ impl ProvisioningDomain {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.DeleteAccountResources",
             &key,
@@ -634,6 +646,7 @@ impl ProvisioningDomain {
         validator.finish()?;
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.RecordProjectConnection",
             &key,

@@ -56,6 +56,9 @@ impl ProvisioningDomain {
         subscription::Entity::find()
             .filter(subscription::Column::Marketplace.eq(marketplace.as_str()))
             .filter(subscription::Column::ExternalId.eq(external_id))
+            // Writers re-read the row they change under a lock (`FOR UPDATE`
+            // on PostgreSQL; SQLite write transactions are serial).
+            .lock_exclusive()
             .one(conn)
             .await
             .map_err(db_error)
@@ -312,6 +315,7 @@ impl ProvisioningDomain {
         };
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.UpsertSubscription",
             &key,
@@ -384,6 +388,42 @@ impl ProvisioningDomain {
                 }
             }
         }
+        let response = self.to_proto(&txn, &row).await?;
+        txn.commit().await.map_err(db_error)?;
+        self.outbox.wake();
+        if row.state == state::REQUESTED && row.awaiting_account_approval {
+            return self
+                .recheck_account_approval(&row.id, &account.id, response)
+                .await;
+        }
+        Ok(response)
+    }
+
+    /// A subscription committed as waiting for its account's signup: reads
+    /// the account again now that the subscription is visible. Either the
+    /// signup finished in between (this starts the approval), or it finishes
+    /// later and `NotifyAccountApproved` finds the subscription. Without this
+    /// second read, a signup completed between the first read and the commit
+    /// (on another replica) would leave the subscription waiting for good.
+    async fn recheck_account_approval(
+        &self,
+        subscription_id: &str,
+        account_id: &str,
+        waiting: pb::Subscription,
+    ) -> Result<pb::Subscription> {
+        let account = self.account(AccountSelector::by_id(account_id)).await?;
+        if !account.signup_done {
+            return Ok(waiting);
+        }
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let Some(row) = self.load_subscription(&txn, subscription_id).await? else {
+            return Ok(waiting);
+        };
+        if row.state != state::REQUESTED || !row.awaiting_account_approval {
+            return Ok(waiting);
+        }
+        tracing::info!(subscription.id = %row.id, "the account's signup finished meanwhile; approving");
+        let row = self.start_approval(&txn, row, true).await?;
         let response = self.to_proto(&txn, &row).await?;
         txn.commit().await.map_err(db_error)?;
         self.outbox.wake();
@@ -606,6 +646,7 @@ impl ProvisioningDomain {
     ) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.ApproveSubscription",
             &key,
@@ -646,6 +687,7 @@ impl ProvisioningDomain {
         validator.finish()?;
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.RejectSubscription",
             &key,
@@ -688,6 +730,7 @@ impl ProvisioningDomain {
         reason: &str,
     ) -> Result<pb::Subscription> {
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             scope_name,
             &context_key_value,
@@ -744,6 +787,7 @@ impl ProvisioningDomain {
     pub async fn change_plan(&self, request: pb::ChangePlanRequest) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.ChangePlan",
             &key,
@@ -785,6 +829,7 @@ impl ProvisioningDomain {
     ) -> Result<pb::Subscription> {
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.CancelSubscription",
             &key,
@@ -816,6 +861,7 @@ impl ProvisioningDomain {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.NotifyAccountApproved",
             &key,
@@ -826,6 +872,7 @@ impl ProvisioningDomain {
             .filter(subscription::Column::AccountId.eq(account_id.into_string()))
             .filter(subscription::Column::State.eq(state::REQUESTED))
             .order_by_asc(subscription::Column::Id)
+            .lock_exclusive()
             .all(&*txn)
             .await
             .map_err(db_error)?;

@@ -109,6 +109,7 @@ impl ProvisioningDomain {
 
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.CreateTransferClaim",
             &key,
@@ -282,6 +283,7 @@ impl ProvisioningDomain {
         let now = self.now();
         let key = context_key(request.context.as_ref());
         let txn = idempotent_txn!(
+            sealed(&self.cipher),
             &self.db,
             "provisioning.AcceptTransferClaim",
             &key,

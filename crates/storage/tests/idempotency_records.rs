@@ -1,0 +1,156 @@
+//! Stored answers: sealed at rest, erased with the account they concern,
+//! and kept no longer than the retention, on SQLite and PostgreSQL.
+
+use chrono::Utc;
+use marketbridge_core::crypto::Cipher;
+use marketbridge_proto::common::v1::MarketplaceRef;
+use marketbridge_storage::idempotency::{self, Started, entity};
+use marketbridge_storage::sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set};
+use marketbridge_storage::sea_orm_migration::prelude::*;
+use marketbridge_storage::testing::TestDatabase;
+use marketbridge_storage::{backend_test, connect, migrations};
+
+struct TestMigrator;
+
+impl MigratorTrait for TestMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        migrations::shared()
+    }
+}
+
+async fn open(database: &TestDatabase) -> DatabaseConnection {
+    let db = connect(database.url()).await.expect("connect");
+    TestMigrator::up(&db, None).await.expect("migrate");
+    db
+}
+
+fn secret_answer(secret: &str) -> MarketplaceRef {
+    MarketplaceRef {
+        marketplace: 2,
+        external_id: secret.into(),
+    }
+}
+
+async fn sealed_call(
+    db: &DatabaseConnection,
+    cipher: &Cipher,
+    key: &str,
+    subject: &str,
+    secret: &str,
+) -> MarketplaceRef {
+    let request = secret_answer(key);
+    match idempotency::start_sealed::<MarketplaceRef>(
+        db,
+        cipher,
+        "test.Secret",
+        key,
+        &request,
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    {
+        Started::Replay(response) => response,
+        Started::Fresh(mut txn) => {
+            txn.concerning(subject);
+            txn.finish(secret_answer(secret)).await.unwrap()
+        }
+    }
+}
+
+backend_test!(
+    sealed_answers_replay_but_never_sit_in_plain_text,
+    |database| async move {
+        let db = open(&database).await;
+        let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
+        let secret = "postgres://u:pw-4f1c9a2e7b@db/x";
+        let first = sealed_call(&db, &cipher, "k1", "acc_1", secret).await;
+        assert_eq!(first.external_id, secret);
+        // The replay opens the sealed answer.
+        let replay = sealed_call(&db, &cipher, "k1", "acc_1", "other").await;
+        assert_eq!(replay.external_id, secret);
+        let rows = entity::Entity::find().all(&db).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(
+            !rows[0]
+                .response
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
+            "the stored answer holds the secret in plain text"
+        );
+        // Without the key, a sealed answer is an error, not a default.
+        let unsealed = idempotency::start::<MarketplaceRef>(
+            &db,
+            "test.Secret",
+            "k1",
+            &secret_answer("k1"),
+            Utc::now(),
+        )
+        .await;
+        assert!(unsealed.is_err());
+    }
+);
+
+backend_test!(
+    plain_answers_of_an_earlier_version_are_sealed_at_start,
+    |database| async move {
+        let db = open(&database).await;
+        let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
+        let secret = "PGPASSWORD=pw-0b7d3e";
+        use prost::Message;
+        entity::ActiveModel {
+            scope: Set("test.Secret".into()),
+            key: Set("old".into()),
+            fingerprint: Set(marketbridge_core::crypto::sha256_hex(
+                &secret_answer("old").encode_to_vec(),
+            )),
+            response: Set(secret_answer(secret).encode_to_vec()),
+            subject: Set(None),
+            created_at: Set(Utc::now()),
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        assert_eq!(
+            idempotency::seal_plaintext_records(&db, &cipher)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            idempotency::seal_plaintext_records(&db, &cipher)
+                .await
+                .unwrap(),
+            0
+        );
+        let row = entity::Entity::find().one(&db).await.unwrap().unwrap();
+        assert!(
+            !row.response
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes())
+        );
+        let replay = sealed_call(&db, &cipher, "old", "acc_1", "new").await;
+        assert_eq!(replay.external_id, secret);
+    }
+);
+
+backend_test!(
+    records_go_with_their_account_and_their_retention,
+    |database| async move {
+        let db = open(&database).await;
+        let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
+        sealed_call(&db, &cipher, "a1", "acc_a", "alice@example.com").await;
+        sealed_call(&db, &cipher, "a2", "acc_a", "alice@example.com").await;
+        sealed_call(&db, &cipher, "b1", "acc_b", "bob@example.com").await;
+        assert_eq!(idempotency::purge_subject(&db, "acc_a").await.unwrap(), 2);
+        let left = entity::Entity::find().all(&db).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].subject.as_deref(), Some("acc_b"));
+
+        // Housekeeping with a zero retention leaves nothing older than now.
+        let stop = tokio_util::sync::CancellationToken::new();
+        stop.cancel();
+        idempotency::housekeeping(db.clone(), Some(cipher), std::time::Duration::ZERO, stop).await;
+        assert!(entity::Entity::find().all(&db).await.unwrap().is_empty());
+    }
+);
