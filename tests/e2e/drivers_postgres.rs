@@ -72,6 +72,24 @@ driver = "postgres"
     ))
 }
 
+/// A driver admin that is not a superuser (CREATEDB and CREATEROLE, with a
+/// database of its own to connect to), made in the sandbox; its URL.
+async fn driver_admin(sandbox: &PostgresSandbox) -> String {
+    let name = format!("{}admin", sandbox.prefix);
+    let quoted = quote_identifier(&name).unwrap();
+    sandbox
+        .admin_execute(&format!("CREATE ROLE {quoted} LOGIN CREATEDB CREATEROLE"))
+        .await;
+    sandbox
+        .admin_execute(&format!("CREATE DATABASE {quoted} OWNER {quoted}"))
+        .await;
+    // As README asks of the provider's own databases.
+    sandbox
+        .admin_execute(&format!("REVOKE CONNECT ON DATABASE {quoted} FROM PUBLIC"))
+        .await;
+    sandbox.url_as(&name, &name)
+}
+
 async fn connects(url: &str) -> Result<PgConnection, String> {
     PgConnection::connect(url).await.map_err(|e| e.to_string())
 }
@@ -90,11 +108,12 @@ backend_test!(
             return;
         };
         let catalog = catalog(&sandbox.prefix);
+        let admin_url = driver_admin(&sandbox).await;
         let test = set_on(&database)
             .manual_clock()
             .without_workers()
             .configure(|config| {
-                sandbox.configure(config);
+                config.provisioning.postgres_admin_url = admin_url;
                 config.catalog.path = catalog.path();
                 config.provisioning.postgres_deletion_grace_seconds = GRACE_SECONDS as u64;
             })
@@ -289,10 +308,7 @@ backend_test!(
         let refused = connects(secret(&second, "DATABASE_URL"))
             .await
             .expect_err("a suspended database refuses connections");
-        assert!(
-            refused.contains("not currently accepting connections"),
-            "{refused}"
-        );
+        assert!(refused.contains("not permitted to log in"), "{refused}");
         provisioning
             .resume_resource(provisioning_pb::ResumeResourceRequest {
                 context: context("resume"),
@@ -346,10 +362,11 @@ async fn dropping_at_once(
     sandbox: &PostgresSandbox,
     catalog: &CatalogFile,
 ) -> TestSet {
+    let admin_url = driver_admin(sandbox).await;
     set_on(database)
         .without_workers()
         .configure(|config| {
-            sandbox.configure(config);
+            config.provisioning.postgres_admin_url = admin_url;
             config.catalog.path = catalog.path();
             config.provisioning.postgres_deletion_grace_seconds = 0;
         })
@@ -414,9 +431,9 @@ backend_test!(
             .fetch_one(&mut admin)
             .await
             .unwrap();
-            assert!(
-                comment.contains(&format!("({name})")),
-                "the name is stored verbatim: {comment}"
+            assert_eq!(
+                &comment, resource_id,
+                "the cluster keeps the id, not what the customer typed"
             );
             let mut connection = connects(secret(&answer.secrets, "DATABASE_URL"))
                 .await
@@ -469,14 +486,15 @@ backend_test!(
         };
         // An admin that may create roles but not databases.
         let weak_admin = format!("{}weak_admin", sandbox.prefix);
+        let quoted = quote_identifier(&weak_admin).unwrap();
         sandbox
-            .admin_execute(&format!(
-                "CREATE ROLE {} LOGIN CREATEROLE",
-                quote_identifier(&weak_admin).unwrap()
-            ))
+            .admin_execute(&format!("CREATE ROLE {quoted} LOGIN CREATEROLE"))
+            .await;
+        sandbox
+            .admin_execute(&format!("CREATE DATABASE {quoted} OWNER {quoted}"))
             .await;
         let catalog = catalog(&sandbox.prefix);
-        let weak_url = sandbox.url_as(&weak_admin, "postgres");
+        let weak_url = sandbox.url_as(&weak_admin, &weak_admin);
         let test = set_on(&database)
             .without_workers()
             .configure(|config| {
@@ -705,6 +723,119 @@ backend_test!(
         test.drain().await;
         let suspended = run("SELECT 1", true).await.expect_err("suspended");
         assert_eq!(suspended.code(), tonic::Code::FailedPrecondition);
+        test.stop().await;
+    }
+);
+
+backend_test!(
+    names_the_driver_cannot_keep_are_refused_before_anything_is_made,
+    |database| async move {
+        let Some(sandbox) = PostgresSandbox::open() else {
+            return;
+        };
+        let catalog = catalog(&sandbox.prefix);
+        let test = dropping_at_once(&database, &sandbox, &catalog).await;
+        let account = direct_account(&test, "team-nul").await;
+        let mut provisioning = test.set.clients.provisioning.clone();
+        for (index, name) in ["nul\0byte", "line\nbreak", "bell\u{7}", "escape\u{1b}[31m"]
+            .iter()
+            .enumerate()
+        {
+            let refused = provisioning
+                .create_resource(provisioning_pb::CreateResourceRequest {
+                    context: context(&format!("control-{index}")),
+                    account_id: account.id.clone(),
+                    product_id: "pg".into(),
+                    plan_id: "small".into(),
+                    name: (*name).into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err("control characters are refused");
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{name:?}");
+        }
+        test.drain().await;
+        let mut admin = sandbox.admin().await;
+        let made: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM pg_database WHERE datname LIKE $1 || 'res%') + \
+                    (SELECT count(*) FROM pg_roles WHERE rolname LIKE $1 || 'res%')",
+        )
+        .bind(&sandbox.prefix)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(made, 0, "nothing was made");
+        test.stop().await;
+    }
+);
+
+backend_test!(
+    the_service_moves_databases_of_the_first_layout_at_start,
+    |database| async move {
+        let Some(sandbox) = PostgresSandbox::open() else {
+            return;
+        };
+        // A resource as the first layout made it (with a superuser admin).
+        let resource_id = marketbridge_core::ids::ResourceId::generate().into_string();
+        let name = format!("{}{resource_id}", sandbox.prefix);
+        let login = format!("{name}_a");
+        let d = quote_identifier(&name).unwrap();
+        let l = quote_identifier(&login).unwrap();
+        for statement in [
+            format!("CREATE ROLE {d} NOLOGIN"),
+            format!("CREATE ROLE {l} NOLOGIN"),
+            format!(
+                "ALTER ROLE {l} WITH LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD 'pw'"
+            ),
+            format!("GRANT {d} TO {l}"),
+            format!("ALTER ROLE {l} SET role = '{name}'"),
+            format!("CREATE DATABASE {d} OWNER {d}"),
+            format!("REVOKE ALL ON DATABASE {d} FROM PUBLIC"),
+            format!(
+                "COMMENT ON DATABASE {d} IS 'marketbridge resource {resource_id} (orders) of account acc_x, product pg'"
+            ),
+            format!("ALTER DATABASE {d} WITH CONNECTION LIMIT 5"),
+            format!("ALTER DATABASE {d} WITH ALLOW_CONNECTIONS false"),
+        ] {
+            sandbox.admin_execute(&statement).await;
+        }
+        let url = sandbox.url_as(&login, &name);
+        let catalog = catalog(&sandbox.prefix);
+        let test = dropping_at_once(&database, &sandbox, &catalog).await;
+        // Started: the suspended database's login is disabled, and the
+        // database is the provider's.
+        let mut admin = sandbox.admin().await;
+        let (owner, comment, can_login): (String, String, bool) = sqlx::query_as(
+            "SELECT datdba::regrole::text, shobj_description(d.oid, 'pg_database'), \
+                    (SELECT rolcanlogin FROM pg_roles WHERE rolname = $2) \
+             FROM pg_database d WHERE datname = $1",
+        )
+        .bind(&name)
+        .bind(&login)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        assert_eq!(owner, format!("{}admin", sandbox.prefix));
+        assert_eq!(comment, resource_id);
+        assert!(!can_login, "a suspended resource's login may not log in");
+        // Even with connections allowed by someone, the customer gets
+        // nowhere, and owns nothing that would let them undo it.
+        sandbox
+            .admin_execute(&format!("ALTER DATABASE {d} WITH ALLOW_CONNECTIONS true"))
+            .await;
+        let refused = connects(&url).await.expect_err("the login is disabled");
+        assert!(refused.contains("not permitted to log in"), "{refused}");
+        sandbox
+            .admin_execute(&format!("ALTER ROLE {l} WITH LOGIN"))
+            .await;
+        let mut customer = connects(&url).await.expect("enabled by the provider");
+        let escape = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE {d} WITH CONNECTION LIMIT -1"
+        )))
+        .execute(&mut customer)
+        .await;
+        assert!(escape.is_err(), "the database is not the customer's");
+        customer.close().await.unwrap();
         test.stop().await;
     }
 );
