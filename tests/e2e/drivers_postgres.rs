@@ -839,3 +839,26 @@ backend_test!(
         test.stop().await;
     }
 );
+
+backend_test!(
+    a_name_with_control_characters_is_a_400_at_the_partner_api,
+    |database| async move {
+        use crate::vercel_support::{
+            VercelOptions, assert_error, field_keys, installation_path, provision_body, vercel_set,
+        };
+        let vercel = vercel_set(&database, VercelOptions::default()).await;
+        let (installation, admin) = vercel.install().await;
+        let resources = format!("{}/resources", installation_path(&installation));
+        for name in ["nul\u{0}byte", "line\nbreak", "escape\u{1b}[31m"] {
+            let answer = vercel
+                .partner
+                .post(&resources)
+                .user(&admin)
+                .json(&provision_body("database", "free", name, json!({})))
+                .send()
+                .await;
+            assert_error(&answer, 400, "validation_error");
+            assert_eq!(field_keys(&answer), ["name"], "{name:?}: {}", answer.text);
+        }
+    }
+);
