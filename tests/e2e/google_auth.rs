@@ -261,6 +261,9 @@ backend_test!(
             .open_signup(&sim.signup_token(&purchase.account_id))
             .await;
         assert_eq!(status, 200);
+        let (_, early) = google
+            .open_signup(&sim.signup_token(&purchase.account_id))
+            .await;
         let (status, done) = google
             .submit_signup(&page, "<b>Grace</b>", "grace@example.com", "Navy")
             .await;
@@ -271,6 +274,25 @@ backend_test!(
             google.account(&purchase.account_id).await.signup_state,
             account_pb::SignupState::Approved as i32
         );
+        // A used form cannot be sent again with other values, and a form
+        // opened before the signup was accepted cannot rewrite it.
+        let (status, reused) = google
+            .submit_signup(&page, "Mallory", "mallory@example.com", "Evil")
+            .await;
+        assert_eq!(status, 409, "{reused}");
+        assert!(reused.contains("already used"), "{reused}");
+        let (status, late) = google
+            .submit_signup(&early, "Mallory", "mallory@example.com", "Evil")
+            .await;
+        assert_eq!(status, 409, "{late}");
+        assert!(late.contains("already signed up"), "{late}");
+        let contact = google
+            .account(&purchase.account_id)
+            .await
+            .contact
+            .expect("a contact");
+        assert_eq!(contact.email, "grace@example.com");
+
         // Coming back later (a re-click) needs no second approval.
         let (status, page) = google
             .open_signup(&sim.signup_token(&purchase.account_id))

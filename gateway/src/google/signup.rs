@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use marketbridge_core::crypto::{random_token, sha256_hex};
+use marketbridge_core::crypto::random_token;
 use marketbridge_core::{Error, ErrorCode};
 use marketbridge_google::signup_token::SIGNUP_TOKEN_FIELD;
 use marketbridge_google::token::RejectReason;
@@ -212,6 +212,16 @@ pub async fn complete(State(state): State<AppState>, body: Bytes) -> Response {
                 account.signup_state == account_pb::SignupState::Approved as i32,
             )
         }
+        Err(error) if error.code() == ErrorCode::IdempotencyKeyReused => pages::problem(
+            StatusCode::CONFLICT,
+            "This signup form was already used",
+            "Each signup form can be sent once. Open the signup link from Google Cloud Marketplace again.",
+        ),
+        Err(error) if error.code() == ErrorCode::Unprocessable => pages::problem(
+            StatusCode::CONFLICT,
+            "This account has already signed up",
+            "The signup of this Google Cloud Marketplace account was already accepted.",
+        ),
         Err(error) if error.code() == ErrorCode::Conflict => pages::problem(
             StatusCode::CONFLICT,
             "This account is closed",
@@ -262,16 +272,11 @@ async fn approve(
         role: ticket.roles.first().cloned().unwrap_or_default(),
         last_seen_at: None,
     };
-    let fingerprint =
-        sha256_hex(format!("{}\n{}\n{}", values.name, values.email, values.company).as_bytes());
+    // One key per ticket: the same submission again is a replay, any other
+    // submission with a used ticket is refused.
     let request = account_pb::ApproveSignupRequest {
         context: Some(RequestContext {
-            idempotency_key: format!(
-                "google:{}:signup:{}:{}",
-                ticket.account,
-                ticket.nonce,
-                &fingerprint[..16]
-            ),
+            idempotency_key: format!("google:{}:signup:{}", ticket.account, ticket.nonce),
             actor: Some(person.clone()),
         }),
         account: Some(AccountSelector::by_ref(

@@ -69,7 +69,9 @@ impl TicketSigner {
                 b"marketbridge google signup ticket",
             ));
         }
-        tracing::warn!("no session secret is configured; signup tickets use a key of this process only");
+        tracing::warn!(
+            "no session secret is configured; signup tickets use a key of this process only"
+        );
         Self::new(marketbridge_core::crypto::random_token(32).into_bytes())
     }
 

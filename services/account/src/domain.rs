@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::{Cipher, SecretString};
 use marketbridge_core::ids::{AccountId, EventId};
 use marketbridge_core::time::{SharedClock, from_optional_timestamp};
-use marketbridge_core::{Error, Marketplace, Result, Validator};
+use marketbridge_core::{Error, ErrorCode, Marketplace, Result, Validator};
 use marketbridge_proto::account::v1 as pb;
 use marketbridge_proto::common::v1::{
     AccountSelector, MarketplaceRef, Person, RequestContext, account_selector,
@@ -516,6 +516,16 @@ impl AccountDomain {
         let mut row = self.require(&*txn, request.account.as_ref()).await?;
         if row.state != account_state::ACTIVE {
             return Err(Error::conflict("the account is deleted; it cannot sign up"));
+        }
+        if matches!(
+            row.signup_state.as_str(),
+            signup_state::APPROVING | signup_state::APPROVED
+        ) {
+            // A signup, once accepted, is not rewritten by a later form.
+            return Err(Error::new(
+                ErrorCode::Unprocessable,
+                "the account's signup was already accepted; its contact changes only through the account itself",
+            ));
         }
         if let Some(person) = request
             .person
