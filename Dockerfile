@@ -11,7 +11,8 @@ FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home /var/lib/marketbridge --create-home marketbridge
+ && useradd --system --uid 10001 --home /var/lib/marketbridge --create-home marketbridge \
+ && install -d -m 0755 -o marketbridge /var/lib/marketbridge/secrets
 COPY --from=build /src/target/release/marketbridge /usr/local/bin/marketbridge
 COPY config/catalog.toml /etc/marketbridge/catalog.toml
 USER marketbridge

@@ -105,6 +105,7 @@ fn compose_uses_only_real_settings_commands_and_ports() {
     let services = compose["services"].as_mapping().expect("services");
     let names: BTreeSet<String> = services.keys().map(text).collect();
     for required in [
+        "secrets",
         "postgres",
         "jaeger",
         "account",
@@ -167,8 +168,27 @@ fn compose_uses_only_real_settings_commands_and_ports() {
         let config: Config = figment
             .extract()
             .unwrap_or_else(|e| panic!("{service}: {e}"));
-        marketbridge_core::crypto::Cipher::from_base64_key(&config.security.encryption_key)
-            .expect("a valid key");
+        // Secrets come from the volume the `secrets` service fills, never
+        // from the file.
+        assert!(
+            config.security.encryption_key.is_empty()
+                && config.gateway.session_secret.is_empty()
+                && config.security.service_token.is_empty()
+                && config.security.grpc_clients.is_empty(),
+            "{service}: no secret is written in compose"
+        );
+        assert!(!config.security.allow_unauthenticated, "{service} authenticates callers");
+        let secrets_dir = config.security.secrets_dir.clone();
+        let mounts: Vec<String> = definition["volumes"]
+            .as_sequence()
+            .expect("volumes")
+            .iter()
+            .map(text)
+            .collect();
+        assert!(
+            mounts.contains(&format!("secrets:{secrets_dir}:ro")),
+            "{service} reads the secrets volume at {secrets_dir}: {mounts:?}"
+        );
 
         let listen = environment
             .get(Value::String(listen_key(service)))
@@ -179,16 +199,22 @@ fn compose_uses_only_real_settings_commands_and_ports() {
             "{service} listens on every interface in its container"
         );
         let port = port_of(&listen);
-        let ports: Vec<String> = definition["ports"]
-            .as_sequence()
-            .expect("ports")
-            .iter()
-            .map(text)
-            .collect();
-        assert!(
-            ports.iter().any(|p| p.ends_with(&format!(":{port}"))),
-            "{service} publishes {port}"
-        );
+        let ports: Vec<String> = definition
+            .get("ports")
+            .and_then(Value::as_sequence)
+            .map(|ports| ports.iter().map(text).collect())
+            .unwrap_or_default();
+        if service == "gateway" {
+            assert!(
+                ports.iter().any(|p| p.ends_with(&format!(":{port}"))),
+                "the gateway publishes {port}"
+            );
+        } else {
+            assert!(
+                ports.is_empty(),
+                "{service} publishes no gRPC port to the host: {ports:?}"
+            );
+        }
         let probe: Vec<String> = definition["healthcheck"]["test"]
             .as_sequence()
             .expect("healthcheck")
@@ -215,8 +241,8 @@ fn compose_uses_only_real_settings_commands_and_ports() {
                 ))],
             );
             assert!(
-                url.starts_with("postgres://") && url.contains("@postgres:5432/"),
-                "{service} uses the postgres service"
+                url.starts_with("postgres://marketbridge@postgres:5432/"),
+                "{service} uses the postgres service, with no password in the file: {url}"
             );
             assert!(
                 databases.contains(&format!("CREATE DATABASE {service};")),
@@ -249,6 +275,54 @@ fn compose_uses_only_real_settings_commands_and_ports() {
     assert_eq!(
         text(&compose["services"]["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"]),
         "true"
+    );
+
+    // The secrets service makes the files on first start; PostgreSQL takes
+    // its password from the same volume.
+    let init: Vec<String> = compose["services"]["secrets"]["command"]
+        .as_sequence()
+        .expect("secrets command")
+        .iter()
+        .map(text)
+        .collect();
+    assert_eq!(init[..2], ["secrets", "init"]);
+    assert!(help.contains("  secrets "), "`marketbridge secrets` exists");
+    let postgres = &compose["services"]["postgres"]["environment"];
+    assert!(postgres.get("POSTGRES_PASSWORD").is_none());
+    let password_file = text(&postgres["POSTGRES_PASSWORD_FILE"]);
+    let postgres_mounts: Vec<String> = compose["services"]["postgres"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    let folder = password_file
+        .strip_suffix(&format!("/{}", marketbridge_rpc::secrets::DATABASE_PASSWORD_FILE))
+        .expect("the password file is the one `secrets init` writes");
+    assert!(postgres_mounts.contains(&format!("secrets:{folder}:ro")));
+
+    // No literal secret anywhere in the file: every value of a variable
+    // named like a secret is a file path or absent.
+    let raw = repository_file("docker-compose.yml");
+    for line in raw.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.to_uppercase();
+        let secret_like = ["KEY", "SECRET", "TOKEN", "PASSWORD"]
+            .iter()
+            .any(|word| name.contains(word));
+        if secret_like {
+            let value = value.trim();
+            assert!(
+                value.is_empty() || value.starts_with('/'),
+                "a literal secret in docker-compose.yml: {line}"
+            );
+        }
+    }
+    assert!(
+        !raw.contains("${"),
+        "no variable defaults that could carry a secret"
     );
 }
 
