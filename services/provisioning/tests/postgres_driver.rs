@@ -985,6 +985,16 @@ async fn over_the_storage_quota_the_customer_reads_and_cannot_write() {
     .await
     .expect("the customer prepares");
     let _ = as_customer(&tenant.url, "SET ROLE NONE; CREATE TABLE mine (x int)").await;
+    // A trap for the admin's own statements in the database (a better
+    // match than pg_catalog's format(text, VARIADIC "any")).
+    as_customer(
+        &tenant.url,
+        "CREATE TABLE trap (who text); \
+         CREATE FUNCTION public.format(text, name) RETURNS text LANGUAGE sql \
+         AS $$ INSERT INTO public.trap VALUES (current_user); SELECT $2::text $$",
+    )
+    .await
+    .expect("the customer sets a trap");
 
     // The small plan's 1 MiB is less than any database.
     let small = tenant.resource.context(product, "small");
@@ -1029,6 +1039,16 @@ async fn over_the_storage_quota_the_customer_reads_and_cannot_write() {
             .await
             .is_err(),
         "a login's own settings lift nothing"
+    );
+    let trapped = customer_reads(
+        &sandbox.url_as("postgres", &tenant.database),
+        "SELECT count(*)::text FROM trap",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        trapped, "0",
+        "none of the customer's functions ran as the admin"
     );
     let answer = console(
         &driver,

@@ -223,11 +223,21 @@ impl Admin {
 
     /// A connection of the admin to `database`, for statements that act
     /// inside it (schemas, tables). The caller closes it.
+    ///
+    /// The customer owns objects in that database: the connection looks up
+    /// names in `pg_catalog` only, so no function or operator of theirs runs
+    /// with the admin's rights, whatever search path the database sets.
     pub async fn connect_to(&self, database: &str) -> Result<PgConnection> {
         let options = self.options.clone().database(database);
         match tokio::time::timeout(self.acquire_timeout, PgConnection::connect_with(&options)).await
         {
-            Ok(Ok(connection)) => Ok(connection),
+            Ok(Ok(mut connection)) => {
+                sqlx::raw_sql("SET search_path = pg_catalog, pg_temp")
+                    .execute(&mut connection)
+                    .await
+                    .map_err(|e| sql_error("set the search path", e))?;
+                Ok(connection)
+            }
             Ok(Err(error)) => Err(sql_error("connect to the database", error)),
             Err(_) => Err(Error::unavailable(
                 "postgres: connect to the database: timed out",
