@@ -110,7 +110,8 @@ backend_test!(
         );
 
         // A team checks entitlements and nothing more.
-        let mut as_team = ProvisioningServiceClient::new(channel(&urls.provisioning_url, Some(&team)));
+        let mut as_team =
+            ProvisioningServiceClient::new(channel(&urls.provisioning_url, Some(&team)));
         let entitlement = as_team
             .check_entitlement(provisioning_pb::CheckEntitlementRequest {
                 account: Some(AccountSelector {
@@ -158,10 +159,8 @@ backend_test!(
         assert!(!secrets.secrets.is_empty());
 
         // Health answers anyone (probes, load balancers).
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel(
-            &urls.billing_url,
-            None,
-        ));
+        let mut health =
+            tonic_health::pb::health_client::HealthClient::new(channel(&urls.billing_url, None));
         let status = health
             .check(tonic_health::pb::HealthCheckRequest {
                 service: String::new(),
@@ -199,4 +198,39 @@ fn nothing_is_open_by_default() {
             "{bad} is refused"
         );
     }
+}
+
+#[test]
+fn a_service_refuses_the_key_compose_used_to_ship_and_a_missing_token() {
+    let data = std::env::temp_dir().join(format!(
+        "marketbridge-refuse-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let run = |variables: &[(&str, String)]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_marketbridge"))
+            .arg("account")
+            .env("MARKETBRIDGE_DATA__DIR", &data)
+            .env("MARKETBRIDGE_ACCOUNT__LISTEN", "127.0.0.1:0")
+            .env("MARKETBRIDGE_TELEMETRY__LOG_FILTER", "error")
+            .envs(variables.iter().map(|(k, v)| (*k, v.clone())))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "the service must not start");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let token = marketbridge_core::crypto::random_token(32);
+    let published = run(&[
+        (
+            "MARKETBRIDGE_SECURITY__ENCRYPTION_KEY",
+            "bWFya2V0YnJpZGdlLWRldi1rZXktbm90LXNlY3JldCE=".to_owned(),
+        ),
+        ("MARKETBRIDGE_SECURITY__SERVICE_TOKEN", token),
+    ]);
+    assert!(published.contains("published"), "{published}");
+    let no_token = run(&[(
+        "MARKETBRIDGE_SECURITY__ENCRYPTION_KEY",
+        marketbridge_core::crypto::Cipher::generate_base64_key(),
+    )]);
+    assert!(no_token.contains("security.service_token"), "{no_token}");
+    let _ = std::fs::remove_dir_all(&data);
 }
