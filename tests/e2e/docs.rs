@@ -177,7 +177,10 @@ fn compose_uses_only_real_settings_commands_and_ports() {
                 && config.security.grpc_clients.is_empty(),
             "{service}: no secret is written in compose"
         );
-        assert!(!config.security.allow_unauthenticated, "{service} authenticates callers");
+        assert!(
+            !config.security.allow_unauthenticated,
+            "{service} authenticates callers"
+        );
         let secrets_dir = config.security.secrets_dir.clone();
         let mounts: Vec<String> = definition["volumes"]
             .as_sequence()
@@ -297,7 +300,10 @@ fn compose_uses_only_real_settings_commands_and_ports() {
         .map(text)
         .collect();
     let folder = password_file
-        .strip_suffix(&format!("/{}", marketbridge_rpc::secrets::DATABASE_PASSWORD_FILE))
+        .strip_suffix(&format!(
+            "/{}",
+            marketbridge_rpc::secrets::DATABASE_PASSWORD_FILE
+        ))
         .expect("the password file is the one `secrets init` writes");
     assert!(postgres_mounts.contains(&format!("secrets:{folder}:ro")));
 

@@ -46,13 +46,7 @@ async fn grpcurl(
     )
 }
 
-async fn call(
-    binary: &str,
-    address: SocketAddr,
-    token: &str,
-    method: &str,
-    data: Value,
-) -> Value {
+async fn call(binary: &str, address: SocketAddr, token: &str, method: &str, data: Value) -> Value {
     let (ok, out, err) = grpcurl(binary, address, Some(token), Some(&data), &[method]).await;
     assert!(ok, "{method}: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method} answered {out}: {e}"))
@@ -91,8 +85,14 @@ backend_test!(
             assert!(ok, "{err}");
             let listed: Vec<&str> = listed.lines().collect();
             assert_eq!(listed, vec!["grpc.health.v1.Health", service]);
-            let (ok, described, err) =
-                grpcurl(&binary, address, Some(&operator), None, &["describe", service]).await;
+            let (ok, described, err) = grpcurl(
+                &binary,
+                address,
+                Some(&operator),
+                None,
+                &["describe", service],
+            )
+            .await;
             assert!(ok && described.contains("is a service"), "{err}");
             for name in ["", service] {
                 // grpcurl learns the schema through reflection, which needs

@@ -163,14 +163,10 @@ backend_test!(
             product_id: "database".into(),
             ..Default::default()
         });
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().unwrap(),
-        );
-        let plans = billing
-            .list_plans(request)
-            .await
-            .unwrap();
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let plans = billing.list_plans(request).await.unwrap();
         assert!(!plans.into_inner().plans.is_empty());
         let probe = Command::new(env!("CARGO_BIN_EXE_marketbridge"))
             .args(["probe", &format!("grpc://127.0.0.1:{}", ports[0])])

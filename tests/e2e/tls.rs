@@ -63,7 +63,10 @@ fn read(path: &Path) -> Vec<u8> {
 fn certificate_fingerprint(path: &Path) -> String {
     use base64::Engine;
     let pem = String::from_utf8(read(path)).unwrap();
-    let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    let body: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body)
         .unwrap();
@@ -93,7 +96,8 @@ backend_test!(
                 config.tls.client_ca = ca;
                 config.tls.client_cert = client_cert;
                 config.tls.client_key = client_key;
-                config.security.grpc_clients = format!("metering-agent:usage:cert-sha256:{fingerprint}");
+                config.security.grpc_clients =
+                    format!("metering-agent:usage:cert-sha256:{fingerprint}");
             })
             .start()
             .await;

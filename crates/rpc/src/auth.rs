@@ -46,7 +46,12 @@ pub enum Scope {
 }
 
 impl Scope {
-    const ALL: [Scope; 4] = [Scope::Admin, Scope::Secrets, Scope::Entitlements, Scope::Usage];
+    const ALL: [Scope; 4] = [
+        Scope::Admin,
+        Scope::Secrets,
+        Scope::Entitlements,
+        Scope::Usage,
+    ];
 
     /// The name used in configuration.
     pub fn name(self) -> &'static str {

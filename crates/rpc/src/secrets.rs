@@ -148,11 +148,7 @@ pub fn init_dir(dir: &Path) -> Result<Vec<&'static str>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", dir.display())))?;
     let mut created = Vec::new();
-    for kind in [
-        Kind::EncryptionKey,
-        Kind::SessionSecret,
-        Kind::ServiceToken,
-    ] {
+    for kind in [Kind::EncryptionKey, Kind::SessionSecret, Kind::ServiceToken] {
         let path = dir.join(kind.file());
         if !path.exists() {
             write_new(&path, &kind.generate(), 0o600)?;
@@ -396,11 +392,17 @@ mod tests {
         let mut config = Config::default();
         config.security.secrets_dir = dir.display().to_string();
         let error = resolve(&mut config, Needs::all(), false).unwrap_err();
-        assert!(error.message().contains("security.encryption_key"), "{error}");
+        assert!(
+            error.message().contains("security.encryption_key"),
+            "{error}"
+        );
 
         let created = init_dir(&dir).unwrap();
         assert_eq!(created.len(), 4);
-        assert!(init_dir(&dir).unwrap().is_empty(), "existing files are kept");
+        assert!(
+            init_dir(&dir).unwrap().is_empty(),
+            "existing files are kept"
+        );
         config.account.database_url = "postgres://marketbridge@db:5432/account".into();
         resolve(&mut config, Needs::all(), false).unwrap();
         let password = std::fs::read_to_string(dir.join(DATABASE_PASSWORD_FILE)).unwrap();
