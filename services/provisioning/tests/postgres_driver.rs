@@ -1387,8 +1387,23 @@ async fn the_console_stops_reading_at_its_byte_caps_and_says_so() {
             text.len()
         );
         assert!(text.contains("the answer was cut"), "says so");
-        assert!(text.contains("(1048576 bytes, cut)"), "cells are cut");
+        assert!(text.contains("(cut at 4 KiB)"), "cells are cut");
     }
+    // One huge value is cut by the server (it never reaches the service
+    // whole); NULL stays NULL and values keep their text form.
+    let text = console(
+        &driver,
+        &context,
+        &tenant.secrets,
+        "SELECT repeat('y', 8 * 1024 * 1024) AS huge, NULL AS nothing, true AS yes;",
+        true,
+    )
+    .await;
+    assert!(text.contains("(cut at 4 KiB)"), "{}", &text[..200]);
+    assert!(
+        text.contains("\"NULL\"") && text.contains("\"t\""),
+        "{text:.300}"
+    );
     // Cells are cut on character boundaries.
     let text = console(
         &driver,
@@ -1398,7 +1413,7 @@ async fn the_console_stops_reading_at_its_byte_caps_and_says_so() {
         true,
     )
     .await;
-    assert!(text.contains("(10000 bytes, cut)"), "{}", &text[..200]);
+    assert!(text.contains("é… (cut at 4 KiB)"), "{}", &text[..200]);
     // The connection is usable afterwards.
     let text = console(&driver, &context, &tenant.secrets, "SELECT 41 + 1", true).await;
     assert!(text.contains("42"), "{text}");

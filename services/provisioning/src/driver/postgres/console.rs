@@ -10,7 +10,10 @@
 //! The answer is bounded: at most [`MAX_ROWS`] rows are kept (the rest are
 //! counted), a cell keeps at most [`MAX_CELL_BYTES`], and once the cells
 //! kept reach [`MAX_ANSWER_BYTES`] nothing more is read: the connection is
-//! closed (rolling back the statement) and the answer says it was cut.
+//! closed (rolling back the statement) and the answer says it was cut. A
+//! query that can be a subquery (`SELECT`, `VALUES`, `TABLE`) runs wrapped
+//! in one that cuts every cell on the server, so even one huge value never
+//! reaches the service whole.
 
 use super::admin::sql_error;
 use crate::console::{failure, paragraph, table, text};
@@ -90,7 +93,7 @@ pub async fn run(
 }
 
 /// `value` cut to at most [`MAX_CELL_BYTES`] (on a character boundary),
-/// with a note of how long it was.
+/// with a note that it was.
 fn cell(value: String) -> String {
     if value.len() <= MAX_CELL_BYTES {
         return value;
@@ -99,7 +102,51 @@ fn cell(value: String) -> String {
     while !value.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} bytes, cut)", &value[..end], value.len())
+    format!("{}… (cut at {} KiB)", &value[..end], MAX_CELL_BYTES / 1024)
+}
+
+/// `input` as a subquery whose `columns` cells are cut on the server to
+/// one character more than a cell shows (so the cut is still noticed), as
+/// the text the server would send (NULL stays NULL).
+fn wrapped(input: &str, columns: usize) -> String {
+    let query = input.trim_end().trim_end_matches(';');
+    let names: Vec<String> = (1..=columns).map(|i| format!("c{i}")).collect();
+    let cells: Vec<String> = names
+        .iter()
+        .map(|name| {
+            format!(
+                "CASE WHEN pg_catalog.num_nulls(q.{name}) = 1 THEN NULL \
+                 ELSE pg_catalog.left(pg_catalog.format('%s', q.{name}), {}) END",
+                MAX_CELL_BYTES + 1
+            )
+        })
+        .collect();
+    format!(
+        "SELECT {} FROM (\n{query}\n) AS q({})",
+        cells.join(", "),
+        names.join(", ")
+    )
+}
+
+/// True when `sql` prepares; a failure leaves the transaction usable.
+async fn prepares(
+    connection: &mut PgConnection,
+    sql: &str,
+) -> std::result::Result<bool, sqlx::Error> {
+    sqlx::raw_sql("SAVEPOINT console_cut")
+        .execute(&mut *connection)
+        .await?;
+    let prepared = connection
+        .prepare(AssertSqlSafe(sql.to_owned()).into_sql_str())
+        .await
+        .is_ok();
+    let end = if prepared {
+        "RELEASE SAVEPOINT console_cut"
+    } else {
+        "ROLLBACK TO SAVEPOINT console_cut"
+    };
+    sqlx::raw_sql(end).execute(&mut *connection).await?;
+    Ok(prepared)
 }
 
 /// Runs the one statement in `input`.
@@ -122,7 +169,16 @@ async fn statement(
     let mut affected = None;
     let mut answer_bytes = 0usize;
     let mut cut = false;
-    let mut results = sqlx::raw_sql(AssertSqlSafe(input.to_owned())).fetch_many(&mut *connection);
+    // The wrapped text is one statement when it prepares: the server parsed
+    // it as one.
+    let mut sql = input.to_owned();
+    if !header.is_empty() {
+        let candidate = wrapped(input, header.len());
+        if prepares(connection, &candidate).await? {
+            sql = candidate;
+        }
+    }
+    let mut results = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_many(&mut *connection);
     while let Some(item) = results.next().await {
         match item? {
             Either::Left(done) => affected = Some(done.rows_affected()),
