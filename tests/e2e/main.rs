@@ -22,6 +22,7 @@ mod grpcurl;
 mod keys;
 mod limits;
 mod processes;
+mod replicas;
 mod security_at_rest;
 mod security_edge;
 mod security_grpc;

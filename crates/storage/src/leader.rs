@@ -70,14 +70,17 @@ impl std::fmt::Debug for Leadership {
 }
 
 /// Names this process among the replicas: host, process id and a random
-/// part, so a restarted process is a new holder.
-pub fn replica_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}-{}", std::process::id(), &random[..8])
+/// part, so a restarted process is a new holder. The same all process long.
+pub fn this_replica() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".into());
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}", std::process::id(), &random[..8])
+    })
 }
 
 impl Leadership {

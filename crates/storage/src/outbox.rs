@@ -21,6 +21,7 @@
 //! the job runs in a span that continues that trace.
 
 use crate::db::{Backend, db_error};
+use crate::leader::Leadership;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_config::OutboxOptions;
@@ -293,7 +294,10 @@ impl Lease {
         Ok(row.is_some())
     }
 
-    /// Extends the lease from now; false when it is no longer ours.
+    /// Extends the lease from now; `None` when another worker claimed the
+    /// job (the attempt count moved on). A lease that ran out but was not
+    /// claimed by anyone is still ours: claims and renewals update the same
+    /// row, so only one of them wins.
     async fn renew(&self) -> Result<Option<DateTime<Utc>>> {
         let now = truncate_micros(self.clock.now());
         let until = truncate_micros(now + ChronoDuration::seconds(self.seconds.max(1) as i64));
@@ -302,7 +306,6 @@ impl Lease {
             .filter(entity::Column::Id.eq(self.id.clone()))
             .filter(entity::Column::Attempts.eq(self.attempts))
             .filter(entity::Column::Status.eq(status::RUNNING))
-            .filter(entity::Column::LockedUntil.gt(now))
             .exec(&self.db)
             .await
             .map_err(db_error)?;
@@ -381,6 +384,17 @@ impl Outbox {
     /// The retry policy.
     pub fn options(&self) -> &OutboxOptions {
         &self.options
+    }
+
+    /// The elections of periodic tasks in this outbox's database, with this
+    /// process as the candidate.
+    pub fn leadership(&self) -> Leadership {
+        Leadership::new(
+            self.db.clone(),
+            self.clock.clone(),
+            crate::leader::this_replica(),
+            self.options.leader_lease_seconds,
+        )
     }
 
     /// Enqueues a job in `conn` (a transaction of the caller's change). Call
@@ -467,7 +481,9 @@ impl Outbox {
             let Some(row) = self.claim_one(self.clock.now(), &[]).await? else {
                 break;
             };
-            self.run_job(handler, row).await?;
+            // Boxed: a job's future is large, and callers (tests drain from
+            // deep inside theirs) should not carry it on their stack.
+            Box::pin(self.run_job(handler, row)).await?;
             count += 1;
         }
         Ok(count)
@@ -520,13 +536,17 @@ impl Outbox {
             lease: Some(lease.clone()),
         };
         let leased_until = row.locked_until.unwrap_or_else(|| self.clock.now());
-        let work = async {
-            job.ensure_held().await?;
-            handler.handle(&job).await
-        };
+        let work = Box::pin(
+            async {
+                job.ensure_held().await?;
+                handler.handle(&job).await
+            }
+            .instrument(span.clone()),
+        );
+        let keep = Box::pin(lease.keep(leased_until));
         let outcome = tokio::select! {
-            outcome = work.instrument(span.clone()) => outcome,
-            () = lease.keep(leased_until) => Err(JobError::LeaseLost),
+            outcome = work => outcome,
+            () = keep => Err(JobError::LeaseLost),
         };
         let now = truncate_micros(self.clock.now());
         let mut update = entity::ActiveModel {

@@ -10,6 +10,9 @@ use marketbridge_core::Result;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The scheduler's name in the elections of periodic tasks.
+pub const TASK: &str = "billing.scheduler";
+
 /// What one run recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DueWork {
@@ -86,19 +89,18 @@ impl Scheduler {
     }
 
     /// Runs [`Scheduler::run_due`] now and then every interval until
-    /// `shutdown`; a failed run is logged and retried at the next tick.
+    /// `shutdown`, on the one replica that leads `billing.scheduler` (another
+    /// takes over when it dies); a failed run is logged and retried at the
+    /// next tick.
     pub async fn run(self, shutdown: CancellationToken) {
         let seconds = self.domain.options().report_interval_seconds.max(1);
-        let mut ticks = tokio::time::interval(Duration::from_secs(seconds));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            if let Err(error) = self.run_due().await {
-                tracing::warn!(error = %error, "billing scheduler run failed");
-            }
-        }
+        let leadership = self.domain.outbox().leadership();
+        leadership
+            .run_elected(TASK, Duration::from_secs(seconds), shutdown, || async {
+                if let Err(error) = self.run_due().await {
+                    tracing::warn!(error = %error, "billing scheduler run failed");
+                }
+            })
+            .await;
     }
 }

@@ -51,6 +51,9 @@ pub struct UsageMeter {
     interval: Duration,
 }
 
+/// The meter's name in the elections of periodic tasks.
+pub const TASK: &str = "provisioning.usage_meter";
+
 /// The deterministic id of one measurement.
 pub fn event_id(resource_id: &str, metric_id: &str, window_start: DateTime<Utc>) -> String {
     let id = format!(
@@ -188,33 +191,31 @@ impl UsageMeter {
         Ok(round)
     }
 
-    /// Runs a round every interval until `shutdown`; does nothing when the
-    /// interval is zero.
+    /// Runs a round every interval until `shutdown`, on the one replica
+    /// that leads `provisioning.usage_meter` (another takes over when it
+    /// dies); does nothing when the interval is zero.
     pub async fn run(self, shutdown: CancellationToken) {
         if self.interval.is_zero() {
             return;
         }
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let span = tracing::info_span!("usage.round", otel.name = "usage round");
-            match self.run_round().instrument(span).await {
-                Ok(round) => {
-                    tracing::info!(
-                        resources = round.resources,
-                        accepted = round.accepted,
-                        duplicates = round.duplicates,
-                        failed = round.failed,
-                        "usage measured"
-                    )
+        let leadership = self.domain.outbox().leadership();
+        leadership
+            .run_elected(TASK, self.interval, shutdown, || async {
+                let span = tracing::info_span!("usage.round", otel.name = "usage round");
+                match self.run_round().instrument(span).await {
+                    Ok(round) => {
+                        tracing::info!(
+                            resources = round.resources,
+                            accepted = round.accepted,
+                            duplicates = round.duplicates,
+                            failed = round.failed,
+                            "usage measured"
+                        )
+                    }
+                    Err(error) => tracing::warn!(error = %error, "usage round failed"),
                 }
-                Err(error) => tracing::warn!(error = %error, "usage round failed"),
-            }
-        }
+            })
+            .await;
     }
 }
 

@@ -448,21 +448,41 @@ impl BillingDomain {
     /// Puts submissions back in the queue that no job will deliver any more:
     /// those whose job was dead-lettered during a long outage, and suspended
     /// ones, whose check is tried again. Returns how many were queued.
+    ///
+    /// Each submission is re-read and locked inside the write transaction
+    /// that enqueues its new job, and the job's dedupe key names the job it
+    /// replaces, so two replicas (or a paused former leader) requeue a
+    /// submission once.
     pub(crate) async fn requeue_stalled_reports(&self) -> Result<usize> {
-        let waiting = usage_report::Entity::find()
+        let waiting: Vec<String> = usage_report::Entity::find()
+            .select_only()
+            .column(usage_report::Column::Id)
             .filter(
                 usage_report::Column::Status
                     .is_in([report_status::PENDING, report_status::SUSPENDED]),
             )
             .order_by_asc(usage_report::Column::Id)
+            .into_tuple()
             .all(&self.db)
             .await
             .map_err(db_error)?;
         let mut requeued = 0;
-        for row in waiting {
+        for report_id in waiting {
+            let txn = marketbridge_storage::begin_write(&self.db).await?;
+            let Some(row) = usage_report::Entity::find_by_id(report_id)
+                .lock_exclusive()
+                .one(&txn)
+                .await
+                .map_err(db_error)?
+            else {
+                continue;
+            };
+            if row.status != report_status::PENDING && row.status != report_status::SUSPENDED {
+                continue;
+            }
             let job = match &row.job_id {
                 Some(job_id) => outbox_entity::Entity::find_by_id(job_id.clone())
-                    .one(&self.db)
+                    .one(&txn)
                     .await
                     .map_err(db_error)?,
                 None => None,
@@ -475,8 +495,27 @@ impl BillingDomain {
             }
             // A suspended submission keeps its status (and holds the
             // subscription's later windows back) until an attempt passes.
-            let txn = marketbridge_storage::begin_write(&self.db).await?;
-            self.enqueue_delivery(&txn, row.clone()).await?;
+            let replaces = row.job_id.clone().unwrap_or_else(|| "none".into());
+            let job = NewJob::new(
+                job_kind::DELIVER_REPORT,
+                &jobs::ReportJob {
+                    report_id: row.id.clone(),
+                },
+            )?
+            .dedupe_key(format!("report:{}:after:{replaces}", row.id));
+            let Some(job_id) = self.outbox.enqueue(&txn, job).await? else {
+                // Another replica requeued it already.
+                continue;
+            };
+            usage_report::ActiveModel {
+                id: Set(row.id.clone()),
+                job_id: Set(Some(job_id.to_string())),
+                updated_at: Set(self.now()),
+                ..Default::default()
+            }
+            .update(&txn)
+            .await
+            .map_err(db_error)?;
             txn.commit().await.map_err(db_error)?;
             tracing::info!(report.id = %row.id, status = %row.status, "submission queued again");
             requeued += 1;

@@ -26,6 +26,7 @@ use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::Value as Json;
 use std::sync::Arc;
@@ -290,6 +291,7 @@ impl ProvisioningDomain {
         subscription_id: &str,
     ) -> Result<Option<subscription::Model>> {
         subscription::Entity::find_by_id(subscription_id.to_owned())
+            .lock_exclusive()
             .one(conn)
             .await
             .map_err(db_error)
