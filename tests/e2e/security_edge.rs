@@ -47,7 +47,10 @@ fn location(response: &reqwest::Response) -> String {
 
 /// Checks an HTML answer carries the page headers.
 fn assert_page_headers(response: &reqwest::Response) {
-    let headers = response.headers();
+    assert_page_header_map(response.headers());
+}
+
+fn assert_page_header_map(headers: &reqwest::header::HeaderMap) {
     let content_type = headers["content-type"].to_str().unwrap();
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let csp = headers
@@ -346,11 +349,12 @@ backend_test!(
             .await
             .unwrap();
         assert_eq!(refused.status(), 401);
-        assert_page_headers(&refused);
+        let headers = refused.headers().clone();
         let html = refused.text().await.unwrap();
         assert!(!html.contains("unknown or used code"), "{html}");
         assert!(!html.contains("refused"), "{html}");
         assert!(html.contains("Reference: <code>"), "{html}");
+        assert_page_header_map(&headers);
 
         // A page signed in and an error page carry the page headers.
         let code = sim.issue_sso_code(&installation, &SimUser::admin());
