@@ -50,12 +50,16 @@ pub fn grpc_server_span(
 pub const OTHER_RPC: &str = "_OTHER";
 /// `UNIMPLEMENTED`: what the server answers for a path it has no route for.
 const UNIMPLEMENTED: i64 = 12;
+/// `UNAUTHENTICATED`: what the server answers a caller without credentials,
+/// whatever the path.
+const UNAUTHENTICATED: i64 = 16;
 
 /// The labels of a served call: its service and method, except for calls
-/// answered `UNIMPLEMENTED` (a path no service serves, which a caller can
-/// make up), which all share `_OTHER` so that the metrics stay bounded.
+/// answered `UNIMPLEMENTED` (a path no service serves) or `UNAUTHENTICATED`
+/// (refused before any route), whose paths a caller can make up: those all
+/// share `_OTHER`, so the metrics stay bounded.
 fn bounded_labels(service: String, method: String, code: i64) -> (String, String) {
-    if code == UNIMPLEMENTED {
+    if code == UNIMPLEMENTED || code == UNAUTHENTICATED {
         (OTHER_RPC.to_owned(), OTHER_RPC.to_owned())
     } else {
         (service, method)
