@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(CreateSubscriptions));
         migrations.push(Box::new(CreateResources));
         migrations.push(Box::new(CreateTransferClaims));
+        migrations.push(Box::new(IndexResourcesBySubscription));
         migrations
     }
 }
@@ -188,6 +189,43 @@ impl MigrationTrait for CreateTransferClaims {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table("transfer_claims").to_owned())
+            .await
+    }
+}
+
+/// Indexes `resources.subscription_id`: every subscription change looks up
+/// its resources, which otherwise scans the whole table.
+struct IndexResourcesBySubscription;
+
+impl MigrationName for IndexResourcesBySubscription {
+    fn name(&self) -> &str {
+        "m0003_000001_index_resources_by_subscription"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for IndexResourcesBySubscription {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create()
+                    .name("resources_subscription")
+                    .table("resources")
+                    .col("subscription_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("resources_subscription")
+                    .table("resources")
+                    .to_owned(),
+            )
             .await
     }
 }
