@@ -217,10 +217,13 @@ impl Leadership {
             }
             if leading && tokio::time::Instant::now() >= next_tick {
                 let span = tracing::info_span!("periodic", task);
-                let work = tick().instrument(span);
+                // Boxed, so a task's (large) future is not part of the
+                // loop's, nor of whoever spawns it.
+                let work = Box::pin(tick().instrument(span));
+                let keep = Box::pin(self.keep(task, ask_every));
                 let lost = tokio::select! {
                     () = work => false,
-                    () = self.keep(task, ask_every) => true,
+                    () = keep => true,
                     () = shutdown.cancelled() => false,
                 };
                 if lost {

@@ -478,7 +478,7 @@ impl Outbox {
     pub async fn run_once(&self, handler: &dyn JobHandler) -> Result<usize> {
         let mut count = 0;
         while count < self.options.batch_size.max(1) as usize {
-            let Some(row) = self.claim_one(self.clock.now(), &[]).await? else {
+            let Some(row) = Box::pin(self.claim_one(self.clock.now(), &[])).await? else {
                 break;
             };
             // Boxed: a job's future is large, and callers (tests drain from

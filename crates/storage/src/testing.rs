@@ -145,7 +145,9 @@ where
     Fut: Future<Output = ()>,
 {
     match TestDatabase::create(backend).await {
-        Some(database) => body(database).await,
+        // Boxed: a whole test is a large future, and debug builds copy it
+        // on the test thread's stack at every level that awaits it.
+        Some(database) => Box::pin(body(database)).await,
         None => eprintln!("skipping the PostgreSQL run: {POSTGRES_ENV} is not set"),
     }
 }
