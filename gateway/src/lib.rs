@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod google;
 pub mod health;
+pub mod openapi;
 pub mod state;
 pub mod vercel;
 
@@ -56,9 +57,7 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let deadline = Duration::from_millis(self.state.config.gateway.request_timeout_ms.max(100));
         Router::new()
-            .merge(health::routes())
-            .merge(vercel::routes(&self.state))
-            .merge(google::routes(&self.state))
+            .merge(openapi::router(&self.state))
             .with_state(self.state.clone())
             .layer(axum::middleware::from_fn(
                 move |request: Request, next: Next| with_deadline(deadline, request, next),

@@ -21,6 +21,7 @@ mod google_support;
 mod grpcurl;
 mod keys;
 mod limits;
+mod openapi;
 mod processes;
 mod replicas;
 mod security_at_rest;

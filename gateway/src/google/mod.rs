@@ -16,9 +16,8 @@ mod push;
 mod signup;
 pub mod ticket;
 
+use crate::openapi::relocated;
 use crate::state::AppState;
-use axum::Router;
-use axum::routing::post;
 use marketbridge_config::Config;
 use marketbridge_core::Result;
 use marketbridge_core::time::SharedClock;
@@ -28,6 +27,8 @@ use marketbridge_google::signup_token::SignupTokenVerifier;
 use std::sync::Arc;
 use std::time::Duration;
 use ticket::TicketSigner;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The Google adapter's state: token verifiers and the ticket signer.
 #[derive(Clone, Default)]
@@ -110,22 +111,26 @@ impl GoogleState {
     }
 }
 
-/// The Google routes (none when Google is not configured).
-pub fn routes(state: &AppState) -> Router<AppState> {
+/// The Google routes (none when Google is not configured), at the
+/// configured paths.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let Some(adapter) = state.google.adapter() else {
-        return Router::new();
+        return OpenApiRouter::new();
     };
-    let mut router = Router::new();
+    let mut router = OpenApiRouter::new();
     if adapter.push.is_some() {
-        router = router.route(&adapter.push_path, post(push::receive));
+        router = router.routes(relocated(&adapter.push_path, routes!(push::receive)));
     }
     if adapter.signup.is_some() {
         router = router
-            .route(&adapter.signup_path, post(signup::start).get(signup::visit))
-            .route(
+            .routes(relocated(
+                &adapter.signup_path,
+                routes!(signup::start, signup::visit),
+            ))
+            .routes(relocated(
                 &format!("{}/complete", adapter.signup_path),
-                post(signup::complete),
-            );
+                routes!(signup::complete),
+            ));
     }
     router
 }

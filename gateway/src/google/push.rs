@@ -19,6 +19,18 @@ pub const PUSH_CHANNEL: &str = "pubsub_push";
 
 /// `POST {push_path}`: answers 200 once the notification is recorded (a
 /// duplicate too); 401/403 for a bad token, 400 for a bad envelope.
+#[utoipa::path(
+    operation_id = "google_push_receive",
+    post,
+    path = "/google/pubsub",
+    tag = "google",
+    request_body(content = crate::openapi::PushEnvelope, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Recorded (`duplicate` when seen before); Pub/Sub stops redelivering", body = crate::openapi::PushRecorded),
+        crate::openapi::GenericErrors
+    ),
+    security(("google_push" = []))
+)]
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(verifier) = state.google.adapter().and_then(|a| a.push.as_ref()) else {
         return StatusCode::NOT_FOUND.into_response();

@@ -41,11 +41,32 @@ fn unavailable() -> Response {
 }
 
 /// `GET {signup_path}`: a visit without a token.
+#[utoipa::path(
+    operation_id = "google_signup_visit",
+    get,
+    path = "/google/signup",
+    tag = "google",
+    responses(
+        (status = 200, description = "A page asking to start from Google Cloud Marketplace", content_type = "text/html", body = String),
+        crate::openapi::PageErrors
+    )
+)]
 pub async fn visit() -> Response {
     pages::start_from_marketplace()
 }
 
 /// `POST {signup_path}`: Google's form post with the signup token.
+#[utoipa::path(
+    operation_id = "google_signup_start",
+    post,
+    path = "/google/signup",
+    tag = "google",
+    request_body(content = crate::openapi::SignupStart, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The signup form (or the account's page once signed up)", content_type = "text/html", body = String),
+        crate::openapi::PageErrors
+    )
+)]
 pub async fn start(State(state): State<AppState>, body: Bytes) -> Response {
     let Some(adapter) = adapter(&state) else {
         return unavailable();
@@ -153,6 +174,17 @@ fn validate(values: &FormValues) -> Vec<(String, String)> {
 }
 
 /// `POST {signup_path}/complete`: the submitted form.
+#[utoipa::path(
+    operation_id = "google_signup_complete",
+    post,
+    path = "/google/signup/complete",
+    tag = "google",
+    request_body(content = crate::openapi::SignupComplete, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Signed up: the account is approved with Google", content_type = "text/html", body = String),
+        crate::openapi::PageErrors
+    )
+)]
 pub async fn complete(State(state): State<AppState>, body: Bytes) -> Response {
     let Some(adapter) = adapter(&state) else {
         return unavailable();

@@ -19,6 +19,16 @@ use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_vercel::model::partner::ProvisionPurchase;
 
 /// Answers `{timestamp, balances}` after crediting.
+#[utoipa::path(
+    operation_id = "billing_provision_purchase",
+    post,
+    path = "/v1/installations/{installation_id}/billing/provision",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = marketbridge_vercel::model::partner::ProvisionPurchase, content_type = "application/json"),
+    responses((status = 200, description = "The balances after crediting the purchase", body = marketbridge_vercel::model::partner::Balances), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn provision_purchase(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,

@@ -253,6 +253,15 @@ async fn render_installation(
 }
 
 /// `GET {base}/dashboard/{installationId}`.
+#[utoipa::path(
+    operation_id = "dashboard_installation_page",
+    get,
+    path = "/dashboard/{installation_id}",
+    tag = "vercel-pages",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("section" = Option<String>, Query, description = "A section of the page")),
+    responses((status = 200, description = "The provider page of the installation", content_type = "text/html", body = String), (status = 303, description = "No session: through Vercel's sign-in and back", headers(("location" = String))), crate::openapi::PageErrors),
+    security(("vercel_session" = []))
+)]
 pub async fn installation_page(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
@@ -271,6 +280,15 @@ pub async fn installation_page(
 }
 
 /// `GET {base}/dashboard/{installationId}/resources/{resourceId}`.
+#[utoipa::path(
+    operation_id = "dashboard_resource_page",
+    get,
+    path = "/dashboard/{installation_id}/resources/{resource_id}",
+    tag = "vercel-pages",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)")),
+    responses((status = 200, description = "The provider page of the resource", content_type = "text/html", body = String), (status = 303, description = "No session: through Vercel's sign-in and back", headers(("location" = String))), crate::openapi::PageErrors),
+    security(("vercel_session" = []))
+)]
 pub async fn resource_page(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,
@@ -316,6 +334,15 @@ pub async fn resource_page(
 }
 
 /// `GET {base}/dashboard/{installationId}/invoices/{invoiceId}`.
+#[utoipa::path(
+    operation_id = "dashboard_invoice_page",
+    get,
+    path = "/dashboard/{installation_id}/invoices/{invoice_id}",
+    tag = "vercel-pages",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("invoice_id" = String, Path, description = "The Vercel invoice id")),
+    responses((status = 200, description = "The invoice", content_type = "text/html", body = String), (status = 303, description = "No session: through Vercel's sign-in and back", headers(("location" = String))), crate::openapi::PageErrors),
+    security(("vercel_session" = []))
+)]
 pub async fn invoice_page(
     State(state): State<AppState>,
     Path((installation_id, invoice_id)): Path<(String, String)>,

@@ -99,6 +99,16 @@ fn same_installation(token_installation: &str, named: Option<&str>) -> Result<()
 
 /// `POST|PUT /marketplace/account`: creates the account and records the
 /// accepted terms.
+#[utoipa::path(
+    operation_id = "flow_account",
+    method(post, put),
+    path = "/marketplace/account",
+    tag = "vercel-flow",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = Option<marketbridge_vercel::model::flow::AccountRequest>, content_type = "application/json"),
+    responses((status = 200, description = "The account", body = marketbridge_vercel::model::flow::Account), crate::openapi::FlowErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn account(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> FlowAnswer {
     let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: AccountRequest = super::body::parse_optional_json(&body)?;
@@ -160,6 +170,15 @@ fn features(plan: &billing_pb::Plan) -> Vec<String> {
 }
 
 /// `GET /marketplace/plans?productId=...&metadata=...`.
+#[utoipa::path(
+    operation_id = "flow_plans",
+    get,
+    path = "/marketplace/plans",
+    tag = "vercel-flow",
+    params(("productId" = Option<String>, Query, description = "The product"), ("metadata" = Option<String>, Query, description = "A JSON object of metadata values the plans are quoted for")),
+    responses((status = 200, description = "The plans", body = marketbridge_vercel::model::flow::PlanList), crate::openapi::FlowErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn plans(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -228,6 +247,16 @@ fn environment_variables(secrets: &[Secret]) -> Vec<EnvironmentVariable> {
 
 /// `POST /marketplace/resources`: provisions; answers the resource id,
 /// status and environment variables.
+#[utoipa::path(
+    operation_id = "flow_create_resource",
+    post,
+    path = "/marketplace/resources",
+    tag = "vercel-flow",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = marketbridge_vercel::model::flow::CreateResource, content_type = "application/json"),
+    responses((status = 200, description = "The resource and its variables", body = marketbridge_vercel::model::flow::CreatedResource), crate::openapi::FlowErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn create_resource(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -304,6 +333,15 @@ fn resource_state(resource: &provisioning_pb::Resource) -> ResourceState {
 }
 
 /// `GET /marketplace/resources/{id}`.
+#[utoipa::path(
+    operation_id = "flow_get_resource",
+    get,
+    path = "/marketplace/resources/{resource_id}",
+    tag = "vercel-flow",
+    params(("resource_id" = String, Path, description = "Our resource id (`res_...`)")),
+    responses((status = 200, description = "The resource", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::FlowErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn get_resource(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
@@ -317,6 +355,16 @@ pub async fn get_resource(
 
 /// `POST /marketplace/resources/{id}/connect`: records the project
 /// connection (Vercel puts the variables into the project).
+#[utoipa::path(
+    operation_id = "flow_connect",
+    post,
+    path = "/marketplace/resources/{resource_id}/connect",
+    tag = "vercel-flow",
+    params(("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = marketbridge_vercel::model::flow::Connect, content_type = "application/json"),
+    responses((status = 200, description = "Connected", body = marketbridge_vercel::model::flow::Connection), crate::openapi::FlowErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn connect(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
@@ -369,6 +417,15 @@ pub async fn connect(
 
 /// `DELETE /marketplace/resources/{id}`: deletes; answers the resource as
 /// `deleted` (also when it was deleted before).
+#[utoipa::path(
+    operation_id = "flow_delete_resource",
+    delete,
+    path = "/marketplace/resources/{resource_id}",
+    tag = "vercel-flow",
+    params(("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    responses((status = 200, description = "Deleted (also when it was deleted before)", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::FlowErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn delete_resource(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
@@ -399,6 +456,16 @@ pub async fn delete_resource(
 
 /// `PATCH /marketplace/resources/{id}/plan`: moves the resource to
 /// `newPlanId`.
+#[utoipa::path(
+    operation_id = "flow_change_plan",
+    patch,
+    path = "/marketplace/resources/{resource_id}/plan",
+    tag = "vercel-flow",
+    params(("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = marketbridge_vercel::model::flow::ChangePlan, content_type = "application/json"),
+    responses((status = 200, description = "The resource on its new plan", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::FlowErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn change_plan(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,

@@ -130,6 +130,16 @@ async fn start_default_plan(
 }
 
 /// `PUT /v1/installations/{installationId}`: 204 once stored.
+#[utoipa::path(
+    operation_id = "installation_upsert",
+    put,
+    path = "/v1/installations/{installation_id}",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = marketbridge_vercel::model::partner::UpsertInstallation, content_type = "application/json"),
+    responses((status = 204, description = "The installation is stored"), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn upsert(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
@@ -177,6 +187,15 @@ async fn installation_view(state: &AppState, installation_id: &str) -> Result<In
 }
 
 /// `GET /v1/installations/{installationId}`: the installation-level plan.
+#[utoipa::path(
+    operation_id = "installation_get",
+    get,
+    path = "/v1/installations/{installation_id}",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's")),
+    responses((status = 200, description = "The installation and its installation-level plan", body = marketbridge_vercel::model::partner::Installation), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
@@ -191,6 +210,16 @@ pub async fn get(
 
 /// `PATCH /v1/installations/{installationId}`: switches the
 /// installation-level plan; answers the installation.
+#[utoipa::path(
+    operation_id = "installation_update",
+    patch,
+    path = "/v1/installations/{installation_id}",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = Option<marketbridge_vercel::model::partner::UpdateInstallation>, content_type = "application/json"),
+    responses((status = 200, description = "The installation after the plan change", body = marketbridge_vercel::model::partner::Installation), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
@@ -220,6 +249,16 @@ pub async fn update(
 
 /// `DELETE /v1/installations/{installationId}`: uninstalls; answers
 /// `{"finalized": bool}`.
+#[utoipa::path(
+    operation_id = "installation_delete",
+    delete,
+    path = "/v1/installations/{installation_id}",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = Option<marketbridge_vercel::model::partner::DeleteInstallation>, content_type = "application/json"),
+    responses((status = 200, description = "Uninstalled", body = marketbridge_vercel::model::partner::DeletedInstallation), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,

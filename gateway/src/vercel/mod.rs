@@ -31,14 +31,15 @@ pub mod sso;
 pub mod transfers;
 pub mod webhook;
 
+use crate::openapi::prefixed;
 use crate::state::AppState;
-use axum::Router;
-use axum::routing::{get, post, put};
 use marketbridge_config::Config;
 use marketbridge_core::Result;
 use marketbridge_vercel::{OidcVerifier, VercelApi};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The Vercel adapter's state: the token verifier (with its key cache), the
 /// Vercel API client for SSO, and the session key.
@@ -123,98 +124,42 @@ pub fn base_path(configured: &str) -> String {
     }
 }
 
-/// The Vercel routes.
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let base = &state.vercel.base_path;
-    let at = |path: &str| format!("{base}{path}");
-    Router::new()
-        .route(
-            &at("/v1/installations/{installation_id}"),
-            put(installations::upsert)
-                .get(installations::get)
-                .patch(installations::update)
-                .delete(installations::delete),
-        )
-        .route(
-            &at("/v1/products/{product_slug}/plans"),
-            get(plans::product_plans),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/plans"),
-            get(plans::installation_plans),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resources"),
-            post(resources::provision).get(resources::list),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resources/{resource_id}"),
-            get(resources::get)
-                .patch(resources::update)
-                .delete(resources::delete),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resources/{resource_id}/plans"),
-            get(plans::resource_plans),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resources/{resource_id}/secrets/rotate"),
-            post(resources::rotate_secrets),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resources/{resource_id}/repl"),
-            post(resources::repl),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resource-transfer-requests"),
-            post(transfers::create),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}"),
-            put(transfers::create_with_id),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}/verify"),
-            get(transfers::verify).post(transfers::verify),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}/accept"),
-            post(transfers::accept),
-        )
-        .route(
-            &at("/v1/installations/{installation_id}/billing/provision"),
-            post(billing::provision_purchase),
-        )
-        .route(&at("/webhook"), post(webhook::receive))
-        .route(&at("/sso"), get(sso::redirect_login))
-        .route(
-            &at("/dashboard/{installation_id}"),
-            get(dashboard::installation_page),
-        )
-        .route(
-            &at("/dashboard/{installation_id}/resources/{resource_id}"),
-            get(dashboard::resource_page),
-        )
-        .route(
-            &at("/dashboard/{installation_id}/invoices/{invoice_id}"),
-            get(dashboard::invoice_page),
-        )
-        .route(
-            &at("/marketplace/account"),
-            post(flow::account).put(flow::account),
-        )
-        .route(&at("/marketplace/plans"), get(flow::plans))
-        .route(&at("/marketplace/resources"), post(flow::create_resource))
-        .route(
-            &at("/marketplace/resources/{resource_id}"),
-            get(flow::get_resource).delete(flow::delete_resource),
-        )
-        .route(
-            &at("/marketplace/resources/{resource_id}/connect"),
-            post(flow::connect),
-        )
-        .route(
-            &at("/marketplace/resources/{resource_id}/plan"),
-            axum::routing::patch(flow::change_plan),
-        )
+/// The Vercel routes, each below the base path, with their documentation.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let base = state.vercel.base_path.as_str();
+    let at = |routes| prefixed(base, routes);
+    OpenApiRouter::new()
+        .routes(at(routes!(
+            installations::upsert,
+            installations::get,
+            installations::update,
+            installations::delete
+        )))
+        .routes(at(routes!(plans::product_plans)))
+        .routes(at(routes!(plans::installation_plans)))
+        .routes(at(routes!(resources::provision, resources::list)))
+        .routes(at(routes!(
+            resources::get,
+            resources::update,
+            resources::delete
+        )))
+        .routes(at(routes!(plans::resource_plans)))
+        .routes(at(routes!(resources::rotate_secrets)))
+        .routes(at(routes!(resources::repl)))
+        .routes(at(routes!(transfers::create)))
+        .routes(at(routes!(transfers::create_with_id)))
+        .routes(at(routes!(transfers::verify)))
+        .routes(at(routes!(transfers::accept)))
+        .routes(at(routes!(billing::provision_purchase)))
+        .routes(at(routes!(webhook::receive)))
+        .routes(at(routes!(sso::redirect_login)))
+        .routes(at(routes!(dashboard::installation_page)))
+        .routes(at(routes!(dashboard::resource_page)))
+        .routes(at(routes!(dashboard::invoice_page)))
+        .routes(at(routes!(flow::account)))
+        .routes(at(routes!(flow::plans)))
+        .routes(at(routes!(flow::create_resource)))
+        .routes(at(routes!(flow::get_resource, flow::delete_resource)))
+        .routes(at(routes!(flow::connect)))
+        .routes(at(routes!(flow::change_plan)))
 }

@@ -21,6 +21,15 @@ use marketbridge_vercel::model::plan::PlanList;
 
 /// `GET /v1/products/{productSlug}/plans`. May be called before anything
 /// is installed, with a system token naming no installation.
+#[utoipa::path(
+    operation_id = "plans_product_plans",
+    get,
+    path = "/v1/products/{product_slug}/plans",
+    tag = "vercel",
+    params(("product_slug" = String, Path, description = "The product id or slug"), ("metadata" = Option<String>, Query, description = "A JSON object of metadata values the plans are quoted for")),
+    responses((status = 200, description = "The resource plans of the product", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn product_plans(
     State(state): State<AppState>,
     Path(product_slug): Path<String>,
@@ -64,6 +73,15 @@ pub async fn product_plans(
 }
 
 /// `GET /v1/installations/{installationId}/plans`: installation-level plans.
+#[utoipa::path(
+    operation_id = "plans_installation_plans",
+    get,
+    path = "/v1/installations/{installation_id}/plans",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's")),
+    responses((status = 200, description = "The installation-level plans", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn installation_plans(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
@@ -87,6 +105,15 @@ pub async fn installation_plans(
 
 /// `GET /v1/installations/{installationId}/resources/{resourceId}/plans`:
 /// the plans the resource may move to, for the metadata given (or its own).
+#[utoipa::path(
+    operation_id = "plans_resource_plans",
+    get,
+    path = "/v1/installations/{installation_id}/resources/{resource_id}/plans",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("metadata" = Option<String>, Query, description = "A JSON object of metadata values the plans are quoted for")),
+    responses((status = 200, description = "The plans the resource may move to", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn resource_plans(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,

@@ -37,6 +37,16 @@ pub async fn resource_view(
 /// `POST /v1/installations/{installationId}/resources`: provisions and
 /// answers the resource with its secrets (pending when the product needs
 /// time; Vercel hears when it is ready).
+#[utoipa::path(
+    operation_id = "resource_provision",
+    post,
+    path = "/v1/installations/{installation_id}/resources",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = marketbridge_vercel::model::partner::ProvisionResource, content_type = "application/json"),
+    responses((status = 200, description = "The resource and its secrets", body = marketbridge_vercel::model::partner::ProvisionedResource), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn provision(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
@@ -80,6 +90,15 @@ pub async fn provision(
 
 /// `GET /v1/installations/{installationId}/resources/{resourceId}`; 404 once
 /// uninstalled.
+#[utoipa::path(
+    operation_id = "resource_get",
+    get,
+    path = "/v1/installations/{installation_id}/resources/{resource_id}",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)")),
+    responses((status = 200, description = "The resource", body = marketbridge_vercel::model::partner::Resource), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,
@@ -94,6 +113,15 @@ pub async fn get(
 
 /// `GET /v1/installations/{installationId}/resources` (deprecated by
 /// Vercel), optionally `?ids=a,b`.
+#[utoipa::path(
+    operation_id = "resource_list",
+    get,
+    path = "/v1/installations/{installation_id}/resources",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("ids" = Option<String>, Query, description = "Comma-separated resource ids to keep")),
+    responses((status = 200, description = "The installation's resources", body = marketbridge_vercel::model::partner::ResourceList), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
@@ -158,6 +186,16 @@ pub async fn list(
 
 /// `PATCH /v1/installations/{installationId}/resources/{resourceId}`: name,
 /// metadata and plan; answers the resource.
+#[utoipa::path(
+    operation_id = "resource_update",
+    patch,
+    path = "/v1/installations/{installation_id}/resources/{resource_id}",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = Option<marketbridge_vercel::model::partner::UpdateResource>, content_type = "application/json"),
+    responses((status = 200, description = "The resource after the change", body = marketbridge_vercel::model::partner::Resource), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,
@@ -198,6 +236,15 @@ pub async fn update(
 
 /// `DELETE /v1/installations/{installationId}/resources/{resourceId}`: 204,
 /// also when it was deleted before.
+#[utoipa::path(
+    operation_id = "resource_delete",
+    delete,
+    path = "/v1/installations/{installation_id}/resources/{resource_id}",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    responses((status = 204, description = "Deleted (also when it was deleted before)"), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,
@@ -230,6 +277,16 @@ pub async fn delete(
 /// `POST .../resources/{resourceId}/secrets/rotate`: `200 {sync:true,
 /// secrets}` when the new secrets exist now, `202 {sync:false}` when they
 /// are pushed to Vercel later.
+#[utoipa::path(
+    operation_id = "resource_rotate_secrets",
+    post,
+    path = "/v1/installations/{installation_id}/resources/{resource_id}/secrets/rotate",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = Option<marketbridge_vercel::model::partner::RotateSecrets>, content_type = "application/json"),
+    responses((status = 200, description = "The new secrets (`sync: true`)", body = marketbridge_vercel::model::partner::RotatedSecrets), (status = 202, description = "The new secrets will be pushed to Vercel (`sync: false`)", body = marketbridge_vercel::model::partner::RotatedSecrets), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn rotate_secrets(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,
@@ -277,6 +334,16 @@ pub async fn rotate_secrets(
 
 /// `POST .../resources/{resourceId}/repl`: runs one console command and
 /// answers its output as an array of blocks.
+#[utoipa::path(
+    operation_id = "resource_repl",
+    post,
+    path = "/v1/installations/{installation_id}/resources/{resource_id}/repl",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)")),
+    request_body(content = marketbridge_vercel::model::partner::ReplRequest, content_type = "application/json"),
+    responses((status = 200, description = "The command's output", body = Vec<marketbridge_vercel::model::partner::ReplBlock>), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn repl(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,

@@ -35,6 +35,14 @@ pub const SECTIONS: [&str; 5] = ["billing", "usage", "onboarding", "secrets", "s
 /// browser is sent through Vercel's sign-in once more, now bound: Vercel
 /// signs in whoever really uses the browser, and the first code opens
 /// nothing.
+#[utoipa::path(
+    operation_id = "sso_redirect_login",
+    get,
+    path = "/sso",
+    tag = "vercel-pages",
+    params(("mode" = Option<String>, Query, description = "`sso`"), ("code" = Option<String>, Query, description = "The one-time code to exchange"), ("state" = Option<String>, Query, description = "Vercel's state"), ("url" = Option<String>, Query, description = "A page of this provider to land on"), ("mb_state" = Option<String>, Query, description = "The sign-in nonce when the gateway started the sign-in"), ("resource_id" = Option<String>, Query, description = "A resource to land on"), ("invoice_id" = Option<String>, Query, description = "An invoice to land on"), ("path" = Option<String>, Query, description = "A section of the provider page")),
+    responses((status = 303, description = "Signed in: to the provider page with the session cookie, or through Vercel's sign-in bound to this browser", headers(("location" = String, description = "Where to go"), ("set-cookie" = String, description = "The session or the sign-in nonce"))), crate::openapi::PageErrors)
+)]
 pub async fn redirect_login(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,

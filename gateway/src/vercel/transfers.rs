@@ -23,6 +23,16 @@ use marketbridge_vercel::model::partner::{
 };
 
 /// `POST .../resource-transfer-requests`: answers `{providerClaimId}`.
+#[utoipa::path(
+    operation_id = "transfer_create",
+    post,
+    path = "/v1/installations/{installation_id}/resource-transfer-requests",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = marketbridge_vercel::model::partner::CreateTransferRequest, content_type = "application/json"),
+    responses((status = 200, description = "The claim", body = marketbridge_vercel::model::partner::CreatedTransferRequest), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Path(installation_id): Path<String>,
@@ -34,6 +44,16 @@ pub async fn create(
 
 /// `PUT .../resource-transfer-requests/{transferId}` (the older shape): the
 /// claim takes the caller's id (`claimId`, else the path's).
+#[utoipa::path(
+    operation_id = "transfer_create_with_id",
+    put,
+    path = "/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("claim_id" = String, Path, description = "The transfer claim id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = marketbridge_vercel::model::partner::CreateTransferRequest, content_type = "application/json"),
+    responses((status = 200, description = "The claim", body = marketbridge_vercel::model::partner::CreatedTransferRequest), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn create_with_id(
     State(state): State<AppState>,
     Path((installation_id, transfer_id)): Path<(String, String)>,
@@ -94,6 +114,15 @@ async fn offer(
 /// with the target installation in the path: `{valid:true, billingPlan}`,
 /// 404 for an unknown claim, 409 when taken or no longer transferable, 422
 /// once expired.
+#[utoipa::path(
+    operation_id = "transfer_verify",
+    method(get, post),
+    path = "/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}/verify",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("claim_id" = String, Path, description = "The transfer claim id")),
+    responses((status = 200, description = "The claim can be accepted by the installation", body = marketbridge_vercel::model::partner::VerifiedTransferRequest), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn verify(
     State(state): State<AppState>,
     Path((installation_id, claim_id)): Path<(String, String)>,
@@ -123,6 +152,16 @@ pub async fn verify(
 
 /// `POST .../resource-transfer-requests/{claimId}/accept` with the target
 /// installation in the path: 204; accepting again changes nothing.
+#[utoipa::path(
+    operation_id = "transfer_accept",
+    post,
+    path = "/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}/accept",
+    tag = "vercel",
+    params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("claim_id" = String, Path, description = "The transfer claim id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
+    request_body(content = Option<marketbridge_vercel::model::partner::AcceptTransferRequest>, content_type = "application/json"),
+    responses((status = 204, description = "Accepted (accepting again changes nothing)"), crate::openapi::VercelErrors),
+    security(("vercel_oidc" = [], "vercel_auth_style" = []))
+)]
 pub async fn accept(
     State(state): State<AppState>,
     Path((installation_id, claim_id)): Path<(String, String)>,

@@ -22,6 +22,15 @@ use serde_json::json;
 pub const CHANNEL: &str = "webhook";
 
 /// Verifies, records and acknowledges one webhook.
+#[utoipa::path(
+    operation_id = "webhook_receive",
+    post,
+    path = "/webhook",
+    tag = "vercel-pages",
+    request_body(content = marketbridge_vercel::model::webhook::WebhookEnvelope, content_type = "application/json"),
+    responses((status = 200, description = "Recorded (`duplicate` when seen before)", body = Object, example = json!({"received": true, "duplicate": false})), crate::openapi::VercelErrors),
+    security(("vercel_signature" = []))
+)]
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Answer {
     let signature = headers
         .get(SIGNATURE_HEADER)

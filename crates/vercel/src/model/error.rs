@@ -4,14 +4,14 @@
 use serde::{Deserialize, Serialize};
 
 /// The body of every 4xx and 5xx answer of the partner API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable code (`validation_error`, `not_found`, `conflict`, ...).
     pub code: String,
@@ -26,7 +26,7 @@ pub struct ErrorDetail {
 }
 
 /// A message for the customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserMessage {
     /// Text.
     pub message: String,
@@ -36,7 +36,7 @@ pub struct UserMessage {
 }
 
 /// One invalid input field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldProblem {
     /// The field as the caller named it (`metadata.region`).
     pub key: String,

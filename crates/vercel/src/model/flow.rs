@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 pub const ALL_TARGETS: [&str; 3] = ["production", "preview", "development"];
 
 /// `POST /marketplace/account`: create the account (and accept the terms).
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountRequest {
     /// The installation; must match the token's when given.
@@ -43,7 +43,7 @@ pub struct AccountRequest {
 }
 
 /// A credential in the flow's account request.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct FlowCredentials {
     /// The bearer token.
     pub access_token: String,
@@ -59,7 +59,7 @@ impl std::fmt::Debug for FlowCredentials {
 }
 
 /// Answer of `POST /marketplace/account`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
     /// The installation.
@@ -74,8 +74,9 @@ pub struct Account {
 }
 
 /// One plan of `GET /marketplace/plans`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = FlowPlan)]
 pub struct Plan {
     /// Plan id.
     pub id: String,
@@ -91,14 +92,15 @@ pub struct Plan {
 }
 
 /// Answer of `GET /marketplace/plans`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = FlowPlanList)]
 pub struct PlanList {
     /// The plans.
     pub plans: Vec<Plan>,
 }
 
 /// `POST /marketplace/resources`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateResource {
     /// The team.
@@ -116,17 +118,18 @@ pub struct CreateResource {
 }
 
 /// The `configuration` of a resource: its name and options.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 pub struct Configuration {
     /// Resource name.
     pub name: String,
     /// Every other option (`region`, ...), as metadata.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub options: Map<String, Value>,
 }
 
 /// One environment variable of a resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvironmentVariable {
     /// Name.
     pub key: String,
@@ -137,7 +140,7 @@ pub struct EnvironmentVariable {
 }
 
 /// Answer of `POST /marketplace/resources`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedResource {
     /// Resource id.
@@ -149,7 +152,7 @@ pub struct CreatedResource {
 }
 
 /// `POST /marketplace/resources/{id}/connect`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Connect {
     /// The project.
@@ -163,7 +166,7 @@ pub struct Connect {
 }
 
 /// Answer of a connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Connection {
     /// The resource.
@@ -177,7 +180,7 @@ pub struct Connection {
 }
 
 /// `PATCH /marketplace/resources/{id}/plan`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangePlan {
     /// The resource; must match the path when given.
@@ -188,7 +191,7 @@ pub struct ChangePlan {
 }
 
 /// A resource after a change or deletion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceState {
     /// Resource id.
@@ -204,14 +207,14 @@ pub struct ResourceState {
 }
 
 /// `{"error":{"code","message","details"}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowErrorBody {
     /// The error.
     pub error: FlowError,
 }
 
 /// What went wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FlowError {
     /// Upper-case code (`VALIDATION_ERROR`, `NOT_FOUND`, ...).
     pub code: String,

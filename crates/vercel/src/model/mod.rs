@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// A notice shown on the Vercel dashboard next to an installation or
 /// resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     /// How serious it is.
@@ -49,7 +49,7 @@ impl Notification {
 }
 
 /// Severity of a [`Notification`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NotificationLevel {
     /// Informational.
@@ -62,7 +62,7 @@ pub enum NotificationLevel {
 
 /// A secret Vercel turns into an environment variable of connected
 /// projects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Secret {
     /// Variable name (`DATABASE_URL`).
@@ -87,7 +87,7 @@ pub struct Period {
 }
 
 /// A prepaid balance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Balance {
     /// The resource it belongs to; absent for the installation.

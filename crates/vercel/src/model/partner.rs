@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// `PUT /v1/installations/{installationId}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpsertInstallation {
     /// Permission scopes granted to the integration.
@@ -23,7 +23,7 @@ pub struct UpsertInstallation {
 }
 
 /// The installation's Vercel API credential (snake_case on the wire).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct InstallationCredentials {
     /// The bearer token; it does not expire.
     pub access_token: String,
@@ -42,7 +42,7 @@ impl std::fmt::Debug for InstallationCredentials {
 }
 
 /// The team behind an installation.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstallationAccount {
     /// Team name.
@@ -57,7 +57,7 @@ pub struct InstallationAccount {
 }
 
 /// A contact person.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Contact {
     /// E-mail address.
@@ -70,7 +70,7 @@ pub struct Contact {
 
 /// Answer of `GET /v1/installations/{id}` (and of PATCH): the installation's
 /// plan when billing is per installation.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Installation {
     /// The installation-level plan; absent when billing is per resource.
@@ -82,7 +82,7 @@ pub struct Installation {
 }
 
 /// `PATCH /v1/installations/{installationId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateInstallation {
     /// The installation-level plan to switch to.
@@ -91,7 +91,7 @@ pub struct UpdateInstallation {
 }
 
 /// Optional body of `DELETE /v1/installations/{installationId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteInstallation {
     /// Delete every resource of the installation too.
@@ -103,14 +103,14 @@ pub struct DeleteInstallation {
 }
 
 /// Answer of `DELETE /v1/installations/{installationId}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeletedInstallation {
     /// True when nothing is left to invoice (Vercel skips the 24 h wait).
     pub finalized: bool,
 }
 
 /// `POST /v1/installations/{installationId}/resources`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisionResource {
     /// Product id or slug.
@@ -118,6 +118,7 @@ pub struct ProvisionResource {
     /// Customer-chosen name.
     pub name: String,
     /// Values of the product's metadata schema.
+    #[schema(value_type = Object)]
     pub metadata: Map<String, Value>,
     /// The chosen plan.
     pub billing_plan_id: String,
@@ -130,7 +131,7 @@ pub struct ProvisionResource {
 }
 
 /// `PATCH /v1/installations/{installationId}/resources/{resourceId}`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateResource {
     /// New name.
@@ -138,6 +139,7 @@ pub struct UpdateResource {
     pub name: Option<String>,
     /// New metadata (replaces the stored one).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
     /// New plan.
     #[serde(default)]
@@ -151,7 +153,7 @@ pub struct UpdateResource {
 }
 
 /// Lifecycle of a resource as the dashboard shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResourceStatus {
     /// Usable.
@@ -186,7 +188,7 @@ impl ResourceStatus {
 }
 
 /// A resource (answer of provision, get and update).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Resource {
     /// Our resource id.
@@ -208,7 +210,7 @@ pub struct Resource {
 }
 
 /// Answer of provisioning: the resource and its secrets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProvisionedResource {
     /// The resource.
     #[serde(flatten)]
@@ -218,14 +220,14 @@ pub struct ProvisionedResource {
 }
 
 /// Answer of the deprecated resource listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceList {
     /// The resources.
     pub resources: Vec<Resource>,
 }
 
 /// `POST .../resources/{resourceId}/secrets/rotate`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotateSecrets {
     /// Why.
@@ -240,7 +242,7 @@ pub struct RotateSecrets {
 pub const MAX_OLD_SECRETS_HOURS: f64 = 720.0;
 
 /// Answer of a rotation: the new secrets (`sync`), or a promise to push them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RotatedSecrets {
     /// True when `secrets` holds the new secrets.
     pub sync: bool,
@@ -253,7 +255,7 @@ pub struct RotatedSecrets {
 }
 
 /// `POST /v1/installations/{installationId}/billing/provision`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProvisionPurchase {
     /// The paid Vercel invoice of the purchase.
@@ -262,7 +264,7 @@ pub struct ProvisionPurchase {
 
 /// Balances at a moment (answer of `billing/provision`, body of the Vercel
 /// balance push).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Balances {
     /// When they were computed (RFC 3339).
     pub timestamp: String,
@@ -272,7 +274,7 @@ pub struct Balances {
 
 /// A time Vercel sends as epoch milliseconds; older callers sent a string
 /// (digits, or RFC 3339).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum EpochMillis {
     /// Milliseconds since the epoch.
@@ -305,7 +307,7 @@ impl EpochMillis {
 /// `POST /v1/installations/{installationId}/resource-transfer-requests`
 /// (and the older `PUT .../{transferId}`, which names the time `expiration`
 /// and may carry a `claimId`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateTransferRequest {
     /// The resources offered.
@@ -319,7 +321,7 @@ pub struct CreateTransferRequest {
 }
 
 /// Answer of a created transfer request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedTransferRequest {
     /// Our claim id, which Vercel passes to verify and accept.
@@ -327,7 +329,7 @@ pub struct CreatedTransferRequest {
 }
 
 /// Answer of a transfer verification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifiedTransferRequest {
     /// True: the claim can be accepted by the calling installation.
@@ -338,7 +340,7 @@ pub struct VerifiedTransferRequest {
 }
 
 /// `POST .../resource-transfer-requests/{providerClaimId}/accept`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AcceptTransferRequest {
     /// The installation taking the resources (the path's, when given).
@@ -350,7 +352,7 @@ pub struct AcceptTransferRequest {
 }
 
 /// `POST .../resources/{resourceId}/repl`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplRequest {
     /// The command line.
@@ -361,7 +363,7 @@ pub struct ReplRequest {
 }
 
 /// A run of text in console output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplText {
     /// Always `text`.
     #[serde(rename = "type")]
@@ -383,7 +385,7 @@ pub struct ReplText {
 }
 
 /// One block of console output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ReplBlock {
     /// Text.

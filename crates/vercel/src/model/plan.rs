@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How a plan is paid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PlanType {
     /// Invoiced by the provider every period.
@@ -13,7 +13,7 @@ pub enum PlanType {
 }
 
 /// What a plan covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PlanScope {
     /// The whole installation.
@@ -23,7 +23,7 @@ pub enum PlanScope {
 }
 
 /// A label with an optional value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanDetail {
     /// Label.
     pub label: String,
@@ -33,7 +33,7 @@ pub struct PlanDetail {
 }
 
 /// One line of a price quote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuoteLine {
     /// What is charged.
     pub line: String,
@@ -42,7 +42,7 @@ pub struct QuoteLine {
 }
 
 /// A policy the customer must accept to choose the plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequiredPolicy {
     /// Policy id.
     pub id: String,
@@ -53,7 +53,7 @@ pub struct RequiredPolicy {
 }
 
 /// A billing plan.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BillingPlan {
     /// Plan id.
@@ -114,7 +114,7 @@ pub struct BillingPlan {
 }
 
 /// `{"plans": [...]}`, the answer of every plan listing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanList {
     /// The plans, in catalog order.
     pub plans: Vec<BillingPlan>,

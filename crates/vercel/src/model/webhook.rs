@@ -19,7 +19,7 @@ pub mod event_type {
 }
 
 /// `{"id","type","createdAt","region"?,"payload"}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEnvelope {
     /// Event id; the deduplication key.
