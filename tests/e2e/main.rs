@@ -20,6 +20,7 @@ mod google_stream;
 mod google_support;
 mod grpcurl;
 mod keys;
+mod kubernetes;
 mod limits;
 mod openapi;
 mod processes;

@@ -84,6 +84,27 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
         .map_err(|e| Error::unavailable(format!("cannot open database {}: {e}", redact_url(url))))
 }
 
+/// One connection (a pool of one), so session state such as an advisory
+/// lock applies to every statement sent through it.
+async fn connect_one(url: &str) -> Result<DatabaseConnection, Error> {
+    if Backend::of_url(url)? == Backend::Sqlite {
+        return connect(url).await;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(1)
+        .min_connections(1)
+        // Never swapped for a fresh session while migrating.
+        .idle_timeout(None)
+        .max_lifetime(None);
+    Database::connect(options)
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot open database {}: {e}", redact_url(url))))
+}
+
 fn ensure_sqlite_folder(url: &str) -> Result<(), Error> {
     let path = url
         .trim_start_matches("sqlite://")
@@ -127,17 +148,42 @@ pub fn is_unique_violation(error: &DbErr) -> bool {
     matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
+/// Key of the PostgreSQL advisory lock held while migrating ("mbmigrat").
+/// Advisory locks belong to one database, so each service's database has
+/// its own.
+pub const MIGRATION_LOCK_KEY: i64 = 0x6d62_6d69_6772_6174;
+
 /// Opens a pool on a migrated database. Migrations run first on a single
 /// connection that is then closed, so no pooled connection ever holds a
 /// schema from before the migrations (SQLite compiles statements against the
 /// schema a connection last read).
+///
+/// On PostgreSQL that connection holds the advisory lock
+/// [`MIGRATION_LOCK_KEY`] while it migrates, so replicas starting together
+/// migrate one after the other: the first applies what is pending, the others
+/// wait for it and then find nothing left to do.
 pub async fn open_migrated<M: sea_orm_migration::MigratorTrait>(
     url: &str,
 ) -> Result<DatabaseConnection, Error> {
-    let migrating = connect(url).await?;
-    M::up(&migrating, None)
-        .await
-        .map_err(|e| Error::internal(format!("migrations failed: {e}")))?;
+    let migrating = connect_one(url).await?;
+    let locked = Backend::of(&migrating) == Backend::Postgres;
+    if locked {
+        use sea_orm::ConnectionTrait;
+        migrating
+            .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot take the migration lock: {e}")))?;
+    }
+    let migrated = M::up(&migrating, None).await;
+    if locked {
+        // Closing the session below releases the lock too; unlocking first
+        // lets a waiting replica go on at once.
+        use sea_orm::ConnectionTrait;
+        let _ = migrating
+            .execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+            .await;
+    }
+    migrated.map_err(|e| Error::internal(format!("migrations failed: {e}")))?;
     migrating
         .close()
         .await
