@@ -68,7 +68,6 @@ backend_test!(
         let resource_id = created.resource.unwrap().id;
         let secrets_request = || provisioning_pb::GetResourceSecretsRequest {
             resource_id: resource_id.clone(),
-            ..Default::default()
         };
 
         // Nobody without credentials, or with made-up ones.

@@ -59,6 +59,9 @@ const SEALED: u8 = 0;
 
 /// Either the stored answer of an earlier identical call, or a transaction to
 /// do the work in.
+// A value of this type lives for one call and is matched at once; boxing
+// the transaction would only add an allocation per call.
+#[allow(clippy::large_enum_variant)]
 pub enum Started<M> {
     /// The call was made before; this was its answer.
     Replay(M),
