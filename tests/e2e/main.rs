@@ -14,6 +14,7 @@ mod drivers_support;
 mod foundation;
 mod fuzz;
 mod google_auth;
+mod google_contract;
 mod google_events;
 mod google_lifecycle;
 mod google_stream;

@@ -8,6 +8,9 @@
 //! - `POST {google.signup_path}`: Google's browser POST with
 //!   `x-gcp-marketplace-token`. The token is verified and a signup form is
 //!   shown; the form carries a ticket we sign ourselves, never the token.
+//! - `GET {google.signup_path}?x-gcp-marketplace-token=…`: the same token in
+//!   the query string; once verified, a 303 to `{google.signup_path}?ticket=…`
+//!   (our ticket only), which shows the form.
 //! - `POST {google.signup_path}/complete`: the submitted form; the account
 //!   service records the signup and approves the account with Google.
 

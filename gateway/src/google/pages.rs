@@ -52,6 +52,10 @@ button {{ margin-top: 1.5rem; padding: .6rem 1.2rem; font-size: 1rem; }}
         "cache-control",
         axum::http::HeaderValue::from_static("no-store"),
     );
+    response.headers_mut().insert(
+        "referrer-policy",
+        axum::http::HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 

@@ -1,6 +1,8 @@
-//! The signup page Google sends customers to. Google POSTs the signup token;
-//! we verify it and answer with a form that carries our own short-lived
-//! ticket. Submitting the form records the signup with the account service,
+//! The signup page Google sends customers to. Google POSTs the signup token
+//! (or puts it in the query string of the signup URL); we verify it and
+//! answer with a form that carries our own short-lived ticket. A token that
+//! came in the URL is taken out of it at once: a 303 to the same page with
+//! only our ticket, so it stays out of history, `Referer` and access logs. Submitting the form records the signup with the account service,
 //! which approves the account with Google through its outbox and then lets
 //! provisioning approve the entitlements that waited for it.
 
@@ -9,12 +11,12 @@ use super::pages::{self, FormValues};
 use super::ticket::{TICKET_LIFETIME_SECONDS, Ticket, TicketProblem};
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use marketbridge_core::crypto::random_token;
 use marketbridge_core::{Error, ErrorCode};
-use marketbridge_google::signup_token::SIGNUP_TOKEN_FIELD;
+use marketbridge_google::signup_token::{SIGNUP_TOKEN_FIELD, SignupClaims};
 use marketbridge_google::token::RejectReason;
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::common::v1::{
@@ -40,53 +42,138 @@ fn unavailable() -> Response {
     )
 }
 
-/// `GET {signup_path}`: a visit without a token.
+/// The query parameter carrying our sealed ticket on the clean signup URL.
+const TICKET_PARAM: &str = "ticket";
+
+fn query_fields(query: Option<&str>) -> HashMap<String, String> {
+    form_fields(query.unwrap_or_default().as_bytes())
+}
+
+/// The non-empty value of `name` in `fields`.
+fn non_empty<'a>(fields: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    fields
+        .get(name)
+        .map(|value| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+/// `GET {signup_path}`: Google's link with the signup token in the query
+/// string (verified, then a 303 to the same page without it), the clean URL
+/// carrying our ticket (the form), or a visit without either.
 #[utoipa::path(
     operation_id = "google_signup_visit",
     get,
     path = "/google/signup",
     tag = "google",
+    params(
+        ("x-gcp-marketplace-token" = Option<String>, Query, description = "The signup JWT Google signed, when Google's link carries it; answered with a 303 to a URL without it"),
+        ("ticket" = Option<String>, Query, description = "The ticket the 303 carries (signed by us), never the Google token")
+    ),
     responses(
-        (status = 200, description = "A page asking to start from Google Cloud Marketplace", content_type = "text/html", body = String),
+        (status = 200, description = "The signup form (or the account's page once signed up)", content_type = "text/html", body = String),
+        (status = 303, description = "The token was verified: to the signup page with our ticket and without the token", headers(("location" = String, description = "The signup page with the ticket"))),
         crate::openapi::PageErrors
     )
 )]
-pub async fn visit() -> Response {
-    pages::start_from_marketplace()
+pub async fn visit(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let Some(adapter) = adapter(&state) else {
+        return unavailable();
+    };
+    let query = query_fields(query.as_deref());
+    if let Some(token) = non_empty(&query, SIGNUP_TOKEN_FIELD) {
+        return match verify(adapter, token).await {
+            Ok(claims) => redirect_with_ticket(adapter, &claims),
+            Err(refusal) => refusal,
+        };
+    }
+    let Some(sealed) = non_empty(&query, TICKET_PARAM) else {
+        return pages::start_from_marketplace();
+    };
+    match adapter.tickets.open(sealed, adapter.clock.now()) {
+        Ok(ticket) => show_form(&state, adapter, &ticket, sealed).await,
+        Err(TicketProblem::Expired) => pages::problem(
+            StatusCode::UNAUTHORIZED,
+            "This signup link has expired",
+            "The signup page was open for too long.",
+        ),
+        Err(TicketProblem::Invalid) => {
+            tracing::warn!("signup page with an invalid ticket refused");
+            pages::problem(
+                StatusCode::BAD_REQUEST,
+                "This signup link is not valid",
+                "The link was altered or did not come from us.",
+            )
+        }
+    }
 }
 
-/// `POST {signup_path}`: Google's form post with the signup token.
+/// `POST {signup_path}`: Google's form post with the signup token (in the
+/// form, or in the query string; both must agree when both are given).
 #[utoipa::path(
     operation_id = "google_signup_start",
     post,
     path = "/google/signup",
     tag = "google",
+    params(
+        ("x-gcp-marketplace-token" = Option<String>, Query, description = "The signup JWT when Google appends it to the URL; answered with a 303 to a URL without it")
+    ),
     request_body(content = crate::openapi::SignupStart, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The signup form (or the account's page once signed up)", content_type = "text/html", body = String),
+        (status = 303, description = "The token came in the URL and was verified: to the signup page with our ticket and without the token", headers(("location" = String, description = "The signup page with the ticket"))),
         crate::openapi::PageErrors
     )
 )]
-pub async fn start(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn start(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
     let Some(adapter) = adapter(&state) else {
         return unavailable();
     };
-    let Some(verifier) = adapter.signup.as_ref() else {
-        return unavailable();
-    };
     let fields = form_fields(&body);
-    let Some(token) = fields
-        .get(SIGNUP_TOKEN_FIELD)
-        .map(|t| t.trim())
-        .filter(|t| !t.is_empty())
-    else {
-        return pages::start_from_marketplace();
+    let query = query_fields(query.as_deref());
+    let in_form = non_empty(&fields, SIGNUP_TOKEN_FIELD);
+    let in_query = non_empty(&query, SIGNUP_TOKEN_FIELD);
+    let token = match (in_form, in_query) {
+        (Some(form), Some(url)) if form != url => {
+            tracing::warn!("signup with two different tokens refused");
+            return pages::problem(
+                StatusCode::BAD_REQUEST,
+                "This signup link is not valid",
+                "The request carried two different signup tokens.",
+            );
+        }
+        (Some(token), _) | (None, Some(token)) => token,
+        (None, None) => return pages::start_from_marketplace(),
     };
-    let claims = match verifier.verify(token).await {
+    let claims = match verify(adapter, token).await {
         Ok(claims) => claims,
+        Err(refusal) => return refusal,
+    };
+    if in_query.is_some() {
+        return redirect_with_ticket(adapter, &claims);
+    }
+    let ticket = issue_ticket(adapter, &claims);
+    let sealed = adapter.tickets.seal(&ticket);
+    show_form(&state, adapter, &ticket, &sealed).await
+}
+
+/// Verifies a signup token, whatever carried it; a refusal is the page to
+/// answer with. The token itself is never logged.
+async fn verify(adapter: &GoogleAdapter, token: &str) -> Result<SignupClaims, Response> {
+    let Some(verifier) = adapter.signup.as_ref() else {
+        return Err(unavailable());
+    };
+    match verifier.verify(token).await {
+        Ok(claims) => {
+            tracing::info!(google.account = %claims.account_id, "signup token verified");
+            Ok(claims)
+        }
         Err(rejected) => {
             tracing::warn!(reason = rejected.reason.as_str(), error = %rejected, "signup token refused");
-            return match rejected.reason {
+            Err(match rejected.reason {
                 RejectReason::Expired => pages::problem(
                     StatusCode::UNAUTHORIZED,
                     "This signup link has expired",
@@ -98,15 +185,62 @@ pub async fn start(State(state): State<AppState>, body: Bytes) -> Response {
                     "This signup link is not valid",
                     "We could not verify that this request came from Google Cloud Marketplace for this product.",
                 ),
-            };
+            })
         }
+    }
+}
+
+/// A fresh ticket for what a verified token proved.
+fn issue_ticket(adapter: &GoogleAdapter, claims: &SignupClaims) -> Ticket {
+    Ticket {
+        account: claims.account_id.clone(),
+        user: claims.user_identity.clone(),
+        roles: claims.roles.clone(),
+        orders: claims.orders.clone(),
+        exp: adapter.clock.now().timestamp() + TICKET_LIFETIME_SECONDS,
+        nonce: random_token(16),
+    }
+}
+
+/// A 303 to the signup page carrying our ticket, so the Google token leaves
+/// the address bar (and history, and `Referer`) at once.
+fn redirect_with_ticket(adapter: &GoogleAdapter, claims: &SignupClaims) -> Response {
+    let sealed = adapter.tickets.seal(&issue_ticket(adapter, claims));
+    let location = format!(
+        "{}?{}",
+        adapter.signup_path,
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair(TICKET_PARAM, &sealed)
+            .finish()
+    );
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        return unavailable();
     };
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    tracing::info!(google.account = %claims.account_id, "signup token taken out of the address; redirecting to the form");
+    response
+}
+
+/// The signup form for a ticket, or the account's page once signed up.
+async fn show_form(
+    state: &AppState,
+    adapter: &GoogleAdapter,
+    ticket: &Ticket,
+    sealed: &str,
+) -> Response {
     let mut accounts = state.clients.account.clone();
     let existing = accounts
         .get_account(account_pb::GetAccountRequest {
             account: Some(AccountSelector::by_ref(
                 Marketplace::Google,
-                claims.account_id.clone(),
+                ticket.account.clone(),
             )),
         })
         .await
@@ -120,7 +254,7 @@ pub async fn start(State(state): State<AppState>, body: Bytes) -> Response {
                 .as_ref()
                 .map(|c| c.name.clone())
                 .unwrap_or_default();
-            return pages::signed_up(&claims.account_id, &name, true);
+            return pages::signed_up(&ticket.account, &name, true);
         }
         if let Some(contact) = &account.contact {
             values.name = contact.name.clone();
@@ -128,20 +262,11 @@ pub async fn start(State(state): State<AppState>, body: Bytes) -> Response {
         }
         values.company = account.company.clone();
     }
-    let ticket = Ticket {
-        account: claims.account_id.clone(),
-        user: claims.user_identity.clone(),
-        roles: claims.roles.clone(),
-        orders: claims.orders.clone(),
-        exp: adapter.clock.now().timestamp() + TICKET_LIFETIME_SECONDS,
-        nonce: random_token(16),
-    };
-    tracing::info!(google.account = %claims.account_id, "signup token verified; showing the form");
     pages::signup_form(
         StatusCode::OK,
         &format!("{}/complete", adapter.signup_path),
-        &adapter.tickets.seal(&ticket),
-        &claims.account_id,
+        sealed,
+        &ticket.account,
         &values,
         &[],
     )

@@ -1,0 +1,190 @@
+//! The 2026-11 revision of Google's contract: the signup token in the query
+//! string (verified, then taken out of the URL with a 303 to a page that
+//! carries only our ticket), entitlements approved by a person in Producer
+//! Portal (no approve call from marketbridge; state is re-read), and the A2A
+//! Agent Card of an agent product served by the gateway.
+
+use crate::google_support::{Delivery, GoogleTest, hidden_value, start};
+use chrono::Duration as ChronoDuration;
+use marketbridge_core::time::Clock;
+use marketbridge_proto::account::v1 as account_pb;
+use marketbridge_simulators::google::{PRODUCT, SIGNUP_AUDIENCE, SIGNUP_ISSUER};
+use marketbridge_storage::backend_test;
+use serde_json::json;
+
+const TOKEN_PARAM: &str = "x-gcp-marketplace-token";
+
+/// A client that shows redirects instead of following them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
+}
+
+fn signup_url(google: &GoogleTest) -> String {
+    google.test.url(&google.test.set.config.google.signup_path)
+}
+
+/// `GET {signup_path}?x-gcp-marketplace-token=…` without following.
+async fn get_with_token(google: &GoogleTest, token: &str) -> reqwest::Response {
+    no_redirects()
+        .get(signup_url(google))
+        .query(&[(TOKEN_PARAM, token)])
+        .send()
+        .await
+        .expect("signup page answers")
+}
+
+backend_test!(
+    google_signup_token_in_the_query_string_is_taken_out_of_the_url,
+    |database| async move {
+        let google = start(&database, Delivery::Push).await;
+        let sim = &google.sim;
+        let purchase = sim.purchase(PRODUCT, "pro-plan");
+        google.settle().await;
+
+        // Google's link with the token: a 303 to the same page without it.
+        let token = sim.signup_token(&purchase.account_id);
+        let redirect = get_with_token(&google, &token).await;
+        assert_eq!(redirect.status(), 303);
+        assert_eq!(redirect.headers()["referrer-policy"], "no-referrer");
+        let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+        assert!(!location.contains(&token), "{location}");
+        assert!(!location.contains(TOKEN_PARAM), "{location}");
+        let signup_path = &google.test.set.config.google.signup_path;
+        assert!(
+            location.starts_with(&format!("{signup_path}?ticket=")),
+            "{location}"
+        );
+        assert!(redirect.text().await.unwrap().is_empty());
+
+        // The clean URL shows the form, which works as after Google's POST.
+        let page = no_redirects()
+            .get(google.test.url(&location))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        assert_eq!(page.headers()["referrer-policy"], "no-referrer");
+        let page = page.text().await.unwrap();
+        assert!(!page.contains(&token), "the token never reaches the page");
+        assert!(page.contains(r#"name="name""#), "{page}");
+        assert!(hidden_value(&page, "ticket").is_some());
+        let (status, done) = google
+            .submit_signup(&page, "Ada Lovelace", "ada@example.com", "Engines")
+            .await;
+        assert_eq!(status, 200, "{done}");
+        assert!(done.contains("You are signed up"), "{done}");
+        google.settle().await;
+        assert_eq!(
+            google.account(&purchase.account_id).await.signup_state,
+            account_pb::SignupState::Approved as i32
+        );
+        assert_eq!(
+            google
+                .accepted_calls(&format!("{}:approve", purchase.entitlement_id))
+                .len(),
+            1
+        );
+
+        // A re-click with the token in the URL lands on the account's page.
+        let again = get_with_token(&google, &sim.signup_token(&purchase.account_id)).await;
+        assert_eq!(again.status(), 303);
+        let location = again.headers()["location"].to_str().unwrap().to_owned();
+        let page = reqwest::get(google.test.url(&location))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("You are signed up"), "{page}");
+
+        // Appended to the URL of Google's POST: also verified and taken out.
+        let second = sim.purchase(PRODUCT, "pro-plan");
+        google.settle().await;
+        let token = sim.signup_token(&second.account_id);
+        let posted = no_redirects()
+            .post(signup_url(&google))
+            .query(&[(TOKEN_PARAM, token.as_str())])
+            .form(&[(TOKEN_PARAM, token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), 303);
+        let location = posted.headers()["location"].to_str().unwrap().to_owned();
+        assert!(!location.contains(&token), "{location}");
+
+        // Two different tokens in one request are refused.
+        let other = sim.signup_token(&purchase.account_id);
+        let mixed = no_redirects()
+            .post(signup_url(&google))
+            .query(&[(TOKEN_PARAM, token.as_str())])
+            .form(&[(TOKEN_PARAM, other.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(mixed.status(), 400);
+        assert!(!mixed.text().await.unwrap().contains("<form"));
+
+        // A bad token in the URL gets the refusal it gets in the POST.
+        let now = google.clock.now().timestamp();
+        let claims = json!({"iss": SIGNUP_ISSUER, "aud": SIGNUP_AUDIENCE, "sub": second.account_id,
+            "iat": now, "exp": now + 300});
+        let with = |claim: &str, value: serde_json::Value| {
+            let mut changed = claims.clone();
+            changed[claim] = value;
+            sim.sign_signup_claims(&changed)
+        };
+        let bad = [
+            ("expired", with("exp", json!(now - 120))),
+            (
+                "wrong audience",
+                with("aud", json!("someone-else.example.com")),
+            ),
+            ("not a token", "garbage".to_owned()),
+        ];
+        for (what, token) in bad {
+            let (posted_status, posted_page) = google.open_signup(&token).await;
+            let in_url = get_with_token(&google, &token).await;
+            assert_eq!(in_url.status().as_u16(), posted_status, "{what}");
+            assert_eq!(posted_status, 401, "{what}");
+            assert!(in_url.headers().get("location").is_none(), "{what}");
+            let page = in_url.text().await.unwrap();
+            assert_eq!(page, posted_page, "{what}: the same refusal");
+            assert!(!page.contains("<form"), "{what}");
+            assert!(!page.contains(&token), "{what}");
+        }
+
+        // Our ticket in the URL is checked like the form's.
+        let ticket_url = |ticket: &str| {
+            format!(
+                "{}?{}",
+                signup_url(&google),
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("ticket", ticket)
+                    .finish()
+            )
+        };
+        let sealed = location.split_once("ticket=").unwrap().1.to_owned();
+        let sealed = url::form_urlencoded::parse(format!("t={sealed}").as_bytes())
+            .next()
+            .unwrap()
+            .1
+            .into_owned();
+        let tampered = reqwest::get(ticket_url(&format!("{sealed}x")))
+            .await
+            .unwrap();
+        assert_eq!(tampered.status(), 400);
+        google.clock.advance(ChronoDuration::minutes(31));
+        let stale = reqwest::get(ticket_url(&sealed)).await.unwrap();
+        assert_eq!(stale.status(), 401);
+        assert!(stale.text().await.unwrap().contains("expired"));
+        assert_eq!(
+            google.account(&second.account_id).await.signup_state,
+            account_pb::SignupState::Pending as i32
+        );
+        google.assert_google_refused_nothing();
+        google.stop().await;
+    }
+);
