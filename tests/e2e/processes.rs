@@ -99,6 +99,11 @@ backend_test!(
                     "MARKETBRIDGE_TELEMETRY__LOG_FILTER".to_owned(),
                     "warn".to_owned(),
                 ),
+                // Both backends' runs at once: no fixed metrics port.
+                (
+                    "MARKETBRIDGE_GATEWAY__METRICS_LISTEN".to_owned(),
+                    "127.0.0.1:0".to_owned(),
+                ),
             ];
             let (index, section) = match part {
                 "account" => (0, "ACCOUNT"),
