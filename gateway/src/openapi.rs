@@ -391,3 +391,11 @@ pub struct SignupComplete {
     #[serde(default)]
     pub company: Option<String>,
 }
+
+/// The confirmation form of a sign-in Vercel started (`{base}/sso/confirm`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, ToSchema)]
+pub struct SsoConfirm {
+    /// The nonce of the confirmation page.
+    #[serde(default)]
+    pub nonce: Option<String>,
+}

@@ -327,10 +327,31 @@ async fn install(served: &Served) -> (InstallationHandle, String) {
     (installation, token)
 }
 
-/// The document with the installation path parameter pinned to the
-/// token's installation, so generated calls get past authorization and
-/// reach the services.
-fn pinned(mut document: Value, installation_id: &str) -> Value {
+/// Provisions a resource of the built-in `database` product; its id.
+async fn provision(served: &Served, installation: &InstallationHandle, token: &str) -> String {
+    let partner = served.vercel.partner(&served.url("/vercel"));
+    let answer = partner
+        .post(&format!("{}/resources", installation_path(installation)))
+        .user(token)
+        .json(&json!({
+            "productId": "database",
+            "name": "fuzzed",
+            "metadata": {"region": "fra1"},
+            "billingPlanId": "free",
+        }))
+        .send()
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    answer.body["id"]
+        .as_str()
+        .expect("a resource id")
+        .to_owned()
+}
+
+/// The document with path parameters pinned to what exists (the token's
+/// installation, its resource, a product), so generated calls get past
+/// authorization and lookups and reach the services.
+fn pinned(mut document: Value, pins: &[(&str, &str)]) -> Value {
     let Some(paths) = document["paths"].as_object_mut() else {
         return document;
     };
@@ -344,8 +365,10 @@ fn pinned(mut document: Value, installation_id: &str) -> Value {
                 continue;
             };
             for parameter in parameters {
-                if parameter["in"] == "path" && parameter["name"] == "installation_id" {
-                    parameter["schema"] = json!({"type": "string", "enum": [installation_id]});
+                for (name, value) in pins {
+                    if parameter["in"] == "path" && parameter["name"] == *name {
+                        parameter["schema"] = json!({"type": "string", "enum": [value]});
+                    }
                 }
             }
         }
@@ -364,7 +387,15 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
     run_on(TestBackend::Sqlite, |database| async move {
         let served = start(&database).await;
         let (installation, token) = install(&served).await;
-        let document = pinned(served.document().await, &installation.id);
+        let resource_id = provision(&served, &installation, &token).await;
+        let document = pinned(
+            served.document().await,
+            &[
+                ("installation_id", &installation.id),
+                ("resource_id", &resource_id),
+                ("product_slug", "database"),
+            ],
+        );
         let folder = std::env::temp_dir().join(format!(
             "marketbridge-schemathesis-{}",
             uuid::Uuid::new_v4().simple()
@@ -376,7 +407,11 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
             .current_dir(&folder)
             .args(["--no-color", "run", schema.to_str().expect("a UTF-8 path")])
             .args(["--url", &served.url("")])
-            .args(["--checks", "not_a_server_error,response_schema_conformance"])
+            .args([
+                "--checks",
+                "not_a_server_error,response_schema_conformance,status_code_conformance,\
+                 content_type_conformance",
+            ])
             .args(["--max-examples", "12", "--seed", "17", "--workers", "1"])
             .args(["--phases", "examples,coverage,fuzzing"])
             .args(["--request-timeout", "10"])
@@ -390,6 +425,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
             .expect("schemathesis runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
+        eprintln!("{stdout}");
         assert!(
             output.status.success(),
             "schemathesis found problems ({}):\n{stdout}\n{stderr}",
