@@ -1062,3 +1062,78 @@ async fn replicas_starting_together_migrate_a_fresh_database_once() {
     race::<marketbridge_provisioning::migration::Migrator>("provisioning").await;
     race::<marketbridge_billing::migration::Migrator>("billing").await;
 }
+
+#[test]
+fn the_readme_tells_how_to_install_scale_and_upgrade_as_the_base_does() {
+    let readme = repository_file("README.md");
+    let start = readme
+        .find("## Run it on Kubernetes")
+        .expect("README has a Kubernetes section");
+    let section = &readme[start..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let kustomization: Value =
+        serde_yaml_ng::from_str(&repository_file("deploy/kubernetes/kustomization.yaml"))
+            .expect("valid YAML");
+    let namespace = text(&kustomization["namespace"]);
+    for step in [
+        "marketbridge secrets init ./secrets".to_owned(),
+        format!("kubectl create namespace {namespace}"),
+        format!("kubectl -n {namespace} create secret generic {SECRET_NAME} --from-file=./secrets"),
+        "kubectl apply -k deploy/kubernetes".to_owned(),
+        "deploy/grafana/marketbridge.json".to_owned(),
+        "pg_advisory_lock".to_owned(),
+        "Migrations run once, by one replica, before\nthe new version serves".to_owned(),
+    ] {
+        assert!(
+            section.contains(&step),
+            "README's Kubernetes section: {step}"
+        );
+    }
+    // The databases README creates are those the services use.
+    let objects = objects();
+    for service in ["account", "provisioning", "billing"] {
+        let settings = part(&objects, service).settings;
+        let url = &settings[&format!("MARKETBRIDGE_{}__DATABASE_URL", service.to_uppercase())];
+        let parsed = url::Url::parse(url).unwrap();
+        let database = parsed.path().trim_start_matches('/');
+        assert!(
+            section.contains(&format!(
+                "CREATE DATABASE {database} OWNER {};",
+                parsed.username()
+            )),
+            "README creates the database {database} for {url}"
+        );
+    }
+    // The autoscalers' bounds and the startup allowance are the ones README gives.
+    let bounds = |component: &str| {
+        let autoscaler = find(
+            &objects,
+            "HorizontalPodAutoscaler",
+            &format!("marketbridge-{component}"),
+        )
+        .unwrap();
+        (
+            autoscaler["spec"]["minReplicas"].as_u64().unwrap(),
+            autoscaler["spec"]["maxReplicas"].as_u64().unwrap(),
+        )
+    };
+    let (min, max) = bounds("account");
+    assert_eq!(bounds("provisioning"), (min, max));
+    assert_eq!(bounds("billing"), (min, max));
+    assert!(section.contains(&format!("{min} to {max} replicas of each service")));
+    let (min, max) = bounds("gateway");
+    assert!(section.contains(&format!("{min} to {max} gateways")));
+    for service in ["account", "provisioning", "billing"] {
+        let startup = &part(&objects, service).container["startupProbe"];
+        let seconds = startup["periodSeconds"].as_u64().unwrap()
+            * startup["failureThreshold"].as_u64().unwrap();
+        assert_eq!(seconds, 300, "{service}: README promises five minutes");
+    }
+    assert!(section.contains("the startup probe gives each five minutes"));
+    // CI validates the manifests and hands the validator to this test.
+    let ci = repository_file(".ci/run");
+    assert!(ci.contains("kubernetes-validate"));
+    assert!(ci.contains("export MARKETBRIDGE_TEST_KUBERNETES_VALIDATE"));
+}
