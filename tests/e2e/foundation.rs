@@ -86,7 +86,14 @@ backend_test!(
                     "{service}"
                 );
             }
-            let mut reflection = ServerReflectionClient::new(channel);
+            // Health answers anyone; reflection needs a credential.
+            let authenticated = marketbridge_rpc::channel(
+                &format!("http://{address}"),
+                &marketbridge_rpc::ClientCredentials::of_set(&test.set.config),
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap();
+            let mut reflection = ServerReflectionClient::new(authenticated);
             let requests = tokio_stream::iter(vec![
                 ServerReflectionRequest {
                     host: String::new(),

@@ -356,10 +356,28 @@ backend_test!(
         assert!(html.contains("Reference: <code>"), "{html}");
         assert_page_header_map(&headers);
 
-        // A page signed in and an error page carry the page headers.
+        // The sign-in confirmation, a page signed in and an error page carry
+        // the page headers.
         let code = sim.issue_sso_code(&installation, &SimUser::admin());
-        let landing = browser
+        let confirmation = browser
             .get(sim.sso_redirect_url(&sso, &code, &[]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmation.status(), 200);
+        assert_page_headers(&confirmation);
+        let pending = set_cookies(&confirmation, "mb_vercel_sso_pending").remove(0);
+        let form = confirmation.text().await.unwrap();
+        let nonce = form
+            .split("name=\"nonce\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+        let landing = browser
+            .post(vercel.url("/sso/confirm"))
+            .header("cookie", &pending)
+            .form(&[("nonce", nonce.as_str())])
             .send()
             .await
             .unwrap();

@@ -81,7 +81,9 @@ backend_test!(
             .send()
             .await
             .unwrap();
-        assert_eq!(landing.status(), 303);
+        // Without the integration's slug the person confirms the sign-in.
+        assert_eq!(landing.status(), 200);
+        assert!(landing.text().await.unwrap().contains("Confirm sign-in"));
         let seen: Value = http
             .get(format!("{}/_sim/installations/{id}", vercel.sim.url()))
             .send()

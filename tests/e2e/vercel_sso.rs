@@ -1,7 +1,8 @@
 //! "Open in provider": Vercel sends the browser to the Redirect Login URL
-//! with a one-time code; the code becomes a verified id token, a signed
-//! session cookie is set, and the user lands on the page the deep link
-//! named.
+//! with a one-time code; the code becomes a verified id token, the person
+//! confirms the sign-in in this browser (without the integration's slug the
+//! gateway cannot bind it otherwise), a signed session cookie is set, and the
+//! user lands on the page the deep link named.
 
 use crate::vercel_support::{VercelOptions, provision_body, vercel_set};
 use marketbridge_simulators::vercel::tokens::SimUser;
@@ -12,6 +13,53 @@ fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
+        .unwrap()
+}
+
+/// Follows a Redirect Login URL as a person would: opens it and, when the
+/// gateway asks to confirm the sign-in, confirms it in the same browser.
+/// The answer that opens the session (or the refusal).
+async fn sign_in(browser: &reqwest::Client, url: &str) -> reqwest::Response {
+    let answer = browser.get(url).send().await.unwrap();
+    if answer.status() != 200 {
+        return answer;
+    }
+    let pending = answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mb_vercel_sso_pending="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .expect("a pending sign-in cookie");
+    assert!(
+        answer
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().unwrap().starts_with("mb_vercel_session=")),
+        "no session before the person confirms"
+    );
+    let page = answer.text().await.unwrap();
+    let nonce = page
+        .split("name=\"nonce\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the confirmation form carries a nonce")
+        .to_owned();
+    let action = page
+        .split("action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form posts somewhere")
+        .to_owned();
+    let origin = url::Url::parse(url).unwrap();
+    browser
+        .post(origin.join(&action).unwrap())
+        .header("cookie", pending)
+        .form(&[("nonce", nonce.as_str())])
+        .send()
+        .await
         .unwrap()
 }
 
@@ -52,7 +100,7 @@ backend_test!(
             &code,
             &[("resource_id", &resource_id), ("path", "secrets")],
         );
-        let landing = browser.get(&url).send().await.unwrap();
+        let landing = sign_in(&browser, &url).await;
         assert_eq!(landing.status(), 303);
         let location = landing.headers()["location"].to_str().unwrap().to_owned();
         assert_eq!(
@@ -133,15 +181,15 @@ backend_test!(
 
         // Invoice and section deep links.
         let code = sim.issue_sso_code(&installation, &user);
-        let landing = browser
-            .get(sim.sso_redirect_url(
+        let landing = sign_in(
+            &browser,
+            &sim.sso_redirect_url(
                 &sso,
                 &code,
                 &[("invoice_id", "inv_abc123"), ("path", "billing")],
-            ))
-            .send()
-            .await
-            .unwrap();
+            ),
+        )
+        .await;
         assert_eq!(
             landing.headers()["location"],
             format!(
@@ -163,11 +211,11 @@ backend_test!(
         assert_eq!(invoice_page.status(), 200);
         assert!(invoice_page.text().await.unwrap().contains("inv_abc123"));
         let code = sim.issue_sso_code(&installation, &user);
-        let landing = browser
-            .get(sim.sso_redirect_url(&sso, &code, &[("path", "usage")]))
-            .send()
-            .await
-            .unwrap();
+        let landing = sign_in(
+            &browser,
+            &sim.sso_redirect_url(&sso, &code, &[("path", "usage")]),
+        )
+        .await;
         assert_eq!(
             landing.headers()["location"],
             format!("/vercel/dashboard/{}?section=usage", installation.id).as_str()
@@ -183,11 +231,11 @@ backend_test!(
             .unwrap();
         assert_eq!(evil.status(), 400);
         let own = format!("/vercel/dashboard/{}?section=support", installation.id);
-        let followed = browser
-            .get(sim.sso_redirect_url(&sso, &code, &[("url", &own)]))
-            .send()
-            .await
-            .unwrap();
+        let followed = sign_in(
+            &browser,
+            &sim.sso_redirect_url(&sso, &code, &[("url", &own)]),
+        )
+        .await;
         assert_eq!(
             followed.status(),
             303,
@@ -296,6 +344,90 @@ backend_test!(
                 .unwrap()
                 .contains(&format!("/sso/integrations/acme-db/{}", other.id))
         );
+        vercel.stop().await;
+    }
+);
+
+backend_test!(
+    without_the_slug_a_sign_in_vercel_started_waits_for_the_person,
+    |database| async move {
+        let vercel = vercel_set(&database, VercelOptions::default()).await;
+        let sim = &vercel.sim;
+        let sso = vercel.url("/sso");
+        // The attacker's installation, and an unused sign-in link for it.
+        let (attackers, _) = vercel.install().await;
+        let code = sim.issue_sso_code(&attackers, &SimUser::admin());
+        let link = sim.sso_redirect_url(&sso, &code, &[("path", "billing")]);
+
+        // The victim's browser follows it: a page asks to confirm, and no
+        // session is opened.
+        let victim = no_redirects();
+        let answer = victim.get(&link).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let cookies: Vec<String> = answer
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            cookies.iter().all(|c| !c.starts_with("mb_vercel_session=")),
+            "{cookies:?}"
+        );
+        let pending = cookies
+            .iter()
+            .find(|c| c.starts_with("mb_vercel_sso_pending="))
+            .expect("the pending sign-in")
+            .clone();
+        assert!(pending.contains("HttpOnly") && pending.contains("SameSite=Lax"));
+        let pending = pending.split(';').next().unwrap().to_owned();
+        let page = answer.text().await.unwrap();
+        assert!(
+            page.contains(&attackers.id),
+            "the page names the installation"
+        );
+        let nonce = page
+            .split("name=\"nonce\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_owned();
+
+        // A cross-site page cannot confirm it: its post carries no cookie of
+        // ours (SameSite=Lax), and a wrong nonce is refused too.
+        let confirm = vercel.url("/sso/confirm");
+        let without_cookie = victim
+            .post(&confirm)
+            .form(&[("nonce", nonce.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(without_cookie.status(), 403);
+        assert!(without_cookie.headers().get("set-cookie").is_none());
+        let wrong_nonce = victim
+            .post(&confirm)
+            .header("cookie", &pending)
+            .form(&[("nonce", "guess")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_nonce.status(), 403);
+        assert!(wrong_nonce.headers().get("set-cookie").is_none());
+
+        // The person who did open it confirms, and only then is signed in.
+        let confirmed = victim
+            .post(&confirm)
+            .header("cookie", &pending)
+            .form(&[("nonce", nonce.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), 303);
+        assert_eq!(
+            confirmed.headers()["location"],
+            format!("/vercel/dashboard/{}?section=billing", attackers.id).as_str()
+        );
+        assert!(session_cookie(&confirmed).starts_with("mb_vercel_session="));
         vercel.stop().await;
     }
 );

@@ -153,6 +153,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(at(routes!(billing::provision_purchase)))
         .routes(at(routes!(webhook::receive)))
         .routes(at(routes!(sso::redirect_login)))
+        .routes(at(routes!(sso::confirm)))
         .routes(at(routes!(dashboard::installation_page)))
         .routes(at(routes!(dashboard::resource_page)))
         .routes(at(routes!(dashboard::invoice_page)))

@@ -152,6 +152,31 @@ pub fn clear_sso_state_cookie(path: &str, secure: bool) -> String {
     format!("{SSO_STATE_COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}")
 }
 
+/// Cookie holding a sign-in Vercel started that waits for the person to
+/// confirm it in this browser: `<nonce>~<sealed session>~<landing page>`.
+pub const SSO_PENDING_COOKIE: &str = "mb_vercel_sso_pending";
+
+/// The `Set-Cookie` value holding a pending sign-in for `path`.
+pub fn set_pending_cookie(value: &str, path: &str, secure: bool) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{SSO_PENDING_COOKIE}={value}; Path={path}; Max-Age={SSO_STATE_SECONDS}; HttpOnly; SameSite=Lax{secure}"
+    )
+}
+
+/// The `Set-Cookie` value removing a pending sign-in.
+pub fn clear_pending_cookie(path: &str, secure: bool) -> String {
+    let path = if path.is_empty() { "/" } else { path };
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{SSO_PENDING_COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// Constant-time equality of two texts.
+pub fn same_text(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()))
+}
+
 /// True when the request's nonce cookie is `nonce` (compared in constant
 /// time).
 pub fn sso_state_matches(headers: &HeaderMap, nonce: &str) -> bool {

@@ -7,14 +7,18 @@
 use super::body::query_map;
 use super::dashboard::error_page;
 use super::session::{
-    SESSION_SECONDS, SSO_STATE_PARAM, Session, clear_sso_state_cookie, set_cookie,
-    sso_state_matches,
+    SESSION_SECONDS, SSO_PENDING_COOKIE, SSO_STATE_PARAM, SSO_STATE_SECONDS, Session,
+    clear_pending_cookie, clear_sso_state_cookie, cookie_named, new_sso_state, same_text,
+    set_cookie, set_pending_cookie, sso_state_matches,
 };
 use super::{VercelState, dashboard};
 use crate::state::AppState;
+use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use marketbridge_core::ids::ResourceId;
 use marketbridge_core::{Error, Result};
 use marketbridge_vercel::model::vercel_api::SsoTokenRequest;
@@ -34,7 +38,8 @@ pub const SECTIONS: [&str; 5] = ["billing", "usage", "onboarding", "secrets", "s
 /// for their own installation, so when the integration's slug is known the
 /// browser is sent through Vercel's sign-in once more, now bound: Vercel
 /// signs in whoever really uses the browser, and the first code opens
-/// nothing.
+/// nothing. Without the slug the person confirms the sign-in on a page of
+/// ours ([`confirm`]) before a session opens.
 #[utoipa::path(
     operation_id = "sso_redirect_login",
     get,
@@ -69,13 +74,24 @@ pub async fn redirect_login(
             tracing::info!(installation.id = %session.installation_id, "vercel sso started by vercel; signing in again bound to this browser");
             return again;
         }
-        tracing::info!(installation.id = %session.installation_id, "vercel sso not bound to the browser: vercel.integration_slug is not set");
+        // Without the slug the browser cannot be sent through Vercel again:
+        // the person confirms the sign-in on a page of ours instead, so a
+        // link an attacker made for their own installation opens nothing by
+        // itself (the confirmation is a same-site form post, which a
+        // cross-site page cannot send with this browser's cookies).
+        tracing::info!(installation.id = %session.installation_id, "vercel sso started by vercel; asking the person to confirm it");
+        return confirmation_page(vercel, &session, &target);
     }
-    let sealed = vercel.sessions.seal(&session);
+    open_session(vercel, &session, &target, bound)
+}
+
+/// Answers the sign-in: the session cookie and a 303 to `target`.
+fn open_session(vercel: &VercelState, session: &Session, target: &str, bound: bool) -> Response {
+    let sealed = vercel.sessions.seal(session);
     let secure = vercel.secure_cookies();
     let cookie = set_cookie(&sealed, &vercel.base_path, secure);
     let (Ok(location), Ok(cookie)) = (
-        HeaderValue::from_str(&target),
+        HeaderValue::from_str(target),
         HeaderValue::from_str(&cookie),
     ) else {
         return error_page(&Error::internal("the landing page address is not valid"));
@@ -84,14 +100,107 @@ pub async fn redirect_login(
     let response_headers = response.headers_mut();
     response_headers.insert(header::LOCATION, location);
     response_headers.insert(header::SET_COOKIE, cookie);
-    if bound
-        && let Ok(clear) = HeaderValue::from_str(&clear_sso_state_cookie(&vercel.base_path, secure))
-    {
+    let clear = if bound {
+        clear_sso_state_cookie(&vercel.base_path, secure)
+    } else {
+        clear_pending_cookie(&vercel.base_path, secure)
+    };
+    if let Ok(clear) = HeaderValue::from_str(&clear) {
         response_headers.append(header::SET_COOKIE, clear);
     }
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     tracing::info!(installation.id = %session.installation_id, bound, "vercel sso session opened");
     response
+}
+
+/// The page asking the person to confirm a sign-in Vercel started, with the
+/// pending sign-in in a short-lived cookie and its nonce in the form.
+fn confirmation_page(vercel: &VercelState, session: &Session, target: &str) -> Response {
+    let nonce = new_sso_state();
+    let pending = Session {
+        expires_at: chrono::Utc::now().timestamp() + SSO_STATE_SECONDS,
+        ..session.clone()
+    };
+    let value = format!(
+        "{nonce}~{}~{}",
+        vercel.sessions.seal(&pending),
+        URL_SAFE_NO_PAD.encode(target)
+    );
+    let who = if session.user_email.is_empty() {
+        session.user_name.clone()
+    } else {
+        format!("{} ({})", session.user_name, session.user_email)
+    };
+    let mut response = dashboard::page(
+        "Confirm sign-in",
+        &format!(
+            "<h1>Confirm sign-in</h1><p>Vercel signed you in as <strong>{who}</strong> to the installation \
+             <code>{installation}</code>.</p><p>Continue only if you opened this integration from your own Vercel \
+             dashboard just now.</p><form method=\"post\" action=\"{action}\"><input type=\"hidden\" \
+             name=\"nonce\" value=\"{nonce}\"><button type=\"submit\">Continue</button></form>",
+            who = dashboard::escape(&who),
+            installation = dashboard::escape(&session.installation_id),
+            action = dashboard::escape(&format!("{}/sso/confirm", vercel.base_path)),
+        ),
+    );
+    if let Ok(cookie) = HeaderValue::from_str(&set_pending_cookie(
+        &value,
+        &vercel.base_path,
+        vercel.secure_cookies(),
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `POST {base}/sso/confirm`: the person confirmed a sign-in Vercel started;
+/// the session opens only in the browser holding the pending sign-in.
+#[utoipa::path(
+    operation_id = "sso_confirm",
+    post,
+    path = "/sso/confirm",
+    tag = "vercel-pages",
+    request_body(content = crate::openapi::SsoConfirm, content_type = "application/x-www-form-urlencoded", description = "`nonce`: the nonce of the confirmation page"),
+    responses((status = 303, description = "Signed in: to the provider page with the session cookie", headers(("location" = String, description = "Where to go"), ("set-cookie" = String, description = "The session"))), crate::openapi::PageErrors)
+)]
+pub async fn confirm(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let vercel = &state.vercel;
+    let refused = || {
+        error_page(&Error::permission_denied(
+            "no sign-in waits for confirmation in this browser",
+        ))
+    };
+    let nonce: Option<String> = url::form_urlencoded::parse(&body)
+        .find(|(name, _)| name == "nonce")
+        .map(|(_, value)| value.into_owned());
+    let Some(pending) = cookie_named(&headers, SSO_PENDING_COOKIE) else {
+        return refused();
+    };
+    let mut parts = pending.splitn(3, '~');
+    let (Some(expected), Some(sealed), Some(target)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return refused();
+    };
+    if !nonce.is_some_and(|nonce| !nonce.is_empty() && same_text(&nonce, expected)) {
+        return refused();
+    }
+    let Some(session) = vercel.sessions.open(sealed, chrono::Utc::now().timestamp()) else {
+        return refused();
+    };
+    let Some(target) = URL_SAFE_NO_PAD
+        .decode(target)
+        .ok()
+        .and_then(|t| String::from_utf8(t).ok())
+        .and_then(|t| validated_url(vercel, &t).ok())
+    else {
+        return refused();
+    };
+    let session = Session {
+        expires_at: chrono::Utc::now().timestamp() + SESSION_SECONDS,
+        ..session
+    };
+    tracing::info!(installation.id = %session.installation_id, "vercel sso confirmed by the person");
+    open_session(vercel, &session, &target, false)
 }
 
 async fn sign_in(
