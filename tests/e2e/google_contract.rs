@@ -8,8 +8,12 @@ use crate::google_support::{Delivery, GoogleTest, hidden_value, start};
 use chrono::Duration as ChronoDuration;
 use marketbridge_core::time::Clock;
 use marketbridge_proto::account::v1 as account_pb;
-use marketbridge_simulators::google::{PRODUCT, SIGNUP_AUDIENCE, SIGNUP_ISSUER};
+use marketbridge_proto::provisioning::v1::SubscriptionState;
+use marketbridge_simulators::google::{
+    PRODUCT, SIGNUP_AUDIENCE, SIGNUP_ISSUER, state as google_state,
+};
 use marketbridge_storage::backend_test;
+use marketbridge_storage::testing::TestDatabase;
 use serde_json::json;
 
 const TOKEN_PARAM: &str = "x-gcp-marketplace-token";
@@ -187,4 +191,129 @@ backend_test!(
         google.assert_google_refused_nothing();
         google.stop().await;
     }
+);
+
+/// Calls to approve `entitlement_id`, with their statuses.
+fn approve_calls(google: &GoogleTest, entitlement_id: &str) -> Vec<u16> {
+    google
+        .sim
+        .api()
+        .recorder
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.ends_with(&format!("{entitlement_id}:approve")))
+        .map(|c| c.status)
+        .collect()
+}
+
+async fn approved_in_producer_portal(database: TestDatabase, delivery: Delivery) {
+    let google = start(&database, delivery).await;
+    let sim = &google.sim;
+    let first = sim.purchase(PRODUCT, "pro-plan");
+    google.settle().await;
+    google
+        .sign_up(
+            &first.account_id,
+            "Ada Lovelace",
+            "ada@example.com",
+            "Engines",
+        )
+        .await;
+    google.settle().await;
+    assert_eq!(
+        google.subscription_state(&first.entitlement_id).await,
+        SubscriptionState::Active
+    );
+    let account = google.account(&first.account_id).await;
+
+    // A private offer approved by a person in Producer Portal before we
+    // even heard of it: we never call approve, and it proceeds normally.
+    let offer = sim.purchase_for(&first.account_id, PRODUCT, "pro-plan");
+    sim.approve_in_producer_portal(&offer.entitlement_id)
+        .expect("Producer Portal approves");
+    google.settle().await;
+    assert_eq!(
+        google.subscription_state(&offer.entitlement_id).await,
+        SubscriptionState::Active
+    );
+    assert!(
+        approve_calls(&google, &offer.entitlement_id).is_empty(),
+        "marketbridge never called approve for it"
+    );
+    let subscription = google.subscription(&offer.entitlement_id).await.unwrap();
+    let live: Vec<_> = google
+        .resources(&account.id)
+        .await
+        .into_iter()
+        .filter(|r| r.subscription_id == subscription.id)
+        .collect();
+    assert_eq!(live.len(), 1, "its resource is provisioned");
+    google.assert_google_refused_nothing();
+
+    // Approved in Producer Portal while our own approval is on its way: our
+    // call is refused, the state is re-read, and nothing is stuck.
+    let raced = sim.purchase_for(&first.account_id, PRODUCT, "pro-plan");
+    google.deliver().await;
+    let account_service = &google.test.set.account;
+    account_service
+        .domain()
+        .outbox()
+        .drain(account_service.job_handler().as_ref())
+        .await
+        .expect("the account outbox drains");
+    sim.approve_in_producer_portal(&raced.entitlement_id)
+        .expect("Producer Portal approves");
+    // Our approval job runs before Google's ENTITLEMENT_ACTIVE arrives.
+    let provisioning = &google.test.set.provisioning;
+    provisioning
+        .domain()
+        .outbox()
+        .drain(provisioning.job_handler().as_ref())
+        .await
+        .expect("the provisioning outbox drains");
+    google.settle().await;
+    assert_eq!(
+        google.subscription_state(&raced.entitlement_id).await,
+        SubscriptionState::Active
+    );
+    assert_eq!(
+        approve_calls(&google, &raced.entitlement_id),
+        [400],
+        "our one approve call was refused, and not retried"
+    );
+    assert_eq!(
+        sim.entitlement(&raced.entitlement_id).unwrap().state,
+        google_state::ACTIVE
+    );
+
+    // The account itself is untouched: approved once, by our signup, and a
+    // re-click still lands on its page.
+    let account = google.account(&first.account_id).await;
+    assert_eq!(
+        account.signup_state,
+        account_pb::SignupState::Approved as i32
+    );
+    assert_eq!(account.contact.unwrap().email, "ada@example.com");
+    assert_eq!(
+        google
+            .accepted_calls(&format!("{}:approve", first.account_id))
+            .len(),
+        1
+    );
+    let (status, page) = google
+        .open_signup(&sim.signup_token(&first.account_id))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("You are signed up"), "{page}");
+    google.stop().await;
+}
+
+backend_test!(
+    google_entitlements_approved_in_producer_portal_proceed_through_push,
+    |database| async move { approved_in_producer_portal(database, Delivery::Push).await }
+);
+
+backend_test!(
+    google_entitlements_approved_in_producer_portal_proceed_through_pull,
+    |database| async move { approved_in_producer_portal(database, Delivery::Pull).await }
 );

@@ -1,5 +1,6 @@
 //! The simulator's own control surface for local demos (not part of
-//! Google's API): act as the customer (buy, change plan, cancel, delete),
+//! Google's API): act as the customer (buy, change plan, cancel, delete) or
+//! as a person in Producer Portal (approve an entitlement),
 //! see Google's state, and open the provider's signup page the way Google's
 //! "Sign up with provider" button does (a form POST of the signup token).
 
@@ -95,6 +96,7 @@ async fn entitlement_action(
         "end-term" => world.end_term(now, id),
         "cancel-now" => world.cancel_immediately(now, id, "user-cancelled"),
         "renew" => world.renew(now, id),
+        "approve-in-producer-portal" => world.approve_in_producer_portal(now, id),
         "delete" => world.delete_entitlement(now, id),
         _ => Err(ApiError::new(404, "NOT_FOUND", "Unknown action.")),
     });

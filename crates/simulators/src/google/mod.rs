@@ -850,6 +850,12 @@ impl GoogleSimulator {
         self.act(|world, now| world.end_offer(now, entitlement_id))
     }
 
+    /// A person approves the entitlement in Producer Portal: it activates
+    /// (`ENTITLEMENT_ACTIVE`) without any call from the provider.
+    pub fn approve_in_producer_portal(&self, entitlement_id: &str) -> Result<(), ApiError> {
+        self.act(|world, now| world.approve_in_producer_portal(now, entitlement_id))
+    }
+
     /// The cancelled entitlement's record is deleted.
     pub fn delete_entitlement(&self, entitlement_id: &str) -> Result<(), ApiError> {
         self.act(|world, now| world.delete_entitlement(now, entitlement_id))

@@ -632,6 +632,16 @@ impl World {
         due
     }
 
+    /// A person approves the entitlement in Producer Portal (Private offers
+    /// → Manage your offers) instead of the provider calling
+    /// `entitlements.approve`: the same rules apply (activation requested,
+    /// the account's signup approved), and Google publishes
+    /// `ENTITLEMENT_ACTIVE` as for any activation. A later `approve` from
+    /// the provider is refused with `FAILED_PRECONDITION`.
+    pub fn approve_in_producer_portal(&mut self, now: DateTime<Utc>, id: &str) -> ApiResult<()> {
+        self.approve_entitlement(now, id)
+    }
+
     /// The entitlement's record is deleted (only once cancelled).
     pub fn delete_entitlement(&mut self, now: DateTime<Utc>, id: &str) -> ApiResult<()> {
         let entitlement = self.entitlement_mut(id)?;
@@ -973,6 +983,38 @@ mod tests {
                 "ACCOUNT_ACTIVE",
                 "ENTITLEMENT_ACTIVE"
             ]
+        );
+    }
+
+    #[test]
+    fn an_entitlement_approved_in_producer_portal_refuses_a_later_approve() {
+        let mut world = World::new("DEMO-p");
+        let (account, entitlement) = world.purchase(now(), None, "database", "pro-plan");
+        assert_eq!(
+            world.approve_in_producer_portal(now(), &entitlement),
+            Err(ApiError::precondition()),
+            "not before the account's signup"
+        );
+        world.approve_account(now(), &account, None).unwrap();
+        world.take_outgoing();
+        world
+            .approve_in_producer_portal(now(), &entitlement)
+            .unwrap();
+        assert_eq!(world.entitlements[&entitlement].state, state::ACTIVE);
+        assert!(
+            world.entitlements[&entitlement]
+                .usage_reporting_id
+                .is_some()
+        );
+        let types: Vec<_> = world
+            .take_outgoing()
+            .into_iter()
+            .map(|n| n.event_type.unwrap_or_default())
+            .collect();
+        assert_eq!(types, ["ENTITLEMENT_ACTIVE"]);
+        assert_eq!(
+            world.approve_entitlement(now(), &entitlement),
+            Err(ApiError::precondition())
         );
     }
 
