@@ -530,6 +530,15 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             assert_eq!(accepted, 1, "{path} accepted once");
         }
     }
+    let approvals = calls
+        .iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with(":approve"))
+        .count();
+    let unavailable = calls.iter().filter(|c| c.status == 503).count();
+    eprintln!(
+        "{} signups, {approvals} approve calls to Google ({unavailable} answered 503 by injected faults), killed {killed:?}",
+        purchases.len()
+    );
     let refused: Vec<String> = calls
         .iter()
         .filter(|c| c.method == "POST" && c.path.ends_with(":approve"))
