@@ -403,8 +403,24 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         std::fs::create_dir_all(&folder).expect("a work folder");
         let schema = folder.join("openapi.json");
         std::fs::write(&schema, document.to_string()).expect("the document written");
+        // Pub/Sub's push gets Google's token instead of Vercel's.
+        let push_token = served
+            .google
+            .sim
+            .sign_push_claims(&served.google.sim.push_claims());
+        let config = folder.join("schemathesis.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[operations]]\ninclude-operation-id = \"google_push_receive\"\n\
+                 headers = {{ Authorization = \"Bearer {push_token}\" }}\n"
+            ),
+        )
+        .expect("the configuration written");
         let output = tokio::process::Command::new(&binary)
             .current_dir(&folder)
+            .arg("--config-file")
+            .arg(&config)
             .args(["--no-color", "run", schema.to_str().expect("a UTF-8 path")])
             .args(["--url", &served.url("")])
             .args([
