@@ -21,7 +21,9 @@ backend_test!(
             ),
         };
         if backend == DbBackend::Postgres {
-            db.execute_unprepared("SET enable_seqscan = off").await.unwrap();
+            db.execute_unprepared("SET enable_seqscan = off")
+                .await
+                .unwrap();
         }
         let rows = db
             .query_all_raw(Statement::from_string(backend, sql))
@@ -32,7 +34,8 @@ backend_test!(
             .map(|row| row.try_get::<String>("", column).unwrap())
             .collect();
         assert!(
-            plan.iter().any(|line| line.contains("resources_subscription")),
+            plan.iter()
+                .any(|line| line.contains("resources_subscription")),
             "{plan:?}"
         );
     }
