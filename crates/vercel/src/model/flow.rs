@@ -102,6 +102,7 @@ pub struct PlanList {
 /// `POST /marketplace/resources`.
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"productId": "database", "planId": "free", "configuration": {"name": "main-db", "region": "fra1"}}))]
 pub struct CreateResource {
     /// The team.
     #[serde(default)]

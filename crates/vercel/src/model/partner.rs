@@ -112,6 +112,7 @@ pub struct DeletedInstallation {
 /// `POST /v1/installations/{installationId}/resources`.
 #[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"productId": "database", "name": "main-db", "metadata": {"region": "fra1"}, "billingPlanId": "free"}))]
 pub struct ProvisionResource {
     /// Product id or slug.
     pub product_id: String,
@@ -133,6 +134,7 @@ pub struct ProvisionResource {
 /// `PATCH /v1/installations/{installationId}/resources/{resourceId}`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"name": "renamed"}))]
 pub struct UpdateResource {
     /// New name.
     #[serde(default)]
@@ -229,6 +231,7 @@ pub struct ResourceList {
 /// `POST .../resources/{resourceId}/secrets/rotate`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"reason": "leaked", "delayOldSecretsExpirationHours": 1}))]
 pub struct RotateSecrets {
     /// Why.
     #[serde(default)]
@@ -354,6 +357,7 @@ pub struct AcceptTransferRequest {
 /// `POST .../resources/{resourceId}/repl`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(example = json!({"input": "info", "readOnly": true}))]
 pub struct ReplRequest {
     /// The command line.
     pub input: String,
