@@ -317,3 +317,101 @@ backend_test!(
     google_entitlements_approved_in_producer_portal_proceed_through_pull,
     |database| async move { approved_in_producer_portal(database, Delivery::Pull).await }
 );
+
+/// An agent product added to the built-in catalog.
+const AGENT_PRODUCT: &str = r#"
+[[products]]
+id = "sql-helper"
+name = "SQL helper"
+description = "An agent that explains and tunes SQL."
+
+  [products.agent]
+  protocolVersion = "0.3.0"
+  name = "SQL helper"
+  description = "Explains and tunes SQL queries."
+  url = "https://agent.example.com/a2a/v1"
+  version = "1.2.0"
+  defaultInputModes = ["text/plain"]
+  defaultOutputModes = ["text/plain", "application/json"]
+  preferredTransport = "JSONRPC"
+
+  [products.agent.capabilities]
+  streaming = true
+  pushNotifications = false
+
+  [products.agent.provider]
+  organization = "Example Inc."
+  url = "https://example.com"
+
+  [[products.agent.skills]]
+  id = "explain"
+  name = "Explain a query"
+  description = "Explains what an SQL query does and how it runs."
+  tags = ["sql", "postgres"]
+  examples = ["Why is this query slow?"]
+"#;
+
+backend_test!(
+    google_agent_cards_are_served_from_the_catalog,
+    |database| async move {
+        let catalog = std::env::temp_dir().join(format!(
+            "marketbridge-agent-catalog-{}.toml",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(
+            &catalog,
+            format!("{}\n{AGENT_PRODUCT}", marketbridge_catalog::BUILTIN_CATALOG),
+        )
+        .expect("catalog written");
+        let path = catalog.display().to_string();
+        let google = crate::google_support::start_with(&database, Delivery::Push, move |config| {
+            config.catalog.path = path;
+        })
+        .await;
+        let agents_path = google.test.set.config.google.agents_path.clone();
+        let url = |product: &str| {
+            google
+                .test
+                .url(&format!("{agents_path}/{product}/agent-card.json"))
+        };
+
+        let answer = reqwest::get(url("sql-helper")).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.headers()["content-type"], "application/json");
+        let card: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(
+            card,
+            json!({
+                "protocolVersion": "0.3.0",
+                "name": "SQL helper",
+                "description": "Explains and tunes SQL queries.",
+                "url": "https://agent.example.com/a2a/v1",
+                "version": "1.2.0",
+                "defaultInputModes": ["text/plain"],
+                "defaultOutputModes": ["text/plain", "application/json"],
+                "preferredTransport": "JSONRPC",
+                "capabilities": {"streaming": true, "pushNotifications": false},
+                "provider": {"organization": "Example Inc.", "url": "https://example.com"},
+                "skills": [{
+                    "id": "explain",
+                    "name": "Explain a query",
+                    "description": "Explains what an SQL query does and how it runs.",
+                    "tags": ["sql", "postgres"],
+                    "examples": ["Why is this query slow?"]
+                }]
+            })
+        );
+        marketbridge_catalog::check_agent_card("sql-helper", &card)
+            .expect("the served card passes the same check");
+
+        // A product that is no agent, and one that does not exist: 404.
+        for product in ["database", "nothing-here"] {
+            let answer = reqwest::get(url(product)).await.unwrap();
+            assert_eq!(answer.status(), 404, "{product}");
+            let body: serde_json::Value = answer.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "not_found", "{product}");
+        }
+        google.stop().await;
+        let _ = std::fs::remove_file(catalog);
+    }
+);

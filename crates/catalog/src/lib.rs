@@ -6,9 +6,11 @@
 //! Architecture invariant: the catalog is configuration, loaded the same way
 //! by every service that needs it; it is never stored in a database.
 
+mod agent;
 mod model;
 mod plan_proto;
 
+pub use agent::{TRANSPORTS, check_agent_card};
 pub use model::*;
 
 use marketbridge_core::{Error, Result};

@@ -40,6 +40,10 @@ pub struct Product {
     /// Settings of the `plugin` driver, read by that driver.
     #[serde(default)]
     pub plugin: Option<toml::Table>,
+    /// The A2A Agent Card when the product is listed as an AI agent on
+    /// Google Cloud Marketplace (`[products.agent]`, A2A field names).
+    #[serde(default)]
+    pub agent: Option<toml::Table>,
     /// Plans, in the order they are shown.
     #[serde(default)]
     pub plans: Vec<Plan>,
@@ -555,7 +559,22 @@ impl Product {
         Ok(Json::Object(object))
     }
 
+    /// The product's A2A Agent Card as JSON, when it is an agent.
+    pub fn agent_card(&self) -> Option<Json> {
+        self.agent
+            .as_ref()
+            .and_then(|table| serde_json::to_value(table).ok())
+    }
+
     pub(crate) fn check(&self) -> Result<()> {
+        if let Some(card) = self.agent_card() {
+            crate::agent::check_agent_card(&self.id, &card)?;
+        } else if self.agent.is_some() {
+            return Err(Error::validation(format!(
+                "catalog: product `{}`: the agent card cannot be read as JSON",
+                self.id
+            )));
+        }
         let mut plan_ids = BTreeSet::new();
         for plan in &self.plans {
             if !plan_ids.insert(plan.id.as_str()) {

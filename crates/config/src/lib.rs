@@ -487,6 +487,9 @@ pub struct GoogleOptions {
     /// Gateway path of the signup page (the product's "Sign up URL" is
     /// `gateway.public_url` + this path).
     pub signup_path: String,
+    /// Gateway path under which the A2A Agent Card of every agent product
+    /// is served, at `{agents_path}/{product}/agent-card.json`.
+    pub agents_path: String,
 }
 
 impl Default for GoogleOptions {
@@ -514,6 +517,7 @@ impl Default for GoogleOptions {
             reconcile_interval_seconds: 3600,
             push_path: "/google/pubsub".into(),
             signup_path: "/google/signup".into(),
+            agents_path: "/google/agents".into(),
         }
     }
 }

@@ -11,9 +11,12 @@
 //! - `GET {google.signup_path}?x-gcp-marketplace-token=…`: the same token in
 //!   the query string; once verified, a 303 to `{google.signup_path}?ticket=…`
 //!   (our ticket only), which shows the form.
+//! - `GET {google.agents_path}/{product}/agent-card.json`: the A2A Agent
+//!   Card of a product the catalog lists as an AI agent.
 //! - `POST {google.signup_path}/complete`: the submitted form; the account
 //!   service records the signup and approves the account with Google.
 
+mod agent;
 mod pages;
 mod push;
 mod signup;
@@ -46,6 +49,8 @@ struct GoogleAdapter {
     clock: SharedClock,
     push_path: String,
     signup_path: String,
+    agents: agent::AgentCards,
+    agents_path: String,
 }
 
 fn route_path(path: &str) -> String {
@@ -105,6 +110,10 @@ impl GoogleState {
                 clock,
                 push_path: route_path(&google.push_path),
                 signup_path: route_path(&google.signup_path),
+                agents: agent::AgentCards::from_catalog(&marketbridge_catalog::Catalog::load(
+                    &config.catalog.path,
+                )?)?,
+                agents_path: route_path(&google.agents_path),
             })),
         })
     }
@@ -123,6 +132,12 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::new();
     if adapter.push.is_some() {
         router = router.routes(relocated(&adapter.push_path, routes!(push::receive)));
+    }
+    if !adapter.agents.is_empty() {
+        router = router.routes(relocated(
+            &format!("{}/{{product}}/{}", adapter.agents_path, agent::CARD_FILE),
+            routes!(agent::card),
+        ));
     }
     if adapter.signup.is_some() {
         router = router

@@ -2,12 +2,13 @@
 //! Google's API): act as the customer (buy, change plan, cancel, delete) or
 //! as a person in Producer Portal (approve an entitlement),
 //! see Google's state, and open the provider's signup page the way Google's
-//! "Sign up with provider" button does (a form POST of the signup token).
+//! "Sign up with provider" button does (a form POST of the signup token, or
+//! the token in the signup URL's query string).
 
 use super::SimState;
 use super::world::ApiError;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +17,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 type Shared = State<Arc<SimState>>;
+
+/// The form field (or query parameter) carrying the signup token.
+const SIGNUP_TOKEN_FIELD: &str = "x-gcp-marketplace-token";
 
 /// The control routes, under `/simulator`.
 pub(crate) fn router(state: Arc<SimState>) -> Router {
@@ -121,7 +125,14 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-async fn open_signup(State(state): Shared, Path(account): Path<String>) -> Response {
+/// `GET /simulator/accounts/{account}/signup`: the "Sign up with provider"
+/// button, posting the token in a form; with `?carrier=query`, the link
+/// variant that puts it in the signup URL's query string (a 303 there).
+async fn open_signup(
+    State(state): Shared,
+    Path(account): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
     if !state.world().accounts.contains_key(&account) {
         return refused(&ApiError::not_found("Account"));
     }
@@ -133,6 +144,19 @@ async fn open_signup(State(state): Shared, Path(account): Path<String>) -> Respo
         ));
     };
     let token = state.signup_token(&account);
+    if query.get("carrier").map(String::as_str) == Some("query") {
+        let Ok(mut location) = reqwest::Url::parse(&url) else {
+            return refused(&ApiError::invalid("The signup URL is not a URL."));
+        };
+        location
+            .query_pairs_mut()
+            .append_pair(SIGNUP_TOKEN_FIELD, &token);
+        return (
+            StatusCode::SEE_OTHER,
+            [(axum::http::header::LOCATION, location.to_string())],
+        )
+            .into_response();
+    }
     let html = format!(
         r#"<!doctype html><html><body onload="document.forms[0].submit()">
 <form method="post" action="{url}"><input type="hidden" name="x-gcp-marketplace-token" value="{token}">

@@ -1,0 +1,91 @@
+//! The A2A Agent Card of every product the catalog lists as an AI agent
+//! (`[products.agent]`), served at `{google.agents_path}/{product}/agent-card.json`
+//! so the card uploaded to Cloud Storage for Producer Portal and the one
+//! marketbridge serves are the same file. The cards are checked when the
+//! catalog loads; the gateway does not start with a broken one.
+
+use crate::error::generic_error_response;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use marketbridge_catalog::Catalog;
+use marketbridge_core::{Error, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The last path segment of a card's URL.
+pub const CARD_FILE: &str = "agent-card.json";
+
+/// Every agent product's card, as the JSON text served.
+#[derive(Debug, Clone, Default)]
+pub struct AgentCards {
+    cards: Arc<BTreeMap<String, String>>,
+}
+
+impl AgentCards {
+    /// The cards of the catalog's agent products (checked by the catalog).
+    pub fn from_catalog(catalog: &Catalog) -> Result<Self> {
+        let mut cards = BTreeMap::new();
+        for product in catalog.products() {
+            if let Some(card) = product.agent_card() {
+                let text = serde_json::to_string_pretty(&card).map_err(|e| {
+                    Error::validation(format!(
+                        "catalog: product `{}`: agent card: {e}",
+                        product.id
+                    ))
+                })?;
+                cards.insert(product.id.clone(), text);
+            }
+        }
+        Ok(Self {
+            cards: Arc::new(cards),
+        })
+    }
+
+    /// True when no product is an agent.
+    pub fn is_empty(&self) -> bool {
+        self.cards.is_empty()
+    }
+
+    fn card(&self, product: &str) -> Option<&str> {
+        self.cards.get(product).map(String::as_str)
+    }
+}
+
+/// `GET {agents_path}/{product}/agent-card.json`: the product's card, or a
+/// 404 when the product is not an agent.
+#[utoipa::path(
+    operation_id = "google_agent_card",
+    get,
+    path = "/google/agents/{product}/agent-card.json",
+    tag = "google",
+    params(("product" = String, Path, description = "A catalog product listed as an AI agent")),
+    responses(
+        (status = 200, description = "The product's A2A Agent Card, as uploaded to Cloud Storage for Producer Portal", content_type = "application/json", body = Object),
+        crate::openapi::GenericErrors
+    )
+)]
+pub async fn card(State(state): State<AppState>, Path(product): Path<String>) -> Response {
+    let Some(card) = state
+        .google
+        .adapter()
+        .and_then(|adapter| adapter.agents.card(&product))
+    else {
+        return generic_error_response(&Error::not_found(format!(
+            "no agent card for product `{product}`"
+        )));
+    };
+    let mut response = card.to_owned().into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
