@@ -8,19 +8,35 @@
 //! approved with its entitlement, that every acknowledged signup is stored,
 //! that Google received each approval once, and that the survivors took the
 //! schedules over.
+//!
+//! Billing reports while this happens: Vercel installations with a prepaid
+//! resource, credited before and after the kill, make the billing scheduler
+//! (whichever replica leads it) push their balances at once (one submission
+//! per account and settled hour), through a Vercel API that answers slowly
+//! and fails sometimes. Each ledger row (`ListUsageReports`) must end SENT,
+//! and the simulators must have accepted exactly one request per row and none
+//! that no row explains. Usage recorded for the Google entitlements is
+//! accepted; with the real clock their Service Control windows close only at
+//! the next hour, and invoices only at period end or five minutes after an
+//! uninstall, so neither falls due within the run (any that do, when a run
+//! crosses an hour, are checked the same way).
 
 use crate::google_support::{attribute_after, hidden_value};
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
-use marketbridge_proto::common::v1::{AccountSelector, Marketplace, MarketplaceRef};
+use marketbridge_proto::billing::v1 as billing_pb;
+use marketbridge_proto::billing::v1::billing_service_client::BillingServiceClient;
+use marketbridge_proto::common::v1::{AccountSelector, Marketplace, MarketplaceRef, PageRequest};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_proto::provisioning::v1::provisioning_service_client::ProvisioningServiceClient;
-use marketbridge_simulators::common::Fault;
+use marketbridge_simulators::common::{Fault, RecordedCall};
 use marketbridge_simulators::google::{
     GoogleSimulator, GoogleSimulatorOptions, PRODUCT, PUSH_AUDIENCE, state as google_state,
 };
+use marketbridge_simulators::vercel::{PartnerClient, VercelSimulator};
 use marketbridge_storage::leader::Leadership;
 use marketbridge_storage::testing::{TestBackend, TestDatabase};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -30,6 +46,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 const SERVICES: [&str; 3] = ["account", "provisioning", "billing"];
 const PURCHASES: usize = 12;
+/// Vercel installations with prepaid credit, before and after the kill.
+const VERCEL_CUSTOMERS: usize = 3;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -114,6 +132,149 @@ fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
+}
+
+/// A Vercel installation with a prepaid `database` resource and credit
+/// bought for it, all through the gateway; returns the installation id.
+async fn vercel_customer(vercel: &VercelSimulator, partner: &PartnerClient, n: usize) -> String {
+    let installation = vercel.new_installation();
+    let admin = vercel.admin_token(&installation);
+    let path = format!("/v1/installations/{}", installation.id);
+    let mut done = false;
+    for _ in 0..80 {
+        let answer = partner
+            .put(&path)
+            .user(&admin)
+            .idempotency_key(&format!("install-{}", installation.id))
+            .json(&installation.upsert_body())
+            .send()
+            .await;
+        if answer.status == 204 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(done, "installation {n} was never acknowledged");
+    let mut done = false;
+    for _ in 0..80 {
+        let answer = partner
+            .post(&format!("{path}/resources"))
+            .user(&admin)
+            .idempotency_key(&format!("provision-{}", installation.id))
+            .json(&json!({
+                "productId": "database",
+                "name": format!("prepaid-{n}"),
+                "metadata": {"region": "iad1"},
+                "billingPlanId": "prepaid",
+            }))
+            .send()
+            .await;
+        if answer.status == 200 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        done,
+        "the resource of installation {n} was never provisioned"
+    );
+    // Billing learns of the resource through provisioning's outbox; the
+    // purchase is credited once it has.
+    let purchase = vercel.create_invoice(&installation.id, "25.00", "paid");
+    let mut last = String::new();
+    for _ in 0..120 {
+        let answer = partner
+            .post(&format!("{path}/billing/provision"))
+            .user(&admin)
+            .idempotency_key(&format!("credit-{}", installation.id))
+            .json(&json!({"invoiceId": purchase}))
+            .send()
+            .await;
+        if answer.status == 200 {
+            assert_eq!(
+                answer.body["balances"][0]["currencyValueInCents"], 2500,
+                "{}",
+                answer.text
+            );
+            return installation.id;
+        }
+        last = format!("{} {}", answer.status, answer.text);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the credit of installation {n} was never accepted: {last}");
+}
+
+/// Every row of billing's reporting ledger, through the balancer.
+async fn ledger(
+    billing: &BillingServiceClient<tonic::transport::Channel>,
+    token: &str,
+) -> Vec<billing_pb::UsageReport> {
+    let mut billing = billing.clone();
+    let mut reports = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let Ok(answer) = billing
+            .list_usage_reports(authorized(
+                billing_pb::ListUsageReportsRequest {
+                    page: Some(PageRequest {
+                        page_size: 500,
+                        page_token: page_token.clone(),
+                    }),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+        else {
+            // A replica went away under this call; read again.
+            reports.clear();
+            page_token.clear();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let answer = answer.into_inner();
+        reports.extend(answer.reports);
+        page_token = answer.page.map(|p| p.next_page_token).unwrap_or_default();
+        if page_token.is_empty() {
+            return reports;
+        }
+    }
+}
+
+/// Waits until each installation has a balances report that Vercel
+/// accepted; the account ids of the installations.
+async fn balances_sent(
+    accounts: &AccountServiceClient<tonic::transport::Channel>,
+    billing: &BillingServiceClient<tonic::transport::Channel>,
+    token: &str,
+    installations: &[String],
+) -> bool {
+    let mut account_ids = Vec::new();
+    for installation in installations {
+        let mut accounts = accounts.clone();
+        let Ok(account) = accounts
+            .get_account(authorized(
+                account_pb::GetAccountRequest {
+                    account: Some(AccountSelector::by_ref(Marketplace::Vercel, installation)),
+                },
+                token,
+            ))
+            .await
+        else {
+            return false;
+        };
+        account_ids.push(account.into_inner().id);
+    }
+    let reports = ledger(billing, token).await;
+    account_ids.iter().all(|account_id| {
+        reports.iter().any(|report| {
+            &report.account_id == account_id
+                && report.kind == "balances"
+                && report.status == billing_pb::ReportStatus::Sent as i32
+        })
+    })
 }
 
 /// Google's signup: the token POST, then the form, retried while the
@@ -203,6 +364,17 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
     faults.inject(Fault::slow("/accounts/", Duration::from_millis(700), 30).method("GET"));
     faults.inject(Fault::status("/entitlements/", 503, 4).method("GET"));
 
+    // Vercel, where prepaid balances go: slow and failing sometimes too.
+    let vercel = VercelSimulator::start_default()
+        .await
+        .expect("the Vercel simulator starts");
+    vercel
+        .faults()
+        .inject(Fault::slow("/billing/balance", Duration::from_millis(1200), 3).method("POST"));
+    vercel
+        .faults()
+        .inject(Fault::status("/billing/balance", 503, 3).method("POST"));
+
     let secrets = data.join("secrets");
     let init = Command::new(env!("CARGO_BIN_EXE_marketbridge"))
         .args(["secrets", "init"])
@@ -268,6 +440,27 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             "2".into(),
         ),
     ];
+    common.extend([
+        ("MARKETBRIDGE_VERCEL__OIDC_ISSUER".into(), vercel.issuer()),
+        ("MARKETBRIDGE_VERCEL__JWKS_URL".into(), vercel.jwks_url()),
+        (
+            "MARKETBRIDGE_VERCEL__API_BASE_URL".into(),
+            vercel.url().to_owned(),
+        ),
+        (
+            "MARKETBRIDGE_VERCEL__CLIENT_ID".into(),
+            vercel.client_id().to_owned(),
+        ),
+        (
+            "MARKETBRIDGE_VERCEL__CLIENT_SECRET".into(),
+            vercel.client_secret().to_owned(),
+        ),
+        // Balances are due once per settled hour: the current one.
+        (
+            "MARKETBRIDGE_BILLING__USAGE_SETTLE_SECONDS".into(),
+            "1".into(),
+        ),
+    ]);
     for (key, value) in sim.settings(&key_file) {
         common.push((
             format!("MARKETBRIDGE_GOOGLE__{}", key.to_uppercase()),
@@ -291,7 +484,7 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
     let mut replicas: BTreeMap<String, Process> = BTreeMap::new();
     for (index, service) in SERVICES.into_iter().enumerate() {
         let section = service.to_uppercase();
-        for replica in 0..2 {
+        for (replica, port) in replica_ports[service].into_iter().enumerate() {
             let name = format!("{service}-{}", replica + 1);
             let process = start(
                 name.clone(),
@@ -299,7 +492,7 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
                 vec![
                     (
                         format!("MARKETBRIDGE_{section}__LISTEN"),
-                        format!("127.0.0.1:{}", replica_ports[service][replica]),
+                        format!("127.0.0.1:{port}"),
                     ),
                     (
                         format!("MARKETBRIDGE_{section}__DATABASE_URL"),
@@ -372,6 +565,32 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
     .await;
     assert!(scheduled, "the schedules were never elected");
 
+    let account_url = format!("http://127.0.0.1:{}", front["account"]);
+    let provisioning_url = format!("http://127.0.0.1:{}", front["provisioning"]);
+    let billing_url = format!("http://127.0.0.1:{}", front["billing"]);
+    let mut accounts = AccountServiceClient::connect(account_url).await.unwrap();
+    let billing = BillingServiceClient::connect(billing_url).await.unwrap();
+    let partner = vercel.partner(&format!("{gateway}/vercel"));
+
+    // Vercel customers credited before the kill: the leader records their
+    // balances and Vercel accepts them (after its injected failures) before
+    // the leader dies. The kill waits for that: Vercel's billing calls carry
+    // no idempotency key, so a call in flight when its replica is killed
+    // could reach Vercel and be sent again by the survivor.
+    let mut installations = Vec::new();
+    for n in 0..VERCEL_CUSTOMERS {
+        installations.push(vercel_customer(&vercel, &partner, n).await);
+    }
+    let sent_before_kill = eventually(Duration::from_secs(30), || {
+        balances_sent(&accounts, &billing, &token, &installations)
+    })
+    .await;
+    assert!(
+        sent_before_kill,
+        "the balances of {installations:?} never reached Vercel; logs in {}",
+        data.display()
+    );
+
     // Purchases with their signups racing their notifications; half before
     // the kill, half after.
     let mut purchases = Vec::new();
@@ -400,6 +619,11 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
                 killed.push(victim);
             }
             eprintln!("killed {killed:?}");
+            // Vercel customers credited after the kill: the survivor takes
+            // the scheduler over and pushes their balances.
+            for n in VERCEL_CUSTOMERS..2 * VERCEL_CUSTOMERS {
+                installations.push(vercel_customer(&vercel, &partner, n).await);
+            }
         }
         let purchase = sim.purchase(PRODUCT, "pro-plan");
         let (http, gateway, sim) = (http.clone(), gateway.clone(), sim.clone());
@@ -458,9 +682,6 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
     );
 
     // Our records agree, and every acknowledged signup is stored.
-    let account_url = format!("http://127.0.0.1:{}", front["account"]);
-    let provisioning_url = format!("http://127.0.0.1:{}", front["provisioning"]);
-    let mut accounts = AccountServiceClient::connect(account_url).await.unwrap();
     let provisioning = ProvisioningServiceClient::connect(provisioning_url)
         .await
         .unwrap();
@@ -513,6 +734,65 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             purchase.entitlement_id
         );
     }
+
+    // Usage for every Google subscription, through billing's balancer. It is
+    // accepted now and reported to Service Control once its hour window
+    // has closed and settled.
+    let mut events = Vec::new();
+    for purchase in &purchases {
+        let subscription = provisioning
+            .clone()
+            .get_subscription(authorized(
+                provisioning_pb::GetSubscriptionRequest {
+                    selector: Some(
+                        provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
+                            MarketplaceRef::new(Marketplace::Google, &purchase.entitlement_id),
+                        ),
+                    ),
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        events.push(billing_pb::UsageEvent {
+            event_id: format!("replicas-{}", purchase.entitlement_id),
+            customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
+                subscription.id,
+            )),
+            metric_id: "requests".into(),
+            quantity: 1000,
+            occurred_at: None,
+        });
+    }
+    let mut recorded = None;
+    for _ in 0..40 {
+        match billing
+            .clone()
+            .record_usage(authorized(
+                billing_pb::RecordUsageRequest {
+                    events: events.clone(),
+                },
+                &token,
+            ))
+            .await
+        {
+            Ok(answer) => {
+                recorded = Some(answer.into_inner());
+                break;
+            }
+            Err(status) => {
+                eprintln!("RecordUsage: {status}; again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    let recorded = recorded.expect("usage is recorded");
+    assert_eq!(
+        recorded.accepted + recorded.duplicates,
+        events.len() as u32,
+        "{recorded:?}"
+    );
 
     // Google received each approval once (a retry after a 503 is a new
     // attempt of the same job; no job approved anything twice).
@@ -575,7 +855,108 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
         );
     }
 
+    // Every usage report went out once: each ledger row is SENT, the
+    // marketplace accepted exactly one request carrying it, and accepted
+    // nothing that no row explains.
+    let all_sent = eventually(Duration::from_secs(30), || async {
+        let reports = ledger(&billing, &token).await;
+        !reports.is_empty()
+            && reports
+                .iter()
+                .all(|r| r.status == billing_pb::ReportStatus::Sent as i32)
+    })
+    .await;
+    let reports = ledger(&billing, &token).await;
+    let unsettled: Vec<String> = reports
+        .iter()
+        .filter(|r| r.status != billing_pb::ReportStatus::Sent as i32)
+        .map(|r| format!("{} {} {} {}", r.id, r.kind, r.status, r.response))
+        .collect();
+    assert!(
+        all_sent,
+        "every report was delivered: {unsettled:?}; logs in {}",
+        data.display()
+    );
+    let mut installation_of: BTreeMap<String, String> = BTreeMap::new();
+    for installation in &installations {
+        let account = accounts
+            .get_account(authorized(
+                account_pb::GetAccountRequest {
+                    account: Some(AccountSelector::by_ref(Marketplace::Vercel, installation)),
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        installation_of.insert(account.id, installation.clone());
+    }
+    for (account_id, installation) in &installation_of {
+        assert!(
+            reports
+                .iter()
+                .any(|r| &r.account_id == account_id && r.kind == "balances"),
+            "the balances of {installation} were reported"
+        );
+    }
+    let vercel_calls = vercel.recorder().calls();
+    let google_calls = sim.api().recorder.calls();
+    let accepted = |c: &RecordedCall| c.method == "POST" && (200..300).contains(&c.status);
+    // Vercel's billing submissions, and Service Control's reports.
+    let submissions: Vec<_> = vercel_calls
+        .iter()
+        .filter(|c| c.path.starts_with("/v1/installations/") && c.path.contains("/billing"))
+        .filter(|c| c.method == "POST")
+        .chain(google_calls.iter().filter(|c| c.path.ends_with(":report")))
+        .collect();
+    let carries = |report: &billing_pb::UsageReport, call: &RecordedCall| {
+        if report.marketplace == Marketplace::Google as i32 {
+            return call.path.ends_with(":report") && call.body.contains(&report.idempotency_key);
+        }
+        let Some(installation) = installation_of.get(&report.account_id) else {
+            return false;
+        };
+        call.path
+            .starts_with(&format!("/v1/installations/{installation}/billing"))
+            && (report.request_json.is_empty()
+                || serde_json::from_str::<Value>(&call.body).ok()
+                    == serde_json::from_str::<Value>(&report.request_json).ok())
+    };
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for report in &reports {
+        *kinds.entry(report.kind.clone()).or_default() += 1;
+        let tries = submissions.iter().filter(|c| carries(report, c)).count();
+        let taken = submissions
+            .iter()
+            .filter(|c| accepted(c))
+            .filter(|c| carries(report, c))
+            .count();
+        assert_eq!(
+            taken, 1,
+            "report {} ({} for {}) was accepted once ({tries} requests, {} attempts recorded)",
+            report.id, report.kind, report.account_id, report.attempts
+        );
+    }
+    for call in submissions.iter().filter(|c| accepted(c)) {
+        let explained = reports.iter().filter(|r| carries(r, call)).count();
+        assert_eq!(
+            explained, 1,
+            "{} {} is one report: {}",
+            call.method, call.path, call.body
+        );
+    }
+    let invoices = kinds.get("invoice").copied().unwrap_or_default();
+    let failed = submissions.iter().filter(|c| c.status >= 500).count();
+    eprintln!(
+        "{} reports {kinds:?} from {} Vercel installations, each accepted once; {} submissions in all ({failed} answered 5xx by injected faults); {invoices} invoices (none fall due with a real clock within the run); {} usage events accepted for Google",
+        reports.len(),
+        installations.len(),
+        submissions.len(),
+        recorded.accepted + recorded.duplicates,
+    );
+
     sim.stop_auto_push();
+    vercel.stop();
     drop(replicas);
     let _ = std::fs::remove_dir_all(&data);
 }
