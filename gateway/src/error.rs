@@ -27,3 +27,26 @@ pub fn generic_error_response(error: &Error) -> Response {
     let body = json!({"error": {"code": error.code().as_str(), "message": public_message(error)}});
     (status_of(error), Json(body)).into_response()
 }
+
+/// Answers a body over the gateway's limit (the 413 axum's body extractors
+/// answer in plain text) with the error body every adapter's shape accepts:
+/// `{"error":{"code":"payload_too_large","message"}}`.
+pub async fn oversized_body_as_error(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+        return response;
+    }
+    let body = json!({"error": {
+        "code": "payload_too_large",
+        "message": "the request body is larger than the gateway accepts (1 MiB)",
+    }});
+    (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
+}

@@ -63,6 +63,7 @@ impl Gateway {
                 move |request: Request, next: Next| with_deadline(deadline, request, next),
             ))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn(error::oversized_body_as_error))
             .layer(axum::middleware::from_fn(html_security_headers))
             .layer(axum::middleware::from_fn(
                 marketbridge_telemetry::http_server_layer,

@@ -136,8 +136,8 @@ pub struct GenericError {
 
 /// `(status, description)` of every error a call can end with, whichever
 /// its body: each error code of `marketbridge_core::ErrorCode` as its HTTP
-/// status.
-const ERROR_STATUSES: [(u16, &str); 10] = [
+/// status, and the body limit's 413.
+const ERROR_STATUSES: [(u16, &str); 11] = [
     (400, "The request is not valid (validation_error)"),
     (401, "No valid credential (unauthenticated)"),
     (
@@ -152,6 +152,7 @@ const ERROR_STATUSES: [(u16, &str); 10] = [
         409,
         "The request conflicts with the current state (conflict)",
     ),
+    (413, "The body is larger than 1 MiB (payload_too_large)"),
     (
         422,
         "An idempotency key reused with another request, or a request that cannot be carried out",
@@ -172,11 +173,17 @@ fn error_responses(
     ERROR_STATUSES
         .iter()
         .map(|(status, description)| {
+            // The body limit answers before any handler, in JSON.
+            let (content_type, schema) = if *status == 413 {
+                ("application/json", schema_ref("GenericErrorBody"))
+            } else {
+                (content_type, schema())
+            };
             let response = ResponseBuilder::new()
                 .description(*description)
                 .content(
                     content_type,
-                    ContentBuilder::new().schema(Some(schema())).build(),
+                    ContentBuilder::new().schema(Some(schema)).build(),
                 )
                 .build();
             (status.to_string(), RefOr::T(response))

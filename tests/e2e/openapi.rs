@@ -296,6 +296,29 @@ async fn the_document_and_the_router_list_the_same_routes() {
                 }
             }
         }
+        // A body over the limit gets the documented 413 with a JSON error
+        // body, on the partner API, the flow, Google's push and a page.
+        for path in [
+            "/vercel/v1/installations/{installation_id}/resources",
+            "/vercel/marketplace/resources",
+            "/google/pubsub",
+            "/google/signup/complete",
+        ] {
+            let answer = http
+                .post(served.url(&concrete(path)))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 1_100_000])
+                .send()
+                .await
+                .expect("the gateway answers");
+            assert_eq!(answer.status(), 413, "{path}");
+            assert!(
+                document["paths"][path]["post"]["responses"]["413"].is_object(),
+                "{path} documents its 413"
+            );
+            let body: Value = answer.json().await.expect("a JSON error body");
+            assert_eq!(body["error"]["code"], "payload_too_large", "{path}");
+        }
         // A path outside the document is not served.
         let (router_answered, status) =
             unrouted(&http, "get", &served.url("/vercel/v2/nothing")).await;
