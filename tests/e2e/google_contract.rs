@@ -415,3 +415,78 @@ backend_test!(
         let _ = std::fs::remove_file(catalog);
     }
 );
+
+backend_test!(
+    google_signup_token_in_the_url_is_never_recorded_in_traces,
+    |database| async move {
+        let mut collector = fake_opentelemetry_collector::FakeCollectorServer::start()
+            .await
+            .expect("collector starts");
+        let guard = marketbridge_telemetry::init(
+            "marketbridge-google-token-test",
+            &marketbridge_config::TelemetryOptions {
+                otlp_endpoint: collector.endpoint(),
+                log_filter: "debug,sqlx=warn,h2=warn,hyper=warn,tower=warn,hyper_util=warn"
+                    .to_owned(),
+                ..Default::default()
+            },
+        )
+        .expect("telemetry starts");
+        let google = start(&database, Delivery::Push).await;
+        let sim = &google.sim;
+        let purchase = sim.purchase(PRODUCT, "pro-plan");
+        google.settle().await;
+        let token = sim.signup_token(&purchase.account_id);
+        let redirect = get_with_token(&google, &token).await;
+        assert_eq!(redirect.status(), 303);
+        let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+        let page = reqwest::get(google.test.url(&location))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let (status, _) = google
+            .submit_signup(&page, "Ada Lovelace", "ada@example.com", "")
+            .await;
+        assert_eq!(status, 200);
+        // A refused token in the URL is not recorded either.
+        let refused = format!("{token}x");
+        assert_eq!(get_with_token(&google, &refused).await.status(), 401);
+        google.settle().await;
+        google.stop().await;
+
+        let flushing = tokio::task::spawn_blocking(move || guard.flush());
+        let mut spans = Vec::new();
+        while !flushing.is_finished() {
+            spans.extend(
+                collector
+                    .exported_spans(1, std::time::Duration::from_millis(100))
+                    .await,
+            );
+        }
+        spans.extend(
+            collector
+                .exported_spans(1, std::time::Duration::from_millis(300))
+                .await,
+        );
+        let signup_spans: Vec<_> = spans
+            .iter()
+            .filter(|s| s.name == "GET /google/signup")
+            .collect();
+        assert!(
+            signup_spans.len() >= 3,
+            "the signup requests were traced: {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        let (_, signature) = token.rsplit_once('.').unwrap();
+        for span in &spans {
+            let recorded = format!("{span:?}");
+            assert!(
+                !recorded.contains(signature) && !recorded.contains(TOKEN_PARAM),
+                "span {} records the signup token: {recorded}",
+                span.name
+            );
+        }
+    }
+);
