@@ -15,11 +15,13 @@
 //! per account and settled hour), through a Vercel API that answers slowly
 //! and fails sometimes. Each ledger row (`ListUsageReports`) must end SENT,
 //! and the simulators must have accepted exactly one request per row and none
-//! that no row explains. Usage recorded for the Google entitlements is
-//! accepted; with the real clock their Service Control windows close only at
-//! the next hour, and invoices only at period end or five minutes after an
-//! uninstall, so neither falls due within the run (any that do, when a run
-//! crosses an hour, are checked the same way).
+//! that no row explains. Usage recorded for the Google entitlements through
+//! billing's balancer is reported when each entitlement changes plan (with
+//! the real clock a window otherwise closes only at the hour): one Service
+//! Control operation per window, accepted once, carrying exactly the usage
+//! recorded. Invoices fall due only at period end or five minutes after an
+//! uninstall, so none is issued within the run (any report that falls due
+//! because a run crosses an hour is checked the same way).
 
 use crate::google_support::{attribute_after, hidden_value};
 use marketbridge_proto::account::v1 as account_pb;
@@ -739,6 +741,7 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
     // accepted now and reported to Service Control once its hour window
     // has closed and settled.
     let mut events = Vec::new();
+    let mut subscription_ids = Vec::new();
     for purchase in &purchases {
         let subscription = provisioning
             .clone()
@@ -755,6 +758,7 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             .await
             .unwrap()
             .into_inner();
+        subscription_ids.push(subscription.id.clone());
         events.push(billing_pb::UsageEvent {
             event_id: format!("replicas-{}", purchase.entitlement_id),
             customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
@@ -792,6 +796,38 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
         recorded.accepted + recorded.duplicates,
         events.len() as u32,
         "{recorded:?}"
+    );
+
+    // A plan change ends a usage window now rather than at the hour: each
+    // subscription's window up to its change falls due a second later and is
+    // checked and reported to Service Control by the surviving scheduler
+    // (Service Control failing twice first).
+    sim.api()
+        .faults
+        .inject(Fault::status(":report", 503, 2).method("POST"));
+    for purchase in &purchases {
+        sim.request_plan_change(&purchase.entitlement_id, "free-plan")
+            .unwrap();
+    }
+    let windows_reported = eventually(Duration::from_secs(40), || async {
+        let reports = ledger(&billing, &token).await;
+        subscription_ids.iter().all(|subscription_id| {
+            reports.iter().any(|r| {
+                &r.subscription_id == subscription_id
+                    && r.kind == "usage"
+                    && r.status == billing_pb::ReportStatus::Sent as i32
+            })
+        })
+    })
+    .await;
+    let plans: Vec<String> = purchases
+        .iter()
+        .map(|p| format!("{:?}", sim.entitlement(&p.entitlement_id).map(|e| e.plan)))
+        .collect();
+    assert!(
+        windows_reported,
+        "every plan change closed a usage window that reached Service Control: plans {plans:?}; logs in {}",
+        data.display()
     );
 
     // Google received each approval once (a retry after a 503 is a new
@@ -945,6 +981,43 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             call.method, call.path, call.body
         );
     }
+    // Google accepted each usage operation once, with what was recorded.
+    let operations = sim.reported_operations();
+    let usage_reports = kinds.get("usage").copied().unwrap_or_default();
+    assert_eq!(operations.len(), usage_reports, "{operations:#?}");
+    let mut operation_ids: Vec<&str> = operations
+        .iter()
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    operation_ids.sort();
+    operation_ids.dedup();
+    assert_eq!(
+        operation_ids.len(),
+        operations.len(),
+        "one operation per id"
+    );
+    let requests: i64 = operations
+        .iter()
+        .flat_map(|op| op["metricValueSets"].as_array().unwrap())
+        .filter(|set| {
+            set["metricName"]
+                .as_str()
+                .is_some_and(|name| name.ends_with("/pro_requests"))
+        })
+        .flat_map(|set| set["metricValues"].as_array().unwrap())
+        .map(|value| {
+            value["int64Value"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        requests,
+        1000 * purchases.len() as i64,
+        "Google billed exactly the usage recorded"
+    );
     let invoices = kinds.get("invoice").copied().unwrap_or_default();
     let failed = submissions.iter().filter(|c| c.status >= 500).count();
     eprintln!(
