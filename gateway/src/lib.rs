@@ -94,21 +94,13 @@ impl Gateway {
                 let server = axum_server::from_tcp_rustls(listener, config)
                     .map_err(|e| Error::unavailable(format!("gateway listener: {e}")))?
                     .map(|tls| tls.acceptor(limits.acceptor()));
-                limits
-                    .configure(server)
-                    .handle(handle)
-                    .serve(app)
-                    .await
+                limits.configure(server).handle(handle).serve(app).await
             }
             None => {
                 let server = axum_server::from_tcp(listener)
                     .map_err(|e| Error::unavailable(format!("gateway listener: {e}")))?
                     .acceptor(limits.acceptor());
-                limits
-                    .configure(server)
-                    .handle(handle)
-                    .serve(app)
-                    .await
+                limits.configure(server).handle(handle).serve(app).await
             }
         };
         served.map_err(|e| Error::internal(format!("gateway server failed: {e}")))
