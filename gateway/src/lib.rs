@@ -161,14 +161,8 @@ async fn with_deadline(deadline: Duration, request: Request, next: Next) -> Resp
 
 /// Runs the gateway alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
-    let mut config = config.clone();
-    let needs = marketbridge_rpc::secrets::Needs {
-        session_secret: true,
-        service_token: true,
-        encryption_key: false,
-    };
-    marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
-    let config = &config;
+    let config =
+        &marketbridge_rpc::secrets::resolved(config, marketbridge_rpc::secrets::Needs::GATEWAY)?;
     let gateway = &config.gateway;
     let clients = ServiceClients::connect(
         &gateway.account_url,

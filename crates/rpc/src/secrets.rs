@@ -89,6 +89,35 @@ impl Needs {
             service_token: true,
         }
     }
+
+    /// A service that keeps secrets at rest (account, provisioning).
+    pub const SEALING_SERVICE: Self = Self {
+        encryption_key: true,
+        session_secret: false,
+        service_token: true,
+    };
+
+    /// A service that keeps no secret at rest (billing).
+    pub const SERVICE: Self = Self {
+        encryption_key: false,
+        session_secret: false,
+        service_token: true,
+    };
+
+    /// The gateway.
+    pub const GATEWAY: Self = Self {
+        encryption_key: false,
+        session_secret: true,
+        service_token: true,
+    };
+}
+
+/// `config` with the secrets `needs` names resolved from their files (never
+/// generated) and validated: what a part running alone starts with.
+pub fn resolved(config: &Config, needs: Needs) -> Result<Config> {
+    let mut config = config.clone();
+    resolve(&mut config, needs, false)?;
+    Ok(config)
 }
 
 /// Fills the secrets `needs` names from their files in

@@ -159,13 +159,8 @@ impl BillingServer {
 
 /// Runs the billing service alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
-    let mut config = config.clone();
-    let needs = marketbridge_rpc::secrets::Needs {
-        service_token: true,
-        ..Default::default()
-    };
-    marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
-    let config = &config;
+    let config =
+        &marketbridge_rpc::secrets::resolved(config, marketbridge_rpc::secrets::Needs::SERVICE)?;
     let server =
         BillingServer::from_config(config, marketbridge_core::time::system_clock()).await?;
     let listener = TcpListener::bind(&config.billing.listen)

@@ -237,14 +237,10 @@ impl ProvisioningServer {
 
 /// Runs the provisioning service alone as configured until `shutdown`.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
-    let mut config = config.clone();
-    let needs = marketbridge_rpc::secrets::Needs {
-        encryption_key: true,
-        service_token: true,
-        session_secret: false,
-    };
-    marketbridge_rpc::secrets::resolve(&mut config, needs, false)?;
-    let config = &config;
+    let config = &marketbridge_rpc::secrets::resolved(
+        config,
+        marketbridge_rpc::secrets::Needs::SEALING_SERVICE,
+    )?;
     let cipher = marketbridge_rpc::process::load_cipher(config)?;
     let server = ProvisioningServer::from_config(
         config,
