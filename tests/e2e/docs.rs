@@ -307,25 +307,28 @@ fn compose_uses_only_real_settings_commands_and_ports() {
         .expect("the password file is the one `secrets init` writes");
     assert!(postgres_mounts.contains(&format!("secrets:{folder}:ro")));
 
-    // No literal secret anywhere in the file: every value of a variable
-    // named like a secret is a file path or absent.
-    let raw = repository_file("docker-compose.yml");
-    for line in raw.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
-        let Some((name, value)) = line.split_once(':') else {
+    // No literal secret anywhere in the file: every variable named like a
+    // secret holds a file path.
+    for (service, definition) in services {
+        let Some(environment) = definition.get("environment").and_then(Value::as_mapping) else {
             continue;
         };
-        let name = name.to_uppercase();
-        let secret_like = ["KEY", "SECRET", "TOKEN", "PASSWORD"]
-            .iter()
-            .any(|word| name.contains(word));
-        if secret_like {
-            let value = value.trim();
-            assert!(
-                value.is_empty() || value.starts_with('/'),
-                "a literal secret in docker-compose.yml: {line}"
-            );
+        for (name, value) in environment {
+            let name = text(name).to_uppercase();
+            let secret_like = ["KEY", "SECRET", "TOKEN", "PASSWORD"]
+                .iter()
+                .any(|word| name.contains(word));
+            if secret_like {
+                let value = text(value);
+                assert!(
+                    value.starts_with('/'),
+                    "{}: {name} holds a literal, not a file path: {value}",
+                    text(service)
+                );
+            }
         }
     }
+    let raw = repository_file("docker-compose.yml");
     assert!(
         !raw.contains("${"),
         "no variable defaults that could carry a secret"
