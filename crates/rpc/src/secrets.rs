@@ -61,6 +61,25 @@ impl Kind {
         }
     }
 
+    /// The setting this secret fills.
+    fn field(self, config: &mut Config) -> &mut String {
+        match self {
+            Kind::EncryptionKey => &mut config.security.encryption_key,
+            Kind::SessionSecret => &mut config.gateway.session_secret,
+            Kind::ServiceToken => &mut config.security.service_token,
+        }
+    }
+
+    fn needed(self, needs: Needs) -> bool {
+        match self {
+            Kind::EncryptionKey => needs.encryption_key,
+            Kind::SessionSecret => needs.session_secret,
+            Kind::ServiceToken => needs.service_token,
+        }
+    }
+
+    const ALL: [Kind; 3] = [Kind::EncryptionKey, Kind::SessionSecret, Kind::ServiceToken];
+
     fn generate(self) -> String {
         match self {
             Kind::EncryptionKey | Kind::SessionSecret => Cipher::generate_base64_key(),
@@ -127,29 +146,9 @@ pub fn resolved(config: &Config, needs: Needs) -> Result<Config> {
 /// secret is an error naming the setting.
 pub fn resolve(config: &mut Config, needs: Needs, generate: bool) -> Result<()> {
     let dir = secrets_dir(config, generate);
-    if needs.encryption_key {
-        config.security.encryption_key = obtain(
-            &config.security.encryption_key,
-            Kind::EncryptionKey,
-            dir.as_deref(),
-            generate,
-        )?;
-    }
-    if needs.session_secret {
-        config.gateway.session_secret = obtain(
-            &config.gateway.session_secret,
-            Kind::SessionSecret,
-            dir.as_deref(),
-            generate,
-        )?;
-    }
-    if needs.service_token {
-        config.security.service_token = obtain(
-            &config.security.service_token,
-            Kind::ServiceToken,
-            dir.as_deref(),
-            generate,
-        )?;
+    for kind in Kind::ALL.into_iter().filter(|kind| kind.needed(needs)) {
+        let value = obtain(kind.field(config), kind, dir.as_deref(), generate)?;
+        *kind.field(config) = value;
     }
     if let Some(dir) = &dir {
         add_database_password(config, dir)?;
@@ -160,11 +159,8 @@ pub fn resolve(config: &mut Config, needs: Needs, generate: bool) -> Result<()> 
 /// Fills every empty secret with a fresh random value (tests, demos, the
 /// benchmark: sets that live as long as one process).
 pub fn fill_ephemeral(config: &mut Config) {
-    for (value, kind) in [
-        (&mut config.security.encryption_key, Kind::EncryptionKey),
-        (&mut config.gateway.session_secret, Kind::SessionSecret),
-        (&mut config.security.service_token, Kind::ServiceToken),
-    ] {
+    for kind in Kind::ALL {
+        let value = kind.field(config);
         if value.is_empty() {
             *value = kind.generate();
         }
@@ -177,7 +173,7 @@ pub fn init_dir(dir: &Path) -> Result<Vec<&'static str>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", dir.display())))?;
     let mut created = Vec::new();
-    for kind in [Kind::EncryptionKey, Kind::SessionSecret, Kind::ServiceToken] {
+    for kind in Kind::ALL {
         let path = dir.join(kind.file());
         if !path.exists() {
             write_new(&path, &kind.generate(), 0o600)?;
@@ -209,16 +205,8 @@ fn obtain(current: &str, kind: Kind, dir: Option<&Path>, generate: bool) -> Resu
     }
     if let Some(dir) = dir {
         let path = dir.join(kind.file());
-        match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::unavailable(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )));
-            }
+        if let Some(value) = read_secret_file(&path)? {
+            return Ok(value);
         }
         if generate {
             std::fs::create_dir_all(dir)
@@ -317,20 +305,9 @@ fn check_random(bytes: &[u8], kind: Kind) -> Result<()> {
 }
 
 fn add_database_password(config: &mut Config, dir: &Path) -> Result<()> {
-    let path = dir.join(DATABASE_PASSWORD_FILE);
-    let password = match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(Error::unavailable(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
-    };
-    if password.is_empty() {
+    let Some(password) = read_secret_file(&dir.join(DATABASE_PASSWORD_FILE))? else {
         return Ok(());
-    }
+    };
     for url in [
         &mut config.account.database_url,
         &mut config.provisioning.database_url,
@@ -355,6 +332,19 @@ fn with_password(url: &str, password: &str) -> Option<String> {
     }
     parsed.set_password(Some(password)).ok()?;
     Some(parsed.to_string())
+}
+
+/// The trimmed contents of a secret file; `None` when it is missing or
+/// empty, an error when it cannot be read.
+fn read_secret_file(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::unavailable(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 fn write_new(path: &Path, contents: &str, mode: u32) -> Result<()> {
