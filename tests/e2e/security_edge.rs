@@ -7,7 +7,8 @@
 
 use crate::google_support::{Delivery, start};
 use crate::vercel_support::{
-    VercelOptions, assert_error, installation_path, provision_body, resource_path, vercel_set,
+    VercelOptions, assert_error, installation_path, provision_body, resource_path, sign_in,
+    vercel_set,
 };
 use marketbridge_simulators::vercel::TokenFlaw;
 use marketbridge_simulators::vercel::tokens::{SimUser, TokenSpec};
@@ -359,28 +360,12 @@ backend_test!(
         // The sign-in confirmation, a page signed in and an error page carry
         // the page headers.
         let code = sim.issue_sso_code(&installation, &SimUser::admin());
-        let confirmation = browser
-            .get(sim.sso_redirect_url(&sso, &code, &[]))
-            .send()
-            .await
-            .unwrap();
+        let link = sim.sso_redirect_url(&sso, &code, &[]);
+        let confirmation = browser.get(&link).send().await.unwrap();
         assert_eq!(confirmation.status(), 200);
         assert_page_headers(&confirmation);
-        let pending = set_cookies(&confirmation, "mb_vercel_sso_pending").remove(0);
-        let form = confirmation.text().await.unwrap();
-        let nonce = form
-            .split("name=\"nonce\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap()
-            .to_owned();
-        let landing = browser
-            .post(vercel.url("/sso/confirm"))
-            .header("cookie", &pending)
-            .form(&[("nonce", nonce.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let code = sim.issue_sso_code(&installation, &SimUser::admin());
+        let landing = sign_in(&browser, &sim.sso_redirect_url(&sso, &code, &[])).await;
         assert_eq!(landing.status(), 303);
         let cookie = set_cookies(&landing, SESSION_COOKIE).remove(0);
         let page = browser

@@ -4,7 +4,9 @@
 //! gateway cannot bind it otherwise), a signed session cookie is set, and the
 //! user lands on the page the deep link named.
 
-use crate::vercel_support::{VercelOptions, provision_body, vercel_set};
+use crate::vercel_support::{
+    VercelOptions, confirmation_nonce, provision_body, sign_in, vercel_set,
+};
 use marketbridge_simulators::vercel::tokens::SimUser;
 use marketbridge_storage::backend_test;
 use serde_json::json;
@@ -13,53 +15,6 @@ fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap()
-}
-
-/// Follows a Redirect Login URL as a person would: opens it and, when the
-/// gateway asks to confirm the sign-in, confirms it in the same browser.
-/// The answer that opens the session (or the refusal).
-async fn sign_in(browser: &reqwest::Client, url: &str) -> reqwest::Response {
-    let answer = browser.get(url).send().await.unwrap();
-    if answer.status() != 200 {
-        return answer;
-    }
-    let pending = answer
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("mb_vercel_sso_pending="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .expect("a pending sign-in cookie");
-    assert!(
-        answer
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .all(|v| !v.to_str().unwrap().starts_with("mb_vercel_session=")),
-        "no session before the person confirms"
-    );
-    let page = answer.text().await.unwrap();
-    let nonce = page
-        .split("name=\"nonce\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the confirmation form carries a nonce")
-        .to_owned();
-    let action = page
-        .split("action=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the form posts somewhere")
-        .to_owned();
-    let origin = url::Url::parse(url).unwrap();
-    browser
-        .post(origin.join(&action).unwrap())
-        .header("cookie", pending)
-        .form(&[("nonce", nonce.as_str())])
-        .send()
-        .await
         .unwrap()
 }
 
@@ -386,12 +341,7 @@ backend_test!(
             page.contains(&attackers.id),
             "the page names the installation"
         );
-        let nonce = page
-            .split("name=\"nonce\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap()
-            .to_owned();
+        let nonce = confirmation_nonce(&page);
 
         // A cross-site page cannot confirm it: its post carries no cookie of
         // ours (SameSite=Lax), and a wrong nonce is refused too.

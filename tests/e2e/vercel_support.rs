@@ -306,3 +306,54 @@ impl VercelTest {
         let _ = std::fs::remove_dir_all(catalog_dir);
     }
 }
+
+/// The nonce of the "Confirm sign-in" form in `page`.
+pub fn confirmation_nonce(page: &str) -> String {
+    page.split("name=\"nonce\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the confirmation form carries a nonce")
+        .to_owned()
+}
+
+/// Follows a Redirect Login URL as a person would: opens it and, when the
+/// gateway asks to confirm the sign-in, confirms it in the same browser.
+/// The answer that opens the session (or the refusal).
+pub async fn sign_in(browser: &reqwest::Client, url: &str) -> reqwest::Response {
+    let answer = browser.get(url).send().await.unwrap();
+    if answer.status() != 200 {
+        return answer;
+    }
+    let pending = answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mb_vercel_sso_pending="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .expect("a pending sign-in cookie");
+    assert!(
+        answer
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().unwrap().starts_with("mb_vercel_session=")),
+        "no session before the person confirms"
+    );
+    let page = answer.text().await.unwrap();
+    let nonce = confirmation_nonce(&page);
+    let action = page
+        .split("action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form posts somewhere")
+        .to_owned();
+    let origin = url::Url::parse(url).unwrap();
+    browser
+        .post(origin.join(&action).unwrap())
+        .header("cookie", pending)
+        .form(&[("nonce", nonce.as_str())])
+        .send()
+        .await
+        .unwrap()
+}
