@@ -11,14 +11,20 @@ use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_storage::backend_test;
 use marketbridge_storage::sea_orm::{ConnectionTrait, Database, Statement};
 
+/// The set's three databases.
+fn database_urls(test: &TestSet) -> [&String; 3] {
+    let config = &test.set.config;
+    [
+        &config.account.database_url,
+        &config.provisioning.database_url,
+        &config.billing.database_url,
+    ]
+}
+
 /// How many places in the set's databases hold `needle`.
 async fn occurrences(test: &TestSet, needle: &str) -> usize {
     let mut found = 0;
-    for url in [
-        &test.set.config.account.database_url,
-        &test.set.config.provisioning.database_url,
-        &test.set.config.billing.database_url,
-    ] {
+    for url in database_urls(test) {
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap();
             for file in [
@@ -83,11 +89,7 @@ fn secret(secrets: &[marketbridge_proto::common::v1::Secret], name: &str) -> Str
 /// of a binary column).
 async fn rows_holding(test: &TestSet, needle: &str) -> usize {
     let mut found = 0;
-    for url in [
-        &test.set.config.account.database_url,
-        &test.set.config.provisioning.database_url,
-        &test.set.config.billing.database_url,
-    ] {
+    for url in database_urls(test) {
         if !url.starts_with("sqlite://") {
             // PostgreSQL's scan reads rows, not files.
             continue;
