@@ -137,6 +137,39 @@ pub fn billing_period(time: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     (start, end)
 }
 
+/// The time zone of Google Cloud Marketplace's month-end cutoff: US and
+/// Canadian Pacific time.
+pub const PACIFIC: chrono_tz::Tz = chrono_tz::America::Los_Angeles;
+
+/// The first instant of the Pacific month after the one containing `time`
+/// (midnight Pacific on the 1st, 07:00 or 08:00 UTC). Midnight exists on every
+/// 1st: Pacific daylight saving changes at 02:00.
+pub fn pacific_month_end(time: DateTime<Utc>) -> DateTime<Utc> {
+    let local = time.with_timezone(&PACIFIC);
+    let (year, month) = if local.month() == 12 {
+        (local.year() + 1, 1)
+    } else {
+        (local.year(), local.month() + 1)
+    };
+    PACIFIC
+        .with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(time + Duration::days(31))
+}
+
+/// Google's month-end cutoff for usage of the Pacific month containing
+/// `time`: 01:00 Pacific on the 1st of the next month (the earlier 01:00 when
+/// daylight saving ends that night).
+pub fn pacific_month_cutoff(time: DateTime<Utc>) -> DateTime<Utc> {
+    let end = pacific_month_end(time).with_timezone(&PACIFIC);
+    PACIFIC
+        .with_ymd_and_hms(end.year(), end.month(), 1, 1, 0, 0)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(end.with_timezone(&Utc) + Duration::hours(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +188,30 @@ mod tests {
         let t = parse_rfc3339("t", "2026-11-23T10:11:12.345678Z").unwrap();
         assert_eq!(from_timestamp("t", &to_timestamp(t)).unwrap(), t);
         assert!(parse_rfc3339("t", "yesterday").is_err());
+    }
+
+    #[test]
+    fn pacific_months_end_at_local_midnight_through_daylight_saving() {
+        let at = |text: &str| parse_rfc3339("t", text).unwrap();
+        let end = |text: &str| to_rfc3339(pacific_month_end(at(text)));
+        let cutoff = |text: &str| to_rfc3339(pacific_month_cutoff(at(text)));
+        // Summer (PDT, UTC-7).
+        assert_eq!(end("2026-06-15T12:00:00Z"), "2026-07-01T07:00:00.000Z");
+        // Winter (PST, UTC-8), across the year.
+        assert_eq!(end("2026-12-31T23:00:00Z"), "2027-01-01T08:00:00.000Z");
+        assert_eq!(cutoff("2026-12-31T23:00:00Z"), "2027-01-01T09:00:00.000Z");
+        // Still December in Pacific time until 08:00 UTC on January 1st.
+        assert_eq!(end("2027-01-01T07:59:59Z"), "2027-01-01T08:00:00.000Z");
+        assert_eq!(end("2027-01-01T08:00:00Z"), "2027-02-01T08:00:00.000Z");
+        // February (PST) into March: daylight saving starts on March 8th.
+        assert_eq!(end("2026-02-28T22:00:00Z"), "2026-03-01T08:00:00.000Z");
+        assert_eq!(end("2026-03-10T00:00:00Z"), "2026-04-01T07:00:00.000Z");
+        // October into November 1st 2026, the night daylight saving ends:
+        // midnight is still PDT; 01:00 happens twice, the first one counts.
+        assert_eq!(end("2026-10-31T20:00:00Z"), "2026-11-01T07:00:00.000Z");
+        assert_eq!(cutoff("2026-10-31T20:00:00Z"), "2026-11-01T08:00:00.000Z");
+        // September usage is due by October 1st, 1 AM PT.
+        assert_eq!(cutoff("2026-09-30T23:30:00Z"), "2026-10-01T08:00:00.000Z");
     }
 
     #[test]
