@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Maps encode in key order, so a request's bytes are a stable fingerprint.
         .btree_map(".")
+        // Undecodable requests answer INVALID_ARGUMENT (see `src/codec.rs`).
+        .codec_path("crate::codec::ProtoCodec")
         .file_descriptor_set_path(out_dir.join("marketbridge_descriptor.bin"))
         .compile_protos(&files, &[proto_root])?;
     Ok(())

@@ -343,6 +343,26 @@ async fn metadata_beyond_its_limits_is_refused_at_the_gateway_and_by_the_service
             );
             assert!(refused.message().contains("metadata"), "{refused:?}");
         }
+        // Deeper than protobuf decoding allows: refused as the caller's fault
+        // before any of our code runs, never INTERNAL.
+        let refused = provisioning
+            .create_resource(provisioning_pb::CreateResourceRequest {
+                account_id: account.id.clone(),
+                product_id: "database".into(),
+                plan_id: "free".into(),
+                name: "direct-too-deep-to-decode".into(),
+                metadata: Some(marketbridge_proto::common::v1::Metadata {
+                    fields: Some(nested_struct(60)),
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a message too deep to decode is refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().contains("could not be decoded"),
+            "{refused:?}"
+        );
         vercel.test.stop().await;
     })
     .await;
