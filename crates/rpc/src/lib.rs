@@ -16,6 +16,7 @@ pub mod auth;
 pub mod client;
 pub mod http;
 pub mod jwks;
+pub mod jwt_crypto;
 pub mod process;
 pub mod secrets;
 pub mod server;

@@ -4,10 +4,12 @@ use marketbridge_config::TlsOptions;
 use marketbridge_core::{Error, Result};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-/// Installs ring as rustls' crypto provider, once per process. Every entry
-/// point calls it before building a TLS client or server.
+/// Installs ring as rustls' crypto provider, and as the RSA check of JSON
+/// Web Tokens (see `jwt_crypto`), once per process. Every entry point calls
+/// it before building a TLS client or server.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::jwt_crypto::install();
 }
 
 fn read(path: &str, what: &str) -> Result<Vec<u8>> {
