@@ -12,7 +12,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use marketbridge_core::{Error, Result};
 use marketbridge_rpc::jwks::{KeyLookupError, KeySet, KeySetOptions};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The `key_set` name of Vercel's keys in metrics and logs.
@@ -311,11 +313,50 @@ fn is_system_subject(sub: &str) -> bool {
     matches!(sub.split_once(':'), Some(("account", account)) if is_hex(account))
 }
 
+/// Most tokens remembered as verified (see [`OidcVerifier`]).
+pub const VERIFIED_TOKEN_CAPACITY: usize = 10_000;
+
 /// Verifies Vercel's tokens against its published keys.
+///
+/// A token whose signature and claims passed is remembered (by its SHA-256,
+/// with its claims, the key that verified it and its `exp`) in a bounded
+/// cache, so the same token presented again costs a hash instead of an RSA
+/// check. A remembered token is still refused once it expires (with the
+/// same leeway), and is checked again in full when the key set no longer
+/// holds the very key that verified it (rotated out, or replaced).
 pub struct OidcVerifier {
     keys: KeySet,
     issuer: String,
     audience: String,
+    verified: Mutex<VerifiedTokens>,
+}
+
+/// Tokens already verified, by SHA-256.
+#[derive(Default)]
+struct VerifiedTokens {
+    entries: HashMap<[u8; 32], Verified>,
+    hits: u64,
+}
+
+struct Verified {
+    claims: Claims,
+    kid: String,
+    key: Arc<DecodingKey>,
+    exp: u64,
+}
+
+impl VerifiedTokens {
+    fn remember(&mut self, digest: [u8; 32], verified: Verified, now: u64) {
+        if self.entries.len() >= VERIFIED_TOKEN_CAPACITY {
+            self.entries
+                .retain(|_, entry| entry.exp.saturating_add(LEEWAY_SECONDS) >= now);
+        }
+        if self.entries.len() >= VERIFIED_TOKEN_CAPACITY {
+            // Full of live tokens: start again rather than grow.
+            self.entries.clear();
+        }
+        self.entries.insert(digest, verified);
+    }
 }
 
 impl std::fmt::Debug for OidcVerifier {
@@ -339,6 +380,45 @@ impl OidcVerifier {
             keys,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            verified: Mutex::new(VerifiedTokens::default()),
+        }
+    }
+
+    /// How many verifications were answered from remembered tokens.
+    pub fn remembered_hits(&self) -> u64 {
+        self.remembered().hits
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, VerifiedTokens> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The claims of `token` if it was verified before, is unexpired and
+    /// its key is still the one the key set holds under its `kid`.
+    async fn recall(&self, digest: &[u8; 32]) -> Option<Result<Claims>> {
+        let (kid, key, exp) = {
+            let remembered = self.remembered();
+            let entry = remembered.entries.get(digest)?;
+            (entry.kid.clone(), entry.key.clone(), entry.exp)
+        };
+        if exp.saturating_add(LEEWAY_SECONDS) < now_epoch_seconds() {
+            self.remembered().entries.remove(digest);
+            return Some(Err(Error::unauthenticated("the token has expired")));
+        }
+        match self.keys.key(&kid).await {
+            Ok(current) if Arc::ptr_eq(&current, &key) => {
+                let mut remembered = self.remembered();
+                remembered.hits += 1;
+                remembered
+                    .entries
+                    .get(digest)
+                    .map(|entry| Ok(entry.claims.clone()))
+            }
+            _ => {
+                // The key changed or went: check the token again in full.
+                self.remembered().entries.remove(digest);
+                None
+            }
         }
     }
 
@@ -357,6 +437,10 @@ impl OidcVerifier {
     /// Verifies `token` and returns its claims. Every failure is
     /// `unauthenticated`, except an unreachable JWKS (`unavailable`).
     pub async fn verify(&self, token: &str) -> Result<Claims> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(recalled) = self.recall(&digest).await {
+            return recalled;
+        }
         let header = decode_header(token)
             .map_err(|_| Error::unauthenticated("the token is not a signed JWT"))?;
         if header.alg != Algorithm::RS256 {
@@ -376,6 +460,16 @@ impl OidcVerifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = LEEWAY_SECONDS;
         let data = decode::<Claims>(token, &key, &validation).map_err(describe_rejection)?;
+        if let Some(exp) = data.claims.exp {
+            let verified = Verified {
+                claims: data.claims.clone(),
+                kid,
+                key,
+                exp,
+            };
+            self.remembered()
+                .remember(digest, verified, now_epoch_seconds());
+        }
         Ok(data.claims)
     }
 

@@ -103,3 +103,65 @@ async fn refetching_is_throttled() {
     }
     assert_eq!(sim.recorder().calls_to("GET", "/.well-known/jwks").len(), 1);
 }
+
+#[tokio::test]
+async fn a_token_verified_once_is_remembered_until_it_expires() {
+    let sim = VercelSimulator::start_default().await.unwrap();
+    let verifier = verifier(&sim);
+    let installation = sim.new_installation();
+    let token = sim.admin_token(&installation);
+    let first = verifier.verify(&token).await.unwrap();
+    assert_eq!(verifier.remembered_hits(), 0);
+    for _ in 0..3 {
+        assert!(verifier.verify(&token).await.unwrap() == first);
+    }
+    assert_eq!(verifier.remembered_hits(), 3, "answered from memory");
+    // Another token is verified on its own, not mistaken for the first.
+    let other = verifier.verify(&sim.system_token(None)).await.unwrap();
+    assert!(other.installation_id.is_none());
+    assert_eq!(verifier.remembered_hits(), 3);
+
+    // A remembered token is refused once past `exp` and the leeway.
+    let mut ending = TokenSpec::user(&installation.id, &installation.team_id, SimUser::admin());
+    ending.expires_in = -7;
+    let ending = sim.token(&ending);
+    verifier.verify(&ending).await.unwrap();
+    verifier.verify(&ending).await.unwrap();
+    assert_eq!(verifier.remembered_hits(), 4);
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let error = verifier.verify(&ending).await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        marketbridge_core::ErrorCode::Unauthenticated,
+        "{error}"
+    );
+    assert!(error.to_string().contains("expired"), "{error}");
+    assert_eq!(verifier.remembered_hits(), 4);
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_leaves_the_key_set() {
+    let sim = VercelSimulator::start_default().await.unwrap();
+    let verifier = verifier(&sim);
+    let installation = sim.new_installation();
+    let old = sim.admin_token(&installation);
+    verifier.verify(&old).await.unwrap();
+    verifier.verify(&old).await.unwrap();
+    assert_eq!(verifier.remembered_hits(), 1);
+
+    // Vercel rotates and stops publishing the old key; a token signed with
+    // the new one makes the verifier read the keys again.
+    sim.rotate_signing_key();
+    sim.retire_old_signing_keys();
+    verifier
+        .verify(&sim.admin_token(&installation))
+        .await
+        .unwrap();
+    let error = verifier.verify(&old).await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        marketbridge_core::ErrorCode::Unauthenticated,
+        "{error}"
+    );
+    assert_eq!(verifier.remembered_hits(), 1, "not answered from memory");
+}
