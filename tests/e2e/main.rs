@@ -7,6 +7,7 @@ mod billing;
 mod billing_closing;
 mod billing_google;
 mod billing_vercel;
+mod console;
 mod docs;
 mod drivers_plugin;
 mod drivers_postgres;

@@ -114,6 +114,11 @@ define_id!(
     ReportId,
     "rpt"
 );
+define_id!(
+    /// An entry of the operators' audit log.
+    AuditId,
+    "aud"
+);
 
 #[cfg(test)]
 mod tests {

@@ -10,12 +10,12 @@
 //! - `admin`: every RPC that does not hand out secrets.
 //! - `secrets`: with `admin`, the RPCs that answer with secrets
 //!   (`CreateResource`, `RotateSecrets`, `GetResourceSecrets`,
-//!   `GetMarketplaceCredential`).
+//!   `ImportResource`, `GetMarketplaceCredential`).
 //! - `entitlements`: `CheckEntitlement`.
 //! - `usage`: `RecordUsage` and `QueryUsage`.
 //!
-//! Health stays open (load balancers and probes); reflection needs any
-//! caller.
+//! Health stays open (load balancers and probes); reflection and `WhoAmI`
+//! need any caller.
 
 use futures::future::BoxFuture;
 use marketbridge_config::Config;
@@ -87,6 +87,39 @@ impl Caller {
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
+
+    /// The names of the scopes it holds.
+    pub fn scope_names(&self) -> Vec<String> {
+        self.scopes.iter().map(|s| s.name().to_owned()).collect()
+    }
+}
+
+/// The name of the caller of `request` for the audit log (`anonymous` on a
+/// server open to anyone).
+pub fn caller_name<T>(request: &tonic::Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Caller>()
+        .map_or_else(|| "anonymous".to_owned(), |c| c.name.clone())
+}
+
+/// The caller of `request` when it is not the set itself: an operator (or a
+/// named client) whose actions go to the audit log.
+pub fn operator<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .filter(|c| c.name != SET_CALLER)
+        .map(|c| c.name.clone())
+}
+
+/// `WhoAmI`: the caller of `request`, its name and scopes.
+pub fn who_am_i<T>(request: &tonic::Request<T>) -> marketbridge_proto::common::v1::WhoAmIResponse {
+    let caller = request.extensions().get::<Caller>();
+    marketbridge_proto::common::v1::WhoAmIResponse {
+        name: caller.map_or_else(|| "anonymous".to_owned(), |c| c.name.clone()),
+        scopes: caller.map(Caller::scope_names).unwrap_or_default(),
+    }
 }
 
 /// What a gRPC method needs.
@@ -111,13 +144,15 @@ pub fn requirement(path: &str) -> Requirement {
     if service == "grpc.health.v1.Health" {
         return Requirement::Open;
     }
-    if service.starts_with("grpc.reflection.") {
+    if service.starts_with("grpc.reflection.")
+        || (service, method) == ("marketbridge.account.v1.AccountService", "WhoAmI")
+    {
         return Requirement::AnyCaller;
     }
     match (service, method) {
         (
             "marketbridge.provisioning.v1.ProvisioningService",
-            "CreateResource" | "RotateSecrets" | "GetResourceSecrets",
+            "CreateResource" | "RotateSecrets" | "GetResourceSecrets" | "ImportResource",
         )
         | ("marketbridge.account.v1.AccountService", "GetMarketplaceCredential") => {
             Requirement::AdminAndSecrets

@@ -3,8 +3,9 @@
 //! idempotency records, and fresh databases for tests on both backends.
 //!
 //! Architecture invariant: this crate knows tables that every service has
-//! (`outbox_jobs`, `idempotency_records`, `leader_leases`), never a service's own tables.
+//! (`outbox_jobs`, `idempotency_records`, `leader_leases`, `audit_log`), never a service's own tables.
 
+pub mod audit;
 pub mod db;
 pub mod idempotency;
 pub mod leader;

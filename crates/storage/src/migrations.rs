@@ -188,5 +188,54 @@ pub fn shared() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(CreateIdempotencyRecords),
         Box::new(CreateLeaderLeases),
         Box::new(AddIdempotencySubject),
+        Box::new(CreateAuditLog),
     ]
+}
+
+/// Creates `audit_log`, the operators' actions.
+pub struct CreateAuditLog;
+
+impl MigrationName for CreateAuditLog {
+    fn name(&self) -> &str {
+        "m0000_000005_create_audit_log"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateAuditLog {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("audit_log")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("actor"))
+                    .col(string("action"))
+                    .col(string("target"))
+                    .col(string("account_id"))
+                    .col(text("detail"))
+                    .col(text("outcome"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("audit_log_account")
+                    .table("audit_log")
+                    .col("account_id")
+                    .col("id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("audit_log").to_owned())
+            .await
+    }
 }

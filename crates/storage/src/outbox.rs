@@ -28,6 +28,7 @@ use marketbridge_config::OutboxOptions;
 use marketbridge_core::ids::JobId;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, ErrorCode, Result};
+use marketbridge_proto::common::v1 as pb;
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DbBackend, QueryOrder, Statement};
@@ -97,6 +98,11 @@ pub mod status {
     pub const DONE: &str = "done";
     /// Failed for good; kept for operators.
     pub const DEAD: &str = "dead";
+    /// Given up by an operator; never runs.
+    pub const DISCARDED: &str = "discarded";
+    /// Not a stored status: a pending job that failed before (operators'
+    /// name for it).
+    pub const RETRYING: &str = "retrying";
 }
 
 /// A job to enqueue.
@@ -379,6 +385,11 @@ impl Outbox {
             options,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// The time source.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// The retry policy.
@@ -698,7 +709,7 @@ impl Outbox {
             match row.status.as_str() {
                 status::PENDING => stats.pending += 1,
                 status::RUNNING => stats.running += 1,
-                status::DONE => stats.done += 1,
+                status::DONE | status::DISCARDED => stats.done += 1,
                 _ => stats.dead += 1,
             }
         }
@@ -748,6 +759,226 @@ impl Outbox {
         }
         self.wake();
         Ok(())
+    }
+}
+
+/// What operators see of the outbox and may do to it, exposed by every
+/// service as `ListOutboxJobs`, `RetryOutboxJob` and `DiscardOutboxJob`.
+impl Outbox {
+    /// Every job counted by status (`retrying` apart from `pending`).
+    pub async fn counts(&self) -> Result<pb::OutboxCounts> {
+        use sea_orm::{FromQueryResult, PaginatorTrait, QuerySelect};
+        #[derive(FromQueryResult)]
+        struct Count {
+            status: String,
+            count: i64,
+        }
+        let rows = entity::Entity::find()
+            .select_only()
+            .column(entity::Column::Status)
+            .column_as(entity::Column::Id.count(), "count")
+            .group_by(entity::Column::Status)
+            .into_model::<Count>()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let retrying = entity::Entity::find()
+            .filter(entity::Column::Status.eq(status::PENDING))
+            .filter(entity::Column::Attempts.gt(0))
+            .count(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut counts = pb::OutboxCounts::default();
+        for row in rows {
+            let count = row.count.max(0) as u64;
+            match row.status.as_str() {
+                status::PENDING => counts.pending += count.saturating_sub(retrying),
+                status::RUNNING => counts.running += count,
+                status::DONE => counts.done += count,
+                status::DISCARDED => counts.discarded += count,
+                _ => counts.dead += count,
+            }
+        }
+        counts.retrying = retrying;
+        Ok(counts)
+    }
+
+    /// A page of jobs, newest first, with the counts by status.
+    pub async fn list_jobs(
+        &self,
+        request: &pb::ListOutboxJobsRequest,
+    ) -> Result<pb::ListOutboxJobsResponse> {
+        use sea_orm::QuerySelect;
+        let page = crate::paging::Page::from_request(request.page.as_ref());
+        let mut query = entity::Entity::find()
+            .order_by_desc(entity::Column::Id)
+            .limit(page.fetch_limit());
+        query = match request.status.trim() {
+            "" => query.filter(entity::Column::Status.is_in([
+                status::PENDING,
+                status::RUNNING,
+                status::DEAD,
+            ])),
+            status::RETRYING => query
+                .filter(entity::Column::Status.eq(status::PENDING))
+                .filter(entity::Column::Attempts.gt(0)),
+            status::PENDING => query
+                .filter(entity::Column::Status.eq(status::PENDING))
+                .filter(entity::Column::Attempts.eq(0)),
+            wanted @ (status::RUNNING | status::DONE | status::DEAD | status::DISCARDED) => {
+                query.filter(entity::Column::Status.eq(wanted))
+            }
+            _ => {
+                return Err(Error::invalid_field(
+                    "status",
+                    "must be pending, retrying, running, done, dead or discarded",
+                ));
+            }
+        };
+        if !request.kind.trim().is_empty() {
+            query = query.filter(entity::Column::Kind.eq(request.kind.trim()));
+        }
+        if let Some(after) = &page.after {
+            query = query.filter(entity::Column::Id.lt(after.clone()));
+        }
+        let rows = query.all(&self.db).await.map_err(db_error)?;
+        let (rows, next) = page.finish(rows, |row| row.id.clone());
+        Ok(pb::ListOutboxJobsResponse {
+            jobs: rows.iter().map(job_to_proto).collect(),
+            page: Some(next),
+            counts: Some(self.counts().await?),
+        })
+    }
+
+    /// One job.
+    pub async fn job(&self, job_id: &str) -> Result<entity::Model> {
+        entity::Entity::find_by_id(job_id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| Error::not_found(format!("no job {job_id}")))
+    }
+
+    /// Runs a dead-lettered, discarded or waiting job now with a fresh
+    /// attempt budget, in `conn` (a transaction that also records who did
+    /// it). A running or done job is a conflict. Call [`Outbox::wake`] after
+    /// the transaction commits.
+    pub async fn retry_job(
+        &self,
+        conn: &impl ConnectionTrait,
+        job_id: &str,
+    ) -> Result<entity::Model> {
+        let now = truncate_micros(self.clock.now());
+        let result = entity::Entity::update_many()
+            .set(entity::ActiveModel {
+                status: Set(status::PENDING.to_owned()),
+                attempts: Set(0),
+                run_at: Set(now),
+                updated_at: Set(now),
+                finished_at: Set(None),
+                ..Default::default()
+            })
+            .filter(entity::Column::Id.eq(job_id))
+            .filter(entity::Column::Status.is_in([
+                status::DEAD,
+                status::DISCARDED,
+                status::PENDING,
+            ]))
+            .exec(conn)
+            .await
+            .map_err(db_error)?;
+        self.after_action(conn, job_id, result.rows_affected, "retried")
+            .await
+    }
+
+    /// Gives up a job that is pending or dead-lettered: it is marked
+    /// `discarded` and never runs. Discarding a discarded job changes
+    /// nothing; a running or done job is a conflict.
+    pub async fn discard_job(
+        &self,
+        conn: &impl ConnectionTrait,
+        job_id: &str,
+    ) -> Result<entity::Model> {
+        let now = truncate_micros(self.clock.now());
+        let result = entity::Entity::update_many()
+            .set(entity::ActiveModel {
+                status: Set(status::DISCARDED.to_owned()),
+                updated_at: Set(now),
+                finished_at: Set(Some(now)),
+                ..Default::default()
+            })
+            .filter(entity::Column::Id.eq(job_id))
+            .filter(entity::Column::Status.is_in([status::DEAD, status::PENDING]))
+            .exec(conn)
+            .await
+            .map_err(db_error)?;
+        let row = self
+            .after_action(conn, job_id, result.rows_affected, "discarded")
+            .await;
+        match row {
+            Err(error) if error.code() == ErrorCode::Conflict => {
+                let row = job_in(conn, job_id).await?;
+                if row.status == status::DISCARDED {
+                    Ok(row)
+                } else {
+                    Err(error)
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn after_action(
+        &self,
+        conn: &impl ConnectionTrait,
+        job_id: &str,
+        changed: u64,
+        done: &str,
+    ) -> Result<entity::Model> {
+        let row = job_in(conn, job_id).await?;
+        if changed == 0 {
+            return Err(Error::conflict(format!(
+                "job {job_id} is {} and cannot be {done}",
+                row.status
+            )));
+        }
+        Ok(row)
+    }
+}
+
+async fn job_in(conn: &impl ConnectionTrait, job_id: &str) -> Result<entity::Model> {
+    entity::Entity::find_by_id(job_id.to_owned())
+        .one(conn)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| Error::not_found(format!("no job {job_id}")))
+}
+
+/// How operators name a job's status: a pending job that failed before is
+/// `retrying`.
+pub fn operator_status(row: &entity::Model) -> &str {
+    if row.status == status::PENDING && row.attempts > 0 {
+        status::RETRYING
+    } else {
+        &row.status
+    }
+}
+
+/// A job as the admin API answers it.
+pub fn job_to_proto(row: &entity::Model) -> pb::OutboxJob {
+    use marketbridge_core::time::to_timestamp;
+    pb::OutboxJob {
+        id: row.id.clone(),
+        kind: row.kind.clone(),
+        payload_json: row.payload.clone(),
+        status: operator_status(row).to_owned(),
+        attempts: row.attempts,
+        max_attempts: row.max_attempts,
+        run_at: Some(to_timestamp(row.run_at)),
+        last_error: row.last_error.clone().unwrap_or_default(),
+        created_at: Some(to_timestamp(row.created_at)),
+        updated_at: Some(to_timestamp(row.updated_at)),
+        finished_at: row.finished_at.map(to_timestamp),
     }
 }
 

@@ -4,19 +4,33 @@
 use crate::domain::AccountDomain;
 use marketbridge_proto::account::v1 as pb;
 use marketbridge_proto::account::v1::account_service_server::AccountService;
+use marketbridge_proto::common::v1 as common;
+use marketbridge_rpc::auth::{caller_name, operator};
 use marketbridge_rpc::reply;
+use marketbridge_storage::audit::{Action, OutboxAdmin};
 use tonic::{Request, Response, Status};
 
 /// Serves `AccountService` over a domain.
 #[derive(Clone)]
 pub struct AccountGrpc {
     domain: AccountDomain,
+    admin: OutboxAdmin,
 }
 
 impl AccountGrpc {
     /// The gRPC service over `domain`.
     pub fn new(domain: AccountDomain) -> Self {
-        Self { domain }
+        let admin = OutboxAdmin::new(domain.db().clone(), domain.outbox().clone());
+        Self { domain, admin }
+    }
+}
+
+/// Our account id a selector names, if it names one by our id.
+fn selected(selector: Option<&common::AccountSelector>) -> String {
+    match selector.and_then(|s| s.selector.as_ref()) {
+        Some(common::account_selector::Selector::AccountId(id)) => id.clone(),
+        Some(common::account_selector::Selector::MarketplaceRef(r)) => r.external_id.clone(),
+        None => String::new(),
     }
 }
 
@@ -51,7 +65,16 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::RefreshAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(self.domain.refresh(request.into_inner()).await)
+        let actor = operator(&request);
+        let request = request.into_inner();
+        let action = Action::new("", "account.refresh", &selected(request.account.as_ref()));
+        let answer = self.domain.refresh(request).await;
+        reply(
+            self.admin
+                .audit()
+                .record_for(actor, action, answer, |a| a.id.clone())
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "account.approve_signup", skip_all)]
@@ -59,7 +82,17 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::ApproveSignupRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(self.domain.approve_signup(request.into_inner()).await)
+        let actor = operator(&request);
+        let request = request.into_inner();
+        let action = Action::new("", "signup.approve", &selected(request.account.as_ref()))
+            .detail(&request.company);
+        let answer = self.domain.approve_signup(request).await;
+        reply(
+            self.admin
+                .audit()
+                .record_for(actor, action, answer, |a| a.id.clone())
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "account.reject_signup", skip_all)]
@@ -67,7 +100,17 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::RejectSignupRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(self.domain.reject_signup(request.into_inner()).await)
+        let actor = operator(&request);
+        let request = request.into_inner();
+        let action = Action::new("", "signup.reject", &selected(request.account.as_ref()))
+            .detail(&request.reason);
+        let answer = self.domain.reject_signup(request).await;
+        reply(
+            self.admin
+                .audit()
+                .record_for(actor, action, answer, |a| a.id.clone())
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "account.reset", skip_all)]
@@ -116,5 +159,47 @@ impl AccountService for AccountGrpc {
         request: Request<pb::ListMarketplaceEventsRequest>,
     ) -> Result<Response<pb::ListMarketplaceEventsResponse>, Status> {
         reply(self.domain.list_events(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "account.list_outbox_jobs", skip_all)]
+    async fn list_outbox_jobs(
+        &self,
+        request: Request<common::ListOutboxJobsRequest>,
+    ) -> Result<Response<common::ListOutboxJobsResponse>, Status> {
+        reply(self.admin.list_jobs(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "account.retry_outbox_job", skip_all)]
+    async fn retry_outbox_job(
+        &self,
+        request: Request<common::OutboxJobActionRequest>,
+    ) -> Result<Response<common::OutboxJob>, Status> {
+        let actor = caller_name(&request);
+        reply(self.admin.retry(&actor, request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "account.discard_outbox_job", skip_all)]
+    async fn discard_outbox_job(
+        &self,
+        request: Request<common::OutboxJobActionRequest>,
+    ) -> Result<Response<common::OutboxJob>, Status> {
+        let actor = caller_name(&request);
+        reply(self.admin.discard(&actor, request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "account.list_audit_entries", skip_all)]
+    async fn list_audit_entries(
+        &self,
+        request: Request<common::ListAuditEntriesRequest>,
+    ) -> Result<Response<common::ListAuditEntriesResponse>, Status> {
+        reply(self.admin.list_audit(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "account.who_am_i", skip_all)]
+    async fn who_am_i(
+        &self,
+        request: Request<common::WhoAmIRequest>,
+    ) -> Result<Response<common::WhoAmIResponse>, Status> {
+        Ok(Response::new(marketbridge_rpc::auth::who_am_i(&request)))
     }
 }

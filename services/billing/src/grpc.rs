@@ -3,19 +3,24 @@
 use crate::domain::BillingDomain;
 use marketbridge_proto::billing::v1 as pb;
 use marketbridge_proto::billing::v1::billing_service_server::BillingService;
+use marketbridge_proto::common::v1 as common;
+use marketbridge_rpc::auth::caller_name;
 use marketbridge_rpc::reply;
+use marketbridge_storage::audit::OutboxAdmin;
 use tonic::{Request, Response, Status};
 
 /// Serves `BillingService` over a domain.
 #[derive(Clone)]
 pub struct BillingGrpc {
     domain: BillingDomain,
+    admin: OutboxAdmin,
 }
 
 impl BillingGrpc {
     /// The gRPC service over `domain`.
     pub fn new(domain: BillingDomain) -> Self {
-        Self { domain }
+        let admin = OutboxAdmin::new(domain.db().clone(), domain.outbox().clone());
+        Self { domain, admin }
     }
 }
 
@@ -131,5 +136,39 @@ impl BillingService for BillingGrpc {
         request: Request<pb::ListUsageReportsRequest>,
     ) -> Result<Response<pb::ListUsageReportsResponse>, Status> {
         reply(self.domain.list_usage_reports(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "billing.list_outbox_jobs", skip_all)]
+    async fn list_outbox_jobs(
+        &self,
+        request: Request<common::ListOutboxJobsRequest>,
+    ) -> Result<Response<common::ListOutboxJobsResponse>, Status> {
+        reply(self.admin.list_jobs(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "billing.retry_outbox_job", skip_all)]
+    async fn retry_outbox_job(
+        &self,
+        request: Request<common::OutboxJobActionRequest>,
+    ) -> Result<Response<common::OutboxJob>, Status> {
+        let actor = caller_name(&request);
+        reply(self.admin.retry(&actor, request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "billing.discard_outbox_job", skip_all)]
+    async fn discard_outbox_job(
+        &self,
+        request: Request<common::OutboxJobActionRequest>,
+    ) -> Result<Response<common::OutboxJob>, Status> {
+        let actor = caller_name(&request);
+        reply(self.admin.discard(&actor, request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "billing.list_audit_entries", skip_all)]
+    async fn list_audit_entries(
+        &self,
+        request: Request<common::ListAuditEntriesRequest>,
+    ) -> Result<Response<common::ListAuditEntriesResponse>, Status> {
+        reply(self.admin.list_audit(request.into_inner()).await)
     }
 }

@@ -1,21 +1,26 @@
 //! The gRPC face of the provisioning service.
 
 use crate::domain::ProvisioningDomain;
+use marketbridge_proto::common::v1 as common;
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_proto::provisioning::v1::provisioning_service_server::ProvisioningService;
+use marketbridge_rpc::auth::{caller_name, operator};
 use marketbridge_rpc::reply;
+use marketbridge_storage::audit::{Action, OutboxAdmin};
 use tonic::{Request, Response, Status};
 
 /// Serves `ProvisioningService` over a domain.
 #[derive(Clone)]
 pub struct ProvisioningGrpc {
     domain: ProvisioningDomain,
+    admin: OutboxAdmin,
 }
 
 impl ProvisioningGrpc {
     /// The gRPC service over `domain`.
     pub fn new(domain: ProvisioningDomain) -> Self {
-        Self { domain }
+        let admin = OutboxAdmin::new(domain.db().clone(), domain.outbox().clone());
+        Self { domain, admin }
     }
 }
 
@@ -34,7 +39,21 @@ impl ProvisioningService for ProvisioningGrpc {
         &self,
         request: Request<pb::SyncSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        reply(self.domain.sync_subscription(request.into_inner()).await)
+        let actor = operator(&request);
+        let request = request.into_inner();
+        let target = request
+            .marketplace_ref
+            .as_ref()
+            .map(|r| r.external_id.clone())
+            .unwrap_or_default();
+        let action = Action::new("", "subscription.sync", &target);
+        let answer = self.domain.sync_subscription(request).await;
+        reply(
+            self.admin
+                .audit()
+                .record_for(actor, action, answer, |s| s.account_id.clone())
+                .await,
+        )
     }
 
     #[tracing::instrument(name = "provisioning.get_subscription", skip_all)]
@@ -174,16 +193,24 @@ impl ProvisioningService for ProvisioningGrpc {
         &self,
         request: Request<pb::SuspendResourceRequest>,
     ) -> Result<Response<pb::Resource>, Status> {
+        let actor = operator(&request);
         let request = request.into_inner();
+        let action =
+            Action::new("", "resource.suspend", &request.resource_id).detail(&request.reason);
+        let answer = self
+            .domain
+            .set_suspended(
+                request.context.as_ref(),
+                &request.resource_id,
+                true,
+                &request.reason,
+                &request,
+            )
+            .await;
         reply(
-            self.domain
-                .set_suspended(
-                    request.context.as_ref(),
-                    &request.resource_id,
-                    true,
-                    &request.reason,
-                    &request,
-                )
+            self.admin
+                .audit()
+                .record_for(actor, action, answer, |r| r.account_id.clone())
                 .await,
         )
     }
@@ -193,16 +220,23 @@ impl ProvisioningService for ProvisioningGrpc {
         &self,
         request: Request<pb::ResumeResourceRequest>,
     ) -> Result<Response<pb::Resource>, Status> {
+        let actor = operator(&request);
         let request = request.into_inner();
+        let action = Action::new("", "resource.resume", &request.resource_id);
+        let answer = self
+            .domain
+            .set_suspended(
+                request.context.as_ref(),
+                &request.resource_id,
+                false,
+                "",
+                &request,
+            )
+            .await;
         reply(
-            self.domain
-                .set_suspended(
-                    request.context.as_ref(),
-                    &request.resource_id,
-                    false,
-                    "",
-                    &request,
-                )
+            self.admin
+                .audit()
+                .record_for(actor, action, answer, |r| r.account_id.clone())
                 .await,
         )
     }
@@ -276,5 +310,39 @@ impl ProvisioningService for ProvisioningGrpc {
         request: Request<pb::RunResourceCommandRequest>,
     ) -> Result<Response<pb::RunResourceCommandResponse>, Status> {
         reply(self.domain.run_resource_command(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "provisioning.list_outbox_jobs", skip_all)]
+    async fn list_outbox_jobs(
+        &self,
+        request: Request<common::ListOutboxJobsRequest>,
+    ) -> Result<Response<common::ListOutboxJobsResponse>, Status> {
+        reply(self.admin.list_jobs(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "provisioning.retry_outbox_job", skip_all)]
+    async fn retry_outbox_job(
+        &self,
+        request: Request<common::OutboxJobActionRequest>,
+    ) -> Result<Response<common::OutboxJob>, Status> {
+        let actor = caller_name(&request);
+        reply(self.admin.retry(&actor, request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "provisioning.discard_outbox_job", skip_all)]
+    async fn discard_outbox_job(
+        &self,
+        request: Request<common::OutboxJobActionRequest>,
+    ) -> Result<Response<common::OutboxJob>, Status> {
+        let actor = caller_name(&request);
+        reply(self.admin.discard(&actor, request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "provisioning.list_audit_entries", skip_all)]
+    async fn list_audit_entries(
+        &self,
+        request: Request<common::ListAuditEntriesRequest>,
+    ) -> Result<Response<common::ListAuditEntriesResponse>, Status> {
+        reply(self.admin.list_audit(request.into_inner()).await)
     }
 }
