@@ -377,11 +377,15 @@ backend_test!(
             .reports;
         assert_eq!(suspended.len(), 1, "operators can list what is held back");
 
-        // Still disabled an hour later: checked again, no new window.
+        // Still disabled an hour later: checked again; the next window is
+        // kept in the ledger and waits behind it, unchecked.
         clock_to(&google, at("2026-11-23T14:06:00Z"));
         bill(&google).await;
         assert_eq!(google.sim.checked_operations().len(), 2);
-        assert_eq!(reports(&google, &subscription_id).await.len(), 1);
+        let held = reports(&google, &subscription_id).await;
+        assert_eq!(held.len(), 2);
+        assert_eq!(held[1].status, billing_pb::ReportStatus::Pending as i32);
+        assert_eq!(held[1].attempts, 0);
 
         // Billing is back: the held report goes out, then the windows that
         // waited behind it.
@@ -455,8 +459,14 @@ backend_test!(
         )
         .await;
 
-        // Cancelled at 13:40: the last window ends there.
+        // Cancelled at 13:40: the last window ends there and goes out at
+        // once, while Service Control fails.
         clock_to(&google, at("2026-11-23T13:40:00Z"));
+        google
+            .sim
+            .api()
+            .faults
+            .inject(Fault::status(":check", 500, 4));
         google
             .sim
             .cancel_immediately(&entitlement_id, "user-cancelled")
@@ -483,14 +493,9 @@ backend_test!(
             "nothing is billable after it"
         );
 
-        // The reports go out while Service Control fails; the process stops
-        // with them queued and a new one delivers them.
+        // The process stops with the reports queued and a new one delivers
+        // them.
         clock_to(&google, at("2026-11-23T13:46:00Z"));
-        google
-            .sim
-            .api()
-            .faults
-            .inject(Fault::status(":check", 500, 4));
         bill(&google).await;
         assert!(billed(&google.sim).is_empty());
         let GoogleTest {

@@ -4,7 +4,7 @@
 
 use opentelemetry::KeyValue;
 use opentelemetry::global;
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{Counter, Gauge, Histogram};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::reader::MetricReader;
@@ -40,6 +40,15 @@ pub struct Metrics {
     pub jwks_stale: Counter<u64>,
     /// Failed fetches of a signing-key document, by key set.
     pub jwks_fetch_failures: Counter<u64>,
+    /// Age in seconds, since its end, of the oldest usage window Google has
+    /// not accepted yet (0 when none waits). Google wants each window within
+    /// the hour.
+    pub google_usage_unreported_age: Gauge<f64>,
+    /// Seconds left of the grace period of the oldest usage window Google
+    /// could not take (the whole period when reporting is not blocked).
+    pub google_usage_grace_remaining: Gauge<f64>,
+    /// Usage windows given up after the grace period.
+    pub google_usage_expired: Counter<u64>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -95,6 +104,22 @@ pub fn metrics() -> &'static Metrics {
                 .u64_counter("jwks.fetch.failures")
                 .with_description("Failed fetches of signing keys")
                 .build(),
+            google_usage_unreported_age: meter
+                .f64_gauge("google.usage.unreported.age")
+                .with_unit("s")
+                .with_description("Age of the oldest usage window Google has not accepted yet")
+                .build(),
+            google_usage_grace_remaining: meter
+                .f64_gauge("google.usage.grace.remaining")
+                .with_unit("s")
+                .with_description(
+                    "Grace period left for the oldest usage window Google could not take",
+                )
+                .build(),
+            google_usage_expired: meter
+                .u64_counter("google.usage.expired")
+                .with_description("Usage windows given up after the grace period")
+                .build(),
         }
     })
 }
@@ -122,6 +147,20 @@ impl Metrics {
     pub fn record_jwks_fetch_failure(&self, key_set: &str) {
         self.jwks_fetch_failures
             .add(1, &[KeyValue::new("key_set", key_set.to_owned())]);
+    }
+
+    /// Records where Google usage reporting stands: the age of the oldest
+    /// unaccepted window and the grace period left, in seconds.
+    pub fn record_google_usage_backlog(&self, unreported_age: f64, grace_remaining: f64) {
+        self.google_usage_unreported_age
+            .record(unreported_age.max(0.0), &[]);
+        self.google_usage_grace_remaining
+            .record(grace_remaining.max(0.0), &[]);
+    }
+
+    /// Records Google usage windows given up after the grace period.
+    pub fn record_google_usage_expired(&self, windows: u64) {
+        self.google_usage_expired.add(windows, &[]);
     }
 
     /// Records one outbox job outcome (`delivered`, `retry`, `dead`).

@@ -144,6 +144,13 @@ pub trait UsageReporter: Send + Sync + 'static {
     /// [`crate::submission::kind`]). Called at least once per submission,
     /// always with the same body.
     async fn deliver(&self, account: &DeliveryAccount, kind: &str, body: &str) -> Result<Delivery>;
+    /// For marketplaces that take usage operations one window after the
+    /// other (Google): how long after its end a window the marketplace
+    /// cannot take yet is kept and retried. `None` (the default): usage
+    /// submissions are independent and retried until they settle.
+    fn usage_grace(&self) -> Option<chrono::Duration> {
+        None
+    }
 }
 
 /// Adapters per marketplace.

@@ -2,8 +2,11 @@
 //! every `billing.report_interval_seconds`. Each run reads the clock once
 //! and records what is due at that instant (usage windows, interim billing,
 //! balances, period-end and final invoices, closings, invoice reads, stalled
-//! submissions); the outbox delivers it. Tests call [`Scheduler::run_due`]
-//! after moving a manual clock, so nothing waits on real time.
+//! submissions); the outbox delivers it. Each run also gives up usage
+//! windows past the marketplace's grace period and reports how far behind
+//! usage reporting is (metrics, and a log line while it is late). Tests call
+//! [`Scheduler::run_due`] after moving a manual clock, so nothing waits on
+//! real time.
 
 use crate::domain::BillingDomain;
 use marketbridge_core::Result;
@@ -30,6 +33,8 @@ pub struct DueWork {
     pub invoice_reads: usize,
     /// Stalled or suspended submissions queued again.
     pub requeued: usize,
+    /// Usage windows given up after the marketplace's grace period.
+    pub expired: usize,
 }
 
 impl DueWork {
@@ -42,6 +47,7 @@ impl DueWork {
             + self.balances
             + self.invoice_reads
             + self.requeued
+            + self.expired
     }
 }
 
@@ -70,6 +76,7 @@ impl Scheduler {
             interim_billing: domain.report_interim_billing(now).await?,
             balances: domain.report_balances(now).await?,
             invoice_reads: domain.queue_invoice_refreshes(now).await?,
+            expired: domain.watch_usage_grace(now).await?,
             requeued: domain.requeue_stalled_reports().await?,
         };
         domain.outbox().wake();
@@ -82,6 +89,7 @@ impl Scheduler {
                 balances = work.balances,
                 invoice_reads = work.invoice_reads,
                 requeued = work.requeued,
+                expired = work.expired,
                 "billing work recorded"
             );
         }
@@ -94,6 +102,18 @@ impl Scheduler {
     /// next tick.
     pub async fn run(self, shutdown: CancellationToken) {
         let seconds = self.domain.options().report_interval_seconds.max(1);
+        let deadlines = self
+            .domain
+            .marketplaces()
+            .reporters_that(|plan| plan.usage_operations)
+            .iter()
+            .any(|(_, reporter)| reporter.usage_grace().is_some());
+        if deadlines && seconds > 1800 {
+            tracing::warn!(
+                report_interval_seconds = seconds,
+                "billing.report_interval_seconds is over 30 minutes: usage windows may miss Google's one-hour reporting deadline"
+            );
+        }
         let leadership = self.domain.outbox().leadership();
         leadership
             .run_elected(TASK, Duration::from_secs(seconds), shutdown, || async {

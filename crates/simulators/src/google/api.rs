@@ -384,6 +384,13 @@ async fn service_action(
     if let Err(error) = authorize(&state, &headers, None) {
         return error_response(&error);
     }
+    if state.service_control_down() {
+        return error_response(&ApiError::new(
+            503,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+        ));
+    }
     let (service, action) = split_action(&segment);
     if service != state.service_name {
         return error_response(&ApiError::new(

@@ -1,7 +1,7 @@
 //! The simulator's own control surface for local demos (not part of
 //! Google's API): act as the customer (buy, change plan, cancel, delete) or
-//! as a person in Producer Portal (approve an entitlement),
-//! see Google's state, and open the provider's signup page the way Google's
+//! as a person in Producer Portal (approve an entitlement), take Service
+//! Control down and back up, see Google's state, and open the provider's signup page the way Google's
 //! "Sign up with provider" button does (a form POST of the signup token, or
 //! the token in the signup URL's query string).
 
@@ -32,6 +32,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         )
         .route("/simulator/accounts/{account}/delete", post(delete_account))
         .route("/simulator/accounts/{account}/signup", get(open_signup))
+        .route("/simulator/service-control", post(service_control))
         .with_state(state)
 }
 
@@ -116,6 +117,16 @@ async fn delete_account(State(state): Shared, Path(account): Path<String>) -> Re
         Ok(()) => Json(json!({})).into_response(),
         Err(error) => refused(&error),
     }
+}
+
+/// `POST /simulator/service-control` with `{"outage": true}`: Service
+/// Control answers 503 to every check and report until `{"outage": false}`.
+async fn service_control(State(state): Shared, body: Bytes) -> Response {
+    let Some(down) = body_json(&body)["outage"].as_bool() else {
+        return refused(&ApiError::invalid("`outage` (true or false) is required."));
+    };
+    state.set_service_control_outage(down);
+    Json(json!({"outage": down})).into_response()
 }
 
 fn escape(text: &str) -> String {

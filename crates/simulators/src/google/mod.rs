@@ -79,6 +79,10 @@ pub(crate) struct Keys {
 struct ServiceControlState {
     checks: Vec<Value>,
     reports: Vec<Value>,
+    /// When each accepted operation arrived (same order as `reports`).
+    reported_at: Vec<DateTime<Utc>>,
+    /// Service Control is down: every call answers 503.
+    outage: bool,
     check_errors: HashMap<String, Vec<Value>>,
     report_errors: HashMap<String, (i32, String)>,
 }
@@ -187,6 +191,26 @@ impl SimState {
             .collect()
     }
 
+    /// When the entitlement behind each cancelled usage reporting id ended.
+    fn ended_usage_ids(&self) -> HashMap<String, DateTime<Utc>> {
+        self.world()
+            .entitlements
+            .values()
+            .filter(|e| e.state == world::state::CANCELLED)
+            .filter_map(|e| Some((e.usage_reporting_id.clone()?, e.updated)))
+            .collect()
+    }
+
+    /// Takes Service Control down or brings it back.
+    pub(crate) fn set_service_control_outage(&self, down: bool) {
+        lock(&self.service_control).outage = down;
+    }
+
+    /// True while Service Control is down (503 to every call).
+    pub(crate) fn service_control_down(&self) -> bool {
+        lock(&self.service_control).outage
+    }
+
     pub(crate) fn service_check(&self, body: &Value) -> Result<Value, ApiError> {
         let operation = &body["operation"];
         validate_operation(operation)?;
@@ -230,6 +254,8 @@ impl SimState {
             validate_operation(operation)?;
         }
         let known = self.usage_ids();
+        let ended = self.ended_usage_ids();
+        let now = self.now();
         let mut control = lock(&self.service_control);
         let mut report_errors = Vec::new();
         for operation in operations {
@@ -238,12 +264,16 @@ impl SimState {
                 (!known.iter().any(|id| id == consumer))
                     .then(|| (3, format!("Unknown consumer {consumer}.")))
             });
+            let failure = failure.or_else(|| after_entitlement_end(&ended, operation));
             match failure {
                 Some((code, message)) => report_errors.push(json!({
                     "operationId": operation["operationId"],
                     "status": {"code": code, "message": message},
                 })),
-                None => control.reports.push(operation.clone()),
+                None => {
+                    control.reports.push(operation.clone());
+                    control.reported_at.push(now);
+                }
             }
         }
         let mut answer =
@@ -253,6 +283,23 @@ impl SimState {
         }
         Ok(answer)
     }
+}
+
+/// Google's rule after a cancellation: usage is reported with the time it
+/// happened, before the entitlement ended; nothing later is taken.
+fn after_entitlement_end(
+    ended: &HashMap<String, DateTime<Utc>>,
+    operation: &Value,
+) -> Option<(i32, String)> {
+    let consumer = operation["consumerId"].as_str()?;
+    let ended_at = ended.get(consumer)?;
+    let end = DateTime::parse_from_rfc3339(operation["endTime"].as_str()?).ok()?;
+    (end.with_timezone(&Utc) > *ended_at + ChronoDuration::milliseconds(1)).then(|| {
+        (
+            3,
+            format!("Usage reported after the entitlement ended for consumer {consumer}."),
+        )
+    })
 }
 
 fn validate_operation(operation: &Value) -> Result<(), ApiError> {
@@ -532,6 +579,24 @@ impl GoogleSimulator {
     /// Operations Service Control accepted in reports.
     pub fn reported_operations(&self) -> Vec<Value> {
         lock(&self.state.service_control).reports.clone()
+    }
+
+    /// Operations Service Control accepted, each with the (simulator clock)
+    /// time it arrived, in arrival order.
+    pub fn reported_operations_at(&self) -> Vec<(DateTime<Utc>, Value)> {
+        let control = lock(&self.state.service_control);
+        control
+            .reported_at
+            .iter()
+            .copied()
+            .zip(control.reports.iter().cloned())
+            .collect()
+    }
+
+    /// Takes Service Control down (every `services.check` and
+    /// `services.report` answers 503 `UNAVAILABLE`) or brings it back.
+    pub fn set_service_control_outage(&self, down: bool) {
+        self.state.set_service_control_outage(down);
     }
 
     /// Makes `services.check` for `consumer_id` answer these `checkErrors`

@@ -17,16 +17,32 @@ use marketbridge_google::service_control::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+/// Google's grace period for reporting blocked by the customer's state or
+/// by Service Control, unless configured: "we recommend not exceeding 30
+/// days".
+pub const DEFAULT_GRACE_DAYS: u64 = 30;
+
 /// Renders and delivers usage operations to Service Control.
 #[derive(Debug, Clone)]
 pub struct GoogleReporter {
     service_control: ServiceControlClient,
+    grace: chrono::Duration,
 }
 
 impl GoogleReporter {
     /// A reporter using a Service Control client of the product's service.
     pub fn new(service_control: ServiceControlClient) -> Self {
-        Self { service_control }
+        Self {
+            service_control,
+            grace: chrono::Duration::days(DEFAULT_GRACE_DAYS as i64),
+        }
+    }
+
+    /// Keeps windows Google cannot take for `days` after their end
+    /// (`google.report_grace_days`; at least one day, at most a year).
+    pub fn with_grace_days(mut self, days: u64) -> Self {
+        self.grace = chrono::Duration::days(days.clamp(1, 366) as i64);
+        self
     }
 }
 
@@ -122,6 +138,12 @@ impl UsageReporter for GoogleReporter {
             )),
             Err(_) => Ok(Delivery::Refused { answer }),
         }
+    }
+
+    /// Google wants contiguous windows, each reported once, and replayed in
+    /// order after an outage within the grace period.
+    fn usage_grace(&self) -> Option<chrono::Duration> {
+        Some(self.grace)
     }
 }
 

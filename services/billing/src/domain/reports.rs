@@ -12,7 +12,7 @@ use crate::submission::{Submission, kind as submission_kind};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::crypto::SecretString;
 use marketbridge_core::ids::ReportId;
-use marketbridge_core::time::to_timestamp;
+use marketbridge_core::time::{to_rfc3339, to_timestamp};
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
 use marketbridge_proto::account::v1::{GetAccountRequest, GetMarketplaceCredentialRequest};
 use marketbridge_proto::billing::v1 as pb;
@@ -22,7 +22,7 @@ use marketbridge_storage::outbox::{
     JobError, NewJob, entity as outbox_entity, status as job_status,
 };
 use marketbridge_storage::paging::Page;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, QuerySelect,
@@ -274,6 +274,7 @@ impl BillingDomain {
             let credential = accounts
                 .get_marketplace_credential(GetMarketplaceCredentialRequest {
                     account: Some(AccountSelector::by_id(account_id)),
+                    ..Default::default()
                 })
                 .await
                 .map_err(Error::from)?
@@ -306,11 +307,44 @@ impl BillingDomain {
             .ok_or_else(|| {
                 JobError::Permanent(format!("no reporter is registered for {marketplace}"))
             })?;
+        let grace = reporter
+            .usage_grace()
+            .filter(|_| row.kind == submission_kind::USAGE);
+        if let (Some(grace), Some(end)) = (grace, row.window_end)
+            && self.now() > end + grace
+        {
+            self.expire_report(&row, grace).await?;
+            return Ok(());
+        }
+        if grace.is_some() && self.waits_for_earlier_window(&row).await? {
+            // Its turn comes when the earlier window settles (or at the
+            // scheduler's next run).
+            tracing::debug!(report.id = %row.id, subscription.id = %row.subscription_id, "usage window waits for an earlier one");
+            return Ok(());
+        }
         let account = self.delivery_account(&row.account_id).await?;
         let outcome = reporter
             .deliver(&account, &row.kind, &row.request_json)
             .await;
         let now = self.now();
+        if let (Some(grace), Some(end)) = (grace, row.window_end)
+            && row.status == report_status::PENDING
+        {
+            // The first attempt that fails starts the grace period; the
+            // later windows wait behind this one.
+            let cause = match &outcome {
+                Ok(Delivery::Suspended { .. }) => {
+                    Some("the marketplace cannot bill the customer now")
+                }
+                Err(error) if is_transient(error) && row.attempts == 0 => {
+                    Some("the marketplace is not reachable")
+                }
+                _ => None,
+            };
+            if let Some(cause) = cause {
+                tracing::warn!(report.id = %row.id, subscription.id = %row.subscription_id, marketplace = %row.marketplace, window.end = %to_rfc3339(end), give_up_at = %to_rfc3339(end + grace), cause, "usage reporting is blocked; the grace period runs: this window and the later ones are kept and sent in order when it clears");
+            }
+        }
         let mut update = usage_report::ActiveModel {
             id: Set(row.id.clone()),
             attempts: Set(row.attempts + 1),
@@ -379,7 +413,12 @@ impl BillingDomain {
         txn.commit().await.map_err(db_error)?;
         match outcome {
             Err(error) if is_transient(&error) => Err(JobError::Retry(error.to_string())),
-            _ if settled => self.after_settled(&updated).await,
+            _ if settled => {
+                if grace.is_some() {
+                    self.requeue_next_window(&row.subscription_id).await?;
+                }
+                self.after_settled(&updated).await
+            }
             _ => Ok(()),
         }
     }
@@ -454,85 +493,198 @@ impl BillingDomain {
     /// replaces, so two replicas (or a paused former leader) requeue a
     /// submission once.
     pub(crate) async fn requeue_stalled_reports(&self) -> Result<usize> {
-        let waiting: Vec<String> = usage_report::Entity::find()
+        let waiting: Vec<(String, String, String, String)> = usage_report::Entity::find()
             .select_only()
             .column(usage_report::Column::Id)
+            .column(usage_report::Column::Marketplace)
+            .column(usage_report::Column::Kind)
+            .column(usage_report::Column::SubscriptionId)
             .filter(
                 usage_report::Column::Status
                     .is_in([report_status::PENDING, report_status::SUSPENDED]),
             )
+            .order_by_asc(usage_report::Column::WindowStart)
             .order_by_asc(usage_report::Column::Id)
             .into_tuple()
             .all(&self.db)
             .await
             .map_err(db_error)?;
         let mut requeued = 0;
-        for report_id in waiting {
-            let txn = marketbridge_storage::begin_write(&self.db).await?;
-            let Some(row) = usage_report::Entity::find_by_id(report_id)
-                .lock_exclusive()
-                .one(&txn)
-                .await
-                .map_err(db_error)?
-            else {
-                continue;
-            };
-            if row.status != report_status::PENDING && row.status != report_status::SUSPENDED {
-                continue;
-            }
-            let job = match &row.job_id {
-                Some(job_id) => outbox_entity::Entity::find_by_id(job_id.clone())
-                    .one(&txn)
-                    .await
-                    .map_err(db_error)?,
-                None => None,
-            };
-            let job_finished = job
-                .as_ref()
-                .is_none_or(|job| job.status == job_status::DEAD || job.status == job_status::DONE);
-            if !job_finished {
+        // Usage windows of marketplaces that take them in order: only the
+        // oldest open window of each subscription is queued; the others
+        // follow it.
+        let mut heads = std::collections::HashSet::new();
+        for (report_id, marketplace, kind, subscription_id) in waiting {
+            let in_order = kind == submission_kind::USAGE
+                && Marketplace::parse("marketplace", &marketplace)
+                    .ok()
+                    .and_then(|m| self.marketplaces.reporter(m))
+                    .is_some_and(|reporter| reporter.usage_grace().is_some());
+            if in_order && !heads.insert(subscription_id) {
                 continue;
             }
-            // A suspended submission keeps its status (and holds the
-            // subscription's later windows back) until an attempt passes.
-            let replaces = row.job_id.clone().unwrap_or_else(|| "none".into());
-            let job = NewJob::new(
-                job_kind::DELIVER_REPORT,
-                &jobs::ReportJob {
-                    report_id: row.id.clone(),
-                },
-            )?
-            .dedupe_key(format!("report:{}:after:{replaces}", row.id));
-            let Some(job_id) = self.outbox.enqueue(&txn, job).await? else {
-                // Another replica requeued it already.
-                continue;
-            };
-            usage_report::ActiveModel {
-                id: Set(row.id.clone()),
-                job_id: Set(Some(job_id.to_string())),
-                updated_at: Set(self.now()),
-                ..Default::default()
-            }
-            .update(&txn)
-            .await
-            .map_err(db_error)?;
-            txn.commit().await.map_err(db_error)?;
-            tracing::info!(report.id = %row.id, status = %row.status, "submission queued again");
-            requeued += 1;
+            requeued += usize::from(self.requeue_report(report_id).await?);
         }
         Ok(requeued)
     }
 
-    /// True when the subscription has a submission held back by the
-    /// marketplace.
-    pub(crate) async fn reporting_suspended(&self, subscription_id: &str) -> Result<bool> {
-        let suspended = usage_report::Entity::find()
+    /// Queues a waiting submission again unless a job of it is still due or
+    /// running. The row is re-read and locked inside the write transaction
+    /// that enqueues its new job, and the job's dedupe key names the job it
+    /// replaces, so two replicas (or a paused former leader) requeue it once.
+    async fn requeue_report(&self, report_id: String) -> Result<bool> {
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let Some(row) = usage_report::Entity::find_by_id(report_id)
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(false);
+        };
+        if row.status != report_status::PENDING && row.status != report_status::SUSPENDED {
+            return Ok(false);
+        }
+        let job = match &row.job_id {
+            Some(job_id) => outbox_entity::Entity::find_by_id(job_id.clone())
+                .one(&txn)
+                .await
+                .map_err(db_error)?,
+            None => None,
+        };
+        let job_finished = job
+            .as_ref()
+            .is_none_or(|job| job.status == job_status::DEAD || job.status == job_status::DONE);
+        if !job_finished {
+            return Ok(false);
+        }
+        // A suspended submission keeps its status (and holds the
+        // subscription's later windows back) until an attempt passes.
+        let replaces = row.job_id.clone().unwrap_or_else(|| "none".into());
+        let job = NewJob::new(
+            job_kind::DELIVER_REPORT,
+            &jobs::ReportJob {
+                report_id: row.id.clone(),
+            },
+        )?
+        .dedupe_key(format!("report:{}:after:{replaces}", row.id));
+        let Some(job_id) = self.outbox.enqueue(&txn, job).await? else {
+            // Another replica requeued it already.
+            return Ok(false);
+        };
+        usage_report::ActiveModel {
+            id: Set(row.id.clone()),
+            job_id: Set(Some(job_id.to_string())),
+            updated_at: Set(self.now()),
+            ..Default::default()
+        }
+        .update(&txn)
+        .await
+        .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        tracing::info!(report.id = %row.id, status = %row.status, "submission queued again");
+        Ok(true)
+    }
+
+    /// The oldest open usage window of a subscription (pending or
+    /// suspended), by window start.
+    async fn oldest_open_window(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Option<usage_report::Model>> {
+        usage_report::Entity::find()
             .filter(usage_report::Column::SubscriptionId.eq(subscription_id))
-            .filter(usage_report::Column::Status.eq(report_status::SUSPENDED))
+            .filter(usage_report::Column::Kind.eq(submission_kind::USAGE))
+            .filter(
+                usage_report::Column::Status
+                    .is_in([report_status::PENDING, report_status::SUSPENDED]),
+            )
+            .order_by_asc(usage_report::Column::WindowStart)
+            .order_by_asc(usage_report::Column::Id)
+            .one(&self.db)
+            .await
+            .map_err(db_error)
+    }
+
+    /// True when an earlier usage window of the same subscription is still
+    /// open: windows go out one after the other.
+    async fn waits_for_earlier_window(&self, row: &usage_report::Model) -> Result<bool> {
+        let Some(start) = row.window_start else {
+            return Ok(false);
+        };
+        let earlier = usage_report::Entity::find()
+            .filter(usage_report::Column::SubscriptionId.eq(row.subscription_id.clone()))
+            .filter(usage_report::Column::Kind.eq(submission_kind::USAGE))
+            .filter(
+                usage_report::Column::Status
+                    .is_in([report_status::PENDING, report_status::SUSPENDED]),
+            )
+            .filter(usage_report::Column::WindowStart.lt(start))
             .one(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(suspended.is_some())
+        Ok(earlier.is_some())
+    }
+
+    /// Queues the next open usage window of a subscription once the one
+    /// before it settled, so a backlog drains in order without waiting for
+    /// the scheduler.
+    pub(crate) async fn requeue_next_window(&self, subscription_id: &str) -> Result<()> {
+        if let Some(next) = self.oldest_open_window(subscription_id).await?
+            && self.requeue_report(next.id).await?
+        {
+            self.outbox.wake();
+        }
+        Ok(())
+    }
+
+    /// Gives a usage window up: the marketplace did not take it within its
+    /// grace period. It is marked failed (with the last answer kept),
+    /// logged and counted, and the next window takes its turn. False when
+    /// it settled meanwhile.
+    pub(crate) async fn expire_report(
+        &self,
+        row: &usage_report::Model,
+        grace: ChronoDuration,
+    ) -> Result<bool> {
+        let answer = format!(
+            "not accepted within the grace period of {} days after the window ended; given up; last answer: {}",
+            grace.num_days(),
+            row.response
+        );
+        let updated = usage_report::Entity::update_many()
+            .col_expr(
+                usage_report::Column::Status,
+                Expr::value(report_status::FAILED),
+            )
+            .col_expr(
+                usage_report::Column::Response,
+                Expr::value(shorten(&answer)),
+            )
+            .col_expr(usage_report::Column::UpdatedAt, Expr::value(self.now()))
+            .filter(usage_report::Column::Id.eq(row.id.clone()))
+            .filter(
+                usage_report::Column::Status
+                    .is_in([report_status::PENDING, report_status::SUSPENDED]),
+            )
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        if updated.rows_affected == 0 {
+            return Ok(false);
+        }
+        marketbridge_telemetry::metrics().record_google_usage_expired(1);
+        tracing::error!(
+            report.id = %row.id,
+            subscription.id = %row.subscription_id,
+            marketplace = %row.marketplace,
+            window.start = %row.window_start.map(to_rfc3339).unwrap_or_default(),
+            window.end = %row.window_end.map(to_rfc3339).unwrap_or_default(),
+            attempts = row.attempts,
+            "a usage window passed its grace period and is given up: it will not be billed"
+        );
+        self.requeue_next_window(&row.subscription_id).await?;
+        Ok(true)
     }
 
     /// True when every submission of the account is settled.

@@ -100,6 +100,12 @@ impl BillingDomain {
         }
         txn.commit().await.map_err(db_error)?;
         tracing::info!(subscription.id = %row.subscription_id, plan = %row.plan_id, billable = row.billable, version, "subscription change recorded");
+        if !row.billable || row.ended {
+            // The open window ends here; marketplaces with reporting
+            // deadlines (Google: within the hour, after a cancellation
+            // "immediately") get it now, not at the scheduler's next run.
+            self.report_windows_now(&row.subscription_id).await;
+        }
         Ok(pb::RecordSubscriptionChangeResponse { applied: true })
     }
 
