@@ -16,6 +16,7 @@ mod foundation;
 mod fuzz;
 mod google_auth;
 mod google_contract;
+mod google_deadlines;
 mod google_events;
 mod google_lifecycle;
 mod google_stream;

@@ -490,6 +490,11 @@ pub struct GoogleOptions {
     /// Gateway path under which the A2A Agent Card of every agent product
     /// is served, at `{agents_path}/{product}/agent-card.json`.
     pub agents_path: String,
+    /// How long usage windows Google cannot take (Service Control failing,
+    /// check errors) are kept and retried, in days from the window's end;
+    /// past it a window is marked failed and no longer sent. Google
+    /// recommends a grace period of at most 30 days.
+    pub report_grace_days: u64,
 }
 
 impl Default for GoogleOptions {
@@ -518,6 +523,7 @@ impl Default for GoogleOptions {
             push_path: "/google/pubsub".into(),
             signup_path: "/google/signup".into(),
             agents_path: "/google/agents".into(),
+            report_grace_days: 30,
         }
     }
 }

@@ -38,7 +38,10 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
             Some(service_control) => {
                 marketplaces = marketplaces.with_reporter(
                     Marketplace::Google,
-                    Arc::new(google::GoogleReporter::new(service_control.clone())),
+                    Arc::new(
+                        google::GoogleReporter::new(service_control.clone())
+                            .with_grace_days(config.google.report_grace_days),
+                    ),
                 );
             }
             None => tracing::warn!(
