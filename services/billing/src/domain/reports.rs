@@ -271,6 +271,9 @@ impl BillingDomain {
             .map(|reference| reference.external_id)
             .unwrap_or_default();
         let credential = if account.has_credential {
+            // The request may carry more than the account (what the call is
+            // for); their defaults are what billing means.
+            #[allow(clippy::needless_update)]
             let credential = accounts
                 .get_marketplace_credential(GetMarketplaceCredentialRequest {
                     account: Some(AccountSelector::by_id(account_id)),
