@@ -606,6 +606,14 @@ backend_test!(
         );
         assert!(!metrics.contains(EXPIRED), "nothing given up yet");
 
+        // An hour before its grace period ends (an error is logged hourly
+        // from a fifth of it on).
+        clock_to(&google, at("2026-11-24T12:00:00Z"));
+        bill(&google).await;
+        let metrics = scrape(&google.test).await;
+        assert_eq!(gauge(&metrics, GRACE_LEFT), 3600.0);
+        assert!(!metrics.contains(EXPIRED), "nothing given up yet");
+
         // A day after its end the first window is given up.
         clock_to(&google, at("2026-11-24T13:05:00Z"));
         bill(&google).await;

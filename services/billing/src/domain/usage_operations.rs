@@ -295,6 +295,8 @@ impl BillingDomain {
         // them (check errors, an outage): each is kept as it is, one hour
         // at most, and delivered in order once it can be.
         let mut made = 0;
+        let mut late: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+        let mut late_count = 0;
         for _ in 0..MAX_WINDOWS_PER_RUN {
             let cursor = closed_before.unwrap_or(first.starts_at);
             let Some(window) = next_window(&periods, cursor) else {
@@ -370,12 +372,15 @@ impl BillingDomain {
             }
             txn.commit().await.map_err(db_error)?;
             closed_before = Some(end);
-            let deadline = report_deadline(end);
-            if now > deadline {
-                // Still reported: late usage may miss an invoice, it is not
-                // refused.
-                tracing::warn!(subscription.id = %subscription.subscription_id, window.end = %to_rfc3339(end), deadline = %to_rfc3339(deadline), "a usage window is recorded after Google's reporting deadline");
+            if now > report_deadline(end) {
+                late.get_or_insert((start, end)).1 = end;
+                late_count += 1;
             }
+        }
+        if let Some((first_start, last_end)) = late {
+            // Still reported: late usage may miss an invoice, it is not
+            // refused.
+            tracing::warn!(subscription.id = %subscription.subscription_id, windows = late_count, from = %to_rfc3339(first_start), to = %to_rfc3339(last_end), "usage windows were recorded after Google's reporting deadline (was the billing scheduler stopped?)");
         }
         Ok(made)
     }
