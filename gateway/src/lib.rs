@@ -6,6 +6,7 @@
 //! it answers comes from the services; everything it is told goes to them.
 
 pub mod connections;
+pub mod console;
 pub mod context;
 pub mod error;
 pub mod google;

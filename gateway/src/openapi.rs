@@ -42,7 +42,8 @@ pub const GOOGLE_PUSH: &str = "google_push";
         title = "marketbridge gateway",
         description = "Every HTTP route the marketbridge gateway serves: the Vercel partner API, \
             the simplified `/marketplace/...` flow, Vercel webhooks, SSO and provider pages, \
-            Google Cloud Marketplace Pub/Sub push and signup, health, and this document.",
+            Google Cloud Marketplace Pub/Sub push and signup, the operator console, health, \
+            and this document.",
     ),
     components(schemas(
         marketbridge_vercel::model::error::ErrorBody,
@@ -56,6 +57,7 @@ pub const GOOGLE_PUSH: &str = "google_push";
         (name = "vercel-pages", description = "Vercel webhooks, SSO and the provider pages"),
         (name = "google", description = "Google Cloud Marketplace: Pub/Sub push and the signup page"),
         (name = "health", description = "Liveness, readiness and this document"),
+        (name = "console", description = "The operator console (HTML pages and forms; `gateway.console_enabled`)"),
     )
 )]
 struct Base;
@@ -99,6 +101,13 @@ impl utoipa::Modify for SecuritySchemes {
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 "mb_session",
                 "The signed session SSO sets; without it a page starts Vercel's sign-in",
+            ))),
+        );
+        components.add_security_scheme(
+            crate::console::CONSOLE_SESSION,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::console::session::COOKIE_NAME,
+                "The sealed operator session the console's sign-in sets",
             ))),
         );
         components.add_security_scheme(
@@ -270,6 +279,7 @@ pub fn router_and_document(state: &AppState) -> (axum::Router<AppState>, utoipa:
         .merge(crate::health::routes())
         .merge(crate::vercel::routes(state))
         .merge(crate::google::routes(state))
+        .merge(crate::console::routes(state))
         .routes(routes!(document))
         .split_for_parts();
     distinct_operation_ids(&mut document);

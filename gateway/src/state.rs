@@ -18,6 +18,8 @@ pub struct AppState {
     pub vercel: crate::vercel::VercelState,
     /// The Google adapter's state.
     pub google: crate::google::GoogleState,
+    /// The operator console's session keys.
+    pub console: crate::console::ConsoleKeys,
 }
 
 impl AppState {
@@ -35,6 +37,7 @@ impl AppState {
         Ok(Self {
             vercel: crate::vercel::VercelState::new(&config)?,
             google: crate::google::GoogleState::with_clock(&config, clock)?,
+            console: crate::console::ConsoleKeys::from_config(&config),
             clients,
             config,
         })

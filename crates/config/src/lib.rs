@@ -326,6 +326,11 @@ pub struct GatewayOptions {
     /// How long past their freshness keys are still used while the key
     /// endpoint fails, in seconds.
     pub jwks_max_stale_seconds: u64,
+    /// Serves the operator console under `/console` (operators sign in with
+    /// a gRPC caller token holding the `admin` scope).
+    pub console_enabled: bool,
+    /// How long an operator's console session lasts, in seconds.
+    pub console_session_seconds: u64,
 }
 
 impl Default for GatewayOptions {
@@ -344,6 +349,8 @@ impl Default for GatewayOptions {
             max_connections: 1024,
             jwks_cache_seconds: 600,
             jwks_max_stale_seconds: 86_400,
+            console_enabled: true,
+            console_session_seconds: 8 * 3600,
         }
     }
 }
