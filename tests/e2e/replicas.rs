@@ -19,9 +19,12 @@
 //! billing's balancer is reported when each entitlement changes plan (with
 //! the real clock a window otherwise closes only at the hour): one Service
 //! Control operation per window, accepted once, carrying exactly the usage
-//! recorded. Invoices fall due only at period end or five minutes after an
-//! uninstall, so none is issued within the run (any report that falls due
-//! because a run crosses an hour is checked the same way).
+//! recorded. Paid Vercel installations uninstalled after the kill are closed
+//! by the survivors (the test shortens the usage clock skew to a second so a
+//! closing falls due at once): each final invoice and finalization is
+//! accepted once like every other report. Period-end invoices fall due only
+//! at month end (any report that falls due because a run crosses an hour is
+//! checked the same way).
 
 use crate::google_support::{attribute_after, hidden_value};
 use marketbridge_proto::account::v1 as account_pb;
@@ -35,7 +38,7 @@ use marketbridge_simulators::common::{Fault, RecordedCall};
 use marketbridge_simulators::google::{
     GoogleSimulator, GoogleSimulatorOptions, PRODUCT, PUSH_AUDIENCE, state as google_state,
 };
-use marketbridge_simulators::vercel::{PartnerClient, VercelSimulator};
+use marketbridge_simulators::vercel::{InstallationHandle, PartnerClient, VercelSimulator};
 use marketbridge_storage::leader::Leadership;
 use marketbridge_storage::testing::{TestBackend, TestDatabase};
 use serde_json::{Value, json};
@@ -50,6 +53,9 @@ const SERVICES: [&str; 3] = ["account", "provisioning", "billing"];
 const PURCHASES: usize = 12;
 /// Vercel installations with prepaid credit, before and after the kill.
 const VERCEL_CUSTOMERS: usize = 3;
+/// Vercel installations on a paid plan uninstalled after the kill, each
+/// closed with a final invoice and a finalization by the survivors.
+const UNINSTALLED_CUSTOMERS: usize = 2;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -139,49 +145,8 @@ fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
 /// A Vercel installation with a prepaid `database` resource and credit
 /// bought for it, all through the gateway; returns the installation id.
 async fn vercel_customer(vercel: &VercelSimulator, partner: &PartnerClient, n: usize) -> String {
-    let installation = vercel.new_installation();
-    let admin = vercel.admin_token(&installation);
+    let (installation, admin, _) = vercel_installation(vercel, partner, n, "prepaid").await;
     let path = format!("/v1/installations/{}", installation.id);
-    let mut done = false;
-    for _ in 0..80 {
-        let answer = partner
-            .put(&path)
-            .user(&admin)
-            .idempotency_key(&format!("install-{}", installation.id))
-            .json(&installation.upsert_body())
-            .send()
-            .await;
-        if answer.status == 204 {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(done, "installation {n} was never acknowledged");
-    let mut done = false;
-    for _ in 0..80 {
-        let answer = partner
-            .post(&format!("{path}/resources"))
-            .user(&admin)
-            .idempotency_key(&format!("provision-{}", installation.id))
-            .json(&json!({
-                "productId": "database",
-                "name": format!("prepaid-{n}"),
-                "metadata": {"region": "iad1"},
-                "billingPlanId": "prepaid",
-            }))
-            .send()
-            .await;
-        if answer.status == 200 {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        done,
-        "the resource of installation {n} was never provisioned"
-    );
     // Billing learns of the resource through provisioning's outbox; the
     // purchase is credited once it has.
     let purchase = vercel.create_invoice(&installation.id, "25.00", "paid");
@@ -206,6 +171,119 @@ async fn vercel_customer(vercel: &VercelSimulator, partner: &PartnerClient, n: u
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     panic!("the credit of installation {n} was never accepted: {last}");
+}
+
+/// A Vercel installation with a `database` resource on `plan`, through the
+/// gateway: the installation, its admin's token and the resource's id.
+async fn vercel_installation(
+    vercel: &VercelSimulator,
+    partner: &PartnerClient,
+    n: usize,
+    plan: &str,
+) -> (InstallationHandle, String, String) {
+    let installation = vercel.new_installation();
+    let admin = vercel.admin_token(&installation);
+    let path = format!("/v1/installations/{}", installation.id);
+    let mut done = false;
+    for _ in 0..80 {
+        let answer = partner
+            .put(&path)
+            .user(&admin)
+            .idempotency_key(&format!("install-{}", installation.id))
+            .json(&installation.upsert_body())
+            .send()
+            .await;
+        if answer.status == 204 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(done, "installation {n} was never acknowledged");
+    let mut resource_id = None;
+    for _ in 0..80 {
+        let answer = partner
+            .post(&format!("{path}/resources"))
+            .user(&admin)
+            .idempotency_key(&format!("provision-{}", installation.id))
+            .json(&json!({
+                "productId": "database",
+                "name": format!("prepaid-{n}"),
+                "metadata": {"region": "iad1"},
+                "billingPlanId": plan,
+            }))
+            .send()
+            .await;
+        if answer.status == 200 {
+            resource_id = answer.body["id"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let resource_id = resource_id
+        .unwrap_or_else(|| panic!("the resource of installation {n} was never provisioned"));
+    (installation, admin, resource_id)
+}
+
+/// A Vercel installation on a paid plan with usage beyond what the plan
+/// includes, uninstalled through the gateway: billing closes it with a
+/// final invoice and Vercel's finalization. Returns the installation id.
+async fn uninstalled_customer(
+    vercel: &VercelSimulator,
+    partner: &PartnerClient,
+    billing: &BillingServiceClient<tonic::transport::Channel>,
+    token: &str,
+    n: usize,
+) -> String {
+    let (installation, admin, resource_id) = vercel_installation(vercel, partner, n, "pro").await;
+    let path = format!("/v1/installations/{}", installation.id);
+    // Billing learns of the resource through provisioning's outbox; its
+    // usage is accepted once it has.
+    let event = billing_pb::UsageEvent {
+        event_id: format!("closing-{}", installation.id),
+        customer: Some(billing_pb::usage_event::Customer::ResourceId(
+            resource_id.clone(),
+        )),
+        metric_id: "requests".into(),
+        quantity: 1_100_000,
+        occurred_at: None,
+    };
+    let mut accepted = false;
+    for _ in 0..120 {
+        let answer = billing
+            .clone()
+            .record_usage(authorized(
+                billing_pb::RecordUsageRequest {
+                    events: vec![event.clone()],
+                },
+                token,
+            ))
+            .await;
+        if let Ok(answer) = answer {
+            let answer = answer.into_inner();
+            if answer.accepted + answer.duplicates == 1 {
+                accepted = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(accepted, "the usage of {resource_id} was never accepted");
+    let mut last = String::new();
+    for _ in 0..120 {
+        let answer = partner
+            .delete(&path)
+            .user(&admin)
+            .json(&json!({"cascadeResourceDeletion": true}))
+            .send()
+            .await;
+        if answer.status == 200 {
+            return installation.id;
+        }
+        last = format!("{} {}", answer.status, answer.text);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("installation {n} was never uninstalled: {last}");
 }
 
 /// Every row of billing's reporting ledger, through the balancer.
@@ -462,6 +540,11 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             "MARKETBRIDGE_BILLING__USAGE_SETTLE_SECONDS".into(),
             "1".into(),
         ),
+        // Closings invoice a second after the uninstall, not five minutes.
+        (
+            "MARKETBRIDGE_BILLING__USAGE_FUTURE_SKEW_SECONDS".into(),
+            "1".into(),
+        ),
     ]);
     for (key, value) in sim.settings(&key_file) {
         common.push((
@@ -597,6 +680,7 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
     // the kill, half after.
     let mut purchases = Vec::new();
     let mut killed: Vec<String> = Vec::new();
+    let mut uninstalled: Vec<String> = Vec::new();
     let mut signups = tokio::task::JoinSet::new();
     for n in 0..PURCHASES {
         if n == PURCHASES / 2 {
@@ -625,6 +709,11 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             // the scheduler over and pushes their balances.
             for n in VERCEL_CUSTOMERS..2 * VERCEL_CUSTOMERS {
                 installations.push(vercel_customer(&vercel, &partner, n).await);
+            }
+            // Uninstalls after the kill: the survivors close them.
+            for n in 0..UNINSTALLED_CUSTOMERS {
+                uninstalled
+                    .push(uninstalled_customer(&vercel, &partner, &billing, &token, 100 + n).await);
             }
         }
         let purchase = sim.purchase(PRODUCT, "pro-plan");
@@ -891,6 +980,47 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
         );
     }
 
+    // Every uninstalled installation got its final invoice and Vercel's
+    // finalization, from the survivors.
+    let mut closed_accounts: BTreeMap<String, String> = BTreeMap::new();
+    for installation in &uninstalled {
+        let account = accounts
+            .get_account(authorized(
+                account_pb::GetAccountRequest {
+                    account: Some(AccountSelector::by_ref(Marketplace::Vercel, installation)),
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        closed_accounts.insert(account.id, installation.clone());
+    }
+    let closings_sent = eventually(Duration::from_secs(60), || async {
+        let reports = ledger(&billing, &token).await;
+        closed_accounts.keys().all(|account_id| {
+            ["invoice", "finalize"].iter().all(|kind| {
+                reports.iter().any(|r| {
+                    &r.account_id == account_id
+                        && r.kind == *kind
+                        && r.status == billing_pb::ReportStatus::Sent as i32
+                })
+            })
+        })
+    })
+    .await;
+    assert!(
+        closings_sent,
+        "every uninstall ended with its final invoice and finalization sent: {:?}; logs in {}",
+        ledger(&billing, &token)
+            .await
+            .iter()
+            .filter(|r| closed_accounts.contains_key(&r.account_id))
+            .map(|r| format!("{} {} {}", r.account_id, r.kind, r.status))
+            .collect::<Vec<_>>(),
+        data.display()
+    );
+
     // Every usage report went out once: each ledger row is SENT, the
     // marketplace accepted exactly one request carrying it, and accepted
     // nothing that no row explains.
@@ -935,6 +1065,7 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             "the balances of {installation} were reported"
         );
     }
+    installation_of.extend(closed_accounts.clone());
     let vercel_calls = vercel.recorder().calls();
     let google_calls = sim.api().recorder.calls();
     let accepted = |c: &RecordedCall| c.method == "POST" && (200..300).contains(&c.status);
@@ -952,8 +1083,13 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
         let Some(installation) = installation_of.get(&report.account_id) else {
             return false;
         };
-        call.path
-            .starts_with(&format!("/v1/installations/{installation}/billing"))
+        let endpoint = match report.kind.as_str() {
+            "invoice" => "/billing/invoices",
+            "balances" => "/billing/balance",
+            "finalize" => "/billing/finalize",
+            _ => "/billing",
+        };
+        call.path == format!("/v1/installations/{installation}{endpoint}")
             && (report.request_json.is_empty()
                 || serde_json::from_str::<Value>(&call.body).ok()
                     == serde_json::from_str::<Value>(&report.request_json).ok())
@@ -1019,12 +1155,17 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
         "Google billed exactly the usage recorded"
     );
     let invoices = kinds.get("invoice").copied().unwrap_or_default();
+    assert!(
+        invoices >= UNINSTALLED_CUSTOMERS,
+        "a final invoice per uninstall: {kinds:?}"
+    );
     let failed = submissions.iter().filter(|c| c.status >= 500).count();
     eprintln!(
-        "{} reports {kinds:?} from {} Vercel installations, each accepted once; {} submissions in all ({failed} answered 5xx by injected faults); {invoices} invoices (none fall due with a real clock within the run); {} usage events accepted for Google",
+        "{} reports {kinds:?} from {} Vercel installations, each accepted once; {} submissions in all ({failed} answered 5xx by injected faults); {invoices} invoices (final invoices of {} uninstalls); {} usage events accepted for Google",
         reports.len(),
         installations.len(),
         submissions.len(),
+        uninstalled.len(),
         recorded.accepted + recorded.duplicates,
     );
 

@@ -265,6 +265,10 @@ pub struct BillingOptions {
     /// complete and reported, in seconds. Usage recorded later for a time
     /// already reported is refused.
     pub usage_settle_seconds: u64,
+    /// How far in the future a usage event's time may be (clock skew between
+    /// the provider's meters and marketbridge), in seconds. A closing bills
+    /// usage up to the uninstall plus this much.
+    pub usage_future_skew_seconds: u64,
     /// Send Vercel invoices in test mode (hidden from dashboards).
     pub test_invoices: bool,
     /// The outcome test invoices ask the marketplace to simulate (`paid`,
@@ -280,6 +284,7 @@ impl Default for BillingOptions {
             metrics_listen: String::new(),
             report_interval_seconds: 300,
             usage_settle_seconds: 300,
+            usage_future_skew_seconds: 300,
             test_invoices: false,
             test_invoice_result: String::new(),
         }
@@ -429,9 +434,46 @@ pub struct VercelOptions {
     pub integration_slug: String,
     /// Base URL of the Vercel dashboard (provider-initiated SSO).
     pub dashboard_url: String,
+    /// Origins the import flow may send the browser back to (the `return`
+    /// of the Import Resource URL), comma-separated. Vercel's own origin
+    /// is derived from its example (UNVERIFIED that no other is used).
+    pub import_return_origins: String,
     /// Longest lifetime (`exp` minus `iat`) of a Vercel token accepted, in
     /// seconds; a token meant to live longer is refused.
     pub token_max_lifetime_seconds: u64,
+    /// Which installation token calls to Vercel use: `short-lived` (1-hour
+    /// tokens from the client-credentials grant, falling back to the stored
+    /// long-lived token while the grant fails) or `long-lived` (the stored
+    /// token only).
+    pub installation_tokens: String,
+    /// Where short-lived installation tokens are requested: a URL, or a path
+    /// under `api_base_url` (UNVERIFIED).
+    pub token_endpoint: String,
+    /// How the token request is encoded: `form` or `json` (UNVERIFIED).
+    pub token_request_encoding: String,
+    /// The `grant_type` of the token request (UNVERIFIED).
+    pub token_grant_type: String,
+    /// The token request's field carrying the client id (UNVERIFIED).
+    pub token_client_id_field: String,
+    /// The token request's field carrying the client secret (UNVERIFIED).
+    pub token_client_secret_field: String,
+    /// The token request's field naming the installation (UNVERIFIED).
+    pub token_installation_field: String,
+    /// The token answer's field holding the token (UNVERIFIED).
+    pub token_response_token_field: String,
+    /// The token answer's field holding the lifetime in seconds
+    /// (UNVERIFIED).
+    pub token_response_expires_field: String,
+    /// How long before its expiry a short-lived token is replaced, in
+    /// seconds.
+    pub token_refresh_margin_seconds: u64,
+    /// The field of `credentials/revoke` naming the credential to retire
+    /// (UNVERIFIED).
+    pub revoke_token_field: String,
+    /// Rotate every installation's credential after this many days (through
+    /// `credentials/rotate` and `credentials/revoke`); 0 turns scheduled
+    /// rotation off.
+    pub credential_rotation_days: u64,
 }
 
 impl Default for VercelOptions {
@@ -446,7 +488,20 @@ impl Default for VercelOptions {
             default_installation_plan: String::new(),
             integration_slug: String::new(),
             dashboard_url: "https://vercel.com".into(),
+            import_return_origins: "https://vercel.com".into(),
             token_max_lifetime_seconds: 24 * 3600,
+            installation_tokens: "short-lived".into(),
+            token_endpoint: "/login/oauth/token".into(),
+            token_request_encoding: "form".into(),
+            token_grant_type: "client_credentials".into(),
+            token_client_id_field: "client_id".into(),
+            token_client_secret_field: "client_secret".into(),
+            token_installation_field: "installation_id".into(),
+            token_response_token_field: "access_token".into(),
+            token_response_expires_field: "expires_in".into(),
+            token_refresh_margin_seconds: 300,
+            revoke_token_field: "token".into(),
+            credential_rotation_days: 0,
         }
     }
 }

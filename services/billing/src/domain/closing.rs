@@ -8,10 +8,9 @@
 
 use super::BillingDomain;
 use super::reports::{NewReport, report_status, settle_delay};
-use super::usage::MAX_FUTURE_SKEW_MINUTES;
 use crate::entity::{account_closure, billing_subscription, usage_report};
 use crate::submission::{Submission, kind as submission_kind};
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use marketbridge_core::ids::AccountId;
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
 use marketbridge_proto::account::v1::FinalizeAccountRequest;
@@ -172,8 +171,8 @@ impl BillingDomain {
     /// The end of the last billed stretch: the uninstall, plus the clock skew
     /// usage may carry, so usage accepted just before the uninstall is still
     /// billed.
-    fn final_end(closure: &account_closure::Model) -> DateTime<Utc> {
-        closure.requested_at + ChronoDuration::minutes(MAX_FUTURE_SKEW_MINUTES)
+    fn final_end(&self, closure: &account_closure::Model) -> DateTime<Utc> {
+        closure.requested_at + self.future_skew()
     }
 
     async fn invoice_closure(
@@ -181,7 +180,7 @@ impl BillingDomain {
         closure: &account_closure::Model,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let final_end = Self::final_end(closure);
+        let final_end = self.final_end(closure);
         if now < final_end + settle_delay(self.options.usage_settle_seconds) {
             return Ok(());
         }

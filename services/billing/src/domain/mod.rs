@@ -27,7 +27,7 @@ pub use closing::closure_status;
 pub use invoices::{StoredItem, invoice_to_proto, state_name};
 pub use invoicing::{MINIMUM_INVOICE_MINOR, invoice_external_id};
 pub use reports::{report_status, report_to_proto};
-pub use usage::{MAX_BATCH, MAX_EVENT_AGE_DAYS, MAX_FUTURE_SKEW_MINUTES};
+pub use usage::{MAX_BATCH, MAX_EVENT_AGE_DAYS};
 pub use usage_operations::{MAX_WINDOWS_PER_RUN, operation_id};
 
 /// The billing service's state and operations.
@@ -110,5 +110,12 @@ impl BillingDomain {
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
         truncate_micros(self.clock.now())
+    }
+
+    /// How far ahead of our clock a usage event's time may be
+    /// (`billing.usage_future_skew_seconds`, at most a day).
+    pub(crate) fn future_skew(&self) -> chrono::Duration {
+        const DAY: u64 = 86_400;
+        chrono::Duration::seconds(self.options.usage_future_skew_seconds.min(DAY) as i64)
     }
 }

@@ -25,8 +25,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub const MAX_BATCH: usize = 1000;
 /// Oldest event accepted, in days.
 pub const MAX_EVENT_AGE_DAYS: i64 = 7;
-/// Furthest an event may be in the future, in minutes.
-pub const MAX_FUTURE_SKEW_MINUTES: i64 = 5;
 
 /// An event after validation.
 struct Checked {
@@ -152,7 +150,7 @@ impl BillingDomain {
                         field("occurredAt"),
                         format!("is more than {MAX_EVENT_AGE_DAYS} days old"),
                     ),
-                Ok(Some(at)) if at > now + ChronoDuration::minutes(MAX_FUTURE_SKEW_MINUTES) => {
+                Ok(Some(at)) if at > now + self.future_skew() => {
                     validator.invalid(field("occurredAt"), "is in the future")
                 }
                 Ok(_) => {}
