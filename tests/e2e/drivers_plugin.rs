@@ -57,6 +57,11 @@ struct PluginState {
     suspended: BTreeSet<String>,
     usage: Vec<(String, i64)>,
     usage_unimplemented: bool,
+    /// What `ListImportable` answers: (id, name, key issued for the
+    /// marketplace).
+    importable: Vec<(String, String, String)>,
+    /// Accounts `ListImportable` was asked about.
+    listed_for: Vec<String>,
 }
 
 /// A provisioner plug-in for a search product.
@@ -209,6 +214,11 @@ impl ProvisionerPlugin for SearchPlugin {
         let id = self
             .enter("Revoke", token, body.resource.as_ref(), &body.secrets)
             .await?;
+        // An imported index is known by the id `ListImportable` gave it.
+        let id = match body.resource.as_ref().map(|r| r.imported_id.clone()) {
+            Some(imported) if !imported.is_empty() => imported,
+            _ => id,
+        };
         let mut state = self.state.lock().unwrap();
         if let Some(keys) = state.keys.get_mut(&id) {
             for key in Self::keys_of(&body.secrets) {
@@ -257,6 +267,44 @@ impl ProvisionerPlugin for SearchPlugin {
         state.keys.remove(&id);
         state.suspended.remove(&id);
         Ok(Response::new(plugin_pb::DeprovisionResponse {}))
+    }
+
+    async fn list_importable(
+        &self,
+        request: Request<plugin_pb::ListImportableRequest>,
+    ) -> Result<Response<plugin_pb::ListImportableResponse>, Status> {
+        if authorization(&request).as_deref() != Some(&format!("Bearer {TOKEN}")) {
+            return Err(Status::unauthenticated("missing or wrong token"));
+        }
+        let body = request.into_inner();
+        let mut state = self.state.lock().unwrap();
+        state.listed_for.push(body.account_id.clone());
+        let resources = state
+            .importable
+            .iter()
+            .map(|(id, name, key)| plugin_pb::ImportableResource {
+                id: id.clone(),
+                name: name.clone(),
+                metadata: None,
+                secrets: vec![marketbridge_proto::common::v1::Secret {
+                    name: KEY.into(),
+                    value: key.clone(),
+                    environment_overrides: Default::default(),
+                }],
+            })
+            .collect();
+        // The key works for the existing index.
+        let issued: Vec<(String, String)> = state
+            .importable
+            .iter()
+            .map(|(id, _, key)| (id.clone(), key.clone()))
+            .collect();
+        for (id, key) in issued {
+            state.keys.entry(id).or_default().insert(key);
+        }
+        Ok(Response::new(plugin_pb::ListImportableResponse {
+            resources,
+        }))
     }
 
     async fn report_usage(
@@ -629,5 +677,91 @@ backend_test!(
         assert_eq!(failed.status_message, "missing or wrong token");
         test.stop().await;
         stop_plugin.cancel();
+    }
+);
+
+backend_test!(
+    a_plugin_lists_importable_resources_and_revokes_their_keys_on_detach,
+    |database| async move {
+        let plugin = SearchPlugin::default();
+        plugin.state.lock().unwrap().importable = vec![(
+            "legacy-index".into(),
+            "Legacy index".into(),
+            "sk_issued_for_vercel".into(),
+        )];
+        let (address, stop_plugin) = serve(plugin.clone()).await;
+        let catalog = catalog(address);
+        let test = set_on(&database)
+            .manual_clock()
+            .without_workers()
+            .configure(|config| {
+                config.catalog.path = catalog.path();
+                config.provisioning.plugin_token = TOKEN.into();
+            })
+            .start()
+            .await;
+        let account = direct_account(&test, "team-import").await;
+        let mut provisioning = test.set.clients.provisioning.clone();
+
+        // The plug-in says what the account may import.
+        let listed = provisioning
+            .list_importable_resources(provisioning_pb::ListImportableResourcesRequest {
+                account_id: account.id.clone(),
+                product_id: "search".into(),
+            })
+            .await
+            .expect("listed")
+            .into_inner()
+            .resources;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].importable_id, "legacy-index");
+        assert_eq!(listed[0].source, "plugin");
+        assert_eq!(
+            plugin.state.lock().unwrap().listed_for,
+            vec![account.id.clone()]
+        );
+
+        // Imported: a linked resource with the key the plug-in issued; no
+        // provisioning call.
+        let imported = provisioning
+            .import_resource(provisioning_pb::ImportResourceRequest {
+                context: context("import-legacy"),
+                account_id: account.id.clone(),
+                importable_id: "legacy-index".into(),
+                product_id: "search".into(),
+            })
+            .await
+            .expect("imported")
+            .into_inner();
+        let resource_id = imported.resource.as_ref().unwrap().id.clone();
+        assert_eq!(imported.resource.as_ref().unwrap().ownership, "linked");
+        assert_eq!(secret(&imported.secrets, KEY), "sk_issued_for_vercel");
+        test.drain().await;
+        assert!(plugin.calls("Provision").is_empty());
+        assert!(plugin.accepts("legacy-index", "sk_issued_for_vercel"));
+
+        // Deleted: detached, not deprovisioned; the key issued for the
+        // marketplace is revoked, the index itself lives on.
+        provisioning
+            .delete_resource(provisioning_pb::DeleteResourceRequest {
+                context: context("delete-legacy"),
+                resource_id: resource_id.clone(),
+                account_id: account.id.clone(),
+            })
+            .await
+            .expect("deleted");
+        test.drain().await;
+        assert!(plugin.calls("Deprovision").is_empty());
+        let revokes = plugin.calls("Revoke");
+        assert_eq!(revokes.len(), 1);
+        assert_eq!(revokes[0].keys, vec!["sk_issued_for_vercel".to_owned()]);
+        assert!(!plugin.accepts("legacy-index", "sk_issued_for_vercel"));
+        assert!(plugin.knows("legacy-index"));
+        assert_eq!(
+            resource(&test, &resource_id).await.status,
+            ResourceStatus::Uninstalled as i32
+        );
+        stop_plugin.cancel();
+        test.stop().await;
     }
 );

@@ -37,6 +37,7 @@ mod vercel_billing;
 mod vercel_demo;
 mod vercel_flow;
 mod vercel_idempotency;
+mod vercel_import;
 mod vercel_input;
 mod vercel_outage;
 mod vercel_seed_flow;

@@ -126,6 +126,8 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
     let jwks_cache_seconds = options.jwks_cache_seconds;
     let grpc_clients = options.grpc_clients.clone();
     let dashboard = sim.url().to_owned();
+    // Imports return to the simulator's completion page.
+    let import_origins = format!("https://vercel.com,{}", sim.url());
     let catalog = catalog_path.display().to_string();
     let mut builder = set_on(database).configure(move |config| {
         config.vercel.oidc_issuer = vercel.0;
@@ -134,6 +136,7 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
         config.vercel.client_id = vercel.3;
         config.vercel.client_secret = vercel.4;
         config.vercel.default_installation_plan = default_plan.unwrap_or_default();
+        config.vercel.import_return_origins = import_origins;
         if let Some(slug) = slug {
             config.vercel.integration_slug = slug;
             config.vercel.dashboard_url = dashboard;

@@ -13,6 +13,7 @@
 //! | `/v1/installations/{id}/billing/provision` | [`billing`] |
 //! | `/webhook` | [`webhook`] |
 //! | `/sso`, `/dashboard/...` | [`sso`], [`dashboard`] |
+//! | `/import` (the Import Resource URL) | [`import`] |
 //! | `/marketplace/...` | [`flow`] |
 
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod convert;
 pub mod dashboard;
 pub mod error;
 pub mod flow;
+pub mod import;
 pub mod installations;
 pub mod plans;
 pub mod resources;
@@ -67,6 +69,9 @@ pub struct VercelState {
     /// installation (`{dashboard}/sso/integrations/{slug}`), when the
     /// integration's slug is configured.
     pub sso_start: Option<String>,
+    /// Origins the import flow may send the browser back to
+    /// (`vercel.import_return_origins`), each serialised (`https://vercel.com`).
+    pub import_return_origins: Vec<String>,
 }
 
 impl VercelState {
@@ -104,6 +109,7 @@ impl VercelState {
                     vercel.dashboard_url.trim().trim_end_matches('/')
                 )),
             },
+            import_return_origins: import::origins(&vercel.import_return_origins),
         })
     }
 
@@ -157,6 +163,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(at(routes!(dashboard::installation_page)))
         .routes(at(routes!(dashboard::resource_page)))
         .routes(at(routes!(dashboard::invoice_page)))
+        .routes(at(routes!(import::import_page, import::import_submit)))
         .routes(at(routes!(flow::account)))
         .routes(at(routes!(flow::plans)))
         .routes(at(routes!(flow::create_resource)))

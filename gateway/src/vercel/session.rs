@@ -96,6 +96,37 @@ impl SessionKey {
     }
 }
 
+impl SessionKey {
+    /// `value` signed for `purpose` (payload and signature, base64url), so
+    /// it can travel through a browser and come back unchanged.
+    pub fn seal_for<T: Serialize>(&self, purpose: &str, value: &T) -> String {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default());
+        let mut mac = self.mac();
+        mac.update(purpose.as_bytes());
+        mac.update(b"\n");
+        mac.update(payload.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{payload}.{signature}")
+    }
+
+    /// The value [`SessionKey::seal_for`] sealed for `purpose`, when its
+    /// signature holds.
+    pub fn open_for<T: serde::de::DeserializeOwned>(
+        &self,
+        purpose: &str,
+        sealed: &str,
+    ) -> Option<T> {
+        let (payload, signature) = sealed.split_once('.')?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        let mut mac = self.mac();
+        mac.update(purpose.as_bytes());
+        mac.update(b"\n");
+        mac.update(payload.as_bytes());
+        mac.verify_slice(&signature).ok()?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()
+    }
+}
+
 /// The `Set-Cookie` value opening `sealed` for `path`.
 pub fn set_cookie(sealed: &str, path: &str, secure: bool) -> String {
     let path = if path.is_empty() { "/" } else { path };

@@ -21,6 +21,14 @@ pub mod status {
     pub const UNINSTALLED: &str = "uninstalled";
 }
 
+/// Resource ownership, as stored.
+pub mod ownership {
+    /// Created through the marketplace.
+    pub const OWNED: &str = "owned";
+    /// Imported: billed by the provider, detached when removed.
+    pub const LINKED: &str = "linked";
+}
+
 /// Subscription scopes, as stored.
 pub mod scope {
     pub const RESOURCE: &str = "resource";
@@ -168,5 +176,6 @@ pub fn resource_to_proto(row: &resource::Model) -> pb::Resource {
         created_at: Some(to_timestamp(row.created_at)),
         updated_at: Some(to_timestamp(row.updated_at)),
         deleted_at: row.deleted_at.map(to_timestamp),
+        ownership: row.ownership.clone(),
     }
 }

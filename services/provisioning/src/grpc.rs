@@ -304,6 +304,30 @@ impl ProvisioningService for ProvisioningGrpc {
         )
     }
 
+    #[tracing::instrument(name = "provisioning.register_importable_resource", skip_all)]
+    async fn register_importable_resource(
+        &self,
+        request: Request<pb::RegisterImportableResourceRequest>,
+    ) -> Result<Response<pb::ImportableResource>, Status> {
+        reply(self.domain.register_importable(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "provisioning.list_importable_resources", skip_all)]
+    async fn list_importable_resources(
+        &self,
+        request: Request<pb::ListImportableResourcesRequest>,
+    ) -> Result<Response<pb::ListImportableResourcesResponse>, Status> {
+        reply(self.domain.list_importable(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "provisioning.import_resource", skip_all)]
+    async fn import_resource(
+        &self,
+        request: Request<pb::ImportResourceRequest>,
+    ) -> Result<Response<pb::CreateResourceResponse>, Status> {
+        reply(self.domain.import_resource(request.into_inner()).await)
+    }
+
     #[tracing::instrument(name = "provisioning.run_resource_command", skip_all)]
     async fn run_resource_command(
         &self,

@@ -44,6 +44,9 @@ pub mod kind {
     pub const REJECT: &str = "provisioning.reject_subscription";
     /// Approve or reject a plan change at the marketplace.
     pub const PLAN_CHANGE: &str = "provisioning.plan_change_decision";
+    /// Revoke the secrets issued for the marketplace when a linked
+    /// (imported) resource is detached.
+    pub const DETACH: &str = "provisioning.detach_linked";
     /// Tell billing a subscription changed.
     pub const BILLING_CHANGE: &str = "provisioning.billing_subscription_change";
 }
@@ -204,6 +207,10 @@ impl ProvisioningJobs {
         let Some(row) = self.resource(&job.resource_id).await? else {
             return Ok(());
         };
+        if row.ownership == crate::convert::ownership::LINKED {
+            // The provider runs imported resources itself.
+            return Ok(());
+        }
         let driver = self.domain.driver_for(&row)?;
         let context = driver.context();
         match step {
@@ -273,6 +280,20 @@ impl ProvisioningJobs {
             .await
             .map_err(|e| JobError::from(db_error(e)))?;
         self.domain.outbox().wake();
+        Ok(())
+    }
+
+    async fn detach(&self, job: &ResourceJob) -> Result<(), JobError> {
+        let Some(row) = self.resource(&job.resource_id).await? else {
+            return Ok(());
+        };
+        if row.status != status::UNINSTALLED {
+            return Ok(());
+        }
+        let secrets = self.domain.open(&row.secrets)?;
+        let driver = self.domain.driver_for(&row)?;
+        driver.driver.revoke(&driver.context(), &secrets).await?;
+        tracing::info!(resource.id = %row.id, "secrets issued for the marketplace revoked; linked resource detached");
         Ok(())
     }
 
@@ -426,7 +447,9 @@ impl ProvisioningJobs {
             )),
             product_id: row.product_id.clone(),
             plan_id: row.plan_id.clone(),
-            billable: state::is_usable(&row.state),
+            // Linked (imported) resources are never billed through the
+            // marketplace.
+            billable: state::is_usable(&row.state) && !crate::domain::is_linked_subscription(&row),
             resource_ids,
             usage_reporting_id: row.usage_reporting_id.clone(),
             effective_at: Some(to_timestamp(row.updated_at)),
@@ -457,6 +480,7 @@ impl JobHandler for ProvisioningJobs {
             }
             kind::COMPLETE_ROTATION => self.complete_rotation(&job.payload()?).await,
             kind::REVOKE_OLD_SECRETS => self.revoke_old(&job.payload()?).await,
+            kind::DETACH => self.detach(&job.payload()?).await,
             kind::NOTIFY => self.notify(&job.payload()?).await,
             kind::APPROVE => self.approve(&job.payload()?).await,
             kind::REJECT => self.reject(&job.payload()?).await,

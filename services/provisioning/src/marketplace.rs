@@ -111,6 +111,15 @@ pub trait ProvisioningMarketplace: Send + Sync + 'static {
     async fn resource_changed(&self, change: &ResourceChange) -> Result<()>;
     /// Marketplace ids of subscriptions to re-read during reconciliation.
     async fn list_subscription_ids(&self) -> Result<Vec<String>>;
+    /// Registers an imported (linked) resource with the marketplace, with
+    /// its secrets (Vercel Import Resource, `ownership: "linked"`). Must be
+    /// safe to repeat. Marketplaces without an import flow refuse.
+    async fn import_resource(&self, change: &ResourceChange) -> Result<()> {
+        let _ = change;
+        Err(marketbridge_core::Error::unprocessable(
+            "this marketplace has no import flow",
+        ))
+    }
     /// Whether an account-scoped subscription that becomes usable gets a
     /// resource of its own (a Google entitlement does). A marketplace whose
     /// account-level plans cover resources the customer creates one by one

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(CreateResources));
         migrations.push(Box::new(CreateTransferClaims));
         migrations.push(Box::new(IndexResourcesBySubscription));
+        migrations.push(Box::new(LinkedResources));
         migrations
     }
 }
@@ -224,6 +225,75 @@ impl MigrationTrait for IndexResourcesBySubscription {
                 Index::drop()
                     .name("resources_subscription")
                     .table("resources")
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Imported resources: `resources.ownership` (`owned` for every resource
+/// made before) and the `importable_resources` an account may import.
+struct LinkedResources;
+
+impl MigrationName for LinkedResources {
+    fn name(&self) -> &str {
+        "m0004_000001_linked_resources"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for LinkedResources {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if !manager.has_column("resources", "ownership").await? {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table("resources")
+                        .add_column(string("ownership").default("owned"))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table("importable_resources")
+                    .if_not_exists()
+                    .col(string("id").primary_key())
+                    .col(string("account_id"))
+                    .col(string("importable_id"))
+                    .col(string("product_id"))
+                    .col(text("name"))
+                    .col(text("metadata"))
+                    .col(text("secrets"))
+                    .col(string("source"))
+                    .col(string("imported_resource_id"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("importable_resources_account")
+                    .table("importable_resources")
+                    .col("account_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("importable_resources").to_owned())
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("resources")
+                    .drop_column("ownership")
                     .to_owned(),
             )
             .await

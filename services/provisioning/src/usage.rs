@@ -97,6 +97,9 @@ impl UsageMeter {
                 status::ONBOARDING,
                 status::SUSPENDED,
             ]))
+            // Imported resources are billed by the provider, not metered
+            // for the marketplace.
+            .filter(resource::Column::Ownership.ne(crate::convert::ownership::LINKED))
             .order_by_asc(resource::Column::Id)
             .limit(PAGE);
         if let Some(after) = after {

@@ -106,6 +106,57 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             post(rotate_credentials),
         )
         .route("/v1/integrations/sso/token", post(exchange_sso_code))
+        .route(IMPORT_COMPLETE_PATH, get(complete_import))
+}
+
+/// Where the browser comes back to after an import (Vercel's example
+/// `return` value, on the simulator's origin).
+pub(crate) const IMPORT_COMPLETE_PATH: &str =
+    "/api/v1/integrations/installations/resources/import/complete";
+
+/// `GET {return}?installation_id&resource_id&state`: the end of an import,
+/// as Vercel handles it: the `state` must be one Vercel handed out, unused,
+/// for that installation, and the resource must already exist at Vercel
+/// (imported through `PUT .../resources/{rid}`); otherwise the flow fails.
+async fn complete_import(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Answer {
+    let pairs: std::collections::BTreeMap<String, String> =
+        reqwest::Url::parse(&format!("http://query/?{}", query.unwrap_or_default()))
+            .map(|url| url.query_pairs().into_owned().collect())
+            .unwrap_or_default();
+    let field = |name: &str| pairs.get(name).cloned().unwrap_or_default();
+    let (installation_id, resource_id, state) = (
+        field("installation_id"),
+        field("resource_id"),
+        field("state"),
+    );
+    let mut world = shared.world();
+    let Some(import) = world.imports.get(&state).cloned() else {
+        return Err(bad_request("unknown state"));
+    };
+    if import.completed_resource_id.is_some() {
+        return Err(bad_request("the state was used already"));
+    }
+    if import.installation_id != installation_id {
+        return Err(bad_request("the state belongs to another installation"));
+    }
+    let found = world
+        .installations
+        .get(&installation_id)
+        .and_then(|i| i.resources.get(&resource_id))
+        .is_some_and(|r| !r.deleted && r.ownership.is_some());
+    if !found {
+        return Err(not_found("the imported resource does not exist at Vercel"));
+    }
+    if let Some(import) = world.imports.get_mut(&state) {
+        import.completed_resource_id = Some(resource_id.clone());
+    }
+    Ok(json_answer(
+        StatusCode::OK,
+        json!({"imported": true, "installationId": installation_id, "resourceId": resource_id}),
+    ))
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -338,8 +389,31 @@ async fn import_resource(
     let product_id = require_text(&body, "productId", "import")?;
     let name = require_text(&body, "name", "import")?;
     let status = require_text(&body, "status", "import")?;
+    if !matches!(
+        status.as_str(),
+        "ready" | "pending" | "onboarding" | "suspended" | "resumed" | "uninstalled" | "error"
+    ) {
+        return Err(bad_request("import: `status` is not a resource status"));
+    }
+    let ownership = match body.get("ownership") {
+        None | Some(Value::Null) => "owned".to_owned(),
+        Some(Value::String(value)) if matches!(value.as_str(), "owned" | "linked" | "sandbox") => {
+            value.clone()
+        }
+        Some(_) => {
+            return Err(bad_request(
+                "import: `ownership` must be `owned`, `linked` or `sandbox`",
+            ));
+        }
+    };
     if let Some(secrets) = body.get("secrets") {
         check_secrets(secrets)?;
+    }
+    if body
+        .get("metadata")
+        .is_some_and(|m| !m.is_object() && !m.is_null())
+    {
+        return Err(bad_request("import: `metadata` must be an object"));
     }
     shared.with_installation(&id, |installation| {
         let resource = installation
@@ -355,6 +429,7 @@ async fn import_resource(
         resource.metadata = body.get("metadata").cloned().unwrap_or(json!({}));
         resource.notification = body.get("notification").cloned().unwrap_or(Value::Null);
         resource.deleted = false;
+        resource.ownership = Some(ownership);
         if let Some(secrets) = body.get("secrets").and_then(Value::as_array) {
             resource.secrets = secrets.clone();
         }

@@ -19,6 +19,7 @@ pub(crate) fn routes(simulator: Arc<Shared>) -> Router {
         .route("/_sim/installations/{id}", get(installation))
         .route("/_sim/tokens", post(token))
         .route("/_sim/sso", post(sso))
+        .route("/_sim/import", post(import))
         .route(
             "/sso/integrations/{slug}/{installation_id}",
             get(provider_initiated_sso),
@@ -195,4 +196,33 @@ async fn provider_initiated_sso(
         .collect();
     let target = super::redirect_url(&redirect, &code, &context);
     (StatusCode::FOUND, [(axum::http::header::LOCATION, target)]).into_response()
+}
+
+/// `{"installationId", "importUrl", "productId"?}`: the Import Resource URL
+/// Vercel would send the browser to, with a fresh `state` and `return`.
+async fn import(State(simulator): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let body = body_of(&body);
+    let Some(handle) = body["installationId"]
+        .as_str()
+        .and_then(|id| handle_of(&simulator, id))
+    else {
+        return unknown_installation();
+    };
+    let Some(import_url) = body["importUrl"]
+        .as_str()
+        .filter(|u| reqwest::Url::parse(u).is_ok())
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "importUrl must be a URL"})),
+        )
+            .into_response();
+    };
+    let (url, state) = super::start_import_with(
+        &simulator,
+        import_url,
+        &handle.id,
+        body["productId"].as_str(),
+    );
+    axum::Json(json!({ "url": url, "state": state })).into_response()
 }

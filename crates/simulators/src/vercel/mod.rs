@@ -571,6 +571,30 @@ impl VercelSimulator {
         redirect_url(redirect_login_url, code, context)
     }
 
+    /// Starts an import as Vercel does when a user picks "Import Existing":
+    /// the provider's Import Resource URL (`import_url`) with
+    /// `installation_id`, `product_id` (when given), a fresh single-use
+    /// `state` and `return` (this simulator's completion page). Returns the
+    /// URL and the state.
+    pub fn start_import(
+        &self,
+        import_url: &str,
+        installation_id: &str,
+        product_id: Option<&str>,
+    ) -> (String, String) {
+        start_import_with(&self.shared, import_url, installation_id, product_id)
+    }
+
+    /// The `return` URL of imports: the completion page on this simulator.
+    pub fn import_return_url(&self) -> String {
+        import_return_url(&self.shared)
+    }
+
+    /// An import Vercel started, by its `state`.
+    pub fn import(&self, state: &str) -> Option<state::SimImport> {
+        self.shared.world().imports.get(state).cloned()
+    }
+
     /// Sets the integration's Redirect Login URL, where the dashboard's
     /// sign-in (`GET /sso/integrations/{slug}/{installationId}`) sends the
     /// browser with a fresh code.
@@ -593,4 +617,41 @@ impl VercelSimulator {
     pub fn stop(&self) {
         self.server.stop();
     }
+}
+
+fn import_return_url(shared: &Shared) -> String {
+    format!("{}{}", shared.base_url(), api::IMPORT_COMPLETE_PATH)
+}
+
+/// See [`VercelSimulator::start_import`].
+pub(crate) fn start_import_with(
+    shared: &Shared,
+    import_url: &str,
+    installation_id: &str,
+    product_id: Option<&str>,
+) -> (String, String) {
+    let state = format!("imp_{}", alnum_id(32));
+    shared.world().imports.insert(
+        state.clone(),
+        state::SimImport {
+            state: state.clone(),
+            installation_id: installation_id.to_owned(),
+            product_id: product_id.map(str::to_owned),
+            completed_resource_id: None,
+        },
+    );
+    let return_url = import_return_url(shared);
+    let Ok(mut url) = reqwest::Url::parse(import_url) else {
+        return (import_url.to_owned(), state);
+    };
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair("installation_id", installation_id);
+        if let Some(product_id) = product_id {
+            query.append_pair("product_id", product_id);
+        }
+        query.append_pair("state", &state);
+        query.append_pair("return", &return_url);
+    }
+    (url.to_string(), state)
 }

@@ -79,6 +79,8 @@ pub struct SimResource {
     pub updates: Vec<Value>,
     /// True once deleted through the API.
     pub deleted: bool,
+    /// `owned`, `linked` or `sandbox`, when the provider imported it.
+    pub ownership: Option<String>,
 }
 
 impl SimResource {
@@ -156,6 +158,21 @@ pub(crate) struct PendingSso {
     pub(crate) id_token: String,
 }
 
+/// An import Vercel started: the `state` it handed to the provider's Import
+/// Resource URL, waiting for the browser to come back with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimImport {
+    /// The `state` (opaque, single-use).
+    pub state: String,
+    /// The installation it is for.
+    pub installation_id: String,
+    /// The product the user chose, if any.
+    pub product_id: Option<String>,
+    /// The resource the provider imported, once the browser came back and
+    /// Vercel found it.
+    pub completed_resource_id: Option<String>,
+}
+
 /// Everything the simulated Vercel remembers.
 #[derive(Debug, Default)]
 pub(crate) struct World {
@@ -163,4 +180,6 @@ pub(crate) struct World {
     pub(crate) sso_codes: BTreeMap<String, PendingSso>,
     /// The integration's Redirect Login URL, once set.
     pub(crate) redirect_login_url: Option<String>,
+    /// Imports started, by `state`.
+    pub(crate) imports: BTreeMap<String, SimImport>,
 }

@@ -19,7 +19,7 @@ use marketbridge_rpc::AccountClient;
 use marketbridge_vercel::VercelApi;
 use marketbridge_vercel::model::partner::ResourceStatus;
 use marketbridge_vercel::model::vercel_api::{
-    IntegrationEvent, NotificationChange, ResourceUpdate, SecretsUpdate,
+    IntegrationEvent, NotificationChange, ResourceImport, ResourceUpdate, SecretsUpdate,
 };
 use marketbridge_vercel::model::{Notification, NotificationLevel};
 
@@ -178,6 +178,31 @@ impl ProvisioningMarketplace for VercelProvisioning {
             )
             .await?;
         tracing::info!(installation.id = %installation_id, resource.id = %resource.id, status = %resource.status, secrets_pushed = change.secrets.is_some(), "vercel told of a resource change");
+        Ok(())
+    }
+
+    async fn import_resource(&self, change: &ResourceChange) -> Result<()> {
+        let installation_id = change.account_external_id.as_str();
+        let resource = &change.resource;
+        let token = self.token(installation_id).await?;
+        let metadata: serde_json::Value =
+            serde_json::from_str(&resource.metadata).unwrap_or_default();
+        let import = ResourceImport {
+            // Not billed through Vercel (§2.7).
+            ownership: Some("linked".to_owned()),
+            product_id: resource.product_id.clone(),
+            name: resource.name.clone(),
+            status: vercel_status(&resource.status).as_str().to_owned(),
+            metadata: metadata.is_object().then_some(metadata),
+            billing_plan: None,
+            notification: None,
+            extras: None,
+            secrets: change.secrets.as_deref().map(wire_secrets),
+        };
+        self.api
+            .import_resource(&token, installation_id, &resource.id, &import)
+            .await?;
+        tracing::info!(installation.id = %installation_id, resource.id = %resource.id, "vercel resource imported (linked)");
         Ok(())
     }
 

@@ -2,10 +2,12 @@
 
 mod console;
 mod entitlement;
+mod imports;
 mod resources;
 mod subscriptions;
 mod transfers;
 
+pub(crate) use imports::is_linked_subscription;
 pub(crate) use resources::merge_secrets;
 pub(crate) use subscriptions::subscription_marketplace;
 

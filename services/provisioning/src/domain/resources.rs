@@ -399,6 +399,13 @@ impl ProvisioningDomain {
                 .map_err(db_error)?;
             self.enqueue_billing_change(conn, &subscription).await?;
         }
+        if row.ownership == crate::convert::ownership::LINKED {
+            // Imported: the provider keeps it. It is detached (it can be
+            // imported again); its driver is not asked to tear it down.
+            self.detach_in(conn, &row).await?;
+            tracing::info!(resource.id = %row.id, "linked resource detached");
+            return Ok(row);
+        }
         // A driver with a grace period keeps the resource, suspended, until
         // the teardown is due.
         let grace_seconds = match self.driver_for(&row) {
@@ -446,6 +453,12 @@ impl ProvisioningDomain {
         let mut row = self
             .require_resource(&*txn, &request.resource_id, &request.account_id)
             .await?;
+        if row.ownership == crate::convert::ownership::LINKED {
+            return Err(Error::unprocessable(
+                "the secrets of an imported resource are rotated by the provider",
+            )
+            .with_user_message("Rotate this resource's credentials with the provider"));
+        }
         if matches!(row.status.as_str(), status::UNINSTALLED | status::PENDING) {
             return Err(Error::conflict(format!(
                 "secrets cannot be rotated while the resource is {}",
@@ -778,6 +791,7 @@ impl ProvisioningDomain {
             created_at: now,
             updated_at: now,
             deleted_at: None,
+            ownership: crate::convert::ownership::OWNED.to_owned(),
         };
         resource::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(conn)

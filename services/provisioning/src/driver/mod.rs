@@ -116,6 +116,20 @@ pub struct Measurement {
     pub quantity: i64,
 }
 
+/// A resource the provider runs that an account may import (from
+/// [`Driver::list_importable`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Importable {
+    /// The provider's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its configuration.
+    pub metadata: Json,
+    /// Secrets issued for the marketplace.
+    pub secrets: Vec<Secret>,
+}
+
 /// Runs one kind of product.
 #[async_trait]
 pub trait Driver: Send + Sync + 'static {
@@ -166,6 +180,16 @@ pub trait Driver: Send + Sync + 'static {
     async fn deprovision(&self, context: &DriverContext<'_>) -> Result<()>;
     /// Measures usage now.
     async fn measure(&self, context: &DriverContext<'_>) -> Result<Vec<Measurement>>;
+    /// The resources of `product` the account may import (the marketplace's
+    /// import flow); none by default.
+    async fn list_importable(
+        &self,
+        _product: &Product,
+        _account_id: &str,
+        _marketplace_account_id: &str,
+    ) -> Result<Vec<Importable>> {
+        Ok(Vec::new())
+    }
     /// What the resource's console understands beyond `help` and `info`,
     /// in one line for `help`; `None` when the driver has no console.
     fn console_help(&self) -> Option<&'static str> {

@@ -166,6 +166,13 @@ impl PluginDriver {
                 features: context.plan.features.clone(),
             }),
             metadata: Some(json_to_metadata("metadata", context.metadata)?),
+            imported_id: match context.state.get("source").and_then(Json::as_str) {
+                Some("plugin") => context.state["imported"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                _ => String::new(),
+            },
         })
     }
 
@@ -338,6 +345,47 @@ impl Driver for PluginDriver {
             .await
             .map_err(|status| plugin_error("Deprovision", &status))?;
         Ok(())
+    }
+
+    async fn list_importable(
+        &self,
+        product: &Product,
+        account_id: &str,
+        marketplace_account_id: &str,
+    ) -> Result<Vec<super::Importable>> {
+        let settings = PluginSettings::of(product)?;
+        let request = pb::ListImportableRequest {
+            account_id: account_id.to_owned(),
+            marketplace_account_id: marketplace_account_id.to_owned(),
+            product_id: product.id.clone(),
+        };
+        let answer = match self
+            .client(&settings)?
+            .list_importable(self.request(&settings, request)?)
+            .await
+        {
+            Ok(answer) => answer.into_inner(),
+            Err(status) if status.code() == Code::Unimplemented => return Ok(Vec::new()),
+            Err(status) => return Err(plugin_error("ListImportable", &status)),
+        };
+        Ok(answer
+            .resources
+            .into_iter()
+            .map(|r| super::Importable {
+                id: r.id,
+                name: r.name,
+                metadata: marketbridge_core::metadata::metadata_to_json(r.metadata.as_ref()),
+                secrets: r
+                    .secrets
+                    .into_iter()
+                    .map(|s| Secret {
+                        name: s.name,
+                        value: s.value,
+                        environment_overrides: s.environment_overrides,
+                    })
+                    .collect(),
+            })
+            .collect())
     }
 
     async fn measure(&self, context: &DriverContext<'_>) -> Result<Vec<Measurement>> {

@@ -49,6 +49,9 @@ pub struct Model {
     pub updated_at: ChronoDateTimeUtc,
     /// Deleted.
     pub deleted_at: Option<ChronoDateTimeUtc>,
+    /// `owned` (created through the marketplace) or `linked` (imported:
+    /// never billed through the marketplace, detached when removed).
+    pub ownership: String,
 }
 
 /// No relations are navigated.

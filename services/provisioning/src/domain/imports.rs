@@ -1,0 +1,504 @@
+//! Importing resources the provider already runs (Vercel "Import existing
+//! resources"): the provider registers what an account may import, the
+//! account picks one, and it becomes a LINKED resource: recorded here first,
+//! then registered with the marketplace (with its secrets) before the answer.
+//! Linked resources are never billed through the marketplace and are
+//! detached, not destroyed, when removed.
+
+use super::ProvisioningDomain;
+use crate::convert::{ownership, resource_to_proto, scope, status};
+use crate::driver::Secret;
+use crate::entity::{importable, resource, subscription};
+use crate::marketplace::{ResourceChange, state};
+use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
+use marketbridge_core::metadata::{json_to_metadata, metadata_to_json};
+use marketbridge_core::{Error, Result, Validator};
+use marketbridge_proto::common::v1::AccountSelector;
+use marketbridge_proto::provisioning::v1 as pb;
+use marketbridge_storage::db_error;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde_json::{Value as Json, json};
+
+/// Where an importable resource came from.
+pub mod source {
+    /// Registered by the provider (`RegisterImportableResource`).
+    pub const REGISTERED: &str = "registered";
+    /// Listed by the product's plug-in (`ListImportable`).
+    pub const PLUGIN: &str = "plugin";
+}
+
+/// Attribute marking the subscription of a linked resource.
+pub const OWNERSHIP_ATTRIBUTE: &str = "ownership";
+
+/// True for a provider id: 1 to 128 letters, digits, `_` or `-`.
+fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn row_id(account_id: &str, importable_id: &str) -> String {
+    format!("{account_id}:{importable_id}")
+}
+
+/// True when the subscription pays for a linked resource (never billed
+/// through the marketplace).
+pub(crate) fn is_linked_subscription(row: &subscription::Model) -> bool {
+    serde_json::from_str::<Json>(&row.attributes)
+        .ok()
+        .and_then(|a| a.get(OWNERSHIP_ATTRIBUTE).cloned())
+        .is_some_and(|v| v == ownership::LINKED)
+}
+
+fn to_proto(row: &importable::Model, imported_resource_id: &str) -> pb::ImportableResource {
+    let metadata: Json = serde_json::from_str(&row.metadata).unwrap_or_default();
+    pb::ImportableResource {
+        importable_id: row.importable_id.clone(),
+        account_id: row.account_id.clone(),
+        product_id: row.product_id.clone(),
+        name: row.name.clone(),
+        metadata: json_to_metadata("metadata", &metadata).ok(),
+        source: row.source.clone(),
+        imported_resource_id: imported_resource_id.to_owned(),
+    }
+}
+
+impl ProvisioningDomain {
+    /// Registers an importable resource; see `RegisterImportableResource`.
+    pub async fn register_importable(
+        &self,
+        request: pb::RegisterImportableResourceRequest,
+    ) -> Result<pb::ImportableResource> {
+        let mut validator = Validator::new();
+        if !is_plain_id(&request.importable_id) {
+            validator.invalid(
+                "importableId",
+                "must be 1 to 128 letters, digits, `_` or `-`",
+            );
+        }
+        validator.require("productId", &request.product_id);
+        validator.require("name", &request.name);
+        validator.max_len("name", &request.name, 128);
+        if request.name.chars().any(char::is_control) {
+            validator.invalid("name", "must not contain control characters");
+        }
+        if request.secrets.is_empty() {
+            validator.invalid("secrets", "at least one secret is required");
+        }
+        for secret in &request.secrets {
+            if secret.name.trim().is_empty() {
+                validator.invalid("secrets", "every secret needs a name");
+            }
+        }
+        validator.finish()?;
+        let product = self
+            .catalog
+            .require_product("productId", &request.product_id)?;
+        let metadata = metadata_to_json(request.metadata.as_ref());
+        let selector = request
+            .account
+            .clone()
+            .ok_or_else(|| Error::invalid_field("account", "is required"))?;
+        let account = self.account(selector).await?;
+        if !account.active {
+            return Err(Error::conflict("the account is uninstalled"));
+        }
+        let secrets: Vec<Secret> = request
+            .secrets
+            .iter()
+            .map(|s| Secret {
+                name: s.name.clone(),
+                value: s.value.clone(),
+                environment_overrides: s.environment_overrides.clone(),
+            })
+            .collect();
+        let id = row_id(&account.id, &request.importable_id);
+        let now = self.now();
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let stored = importable::Entity::find_by_id(id.clone())
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_error)?;
+        let live_import = match &stored {
+            Some(row) => self.live_import(&txn, row).await?,
+            None => None,
+        };
+        if live_import.is_some() {
+            return Err(Error::conflict(
+                "this resource is imported; it cannot be replaced while it is",
+            ));
+        }
+        let row = importable::Model {
+            id: id.clone(),
+            account_id: account.id.clone(),
+            importable_id: request.importable_id.clone(),
+            product_id: product.id.clone(),
+            name: request.name.trim().to_owned(),
+            metadata: if metadata.is_object() {
+                metadata.to_string()
+            } else {
+                "{}".to_owned()
+            },
+            secrets: self.seal(&secrets)?,
+            source: source::REGISTERED.to_owned(),
+            imported_resource_id: String::new(),
+            created_at: stored.as_ref().map(|s| s.created_at).unwrap_or(now),
+            updated_at: now,
+        };
+        if stored.is_some() {
+            row.clone()
+                .into_active_model()
+                .reset_all()
+                .update(&txn)
+                .await
+                .map_err(db_error)?;
+        } else {
+            importable::Entity::insert(row.clone().into_active_model())
+                .exec_without_returning(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+        txn.commit().await.map_err(db_error)?;
+        tracing::info!(account.id = %account.id, importable.id = %row.importable_id, product = %row.product_id, "importable resource registered");
+        Ok(to_proto(&row, ""))
+    }
+
+    /// The live linked resource an importable row was imported as.
+    async fn live_import(
+        &self,
+        conn: &impl ConnectionTrait,
+        row: &importable::Model,
+    ) -> Result<Option<resource::Model>> {
+        if row.imported_resource_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(self
+            .load_resource(conn, &row.imported_resource_id)
+            .await?
+            .filter(|r| r.status != status::UNINSTALLED))
+    }
+
+    /// What an account may import; see `ListImportableResources`.
+    pub async fn list_importable(
+        &self,
+        request: pb::ListImportableResourcesRequest,
+    ) -> Result<pb::ListImportableResourcesResponse> {
+        let account_id = AccountId::parse("accountId", &request.account_id)?;
+        self.refresh_plugin_importables(account_id.as_str(), &request.product_id)
+            .await?;
+        let mut query = importable::Entity::find()
+            .filter(importable::Column::AccountId.eq(account_id.as_str()))
+            .order_by_desc(importable::Column::Source)
+            .order_by_asc(importable::Column::ImportableId)
+            .limit(1000);
+        if !request.product_id.is_empty() {
+            query = query.filter(importable::Column::ProductId.eq(request.product_id.clone()));
+        }
+        let rows = query.all(&self.db).await.map_err(db_error)?;
+        let mut resources = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let imported = self
+                .live_import(&self.db, row)
+                .await?
+                .map(|r| r.id)
+                .unwrap_or_default();
+            resources.push(to_proto(row, &imported));
+        }
+        Ok(pb::ListImportableResourcesResponse { resources })
+    }
+
+    /// Asks the plug-ins of the account's products what it may import and
+    /// records the answers (with their secrets, encrypted), so an import
+    /// works from what the customer was shown. A plug-in that fails is
+    /// logged and skipped: the other resources stay importable.
+    async fn refresh_plugin_importables(&self, account_id: &str, product_id: &str) -> Result<()> {
+        let products: Vec<&marketbridge_catalog::Product> = self
+            .catalog
+            .products()
+            .iter()
+            .filter(|p| p.driver == "plugin")
+            .filter(|p| product_id.is_empty() || p.id == product_id)
+            .collect();
+        if products.is_empty() {
+            return Ok(());
+        }
+        let account = self.account(AccountSelector::by_id(account_id)).await?;
+        for product in products {
+            let driver = self.driver(&product.driver)?.clone();
+            let listed = match driver
+                .list_importable(product, &account.id, &account.external_id)
+                .await
+            {
+                Ok(listed) => listed,
+                Err(error) => {
+                    tracing::warn!(product = %product.id, error = %error, "the plug-in could not list importable resources");
+                    continue;
+                }
+            };
+            for item in listed {
+                if !is_plain_id(&item.id) || item.secrets.is_empty() {
+                    tracing::warn!(product = %product.id, "the plug-in listed an importable resource without a valid id or secrets; ignored");
+                    continue;
+                }
+                self.upsert_plugin_importable(&account.id, product, item)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upsert_plugin_importable(
+        &self,
+        account_id: &str,
+        product: &marketbridge_catalog::Product,
+        item: crate::driver::Importable,
+    ) -> Result<()> {
+        let id = row_id(account_id, &item.id);
+        let now = self.now();
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let stored = importable::Entity::find_by_id(id.clone())
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_error)?;
+        if let Some(stored) = &stored
+            && (stored.source != source::PLUGIN || self.live_import(&txn, stored).await?.is_some())
+        {
+            // Registered by the provider, or imported: kept as it is.
+            return Ok(());
+        }
+        let name: String = item
+            .name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(128)
+            .collect();
+        let row = importable::Model {
+            id,
+            account_id: account_id.to_owned(),
+            importable_id: item.id.clone(),
+            product_id: product.id.clone(),
+            name: if name.trim().is_empty() {
+                item.id.clone()
+            } else {
+                name
+            },
+            metadata: if item.metadata.is_object() {
+                item.metadata.to_string()
+            } else {
+                "{}".to_owned()
+            },
+            secrets: self.seal(&item.secrets)?,
+            source: source::PLUGIN.to_owned(),
+            imported_resource_id: String::new(),
+            created_at: stored.as_ref().map(|s| s.created_at).unwrap_or(now),
+            updated_at: now,
+        };
+        if stored.is_some() {
+            row.into_active_model()
+                .reset_all()
+                .update(&txn)
+                .await
+                .map_err(db_error)?;
+        } else {
+            importable::Entity::insert(row.into_active_model())
+                .exec_without_returning(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Imports a resource; see `ImportResource`.
+    pub async fn import_resource(
+        &self,
+        request: pb::ImportResourceRequest,
+    ) -> Result<pb::CreateResourceResponse> {
+        let account_id = AccountId::parse("accountId", &request.account_id)?;
+        if !is_plain_id(&request.importable_id) {
+            return Err(Error::invalid_field(
+                "importableId",
+                "must be 1 to 128 letters, digits, `_` or `-`",
+            ));
+        }
+        let account = self
+            .account(AccountSelector::by_id(account_id.as_str()))
+            .await?;
+        if !account.active {
+            return Err(
+                Error::conflict("the account is uninstalled; it cannot import resources")
+                    .with_user_message("This installation has been removed"),
+            );
+        }
+        let id = row_id(&account.id, &request.importable_id);
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let mut found = importable::Entity::find_by_id(id)
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_error)?
+            .filter(|r| request.product_id.is_empty() || r.product_id == request.product_id)
+            .ok_or_else(|| Error::not_found("no such importable resource"))?;
+        let row = match self.live_import(&txn, &found).await? {
+            Some(existing) => {
+                txn.commit().await.map_err(db_error)?;
+                existing
+            }
+            None => {
+                let row = self.insert_linked(&txn, &account, &found).await?;
+                found.imported_resource_id = row.id.clone();
+                found.updated_at = self.now();
+                found
+                    .clone()
+                    .into_active_model()
+                    .reset_all()
+                    .update(&txn)
+                    .await
+                    .map_err(db_error)?;
+                txn.commit().await.map_err(db_error)?;
+                self.outbox.wake();
+                tracing::info!(resource.id = %row.id, importable.id = %found.importable_id, "linked resource recorded");
+                row
+            }
+        };
+        let secrets = self.open(&row.secrets)?;
+        // Outside any transaction: the marketplace must know the resource
+        // before the browser goes back to it. Repeating the call is an
+        // upsert at the marketplace, so a retried import is safe.
+        // Direct customers (no marketplace adapter) need no registration.
+        let marketplace = self.marketplace_of_row(&row.marketplace)?;
+        if let Some(adapter) = self.marketplaces.adapter(marketplace).cloned() {
+            adapter
+                .import_resource(&ResourceChange {
+                    account_external_id: account.external_id.clone(),
+                    resource: row.clone(),
+                    secrets: Some(secrets.clone()),
+                })
+                .await?;
+        }
+        Ok(pb::CreateResourceResponse {
+            resource: Some(resource_to_proto(&row)),
+            secrets: secrets.iter().map(Secret::to_proto).collect(),
+        })
+    }
+
+    /// Detaches a linked resource being removed, in `conn`: it becomes
+    /// importable again and nothing is torn down. Secrets a plug-in issued
+    /// for the marketplace are revoked (a job calls the plug-in's `Revoke`);
+    /// a resource the provider registered keeps its own credentials, which
+    /// marketbridge did not create.
+    pub(crate) async fn detach_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        row: &resource::Model,
+    ) -> Result<()> {
+        let from_plugin = serde_json::from_str::<Json>(&row.driver_state)
+            .ok()
+            .is_some_and(|state| state["source"] == source::PLUGIN);
+        if from_plugin {
+            self.enqueue(
+                conn,
+                marketbridge_storage::outbox::NewJob::new(
+                    crate::jobs::kind::DETACH,
+                    &crate::jobs::ResourceJob::plain(&row.id),
+                )?
+                .dedupe_key(format!("detach:{}", row.id)),
+            )
+            .await?;
+        }
+        importable::Entity::update_many()
+            .col_expr(
+                importable::Column::ImportedResourceId,
+                sea_orm::sea_query::Expr::value(""),
+            )
+            .filter(importable::Column::ImportedResourceId.eq(row.id.clone()))
+            .exec(conn)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Records a linked resource and its (never billed) subscription.
+    async fn insert_linked(
+        &self,
+        conn: &impl ConnectionTrait,
+        account: &super::AccountInfo,
+        found: &importable::Model,
+    ) -> Result<resource::Model> {
+        let product = self.product(&found.product_id)?;
+        let plan = product
+            .plans
+            .first()
+            .ok_or_else(|| Error::unprocessable("the product has no plan"))?;
+        let now = self.now();
+        let resource_id = ResourceId::generate().into_string();
+        let subscription = subscription::Model {
+            id: SubscriptionId::generate().into_string(),
+            account_id: account.id.clone(),
+            marketplace: account.marketplace.as_str().to_owned(),
+            external_id: resource_id.clone(),
+            product_id: product.id.clone(),
+            plan_id: plan.id.clone(),
+            pending_plan_id: String::new(),
+            state: state::ACTIVE.to_owned(),
+            scope: scope::RESOURCE.to_owned(),
+            marketplace_state: String::new(),
+            marketplace_update_time: None,
+            usage_reporting_id: String::new(),
+            order_id: String::new(),
+            awaiting_account_approval: false,
+            reason: String::new(),
+            attributes: json!({ OWNERSHIP_ATTRIBUTE: ownership::LINKED }).to_string(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+            started_at: Some(now),
+            ended_at: None,
+        };
+        subscription::Entity::insert(subscription.clone().into_active_model())
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
+        self.enqueue_billing_change(conn, &subscription).await?;
+        let row = resource::Model {
+            id: resource_id,
+            account_id: account.id.clone(),
+            subscription_id: subscription.id.clone(),
+            product_id: product.id.clone(),
+            plan_id: plan.id.clone(),
+            name: found.name.clone(),
+            metadata: found.metadata.clone(),
+            status: status::READY.to_owned(),
+            status_message: String::new(),
+            marketplace: account.marketplace.as_str().to_owned(),
+            external_id: String::new(),
+            connections: "[]".to_owned(),
+            secrets: found.secrets.clone(),
+            secrets_version: 1,
+            previous_secrets: None,
+            previous_secrets_expire_at: None,
+            driver: product.driver.clone(),
+            driver_state: json!({
+                "imported": found.importable_id,
+                "source": found.source,
+            })
+            .to_string(),
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            ownership: ownership::LINKED.to_owned(),
+        };
+        resource::Entity::insert(row.clone().into_active_model())
+            .exec_without_returning(conn)
+            .await
+            .map_err(db_error)?;
+        Ok(row)
+    }
+}
