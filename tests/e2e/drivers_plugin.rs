@@ -39,6 +39,8 @@ struct Call {
     limits: BTreeMap<String, i64>,
     region: String,
     keys: Vec<String>,
+    /// The app URLs the resource carried.
+    app_urls: Vec<String>,
 }
 
 /// What the plug-in does on its next call of a method.
@@ -122,6 +124,11 @@ impl SearchPlugin {
                 plan_id: plan.id.clone(),
                 limits: plan.limits.clone(),
                 region: metadata["region"].as_str().unwrap_or_default().to_owned(),
+                app_urls: resource
+                    .app_urls
+                    .iter()
+                    .map(|u| format!("{} {}", u.target, u.url))
+                    .collect(),
                 keys: secrets
                     .iter()
                     .filter(|s| s.name == KEY)
@@ -760,6 +767,91 @@ backend_test!(
         assert_eq!(
             resource(&test, &resource_id).await.status,
             ResourceStatus::Uninstalled as i32
+        );
+        stop_plugin.cancel();
+        test.stop().await;
+    }
+);
+
+backend_test!(
+    app_urls_reach_the_plugin_on_provision_and_when_they_change,
+    |database| async move {
+        let plugin = SearchPlugin::default();
+        let (address, stop_plugin) = serve(plugin.clone()).await;
+        let catalog = catalog(address);
+        let test = set_on(&database)
+            .manual_clock()
+            .without_workers()
+            .configure(|config| {
+                config.catalog.path = catalog.path();
+                config.provisioning.plugin_token = TOKEN.into();
+            })
+            .start()
+            .await;
+        let account = direct_account(&test, "team-auth").await;
+        let mut provisioning = test.set.clients.provisioning.clone();
+        let app_urls = |urls: &[(&str, &str)]| provisioning_pb::ProtocolSettings {
+            app_urls: Some(provisioning_pb::AppUrls {
+                urls: urls
+                    .iter()
+                    .map(|(url, target)| provisioning_pb::AppUrl {
+                        url: (*url).into(),
+                        target: (*target).into(),
+                    })
+                    .collect(),
+            }),
+            experimentation_json: None,
+        };
+        let created = provisioning
+            .create_resource(provisioning_pb::CreateResourceRequest {
+                context: context("create-auth"),
+                account_id: account.id.clone(),
+                product_id: "search".into(),
+                plan_id: "starter".into(),
+                name: "sign-in".into(),
+                protocol_settings: Some(app_urls(&[
+                    ("https://shop.example.com", "production"),
+                    ("http://localhost:3000", "development"),
+                ])),
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .into_inner();
+        let resource_id = created.resource.unwrap().id;
+        test.drain().await;
+        let provisioned = plugin.calls("Provision");
+        assert_eq!(provisioned.len(), 1);
+        assert_eq!(
+            provisioned[0].app_urls,
+            vec![
+                "production https://shop.example.com".to_owned(),
+                "development http://localhost:3000".to_owned()
+            ]
+        );
+
+        // A new set: the plug-in is asked to reconcile (Update) with it; the
+        // same set again asks nothing.
+        for round in 0..2 {
+            provisioning
+                .update_resource(provisioning_pb::UpdateResourceRequest {
+                    context: context(&format!("urls-{round}")),
+                    resource_id: resource_id.clone(),
+                    protocol_settings: Some(app_urls(&[(
+                        "https://shop-git-main.example.com",
+                        "preview",
+                    )])),
+                    ..Default::default()
+                })
+                .await
+                .expect("update");
+            test.drain().await;
+        }
+        let updates = plugin.calls("Update");
+        assert_eq!(updates.len(), 1);
+        assert_eq!(
+            updates[0].app_urls,
+            vec!["preview https://shop-git-main.example.com".to_owned()]
         );
         stop_plugin.cancel();
         test.stop().await;

@@ -41,6 +41,7 @@ mod vercel_import;
 mod vercel_input;
 mod vercel_outage;
 mod vercel_seed_flow;
+mod vercel_settings;
 mod vercel_sso;
 mod vercel_support;
 mod vercel_trace;

@@ -15,6 +15,7 @@ use marketbridge_vercel::model::plan::{
     BillingPlan, PlanDetail, PlanScope, PlanType, QuoteLine, RequiredPolicy,
 };
 use marketbridge_vercel::model::{Balance, Notification, NotificationLevel, Secret};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 fn money(value: Option<&common::Money>) -> Option<Money> {
@@ -141,7 +142,91 @@ pub fn resource(resource: &provisioning_pb::Resource, plan: Option<BillingPlan>)
         status: resource_status(resource.status),
         billing_plan: plan,
         notification: resource_notification(resource),
+        protocol_settings: resource
+            .protocol_settings
+            .as_ref()
+            .and_then(protocol_settings_view),
     }
+}
+
+/// Stored protocol settings in Vercel's shape.
+fn protocol_settings_view(settings: &provisioning_pb::ProtocolSettings) -> Option<Value> {
+    let mut view = serde_json::Map::new();
+    if let Some(app_urls) = &settings.app_urls {
+        let urls: Vec<Value> = app_urls
+            .urls
+            .iter()
+            .map(|u| serde_json::json!({"url": u.url, "target": u.target}))
+            .collect();
+        view.insert(
+            "authentication".to_owned(),
+            serde_json::json!({ "appUrls": urls }),
+        );
+    }
+    if let Some(experimentation) = settings
+        .experimentation_json
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+    {
+        view.insert("experimentation".to_owned(), experimentation);
+    }
+    (!view.is_empty()).then_some(Value::Object(view))
+}
+
+/// `protocolSettings` of a provision or update, read leniently: unknown
+/// parts are ignored; `authentication.appUrls` must be an array of
+/// `{url, target}` and `experimentation` an object (provisioning checks the
+/// URLs).
+pub fn protocol_settings(
+    value: Option<&Value>,
+) -> Result<Option<provisioning_pb::ProtocolSettings>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let object = value
+        .as_object()
+        .ok_or_else(|| Error::invalid_field("protocolSettings", "must be an object"))?;
+    let app_urls = match object
+        .get("authentication")
+        .filter(|v| !v.is_null())
+        .map(|a| a.get("appUrls"))
+    {
+        Some(Some(Value::Array(items))) => {
+            let mut urls = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                let text = |field: &str| item.get(field).and_then(Value::as_str).map(str::to_owned);
+                let (Some(url), Some(target)) = (text("url"), text("target")) else {
+                    return Err(Error::invalid_field(
+                        format!("protocolSettings.authentication.appUrls[{index}]"),
+                        "must be {url, target}",
+                    ));
+                };
+                urls.push(provisioning_pb::AppUrl { url, target });
+            }
+            Some(provisioning_pb::AppUrls { urls })
+        }
+        Some(None) | Some(Some(Value::Null)) | None => None,
+        Some(Some(_)) => {
+            return Err(Error::invalid_field(
+                "protocolSettings.authentication.appUrls",
+                "must be an array",
+            ));
+        }
+    };
+    let experimentation_json = match object.get("experimentation") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(fields)) => Some(Value::Object(fields.clone()).to_string()),
+        Some(_) => {
+            return Err(Error::invalid_field(
+                "protocolSettings.experimentation",
+                "must be an object",
+            ));
+        }
+    };
+    Ok(Some(provisioning_pb::ProtocolSettings {
+        app_urls,
+        experimentation_json,
+    }))
 }
 
 /// Secrets as Vercel takes them.

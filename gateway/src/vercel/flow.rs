@@ -285,6 +285,7 @@ pub async fn create_resource(
             ))?),
             external_id: String::new(),
             subscription_id: String::new(),
+            protocol_settings: None,
         })
         .await
         .map_err(|status| rename_fields(Error::from(status)))?

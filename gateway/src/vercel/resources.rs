@@ -74,6 +74,7 @@ pub async fn provision(
             metadata: Some(convert::metadata(&Value::Object(body.metadata.clone()))?),
             external_id: body.external_id.clone().unwrap_or_default(),
             subscription_id: String::new(),
+            protocol_settings: convert::protocol_settings(body.protocol_settings.as_ref())?,
         })
         .await?
         .into_inner();
@@ -228,6 +229,7 @@ pub async fn update(
             plan_id: body.billing_plan_id.clone(),
             status: 0,
             status_message: None,
+            protocol_settings: convert::protocol_settings(body.protocol_settings.as_ref())?,
         })
         .await?
         .into_inner();

@@ -177,5 +177,6 @@ pub fn resource_to_proto(row: &resource::Model) -> pb::Resource {
         updated_at: Some(to_timestamp(row.updated_at)),
         deleted_at: row.deleted_at.map(to_timestamp),
         ownership: row.ownership.clone(),
+        protocol_settings: crate::domain::protocol::to_proto(&row.protocol_settings),
     }
 }

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(CreateTransferClaims));
         migrations.push(Box::new(IndexResourcesBySubscription));
         migrations.push(Box::new(LinkedResources));
+        migrations.push(Box::new(ResourceProtocolSettings));
         migrations
     }
 }
@@ -294,6 +295,44 @@ impl MigrationTrait for LinkedResources {
                 Table::alter()
                     .table("resources")
                     .drop_column("ownership")
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `resources.protocol_settings`: the marketplace's protocol settings (app
+/// URLs, experimentation), `{}` for every resource made before.
+struct ResourceProtocolSettings;
+
+impl MigrationName for ResourceProtocolSettings {
+    fn name(&self) -> &str {
+        "m0004_000002_resource_protocol_settings"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ResourceProtocolSettings {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.has_column("resources", "protocol_settings").await? {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("resources")
+                    .add_column(text("protocol_settings").default("{}"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("resources")
+                    .drop_column("protocol_settings")
                     .to_owned(),
             )
             .await

@@ -148,6 +148,7 @@ impl Resource {
 
     fn context<'a>(&'a self, product: &'a Product, plan: &str) -> DriverContext<'a> {
         DriverContext {
+            app_urls: &[],
             resource_id: &self.id,
             account_id: &self.account_id,
             name: &self.name,

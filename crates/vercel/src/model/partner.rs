@@ -126,8 +126,10 @@ pub struct ProvisionResource {
     /// The Deploy Button's `external-id`, if any.
     #[serde(default)]
     pub external_id: Option<String>,
-    /// Protocol settings (experimentation); kept as given.
+    /// Protocol settings (`authentication.appUrls`, `experimentation`);
+    /// kept and served back on the resource.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub protocol_settings: Option<Value>,
 }
 
@@ -149,8 +151,10 @@ pub struct UpdateResource {
     /// Deprecated by Vercel; tolerated and ignored.
     #[serde(default)]
     pub status: Option<Value>,
-    /// Protocol settings; tolerated and ignored.
+    /// Protocol settings: each part given (`authentication.appUrls`,
+    /// `experimentation`) replaces the stored one.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub protocol_settings: Option<Value>,
 }
 
@@ -209,6 +213,11 @@ pub struct Resource {
     /// A notice for the dashboard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification: Option<Notification>,
+    /// The protocol settings as stored (`authentication.appUrls`,
+    /// `experimentation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub protocol_settings: Option<Value>,
 }
 
 /// Answer of provisioning: the resource and its secrets.

@@ -494,6 +494,7 @@ impl ProvisioningDomain {
             updated_at: now,
             deleted_at: None,
             ownership: ownership::LINKED.to_owned(),
+            protocol_settings: "{}".to_owned(),
         };
         resource::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(conn)

@@ -3,6 +3,7 @@
 mod console;
 mod entitlement;
 mod imports;
+pub(crate) mod protocol;
 mod resources;
 mod subscriptions;
 mod transfers;
@@ -228,6 +229,7 @@ impl ProvisioningDomain {
             plan,
             metadata: serde_json::from_str(&row.metadata).unwrap_or_default(),
             state: serde_json::from_str(&row.driver_state).unwrap_or_default(),
+            app_urls: protocol::app_urls(&row.protocol_settings),
         })
     }
 
@@ -360,6 +362,7 @@ pub(crate) struct ResourceDriver {
     plan: Plan,
     metadata: Json,
     pub(crate) state: Json,
+    app_urls: Vec<marketbridge_proto::provisioning::v1::AppUrl>,
 }
 
 impl ResourceDriver {
@@ -373,6 +376,7 @@ impl ResourceDriver {
             plan: &self.plan,
             metadata: &self.metadata,
             state: &self.state,
+            app_urls: &self.app_urls,
         }
     }
 }

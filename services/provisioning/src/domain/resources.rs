@@ -52,7 +52,10 @@ impl ProvisioningDomain {
         validator.max_len("name", &request.name, MAX_NAME);
         no_control_characters(&mut validator, "name", &request.name);
         validator.max_len("externalId", &request.external_id, 255);
+        super::protocol::validate(&mut validator, request.protocol_settings.as_ref());
         validator.finish()?;
+        let (protocol_settings, _) =
+            super::protocol::merge("{}", request.protocol_settings.as_ref())?;
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let product = self
             .catalog
@@ -159,6 +162,7 @@ impl ProvisioningDomain {
                     metadata: &metadata,
                     marketplace: account.marketplace.as_str(),
                     external_id: &request.external_id,
+                    protocol_settings: &protocol_settings,
                 },
                 driver.as_ref(),
             )
@@ -233,6 +237,7 @@ impl ProvisioningDomain {
             validator.max_len("name", name, MAX_NAME);
             no_control_characters(&mut validator, "name", name);
         }
+        super::protocol::validate(&mut validator, request.protocol_settings.as_ref());
         validator.finish()?;
         let new_status = match pb::ResourceStatus::try_from(request.status).unwrap_or_default() {
             pb::ResourceStatus::Unspecified => None,
@@ -292,7 +297,18 @@ impl ProvisioningDomain {
         } else if let Some(message) = &request.status_message {
             row.status_message = message.clone();
         }
+        let (protocol_settings, app_urls_changed) =
+            super::protocol::merge(&row.protocol_settings, request.protocol_settings.as_ref())?;
+        row.protocol_settings = protocol_settings;
         row.updated_at = now;
+        if app_urls_changed && !plan_changed && row.status != status::PENDING {
+            // The driver (a plug-in) reconciles its redirect allow-list.
+            self.enqueue(
+                &*txn,
+                NewJob::new(kind::APPLY_PLAN, &jobs::ResourceJob::plain(&row.id))?,
+            )
+            .await?;
+        }
         if plan_changed {
             self.apply_plan_to_subscription(&*txn, &row).await?;
             self.enqueue(
@@ -735,6 +751,7 @@ impl ProvisioningDomain {
                     metadata: &metadata,
                     marketplace: &subscription.marketplace,
                     external_id: &subscription.external_id,
+                    protocol_settings: "{}",
                 },
                 driver.as_ref(),
             )
@@ -753,6 +770,7 @@ impl ProvisioningDomain {
         driver: &dyn crate::driver::Driver,
     ) -> Result<(resource::Model, crate::driver::Prepared)> {
         let empty_state = Json::Null;
+        let app_urls = super::protocol::app_urls(new.protocol_settings);
         let context = DriverContext {
             resource_id: new.resource_id,
             account_id: new.account_id,
@@ -761,6 +779,7 @@ impl ProvisioningDomain {
             plan: new.plan,
             metadata: new.metadata,
             state: &empty_state,
+            app_urls: &app_urls,
         };
         let prepared = driver.prepare(&context).await?;
         let now = self.now();
@@ -792,6 +811,7 @@ impl ProvisioningDomain {
             updated_at: now,
             deleted_at: None,
             ownership: crate::convert::ownership::OWNED.to_owned(),
+            protocol_settings: new.protocol_settings.to_owned(),
         };
         resource::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(conn)
@@ -830,6 +850,7 @@ struct NewResource<'a> {
     metadata: &'a Json,
     marketplace: &'a str,
     external_id: &'a str,
+    protocol_settings: &'a str,
 }
 
 /// The secrets after a rotation: all new ones, or the old ones with the

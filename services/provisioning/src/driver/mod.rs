@@ -67,6 +67,9 @@ pub struct DriverContext<'a> {
     pub metadata: &'a Json,
     /// What the driver noted about the resource earlier.
     pub state: &'a Json,
+    /// The URLs of the customer's projects that sign in through the product
+    /// (Vercel `protocolSettings.authentication.appUrls`), the full set.
+    pub app_urls: &'a [marketbridge_proto::provisioning::v1::AppUrl],
 }
 
 /// A resource's credentials and notes, decided before it exists.

@@ -173,6 +173,14 @@ impl PluginDriver {
                     .to_owned(),
                 _ => String::new(),
             },
+            app_urls: context
+                .app_urls
+                .iter()
+                .map(|u| pb::AppUrl {
+                    url: u.url.clone(),
+                    target: u.target.clone(),
+                })
+                .collect(),
         })
     }
 

@@ -52,6 +52,9 @@ pub struct Model {
     /// `owned` (created through the marketplace) or `linked` (imported:
     /// never billed through the marketplace, detached when removed).
     pub ownership: String,
+    /// The marketplace's protocol settings, JSON object
+    /// (`{"appUrls":[{url,target}],"experimentation":{...}}`).
+    pub protocol_settings: String,
 }
 
 /// No relations are navigated.
