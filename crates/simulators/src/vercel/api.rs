@@ -168,7 +168,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Checks the bearer token belongs to installation `id`, like Vercel does.
-fn authorize(shared: &Shared, headers: &HeaderMap, id: &str) -> Result<(), Refusal> {
+pub(crate) fn authorize(shared: &Shared, headers: &HeaderMap, id: &str) -> Result<(), Refusal> {
     let Some(token) = bearer(headers) else {
         return Err(refusal(
             StatusCode::UNAUTHORIZED,
@@ -177,6 +177,9 @@ fn authorize(shared: &Shared, headers: &HeaderMap, id: &str) -> Result<(), Refus
         ));
     };
     let world = shared.world();
+    if let Some(checked) = world.credentials.check(id, &token) {
+        return checked;
+    }
     match world.installations.get(id) {
         Some(installation) if installation.accepts(&token) => Ok(()),
         Some(installation) if installation.finalized => Err(refusal(

@@ -344,6 +344,7 @@ impl VercelSimulator {
         let observed = Arc::new(Observed::default());
         let router = Router::new()
             .merge(api::routes())
+            .merge(tokens::credential_routes())
             .route("/.well-known/jwks", get(jwks_document))
             .route("/.well-known/jwks.json", get(jwks_document))
             .route("/.well-known/openid-configuration", get(discovery_document))
@@ -611,6 +612,81 @@ impl VercelSimulator {
     /// A sender of signed webhooks to `url`.
     pub fn webhooks(&self, url: &str) -> WebhookSender {
         WebhookSender::new(url, &self.shared.client_secret)
+    }
+
+    /// How long short-lived installation tokens live from now on, in
+    /// seconds (an hour unless set).
+    pub fn set_token_lifetime(&self, seconds: i64) {
+        self.shared.world().credentials.lifetime_seconds = Some(seconds);
+    }
+
+    /// Makes every short-lived token of an installation expire now.
+    pub fn expire_short_lived_tokens(&self, installation_id: &str) {
+        let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+        for (installation, expires_at) in self.shared.world().credentials.short_lived.values_mut() {
+            if installation == installation_id {
+                *expires_at = past;
+            }
+        }
+    }
+
+    /// How many short-lived tokens the grant issued for an installation.
+    pub fn token_grants(&self, installation_id: &str) -> usize {
+        self.shared
+            .world()
+            .credentials
+            .grants
+            .get(installation_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Makes the installation answer `410 Gone` to every call and grant
+    /// (`true`), or answer normally again.
+    pub fn set_gone(&self, installation_id: &str, gone: bool) {
+        let mut world = self.shared.world();
+        if gone {
+            world.credentials.gone.insert(installation_id.to_owned());
+        } else {
+            world.credentials.gone.remove(installation_id);
+        }
+    }
+
+    /// True when `authorization` (`Bearer …`) carries a token Vercel issued
+    /// to the installation: its install or rotated token, or a short-lived
+    /// one.
+    pub fn is_installation_token(
+        &self,
+        installation_id: &str,
+        authorization: Option<&str>,
+    ) -> bool {
+        let Some(token) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let short_lived = self
+            .shared
+            .world()
+            .credentials
+            .short_lived
+            .get(token)
+            .is_some_and(|(installation, _)| installation == installation_id);
+        short_lived
+            || self
+                .installation(installation_id)
+                .is_some_and(|i| i.token == token || i.rotated_tokens.iter().any(|t| t == token))
+    }
+
+    /// The installation's long-lived credentials that still work (the
+    /// install token and rotated ones, minus the revoked).
+    pub fn live_credentials(&self, installation_id: &str) -> Vec<String> {
+        let world = self.shared.world();
+        let Some(installation) = world.installations.get(installation_id) else {
+            return Vec::new();
+        };
+        std::iter::once(installation.token.clone())
+            .chain(installation.rotated_tokens.iter().cloned())
+            .filter(|t| !world.credentials.revoked.contains(t))
+            .collect()
     }
 
     /// Stops serving.

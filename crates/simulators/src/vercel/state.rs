@@ -180,6 +180,8 @@ pub(crate) struct World {
     pub(crate) sso_codes: BTreeMap<String, PendingSso>,
     /// The integration's Redirect Login URL, once set.
     pub(crate) redirect_login_url: Option<String>,
+    /// Short-lived tokens, revoked credentials, gone installations.
+    pub(crate) credentials: super::tokens::CredentialBook,
     /// Imports started, by `state`.
     pub(crate) imports: BTreeMap<String, SimImport>,
 }

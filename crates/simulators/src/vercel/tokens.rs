@@ -1,11 +1,25 @@
 //! The OIDC tokens Vercel signs for partner API calls and SSO, and the
-//! deliberately broken ones tests use to prove they are refused.
+//! deliberately broken ones tests use to prove they are refused; and the
+//! installation credentials marketbridge calls Vercel with: short-lived
+//! tokens from the client-credentials grant, revocation, and `410 Gone`.
 
+use super::Shared;
+use super::api::{Refusal, refusal};
 use crate::common::SigningKey;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+type Answer = Result<Response, Refusal>;
 
 /// A Vercel user acting in the dashboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,4 +262,226 @@ pub(crate) fn sign(
             .expect("HS256 signing")
         }
     }
+}
+
+/// Installation credentials beyond the token handed over at install:
+/// short-lived tokens from the client-credentials grant (they expire),
+/// revoked credentials, and installations that answer `410 Gone`.
+#[derive(Debug, Default)]
+pub(crate) struct CredentialBook {
+    /// Short-lived tokens: token → (installation, expiry).
+    pub(crate) short_lived: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>,
+    /// Retired long-lived credentials.
+    pub(crate) revoked: BTreeSet<String>,
+    /// Installations answering `410 Gone` to everything.
+    pub(crate) gone: BTreeSet<String>,
+    /// Lifetime of new short-lived tokens, in seconds (`None`: an hour).
+    pub(crate) lifetime_seconds: Option<i64>,
+    /// Grants answered, by installation.
+    pub(crate) grants: BTreeMap<String, usize>,
+}
+
+impl CredentialBook {
+    /// What the book says of `token` used for installation `id`: `None`
+    /// when it does not know the token (the install token and rotated ones
+    /// are checked by the caller).
+    pub(crate) fn check(&self, id: &str, token: &str) -> Option<Result<(), Refusal>> {
+        if self.gone.contains(id) {
+            return Some(Err(gone()));
+        }
+        if self.revoked.contains(token) {
+            return Some(Err(refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the credential was revoked",
+            )));
+        }
+        let (installation, expires_at) = self.short_lived.get(token)?;
+        if installation != id {
+            return Some(Err(refusal(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token belongs to another installation",
+            )));
+        }
+        if *expires_at <= chrono::Utc::now() {
+            return Some(Err(refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the token expired",
+            )));
+        }
+        Some(Ok(()))
+    }
+}
+
+fn gone() -> Refusal {
+    refusal(
+        StatusCode::GONE,
+        "gone",
+        "the installation no longer exists",
+    )
+}
+
+/// The routes of the token grant and credential revocation.
+pub(crate) fn credential_routes() -> Router<Arc<Shared>> {
+    Router::new().route(GRANT_PATH, post(grant)).route(
+        "/v1/installations/{id}/credentials/revoke",
+        post(revoke_credentials),
+    )
+}
+
+/// Where the simulator answers the client-credentials grant (marketbridge's
+/// default `vercel.token_endpoint`).
+pub const GRANT_PATH: &str = "/login/oauth/token";
+
+/// Field names the simulator accepts for the credential to revoke (the real
+/// names are UNVERIFIED).
+const REVOKED_FIELDS: [&str; 4] = ["token", "access_token", "credential", "revoke_token"];
+
+fn form_or_json(headers: &HeaderMap, body: &Bytes) -> Option<BTreeMap<String, String>> {
+    let json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if json {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        let object = value.as_object()?;
+        Some(
+            object
+                .iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect(),
+        )
+    } else {
+        let text = std::str::from_utf8(body).ok()?;
+        let url = reqwest::Url::parse(&format!("http://form/?{text}")).ok()?;
+        Some(url.query_pairs().into_owned().collect())
+    }
+}
+
+/// `POST /login/oauth/token` with `grant_type=client_credentials`, the
+/// client id and secret and `installation_id`: a short-lived token.
+async fn grant(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Answer {
+    let Some(fields) = form_or_json(&headers, &body) else {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body is neither a form nor JSON",
+        ));
+    };
+    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    if field("grant_type") != "client_credentials" {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type must be client_credentials",
+        ));
+    }
+    if field("client_id") != shared.client_id || field("client_secret") != shared.client_secret {
+        return Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "wrong client credentials",
+        ));
+    }
+    let id = field("installation_id");
+    let mut world = shared.world();
+    if world.credentials.gone.contains(&id) {
+        return Err(gone());
+    }
+    match world.installations.get(&id) {
+        Some(installation) if !installation.finalized => {}
+        Some(_) => return Err(gone()),
+        None => {
+            return Err(refusal(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such installation",
+            ));
+        }
+    }
+    let lifetime = world.credentials.lifetime_seconds.unwrap_or(3600);
+    let token = format!("vst_{}", super::alnum_id(40));
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(lifetime);
+    world
+        .credentials
+        .short_lived
+        .insert(token.clone(), (id.clone(), expires_at));
+    *world.credentials.grants.entry(id).or_default() += 1;
+    Ok((
+        StatusCode::OK,
+        axum::Json(json!({
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "scope": "read-write:integration-resource",
+        })),
+    )
+        .into_response())
+}
+
+/// `POST /v1/installations/{id}/credentials/revoke`: authenticated with a
+/// live credential, retires the one named in the body; refuses the last
+/// live one with 409.
+async fn revoke_credentials(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    super::api::authorize(&shared, &headers, &id)?;
+    let body: Value = serde_json::from_slice(&body).map_err(|_| {
+        refusal(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body is not JSON",
+        )
+    })?;
+    if body.get("client_secret").and_then(Value::as_str) != Some(shared.client_secret.as_str()) {
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "wrong client secret",
+        ));
+    }
+    let Some(retired) = REVOKED_FIELDS
+        .iter()
+        .find_map(|f| body.get(*f).and_then(Value::as_str))
+        .map(str::to_owned)
+    else {
+        return Err(refusal(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "name the credential to revoke",
+        ));
+    };
+    let mut world = shared.world();
+    let Some(installation) = world.installations.get(&id) else {
+        return Err(refusal(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such installation",
+        ));
+    };
+    let live: Vec<String> = std::iter::once(installation.token.clone())
+        .chain(installation.rotated_tokens.iter().cloned())
+        .filter(|t| !world.credentials.revoked.contains(t))
+        .collect();
+    if !live.contains(&retired) {
+        return Err(refusal(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such live credential",
+        ));
+    }
+    if live.len() == 1 {
+        return Err(refusal(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the installation's last live credential cannot be revoked",
+        ));
+    }
+    world.credentials.revoked.insert(retired);
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
