@@ -194,7 +194,6 @@ backend_test!(
             credential: Some(account_pb::MarketplaceCredential {
                 access_token: "tok-secret-123".into(),
                 token_type: "Bearer".into(),
-                ..Default::default()
             }),
             ..Default::default()
         };
@@ -225,7 +224,6 @@ backend_test!(
         let credential = accounts
             .get_marketplace_credential(account_pb::GetMarketplaceCredentialRequest {
                 account: Some(AccountSelector::by_ref(Marketplace::Direct, "team-1")),
-                ..Default::default()
             })
             .await
             .unwrap()

@@ -41,7 +41,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,pre{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 pre{white-space:pre-wrap;word-break:break-all;background:#f7f9fb;border:1px solid #e4e8ee;padding:6px;margin:4px 0;max-height:320px;overflow:auto}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(300px,1fr));gap:14px}
-.card{background:#fff;border:1px solid #dde3ea;padding:12px 14px}
+.card{background:#fff;border:1px solid #dde3ea;padding:12px 14px;overflow-x:auto}
 .card h2{margin-top:0}
 .badge{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;background:#e8edf3}
 .badge.dead,.badge.failed,.badge.error,.badge.rejected{background:#fde2e1;color:#9b1c16}
@@ -234,7 +234,7 @@ pub fn bar_chart(title: &str, categories: &[String], series: &[Series<'_>]) -> S
         .collect();
     let max = totals.iter().copied().max().unwrap_or(0).max(1) as f64;
     let slot = (width - left) / categories.len().max(1) as f64;
-    let bar = (slot * 0.7).max(2.0);
+    let bar = (slot * 0.7).clamp(2.0, 48.0);
     let plot = height - bottom - top;
     let mut svg = format!(
         r#"<svg role="img" aria-label="{}" viewBox="0 0 {width} {height}" width="100%" style="max-width:{width}px;background:#fff;border:1px solid #dde3ea">"#,

@@ -155,9 +155,12 @@ pub(crate) fn query(raw: Option<String>) -> HashMap<String, String> {
         .collect()
 }
 
-/// True when a POST comes from a page of this origin: `Sec-Fetch-Site`, when
-/// sent, is `same-origin`, and `Origin`, when sent, is this gateway (its
-/// `Host` or `gateway.public_url`).
+/// True when a POST comes from a page of this origin. `Sec-Fetch-Site`,
+/// which browsers send, decides when present (`same-origin`). Otherwise
+/// `Origin`, when sent, must be this gateway (its `Host` or
+/// `gateway.public_url`); an opaque `null` origin is refused. The pages'
+/// `no-referrer` policy makes browsers send `Origin: null` on their own
+/// forms, which is why `Sec-Fetch-Site` comes first.
 pub(crate) fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     let text = |name: header::HeaderName| {
         headers
@@ -165,10 +168,8 @@ pub(crate) fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && site != "same-origin"
-    {
-        return false;
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin";
     }
     let Some(origin) = text(header::ORIGIN) else {
         return true;

@@ -8,7 +8,6 @@
 //! (usage, invoices, refunds, balances, finalization) and [`sso`].
 
 pub mod billing;
-pub mod credentials;
 pub mod installations;
 pub mod resources;
 pub mod sso;
@@ -117,12 +116,8 @@ impl VercelApi {
 }
 
 /// The error a non-2xx answer stands for. The `Retry-After` of a 429 is
-/// kept in the message so operators see it; a 410 is terminal
-/// ([`credentials::is_gone`]).
-pub(crate) fn refusal(answer: &HttpAnswer, method: &Method, route: &str) -> Error {
-    if answer.status == 410 {
-        return credentials::gone_error(&format!("Vercel {method} {route}"), &answer.text());
-    }
+/// kept in the message so operators see it.
+fn refusal(answer: &HttpAnswer, method: &Method, route: &str) -> Error {
     let error = error_for_status(answer, &format!("Vercel {method} {route}"));
     match retry_after_seconds(answer) {
         Some(seconds) if error.code() == ErrorCode::RateLimited => Error::new(

@@ -26,13 +26,11 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
         marketplaces = marketplaces
             .with_adapter(
                 Marketplace::Vercel,
-                Arc::new(vercel::VercelBilling::new(api.clone(), accounts.clone())),
+                Arc::new(vercel::VercelBilling::new(api.clone(), accounts)),
             )
             .with_reporter(
                 Marketplace::Vercel,
-                Arc::new(vercel_reports::VercelReporter::new(api).with_tokens(
-                    marketbridge_vercel::api::credentials::AccountTokens::new(accounts),
-                )),
+                Arc::new(vercel_reports::VercelReporter::new(api)),
             );
     }
     if let Some(clients) = marketbridge_google::GoogleClients::from_config(config, clock)? {
