@@ -194,6 +194,7 @@ backend_test!(
             credential: Some(account_pb::MarketplaceCredential {
                 access_token: "tok-secret-123".into(),
                 token_type: "Bearer".into(),
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -224,6 +225,7 @@ backend_test!(
         let credential = accounts
             .get_marketplace_credential(account_pb::GetMarketplaceCredentialRequest {
                 account: Some(AccountSelector::by_ref(Marketplace::Direct, "team-1")),
+                ..Default::default()
             })
             .await
             .unwrap()

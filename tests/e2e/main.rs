@@ -34,6 +34,7 @@ mod security_grpc;
 mod tls;
 mod vercel_auth;
 mod vercel_billing;
+mod vercel_credentials;
 mod vercel_demo;
 mod vercel_flow;
 mod vercel_idempotency;

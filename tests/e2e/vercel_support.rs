@@ -87,6 +87,8 @@ pub struct VercelOptions {
     /// How long the gateway trusts fetched signing keys
     /// (`gateway.jwks_cache_seconds`), when not the default.
     pub jwks_cache_seconds: Option<u64>,
+    /// Any other change to the configuration.
+    pub tweak: Option<fn(&mut marketbridge_config::Config)>,
     /// Extra gRPC callers (`security.grpc_clients`), such as an operator.
     pub grpc_clients: Option<String>,
 }
@@ -124,6 +126,7 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
     let default_plan = options.default_installation_plan.clone();
     let slug = options.integration_slug.clone();
     let jwks_cache_seconds = options.jwks_cache_seconds;
+    let tweak = options.tweak;
     let grpc_clients = options.grpc_clients.clone();
     let dashboard = sim.url().to_owned();
     // Imports return to the simulator's completion page.
@@ -144,6 +147,9 @@ pub async fn vercel_set(database: &TestDatabase, options: VercelOptions) -> Verc
         config.catalog.path = catalog;
         if let Some(seconds) = jwks_cache_seconds {
             config.gateway.jwks_cache_seconds = seconds;
+        }
+        if let Some(tweak) = tweak {
+            tweak(config);
         }
         if let Some(callers) = grpc_clients {
             config.security.grpc_clients = callers;

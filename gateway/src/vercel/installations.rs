@@ -82,6 +82,7 @@ pub async fn install(state: &AppState, request: InstallRequest<'_>) -> Result<ac
                 .map(|c| account_pb::MarketplaceCredential {
                     access_token: c.access_token.clone(),
                     token_type: c.token_type.clone().unwrap_or_else(|| "Bearer".to_owned()),
+                    ..Default::default()
                 }),
             signup_required: false,
             attributes,

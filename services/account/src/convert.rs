@@ -181,6 +181,10 @@ pub fn account_to_proto(row: &account::Model) -> pb::Account {
         finalized_at: row.finalized_at.map(to_timestamp),
         purged: row.purged,
         company: row.company.clone(),
+        marketplace_gone_at: row.marketplace_gone_at.map(to_timestamp),
+        marketplace_gone_reason: row.marketplace_gone_reason.clone().unwrap_or_default(),
+        credential_rotated_at: row.credential_rotated_at.map(to_timestamp),
+        credential_revocation_pending: row.previous_credential.is_some(),
     }
 }
 

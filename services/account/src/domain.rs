@@ -6,6 +6,8 @@ use crate::convert::{
 };
 use crate::entity::{account, event};
 use crate::jobs::{self, kind};
+
+pub mod credentials;
 use crate::marketplace::{AccountSnapshot, Marketplaces};
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::{Cipher, SecretString};
@@ -242,6 +244,10 @@ impl AccountDomain {
                 if let Some((sealed, token_type)) = &sealed_credential {
                     row.credential = Some(sealed.clone());
                     row.credential_type = token_type.clone();
+                    // A new credential from the marketplace means it knows
+                    // the account again.
+                    row.marketplace_gone_at = None;
+                    row.marketplace_gone_reason = None;
                 }
                 if let Some(time) = update_time {
                     row.marketplace_update_time = Some(time);
@@ -297,6 +303,11 @@ impl AccountDomain {
                     deletion_requested_at: None,
                     finalized_at: None,
                     purged: false,
+                    previous_credential: None,
+                    credential_rotated_at: None,
+                    credential_rotation_id: None,
+                    marketplace_gone_at: None,
+                    marketplace_gone_reason: None,
                 };
                 self.apply_upsert(&mut row, &request, &terms, actor.as_ref(), now);
                 let approved_now = row.signup_state == signup_state::APPROVED;
@@ -434,8 +445,15 @@ impl AccountDomain {
                 "accounts of marketplace {marketplace} cannot be refreshed"
             ))
         })?;
-        let credential = self.credential_of(&row)?;
-        match adapter.fetch(&row, credential.as_ref()).await? {
+        let credential = self.call_secret(&row).await?;
+        let fetched = match adapter.fetch(&row, credential.as_ref()).await {
+            Err(error) if adapter.is_gone(&error) => {
+                self.record_gone(&row.id, error.message()).await?;
+                return Err(error);
+            }
+            fetched => fetched?,
+        };
+        match fetched {
             Some(snapshot) => self.apply_snapshot(&row.id, snapshot).await,
             None => {
                 tracing::info!(account.id = %row.id, "the marketplace no longer knows the account");
@@ -741,21 +759,6 @@ impl AccountDomain {
         }
         txn.concerning(&row.id);
         txn.finish(account_to_proto(&row)).await
-    }
-
-    /// The decrypted marketplace credential.
-    pub async fn credential(
-        &self,
-        request: pb::GetMarketplaceCredentialRequest,
-    ) -> Result<pb::MarketplaceCredential> {
-        let row = self.require(&self.db, request.account.as_ref()).await?;
-        let token = self
-            .credential_of(&row)?
-            .ok_or_else(|| Error::not_found("no credential is stored for this account"))?;
-        Ok(pb::MarketplaceCredential {
-            access_token: token.into_exposed(),
-            token_type: row.credential_type,
-        })
     }
 
     /// Durably records a marketplace event and schedules its processing.

@@ -145,6 +145,22 @@ impl AccountService for AccountGrpc {
         reply(self.domain.credential(request.into_inner()).await)
     }
 
+    #[tracing::instrument(name = "account.rotate_credential", skip_all)]
+    async fn rotate_marketplace_credential(
+        &self,
+        request: Request<pb::RotateMarketplaceCredentialRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        reply(self.domain.rotate_credential(request.into_inner()).await)
+    }
+
+    #[tracing::instrument(name = "account.mark_gone", skip_all)]
+    async fn mark_marketplace_gone(
+        &self,
+        request: Request<pb::MarkMarketplaceGoneRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        reply(self.domain.mark_gone(request.into_inner()).await)
+    }
+
     #[tracing::instrument(name = "account.record_event", skip_all)]
     async fn record_marketplace_event(
         &self,

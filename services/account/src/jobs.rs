@@ -3,6 +3,7 @@
 
 use crate::convert::{event_status, marketplace_of, signup_state};
 use crate::domain::AccountDomain;
+use crate::domain::credentials::RotationStep;
 use crate::marketplace::{EventOutcome, EventServices};
 use async_trait::async_trait;
 use marketbridge_core::{Error, ErrorCode};
@@ -26,6 +27,18 @@ pub mod kind {
     /// End the subscriptions of an account gone at its marketplace and
     /// deprovision its resources.
     pub const END_SUBSCRIPTIONS: &str = "account.end_subscriptions";
+    /// Rotate the account's marketplace credential and revoke the old one.
+    pub const ROTATE_CREDENTIAL: &str = "account.rotate_credential";
+}
+
+/// Payload of credential rotation jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationJob {
+    /// Our account id.
+    pub account_id: String,
+    /// The rotation (the request's idempotency key, or the schedule's
+    /// round): the marketplace is asked to rotate once per id.
+    pub rotation_id: String,
 }
 
 /// Payload of account jobs.
@@ -194,6 +207,19 @@ impl AccountJobs {
         Ok(())
     }
 
+    async fn rotate_credential(&self, job: &RotationJob) -> Result<(), JobError> {
+        match self
+            .domain()
+            .run_rotation(&job.account_id, &job.rotation_id)
+            .await?
+        {
+            RotationStep::Done => Ok(()),
+            RotationStep::Again => Err(JobError::Retry(
+                "revoking the superseded credential failed; both are kept".into(),
+            )),
+        }
+    }
+
     async fn process_event(&self, job: &EventJob) -> Result<(), JobError> {
         let Some(event) = self.domain().event(&job.event_id).await? else {
             return Ok(());
@@ -250,6 +276,7 @@ impl JobHandler for AccountJobs {
             kind::NOTIFY_APPROVED => self.notify_approved(&job.id, &job.payload()?).await,
             kind::PROCESS_EVENT => self.process_event(&job.payload()?).await,
             kind::END_SUBSCRIPTIONS => self.end_subscriptions(&job.payload()?).await,
+            kind::ROTATE_CREDENTIAL => self.rotate_credential(&job.payload()?).await,
             other => Err(JobError::Permanent(format!("unknown job kind {other}"))),
         }
     }

@@ -8,7 +8,7 @@ use crate::entity::{account, event};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::SecretString;
-use marketbridge_core::{Marketplace, Result};
+use marketbridge_core::{Error, Marketplace, Result};
 use marketbridge_proto::account::v1::SignupState;
 use marketbridge_proto::common::v1::Person;
 use marketbridge_rpc::{BillingClient, ProvisioningClient};
@@ -52,6 +52,90 @@ pub trait AccountMarketplace: Send + Sync + 'static {
         account: &account::Model,
         credential: Option<&SecretString>,
     ) -> Result<Option<AccountSnapshot>>;
+
+    /// The token to call the marketplace with now. `stored` is the stored
+    /// credential; `stale_token_id` names a token the marketplace just
+    /// refused (empty when none). By default the stored credential.
+    async fn call_token(
+        &self,
+        account: &account::Model,
+        stored: Option<&SecretString>,
+        stale_token_id: &str,
+    ) -> Result<CallCredential> {
+        let _ = (account, stale_token_id);
+        let secret = stored
+            .cloned()
+            .ok_or_else(|| Error::not_found("no credential is stored for this account"))?;
+        Ok(CallCredential {
+            secret,
+            kind: "long-lived".to_owned(),
+            expires_at: None,
+        })
+    }
+
+    /// Whether the marketplace can rotate credentials
+    /// ([`Self::rotate_credential`], [`Self::revoke_credential`]).
+    fn rotates_credentials(&self) -> bool {
+        false
+    }
+
+    /// Has the marketplace issue a replacement for `current`; the old one
+    /// stays valid until revoked.
+    async fn rotate_credential(
+        &self,
+        account: &account::Model,
+        current: &SecretString,
+    ) -> Result<SecretString> {
+        let _ = (account, current);
+        Err(Error::unprocessable(
+            "this marketplace does not rotate credentials",
+        ))
+    }
+
+    /// Retires `retired`, authenticated with the live credential `live`.
+    async fn revoke_credential(
+        &self,
+        account: &account::Model,
+        live: &SecretString,
+        retired: &SecretString,
+    ) -> Result<()> {
+        let _ = (account, live, retired);
+        Err(Error::unprocessable(
+            "this marketplace does not revoke credentials",
+        ))
+    }
+
+    /// True when `error` says the account no longer exists at the
+    /// marketplace (Vercel's `410 Gone`): terminal, never retried.
+    fn is_gone(&self, error: &Error) -> bool {
+        let _ = error;
+        false
+    }
+
+    /// Forgets any token cached for the account (it is gone).
+    fn forget_tokens(&self, account: &account::Model) {
+        let _ = account;
+    }
+}
+
+/// A token to call a marketplace with.
+#[derive(Clone)]
+pub struct CallCredential {
+    /// The bearer token.
+    pub secret: SecretString,
+    /// `short-lived` or `long-lived`.
+    pub kind: String,
+    /// When it expires, for a short-lived token.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for CallCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallCredential")
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What processing an event achieved.

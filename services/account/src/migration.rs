@@ -11,6 +11,7 @@ impl MigratorTrait for Migrator {
         let mut migrations = marketbridge_storage::migrations::shared();
         migrations.push(Box::new(CreateAccounts));
         migrations.push(Box::new(CreateMarketplaceEvents));
+        migrations.push(Box::new(AddCredentialLifecycle));
         migrations
     }
 }
@@ -126,5 +127,62 @@ impl MigrationTrait for CreateMarketplaceEvents {
         manager
             .drop_table(Table::drop().table("marketplace_events").to_owned())
             .await
+    }
+}
+
+/// Credential rotation and the marketplace's `410 Gone`: the superseded
+/// credential awaiting revocation (sealed), when and by which request the
+/// credential was last rotated, and when and why the marketplace said the
+/// account is gone.
+struct AddCredentialLifecycle;
+
+impl MigrationName for AddCredentialLifecycle {
+    fn name(&self) -> &str {
+        "m0002_000001_add_credential_lifecycle"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCredentialLifecycle {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one at a time.
+        let columns = [
+            text_null("previous_credential"),
+            timestamp_with_time_zone_null("credential_rotated_at"),
+            string_null("credential_rotation_id"),
+            timestamp_with_time_zone_null("marketplace_gone_at"),
+            text_null("marketplace_gone_reason"),
+        ];
+        for mut column in columns {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table("accounts")
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            "previous_credential",
+            "credential_rotated_at",
+            "credential_rotation_id",
+            "marketplace_gone_at",
+            "marketplace_gone_reason",
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table("accounts")
+                        .drop_column(Alias::new(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

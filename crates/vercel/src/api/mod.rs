@@ -8,6 +8,7 @@
 //! (usage, invoices, refunds, balances, finalization) and [`sso`].
 
 pub mod billing;
+pub mod credentials;
 pub mod installations;
 pub mod resources;
 pub mod sso;
@@ -116,8 +117,12 @@ impl VercelApi {
 }
 
 /// The error a non-2xx answer stands for. The `Retry-After` of a 429 is
-/// kept in the message so operators see it.
-fn refusal(answer: &HttpAnswer, method: &Method, route: &str) -> Error {
+/// kept in the message so operators see it; a 410 is terminal
+/// ([`credentials::is_gone`]).
+pub(crate) fn refusal(answer: &HttpAnswer, method: &Method, route: &str) -> Error {
+    if answer.status == 410 {
+        return credentials::gone_error(&format!("Vercel {method} {route}"), &answer.text());
+    }
     let error = error_for_status(answer, &format!("Vercel {method} {route}"));
     match retry_after_seconds(answer) {
         Some(seconds) if error.code() == ErrorCode::RateLimited => Error::new(

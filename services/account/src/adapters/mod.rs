@@ -17,12 +17,18 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
     if !config.vercel.client_id.is_empty() {
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
         let api = marketbridge_vercel::VercelApi::new(http, &config.vercel.api_base_url);
+        let credentials = vercel::VercelCredentials::from_config(&config.vercel, clock.clone())?;
         marketplaces = marketplaces
             .with_adapter(
                 Marketplace::Vercel,
-                Arc::new(vercel::VercelAccounts::new(api)),
+                Arc::new(vercel::VercelAccounts::new(api, credentials)),
             )
             .with_processor(Marketplace::Vercel, Arc::new(vercel::VercelEvents));
+        if config.vercel.credential_rotation_days > 0 {
+            marketplaces = marketplaces.with_worker(Arc::new(vercel::VercelRotationSchedule::new(
+                config.vercel.credential_rotation_days,
+            )));
+        }
     }
     google::register(marketplaces, config, clock)
 }

@@ -10,11 +10,14 @@
 
 use crate::entity::{account, event};
 use crate::marketplace::{
-    AccountMarketplace, AccountSnapshot, EventOutcome, EventProcessor, EventServices,
+    AccountMarketplace, AccountSnapshot, CallCredential, EventOutcome, EventProcessor,
+    EventServices, MarketplaceWorker,
 };
 use async_trait::async_trait;
+use marketbridge_config::VercelOptions;
 use marketbridge_core::crypto::SecretString;
 use marketbridge_core::money::Money;
+use marketbridge_core::time::SharedClock;
 use marketbridge_core::time::{parse_rfc3339, to_timestamp};
 use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::account::v1 as pb;
@@ -24,21 +27,130 @@ use marketbridge_proto::common::v1::{
 };
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_vercel::VercelApi;
+use marketbridge_vercel::api::credentials::{
+    LONG_LIVED, SHORT_LIVED, TokenCache, TokenGrant, is_gone,
+};
+use marketbridge_vercel::model::vercel_api::CredentialRotation;
 use marketbridge_vercel::model::webhook::{
     event_type, installation_id, invoice_event, project_connection_event,
 };
 use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Reads installations from the Vercel API.
+/// Reads installations from the Vercel API and holds their credentials:
+/// the one cache of short-lived installation tokens of the set (every
+/// service asks for tokens through `GetMarketplaceCredential`), and the
+/// rotation and revocation of the stored credential.
 #[derive(Clone)]
 pub struct VercelAccounts {
     api: VercelApi,
+    credentials: Arc<VercelCredentials>,
+}
+
+/// How installation credentials are obtained, rotated and revoked.
+pub struct VercelCredentials {
+    /// Calls use short-lived tokens (else the stored long-lived one).
+    pub short_lived: bool,
+    /// The client-credentials grant (UNVERIFIED names, from configuration).
+    pub grant: TokenGrant,
+    /// The field of `credentials/revoke` naming the retired credential
+    /// (UNVERIFIED).
+    pub revoke_field: String,
+    cache: TokenCache,
+    clock: SharedClock,
+}
+
+impl VercelCredentials {
+    /// Credentials as configured.
+    pub fn from_config(options: &VercelOptions, clock: SharedClock) -> Result<Self> {
+        let short_lived = match options.installation_tokens.as_str() {
+            "short-lived" => true,
+            "long-lived" => false,
+            other => {
+                return Err(Error::invalid_field(
+                    "vercel.installation_tokens",
+                    format!("must be `short-lived` or `long-lived`, not `{other}`"),
+                ));
+            }
+        };
+        Ok(Self {
+            short_lived,
+            grant: TokenGrant {
+                endpoint: options.token_endpoint.clone(),
+                encoding: options.token_request_encoding.clone(),
+                grant_type: options.token_grant_type.clone(),
+                client_id_field: options.token_client_id_field.clone(),
+                client_secret_field: options.token_client_secret_field.clone(),
+                installation_field: options.token_installation_field.clone(),
+                token_field: options.token_response_token_field.clone(),
+                expires_field: options.token_response_expires_field.clone(),
+                client_id: options.client_id.clone(),
+                client_secret: SecretString::new(options.client_secret.clone()),
+            },
+            revoke_field: options.revoke_token_field.clone(),
+            cache: TokenCache::new(options.token_refresh_margin_seconds),
+            clock,
+        })
+    }
 }
 
 impl VercelAccounts {
     /// An adapter over the Vercel API client.
-    pub fn new(api: VercelApi) -> Self {
-        Self { api }
+    pub fn new(api: VercelApi, credentials: VercelCredentials) -> Self {
+        Self {
+            api,
+            credentials: Arc::new(credentials),
+        }
+    }
+}
+
+fn stored_token(stored: Option<&SecretString>) -> Result<CallCredential> {
+    let secret = stored
+        .cloned()
+        .ok_or_else(|| Error::unprocessable("no Vercel token is stored for this installation"))?;
+    Ok(CallCredential {
+        secret,
+        kind: LONG_LIVED.to_owned(),
+        expires_at: None,
+    })
+}
+
+/// Scheduled rotation of installation credentials older than the
+/// configured age (`vercel.credential_rotation_days`), run by the elected
+/// replica.
+pub struct VercelRotationSchedule {
+    max_age: chrono::Duration,
+}
+
+impl VercelRotationSchedule {
+    /// Rotates credentials older than `days`.
+    pub fn new(days: u64) -> Self {
+        Self {
+            max_age: chrono::Duration::days(days.min(36_500) as i64),
+        }
+    }
+}
+
+#[async_trait]
+impl MarketplaceWorker for VercelRotationSchedule {
+    fn name(&self) -> &'static str {
+        "vercel.rotate_credentials"
+    }
+
+    fn first_delay(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn pause_after(&self, _done: usize) -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    async fn run_once(&self, services: &EventServices) -> Result<usize> {
+        services
+            .accounts
+            .schedule_rotations(marketbridge_core::Marketplace::Vercel, self.max_age)
+            .await
     }
 }
 
@@ -85,6 +197,104 @@ impl AccountMarketplace for VercelAccounts {
             }),
             ..Default::default()
         }))
+    }
+
+    async fn call_token(
+        &self,
+        account: &account::Model,
+        stored: Option<&SecretString>,
+        stale_token_id: &str,
+    ) -> Result<CallCredential> {
+        let credentials = &self.credentials;
+        if !credentials.short_lived {
+            return stored_token(stored);
+        }
+        let installation_id = account.external_id.as_str();
+        let clock = credentials.clock.clone();
+        let stale = Some(stale_token_id).filter(|id| !id.is_empty());
+        let obtained = credentials
+            .cache
+            .get(installation_id, || clock.now(), stale, || async {
+                let issued = self
+                    .api
+                    .request_installation_token(&credentials.grant, installation_id)
+                    .await?;
+                tracing::info!(installation.id = %installation_id, expires_in = issued.expires_in, vercel.token_kind = SHORT_LIVED, "short-lived installation token obtained");
+                Ok(issued)
+            })
+            .await;
+        match obtained {
+            Ok(token) => Ok(CallCredential {
+                secret: token.secret,
+                kind: SHORT_LIVED.to_owned(),
+                expires_at: Some(token.expires_at),
+            }),
+            Err(error) if is_gone(&error) => Err(error),
+            Err(error) => {
+                tracing::warn!(installation.id = %installation_id, error = %error, vercel.token_kind = LONG_LIVED, "no short-lived token could be obtained; falling back to the stored long-lived token");
+                stored_token(stored)
+            }
+        }
+    }
+
+    fn rotates_credentials(&self) -> bool {
+        true
+    }
+
+    async fn rotate_credential(
+        &self,
+        account: &account::Model,
+        current: &SecretString,
+    ) -> Result<SecretString> {
+        let rotated = self
+            .api
+            .rotate_credentials(
+                current,
+                &account.external_id,
+                &CredentialRotation {
+                    client_secret: self.credentials.grant.client_secret.expose().to_owned(),
+                    client_id: Some(self.credentials.grant.client_id.clone()),
+                },
+            )
+            .await?;
+        if rotated.access_token.is_empty() {
+            return Err(Error::unavailable(
+                "the rotation answer has no `access_token`",
+            ));
+        }
+        Ok(SecretString::new(rotated.access_token))
+    }
+
+    async fn revoke_credential(
+        &self,
+        account: &account::Model,
+        live: &SecretString,
+        retired: &SecretString,
+    ) -> Result<()> {
+        let mut body = serde_json::Map::new();
+        body.insert(
+            "client_secret".into(),
+            Value::String(self.credentials.grant.client_secret.expose().to_owned()),
+        );
+        body.insert(
+            "client_id".into(),
+            Value::String(self.credentials.grant.client_id.clone()),
+        );
+        body.insert(
+            self.credentials.revoke_field.clone(),
+            Value::String(retired.expose().to_owned()),
+        );
+        self.api
+            .revoke_credentials(live, &account.external_id, &Value::Object(body))
+            .await
+    }
+
+    fn is_gone(&self, error: &Error) -> bool {
+        is_gone(error)
+    }
+
+    fn forget_tokens(&self, account: &account::Model) {
+        self.credentials.cache.forget(&account.external_id);
     }
 }
 

@@ -53,6 +53,17 @@ pub struct Model {
     pub finalized_at: Option<ChronoDateTimeUtc>,
     /// Personal data erased.
     pub purged: bool,
+    /// The superseded credential (encrypted) until the marketplace confirms
+    /// it is revoked.
+    pub previous_credential: Option<String>,
+    /// When the credential was last rotated.
+    pub credential_rotated_at: Option<ChronoDateTimeUtc>,
+    /// The rotation that produced the current credential.
+    pub credential_rotation_id: Option<String>,
+    /// When the marketplace answered `410 Gone` for the account.
+    pub marketplace_gone_at: Option<ChronoDateTimeUtc>,
+    /// Why (the refused call and the answer).
+    pub marketplace_gone_reason: Option<String>,
 }
 
 /// No relations.

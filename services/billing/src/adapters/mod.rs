@@ -26,11 +26,13 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
         marketplaces = marketplaces
             .with_adapter(
                 Marketplace::Vercel,
-                Arc::new(vercel::VercelBilling::new(api.clone(), accounts)),
+                Arc::new(vercel::VercelBilling::new(api.clone(), accounts.clone())),
             )
             .with_reporter(
                 Marketplace::Vercel,
-                Arc::new(vercel_reports::VercelReporter::new(api)),
+                Arc::new(vercel_reports::VercelReporter::new(api).with_tokens(
+                    marketbridge_vercel::api::credentials::AccountTokens::new(accounts),
+                )),
             );
     }
     if let Some(clients) = marketbridge_google::GoogleClients::from_config(config, clock)? {

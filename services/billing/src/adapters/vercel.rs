@@ -4,14 +4,12 @@
 
 use crate::marketplace::{BillingMarketplace, InvoiceSnapshot, invoice_state};
 use async_trait::async_trait;
-use marketbridge_core::crypto::SecretString;
 use marketbridge_core::money::Money;
 use marketbridge_core::time::parse_rfc3339;
 use marketbridge_core::{Error, Result};
-use marketbridge_proto::account::v1::GetMarketplaceCredentialRequest;
-use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
 use marketbridge_rpc::AccountClient;
 use marketbridge_vercel::VercelApi;
+use marketbridge_vercel::api::credentials::AccountTokens;
 use marketbridge_vercel::model::vercel_api::{Invoice, InvoiceAction};
 
 /// Vercel bills in US dollars.
@@ -31,19 +29,8 @@ impl VercelBilling {
         Self { api, accounts }
     }
 
-    async fn token(&self, installation_id: &str) -> Result<SecretString> {
-        let mut accounts = self.accounts.clone();
-        let credential = accounts
-            .get_marketplace_credential(GetMarketplaceCredentialRequest {
-                account: Some(AccountSelector::by_ref(
-                    Marketplace::Vercel,
-                    installation_id,
-                )),
-            })
-            .await
-            .map_err(Error::from)?
-            .into_inner();
-        Ok(SecretString::new(credential.access_token))
+    fn tokens(&self) -> AccountTokens {
+        AccountTokens::new(self.accounts.clone())
     }
 }
 
@@ -100,10 +87,12 @@ impl BillingMarketplace for VercelBilling {
         account_external_id: &str,
         marketplace_invoice_id: &str,
     ) -> Result<Option<InvoiceSnapshot>> {
-        let token = self.token(account_external_id).await?;
-        let invoice = self
-            .api
-            .get_invoice(&token, account_external_id, marketplace_invoice_id)
+        let api = &self.api;
+        let invoice = api
+            .with_token(&self.tokens(), account_external_id, |token| async move {
+                api.get_invoice(&token, account_external_id, marketplace_invoice_id)
+                    .await
+            })
             .await?;
         invoice.as_ref().map(snapshot).transpose()
     }
@@ -118,20 +107,18 @@ impl BillingMarketplace for VercelBilling {
         if amount.currency != CURRENCY {
             return Err(Error::invalid_field("amount", "Vercel refunds in USD only"));
         }
-        let token = self.token(account_external_id).await?;
         let reason = if reason.trim().is_empty() {
             "refund"
         } else {
             reason
         };
-        self.api
-            .refund_invoice(
-                &token,
-                account_external_id,
-                marketplace_invoice_id,
-                &InvoiceAction::refund(reason, &amount.to_decimal_string()),
-            )
-            .await
+        let action = &InvoiceAction::refund(reason, &amount.to_decimal_string());
+        let api = &self.api;
+        api.with_token(&self.tokens(), account_external_id, |token| async move {
+            api.refund_invoice(&token, account_external_id, marketplace_invoice_id, action)
+                .await
+        })
+        .await
     }
 }
 

@@ -14,6 +14,7 @@ use marketbridge_core::crypto::SecretString;
 use marketbridge_core::time::to_rfc3339;
 use marketbridge_core::{Error, Result};
 use marketbridge_vercel::VercelApi;
+use marketbridge_vercel::api::credentials::AccountTokens;
 use marketbridge_vercel::model::vercel_api::{
     BalanceSubmission, BillingData, BillingItem, BillingLines, InvoiceSubmission, InvoiceTest,
     UsageLine as VercelUsageLine, UsageType,
@@ -29,12 +30,20 @@ const CURRENCY: &str = "USD";
 #[derive(Debug, Clone)]
 pub struct VercelReporter {
     api: VercelApi,
+    tokens: Option<AccountTokens>,
 }
 
 impl VercelReporter {
-    /// A reporter calling the Vercel API.
+    /// A reporter calling the Vercel API with the token billing read.
     pub fn new(api: VercelApi) -> Self {
-        Self { api }
+        Self { api, tokens: None }
+    }
+
+    /// Takes each call's token from the account service instead (short-lived
+    /// when available, refreshed once on a 401, a 410 recorded).
+    pub fn with_tokens(mut self, tokens: AccountTokens) -> Self {
+        self.tokens = Some(tokens);
+        self
     }
 }
 
@@ -195,8 +204,32 @@ impl UsageReporter for VercelReporter {
         submission_kind: &str,
         body: &str,
     ) -> Result<Delivery> {
-        let token = token(account)?;
         let installation_id = account.external_id.as_str();
+        match &self.tokens {
+            Some(tokens) => {
+                self.api
+                    .with_token(tokens, installation_id, |token| async move {
+                        self.send(&token, installation_id, submission_kind, body)
+                            .await
+                    })
+                    .await
+            }
+            None => {
+                self.send(token(account)?, installation_id, submission_kind, body)
+                    .await
+            }
+        }
+    }
+}
+
+impl VercelReporter {
+    async fn send(
+        &self,
+        token: &SecretString,
+        installation_id: &str,
+        submission_kind: &str,
+        body: &str,
+    ) -> Result<Delivery> {
         match submission_kind {
             kind::BILLING_DATA => {
                 let data: BillingData = from_json(body)?;

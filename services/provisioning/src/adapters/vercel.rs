@@ -13,10 +13,9 @@ use crate::marketplace::{ProvisioningMarketplace, ResourceChange, SubscriptionSn
 use async_trait::async_trait;
 use marketbridge_core::crypto::SecretString;
 use marketbridge_core::{Error, Result};
-use marketbridge_proto::account::v1::GetMarketplaceCredentialRequest;
-use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
 use marketbridge_rpc::AccountClient;
 use marketbridge_vercel::VercelApi;
+use marketbridge_vercel::api::credentials::AccountTokens;
 use marketbridge_vercel::model::partner::ResourceStatus;
 use marketbridge_vercel::model::vercel_api::{
     IntegrationEvent, NotificationChange, ResourceImport, ResourceUpdate, SecretsUpdate,
@@ -27,29 +26,24 @@ use marketbridge_vercel::model::{Notification, NotificationLevel};
 #[derive(Clone)]
 pub struct VercelProvisioning {
     api: VercelApi,
-    accounts: AccountClient,
+    tokens: AccountTokens,
 }
 
 impl VercelProvisioning {
     /// An adapter calling the Vercel API with tokens from the account
     /// service.
     pub fn new(api: VercelApi, accounts: AccountClient) -> Self {
-        Self { api, accounts }
+        Self {
+            api,
+            tokens: AccountTokens::new(accounts),
+        }
     }
 
+    /// The installation's token to call with now (short-lived when
+    /// available); prefer [`VercelApi::with_token`], which also retries a
+    /// 401 and records a 410.
     async fn token(&self, installation_id: &str) -> Result<SecretString> {
-        let mut accounts = self.accounts.clone();
-        let credential = accounts
-            .get_marketplace_credential(GetMarketplaceCredentialRequest {
-                account: Some(AccountSelector::by_ref(
-                    Marketplace::Vercel,
-                    installation_id,
-                )),
-            })
-            .await
-            .map_err(Error::from)?
-            .into_inner();
-        Ok(SecretString::new(credential.access_token))
+        Ok(self.tokens.token(installation_id, None).await?.secret)
     }
 }
 
@@ -145,30 +139,32 @@ impl ProvisioningMarketplace for VercelProvisioning {
     async fn resource_changed(&self, change: &ResourceChange) -> Result<()> {
         let installation_id = change.account_external_id.as_str();
         let resource = &change.resource;
-        let token = self.token(installation_id).await?;
         let update = ResourceUpdate {
             status: Some(vercel_status(&resource.status).as_str().to_owned()),
             notification: Some(notification(&resource.status, &resource.status_message)),
             ..Default::default()
         };
-        self.api
-            .update_resource(&token, installation_id, &resource.id, &update)
-            .await?;
+        let api = &self.api;
+        let update = &update;
+        api.with_token(&self.tokens, installation_id, |token| async move {
+            api.update_resource(&token, installation_id, &resource.id, update)
+                .await
+        })
+        .await?;
         if let Some(secrets) = &change.secrets {
-            self.api
-                .update_secrets(
-                    &token,
-                    installation_id,
-                    &resource.id,
-                    &SecretsUpdate {
-                        secrets: wire_secrets(secrets),
-                        partial: None,
-                    },
-                )
-                .await?;
+            let update = SecretsUpdate {
+                secrets: wire_secrets(secrets),
+                partial: None,
+            };
+            let update = &update;
+            api.with_token(&self.tokens, installation_id, |token| async move {
+                api.update_secrets(&token, installation_id, &resource.id, update)
+                    .await
+            })
+            .await?;
         }
-        self.api
-            .dispatch_event(
+        api.with_token(&self.tokens, installation_id, |token| async move {
+            api.dispatch_event(
                 &token,
                 installation_id,
                 IntegrationEvent::ResourceUpdated {
@@ -176,7 +172,9 @@ impl ProvisioningMarketplace for VercelProvisioning {
                     resource_id: resource.id.clone(),
                 },
             )
-            .await?;
+            .await
+        })
+        .await?;
         tracing::info!(installation.id = %installation_id, resource.id = %resource.id, status = %resource.status, secrets_pushed = change.secrets.is_some(), "vercel told of a resource change");
         Ok(())
     }
