@@ -79,9 +79,11 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
             options.max_connections(16).min_connections(1);
         }
     }
-    Database::connect(options)
-        .await
-        .map_err(|e| Error::unavailable(format!("cannot open database {}: {e}", redact_url(url))))
+    let mut db = Database::connect(options).await.map_err(|e| {
+        Error::unavailable(format!("cannot open database {}: {e}", redact_url(url)))
+    })?;
+    crate::testing::observe(&mut db);
+    Ok(db)
 }
 
 /// One connection (a pool of one), so session state such as an advisory

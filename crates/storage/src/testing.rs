@@ -338,3 +338,59 @@ impl Drop for PostgresSandbox {
         .join();
     }
 }
+
+/// The SQL statements every connection of this process sent, once
+/// [`record_statements`] was called (a test's own process; nextest runs each
+/// test in one). Used to check that every lookup has an index.
+static RECORDED: std::sync::OnceLock<std::sync::Mutex<std::collections::BTreeSet<String>>> =
+    std::sync::OnceLock::new();
+
+/// Starts recording the statements of every connection opened from now on
+/// (see [`recorded_statements`]).
+pub fn record_statements() {
+    let _ = RECORDED.set(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+}
+
+/// Every distinct statement (with its placeholders) sent since
+/// [`record_statements`].
+pub fn recorded_statements() -> Vec<String> {
+    RECORDED
+        .get()
+        .map(|set| {
+            set.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes `db` report its statements when recording is on.
+pub(crate) fn observe(db: &mut sea_orm::DatabaseConnection) {
+    if let Some(set) = RECORDED.get() {
+        db.set_metric_callback(move |info| {
+            set.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(info.statement.sql.clone());
+        });
+    }
+}
+
+/// How SQLite would run `sql` (the `detail` of each `EXPLAIN QUERY PLAN`
+/// row), with every placeholder bound to NULL; `None` when `sql` does not
+/// fit this database (a table it does not have).
+pub async fn sqlite_query_plan(db: &sea_orm::DatabaseConnection, sql: &str) -> Option<Vec<String>> {
+    let placeholders = sql.matches('?').count();
+    let statement = Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        format!("EXPLAIN QUERY PLAN {sql}"),
+        vec![sea_orm::Value::String(None); placeholders],
+    );
+    let rows = db.query_all_raw(statement).await.ok()?;
+    Some(
+        rows.iter()
+            .filter_map(|row| row.try_get::<String>("", "detail").ok())
+            .collect(),
+    )
+}

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(CreateLedger));
         migrations.push(Box::new(CreateInvoices));
         migrations.push(Box::new(CreateReporting));
+        migrations.push(Box::new(IndexScheduledLookups));
         migrations
     }
 }
@@ -357,6 +358,56 @@ impl MigrationTrait for CreateReporting {
         for table in ["account_closures", "usage_reports"] {
             manager
                 .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Indexes for the lookups the scheduler and the outbox jobs make, found by
+/// the e2e test `indexes.rs` (SQLite's query plans of every statement).
+struct IndexScheduledLookups;
+
+impl MigrationName for IndexScheduledLookups {
+    fn name(&self) -> &str {
+        "m0002_000001_index_scheduled_lookups"
+    }
+}
+
+/// (index name, table, columns).
+const SCHEDULED_LOOKUP_INDEXES: [(&str, &str, &[&str]); 4] = [
+    ("account_closures_status", "account_closures", &["status"]),
+    ("invoices_state", "invoices", &["state"]),
+    (
+        "billing_resources_subscription",
+        "billing_resources",
+        &["subscription_id", "resource_id"],
+    ),
+    (
+        "billing_subscriptions_marketplace",
+        "billing_subscriptions",
+        &["marketplace", "subscription_id"],
+    ),
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for IndexScheduledLookups {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (name, table, columns) in SCHEDULED_LOOKUP_INDEXES {
+            let mut index = Index::create();
+            index.name(name).table(table).if_not_exists();
+            for column in columns {
+                index.col(*column);
+            }
+            manager.create_index(index.to_owned()).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (name, table, _) in SCHEDULED_LOOKUP_INDEXES {
+            manager
+                .drop_index(Index::drop().name(name).table(table).to_owned())
                 .await?;
         }
         Ok(())

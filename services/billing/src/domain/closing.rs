@@ -127,7 +127,11 @@ impl BillingDomain {
     /// many changed.
     pub(crate) async fn progress_closures(&self, now: DateTime<Utc>) -> Result<usize> {
         let closures = account_closure::Entity::find()
-            .filter(account_closure::Column::Status.ne(closure_status::FINALIZED))
+            .filter(account_closure::Column::Status.is_in([
+                closure_status::CLOSING,
+                closure_status::INVOICED,
+                closure_status::FINALIZING,
+            ]))
             .order_by_asc(account_closure::Column::RequestedAt)
             .all(&self.db)
             .await
