@@ -151,3 +151,160 @@ backend_test!(
         vercel.stop().await;
     }
 );
+
+/// Sends an invoice webhook and lets it take effect.
+async fn invoice_event(
+    vercel: &crate::vercel_support::VercelTest,
+    installation: &marketbridge_simulators::vercel::InstallationHandle,
+    event_type: &str,
+    invoice_id: &str,
+) {
+    let webhooks = vercel.sim.webhooks(&vercel.url("/webhook"));
+    let (_, answer) = webhooks
+        .send_event(
+            event_type,
+            json!({
+                "configuration": {"id": installation.id},
+                "installationId": installation.id,
+                "invoiceId": invoice_id,
+                "externalInvoiceId": null,
+                "period": {"start": "2026-10-01T00:00:00Z", "end": "2026-11-01T00:00:00Z"},
+                "invoiceDate": "2026-11-01T00:00:00Z",
+                "invoiceTotal": "20.00"
+            }),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    vercel.drain().await;
+}
+
+backend_test!(
+    an_overdue_invoice_suspends_and_payment_or_refund_resumes,
+    |database| async move {
+        use marketbridge_proto::billing::v1 as billing_pb;
+        use marketbridge_proto::provisioning::v1::ResourceStatus;
+        let vercel = vercel_set(&database, VercelOptions::manual()).await;
+        let (installation, admin) = vercel.install().await;
+        let resource = vercel
+            .provision(
+                &installation,
+                &admin,
+                provision_body("database", "pro", "billed", json!({"region": "iad1"})),
+            )
+            .await;
+        let resource_id = resource["id"].as_str().unwrap().to_owned();
+        vercel.drain().await;
+
+        // Failed payments degrade nothing; overdue suspends (data kept) and
+        // Vercel is told; payment resumes.
+        invoice_event(
+            &vercel,
+            &installation,
+            "marketplace.invoice.created",
+            "inv_a",
+        )
+        .await;
+        invoice_event(
+            &vercel,
+            &installation,
+            "marketplace.invoice.notpaid",
+            "inv_a",
+        )
+        .await;
+        let stored = vercel.stored_resource(&resource_id).await;
+        assert_eq!(stored.status, ResourceStatus::Ready as i32);
+        invoice_event(
+            &vercel,
+            &installation,
+            "marketplace.invoice.overdue",
+            "inv_a",
+        )
+        .await;
+        let stored = vercel.stored_resource(&resource_id).await;
+        assert_eq!(stored.status, ResourceStatus::Suspended as i32);
+        assert_eq!(stored.status_message, "Invoice inv_a is overdue");
+        assert_eq!(
+            vercel
+                .sim
+                .resource(&installation.id, &resource_id)
+                .unwrap()
+                .status,
+            "suspended"
+        );
+        // Delivered twice: still one suspension.
+        invoice_event(
+            &vercel,
+            &installation,
+            "marketplace.invoice.overdue",
+            "inv_a",
+        )
+        .await;
+        invoice_event(&vercel, &installation, "marketplace.invoice.paid", "inv_a").await;
+        let stored = vercel.stored_resource(&resource_id).await;
+        assert_eq!(stored.status, ResourceStatus::Ready as i32);
+        assert_eq!(
+            vercel
+                .sim
+                .resource(&installation.id, &resource_id)
+                .unwrap()
+                .status,
+            "ready"
+        );
+
+        // A refund of an overdue invoice cancels it: the resource comes back.
+        let inv_b = vercel
+            .sim
+            .create_invoice(&installation.id, "20.00", "overdue");
+        invoice_event(
+            &vercel,
+            &installation,
+            "marketplace.invoice.created",
+            &inv_b,
+        )
+        .await;
+        invoice_event(
+            &vercel,
+            &installation,
+            "marketplace.invoice.overdue",
+            &inv_b,
+        )
+        .await;
+        assert_eq!(
+            vercel.stored_resource(&resource_id).await.status,
+            ResourceStatus::Suspended as i32
+        );
+        let mut billing = vercel.test.set.clients.billing.clone();
+        let invoice = billing
+            .get_invoice(billing_pb::GetInvoiceRequest {
+                selector: Some(
+                    billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(inv_b.clone()),
+                ),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        billing
+            .refund_invoice(billing_pb::RefundInvoiceRequest {
+                context: Some(marketbridge_proto::common::v1::RequestContext {
+                    idempotency_key: "refund-inv-b".into(),
+                    actor: None,
+                }),
+                invoice_id: invoice.id.clone(),
+                amount: None,
+                reason: "billing error".into(),
+            })
+            .await
+            .expect("refund requested");
+        vercel.drain().await;
+        let refunds = vercel
+            .sim
+            .recorder()
+            .accepted("POST", &format!("/billing/invoices/{inv_b}/actions"));
+        assert_eq!(refunds.len(), 1);
+        assert_eq!(
+            vercel.stored_resource(&resource_id).await.status,
+            ResourceStatus::Ready as i32
+        );
+        vercel.stop().await;
+    }
+);

@@ -15,6 +15,10 @@ pub mod kind {
     pub const DELIVER_REPORT: &str = "billing.deliver_report";
     /// Read an invoice's state from its marketplace.
     pub const REFRESH_INVOICE: &str = "billing.refresh_invoice";
+    /// Suspend an account's resources: an invoice is overdue.
+    pub const INVOICE_OVERDUE: &str = "billing.invoice_overdue";
+    /// Resume what an overdue invoice suspended: it was paid or refunded.
+    pub const INVOICE_SETTLED: &str = "billing.invoice_settled";
 }
 
 /// Payload of delivery jobs.
@@ -98,6 +102,17 @@ impl JobHandler for BillingJobs {
             kind::REFRESH_INVOICE => {
                 let payload: InvoiceJob = job.payload()?;
                 Ok(self.domain.refresh_invoice(&payload.invoice_id).await?)
+            }
+            kind::INVOICE_OVERDUE => {
+                let payload: InvoiceJob = job.payload()?;
+                Ok(self.domain.suspend_for_overdue(&payload.invoice_id).await?)
+            }
+            kind::INVOICE_SETTLED => {
+                let payload: InvoiceJob = job.payload()?;
+                Ok(self
+                    .domain
+                    .resume_after_settled(&payload.invoice_id)
+                    .await?)
             }
             other => Err(JobError::Permanent(format!("unknown job kind {other}"))),
         }

@@ -191,6 +191,10 @@ impl BillingDomain {
         let existing = self
             .find_invoice_by_marketplace_id(&*txn, marketplace, &request.marketplace_invoice_id)
             .await?;
+        let previous_state = existing
+            .as_ref()
+            .map(|r| r.state.clone())
+            .unwrap_or_default();
         let row = match existing {
             Some(row) if occurred_at < row.state_at => {
                 tracing::info!(invoice.id = %row.id, "ignoring a stale invoice state");
@@ -253,7 +257,11 @@ impl BillingDomain {
             }
         };
         tracing::info!(invoice.id = %row.id, state = %row.state, "invoice state recorded");
-        txn.finish(invoice_to_proto(&row)).await
+        self.follow_invoice_state(&*txn, &row, &previous_state)
+            .await?;
+        let answer = txn.finish(invoice_to_proto(&row)).await?;
+        self.outbox.wake();
+        Ok(answer)
     }
 
     /// One invoice.
@@ -370,6 +378,7 @@ impl BillingDomain {
                 row.state
             )));
         }
+        let previous_state = row.state.clone();
         row.state = invoice_state::REFUND_REQUESTED.to_owned();
         row.refund_total_minor += amount.amount_minor;
         row.refund_reason = request.reason.clone();
@@ -389,6 +398,10 @@ impl BillingDomain {
         };
         self.outbox
             .enqueue(&*txn, NewJob::new(kind::REFUND, &job)?)
+            .await?;
+        // A refund cancels a notpaid or overdue invoice: what it suspended
+        // comes back.
+        self.follow_invoice_state(&*txn, &row, &previous_state)
             .await?;
         let response = txn.finish(invoice_to_proto(&row)).await?;
         self.outbox.wake();
@@ -631,6 +644,7 @@ impl BillingDomain {
         else {
             return Ok(());
         };
+        let previous_state = current.state.clone();
         current.state = snapshot.state.clone();
         current.state_at = now;
         if snapshot.state == invoice_state::PAID && current.paid_at.is_none() {
@@ -638,12 +652,16 @@ impl BillingDomain {
         }
         current.updated_at = now;
         current
+            .clone()
             .into_active_model()
             .reset_all()
             .update(&txn)
             .await
             .map_err(db_error)?;
+        self.follow_invoice_state(&txn, &current, &previous_state)
+            .await?;
         txn.commit().await.map_err(db_error)?;
+        self.outbox.wake();
         tracing::info!(invoice.id = %invoice_id, state = %snapshot.state, "invoice state read from the marketplace");
         Ok(())
     }

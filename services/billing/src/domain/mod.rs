@@ -4,6 +4,7 @@ mod closing;
 mod interim_billing;
 mod invoices;
 mod invoicing;
+mod overdue;
 mod plans;
 mod prepaid;
 mod pricing;
