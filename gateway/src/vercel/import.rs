@@ -99,7 +99,7 @@ fn return_target(state: &VercelState, return_url: &str) -> Result<url::Url> {
         return Err(invalid());
     }
     let origin = parsed.origin().ascii_serialization();
-    if !state.import_return_origins.iter().any(|o| *o == origin) {
+    if !state.import_return_origins.contains(&origin) {
         return Err(Error::permission_denied(
             "the import may only return to Vercel",
         ));
