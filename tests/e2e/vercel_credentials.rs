@@ -339,7 +339,10 @@ backend_test!(
         assert_eq!(rotation.json()["client_secret"], sim.client_secret());
         let new_token = stored_token(&vercel, &installation).await;
         assert_ne!(new_token, installation.token);
-        assert_eq!(sim.live_credentials(&installation.id), [new_token.clone()]);
+        assert_eq!(
+            sim.live_credentials(&installation.id),
+            std::slice::from_ref(&new_token)
+        );
         let revocation = &sim.recorder().accepted("POST", &revoke_path)[0];
         assert_eq!(
             revocation.header("authorization").unwrap(),
@@ -371,7 +374,6 @@ backend_test!(
         accounts
             .refresh_account(account_pb::RefreshAccountRequest {
                 account: selector(&installation),
-                ..Default::default()
             })
             .await
             .expect("a refresh with the new token");
