@@ -22,6 +22,7 @@ mod google_lifecycle;
 mod google_stream;
 mod google_support;
 mod grpcurl;
+mod indexes;
 mod keys;
 mod kubernetes;
 mod limits;

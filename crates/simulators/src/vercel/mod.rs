@@ -542,6 +542,13 @@ impl VercelSimulator {
         kid
     }
 
+    /// Stops publishing every signing key but the newest (after
+    /// [`Self::rotate_signing_key`], the old key leaves the JWKS).
+    pub fn retire_old_signing_keys(&self) {
+        let mut keys = self.shared.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.published.truncate(1);
+    }
+
     /// A one-time SSO code for `user` of `installation`, as Vercel appends
     /// to the Redirect Login URL.
     pub fn issue_sso_code(&self, installation: &InstallationHandle, user: &SimUser) -> SsoCode {

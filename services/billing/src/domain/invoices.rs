@@ -571,9 +571,11 @@ impl BillingDomain {
         let open = invoice::Entity::find()
             .filter(invoice::Column::ExternalId.is_not_null())
             .filter(invoice::Column::MarketplaceInvoiceId.is_not_null())
-            .filter(
-                invoice::Column::State.is_not_in([invoice_state::PAID, invoice_state::REFUNDED]),
-            )
+            .filter(invoice::Column::State.is_in(
+                invoice_state::ALL.into_iter().filter(|state| {
+                    ![invoice_state::PAID, invoice_state::REFUNDED].contains(state)
+                }),
+            ))
             .order_by_asc(invoice::Column::Id)
             .all(&self.db)
             .await
