@@ -497,14 +497,41 @@ impl Browser {
         .await;
     }
 
+    async fn script(&self, script: &str) -> serde_json::Value {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// Clicks `css` and waits until the page it leads to has loaded (the old
+    /// page is marked first, so a click that navigates is told apart from
+    /// one that has not yet).
     async fn click(&self, css: &str) {
         let element = self.find(css).await;
+        self.script("document.documentElement.setAttribute('data-old', '1')")
+            .await;
         self.command(
             reqwest::Method::POST,
             &format!("/element/{element}/click"),
             Some(json!({})),
         )
         .await;
+        for _ in 0..400 {
+            let loaded = self
+                .script(
+                    "return document.readyState === 'complete' && \
+                     !document.documentElement.hasAttribute('data-old')",
+                )
+                .await;
+            if loaded == json!(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("clicking {css} led to no new page");
     }
 
     /// Clicks an action button (the form posts and the browser follows the

@@ -124,15 +124,15 @@ fn redirect(location: &str, cookies: &[String]) -> Response {
 }
 
 /// The operator of a request, or the answer sending them to sign in.
-pub(crate) fn operator(state: &AppState, headers: &HeaderMap) -> Result<Operator, Response> {
+pub(crate) fn operator(state: &AppState, headers: &HeaderMap) -> Result<Operator, Box<Response>> {
     let keys = &state.console;
     let session: Option<ConsoleSession> =
         session::cookie(headers, COOKIE_NAME).and_then(|value| keys.open(&value, now()));
     let Some(session) = session else {
-        return Err(redirect("/console/sign-in", &[]));
+        return Err(Box::new(redirect("/console/sign-in", &[])));
     };
     let Some(token) = keys.token(&session) else {
-        return Err(redirect("/console/sign-in", &[]));
+        return Err(Box::new(redirect("/console/sign-in", &[])));
     };
     Ok(Operator {
         name: session.operator,
@@ -358,10 +358,10 @@ pub struct CsrfForm {
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let op = match operator(&state, &headers) {
         Ok(op) => op,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     if let Err(answer) = check_post(&state, &headers, &op, &form(&body)) {
-        return answer;
+        return *answer;
     }
     tracing::info!(operator = %op.name, "console sign-out");
     redirect(
@@ -377,15 +377,17 @@ pub(crate) fn check_post(
     headers: &HeaderMap,
     op: &Operator,
     fields: &HashMap<String, String>,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     if !same_origin(state, headers) {
-        return Err(forbidden("This form did not come from this console."));
+        return Err(Box::new(forbidden(
+            "This form did not come from this console.",
+        )));
     }
     let csrf = fields.get("csrf").map(String::as_str).unwrap_or_default();
     if csrf.is_empty() || !crate::vercel::session::same_text(csrf, &op.csrf) {
-        return Err(forbidden(
+        return Err(Box::new(forbidden(
             "This form's security token does not match your session; reload the page and try again.",
-        ));
+        )));
     }
     Ok(())
 }

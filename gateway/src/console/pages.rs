@@ -350,7 +350,7 @@ where
 {
     let op = match operator(&state, &headers) {
         Ok(op) => op,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let params = query(raw);
     let notice = params.get("done").cloned().filter(|d| is_action(d));
@@ -856,7 +856,7 @@ async fn account_body(calls: &Calls<'_>, account_id: &str) -> Result<String, Sta
             ],
         ));
     }
-    timeline.sort_by(|x, y| y.0.cmp(&x.0));
+    timeline.sort_by_key(|entry| std::cmp::Reverse(entry.0));
     let rows: Vec<Vec<String>> = timeline.into_iter().map(|(_, row)| row).collect();
     body.push_str(r#"<h2 id="timeline">Timeline</h2>"#);
     body.push_str(&table(
@@ -1435,11 +1435,11 @@ pub struct ActionForm {
 pub async fn act(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let op = match operator(&state, &headers) {
         Ok(op) => op,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let fields = form(&body);
     if let Err(answer) = check_post(&state, &headers, &op, &fields) {
-        return answer;
+        return *answer;
     }
     let field = |name: &str| {
         fields
