@@ -35,6 +35,7 @@ mod security_grpc;
 mod tls;
 mod vercel_auth;
 mod vercel_billing;
+mod vercel_contract_updates;
 mod vercel_credentials;
 mod vercel_demo;
 mod vercel_flow;

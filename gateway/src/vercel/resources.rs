@@ -7,7 +7,7 @@ use super::body::{parse_json, parse_optional_json, query_map};
 use super::convert;
 use super::error::Answer;
 use super::plans::owned_resource;
-use super::services::{installed_account, plan};
+use super::services::{installed_account, plan, set_installation_plan};
 use crate::context::{idempotency_key, request_context};
 use crate::state::AppState;
 use axum::Json;
@@ -58,6 +58,32 @@ pub async fn provision(
     let key = idempotency_key(&headers)?;
     let body: ProvisionResource = parse_json(&body)?;
     let account = installed_account(&state, &installation_id).await?;
+    // An installation-level plan puts the installation on it (as Update
+    // Installation would) and the resource joins that plan instead of
+    // getting its own subscription.
+    let subscription_id = match installation_scoped_plan(
+        &state,
+        &body.product_id,
+        &body.billing_plan_id,
+        &account.id,
+    )
+    .await?
+    {
+        Some(installation_plan) => {
+            let subscription = set_installation_plan(
+                &state,
+                &account,
+                &installation_id,
+                &installation_plan,
+                key.as_deref(),
+                caller.actor(),
+            )
+            .await?;
+            tracing::info!(installation.id = %installation_id, plan = %installation_plan.id, "installation plan set by a provision");
+            subscription.id
+        }
+        None => String::new(),
+    };
     let mut provisioning = state.clients.provisioning.clone();
     let created = provisioning
         .create_resource(provisioning_pb::CreateResourceRequest {
@@ -73,7 +99,7 @@ pub async fn provision(
             name: body.name.clone(),
             metadata: Some(convert::metadata(&Value::Object(body.metadata.clone()))?),
             external_id: body.external_id.clone().unwrap_or_default(),
-            subscription_id: String::new(),
+            subscription_id,
             protocol_settings: convert::protocol_settings(body.protocol_settings.as_ref())?,
         })
         .await?
@@ -87,6 +113,48 @@ pub async fn provision(
         secrets: convert::secrets(&created.secrets),
     };
     Ok(Json(answer).into_response())
+}
+
+/// The installation-scoped plan `plan_id` of `product_id`, when Provision
+/// Resource names one (Vercel's plan lists may mix both scopes); `None` for
+/// a resource plan or anything unknown (creating the resource then answers
+/// the 400).
+async fn installation_scoped_plan(
+    state: &AppState,
+    product_id: &str,
+    plan_id: &str,
+    account_id: &str,
+) -> Result<Option<marketbridge_proto::billing::v1::Plan>> {
+    use marketbridge_proto::billing::v1 as billing_pb;
+    if product_id.is_empty() || plan_id.is_empty() {
+        return Ok(None);
+    }
+    let mut billing = state.clients.billing.clone();
+    let answer = billing
+        .list_plans(billing_pb::ListPlansRequest {
+            product_id: product_id.to_owned(),
+            marketplace: marketbridge_proto::common::v1::Marketplace::Vercel as i32,
+            scope: billing_pb::PlanScope::Account as i32,
+            account_id: account_id.to_owned(),
+            ..Default::default()
+        })
+        .await;
+    let plans = match answer {
+        Ok(plans) => plans.into_inner().plans,
+        Err(status) => {
+            let error = Error::from(status);
+            if matches!(
+                error.code(),
+                marketbridge_core::ErrorCode::NotFound | marketbridge_core::ErrorCode::Validation
+            ) {
+                return Ok(None);
+            }
+            return Err(error);
+        }
+    };
+    Ok(plans
+        .into_iter()
+        .find(|plan| plan.id == plan_id && !plan.disabled))
 }
 
 /// `GET /v1/installations/{installationId}/resources/{resourceId}`; 404 once
