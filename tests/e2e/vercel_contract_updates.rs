@@ -1,9 +1,10 @@
 //! Vercel contract updates: an installation-level plan named on Provision
-//! Resource.
+//! Resource; the installing user's `user_email`.
 
 use crate::vercel_support::{VercelOptions, installation_path, provision_body, vercel_set};
 use marketbridge_proto::common::v1::Marketplace;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
+use marketbridge_simulators::vercel::tokens::SimUser;
 use marketbridge_storage::backend_test;
 use serde_json::json;
 
@@ -98,6 +99,58 @@ backend_test!(
             .send()
             .await;
         assert_eq!(read.body["billingPlan"]["id"], "team-free");
+        vercel.stop().await;
+    }
+);
+
+backend_test!(
+    the_installing_users_email_is_the_contact_when_the_body_has_none,
+    |database| async move {
+        let vercel = vercel_set(&database, VercelOptions::default()).await;
+
+        // The body's contact wins when there is one.
+        let (installation, _) = vercel.install().await;
+        let account = vercel.account(&installation).await;
+        assert_eq!(
+            account.contact.unwrap().email,
+            format!("owner@{}.example.com", installation.team_id.to_lowercase())
+        );
+
+        // Without one, the token's `user_email` is the contact.
+        let installation = vercel.sim.new_installation();
+        let user = SimUser::admin();
+        let token = vercel.sim.user_token(&installation, &user);
+        let mut body = installation.upsert_body();
+        body["account"]["contact"] = serde_json::Value::Null;
+        let answer = vercel
+            .partner
+            .put(&installation_path(&installation))
+            .user(&token)
+            .json(&body)
+            .send()
+            .await;
+        assert_eq!(answer.status, 204, "{}", answer.text);
+        let contact = vercel.account(&installation).await.contact.unwrap();
+        assert_eq!(contact.email, user.email);
+        assert_eq!(contact.name, user.name);
+
+        // A user token without `user_email` still installs.
+        let installation = vercel.sim.new_installation();
+        let mut user = SimUser::admin();
+        user.email = String::new();
+        let token = vercel.sim.user_token(&installation, &user);
+        let mut body = installation.upsert_body();
+        body["account"]["contact"] = serde_json::Value::Null;
+        let answer = vercel
+            .partner
+            .put(&installation_path(&installation))
+            .user(&token)
+            .json(&body)
+            .send()
+            .await;
+        assert_eq!(answer.status, 204, "{}", answer.text);
+        let account = vercel.account(&installation).await;
+        assert!(account.contact.is_none_or(|c| c.email.is_empty()));
         vercel.stop().await;
     }
 );

@@ -72,6 +72,19 @@ pub async fn authenticate(state: &VercelState, headers: &HeaderMap) -> Result<Ca
         now_epoch_seconds(),
         state.token_rules,
     )?;
+    if kind == AuthKind::User
+        && claims
+            .user_email
+            .as_deref()
+            .is_none_or(|email| email.trim().is_empty())
+    {
+        // Vercel includes it on every user token (contract §3.1) but the
+        // schema keeps it optional: note it, do not refuse the call.
+        tracing::warn!(
+            installation.id = claims.installation_id.as_deref().unwrap_or_default(),
+            "a Vercel user token carries no user_email"
+        );
+    }
     Ok(Caller { claims, kind })
 }
 

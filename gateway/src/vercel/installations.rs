@@ -53,11 +53,28 @@ pub struct InstallRequest<'a> {
 pub async fn install(state: &AppState, request: InstallRequest<'_>) -> Result<account_pb::Account> {
     let terms = convert::accepted_terms(request.accepted_policies, "acceptedPolicies")?;
     let account_details = request.account.cloned().unwrap_or_default();
-    let contact = account_details.contact.as_ref().map(|c| Person {
-        email: c.email.clone().unwrap_or_default(),
-        name: c.name.clone().unwrap_or_default(),
-        ..Default::default()
-    });
+    // The team's contact from the body; without one, the installing user
+    // (their verified `user_email`, contract §3.1).
+    let contact = account_details
+        .contact
+        .as_ref()
+        .filter(|c| c.email.as_deref().is_some_and(|e| !e.trim().is_empty()))
+        .map(|c| Person {
+            email: c.email.clone().unwrap_or_default(),
+            name: c.name.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+        .or_else(|| {
+            request
+                .actor
+                .as_ref()
+                .filter(|actor| !actor.email.trim().is_empty())
+                .map(|actor| Person {
+                    email: actor.email.clone(),
+                    name: actor.name.clone(),
+                    ..Default::default()
+                })
+        });
     let mut attributes = BTreeMap::new();
     if let Some(team_id) = &request.team_id {
         attributes.insert(TEAM_ATTRIBUTE.to_owned(), team_id.clone());

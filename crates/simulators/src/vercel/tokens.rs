@@ -28,7 +28,7 @@ pub struct SimUser {
     pub id: String,
     /// `ADMIN` or `USER`.
     pub role: String,
-    /// E-mail address.
+    /// E-mail address (`user_email`); empty leaves the claim out.
     pub email: String,
     /// Display name.
     pub name: String,
@@ -220,7 +220,9 @@ pub(crate) fn claims(spec: &TokenSpec, issuer: &str, audience: &str) -> Value {
         if !spec.omit_user_role {
             claims.insert("user_role".into(), json!(user.role));
         }
-        claims.insert("user_email".into(), json!(user.email));
+        if !user.email.is_empty() {
+            claims.insert("user_email".into(), json!(user.email));
+        }
         claims.insert("user_name".into(), json!(user.name));
     }
     claims.insert("type".into(), json!(spec.token_type));
