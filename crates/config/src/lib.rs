@@ -438,6 +438,10 @@ pub struct VercelOptions {
     /// of the Import Resource URL), comma-separated. Vercel's own origin
     /// is derived from its example (UNVERIFIED that no other is used).
     pub import_return_origins: String,
+    /// Field of an Update Resource body naming the resource's allowed
+    /// environments (`["production"]` alone makes it production-only);
+    /// empty ignores any such field. Vercel documents none (UNVERIFIED).
+    pub allowed_environments_field: String,
     /// Longest lifetime (`exp` minus `iat`) of a Vercel token accepted, in
     /// seconds; a token meant to live longer is refused.
     pub token_max_lifetime_seconds: u64,
@@ -489,6 +493,7 @@ impl Default for VercelOptions {
             integration_slug: String::new(),
             dashboard_url: "https://vercel.com".into(),
             import_return_origins: "https://vercel.com".into(),
+            allowed_environments_field: String::new(),
             token_max_lifetime_seconds: 24 * 3600,
             installation_tokens: "short-lived".into(),
             token_endpoint: "/login/oauth/token".into(),

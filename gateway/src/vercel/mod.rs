@@ -72,6 +72,9 @@ pub struct VercelState {
     /// Origins the import flow may send the browser back to
     /// (`vercel.import_return_origins`), each serialised (`https://vercel.com`).
     pub import_return_origins: Vec<String>,
+    /// Update Resource field naming the allowed environments
+    /// (`vercel.allowed_environments_field`); empty ignores it.
+    pub allowed_environments_field: String,
 }
 
 impl VercelState {
@@ -110,6 +113,7 @@ impl VercelState {
                 )),
             },
             import_return_origins: import::origins(&vercel.import_return_origins),
+            allowed_environments_field: vercel.allowed_environments_field.trim().to_owned(),
         })
     }
 

@@ -157,6 +157,24 @@ async fn installation_scoped_plan(
         .find(|plan| plan.id == plan_id && !plan.disabled))
 }
 
+/// Whether an Update Resource body makes the resource production-only,
+/// read from the field `vercel.allowed_environments_field` names (Vercel
+/// documents none: UNVERIFIED). `None` when the setting is off, the field
+/// is absent, or it is not an array of strings (ignored, not refused).
+fn allowed_environments(state: &AppState, body: &[u8]) -> Option<bool> {
+    let field = state.vercel.allowed_environments_field.as_str();
+    if field.is_empty() {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let environments = value.get(field)?.as_array()?;
+    let environments: Vec<&str> = environments
+        .iter()
+        .map(Value::as_str)
+        .collect::<Option<Vec<_>>>()?;
+    Some(!environments.is_empty() && environments.iter().all(|e| *e == "production"))
+}
+
 /// `GET /v1/installations/{installationId}/resources/{resourceId}`; 404 once
 /// uninstalled.
 #[utoipa::path(
@@ -274,6 +292,7 @@ pub async fn update(
     let caller = authenticate(&state.vercel, &headers).await?;
     caller.allow_installation(&installation_id, Access::UserChange)?;
     let key = idempotency_key(&headers)?;
+    let production_only = allowed_environments(&state, &body);
     let body: UpdateResource = parse_optional_json(&body)?;
     let account = installed_account(&state, &installation_id).await?;
     owned_resource(&state, &account.id, &resource_id).await?;
@@ -298,6 +317,7 @@ pub async fn update(
             status: 0,
             status_message: None,
             protocol_settings: convert::protocol_settings(body.protocol_settings.as_ref())?,
+            production_only,
         })
         .await?
         .into_inner();

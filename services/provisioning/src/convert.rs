@@ -178,5 +178,6 @@ pub fn resource_to_proto(row: &resource::Model) -> pb::Resource {
         deleted_at: row.deleted_at.map(to_timestamp),
         ownership: row.ownership.clone(),
         protocol_settings: crate::domain::protocol::to_proto(&row.protocol_settings),
+        production_only: row.production_only,
     }
 }

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(IndexResourcesBySubscription));
         migrations.push(Box::new(LinkedResources));
         migrations.push(Box::new(ResourceProtocolSettings));
+        migrations.push(Box::new(ResourceProductionOnly));
         migrations
     }
 }
@@ -333,6 +334,44 @@ impl MigrationTrait for ResourceProtocolSettings {
                 Table::alter()
                     .table("resources")
                     .drop_column("protocol_settings")
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// `resources.production_only`: Vercel's "Allowed Environments: Production
+/// only", false for every resource made before.
+struct ResourceProductionOnly;
+
+impl MigrationName for ResourceProductionOnly {
+    fn name(&self) -> &str {
+        "m0004_000003_resource_production_only"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ResourceProductionOnly {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.has_column("resources", "production_only").await? {
+            return Ok(());
+        }
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("resources")
+                    .add_column(boolean("production_only").default(false))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("resources")
+                    .drop_column("production_only")
                     .to_owned(),
             )
             .await

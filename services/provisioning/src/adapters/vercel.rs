@@ -88,9 +88,21 @@ fn notification(stored: &str, message: &str) -> NotificationChange {
     }
 }
 
-fn wire_secrets(secrets: &[Secret]) -> Vec<marketbridge_vercel::model::Secret> {
+/// The secrets as Vercel gets them; a production-only resource's carry no
+/// development or preview values (contract §2.8).
+fn wire_secrets(
+    secrets: &[Secret],
+    production_only: bool,
+) -> Vec<marketbridge_vercel::model::Secret> {
     secrets
         .iter()
+        .map(|s| {
+            if production_only {
+                s.production_values()
+            } else {
+                s.clone()
+            }
+        })
         .map(|s| marketbridge_vercel::model::Secret {
             name: s.name.clone(),
             value: s.value.clone(),
@@ -153,7 +165,7 @@ impl ProvisioningMarketplace for VercelProvisioning {
         .await?;
         if let Some(secrets) = &change.secrets {
             let update = SecretsUpdate {
-                secrets: wire_secrets(secrets),
+                secrets: wire_secrets(secrets, resource.production_only),
                 partial: None,
             };
             let update = &update;
@@ -195,7 +207,10 @@ impl ProvisioningMarketplace for VercelProvisioning {
             billing_plan: None,
             notification: None,
             extras: None,
-            secrets: change.secrets.as_deref().map(wire_secrets),
+            secrets: change
+                .secrets
+                .as_deref()
+                .map(|secrets| wire_secrets(secrets, change.resource.production_only)),
         };
         self.api
             .import_resource(&token, installation_id, &resource.id, &import)

@@ -495,6 +495,7 @@ impl ProvisioningDomain {
             deleted_at: None,
             ownership: ownership::LINKED.to_owned(),
             protocol_settings: "{}".to_owned(),
+            production_only: false,
         };
         resource::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(conn)

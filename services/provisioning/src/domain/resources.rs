@@ -277,6 +277,9 @@ impl ProvisioningDomain {
         if let Some(name) = &request.name {
             row.name = name.trim().to_owned();
         }
+        if let Some(production_only) = request.production_only {
+            row.production_only = production_only;
+        }
         let plan_changed = match &request.plan_id {
             Some(plan_id) if *plan_id != row.plan_id => {
                 product.plan_for_metadata(plan_id, &metadata)?;
@@ -508,7 +511,17 @@ impl ProvisioningDomain {
             .await?;
             pb::RotateSecretsResponse {
                 sync: true,
-                secrets: rotation.secrets.iter().map(Secret::to_proto).collect(),
+                secrets: rotation
+                    .secrets
+                    .iter()
+                    .map(|secret| {
+                        if row.production_only {
+                            secret.production_values().to_proto()
+                        } else {
+                            secret.to_proto()
+                        }
+                    })
+                    .collect(),
                 partial: rotation.partial,
                 resource: Some(resource_to_proto(&row)),
             }
@@ -812,6 +825,7 @@ impl ProvisioningDomain {
             deleted_at: None,
             ownership: crate::convert::ownership::OWNED.to_owned(),
             protocol_settings: new.protocol_settings.to_owned(),
+            production_only: false,
         };
         resource::Entity::insert(row.clone().into_active_model())
             .exec_without_returning(conn)

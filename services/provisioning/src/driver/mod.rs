@@ -40,6 +40,16 @@ impl Secret {
         }
     }
 
+    /// The secret as a production-only resource hands it out: without the
+    /// development and preview values (Vercel no longer uses them there).
+    pub fn production_values(&self) -> Self {
+        let mut secret = self.clone();
+        secret
+            .environment_overrides
+            .retain(|environment, _| environment == "production");
+        secret
+    }
+
     /// The protobuf form.
     pub fn to_proto(&self) -> common::Secret {
         common::Secret {

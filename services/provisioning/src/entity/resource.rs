@@ -55,6 +55,9 @@ pub struct Model {
     /// The marketplace's protocol settings, JSON object
     /// (`{"appUrls":[{url,target}],"experimentation":{...}}`).
     pub protocol_settings: String,
+    /// Production deployments only: pushed secrets carry no development
+    /// or preview values.
+    pub production_only: bool,
 }
 
 /// No relations are navigated.
