@@ -869,10 +869,28 @@ async fn walk(browser: &Browser, database: &TestDatabase) {
         .await;
     contains(&browser.source().await, "Usage windows of");
     browser.screenshot("10-usage-windows").await;
+    // Vercel delivers one webhook three times: stored once, marked duplicate.
+    let webhooks = vercel_sim.webhooks(&format!("{gateway}/vercel/webhook"));
+    let connected = marketbridge_simulators::vercel::webhooks::envelope(
+        "integration-resource.project-connected",
+        marketbridge_simulators::vercel::webhooks::project_connection_payload(
+            &installation.id,
+            &installation.team_id,
+            &resource_id,
+            "prj_console",
+        ),
+    );
+    for delivery in 0..3 {
+        let answer = webhooks.send(&connected).await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.body["duplicate"], delivery > 0, "{}", answer.text);
+    }
     browser.goto(&at("/console/events")).await;
     let events = browser.source().await;
     contains(&events, "ENTITLEMENT_CREATION_REQUESTED");
     contains(&events, "pubsub_push");
+    contains(&events, "integration-resource.project-connected");
+    contains(&events, "delivered 3×");
     browser.screenshot("11-events").await;
 
     // Forged posts are refused: no CSRF token, a foreign origin.

@@ -108,6 +108,7 @@ backend_test!(
         let recorded = events(&vercel).await;
         assert_eq!(recorded.len(), 1);
         assert_eq!(recorded[0].channel, "webhook");
+        assert_eq!(recorded[0].deliveries, 2, "the redelivery is counted");
         assert_eq!(
             recorded[0].status,
             account_pb::EventStatus::Processed as i32

@@ -1371,13 +1371,14 @@ pub async fn events(
             let rows: Vec<Vec<String>> = events
                 .iter()
                 .map(|e| {
-                    let duplicate = seen.get(&(e.marketplace, e.external_id.clone())).copied().unwrap_or(0) > 1;
+                    let duplicate = e.deliveries > 1
+                        || seen.get(&(e.marketplace, e.external_id.clone())).copied().unwrap_or(0) > 1;
                     vec![
                         ts(e.received_at.as_ref()),
                         escape(&marketplace(e.marketplace)),
                         escape(&e.channel),
                         escape(&e.event_type),
-                        format!("<code>{}</code>{}", escape(&e.external_id), if duplicate { " " .to_owned() + &badge("duplicate") } else { String::new() }),
+                        format!("<code>{}</code>{}", escape(&e.external_id), if duplicate { format!(" {} <span class=\"muted\">delivered {}×</span>", badge("duplicate"), e.deliveries.max(2)) } else { String::new() }),
                         account_link(&e.account_id),
                         format!("{} {}", badge(&event_status(e.status)), escape(&e.error)),
                         details("payload", &e.payload_json),
@@ -1385,7 +1386,7 @@ pub async fn events(
                 })
                 .collect();
             format!(
-                r#"<h1>Event inbox</h1><p class="muted">Every webhook and notification a marketplace sent, newest first. A redelivery of an event id already recorded is acknowledged and not stored again.</p>{}"#,
+                r#"<h1>Event inbox</h1><p class="muted">Every webhook and notification a marketplace sent, newest first. A redelivery of an event id already recorded is acknowledged, counted and not processed again; such events are marked duplicate.</p>{}"#,
                 table(&["Received", "Marketplace", "Channel", "Type", "Event id", "Account", "Status", "Payload"], &rows, "No event yet.")
             )
         });

@@ -203,5 +203,6 @@ pub fn event_to_proto(row: &event::Model) -> pb::MarketplaceEvent {
         error: row.error.clone(),
         channel: row.channel.clone(),
         account_id: row.account_id.clone().unwrap_or_default(),
+        deliveries: u32::try_from(row.deliveries).unwrap_or(1),
     }
 }

@@ -22,7 +22,7 @@ use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use marketbridge_storage::paging::Page;
 use marketbridge_storage::{idempotency, idempotent_txn};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
     EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
@@ -793,6 +793,7 @@ impl AccountDomain {
             error: String::new(),
             channel: request.channel.clone(),
             account_id: None,
+            deliveries: 1,
         };
         let txn = marketbridge_storage::begin_write(&self.db).await?;
         let inserted = event::Entity::insert(row.clone().into_active_model())
@@ -806,6 +807,16 @@ impl AccountDomain {
             .map_err(db_error)?;
         let duplicate = inserted == 0;
         let stored = if duplicate {
+            event::Entity::update_many()
+                .col_expr(
+                    event::Column::Deliveries,
+                    Expr::col(event::Column::Deliveries).add(1),
+                )
+                .filter(event::Column::Marketplace.eq(marketplace.as_str()))
+                .filter(event::Column::ExternalId.eq(request.external_id.clone()))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
             event::Entity::find()
                 .filter(event::Column::Marketplace.eq(marketplace.as_str()))
                 .filter(event::Column::ExternalId.eq(request.external_id.clone()))

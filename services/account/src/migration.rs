@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(CreateAccounts));
         migrations.push(Box::new(CreateMarketplaceEvents));
         migrations.push(Box::new(AddCredentialLifecycle));
+        migrations.push(Box::new(CountEventDeliveries));
         migrations
     }
 }
@@ -184,5 +185,41 @@ impl MigrationTrait for AddCredentialLifecycle {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// How many times a marketplace delivered each event: a redelivery is
+/// acknowledged without being stored again, and counted here so the
+/// console's inbox can mark duplicates.
+struct CountEventDeliveries;
+
+impl MigrationName for CountEventDeliveries {
+    fn name(&self) -> &str {
+        "m0002_000002_count_event_deliveries"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CountEventDeliveries {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("marketplace_events")
+                    .add_column(integer("deliveries").default(1))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("marketplace_events")
+                    .drop_column(Alias::new("deliveries"))
+                    .to_owned(),
+            )
+            .await
     }
 }

@@ -29,6 +29,9 @@ pub struct Model {
     pub channel: String,
     /// Our account it concerns, once known.
     pub account_id: Option<String>,
+    /// How many times the marketplace delivered it (more than one: the
+    /// redeliveries were acknowledged as duplicates).
+    pub deliveries: i32,
 }
 
 /// No relations.
