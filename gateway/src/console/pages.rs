@@ -15,6 +15,22 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use tonic::Status;
 
+/// Calls `method` of the named service's client: the three services serve
+/// the same outbox and audit RPCs. Evaluates to the answer's message.
+macro_rules! on_service {
+    ($clients:expr, $service:expr, $method:ident($request:expr)) => {
+        match $service {
+            "account" => $clients.account.clone().$method($request).await,
+            "provisioning" => $clients.provisioning.clone().$method($request).await,
+            "billing" => $clients.billing.clone().$method($request).await,
+            _ => Err(Status::invalid_argument(
+                "service must be account, provisioning or billing",
+            )),
+        }
+        .map(tonic::Response::into_inner)
+    };
+}
+
 /// The services whose outbox the console shows.
 const SERVICES: [&str; 3] = ["account", "provisioning", "billing"];
 
@@ -260,32 +276,11 @@ impl Calls<'_> {
             kind: String::new(),
             page: page_of(size),
         };
-        let clients = &self.state.clients;
-        let answer = match service {
-            "account" => {
-                clients
-                    .account
-                    .clone()
-                    .list_outbox_jobs(self.op.call(request))
-                    .await?
-            }
-            "provisioning" => {
-                clients
-                    .provisioning
-                    .clone()
-                    .list_outbox_jobs(self.op.call(request))
-                    .await?
-            }
-            "billing" => {
-                clients
-                    .billing
-                    .clone()
-                    .list_outbox_jobs(self.op.call(request))
-                    .await?
-            }
-            _ => return Err(Status::invalid_argument("unknown service")),
-        };
-        Ok(answer.into_inner())
+        on_service!(
+            self.state.clients,
+            service,
+            list_outbox_jobs(self.op.call(request))
+        )
     }
 
     async fn audit(&self, account_id: &str) -> Result<Vec<(String, common::AuditEntry)>, Status> {
@@ -293,44 +288,16 @@ impl Calls<'_> {
             account_id: account_id.to_owned(),
             page: page_of(200),
         };
-        let clients = &self.state.clients;
         let mut all = Vec::new();
-        let tag = |service: &str, entries: Vec<common::AuditEntry>| {
-            entries
-                .into_iter()
-                .map(|e| (service.to_owned(), e))
-                .collect::<Vec<_>>()
-        };
-        all.extend(tag(
-            "account",
-            clients
-                .account
-                .clone()
-                .list_audit_entries(self.op.call(request()))
-                .await?
-                .into_inner()
-                .entries,
-        ));
-        all.extend(tag(
-            "provisioning",
-            clients
-                .provisioning
-                .clone()
-                .list_audit_entries(self.op.call(request()))
-                .await?
-                .into_inner()
-                .entries,
-        ));
-        all.extend(tag(
-            "billing",
-            clients
-                .billing
-                .clone()
-                .list_audit_entries(self.op.call(request()))
-                .await?
-                .into_inner()
-                .entries,
-        ));
+        for service in SERVICES {
+            let entries = on_service!(
+                self.state.clients,
+                service,
+                list_audit_entries(self.op.call(request()))
+            )?
+            .entries;
+            all.extend(entries.into_iter().map(|e| (service.to_owned(), e)));
+        }
         Ok(all)
     }
 }
@@ -1614,55 +1581,10 @@ async fn perform(
                 job_id: target.to_owned(),
                 reason: reason.to_owned(),
             };
-            let retry = action == "outbox.retry";
-            match (service, retry) {
-                ("account", true) => drop(
-                    clients
-                        .account
-                        .clone()
-                        .retry_outbox_job(op.call(request))
-                        .await?,
-                ),
-                ("account", false) => drop(
-                    clients
-                        .account
-                        .clone()
-                        .discard_outbox_job(op.call(request))
-                        .await?,
-                ),
-                ("provisioning", true) => drop(
-                    clients
-                        .provisioning
-                        .clone()
-                        .retry_outbox_job(op.call(request))
-                        .await?,
-                ),
-                ("provisioning", false) => drop(
-                    clients
-                        .provisioning
-                        .clone()
-                        .discard_outbox_job(op.call(request))
-                        .await?,
-                ),
-                ("billing", true) => drop(
-                    clients
-                        .billing
-                        .clone()
-                        .retry_outbox_job(op.call(request))
-                        .await?,
-                ),
-                ("billing", false) => drop(
-                    clients
-                        .billing
-                        .clone()
-                        .discard_outbox_job(op.call(request))
-                        .await?,
-                ),
-                _ => {
-                    return Err(Status::invalid_argument(
-                        "service must be account, provisioning or billing",
-                    ));
-                }
+            if action == "outbox.retry" {
+                on_service!(clients, service, retry_outbox_job(op.call(request)))?;
+            } else {
+                on_service!(clients, service, discard_outbox_job(op.call(request)))?;
             }
         }
         _ => return Err(Status::invalid_argument("unknown action")),
