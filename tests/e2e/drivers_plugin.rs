@@ -363,6 +363,27 @@ async fn serve(plugin: SearchPlugin) -> (SocketAddr, CancellationToken) {
     (address, stop)
 }
 
+/// A set on `database` (manual clock, no workers) whose plug-in product is
+/// served by `plugin`; the catalog file lives as long as the returned value.
+async fn plugin_set(
+    database: &marketbridge_storage::testing::TestDatabase,
+    plugin: &SearchPlugin,
+) -> (TestSet, CancellationToken, CatalogFile) {
+    let (address, stop_plugin) = serve(plugin.clone()).await;
+    let catalog = catalog(address);
+    let path = catalog.path();
+    let test = set_on(database)
+        .manual_clock()
+        .without_workers()
+        .configure(move |config| {
+            config.catalog.path = path;
+            config.provisioning.plugin_token = TOKEN.into();
+        })
+        .start()
+        .await;
+    (test, stop_plugin, catalog)
+}
+
 fn catalog(address: SocketAddr) -> CatalogFile {
     CatalogFile::new(&format!(
         r#"
@@ -440,17 +461,7 @@ backend_test!(
     a_plugin_product_lives_through_its_whole_lifecycle,
     |database| async move {
         let plugin = SearchPlugin::default();
-        let (address, stop_plugin) = serve(plugin.clone()).await;
-        let catalog = catalog(address);
-        let test = set_on(&database)
-            .manual_clock()
-            .without_workers()
-            .configure(|config| {
-                config.catalog.path = catalog.path();
-                config.provisioning.plugin_token = TOKEN.into();
-            })
-            .start()
-            .await;
+        let (test, stop_plugin, _catalog) = plugin_set(&database, &plugin).await;
         let clock = test.clock.clone().expect("manual clock");
         let account = direct_account(&test, "team-search").await;
         let mut provisioning = test.set.clients.provisioning.clone();
@@ -629,17 +640,7 @@ backend_test!(
     plugin_refusals_put_the_resource_in_error_with_its_message,
     |database| async move {
         let plugin = SearchPlugin::default();
-        let (address, stop_plugin) = serve(plugin.clone()).await;
-        let catalog = catalog(address);
-        let test = set_on(&database)
-            .manual_clock()
-            .without_workers()
-            .configure(|config| {
-                config.catalog.path = catalog.path();
-                config.provisioning.plugin_token = TOKEN.into();
-            })
-            .start()
-            .await;
+        let (test, stop_plugin, catalog) = plugin_set(&database, &plugin).await;
         let account = direct_account(&test, "team-refused").await;
 
         plugin.fail_next(
@@ -696,17 +697,7 @@ backend_test!(
             "Legacy index".into(),
             "sk_issued_for_vercel".into(),
         )];
-        let (address, stop_plugin) = serve(plugin.clone()).await;
-        let catalog = catalog(address);
-        let test = set_on(&database)
-            .manual_clock()
-            .without_workers()
-            .configure(|config| {
-                config.catalog.path = catalog.path();
-                config.provisioning.plugin_token = TOKEN.into();
-            })
-            .start()
-            .await;
+        let (test, stop_plugin, _catalog) = plugin_set(&database, &plugin).await;
         let account = direct_account(&test, "team-import").await;
         let mut provisioning = test.set.clients.provisioning.clone();
 
@@ -777,17 +768,7 @@ backend_test!(
     app_urls_reach_the_plugin_on_provision_and_when_they_change,
     |database| async move {
         let plugin = SearchPlugin::default();
-        let (address, stop_plugin) = serve(plugin.clone()).await;
-        let catalog = catalog(address);
-        let test = set_on(&database)
-            .manual_clock()
-            .without_workers()
-            .configure(|config| {
-                config.catalog.path = catalog.path();
-                config.provisioning.plugin_token = TOKEN.into();
-            })
-            .start()
-            .await;
+        let (test, stop_plugin, _catalog) = plugin_set(&database, &plugin).await;
         let account = direct_account(&test, "team-auth").await;
         let mut provisioning = test.set.clients.provisioning.clone();
         let app_urls = |urls: &[(&str, &str)]| provisioning_pb::ProtocolSettings {
