@@ -3,6 +3,7 @@
 
 mod support;
 
+mod architecture;
 mod billing;
 mod billing_closing;
 mod billing_google;

@@ -81,6 +81,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        marketbridge_telemetry::transactions::check_no_open_transaction(request.uri().path());
         // A call made on behalf of someone else (the console's operator)
         // carries its own credential.
         if let Some(header) = &self.header

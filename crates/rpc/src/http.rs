@@ -72,6 +72,9 @@ pub async fn send_traced(
     let (client, request) = request.build_split();
     let mut request = request.map_err(|e| Error::internal(format!("cannot build request: {e}")))?;
     let method = request.method().to_string();
+    marketbridge_telemetry::transactions::check_no_open_transaction(format_args!(
+        "{method} {route} at {peer}"
+    ));
     let span = marketbridge_telemetry::outbound_http_span(peer, &method, route);
     let started = std::time::Instant::now();
     let result = async {

@@ -129,7 +129,7 @@ impl AuditLog {
             account_id: Set(action.account_id.clone()),
             detail: Set(action.detail.clone()),
             outcome: Set(outcome.chars().take(1000).collect()),
-            created_at: Set(crate::outbox::truncate_micros(self.clock.now())),
+            created_at: Set(crate::db::truncate_micros(self.clock.now())),
         };
         entity::Entity::insert(row)
             .exec_without_returning(conn)

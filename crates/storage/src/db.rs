@@ -2,8 +2,12 @@
 //! `postgres://` URL is given.
 
 use marketbridge_core::{Error, ErrorCode};
+use marketbridge_telemetry::transactions::OpenTransaction;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr, SqlErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, ExecResult, QueryResult, RuntimeErr, SqlErr, Statement,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -193,15 +197,80 @@ pub async fn open_migrated<M: sea_orm_migration::MigratorTrait>(
     connect(url).await
 }
 
+/// Microsecond precision, the finest both backends store.
+pub fn truncate_micros(time: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
+}
+
 /// Begins a transaction that will write. On SQLite it takes the write lock at
 /// once (`BEGIN IMMEDIATE`), so a transaction that reads then writes waits
 /// for other writers instead of failing; on PostgreSQL it is a plain `BEGIN`.
-pub async fn begin_write(db: &DatabaseConnection) -> Result<sea_orm::DatabaseTransaction, Error> {
+///
+/// The transaction counts as open in the calling task until it commits, rolls
+/// back or is dropped, so an outbound call made meanwhile is caught
+/// (see `marketbridge_telemetry::transactions`).
+pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, Error> {
     use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..Default::default()
+    let txn = db
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        })
+        .await
+        .map_err(db_error)?;
+    Ok(WriteTxn {
+        txn,
+        _open: OpenTransaction::begin(),
     })
-    .await
-    .map_err(db_error)
+}
+
+/// A write transaction from [`begin_write`]; use it wherever a sea-orm
+/// connection is expected.
+#[derive(Debug)]
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _open: OpenTransaction,
+}
+
+impl WriteTxn {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for WriteTxn {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.txn.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        self.txn.is_mock_connection()
+    }
 }

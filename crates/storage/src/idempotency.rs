@@ -10,13 +10,13 @@
 //! records too ([`purge_subject`]), and [`purge_older_than`] keeps the table
 //! to the retention the operator set.
 
-use crate::db::{db_error, is_unique_violation};
+use crate::db::{WriteTxn, db_error, is_unique_violation};
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::{Cipher, sha256_hex};
 use marketbridge_core::{Error, ErrorCode, Result};
 use prost::Message;
 use sea_orm::entity::prelude::*;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction};
+use sea_orm::{ActiveValue::Set, DatabaseConnection};
 use std::ops::Deref;
 
 /// The `idempotency_records` table.
@@ -62,17 +62,17 @@ const SEALED: u8 = 0;
 // A value of this type lives for one call and is matched at once; boxing
 // the transaction would only add an allocation per call.
 #[allow(clippy::large_enum_variant)]
-pub enum Started<M> {
+pub enum Started<M, W = IdempotentTxn> {
     /// The call was made before; this was its answer.
     Replay(M),
     /// First time: do the work in this transaction, then `finish` it.
-    Fresh(IdempotentTxn),
+    Fresh(W),
 }
 
 /// A transaction that records the response of an idempotent call when it
 /// commits.
 pub struct IdempotentTxn {
-    txn: DatabaseTransaction,
+    txn: WriteTxn,
     db: DatabaseConnection,
     record: Option<(String, String, String)>,
     now: DateTime<Utc>,
@@ -81,9 +81,9 @@ pub struct IdempotentTxn {
 }
 
 impl Deref for IdempotentTxn {
-    type Target = DatabaseTransaction;
+    type Target = WriteTxn;
 
-    fn deref(&self) -> &DatabaseTransaction {
+    fn deref(&self) -> &WriteTxn {
         &self.txn
     }
 }
@@ -119,12 +119,34 @@ async fn start_with<M: Message + Default>(
     request: &impl Message,
     now: DateTime<Utc>,
 ) -> Result<Started<M>> {
+    let encoded = if key.is_empty() {
+        Vec::new()
+    } else {
+        request.encode_to_vec()
+    };
+    start_encoded(db, seal, scope, key, &encoded, now).await
+}
+
+fn check_key(key: &str) -> Result<()> {
     if key.len() > MAX_KEY_LEN {
         return Err(Error::invalid_field(
             "idempotencyKey",
             format!("must be at most {MAX_KEY_LEN} characters"),
         ));
     }
+    Ok(())
+}
+
+/// [`start`] for a request already encoded.
+pub(crate) async fn start_encoded<M: Message + Default>(
+    db: &DatabaseConnection,
+    seal: Option<&Cipher>,
+    scope: &str,
+    key: &str,
+    request: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Started<M, IdempotentTxn>> {
+    check_key(key)?;
     let txn = crate::db::begin_write(db).await?;
     if key.is_empty() {
         return Ok(Started::Fresh(IdempotentTxn {
@@ -136,7 +158,7 @@ async fn start_with<M: Message + Default>(
             subject: None,
         }));
     }
-    let fingerprint = sha256_hex(&request.encode_to_vec());
+    let fingerprint = sha256_hex(request);
     if let Some(stored) = lookup(&txn, scope, key).await? {
         return replay(stored, &fingerprint, seal).map(Started::Replay);
     }
@@ -148,6 +170,25 @@ async fn start_with<M: Message + Default>(
         seal: seal.cloned(),
         subject: None,
     }))
+}
+
+/// The stored answer of an earlier identical call, read outside any
+/// transaction; `None` for a first call or an empty key.
+pub(crate) async fn replayed<M: Message + Default>(
+    db: &DatabaseConnection,
+    seal: Option<&Cipher>,
+    scope: &str,
+    key: &str,
+    request: &[u8],
+) -> Result<Option<M>> {
+    check_key(key)?;
+    if key.is_empty() {
+        return Ok(None);
+    }
+    match lookup(db, scope, key).await? {
+        Some(stored) => replay(stored, &sha256_hex(request), seal).map(Some),
+        None => Ok(None),
+    }
 }
 
 async fn lookup(

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::outbox::truncate_micros;
+use crate::db::truncate_micros;
 
 /// The `leader_leases` table.
 pub mod entity {

@@ -13,7 +13,11 @@ pub mod migrations;
 pub mod outbox;
 pub mod paging;
 pub mod testing;
+pub mod unit_of_work;
 
-pub use db::{Backend, begin_write, connect, db_error, is_unique_violation, open_migrated};
+pub use db::{
+    Backend, WriteTxn, begin_write, connect, db_error, is_unique_violation, open_migrated,
+};
 pub use sea_orm;
 pub use sea_orm_migration;
+pub use unit_of_work::{Call, UnitOfWork};

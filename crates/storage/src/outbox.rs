@@ -127,6 +127,36 @@ impl NewJob {
         })
     }
 
+    /// One of a service's jobs: `job` is a value of the service's job enum,
+    /// adjacently tagged `#[serde(tag = "kind", content = "payload")]` with each
+    /// variant renamed to its stored kind (`provisioning.provision`). The kind
+    /// and the payload are stored apart, as [`NewJob::new`] stores them, so
+    /// rows written either way read back the same; [`Job::decode`] reverses it.
+    pub fn of(job: &impl Serialize) -> Result<Self> {
+        let encoded =
+            serde_json::to_value(job).map_err(|e| Error::internal(format!("job payload: {e}")))?;
+        let serde_json::Value::Object(mut fields) = encoded else {
+            return Err(Error::internal(
+                "a job enum must be tagged with `kind` and `payload`",
+            ));
+        };
+        let Some(serde_json::Value::String(kind)) = fields.remove("kind") else {
+            return Err(Error::internal("a job enum must be tagged with `kind`"));
+        };
+        let payload = fields.remove("payload").unwrap_or(serde_json::Value::Null);
+        Ok(Self {
+            kind,
+            payload: payload.to_string(),
+            dedupe_key: None,
+            run_at: None,
+        })
+    }
+
+    /// The kind this job is stored under.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
     /// Enqueue only if no job with this key was ever enqueued.
     pub fn dedupe_key(mut self, key: impl Into<String>) -> Self {
         self.dedupe_key = Some(key.into());
@@ -140,10 +170,7 @@ impl NewJob {
     }
 }
 
-/// Microsecond precision, the finest both backends store.
-pub fn truncate_micros(time: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
-}
+pub use crate::db::truncate_micros;
 
 /// Writes a job, usually inside the transaction of the change that causes it.
 /// Returns `None` when a job with the same dedupe key already exists.
@@ -218,6 +245,24 @@ impl Job {
                 "cannot check the job's lease: {error}"
             ))),
         }
+    }
+
+    /// The job as a value of the service's job enum (see [`NewJob::of`]). A
+    /// kind the enum does not know, or a payload that does not parse, is a
+    /// permanent failure: retrying cannot make it readable.
+    pub fn decode<J: DeserializeOwned>(&self) -> Result<J, JobError> {
+        let payload: serde_json::Value = serde_json::from_str(&self.payload)
+            .map_err(|e| JobError::Permanent(format!("unreadable {} payload: {e}", self.kind)))?;
+        let mut tagged = serde_json::Map::with_capacity(2);
+        tagged.insert(
+            "kind".to_owned(),
+            serde_json::Value::String(self.kind.clone()),
+        );
+        if !payload.is_null() {
+            tagged.insert("payload".to_owned(), payload);
+        }
+        serde_json::from_value(serde_json::Value::Object(tagged))
+            .map_err(|e| JobError::Permanent(format!("unreadable {} job: {e}", self.kind)))
     }
 
     /// The payload, deserialized. A payload that does not parse is a

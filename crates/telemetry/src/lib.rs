@@ -10,6 +10,7 @@ mod http_server;
 mod logfmt;
 mod metrics;
 mod propagation;
+pub mod transactions;
 
 pub use grpc::{
     GrpcClientLayer, GrpcClientService, GrpcServerMetricsLayer, GrpcServerMetricsService,

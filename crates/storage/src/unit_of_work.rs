@@ -1,0 +1,207 @@
+//! One unit of work per write: the idempotency check, the transaction, the
+//! jobs the change causes and the worker's wake-up, owned in one place.
+//!
+//! ```ignore
+//! let call = Call::new("provisioning.CreateResource", &key, &request, now).sealed(&cipher);
+//! if let Some(answer) = call.replayed(&db).await? {
+//!     return Ok(answer);            // the same call was answered before
+//! }
+//! let account = accounts.get(id).await?;   // remote reads: before the transaction
+//! let mut work = unit_of_work!(call, &db, &outbox);
+//! /* read and write rows through `&*work` */
+//! work.enqueue(NewJob::of(&Job::Provision { .. })?).await?;
+//! work.finish(answer).await          // records the answer, commits, wakes the worker
+//! ```
+//!
+//! Invariant: nothing here calls the network, and while a [`UnitOfWork`] is
+//! alive its task counts as holding a transaction, so an outbound call made
+//! meanwhile is caught (`marketbridge_telemetry::transactions`).
+
+use crate::db::WriteTxn;
+use crate::idempotency::{self, IdempotentTxn, Started};
+use crate::outbox::{NewJob, Outbox};
+use chrono::{DateTime, Utc};
+use marketbridge_core::Result;
+use marketbridge_core::crypto::Cipher;
+use marketbridge_core::ids::JobId;
+use prost::Message;
+use sea_orm::DatabaseConnection;
+use std::ops::Deref;
+
+/// A mutating call: its idempotency scope and key, its request's
+/// fingerprint, its start time and whether its stored answer is sealed.
+#[derive(Clone)]
+pub struct Call<'a> {
+    scope: &'a str,
+    key: &'a str,
+    request: Vec<u8>,
+    now: DateTime<Utc>,
+    seal: Option<&'a Cipher>,
+}
+
+impl<'a> Call<'a> {
+    /// A call of `scope` (`provisioning.CreateResource`) with the caller's
+    /// idempotency `key` (empty: not idempotent) for `request`.
+    pub fn new(scope: &'a str, key: &'a str, request: &impl Message, now: DateTime<Utc>) -> Self {
+        Self {
+            scope,
+            key,
+            request: if key.is_empty() {
+                Vec::new()
+            } else {
+                request.encode_to_vec()
+            },
+            now,
+            seal: None,
+        }
+    }
+
+    /// A write that is not a call (a job's, a scheduler's): no idempotency
+    /// record, only the transaction and its jobs.
+    pub fn internal(now: DateTime<Utc>) -> Self {
+        Self {
+            scope: "",
+            key: "",
+            request: Vec::new(),
+            now,
+            seal: None,
+        }
+    }
+
+    /// The stored answer is sealed with `cipher` (answers carrying secrets
+    /// or personal data).
+    pub fn sealed(mut self, cipher: &'a Cipher) -> Self {
+        self.seal = Some(cipher);
+        self
+    }
+
+    /// The answer of an earlier identical call, read without a transaction,
+    /// so a replay costs one read and no remote call. A different request
+    /// under the same key is refused here.
+    pub async fn replayed<M: Message + Default>(
+        &self,
+        db: &DatabaseConnection,
+    ) -> Result<Option<M>> {
+        idempotency::replayed(db, self.seal, self.scope, self.key, &self.request).await
+    }
+
+    /// Starts the transaction (checking the key again inside it).
+    pub async fn begin<M: Message + Default>(
+        self,
+        db: &DatabaseConnection,
+        outbox: &Outbox,
+    ) -> Result<Started<M, UnitOfWork>> {
+        let started = idempotency::start_encoded(
+            db,
+            self.seal,
+            self.scope,
+            self.key,
+            &self.request,
+            self.now,
+        )
+        .await?;
+        Ok(match started {
+            Started::Replay(answer) => Started::Replay(answer),
+            Started::Fresh(txn) => Started::Fresh(UnitOfWork {
+                txn,
+                outbox: outbox.clone(),
+                enqueued: 0,
+            }),
+        })
+    }
+}
+
+/// A transaction in progress, with the jobs it enqueued; see the module
+/// documentation.
+pub struct UnitOfWork {
+    txn: IdempotentTxn,
+    outbox: Outbox,
+    enqueued: usize,
+}
+
+impl Deref for UnitOfWork {
+    type Target = WriteTxn;
+
+    fn deref(&self) -> &WriteTxn {
+        &self.txn
+    }
+}
+
+impl UnitOfWork {
+    /// A plain write transaction with jobs, for work that is not an
+    /// idempotent call (jobs, scheduled work).
+    pub async fn begin(db: &DatabaseConnection, outbox: &Outbox) -> Result<Self> {
+        let now = outbox.clock().now();
+        match Call::internal(now).begin::<()>(db, outbox).await? {
+            Started::Fresh(work) => Ok(work),
+            Started::Replay(()) => unreachable!("a call without a key never replays"),
+        }
+    }
+
+    /// The time the call started at.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.txn.now()
+    }
+
+    /// Names the account the call concerns (see
+    /// [`IdempotentTxn::concerning`]).
+    pub fn concerning(&mut self, account_id: impl AsRef<str>) {
+        self.txn.concerning(account_id.as_ref());
+    }
+
+    /// Enqueues a job in this transaction; the worker is woken after the
+    /// commit. `None` when a job with the same dedupe key exists.
+    pub async fn enqueue(&mut self, job: NewJob) -> Result<Option<JobId>> {
+        let id = self.outbox.enqueue(&*self.txn, job).await?;
+        self.enqueued += usize::from(id.is_some());
+        Ok(id)
+    }
+
+    /// Records `answer` (when the call had a key), commits and wakes the
+    /// worker if jobs were enqueued. When a concurrent identical call won, its
+    /// answer is returned and nothing of this one is kept.
+    pub async fn finish<M: Message + Default>(self, answer: M) -> Result<M> {
+        let UnitOfWork {
+            txn,
+            outbox,
+            enqueued,
+        } = self;
+        let answer = txn.finish(answer).await?;
+        if enqueued > 0 {
+            outbox.wake();
+        }
+        Ok(answer)
+    }
+
+    /// Commits without recording an answer and wakes the worker if jobs were
+    /// enqueued.
+    pub async fn commit(self) -> Result<()> {
+        let UnitOfWork {
+            txn,
+            outbox,
+            enqueued,
+        } = self;
+        txn.commit_without_record().await?;
+        if enqueued > 0 {
+            outbox.wake();
+        }
+        Ok(())
+    }
+}
+
+/// Begins a [`UnitOfWork`] for a [`Call`] in a function returning
+/// `Result<Answer>`: on a replay it returns the stored answer from the
+/// enclosing function.
+///
+/// ```ignore
+/// let mut work = unit_of_work!(call, &self.db, &self.outbox);
+/// ```
+#[macro_export]
+macro_rules! unit_of_work {
+    ($call:expr, $db:expr, $outbox:expr) => {
+        match $call.begin($db, $outbox).await? {
+            $crate::idempotency::Started::Replay(answer) => return Ok(answer),
+            $crate::idempotency::Started::Fresh(work) => work,
+        }
+    };
+}
