@@ -33,6 +33,7 @@ mod replicas;
 mod security_at_rest;
 mod security_edge;
 mod security_grpc;
+mod service_api;
 mod tls;
 mod vercel_auth;
 mod vercel_billing;

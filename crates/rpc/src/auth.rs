@@ -83,6 +83,15 @@ impl fmt::Debug for Caller {
 }
 
 impl Caller {
+    /// The set's own caller, holding every scope: what the services see
+    /// when they call each other.
+    pub fn set() -> Self {
+        Self {
+            name: SET_CALLER.to_owned(),
+            scopes: Scope::ALL.to_vec(),
+        }
+    }
+
     /// Whether the caller holds `scope`.
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)

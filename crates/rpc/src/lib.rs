@@ -1,5 +1,6 @@
 //! Network plumbing every marketbridge component shares.
 //!
+//! - [`api`]: the services as Rust traits, called over gRPC or in process.
 //! - [`server`]: serve a gRPC service with health, reflection, trace
 //!   propagation, metrics, optional (m)TLS and graceful shutdown.
 //! - [`auth`]: named gRPC callers with scopes, checked in one layer.
@@ -12,6 +13,7 @@
 //!   background and served stale while their endpoint fails.
 //! - [`tls`]: certificates and the process-wide crypto provider.
 
+pub mod api;
 pub mod auth;
 pub mod client;
 pub mod http;
@@ -22,6 +24,7 @@ pub mod secrets;
 pub mod server;
 pub mod tls;
 
+pub use api::{AccountApi, BillingApi, InProcess, ProvisioningApi};
 pub use client::{
     AccountClient, BillingClient, ClientCredentials, ProvisioningClient, ServiceClients,
     TracedChannel, channel,

@@ -1,0 +1,324 @@
+//! The services as Rust traits: callers (the gateway, the other services,
+//! tests) depend on [`AccountApi`], [`ProvisioningApi`] and [`BillingApi`],
+//! never on tonic's request, response and status types.
+//!
+//! Each trait has two implementations: the gRPC client of the service
+//! ([`AccountClient`], ...), which crosses the network with the caller's
+//! credentials and the trace context, and [`InProcess`], which calls a
+//! service implementation living in the same process as the set's own
+//! caller. Both answer with the same messages and the same
+//! [`marketbridge_core::Error`] codes, since the gRPC path converts the status
+//! the service produced back into the error it came from.
+
+use crate::auth::Caller;
+use crate::client::{AccountClient, BillingClient, ProvisioningClient};
+use async_trait::async_trait;
+use marketbridge_core::{Error, Result};
+use marketbridge_proto::account::v1 as account;
+use marketbridge_proto::billing::v1 as billing;
+use marketbridge_proto::common::v1 as common;
+use marketbridge_proto::provisioning::v1 as provisioning;
+use std::sync::Arc;
+
+/// A service implementation called in this process, as the set's own
+/// caller (the one the services' gRPC servers would see for an internal
+/// call), without a network hop.
+pub struct InProcess<S> {
+    service: Arc<S>,
+    caller: Caller,
+}
+
+impl<S> Clone for InProcess<S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+            caller: self.caller.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for InProcess<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("caller", &self.caller)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> InProcess<S> {
+    /// Calls `service` directly, as the set's own caller.
+    pub fn new(service: S) -> Self {
+        Self {
+            service: Arc::new(service),
+            caller: Caller::set(),
+        }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.extensions_mut().insert(self.caller.clone());
+        request
+    }
+}
+
+/// Declares a service trait with its gRPC-client and in-process
+/// implementations from one list of methods.
+macro_rules! service_api {
+    (
+        $(#[$doc:meta])*
+        pub trait $trait:ident: $client:ty, $server:path {
+            $(
+                $(#[$method_doc:meta])*
+                fn $method:ident($request:ty) -> $response:ty;
+            )*
+        }
+    ) => {
+        $(#[$doc])*
+        #[async_trait]
+        pub trait $trait: Send + Sync + 'static {
+            $(
+                $(#[$method_doc])*
+                async fn $method(&self, request: $request) -> Result<$response>;
+            )*
+        }
+
+        #[async_trait]
+        impl $trait for $client {
+            $(
+                async fn $method(&self, request: $request) -> Result<$response> {
+                    let mut client = self.clone();
+                    <$client>::$method(&mut client, request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(Error::from)
+                }
+            )*
+        }
+
+        #[async_trait]
+        impl<S: $server> $trait for InProcess<S> {
+            $(
+                async fn $method(&self, request: $request) -> Result<$response> {
+                    <S as $server>::$method(&self.service, self.request(request))
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(Error::from)
+                }
+            )*
+        }
+    };
+}
+
+service_api! {
+    /// The account service as its callers see it: plain messages in, the
+    /// answer or a [`marketbridge_core::Error`] out. [`AccountClient`] calls it
+    /// over gRPC; [`InProcess`] calls an implementation in this process.
+    pub trait AccountApi: AccountClient, account::account_service_server::AccountService {
+        /// `UpsertAccount`: creates the account for a marketplace identity, or updates it when it
+        /// exists (last writer wins).
+        fn upsert_account(account::UpsertAccountRequest) -> account::Account;
+        /// `GetAccount`: returns one account by id or marketplace identity.
+        fn get_account(account::GetAccountRequest) -> account::Account;
+        /// `ListAccounts`: lists accounts, newest first.
+        fn list_accounts(account::ListAccountsRequest) -> account::ListAccountsResponse;
+        /// `RefreshAccount`: re-reads the account from the marketplace's API (Google
+        /// `accounts.get`, Vercel `GET /v1/installations/{id}/account`) and stores what it says.
+        fn refresh_account(account::RefreshAccountRequest) -> account::Account;
+        /// `ApproveSignup`: records that the customer completed the provider's signup (the people
+        /// and company behind the account) and approves the account with the marketplace.
+        fn approve_signup(account::ApproveSignupRequest) -> account::Account;
+        /// `RejectSignup`: rejects the account's signup with the marketplace, with a reason.
+        fn reject_signup(account::RejectSignupRequest) -> account::Account;
+        /// `ResetAccount`: resets the account with the marketplace (a test tool at Google: cancels
+        /// every entitlement and puts signup back to PENDING).
+        fn reset_account(account::ResetAccountRequest) -> account::Account;
+        /// `DeleteAccount`: soft-deletes the account.
+        fn delete_account(account::DeleteAccountRequest) -> account::DeleteAccountResponse;
+        /// `FinalizeAccount`: marks a DELETION_PENDING account as finalized (its last invoice is
+        /// out).
+        fn finalize_account(account::FinalizeAccountRequest) -> account::Account;
+        /// `GetMarketplaceCredential`: returns the decrypted marketplace credential of an account,
+        /// for the services that call the marketplace on its behalf.
+        fn get_marketplace_credential(account::GetMarketplaceCredentialRequest) -> account::MarketplaceCredential;
+        /// `RotateMarketplaceCredential`: operators (admin scope): rotates the account's
+        /// marketplace credential through the outbox (Vercel `credentials/rotate`, then
+        /// `credentials/revoke` of the old one).
+        fn rotate_marketplace_credential(account::RotateMarketplaceCredentialRequest) -> account::Account;
+        /// `MarkMarketplaceGone`: internal: records that the marketplace answered `410 Gone` for
+        /// the account (the installation no longer exists there).
+        fn mark_marketplace_gone(account::MarkMarketplaceGoneRequest) -> account::Account;
+        /// `RecordMarketplaceEvent`: durably records a notification a marketplace sent (a Vercel
+        /// webhook, a Google Pub/Sub message) and schedules its processing in the same transaction.
+        fn record_marketplace_event(account::RecordMarketplaceEventRequest) -> account::RecordMarketplaceEventResponse;
+        /// `ListMarketplaceEvents`: lists recorded marketplace events with their processing
+        /// outcome.
+        fn list_marketplace_events(account::ListMarketplaceEventsRequest) -> account::ListMarketplaceEventsResponse;
+        /// `ListOutboxJobs`: operators (admin scope): the outbox's jobs, newest first, with counts
+        /// by status.
+        fn list_outbox_jobs(common::ListOutboxJobsRequest) -> common::ListOutboxJobsResponse;
+        /// `RetryOutboxJob`: operators: runs a dead-lettered or waiting job now, with a fresh
+        /// attempt budget.
+        fn retry_outbox_job(common::OutboxJobActionRequest) -> common::OutboxJob;
+        /// `DiscardOutboxJob`: operators: gives up a job that is not running or done: it is marked
+        /// `discarded` and never runs.
+        fn discard_outbox_job(common::OutboxJobActionRequest) -> common::OutboxJob;
+        /// `ListAuditEntries`: operators: the audit log of operator actions on this service, newest
+        /// first.
+        fn list_audit_entries(common::ListAuditEntriesRequest) -> common::ListAuditEntriesResponse;
+        /// `WhoAmI`: any caller: its own name and scopes (the operator console's sign-in).
+        fn who_am_i(common::WhoAmIRequest) -> common::WhoAmIResponse;
+    }
+}
+
+service_api! {
+    /// The provisioning service as its callers see it: plain messages in, the
+    /// answer or a [`marketbridge_core::Error`] out. [`ProvisioningClient`] calls it
+    /// over gRPC; [`InProcess`] calls an implementation in this process.
+    pub trait ProvisioningApi: ProvisioningClient, provisioning::provisioning_service_server::ProvisioningService {
+        /// `UpsertSubscription`: records a subscription as the marketplace describes it, creating
+        /// it when new.
+        fn upsert_subscription(provisioning::UpsertSubscriptionRequest) -> provisioning::Subscription;
+        /// `SyncSubscription`: re-reads the subscription from the marketplace's API (Google
+        /// `entitlements.get`) and applies what it says, including approvals the provider owes.
+        fn sync_subscription(provisioning::SyncSubscriptionRequest) -> provisioning::Subscription;
+        /// `GetSubscription`: returns one subscription by id or marketplace identity.
+        fn get_subscription(provisioning::GetSubscriptionRequest) -> provisioning::Subscription;
+        /// `ListSubscriptions`: lists subscriptions of an account or in a state.
+        fn list_subscriptions(provisioning::ListSubscriptionsRequest) -> provisioning::ListSubscriptionsResponse;
+        /// `ApproveSubscription`: approves a REQUESTED subscription with the marketplace.
+        fn approve_subscription(provisioning::ApproveSubscriptionRequest) -> provisioning::Subscription;
+        /// `RejectSubscription`: rejects a REQUESTED subscription with the marketplace, with a
+        /// reason.
+        fn reject_subscription(provisioning::RejectSubscriptionRequest) -> provisioning::Subscription;
+        /// `ApprovePlanChange`: approves the plan change the customer asked for (Google
+        /// `approvePlanChange`); the new plan applies when the marketplace says so.
+        fn approve_plan_change(provisioning::ApprovePlanChangeRequest) -> provisioning::Subscription;
+        /// `RejectPlanChange`: rejects the plan change the customer asked for.
+        fn reject_plan_change(provisioning::RejectPlanChangeRequest) -> provisioning::Subscription;
+        /// `ChangePlan`: switches a subscription to another plan at once (Vercel plan changes).
+        fn change_plan(provisioning::ChangePlanRequest) -> provisioning::Subscription;
+        /// `CancelSubscription`: cancels a subscription; its resources are deprovisioned.
+        fn cancel_subscription(provisioning::CancelSubscriptionRequest) -> provisioning::Subscription;
+        /// `NotifyAccountApproved`: tells provisioning an account finished signup: every
+        /// subscription waiting for it is approved with the marketplace, in order.
+        fn notify_account_approved(provisioning::NotifyAccountApprovedRequest) -> provisioning::NotifyAccountApprovedResponse;
+        /// `CreateResource`: creates a resource for an account on a product and plan.
+        fn create_resource(provisioning::CreateResourceRequest) -> provisioning::CreateResourceResponse;
+        /// `GetResource`: returns one resource (without secrets).
+        fn get_resource(provisioning::GetResourceRequest) -> provisioning::Resource;
+        /// `ListResources`: lists resources of an account.
+        fn list_resources(provisioning::ListResourcesRequest) -> provisioning::ListResourcesResponse;
+        /// `UpdateResource`: updates a resource's name, metadata, plan or status.
+        fn update_resource(provisioning::UpdateResourceRequest) -> provisioning::Resource;
+        /// `DeleteResource`: deletes a resource: it becomes UNINSTALLED at once and its driver
+        /// tears it down in the background.
+        fn delete_resource(provisioning::DeleteResourceRequest) -> provisioning::Resource;
+        /// `RotateSecrets`: issues new secrets for a resource.
+        fn rotate_secrets(provisioning::RotateSecretsRequest) -> provisioning::RotateSecretsResponse;
+        /// `GetResourceSecrets`: returns the current secrets of a resource.
+        fn get_resource_secrets(provisioning::GetResourceSecretsRequest) -> provisioning::GetResourceSecretsResponse;
+        /// `SuspendResource`: suspends a resource (unpaid invoices, cancelled entitlement): access
+        /// is refused, data is kept.
+        fn suspend_resource(provisioning::SuspendResourceRequest) -> provisioning::Resource;
+        /// `ResumeResource`: resumes a suspended resource.
+        fn resume_resource(provisioning::ResumeResourceRequest) -> provisioning::Resource;
+        /// `DeleteAccountResources`: deletes every resource of an account (uninstall with cascade).
+        fn delete_account_resources(provisioning::DeleteAccountResourcesRequest) -> provisioning::DeleteAccountResourcesResponse;
+        /// `RecordProjectConnection`: records that a resource was connected to or disconnected from
+        /// a customer project (Vercel `integration-resource.project-connected`).
+        fn record_project_connection(provisioning::RecordProjectConnectionRequest) -> provisioning::Resource;
+        /// `CheckEntitlement`: what may this customer use right now? Answers from the stored state
+        /// only, fast, for internal teams to call on their hot path.
+        fn check_entitlement(provisioning::CheckEntitlementRequest) -> provisioning::CheckEntitlementResponse;
+        /// `CreateTransferClaim`: offers resources of one account to be claimed by another account
+        /// of the same marketplace until the claim expires (Vercel claim deployments).
+        fn create_transfer_claim(provisioning::CreateTransferClaimRequest) -> provisioning::TransferClaim;
+        /// `VerifyTransferClaim`: tells whether an account may accept a claim now, changing
+        /// nothing.
+        fn verify_transfer_claim(provisioning::VerifyTransferClaimRequest) -> provisioning::VerifyTransferClaimResponse;
+        /// `AcceptTransferClaim`: moves the claimed resources, with their subscriptions and
+        /// billing, to the target account.
+        fn accept_transfer_claim(provisioning::AcceptTransferClaimRequest) -> provisioning::TransferClaim;
+        /// `RunResourceCommand`: runs one command of the resource's console (Vercel's store-details
+        /// CLI): `help`, `info`, and whatever the product's driver understands (SQL for the
+        /// PostgreSQL driver).
+        fn run_resource_command(provisioning::RunResourceCommandRequest) -> provisioning::RunResourceCommandResponse;
+        /// `RegisterImportableResource`: registers a resource the provider already runs outside
+        /// marketbridge (an existing database) as importable by one account through the
+        /// marketplace's import flow (Vercel "Import existing resources").
+        fn register_importable_resource(provisioning::RegisterImportableResourceRequest) -> provisioning::ImportableResource;
+        /// `ListImportableResources`: what an account may import now: the resources registered for
+        /// it and, for plug-in products, those the plug-in lists (`ListImportable`).
+        fn list_importable_resources(provisioning::ListImportableResourcesRequest) -> provisioning::ListImportableResourcesResponse;
+        /// `ImportResource`: imports one: records it as a LINKED resource (never billed through the
+        /// marketplace; detached, not destroyed, when removed), then registers it with the
+        /// marketplace (Vercel Import Resource, `ownership: "linked"`, with its secrets) before
+        /// answering.
+        fn import_resource(provisioning::ImportResourceRequest) -> provisioning::CreateResourceResponse;
+        /// `ListOutboxJobs`: operators (admin scope): the outbox's jobs, newest first, with counts
+        /// by status.
+        fn list_outbox_jobs(common::ListOutboxJobsRequest) -> common::ListOutboxJobsResponse;
+        /// `RetryOutboxJob`: operators: runs a dead-lettered or waiting job now, with a fresh
+        /// attempt budget.
+        fn retry_outbox_job(common::OutboxJobActionRequest) -> common::OutboxJob;
+        /// `DiscardOutboxJob`: operators: gives up a job that is not running or done: it is marked
+        /// `discarded` and never runs.
+        fn discard_outbox_job(common::OutboxJobActionRequest) -> common::OutboxJob;
+        /// `ListAuditEntries`: operators: the audit log of operator actions on this service, newest
+        /// first.
+        fn list_audit_entries(common::ListAuditEntriesRequest) -> common::ListAuditEntriesResponse;
+    }
+}
+
+service_api! {
+    /// The billing service as its callers see it: plain messages in, the
+    /// answer or a [`marketbridge_core::Error`] out. [`BillingClient`] calls it
+    /// over gRPC; [`InProcess`] calls an implementation in this process.
+    pub trait BillingApi: BillingClient, billing::billing_service_server::BillingService {
+        /// `ListPlans`: lists the plans a customer may choose, for a product or for an existing
+        /// account or resource (plan changes).
+        fn list_plans(billing::ListPlansRequest) -> billing::ListPlansResponse;
+        /// `GetPlan`: returns one plan of a product.
+        fn get_plan(billing::GetPlanRequest) -> billing::Plan;
+        /// `RecordSubscriptionChange`: records a subscription's lifecycle change so billing knows
+        /// which plan was in force when.
+        fn record_subscription_change(billing::RecordSubscriptionChangeRequest) -> billing::RecordSubscriptionChangeResponse;
+        /// `RecordUsage`: records usage for customers: one or many events, each with a client event
+        /// id that makes a replay a no-op.
+        fn record_usage(billing::RecordUsageRequest) -> billing::RecordUsageResponse;
+        /// `QueryUsage`: usage totals per hour window and per billing period.
+        fn query_usage(billing::QueryUsageRequest) -> billing::QueryUsageResponse;
+        /// `ListInvoices`: invoices of an account, newest first.
+        fn list_invoices(billing::ListInvoicesRequest) -> billing::ListInvoicesResponse;
+        /// `GetInvoice`: one invoice by our id or the marketplace's.
+        fn get_invoice(billing::GetInvoiceRequest) -> billing::Invoice;
+        /// `RecordInvoiceState`: records an invoice state the marketplace reported (Vercel
+        /// `marketplace.invoice.*` webhooks).
+        fn record_invoice_state(billing::RecordInvoiceStateRequest) -> billing::Invoice;
+        /// `RefundInvoice`: refunds (part of) an invoice through the marketplace.
+        fn refund_invoice(billing::RefundInvoiceRequest) -> billing::Invoice;
+        /// `ProvisionPrepayment`: credits a prepaid balance from a paid marketplace invoice (Vercel
+        /// `billing/provision`).
+        fn provision_prepayment(billing::ProvisionPrepaymentRequest) -> billing::Balances;
+        /// `GetBalances`: current prepaid balances of an account.
+        fn get_balances(billing::GetBalancesRequest) -> billing::Balances;
+        /// `CloseAccountBilling`: starts closing an account's billing at uninstall: answers whether
+        /// billing is already final, or schedules the final invoices and the finalization.
+        fn close_account_billing(billing::CloseAccountBillingRequest) -> billing::CloseAccountBillingResponse;
+        /// `ListUsageReports`: the reporting ledger: what was sent to a marketplace, when, and its
+        /// answer.
+        fn list_usage_reports(billing::ListUsageReportsRequest) -> billing::ListUsageReportsResponse;
+        /// `ListOutboxJobs`: operators (admin scope): the outbox's jobs, newest first, with counts
+        /// by status.
+        fn list_outbox_jobs(common::ListOutboxJobsRequest) -> common::ListOutboxJobsResponse;
+        /// `RetryOutboxJob`: operators: runs a dead-lettered or waiting job now, with a fresh
+        /// attempt budget.
+        fn retry_outbox_job(common::OutboxJobActionRequest) -> common::OutboxJob;
+        /// `DiscardOutboxJob`: operators: gives up a job that is not running or done: it is marked
+        /// `discarded` and never runs.
+        fn discard_outbox_job(common::OutboxJobActionRequest) -> common::OutboxJob;
+        /// `ListAuditEntries`: operators: the audit log of operator actions on this service, newest
+        /// first.
+        fn list_audit_entries(common::ListAuditEntriesRequest) -> common::ListAuditEntriesResponse;
+    }
+}
