@@ -3,6 +3,7 @@
 //! fields and the contract's rules, and remembering what it was sent.
 
 use super::Shared;
+use super::refusal::{Refusal, not_found, refusal};
 use super::state::{SimInvoice, SimResource};
 use axum::Router;
 use axum::body::Bytes;
@@ -13,40 +14,10 @@ use axum::routing::{get, patch, post, put};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// A refusal, answered as `{"error":{"code","message"}}`.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
-    }
-}
-
 type Answer = Result<Response, Refusal>;
-
-pub(crate) fn refusal(status: StatusCode, code: &'static str, message: &str) -> Refusal {
-    Refusal {
-        status,
-        code,
-        message: message.to_owned(),
-    }
-}
 
 fn bad_request(message: &str) -> Refusal {
     refusal(StatusCode::BAD_REQUEST, "bad_request", message)
-}
-
-pub(crate) fn not_found(message: &str) -> Refusal {
-    refusal(StatusCode::NOT_FOUND, "not_found", message)
 }
 
 fn status_only(status: StatusCode) -> Response {

@@ -15,6 +15,7 @@
 mod api;
 mod control;
 pub mod partner;
+mod refusal;
 pub mod state;
 pub mod tokens;
 pub mod webhooks;
@@ -111,11 +112,11 @@ impl Shared {
         &self,
         id: &str,
         change: impl FnOnce(&mut SimInstallation) -> T,
-    ) -> Result<T, api::Refusal> {
+    ) -> Result<T, refusal::Refusal> {
         let mut world = self.world();
         match world.installations.get_mut(id) {
             Some(installation) => Ok(change(installation)),
-            None => Err(api::not_found("no such installation")),
+            None => Err(refusal::not_found("no such installation")),
         }
     }
 

@@ -2,8 +2,10 @@
 //! resources, secrets, events, billing data, invoices and balances the
 //! provider sent, and pending SSO codes.
 
+use super::refusal::{Refusal, gone, refusal};
+use axum::http::StatusCode;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One installation of the integration on a team.
 #[derive(Debug, Clone)]
@@ -181,7 +183,58 @@ pub(crate) struct World {
     /// The integration's Redirect Login URL, once set.
     pub(crate) redirect_login_url: Option<String>,
     /// Short-lived tokens, revoked credentials, gone installations.
-    pub(crate) credentials: super::tokens::CredentialBook,
+    pub(crate) credentials: CredentialBook,
     /// Imports started, by `state`.
     pub(crate) imports: BTreeMap<String, SimImport>,
+}
+
+/// Installation credentials beyond the token handed over at install:
+/// short-lived tokens from the client-credentials grant (they expire),
+/// revoked credentials, and installations that answer `410 Gone`.
+#[derive(Debug, Default)]
+pub(crate) struct CredentialBook {
+    /// Short-lived tokens: token → (installation, expiry).
+    pub(crate) short_lived: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>,
+    /// Retired long-lived credentials.
+    pub(crate) revoked: BTreeSet<String>,
+    /// Installations answering `410 Gone` to everything.
+    pub(crate) gone: BTreeSet<String>,
+    /// Lifetime of new short-lived tokens, in seconds (`None`: an hour).
+    pub(crate) lifetime_seconds: Option<i64>,
+    /// Grants answered, by installation.
+    pub(crate) grants: BTreeMap<String, usize>,
+}
+
+impl CredentialBook {
+    /// What the book says of `token` used for installation `id`: `None`
+    /// when it does not know the token (the install token and rotated ones
+    /// are checked by the caller).
+    pub(crate) fn check(&self, id: &str, token: &str) -> Option<Result<(), Refusal>> {
+        if self.gone.contains(id) {
+            return Some(Err(gone()));
+        }
+        if self.revoked.contains(token) {
+            return Some(Err(refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the credential was revoked",
+            )));
+        }
+        let (installation, expires_at) = self.short_lived.get(token)?;
+        if installation != id {
+            return Some(Err(refusal(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the token belongs to another installation",
+            )));
+        }
+        if *expires_at <= chrono::Utc::now() {
+            return Some(Err(refusal(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the token expired",
+            )));
+        }
+        Some(Ok(()))
+    }
 }

@@ -4,7 +4,7 @@
 //! tokens from the client-credentials grant, revocation, and `410 Gone`.
 
 use super::Shared;
-use super::api::{Refusal, refusal};
+use super::refusal::{Refusal, gone, refusal};
 use crate::common::SigningKey;
 use axum::Router;
 use axum::body::Bytes;
@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 type Answer = Result<Response, Refusal>;
@@ -264,65 +264,6 @@ pub(crate) fn sign(
             .expect("HS256 signing")
         }
     }
-}
-
-/// Installation credentials beyond the token handed over at install:
-/// short-lived tokens from the client-credentials grant (they expire),
-/// revoked credentials, and installations that answer `410 Gone`.
-#[derive(Debug, Default)]
-pub(crate) struct CredentialBook {
-    /// Short-lived tokens: token → (installation, expiry).
-    pub(crate) short_lived: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>)>,
-    /// Retired long-lived credentials.
-    pub(crate) revoked: BTreeSet<String>,
-    /// Installations answering `410 Gone` to everything.
-    pub(crate) gone: BTreeSet<String>,
-    /// Lifetime of new short-lived tokens, in seconds (`None`: an hour).
-    pub(crate) lifetime_seconds: Option<i64>,
-    /// Grants answered, by installation.
-    pub(crate) grants: BTreeMap<String, usize>,
-}
-
-impl CredentialBook {
-    /// What the book says of `token` used for installation `id`: `None`
-    /// when it does not know the token (the install token and rotated ones
-    /// are checked by the caller).
-    pub(crate) fn check(&self, id: &str, token: &str) -> Option<Result<(), Refusal>> {
-        if self.gone.contains(id) {
-            return Some(Err(gone()));
-        }
-        if self.revoked.contains(token) {
-            return Some(Err(refusal(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the credential was revoked",
-            )));
-        }
-        let (installation, expires_at) = self.short_lived.get(token)?;
-        if installation != id {
-            return Some(Err(refusal(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "the token belongs to another installation",
-            )));
-        }
-        if *expires_at <= chrono::Utc::now() {
-            return Some(Err(refusal(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the token expired",
-            )));
-        }
-        Some(Ok(()))
-    }
-}
-
-fn gone() -> Refusal {
-    refusal(
-        StatusCode::GONE,
-        "gone",
-        "the installation no longer exists",
-    )
 }
 
 /// The routes of the token grant and credential revocation.
