@@ -5,6 +5,7 @@
 use marketbridge_proto::common::v1::{ErrorDetail, FieldViolation};
 use prost::Message;
 use std::fmt;
+use std::sync::Arc;
 
 /// gRPC metadata key carrying an encoded [`ErrorDetail`] on every non-OK status.
 pub const ERROR_DETAIL_METADATA_KEY: &str = "marketbridge-error-bin";
@@ -151,14 +152,29 @@ pub struct FieldError {
 }
 
 /// An error with a code, a message for developers, an optional message for
-/// customers, and the invalid fields of a validation error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// customers, the invalid fields of a validation error, and the error that
+/// caused it (kept for logs and `source()`, never sent to a caller).
+#[derive(Debug, Clone)]
 pub struct Error {
     code: ErrorCode,
     message: String,
     user_message: Option<String>,
     fields: Vec<FieldError>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+/// Two errors are equal when they say the same to a caller; their causes are
+/// not compared.
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+            && self.message == other.message
+            && self.user_message == other.user_message
+            && self.fields == other.fields
+    }
+}
+
+impl Eq for Error {}
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -171,6 +187,7 @@ impl Error {
             message: message.into(),
             user_message: None,
             fields: Vec::new(),
+            source: None,
         }
     }
 
@@ -186,6 +203,7 @@ impl Error {
             message,
             user_message: None,
             fields: vec![field_error],
+            source: None,
         }
     }
 
@@ -227,6 +245,26 @@ impl Error {
     /// The caller may not do this.
     pub fn permission_denied(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::PermissionDenied, message)
+    }
+
+    /// Keeps the error that caused this one. It stays in this process: logs
+    /// and [`Error::chain`] show it, callers over the network never see it.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The message followed by every cause (`message: cause: cause`), for
+    /// logs.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
+        }
+        text
     }
 
     /// Adds a message to show the customer.
@@ -296,6 +334,7 @@ impl Error {
                     message: f.description,
                 })
                 .collect(),
+            source: None,
         }
     }
 }
@@ -306,7 +345,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
@@ -387,6 +432,7 @@ impl Validator {
             message,
             user_message: None,
             fields: self.fields,
+            source: None,
         })
     }
 }
@@ -433,5 +479,19 @@ mod tests {
         let fields: Vec<&str> = error.fields().iter().map(|f| f.field.as_str()).collect();
         assert_eq!(fields, ["name", "title"]);
         assert_eq!(error.code().http_status(), 400);
+    }
+
+    #[test]
+    fn a_cause_is_kept_for_logs_and_never_crosses_the_wire() {
+        let cause = std::io::Error::other("disk said no");
+        let error = Error::conflict("it already exists").with_source(cause);
+        assert_eq!(error.chain(), "conflict: it already exists: disk said no");
+        assert!(std::error::Error::source(&error).is_some());
+        assert_eq!(error, Error::conflict("it already exists"), "causes are not compared");
+        let status: tonic::Status = error.into();
+        assert_eq!(status.message(), "it already exists");
+        let back: Error = status.into();
+        assert!(std::error::Error::source(&back).is_none());
+        assert_eq!(back.message(), "it already exists");
     }
 }

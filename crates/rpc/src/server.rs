@@ -114,9 +114,9 @@ where
 pub fn reply<T>(result: Result<T>) -> std::result::Result<tonic::Response<T>, tonic::Status> {
     result.map(tonic::Response::new).map_err(|error| {
         if error.code() == marketbridge_core::ErrorCode::Internal {
-            tracing::error!(error = %error, "request failed");
+            tracing::error!(error = %error.chain(), "request failed");
         } else {
-            tracing::info!(error = %error, "request refused");
+            tracing::info!(error = %error.chain(), "request refused");
         }
         tonic::Status::from(error)
     })

@@ -132,20 +132,22 @@ fn ensure_sqlite_folder(url: &str) -> Result<(), Error> {
 /// Maps a database error: unique violations become conflicts, lost
 /// connections become `unavailable`, anything else is internal.
 pub fn db_error(error: DbErr) -> Error {
-    if let Some(SqlErr::UniqueConstraintViolation(detail)) = error.sql_err() {
-        return Error::new(ErrorCode::Conflict, format!("already exists: {detail}"));
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
+        // The constraint's text names tables and columns: it stays in the
+        // cause, for logs, and never reaches a caller.
+        return Error::conflict("it already exists").with_source(error);
     }
     match &error {
         DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => {
-            Error::unavailable(format!("database unavailable: {error}"))
+            Error::unavailable("the database is unavailable").with_source(error)
         }
-        DbErr::RecordNotFound(what) => Error::not_found(what.clone()),
+        DbErr::RecordNotFound(what) => Error::not_found(what.clone()).with_source(error),
         DbErr::Query(RuntimeErr::SqlxError(inner))
             if inner.to_string().contains("database is locked") =>
         {
-            Error::unavailable("database busy, retry")
+            Error::unavailable("database busy, retry").with_source(error)
         }
-        _ => Error::internal(format!("database error: {error}")),
+        _ => Error::internal(format!("database error: {error}")).with_source(error),
     }
 }
 

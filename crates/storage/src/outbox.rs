@@ -293,8 +293,8 @@ impl From<Error> for JobError {
             ErrorCode::Unavailable
             | ErrorCode::RateLimited
             | ErrorCode::Timeout
-            | ErrorCode::Internal => JobError::Retry(error.to_string()),
-            _ => JobError::Permanent(error.to_string()),
+            | ErrorCode::Internal => JobError::Retry(error.chain()),
+            _ => JobError::Permanent(error.chain()),
         }
     }
 }
