@@ -8,6 +8,7 @@
 pub mod connections;
 pub mod console;
 pub mod context;
+pub mod cookies;
 pub mod error;
 pub mod google;
 pub mod health;

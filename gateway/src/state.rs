@@ -1,6 +1,9 @@
 //! What every handler can reach: the service clients and the configuration,
 //! plus each marketplace adapter's own verifiers.
 
+use crate::console::session::ConsoleKeys;
+use crate::google::state::GoogleState;
+use crate::vercel::state::VercelState;
 use marketbridge_config::Config;
 use marketbridge_core::Result;
 use marketbridge_core::time::SharedClock;
@@ -15,11 +18,11 @@ pub struct AppState {
     /// The configuration.
     pub config: Arc<Config>,
     /// The Vercel adapter's state.
-    pub vercel: crate::vercel::VercelState,
+    pub vercel: VercelState,
     /// The Google adapter's state.
-    pub google: crate::google::GoogleState,
+    pub google: GoogleState,
     /// The operator console's session keys.
-    pub console: crate::console::ConsoleKeys,
+    pub console: ConsoleKeys,
 }
 
 impl AppState {
@@ -35,9 +38,9 @@ impl AppState {
         clock: SharedClock,
     ) -> Result<Self> {
         Ok(Self {
-            vercel: crate::vercel::VercelState::new(&config)?,
-            google: crate::google::GoogleState::with_clock(&config, clock)?,
-            console: crate::console::ConsoleKeys::from_config(&config),
+            vercel: VercelState::new(&config)?,
+            google: GoogleState::with_clock(&config, clock)?,
+            console: ConsoleKeys::from_config(&config),
             clients,
             config,
         })

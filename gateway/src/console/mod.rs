@@ -28,9 +28,6 @@ use utoipa_axum::routes;
 
 pub use session::ConsoleKeys;
 
-/// Security scheme of the console: its session cookie.
-pub const CONSOLE_SESSION: &str = "console_session";
-
 /// The console's routes (none when `gateway.console_enabled` is off).
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     if !state.config.gateway.console_enabled {
@@ -240,7 +237,7 @@ fn sign_in_answer(state: &AppState, status: StatusCode, error: &str) -> Response
     path = "/console/sign-in",
     operation_id = "console_sign_in_page",
     tag = "console",
-    responses((status = 200, description = "The operator sign-in form", content_type = "text/html", body = String), crate::openapi::PageErrors)
+    responses((status = 200, description = "The operator sign-in form", content_type = "text/html", body = String), crate::openapi::doc::PageErrors)
 )]
 pub async fn sign_in_page(State(state): State<AppState>) -> Response {
     sign_in_answer(&state, StatusCode::OK, "")
@@ -264,7 +261,7 @@ pub struct SignInForm {
     operation_id = "console_sign_in",
     tag = "console",
     request_body(content = SignInForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 303, description = "Signed in: to the overview, with the session cookie", headers(("location" = String), ("set-cookie" = String))), crate::openapi::PageErrors)
+    responses((status = 303, description = "Signed in: to the overview, with the session cookie", headers(("location" = String), ("set-cookie" = String))), crate::openapi::doc::PageErrors)
 )]
 pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let fields = form(&body);
@@ -272,7 +269,7 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: By
     let cookie = session::cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
     if !same_origin(&state, &headers)
         || nonce.is_empty()
-        || !crate::vercel::session::same_text(nonce, &cookie)
+        || !crate::cookies::same_text(nonce, &cookie)
     {
         return sign_in_answer(
             &state,
@@ -352,7 +349,7 @@ pub struct CsrfForm {
     operation_id = "console_sign_out",
     tag = "console",
     request_body(content = CsrfForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 303, description = "Signed out: to the sign-in page", headers(("location" = String), ("set-cookie" = String))), crate::openapi::PageErrors),
+    responses((status = 303, description = "Signed out: to the sign-in page", headers(("location" = String), ("set-cookie" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -384,7 +381,7 @@ pub(crate) fn check_post(
         )));
     }
     let csrf = fields.get("csrf").map(String::as_str).unwrap_or_default();
-    if csrf.is_empty() || !crate::vercel::session::same_text(csrf, &op.csrf) {
+    if csrf.is_empty() || !crate::cookies::same_text(csrf, &op.csrf) {
         return Err(Box::new(forbidden(
             "This form's security token does not match your session; reload the page and try again.",
         )));

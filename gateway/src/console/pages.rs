@@ -359,7 +359,7 @@ fn is_action(name: &str) -> bool {
     path = "/console",
     operation_id = "console_overview",
     tag = "console",
-    responses((status = 200, description = "Accounts, subscriptions and resources per marketplace and state; outbox jobs; usage reports; charts", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "Accounts, subscriptions and resources per marketplace and state; outbox jobs; usage reports; charts", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn overview(
@@ -553,7 +553,7 @@ fn accounts_rows(accounts: &[account::Account]) -> Vec<Vec<String>> {
     operation_id = "console_accounts",
     tag = "console",
     params(("q" = Option<String>, Query, description = "Our id (`acc_...`), a marketplace id (installation, procurement account, entitlement, resource) or part of a name")),
-    responses((status = 200, description = "The accounts", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "The accounts", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn accounts(
@@ -633,7 +633,7 @@ async fn search(
     operation_id = "console_account",
     tag = "console",
     params(("account_id" = String, Path, description = "Our account id (`acc_...`)")),
-    responses((status = 200, description = "The account", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "The account", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn account(
@@ -942,7 +942,7 @@ fn resources_table(csrf: &str, resources: &[provisioning::Resource], back: &str)
     path = "/console/subscriptions",
     operation_id = "console_subscriptions",
     tag = "console",
-    responses((status = 200, description = "The subscriptions", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "The subscriptions", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn subscriptions(
@@ -979,7 +979,7 @@ pub async fn subscriptions(
     path = "/console/resources",
     operation_id = "console_resources",
     tag = "console",
-    responses((status = 200, description = "The resources", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "The resources", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn resources(
@@ -1020,7 +1020,7 @@ pub async fn resources(
     operation_id = "console_usage",
     tag = "console",
     params(("subscription_id" = Option<String>, Query, description = "Show this subscription's usage windows")),
-    responses((status = 200, description = "Usage windows and reports with their exact bodies and answers", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "Usage windows and reports with their exact bodies and answers", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn usage(
@@ -1176,7 +1176,7 @@ async fn usage_body(calls: &Calls<'_>, subscription: &str) -> Result<String, Sta
     operation_id = "console_outbox",
     tag = "console",
     params(("service" = Option<String>, Query, description = "`account`, `provisioning` or `billing`; all when absent"), ("status" = Option<String>, Query, description = "`pending`, `retrying`, `running`, `dead`, `done` or `discarded`; every unfinished job when absent")),
-    responses((status = 200, description = "Outbox jobs with retry and discard", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "Outbox jobs with retry and discard", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn outbox(
@@ -1320,7 +1320,7 @@ async fn outbox_body(
     path = "/console/events",
     operation_id = "console_events",
     tag = "console",
-    responses((status = 200, description = "Webhooks and notifications with their payloads", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "Webhooks and notifications with their payloads", content_type = "text/html", body = String), (status = 303, description = "Not signed in: to the sign-in page", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn events(
@@ -1397,7 +1397,7 @@ pub struct ActionForm {
     operation_id = "console_action",
     tag = "console",
     request_body(content = ActionForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 303, description = "Done: back to the page it was asked from", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 303, description = "Done: back to the page it was asked from", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security(("console_session" = []))
 )]
 pub async fn act(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

@@ -134,7 +134,7 @@ impl ConsoleKeys {
 
 /// The cookie `name` of a request.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    crate::vercel::session::cookie_named(headers, name)
+    crate::cookies::cookie_named(headers, name)
 }
 
 #[cfg(test)]

@@ -9,49 +9,10 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use marketbridge_catalog::Catalog;
-use marketbridge_core::{Error, Result};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use marketbridge_core::Error;
 
 /// The last path segment of a card's URL.
 pub const CARD_FILE: &str = "agent-card.json";
-
-/// Every agent product's card, as the JSON text served.
-#[derive(Debug, Clone, Default)]
-pub struct AgentCards {
-    cards: Arc<BTreeMap<String, String>>,
-}
-
-impl AgentCards {
-    /// The cards of the catalog's agent products (checked by the catalog).
-    pub fn from_catalog(catalog: &Catalog) -> Result<Self> {
-        let mut cards = BTreeMap::new();
-        for product in catalog.products() {
-            if let Some(card) = product.agent_card() {
-                let text = serde_json::to_string_pretty(&card).map_err(|e| {
-                    Error::validation(format!(
-                        "catalog: product `{}`: agent card: {e}",
-                        product.id
-                    ))
-                })?;
-                cards.insert(product.id.clone(), text);
-            }
-        }
-        Ok(Self {
-            cards: Arc::new(cards),
-        })
-    }
-
-    /// True when no product is an agent.
-    pub fn is_empty(&self) -> bool {
-        self.cards.is_empty()
-    }
-
-    fn card(&self, product: &str) -> Option<&str> {
-        self.cards.get(product).map(String::as_str)
-    }
-}
 
 /// `GET {agents_path}/{product}/agent-card.json`: the product's card, or a
 /// 404 when the product is not an agent.
@@ -63,7 +24,7 @@ impl AgentCards {
     params(("product" = String, Path, description = "A catalog product listed as an AI agent")),
     responses(
         (status = 200, description = "The product's A2A Agent Card, as uploaded to Cloud Storage for Producer Portal", content_type = "application/json", body = Object),
-        crate::openapi::GenericErrors
+        crate::openapi::doc::GenericErrors
     )
 )]
 pub async fn card(State(state): State<AppState>, Path(product): Path<String>) -> Response {

@@ -20,108 +20,15 @@ mod agent;
 mod pages;
 mod push;
 mod signup;
+pub mod state;
 pub mod ticket;
 
-use crate::openapi::relocated;
+use crate::openapi::doc::relocated;
 use crate::state::AppState;
-use marketbridge_config::Config;
-use marketbridge_core::Result;
-use marketbridge_core::time::SharedClock;
-use marketbridge_google::jwks::{KeySet, KeySetOptions};
-use marketbridge_google::push_auth::PushTokenVerifier;
-use marketbridge_google::signup_token::SignupTokenVerifier;
-use std::sync::Arc;
-use std::time::Duration;
-use ticket::TicketSigner;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// The Google adapter's state: token verifiers and the ticket signer.
-#[derive(Clone, Default)]
-pub struct GoogleState {
-    inner: Option<Arc<GoogleAdapter>>,
-}
-
-struct GoogleAdapter {
-    push: Option<PushTokenVerifier>,
-    signup: Option<SignupTokenVerifier>,
-    tickets: TicketSigner,
-    clock: SharedClock,
-    push_path: String,
-    signup_path: String,
-    agents: agent::AgentCards,
-    agents_path: String,
-}
-
-fn route_path(path: &str) -> String {
-    let trimmed = path.trim().trim_end_matches('/');
-    if trimmed.starts_with('/') {
-        trimmed.to_owned()
-    } else {
-        format!("/{trimmed}")
-    }
-}
-
-impl GoogleState {
-    /// State from configuration, with the system clock.
-    pub fn new(config: &Config) -> Result<Self> {
-        Self::with_clock(config, marketbridge_core::time::system_clock())
-    }
-
-    /// State from configuration; token lifetimes are checked with `clock`.
-    /// Nothing is served when `google.provider_id` is empty; the push
-    /// endpoint needs the push audience and service account, the signup
-    /// page the signup audience.
-    pub fn with_clock(config: &Config, clock: SharedClock) -> Result<Self> {
-        let google = &config.google;
-        if google.provider_id.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
-        let key_options = KeySetOptions::from_config(&config.gateway);
-        let push = (!google.pubsub_push_audience.trim().is_empty()
-            && !google.pubsub_push_service_account.trim().is_empty())
-        .then(|| {
-            PushTokenVerifier::new(
-                KeySet::new(http.clone(), &google.oidc_jwks_url)
-                    .named(marketbridge_google::jwks::PUSH_KEY_SET)
-                    .with_options(key_options),
-                &google.oidc_issuers,
-                &google.pubsub_push_audience,
-                &google.pubsub_push_service_account,
-                clock.clone(),
-            )
-        });
-        let signup = (!google.signup_audience.trim().is_empty()).then(|| {
-            SignupTokenVerifier::new(
-                KeySet::new(http.clone(), &google.signup_jwks_url)
-                    .named(marketbridge_google::jwks::SIGNUP_KEY_SET)
-                    .with_options(key_options),
-                &google.signup_issuer,
-                &google.signup_audience,
-                clock.clone(),
-            )
-        });
-        Ok(Self {
-            inner: Some(Arc::new(GoogleAdapter {
-                push,
-                signup,
-                tickets: TicketSigner::from_config(config),
-                clock,
-                push_path: route_path(&google.push_path),
-                signup_path: route_path(&google.signup_path),
-                agents: agent::AgentCards::from_catalog(&marketbridge_catalog::Catalog::load(
-                    &config.catalog.path,
-                )?)?,
-                agents_path: route_path(&google.agents_path),
-            })),
-        })
-    }
-
-    fn adapter(&self) -> Option<&GoogleAdapter> {
-        self.inner.as_deref()
-    }
-}
+pub use state::GoogleState;
 
 /// The Google routes (none when Google is not configured), at the
 /// configured paths.

@@ -24,10 +24,10 @@ pub const PUSH_CHANNEL: &str = "pubsub_push";
     post,
     path = "/google/pubsub",
     tag = "google",
-    request_body(content = crate::openapi::PushEnvelope, content_type = "application/json"),
+    request_body(content = crate::openapi::doc::PushEnvelope, content_type = "application/json"),
     responses(
-        (status = 200, description = "Recorded (`duplicate` when seen before); Pub/Sub stops redelivering", body = crate::openapi::PushRecorded),
-        crate::openapi::GenericErrors
+        (status = 200, description = "Recorded (`duplicate` when seen before); Pub/Sub stops redelivering", body = crate::openapi::doc::PushRecorded),
+        crate::openapi::doc::GenericErrors
     ),
     security(("google_push" = []))
 )]

@@ -6,8 +6,8 @@
 //! which approves the account with Google through its outbox and then lets
 //! provisioning approve the entitlements that waited for it.
 
-use super::GoogleAdapter;
 use super::pages::{self, FormValues};
+use super::state::GoogleAdapter;
 use super::ticket::{TICKET_LIFETIME_SECONDS, Ticket, TicketProblem};
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -72,7 +72,7 @@ fn non_empty<'a>(fields: &'a HashMap<String, String>, name: &str) -> Option<&'a 
     responses(
         (status = 200, description = "The signup form (or the account's page once signed up)", content_type = "text/html", body = String),
         (status = 303, description = "The token was verified: to the signup page with our ticket and without the token", headers(("location" = String, description = "The signup page with the ticket"))),
-        crate::openapi::PageErrors
+        crate::openapi::doc::PageErrors
     )
 )]
 pub async fn visit(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
@@ -117,11 +117,11 @@ pub async fn visit(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
     params(
         ("x-gcp-marketplace-token" = Option<String>, Query, description = "The signup JWT when Google appends it to the URL; answered with a 303 to a URL without it")
     ),
-    request_body(content = crate::openapi::SignupStart, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = crate::openapi::doc::SignupStart, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "The signup form (or the account's page once signed up)", content_type = "text/html", body = String),
         (status = 303, description = "The token came in the URL and was verified: to the signup page with our ticket and without the token", headers(("location" = String, description = "The signup page with the ticket"))),
-        crate::openapi::PageErrors
+        crate::openapi::doc::PageErrors
     )
 )]
 pub async fn start(
@@ -304,10 +304,10 @@ fn validate(values: &FormValues) -> Vec<(String, String)> {
     post,
     path = "/google/signup/complete",
     tag = "google",
-    request_body(content = crate::openapi::SignupComplete, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = crate::openapi::doc::SignupComplete, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Signed up: the account is approved with Google", content_type = "text/html", body = String),
-        crate::openapi::PageErrors
+        crate::openapi::doc::PageErrors
     )
 )]
 pub async fn complete(State(state): State<AppState>, body: Bytes) -> Response {

@@ -4,7 +4,7 @@
 //! the token's, and changes need a user with the ADMIN role (or Vercel
 //! itself, where the contract lets system tokens change things).
 
-use super::VercelState;
+use super::state::VercelState;
 use axum::http::HeaderMap;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::common::v1::Person;

@@ -26,7 +26,7 @@ use marketbridge_vercel::model::partner::ProvisionPurchase;
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = marketbridge_vercel::model::partner::ProvisionPurchase, content_type = "application/json"),
-    responses((status = 200, description = "The balances after crediting the purchase", body = marketbridge_vercel::model::partner::Balances), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The balances after crediting the purchase", body = marketbridge_vercel::model::partner::Balances), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn provision_purchase(

@@ -106,7 +106,7 @@ fn same_installation(token_installation: &str, named: Option<&str>) -> Result<()
     tag = "vercel-flow",
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = Option<marketbridge_vercel::model::flow::AccountRequest>, content_type = "application/json"),
-    responses((status = 200, description = "The account", body = marketbridge_vercel::model::flow::Account), crate::openapi::FlowErrors),
+    responses((status = 200, description = "The account", body = marketbridge_vercel::model::flow::Account), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn account(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> FlowAnswer {
@@ -176,7 +176,7 @@ fn features(plan: &billing_pb::Plan) -> Vec<String> {
     path = "/marketplace/plans",
     tag = "vercel-flow",
     params(("productId" = Option<String>, Query, description = "The product"), ("metadata" = Option<String>, Query, description = "A JSON object of metadata values the plans are quoted for")),
-    responses((status = 200, description = "The plans", body = marketbridge_vercel::model::flow::PlanList), crate::openapi::FlowErrors),
+    responses((status = 200, description = "The plans", body = marketbridge_vercel::model::flow::PlanList), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn plans(
@@ -254,7 +254,7 @@ fn environment_variables(secrets: &[Secret]) -> Vec<EnvironmentVariable> {
     tag = "vercel-flow",
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = marketbridge_vercel::model::flow::CreateResource, content_type = "application/json"),
-    responses((status = 200, description = "The resource and its variables", body = marketbridge_vercel::model::flow::CreatedResource), crate::openapi::FlowErrors),
+    responses((status = 200, description = "The resource and its variables", body = marketbridge_vercel::model::flow::CreatedResource), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn create_resource(
@@ -340,7 +340,7 @@ fn resource_state(resource: &provisioning_pb::Resource) -> ResourceState {
     path = "/marketplace/resources/{resource_id}",
     tag = "vercel-flow",
     params(("resource_id" = String, Path, description = "Our resource id (`res_...`)")),
-    responses((status = 200, description = "The resource", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::FlowErrors),
+    responses((status = 200, description = "The resource", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn get_resource(
@@ -363,7 +363,7 @@ pub async fn get_resource(
     tag = "vercel-flow",
     params(("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = marketbridge_vercel::model::flow::Connect, content_type = "application/json"),
-    responses((status = 200, description = "Connected", body = marketbridge_vercel::model::flow::Connection), crate::openapi::FlowErrors),
+    responses((status = 200, description = "Connected", body = marketbridge_vercel::model::flow::Connection), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn connect(
@@ -424,7 +424,7 @@ pub async fn connect(
     path = "/marketplace/resources/{resource_id}",
     tag = "vercel-flow",
     params(("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
-    responses((status = 200, description = "Deleted (also when it was deleted before)", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::FlowErrors),
+    responses((status = 200, description = "Deleted (also when it was deleted before)", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn delete_resource(
@@ -464,7 +464,7 @@ pub async fn delete_resource(
     tag = "vercel-flow",
     params(("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = marketbridge_vercel::model::flow::ChangePlan, content_type = "application/json"),
-    responses((status = 200, description = "The resource on its new plan", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::FlowErrors),
+    responses((status = 200, description = "The resource on its new plan", body = marketbridge_vercel::model::flow::ResourceState), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn change_plan(

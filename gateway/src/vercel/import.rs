@@ -11,12 +11,13 @@
 //! to `return` with `installation_id`, `resource_id` and `state` appended.
 //! `return` must be on a configured origin (`vercel.import_return_origins`).
 
-use super::VercelState;
 use super::body::query_map;
-use super::dashboard::{self, error_page, escape, is_installation_id, page};
+use super::pages::{error_page, escape, is_installation_id, page, to_vercel_sign_in};
 use super::services::installed_account;
-use super::session::{Session, cookie_named, cookie_value, same_text};
+use super::session::{Session, cookie_value};
+use super::state::VercelState;
 use crate::context::request_context;
+use crate::cookies::{cookie_named, same_text};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -40,18 +41,6 @@ const NONCE_SECONDS: i64 = 3600;
 const MAX_STATE: usize = 4096;
 /// Longest `return` accepted.
 const MAX_RETURN: usize = 2048;
-
-/// The origins of `vercel.import_return_origins`, serialised.
-pub fn origins(configured: &str) -> Vec<String> {
-    configured
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-        .filter_map(|o| url::Url::parse(o).ok())
-        .map(|u| u.origin().ascii_serialization())
-        .filter(|o| o != "null")
-        .collect()
-}
 
 /// The import Vercel asked for, as it travels sealed through the browser.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,7 +184,7 @@ fn nonce_cookie(state: &VercelState, value: &str, max_age: i64) -> String {
     path = "/import",
     tag = "vercel-pages",
     params(("installation_id" = Option<String>, Query, description = "The installation to import into (`icfg_...`)"), ("product_id" = Option<String>, Query, description = "The product the user chose, if any"), ("state" = Option<String>, Query, description = "Vercel's opaque single-use token, given back unchanged"), ("return" = Option<String>, Query, description = "Where the browser goes back to (a Vercel URL)"), ("request" = Option<String>, Query, description = "The same, sealed, after a sign-in")),
-    responses((status = 200, description = "The resources the user may import", content_type = "text/html", body = String), (status = 303, description = "No session: through Vercel's sign-in and back", headers(("location" = String))), crate::openapi::PageErrors),
+    responses((status = 200, description = "The resources the user may import", content_type = "text/html", body = String), (status = 303, description = "No session: through Vercel's sign-in and back", headers(("location" = String))), crate::openapi::doc::PageErrors),
     security((), ("vercel_session" = []))
 )]
 pub async fn import_page(
@@ -215,12 +204,11 @@ pub async fn import_page(
             import_path(vercel),
             vercel.sessions.seal_for(PURPOSE, &request)
         );
-        return dashboard::to_vercel_sign_in(vercel, &request.installation_id, &back)
-            .unwrap_or_else(|| {
-                error_page(&Error::unauthenticated(
-                    "sign in through the Vercel dashboard first",
-                ))
-            });
+        return to_vercel_sign_in(vercel, &request.installation_id, &back).unwrap_or_else(|| {
+            error_page(&Error::unauthenticated(
+                "sign in through the Vercel dashboard first",
+            ))
+        });
     };
     if let Err(error) = check_user(&session, &request.installation_id) {
         return error_page(&error);
@@ -311,7 +299,7 @@ fn same_site(state: &VercelState, headers: &HeaderMap) -> Result<()> {
     path = "/import",
     tag = "vercel-pages",
     request_body(content = ImportForm, content_type = "application/x-www-form-urlencoded", description = "`request`: the page's sealed request; `importable_id`: the resource to import"),
-    responses((status = 303, description = "Imported: back to Vercel's `return` URL with `installation_id`, `resource_id` and `state`", headers(("location" = String, description = "Where to go"))), crate::openapi::PageErrors),
+    responses((status = 303, description = "Imported: back to Vercel's `return` URL with `installation_id`, `resource_id` and `state`", headers(("location" = String, description = "Where to go"))), crate::openapi::doc::PageErrors),
     security(("vercel_session" = []))
 )]
 pub async fn import_submit(
@@ -408,17 +396,4 @@ pub async fn import_submit(
         response_headers.append(header::SET_COOKIE, clear);
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn configured_origins_are_serialised_and_bad_ones_dropped() {
-        assert_eq!(
-            origins(" https://vercel.com/ , http://127.0.0.1:9/x,not a url,"),
-            vec!["https://vercel.com", "http://127.0.0.1:9"]
-        );
-    }
 }

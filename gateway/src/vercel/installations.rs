@@ -155,7 +155,7 @@ async fn start_default_plan(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = marketbridge_vercel::model::partner::UpsertInstallation, content_type = "application/json"),
-    responses((status = 204, description = "The installation is stored"), crate::openapi::VercelErrors),
+    responses((status = 204, description = "The installation is stored"), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn upsert(
@@ -211,7 +211,7 @@ async fn installation_view(state: &AppState, installation_id: &str) -> Result<In
     path = "/v1/installations/{installation_id}",
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's")),
-    responses((status = 200, description = "The installation and its installation-level plan", body = marketbridge_vercel::model::partner::Installation), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The installation and its installation-level plan", body = marketbridge_vercel::model::partner::Installation), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn get(
@@ -235,7 +235,7 @@ pub async fn get(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = Option<marketbridge_vercel::model::partner::UpdateInstallation>, content_type = "application/json"),
-    responses((status = 200, description = "The installation after the plan change", body = marketbridge_vercel::model::partner::Installation), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The installation after the plan change", body = marketbridge_vercel::model::partner::Installation), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn update(
@@ -274,7 +274,7 @@ pub async fn update(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = Option<marketbridge_vercel::model::partner::DeleteInstallation>, content_type = "application/json"),
-    responses((status = 200, description = "Uninstalled", body = marketbridge_vercel::model::partner::DeletedInstallation), crate::openapi::VercelErrors),
+    responses((status = 200, description = "Uninstalled", body = marketbridge_vercel::model::partner::DeletedInstallation), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn delete(

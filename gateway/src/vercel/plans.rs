@@ -27,7 +27,7 @@ use marketbridge_vercel::model::plan::PlanList;
     path = "/v1/products/{product_slug}/plans",
     tag = "vercel",
     params(("product_slug" = String, Path, description = "The product id or slug"), ("metadata" = Option<String>, Query, description = "A JSON object of metadata values the plans are quoted for")),
-    responses((status = 200, description = "The resource plans of the product", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The resource plans of the product", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn product_plans(
@@ -79,7 +79,7 @@ pub async fn product_plans(
     path = "/v1/installations/{installation_id}/plans",
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's")),
-    responses((status = 200, description = "The installation-level plans", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The installation-level plans", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn installation_plans(
@@ -111,7 +111,7 @@ pub async fn installation_plans(
     path = "/v1/installations/{installation_id}/resources/{resource_id}/plans",
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("metadata" = Option<String>, Query, description = "A JSON object of metadata values the plans are quoted for")),
-    responses((status = 200, description = "The plans the resource may move to", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The plans the resource may move to", body = marketbridge_vercel::model::plan::PlanList), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn resource_plans(

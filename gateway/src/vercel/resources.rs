@@ -44,7 +44,7 @@ pub async fn resource_view(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = marketbridge_vercel::model::partner::ProvisionResource, content_type = "application/json"),
-    responses((status = 200, description = "The resource and its secrets", body = marketbridge_vercel::model::partner::ProvisionedResource), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The resource and its secrets", body = marketbridge_vercel::model::partner::ProvisionedResource), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn provision(
@@ -183,7 +183,7 @@ fn allowed_environments(state: &AppState, body: &[u8]) -> Option<bool> {
     path = "/v1/installations/{installation_id}/resources/{resource_id}",
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)")),
-    responses((status = 200, description = "The resource", body = marketbridge_vercel::model::partner::Resource), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The resource", body = marketbridge_vercel::model::partner::Resource), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn get(
@@ -206,7 +206,7 @@ pub async fn get(
     path = "/v1/installations/{installation_id}/resources",
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("ids" = Option<String>, Query, description = "Comma-separated resource ids to keep")),
-    responses((status = 200, description = "The installation's resources", body = marketbridge_vercel::model::partner::ResourceList), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The installation's resources", body = marketbridge_vercel::model::partner::ResourceList), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn list(
@@ -280,7 +280,7 @@ pub async fn list(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = Option<marketbridge_vercel::model::partner::UpdateResource>, content_type = "application/json"),
-    responses((status = 200, description = "The resource after the change", body = marketbridge_vercel::model::partner::Resource), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The resource after the change", body = marketbridge_vercel::model::partner::Resource), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn update(
@@ -332,7 +332,7 @@ pub async fn update(
     path = "/v1/installations/{installation_id}/resources/{resource_id}",
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
-    responses((status = 204, description = "Deleted (also when it was deleted before)"), crate::openapi::VercelErrors),
+    responses((status = 204, description = "Deleted (also when it was deleted before)"), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn delete(
@@ -374,7 +374,7 @@ pub async fn delete(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = Option<marketbridge_vercel::model::partner::RotateSecrets>, content_type = "application/json"),
-    responses((status = 200, description = "The new secrets (`sync: true`)", body = marketbridge_vercel::model::partner::RotatedSecrets), (status = 202, description = "The new secrets will be pushed to Vercel (`sync: false`)", body = marketbridge_vercel::model::partner::RotatedSecrets), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The new secrets (`sync: true`)", body = marketbridge_vercel::model::partner::RotatedSecrets), (status = 202, description = "The new secrets will be pushed to Vercel (`sync: false`)", body = marketbridge_vercel::model::partner::RotatedSecrets), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn rotate_secrets(
@@ -431,7 +431,7 @@ pub async fn rotate_secrets(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("resource_id" = String, Path, description = "Our resource id (`res_...`)")),
     request_body(content = marketbridge_vercel::model::partner::ReplRequest, content_type = "application/json"),
-    responses((status = 200, description = "The command's output", body = Vec<marketbridge_vercel::model::partner::ReplBlock>), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The command's output", body = Vec<marketbridge_vercel::model::partner::ReplBlock>), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn repl(

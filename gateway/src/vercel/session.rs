@@ -3,6 +3,7 @@
 //! `gateway.session_secret`, or one derived from the encryption key when
 //! that is empty.
 
+use crate::cookies::cookie_named;
 use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -141,18 +142,6 @@ pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
     cookie_named(headers, COOKIE_NAME)
 }
 
-/// The cookie `name` of a request, if any.
-pub fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(found, _)| *found == name)
-        .map(|(_, value)| value.to_owned())
-}
-
 /// Cookie binding a sign-in to the browser that started it: a random nonce
 /// set when the browser is sent to Vercel's sign-in, and sent along as
 /// [`SSO_STATE_PARAM`] in the query Vercel passes back.
@@ -201,11 +190,6 @@ pub fn clear_pending_cookie(path: &str, secure: bool) -> String {
     let path = if path.is_empty() { "/" } else { path };
     let secure = if secure { "; Secure" } else { "" };
     format!("{SSO_PENDING_COOKIE}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Lax{secure}")
-}
-
-/// Constant-time equality of two texts.
-pub fn same_text(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()))
 }
 
 /// True when the request's nonce cookie is `nonce` (compared in constant

@@ -5,13 +5,17 @@
 //! installation, resource or invoice it came for.
 
 use super::body::query_map;
-use super::dashboard::error_page;
+use super::pages::{
+    SECTIONS, error_page, escape, installation_path, is_installation_id, is_plain_id, page,
+    to_vercel_sign_in,
+};
 use super::session::{
     SESSION_SECONDS, SSO_PENDING_COOKIE, SSO_STATE_PARAM, SSO_STATE_SECONDS, Session,
-    clear_pending_cookie, clear_sso_state_cookie, cookie_named, new_sso_state, same_text,
-    set_cookie, set_pending_cookie, sso_state_matches,
+    clear_pending_cookie, clear_sso_state_cookie, new_sso_state, set_cookie, set_pending_cookie,
+    sso_state_matches,
 };
-use super::{VercelState, dashboard};
+use super::state::VercelState;
+use crate::cookies::{cookie_named, same_text};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -24,9 +28,6 @@ use marketbridge_core::{Error, Result};
 use marketbridge_vercel::model::vercel_api::SsoTokenRequest;
 use marketbridge_vercel::oidc::{AuthKind, TokenUse, now_epoch_seconds};
 use std::collections::BTreeMap;
-
-/// Sections of the provider page Vercel may deep-link to (`path`).
-pub const SECTIONS: [&str; 5] = ["billing", "usage", "onboarding", "secrets", "support"];
 
 /// Handles the redirect; answers a 303 to the provider page with the
 /// session cookie, or an error page.
@@ -46,7 +47,7 @@ pub const SECTIONS: [&str; 5] = ["billing", "usage", "onboarding", "secrets", "s
     path = "/sso",
     tag = "vercel-pages",
     params(("mode" = Option<String>, Query, description = "`sso`"), ("code" = Option<String>, Query, description = "The one-time code to exchange"), ("state" = Option<String>, Query, description = "Vercel's state"), ("url" = Option<String>, Query, description = "A page of this provider to land on"), ("mb_state" = Option<String>, Query, description = "The sign-in nonce when the gateway started the sign-in"), ("resource_id" = Option<String>, Query, description = "A resource to land on"), ("invoice_id" = Option<String>, Query, description = "An invoice to land on"), ("path" = Option<String>, Query, description = "A section of the provider page")),
-    responses((status = 303, description = "Signed in: to the provider page with the session cookie, or through Vercel's sign-in bound to this browser", headers(("location" = String, description = "Where to go"), ("set-cookie" = String, description = "The session or the sign-in nonce"))), crate::openapi::PageErrors)
+    responses((status = 303, description = "Signed in: to the provider page with the session cookie, or through Vercel's sign-in bound to this browser", headers(("location" = String, description = "Where to go"), ("set-cookie" = String, description = "The session or the sign-in nonce"))), crate::openapi::doc::PageErrors)
 )]
 pub async fn redirect_login(
     State(state): State<AppState>,
@@ -69,8 +70,7 @@ pub async fn redirect_login(
         Err(error) => return error_page(&error),
     };
     if !bound {
-        if let Some(again) = dashboard::to_vercel_sign_in(vercel, &session.installation_id, &target)
-        {
+        if let Some(again) = to_vercel_sign_in(vercel, &session.installation_id, &target) {
             tracing::info!(installation.id = %session.installation_id, "vercel sso started by vercel; signing in again bound to this browser");
             return again;
         }
@@ -131,16 +131,16 @@ fn confirmation_page(vercel: &VercelState, session: &Session, target: &str) -> R
     } else {
         format!("{} ({})", session.user_name, session.user_email)
     };
-    let mut response = dashboard::page(
+    let mut response = page(
         "Confirm sign-in",
         &format!(
             "<h1>Confirm sign-in</h1><p>Vercel signed you in as <strong>{who}</strong> to the installation \
              <code>{installation}</code>.</p><p>Continue only if you opened this integration from your own Vercel \
              dashboard just now.</p><form method=\"post\" action=\"{action}\"><input type=\"hidden\" \
              name=\"nonce\" value=\"{nonce}\"><button type=\"submit\">Continue</button></form>",
-            who = dashboard::escape(&who),
-            installation = dashboard::escape(&session.installation_id),
-            action = dashboard::escape(&format!("{}/sso/confirm", vercel.base_path)),
+            who = escape(&who),
+            installation = escape(&session.installation_id),
+            action = escape(&format!("{}/sso/confirm", vercel.base_path)),
         ),
     );
     if let Ok(cookie) = HeaderValue::from_str(&set_pending_cookie(
@@ -160,8 +160,8 @@ fn confirmation_page(vercel: &VercelState, session: &Session, target: &str) -> R
     post,
     path = "/sso/confirm",
     tag = "vercel-pages",
-    request_body(content = crate::openapi::SsoConfirm, content_type = "application/x-www-form-urlencoded", description = "`nonce`: the nonce of the confirmation page"),
-    responses((status = 303, description = "Signed in: to the provider page with the session cookie", headers(("location" = String, description = "Where to go"), ("set-cookie" = String, description = "The session"))), crate::openapi::PageErrors)
+    request_body(content = crate::openapi::doc::SsoConfirm, content_type = "application/x-www-form-urlencoded", description = "`nonce`: the nonce of the confirmation page"),
+    responses((status = 303, description = "Signed in: to the provider page with the session cookie", headers(("location" = String, description = "Where to go"), ("set-cookie" = String, description = "The session"))), crate::openapi::doc::PageErrors)
 )]
 pub async fn confirm(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let vercel = &state.vercel;
@@ -247,7 +247,7 @@ async fn sign_in(
     let installation_id = claims
         .installation_id
         .clone()
-        .filter(|id| dashboard::is_installation_id(id))
+        .filter(|id| is_installation_id(id))
         .ok_or_else(|| Error::unauthenticated("the id token names no valid installation"))?;
     let user_id = claims
         .user_id
@@ -274,7 +274,7 @@ fn landing_page(
     installation_id: &str,
     query: &BTreeMap<String, String>,
 ) -> String {
-    let base = dashboard::installation_path(state, installation_id);
+    let base = installation_path(state, installation_id);
     let section = query
         .get("path")
         .filter(|p| SECTIONS.contains(&p.as_str()))
@@ -290,16 +290,6 @@ fn landing_page(
         return format!("{base}/resources/{resource_id}{section}");
     }
     format!("{base}{section}")
-}
-
-/// True for a plain id (letters, digits, `_`, `-`, at most 128): what an
-/// invoice id in a path or a deep link may be.
-pub(crate) fn is_plain_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A `url` deep link is only followed to our own pages: a path below the

@@ -30,7 +30,7 @@ use marketbridge_vercel::model::partner::{
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = marketbridge_vercel::model::partner::CreateTransferRequest, content_type = "application/json"),
-    responses((status = 200, description = "The claim", body = marketbridge_vercel::model::partner::CreatedTransferRequest), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The claim", body = marketbridge_vercel::model::partner::CreatedTransferRequest), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn create(
@@ -51,7 +51,7 @@ pub async fn create(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("claim_id" = String, Path, description = "The transfer claim id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = marketbridge_vercel::model::partner::CreateTransferRequest, content_type = "application/json"),
-    responses((status = 200, description = "The claim", body = marketbridge_vercel::model::partner::CreatedTransferRequest), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The claim", body = marketbridge_vercel::model::partner::CreatedTransferRequest), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn create_with_id(
@@ -120,7 +120,7 @@ async fn offer(
     path = "/v1/installations/{installation_id}/resource-transfer-requests/{claim_id}/verify",
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("claim_id" = String, Path, description = "The transfer claim id")),
-    responses((status = 200, description = "The claim can be accepted by the installation", body = marketbridge_vercel::model::partner::VerifiedTransferRequest), crate::openapi::VercelErrors),
+    responses((status = 200, description = "The claim can be accepted by the installation", body = marketbridge_vercel::model::partner::VerifiedTransferRequest), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn verify(
@@ -159,7 +159,7 @@ pub async fn verify(
     tag = "vercel",
     params(("installation_id" = String, Path, description = "The Vercel installation (`icfg_...`); must be the token's"), ("claim_id" = String, Path, description = "The transfer claim id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a retried call: 1 to 200 visible ASCII characters")),
     request_body(content = Option<marketbridge_vercel::model::partner::AcceptTransferRequest>, content_type = "application/json"),
-    responses((status = 204, description = "Accepted (accepting again changes nothing)"), crate::openapi::VercelErrors),
+    responses((status = 204, description = "Accepted (accepting again changes nothing)"), crate::openapi::doc::VercelErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
 pub async fn accept(

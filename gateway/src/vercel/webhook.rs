@@ -28,7 +28,7 @@ pub const CHANNEL: &str = "webhook";
     path = "/webhook",
     tag = "vercel-pages",
     request_body(content = marketbridge_vercel::model::webhook::WebhookEnvelope, content_type = "application/json"),
-    responses((status = 200, description = "Recorded (`duplicate` when seen before)", body = Object, example = json!({"received": true, "duplicate": false})), crate::openapi::VercelErrors),
+    responses((status = 200, description = "Recorded (`duplicate` when seen before)", body = Object, example = json!({"received": true, "duplicate": false})), crate::openapi::doc::VercelErrors),
     security(("vercel_signature" = []))
 )]
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Answer {
