@@ -1,11 +1,13 @@
 //! Rows to protobuf messages, and the small JSON shapes stored in columns.
 
 use crate::entity::{account, event};
+use crate::model::{AccountKey, AccountState, EventStatus, ExternalId, SignupState};
 use chrono::{DateTime, Utc};
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::time::to_timestamp;
-use marketbridge_core::{Error, Marketplace, Result};
+use marketbridge_core::{Error, Marketplace, Result, Validator};
 use marketbridge_proto::account::v1 as pb;
-use marketbridge_proto::common::v1::{MarketplaceRef, Person};
+use marketbridge_proto::common::v1::{AccountSelector, MarketplaceRef, Person, account_selector};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -62,78 +64,96 @@ pub fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
-pub fn from_json<T: for<'de> Deserialize<'de> + Default>(text: &str) -> T {
-    serde_json::from_str(text).unwrap_or_default()
+/// A JSON column read back; unreadable stored JSON is an error (never a
+/// default that the next write would store over what was there).
+pub fn from_json<T: for<'de> Deserialize<'de>>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::internal(format!("stored `{column}` is not readable: {e}")))
 }
 
-pub mod account_state {
-    pub const ACTIVE: &str = "active";
-    pub const DELETION_PENDING: &str = "deletion_pending";
-    pub const DELETED: &str = "deleted";
-}
-
-pub mod signup_state {
-    pub const NOT_REQUIRED: &str = "not_required";
-    pub const PENDING: &str = "pending";
-    pub const APPROVING: &str = "approving";
-    pub const APPROVED: &str = "approved";
-    pub const REJECTED: &str = "rejected";
-}
-
-pub mod event_status {
-    pub const RECEIVED: &str = "received";
-    pub const PROCESSED: &str = "processed";
-    pub const IGNORED: &str = "ignored";
-    pub const FAILED: &str = "failed";
-}
-
-pub fn account_state_to_proto(state: &str) -> pb::AccountState {
+pub fn account_state_to_proto(state: AccountState) -> pb::AccountState {
     match state {
-        account_state::ACTIVE => pb::AccountState::Active,
-        account_state::DELETION_PENDING => pb::AccountState::DeletionPending,
-        account_state::DELETED => pb::AccountState::Deleted,
-        _ => pb::AccountState::Unspecified,
+        AccountState::Active => pb::AccountState::Active,
+        AccountState::DeletionPending => pb::AccountState::DeletionPending,
+        AccountState::Deleted => pb::AccountState::Deleted,
     }
 }
 
-pub fn account_state_from_proto(state: pb::AccountState) -> Option<&'static str> {
+pub fn account_state_from_proto(state: pb::AccountState) -> Option<AccountState> {
     match state {
-        pb::AccountState::Active => Some(account_state::ACTIVE),
-        pb::AccountState::DeletionPending => Some(account_state::DELETION_PENDING),
-        pb::AccountState::Deleted => Some(account_state::DELETED),
+        pb::AccountState::Active => Some(AccountState::Active),
+        pb::AccountState::DeletionPending => Some(AccountState::DeletionPending),
+        pb::AccountState::Deleted => Some(AccountState::Deleted),
         pb::AccountState::Unspecified => None,
     }
 }
 
-pub fn signup_to_proto(state: &str) -> pb::SignupState {
+pub fn signup_to_proto(state: SignupState) -> pb::SignupState {
     match state {
-        signup_state::NOT_REQUIRED => pb::SignupState::NotRequired,
-        signup_state::PENDING => pb::SignupState::Pending,
-        signup_state::APPROVING => pb::SignupState::Approving,
-        signup_state::APPROVED => pb::SignupState::Approved,
-        signup_state::REJECTED => pb::SignupState::Rejected,
-        _ => pb::SignupState::Unspecified,
+        SignupState::NotRequired => pb::SignupState::NotRequired,
+        SignupState::Pending => pb::SignupState::Pending,
+        SignupState::Approving => pb::SignupState::Approving,
+        SignupState::Approved => pb::SignupState::Approved,
+        SignupState::Rejected => pb::SignupState::Rejected,
     }
 }
 
-pub fn signup_from_proto(state: pb::SignupState) -> Option<&'static str> {
+pub fn signup_from_proto(state: pb::SignupState) -> Option<SignupState> {
     match state {
-        pb::SignupState::NotRequired => Some(signup_state::NOT_REQUIRED),
-        pb::SignupState::Pending => Some(signup_state::PENDING),
-        pb::SignupState::Approving => Some(signup_state::APPROVING),
-        pb::SignupState::Approved => Some(signup_state::APPROVED),
-        pb::SignupState::Rejected => Some(signup_state::REJECTED),
+        pb::SignupState::NotRequired => Some(SignupState::NotRequired),
+        pb::SignupState::Pending => Some(SignupState::Pending),
+        pb::SignupState::Approving => Some(SignupState::Approving),
+        pb::SignupState::Approved => Some(SignupState::Approved),
+        pb::SignupState::Rejected => Some(SignupState::Rejected),
         pb::SignupState::Unspecified => None,
     }
 }
 
-pub fn event_status_to_proto(status: &str) -> pb::EventStatus {
+pub fn event_status_to_proto(status: EventStatus) -> pb::EventStatus {
     match status {
-        event_status::RECEIVED => pb::EventStatus::Received,
-        event_status::PROCESSED => pb::EventStatus::Processed,
-        event_status::IGNORED => pb::EventStatus::Ignored,
-        event_status::FAILED => pb::EventStatus::Failed,
-        _ => pb::EventStatus::Unspecified,
+        EventStatus::Received => pb::EventStatus::Received,
+        EventStatus::Processed => pb::EventStatus::Processed,
+        EventStatus::Ignored => pb::EventStatus::Ignored,
+        EventStatus::Failed => pb::EventStatus::Failed,
+    }
+}
+
+/// Longest marketplace id we accept.
+pub const MAX_EXTERNAL_ID: usize = 255;
+
+/// Checks a marketplace identity from a request.
+pub fn parse_marketplace_ref(
+    field: &str,
+    reference: Option<&MarketplaceRef>,
+) -> Result<(Marketplace, ExternalId)> {
+    let reference = reference.ok_or_else(|| Error::invalid_field(field, "is required"))?;
+    let marketplace =
+        Marketplace::from_proto(&format!("{field}.marketplace"), reference.marketplace)?;
+    let external_id = reference.external_id.trim();
+    let mut validator = Validator::new();
+    validator.require(&format!("{field}.externalId"), external_id);
+    validator.max_len(&format!("{field}.externalId"), external_id, MAX_EXTERNAL_ID);
+    validator.finish()?;
+    Ok((marketplace, ExternalId::new(external_id)))
+}
+
+/// The account a request's selector names, parsed.
+pub fn account_key(selector: Option<&AccountSelector>) -> Result<AccountKey> {
+    let selector = selector.and_then(|s| s.selector.as_ref()).ok_or_else(|| {
+        Error::invalid_field(
+            "account",
+            "an account id or marketplace reference is required",
+        )
+    })?;
+    match selector {
+        account_selector::Selector::AccountId(id) => {
+            Ok(AccountKey::Id(AccountId::parse("account.accountId", id)?))
+        }
+        account_selector::Selector::MarketplaceRef(reference) => {
+            let (marketplace, external_id) =
+                parse_marketplace_ref("account.marketplaceRef", Some(reference))?;
+            Ok(AccountKey::Ref(marketplace, external_id))
+        }
     }
 }
 
@@ -143,14 +163,14 @@ pub fn marketplace_of(name: &str) -> Result<Marketplace> {
         .map_err(|_| Error::internal(format!("stored marketplace `{name}` unknown")))
 }
 
-pub fn account_to_proto(row: &account::Model) -> pb::Account {
+pub fn account_to_proto(row: &account::Model) -> Result<pb::Account> {
     let marketplace = Marketplace::parse("marketplace", &row.marketplace)
         .map(Marketplace::to_proto)
         .unwrap_or(0);
-    let contact: StoredPerson = from_json(&row.contact);
-    let people: Vec<StoredPerson> = from_json(&row.people);
-    let terms: BTreeMap<String, DateTime<Utc>> = from_json(&row.accepted_terms);
-    pb::Account {
+    let contact: StoredPerson = from_json("contact", &row.contact)?;
+    let people: Vec<StoredPerson> = from_json("people", &row.people)?;
+    let terms: BTreeMap<String, DateTime<Utc>> = from_json("accepted_terms", &row.accepted_terms)?;
+    Ok(pb::Account {
         id: row.id.clone(),
         marketplace_ref: Some(MarketplaceRef {
             marketplace,
@@ -160,8 +180,8 @@ pub fn account_to_proto(row: &account::Model) -> pb::Account {
         url: row.url.clone(),
         contact: (!contact.is_empty()).then(|| contact.to_proto()),
         people: people.iter().map(StoredPerson::to_proto).collect(),
-        state: account_state_to_proto(&row.state) as i32,
-        signup_state: signup_to_proto(&row.signup_state) as i32,
+        state: account_state_to_proto(row.state) as i32,
+        signup_state: signup_to_proto(row.signup_state) as i32,
         signup_reason: row.signup_reason.clone(),
         accepted_terms: terms
             .into_iter()
@@ -170,11 +190,11 @@ pub fn account_to_proto(row: &account::Model) -> pb::Account {
                 accepted_at: Some(to_timestamp(at)),
             })
             .collect(),
-        scopes: from_json(&row.scopes),
+        scopes: from_json("scopes", &row.scopes)?,
         has_credential: row.credential.is_some(),
         marketplace_state: row.marketplace_state.clone(),
         marketplace_update_time: row.marketplace_update_time.map(to_timestamp),
-        attributes: from_json(&row.attributes),
+        attributes: from_json("attributes", &row.attributes)?,
         created_at: Some(to_timestamp(row.created_at)),
         updated_at: Some(to_timestamp(row.updated_at)),
         deletion_requested_at: row.deletion_requested_at.map(to_timestamp),
@@ -185,7 +205,7 @@ pub fn account_to_proto(row: &account::Model) -> pb::Account {
         marketplace_gone_reason: row.marketplace_gone_reason.clone().unwrap_or_default(),
         credential_rotated_at: row.credential_rotated_at.map(to_timestamp),
         credential_revocation_pending: row.previous_credential.is_some(),
-    }
+    })
 }
 
 pub fn event_to_proto(row: &event::Model) -> pb::MarketplaceEvent {
@@ -199,7 +219,7 @@ pub fn event_to_proto(row: &event::Model) -> pb::MarketplaceEvent {
         payload_json: row.payload.clone(),
         occurred_at: row.occurred_at.map(to_timestamp),
         received_at: Some(to_timestamp(row.received_at)),
-        status: event_status_to_proto(&row.status) as i32,
+        status: event_status_to_proto(row.status) as i32,
         error: row.error.clone(),
         channel: row.channel.clone(),
         account_id: row.account_id.clone().unwrap_or_default(),

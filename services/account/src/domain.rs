@@ -1,27 +1,30 @@
 //! The account service's operations, independent of gRPC.
+//!
+//! Every write is one unit of work (`marketbridge_storage::UnitOfWork`):
+//! the idempotency check, the transaction, the row changes and the jobs they
+//! cause. Changes of an account's lifecycle come from the pure state machine
+//! in [`crate::lifecycle`] and are applied here, in [`AccountDomain::apply`].
 
+use crate::adapter::{AccountSnapshot, Adapters};
 use crate::convert::{
-    StoredPerson, account_state, account_to_proto, event_status, event_to_proto, from_json,
-    signup_from_proto, signup_state, to_json,
+    MAX_EXTERNAL_ID, StoredPerson, account_key, account_to_proto, event_to_proto, from_json,
+    marketplace_of, signup_from_proto, to_json,
 };
 use crate::entity::{account, event};
-use crate::jobs::{self, kind};
+use crate::lifecycle::{self, Deletion, Effect, Event, Lifecycle, Outcome, Refusal};
+use crate::model::{AccountJob, AccountKey, AccountTask, EventStatus, EventTask, ExternalId};
 
 pub mod credentials;
-use crate::marketplace::{AccountSnapshot, Marketplaces};
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::{Cipher, SecretString};
 use marketbridge_core::ids::{AccountId, EventId};
 use marketbridge_core::time::{SharedClock, from_optional_timestamp};
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result, Validator};
 use marketbridge_proto::account::v1 as pb;
-use marketbridge_proto::common::v1::{
-    AccountSelector, MarketplaceRef, Person, RequestContext, account_selector,
-};
-use marketbridge_storage::db_error;
+use marketbridge_proto::common::v1::{AccountSelector, MarketplaceRef, Person, RequestContext};
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use marketbridge_storage::paging::Page;
-use marketbridge_storage::{idempotency, idempotent_txn};
+use marketbridge_storage::{Call, UnitOfWork, db_error, idempotency, unit_of_work};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
@@ -29,8 +32,6 @@ use sea_orm::{
 };
 use std::collections::BTreeMap;
 
-/// Longest marketplace id we accept.
-const MAX_EXTERNAL_ID: usize = 255;
 /// Most people remembered per account.
 const MAX_PEOPLE: usize = 50;
 
@@ -41,7 +42,7 @@ pub struct AccountDomain {
     clock: SharedClock,
     cipher: Cipher,
     outbox: Outbox,
-    marketplaces: Marketplaces,
+    adapters: Adapters,
 }
 
 fn context_key(context: Option<&RequestContext>) -> &str {
@@ -50,20 +51,41 @@ fn context_key(context: Option<&RequestContext>) -> &str {
         .unwrap_or_default()
 }
 
-/// Checks a marketplace identity from a request.
-pub fn parse_marketplace_ref(
-    field: &str,
-    reference: Option<&MarketplaceRef>,
-) -> Result<(Marketplace, String)> {
-    let reference = reference.ok_or_else(|| Error::invalid_field(field, "is required"))?;
-    let marketplace =
-        Marketplace::from_proto(&format!("{field}.marketplace"), reference.marketplace)?;
-    let external_id = reference.external_id.trim();
-    let mut validator = Validator::new();
-    validator.require(&format!("{field}.externalId"), external_id);
-    validator.max_len(&format!("{field}.externalId"), external_id, MAX_EXTERNAL_ID);
-    validator.finish()?;
-    Ok((marketplace, external_id.to_owned()))
+/// Writes the whole row back.
+pub(crate) async fn save(conn: &impl ConnectionTrait, row: &account::Model) -> Result<()> {
+    row.clone()
+        .into_active_model()
+        .reset_all()
+        .update(conn)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// The lifecycle a row is in.
+fn lifecycle_of(row: &account::Model) -> Lifecycle {
+    Lifecycle {
+        account: row.state,
+        signup: row.signup_state,
+        finalized: row.finalized_at.is_some(),
+    }
+}
+
+/// The answer to a refused lifecycle event.
+fn refused(refusal: Refusal) -> Error {
+    match refusal {
+        Refusal::SignupOfDeletedAccount => {
+            Error::conflict("the account is deleted; it cannot sign up")
+        }
+        Refusal::SignupAlreadyAccepted => Error::new(
+            ErrorCode::Unprocessable,
+            "the account's signup was already accepted; its contact changes only through the account itself",
+        ),
+        Refusal::NoSignupToReject => Error::conflict("this account has no signup to reject"),
+        Refusal::FinalizingActiveAccount => {
+            Error::conflict("only a deleted account can be finalized")
+        }
+    }
 }
 
 impl AccountDomain {
@@ -73,14 +95,14 @@ impl AccountDomain {
         clock: SharedClock,
         cipher: Cipher,
         outbox: Outbox,
-        marketplaces: Marketplaces,
+        adapters: Adapters,
     ) -> Self {
         Self {
             db,
             clock,
             cipher,
             outbox,
-            marketplaces,
+            adapters,
         }
     }
 
@@ -95,8 +117,8 @@ impl AccountDomain {
     }
 
     /// The registered marketplace adapters.
-    pub fn marketplaces(&self) -> &Marketplaces {
-        &self.marketplaces
+    pub fn adapters(&self) -> &Adapters {
+        &self.adapters
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -109,27 +131,25 @@ impl AccountDomain {
         conn: &impl ConnectionTrait,
         selector: Option<&AccountSelector>,
     ) -> Result<Option<account::Model>> {
-        let selector = selector.and_then(|s| s.selector.as_ref()).ok_or_else(|| {
-            Error::invalid_field(
-                "account",
-                "an account id or marketplace reference is required",
-            )
-        })?;
-        match selector {
-            account_selector::Selector::AccountId(id) => {
-                let id = AccountId::parse("account.accountId", id)?;
-                // Locked: writers re-read the row they change (`FOR UPDATE`
-                // on PostgreSQL; SQLite write transactions are serial).
-                account::Entity::find_by_id(id.into_string())
-                    .lock_exclusive()
-                    .one(conn)
-                    .await
-                    .map_err(db_error)
-            }
-            account_selector::Selector::MarketplaceRef(reference) => {
-                let (marketplace, external_id) =
-                    parse_marketplace_ref("account.marketplaceRef", Some(reference))?;
-                self.find_by_ref(conn, marketplace, &external_id).await
+        self.find_key(conn, &account_key(selector)?).await
+    }
+
+    /// Finds an account by our id or the marketplace's. Locked: writers
+    /// re-read the row they change (`FOR UPDATE` on PostgreSQL; SQLite write
+    /// transactions are serial).
+    pub async fn find_key(
+        &self,
+        conn: &impl ConnectionTrait,
+        key: &AccountKey,
+    ) -> Result<Option<account::Model>> {
+        match key {
+            AccountKey::Id(id) => account::Entity::find_by_id(id.as_str())
+                .lock_exclusive()
+                .one(conn)
+                .await
+                .map_err(db_error),
+            AccountKey::Ref(marketplace, external_id) => {
+                self.find_by_ref(conn, *marketplace, external_id).await
             }
         }
     }
@@ -138,11 +158,11 @@ impl AccountDomain {
         &self,
         conn: &impl ConnectionTrait,
         marketplace: Marketplace,
-        external_id: &str,
+        external_id: &ExternalId,
     ) -> Result<Option<account::Model>> {
         account::Entity::find()
             .filter(account::Column::Marketplace.eq(marketplace.as_str()))
-            .filter(account::Column::ExternalId.eq(external_id))
+            .filter(account::Column::ExternalId.eq(external_id.as_str()))
             .lock_exclusive()
             .one(conn)
             .await
@@ -161,18 +181,97 @@ impl AccountDomain {
     }
 
     /// Loads an account by our id.
-    pub async fn by_id(&self, account_id: &str) -> Result<account::Model> {
-        account::Entity::find_by_id(account_id.to_owned())
+    pub async fn by_id(&self, account_id: &AccountId) -> Result<account::Model> {
+        account::Entity::find_by_id(account_id.as_str())
             .one(&self.db)
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::not_found(format!("account {account_id} not found")))
     }
 
+    /// Applies a lifecycle transition to `row` and enqueues the jobs it
+    /// causes: the one place where lifecycle effects become rows and jobs.
+    /// The caller saves the row.
+    async fn apply(
+        &self,
+        work: &mut UnitOfWork,
+        row: &mut account::Model,
+        (next, effects): Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let account_id = row.account_id()?;
+        row.state = next.account;
+        row.signup_state = next.signup;
+        for effect in effects {
+            let job = match effect {
+                Effect::Reactivate => {
+                    row.deletion_requested_at = None;
+                    row.finalized_at = None;
+                    row.purged = false;
+                    continue;
+                }
+                Effect::ClearSignupReason => {
+                    row.signup_reason.clear();
+                    continue;
+                }
+                Effect::RecordSignupReason(reason) => {
+                    row.signup_reason = reason;
+                    continue;
+                }
+                Effect::RecordDeletion { reason } => {
+                    row.deletion_requested_at = Some(now);
+                    if !reason.is_empty() {
+                        let mut attributes: BTreeMap<String, String> =
+                            from_json("attributes", &row.attributes)?;
+                        attributes.insert("deletion_reason".into(), reason);
+                        row.attributes = to_json(&attributes);
+                    }
+                    continue;
+                }
+                Effect::RecordFinalization => {
+                    row.finalized_at = Some(now);
+                    continue;
+                }
+                Effect::DropCredential => {
+                    row.credential = None;
+                    continue;
+                }
+                Effect::Purge => {
+                    if !row.purged {
+                        purge(row);
+                    }
+                    // Stored answers about the account carry its people too.
+                    idempotency::purge_subject(&**work, &row.id).await?;
+                    continue;
+                }
+                Effect::ApproveAtMarketplace => {
+                    NewJob::of(&AccountJob::ApproveSignup(AccountTask::new(&account_id)))?
+                }
+                Effect::RejectAtMarketplace { reason } => NewJob::of(&AccountJob::RejectSignup(
+                    AccountTask::with_reason(&account_id, &reason),
+                ))?,
+                Effect::ResetAtMarketplace => {
+                    NewJob::of(&AccountJob::Reset(AccountTask::new(&account_id)))?
+                }
+                Effect::NotifyApproved => {
+                    NewJob::of(&AccountJob::NotifyApproved(AccountTask::new(&account_id)))?
+                }
+                Effect::EndSubscriptions { reason } => NewJob::of(&AccountJob::EndSubscriptions(
+                    AccountTask::with_reason(&account_id, &reason),
+                ))?
+                .dedupe_key(format!("end-subscriptions:{account_id}")),
+            };
+            work.enqueue(job).await?;
+        }
+        Ok(())
+    }
+
     /// Creates or updates an account from a marketplace's description.
     pub async fn upsert(&self, request: pb::UpsertAccountRequest) -> Result<pb::Account> {
-        let (marketplace, external_id) =
-            parse_marketplace_ref("marketplaceRef", request.marketplace_ref.as_ref())?;
+        let (marketplace, external_id) = crate::convert::parse_marketplace_ref(
+            "marketplaceRef",
+            request.marketplace_ref.as_ref(),
+        )?;
         let mut validator = Validator::new();
         validator.max_len("displayName", &request.display_name, 256);
         validator.max_len("url", &request.url, 2048);
@@ -212,35 +311,29 @@ impl AccountDomain {
             .transpose()?;
 
         let key = context_key(request.context.as_ref()).to_owned();
-        let mut txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "account.UpsertAccount",
-            &key,
-            &request,
-            self.now()
-        );
+        let call =
+            Call::new("account.UpsertAccount", &key, &request, self.now()).sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
-        let existing = self.find_by_ref(&*txn, marketplace, &external_id).await?;
+        let existing = self.find_by_ref(&*work, marketplace, &external_id).await?;
         let actor = request
             .context
             .as_ref()
             .and_then(|c| c.actor.as_ref())
             .map(StoredPerson::from_proto);
 
-        let (row, approved_now) = match existing {
+        let row = match existing {
             Some(existing) => {
                 if let (Some(stored), Some(incoming)) =
                     (existing.marketplace_update_time, update_time)
                     && incoming < stored
                 {
                     tracing::info!(account.id = %existing.id, "ignoring a stale account description");
-                    let response = account_to_proto(&existing);
-                    return txn.finish(response).await;
+                    let response = account_to_proto(&existing)?;
+                    return work.finish(response).await;
                 }
-                let was_approved = existing.signup_state == signup_state::APPROVED;
                 let mut row = existing.clone();
-                self.apply_upsert(&mut row, &request, &terms, actor.as_ref(), now);
+                self.apply_upsert(&mut row, &request, &terms, actor.as_ref(), now)?;
                 if let Some((sealed, token_type)) = &sealed_credential {
                     row.credential = Some(sealed.clone());
                     row.credential_type = token_type.clone();
@@ -252,41 +345,31 @@ impl AccountDomain {
                 if let Some(time) = update_time {
                     row.marketplace_update_time = Some(time);
                 }
-                if let Some(reported) = marketplace_signup {
-                    row.signup_state = merge_signup(&row.signup_state, reported).to_owned();
-                }
-                if row.state != account_state::ACTIVE {
-                    row.state = account_state::ACTIVE.to_owned();
-                    row.deletion_requested_at = None;
-                    row.finalized_at = None;
-                    row.purged = false;
-                }
-                let approved_now = !was_approved && row.signup_state == signup_state::APPROVED;
-                row.clone()
-                    .into_active_model()
-                    .reset_all()
-                    .update(&*txn)
-                    .await
-                    .map_err(db_error)?;
-                (row, approved_now)
+                let outcome = lifecycle::transition(
+                    lifecycle_of(&existing),
+                    Event::Described {
+                        reported: marketplace_signup,
+                    },
+                )
+                .map_err(refused)?;
+                self.apply(&mut work, &mut row, outcome, now).await?;
+                save(&*work, &row).await?;
+                row
             }
             None => {
-                let signup = match (marketplace_signup, request.signup_required) {
-                    (Some(reported), _) => reported,
-                    (None, true) => signup_state::PENDING,
-                    (None, false) => signup_state::NOT_REQUIRED,
-                };
+                let (start, effects) =
+                    lifecycle::created(marketplace_signup, request.signup_required);
                 let mut row = account::Model {
                     id: AccountId::generate().into_string(),
                     marketplace: marketplace.as_str().to_owned(),
-                    external_id: external_id.clone(),
+                    external_id: external_id.as_str().to_owned(),
                     display_name: String::new(),
                     url: String::new(),
                     contact: to_json(&StoredPerson::default()),
                     people: "[]".to_owned(),
                     company: String::new(),
-                    state: account_state::ACTIVE.to_owned(),
-                    signup_state: signup.to_owned(),
+                    state: start.account,
+                    signup_state: start.signup,
                     signup_reason: String::new(),
                     accepted_terms: "{}".to_owned(),
                     scopes: "[]".to_owned(),
@@ -309,8 +392,9 @@ impl AccountDomain {
                     marketplace_gone_at: None,
                     marketplace_gone_reason: None,
                 };
-                self.apply_upsert(&mut row, &request, &terms, actor.as_ref(), now);
-                let approved_now = row.signup_state == signup_state::APPROVED;
+                self.apply_upsert(&mut row, &request, &terms, actor.as_ref(), now)?;
+                self.apply(&mut work, &mut row, (start, effects), now)
+                    .await?;
                 account::Entity::insert(row.clone().into_active_model())
                     .on_conflict(
                         OnConflict::columns([
@@ -320,11 +404,11 @@ impl AccountDomain {
                         .do_nothing()
                         .to_owned(),
                     )
-                    .exec_without_returning(&*txn)
+                    .exec_without_returning(&*work)
                     .await
                     .map_err(db_error)?;
                 let stored = self
-                    .find_by_ref(&*txn, marketplace, &external_id)
+                    .find_by_ref(&*work, marketplace, &external_id)
                     .await?
                     .ok_or_else(|| Error::unavailable("account was created concurrently; retry"))?;
                 if stored.id != row.id {
@@ -333,22 +417,12 @@ impl AccountDomain {
                     ));
                 }
                 tracing::info!(account.id = %row.id, marketplace = %marketplace, "account created");
-                (row, approved_now)
+                row
             }
         };
-        if approved_now {
-            self.outbox
-                .enqueue(
-                    &*txn,
-                    NewJob::new(kind::NOTIFY_APPROVED, &jobs::AccountJob::new(&row.id))?,
-                )
-                .await?;
-        }
-        let response = account_to_proto(&row);
-        txn.concerning(&row.id);
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        let response = account_to_proto(&row)?;
+        work.concerning(&row.id);
+        work.finish(response).await
     }
 
     fn apply_upsert(
@@ -358,7 +432,7 @@ impl AccountDomain {
         terms: &BTreeMap<String, DateTime<Utc>>,
         actor: Option<&StoredPerson>,
         now: DateTime<Utc>,
-    ) {
+    ) -> Result<()> {
         if !request.display_name.trim().is_empty() {
             row.display_name = request.display_name.trim().to_owned();
         }
@@ -372,7 +446,8 @@ impl AccountDomain {
             }
         }
         if !terms.is_empty() {
-            let mut stored: BTreeMap<String, DateTime<Utc>> = from_json(&row.accepted_terms);
+            let mut stored: BTreeMap<String, DateTime<Utc>> =
+                from_json("accepted_terms", &row.accepted_terms)?;
             for (policy, at) in terms {
                 let keep_newer = stored.get(policy).is_some_and(|existing| existing >= at);
                 if !keep_newer {
@@ -388,20 +463,22 @@ impl AccountDomain {
             row.marketplace_state = request.marketplace_state.clone();
         }
         if !request.attributes.is_empty() {
-            let mut attributes: BTreeMap<String, String> = from_json(&row.attributes);
+            let mut attributes: BTreeMap<String, String> =
+                from_json("attributes", &row.attributes)?;
             attributes.extend(request.attributes.clone());
             row.attributes = to_json(&attributes);
         }
         if let Some(actor) = actor.filter(|a| !a.is_empty()) {
-            remember_person(row, actor, now);
+            remember_person(row, actor, now)?;
         }
         row.updated_at = now;
+        Ok(())
     }
 
     /// One account.
     pub async fn get(&self, request: pb::GetAccountRequest) -> Result<pb::Account> {
         let row = self.require(&self.db, request.account.as_ref()).await?;
-        Ok(account_to_proto(&row))
+        account_to_proto(&row)
     }
 
     /// A page of accounts, newest first.
@@ -426,7 +503,7 @@ impl AccountDomain {
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
         Ok(pb::ListAccountsResponse {
-            accounts: rows.iter().map(account_to_proto).collect(),
+            accounts: rows.iter().map(account_to_proto).collect::<Result<_>>()?,
             page: Some(next),
         })
     }
@@ -439,8 +516,9 @@ impl AccountDomain {
 
     /// Re-reads a loaded account from its marketplace.
     pub async fn refresh_row(&self, row: account::Model) -> Result<pb::Account> {
-        let marketplace = crate::convert::marketplace_of(&row.marketplace)?;
-        let adapter = self.marketplaces.adapter(marketplace).ok_or_else(|| {
+        let marketplace = marketplace_of(&row.marketplace)?;
+        let account_id = row.account_id()?;
+        let adapter = self.adapters.get(marketplace).ok_or_else(|| {
             Error::unprocessable(format!(
                 "accounts of marketplace {marketplace} cannot be refreshed"
             ))
@@ -448,13 +526,13 @@ impl AccountDomain {
         let credential = self.call_secret(&row).await?;
         let fetched = match adapter.fetch(&row, credential.as_ref()).await {
             Err(error) if adapter.is_gone(&error) => {
-                self.record_gone(&row.id, error.message()).await?;
+                self.record_gone(&account_id, error.message()).await?;
                 return Err(error);
             }
             fetched => fetched?,
         };
         match fetched {
-            Some(snapshot) => self.apply_snapshot(&row.id, snapshot).await,
+            Some(snapshot) => self.apply_snapshot(&account_id, snapshot).await,
             None => {
                 tracing::info!(account.id = %row.id, "the marketplace no longer knows the account");
                 let response = self
@@ -477,13 +555,13 @@ impl AccountDomain {
     /// Applies what the marketplace said about an account (a refresh).
     pub async fn apply_snapshot(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         snapshot: AccountSnapshot,
     ) -> Result<pb::Account> {
         let row = self.by_id(account_id).await?;
         let mut request = pb::UpsertAccountRequest {
             marketplace_ref: Some(MarketplaceRef::new(
-                pb_marketplace(crate::convert::marketplace_of(&row.marketplace)?),
+                pb_marketplace(marketplace_of(&row.marketplace)?),
                 row.external_id.clone(),
             )),
             display_name: snapshot.display_name.unwrap_or_default(),
@@ -522,29 +600,13 @@ impl AccountDomain {
         }
         validator.max_len("company", &request.company, 256);
         validator.finish()?;
-        let mut txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "account.ApproveSignup",
-            &key,
-            &request,
-            self.now()
-        );
+        let call =
+            Call::new("account.ApproveSignup", &key, &request, self.now()).sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
-        let mut row = self.require(&*txn, request.account.as_ref()).await?;
-        if row.state != account_state::ACTIVE {
-            return Err(Error::conflict("the account is deleted; it cannot sign up"));
-        }
-        if matches!(
-            row.signup_state.as_str(),
-            signup_state::APPROVING | signup_state::APPROVED
-        ) {
-            // A signup, once accepted, is not rewritten by a later form.
-            return Err(Error::new(
-                ErrorCode::Unprocessable,
-                "the account's signup was already accepted; its contact changes only through the account itself",
-            ));
-        }
+        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let outcome =
+            lifecycle::transition(lifecycle_of(&row), Event::SignupSubmitted).map_err(refused)?;
         if let Some(person) = request
             .person
             .as_ref()
@@ -552,7 +614,7 @@ impl AccountDomain {
             .filter(|p| !p.is_empty())
         {
             row.contact = to_json(&person);
-            remember_person(&mut row, &person, now);
+            remember_person(&mut row, &person, now)?;
         }
         if !request.company.trim().is_empty() {
             row.company = request.company.trim().to_owned();
@@ -560,31 +622,11 @@ impl AccountDomain {
                 row.display_name = row.company.clone();
             }
         }
-        let needs_approval = matches!(
-            row.signup_state.as_str(),
-            signup_state::PENDING | signup_state::REJECTED
-        );
-        if needs_approval {
-            row.signup_state = signup_state::APPROVING.to_owned();
-            row.signup_reason.clear();
-            self.outbox
-                .enqueue(
-                    &*txn,
-                    NewJob::new(kind::APPROVE_SIGNUP, &jobs::AccountJob::new(&row.id))?,
-                )
-                .await?;
-        }
+        self.apply(&mut work, &mut row, outcome, now).await?;
         row.updated_at = now;
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&*txn)
-            .await
-            .map_err(db_error)?;
-        txn.concerning(&row.id);
-        let response = txn.finish(account_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(response)
+        save(&*work, &row).await?;
+        work.concerning(&row.id);
+        work.finish(account_to_proto(&row)?).await
     }
 
     /// Rejects the account's signup at the marketplace.
@@ -593,75 +635,36 @@ impl AccountDomain {
         validator.max_len("reason", &request.reason, 256);
         validator.finish()?;
         let key = context_key(request.context.as_ref()).to_owned();
-        let mut txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "account.RejectSignup",
-            &key,
-            &request,
-            self.now()
-        );
-        let mut row = self.require(&*txn, request.account.as_ref()).await?;
-        if row.signup_state == signup_state::NOT_REQUIRED {
-            return Err(Error::conflict("this account has no signup to reject"));
-        }
-        row.signup_state = signup_state::REJECTED.to_owned();
-        row.signup_reason = request.reason.clone();
-        row.updated_at = self.now();
-        self.outbox
-            .enqueue(
-                &*txn,
-                NewJob::new(
-                    kind::REJECT_SIGNUP,
-                    &jobs::AccountJob::with_reason(&row.id, &request.reason),
-                )?,
-            )
-            .await?;
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&*txn)
-            .await
-            .map_err(db_error)?;
-        txn.concerning(&row.id);
-        let response = txn.finish(account_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(response)
+        let call =
+            Call::new("account.RejectSignup", &key, &request, self.now()).sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let now = self.now();
+        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let event = Event::SignupRejected {
+            reason: request.reason.clone(),
+        };
+        let outcome = lifecycle::transition(lifecycle_of(&row), event).map_err(refused)?;
+        self.apply(&mut work, &mut row, outcome, now).await?;
+        row.updated_at = now;
+        save(&*work, &row).await?;
+        work.concerning(&row.id);
+        work.finish(account_to_proto(&row)?).await
     }
 
     /// Resets the account at the marketplace.
     pub async fn reset(&self, request: pb::ResetAccountRequest) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let mut txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "account.ResetAccount",
-            &key,
-            &request,
-            self.now()
-        );
-        let mut row = self.require(&*txn, request.account.as_ref()).await?;
-        if row.signup_state != signup_state::NOT_REQUIRED {
-            row.signup_state = signup_state::PENDING.to_owned();
-            row.signup_reason.clear();
-        }
-        row.updated_at = self.now();
-        self.outbox
-            .enqueue(
-                &*txn,
-                NewJob::new(kind::RESET, &jobs::AccountJob::new(&row.id))?,
-            )
-            .await?;
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&*txn)
-            .await
-            .map_err(db_error)?;
-        txn.concerning(&row.id);
-        let response = txn.finish(account_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(response)
+        let call =
+            Call::new("account.ResetAccount", &key, &request, self.now()).sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let now = self.now();
+        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let outcome = lifecycle::transition(lifecycle_of(&row), Event::Reset).map_err(refused)?;
+        self.apply(&mut work, &mut row, outcome, now).await?;
+        row.updated_at = now;
+        save(&*work, &row).await?;
+        work.concerning(&row.id);
+        work.finish(account_to_proto(&row)?).await
     }
 
     /// Soft-deletes an account; purges personal data when asked.
@@ -670,95 +673,48 @@ impl AccountDomain {
         request: pb::DeleteAccountRequest,
     ) -> Result<pb::DeleteAccountResponse> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let mut txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "account.DeleteAccount",
-            &key,
-            &request,
-            self.now()
-        );
+        let call =
+            Call::new("account.DeleteAccount", &key, &request, self.now()).sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
-        let mut row = self.require(&*txn, request.account.as_ref()).await?;
-        if row.state == account_state::ACTIVE {
-            row.deletion_requested_at = Some(now);
-            row.state = account_state::DELETION_PENDING.to_owned();
-            if !request.reason.is_empty() {
-                let mut attributes: BTreeMap<String, String> = from_json(&row.attributes);
-                attributes.insert("deletion_reason".into(), request.reason.clone());
-                row.attributes = to_json(&attributes);
-            }
-        }
-        if request.finalized && row.finalized_at.is_none() {
-            row.state = account_state::DELETED.to_owned();
-            row.finalized_at = Some(now);
-        }
-        if request.purge && !row.purged {
-            purge(&mut row);
-        }
-        if request.purge {
-            // Stored answers about the account carry its people too.
-            idempotency::purge_subject(&*txn, &row.id).await?;
-        }
-        if request.end_subscriptions {
-            let job = NewJob::new(
-                kind::END_SUBSCRIPTIONS,
-                &jobs::AccountJob::with_reason(&row.id, &request.reason),
-            )?
-            .dedupe_key(format!("end-subscriptions:{}", row.id));
-            self.outbox.enqueue(&*txn, job).await?;
-        }
+        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let event = Event::Deleted(Deletion {
+            reason: request.reason.clone(),
+            finalized: request.finalized,
+            purge: request.purge,
+            end_subscriptions: request.end_subscriptions,
+        });
+        let outcome = lifecycle::transition(lifecycle_of(&row), event).map_err(refused)?;
+        self.apply(&mut work, &mut row, outcome, now).await?;
         row.updated_at = now;
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&*txn)
-            .await
-            .map_err(db_error)?;
+        save(&*work, &row).await?;
         tracing::info!(account.id = %row.id, state = %row.state, purged = row.purged, "account deleted");
         let response = pb::DeleteAccountResponse {
             finalized: row.finalized_at.is_some(),
-            account: Some(account_to_proto(&row)),
+            account: Some(account_to_proto(&row)?),
         };
-        txn.concerning(&row.id);
-        let response = txn.finish(response).await?;
-        if request.end_subscriptions {
-            self.outbox.wake();
-        }
-        Ok(response)
+        work.concerning(&row.id);
+        work.finish(response).await
     }
 
     /// Marks a deleted account's billing as finalized.
     pub async fn finalize(&self, request: pb::FinalizeAccountRequest) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let mut txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "account.FinalizeAccount",
-            &key,
-            &request,
-            self.now()
-        );
-        let mut row = self.require(&*txn, request.account.as_ref()).await?;
-        if row.state == account_state::ACTIVE {
-            return Err(Error::conflict("only a deleted account can be finalized"));
-        }
-        if row.finalized_at.is_none() {
+        let call =
+            Call::new("account.FinalizeAccount", &key, &request, self.now()).sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let (next, effects) =
+            lifecycle::transition(lifecycle_of(&row), Event::Finalized).map_err(refused)?;
+        if !effects.is_empty() {
             let now = self.now();
-            row.finalized_at = Some(now);
-            row.state = account_state::DELETED.to_owned();
-            // The marketplace retires the token at finalization.
-            row.credential = None;
+            self.apply(&mut work, &mut row, (next, effects), now)
+                .await?;
             row.updated_at = now;
-            row.clone()
-                .into_active_model()
-                .reset_all()
-                .update(&*txn)
-                .await
-                .map_err(db_error)?;
+            save(&*work, &row).await?;
         }
-        txn.concerning(&row.id);
-        txn.finish(account_to_proto(&row)).await
+        work.concerning(&row.id);
+        work.finish(account_to_proto(&row)?).await
     }
 
     /// Durably records a marketplace event and schedules its processing.
@@ -781,70 +737,66 @@ impl AccountDomain {
         let occurred_at = from_optional_timestamp("occurredAt", request.occurred_at.as_ref())?
             .map(truncate_micros);
         let now = self.now();
+        let event_id = EventId::generate();
         let row = event::Model {
-            id: EventId::generate().into_string(),
+            id: event_id.as_str().to_owned(),
             marketplace: marketplace.as_str().to_owned(),
             external_id: request.external_id.clone(),
             event_type: request.event_type.clone(),
             payload: request.payload_json.clone(),
             occurred_at,
             received_at: now,
-            status: event_status::RECEIVED.to_owned(),
+            status: EventStatus::Received,
             error: String::new(),
             channel: request.channel.clone(),
             account_id: None,
             deliveries: 1,
         };
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         let inserted = event::Entity::insert(row.clone().into_active_model())
             .on_conflict(
                 OnConflict::columns([event::Column::Marketplace, event::Column::ExternalId])
                     .do_nothing()
                     .to_owned(),
             )
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*work)
             .await
             .map_err(db_error)?;
         let duplicate = inserted == 0;
         let stored = if duplicate {
+            let same = event::Column::Marketplace
+                .eq(marketplace.as_str())
+                .and(event::Column::ExternalId.eq(request.external_id.clone()));
             event::Entity::update_many()
                 .col_expr(
                     event::Column::Deliveries,
                     Expr::col(event::Column::Deliveries).add(1),
                 )
-                .filter(event::Column::Marketplace.eq(marketplace.as_str()))
-                .filter(event::Column::ExternalId.eq(request.external_id.clone()))
-                .exec(&txn)
+                .filter(same.clone())
+                .exec(&*work)
                 .await
                 .map_err(db_error)?;
             event::Entity::find()
-                .filter(event::Column::Marketplace.eq(marketplace.as_str()))
-                .filter(event::Column::ExternalId.eq(request.external_id.clone()))
-                .one(&txn)
+                .filter(same)
+                .one(&*work)
                 .await
                 .map_err(db_error)?
                 .ok_or_else(|| Error::unavailable("event recorded concurrently; retry"))?
         } else {
-            self.outbox
-                .enqueue(
-                    &txn,
-                    NewJob::new(
-                        kind::PROCESS_EVENT,
-                        &jobs::EventJob {
-                            event_id: row.id.clone(),
-                        },
-                    )?
-                    .dedupe_key(format!("event:{}", row.id)),
-                )
-                .await?;
+            work.enqueue(
+                NewJob::of(&AccountJob::ProcessEvent(EventTask {
+                    event_id: event_id.clone(),
+                }))?
+                .dedupe_key(format!("event:{event_id}")),
+            )
+            .await?;
             row
         };
-        txn.commit().await.map_err(db_error)?;
+        work.commit().await?;
         if duplicate {
             tracing::info!(event.id = %stored.id, event.external_id = %stored.external_id, "duplicate marketplace event acknowledged");
         } else {
             tracing::info!(event.id = %stored.id, event.type = %stored.event_type, marketplace = %marketplace, "marketplace event recorded");
-            self.outbox.wake();
         }
         Ok(pb::RecordMarketplaceEventResponse {
             event: Some(event_to_proto(&stored)),
@@ -885,63 +837,56 @@ impl AccountDomain {
     /// Records an event's processing outcome.
     pub(crate) async fn finish_event(
         &self,
-        event_id: &str,
-        status: &str,
+        event_id: &EventId,
+        status: EventStatus,
         error: &str,
-        account_id: Option<String>,
+        account_id: Option<AccountId>,
     ) -> Result<()> {
         let mut update = event::ActiveModel {
-            id: Set(event_id.to_owned()),
-            status: Set(status.to_owned()),
+            id: Set(event_id.as_str().to_owned()),
+            status: Set(status),
             error: Set(error.chars().take(2000).collect()),
             ..Default::default()
         };
-        if account_id.is_some() {
-            update.account_id = Set(account_id);
+        if let Some(account_id) = account_id {
+            update.account_id = Set(Some(account_id.into_string()));
         }
         update.update(&self.db).await.map_err(db_error)?;
         Ok(())
     }
 
     /// Loads a recorded event.
-    pub(crate) async fn event(&self, event_id: &str) -> Result<Option<event::Model>> {
-        event::Entity::find_by_id(event_id.to_owned())
+    pub(crate) async fn event(&self, event_id: &EventId) -> Result<Option<event::Model>> {
+        event::Entity::find_by_id(event_id.as_str())
             .one(&self.db)
             .await
             .map_err(db_error)
     }
 
     /// After the marketplace approved a signup: mark it and tell provisioning.
-    pub(crate) async fn signup_approved_at_marketplace(&self, account_id: &str) -> Result<()> {
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let Some(mut row) = account::Entity::find_by_id(account_id.to_owned())
-            .lock_exclusive()
-            .one(&txn)
-            .await
-            .map_err(db_error)?
+    pub(crate) async fn signup_approved_at_marketplace(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<()> {
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let Some(mut row) = self
+            .find_key(&*work, &AccountKey::Id(account_id.clone()))
+            .await?
         else {
             return Ok(());
         };
-        if row.signup_state != signup_state::APPROVING {
+        let (next, effects) =
+            lifecycle::transition(lifecycle_of(&row), Event::ApprovedAtMarketplace)
+                .map_err(refused)?;
+        if effects.is_empty() {
             return Ok(());
         }
-        row.signup_state = signup_state::APPROVED.to_owned();
-        row.updated_at = self.now();
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&txn)
-            .await
-            .map_err(db_error)?;
-        self.outbox
-            .enqueue(
-                &txn,
-                NewJob::new(kind::NOTIFY_APPROVED, &jobs::AccountJob::new(&row.id))?,
-            )
+        let now = self.now();
+        self.apply(&mut work, &mut row, (next, effects), now)
             .await?;
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
-        Ok(())
+        row.updated_at = now;
+        save(&*work, &row).await?;
+        work.commit().await
     }
 }
 
@@ -950,22 +895,12 @@ fn pb_marketplace(marketplace: Marketplace) -> marketbridge_proto::common::v1::M
         .unwrap_or(marketbridge_proto::common::v1::Marketplace::Unspecified)
 }
 
-/// The local signup state after the marketplace reported `reported`.
-fn merge_signup(local: &str, reported: &'static str) -> &'static str {
-    match (local, reported) {
-        // Our approval is on its way; the marketplace has not seen it yet.
-        (signup_state::APPROVING, signup_state::PENDING) => signup_state::APPROVING,
-        // The marketplace confirmed our approval; a pending state read before
-        // that (a notification processed late, on another replica) does not
-        // take it back. Only our own reset makes an approved signup pending.
-        (signup_state::APPROVED, signup_state::PENDING) => signup_state::APPROVED,
-        (signup_state::NOT_REQUIRED, signup_state::NOT_REQUIRED) => signup_state::NOT_REQUIRED,
-        (_, reported) => reported,
-    }
-}
-
-fn remember_person(row: &mut account::Model, person: &StoredPerson, now: DateTime<Utc>) {
-    let mut people: Vec<StoredPerson> = from_json(&row.people);
+fn remember_person(
+    row: &mut account::Model,
+    person: &StoredPerson,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut people: Vec<StoredPerson> = from_json("people", &row.people)?;
     let mut seen = person.clone();
     seen.last_seen_at = Some(now);
     if let Some(existing) = people.iter_mut().find(|p| p.same_as(person)) {
@@ -985,6 +920,7 @@ fn remember_person(row: &mut account::Model, person: &StoredPerson, now: DateTim
     people.sort_by_key(|person| std::cmp::Reverse(person.last_seen_at));
     people.truncate(MAX_PEOPLE);
     row.people = to_json(&people);
+    Ok(())
 }
 
 fn purge(row: &mut account::Model) {

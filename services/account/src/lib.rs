@@ -6,14 +6,17 @@
 //! Architecture invariant: this crate knows nothing of HTTP or of any
 //! marketplace's JSON; marketplaces plug in through [`marketplace`] traits.
 
+pub mod adapter;
 pub mod adapters;
 pub mod convert;
 pub mod domain;
 pub mod entity;
 pub mod grpc;
 pub mod jobs;
+pub mod lifecycle;
 pub mod marketplace;
 pub mod migration;
+pub mod model;
 
 use crate::domain::AccountDomain;
 use crate::grpc::AccountGrpc;
@@ -52,6 +55,7 @@ pub struct AccountDeps {
 pub struct AccountServer {
     domain: AccountDomain,
     services: EventServices,
+    marketplaces: Marketplaces,
     jobs: Arc<AccountJobs>,
 }
 
@@ -64,7 +68,13 @@ impl AccountServer {
     ) -> Result<Self> {
         let db = marketbridge_storage::open_migrated::<Migrator>(database_url).await?;
         let outbox = Outbox::new(db.clone(), deps.clock.clone(), outbox.clone());
-        let domain = AccountDomain::new(db, deps.clock, deps.cipher, outbox, deps.marketplaces);
+        let domain = AccountDomain::new(
+            db,
+            deps.clock,
+            deps.cipher,
+            outbox,
+            deps.marketplaces.adapters().clone(),
+        );
         let services = EventServices {
             accounts: domain.clone(),
             provisioning: deps.provisioning,
@@ -72,8 +82,12 @@ impl AccountServer {
         };
         Ok(Self {
             domain,
-            jobs: Arc::new(AccountJobs::new(services.clone())),
+            jobs: Arc::new(AccountJobs::new(
+                services.clone(),
+                deps.marketplaces.clone(),
+            )),
             services,
+            marketplaces: deps.marketplaces,
         })
     }
 
@@ -118,7 +132,7 @@ impl AccountServer {
     pub async fn run_marketplace_work(&self, name: &str) -> Result<usize> {
         let mut done = 0;
         let mut found = false;
-        for worker in self.domain.marketplaces().workers() {
+        for worker in self.marketplaces.workers() {
             if worker.name() == name {
                 found = true;
                 done += worker.run_once(&self.services).await?;
@@ -135,8 +149,7 @@ impl AccountServer {
     /// Starts the marketplace background work (pulling notifications,
     /// reconciling accounts); it stops at `shutdown`.
     pub fn spawn_marketplace_workers(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        self.domain
-            .marketplaces()
+        self.marketplaces
             .workers()
             .iter()
             .map(|worker| {

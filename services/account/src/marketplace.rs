@@ -1,142 +1,20 @@
 //! The seams where a marketplace plugs into the account service: an adapter
-//! for the calls the service makes to the marketplace about an account, and a
-//! processor for the notifications the marketplace sends. Adding a
-//! marketplace means registering one of each; nothing else changes.
+//! for the calls the service makes to the marketplace about an account
+//! ([`crate::adapter`], held by the domain), a processor for the
+//! notifications the marketplace sends and its background work (both run
+//! above the domain, by the jobs and the server). Adding a marketplace means
+//! registering them; nothing else changes.
 
+pub use crate::adapter::{AccountMarketplace, AccountSnapshot, Adapters, CallCredential};
 use crate::domain::AccountDomain;
-use crate::entity::{account, event};
+use crate::entity::event;
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use marketbridge_core::crypto::SecretString;
-use marketbridge_core::{Error, Marketplace, Result};
-use marketbridge_proto::account::v1::SignupState;
-use marketbridge_proto::common::v1::Person;
+use marketbridge_core::ids::AccountId;
+use marketbridge_core::{Marketplace, Result};
 use marketbridge_rpc::{BillingClient, ProvisioningClient};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// An account as the marketplace describes it now.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AccountSnapshot {
-    /// Display name, when the marketplace has one.
-    pub display_name: Option<String>,
-    /// Account URL, when given.
-    pub url: Option<String>,
-    /// Main contact, when given.
-    pub contact: Option<Person>,
-    /// State, verbatim.
-    pub marketplace_state: String,
-    /// The marketplace's update time.
-    pub update_time: Option<DateTime<Utc>>,
-    /// The signup approval state, when the marketplace has one.
-    pub signup: Option<SignupState>,
-    /// Extras.
-    pub attributes: BTreeMap<String, String>,
-}
-
-/// Calls the account service makes to a marketplace.
-#[async_trait]
-pub trait AccountMarketplace: Send + Sync + 'static {
-    /// Approves the account's provider signup (Google `accounts.approve`).
-    /// Must succeed when it is already approved.
-    async fn approve_signup(&self, account: &account::Model) -> Result<()>;
-    /// Rejects the account's signup.
-    async fn reject_signup(&self, account: &account::Model, reason: &str) -> Result<()>;
-    /// Resets the account (Google `accounts.reset`).
-    async fn reset(&self, account: &account::Model) -> Result<()>;
-    /// Reads the account from the marketplace; `None` when it no longer
-    /// exists there. `credential` is the stored access token, if any.
-    async fn fetch(
-        &self,
-        account: &account::Model,
-        credential: Option<&SecretString>,
-    ) -> Result<Option<AccountSnapshot>>;
-
-    /// The token to call the marketplace with now. `stored` is the stored
-    /// credential; `stale_token_id` names a token the marketplace just
-    /// refused (empty when none). By default the stored credential.
-    async fn call_token(
-        &self,
-        account: &account::Model,
-        stored: Option<&SecretString>,
-        stale_token_id: &str,
-    ) -> Result<CallCredential> {
-        let _ = (account, stale_token_id);
-        let secret = stored
-            .cloned()
-            .ok_or_else(|| Error::not_found("no credential is stored for this account"))?;
-        Ok(CallCredential {
-            secret,
-            kind: "long-lived".to_owned(),
-            expires_at: None,
-        })
-    }
-
-    /// Whether the marketplace can rotate credentials
-    /// ([`Self::rotate_credential`], [`Self::revoke_credential`]).
-    fn rotates_credentials(&self) -> bool {
-        false
-    }
-
-    /// Has the marketplace issue a replacement for `current`; the old one
-    /// stays valid until revoked.
-    async fn rotate_credential(
-        &self,
-        account: &account::Model,
-        current: &SecretString,
-    ) -> Result<SecretString> {
-        let _ = (account, current);
-        Err(Error::unprocessable(
-            "this marketplace does not rotate credentials",
-        ))
-    }
-
-    /// Retires `retired`, authenticated with the live credential `live`.
-    async fn revoke_credential(
-        &self,
-        account: &account::Model,
-        live: &SecretString,
-        retired: &SecretString,
-    ) -> Result<()> {
-        let _ = (account, live, retired);
-        Err(Error::unprocessable(
-            "this marketplace does not revoke credentials",
-        ))
-    }
-
-    /// True when `error` says the account no longer exists at the
-    /// marketplace (Vercel's `410 Gone`): terminal, never retried.
-    fn is_gone(&self, error: &Error) -> bool {
-        let _ = error;
-        false
-    }
-
-    /// Forgets any token cached for the account (it is gone).
-    fn forget_tokens(&self, account: &account::Model) {
-        let _ = account;
-    }
-}
-
-/// A token to call a marketplace with.
-#[derive(Clone)]
-pub struct CallCredential {
-    /// The bearer token.
-    pub secret: SecretString,
-    /// `short-lived` or `long-lived`.
-    pub kind: String,
-    /// When it expires, for a short-lived token.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-impl std::fmt::Debug for CallCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallCredential")
-            .field("kind", &self.kind)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
 
 /// What processing an event achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +22,7 @@ pub enum EventOutcome {
     /// Acted on; `account_id` is the account it concerned, when known.
     Processed {
         /// Our account id.
-        account_id: Option<String>,
+        account_id: Option<AccountId>,
     },
     /// Not an event we act on; logged and acknowledged.
     Ignored,
@@ -189,7 +67,7 @@ pub trait MarketplaceWorker: Send + Sync + 'static {
 /// The adapters and processors registered per marketplace.
 #[derive(Clone, Default)]
 pub struct Marketplaces {
-    adapters: HashMap<Marketplace, Arc<dyn AccountMarketplace>>,
+    adapters: Adapters,
     processors: HashMap<Marketplace, Arc<dyn EventProcessor>>,
     workers: Vec<Arc<dyn MarketplaceWorker>>,
 }
@@ -228,7 +106,12 @@ impl Marketplaces {
 
     /// The adapter of a marketplace, if one is registered.
     pub fn adapter(&self, marketplace: Marketplace) -> Option<&Arc<dyn AccountMarketplace>> {
-        self.adapters.get(&marketplace)
+        self.adapters.get(marketplace)
+    }
+
+    /// The registered adapters.
+    pub fn adapters(&self) -> &Adapters {
+        &self.adapters
     }
 
     /// The event processor of a marketplace, if one is registered.

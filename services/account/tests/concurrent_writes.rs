@@ -111,7 +111,11 @@ backend_test!(
             stored.url, "https://renamed.example",
             "the other write is kept"
         );
-        assert_eq!(stored.signup_state, "approving", "the signup is kept");
+        assert_eq!(
+            stored.signup_state.as_str(),
+            "approving",
+            "the signup is kept"
+        );
         assert_eq!(stored.company, "Engines");
         assert_eq!(
             signed_up.signup_state,

@@ -15,10 +15,12 @@ use crate::marketplace::{
     AccountMarketplace, AccountSnapshot, EventOutcome, EventProcessor, EventServices,
     MarketplaceWorker, Marketplaces,
 };
+use crate::model::{AccountKey, ExternalId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marketbridge_config::Config;
 use marketbridge_core::crypto::SecretString;
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::time::{SharedClock, to_timestamp};
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
 use marketbridge_google::GoogleClients;
@@ -78,8 +80,8 @@ pub fn register(
     Ok(marketplaces)
 }
 
-fn google_ref(external_id: &str) -> MarketplaceRef {
-    MarketplaceRef::new(ProtoMarketplace::Google, external_id)
+fn google_ref(external_id: &ExternalId) -> MarketplaceRef {
+    MarketplaceRef::new(ProtoMarketplace::Google, external_id.as_str())
 }
 
 fn parse_time(text: Option<&str>) -> Option<DateTime<Utc>> {
@@ -182,8 +184,12 @@ struct AccountSync {
 impl AccountSync {
     /// Re-reads the account and applies it; returns our account id when
     /// there is (or was) one.
-    async fn refresh(&self, services: &EventServices, external_id: &str) -> Result<Option<String>> {
-        let fetched = self.procurement.get_account(external_id).await?;
+    async fn refresh(
+        &self,
+        services: &EventServices,
+        external_id: &ExternalId,
+    ) -> Result<Option<AccountId>> {
+        let fetched = self.procurement.get_account(external_id.as_str()).await?;
         self.apply(services, external_id, fetched.as_ref()).await
     }
 
@@ -191,35 +197,39 @@ impl AccountSync {
     async fn apply(
         &self,
         services: &EventServices,
-        external_id: &str,
+        external_id: &ExternalId,
         fetched: Option<&Account>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Option<AccountId>> {
         let domain = &services.accounts;
-        let selector = AccountSelector::by_ref(ProtoMarketplace::Google, external_id);
-        let known = domain.find(domain.db(), Some(&selector)).await?;
+        let key = AccountKey::Ref(Marketplace::Google, external_id.clone());
+        let known = domain.find_key(domain.db(), &key).await?;
         let snapshot = fetched.and_then(snapshot_of);
         match (known, snapshot) {
             (Some(row), Some(snapshot)) => {
-                domain.apply_snapshot(&row.id, snapshot).await?;
-                Ok(Some(row.id))
+                let account_id = row.account_id()?;
+                domain.apply_snapshot(&account_id, snapshot).await?;
+                Ok(Some(account_id))
             }
             (None, Some(snapshot)) => {
                 let account = domain
                     .upsert(upsert_from_snapshot(external_id, snapshot))
                     .await?;
                 tracing::info!(account.id = %account.id, google.account = %external_id, "google account recorded");
-                Ok(Some(account.id))
+                Ok(Some(AccountId::parse("account.id", &account.id)?))
             }
             (Some(row), None) => {
                 account_gone(services, &row).await?;
-                Ok(Some(row.id))
+                Ok(Some(row.account_id()?))
             }
             (None, None) => Ok(None),
         }
     }
 }
 
-fn upsert_from_snapshot(external_id: &str, snapshot: AccountSnapshot) -> pb::UpsertAccountRequest {
+fn upsert_from_snapshot(
+    external_id: &ExternalId,
+    snapshot: AccountSnapshot,
+) -> pb::UpsertAccountRequest {
     pb::UpsertAccountRequest {
         marketplace_ref: Some(google_ref(external_id)),
         signup_required: true,
@@ -276,7 +286,10 @@ impl EventProcessor for GoogleEvents {
             let external_id = notification.account_id().ok_or_else(|| {
                 Error::invalid_field("account.id", "an account event names no account")
             })?;
-            let account_id = self.sync.refresh(services, external_id).await?;
+            let account_id = self
+                .sync
+                .refresh(services, &ExternalId::new(external_id))
+                .await?;
             return Ok(EventOutcome::Processed { account_id });
         }
         if event_type::is_entitlement_event(kind) {
@@ -288,7 +301,7 @@ impl EventProcessor for GoogleEvents {
             })?;
             return sync_entitlement(
                 services,
-                external_id,
+                &ExternalId::new(external_id),
                 kind == event_type::ENTITLEMENT_OFFER_ACCEPTED,
             )
             .await;
@@ -300,7 +313,7 @@ impl EventProcessor for GoogleEvents {
 /// Hands an entitlement to provisioning, which re-reads it and acts.
 async fn sync_entitlement(
     services: &EventServices,
-    entitlement_id: &str,
+    entitlement_id: &ExternalId,
     approved_by_marketplace: bool,
 ) -> Result<EventOutcome> {
     let Some(mut provisioning) = services.provisioning.clone() else {
@@ -318,7 +331,7 @@ async fn sync_entitlement(
         .map_err(Error::from);
     match synced {
         Ok(subscription) => Ok(EventOutcome::Processed {
-            account_id: Some(subscription.into_inner().account_id),
+            account_id: AccountId::parse("accountId", &subscription.into_inner().account_id).ok(),
         }),
         Err(error) if error.code() == ErrorCode::NotFound => {
             tracing::info!(google.entitlement = %entitlement_id, "entitlement unknown here and gone at Google");
@@ -457,7 +470,7 @@ impl MarketplaceWorker for GoogleAccountReconciliation {
         let mut seen = std::collections::BTreeSet::new();
         let mut count = 0;
         for account in &listed {
-            let external_id = account.id().to_owned();
+            let external_id = ExternalId::new(account.id());
             if external_id.is_empty() {
                 continue;
             }
@@ -470,11 +483,12 @@ impl MarketplaceWorker for GoogleAccountReconciliation {
             }
         }
         for row in active_google_accounts(&services.accounts).await? {
-            let external_id = row
-                .marketplace_ref
-                .as_ref()
-                .map(|r| r.external_id.clone())
-                .unwrap_or_default();
+            let external_id = ExternalId::new(
+                row.marketplace_ref
+                    .as_ref()
+                    .map(|r| r.external_id.clone())
+                    .unwrap_or_default(),
+            );
             if external_id.is_empty() || seen.contains(&external_id) {
                 continue;
             }

@@ -13,9 +13,11 @@ use crate::marketplace::{
     AccountMarketplace, AccountSnapshot, CallCredential, EventOutcome, EventProcessor,
     EventServices, MarketplaceWorker,
 };
+use crate::model::{AccountKey, ExternalId, TokenId};
 use async_trait::async_trait;
 use marketbridge_config::VercelOptions;
 use marketbridge_core::crypto::SecretString;
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::money::Money;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::time::{parse_rfc3339, to_timestamp};
@@ -203,7 +205,7 @@ impl AccountMarketplace for VercelAccounts {
         &self,
         account: &account::Model,
         stored: Option<&SecretString>,
-        stale_token_id: &str,
+        stale_token: Option<&TokenId>,
     ) -> Result<CallCredential> {
         let credentials = &self.credentials;
         if !credentials.short_lived {
@@ -211,7 +213,7 @@ impl AccountMarketplace for VercelAccounts {
         }
         let installation_id = account.external_id.as_str();
         let clock = credentials.clock.clone();
-        let stale = Some(stale_token_id).filter(|id| !id.is_empty());
+        let stale = stale_token.map(TokenId::as_str).filter(|id| !id.is_empty());
         let obtained = credentials
             .cache
             .get(installation_id, || clock.now(), stale, || async {
@@ -315,17 +317,15 @@ fn unconfigured(service: &str) -> Error {
 
 async fn account_of(
     services: &EventServices,
-    installation_id: &str,
+    installation_id: &ExternalId,
 ) -> Result<Option<account::Model>> {
+    let key = AccountKey::Ref(
+        marketbridge_core::Marketplace::Vercel,
+        installation_id.clone(),
+    );
     services
         .accounts
-        .find(
-            services.accounts.db(),
-            Some(&AccountSelector::by_ref(
-                Marketplace::Vercel,
-                installation_id,
-            )),
-        )
+        .find_key(services.accounts.db(), &key)
         .await
 }
 
@@ -349,7 +349,7 @@ impl VercelEvents {
         payload: &Value,
         services: &EventServices,
     ) -> Result<EventOutcome> {
-        let Some(installation_id) = installation_id(payload) else {
+        let Some(installation_id) = installation_id(payload).map(ExternalId::new) else {
             return Err(Error::invalid_field(
                 "payload.configuration.id",
                 "names no installation",
@@ -378,7 +378,7 @@ impl VercelEvents {
             .get_subscription(provisioning_pb::GetSubscriptionRequest {
                 selector: Some(
                     provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
-                        MarketplaceRef::new(Marketplace::Vercel, installation_id.clone()),
+                        MarketplaceRef::new(Marketplace::Vercel, installation_id.as_str()),
                     ),
                 ),
             })
@@ -418,7 +418,7 @@ impl VercelEvents {
             .await?;
         tracing::info!(installation.id = %installation_id, finalized = closed.finalized, "vercel installation removed");
         Ok(EventOutcome::Processed {
-            account_id: Some(account.id),
+            account_id: Some(account.account_id()?),
         })
     }
 
@@ -432,7 +432,7 @@ impl VercelEvents {
             tracing::info!(event.id = %event.id, event.type = %event.event_type, "invoice event without a state or invoice; ignored");
             return Ok(EventOutcome::Ignored);
         };
-        let account = account_of(services, &invoice.installation_id)
+        let account = account_of(services, &ExternalId::new(invoice.installation_id.clone()))
             .await?
             .ok_or_else(|| {
                 Error::not_found(format!(
@@ -467,7 +467,7 @@ impl VercelEvents {
             .await
             .map_err(Error::from)?;
         Ok(EventOutcome::Processed {
-            account_id: Some(account.id),
+            account_id: Some(account.account_id()?),
         })
     }
 
@@ -499,7 +499,7 @@ impl VercelEvents {
             .map_err(Error::from)?
             .into_inner();
         Ok(EventOutcome::Processed {
-            account_id: Some(resource.account_id),
+            account_id: AccountId::parse("accountId", &resource.account_id).ok(),
         })
     }
 }

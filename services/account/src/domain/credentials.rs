@@ -4,19 +4,19 @@
 //! and the marketplace's `410 Gone`, after which nothing is called for the
 //! account any more.
 
-use super::{AccountDomain, context_key};
-use crate::convert::{account_state, account_to_proto, marketplace_of};
+use super::{AccountDomain, context_key, save};
+use crate::adapter::{AccountMarketplace, CallCredential};
+use crate::convert::{account_to_proto, marketplace_of};
 use crate::entity::account;
-use crate::jobs::{self, kind};
-use crate::marketplace::AccountMarketplace;
+use crate::model::{AccountJob, AccountState, RotationId, RotationTask, TokenId};
 use marketbridge_core::crypto::SecretString;
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::time::to_timestamp;
 use marketbridge_core::{Error, Result, Validator};
 use marketbridge_proto::account::v1 as pb;
-use marketbridge_storage::db_error;
-use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::NewJob;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
+use marketbridge_storage::{Call, UnitOfWork, db_error, unit_of_work};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use std::sync::Arc;
 
 /// What a rotation job found to do.
@@ -41,14 +41,11 @@ fn gone_error(row: &account::Model) -> Error {
 impl AccountDomain {
     fn adapter_of(&self, row: &account::Model) -> Result<Arc<dyn AccountMarketplace>> {
         let marketplace = marketplace_of(&row.marketplace)?;
-        self.marketplaces
-            .adapter(marketplace)
-            .cloned()
-            .ok_or_else(|| {
-                Error::unprocessable(format!(
-                    "no adapter is configured for marketplace {marketplace}"
-                ))
-            })
+        self.adapters.get(marketplace).cloned().ok_or_else(|| {
+            Error::unprocessable(format!(
+                "no adapter is configured for marketplace {marketplace}"
+            ))
+        })
     }
 
     /// The marketplace credential: the stored one, or with `for_call` the
@@ -71,21 +68,22 @@ impl AccountDomain {
         if row.marketplace_gone_at.is_some() {
             return Err(gone_error(&row));
         }
-        let token = match self.marketplaces.adapter(marketplace_of(&row.marketplace)?) {
-            Some(adapter) => {
-                match adapter
-                    .call_token(&row, stored.as_ref(), &request.stale_token_id)
-                    .await
-                {
-                    Ok(token) => token,
-                    Err(error) if adapter.is_gone(&error) => {
-                        let row = self.record_gone(&row.id, error.message()).await?;
-                        return Err(gone_error(&row));
-                    }
-                    Err(error) => return Err(error),
+        let stale = Some(TokenId::new(request.stale_token_id)).filter(|t| !t.is_empty());
+        let token = match self.adapters.get(marketplace_of(&row.marketplace)?) {
+            Some(adapter) => match adapter
+                .call_token(&row, stored.as_ref(), stale.as_ref())
+                .await
+            {
+                Ok(token) => token,
+                Err(error) if adapter.is_gone(&error) => {
+                    let row = self
+                        .record_gone(&row.account_id()?, error.message())
+                        .await?;
+                    return Err(gone_error(&row));
                 }
-            }
-            None => crate::marketplace::CallCredential {
+                Err(error) => return Err(error),
+            },
+            None => CallCredential {
                 secret: stored
                     .ok_or_else(|| Error::not_found("no credential is stored for this account"))?,
                 kind: "long-lived".to_owned(),
@@ -108,7 +106,7 @@ impl AccountDomain {
     /// (the first time and reason are kept) and forgets its tokens.
     pub(crate) async fn record_gone(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         reason: &str,
     ) -> Result<account::Model> {
         let mut row = self.by_id(account_id).await?;
@@ -117,12 +115,7 @@ impl AccountDomain {
             row.marketplace_gone_at = Some(now);
             row.marketplace_gone_reason = Some(reason.chars().take(1000).collect());
             row.updated_at = now;
-            row.clone()
-                .into_active_model()
-                .reset_all()
-                .update(&self.db)
-                .await
-                .map_err(db_error)?;
+            save(&self.db, &row).await?;
             tracing::warn!(
                 account.id = %row.id,
                 marketplace = %row.marketplace,
@@ -144,8 +137,10 @@ impl AccountDomain {
         validator.max_len("reason", &request.reason, 1000);
         validator.finish()?;
         let row = self.require(&self.db, request.account.as_ref()).await?;
-        let row = self.record_gone(&row.id, &request.reason).await?;
-        Ok(account_to_proto(&row))
+        let row = self
+            .record_gone(&row.account_id()?, &request.reason)
+            .await?;
+        account_to_proto(&row)
     }
 
     /// `RotateMarketplaceCredential`: schedules a rotation (once per
@@ -155,44 +150,30 @@ impl AccountDomain {
         request: pb::RotateMarketplaceCredentialRequest,
     ) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
+        let call = Call::new(
             "account.RotateMarketplaceCredential",
             &key,
             &request,
-            self.now()
-        );
-        let row = self.require(&*txn, request.account.as_ref()).await?;
+            self.now(),
+        )
+        .sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let row = self.require(&*work, request.account.as_ref()).await?;
         self.check_rotatable(&row)?;
-        let rotation_id = if key.is_empty() {
+        let rotation_id = RotationId::new(if key.is_empty() {
             marketbridge_core::crypto::random_token(12)
         } else {
             key.clone()
-        };
-        self.outbox
-            .enqueue(
-                &*txn,
-                NewJob::new(
-                    kind::ROTATE_CREDENTIAL,
-                    &jobs::RotationJob {
-                        account_id: row.id.clone(),
-                        rotation_id: rotation_id.clone(),
-                    },
-                )?
-                .dedupe_key(format!("rotate:{}:{rotation_id}", row.id)),
-            )
+        });
+        work.enqueue(rotation_job(&row.account_id()?, rotation_id)?)
             .await?;
         tracing::info!(account.id = %row.id, "credential rotation requested");
-        let mut txn = txn;
-        txn.concerning(&row.id);
-        let response = txn.finish(account_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(response)
+        work.concerning(&row.id);
+        work.finish(account_to_proto(&row)?).await
     }
 
     fn check_rotatable(&self, row: &account::Model) -> Result<()> {
-        if row.state != account_state::ACTIVE {
+        if row.state != AccountState::Active {
             return Err(Error::conflict("the account is deleted"));
         }
         if row.marketplace_gone_at.is_some() {
@@ -222,49 +203,45 @@ impl AccountDomain {
         let now = self.now();
         let rows = account::Entity::find()
             .filter(account::Column::Marketplace.eq(marketplace.as_str()))
-            .filter(account::Column::State.eq(account_state::ACTIVE))
+            .filter(account::Column::State.eq(AccountState::Active))
             .filter(account::Column::Credential.is_not_null())
             .filter(account::Column::MarketplaceGoneAt.is_null())
             .all(&self.db)
             .await
             .map_err(db_error)?;
         let mut scheduled = 0;
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         for row in rows {
             let since = row.credential_rotated_at.unwrap_or(row.created_at);
             if since + max_age > now {
                 continue;
             }
-            let rotation_id = format!("scheduled-{}", since.timestamp_micros());
-            let job = NewJob::new(
-                kind::ROTATE_CREDENTIAL,
-                &jobs::RotationJob {
-                    account_id: row.id.clone(),
-                    rotation_id: rotation_id.clone(),
-                },
-            )?
-            .dedupe_key(format!("rotate:{}:{rotation_id}", row.id));
-            if self.outbox.enqueue(&self.db, job).await?.is_some() {
+            let rotation_id = RotationId::new(format!("scheduled-{}", since.timestamp_micros()));
+            let job = rotation_job(&row.account_id()?, rotation_id)?;
+            if work.enqueue(job).await?.is_some() {
                 tracing::info!(account.id = %row.id, "scheduled credential rotation");
                 scheduled += 1;
             }
         }
-        if scheduled > 0 {
-            self.outbox.wake();
-        }
+        work.commit().await?;
         Ok(scheduled)
     }
 
     /// One run of a rotation job: revokes a superseded credential still
     /// waiting, rotates (once per rotation id), stores the new credential
     /// next to the old one, then revokes the old one with the new one.
-    pub async fn run_rotation(&self, account_id: &str, rotation_id: &str) -> Result<RotationStep> {
+    pub async fn run_rotation(
+        &self,
+        account_id: &AccountId,
+        rotation_id: &RotationId,
+    ) -> Result<RotationStep> {
         let row = self.by_id(account_id).await?;
-        if row.state != account_state::ACTIVE || row.marketplace_gone_at.is_some() {
+        if row.state != AccountState::Active || row.marketplace_gone_at.is_some() {
             tracing::info!(account.id = %row.id, "credential rotation skipped: the account is deleted or gone");
             return Ok(RotationStep::Done);
         }
         let adapter = self.adapter_of(&row)?;
-        let rotated = row.credential_rotation_id.as_deref() == Some(rotation_id);
+        let rotated = row.credential_rotation_id.as_deref() == Some(rotation_id.as_str());
         if !rotated {
             if row.previous_credential.is_some() {
                 // An earlier rotation's old credential is still live: retire
@@ -280,7 +257,7 @@ impl AccountDomain {
             let new = match adapter.rotate_credential(&row, &current).await {
                 Ok(new) => new,
                 Err(error) if adapter.is_gone(&error) => {
-                    self.record_gone(&row.id, error.message()).await?;
+                    self.record_gone(account_id, error.message()).await?;
                     return Ok(RotationStep::Done);
                 }
                 Err(error) => return Err(error),
@@ -295,14 +272,9 @@ impl AccountDomain {
             changed.previous_credential = row.credential.clone();
             changed.credential = Some(self.cipher.encrypt(new.expose())?);
             changed.credential_rotated_at = Some(now);
-            changed.credential_rotation_id = Some(rotation_id.to_owned());
+            changed.credential_rotation_id = Some(rotation_id.as_str().to_owned());
             changed.updated_at = now;
-            changed
-                .into_active_model()
-                .reset_all()
-                .update(&self.db)
-                .await
-                .map_err(db_error)?;
+            save(&self.db, &changed).await?;
             tracing::info!(account.id = %row.id, "credential rotated; callers use the new one");
         }
         let row = self.by_id(account_id).await?;
@@ -331,7 +303,8 @@ impl AccountDomain {
             match adapter.revoke_credential(row, &live, &retired).await {
                 Ok(()) => {}
                 Err(error) if adapter.is_gone(&error) => {
-                    self.record_gone(&row.id, error.message()).await?;
+                    self.record_gone(&row.account_id()?, error.message())
+                        .await?;
                     return Ok(RotationStep::Done);
                 }
                 Err(error) => {
@@ -349,12 +322,7 @@ impl AccountDomain {
         let mut changed = row.clone();
         changed.previous_credential = None;
         changed.updated_at = self.now();
-        changed
-            .into_active_model()
-            .reset_all()
-            .update(&self.db)
-            .await
-            .map_err(db_error)?;
+        save(&self.db, &changed).await?;
         tracing::info!(account.id = %row.id, "superseded credential revoked");
         Ok(RotationStep::Done)
     }
@@ -365,19 +333,31 @@ impl AccountDomain {
             return Err(gone_error(row));
         }
         let stored = self.credential_of(row)?;
-        let Some(adapter) = self.marketplaces.adapter(marketplace_of(&row.marketplace)?) else {
+        let Some(adapter) = self.adapters.get(marketplace_of(&row.marketplace)?) else {
             return Ok(stored);
         };
         if stored.is_none() {
             return Ok(None);
         }
-        match adapter.call_token(row, stored.as_ref(), "").await {
+        match adapter.call_token(row, stored.as_ref(), None).await {
             Ok(token) => Ok(Some(token.secret)),
             Err(error) if adapter.is_gone(&error) => {
-                let row = self.record_gone(&row.id, error.message()).await?;
+                let row = self
+                    .record_gone(&row.account_id()?, error.message())
+                    .await?;
                 Err(gone_error(&row))
             }
             Err(error) => Err(error),
         }
     }
+}
+
+/// The rotation job of an account, once per rotation id.
+fn rotation_job(account_id: &AccountId, rotation_id: RotationId) -> Result<NewJob> {
+    let dedupe = format!("rotate:{account_id}:{rotation_id}");
+    Ok(NewJob::of(&AccountJob::RotateCredential(RotationTask {
+        account_id: account_id.clone(),
+        rotation_id,
+    }))?
+    .dedupe_key(dedupe))
 }

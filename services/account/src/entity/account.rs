@@ -1,5 +1,8 @@
 //! `accounts`: one row per customer account of any marketplace.
 
+use crate::model::{AccountState, SignupState};
+use marketbridge_core::ids::AccountId;
+use marketbridge_core::{Error, Result};
 use sea_orm::entity::prelude::*;
 
 /// A customer account.
@@ -24,9 +27,9 @@ pub struct Model {
     /// Company from the signup form.
     pub company: String,
     /// `active`, `deletion_pending`, `deleted`.
-    pub state: String,
+    pub state: AccountState,
     /// `not_required`, `pending`, `approving`, `approved`, `rejected`.
-    pub signup_state: String,
+    pub signup_state: SignupState,
     /// Reason of the last signup rejection.
     pub signup_reason: String,
     /// Accepted terms, JSON object policy id → RFC 3339 time.
@@ -71,3 +74,11 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// Our id of the account; a stored id that does not parse is an error.
+    pub fn account_id(&self) -> Result<AccountId> {
+        AccountId::parse("account.id", &self.id)
+            .map_err(|_| Error::internal(format!("stored account id `{}` is malformed", self.id)))
+    }
+}

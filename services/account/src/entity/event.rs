@@ -1,5 +1,8 @@
 //! `marketplace_events`: the inbox of every notification a marketplace sent.
 
+use crate::model::EventStatus;
+use marketbridge_core::ids::EventId;
+use marketbridge_core::{Error, Result};
 use sea_orm::entity::prelude::*;
 
 /// A recorded marketplace event.
@@ -22,7 +25,7 @@ pub struct Model {
     /// When we recorded it.
     pub received_at: ChronoDateTimeUtc,
     /// `received`, `processed`, `ignored`, `failed`.
-    pub status: String,
+    pub status: EventStatus,
     /// Last processing error.
     pub error: String,
     /// `webhook`, `pubsub_push`, `pubsub_pull`.
@@ -39,3 +42,11 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// Our id of the event; a stored id that does not parse is an error.
+    pub fn event_id(&self) -> Result<EventId> {
+        EventId::parse("event.id", &self.id)
+            .map_err(|_| Error::internal(format!("stored event id `{}` is malformed", self.id)))
+    }
+}
