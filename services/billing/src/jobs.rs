@@ -1,42 +1,79 @@
-//! Outbox jobs of the billing service: calls to the marketplaces.
+//! The billing service's outbox jobs: one serde-tagged enum, each variant
+//! stored under its kind (`billing.deliver_report`) with its payload as
+//! before, so rows written earlier still read back. The domain enqueues
+//! them ([`marketbridge_storage::outbox::NewJob::of`]); [`crate::worker`]
+//! runs them.
 
-use crate::domain::BillingDomain;
-use async_trait::async_trait;
-use marketbridge_core::money::Money;
-use marketbridge_storage::outbox::{Job, JobError, JobHandler};
+use marketbridge_core::Result;
+use marketbridge_core::ids::{InvoiceId, ReportId};
 use serde::{Deserialize, Serialize};
 
-/// Job kinds.
-pub mod kind {
+/// Every job of the billing service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload")]
+pub enum BillingJob {
     /// Ask the marketplace to refund an invoice.
-    pub const REFUND: &str = "billing.refund_invoice";
+    #[serde(rename = "billing.refund_invoice")]
+    Refund(RefundJob),
     /// Deliver a recorded submission (usage, interim billing, an invoice,
     /// balances, a finalization) to its marketplace.
-    pub const DELIVER_REPORT: &str = "billing.deliver_report";
+    #[serde(rename = "billing.deliver_report")]
+    DeliverReport(ReportJob),
     /// Read an invoice's state from its marketplace.
-    pub const REFRESH_INVOICE: &str = "billing.refresh_invoice";
+    #[serde(rename = "billing.refresh_invoice")]
+    RefreshInvoice(InvoiceJob),
     /// Suspend an account's resources: an invoice is overdue.
-    pub const INVOICE_OVERDUE: &str = "billing.invoice_overdue";
+    #[serde(rename = "billing.invoice_overdue")]
+    InvoiceOverdue(InvoiceJob),
     /// Resume what an overdue invoice suspended: it was paid or refunded.
-    pub const INVOICE_SETTLED: &str = "billing.invoice_settled";
+    #[serde(rename = "billing.invoice_settled")]
+    InvoiceSettled(InvoiceJob),
 }
 
 /// Payload of delivery jobs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportJob {
     /// The ledger row to deliver.
-    pub report_id: String,
+    report_id: String,
 }
 
-/// Payload of invoice reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl ReportJob {
+    /// The delivery of `report`.
+    pub fn of(report: &ReportId) -> Self {
+        Self {
+            report_id: report.as_str().to_owned(),
+        }
+    }
+
+    /// The ledger row; an unreadable id is an error.
+    pub fn report(&self) -> Result<ReportId> {
+        ReportId::parse("report_id", &self.report_id)
+    }
+}
+
+/// Payload of invoice jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceJob {
     /// Our invoice id.
-    pub invoice_id: String,
+    invoice_id: String,
+}
+
+impl InvoiceJob {
+    /// A job about `invoice`.
+    pub fn of(invoice: &InvoiceId) -> Self {
+        Self {
+            invoice_id: invoice.as_str().to_owned(),
+        }
+    }
+
+    /// Our invoice; an unreadable id is an error.
+    pub fn invoice(&self) -> Result<InvoiceId> {
+        InvoiceId::parse("invoice_id", &self.invoice_id)
+    }
 }
 
 /// Payload of refund jobs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundJob {
     /// Our invoice id.
     pub invoice_id: String,
@@ -50,71 +87,66 @@ pub struct RefundJob {
     pub reason: String,
 }
 
-/// Runs the billing service's jobs.
-pub struct BillingJobs {
-    domain: BillingDomain,
+impl RefundJob {
+    /// Our invoice; an unreadable id is an error.
+    pub fn invoice(&self) -> Result<InvoiceId> {
+        InvoiceId::parse("invoice_id", &self.invoice_id)
+    }
 }
 
-impl BillingJobs {
-    /// Jobs over the domain.
-    pub fn new(domain: BillingDomain) -> Self {
-        Self { domain }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use marketbridge_storage::outbox::NewJob;
 
-    async fn refund(&self, job: &RefundJob) -> Result<(), JobError> {
-        let Some(invoice) = self.domain.refund_sent(&job.invoice_id).await? else {
-            return Ok(());
-        };
-        let (marketplace, account_external_id) =
-            self.domain.account_identity(&invoice.account_id).await?;
-        let adapter = self
-            .domain
-            .marketplaces()
-            .adapter(marketplace)
-            .ok_or_else(|| {
-                JobError::Permanent(format!(
-                    "refunds are not available on marketplace {marketplace}"
-                ))
-            })?;
-        let amount = Money::new(job.amount_minor, job.currency.clone());
-        adapter
-            .refund_invoice(
-                &account_external_id,
-                &job.marketplace_invoice_id,
-                &amount,
-                &job.reason,
+    #[test]
+    fn jobs_keep_their_stored_kinds_and_payloads() {
+        let invoice = InvoiceId::generate();
+        let report = ReportId::generate();
+        let table = [
+            (
+                BillingJob::DeliverReport(ReportJob::of(&report)),
+                "billing.deliver_report",
+                format!(r#"{{"report_id":"{report}"}}"#),
+            ),
+            (
+                BillingJob::RefreshInvoice(InvoiceJob::of(&invoice)),
+                "billing.refresh_invoice",
+                format!(r#"{{"invoice_id":"{invoice}"}}"#),
+            ),
+            (
+                BillingJob::InvoiceOverdue(InvoiceJob::of(&invoice)),
+                "billing.invoice_overdue",
+                format!(r#"{{"invoice_id":"{invoice}"}}"#),
+            ),
+            (
+                BillingJob::InvoiceSettled(InvoiceJob::of(&invoice)),
+                "billing.invoice_settled",
+                format!(r#"{{"invoice_id":"{invoice}"}}"#),
+            ),
+            (
+                BillingJob::Refund(RefundJob {
+                    invoice_id: invoice.to_string(),
+                    marketplace_invoice_id: "in_1".into(),
+                    amount_minor: 125,
+                    currency: "USD".into(),
+                    reason: "why".into(),
+                }),
+                "billing.refund_invoice",
+                format!(
+                    r#"{{"invoice_id":"{invoice}","marketplace_invoice_id":"in_1","amount_minor":125,"currency":"USD","reason":"why"}}"#
+                ),
+            ),
+        ];
+        for (job, kind, payload) in table {
+            let new = NewJob::of(&job).unwrap();
+            assert_eq!(new.kind(), kind);
+            let old = NewJob::new(
+                kind,
+                &serde_json::from_str::<serde_json::Value>(&payload).unwrap(),
             )
-            .await?;
-        tracing::info!(invoice.id = %job.invoice_id, amount = %amount, "refund requested at the marketplace");
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl JobHandler for BillingJobs {
-    async fn handle(&self, job: &Job) -> Result<(), JobError> {
-        match job.kind.as_str() {
-            kind::REFUND => self.refund(&job.payload()?).await,
-            kind::DELIVER_REPORT => {
-                let payload: ReportJob = job.payload()?;
-                self.domain.deliver_report(&payload.report_id).await
-            }
-            kind::REFRESH_INVOICE => {
-                let payload: InvoiceJob = job.payload()?;
-                Ok(self.domain.refresh_invoice(&payload.invoice_id).await?)
-            }
-            kind::INVOICE_OVERDUE => {
-                let payload: InvoiceJob = job.payload()?;
-                Ok(self.domain.suspend_for_overdue(&payload.invoice_id).await?)
-            }
-            kind::INVOICE_SETTLED => {
-                let payload: InvoiceJob = job.payload()?;
-                Ok(self
-                    .domain
-                    .resume_after_settled(&payload.invoice_id)
-                    .await?)
-            }
-            other => Err(JobError::Permanent(format!("unknown job kind {other}"))),
+            .unwrap();
+            assert_eq!(format!("{new:?}"), format!("{old:?}"), "{kind}");
         }
     }
 }

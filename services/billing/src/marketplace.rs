@@ -2,7 +2,9 @@
 //! invoices ([`BillingMarketplace`]), and receiving usage, invoices, balances
 //! and finalization ([`UsageReporter`]).
 
-use crate::submission::Submission;
+use crate::ids::{ExternalAccountId, MarketplaceInvoiceId};
+use crate::lifecycle::invoice::InvoiceState;
+use crate::submission::{Submission, SubmissionKind};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::SecretString;
@@ -11,32 +13,6 @@ use marketbridge_core::{Marketplace, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Invoice states, as stored (Vercel's names).
-pub mod invoice_state {
-    pub const DRAFT: &str = "draft";
-    pub const PENDING: &str = "pending";
-    pub const SCHEDULED: &str = "scheduled";
-    pub const INVOICED: &str = "invoiced";
-    pub const PAID: &str = "paid";
-    pub const NOTPAID: &str = "notpaid";
-    pub const OVERDUE: &str = "overdue";
-    pub const REFUND_REQUESTED: &str = "refund_requested";
-    pub const REFUNDED: &str = "refunded";
-
-    /// Every state, in lifecycle order.
-    pub const ALL: [&str; 9] = [
-        DRAFT,
-        PENDING,
-        SCHEDULED,
-        INVOICED,
-        PAID,
-        NOTPAID,
-        OVERDUE,
-        REFUND_REQUESTED,
-        REFUNDED,
-    ];
-}
-
 /// An invoice as the marketplace describes it now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvoiceSnapshot {
@@ -44,8 +20,8 @@ pub struct InvoiceSnapshot {
     pub marketplace_invoice_id: String,
     /// Our external id, when the invoice was ours.
     pub external_id: Option<String>,
-    /// State (one of [`invoice_state`]).
-    pub state: String,
+    /// State.
+    pub state: InvoiceState,
     /// Total.
     pub total: Money,
     /// Billing period.
@@ -66,14 +42,14 @@ pub trait BillingMarketplace: Send + Sync + 'static {
     /// marketplace's account id); `None` when the marketplace does not know it.
     async fn fetch_invoice(
         &self,
-        account_external_id: &str,
-        marketplace_invoice_id: &str,
+        account_external_id: &ExternalAccountId,
+        marketplace_invoice_id: &MarketplaceInvoiceId,
     ) -> Result<Option<InvoiceSnapshot>>;
     /// Refunds (part of) an invoice.
     async fn refund_invoice(
         &self,
-        account_external_id: &str,
-        marketplace_invoice_id: &str,
+        account_external_id: &ExternalAccountId,
+        marketplace_invoice_id: &MarketplaceInvoiceId,
         amount: &Money,
         reason: &str,
     ) -> Result<()>;
@@ -100,7 +76,7 @@ pub struct ReportingPlan {
 pub struct DeliveryAccount {
     /// The marketplace's id of the account (Vercel installation id, Google
     /// procurement account id).
-    pub external_id: String,
+    pub external_id: ExternalAccountId,
     /// The marketplace credential the account holds, when it holds one
     /// (Vercel's installation token).
     pub credential: Option<SecretString>,
@@ -140,10 +116,14 @@ pub trait UsageReporter: Send + Sync + 'static {
     /// The wire body of a submission, exactly as [`UsageReporter::deliver`]
     /// will send it. The reporting ledger stores it before the first attempt.
     fn render(&self, submission: &Submission) -> Result<String>;
-    /// Sends a rendered submission of `kind` (one of
-    /// [`crate::submission::kind`]). Called at least once per submission,
-    /// always with the same body.
-    async fn deliver(&self, account: &DeliveryAccount, kind: &str, body: &str) -> Result<Delivery>;
+    /// Sends a rendered submission of `kind`. Called at least once per
+    /// submission, always with the same body.
+    async fn deliver(
+        &self,
+        account: &DeliveryAccount,
+        kind: SubmissionKind,
+        body: &str,
+    ) -> Result<Delivery>;
     /// For marketplaces that take usage operations one window after the
     /// other (Google): how long after its end a window the marketplace
     /// cannot take yet is kept and retried. `None` (the default): usage

@@ -8,20 +8,22 @@ use marketbridge_catalog::MetricKind;
 use marketbridge_core::money::Money;
 use std::collections::BTreeMap;
 
-/// Kinds of submission, as stored in the reporting ledger.
-pub mod kind {
-    /// Usage of one window of one subscription (Google Service Control).
-    pub const USAGE: &str = "usage";
-    /// Interim billing and usage of an account (Vercel `POST .../billing`).
-    pub const BILLING_DATA: &str = "billing_data";
-    /// An invoice (Vercel `POST .../billing/invoices`).
-    pub const INVOICE: &str = "invoice";
-    /// Prepaid balances (Vercel `POST .../billing/balance`).
-    pub const BALANCES: &str = "balances";
-    /// The end of an uninstalled account's billing (Vercel
-    /// `POST .../billing/finalize`).
-    pub const FINALIZE: &str = "finalize";
-}
+crate::lifecycle::text_enum!(
+    /// Kinds of submission, as stored in the reporting ledger.
+    SubmissionKind, "submission kind" {
+        /// Usage of one window of one subscription (Google Service Control).
+        Usage => "usage",
+        /// Interim billing and usage of an account (Vercel `POST .../billing`).
+        BillingData => "billing_data",
+        /// An invoice (Vercel `POST .../billing/invoices`).
+        Invoice => "invoice",
+        /// Prepaid balances (Vercel `POST .../billing/balance`).
+        Balances => "balances",
+        /// The end of an uninstalled account's billing (Vercel
+        /// `POST .../billing/finalize`).
+        Finalize => "finalize",
+    }
+);
 
 /// A line that charges money (a plan's base price, usage beyond what the
 /// plan includes).
@@ -186,14 +188,32 @@ pub enum Submission {
 }
 
 impl Submission {
-    /// The kind stored in the reporting ledger (one of [`kind`]).
-    pub fn kind(&self) -> &'static str {
+    /// The kind stored in the reporting ledger.
+    pub fn kind(&self) -> SubmissionKind {
         match self {
-            Submission::Usage(_) => kind::USAGE,
-            Submission::BillingData(_) => kind::BILLING_DATA,
-            Submission::Invoice(_) => kind::INVOICE,
-            Submission::Balances(_) => kind::BALANCES,
-            Submission::Finalize => kind::FINALIZE,
+            Submission::Usage(_) => SubmissionKind::Usage,
+            Submission::BillingData(_) => SubmissionKind::BillingData,
+            Submission::Invoice(_) => SubmissionKind::Invoice,
+            Submission::Balances(_) => SubmissionKind::Balances,
+            Submission::Finalize => SubmissionKind::Finalize,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_keep_their_stored_names() {
+        let names: Vec<_> = SubmissionKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            ["usage", "billing_data", "invoice", "balances", "finalize"]
+        );
+        for kind in SubmissionKind::ALL {
+            assert_eq!(kind.as_str().parse::<SubmissionKind>(), Ok(*kind));
+        }
+        assert!("Usage".parse::<SubmissionKind>().is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! same operation.
 
 use crate::marketplace::{Delivery, DeliveryAccount, ReportingPlan, UsageReporter};
-use crate::submission::{Submission, UsageOperation, kind};
+use crate::submission::{Submission, SubmissionKind, UsageOperation};
 use async_trait::async_trait;
 use marketbridge_core::time::to_rfc3339;
 use marketbridge_core::{Error, Result};
@@ -98,10 +98,10 @@ impl UsageReporter for GoogleReporter {
     async fn deliver(
         &self,
         _account: &DeliveryAccount,
-        submission_kind: &str,
+        submission_kind: SubmissionKind,
         body: &str,
     ) -> Result<Delivery> {
-        if submission_kind != kind::USAGE {
+        if submission_kind != SubmissionKind::Usage {
             return Err(Error::validation(format!(
                 "Google Cloud Marketplace takes no `{submission_kind}` submissions"
             )));

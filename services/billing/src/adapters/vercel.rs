@@ -2,7 +2,9 @@
 //! be paid before it is credited) and refunding one, with the
 //! installation's token from the account service.
 
-use crate::marketplace::{BillingMarketplace, InvoiceSnapshot, invoice_state};
+use crate::ids::{ExternalAccountId, MarketplaceInvoiceId};
+use crate::lifecycle::invoice::InvoiceState;
+use crate::marketplace::{BillingMarketplace, InvoiceSnapshot};
 use async_trait::async_trait;
 use marketbridge_core::money::Money;
 use marketbridge_core::time::parse_rfc3339;
@@ -37,15 +39,12 @@ impl VercelBilling {
 /// An invoice as billing reads it. States Vercel adds later are refused
 /// rather than guessed.
 pub fn snapshot(invoice: &Invoice) -> Result<InvoiceSnapshot> {
-    let state = invoice_state::ALL
-        .into_iter()
-        .find(|known| *known == invoice.state)
-        .ok_or_else(|| {
-            Error::unprocessable(format!(
-                "Vercel reported an unknown invoice state `{}`",
-                invoice.state
-            ))
-        })?;
+    let state: InvoiceState = invoice.state.parse().map_err(|_| {
+        Error::unprocessable(format!(
+            "Vercel reported an unknown invoice state `{}`",
+            invoice.state
+        ))
+    })?;
     let total = if invoice.total.trim().is_empty() {
         Money::zero(CURRENCY)
     } else {
@@ -66,7 +65,7 @@ pub fn snapshot(invoice: &Invoice) -> Result<InvoiceSnapshot> {
     Ok(InvoiceSnapshot {
         marketplace_invoice_id: invoice.invoice_id.clone(),
         external_id: invoice.external_id.clone(),
-        state: state.to_owned(),
+        state,
         total,
         period,
         paid_at,
@@ -84,9 +83,13 @@ pub fn snapshot(invoice: &Invoice) -> Result<InvoiceSnapshot> {
 impl BillingMarketplace for VercelBilling {
     async fn fetch_invoice(
         &self,
-        account_external_id: &str,
-        marketplace_invoice_id: &str,
+        account_external_id: &ExternalAccountId,
+        marketplace_invoice_id: &MarketplaceInvoiceId,
     ) -> Result<Option<InvoiceSnapshot>> {
+        let (account_external_id, marketplace_invoice_id) = (
+            account_external_id.as_str(),
+            marketplace_invoice_id.as_str(),
+        );
         let api = &self.api;
         let invoice = api
             .with_token(&self.tokens(), account_external_id, |token| async move {
@@ -99,11 +102,15 @@ impl BillingMarketplace for VercelBilling {
 
     async fn refund_invoice(
         &self,
-        account_external_id: &str,
-        marketplace_invoice_id: &str,
+        account_external_id: &ExternalAccountId,
+        marketplace_invoice_id: &MarketplaceInvoiceId,
         amount: &Money,
         reason: &str,
     ) -> Result<()> {
+        let (account_external_id, marketplace_invoice_id) = (
+            account_external_id.as_str(),
+            marketplace_invoice_id.as_str(),
+        );
         if amount.currency != CURRENCY {
             return Err(Error::invalid_field("amount", "Vercel refunds in USD only"));
         }
@@ -141,7 +148,7 @@ mod tests {
             ..Default::default()
         };
         let read = snapshot(&invoice).unwrap();
-        assert_eq!(read.state, "paid");
+        assert_eq!(read.state, InvoiceState::Paid);
         assert_eq!(read.total, Money::usd_cents(1234));
         assert!(read.period.is_some() && read.paid_at.is_some());
         let unknown = Invoice {

@@ -4,9 +4,10 @@
 //! and the finalization of an uninstalled installation
 //! (`POST .../billing/finalize`), each with the installation's token.
 
+use crate::ids::ExternalAccountId;
 use crate::marketplace::{Delivery, DeliveryAccount, ReportingPlan, UsageReporter};
 use crate::submission::{
-    BalancesDraft, ChargeLine, InterimBilling, InvoiceDraft, Submission, UsageLine, kind,
+    BalancesDraft, ChargeLine, InterimBilling, InvoiceDraft, Submission, SubmissionKind, UsageLine,
 };
 use async_trait::async_trait;
 use marketbridge_catalog::MetricKind;
@@ -201,21 +202,20 @@ impl UsageReporter for VercelReporter {
     async fn deliver(
         &self,
         account: &DeliveryAccount,
-        submission_kind: &str,
+        submission_kind: SubmissionKind,
         body: &str,
     ) -> Result<Delivery> {
-        let installation_id = account.external_id.as_str();
+        let installation = &account.external_id;
         match &self.tokens {
             Some(tokens) => {
                 self.api
-                    .with_token(tokens, installation_id, |token| async move {
-                        self.send(&token, installation_id, submission_kind, body)
-                            .await
+                    .with_token(tokens, installation.as_str(), |token| async move {
+                        self.send(&token, installation, submission_kind, body).await
                     })
                     .await
             }
             None => {
-                self.send(token(account)?, installation_id, submission_kind, body)
+                self.send(token(account)?, installation, submission_kind, body)
                     .await
             }
         }
@@ -226,19 +226,20 @@ impl VercelReporter {
     async fn send(
         &self,
         token: &SecretString,
-        installation_id: &str,
-        submission_kind: &str,
+        installation: &ExternalAccountId,
+        submission_kind: SubmissionKind,
         body: &str,
     ) -> Result<Delivery> {
+        let installation_id = installation.as_str();
         match submission_kind {
-            kind::BILLING_DATA => {
+            SubmissionKind::BillingData => {
                 let data: BillingData = from_json(body)?;
                 self.api
                     .submit_billing_data(token, installation_id, &data)
                     .await?;
                 Ok(accepted("201 Created"))
             }
-            kind::INVOICE => {
+            SubmissionKind::Invoice => {
                 let submission: InvoiceSubmission = from_json(body)?;
                 let receipt = self
                     .api
@@ -254,21 +255,21 @@ impl VercelReporter {
                     marketplace_invoice_id: receipt.invoice_id,
                 })
             }
-            kind::BALANCES => {
+            SubmissionKind::Balances => {
                 let submission: BalanceSubmission = from_json(body)?;
                 self.api
                     .submit_balances(token, installation_id, &submission)
                     .await?;
                 Ok(accepted("201 Created"))
             }
-            kind::FINALIZE => {
+            SubmissionKind::Finalize => {
                 self.api
                     .finalize_installation(token, installation_id)
                     .await?;
                 Ok(accepted("204 No Content"))
             }
-            other => Err(Error::validation(format!(
-                "Vercel takes no `{other}` submissions"
+            SubmissionKind::Usage => Err(Error::validation(format!(
+                "Vercel takes no `{submission_kind}` submissions"
             ))),
         }
     }

@@ -7,9 +7,11 @@
 //! `AccountService.FinalizeAccount`.
 
 use super::BillingDomain;
-use super::reports::{NewReport, report_status, settle_delay};
+use super::reports::{NewReport, settle_delay};
 use crate::entity::{account_closure, billing_subscription, usage_report};
-use crate::submission::{Submission, kind as submission_kind};
+use crate::lifecycle::closing::{ClosureEffect, ClosureEvent, ClosureStatus, closure_transition};
+use crate::lifecycle::report::ReportStatus;
+use crate::submission::{Submission, SubmissionKind};
 use chrono::{DateTime, Utc};
 use marketbridge_core::ids::AccountId;
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
@@ -19,23 +21,11 @@ use marketbridge_proto::common::v1::PageRequest;
 use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
 use marketbridge_proto::provisioning::v1::ListSubscriptionsRequest;
 use marketbridge_storage::db_error;
-use marketbridge_storage::idempotent_txn;
+use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder,
 };
-
-/// How far an account's closing got, as stored.
-pub mod closure_status {
-    /// Waiting for the usage up to the uninstall to settle.
-    pub const CLOSING: &str = "closing";
-    /// Final invoices recorded; waiting for every submission to settle.
-    pub const INVOICED: &str = "invoiced";
-    /// The marketplace's finalization is on its way.
-    pub const FINALIZING: &str = "finalizing";
-    /// Done: nothing more will be billed.
-    pub const FINALIZED: &str = "finalized";
-}
 
 impl BillingDomain {
     /// Starts closing an account's billing; `finalized` is true only when
@@ -45,13 +35,9 @@ impl BillingDomain {
         request: pb::CloseAccountBillingRequest,
     ) -> Result<pb::CloseAccountBillingResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
-        let existing = account_closure::Entity::find_by_id(account_id.as_str().to_owned())
-            .one(&self.db)
-            .await
-            .map_err(db_error)?;
-        if let Some(closure) = existing {
+        if let Some(closure) = self.closure(&account_id).await? {
             return Ok(pb::CloseAccountBillingResponse {
-                finalized: closure.status == closure_status::FINALIZED,
+                finalized: closure.status == ClosureStatus::Finalized,
             });
         }
         let subscriptions = billing_subscription::Entity::find()
@@ -59,10 +45,10 @@ impl BillingDomain {
             .all(&self.db)
             .await
             .map_err(db_error)?;
-        let mut nothing_billable = self.reports_settled(account_id.as_str()).await?;
+        let mut nothing_billable = self.reports_settled(&account_id).await?;
         for subscription in &subscriptions {
             let product = self.catalog.product(&subscription.product_id);
-            for period in self.plan_periods(&subscription.subscription_id).await? {
+            for period in self.plan_periods(&subscription.subscription()?).await? {
                 nothing_billable &= product
                     .and_then(|p| p.plan(&period.plan_id))
                     .is_some_and(|plan| plan.is_free());
@@ -70,44 +56,38 @@ impl BillingDomain {
         }
         if nothing_billable {
             nothing_billable = self
-                .provisioning_agrees(account_id.as_str(), &subscriptions)
+                .provisioning_agrees(&account_id, &subscriptions)
                 .await?;
         }
         let marketplace = match subscriptions.first() {
             Some(subscription) => {
                 Marketplace::parse("accountMarketplace", &subscription.account_marketplace)?
             }
-            None => self.account_identity(account_id.as_str()).await?.0,
+            None => self.account_identity(&account_id).await?.0,
         };
+        let (status, effects) =
+            closure_transition(None, ClosureEvent::Requested { nothing_billable })
+                .map_err(|refusal| Error::internal(format!("closing refused: {refusal:?}")))?;
         let key = request
             .context
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let txn = idempotent_txn!(
-            &self.db,
-            "billing.CloseAccountBilling",
-            &key,
-            &request,
-            self.now()
-        );
+        let call = Call::new("billing.CloseAccountBilling", &key, &request, self.now());
+        let work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
+        let stamped = |effect| effects.contains(&effect).then_some(now);
         let closure = account_closure::Model {
             account_id: account_id.as_str().to_owned(),
             marketplace: marketplace.as_str().to_owned(),
-            status: if nothing_billable {
-                closure_status::FINALIZED
-            } else {
-                closure_status::CLOSING
-            }
-            .to_owned(),
+            status,
             requested_at: now,
-            invoiced_at: nothing_billable.then_some(now),
-            finalized_at: nothing_billable.then_some(now),
+            invoiced_at: stamped(ClosureEffect::StampInvoiced),
+            finalized_at: stamped(ClosureEffect::StampFinalized),
             updated_at: now,
         };
         account_closure::Entity::insert(closure.into_active_model())
-            .exec_without_returning(&*txn)
+            .exec_without_returning(&*work)
             .await
             .map_err(|error| {
                 if marketbridge_storage::is_unique_violation(&error) {
@@ -117,8 +97,8 @@ impl BillingDomain {
                 }
             })?;
         tracing::info!(account.id = %account_id, finalized = nothing_billable, "account billing closing");
-        txn.finish(pb::CloseAccountBillingResponse {
-            finalized: nothing_billable,
+        work.finish(pb::CloseAccountBillingResponse {
+            finalized: status == ClosureStatus::Finalized,
         })
         .await
     }
@@ -127,11 +107,7 @@ impl BillingDomain {
     /// many changed.
     pub(crate) async fn progress_closures(&self, now: DateTime<Utc>) -> Result<usize> {
         let closures = account_closure::Entity::find()
-            .filter(account_closure::Column::Status.is_in([
-                closure_status::CLOSING,
-                closure_status::INVOICED,
-                closure_status::FINALIZING,
-            ]))
+            .filter(account_closure::Column::Status.is_in(ClosureStatus::OPEN))
             .order_by_asc(account_closure::Column::RequestedAt)
             .all(&self.db)
             .await
@@ -153,20 +129,27 @@ impl BillingDomain {
         closure: &account_closure::Model,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        match closure.status.as_str() {
-            closure_status::CLOSING => self.invoice_closure(closure, now).await?,
-            closure_status::INVOICED => self.advance_closure(&closure.account_id).await?,
-            closure_status::FINALIZING if self.finalization_sent(&closure.account_id).await? => {
-                self.finalization_delivered(&closure.account_id).await?
+        let account_id = closure.account()?;
+        match closure.status {
+            ClosureStatus::Closing => {
+                let final_end = self.final_end(closure);
+                if now >= final_end + settle_delay(self.options.usage_settle_seconds) {
+                    self.step_closure(closure, ClosureEvent::UsageSettled)
+                        .await?;
+                }
             }
-            _ => {}
+            ClosureStatus::Invoiced => self.advance_closure(&account_id).await?,
+            ClosureStatus::Finalizing if self.finalization_sent(&account_id).await? => {
+                self.finalization_delivered(&account_id).await?
+            }
+            ClosureStatus::Finalizing | ClosureStatus::Finalized => {}
         }
-        let after = self.closure(&closure.account_id).await?.map(|c| c.status);
-        Ok(after.as_deref() != Some(closure.status.as_str()))
+        let after = self.closure(&account_id).await?.map(|c| c.status);
+        Ok(after != Some(closure.status))
     }
 
-    async fn closure(&self, account_id: &str) -> Result<Option<account_closure::Model>> {
-        account_closure::Entity::find_by_id(account_id.to_owned())
+    async fn closure(&self, account_id: &AccountId) -> Result<Option<account_closure::Model>> {
+        account_closure::Entity::find_by_id(account_id.as_str())
             .one(&self.db)
             .await
             .map_err(db_error)
@@ -179,108 +162,35 @@ impl BillingDomain {
         closure.requested_at + self.future_skew()
     }
 
-    async fn invoice_closure(
-        &self,
-        closure: &account_closure::Model,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let final_end = self.final_end(closure);
-        if now < final_end + settle_delay(self.options.usage_settle_seconds) {
-            return Ok(());
-        }
-        let marketplace = Marketplace::parse("marketplace", &closure.marketplace)?;
-        let reporter = self
-            .marketplaces
-            .reporter(marketplace)
-            .filter(|reporter| reporter.plan().invoices)
-            .cloned();
-        if let Some(reporter) = reporter {
-            let subscriptions = billing_subscription::Entity::find()
-                .filter(billing_subscription::Column::AccountId.eq(closure.account_id.clone()))
-                .order_by_asc(billing_subscription::Column::SubscriptionId)
-                .all(&self.db)
-                .await
-                .map_err(db_error)?;
-            for subscription in subscriptions {
-                self.invoice_final(
-                    marketplace,
-                    &reporter,
-                    &subscription.subscription_id,
-                    final_end,
-                )
-                .await?;
-            }
-        }
-        let now = self.now();
-        account_closure::ActiveModel {
-            account_id: Set(closure.account_id.clone()),
-            status: Set(closure_status::INVOICED.to_owned()),
-            invoiced_at: Set(Some(now)),
-            updated_at: Set(now),
-            ..Default::default()
-        }
-        .update(&self.db)
-        .await
-        .map_err(db_error)?;
-        self.outbox.wake();
-        tracing::info!(account.id = %closure.account_id, "final invoices recorded");
-        self.advance_closure(&closure.account_id).await
-    }
-
     /// Once every submission of an invoiced closing is settled, asks the
     /// marketplace to finalize (or finalizes at once where the marketplace
     /// has no such call).
-    pub(crate) async fn advance_closure(&self, account_id: &str) -> Result<()> {
+    pub(crate) async fn advance_closure(&self, account_id: &AccountId) -> Result<()> {
         let Some(closure) = self.closure(account_id).await? else {
             return Ok(());
         };
-        if closure.status != closure_status::INVOICED || !self.reports_settled(account_id).await? {
+        if closure.status != ClosureStatus::Invoiced || !self.reports_settled(account_id).await? {
             return Ok(());
         }
         let marketplace = Marketplace::parse("marketplace", &closure.marketplace)?;
-        let reporter = self
+        let marketplace_finalizes = self
             .marketplaces
             .reporter(marketplace)
-            .filter(|reporter| reporter.plan().finalization)
-            .cloned();
-        let Some(reporter) = reporter else {
-            return self.finalization_delivered(account_id).await;
-        };
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        self.record_report(
-            &txn,
-            &reporter,
-            NewReport {
-                account_id: account_id.to_owned(),
-                subscription_id: String::new(),
-                marketplace,
-                submission: Submission::Finalize,
-                window: None,
-                idempotency_key: account_id.to_owned(),
-                invoice_id: None,
+            .is_some_and(|reporter| reporter.plan().finalization);
+        self.step_closure(
+            &closure,
+            ClosureEvent::ReportsSettled {
+                marketplace_finalizes,
             },
         )
-        .await?;
-        let now = self.now();
-        account_closure::ActiveModel {
-            account_id: Set(account_id.to_owned()),
-            status: Set(closure_status::FINALIZING.to_owned()),
-            updated_at: Set(now),
-            ..Default::default()
-        }
-        .update(&txn)
         .await
-        .map_err(db_error)?;
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
-        Ok(())
     }
 
-    async fn finalization_sent(&self, account_id: &str) -> Result<bool> {
+    async fn finalization_sent(&self, account_id: &AccountId) -> Result<bool> {
         let sent = usage_report::Entity::find()
-            .filter(usage_report::Column::AccountId.eq(account_id))
-            .filter(usage_report::Column::Kind.eq(submission_kind::FINALIZE))
-            .filter(usage_report::Column::Status.eq(report_status::SENT))
+            .filter(usage_report::Column::AccountId.eq(account_id.as_str()))
+            .filter(usage_report::Column::Kind.eq(SubmissionKind::Finalize))
+            .filter(usage_report::Column::Status.eq(ReportStatus::Sent))
             .one(&self.db)
             .await
             .map_err(db_error)?;
@@ -289,13 +199,132 @@ impl BillingDomain {
 
     /// The marketplace finalized the account's billing: marks the account
     /// finalized and the closing done. Safe to call again.
-    pub(crate) async fn finalization_delivered(&self, account_id: &str) -> Result<()> {
+    pub(crate) async fn finalization_delivered(&self, account_id: &AccountId) -> Result<()> {
         let Some(closure) = self.closure(account_id).await? else {
             return Ok(());
         };
-        if closure.status == closure_status::FINALIZED {
+        self.step_closure(&closure, ClosureEvent::FinalizationSent)
+            .await
+    }
+
+    /// Takes one step of a closing and applies its effects: the calls and
+    /// the final invoices first (each in its own unit of work), then the
+    /// closing's row, with the finalization submission, in one unit of
+    /// work. A refused step changes nothing. The one place closing effects
+    /// are carried out.
+    async fn step_closure(
+        &self,
+        closure: &account_closure::Model,
+        event: ClosureEvent,
+    ) -> Result<()> {
+        let Ok((status, effects)) = closure_transition(Some(closure.status), event) else {
             return Ok(());
+        };
+        let account_id = closure.account()?;
+        let marketplace = Marketplace::parse("marketplace", &closure.marketplace)?;
+        for effect in &effects {
+            match effect {
+                ClosureEffect::RecordFinalInvoices => {
+                    self.record_final_invoices(closure, marketplace).await?
+                }
+                ClosureEffect::FinalizeAccount => self.finalize_account(&account_id).await?,
+                ClosureEffect::StampInvoiced
+                | ClosureEffect::StampFinalized
+                | ClosureEffect::RecordFinalization
+                | ClosureEffect::Advance => {}
+            }
         }
+        let now = self.now();
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        if effects.contains(&ClosureEffect::RecordFinalization) {
+            let reporter = self
+                .marketplaces
+                .reporter(marketplace)
+                .cloned()
+                .ok_or_else(|| {
+                    Error::internal(format!("no reporter is registered for {marketplace}"))
+                })?;
+            self.record_report(
+                &mut work,
+                &reporter,
+                NewReport {
+                    account_id: account_id.clone(),
+                    subscription_id: None,
+                    marketplace,
+                    submission: Submission::Finalize,
+                    window: None,
+                    idempotency_key: account_id.as_str().to_owned(),
+                    invoice_id: None,
+                },
+            )
+            .await?;
+        }
+        let mut update = account_closure::ActiveModel {
+            account_id: Set(closure.account_id.clone()),
+            status: Set(status),
+            updated_at: Set(now),
+            ..Default::default()
+        };
+        if effects.contains(&ClosureEffect::StampInvoiced) {
+            update.invoiced_at = Set(Some(now));
+        }
+        if effects.contains(&ClosureEffect::StampFinalized) {
+            update.finalized_at = Set(Some(now));
+        }
+        update.update(&*work).await.map_err(db_error)?;
+        work.commit().await?;
+        match status {
+            ClosureStatus::Invoiced => {
+                tracing::info!(account.id = %account_id, "final invoices recorded")
+            }
+            ClosureStatus::Finalized => {
+                tracing::info!(account.id = %account_id, "account billing finalized")
+            }
+            _ => {}
+        }
+        if effects.contains(&ClosureEffect::Advance) {
+            Box::pin(self.advance_closure(&account_id)).await?;
+        }
+        Ok(())
+    }
+
+    /// The final invoices of every subscription of a closing account, where
+    /// the marketplace takes invoices.
+    async fn record_final_invoices(
+        &self,
+        closure: &account_closure::Model,
+        marketplace: Marketplace,
+    ) -> Result<()> {
+        let reporter = self
+            .marketplaces
+            .reporter(marketplace)
+            .filter(|reporter| reporter.plan().invoices)
+            .cloned();
+        let Some(reporter) = reporter else {
+            return Ok(());
+        };
+        let final_end = self.final_end(closure);
+        let subscriptions = billing_subscription::Entity::find()
+            .filter(billing_subscription::Column::AccountId.eq(closure.account_id.clone()))
+            .order_by_asc(billing_subscription::Column::SubscriptionId)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        for subscription in subscriptions {
+            self.invoice_final(
+                marketplace,
+                &reporter,
+                &subscription.subscription()?,
+                final_end,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the account service to finalize the account; while the account
+    /// is not deleted yet, that waits (a transient error).
+    async fn finalize_account(&self, account_id: &AccountId) -> Result<()> {
         let mut accounts = self.peers.accounts.clone();
         accounts
             .finalize_account(FinalizeAccountRequest {
@@ -303,7 +332,7 @@ impl BillingDomain {
                     idempotency_key: format!("billing.finalize:{account_id}"),
                     actor: None,
                 }),
-                account: Some(AccountSelector::by_id(account_id)),
+                account: Some(AccountSelector::by_id(account_id.as_str())),
             })
             .await
             .map_err(|status| {
@@ -317,18 +346,6 @@ impl BillingDomain {
                     error
                 }
             })?;
-        let now = self.now();
-        account_closure::ActiveModel {
-            account_id: Set(account_id.to_owned()),
-            status: Set(closure_status::FINALIZED.to_owned()),
-            finalized_at: Set(Some(now)),
-            updated_at: Set(now),
-            ..Default::default()
-        }
-        .update(&self.db)
-        .await
-        .map_err(db_error)?;
-        tracing::info!(account.id = %account_id, "account billing finalized");
         Ok(())
     }
 }
@@ -340,7 +357,7 @@ impl BillingDomain {
     /// is recorded here on its current plan, and that plan is free.
     async fn provisioning_agrees(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         recorded: &[billing_subscription::Model],
     ) -> Result<bool> {
         let mut provisioning = self.peers.provisioning.clone();
@@ -348,7 +365,7 @@ impl BillingDomain {
         loop {
             let page = provisioning
                 .list_subscriptions(ListSubscriptionsRequest {
-                    account_id: account_id.to_owned(),
+                    account_id: account_id.as_str().to_owned(),
                     page: Some(PageRequest {
                         page_size: 500,
                         page_token,

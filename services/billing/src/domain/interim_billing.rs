@@ -11,11 +11,13 @@ use super::reports::{NewReport, settle_delay};
 use super::usage_sums::{usage_between, usage_on_plan};
 use crate::entity::{billing_resource, billing_subscription};
 use crate::marketplace::UsageReporter;
-use crate::submission::{InterimBilling, Submission, UsageLine, kind as submission_kind};
+use crate::submission::{InterimBilling, Submission, SubmissionKind, UsageLine};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_catalog::{Metric, Plan};
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::time::{billing_period, hour_floor, to_rfc3339};
 use marketbridge_core::{Marketplace, Result};
+use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use std::collections::BTreeMap;
@@ -62,12 +64,12 @@ impl BillingDomain {
         &self,
         marketplace: Marketplace,
         reporter: &Arc<dyn UsageReporter>,
-        account_id: &str,
+        account_id: &AccountId,
         as_of: DateTime<Utc>,
     ) -> Result<bool> {
         let key = format!("{account_id}:{}", to_rfc3339(as_of));
         if self
-            .report_exists(marketplace, submission_kind::BILLING_DATA, &key)
+            .report_exists(marketplace, SubmissionKind::BillingData, &key)
             .await?
             || self.closure_finalized(account_id).await?
         {
@@ -80,14 +82,14 @@ impl BillingDomain {
             return Ok(false);
         };
         let window = (billing.period_start, as_of);
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         let recorded = self
             .record_report(
-                &txn,
+                &mut work,
                 reporter,
                 NewReport {
-                    account_id: account_id.to_owned(),
-                    subscription_id: String::new(),
+                    account_id: account_id.clone(),
+                    subscription_id: None,
                     marketplace,
                     submission: Submission::BillingData(billing),
                     window: Some(window),
@@ -96,7 +98,7 @@ impl BillingDomain {
                 },
             )
             .await?;
-        txn.commit().await.map_err(db_error)?;
+        work.commit().await?;
         Ok(recorded.is_some())
     }
 
@@ -105,14 +107,14 @@ impl BillingDomain {
     pub(crate) async fn interim_billing_of(
         &self,
         marketplace: Marketplace,
-        account_id: &str,
+        account_id: &AccountId,
         as_of: DateTime<Utc>,
     ) -> Result<Option<InterimBilling>> {
         let data_time = as_of - ChronoDuration::microseconds(1);
         let (period_start, period_end) = billing_period(data_time);
         let day_start = day_floor(data_time).max(period_start);
         let subscriptions = billing_subscription::Entity::find()
-            .filter(billing_subscription::Column::AccountId.eq(account_id))
+            .filter(billing_subscription::Column::AccountId.eq(account_id.as_str()))
             .filter(billing_subscription::Column::Marketplace.eq(marketplace.as_str()))
             .order_by_asc(billing_subscription::Column::SubscriptionId)
             .all(&self.db)
@@ -126,8 +128,9 @@ impl BillingDomain {
             let Some(product) = self.catalog.product(&subscription.product_id) else {
                 continue;
             };
+            let subscription_id = subscription.subscription()?;
             let periods: Vec<_> = self
-                .plan_periods(&subscription.subscription_id)
+                .plan_periods(&subscription_id)
                 .await?
                 .into_iter()
                 .filter(|p| p.starts_at < as_of && p.ends_at.is_none_or(|end| end > period_start))
@@ -157,14 +160,8 @@ impl BillingDomain {
                 let start = period.starts_at.max(period_start);
                 let planned_end = period.ends_at.map_or(period_end, |end| end.min(period_end));
                 let used_until = period.ends_at.map_or(as_of, |end| end.min(as_of));
-                let usage = usage_on_plan(
-                    &self.db,
-                    &subscription.subscription_id,
-                    plan,
-                    start,
-                    used_until,
-                )
-                .await?;
+                let usage =
+                    usage_on_plan(&self.db, &subscription_id, plan, start, used_until).await?;
                 let marketplace_plan_id = plan.marketplace_plan_id(marketplace.as_str());
                 for group in charged_groups(plan, &resource_ids, &usage) {
                     let charged = Charged {
@@ -200,28 +197,12 @@ impl BillingDomain {
             }
             let (period_usage, day_usage) = match current_plan {
                 Some(plan) => (
-                    usage_on_plan(
-                        &self.db,
-                        &subscription.subscription_id,
-                        plan,
-                        period_start,
-                        as_of,
-                    )
-                    .await?,
-                    usage_on_plan(
-                        &self.db,
-                        &subscription.subscription_id,
-                        plan,
-                        day_start,
-                        as_of,
-                    )
-                    .await?,
+                    usage_on_plan(&self.db, &subscription_id, plan, period_start, as_of).await?,
+                    usage_on_plan(&self.db, &subscription_id, plan, day_start, as_of).await?,
                 ),
                 None => (
-                    usage_between(&self.db, &subscription.subscription_id, period_start, as_of)
-                        .await?,
-                    usage_between(&self.db, &subscription.subscription_id, day_start, as_of)
-                        .await?,
+                    usage_between(&self.db, &subscription_id, period_start, as_of).await?,
+                    usage_between(&self.db, &subscription_id, day_start, as_of).await?,
                 ),
             };
             for (key, quantity) in period_usage {

@@ -3,10 +3,13 @@
 
 use super::BillingDomain;
 use crate::entity::{balance, invoice, prepayment};
-use crate::jobs::{self, kind};
-use crate::marketplace::invoice_state;
+use crate::ids::{ExternalAccountId, MarketplaceInvoiceId};
+use crate::jobs::{BillingJob, InvoiceJob, RefundJob};
+use crate::lifecycle::invoice::{
+    InvoiceEffect, InvoiceEvent, InvoiceRefusal, InvoiceState, invoice_transition,
+};
 use chrono::{DateTime, Utc};
-use marketbridge_core::ids::{AccountId, InvoiceId};
+use marketbridge_core::ids::{AccountId, InvoiceId, ResourceId};
 use marketbridge_core::money::Money;
 use marketbridge_core::time::{from_optional_timestamp, to_timestamp};
 use marketbridge_core::{Error, Marketplace, Result, Validator};
@@ -14,9 +17,9 @@ use marketbridge_proto::account::v1::GetAccountRequest;
 use marketbridge_proto::billing::v1 as pb;
 use marketbridge_proto::common::v1::AccountSelector;
 use marketbridge_storage::db_error;
-use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::{NewJob, truncate_micros};
 use marketbridge_storage::paging::Page;
+use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
@@ -44,51 +47,56 @@ pub struct StoredItem {
     pub end: Option<DateTime<Utc>>,
 }
 
-/// The stored name of an invoice state.
-pub fn state_name(state: pb::InvoiceState) -> Option<&'static str> {
+/// An invoice state as received.
+pub fn state_from_proto(state: pb::InvoiceState) -> Option<InvoiceState> {
     Some(match state {
-        pb::InvoiceState::Draft => invoice_state::DRAFT,
-        pb::InvoiceState::Pending => invoice_state::PENDING,
-        pb::InvoiceState::Scheduled => invoice_state::SCHEDULED,
-        pb::InvoiceState::Invoiced => invoice_state::INVOICED,
-        pb::InvoiceState::Paid => invoice_state::PAID,
-        pb::InvoiceState::Notpaid => invoice_state::NOTPAID,
-        pb::InvoiceState::Overdue => invoice_state::OVERDUE,
-        pb::InvoiceState::RefundRequested => invoice_state::REFUND_REQUESTED,
-        pb::InvoiceState::Refunded => invoice_state::REFUNDED,
+        pb::InvoiceState::Draft => InvoiceState::Draft,
+        pb::InvoiceState::Pending => InvoiceState::Pending,
+        pb::InvoiceState::Scheduled => InvoiceState::Scheduled,
+        pb::InvoiceState::Invoiced => InvoiceState::Invoiced,
+        pb::InvoiceState::Paid => InvoiceState::Paid,
+        pb::InvoiceState::Notpaid => InvoiceState::Notpaid,
+        pb::InvoiceState::Overdue => InvoiceState::Overdue,
+        pb::InvoiceState::RefundRequested => InvoiceState::RefundRequested,
+        pb::InvoiceState::Refunded => InvoiceState::Refunded,
         pb::InvoiceState::Unspecified => return None,
     })
 }
 
-fn state_to_proto(name: &str) -> pb::InvoiceState {
-    invoice_state::ALL
-        .iter()
-        .zip([
-            pb::InvoiceState::Draft,
-            pb::InvoiceState::Pending,
-            pb::InvoiceState::Scheduled,
-            pb::InvoiceState::Invoiced,
-            pb::InvoiceState::Paid,
-            pb::InvoiceState::Notpaid,
-            pb::InvoiceState::Overdue,
-            pb::InvoiceState::RefundRequested,
-            pb::InvoiceState::Refunded,
-        ])
-        .find(|(stored, _)| **stored == name)
-        .map(|(_, state)| state)
-        .unwrap_or(pb::InvoiceState::Unspecified)
+fn state_to_proto(state: InvoiceState) -> pb::InvoiceState {
+    match state {
+        InvoiceState::Draft => pb::InvoiceState::Draft,
+        InvoiceState::Pending => pb::InvoiceState::Pending,
+        InvoiceState::Scheduled => pb::InvoiceState::Scheduled,
+        InvoiceState::Invoiced => pb::InvoiceState::Invoiced,
+        InvoiceState::Paid => pb::InvoiceState::Paid,
+        InvoiceState::Notpaid => pb::InvoiceState::Notpaid,
+        InvoiceState::Overdue => pb::InvoiceState::Overdue,
+        InvoiceState::RefundRequested => pb::InvoiceState::RefundRequested,
+        InvoiceState::Refunded => pb::InvoiceState::Refunded,
+    }
+}
+
+/// An invoice's stored lines, read back; unreadable lines are an error.
+pub fn stored_items(row: &invoice::Model) -> Result<Vec<StoredItem>> {
+    serde_json::from_str(&row.items).map_err(|e| {
+        Error::internal(format!(
+            "the stored lines of invoice {} are unreadable: {e}",
+            row.id
+        ))
+    })
 }
 
 /// An invoice row as the protobuf message.
-pub fn invoice_to_proto(row: &invoice::Model) -> pb::Invoice {
-    let items: Vec<StoredItem> = serde_json::from_str(&row.items).unwrap_or_default();
+pub fn invoice_to_proto(row: &invoice::Model) -> Result<pb::Invoice> {
+    let items = stored_items(row)?;
     let money = |minor: i64| Some(Money::new(minor, row.currency.clone()).to_proto());
-    pb::Invoice {
+    Ok(pb::Invoice {
         id: row.id.clone(),
         account_id: row.account_id.clone(),
         marketplace_invoice_id: row.marketplace_invoice_id.clone().unwrap_or_default(),
         external_id: row.external_id.clone().unwrap_or_default(),
-        state: state_to_proto(&row.state) as i32,
+        state: state_to_proto(row.state) as i32,
         period_start: row.period_start.map(to_timestamp),
         period_end: row.period_end.map(to_timestamp),
         invoice_date: row.invoice_date.map(to_timestamp),
@@ -116,16 +124,19 @@ pub fn invoice_to_proto(row: &invoice::Model) -> pb::Invoice {
         created_at: Some(to_timestamp(row.created_at)),
         updated_at: Some(to_timestamp(row.updated_at)),
         subscription_id: row.subscription_id.clone(),
-    }
+    })
 }
 
 impl BillingDomain {
     /// The marketplace identity of an account, from the account service.
-    pub(crate) async fn account_identity(&self, account_id: &str) -> Result<(Marketplace, String)> {
+    pub(crate) async fn account_identity(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<(Marketplace, ExternalAccountId)> {
         let mut accounts = self.peers.accounts.clone();
         let account = accounts
             .get_account(GetAccountRequest {
-                account: Some(AccountSelector::by_id(account_id)),
+                account: Some(AccountSelector::by_id(account_id.as_str())),
             })
             .await
             .map_err(Error::from)?
@@ -133,22 +144,67 @@ impl BillingDomain {
         let reference = account.marketplace_ref.unwrap_or_default();
         Ok((
             Marketplace::from_proto("account.marketplace", reference.marketplace)?,
-            reference.external_id,
+            ExternalAccountId::new(reference.external_id),
         ))
     }
 
     async fn find_invoice_by_marketplace_id(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &UnitOfWork,
         marketplace: Marketplace,
-        marketplace_invoice_id: &str,
+        marketplace_invoice_id: &MarketplaceInvoiceId,
     ) -> Result<Option<invoice::Model>> {
         invoice::Entity::find()
             .filter(invoice::Column::Marketplace.eq(marketplace.as_str()))
-            .filter(invoice::Column::MarketplaceInvoiceId.eq(marketplace_invoice_id))
-            .one(conn)
+            .filter(invoice::Column::MarketplaceInvoiceId.eq(marketplace_invoice_id.as_str()))
+            .one(&**work)
             .await
             .map_err(db_error)
+    }
+
+    /// Applies a step of an invoice's lifecycle to `row` (its state, the
+    /// payment stamp) and enqueues the jobs the step calls for in `work`;
+    /// the caller writes the row in the same unit of work. `paid_at` is when
+    /// a payment is stamped; `refund` is the refund a refund step asks for.
+    /// The one place invoice effects are carried out.
+    async fn apply_invoice_step(
+        &self,
+        work: &mut UnitOfWork,
+        row: &mut invoice::Model,
+        previous: Option<InvoiceState>,
+        (state, effects): (InvoiceState, Vec<InvoiceEffect>),
+        paid_at: DateTime<Utc>,
+        refund: Option<RefundJob>,
+    ) -> Result<()> {
+        row.state = state;
+        let invoice = row.invoice()?;
+        for effect in effects {
+            let job = match effect {
+                InvoiceEffect::StampPaid => {
+                    row.paid_at = row.paid_at.or(Some(paid_at));
+                    continue;
+                }
+                InvoiceEffect::RequestRefund => {
+                    let refund = refund
+                        .clone()
+                        .ok_or_else(|| Error::internal("a refund step carries no refund"))?;
+                    work.enqueue(NewJob::of(&BillingJob::Refund(refund))?)
+                        .await?;
+                    continue;
+                }
+                InvoiceEffect::SuspendResources => {
+                    BillingJob::InvoiceOverdue(InvoiceJob::of(&invoice))
+                }
+                InvoiceEffect::ResumeResources => {
+                    BillingJob::InvoiceSettled(InvoiceJob::of(&invoice))
+                }
+            };
+            let job = NewJob::of(&job)?;
+            let key = format!("{}:{}", job.kind(), invoice);
+            work.enqueue(job.dedupe_key(key)).await?;
+            tracing::info!(invoice.id = %invoice, from = %previous.map(InvoiceState::as_str).unwrap_or_default(), to = %state, "invoice state followed");
+        }
+        Ok(())
     }
 
     /// Records an invoice state a marketplace reported; an older report than
@@ -162,9 +218,11 @@ impl BillingDomain {
         validator.require("invoiceId", &request.marketplace_invoice_id);
         validator.max_len("invoiceId", &request.marketplace_invoice_id, 255);
         validator.finish()?;
+        let marketplace_invoice_id =
+            MarketplaceInvoiceId::new(request.marketplace_invoice_id.clone());
         let state = pb::InvoiceState::try_from(request.state)
             .ok()
-            .and_then(state_name)
+            .and_then(state_from_proto)
             .ok_or_else(|| Error::invalid_field("state", "a known invoice state is required"))?;
         let occurred_at = truncate_micros(
             from_optional_timestamp("occurredAt", request.occurred_at.as_ref())?
@@ -174,38 +232,43 @@ impl BillingDomain {
             .map(truncate_micros);
         let period_end =
             from_optional_timestamp("periodEnd", request.period_end.as_ref())?.map(truncate_micros);
-        let (marketplace, _) = self.account_identity(account_id.as_str()).await?;
         let key = request
             .context
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let txn = idempotent_txn!(
-            &self.db,
-            "billing.RecordInvoiceState",
-            &key,
-            &request,
-            self.now()
-        );
+        let call = Call::new("billing.RecordInvoiceState", &key, &request, self.now());
+        if let Some(answer) = call.replayed(&self.db).await? {
+            return Ok(answer);
+        }
+        let (marketplace, _) = self.account_identity(&account_id).await?;
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
         let existing = self
-            .find_invoice_by_marketplace_id(&*txn, marketplace, &request.marketplace_invoice_id)
+            .find_invoice_by_marketplace_id(&work, marketplace, &marketplace_invoice_id)
             .await?;
-        let previous_state = existing
-            .as_ref()
-            .map(|r| r.state.clone())
-            .unwrap_or_default();
-        let row = match existing {
-            Some(row) if occurred_at < row.state_at => {
+        let previous = existing.as_ref().map(|row| row.state);
+        let event = InvoiceEvent::Reported {
+            state,
+            stale: existing
+                .as_ref()
+                .is_some_and(|row| occurred_at < row.state_at),
+        };
+        let step = invoice_transition(previous, event);
+        let row = match (existing, step) {
+            (Some(row), Err(InvoiceRefusal::Stale)) => {
                 tracing::info!(invoice.id = %row.id, "ignoring a stale invoice state");
                 row
             }
-            Some(mut row) => {
-                row.state = state.to_owned();
+            (_, Err(refusal)) => {
+                return Err(Error::internal(format!(
+                    "an invoice report was refused: {refusal:?}"
+                )));
+            }
+            (Some(mut row), Ok(step)) => {
+                self.apply_invoice_step(&mut work, &mut row, previous, step, occurred_at, None)
+                    .await?;
                 row.state_at = occurred_at;
-                if state == invoice_state::PAID && row.paid_at.is_none() {
-                    row.paid_at = Some(occurred_at);
-                }
                 if let Some(total) = &request.total {
                     row.total_minor = total.amount_minor;
                 }
@@ -215,25 +278,25 @@ impl BillingDomain {
                 row.clone()
                     .into_active_model()
                     .reset_all()
-                    .update(&*txn)
+                    .update(&*work)
                     .await
                     .map_err(db_error)?;
                 row
             }
-            None => {
+            (None, Ok(step)) => {
                 let total = request
                     .total
                     .as_ref()
                     .map(Money::from_proto)
                     .unwrap_or_else(|| Money::usd_cents(0));
-                let row = invoice::Model {
+                let mut row = invoice::Model {
                     id: InvoiceId::generate().into_string(),
-                    account_id: account_id.into_string(),
+                    account_id: account_id.as_str().to_owned(),
                     subscription_id: String::new(),
                     marketplace: marketplace.as_str().to_owned(),
-                    marketplace_invoice_id: Some(request.marketplace_invoice_id.clone()),
+                    marketplace_invoice_id: Some(marketplace_invoice_id.as_str().to_owned()),
                     external_id: None,
-                    state: state.to_owned(),
+                    state,
                     state_at: occurred_at,
                     period_start,
                     period_end,
@@ -245,23 +308,21 @@ impl BillingDomain {
                     is_final: false,
                     refund_total_minor: 0,
                     refund_reason: String::new(),
-                    paid_at: (state == invoice_state::PAID).then_some(occurred_at),
+                    paid_at: None,
                     created_at: now,
                     updated_at: now,
                 };
+                self.apply_invoice_step(&mut work, &mut row, previous, step, occurred_at, None)
+                    .await?;
                 invoice::Entity::insert(row.clone().into_active_model())
-                    .exec_without_returning(&*txn)
+                    .exec_without_returning(&*work)
                     .await
                     .map_err(db_error)?;
                 row
             }
         };
         tracing::info!(invoice.id = %row.id, state = %row.state, "invoice state recorded");
-        self.follow_invoice_state(&*txn, &row, &previous_state)
-            .await?;
-        let answer = txn.finish(invoice_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(answer)
+        work.finish(invoice_to_proto(&row)?).await
     }
 
     /// One invoice.
@@ -288,8 +349,7 @@ impl BillingDomain {
                 ));
             }
         };
-        row.map(|row| invoice_to_proto(&row))
-            .ok_or_else(|| Error::not_found("invoice not found"))
+        invoice_to_proto(&row.ok_or_else(|| Error::not_found("invoice not found"))?)
     }
 
     /// A page of an account's invoices, newest first.
@@ -309,7 +369,7 @@ impl BillingDomain {
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
         Ok(pb::ListInvoicesResponse {
-            invoices: rows.iter().map(invoice_to_proto).collect(),
+            invoices: rows.iter().map(invoice_to_proto).collect::<Result<_>>()?,
             page: Some(next),
         })
     }
@@ -326,15 +386,10 @@ impl BillingDomain {
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let txn = idempotent_txn!(
-            &self.db,
-            "billing.RefundInvoice",
-            &key,
-            &request,
-            self.now()
-        );
-        let mut row = invoice::Entity::find_by_id(invoice_id.into_string())
-            .one(&*txn)
+        let call = Call::new("billing.RefundInvoice", &key, &request, self.now());
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let mut row = invoice::Entity::find_by_id(invoice_id.as_str())
+            .one(&*work)
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::not_found("invoice not found"))?;
@@ -366,46 +421,38 @@ impl BillingDomain {
                 "must be positive and at most what is left to refund",
             ));
         }
-        if !matches!(
-            row.state.as_str(),
-            invoice_state::PAID
-                | invoice_state::NOTPAID
-                | invoice_state::OVERDUE
-                | invoice_state::INVOICED
-        ) {
-            return Err(Error::conflict(format!(
-                "a {} invoice cannot be refunded",
-                row.state
-            )));
-        }
-        let previous_state = row.state.clone();
-        row.state = invoice_state::REFUND_REQUESTED.to_owned();
-        row.refund_total_minor += amount.amount_minor;
-        row.refund_reason = request.reason.clone();
-        row.updated_at = self.now();
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&*txn)
-            .await
-            .map_err(db_error)?;
-        let job = jobs::RefundJob {
+        let previous = row.state;
+        let step =
+            invoice_transition(Some(previous), InvoiceEvent::RefundAsked).map_err(|refusal| {
+                match refusal {
+                    InvoiceRefusal::NotRefundable(state) => {
+                        Error::conflict(format!("a {state} invoice cannot be refunded"))
+                    }
+                    other => Error::internal(format!("a refund was refused: {other:?}")),
+                }
+            })?;
+        let refund = RefundJob {
             invoice_id: row.id.clone(),
             marketplace_invoice_id,
             amount_minor: amount.amount_minor,
             currency: amount.currency.clone(),
             reason: request.reason.clone(),
         };
-        self.outbox
-            .enqueue(&*txn, NewJob::new(kind::REFUND, &job)?)
-            .await?;
         // A refund cancels a notpaid or overdue invoice: what it suspended
         // comes back.
-        self.follow_invoice_state(&*txn, &row, &previous_state)
+        let now = self.now();
+        self.apply_invoice_step(&mut work, &mut row, Some(previous), step, now, Some(refund))
             .await?;
-        let response = txn.finish(invoice_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(response)
+        row.refund_total_minor += amount.amount_minor;
+        row.refund_reason = request.reason.clone();
+        row.updated_at = now;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&*work)
+            .await
+            .map_err(db_error)?;
+        work.finish(invoice_to_proto(&row)?).await
     }
 
     /// Credits the account's prepaid balance with a paid purchase invoice,
@@ -419,7 +466,18 @@ impl BillingDomain {
         validator.require("invoiceId", &request.marketplace_invoice_id);
         validator.max_len("invoiceId", &request.marketplace_invoice_id, 255);
         validator.finish()?;
-        let (marketplace, account_external_id) = self.account_identity(account_id.as_str()).await?;
+        let marketplace_invoice_id =
+            MarketplaceInvoiceId::new(request.marketplace_invoice_id.clone());
+        let key = request
+            .context
+            .as_ref()
+            .map(|c| c.idempotency_key.clone())
+            .unwrap_or_default();
+        let call = Call::new("billing.ProvisionPrepayment", &key, &request, self.now());
+        if let Some(answer) = call.replayed(&self.db).await? {
+            return Ok(answer);
+        }
+        let (marketplace, account_external_id) = self.account_identity(&account_id).await?;
         let already = prepayment::Entity::find_by_id((
             marketplace.as_str().to_owned(),
             request.marketplace_invoice_id.clone(),
@@ -434,7 +492,7 @@ impl BillingDomain {
                 "this invoice was credited to another account",
             ));
         }
-        // Read the invoice before taking the write lock.
+        // Read the invoice before the transaction starts.
         let snapshot = match already {
             Some(_) => None,
             None => {
@@ -444,12 +502,12 @@ impl BillingDomain {
                     ))
                 })?;
                 let snapshot = adapter
-                    .fetch_invoice(&account_external_id, &request.marketplace_invoice_id)
+                    .fetch_invoice(&account_external_id, &marketplace_invoice_id)
                     .await?
                     .ok_or_else(|| {
                         Error::unprocessable("the marketplace does not know this invoice")
                     })?;
-                if snapshot.state != invoice_state::PAID {
+                if snapshot.state != InvoiceState::Paid {
                     return Err(Error::unprocessable(format!(
                         "the invoice is {}, not paid",
                         snapshot.state
@@ -461,23 +519,12 @@ impl BillingDomain {
                 Some(snapshot)
             }
         };
-        let key = request
-            .context
-            .as_ref()
-            .map(|c| c.idempotency_key.clone())
-            .unwrap_or_default();
-        let txn = idempotent_txn!(
-            &self.db,
-            "billing.ProvisionPrepayment",
-            &key,
-            &request,
-            self.now()
-        );
+        let work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
         if let Some(snapshot) = snapshot {
             let credited = prepayment::Entity::insert(prepayment::ActiveModel {
                 marketplace: Set(marketplace.as_str().to_owned()),
-                marketplace_invoice_id: Set(request.marketplace_invoice_id.clone()),
+                marketplace_invoice_id: Set(marketplace_invoice_id.as_str().to_owned()),
                 account_id: Set(account_id.as_str().to_owned()),
                 amount_minor: Set(snapshot.total.amount_minor),
                 currency: Set(snapshot.total.currency.clone()),
@@ -491,30 +538,32 @@ impl BillingDomain {
                 .do_nothing()
                 .to_owned(),
             )
-            .exec_without_returning(&*txn)
+            .exec_without_returning(&*work)
             .await
             .map_err(db_error)?;
             if credited == 1 {
-                self.add_to_balance(&*txn, account_id.as_str(), "", &snapshot.total)
+                self.add_to_balance(&*work, &account_id, None, &snapshot.total)
                     .await?;
                 tracing::info!(account.id = %account_id, amount = %snapshot.total, "prepaid balance credited");
             }
         }
-        let balances = self.balances_of(&*txn, account_id.as_str()).await?;
-        txn.finish(balances).await
+        let balances = self.balances_of(&*work, &account_id).await?;
+        work.finish(balances).await
     }
 
     async fn add_to_balance(
         &self,
         conn: &impl ConnectionTrait,
-        account_id: &str,
-        resource_id: &str,
+        account_id: &AccountId,
+        resource_id: Option<&ResourceId>,
         amount: &Money,
     ) -> Result<()> {
-        let existing = balance::Entity::find_by_id((account_id.to_owned(), resource_id.to_owned()))
-            .one(conn)
-            .await
-            .map_err(db_error)?;
+        let resource = resource_id.map(ResourceId::as_str).unwrap_or_default();
+        let existing =
+            balance::Entity::find_by_id((account_id.as_str().to_owned(), resource.to_owned()))
+                .one(conn)
+                .await
+                .map_err(db_error)?;
         let now = self.now();
         match existing {
             Some(mut row) => {
@@ -534,8 +583,8 @@ impl BillingDomain {
             }
             None => {
                 balance::Entity::insert(balance::ActiveModel {
-                    account_id: Set(account_id.to_owned()),
-                    resource_id: Set(resource_id.to_owned()),
+                    account_id: Set(account_id.as_str().to_owned()),
+                    resource_id: Set(resource.to_owned()),
                     value_minor: Set(amount.amount_minor),
                     currency: Set(amount.currency.clone()),
                     updated_at: Set(now),
@@ -551,12 +600,15 @@ impl BillingDomain {
     /// Current balances of an account.
     pub async fn get_balances(&self, request: pb::GetBalancesRequest) -> Result<pb::Balances> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
-        self.balances_of(&self.db, account_id.as_str()).await
+        self.balances_of(&self.db, &account_id).await
     }
 
     /// After the marketplace accepted a refund request.
-    pub(crate) async fn refund_sent(&self, invoice_id: &str) -> Result<Option<invoice::Model>> {
-        invoice::Entity::find_by_id(invoice_id.to_owned())
+    pub(crate) async fn refund_sent(
+        &self,
+        invoice_id: &InvoiceId,
+    ) -> Result<Option<invoice::Model>> {
+        invoice::Entity::find_by_id(invoice_id.as_str())
             .one(&self.db)
             .await
             .map_err(db_error)
@@ -571,11 +623,14 @@ impl BillingDomain {
         let open = invoice::Entity::find()
             .filter(invoice::Column::ExternalId.is_not_null())
             .filter(invoice::Column::MarketplaceInvoiceId.is_not_null())
-            .filter(invoice::Column::State.is_in(
-                invoice_state::ALL.into_iter().filter(|state| {
-                    ![invoice_state::PAID, invoice_state::REFUNDED].contains(state)
-                }),
-            ))
+            .filter(
+                invoice::Column::State.is_in(
+                    InvoiceState::ALL
+                        .iter()
+                        .copied()
+                        .filter(|state| !state.is_settled()),
+                ),
+            )
             .order_by_asc(invoice::Column::Id)
             .all(&self.db)
             .await
@@ -589,13 +644,8 @@ impl BillingDomain {
             if self.marketplaces.adapter(marketplace).is_none() {
                 continue;
             }
-            let job = NewJob::new(
-                kind::REFRESH_INVOICE,
-                &jobs::InvoiceJob {
-                    invoice_id: row.id.clone(),
-                },
-            )?
-            .dedupe_key(format!("refresh:{}:{}", row.id, hour.timestamp()));
+            let job = NewJob::of(&BillingJob::RefreshInvoice(InvoiceJob::of(&row.invoice()?)))?
+                .dedupe_key(format!("refresh:{}:{}", row.id, hour.timestamp()));
             queued += usize::from(self.outbox.enqueue(&self.db, job).await?.is_some());
         }
         Ok(queued)
@@ -604,8 +654,8 @@ impl BillingDomain {
     /// Reads an invoice from its marketplace and records the state it is in
     /// (outbox job). A refund we asked for is not undone by a read that
     /// predates it.
-    pub(crate) async fn refresh_invoice(&self, invoice_id: &str) -> Result<()> {
-        let Some(row) = invoice::Entity::find_by_id(invoice_id.to_owned())
+    pub(crate) async fn refresh_invoice(&self, invoice_id: &InvoiceId) -> Result<()> {
+        let Some(row) = invoice::Entity::find_by_id(invoice_id.as_str())
             .one(&self.db)
             .await
             .map_err(db_error)?
@@ -613,7 +663,9 @@ impl BillingDomain {
             return Ok(());
         };
         let (Some(marketplace_invoice_id), Ok(marketplace)) = (
-            row.marketplace_invoice_id.clone(),
+            row.marketplace_invoice_id
+                .clone()
+                .map(MarketplaceInvoiceId::new),
             Marketplace::parse("marketplace", &row.marketplace),
         ) else {
             return Ok(());
@@ -621,7 +673,7 @@ impl BillingDomain {
         let Some(adapter) = self.marketplaces.adapter(marketplace).cloned() else {
             return Ok(());
         };
-        let (_, account_external_id) = self.account_identity(&row.account_id).await?;
+        let (_, account_external_id) = self.account_identity(&row.account()?).await?;
         let Some(snapshot) = adapter
             .fetch_invoice(&account_external_id, &marketplace_invoice_id)
             .await?
@@ -629,41 +681,43 @@ impl BillingDomain {
             tracing::warn!(invoice.id = %row.id, "the marketplace does not know a submitted invoice");
             return Ok(());
         };
-        let refund_in_flight = row.state == invoice_state::REFUND_REQUESTED
-            && !matches!(
-                snapshot.state.as_str(),
-                invoice_state::REFUND_REQUESTED | invoice_state::REFUNDED
-            );
-        if snapshot.state == row.state || refund_in_flight {
+        if invoice_transition(Some(row.state), InvoiceEvent::Read(snapshot.state)).is_err() {
             return Ok(());
         }
         let now = self.now();
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let Some(mut current) = invoice::Entity::find_by_id(invoice_id.to_owned())
-            .one(&txn)
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let Some(mut current) = invoice::Entity::find_by_id(invoice_id.as_str())
+            .one(&*work)
             .await
             .map_err(db_error)?
         else {
             return Ok(());
         };
-        let previous_state = current.state.clone();
-        current.state = snapshot.state.clone();
+        let previous = current.state;
+        // Checked again on the row as it is now.
+        let Ok(step) = invoice_transition(Some(previous), InvoiceEvent::Read(snapshot.state))
+        else {
+            return Ok(());
+        };
+        self.apply_invoice_step(
+            &mut work,
+            &mut current,
+            Some(previous),
+            step,
+            snapshot.paid_at.unwrap_or(now),
+            None,
+        )
+        .await?;
         current.state_at = now;
-        if snapshot.state == invoice_state::PAID && current.paid_at.is_none() {
-            current.paid_at = Some(snapshot.paid_at.unwrap_or(now));
-        }
         current.updated_at = now;
         current
             .clone()
             .into_active_model()
             .reset_all()
-            .update(&txn)
+            .update(&*work)
             .await
             .map_err(db_error)?;
-        self.follow_invoice_state(&txn, &current, &previous_state)
-            .await?;
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
+        work.commit().await?;
         tracing::info!(invoice.id = %invoice_id, state = %snapshot.state, "invoice state read from the marketplace");
         Ok(())
     }

@@ -11,18 +11,19 @@ use super::pricing::{Charged, Stretch, base_charge, total_of, usage_charges};
 use super::reports::{NewReport, settle_delay};
 use super::usage_sums::{UsageTotals, per_metric, usage_on_plan};
 use crate::entity::{billing_resource, billing_subscription, invoice, plan_period};
-use crate::marketplace::{UsageReporter, invoice_state};
+use crate::ids::{OwnerId, PlanId};
+use crate::lifecycle::invoice::InvoiceState;
+use crate::marketplace::UsageReporter;
 use crate::submission::{ChargeLine, InvoiceDraft, Submission, TestInvoice};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_catalog::{Plan, PlanKind, PlanScope};
-use marketbridge_core::ids::InvoiceId;
+use marketbridge_core::ids::{InvoiceId, SubscriptionId};
 use marketbridge_core::time::billing_period;
 use marketbridge_core::{Marketplace, Result};
+use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::db_error;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-};
+use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -32,7 +33,11 @@ pub const MINIMUM_INVOICE_MINOR: i64 = 50;
 
 /// The external id of an invoice: unique per account, the same on every
 /// retry.
-pub fn invoice_external_id(owner_id: &str, plan_id: &str, period_start: DateTime<Utc>) -> String {
+pub fn invoice_external_id(
+    owner_id: &OwnerId,
+    plan_id: &PlanId,
+    period_start: DateTime<Utc>,
+) -> String {
     format!("{owner_id}:{plan_id}:{}", period_start.format("%Y-%m"))
 }
 
@@ -129,7 +134,8 @@ impl BillingDomain {
         subscription: &billing_subscription::Model,
         until: DateTime<Utc>,
     ) -> Result<usize> {
-        let periods = self.plan_periods(&subscription.subscription_id).await?;
+        let subscription_id = subscription.subscription()?;
+        let periods = self.plan_periods(&subscription_id).await?;
         let Some(first) = periods.first() else {
             return Ok(0);
         };
@@ -144,21 +150,16 @@ impl BillingDomain {
             if period_end > until || !billable_after {
                 return Ok(made);
             }
-            let txn = marketbridge_storage::begin_write(&self.db).await?;
+            let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
             if !self
-                .close_usage_before(
-                    &txn,
-                    &subscription.subscription_id,
-                    closed_before,
-                    period_end,
-                )
+                .close_usage_before(&*work, &subscription_id, closed_before, period_end)
                 .await?
             {
                 return Ok(made);
             }
             made += self
                 .record_invoices(
-                    &txn,
+                    &mut work,
                     marketplace,
                     reporter,
                     subscription,
@@ -167,7 +168,7 @@ impl BillingDomain {
                     false,
                 )
                 .await?;
-            txn.commit().await.map_err(db_error)?;
+            work.commit().await?;
             closed_before = Some(period_end);
         }
     }
@@ -178,25 +179,23 @@ impl BillingDomain {
         &self,
         marketplace: Marketplace,
         reporter: &Arc<dyn UsageReporter>,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         final_end: DateTime<Utc>,
     ) -> Result<usize> {
-        let Some(subscription) =
-            billing_subscription::Entity::find_by_id(subscription_id.to_owned())
-                .one(&self.db)
-                .await
-                .map_err(db_error)?
+        let Some(subscription) = billing_subscription::Entity::find_by_id(subscription_id.as_str())
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
         else {
             return Ok(0);
         };
         let mut made = self
             .invoice_periods_until(marketplace, reporter, &subscription, final_end)
             .await?;
-        let Some(subscription) =
-            billing_subscription::Entity::find_by_id(subscription_id.to_owned())
-                .one(&self.db)
-                .await
-                .map_err(db_error)?
+        let Some(subscription) = billing_subscription::Entity::find_by_id(subscription_id.as_str())
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
         else {
             return Ok(made);
         };
@@ -210,10 +209,10 @@ impl BillingDomain {
         if from >= final_end {
             return Ok(made);
         }
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         if self
             .close_usage_before(
-                &txn,
+                &*work,
                 subscription_id,
                 subscription.usage_closed_before,
                 final_end,
@@ -222,7 +221,7 @@ impl BillingDomain {
         {
             made += self
                 .record_invoices(
-                    &txn,
+                    &mut work,
                     marketplace,
                     reporter,
                     &subscription,
@@ -232,7 +231,7 @@ impl BillingDomain {
                 )
                 .await?;
         }
-        txn.commit().await.map_err(db_error)?;
+        work.commit().await?;
         Ok(made)
     }
 
@@ -242,7 +241,7 @@ impl BillingDomain {
     #[allow(clippy::too_many_arguments)]
     async fn record_invoices(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         marketplace: Marketplace,
         reporter: &Arc<dyn UsageReporter>,
         subscription: &billing_subscription::Model,
@@ -254,13 +253,14 @@ impl BillingDomain {
             tracing::warn!(subscription.id = %subscription.subscription_id, product = %subscription.product_id, "cannot invoice a product missing from the catalog");
             return Ok(0);
         };
+        let subscription_id = subscription.subscription()?;
         let (period_start, period_end) = billing_period(start);
         let resource_ids: Vec<String> = billing_resource::Entity::find()
             .filter(
                 billing_resource::Column::SubscriptionId.eq(subscription.subscription_id.clone()),
             )
             .order_by_asc(billing_resource::Column::ResourceId)
-            .all(conn)
+            .all(&**work)
             .await
             .map_err(db_error)?
             .into_iter()
@@ -287,14 +287,8 @@ impl BillingDomain {
                 period_start,
                 period_end,
             };
-            let usage = usage_on_plan(
-                conn,
-                &subscription.subscription_id,
-                plan,
-                stretch_start,
-                stretch_end,
-            )
-            .await?;
+            let usage =
+                usage_on_plan(&**work, &subscription_id, plan, stretch_start, stretch_end).await?;
             let marketplace_plan_id = plan.marketplace_plan_id(marketplace.as_str());
             for group in charged_groups(plan, &resource_ids, &usage) {
                 let charged = Charged {
@@ -325,7 +319,11 @@ impl BillingDomain {
                 tracing::info!(subscription.id = %subscription.subscription_id, owner = %owner, plan = %plan_id, total = %total, "invoice total under the marketplace minimum; not invoiced");
                 continue;
             }
-            let external_id = invoice_external_id(&owner, &plan_id, period_start);
+            let external_id = invoice_external_id(
+                &OwnerId::new(owner.clone()),
+                &PlanId::new(plan_id.clone()),
+                period_start,
+            );
             let invoice_date = (end - ChronoDuration::seconds(1)).max(start);
             let now = self.now();
             let stored_items: Vec<StoredItem> = lines.iter().map(StoredItem::from).collect();
@@ -336,7 +334,7 @@ impl BillingDomain {
                 marketplace: marketplace.as_str().to_owned(),
                 marketplace_invoice_id: None,
                 external_id: Some(external_id.clone()),
-                state: invoice_state::DRAFT.to_owned(),
+                state: InvoiceState::Draft,
                 state_at: now,
                 period_start: Some(period_start),
                 period_end: Some(period_end),
@@ -359,7 +357,7 @@ impl BillingDomain {
                         .do_nothing()
                         .to_owned(),
                 )
-                .exec_without_returning(conn)
+                .exec_without_returning(&**work)
                 .await
                 .map_err(db_error)?;
             if inserted == 0 {
@@ -384,16 +382,16 @@ impl BillingDomain {
                 }),
             };
             self.record_report(
-                conn,
+                work,
                 reporter,
                 NewReport {
-                    account_id: subscription.account_id.clone(),
-                    subscription_id: subscription.subscription_id.clone(),
+                    account_id: subscription.account()?,
+                    subscription_id: Some(subscription_id.clone()),
                     marketplace,
                     submission: Submission::Invoice(draft),
                     window: Some((start, end)),
                     idempotency_key: external_id,
-                    invoice_id: Some(row.id.clone()),
+                    invoice_id: Some(row.invoice()?),
                 },
             )
             .await?;

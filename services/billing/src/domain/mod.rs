@@ -24,10 +24,9 @@ use marketbridge_storage::outbox::{Outbox, truncate_micros};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
-pub use closing::closure_status;
-pub use invoices::{StoredItem, invoice_to_proto, state_name};
+pub use invoices::{StoredItem, invoice_to_proto, state_from_proto, stored_items};
 pub use invoicing::{MINIMUM_INVOICE_MINOR, invoice_external_id};
-pub use reports::{report_status, report_to_proto};
+pub use reports::report_to_proto;
 pub use usage::{MAX_BATCH, MAX_EVENT_AGE_DAYS};
 pub use usage_operations::{MAX_WINDOWS_PER_RUN, operation_id};
 

@@ -8,14 +8,13 @@
 
 use super::BillingDomain;
 use crate::entity::invoice;
-use crate::jobs::{InvoiceJob, kind};
-use crate::marketplace::invoice_state;
+use crate::lifecycle::invoice::InvoiceState;
+use marketbridge_core::ids::{AccountId, InvoiceId};
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::common::v1::{PageRequest, RequestContext};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_storage::db_error;
-use marketbridge_storage::outbox::NewJob;
-use sea_orm::{ConnectionTrait, EntityTrait};
+use sea_orm::EntityTrait;
 
 /// The status message a resource suspended for `invoice` carries.
 fn reason(invoice: &invoice::Model) -> String {
@@ -29,48 +28,17 @@ fn reason(invoice: &invoice::Model) -> String {
 }
 
 impl BillingDomain {
-    /// Schedules what an invoice's move from `previous` to its state calls
-    /// for, in `conn`.
-    pub(crate) async fn follow_invoice_state(
+    async fn account_resources(
         &self,
-        conn: &impl ConnectionTrait,
-        row: &invoice::Model,
-        previous: &str,
-    ) -> Result<()> {
-        let job = match (previous, row.state.as_str()) {
-            (previous, invoice_state::OVERDUE) if previous != invoice_state::OVERDUE => {
-                kind::INVOICE_OVERDUE
-            }
-            (
-                invoice_state::OVERDUE,
-                invoice_state::PAID | invoice_state::REFUND_REQUESTED | invoice_state::REFUNDED,
-            ) => kind::INVOICE_SETTLED,
-            _ => return Ok(()),
-        };
-        self.outbox
-            .enqueue(
-                conn,
-                NewJob::new(
-                    job,
-                    &InvoiceJob {
-                        invoice_id: row.id.clone(),
-                    },
-                )?
-                .dedupe_key(format!("{job}:{}", row.id)),
-            )
-            .await?;
-        tracing::info!(invoice.id = %row.id, from = %previous, to = %row.state, "invoice state followed");
-        Ok(())
-    }
-
-    async fn account_resources(&self, account_id: &str) -> Result<Vec<provisioning_pb::Resource>> {
+        account_id: &AccountId,
+    ) -> Result<Vec<provisioning_pb::Resource>> {
         let mut provisioning = self.peers.provisioning.clone();
         let mut resources = Vec::new();
         let mut page_token = String::new();
         loop {
             let page = provisioning
                 .list_resources(provisioning_pb::ListResourcesRequest {
-                    account_id: account_id.to_owned(),
+                    account_id: account_id.as_str().to_owned(),
                     resource_ids: Vec::new(),
                     include_deleted: false,
                     page: Some(PageRequest {
@@ -89,25 +57,25 @@ impl BillingDomain {
         }
     }
 
-    async fn invoice_row(&self, invoice_id: &str) -> Result<Option<invoice::Model>> {
-        invoice::Entity::find_by_id(invoice_id.to_owned())
+    async fn invoice_row(&self, invoice_id: &InvoiceId) -> Result<Option<invoice::Model>> {
+        invoice::Entity::find_by_id(invoice_id.as_str())
             .one(&self.db)
             .await
             .map_err(db_error)
     }
 
     /// Suspends the account's resources for an overdue invoice (job).
-    pub(crate) async fn suspend_for_overdue(&self, invoice_id: &str) -> Result<()> {
+    pub(crate) async fn suspend_for_overdue(&self, invoice_id: &InvoiceId) -> Result<()> {
         let Some(row) = self.invoice_row(invoice_id).await? else {
             return Ok(());
         };
-        if row.state != invoice_state::OVERDUE {
+        if row.state != InvoiceState::Overdue {
             // Paid or refunded since.
             return Ok(());
         }
         let reason = reason(&row);
         let mut provisioning = self.peers.provisioning.clone();
-        for resource in self.account_resources(&row.account_id).await? {
+        for resource in self.account_resources(&row.account()?).await? {
             let usable = resource.status == provisioning_pb::ResourceStatus::Ready as i32
                 || resource.status == provisioning_pb::ResourceStatus::Onboarding as i32;
             if !usable || resource.ownership == "linked" {
@@ -131,16 +99,16 @@ impl BillingDomain {
 
     /// Resumes what an overdue invoice suspended, once it is paid or
     /// refunded (job).
-    pub(crate) async fn resume_after_settled(&self, invoice_id: &str) -> Result<()> {
+    pub(crate) async fn resume_after_settled(&self, invoice_id: &InvoiceId) -> Result<()> {
         let Some(row) = self.invoice_row(invoice_id).await? else {
             return Ok(());
         };
-        if row.state == invoice_state::OVERDUE {
+        if row.state == InvoiceState::Overdue {
             return Ok(());
         }
         let reason = reason(&row);
         let mut provisioning = self.peers.provisioning.clone();
-        for resource in self.account_resources(&row.account_id).await? {
+        for resource in self.account_resources(&row.account()?).await? {
             if resource.status != provisioning_pb::ResourceStatus::Suspended as i32
                 || resource.status_message != reason
             {

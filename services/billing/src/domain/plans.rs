@@ -3,6 +3,7 @@
 use super::BillingDomain;
 use crate::entity::{billing_resource, billing_subscription};
 use marketbridge_catalog::{PlanQuery, PlanScope};
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::metadata::metadata_to_json;
 use marketbridge_core::{Error, Marketplace, Result};
 use marketbridge_proto::billing::v1 as pb;
@@ -42,13 +43,14 @@ impl BillingDomain {
         let account_external_id = if request.account_id.is_empty() {
             None
         } else {
-            Some(self.account_identity(&request.account_id).await?.1)
+            let account_id = AccountId::parse("accountId", &request.account_id)?;
+            Some(self.account_identity(&account_id).await?.1)
         };
         let query = PlanQuery {
             metadata: &metadata,
             marketplace: marketplace.map(Marketplace::as_str),
             scope,
-            account_external_id: account_external_id.as_deref(),
+            account_external_id: account_external_id.as_ref().map(|id| id.as_str()),
         };
         let products: Vec<_> = if product_id.is_empty() {
             if scope.is_none() {

@@ -7,14 +7,17 @@ use super::BillingDomain;
 use super::reports::{NewReport, settle_delay};
 use super::usage_sums::{per_metric, usage_on_plan};
 use crate::entity::{account_closure, balance, billing_subscription, invoice};
+use crate::lifecycle::closing::ClosureStatus;
 use crate::marketplace::{InvoiceSnapshot, UsageReporter};
-use crate::submission::{BalanceLine, BalancesDraft, Submission, kind as submission_kind};
+use crate::submission::{BalanceLine, BalancesDraft, Submission, SubmissionKind};
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::PlanKind;
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::money::Money;
 use marketbridge_core::time::{billing_period, hour_floor, to_rfc3339, to_timestamp};
 use marketbridge_core::{Error, Marketplace, Result};
 use marketbridge_proto::billing::v1 as pb;
+use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,11 +91,11 @@ impl BillingDomain {
     pub(crate) async fn prepaid_usage_cost(
         &self,
         conn: &impl ConnectionTrait,
-        account_id: &str,
+        account_id: &AccountId,
         until: DateTime<Utc>,
     ) -> Result<Option<(i128, String)>> {
         let subscriptions = billing_subscription::Entity::find()
-            .filter(billing_subscription::Column::AccountId.eq(account_id))
+            .filter(billing_subscription::Column::AccountId.eq(account_id.as_str()))
             .order_by_asc(billing_subscription::Column::SubscriptionId)
             .all(conn)
             .await
@@ -102,7 +105,8 @@ impl BillingDomain {
             let Some(product) = self.catalog.product(&subscription.product_id) else {
                 continue;
             };
-            for period in self.plan_periods(&subscription.subscription_id).await? {
+            let subscription_id = subscription.subscription()?;
+            for period in self.plan_periods(&subscription_id).await? {
                 let Some(plan) = product.plan(&period.plan_id) else {
                     continue;
                 };
@@ -117,14 +121,7 @@ impl BillingDomain {
                     let (_, billing_end) = billing_period(start);
                     let stretch_end = billing_end.min(end);
                     let usage = per_metric(
-                        &usage_on_plan(
-                            conn,
-                            &subscription.subscription_id,
-                            plan,
-                            start,
-                            stretch_end,
-                        )
-                        .await?,
+                        &usage_on_plan(conn, &subscription_id, plan, start, stretch_end).await?,
                     );
                     entry.0 += super::pricing::prepaid_cost_micros(plan, &usage)?;
                     start = stretch_end;
@@ -139,11 +136,11 @@ impl BillingDomain {
     pub(crate) async fn balances_of(
         &self,
         conn: &impl ConnectionTrait,
-        account_id: &str,
+        account_id: &AccountId,
     ) -> Result<pb::Balances> {
         let now = self.now();
         let rows = balance::Entity::find()
-            .filter(balance::Column::AccountId.eq(account_id))
+            .filter(balance::Column::AccountId.eq(account_id.as_str()))
             .order_by_asc(balance::Column::ResourceId)
             .all(conn)
             .await
@@ -202,12 +199,12 @@ impl BillingDomain {
         &self,
         marketplace: Marketplace,
         reporter: &Arc<dyn UsageReporter>,
-        account_id: &str,
+        account_id: &AccountId,
         as_of: DateTime<Utc>,
     ) -> Result<bool> {
         let key = format!("{account_id}:{}", to_rfc3339(as_of));
         if self
-            .report_exists(marketplace, submission_kind::BALANCES, &key)
+            .report_exists(marketplace, SubmissionKind::Balances, &key)
             .await?
             || self.closure_finalized(account_id).await?
         {
@@ -234,14 +231,14 @@ impl BillingDomain {
                 })
                 .collect(),
         };
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         let recorded = self
             .record_report(
-                &txn,
+                &mut work,
                 reporter,
                 NewReport {
-                    account_id: account_id.to_owned(),
-                    subscription_id: String::new(),
+                    account_id: account_id.clone(),
+                    subscription_id: None,
                     marketplace,
                     submission: Submission::Balances(draft),
                     window: None,
@@ -250,19 +247,18 @@ impl BillingDomain {
                 },
             )
             .await?;
-        txn.commit().await.map_err(db_error)?;
+        work.commit().await?;
         Ok(recorded.is_some())
     }
 
     /// Accounts with a subscription at a marketplace, in id order.
-    pub(crate) async fn accounts_at(&self, marketplace: Marketplace) -> Result<Vec<String>> {
+    pub(crate) async fn accounts_at(&self, marketplace: Marketplace) -> Result<Vec<AccountId>> {
         let subscriptions = self.subscriptions_at(marketplace).await?;
-        Ok(subscriptions
-            .into_iter()
-            .map(|s| s.account_id)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect())
+        let accounts = subscriptions
+            .iter()
+            .map(billing_subscription::Model::account)
+            .collect::<Result<BTreeSet<_>>>()?;
+        Ok(accounts.into_iter().collect())
     }
 
     /// Every subscription billed at a marketplace, in id order.
@@ -279,12 +275,12 @@ impl BillingDomain {
     }
 
     /// True when the account's billing was finalized.
-    pub(crate) async fn closure_finalized(&self, account_id: &str) -> Result<bool> {
-        let closure = account_closure::Entity::find_by_id(account_id.to_owned())
+    pub(crate) async fn closure_finalized(&self, account_id: &AccountId) -> Result<bool> {
+        let closure = account_closure::Entity::find_by_id(account_id.as_str())
             .one(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(closure.is_some_and(|c| c.status == super::closing::closure_status::FINALIZED))
+        Ok(closure.is_some_and(|c| c.status == ClosureStatus::Finalized))
     }
 }
 

@@ -6,17 +6,23 @@
 
 use super::BillingDomain;
 use crate::entity::{invoice, usage_report};
-use crate::jobs::{self, kind as job_kind};
-use crate::marketplace::{Delivery, DeliveryAccount, UsageReporter, invoice_state};
-use crate::submission::{Submission, kind as submission_kind};
+use crate::ids::{ExternalAccountId, MarketplaceInvoiceId};
+use crate::jobs::{BillingJob, ReportJob};
+use crate::lifecycle::invoice::{InvoiceEvent, invoice_transition};
+use crate::lifecycle::report::{
+    ReportEffect, ReportEvent, ReportRefusal, ReportStatus, report_transition,
+};
+use crate::marketplace::{Delivery, DeliveryAccount, UsageReporter};
+use crate::submission::{Submission, SubmissionKind};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::crypto::SecretString;
-use marketbridge_core::ids::ReportId;
+use marketbridge_core::ids::{AccountId, InvoiceId, ReportId, SubscriptionId};
 use marketbridge_core::time::{to_rfc3339, to_timestamp};
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
 use marketbridge_proto::account::v1::{GetAccountRequest, GetMarketplaceCredentialRequest};
 use marketbridge_proto::billing::v1 as pb;
 use marketbridge_proto::common::v1::AccountSelector;
+use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{
     JobError, NewJob, entity as outbox_entity, status as job_status,
@@ -24,27 +30,10 @@ use marketbridge_storage::outbox::{
 use marketbridge_storage::paging::Page;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use std::sync::Arc;
-
-/// Where a submission stands, as stored.
-pub mod report_status {
-    /// Queued for delivery (or being retried).
-    pub const PENDING: &str = "pending";
-    /// Accepted by the marketplace.
-    pub const SENT: &str = "sent";
-    /// Refused for good by the marketplace.
-    pub const FAILED: &str = "failed";
-    /// Held back: the marketplace says the customer cannot be billed now.
-    pub const SUSPENDED: &str = "suspended";
-
-    /// True when nothing more will be attempted.
-    pub fn is_settled(status: &str) -> bool {
-        matches!(status, SENT | FAILED)
-    }
-}
 
 /// Longest answer kept per report.
 const MAX_ANSWER_CHARS: usize = 8000;
@@ -52,9 +41,9 @@ const MAX_ANSWER_CHARS: usize = 8000;
 /// A submission to record and deliver.
 pub(crate) struct NewReport {
     /// Account.
-    pub account_id: String,
-    /// Subscription, or empty for account-wide submissions.
-    pub subscription_id: String,
+    pub account_id: AccountId,
+    /// Subscription; `None` for account-wide submissions.
+    pub subscription_id: Option<SubscriptionId>,
     /// Marketplace.
     pub marketplace: Marketplace,
     /// What to send.
@@ -64,25 +53,24 @@ pub(crate) struct NewReport {
     /// Deterministic key, unique per marketplace and kind.
     pub idempotency_key: String,
     /// Our invoice, for invoice submissions.
-    pub invoice_id: Option<String>,
+    pub invoice_id: Option<InvoiceId>,
 }
 
-fn status_to_proto(status: &str) -> pb::ReportStatus {
+fn status_to_proto(status: ReportStatus) -> pb::ReportStatus {
     match status {
-        report_status::PENDING => pb::ReportStatus::Pending,
-        report_status::SENT => pb::ReportStatus::Sent,
-        report_status::FAILED => pb::ReportStatus::Failed,
-        report_status::SUSPENDED => pb::ReportStatus::Suspended,
-        _ => pb::ReportStatus::Unspecified,
+        ReportStatus::Pending => pb::ReportStatus::Pending,
+        ReportStatus::Sent => pb::ReportStatus::Sent,
+        ReportStatus::Failed => pb::ReportStatus::Failed,
+        ReportStatus::Suspended => pb::ReportStatus::Suspended,
     }
 }
 
-fn status_name(status: pb::ReportStatus) -> Option<&'static str> {
+fn status_from_proto(status: pb::ReportStatus) -> Option<ReportStatus> {
     match status {
-        pb::ReportStatus::Pending => Some(report_status::PENDING),
-        pb::ReportStatus::Sent => Some(report_status::SENT),
-        pb::ReportStatus::Failed => Some(report_status::FAILED),
-        pb::ReportStatus::Suspended => Some(report_status::SUSPENDED),
+        pb::ReportStatus::Pending => Some(ReportStatus::Pending),
+        pb::ReportStatus::Sent => Some(ReportStatus::Sent),
+        pb::ReportStatus::Failed => Some(ReportStatus::Failed),
+        pb::ReportStatus::Suspended => Some(ReportStatus::Suspended),
         pb::ReportStatus::Unspecified => None,
     }
 }
@@ -97,13 +85,13 @@ pub fn report_to_proto(row: &usage_report::Model) -> pb::UsageReport {
         account_id: row.account_id.clone(),
         subscription_id: row.subscription_id.clone(),
         marketplace,
-        kind: row.kind.clone(),
+        kind: row.kind.as_str().to_owned(),
         window_start: row.window_start.map(to_timestamp),
         window_end: row.window_end.map(to_timestamp),
         idempotency_key: row.idempotency_key.clone(),
         request_json: row.request_json.clone(),
         response: row.response.clone(),
-        status: status_to_proto(&row.status) as i32,
+        status: status_to_proto(row.status) as i32,
         attempts: row.attempts.max(0) as u32,
         created_at: Some(to_timestamp(row.created_at)),
         sent_at: row.sent_at.map(to_timestamp),
@@ -130,7 +118,7 @@ impl BillingDomain {
     /// submission with the same key was recorded before.
     pub(crate) async fn record_report(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         reporter: &Arc<dyn UsageReporter>,
         report: NewReport,
     ) -> Result<Option<usage_report::Model>> {
@@ -138,19 +126,22 @@ impl BillingDomain {
         let body = reporter.render(&report.submission)?;
         let row = usage_report::Model {
             id: ReportId::generate().into_string(),
-            account_id: report.account_id,
-            subscription_id: report.subscription_id,
+            account_id: report.account_id.into_string(),
+            subscription_id: report
+                .subscription_id
+                .map(SubscriptionId::into_string)
+                .unwrap_or_default(),
             marketplace: report.marketplace.as_str().to_owned(),
-            kind: report.submission.kind().to_owned(),
+            kind: report.submission.kind(),
             window_start: report.window.map(|(start, _)| start),
             window_end: report.window.map(|(_, end)| end),
             idempotency_key: report.idempotency_key,
             request_json: body,
             response: String::new(),
-            status: report_status::PENDING.to_owned(),
+            status: ReportStatus::Pending,
             attempts: 0,
             job_id: None,
-            invoice_id: report.invoice_id,
+            invoice_id: report.invoice_id.map(InvoiceId::into_string),
             created_at: now,
             updated_at: now,
             sent_at: None,
@@ -165,13 +156,13 @@ impl BillingDomain {
                 .do_nothing()
                 .to_owned(),
             )
-            .exec_without_returning(conn)
+            .exec_without_returning(&**work)
             .await
             .map_err(db_error)?;
         if inserted == 0 {
             return Ok(None);
         }
-        let row = self.enqueue_delivery(conn, row).await?;
+        let row = self.enqueue_delivery(work, row).await?;
         tracing::info!(
             report.id = %row.id,
             account.id = %row.account_id,
@@ -186,16 +177,11 @@ impl BillingDomain {
     /// Enqueues a delivery job for a recorded submission.
     async fn enqueue_delivery(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         mut row: usage_report::Model,
     ) -> Result<usage_report::Model> {
-        let job = NewJob::new(
-            job_kind::DELIVER_REPORT,
-            &jobs::ReportJob {
-                report_id: row.id.clone(),
-            },
-        )?;
-        let job_id = self.outbox.enqueue(conn, job).await?;
+        let job = NewJob::of(&BillingJob::DeliverReport(ReportJob::of(&row.report()?)))?;
+        let job_id = work.enqueue(job).await?;
         row.job_id = job_id.map(String::from);
         row.updated_at = self.now();
         usage_report::ActiveModel {
@@ -204,7 +190,7 @@ impl BillingDomain {
             updated_at: Set(row.updated_at),
             ..Default::default()
         }
-        .update(conn)
+        .update(&**work)
         .await
         .map_err(db_error)?;
         Ok(row)
@@ -232,7 +218,7 @@ impl BillingDomain {
         if request.status != 0 {
             let status = pb::ReportStatus::try_from(request.status)
                 .ok()
-                .and_then(status_name)
+                .and_then(status_from_proto)
                 .ok_or_else(|| Error::invalid_field("status", "is not a known report status"))?;
             query = query.filter(usage_report::Column::Status.eq(status));
         }
@@ -248,8 +234,8 @@ impl BillingDomain {
     }
 
     /// One ledger row.
-    pub(crate) async fn report(&self, report_id: &str) -> Result<Option<usage_report::Model>> {
-        usage_report::Entity::find_by_id(report_id.to_owned())
+    pub(crate) async fn report(&self, report_id: &ReportId) -> Result<Option<usage_report::Model>> {
+        usage_report::Entity::find_by_id(report_id.as_str())
             .one(&self.db)
             .await
             .map_err(db_error)
@@ -257,7 +243,8 @@ impl BillingDomain {
 
     /// Whom a submission is delivered for: the account's marketplace id and,
     /// when it holds one, its marketplace credential.
-    pub(crate) async fn delivery_account(&self, account_id: &str) -> Result<DeliveryAccount> {
+    pub(crate) async fn delivery_account(&self, account_id: &AccountId) -> Result<DeliveryAccount> {
+        let account_id = account_id.as_str();
         let mut accounts = self.peers.accounts.clone();
         let account = accounts
             .get_account(GetAccountRequest {
@@ -266,10 +253,12 @@ impl BillingDomain {
             .await
             .map_err(Error::from)?
             .into_inner();
-        let external_id = account
-            .marketplace_ref
-            .map(|reference| reference.external_id)
-            .unwrap_or_default();
+        let external_id = ExternalAccountId::new(
+            account
+                .marketplace_ref
+                .map(|reference| reference.external_id)
+                .unwrap_or_default(),
+        );
         let credential = if account.has_credential {
             // The request may carry more than the account (what the call is
             // for); their defaults are what billing means.
@@ -295,12 +284,12 @@ impl BillingDomain {
     /// Delivers one recorded submission (the outbox job). Settled reports
     /// are not sent again; a transient failure is recorded and retried with
     /// the same body.
-    pub(crate) async fn deliver_report(&self, report_id: &str) -> Result<(), JobError> {
+    pub(crate) async fn deliver_report(&self, report_id: &ReportId) -> Result<(), JobError> {
         let Some(row) = self.report(report_id).await? else {
             return Ok(());
         };
-        if report_status::is_settled(&row.status) {
-            return self.after_settled(&row).await;
+        if row.status.is_settled() {
+            return Ok(self.after_settled(&row).await?);
         }
         let marketplace = Marketplace::parse("marketplace", &row.marketplace)?;
         let reporter = self
@@ -312,7 +301,7 @@ impl BillingDomain {
             })?;
         let grace = reporter
             .usage_grace()
-            .filter(|_| row.kind == submission_kind::USAGE);
+            .filter(|_| row.kind == SubmissionKind::Usage);
         if let (Some(grace), Some(end)) = (grace, row.window_end)
             && self.now() > end + grace
         {
@@ -325,13 +314,12 @@ impl BillingDomain {
             tracing::debug!(report.id = %row.id, subscription.id = %row.subscription_id, "usage window waits for an earlier one");
             return Ok(());
         }
-        let account = self.delivery_account(&row.account_id).await?;
+        let account = self.delivery_account(&row.account()?).await?;
         let outcome = reporter
-            .deliver(&account, &row.kind, &row.request_json)
+            .deliver(&account, row.kind, &row.request_json)
             .await;
-        let now = self.now();
         if let (Some(grace), Some(end)) = (grace, row.window_end)
-            && row.status == report_status::PENDING
+            && row.status == ReportStatus::Pending
         {
             // The first attempt that fails starts the grace period; the
             // later windows wait behind this one.
@@ -348,90 +336,145 @@ impl BillingDomain {
                 tracing::warn!(report.id = %row.id, subscription.id = %row.subscription_id, marketplace = %row.marketplace, window.end = %to_rfc3339(end), give_up_at = %to_rfc3339(end + grace), cause, "usage reporting is blocked; the grace period runs: this window and the later ones are kept and sent in order when it clears");
             }
         }
+        let (event, answer, accepted_invoice) = match &outcome {
+            Ok(Delivery::Accepted {
+                answer,
+                marketplace_invoice_id,
+            }) => {
+                tracing::info!(report.id = %row.id, kind = %row.kind, marketplace = %row.marketplace, "submission accepted");
+                (
+                    ReportEvent::Accepted,
+                    answer.clone(),
+                    marketplace_invoice_id
+                        .clone()
+                        .map(MarketplaceInvoiceId::new),
+                )
+            }
+            Ok(Delivery::Suspended { answer }) => {
+                tracing::warn!(report.id = %row.id, subscription.id = %row.subscription_id, answer = %answer, "the marketplace cannot bill this customer now; reporting is suspended");
+                (ReportEvent::Suspended, answer.clone(), None)
+            }
+            Ok(Delivery::Refused { answer }) => {
+                tracing::error!(report.id = %row.id, kind = %row.kind, answer = %answer, "the marketplace refused a submission");
+                (ReportEvent::Refused, answer.clone(), None)
+            }
+            Err(error) if is_transient(error) => {
+                tracing::warn!(report.id = %row.id, kind = %row.kind, error = %error, "submission failed, will retry");
+                (
+                    ReportEvent::Failed { transient: true },
+                    error.to_string(),
+                    None,
+                )
+            }
+            Err(error) => {
+                tracing::error!(report.id = %row.id, kind = %row.kind, error = %error, "submission refused");
+                (
+                    ReportEvent::Failed { transient: false },
+                    error.to_string(),
+                    None,
+                )
+            }
+        };
+        let step = match report_transition(row.status, event) {
+            Ok(step) => step,
+            Err(ReportRefusal::Settled(_)) => return Ok(self.after_settled(&row).await?),
+        };
+        self.apply_report_step(
+            &row,
+            step,
+            ReportAnswer {
+                answer,
+                marketplace: Some(marketplace),
+                marketplace_invoice_id: accepted_invoice,
+                in_order: grace.is_some(),
+            },
+        )
+        .await
+    }
+
+    /// Applies a step of a submission's lifecycle: the row (status, answer,
+    /// attempt) and the invoice it carries in one unit of work, then what
+    /// follows once it is committed (a retry, the next window, the
+    /// account's closing). The one place report effects are carried out.
+    async fn apply_report_step(
+        &self,
+        row: &usage_report::Model,
+        (status, effects): (ReportStatus, Vec<ReportEffect>),
+        answer: ReportAnswer,
+    ) -> Result<(), JobError> {
+        let now = self.now();
         let mut update = usage_report::ActiveModel {
             id: Set(row.id.clone()),
             attempts: Set(row.attempts + 1),
             updated_at: Set(now),
             ..Default::default()
         };
-        let settled = match &outcome {
-            Ok(Delivery::Accepted { answer, .. }) => {
-                update.status = Set(report_status::SENT.to_owned());
-                update.response = Set(shorten(answer));
-                update.sent_at = Set(Some(now));
-                tracing::info!(report.id = %row.id, kind = %row.kind, marketplace = %row.marketplace, "submission accepted");
-                true
-            }
-            Ok(Delivery::Suspended { answer }) => {
-                update.status = Set(report_status::SUSPENDED.to_owned());
-                update.response = Set(shorten(answer));
-                update.sent_at = Set(Some(now));
-                tracing::warn!(report.id = %row.id, subscription.id = %row.subscription_id, answer = %answer, "the marketplace cannot bill this customer now; reporting is suspended");
-                false
-            }
-            Ok(Delivery::Refused { answer }) => {
-                update.status = Set(report_status::FAILED.to_owned());
-                update.response = Set(shorten(answer));
-                update.sent_at = Set(Some(now));
-                tracing::error!(report.id = %row.id, kind = %row.kind, answer = %answer, "the marketplace refused a submission");
-                true
-            }
-            Err(error) if is_transient(error) => {
-                update.response = Set(shorten(&error.to_string()));
-                tracing::warn!(report.id = %row.id, kind = %row.kind, error = %error, "submission failed, will retry");
-                false
-            }
-            Err(error) => {
-                update.status = Set(report_status::FAILED.to_owned());
-                update.response = Set(shorten(&error.to_string()));
-                tracing::error!(report.id = %row.id, kind = %row.kind, error = %error, "submission refused");
-                true
-            }
-        };
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let updated = update.update(&txn).await.map_err(db_error)?;
-        if let (
-            Ok(Delivery::Accepted {
-                marketplace_invoice_id,
-                ..
-            }),
-            Some(invoice_id),
-        ) = (&outcome, &row.invoice_id)
-        {
-            self.invoice_submitted(
-                &txn,
-                marketplace,
-                invoice_id,
-                marketplace_invoice_id.as_deref(),
-            )
-            .await?;
+        if !effects.contains(&ReportEffect::Retry) {
+            update.status = Set(status);
         }
-        let accepted = matches!(outcome, Ok(Delivery::Accepted { .. }));
-        if settled
-            && !accepted
-            && let Some(invoice_id) = &row.invoice_id
-        {
-            tracing::error!(invoice.id = %invoice_id, "an invoice could not be submitted");
-        }
-        txn.commit().await.map_err(db_error)?;
-        match outcome {
-            Err(error) if is_transient(&error) => Err(JobError::Retry(error.to_string())),
-            _ if settled => {
-                if grace.is_some() {
-                    self.requeue_next_window(&row.subscription_id).await?;
+        let invoice = row.invoice()?;
+        let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        for effect in &effects {
+            match effect {
+                ReportEffect::RecordAnswer => update.response = Set(shorten(&answer.answer)),
+                ReportEffect::StampSent => update.sent_at = Set(Some(now)),
+                ReportEffect::InvoiceSubmitted => {
+                    if let (Some(invoice), Some(marketplace)) = (&invoice, answer.marketplace) {
+                        self.invoice_submitted(
+                            &work,
+                            marketplace,
+                            invoice,
+                            answer.marketplace_invoice_id.as_ref(),
+                        )
+                        .await?;
+                    }
                 }
-                self.after_settled(&updated).await
+                ReportEffect::InvoiceNotSubmitted => {
+                    if let Some(invoice) = &invoice {
+                        tracing::error!(invoice.id = %invoice, "an invoice could not be submitted");
+                    }
+                }
+                ReportEffect::NextWindow
+                | ReportEffect::AfterSettled
+                | ReportEffect::Retry
+                | ReportEffect::EnqueueDelivery => {}
             }
-            _ => Ok(()),
         }
+        let updated = update.update(&*work).await.map_err(db_error)?;
+        work.commit().await?;
+        if effects.contains(&ReportEffect::Retry) {
+            return Err(JobError::Retry(answer.answer));
+        }
+        Ok(self.after_report_step(&updated, &effects, &answer).await?)
+    }
+
+    /// What follows a committed step: the next window, the account's
+    /// closing.
+    async fn after_report_step(
+        &self,
+        row: &usage_report::Model,
+        effects: &[ReportEffect],
+        answer: &ReportAnswer,
+    ) -> Result<()> {
+        if effects.contains(&ReportEffect::NextWindow)
+            && answer.in_order
+            && let Some(subscription) = row.subscription()?
+        {
+            self.requeue_next_window(&subscription).await?;
+        }
+        if effects.contains(&ReportEffect::AfterSettled) {
+            self.after_settled(row).await?;
+        }
+        Ok(())
     }
 
     /// Follow-ups of a settled submission; safe to run more than once.
-    async fn after_settled(&self, row: &usage_report::Model) -> Result<(), JobError> {
-        if row.kind == submission_kind::FINALIZE && row.status == report_status::SENT {
-            self.finalization_delivered(&row.account_id).await?;
+    async fn after_settled(&self, row: &usage_report::Model) -> Result<()> {
+        let account = row.account()?;
+        if row.kind == SubmissionKind::Finalize && row.status == ReportStatus::Sent {
+            self.finalization_delivered(&account).await?;
         } else {
-            self.advance_closure(&row.account_id).await?;
+            self.advance_closure(&account).await?;
         }
         Ok(())
     }
@@ -441,33 +484,39 @@ impl BillingDomain {
     /// is carried over and the row removed.
     async fn invoice_submitted(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &UnitOfWork,
         marketplace: Marketplace,
-        invoice_id: &str,
-        marketplace_invoice_id: Option<&str>,
+        invoice_id: &InvoiceId,
+        marketplace_invoice_id: Option<&MarketplaceInvoiceId>,
     ) -> Result<()> {
-        let Some(mut row) = invoice::Entity::find_by_id(invoice_id.to_owned())
+        let conn = &**work;
+        let Some(mut row) = invoice::Entity::find_by_id(invoice_id.as_str())
             .one(conn)
             .await
             .map_err(db_error)?
         else {
             return Ok(());
         };
-        if row.state == invoice_state::DRAFT {
-            row.state = invoice_state::PENDING.to_owned();
+        if let Ok((state, _)) = invoice_transition(Some(row.state), InvoiceEvent::Submitted)
+            && state != row.state
+        {
+            row.state = state;
             row.state_at = self.now();
         }
         if let Some(marketplace_invoice_id) = marketplace_invoice_id {
             let earlier = invoice::Entity::find()
                 .filter(invoice::Column::Marketplace.eq(marketplace.as_str()))
-                .filter(invoice::Column::MarketplaceInvoiceId.eq(marketplace_invoice_id))
-                .filter(invoice::Column::Id.ne(invoice_id))
+                .filter(invoice::Column::MarketplaceInvoiceId.eq(marketplace_invoice_id.as_str()))
+                .filter(invoice::Column::Id.ne(invoice_id.as_str()))
                 .one(conn)
                 .await
                 .map_err(db_error)?;
             if let Some(earlier) = earlier {
-                if earlier.state_at >= row.state_at {
-                    row.state = earlier.state.clone();
+                if earlier.state_at >= row.state_at
+                    && let Ok((state, _)) =
+                        invoice_transition(Some(row.state), InvoiceEvent::Merged(earlier.state))
+                {
+                    row.state = state;
                     row.state_at = earlier.state_at;
                     row.paid_at = row.paid_at.or(earlier.paid_at);
                 }
@@ -476,7 +525,7 @@ impl BillingDomain {
                     .await
                     .map_err(db_error)?;
             }
-            row.marketplace_invoice_id = Some(marketplace_invoice_id.to_owned());
+            row.marketplace_invoice_id = Some(marketplace_invoice_id.as_str().to_owned());
         }
         row.updated_at = self.now();
         row.into_active_model()
@@ -496,16 +545,13 @@ impl BillingDomain {
     /// replaces, so two replicas (or a paused former leader) requeue a
     /// submission once.
     pub(crate) async fn requeue_stalled_reports(&self) -> Result<usize> {
-        let waiting: Vec<(String, String, String, String)> = usage_report::Entity::find()
+        let waiting: Vec<(String, String, SubmissionKind, String)> = usage_report::Entity::find()
             .select_only()
             .column(usage_report::Column::Id)
             .column(usage_report::Column::Marketplace)
             .column(usage_report::Column::Kind)
             .column(usage_report::Column::SubscriptionId)
-            .filter(
-                usage_report::Column::Status
-                    .is_in([report_status::PENDING, report_status::SUSPENDED]),
-            )
+            .filter(usage_report::Column::Status.is_in(ReportStatus::OPEN))
             .order_by_asc(usage_report::Column::WindowStart)
             .order_by_asc(usage_report::Column::Id)
             .into_tuple()
@@ -518,7 +564,7 @@ impl BillingDomain {
         // follow it.
         let mut heads = std::collections::HashSet::new();
         for (report_id, marketplace, kind, subscription_id) in waiting {
-            let in_order = kind == submission_kind::USAGE
+            let in_order = kind == SubmissionKind::Usage
                 && Marketplace::parse("marketplace", &marketplace)
                     .ok()
                     .and_then(|m| self.marketplaces.reporter(m))
@@ -526,7 +572,8 @@ impl BillingDomain {
             if in_order && !heads.insert(subscription_id) {
                 continue;
             }
-            requeued += usize::from(self.requeue_report(report_id).await?);
+            let report = crate::entity::report_id(&report_id)?;
+            requeued += usize::from(self.requeue_report(&report).await?);
         }
         Ok(requeued)
     }
@@ -535,22 +582,22 @@ impl BillingDomain {
     /// running. The row is re-read and locked inside the write transaction
     /// that enqueues its new job, and the job's dedupe key names the job it
     /// replaces, so two replicas (or a paused former leader) requeue it once.
-    async fn requeue_report(&self, report_id: String) -> Result<bool> {
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let Some(row) = usage_report::Entity::find_by_id(report_id)
+    async fn requeue_report(&self, report_id: &ReportId) -> Result<bool> {
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let Some(row) = usage_report::Entity::find_by_id(report_id.as_str())
             .lock_exclusive()
-            .one(&txn)
+            .one(&*work)
             .await
             .map_err(db_error)?
         else {
             return Ok(false);
         };
-        if row.status != report_status::PENDING && row.status != report_status::SUSPENDED {
+        let Ok((_, effects)) = report_transition(row.status, ReportEvent::Requeued) else {
             return Ok(false);
-        }
+        };
         let job = match &row.job_id {
             Some(job_id) => outbox_entity::Entity::find_by_id(job_id.clone())
-                .one(&txn)
+                .one(&*work)
                 .await
                 .map_err(db_error)?,
             None => None,
@@ -558,20 +605,15 @@ impl BillingDomain {
         let job_finished = job
             .as_ref()
             .is_none_or(|job| job.status == job_status::DEAD || job.status == job_status::DONE);
-        if !job_finished {
+        if !job_finished || !effects.contains(&ReportEffect::EnqueueDelivery) {
             return Ok(false);
         }
         // A suspended submission keeps its status (and holds the
         // subscription's later windows back) until an attempt passes.
         let replaces = row.job_id.clone().unwrap_or_else(|| "none".into());
-        let job = NewJob::new(
-            job_kind::DELIVER_REPORT,
-            &jobs::ReportJob {
-                report_id: row.id.clone(),
-            },
-        )?
-        .dedupe_key(format!("report:{}:after:{replaces}", row.id));
-        let Some(job_id) = self.outbox.enqueue(&txn, job).await? else {
+        let job = NewJob::of(&BillingJob::DeliverReport(ReportJob::of(report_id)))?
+            .dedupe_key(format!("report:{}:after:{replaces}", row.id));
+        let Some(job_id) = work.enqueue(job).await? else {
             // Another replica requeued it already.
             return Ok(false);
         };
@@ -581,10 +623,10 @@ impl BillingDomain {
             updated_at: Set(self.now()),
             ..Default::default()
         }
-        .update(&txn)
+        .update(&*work)
         .await
         .map_err(db_error)?;
-        txn.commit().await.map_err(db_error)?;
+        work.commit().await?;
         tracing::info!(report.id = %row.id, status = %row.status, "submission queued again");
         Ok(true)
     }
@@ -593,15 +635,12 @@ impl BillingDomain {
     /// suspended), by window start.
     async fn oldest_open_window(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<Option<usage_report::Model>> {
         usage_report::Entity::find()
-            .filter(usage_report::Column::SubscriptionId.eq(subscription_id))
-            .filter(usage_report::Column::Kind.eq(submission_kind::USAGE))
-            .filter(
-                usage_report::Column::Status
-                    .is_in([report_status::PENDING, report_status::SUSPENDED]),
-            )
+            .filter(usage_report::Column::SubscriptionId.eq(subscription_id.as_str()))
+            .filter(usage_report::Column::Kind.eq(SubmissionKind::Usage))
+            .filter(usage_report::Column::Status.is_in(ReportStatus::OPEN))
             .order_by_asc(usage_report::Column::WindowStart)
             .order_by_asc(usage_report::Column::Id)
             .one(&self.db)
@@ -617,11 +656,8 @@ impl BillingDomain {
         };
         let earlier = usage_report::Entity::find()
             .filter(usage_report::Column::SubscriptionId.eq(row.subscription_id.clone()))
-            .filter(usage_report::Column::Kind.eq(submission_kind::USAGE))
-            .filter(
-                usage_report::Column::Status
-                    .is_in([report_status::PENDING, report_status::SUSPENDED]),
-            )
+            .filter(usage_report::Column::Kind.eq(SubmissionKind::Usage))
+            .filter(usage_report::Column::Status.is_in(ReportStatus::OPEN))
             .filter(usage_report::Column::WindowStart.lt(start))
             .one(&self.db)
             .await
@@ -632,11 +668,10 @@ impl BillingDomain {
     /// Queues the next open usage window of a subscription once the one
     /// before it settled, so a backlog drains in order without waiting for
     /// the scheduler.
-    pub(crate) async fn requeue_next_window(&self, subscription_id: &str) -> Result<()> {
-        if let Some(next) = self.oldest_open_window(subscription_id).await?
-            && self.requeue_report(next.id).await?
-        {
-            self.outbox.wake();
+    pub(crate) async fn requeue_next_window(&self, subscription_id: &SubscriptionId) -> Result<()> {
+        if let Some(next) = self.oldest_open_window(subscription_id).await? {
+            // The unit of work wakes the worker when it queued the window.
+            self.requeue_report(&next.report()?).await?;
         }
         Ok(())
     }
@@ -650,26 +685,26 @@ impl BillingDomain {
         row: &usage_report::Model,
         grace: ChronoDuration,
     ) -> Result<bool> {
+        let Ok((status, effects)) = report_transition(row.status, ReportEvent::Expired) else {
+            return Ok(false);
+        };
         let answer = format!(
             "not accepted within the grace period of {} days after the window ended; given up; last answer: {}",
             grace.num_days(),
             row.response
         );
-        let updated = usage_report::Entity::update_many()
-            .col_expr(
-                usage_report::Column::Status,
-                Expr::value(report_status::FAILED),
-            )
-            .col_expr(
+        let mut update = usage_report::Entity::update_many()
+            .col_expr(usage_report::Column::Status, Expr::value(status))
+            .col_expr(usage_report::Column::UpdatedAt, Expr::value(self.now()));
+        if effects.contains(&ReportEffect::RecordAnswer) {
+            update = update.col_expr(
                 usage_report::Column::Response,
                 Expr::value(shorten(&answer)),
-            )
-            .col_expr(usage_report::Column::UpdatedAt, Expr::value(self.now()))
+            );
+        }
+        let updated = update
             .filter(usage_report::Column::Id.eq(row.id.clone()))
-            .filter(
-                usage_report::Column::Status
-                    .is_in([report_status::PENDING, report_status::SUSPENDED]),
-            )
+            .filter(usage_report::Column::Status.is_in(ReportStatus::OPEN))
             .exec(&self.db)
             .await
             .map_err(db_error)?;
@@ -686,18 +721,21 @@ impl BillingDomain {
             attempts = row.attempts,
             "a usage window passed its grace period and is given up: it will not be billed"
         );
-        self.requeue_next_window(&row.subscription_id).await?;
+        let answer = ReportAnswer {
+            answer,
+            marketplace: None,
+            marketplace_invoice_id: None,
+            in_order: true,
+        };
+        self.after_report_step(row, &effects, &answer).await?;
         Ok(true)
     }
 
     /// True when every submission of the account is settled.
-    pub(crate) async fn reports_settled(&self, account_id: &str) -> Result<bool> {
+    pub(crate) async fn reports_settled(&self, account_id: &AccountId) -> Result<bool> {
         let open = usage_report::Entity::find()
-            .filter(usage_report::Column::AccountId.eq(account_id))
-            .filter(
-                usage_report::Column::Status
-                    .is_in([report_status::PENDING, report_status::SUSPENDED]),
-            )
+            .filter(usage_report::Column::AccountId.eq(account_id.as_str()))
+            .filter(usage_report::Column::Status.is_in(ReportStatus::OPEN))
             .one(&self.db)
             .await
             .map_err(db_error)?;
@@ -708,7 +746,7 @@ impl BillingDomain {
     pub(crate) async fn report_exists(
         &self,
         marketplace: Marketplace,
-        kind: &str,
+        kind: SubmissionKind,
         idempotency_key: &str,
     ) -> Result<bool> {
         let found = usage_report::Entity::find()
@@ -720,6 +758,18 @@ impl BillingDomain {
             .map_err(db_error)?;
         Ok(found.is_some())
     }
+}
+
+/// What a marketplace answered, for [`BillingDomain::apply_report_step`].
+struct ReportAnswer {
+    /// The answer (or the error), as received.
+    answer: String,
+    /// The marketplace of the submission.
+    marketplace: Option<Marketplace>,
+    /// The marketplace's id of an accepted invoice.
+    marketplace_invoice_id: Option<MarketplaceInvoiceId>,
+    /// The marketplace takes usage windows in order.
+    in_order: bool,
 }
 
 /// How long after a window ends its usage is considered complete.

@@ -3,9 +3,11 @@
 use super::BillingDomain;
 use crate::entity::{billing_resource, billing_subscription, plan_period};
 use chrono::{DateTime, Utc};
+use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use marketbridge_core::time::from_optional_timestamp;
 use marketbridge_core::{Error, Marketplace, Result};
 use marketbridge_proto::billing::v1 as pb;
+use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
 use sea_orm::sea_query::OnConflict;
@@ -29,6 +31,14 @@ impl BillingDomain {
                 "subscription and account ids are required",
             ));
         }
+        let subscription_id =
+            SubscriptionId::parse("change.subscriptionId", &change.subscription_id)?;
+        let account_id = AccountId::parse("change.accountId", &change.account_id)?;
+        let resource_ids = change
+            .resource_ids
+            .iter()
+            .map(|id| ResourceId::parse("change.resourceIds", id))
+            .collect::<Result<Vec<_>>>()?;
         let account_ref = change.account_ref.clone().unwrap_or_default();
         let subscription_ref = change.subscription_ref.clone().unwrap_or_default();
         let account_marketplace =
@@ -42,17 +52,17 @@ impl BillingDomain {
                 .unwrap_or_else(|| self.now()),
         );
         let version = change.version as i64;
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let stored = billing_subscription::Entity::find_by_id(change.subscription_id.clone())
-            .one(&txn)
+        let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let stored = billing_subscription::Entity::find_by_id(subscription_id.as_str())
+            .one(&*work)
             .await
             .map_err(db_error)?;
         if stored.as_ref().is_some_and(|s| s.version >= version) {
             return Ok(pb::RecordSubscriptionChangeResponse { applied: false });
         }
         let row = billing_subscription::Model {
-            subscription_id: change.subscription_id.clone(),
-            account_id: change.account_id.clone(),
+            subscription_id: subscription_id.as_str().to_owned(),
+            account_id: account_id.as_str().to_owned(),
             account_marketplace: account_marketplace.as_str().to_owned(),
             account_external_id: account_ref.external_id.clone(),
             marketplace: marketplace.as_str().to_owned(),
@@ -72,21 +82,21 @@ impl BillingDomain {
                 row.clone()
                     .into_active_model()
                     .reset_all()
-                    .update(&txn)
+                    .update(&*work)
                     .await
                     .map_err(db_error)?;
             }
             None => {
                 billing_subscription::Entity::insert(row.clone().into_active_model())
-                    .exec_without_returning(&txn)
+                    .exec_without_returning(&*work)
                     .await
                     .map_err(db_error)?;
             }
         }
-        self.update_periods(&txn, &row).await?;
-        for resource_id in &change.resource_ids {
+        self.update_periods(&*work, &row).await?;
+        for resource_id in &resource_ids {
             billing_resource::Entity::insert(billing_resource::ActiveModel {
-                resource_id: Set(resource_id.clone()),
+                resource_id: Set(resource_id.as_str().to_owned()),
                 subscription_id: Set(row.subscription_id.clone()),
             })
             .on_conflict(
@@ -94,17 +104,17 @@ impl BillingDomain {
                     .do_nothing()
                     .to_owned(),
             )
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*work)
             .await
             .map_err(db_error)?;
         }
-        txn.commit().await.map_err(db_error)?;
+        work.commit().await?;
         tracing::info!(subscription.id = %row.subscription_id, plan = %row.plan_id, billable = row.billable, version, "subscription change recorded");
         if !row.billable || row.ended {
             // The open window ends here; marketplaces with reporting
             // deadlines (Google: within the hour, after a cancellation
             // "immediately") get it now, not at the scheduler's next run.
-            self.report_windows_now(&row.subscription_id).await;
+            self.report_windows_now(&subscription_id).await;
         }
         Ok(pb::RecordSubscriptionChangeResponse { applied: true })
     }
@@ -160,9 +170,12 @@ impl BillingDomain {
     }
 
     /// The plan periods of a subscription, oldest first.
-    pub async fn plan_periods(&self, subscription_id: &str) -> Result<Vec<plan_period::Model>> {
+    pub async fn plan_periods(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<Vec<plan_period::Model>> {
         plan_period::Entity::find()
-            .filter(plan_period::Column::SubscriptionId.eq(subscription_id))
+            .filter(plan_period::Column::SubscriptionId.eq(subscription_id.as_str()))
             .order_by_asc(plan_period::Column::StartsAt)
             .all(&self.db)
             .await

@@ -6,14 +6,15 @@ use crate::entity::{
     account_closure, billing_resource, billing_subscription, usage_event, usage_window,
 };
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use marketbridge_core::ids::SubscriptionId;
 use marketbridge_core::time::{
     billing_period, from_optional_timestamp, hour_floor, to_rfc3339, to_timestamp,
 };
 use marketbridge_core::{Error, Result, Validator};
 use marketbridge_proto::billing::v1 as pb;
-use marketbridge_storage::Backend;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
+use marketbridge_storage::{Backend, UnitOfWork};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
@@ -29,7 +30,7 @@ pub const MAX_EVENT_AGE_DAYS: i64 = 7;
 /// An event after validation.
 struct Checked {
     event_id: String,
-    subscription_id: String,
+    subscription_id: SubscriptionId,
     resource_id: String,
     metric_id: String,
     quantity: i64,
@@ -57,11 +58,12 @@ impl BillingDomain {
         }
         let now = self.now();
         let checked = self.check_events(&request.events, now).await?;
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let mut earliest: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+        let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let txn = &*work;
+        let mut earliest: BTreeMap<&SubscriptionId, DateTime<Utc>> = BTreeMap::new();
         for event in &checked {
             let entry = earliest
-                .entry(event.subscription_id.as_str())
+                .entry(&event.subscription_id)
                 .or_insert(event.occurred_at);
             *entry = (*entry).min(event.occurred_at);
         }
@@ -69,7 +71,7 @@ impl BillingDomain {
         // deadlock, and a report closing the ledger either sees this batch
         // or makes it fail here.
         for (subscription_id, earliest) in earliest {
-            if !still_open(&txn, subscription_id, earliest).await? {
+            if !still_open(txn, subscription_id, earliest).await? {
                 return Err(Error::invalid_field(
                     "events",
                     format!(
@@ -80,7 +82,7 @@ impl BillingDomain {
             }
         }
         let backend = Backend::of(&self.db);
-        let inserted = insert_new_events(&txn, backend, &checked, now).await?;
+        let inserted = insert_new_events(txn, backend, &checked, now).await?;
         // One upsert per hour window touched, in key order.
         let mut increments: BTreeMap<WindowKey<'_>, (i64, i64)> = BTreeMap::new();
         let mut results = Vec::with_capacity(checked.len());
@@ -109,9 +111,9 @@ impl BillingDomain {
             });
         }
         for (key, (quantity, count)) in increments {
-            add_to_window(&txn, backend, key, quantity, count).await?;
+            add_to_window(txn, backend, key, quantity, count).await?;
         }
-        txn.commit().await.map_err(db_error)?;
+        work.commit().await?;
         tracing::debug!(accepted, duplicates, "usage recorded");
         Ok(pb::RecordUsageResponse {
             results,
@@ -230,7 +232,7 @@ impl BillingDomain {
                 continue;
             }
             if !periods_cache.contains_key(&subscription.subscription_id) {
-                let periods = self.plan_periods(&subscription.subscription_id).await?;
+                let periods = self.plan_periods(&subscription.subscription()?).await?;
                 periods_cache.insert(subscription.subscription_id.clone(), periods);
             }
             let periods = &periods_cache[&subscription.subscription_id];
@@ -257,7 +259,7 @@ impl BillingDomain {
             }
             checked.push(Checked {
                 event_id: event.event_id.clone(),
-                subscription_id: subscription.subscription_id.clone(),
+                subscription_id: subscription.subscription()?,
                 resource_id,
                 metric_id: event.metric_id.clone(),
                 quantity: event.quantity,
@@ -415,7 +417,7 @@ async fn insert_new_events(
             statement
                 .values([
                     event.event_id.clone().into(),
-                    event.subscription_id.clone().into(),
+                    event.subscription_id.as_str().into(),
                     event.resource_id.clone().into(),
                     event.metric_id.clone().into(),
                     event.quantity.into(),
@@ -486,7 +488,7 @@ async fn add_to_window(
 /// whether usage from `earliest` on is still accepted.
 async fn still_open(
     conn: &impl ConnectionTrait,
-    subscription_id: &str,
+    subscription_id: &SubscriptionId,
     earliest: DateTime<Utc>,
 ) -> Result<bool> {
     let locked = billing_subscription::Entity::update_many()
@@ -494,7 +496,7 @@ async fn still_open(
             billing_subscription::Column::UsageClosedBefore,
             Expr::col(billing_subscription::Column::UsageClosedBefore),
         )
-        .filter(billing_subscription::Column::SubscriptionId.eq(subscription_id))
+        .filter(billing_subscription::Column::SubscriptionId.eq(subscription_id.as_str()))
         .filter(
             Condition::any()
                 .add(billing_subscription::Column::UsageClosedBefore.is_null())
@@ -513,7 +515,7 @@ impl BillingDomain {
     pub(crate) async fn close_usage_before(
         &self,
         conn: &impl ConnectionTrait,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         expected: Option<DateTime<Utc>>,
         closed_before: DateTime<Utc>,
     ) -> Result<bool> {
@@ -522,7 +524,7 @@ impl BillingDomain {
                 billing_subscription::Column::UsageClosedBefore,
                 Expr::value(closed_before),
             )
-            .filter(billing_subscription::Column::SubscriptionId.eq(subscription_id));
+            .filter(billing_subscription::Column::SubscriptionId.eq(subscription_id.as_str()));
         update = match expected {
             Some(expected) => {
                 update.filter(billing_subscription::Column::UsageClosedBefore.eq(expected))

@@ -14,14 +14,17 @@
 //! billing learns of the cancellation.
 
 use super::BillingDomain;
-use super::reports::{NewReport, report_status, settle_delay};
+use super::reports::{NewReport, settle_delay};
 use super::usage_sums::{per_metric, usage_on_plan};
 use crate::entity::{billing_subscription, plan_period, usage_report};
+use crate::lifecycle::report::ReportStatus;
 use crate::marketplace::UsageReporter;
-use crate::submission::{MetricValue, Submission, UsageOperation, kind as submission_kind};
+use crate::submission::{MetricValue, Submission, SubmissionKind, UsageOperation};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use marketbridge_core::ids::SubscriptionId;
 use marketbridge_core::time::{hour_floor, pacific_month_cutoff, pacific_month_end, to_rfc3339};
 use marketbridge_core::{Marketplace, Result};
+use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use std::collections::BTreeMap;
@@ -44,8 +47,14 @@ const OPERATION_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x6d62_7573_6167_6552_8a8c_5e0f_3b6e_1d42);
 
 /// The operation id of a subscription's window: the same on every retry and
-/// after any restart.
-pub fn operation_id(subscription_id: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+/// after any restart. `subscription_id` is a [`SubscriptionId`] (or its
+/// text, as the tests hold it).
+pub fn operation_id<S: AsRef<str> + ?Sized>(
+    subscription_id: &S,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> String {
+    let subscription_id = subscription_id.as_ref();
     let key = format!(
         "usage:{subscription_id}:{}:{}",
         start.timestamp_micros(),
@@ -145,10 +154,10 @@ impl BillingDomain {
     /// Reports a subscription's due windows now, without waiting for the
     /// scheduler: after a cancellation the open window ends there and goes
     /// out at once. A failure is logged; the scheduler's next run retries.
-    pub(crate) async fn report_windows_now(&self, subscription_id: &str) {
+    pub(crate) async fn report_windows_now(&self, subscription_id: &SubscriptionId) {
         let result = async {
             let Some(subscription) =
-                billing_subscription::Entity::find_by_id(subscription_id.to_owned())
+                billing_subscription::Entity::find_by_id(subscription_id.as_str())
                     .one(&self.db)
                     .await
                     .map_err(db_error)?
@@ -198,11 +207,8 @@ impl BillingDomain {
             };
             let open = usage_report::Entity::find()
                 .filter(usage_report::Column::Marketplace.eq(marketplace.as_str()))
-                .filter(usage_report::Column::Kind.eq(submission_kind::USAGE))
-                .filter(
-                    usage_report::Column::Status
-                        .is_in([report_status::PENDING, report_status::SUSPENDED]),
-                )
+                .filter(usage_report::Column::Kind.eq(SubmissionKind::Usage))
+                .filter(usage_report::Column::Status.is_in(ReportStatus::OPEN))
                 .order_by_asc(usage_report::Column::WindowEnd)
                 .all(&self.db)
                 .await
@@ -220,7 +226,7 @@ impl BillingDomain {
                 }
                 backlog += 1;
                 oldest = Some(oldest.map_or(end, |o| o.min(end)));
-                let blocked = row.attempts > 0 || row.status == report_status::SUSPENDED;
+                let blocked = row.attempts > 0 || row.status == ReportStatus::Suspended;
                 if blocked && oldest_blocked.is_none() {
                     oldest_blocked = Some(row);
                 }
@@ -277,7 +283,8 @@ impl BillingDomain {
         now: DateTime<Utc>,
     ) -> Result<usize> {
         let settle = settle_delay(self.options.usage_settle_seconds);
-        let periods = self.plan_periods(&subscription.subscription_id).await?;
+        let subscription_id = subscription.subscription()?;
+        let periods = self.plan_periods(&subscription_id).await?;
         let Some(first) = periods.first() else {
             return Ok(0);
         };
@@ -308,9 +315,9 @@ impl BillingDomain {
             let Window {
                 start, end, period, ..
             } = window;
-            let txn = marketbridge_storage::begin_write(&self.db).await?;
+            let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
             if !self
-                .close_usage_before(&txn, &subscription.subscription_id, closed_before, end)
+                .close_usage_before(&*work, &subscription_id, closed_before, end)
                 .await?
             {
                 // Another run moved the cursor; it reports from there.
@@ -333,9 +340,8 @@ impl BillingDomain {
                 })
                 .unwrap_or_default();
             if let (Some(plan), false) = (plan, metered.is_empty()) {
-                let usage = per_metric(
-                    &usage_on_plan(&txn, &subscription.subscription_id, plan, start, end).await?,
-                );
+                let usage =
+                    per_metric(&usage_on_plan(&*work, &subscription_id, plan, start, end).await?);
                 let values = metered
                     .into_iter()
                     .map(|(metric_id, metric_name)| MetricValue {
@@ -343,7 +349,7 @@ impl BillingDomain {
                         value: usage.get(&metric_id).copied().unwrap_or(0),
                     })
                     .collect();
-                let operation_id = operation_id(&subscription.subscription_id, start, end);
+                let operation_id = operation_id(&subscription_id, start, end);
                 let operation = UsageOperation {
                     operation_id: operation_id.clone(),
                     operation_name: "Hourly Usage Report".to_owned(),
@@ -355,11 +361,11 @@ impl BillingDomain {
                 };
                 let recorded = self
                     .record_report(
-                        &txn,
+                        &mut work,
                         reporter,
                         NewReport {
-                            account_id: subscription.account_id.clone(),
-                            subscription_id: subscription.subscription_id.clone(),
+                            account_id: subscription.account()?,
+                            subscription_id: Some(subscription_id.clone()),
                             marketplace,
                             submission: Submission::Usage(operation),
                             window: Some((start, end)),
@@ -370,7 +376,7 @@ impl BillingDomain {
                     .await?;
                 made += usize::from(recorded.is_some());
             }
-            txn.commit().await.map_err(db_error)?;
+            work.commit().await?;
             closed_before = Some(end);
             if now > report_deadline(end) {
                 late.get_or_insert((start, end)).1 = end;

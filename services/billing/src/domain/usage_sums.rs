@@ -6,9 +6,11 @@
 //! latest one at the end of the stretch.
 
 use crate::entity::{usage_event, usage_window};
+use crate::ids::MetricId;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_catalog::{MetricKind, Plan};
 use marketbridge_core::Result;
+use marketbridge_core::ids::SubscriptionId;
 use marketbridge_core::time::hour_floor;
 use marketbridge_storage::db_error;
 use sea_orm::sea_query::{Alias, Expr, Func};
@@ -32,7 +34,7 @@ pub fn hour_ceil(time: DateTime<Utc>) -> DateTime<Utc> {
 /// Usage of `subscription_id` that occurred in `[start, end)`.
 pub async fn usage_between(
     conn: &impl ConnectionTrait,
-    subscription_id: &str,
+    subscription_id: &SubscriptionId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<UsageTotals> {
@@ -69,22 +71,22 @@ pub async fn usage_between(
 /// Metrics the plan does not know add up.
 pub async fn usage_on_plan(
     conn: &impl ConnectionTrait,
-    subscription_id: &str,
+    subscription_id: &SubscriptionId,
     plan: &Plan,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<UsageTotals> {
     let mut totals = usage_between(conn, subscription_id, start, end).await?;
-    let measured: Vec<&str> = plan
+    let measured: Vec<MetricId> = plan
         .metrics
         .iter()
         .filter(|metric| metric.kind != MetricKind::Interval)
-        .map(|metric| metric.id.as_str())
+        .map(|metric| MetricId::new(metric.id.clone()))
         .collect();
     if measured.is_empty() {
         return Ok(totals);
     }
-    totals.retain(|(_, metric_id), _| !measured.contains(&metric_id.as_str()));
+    totals.retain(|(_, metric_id), _| !measured.iter().any(|m| m.as_str() == metric_id));
     totals.extend(latest_measurements(conn, subscription_id, &measured, end).await?);
     Ok(totals)
 }
@@ -93,8 +95,8 @@ pub async fn usage_on_plan(
 /// resource.
 async fn latest_measurements(
     conn: &impl ConnectionTrait,
-    subscription_id: &str,
-    metric_ids: &[&str],
+    subscription_id: &SubscriptionId,
+    metric_ids: &[MetricId],
     end: DateTime<Utc>,
 ) -> Result<UsageTotals> {
     let pairs: Vec<(String, String)> = usage_window::Entity::find()
@@ -102,8 +104,8 @@ async fn latest_measurements(
         .column(usage_window::Column::ResourceId)
         .column(usage_window::Column::MetricId)
         .distinct()
-        .filter(usage_window::Column::SubscriptionId.eq(subscription_id))
-        .filter(usage_window::Column::MetricId.is_in(metric_ids.iter().copied()))
+        .filter(usage_window::Column::SubscriptionId.eq(subscription_id.as_str()))
+        .filter(usage_window::Column::MetricId.is_in(metric_ids.iter().map(MetricId::as_str)))
         .filter(usage_window::Column::WindowStart.lt(end))
         .into_tuple()
         .all(conn)
@@ -112,7 +114,7 @@ async fn latest_measurements(
     let mut latest = UsageTotals::new();
     for (resource_id, metric_id) in pairs {
         let last = usage_event::Entity::find()
-            .filter(usage_event::Column::SubscriptionId.eq(subscription_id))
+            .filter(usage_event::Column::SubscriptionId.eq(subscription_id.as_str()))
             .filter(usage_event::Column::ResourceId.eq(resource_id.clone()))
             .filter(usage_event::Column::MetricId.eq(metric_id.clone()))
             .filter(usage_event::Column::OccurredAt.lt(end))
@@ -141,7 +143,7 @@ pub fn per_metric(totals: &UsageTotals) -> BTreeMap<String, i64> {
 async fn add_events(
     conn: &impl ConnectionTrait,
     totals: &mut UsageTotals,
-    subscription_id: &str,
+    subscription_id: &SubscriptionId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<()> {
@@ -156,7 +158,7 @@ async fn add_events(
             )),
             "total",
         )
-        .filter(usage_event::Column::SubscriptionId.eq(subscription_id))
+        .filter(usage_event::Column::SubscriptionId.eq(subscription_id.as_str()))
         .filter(usage_event::Column::OccurredAt.gte(start))
         .filter(usage_event::Column::OccurredAt.lt(end))
         .group_by(usage_event::Column::ResourceId)
@@ -174,7 +176,7 @@ async fn add_events(
 async fn add_windows(
     conn: &impl ConnectionTrait,
     totals: &mut UsageTotals,
-    subscription_id: &str,
+    subscription_id: &SubscriptionId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<()> {
@@ -189,7 +191,7 @@ async fn add_windows(
             )),
             "total",
         )
-        .filter(usage_window::Column::SubscriptionId.eq(subscription_id))
+        .filter(usage_window::Column::SubscriptionId.eq(subscription_id.as_str()))
         .filter(usage_window::Column::WindowStart.gte(start))
         .filter(usage_window::Column::WindowStart.lt(end))
         .group_by(usage_window::Column::ResourceId)

@@ -1,6 +1,9 @@
 //! `account_closures`: accounts whose billing is being closed after an
 //! uninstall, and how far that got.
 
+use crate::lifecycle::closing::ClosureStatus;
+use marketbridge_core::Result;
+use marketbridge_core::ids::AccountId;
 use sea_orm::entity::prelude::*;
 
 /// The closing of one account's billing.
@@ -12,8 +15,7 @@ pub struct Model {
     pub account_id: String,
     /// Its marketplace.
     pub marketplace: String,
-    /// One of `crate::domain::closure_status`.
-    pub status: String,
+    pub status: ClosureStatus,
     /// When the uninstall was requested; usage after it is not billed.
     pub requested_at: ChronoDateTimeUtc,
     /// When the final invoices were prepared.
@@ -29,3 +31,10 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The account closed.
+    pub fn account(&self) -> Result<AccountId> {
+        super::account_id(&self.account_id)
+    }
+}

@@ -1,6 +1,8 @@
 //! `billing_subscriptions`: billing's copy of each subscription, as
 //! provisioning reported it.
 
+use marketbridge_core::Result;
+use marketbridge_core::ids::{AccountId, SubscriptionId};
 use sea_orm::entity::prelude::*;
 
 /// A subscription from billing's point of view.
@@ -46,3 +48,15 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The subscription.
+    pub fn subscription(&self) -> Result<SubscriptionId> {
+        super::subscription_id(&self.subscription_id)
+    }
+
+    /// The account it belongs to.
+    pub fn account(&self) -> Result<AccountId> {
+        super::account_id(&self.account_id)
+    }
+}

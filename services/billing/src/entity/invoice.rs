@@ -1,6 +1,9 @@
 //! `invoices`: every invoice of a customer at its marketplace, ours or the
 //! marketplace's own (prepayment purchases).
 
+use crate::lifecycle::invoice::InvoiceState;
+use marketbridge_core::Result;
+use marketbridge_core::ids::{AccountId, InvoiceId};
 use sea_orm::entity::prelude::*;
 
 /// An invoice.
@@ -21,7 +24,7 @@ pub struct Model {
     /// Our external id (unique per account), for invoices we submitted.
     pub external_id: Option<String>,
     /// State (Vercel's names).
-    pub state: String,
+    pub state: InvoiceState,
     /// When the state we hold was reported.
     pub state_at: ChronoDateTimeUtc,
     /// Period start.
@@ -57,3 +60,15 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The invoice's id.
+    pub fn invoice(&self) -> Result<InvoiceId> {
+        super::invoice_id(&self.id)
+    }
+
+    /// The account billed.
+    pub fn account(&self) -> Result<AccountId> {
+        super::account_id(&self.account_id)
+    }
+}

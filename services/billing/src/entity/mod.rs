@@ -1,4 +1,7 @@
-//! Tables the billing service owns.
+//! Tables the billing service owns. States, statuses and kinds are stored as
+//! text and read as their enums ([`stored_as_text`]): a stored value no enum
+//! knows fails the read instead of becoming a default. Stored ids are read
+//! as typed ids through each model's accessors, which fail the same way.
 
 pub mod account_closure;
 pub mod balance;
@@ -10,3 +13,104 @@ pub mod prepayment;
 pub mod usage_event;
 pub mod usage_report;
 pub mod usage_window;
+
+use crate::lifecycle::closing::ClosureStatus;
+use crate::lifecycle::invoice::InvoiceState;
+use crate::lifecycle::report::ReportStatus;
+use crate::submission::SubmissionKind;
+use marketbridge_core::Result;
+use marketbridge_core::ids::{AccountId, InvoiceId, ReportId, SubscriptionId};
+
+/// Lets an enum with `as_str` and `FromStr` be a column stored as text (what
+/// sea-orm's `DeriveValueType` generates for string values).
+macro_rules! stored_as_text {
+    ($($name:ty),+ $(,)?) => {$(
+        impl From<$name> for sea_orm::Value {
+            fn from(value: $name) -> Self {
+                value.as_str().to_owned().into()
+            }
+        }
+
+        impl sea_orm::TryGetable for $name {
+            fn try_get_by<I: sea_orm::ColIdx>(
+                res: &sea_orm::QueryResult,
+                idx: I,
+            ) -> std::result::Result<Self, sea_orm::TryGetError> {
+                let text = String::try_get_by(res, idx)?;
+                text.parse().map_err(|error| {
+                    sea_orm::TryGetError::DbErr(sea_orm::DbErr::TryIntoErr {
+                        from: "String",
+                        into: stringify!($name),
+                        source: std::sync::Arc::new(error),
+                    })
+                })
+            }
+        }
+
+        impl sea_orm::sea_query::ValueType for $name {
+            fn try_from(
+                value: sea_orm::Value,
+            ) -> std::result::Result<Self, sea_orm::sea_query::ValueTypeErr> {
+                let text = <String as sea_orm::sea_query::ValueType>::try_from(value)?;
+                text.parse().map_err(|_| sea_orm::sea_query::ValueTypeErr)
+            }
+
+            fn type_name() -> String {
+                stringify!($name).to_owned()
+            }
+
+            fn array_type() -> sea_orm::sea_query::ArrayType {
+                sea_orm::sea_query::ArrayType::String
+            }
+
+            fn column_type() -> sea_orm::sea_query::ColumnType {
+                sea_orm::sea_query::ColumnType::String(sea_orm::sea_query::StringLen::None)
+            }
+        }
+
+        impl sea_orm::sea_query::Nullable for $name {
+            fn null() -> sea_orm::Value {
+                sea_orm::Value::String(None)
+            }
+        }
+
+        impl sea_orm::IntoActiveValue<$name> for $name {
+            fn into_active_value(self) -> sea_orm::ActiveValue<$name> {
+                sea_orm::ActiveValue::Set(self)
+            }
+        }
+    )+};
+}
+
+stored_as_text!(InvoiceState, ReportStatus, ClosureStatus, SubmissionKind);
+
+/// A stored id read back as its kind; an unreadable one is an error.
+fn stored<T>(
+    parse: impl FnOnce(&str, &str) -> Result<T>,
+    field: &'static str,
+    text: &str,
+) -> Result<T> {
+    parse(field, text).map_err(|_| {
+        marketbridge_core::Error::internal(format!("a stored {field} is unreadable: `{text}`"))
+    })
+}
+
+/// A stored account id, read back.
+pub(crate) fn account_id(text: &str) -> Result<AccountId> {
+    stored(AccountId::parse, "account id", text)
+}
+
+/// A stored subscription id, read back.
+pub(crate) fn subscription_id(text: &str) -> Result<SubscriptionId> {
+    stored(SubscriptionId::parse, "subscription id", text)
+}
+
+/// A stored invoice id, read back.
+pub(crate) fn invoice_id(text: &str) -> Result<InvoiceId> {
+    stored(InvoiceId::parse, "invoice id", text)
+}
+
+/// A stored report id, read back.
+pub(crate) fn report_id(text: &str) -> Result<ReportId> {
+    stored(ReportId::parse, "report id", text)
+}

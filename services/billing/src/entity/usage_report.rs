@@ -3,6 +3,10 @@
 //! is a row: the body sent, the marketplace's last answer, the status and the
 //! attempts made.
 
+use crate::lifecycle::report::ReportStatus;
+use crate::submission::SubmissionKind;
+use marketbridge_core::Result;
+use marketbridge_core::ids::{AccountId, InvoiceId, ReportId, SubscriptionId};
 use sea_orm::entity::prelude::*;
 
 /// One submission to a marketplace.
@@ -19,7 +23,7 @@ pub struct Model {
     /// Marketplace it goes to.
     pub marketplace: String,
     /// What it is (one of `crate::submission::kind`).
-    pub kind: String,
+    pub kind: SubmissionKind,
     /// Start of the time it covers.
     pub window_start: Option<ChronoDateTimeUtc>,
     /// End of the time it covers.
@@ -31,8 +35,7 @@ pub struct Model {
     pub request_json: String,
     /// The marketplace's last answer, or the last failure.
     pub response: String,
-    /// One of `crate::domain::report_status`.
-    pub status: String,
+    pub status: ReportStatus,
     /// Delivery attempts made.
     pub attempts: i32,
     /// The outbox job delivering it.
@@ -52,3 +55,31 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The row's id.
+    pub fn report(&self) -> Result<ReportId> {
+        super::report_id(&self.id)
+    }
+
+    /// The account it is for.
+    pub fn account(&self) -> Result<AccountId> {
+        super::account_id(&self.account_id)
+    }
+
+    /// The subscription it is for; `None` for account-wide submissions.
+    pub fn subscription(&self) -> Result<Option<SubscriptionId>> {
+        if self.subscription_id.is_empty() {
+            return Ok(None);
+        }
+        super::subscription_id(&self.subscription_id).map(Some)
+    }
+
+    /// The invoice it carries.
+    pub fn invoice(&self) -> Result<Option<InvoiceId>> {
+        self.invoice_id
+            .as_deref()
+            .map(super::invoice_id)
+            .transpose()
+    }
+}
