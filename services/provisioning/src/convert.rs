@@ -1,39 +1,18 @@
-//! Rows to protobuf messages, and the states stored as text.
+//! Rows to protobuf messages, and stored JSON columns read back. A column
+//! that does not parse is an error, never a default: a default would be
+//! written back over the stored value on the next change.
 
 use crate::entity::{resource, subscription};
-use crate::marketplace::state;
+use crate::model::{ResourceStatus, SubscriptionScope, SubscriptionState};
 use chrono::{DateTime, Utc};
 use marketbridge_core::metadata::json_to_metadata;
 use marketbridge_core::time::to_timestamp;
 use marketbridge_core::{Error, Marketplace, Result};
 use marketbridge_proto::common::v1::MarketplaceRef;
 use marketbridge_proto::provisioning::v1 as pb;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Resource statuses, as stored.
-pub mod status {
-    pub const PENDING: &str = "pending";
-    pub const ONBOARDING: &str = "onboarding";
-    pub const READY: &str = "ready";
-    pub const SUSPENDED: &str = "suspended";
-    pub const ERROR: &str = "error";
-    pub const UNINSTALLED: &str = "uninstalled";
-}
-
-/// Resource ownership, as stored.
-pub mod ownership {
-    /// Created through the marketplace.
-    pub const OWNED: &str = "owned";
-    /// Imported: billed by the provider, detached when removed.
-    pub const LINKED: &str = "linked";
-}
-
-/// Subscription scopes, as stored.
-pub mod scope {
-    pub const RESOURCE: &str = "resource";
-    pub const ACCOUNT: &str = "account";
-}
 
 /// A project connection, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +23,20 @@ pub struct StoredConnection {
     pub connected_at: DateTime<Utc>,
 }
 
-pub fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+/// A value as JSON text for a column.
+pub fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::internal(format!("cannot encode JSON: {e}")))
 }
 
-pub fn from_json<T: for<'de> Deserialize<'de> + Default>(text: &str) -> T {
-    serde_json::from_str(text).unwrap_or_default()
+/// A stored JSON column read back; `column` names it in the error.
+pub fn from_json<T: DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::internal(format!("stored {column} unreadable: {e}")))
+}
+
+/// A stored JSON object of strings (`subscriptions.attributes`).
+pub fn attributes(row: &subscription::Model) -> Result<BTreeMap<String, String>> {
+    from_json("subscriptions.attributes", &row.attributes)
 }
 
 pub fn marketplace_of(name: &str) -> Result<Marketplace> {
@@ -57,81 +44,86 @@ pub fn marketplace_of(name: &str) -> Result<Marketplace> {
         .map_err(|_| Error::internal(format!("stored marketplace `{name}` unknown")))
 }
 
-pub fn state_to_proto(value: &str) -> pb::SubscriptionState {
+pub fn state_to_proto(value: SubscriptionState) -> pb::SubscriptionState {
     match value {
-        state::REQUESTED => pb::SubscriptionState::Requested,
-        state::APPROVED => pb::SubscriptionState::Approved,
-        state::ACTIVE => pb::SubscriptionState::Active,
-        state::PENDING_PLAN_CHANGE => pb::SubscriptionState::PendingPlanChange,
-        state::PENDING_CANCELLATION => pb::SubscriptionState::PendingCancellation,
-        state::CANCELLED => pb::SubscriptionState::Cancelled,
-        state::REJECTED => pb::SubscriptionState::Rejected,
-        _ => pb::SubscriptionState::Unspecified,
+        SubscriptionState::Requested => pb::SubscriptionState::Requested,
+        SubscriptionState::Approved => pb::SubscriptionState::Approved,
+        SubscriptionState::Active => pb::SubscriptionState::Active,
+        SubscriptionState::PendingPlanChange => pb::SubscriptionState::PendingPlanChange,
+        SubscriptionState::PendingCancellation => pb::SubscriptionState::PendingCancellation,
+        SubscriptionState::Cancelled => pb::SubscriptionState::Cancelled,
+        SubscriptionState::Rejected => pb::SubscriptionState::Rejected,
     }
 }
 
-pub fn state_from_proto(value: pb::SubscriptionState) -> Option<&'static str> {
+pub fn state_from_proto(value: pb::SubscriptionState) -> Option<SubscriptionState> {
     match value {
-        pb::SubscriptionState::Requested => Some(state::REQUESTED),
-        pb::SubscriptionState::Approved => Some(state::APPROVED),
-        pb::SubscriptionState::Active => Some(state::ACTIVE),
-        pb::SubscriptionState::PendingPlanChange => Some(state::PENDING_PLAN_CHANGE),
-        pb::SubscriptionState::PendingCancellation => Some(state::PENDING_CANCELLATION),
-        pb::SubscriptionState::Cancelled => Some(state::CANCELLED),
-        pb::SubscriptionState::Rejected => Some(state::REJECTED),
+        pb::SubscriptionState::Requested => Some(SubscriptionState::Requested),
+        pb::SubscriptionState::Approved => Some(SubscriptionState::Approved),
+        pb::SubscriptionState::Active => Some(SubscriptionState::Active),
+        pb::SubscriptionState::PendingPlanChange => Some(SubscriptionState::PendingPlanChange),
+        pb::SubscriptionState::PendingCancellation => {
+            Some(SubscriptionState::PendingCancellation)
+        }
+        pb::SubscriptionState::Cancelled => Some(SubscriptionState::Cancelled),
+        pb::SubscriptionState::Rejected => Some(SubscriptionState::Rejected),
         pb::SubscriptionState::Unspecified => None,
     }
 }
 
-pub fn status_to_proto(value: &str) -> pb::ResourceStatus {
+pub fn scope_from_proto(value: pb::SubscriptionScope) -> Option<SubscriptionScope> {
     match value {
-        status::PENDING => pb::ResourceStatus::Pending,
-        status::ONBOARDING => pb::ResourceStatus::Onboarding,
-        status::READY => pb::ResourceStatus::Ready,
-        status::SUSPENDED => pb::ResourceStatus::Suspended,
-        status::ERROR => pb::ResourceStatus::Error,
-        status::UNINSTALLED => pb::ResourceStatus::Uninstalled,
-        _ => pb::ResourceStatus::Unspecified,
+        pb::SubscriptionScope::Resource => Some(SubscriptionScope::Resource),
+        pb::SubscriptionScope::Account => Some(SubscriptionScope::Account),
+        pb::SubscriptionScope::Unspecified => None,
     }
 }
 
-pub fn status_from_proto(value: pb::ResourceStatus) -> Option<&'static str> {
+pub fn status_to_proto(value: ResourceStatus) -> pb::ResourceStatus {
     match value {
-        pb::ResourceStatus::Pending => Some(status::PENDING),
-        pb::ResourceStatus::Onboarding => Some(status::ONBOARDING),
-        pb::ResourceStatus::Ready => Some(status::READY),
-        pb::ResourceStatus::Suspended => Some(status::SUSPENDED),
-        pb::ResourceStatus::Error => Some(status::ERROR),
-        pb::ResourceStatus::Uninstalled => Some(status::UNINSTALLED),
+        ResourceStatus::Pending => pb::ResourceStatus::Pending,
+        ResourceStatus::Onboarding => pb::ResourceStatus::Onboarding,
+        ResourceStatus::Ready => pb::ResourceStatus::Ready,
+        ResourceStatus::Suspended => pb::ResourceStatus::Suspended,
+        ResourceStatus::Error => pb::ResourceStatus::Error,
+        ResourceStatus::Uninstalled => pb::ResourceStatus::Uninstalled,
+    }
+}
+
+pub fn status_from_proto(value: pb::ResourceStatus) -> Option<ResourceStatus> {
+    match value {
+        pb::ResourceStatus::Pending => Some(ResourceStatus::Pending),
+        pb::ResourceStatus::Onboarding => Some(ResourceStatus::Onboarding),
+        pb::ResourceStatus::Ready => Some(ResourceStatus::Ready),
+        pb::ResourceStatus::Suspended => Some(ResourceStatus::Suspended),
+        pb::ResourceStatus::Error => Some(ResourceStatus::Error),
+        pb::ResourceStatus::Uninstalled => Some(ResourceStatus::Uninstalled),
         pb::ResourceStatus::Unspecified => None,
     }
 }
 
-fn marketplace_value(name: &str) -> i32 {
-    Marketplace::parse("marketplace", name)
-        .map(Marketplace::to_proto)
-        .unwrap_or(0)
+fn marketplace_value(name: &str) -> Result<i32> {
+    marketplace_of(name).map(Marketplace::to_proto)
 }
 
 pub fn subscription_to_proto(
     row: &subscription::Model,
     resource_ids: Vec<String>,
-) -> pb::Subscription {
-    pb::Subscription {
+) -> Result<pb::Subscription> {
+    Ok(pb::Subscription {
         id: row.id.clone(),
         account_id: row.account_id.clone(),
         marketplace_ref: Some(MarketplaceRef {
-            marketplace: marketplace_value(&row.marketplace),
+            marketplace: marketplace_value(&row.marketplace)?,
             external_id: row.external_id.clone(),
         }),
         product_id: row.product_id.clone(),
         plan_id: row.plan_id.clone(),
         pending_plan_id: row.pending_plan_id.clone(),
-        state: state_to_proto(&row.state) as i32,
-        scope: if row.scope == scope::RESOURCE {
-            pb::SubscriptionScope::Resource
-        } else {
-            pb::SubscriptionScope::Account
+        state: state_to_proto(row.state) as i32,
+        scope: match row.scope {
+            SubscriptionScope::Resource => pb::SubscriptionScope::Resource,
+            SubscriptionScope::Account => pb::SubscriptionScope::Account,
         } as i32,
         marketplace_state: row.marketplace_state.clone(),
         marketplace_update_time: row.marketplace_update_time.map(to_timestamp),
@@ -140,18 +132,27 @@ pub fn subscription_to_proto(
         awaiting_account_approval: row.awaiting_account_approval,
         reason: row.reason.clone(),
         resource_ids,
-        attributes: from_json::<BTreeMap<String, String>>(&row.attributes),
+        attributes: attributes(row)?.into_iter().collect(),
         created_at: Some(to_timestamp(row.created_at)),
         updated_at: Some(to_timestamp(row.updated_at)),
         started_at: row.started_at.map(to_timestamp),
         ended_at: row.ended_at.map(to_timestamp),
-    }
+    })
 }
 
-pub fn resource_to_proto(row: &resource::Model) -> pb::Resource {
-    let metadata: serde_json::Value = serde_json::from_str(&row.metadata).unwrap_or_default();
-    let connections: Vec<StoredConnection> = from_json(&row.connections);
-    pb::Resource {
+/// A resource's stored connections.
+pub fn connections(row: &resource::Model) -> Result<Vec<StoredConnection>> {
+    from_json("resources.connections", &row.connections)
+}
+
+/// A resource's stored configuration.
+pub fn metadata(row: &resource::Model) -> Result<serde_json::Value> {
+    from_json("resources.metadata", &row.metadata)
+}
+
+pub fn resource_to_proto(row: &resource::Model) -> Result<pb::Resource> {
+    let metadata = metadata(row)?;
+    Ok(pb::Resource {
         id: row.id.clone(),
         account_id: row.account_id.clone(),
         subscription_id: row.subscription_id.clone(),
@@ -159,11 +160,11 @@ pub fn resource_to_proto(row: &resource::Model) -> pb::Resource {
         plan_id: row.plan_id.clone(),
         name: row.name.clone(),
         metadata: json_to_metadata("metadata", &metadata).ok(),
-        status: status_to_proto(&row.status) as i32,
+        status: status_to_proto(row.status) as i32,
         status_message: row.status_message.clone(),
-        marketplace: marketplace_value(&row.marketplace),
+        marketplace: marketplace_value(&row.marketplace)?,
         external_id: row.external_id.clone(),
-        connections: connections
+        connections: connections(row)?
             .into_iter()
             .map(|c| pb::ProjectConnection {
                 project_id: c.project_id,
@@ -176,8 +177,8 @@ pub fn resource_to_proto(row: &resource::Model) -> pb::Resource {
         created_at: Some(to_timestamp(row.created_at)),
         updated_at: Some(to_timestamp(row.updated_at)),
         deleted_at: row.deleted_at.map(to_timestamp),
-        ownership: row.ownership.clone(),
-        protocol_settings: crate::domain::protocol::to_proto(&row.protocol_settings),
+        ownership: row.ownership.as_str().to_owned(),
+        protocol_settings: crate::protocol::to_proto(&row.protocol_settings)?,
         production_only: row.production_only,
-    }
+    })
 }

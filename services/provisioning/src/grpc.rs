@@ -1,6 +1,7 @@
 //! The gRPC face of the provisioning service.
 
 use crate::domain::ProvisioningDomain;
+use marketbridge_core::ids::ResourceId;
 use marketbridge_proto::common::v1 as common;
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_proto::provisioning::v1::provisioning_service_server::ProvisioningService;
@@ -197,16 +198,20 @@ impl ProvisioningService for ProvisioningGrpc {
         let request = request.into_inner();
         let action =
             Action::new("", "resource.suspend", &request.resource_id).detail(&request.reason);
-        let answer = self
-            .domain
-            .set_suspended(
-                request.context.as_ref(),
-                &request.resource_id,
-                true,
-                &request.reason,
-                &request,
-            )
-            .await;
+        let answer = match ResourceId::parse("resourceId", &request.resource_id) {
+            Ok(resource_id) => {
+                self.domain
+                    .set_suspended(
+                        request.context.as_ref(),
+                        &resource_id,
+                        true,
+                        &request.reason,
+                        &request,
+                    )
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         reply(
             self.admin
                 .audit()
@@ -223,16 +228,14 @@ impl ProvisioningService for ProvisioningGrpc {
         let actor = operator(&request);
         let request = request.into_inner();
         let action = Action::new("", "resource.resume", &request.resource_id);
-        let answer = self
-            .domain
-            .set_suspended(
-                request.context.as_ref(),
-                &request.resource_id,
-                false,
-                "",
-                &request,
-            )
-            .await;
+        let answer = match ResourceId::parse("resourceId", &request.resource_id) {
+            Ok(resource_id) => {
+                self.domain
+                    .set_suspended(request.context.as_ref(), &resource_id, false, "", &request)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         reply(
             self.admin
                 .audit()

@@ -15,8 +15,11 @@ pub mod driver;
 pub mod entity;
 pub mod grpc;
 pub mod jobs;
+pub mod machine;
 pub mod marketplace;
 pub mod migration;
+pub mod model;
+pub mod protocol;
 pub mod usage;
 
 use crate::domain::ProvisioningDomain;

@@ -5,6 +5,7 @@
 
 use crate::driver::Secret;
 use crate::entity::{resource, subscription};
+use crate::model::{ExternalId, PlanId, SubscriptionState};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marketbridge_core::{Marketplace, Result};
@@ -12,47 +13,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Our lifecycle states, as stored.
-pub mod state {
-    /// Asked for, not approved.
-    pub const REQUESTED: &str = "requested";
-    /// Approved by us, not yet active.
-    pub const APPROVED: &str = "approved";
-    /// In use.
-    pub const ACTIVE: &str = "active";
-    /// In use, a plan change pending.
-    pub const PENDING_PLAN_CHANGE: &str = "pending_plan_change";
-    /// In use until the end of the term.
-    pub const PENDING_CANCELLATION: &str = "pending_cancellation";
-    /// Ended.
-    pub const CANCELLED: &str = "cancelled";
-    /// Refused.
-    pub const REJECTED: &str = "rejected";
-
-    /// States in which the customer may use what they bought.
-    pub fn is_usable(state: &str) -> bool {
-        matches!(state, ACTIVE | PENDING_PLAN_CHANGE | PENDING_CANCELLATION)
-    }
-
-    /// States that never change again.
-    pub fn is_final(state: &str) -> bool {
-        matches!(state, CANCELLED | REJECTED)
-    }
-}
-
 /// A subscription as the marketplace describes it now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SubscriptionSnapshot {
     /// The marketplace id of the owning account.
-    pub account_external_id: String,
+    pub account_external_id: ExternalId,
     /// Our product id.
     pub product_id: String,
     /// Our plan id in force.
     pub plan_id: String,
     /// Our plan id the customer asked for, if a change is pending.
     pub pending_plan_id: String,
-    /// Our state (one of [`state`]).
-    pub state: String,
+    /// Our state, when the marketplace's maps to one.
+    pub state: Option<SubscriptionState>,
     /// The marketplace's state, verbatim.
     pub marketplace_state: String,
     /// The marketplace's update time.
@@ -74,7 +47,7 @@ pub struct SubscriptionSnapshot {
 #[derive(Debug, Clone)]
 pub struct ResourceChange {
     /// The marketplace id of the owning account.
-    pub account_external_id: String,
+    pub account_external_id: ExternalId,
     /// The resource after the change.
     pub resource: resource::Model,
     /// New secrets to push, when they changed.
@@ -85,7 +58,10 @@ pub struct ResourceChange {
 #[async_trait]
 pub trait ProvisioningMarketplace: Send + Sync + 'static {
     /// Reads a subscription; `None` when the marketplace no longer has it.
-    async fn fetch_subscription(&self, external_id: &str) -> Result<Option<SubscriptionSnapshot>>;
+    async fn fetch_subscription(
+        &self,
+        external_id: &ExternalId,
+    ) -> Result<Option<SubscriptionSnapshot>>;
     /// Approves a requested subscription. Must succeed when already approved.
     async fn approve_subscription(&self, subscription: &subscription::Model) -> Result<()>;
     /// Rejects a requested subscription.
@@ -98,19 +74,19 @@ pub trait ProvisioningMarketplace: Send + Sync + 'static {
     async fn approve_plan_change(
         &self,
         subscription: &subscription::Model,
-        pending_plan_id: &str,
+        pending_plan_id: &PlanId,
     ) -> Result<()>;
     /// Rejects the pending plan change.
     async fn reject_plan_change(
         &self,
         subscription: &subscription::Model,
-        pending_plan_id: &str,
+        pending_plan_id: &PlanId,
         reason: &str,
     ) -> Result<()>;
     /// Tells the marketplace a resource changed (status, secrets).
     async fn resource_changed(&self, change: &ResourceChange) -> Result<()>;
     /// Marketplace ids of subscriptions to re-read during reconciliation.
-    async fn list_subscription_ids(&self) -> Result<Vec<String>>;
+    async fn list_subscription_ids(&self) -> Result<Vec<ExternalId>>;
     /// Registers an imported (linked) resource with the marketplace, with
     /// its secrets (Vercel Import Resource, `ownership: "linked"`). Must be
     /// safe to repeat. Marketplaces without an import flow refuse.

@@ -7,16 +7,16 @@
 //! window, so measuring twice in one window (a restart, a second replica)
 //! records once: billing answers the repeat as a duplicate.
 
-use crate::convert::status;
 use crate::domain::ProvisioningDomain;
-use crate::entity::resource;
+use crate::entity::{db_error, resource};
+use crate::model::{MetricId, Ownership, ResourceStatus};
+use marketbridge_core::ids::ResourceId;
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::sha256_hex;
 use marketbridge_core::time::to_timestamp;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_rpc::BillingClient;
-use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -55,7 +55,11 @@ pub struct UsageMeter {
 pub const TASK: &str = "provisioning.usage_meter";
 
 /// The deterministic id of one measurement.
-pub fn event_id(resource_id: &str, metric_id: &str, window_start: DateTime<Utc>) -> String {
+pub fn event_id(
+    resource_id: &ResourceId,
+    metric_id: &MetricId,
+    window_start: DateTime<Utc>,
+) -> String {
     let id = format!(
         "usage:{resource_id}:{metric_id}:{}",
         window_start.timestamp()
@@ -93,13 +97,13 @@ impl UsageMeter {
     async fn live_resources(&self, after: Option<&str>) -> Result<Vec<resource::Model>> {
         let mut query = resource::Entity::find()
             .filter(resource::Column::Status.is_in([
-                status::READY,
-                status::ONBOARDING,
-                status::SUSPENDED,
+                ResourceStatus::Ready,
+                ResourceStatus::Onboarding,
+                ResourceStatus::Suspended,
             ]))
             // Imported resources are billed by the provider, not metered
             // for the marketplace.
-            .filter(resource::Column::Ownership.ne(crate::convert::ownership::LINKED))
+            .filter(resource::Column::Ownership.ne(Ownership::Linked))
             .order_by_asc(resource::Column::Id)
             .limit(PAGE);
         if let Some(after) = after {
@@ -117,6 +121,7 @@ impl UsageMeter {
     ) -> Result<Vec<billing_pb::UsageEvent>> {
         let driver = self.domain.driver_for(row)?;
         let context = driver.context();
+        let resource_id = row.resource_id()?;
         let measurements = driver.driver.measure(&context).await?;
         Ok(measurements
             .into_iter()
@@ -128,7 +133,7 @@ impl UsageMeter {
                 known
             })
             .map(|m| billing_pb::UsageEvent {
-                event_id: event_id(&row.id, &m.metric_id, window_start),
+                event_id: event_id(&resource_id, &MetricId::new(&m.metric_id), window_start),
                 customer: Some(billing_pb::usage_event::Customer::ResourceId(
                     row.id.clone(),
                 )),
@@ -230,10 +235,15 @@ mod tests {
     #[test]
     fn event_ids_are_stable_within_a_window() {
         let start = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
-        let id = event_id("res_1", "storage_gb", start);
-        assert_eq!(id, format!("usage:res_1:storage_gb:{}", start.timestamp()));
-        let long = event_id("res_1", &"m".repeat(200), start);
+        let resource = ResourceId::generate();
+        let id = event_id(&resource, &MetricId::new("storage_gb"), start);
+        assert_eq!(
+            id,
+            format!("usage:{resource}:storage_gb:{}", start.timestamp())
+        );
+        let metric = MetricId::new("m".repeat(200));
+        let long = event_id(&resource, &metric, start);
         assert!(long.len() <= MAX_EVENT_ID && long.starts_with("usage:"));
-        assert_eq!(long, event_id("res_1", &"m".repeat(200), start));
+        assert_eq!(long, event_id(&resource, &metric, start));
     }
 }

@@ -6,7 +6,8 @@
 //! read just before the call.
 
 use crate::entity::subscription;
-use crate::marketplace::{ProvisioningMarketplace, ResourceChange, SubscriptionSnapshot, state};
+use crate::marketplace::{ProvisioningMarketplace, ResourceChange, SubscriptionSnapshot};
+use crate::model::{ExternalId, PlanId, SubscriptionState};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::{Catalog, Product};
@@ -66,12 +67,12 @@ impl GoogleEntitlements {
     }
 
     /// Google's plan id for our plan id.
-    fn google_plan_id(&self, subscription: &subscription::Model, plan_id: &str) -> String {
+    fn google_plan_id(&self, subscription: &subscription::Model, plan_id: &PlanId) -> String {
         self.catalog
             .product(&subscription.product_id)
-            .and_then(|p| p.plan(plan_id))
+            .and_then(|p| p.plan(plan_id.as_str()))
             .map(|plan| plan.marketplace_plan_id(GOOGLE))
-            .unwrap_or_else(|| plan_id.to_owned())
+            .unwrap_or_else(|| plan_id.to_string())
     }
 
     /// What we keep of an entitlement.
@@ -92,23 +93,25 @@ impl GoogleEntitlements {
             .unwrap_or_default();
         let google_state = entitlement.state();
         let our_state = match google_state {
-            entitlement_state::ACTIVATION_REQUESTED => state::REQUESTED,
-            entitlement_state::ACTIVE => state::ACTIVE,
+            entitlement_state::ACTIVATION_REQUESTED => Some(SubscriptionState::Requested),
+            entitlement_state::ACTIVE => Some(SubscriptionState::Active),
             entitlement_state::PENDING_PLAN_CHANGE
-            | entitlement_state::PENDING_PLAN_CHANGE_APPROVAL => state::PENDING_PLAN_CHANGE,
-            entitlement_state::PENDING_CANCELLATION => state::PENDING_CANCELLATION,
-            entitlement_state::CANCELLED => state::CANCELLED,
+            | entitlement_state::PENDING_PLAN_CHANGE_APPROVAL => {
+                Some(SubscriptionState::PendingPlanChange)
+            }
+            entitlement_state::PENDING_CANCELLATION => Some(SubscriptionState::PendingCancellation),
+            entitlement_state::CANCELLED => Some(SubscriptionState::Cancelled),
             // Suspension is not supported by Google yet; keep what we have.
-            _ => "",
+            _ => None,
         };
         SubscriptionSnapshot {
-            account_external_id: entitlement.account_id().to_owned(),
+            account_external_id: ExternalId::new(entitlement.account_id()),
             product_id: product
                 .map(|p| p.id.clone())
                 .unwrap_or_else(|| google_product.clone()),
             plan_id,
             pending_plan_id,
-            state: our_state.to_owned(),
+            state: our_state,
             marketplace_state: google_state.to_owned(),
             update_time: entitlement
                 .update_time
@@ -125,14 +128,17 @@ impl GoogleEntitlements {
     }
 
     /// The entitlement now, or a not-found error.
-    async fn current(&self, external_id: &str) -> Result<Option<Entitlement>> {
-        self.procurement.get_entitlement(external_id).await
+    async fn current(&self, external_id: &ExternalId) -> Result<Option<Entitlement>> {
+        self.procurement.get_entitlement(external_id.as_str()).await
     }
 }
 
 #[async_trait]
 impl ProvisioningMarketplace for GoogleEntitlements {
-    async fn fetch_subscription(&self, external_id: &str) -> Result<Option<SubscriptionSnapshot>> {
+    async fn fetch_subscription(
+        &self,
+        external_id: &ExternalId,
+    ) -> Result<Option<SubscriptionSnapshot>> {
         Ok(self
             .current(external_id)
             .await?
@@ -140,8 +146,12 @@ impl ProvisioningMarketplace for GoogleEntitlements {
     }
 
     async fn approve_subscription(&self, subscription: &subscription::Model) -> Result<()> {
-        let external_id = &subscription.external_id;
-        let refused = match self.procurement.approve_entitlement(external_id).await {
+        let external_id = &ExternalId::new(&subscription.external_id);
+        let refused = match self
+            .procurement
+            .approve_entitlement(external_id.as_str())
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(error) if procurement::is_precondition_failure(&error) => error,
             Err(error) if error.code() == marketbridge_core::ErrorCode::NotFound => {
@@ -169,10 +179,10 @@ impl ProvisioningMarketplace for GoogleEntitlements {
         subscription: &subscription::Model,
         reason: &str,
     ) -> Result<()> {
-        let external_id = &subscription.external_id;
+        let external_id = &ExternalId::new(&subscription.external_id);
         match self
             .procurement
-            .reject_entitlement(external_id, reason)
+            .reject_entitlement(external_id.as_str(), reason)
             .await
         {
             Ok(()) => Ok(()),
@@ -195,7 +205,7 @@ impl ProvisioningMarketplace for GoogleEntitlements {
     async fn approve_plan_change(
         &self,
         subscription: &subscription::Model,
-        pending_plan_id: &str,
+        pending_plan_id: &PlanId,
     ) -> Result<()> {
         let Some(pending) = self.pending_plan_for(subscription, pending_plan_id).await? else {
             return Ok(());
@@ -208,7 +218,7 @@ impl ProvisioningMarketplace for GoogleEntitlements {
     async fn reject_plan_change(
         &self,
         subscription: &subscription::Model,
-        pending_plan_id: &str,
+        pending_plan_id: &PlanId,
         reason: &str,
     ) -> Result<()> {
         let Some(pending) = self.pending_plan_for(subscription, pending_plan_id).await? else {
@@ -224,14 +234,15 @@ impl ProvisioningMarketplace for GoogleEntitlements {
         Ok(())
     }
 
-    async fn list_subscription_ids(&self) -> Result<Vec<String>> {
+    async fn list_subscription_ids(&self) -> Result<Vec<ExternalId>> {
         Ok(self
             .procurement
             .list_all_entitlements("")
             .await?
             .iter()
-            .map(|e| e.id().to_owned())
+            .map(|e| e.id())
             .filter(|id| !id.is_empty())
+            .map(ExternalId::new)
             .collect())
     }
 }
@@ -243,9 +254,10 @@ impl GoogleEntitlements {
     async fn pending_plan_for(
         &self,
         subscription: &subscription::Model,
-        pending_plan_id: &str,
+        pending_plan_id: &PlanId,
     ) -> Result<Option<String>> {
-        let Some(entitlement) = self.current(&subscription.external_id).await? else {
+        let external_id = ExternalId::new(&subscription.external_id);
+        let Some(entitlement) = self.current(&external_id).await? else {
             return Ok(None);
         };
         if entitlement.state() != entitlement_state::PENDING_PLAN_CHANGE_APPROVAL {

@@ -6,10 +6,10 @@
 //! the account service and run from the outbox, so a Vercel outage delays
 //! them but loses nothing.
 
-use crate::convert::status;
 use crate::driver::Secret;
 use crate::entity::subscription;
 use crate::marketplace::{ProvisioningMarketplace, ResourceChange, SubscriptionSnapshot};
+use crate::model::{ExternalId, PlanId, ResourceStatus as Status};
 use async_trait::async_trait;
 use marketbridge_core::crypto::SecretString;
 use marketbridge_core::{Error, Result};
@@ -42,8 +42,8 @@ impl VercelProvisioning {
     /// The installation's token to call with now (short-lived when
     /// available); prefer [`VercelApi::with_token`], which also retries a
     /// 401 and records a 410.
-    async fn token(&self, installation_id: &str) -> Result<SecretString> {
-        Ok(self.tokens.token(installation_id, None).await?.secret)
+    async fn token(&self, installation_id: &ExternalId) -> Result<SecretString> {
+        Ok(self.tokens.token(installation_id.as_str(), None).await?.secret)
     }
 }
 
@@ -54,32 +54,32 @@ fn not_for_vercel(what: &str) -> Error {
 }
 
 /// The Vercel status of a stored resource status.
-pub fn vercel_status(stored: &str) -> ResourceStatus {
+pub fn vercel_status(stored: Status) -> ResourceStatus {
     match stored {
-        status::PENDING => ResourceStatus::Pending,
-        status::ONBOARDING => ResourceStatus::Onboarding,
-        status::READY => ResourceStatus::Ready,
-        status::SUSPENDED => ResourceStatus::Suspended,
-        status::UNINSTALLED => ResourceStatus::Uninstalled,
-        _ => ResourceStatus::Error,
+        Status::Pending => ResourceStatus::Pending,
+        Status::Onboarding => ResourceStatus::Onboarding,
+        Status::Ready => ResourceStatus::Ready,
+        Status::Suspended => ResourceStatus::Suspended,
+        Status::Uninstalled => ResourceStatus::Uninstalled,
+        Status::Error => ResourceStatus::Error,
     }
 }
 
 /// The notice that goes with a status, or `Clear` when none does.
-fn notification(stored: &str, message: &str) -> NotificationChange {
+fn notification(stored: Status, message: &str) -> NotificationChange {
     let message = Some(message.to_owned()).filter(|m| !m.is_empty());
     match stored {
-        status::ERROR => NotificationChange::Set(Notification::new(
+        Status::Error => NotificationChange::Set(Notification::new(
             NotificationLevel::Error,
             "Provisioning failed",
             message,
         )),
-        status::SUSPENDED => NotificationChange::Set(Notification::new(
+        Status::Suspended => NotificationChange::Set(Notification::new(
             NotificationLevel::Warn,
             "Suspended",
             message,
         )),
-        status::ONBOARDING if message.is_some() => NotificationChange::Set(Notification::new(
+        Status::Onboarding if message.is_some() => NotificationChange::Set(Notification::new(
             NotificationLevel::Info,
             "Finish setting up",
             message,
@@ -115,7 +115,10 @@ fn wire_secrets(
 
 #[async_trait]
 impl ProvisioningMarketplace for VercelProvisioning {
-    async fn fetch_subscription(&self, _external_id: &str) -> Result<Option<SubscriptionSnapshot>> {
+    async fn fetch_subscription(
+        &self,
+        _external_id: &ExternalId,
+    ) -> Result<Option<SubscriptionSnapshot>> {
         Err(not_for_vercel("reading a subscription"))
     }
 
@@ -134,7 +137,7 @@ impl ProvisioningMarketplace for VercelProvisioning {
     async fn approve_plan_change(
         &self,
         _subscription: &subscription::Model,
-        _pending_plan_id: &str,
+        _pending_plan_id: &PlanId,
     ) -> Result<()> {
         Err(not_for_vercel("approving a plan change"))
     }
@@ -142,7 +145,7 @@ impl ProvisioningMarketplace for VercelProvisioning {
     async fn reject_plan_change(
         &self,
         _subscription: &subscription::Model,
-        _pending_plan_id: &str,
+        _pending_plan_id: &PlanId,
         _reason: &str,
     ) -> Result<()> {
         Err(not_for_vercel("rejecting a plan change"))
@@ -152,8 +155,8 @@ impl ProvisioningMarketplace for VercelProvisioning {
         let installation_id = change.account_external_id.as_str();
         let resource = &change.resource;
         let update = ResourceUpdate {
-            status: Some(vercel_status(&resource.status).as_str().to_owned()),
-            notification: Some(notification(&resource.status, &resource.status_message)),
+            status: Some(vercel_status(resource.status).as_str().to_owned()),
+            notification: Some(notification(resource.status, &resource.status_message)),
             ..Default::default()
         };
         let api = &self.api;
@@ -194,15 +197,14 @@ impl ProvisioningMarketplace for VercelProvisioning {
     async fn import_resource(&self, change: &ResourceChange) -> Result<()> {
         let installation_id = change.account_external_id.as_str();
         let resource = &change.resource;
-        let token = self.token(installation_id).await?;
-        let metadata: serde_json::Value =
-            serde_json::from_str(&resource.metadata).unwrap_or_default();
+        let token = self.token(&change.account_external_id).await?;
+        let metadata = crate::convert::metadata(resource)?;
         let import = ResourceImport {
             // Not billed through Vercel (§2.7).
             ownership: Some("linked".to_owned()),
             product_id: resource.product_id.clone(),
             name: resource.name.clone(),
-            status: vercel_status(&resource.status).as_str().to_owned(),
+            status: vercel_status(resource.status).as_str().to_owned(),
             metadata: metadata.is_object().then_some(metadata),
             billing_plan: None,
             notification: None,
@@ -219,7 +221,7 @@ impl ProvisioningMarketplace for VercelProvisioning {
         Ok(())
     }
 
-    async fn list_subscription_ids(&self) -> Result<Vec<String>> {
+    async fn list_subscription_ids(&self) -> Result<Vec<ExternalId>> {
         // Vercel has no subscriptions to re-read.
         Ok(Vec::new())
     }

@@ -3,9 +3,11 @@
 
 use super::ProvisioningDomain;
 use crate::console::{bold, paragraph, table, text};
-use crate::convert::{StoredConnection, from_json, status};
+use crate::convert::connections;
+use crate::machine::resource::{self as machine, Event};
+use marketbridge_core::ids::ResourceId;
 use marketbridge_core::time::to_rfc3339;
-use marketbridge_core::{Error, Result, Validator};
+use marketbridge_core::{Result, Validator};
 use marketbridge_proto::provisioning::v1 as pb;
 
 /// Longest command line.
@@ -22,12 +24,12 @@ impl ProvisioningDomain {
         validator.require("input", input);
         validator.max_len("input", input, MAX_INPUT);
         validator.finish()?;
+        let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
+        let owner = super::resources::owner_filter(&request.account_id)?;
         let row = self
-            .require_resource(&self.db, &request.resource_id, &request.account_id)
+            .require_resource(&self.db, &resource_id, owner.as_ref())
             .await?;
-        if row.status == status::UNINSTALLED {
-            return Err(Error::not_found("resource not found"));
-        }
+        machine::step(Self::machine_resource(&row), Event::OpenConsole)?;
         let driver = self.driver_for(&row)?;
         let command = input.trim_end_matches(';').trim().to_ascii_lowercase();
         let blocks = match command.as_str() {
@@ -49,14 +51,14 @@ impl ProvisioningDomain {
                 lines
             }
             "info" => {
-                let connections: Vec<StoredConnection> = from_json(&row.connections);
+                let connections = connections(&row)?;
                 let secrets = self.open(&row.secrets)?;
                 let mut facts = vec![
                     ("id", row.id.clone()),
                     ("name", row.name.clone()),
                     ("product", row.product_id.clone()),
                     ("plan", row.plan_id.clone()),
-                    ("status", row.status.clone()),
+                    ("status", row.status.to_string()),
                     ("created", to_rfc3339(row.created_at)),
                     (
                         "secrets",
@@ -87,22 +89,7 @@ impl ProvisioningDomain {
                 )]
             }
             _ => {
-                match row.status.as_str() {
-                    status::READY | status::ONBOARDING => {}
-                    status::SUSPENDED => {
-                        return Err(Error::conflict("the resource is suspended")
-                            .with_user_message("This resource is suspended"));
-                    }
-                    status::PENDING => {
-                        return Err(Error::conflict("the resource is not ready yet"));
-                    }
-                    _ => {
-                        return Err(Error::conflict(format!(
-                            "the resource is in status `{}`",
-                            row.status
-                        )));
-                    }
-                }
+                machine::step(Self::machine_resource(&row), Event::RunDriverCommand)?;
                 let secrets = self.open(&row.secrets)?;
                 driver
                     .driver

@@ -6,66 +6,55 @@
 //! detached, not destroyed, when removed.
 
 use super::ProvisioningDomain;
-use crate::convert::{ownership, resource_to_proto, scope, status};
-use crate::driver::Secret;
-use crate::entity::{importable, resource, subscription};
-use crate::marketplace::{ResourceChange, state};
+use super::resources::NewResource;
+use crate::convert::{attributes, from_json, marketplace_of, resource_to_proto};
+use crate::driver::{Prepared, Secret};
+use crate::entity::{db_error, importable, resource, subscription};
+use crate::marketplace::ResourceChange;
+use crate::model::{
+    ImportSource, ImportableId, Ownership, ProductId, ResourceStatus, SubscriptionScope,
+    SubscriptionState,
+};
 use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use marketbridge_core::metadata::{json_to_metadata, metadata_to_json};
 use marketbridge_core::{Error, Result, Validator};
-use marketbridge_proto::common::v1::AccountSelector;
 use marketbridge_proto::provisioning::v1 as pb;
-use marketbridge_storage::db_error;
+use marketbridge_storage::UnitOfWork;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, QuerySelect,
 };
 use serde_json::{Value as Json, json};
 
-/// Where an importable resource came from.
-pub mod source {
-    /// Registered by the provider (`RegisterImportableResource`).
-    pub const REGISTERED: &str = "registered";
-    /// Listed by the product's plug-in (`ListImportable`).
-    pub const PLUGIN: &str = "plugin";
-}
-
 /// Attribute marking the subscription of a linked resource.
 pub const OWNERSHIP_ATTRIBUTE: &str = "ownership";
 
-/// True for a provider id: 1 to 128 letters, digits, `_` or `-`.
-fn is_plain_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-fn row_id(account_id: &str, importable_id: &str) -> String {
+fn row_id(account_id: &AccountId, importable_id: &ImportableId) -> String {
     format!("{account_id}:{importable_id}")
 }
 
 /// True when the subscription pays for a linked resource (never billed
 /// through the marketplace).
-pub(crate) fn is_linked_subscription(row: &subscription::Model) -> bool {
-    serde_json::from_str::<Json>(&row.attributes)
-        .ok()
-        .and_then(|a| a.get(OWNERSHIP_ATTRIBUTE).cloned())
-        .is_some_and(|v| v == ownership::LINKED)
+pub(crate) fn is_linked_subscription(row: &subscription::Model) -> Result<bool> {
+    Ok(attributes(row)?
+        .get(OWNERSHIP_ATTRIBUTE)
+        .is_some_and(|v| v == Ownership::Linked.as_str()))
 }
 
-fn to_proto(row: &importable::Model, imported_resource_id: &str) -> pb::ImportableResource {
-    let metadata: Json = serde_json::from_str(&row.metadata).unwrap_or_default();
-    pb::ImportableResource {
+fn to_proto(
+    row: &importable::Model,
+    imported: Option<&resource::Model>,
+) -> Result<pb::ImportableResource> {
+    let metadata: Json = from_json("importable_resources.metadata", &row.metadata)?;
+    Ok(pb::ImportableResource {
         importable_id: row.importable_id.clone(),
         account_id: row.account_id.clone(),
         product_id: row.product_id.clone(),
         name: row.name.clone(),
         metadata: json_to_metadata("metadata", &metadata).ok(),
-        source: row.source.clone(),
-        imported_resource_id: imported_resource_id.to_owned(),
-    }
+        source: row.source.as_str().to_owned(),
+        imported_resource_id: imported.map(|r| r.id.clone()).unwrap_or_default(),
+    })
 }
 
 impl ProvisioningDomain {
@@ -75,11 +64,11 @@ impl ProvisioningDomain {
         request: pb::RegisterImportableResourceRequest,
     ) -> Result<pb::ImportableResource> {
         let mut validator = Validator::new();
-        if !is_plain_id(&request.importable_id) {
-            validator.invalid(
-                "importableId",
-                "must be 1 to 128 letters, digits, `_` or `-`",
-            );
+        let importable_id = ImportableId::parse("importableId", &request.importable_id);
+        if let Err(error) = &importable_id {
+            for field in error.fields() {
+                validator.invalid(field.field.clone(), field.message.clone());
+            }
         }
         validator.require("productId", &request.product_id);
         validator.require("name", &request.name);
@@ -96,6 +85,7 @@ impl ProvisioningDomain {
             }
         }
         validator.finish()?;
+        let importable_id = importable_id?;
         let product = self
             .catalog
             .require_product("productId", &request.product_id)?;
@@ -117,16 +107,16 @@ impl ProvisioningDomain {
                 environment_overrides: s.environment_overrides.clone(),
             })
             .collect();
-        let id = row_id(&account.id, &request.importable_id);
+        let id = row_id(&account.id, &importable_id);
         let now = self.now();
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         let stored = importable::Entity::find_by_id(id.clone())
             .lock_exclusive()
-            .one(&txn)
+            .one(&*work)
             .await
             .map_err(db_error)?;
         let live_import = match &stored {
-            Some(row) => self.live_import(&txn, row).await?,
+            Some(row) => self.live_import(&*work, row).await?,
             None => None,
         };
         if live_import.is_some() {
@@ -136,8 +126,8 @@ impl ProvisioningDomain {
         }
         let row = importable::Model {
             id: id.clone(),
-            account_id: account.id.clone(),
-            importable_id: request.importable_id.clone(),
+            account_id: account.id.to_string(),
+            importable_id: importable_id.to_string(),
             product_id: product.id.clone(),
             name: request.name.trim().to_owned(),
             metadata: if metadata.is_object() {
@@ -146,7 +136,7 @@ impl ProvisioningDomain {
                 "{}".to_owned()
             },
             secrets: self.seal(&secrets)?,
-            source: source::REGISTERED.to_owned(),
+            source: ImportSource::Registered,
             imported_resource_id: String::new(),
             created_at: stored.as_ref().map(|s| s.created_at).unwrap_or(now),
             updated_at: now,
@@ -155,18 +145,18 @@ impl ProvisioningDomain {
             row.clone()
                 .into_active_model()
                 .reset_all()
-                .update(&txn)
+                .update(&*work)
                 .await
                 .map_err(db_error)?;
         } else {
             importable::Entity::insert(row.clone().into_active_model())
-                .exec_without_returning(&txn)
+                .exec_without_returning(&*work)
                 .await
                 .map_err(db_error)?;
         }
-        txn.commit().await.map_err(db_error)?;
+        work.commit().await?;
         tracing::info!(account.id = %account.id, importable.id = %row.importable_id, product = %row.product_id, "importable resource registered");
-        Ok(to_proto(&row, ""))
+        to_proto(&row, None)
     }
 
     /// The live linked resource an importable row was imported as.
@@ -178,10 +168,14 @@ impl ProvisioningDomain {
         if row.imported_resource_id.is_empty() {
             return Ok(None);
         }
+        let resource_id = crate::model::stored_id::<ResourceId>(
+            "importable_resources.imported_resource_id",
+            &row.imported_resource_id,
+        )?;
         Ok(self
-            .load_resource(conn, &row.imported_resource_id)
+            .load_resource(conn, &resource_id)
             .await?
-            .filter(|r| r.status != status::UNINSTALLED))
+            .filter(|r| r.status != ResourceStatus::Uninstalled))
     }
 
     /// What an account may import; see `ListImportableResources`.
@@ -190,7 +184,8 @@ impl ProvisioningDomain {
         request: pb::ListImportableResourcesRequest,
     ) -> Result<pb::ListImportableResourcesResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
-        self.refresh_plugin_importables(account_id.as_str(), &request.product_id)
+        let product_id = Some(ProductId::new(&request.product_id)).filter(|p| !p.is_empty());
+        self.refresh_plugin_importables(&account_id, product_id.as_ref())
             .await?;
         let mut query = importable::Entity::find()
             .filter(importable::Column::AccountId.eq(account_id.as_str()))
@@ -203,12 +198,8 @@ impl ProvisioningDomain {
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let mut resources = Vec::with_capacity(rows.len());
         for row in &rows {
-            let imported = self
-                .live_import(&self.db, row)
-                .await?
-                .map(|r| r.id)
-                .unwrap_or_default();
-            resources.push(to_proto(row, &imported));
+            let imported = self.live_import(&self.db, row).await?;
+            resources.push(to_proto(row, imported.as_ref())?);
         }
         Ok(pb::ListImportableResourcesResponse { resources })
     }
@@ -217,18 +208,22 @@ impl ProvisioningDomain {
     /// records the answers (with their secrets, encrypted), so an import
     /// works from what the customer was shown. A plug-in that fails is
     /// logged and skipped: the other resources stay importable.
-    async fn refresh_plugin_importables(&self, account_id: &str, product_id: &str) -> Result<()> {
+    async fn refresh_plugin_importables(
+        &self,
+        account_id: &AccountId,
+        product_id: Option<&ProductId>,
+    ) -> Result<()> {
         let products: Vec<&marketbridge_catalog::Product> = self
             .catalog
             .products()
             .iter()
             .filter(|p| p.driver == "plugin")
-            .filter(|p| product_id.is_empty() || p.id == product_id)
+            .filter(|p| product_id.is_none_or(|id| p.id == id.as_str()))
             .collect();
         if products.is_empty() {
             return Ok(());
         }
-        let account = self.account(AccountSelector::by_id(account_id)).await?;
+        let account = self.account_by_id(account_id).await?;
         for product in products {
             let driver = self.driver(&product.driver)?.clone();
             let listed = match driver
@@ -242,11 +237,15 @@ impl ProvisioningDomain {
                 }
             };
             for item in listed {
-                if !is_plain_id(&item.id) || item.secrets.is_empty() {
-                    tracing::warn!(product = %product.id, "the plug-in listed an importable resource without a valid id or secrets; ignored");
+                let Ok(importable_id) = ImportableId::parse("id", &item.id) else {
+                    tracing::warn!(product = %product.id, "the plug-in listed an importable resource without a valid id; ignored");
+                    continue;
+                };
+                if item.secrets.is_empty() {
+                    tracing::warn!(product = %product.id, "the plug-in listed an importable resource without secrets; ignored");
                     continue;
                 }
-                self.upsert_plugin_importable(&account.id, product, item)
+                self.upsert_plugin_importable(&account.id, product, &importable_id, item)
                     .await?;
             }
         }
@@ -255,20 +254,22 @@ impl ProvisioningDomain {
 
     async fn upsert_plugin_importable(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         product: &marketbridge_catalog::Product,
+        importable_id: &ImportableId,
         item: crate::driver::Importable,
     ) -> Result<()> {
-        let id = row_id(account_id, &item.id);
+        let id = row_id(account_id, importable_id);
         let now = self.now();
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         let stored = importable::Entity::find_by_id(id.clone())
             .lock_exclusive()
-            .one(&txn)
+            .one(&*work)
             .await
             .map_err(db_error)?;
         if let Some(stored) = &stored
-            && (stored.source != source::PLUGIN || self.live_import(&txn, stored).await?.is_some())
+            && (stored.source != ImportSource::Plugin
+                || self.live_import(&*work, stored).await?.is_some())
         {
             // Registered by the provider, or imported: kept as it is.
             return Ok(());
@@ -281,7 +282,7 @@ impl ProvisioningDomain {
             .collect();
         let row = importable::Model {
             id,
-            account_id: account_id.to_owned(),
+            account_id: account_id.to_string(),
             importable_id: item.id.clone(),
             product_id: product.id.clone(),
             name: if name.trim().is_empty() {
@@ -295,7 +296,7 @@ impl ProvisioningDomain {
                 "{}".to_owned()
             },
             secrets: self.seal(&item.secrets)?,
-            source: source::PLUGIN.to_owned(),
+            source: ImportSource::Plugin,
             imported_resource_id: String::new(),
             created_at: stored.as_ref().map(|s| s.created_at).unwrap_or(now),
             updated_at: now,
@@ -303,17 +304,16 @@ impl ProvisioningDomain {
         if stored.is_some() {
             row.into_active_model()
                 .reset_all()
-                .update(&txn)
+                .update(&*work)
                 .await
                 .map_err(db_error)?;
         } else {
             importable::Entity::insert(row.into_active_model())
-                .exec_without_returning(&txn)
+                .exec_without_returning(&*work)
                 .await
                 .map_err(db_error)?;
         }
-        txn.commit().await.map_err(db_error)?;
-        Ok(())
+        work.commit().await
     }
 
     /// Imports a resource; see `ImportResource`.
@@ -322,48 +322,40 @@ impl ProvisioningDomain {
         request: pb::ImportResourceRequest,
     ) -> Result<pb::CreateResourceResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
-        if !is_plain_id(&request.importable_id) {
-            return Err(Error::invalid_field(
-                "importableId",
-                "must be 1 to 128 letters, digits, `_` or `-`",
-            ));
-        }
-        let account = self
-            .account(AccountSelector::by_id(account_id.as_str()))
-            .await?;
+        let importable_id = ImportableId::parse("importableId", &request.importable_id)?;
+        let account = self.account_by_id(&account_id).await?;
         if !account.active {
             return Err(
                 Error::conflict("the account is uninstalled; it cannot import resources")
                     .with_user_message("This installation has been removed"),
             );
         }
-        let id = row_id(&account.id, &request.importable_id);
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let id = row_id(&account.id, &importable_id);
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         let mut found = importable::Entity::find_by_id(id)
             .lock_exclusive()
-            .one(&txn)
+            .one(&*work)
             .await
             .map_err(db_error)?
             .filter(|r| request.product_id.is_empty() || r.product_id == request.product_id)
             .ok_or_else(|| Error::not_found("no such importable resource"))?;
-        let row = match self.live_import(&txn, &found).await? {
+        let row = match self.live_import(&*work, &found).await? {
             Some(existing) => {
-                txn.commit().await.map_err(db_error)?;
+                work.commit().await?;
                 existing
             }
             None => {
-                let row = self.insert_linked(&txn, &account, &found).await?;
+                let row = self.insert_linked(&mut work, &account, &found).await?;
                 found.imported_resource_id = row.id.clone();
                 found.updated_at = self.now();
                 found
                     .clone()
                     .into_active_model()
                     .reset_all()
-                    .update(&txn)
+                    .update(&*work)
                     .await
                     .map_err(db_error)?;
-                txn.commit().await.map_err(db_error)?;
-                self.outbox.wake();
+                work.commit().await?;
                 tracing::info!(resource.id = %row.id, importable.id = %found.importable_id, "linked resource recorded");
                 row
             }
@@ -373,7 +365,7 @@ impl ProvisioningDomain {
         // before the browser goes back to it. Repeating the call is an
         // upsert at the marketplace, so a retried import is safe.
         // Direct customers (no marketplace adapter) need no registration.
-        let marketplace = self.marketplace_of_row(&row.marketplace)?;
+        let marketplace = marketplace_of(&row.marketplace)?;
         if let Some(adapter) = self.marketplaces.adapter(marketplace).cloned() {
             adapter
                 .import_resource(&ResourceChange {
@@ -384,7 +376,7 @@ impl ProvisioningDomain {
                 .await?;
         }
         Ok(pb::CreateResourceResponse {
-            resource: Some(resource_to_proto(&row)),
+            resource: Some(resource_to_proto(&row)?),
             secrets: secrets.iter().map(Secret::to_proto).collect(),
         })
     }
@@ -396,20 +388,18 @@ impl ProvisioningDomain {
     /// marketbridge did not create.
     pub(crate) async fn detach_in(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         row: &resource::Model,
     ) -> Result<()> {
-        let from_plugin = serde_json::from_str::<Json>(&row.driver_state)
-            .ok()
-            .is_some_and(|state| state["source"] == source::PLUGIN);
+        let state: Json = from_json("resources.driver_state", &row.driver_state)?;
+        let from_plugin = state["source"] == ImportSource::Plugin.as_str();
         if from_plugin {
-            self.enqueue(
-                conn,
-                marketbridge_storage::outbox::NewJob::new(
-                    crate::jobs::kind::DETACH,
-                    &crate::jobs::ResourceJob::plain(&row.id),
-                )?
-                .dedupe_key(format!("detach:{}", row.id)),
+            let job = crate::model::ProvisioningJob::Detach(crate::model::ResourceJob::plain(
+                &row.resource_id()?,
+            ));
+            work.enqueue(
+                marketbridge_storage::outbox::NewJob::of(&job)?
+                    .dedupe_key(format!("detach:{}", row.id)),
             )
             .await?;
         }
@@ -419,7 +409,7 @@ impl ProvisioningDomain {
                 sea_orm::sea_query::Expr::value(""),
             )
             .filter(importable::Column::ImportedResourceId.eq(row.id.clone()))
-            .exec(conn)
+            .exec(&**work)
             .await
             .map_err(db_error)?;
         Ok(())
@@ -428,34 +418,35 @@ impl ProvisioningDomain {
     /// Records a linked resource and its (never billed) subscription.
     async fn insert_linked(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         account: &super::AccountInfo,
         found: &importable::Model,
     ) -> Result<resource::Model> {
-        let product = self.product(&found.product_id)?;
+        let product = self.product(&ProductId::new(&found.product_id))?;
         let plan = product
             .plans
             .first()
             .ok_or_else(|| Error::unprocessable("the product has no plan"))?;
         let now = self.now();
-        let resource_id = ResourceId::generate().into_string();
+        let resource_id = ResourceId::generate();
+        let subscription_id = SubscriptionId::generate();
         let subscription = subscription::Model {
-            id: SubscriptionId::generate().into_string(),
-            account_id: account.id.clone(),
+            id: subscription_id.to_string(),
+            account_id: account.id.to_string(),
             marketplace: account.marketplace.as_str().to_owned(),
-            external_id: resource_id.clone(),
+            external_id: resource_id.to_string(),
             product_id: product.id.clone(),
             plan_id: plan.id.clone(),
             pending_plan_id: String::new(),
-            state: state::ACTIVE.to_owned(),
-            scope: scope::RESOURCE.to_owned(),
+            state: SubscriptionState::Active,
+            scope: SubscriptionScope::Resource,
             marketplace_state: String::new(),
             marketplace_update_time: None,
             usage_reporting_id: String::new(),
             order_id: String::new(),
             awaiting_account_approval: false,
             reason: String::new(),
-            attributes: json!({ OWNERSHIP_ATTRIBUTE: ownership::LINKED }).to_string(),
+            attributes: json!({ OWNERSHIP_ATTRIBUTE: Ownership::Linked.as_str() }).to_string(),
             version: 1,
             created_at: now,
             updated_at: now,
@@ -463,44 +454,35 @@ impl ProvisioningDomain {
             ended_at: None,
         };
         subscription::Entity::insert(subscription.clone().into_active_model())
-            .exec_without_returning(conn)
+            .exec_without_returning(&**work)
             .await
             .map_err(db_error)?;
-        self.enqueue_billing_change(conn, &subscription).await?;
-        let row = resource::Model {
-            id: resource_id,
-            account_id: account.id.clone(),
-            subscription_id: subscription.id.clone(),
-            product_id: product.id.clone(),
-            plan_id: plan.id.clone(),
-            name: found.name.clone(),
-            metadata: found.metadata.clone(),
-            status: status::READY.to_owned(),
-            status_message: String::new(),
-            marketplace: account.marketplace.as_str().to_owned(),
-            external_id: String::new(),
-            connections: "[]".to_owned(),
-            secrets: found.secrets.clone(),
-            secrets_version: 1,
-            previous_secrets: None,
-            previous_secrets_expire_at: None,
-            driver: product.driver.clone(),
-            driver_state: json!({
-                "imported": found.importable_id,
-                "source": found.source,
-            })
-            .to_string(),
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-            ownership: ownership::LINKED.to_owned(),
-            protocol_settings: "{}".to_owned(),
-            production_only: false,
+        self.enqueue_billing_change(work, &subscription).await?;
+        let metadata: Json = from_json("importable_resources.metadata", &found.metadata)?;
+        let new = NewResource {
+            resource_id: &resource_id,
+            account_id: &account.id,
+            subscription_id: Some(&subscription_id),
+            product,
+            plan,
+            name: &found.name,
+            metadata: &metadata,
+            marketplace: account.marketplace.as_str(),
+            external_id: "",
+            protocol_settings: "{}",
         };
-        resource::Entity::insert(row.clone().into_active_model())
-            .exec_without_returning(conn)
+        // The provider runs it: its secrets are the ones registered, its
+        // notes say where it came from.
+        let prepared = Prepared {
+            secrets: self.open(&found.secrets)?,
+            state: json!({
+                "imported": found.importable_id,
+                "source": found.source.as_str(),
+            }),
+            ready: true,
+            delay_seconds: 0,
+        };
+        self.insert_resource(work, new, &prepared, Ownership::Linked)
             .await
-            .map_err(db_error)?;
-        Ok(row)
     }
 }

@@ -3,29 +3,27 @@
 mod console;
 mod entitlement;
 mod imports;
-pub(crate) mod protocol;
 mod resources;
 mod subscriptions;
 mod transfers;
 
 pub(crate) use imports::is_linked_subscription;
-pub(crate) use resources::merge_secrets;
-pub(crate) use subscriptions::subscription_marketplace;
 
-use crate::convert::{marketplace_of, status};
+use crate::convert::from_json;
 use crate::driver::{Driver, DriverContext, Drivers, Secret};
-use crate::entity::{resource, subscription};
-use crate::jobs::{self, kind};
-use crate::marketplace::{Marketplaces, state};
+use crate::entity::{db_error, resource, subscription};
+use crate::marketplace::Marketplaces;
+use crate::model::{ExternalId, PlanId, ProductId, ProvisioningJob, ResourceJob, ResourceStatus};
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::{Catalog, Plan, Product};
 use marketbridge_core::crypto::Cipher;
+use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
 use marketbridge_rpc::AccountClient;
-use marketbridge_storage::db_error;
+use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -38,11 +36,11 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct AccountInfo {
     /// Our id.
-    pub id: String,
+    pub id: AccountId,
     /// Its marketplace.
     pub marketplace: Marketplace,
     /// The marketplace's id.
-    pub external_id: String,
+    pub external_id: ExternalId,
     /// True while the account is not deleted.
     pub active: bool,
     /// True when its signup is approved or not required.
@@ -54,9 +52,9 @@ impl AccountInfo {
         let reference = account.marketplace_ref.clone().unwrap_or_default();
         let signup = account_pb::SignupState::try_from(account.signup_state).unwrap_or_default();
         Ok(Self {
-            id: account.id.clone(),
+            id: AccountId::parse("account.id", &account.id)?,
             marketplace: Marketplace::from_proto("account.marketplace", reference.marketplace)?,
-            external_id: reference.external_id,
+            external_id: ExternalId::new(reference.external_id),
             active: account.state == account_pb::AccountState::Active as i32,
             signup_done: matches!(
                 signup,
@@ -147,17 +145,23 @@ impl ProvisioningDomain {
         AccountInfo::from_proto(&account)
     }
 
+    /// The account with our id `account_id`, from the account service.
+    pub async fn account_by_id(&self, account_id: &AccountId) -> Result<AccountInfo> {
+        self.account(AccountSelector::by_id(account_id.as_str()))
+            .await
+    }
+
     /// The account behind `selector`, creating a bare record when the
     /// marketplace announced a subscription before its account.
     pub(crate) async fn account_or_create(
         &self,
         marketplace: Marketplace,
-        external_id: &str,
+        external_id: &ExternalId,
     ) -> Result<AccountInfo> {
         match self
             .account(AccountSelector::by_ref(
                 proto_marketplace(marketplace),
-                external_id,
+                external_id.as_str(),
             ))
             .await
         {
@@ -167,7 +171,7 @@ impl ProvisioningDomain {
                     .upsert_account(account_pb::UpsertAccountRequest {
                         marketplace_ref: Some(marketbridge_proto::common::v1::MarketplaceRef::new(
                             proto_marketplace(marketplace),
-                            external_id,
+                            external_id.as_str(),
                         )),
                         signup_required: marketplace == Marketplace::Google,
                         ..Default::default()
@@ -193,16 +197,16 @@ impl ProvisioningDomain {
             .map_err(|e| Error::internal(format!("stored secrets unreadable: {e}")))
     }
 
-    pub(crate) fn product(&self, product_id: &str) -> Result<&Product> {
-        self.catalog.product(product_id).ok_or_else(|| {
+    pub(crate) fn product(&self, product_id: &ProductId) -> Result<&Product> {
+        self.catalog.product(product_id.as_str()).ok_or_else(|| {
             Error::internal(format!(
                 "product `{product_id}` is no longer in the catalog"
             ))
         })
     }
 
-    pub(crate) fn plan<'a>(&self, product: &'a Product, plan_id: &str) -> Result<&'a Plan> {
-        product.plan(plan_id).ok_or_else(|| {
+    pub(crate) fn plan<'a>(&self, product: &'a Product, plan_id: &PlanId) -> Result<&'a Plan> {
+        product.plan(plan_id.as_str()).ok_or_else(|| {
             Error::internal(format!(
                 "plan `{plan_id}` of `{}` is no longer in the catalog",
                 product.id
@@ -218,8 +222,8 @@ impl ProvisioningDomain {
 
     /// The driver of a stored resource, with everything to build its context.
     pub(crate) fn driver_for(&self, row: &resource::Model) -> Result<ResourceDriver> {
-        let product = self.product(&row.product_id)?.clone();
-        let plan = self.plan(&product, &row.plan_id)?.clone();
+        let product = self.product(&ProductId::new(&row.product_id))?.clone();
+        let plan = self.plan(&product, &PlanId::new(&row.plan_id))?.clone();
         Ok(ResourceDriver {
             driver: self.driver(&row.driver)?.clone(),
             resource_id: row.id.clone(),
@@ -227,63 +231,51 @@ impl ProvisioningDomain {
             name: row.name.clone(),
             product,
             plan,
-            metadata: serde_json::from_str(&row.metadata).unwrap_or_default(),
-            state: serde_json::from_str(&row.driver_state).unwrap_or_default(),
-            app_urls: protocol::app_urls(&row.protocol_settings),
+            metadata: from_json("resources.metadata", &row.metadata)?,
+            state: from_json("resources.driver_state", &row.driver_state)?,
+            app_urls: crate::protocol::app_urls(&row.protocol_settings)?,
         })
-    }
-
-    pub(crate) async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<()> {
-        self.outbox.enqueue(conn, job).await.map(|_| ())
     }
 
     /// Schedules telling billing about a subscription's latest state.
     pub(crate) async fn enqueue_billing_change(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         subscription: &subscription::Model,
     ) -> Result<()> {
-        self.enqueue(
-            conn,
-            NewJob::new(
-                kind::BILLING_CHANGE,
-                &jobs::SubscriptionJob::new(&subscription.id),
-            )?
-            .dedupe_key(format!(
-                "billing:{}:{}",
-                subscription.id, subscription.version
-            )),
-        )
-        .await
+        let job = ProvisioningJob::BillingChange(crate::model::SubscriptionJob::new(
+            &subscription.subscription_id()?,
+        ));
+        work.enqueue(NewJob::of(&job)?.dedupe_key(format!(
+            "billing:{}:{}",
+            subscription.id, subscription.version
+        )))
+        .await?;
+        Ok(())
     }
 
     /// Schedules telling the marketplace a resource changed.
     pub(crate) async fn enqueue_notify(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         row: &resource::Model,
         push_secrets: bool,
     ) -> Result<()> {
-        self.enqueue(
-            conn,
-            NewJob::new(
-                kind::NOTIFY,
-                &jobs::ResourceJob {
-                    resource_id: row.id.clone(),
-                    push_secrets,
-                    sealed: None,
-                },
-            )?,
-        )
-        .await
+        let job = ProvisioningJob::Notify(ResourceJob {
+            resource_id: row.resource_id()?,
+            push_secrets,
+            sealed: None,
+        });
+        work.enqueue(NewJob::of(&job)?).await?;
+        Ok(())
     }
 
     pub(crate) async fn load_resource(
         &self,
         conn: &impl ConnectionTrait,
-        resource_id: &str,
+        resource_id: &ResourceId,
     ) -> Result<Option<resource::Model>> {
-        resource::Entity::find_by_id(resource_id.to_owned())
+        resource::Entity::find_by_id(resource_id.as_str().to_owned())
             .one(conn)
             .await
             .map_err(db_error)
@@ -292,9 +284,9 @@ impl ProvisioningDomain {
     pub(crate) async fn load_subscription(
         &self,
         conn: &impl ConnectionTrait,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<Option<subscription::Model>> {
-        subscription::Entity::find_by_id(subscription_id.to_owned())
+        subscription::Entity::find_by_id(subscription_id.as_str().to_owned())
             .lock_exclusive()
             .one(conn)
             .await
@@ -304,11 +296,11 @@ impl ProvisioningDomain {
     pub(crate) async fn live_resources_of_subscription(
         &self,
         conn: &impl ConnectionTrait,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<Vec<resource::Model>> {
         resource::Entity::find()
-            .filter(resource::Column::SubscriptionId.eq(subscription_id))
-            .filter(resource::Column::Status.ne(status::UNINSTALLED))
+            .filter(resource::Column::SubscriptionId.eq(subscription_id.as_str()))
+            .filter(resource::Column::Status.ne(ResourceStatus::Uninstalled))
             .order_by_asc(resource::Column::Id)
             .all(conn)
             .await
@@ -318,7 +310,7 @@ impl ProvisioningDomain {
     pub(crate) async fn resource_ids_of(
         &self,
         conn: &impl ConnectionTrait,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<Vec<String>> {
         Ok(self
             .live_resources_of_subscription(conn, subscription_id)
@@ -331,18 +323,10 @@ impl ProvisioningDomain {
     /// The marketplace id of an account, for notifications.
     pub(crate) async fn account_external_id(
         &self,
-        account_id: &str,
-    ) -> Result<(Marketplace, String)> {
-        let info = self.account(AccountSelector::by_id(account_id)).await?;
+        account_id: &AccountId,
+    ) -> Result<(Marketplace, ExternalId)> {
+        let info = self.account_by_id(account_id).await?;
         Ok((info.marketplace, info.external_id))
-    }
-
-    pub(crate) fn marketplace_of_row(&self, name: &str) -> Result<Marketplace> {
-        marketplace_of(name)
-    }
-
-    pub(crate) fn is_usable(subscription: &subscription::Model) -> bool {
-        state::is_usable(&subscription.state)
     }
 }
 

@@ -1,25 +1,31 @@
 //! Resources: creation with secrets known ahead of time, updates, plan
-//! changes, rotation, suspension and deletion.
+//! changes, rotation, suspension and deletion. The lifecycle's moves are
+//! decided by [`crate::machine::resource`]; their effects are applied here,
+//! in [`ProvisioningDomain::resource_effects`].
 
+use super::subscriptions::machine_view;
 use super::{ProvisioningDomain, context_key};
 use crate::convert::{
-    StoredConnection, from_json, resource_to_proto, scope, status, status_from_proto,
+    StoredConnection, connections, metadata, resource_to_proto, status_from_proto,
     subscription_to_proto, to_json,
 };
-use crate::driver::{DriverContext, Secret};
-use crate::entity::{resource, subscription};
-use crate::jobs::{self, kind};
-use crate::marketplace::state;
-use chrono::Duration as ChronoDuration;
+use crate::driver::{Driver, DriverContext, Prepared, Secret};
+use crate::entity::{db_error, resource, subscription};
+use crate::machine::resource::{self as machine, Effect, Event};
+use crate::machine::subscription as subscription_machine;
+use crate::model::{
+    Ownership, PendingRotation, PlanId, ProductId, ProvisioningJob, ResourceJob, ResourceStatus,
+    SubscriptionScope, SubscriptionState,
+};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use marketbridge_core::metadata::{json_to_metadata, metadata_to_json};
 use marketbridge_core::{Error, Result, Validator};
-use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
+use marketbridge_proto::common::v1::RequestContext;
 use marketbridge_proto::provisioning::v1 as pb;
-use marketbridge_storage::db_error;
-use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::NewJob;
 use marketbridge_storage::paging::Page;
+use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -39,7 +45,26 @@ fn no_control_characters(validator: &mut Validator, field: &str, value: &str) {
     }
 }
 
+/// The account a request restricts a resource to: none when empty; an id
+/// that does not parse matches no resource.
+pub(crate) fn owner_filter(text: &str) -> Result<Option<AccountId>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    AccountId::parse("accountId", text)
+        .map(Some)
+        .map_err(|_| Error::not_found("resource not found"))
+}
+
 impl ProvisioningDomain {
+    /// What the lifecycle machine sees of a stored resource.
+    pub(crate) fn machine_resource(row: &resource::Model) -> machine::Resource {
+        machine::Resource {
+            status: row.status,
+            ownership: row.ownership,
+        }
+    }
+
     /// Creates a resource; see `CreateResource`.
     pub async fn create_resource(
         &self,
@@ -52,11 +77,19 @@ impl ProvisioningDomain {
         validator.max_len("name", &request.name, MAX_NAME);
         no_control_characters(&mut validator, "name", &request.name);
         validator.max_len("externalId", &request.external_id, 255);
-        super::protocol::validate(&mut validator, request.protocol_settings.as_ref());
+        crate::protocol::validate(&mut validator, request.protocol_settings.as_ref());
         validator.finish()?;
         let (protocol_settings, _) =
-            super::protocol::merge("{}", request.protocol_settings.as_ref())?;
+            crate::protocol::merge("{}", request.protocol_settings.as_ref())?;
         let account_id = AccountId::parse("accountId", &request.account_id)?;
+        let subscription_id = if request.subscription_id.is_empty() {
+            None
+        } else {
+            Some(SubscriptionId::parse(
+                "subscriptionId",
+                &request.subscription_id,
+            )?)
+        };
         let product = self
             .catalog
             .require_product("productId", &request.product_id)?;
@@ -65,44 +98,59 @@ impl ProvisioningDomain {
         let driver = self.driver(&product.driver)?.clone();
 
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.CreateResource",
-            &key,
-            &request,
-            self.now()
-        );
-        let account = self
-            .account(AccountSelector::by_id(account_id.as_str()))
-            .await?;
+        let call = Call::new("provisioning.CreateResource", &key, &request, self.now())
+            .sealed(&self.cipher);
+        if let Some(answer) = call.replayed(&self.db).await? {
+            return Ok(answer);
+        }
+        // Remote reads and the driver's decisions first: no call leaves
+        // while the transaction is open.
+        let account = self.account_by_id(&account_id).await?;
         if !account.active {
             return Err(Error::conflict(
                 "the account is uninstalled; it cannot provision resources",
             )
             .with_user_message("This installation has been removed"));
         }
+        let resource_id = ResourceId::generate();
+        let name = request.name.trim();
+        let new = NewResource {
+            resource_id: &resource_id,
+            account_id: &account.id,
+            subscription_id: None,
+            product,
+            plan,
+            name,
+            metadata: &metadata,
+            marketplace: account.marketplace.as_str(),
+            external_id: &request.external_id,
+            protocol_settings: &protocol_settings,
+        };
+        let prepared = self.prepare(&new, driver.as_ref()).await?;
+
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        work.concerning(&account.id);
         let now = self.now();
-        let existing_subscription = if request.subscription_id.is_empty() {
-            None
-        } else {
-            let id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
-            let found = self
-                .load_subscription(&*txn, id.as_str())
-                .await?
-                .filter(|s| s.account_id == account.id)
-                .ok_or_else(|| Error::not_found("subscription not found"))?;
-            if !Self::is_usable(&found) {
-                return Err(Error::conflict("the subscription is not active"));
+        let existing_subscription = match &subscription_id {
+            None => None,
+            Some(id) => {
+                let found = self
+                    .load_subscription(&*work, id)
+                    .await?
+                    .filter(|s| s.account_id == account.id.as_str())
+                    .ok_or_else(|| Error::not_found("subscription not found"))?;
+                if !found.state.is_usable() {
+                    return Err(Error::conflict("the subscription is not active"));
+                }
+                Some(found)
             }
-            Some(found)
         };
         if plan.max_resources > 0 {
             let live = resource::Entity::find()
-                .filter(resource::Column::AccountId.eq(account.id.clone()))
+                .filter(resource::Column::AccountId.eq(account.id.as_str()))
                 .filter(resource::Column::PlanId.eq(plan.id.clone()))
-                .filter(resource::Column::Status.ne(status::UNINSTALLED))
-                .count(&*txn)
+                .filter(resource::Column::Status.ne(ResourceStatus::Uninstalled))
+                .count(&*work)
                 .await
                 .map_err(db_error)?;
             if live >= u64::from(plan.max_resources) {
@@ -114,20 +162,19 @@ impl ProvisioningDomain {
             }
         }
 
-        let resource_id = ResourceId::generate().into_string();
         let subscription = match existing_subscription {
             Some(found) => found,
             None => {
                 let row = subscription::Model {
                     id: SubscriptionId::generate().into_string(),
-                    account_id: account.id.clone(),
+                    account_id: account.id.to_string(),
                     marketplace: account.marketplace.as_str().to_owned(),
-                    external_id: resource_id.clone(),
+                    external_id: resource_id.to_string(),
                     product_id: product.id.clone(),
                     plan_id: plan.id.clone(),
                     pending_plan_id: String::new(),
-                    state: state::ACTIVE.to_owned(),
-                    scope: scope::RESOURCE.to_owned(),
+                    state: SubscriptionState::Active,
+                    scope: SubscriptionScope::Resource,
                     marketplace_state: String::new(),
                     marketplace_update_time: None,
                     usage_reporting_id: String::new(),
@@ -142,60 +189,49 @@ impl ProvisioningDomain {
                     ended_at: None,
                 };
                 subscription::Entity::insert(row.clone().into_active_model())
-                    .exec_without_returning(&*txn)
+                    .exec_without_returning(&*work)
                     .await
                     .map_err(db_error)?;
-                self.enqueue_billing_change(&*txn, &row).await?;
+                self.enqueue_billing_change(&mut work, &row).await?;
                 row
             }
         };
-        let (row, prepared) = self
-            .insert_resource(
-                &*txn,
-                NewResource {
-                    resource_id: &resource_id,
-                    account_id: &account.id,
-                    subscription_id: &subscription.id,
-                    product,
-                    plan,
-                    name: request.name.trim(),
-                    metadata: &metadata,
-                    marketplace: account.marketplace.as_str(),
-                    external_id: &request.external_id,
-                    protocol_settings: &protocol_settings,
-                },
-                driver.as_ref(),
-            )
+        let subscription_id = subscription.subscription_id()?;
+        let new = NewResource {
+            subscription_id: Some(&subscription_id),
+            ..new
+        };
+        let row = self
+            .insert_resource(&mut work, new, &prepared, Ownership::Owned)
             .await?;
         tracing::info!(resource.id = %row.id, product = %row.product_id, plan = %row.plan_id, status = %row.status, "resource created");
         let response = pb::CreateResourceResponse {
-            resource: Some(resource_to_proto(&row)),
+            resource: Some(resource_to_proto(&row)?),
             secrets: prepared.secrets.iter().map(Secret::to_proto).collect(),
         };
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        work.finish(response).await
     }
 
     pub(crate) async fn require_resource(
         &self,
         conn: &impl ConnectionTrait,
-        resource_id: &str,
-        account_id: &str,
+        resource_id: &ResourceId,
+        owner: Option<&AccountId>,
     ) -> Result<resource::Model> {
-        let id = ResourceId::parse("resourceId", resource_id)?;
-        self.load_resource(conn, id.as_str())
+        self.load_resource(conn, resource_id)
             .await?
-            .filter(|row| account_id.is_empty() || row.account_id == account_id)
+            .filter(|row| owner.is_none_or(|owner| row.account_id == owner.as_str()))
             .ok_or_else(|| Error::not_found("resource not found"))
     }
 
     /// One resource, without secrets.
     pub async fn get_resource(&self, request: pb::GetResourceRequest) -> Result<pb::Resource> {
+        let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
+        let owner = owner_filter(&request.account_id)?;
         let row = self
-            .require_resource(&self.db, &request.resource_id, &request.account_id)
+            .require_resource(&self.db, &resource_id, owner.as_ref())
             .await?;
-        Ok(resource_to_proto(&row))
+        resource_to_proto(&row)
     }
 
     /// A page of an account's resources, oldest first.
@@ -210,7 +246,7 @@ impl ProvisioningDomain {
             .order_by_asc(resource::Column::Id)
             .limit(page.fetch_limit());
         if !request.include_deleted {
-            query = query.filter(resource::Column::Status.ne(status::UNINSTALLED));
+            query = query.filter(resource::Column::Status.ne(ResourceStatus::Uninstalled));
         }
         if !request.resource_ids.is_empty() {
             query = query.filter(resource::Column::Id.is_in(request.resource_ids.clone()));
@@ -221,7 +257,10 @@ impl ProvisioningDomain {
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
         Ok(pb::ListResourcesResponse {
-            resources: rows.iter().map(resource_to_proto).collect(),
+            resources: rows
+                .iter()
+                .map(resource_to_proto)
+                .collect::<Result<_>>()?,
             page: Some(next),
         })
     }
@@ -237,14 +276,14 @@ impl ProvisioningDomain {
             validator.max_len("name", name, MAX_NAME);
             no_control_characters(&mut validator, "name", name);
         }
-        super::protocol::validate(&mut validator, request.protocol_settings.as_ref());
+        crate::protocol::validate(&mut validator, request.protocol_settings.as_ref());
         validator.finish()?;
         let new_status = match pb::ResourceStatus::try_from(request.status).unwrap_or_default() {
             pb::ResourceStatus::Unspecified => None,
-            pb::ResourceStatus::Ready => Some(status::READY),
-            pb::ResourceStatus::Suspended => Some(status::SUSPENDED),
-            pb::ResourceStatus::Onboarding => Some(status::ONBOARDING),
-            pb::ResourceStatus::Error => Some(status::ERROR),
+            pb::ResourceStatus::Ready => Some(ResourceStatus::Ready),
+            pb::ResourceStatus::Suspended => Some(ResourceStatus::Suspended),
+            pb::ResourceStatus::Onboarding => Some(ResourceStatus::Onboarding),
+            pb::ResourceStatus::Error => Some(ResourceStatus::Error),
             other => {
                 return Err(Error::invalid_field(
                     "status",
@@ -252,24 +291,20 @@ impl ProvisioningDomain {
                 ));
             }
         };
+        let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
+        let owner = owner_filter(&request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.UpdateResource",
-            &key,
-            &request,
-            self.now()
-        );
+        let call = Call::new("provisioning.UpdateResource", &key, &request, self.now())
+            .sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let mut row = self
-            .require_resource(&*txn, &request.resource_id, &request.account_id)
+            .require_resource(&*work, &resource_id, owner.as_ref())
             .await?;
-        if row.status == status::UNINSTALLED {
+        if row.status == ResourceStatus::Uninstalled {
             return Err(Error::conflict("the resource is deleted"));
         }
-        let product = self.product(&row.product_id)?;
-        let now = self.now();
-        let mut metadata: Json = serde_json::from_str(&row.metadata).unwrap_or_default();
+        let product = self.product(&ProductId::new(&row.product_id))?;
+        let mut metadata = metadata(&row)?;
         if let Some(new_metadata) = &request.metadata {
             metadata = product.validate_metadata(&metadata_to_json(Some(new_metadata)))?;
             row.metadata = metadata.to_string();
@@ -292,69 +327,141 @@ impl ProvisioningDomain {
             }
             None => false,
         };
-        if let Some(new_status) = new_status
-            && new_status != row.status
-        {
-            row.status = new_status.to_owned();
+        let (protocol_settings, app_urls_changed) =
+            crate::protocol::merge(&row.protocol_settings, request.protocol_settings.as_ref())?;
+        row.protocol_settings = protocol_settings;
+        let step = machine::step(
+            Self::machine_resource(&row),
+            Event::Update {
+                status: new_status,
+                plan_changed,
+                app_urls_changed,
+            },
+        )?;
+        if step.changed {
             row.status_message = request.status_message.clone().unwrap_or_default();
         } else if let Some(message) = &request.status_message {
             row.status_message = message.clone();
         }
-        let (protocol_settings, app_urls_changed) =
-            super::protocol::merge(&row.protocol_settings, request.protocol_settings.as_ref())?;
-        row.protocol_settings = protocol_settings;
+        let row = self.apply_resource(&mut work, row, step, None).await?;
+        let response = resource_to_proto(&row)?;
+        work.finish(response).await
+    }
+
+    /// Writes a resource as a step of its lifecycle left it and carries out
+    /// the step's effects.
+    async fn apply_resource(
+        &self,
+        work: &mut UnitOfWork,
+        mut row: resource::Model,
+        step: machine::Step,
+        scheduled_at: Option<DateTime<Utc>>,
+    ) -> Result<resource::Model> {
+        let now = self.now();
+        row.status = step.after.status;
         row.updated_at = now;
-        if app_urls_changed && !plan_changed && row.status != status::PENDING {
-            // The driver (a plug-in) reconciles its redirect allow-list.
-            self.enqueue(
-                &*txn,
-                NewJob::new(kind::APPLY_PLAN, &jobs::ResourceJob::plain(&row.id))?,
-            )
-            .await?;
-        }
-        if plan_changed {
-            self.apply_plan_to_subscription(&*txn, &row).await?;
-            self.enqueue(
-                &*txn,
-                NewJob::new(kind::APPLY_PLAN, &jobs::ResourceJob::plain(&row.id))?,
-            )
-            .await?;
+        if step.after.status == ResourceStatus::Uninstalled && step.changed {
+            row.deleted_at = Some(now);
         }
         row.clone()
             .into_active_model()
             .reset_all()
-            .update(&*txn)
+            .update(&**work)
             .await
             .map_err(db_error)?;
-        let response = txn.finish(resource_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(response)
+        self.resource_effects(work, &row, &step.effects, scheduled_at)
+            .await?;
+        Ok(row)
     }
 
-    /// Moves a resource-scoped subscription to the resource's plan.
-    async fn apply_plan_to_subscription(
+    /// Carries out the effects of a resource's step (after its row is
+    /// written). `scheduled_at` is when a scheduled driver job (provision,
+    /// deprovision) runs; now when none is given.
+    async fn resource_effects(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         row: &resource::Model,
+        effects: &[Effect],
+        scheduled_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        let Some(mut subscription) = self.load_subscription(conn, &row.subscription_id).await?
-        else {
-            return Ok(());
-        };
-        if subscription.scope != scope::RESOURCE || subscription.plan_id == row.plan_id {
-            return Ok(());
+        let resource_id = row.resource_id()?;
+        let plain = ResourceJob::plain(&resource_id);
+        let at = scheduled_at.unwrap_or_else(|| self.now());
+        for effect in effects {
+            match effect {
+                Effect::Provision => {
+                    let job = ProvisioningJob::Provision(plain.clone());
+                    work.enqueue(
+                        NewJob::of(&job)?
+                            .dedupe_key(format!("provision:{}", row.id))
+                            .run_at(at),
+                    )
+                    .await?;
+                }
+                Effect::ApplyPlan => {
+                    work.enqueue(NewJob::of(&ProvisioningJob::ApplyPlan(plain.clone()))?)
+                        .await?;
+                }
+                Effect::MoveSubscriptionToPlan => {
+                    let Some(subscription) = self
+                        .load_subscription(&**work, &row.paying_subscription_id()?)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    let step = subscription_machine::step(
+                        Some(&machine_view(&subscription)),
+                        subscription_machine::Event::ResourcePlanChanged {
+                            plan_id: PlanId::new(&row.plan_id),
+                        },
+                    )?;
+                    if step.save {
+                        self.write_subscription(work, subscription, &step).await?;
+                    }
+                }
+                Effect::DriverSuspend => {
+                    work.enqueue(NewJob::of(&ProvisioningJob::Suspend(plain.clone()))?)
+                        .await?;
+                }
+                Effect::DriverResume => {
+                    work.enqueue(NewJob::of(&ProvisioningJob::Resume(plain.clone()))?)
+                        .await?;
+                }
+                Effect::Deprovision => {
+                    let job = ProvisioningJob::Deprovision(plain.clone());
+                    work.enqueue(
+                        NewJob::of(&job)?
+                            .dedupe_key(format!("deprovision:{}", row.id))
+                            .run_at(at),
+                    )
+                    .await?;
+                }
+                Effect::EndSubscription => {
+                    let Some(mut subscription) = self
+                        .load_subscription(&**work, &row.paying_subscription_id()?)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    let step = subscription_machine::step(
+                        Some(&machine_view(&subscription)),
+                        subscription_machine::Event::ResourceDeleted,
+                    )?;
+                    if step.save {
+                        subscription.reason = "resource deleted".to_owned();
+                        self.write_subscription(work, subscription, &step).await?;
+                    }
+                }
+                Effect::Detach => {
+                    self.detach_in(work, row).await?;
+                    tracing::info!(resource.id = %row.id, "linked resource detached");
+                }
+                Effect::Notify { push_secrets } => {
+                    self.enqueue_notify(work, row, *push_secrets).await?;
+                }
+            }
         }
-        subscription.plan_id = row.plan_id.clone();
-        subscription.version += 1;
-        subscription.updated_at = self.now();
-        subscription
-            .clone()
-            .into_active_model()
-            .reset_all()
-            .update(conn)
-            .await
-            .map_err(db_error)?;
-        self.enqueue_billing_change(conn, &subscription).await
+        Ok(())
     }
 
     /// Deletes a resource; a second delete answers the same.
@@ -362,89 +469,45 @@ impl ProvisioningDomain {
         &self,
         request: pb::DeleteResourceRequest,
     ) -> Result<pb::Resource> {
+        let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
+        let owner = owner_filter(&request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.DeleteResource",
-            &key,
-            &request,
-            self.now()
-        );
+        let call = Call::new("provisioning.DeleteResource", &key, &request, self.now())
+            .sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let row = self
-            .require_resource(&*txn, &request.resource_id, &request.account_id)
+            .require_resource(&*work, &resource_id, owner.as_ref())
             .await?;
-        let row = self.delete_in(&*txn, row).await?;
-        let response = txn.finish(resource_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(response)
+        let row = self.delete_in(&mut work, row).await?;
+        let response = resource_to_proto(&row)?;
+        work.finish(response).await
     }
 
     /// Marks a resource deleted, ends its resource-scoped subscription and
-    /// schedules its teardown, in `conn`.
+    /// schedules its teardown (or detaches a linked one).
     pub(crate) async fn delete_in(
         &self,
-        conn: &impl ConnectionTrait,
-        mut row: resource::Model,
+        work: &mut UnitOfWork,
+        row: resource::Model,
     ) -> Result<resource::Model> {
-        if row.status == status::UNINSTALLED {
-            return Ok(row);
-        }
-        let now = self.now();
-        row.status = status::UNINSTALLED.to_owned();
-        row.deleted_at = Some(now);
-        row.updated_at = now;
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(conn)
-            .await
-            .map_err(db_error)?;
-        if let Some(mut subscription) = self.load_subscription(conn, &row.subscription_id).await?
-            && subscription.scope == scope::RESOURCE
-            && !state::is_final(&subscription.state)
-        {
-            subscription.state = state::CANCELLED.to_owned();
-            subscription.reason = "resource deleted".to_owned();
-            subscription.ended_at = Some(now);
-            subscription.updated_at = now;
-            subscription.version += 1;
-            subscription
-                .clone()
-                .into_active_model()
-                .reset_all()
-                .update(conn)
-                .await
-                .map_err(db_error)?;
-            self.enqueue_billing_change(conn, &subscription).await?;
-        }
-        if row.ownership == crate::convert::ownership::LINKED {
-            // Imported: the provider keeps it. It is detached (it can be
-            // imported again); its driver is not asked to tear it down.
-            self.detach_in(conn, &row).await?;
-            tracing::info!(resource.id = %row.id, "linked resource detached");
-            return Ok(row);
-        }
         // A driver with a grace period keeps the resource, suspended, until
         // the teardown is due.
         let grace_seconds = match self.driver_for(&row) {
             Ok(driver) => driver.driver.deletion_grace_seconds(&driver.context()),
             Err(_) => 0,
         };
-        if grace_seconds > 0 {
-            self.enqueue(
-                conn,
-                NewJob::new(kind::SUSPEND, &jobs::ResourceJob::plain(&row.id))?,
-            )
-            .await?;
+        let step = machine::step(
+            Self::machine_resource(&row),
+            Event::Delete {
+                grace: grace_seconds > 0,
+            },
+        )?;
+        if !step.changed {
+            return Ok(row);
         }
-        self.enqueue(
-            conn,
-            NewJob::new(kind::DEPROVISION, &jobs::ResourceJob::plain(&row.id))?
-                .dedupe_key(format!("deprovision:{}", row.id))
-                .run_at(now + ChronoDuration::seconds(grace_seconds.min(i64::MAX as u64) as i64)),
-        )
-        .await?;
+        let at = self.now()
+            + ChronoDuration::seconds(grace_seconds.min(i64::MAX as u64) as i64);
+        let row = self.apply_resource(work, row, step, Some(at)).await?;
         tracing::info!(resource.id = %row.id, grace_seconds, "resource deleted");
         Ok(row)
     }
@@ -460,33 +523,33 @@ impl ProvisioningDomain {
                 "must be at most 720 hours",
             ));
         }
+        let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
+        let owner = owner_filter(&request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.RotateSecrets",
-            &key,
-            &request,
-            self.now()
-        );
-        let mut row = self
-            .require_resource(&*txn, &request.resource_id, &request.account_id)
+        let call = Call::new("provisioning.RotateSecrets", &key, &request, self.now())
+            .sealed(&self.cipher);
+        if let Some(answer) = call.replayed(&self.db).await? {
+            return Ok(answer);
+        }
+        // The driver decides the new secrets before the transaction.
+        let stored = self
+            .require_resource(&self.db, &resource_id, owner.as_ref())
             .await?;
-        if row.ownership == crate::convert::ownership::LINKED {
-            return Err(Error::unprocessable(
-                "the secrets of an imported resource are rotated by the provider",
-            )
-            .with_user_message("Rotate this resource's credentials with the provider"));
-        }
-        if matches!(row.status.as_str(), status::UNINSTALLED | status::PENDING) {
-            return Err(Error::conflict(format!(
-                "secrets cannot be rotated while the resource is {}",
-                row.status
-            )));
-        }
-        let current = self.open(&row.secrets)?;
-        let driver = self.driver_for(&row)?;
+        machine::step(Self::machine_resource(&stored), Event::RotateSecrets)?;
+        let current = self.open(&stored.secrets)?;
+        let driver = self.driver_for(&stored)?;
         let rotation = driver.driver.rotate(&driver.context(), &current).await?;
+
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let mut row = self
+            .require_resource(&*work, &resource_id, owner.as_ref())
+            .await?;
+        machine::step(Self::machine_resource(&row), Event::RotateSecrets)?;
+        if row.secrets_version != stored.secrets_version {
+            return Err(Error::unavailable(
+                "the resource's secrets changed meanwhile; retry",
+            ));
+        }
         let now = self.now();
         let grace = ChronoDuration::seconds(request.old_secrets_valid_for_seconds as i64);
         let response = if rotation.sync {
@@ -500,15 +563,11 @@ impl ProvisioningDomain {
             row.clone()
                 .into_active_model()
                 .reset_all()
-                .update(&*txn)
+                .update(&*work)
                 .await
                 .map_err(db_error)?;
-            self.enqueue(
-                &*txn,
-                NewJob::new(kind::REVOKE_OLD_SECRETS, &jobs::ResourceJob::plain(&row.id))?
-                    .run_at(now + grace),
-            )
-            .await?;
+            let job = ProvisioningJob::RevokeOldSecrets(ResourceJob::plain(&resource_id));
+            work.enqueue(NewJob::of(&job)?.run_at(now + grace)).await?;
             pb::RotateSecretsResponse {
                 sync: true,
                 secrets: rotation
@@ -523,33 +582,30 @@ impl ProvisioningDomain {
                     })
                     .collect(),
                 partial: rotation.partial,
-                resource: Some(resource_to_proto(&row)),
+                resource: Some(resource_to_proto(&row)?),
             }
         } else {
-            let pending = jobs::PendingRotation {
+            let pending = PendingRotation {
                 sealed_secrets: self.seal(&rotation.secrets)?,
                 partial: rotation.partial,
                 state: rotation.state.clone(),
                 old_valid_for_seconds: request.old_secrets_valid_for_seconds,
             };
-            let job = jobs::ResourceJob {
-                resource_id: row.id.clone(),
+            let job = ProvisioningJob::CompleteRotation(ResourceJob {
+                resource_id: resource_id.clone(),
                 push_secrets: true,
                 sealed: Some(pending),
-            };
-            self.enqueue(&*txn, NewJob::new(kind::COMPLETE_ROTATION, &job)?)
-                .await?;
+            });
+            work.enqueue(NewJob::of(&job)?).await?;
             pb::RotateSecretsResponse {
                 sync: false,
                 secrets: Vec::new(),
                 partial: rotation.partial,
-                resource: Some(resource_to_proto(&row)),
+                resource: Some(resource_to_proto(&row)?),
             }
         };
         tracing::info!(resource.id = %row.id, sync = response.sync, "secrets rotation started");
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        work.finish(response).await
     }
 
     /// Current secrets (internal).
@@ -557,9 +613,8 @@ impl ProvisioningDomain {
         &self,
         request: pb::GetResourceSecretsRequest,
     ) -> Result<pb::GetResourceSecretsResponse> {
-        let row = self
-            .require_resource(&self.db, &request.resource_id, "")
-            .await?;
+        let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
+        let row = self.require_resource(&self.db, &resource_id, None).await?;
         let secrets = self.open(&row.secrets)?;
         Ok(pb::GetResourceSecretsResponse {
             secrets: secrets.iter().map(Secret::to_proto).collect(),
@@ -571,7 +626,7 @@ impl ProvisioningDomain {
     pub async fn set_suspended(
         &self,
         context: Option<&RequestContext>,
-        resource_id: &str,
+        resource_id: &ResourceId,
         suspended: bool,
         reason: &str,
         request: &impl prost::Message,
@@ -582,64 +637,25 @@ impl ProvisioningDomain {
         } else {
             "provisioning.ResumeResource"
         };
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            scope_name,
-            &key,
-            request,
-            self.now()
-        );
-        let mut row = self.require_resource(&*txn, resource_id, "").await?;
-        let wanted = if suspended {
-            status::SUSPENDED
+        let call = Call::new(scope_name, &key, request, self.now()).sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let mut row = self.require_resource(&*work, resource_id, None).await?;
+        let event = if suspended {
+            Event::Suspend
         } else {
-            status::READY
+            Event::Resume
         };
-        let changeable = if suspended {
-            matches!(
-                row.status.as_str(),
-                status::READY | status::ONBOARDING | status::ERROR
-            )
-        } else {
-            row.status == status::SUSPENDED
-        };
-        if row.status != wanted {
-            if !changeable {
-                return Err(Error::conflict(format!(
-                    "a {} resource cannot be {}",
-                    row.status,
-                    if suspended { "suspended" } else { "resumed" }
-                )));
-            }
-            row.status = wanted.to_owned();
+        let step = machine::step(Self::machine_resource(&row), event)?;
+        if step.changed {
             row.status_message = if suspended {
                 reason.to_owned()
             } else {
                 String::new()
             };
-            row.updated_at = self.now();
-            row.clone()
-                .into_active_model()
-                .reset_all()
-                .update(&*txn)
-                .await
-                .map_err(db_error)?;
-            let kind = if suspended {
-                kind::SUSPEND
-            } else {
-                kind::RESUME
-            };
-            self.enqueue(
-                &*txn,
-                NewJob::new(kind, &jobs::ResourceJob::plain(&row.id))?,
-            )
-            .await?;
-            self.enqueue_notify(&*txn, &row, false).await?;
+            row = self.apply_resource(&mut work, row, step, None).await?;
         }
-        let response = txn.finish(resource_to_proto(&row)).await?;
-        self.outbox.wake();
-        Ok(response)
+        let response = resource_to_proto(&row)?;
+        work.finish(response).await
     }
 
     /// Deletes every live resource of an account.
@@ -649,32 +665,25 @@ impl ProvisioningDomain {
     ) -> Result<pb::DeleteAccountResourcesResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.DeleteAccountResources",
-            &key,
-            &request,
-            self.now()
-        );
+        let call = Call::new("provisioning.DeleteAccountResources", &key, &request, self.now())
+            .sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        work.concerning(&account_id);
         let rows = resource::Entity::find()
             .filter(resource::Column::AccountId.eq(account_id.into_string()))
-            .filter(resource::Column::Status.ne(status::UNINSTALLED))
+            .filter(resource::Column::Status.ne(ResourceStatus::Uninstalled))
             .order_by_asc(resource::Column::Id)
-            .all(&*txn)
+            .all(&*work)
             .await
             .map_err(db_error)?;
         let mut deleted = Vec::new();
         for row in rows {
-            deleted.push(self.delete_in(&*txn, row).await?.id);
+            deleted.push(self.delete_in(&mut work, row).await?.id);
         }
-        let response = txn
-            .finish(pb::DeleteAccountResourcesResponse {
-                deleted_resource_ids: deleted,
-            })
-            .await?;
-        self.outbox.wake();
-        Ok(response)
+        work.finish(pb::DeleteAccountResourcesResponse {
+            deleted_resource_ids: deleted,
+        })
+        .await
     }
 
     /// Records a project connection or disconnection.
@@ -686,58 +695,59 @@ impl ProvisioningDomain {
         validator.require("projectId", &request.project_id);
         validator.max_len("projectId", &request.project_id, 255);
         validator.finish()?;
+        let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.RecordProjectConnection",
-            &key,
-            &request,
-            self.now()
-        );
-        let mut row = self
-            .require_resource(&*txn, &request.resource_id, "")
-            .await?;
-        let mut connections: Vec<StoredConnection> = from_json(&row.connections);
-        connections.retain(|c| c.project_id != request.project_id);
+        let call = Call::new("provisioning.RecordProjectConnection", &key, &request, self.now())
+            .sealed(&self.cipher);
+        let work = unit_of_work!(call, &self.db, &self.outbox);
+        let mut row = self.require_resource(&*work, &resource_id, None).await?;
+        let mut stored: Vec<StoredConnection> = connections(&row)?;
+        stored.retain(|c| c.project_id != request.project_id);
         if request.connected {
-            connections.push(StoredConnection {
+            stored.push(StoredConnection {
                 project_id: request.project_id.clone(),
                 targets: request.targets.clone(),
                 connected_at: self.now(),
             });
         }
-        row.connections = to_json(&connections);
+        row.connections = to_json(&stored)?;
         row.updated_at = self.now();
         row.clone()
             .into_active_model()
             .reset_all()
-            .update(&*txn)
+            .update(&*work)
             .await
             .map_err(db_error)?;
-        txn.finish(resource_to_proto(&row)).await
+        let response = resource_to_proto(&row)?;
+        work.finish(response).await
     }
 
     /// The subscription of a resource, for callers that need both.
-    pub async fn subscription_of_resource(&self, resource_id: &str) -> Result<pb::Subscription> {
-        let row = self.require_resource(&self.db, resource_id, "").await?;
+    pub async fn subscription_of_resource(
+        &self,
+        resource_id: &ResourceId,
+    ) -> Result<pb::Subscription> {
+        let row = self.require_resource(&self.db, resource_id, None).await?;
         let subscription = self
-            .load_subscription(&self.db, &row.subscription_id)
+            .load_subscription(&self.db, &row.paying_subscription_id()?)
             .await?
             .ok_or_else(|| Error::internal("resource without subscription"))?;
-        let ids = self.resource_ids_of(&self.db, &subscription.id).await?;
-        Ok(subscription_to_proto(&subscription, ids))
+        let ids = self
+            .resource_ids_of(&self.db, &subscription.subscription_id()?)
+            .await?;
+        subscription_to_proto(&subscription, ids)
     }
 
     /// Creates the resource of an account-scoped subscription that just
-    /// became usable (a Google entitlement turning active), in `conn`.
+    /// became usable (a Google entitlement turning active).
     pub(crate) async fn provision_for_subscription(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         subscription: &subscription::Model,
     ) -> Result<Option<resource::Model>> {
+        let subscription_id = subscription.subscription_id()?;
         if !self
-            .live_resources_of_subscription(conn, &subscription.id)
+            .live_resources_of_subscription(&**work, &subscription_id)
             .await?
             .is_empty()
         {
@@ -747,46 +757,40 @@ impl ProvisioningDomain {
             tracing::warn!(subscription.id = %subscription.id, product = %subscription.product_id, "active subscription to a product not in the catalog");
             return Ok(None);
         };
-        let plan = self.plan(product, &subscription.plan_id)?;
+        let plan = self.plan(product, &PlanId::new(&subscription.plan_id))?;
         let driver = self.driver(&product.driver)?.clone();
         let metadata = product.validate_metadata(&Json::Object(Default::default()))?;
-        let resource_id = ResourceId::generate().into_string();
-        let (row, _) = self
-            .insert_resource(
-                conn,
-                NewResource {
-                    resource_id: &resource_id,
-                    account_id: &subscription.account_id,
-                    subscription_id: &subscription.id,
-                    product,
-                    plan,
-                    name: &product.name,
-                    metadata: &metadata,
-                    marketplace: &subscription.marketplace,
-                    external_id: &subscription.external_id,
-                    protocol_settings: "{}",
-                },
-                driver.as_ref(),
-            )
+        let resource_id = ResourceId::generate();
+        let account_id = subscription.owner_id()?;
+        let new = NewResource {
+            resource_id: &resource_id,
+            account_id: &account_id,
+            subscription_id: Some(&subscription_id),
+            product,
+            plan,
+            name: &product.name,
+            metadata: &metadata,
+            marketplace: &subscription.marketplace,
+            external_id: &subscription.external_id,
+            protocol_settings: "{}",
+        };
+        // The driver decides the secrets from what it is told; drivers do
+        // not call out to prepare.
+        let prepared = self.prepare(&new, driver.as_ref()).await?;
+        let row = self
+            .insert_resource(work, new, &prepared, Ownership::Owned)
             .await?;
         tracing::info!(resource.id = %row.id, subscription.id = %subscription.id, "resource created for subscription");
         Ok(Some(row))
     }
 
-    /// Decides a new resource's secrets with its driver and stores it, in
-    /// `conn`: ready at once when the driver says so, otherwise pending with
-    /// its provisioning scheduled.
-    async fn insert_resource(
-        &self,
-        conn: &impl ConnectionTrait,
-        new: NewResource<'_>,
-        driver: &dyn crate::driver::Driver,
-    ) -> Result<(resource::Model, crate::driver::Prepared)> {
+    /// A new resource's secrets and notes, decided by its driver.
+    async fn prepare(&self, new: &NewResource<'_>, driver: &dyn Driver) -> Result<Prepared> {
         let empty_state = Json::Null;
-        let app_urls = super::protocol::app_urls(new.protocol_settings);
+        let app_urls = crate::protocol::app_urls(new.protocol_settings)?;
         let context = DriverContext {
-            resource_id: new.resource_id,
-            account_id: new.account_id,
+            resource_id: new.resource_id.as_str(),
+            account_id: new.account_id.as_str(),
             name: new.name,
             product: new.product,
             plan: new.plan,
@@ -794,22 +798,32 @@ impl ProvisioningDomain {
             state: &empty_state,
             app_urls: &app_urls,
         };
-        let prepared = driver.prepare(&context).await?;
+        driver.prepare(&context).await
+    }
+
+    /// Stores a new resource: ready at once when its driver says so,
+    /// otherwise pending with its provisioning scheduled.
+    pub(crate) async fn insert_resource(
+        &self,
+        work: &mut UnitOfWork,
+        new: NewResource<'_>,
+        prepared: &Prepared,
+        ownership: Ownership,
+    ) -> Result<resource::Model> {
+        let subscription_id = new
+            .subscription_id
+            .ok_or_else(|| Error::internal("a resource needs a subscription"))?;
+        let step = machine::created(ownership, prepared.ready);
         let now = self.now();
         let row = resource::Model {
-            id: new.resource_id.to_owned(),
-            account_id: new.account_id.to_owned(),
-            subscription_id: new.subscription_id.to_owned(),
+            id: new.resource_id.to_string(),
+            account_id: new.account_id.to_string(),
+            subscription_id: subscription_id.to_string(),
             product_id: new.product.id.clone(),
             plan_id: new.plan.id.clone(),
             name: new.name.to_owned(),
             metadata: new.metadata.to_string(),
-            status: if prepared.ready {
-                status::READY
-            } else {
-                status::PENDING
-            }
-            .to_owned(),
+            status: step.after.status,
             status_message: String::new(),
             marketplace: new.marketplace.to_owned(),
             external_id: new.external_id.to_owned(),
@@ -823,21 +837,105 @@ impl ProvisioningDomain {
             created_at: now,
             updated_at: now,
             deleted_at: None,
-            ownership: crate::convert::ownership::OWNED.to_owned(),
+            ownership,
             protocol_settings: new.protocol_settings.to_owned(),
             production_only: false,
         };
         resource::Entity::insert(row.clone().into_active_model())
-            .exec_without_returning(conn)
+            .exec_without_returning(&**work)
             .await
             .map_err(db_error)?;
-        if !prepared.ready {
-            let job = NewJob::new(kind::PROVISION, &jobs::ResourceJob::plain(&row.id))?
-                .dedupe_key(format!("provision:{}", row.id))
-                .run_at(now + ChronoDuration::seconds(prepared.delay_seconds as i64));
-            self.enqueue(conn, job).await?;
+        let at = now + ChronoDuration::seconds(prepared.delay_seconds as i64);
+        self.resource_effects(work, &row, &step.effects, Some(at))
+            .await?;
+        Ok(row)
+    }
+
+    /// Records what a provisioning job's driver said: ready or onboarding
+    /// (`Ok(onboarding)`), or failed for good (`Err(message)`).
+    pub(crate) async fn record_provisioning(
+        &self,
+        resource_id: &ResourceId,
+        outcome: std::result::Result<bool, String>,
+    ) -> Result<()> {
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let Some(mut row) = self.load_resource(&*work, resource_id).await? else {
+            return Ok(());
+        };
+        let event = match &outcome {
+            Ok(onboarding) => Event::Provisioned {
+                onboarding: *onboarding,
+            },
+            Err(_) => Event::ProvisioningFailed,
+        };
+        let step = machine::step(Self::machine_resource(&row), event)?;
+        if !step.changed {
+            return Ok(());
         }
-        Ok((row, prepared))
+        row.status_message = outcome.err().unwrap_or_default();
+        let row = self.apply_resource(&mut work, row, step, None).await?;
+        work.commit().await?;
+        tracing::info!(resource.id = %row.id, status = %row.status, "resource provisioned");
+        Ok(())
+    }
+
+    /// Records a rotation its driver completed: the new secrets replace
+    /// the current ones, which stay valid for the grace period asked for.
+    pub(crate) async fn record_rotation(
+        &self,
+        resource_id: &ResourceId,
+        pending: &PendingRotation,
+        new_secrets: &[Secret],
+    ) -> Result<()> {
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let Some(mut row) = self.load_resource(&*work, resource_id).await? else {
+            return Ok(());
+        };
+        if machine::step(Self::machine_resource(&row), Event::CompleteRotation).is_err() {
+            return Ok(());
+        }
+        let current = self.open(&row.secrets)?;
+        let merged = merge_secrets(&current, new_secrets, pending.partial);
+        let now = self.now();
+        let expires = now + ChronoDuration::seconds(pending.old_valid_for_seconds as i64);
+        row.previous_secrets = Some(row.secrets.clone());
+        row.previous_secrets_expire_at = Some(expires);
+        row.secrets = self.seal(&merged)?;
+        row.secrets_version += 1;
+        row.driver_state = pending.state.to_string();
+        row.updated_at = now;
+        row.clone()
+            .into_active_model()
+            .reset_all()
+            .update(&*work)
+            .await
+            .map_err(db_error)?;
+        self.enqueue_notify(&mut work, &row, true).await?;
+        let job = ProvisioningJob::RevokeOldSecrets(ResourceJob::plain(resource_id));
+        work.enqueue(NewJob::of(&job)?.run_at(expires)).await?;
+        work.commit().await
+    }
+
+    /// Forgets the previous secrets once revoked (unless a later rotation
+    /// replaced them meanwhile).
+    pub(crate) async fn forget_previous_secrets(
+        &self,
+        resource_id: &ResourceId,
+        expired_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        if let Some(mut row) = self.load_resource(&*work, resource_id).await?
+            && row.previous_secrets_expire_at == Some(expired_at)
+        {
+            row.previous_secrets = None;
+            row.previous_secrets_expire_at = None;
+            row.into_active_model()
+                .reset_all()
+                .update(&*work)
+                .await
+                .map_err(db_error)?;
+        }
+        work.commit().await
     }
 
     /// Converts proto metadata for callers.
@@ -846,25 +944,27 @@ impl ProvisioningDomain {
     }
 
     /// Parses a requested status.
-    pub fn parse_status(value: i32) -> Option<&'static str> {
+    pub fn parse_status(value: i32) -> Option<ResourceStatus> {
         pb::ResourceStatus::try_from(value)
             .ok()
             .and_then(status_from_proto)
     }
+
 }
 
 /// What a new resource is made of.
-struct NewResource<'a> {
-    resource_id: &'a str,
-    account_id: &'a str,
-    subscription_id: &'a str,
-    product: &'a marketbridge_catalog::Product,
-    plan: &'a marketbridge_catalog::Plan,
-    name: &'a str,
-    metadata: &'a Json,
-    marketplace: &'a str,
-    external_id: &'a str,
-    protocol_settings: &'a str,
+#[derive(Clone, Copy)]
+pub(crate) struct NewResource<'a> {
+    pub(crate) resource_id: &'a ResourceId,
+    pub(crate) account_id: &'a AccountId,
+    pub(crate) subscription_id: Option<&'a SubscriptionId>,
+    pub(crate) product: &'a marketbridge_catalog::Product,
+    pub(crate) plan: &'a marketbridge_catalog::Plan,
+    pub(crate) name: &'a str,
+    pub(crate) metadata: &'a Json,
+    pub(crate) marketplace: &'a str,
+    pub(crate) external_id: &'a str,
+    pub(crate) protocol_settings: &'a str,
 }
 
 /// The secrets after a rotation: all new ones, or the old ones with the

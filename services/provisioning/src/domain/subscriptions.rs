@@ -1,25 +1,27 @@
-//! Subscriptions and their state machine: requested → approved → active ⇄
-//! pending plan change / pending cancellation → cancelled (or rejected).
-//! Entering a usable state provisions, leaving for good deprovisions, and
-//! every change is passed on to billing.
+//! Subscriptions: recording them as marketplaces describe them, the
+//! provider's decisions, and the effects of their state machine
+//! ([`crate::machine::subscription`]) applied in one place.
 
 use super::{ProvisioningDomain, context_key};
 use crate::convert::{
-    from_json, marketplace_of, scope, state_from_proto, subscription_to_proto, to_json,
+    attributes, marketplace_of, scope_from_proto, state_from_proto, subscription_to_proto, to_json,
 };
-use crate::entity::subscription;
-use crate::jobs::{self, kind};
-use crate::marketplace::{SubscriptionSnapshot, state};
+use crate::entity::{db_error, subscription};
+use crate::machine::subscription::{self as machine, Described, Effect, Event, Step};
+use crate::marketplace::SubscriptionSnapshot;
+use crate::model::{
+    ExternalId, PlanChangeJob, PlanId, ProvisioningJob, SubscriptionJob,
+    SubscriptionScope, SubscriptionState,
+};
 use chrono::{DateTime, Utc};
 use marketbridge_core::ids::{AccountId, SubscriptionId};
 use marketbridge_core::time::from_optional_timestamp;
 use marketbridge_core::{Error, Marketplace, Result, Validator};
-use marketbridge_proto::common::v1::{AccountSelector, MarketplaceRef};
+use marketbridge_proto::common::v1::MarketplaceRef;
 use marketbridge_proto::provisioning::v1 as pb;
-use marketbridge_storage::db_error;
-use marketbridge_storage::idempotent_txn;
 use marketbridge_storage::outbox::{NewJob, truncate_micros};
 use marketbridge_storage::paging::Page;
+use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
@@ -30,20 +32,29 @@ use std::collections::BTreeMap;
 /// A subscription as someone wants it to be.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Desired {
-    pub account_id: String,
+    pub account_id: Option<AccountId>,
     pub marketplace: Option<Marketplace>,
-    pub external_id: String,
+    pub external_id: ExternalId,
     pub product_id: String,
-    pub plan_id: String,
-    pub pending_plan_id: String,
-    pub state: Option<&'static str>,
-    pub scope: Option<&'static str>,
+    pub described: Described,
     pub marketplace_state: String,
     pub update_time: Option<DateTime<Utc>>,
-    pub usage_reporting_id: String,
     pub order_id: String,
     pub attributes: BTreeMap<String, String>,
     pub reason: String,
+}
+
+/// What the state machine sees of a stored subscription.
+pub(crate) fn machine_view(row: &subscription::Model) -> machine::Subscription {
+    machine::Subscription {
+        state: row.state,
+        scope: row.scope,
+        plan_id: PlanId::new(&row.plan_id),
+        pending_plan_id: Some(PlanId::new(&row.pending_plan_id)).filter(|p| !p.is_empty()),
+        usage_reporting_id: row.usage_reporting_id.clone(),
+        started: row.started_at.is_some(),
+        awaiting_account_approval: row.awaiting_account_approval,
+    }
 }
 
 impl ProvisioningDomain {
@@ -51,11 +62,11 @@ impl ProvisioningDomain {
         &self,
         conn: &impl ConnectionTrait,
         marketplace: Marketplace,
-        external_id: &str,
+        external_id: &ExternalId,
     ) -> Result<Option<subscription::Model>> {
         subscription::Entity::find()
             .filter(subscription::Column::Marketplace.eq(marketplace.as_str()))
-            .filter(subscription::Column::ExternalId.eq(external_id))
+            .filter(subscription::Column::ExternalId.eq(external_id.as_str()))
             // Writers re-read the row they change under a lock (`FOR UPDATE`
             // on PostgreSQL; SQLite write transactions are serial).
             .lock_exclusive()
@@ -69,16 +80,16 @@ impl ProvisioningDomain {
         conn: &impl ConnectionTrait,
         row: &subscription::Model,
     ) -> Result<pb::Subscription> {
-        let ids = self.resource_ids_of(conn, &row.id).await?;
-        Ok(subscription_to_proto(row, ids))
+        let ids = self.resource_ids_of(conn, &row.subscription_id()?).await?;
+        subscription_to_proto(row, ids)
     }
 
-    /// Creates or updates a subscription as `desired` says, in `conn`, with
-    /// the effects of its state change. Returns `None` when `desired` is older
-    /// than what is stored.
+    /// Creates or updates a subscription as `desired` says, with the effects
+    /// of its state change. Returns `None` when `desired` is older than what
+    /// is stored.
     pub(crate) async fn apply_desired(
         &self,
-        conn: &impl ConnectionTrait,
+        work: &mut UnitOfWork,
         desired: Desired,
     ) -> Result<Option<subscription::Model>> {
         let marketplace = desired
@@ -86,7 +97,7 @@ impl ProvisioningDomain {
             .ok_or_else(|| Error::invalid_field("marketplaceRef", "is required"))?;
         let now = self.now();
         let existing = self
-            .find_by_ref(conn, marketplace, &desired.external_id)
+            .find_by_ref(&**work, marketplace, &desired.external_id)
             .await?;
         if let (Some(row), Some(incoming)) = (&existing, desired.update_time)
             && row
@@ -102,18 +113,30 @@ impl ProvisioningDomain {
             None => {
                 let mut validator = Validator::new();
                 validator.require("productId", &desired.product_id);
-                validator.require("planId", &desired.plan_id);
+                validator.require(
+                    "planId",
+                    desired
+                        .described
+                        .plan_id
+                        .as_ref()
+                        .map(PlanId::as_str)
+                        .unwrap_or_default(),
+                );
                 validator.finish()?;
+                let account_id = desired
+                    .account_id
+                    .clone()
+                    .ok_or_else(|| Error::invalid_field("accountId", "is required"))?;
                 let row = subscription::Model {
                     id: SubscriptionId::generate().into_string(),
-                    account_id: desired.account_id.clone(),
+                    account_id: account_id.into_string(),
                     marketplace: marketplace.as_str().to_owned(),
-                    external_id: desired.external_id.clone(),
+                    external_id: desired.external_id.to_string(),
                     product_id: desired.product_id.clone(),
-                    plan_id: desired.plan_id.clone(),
+                    plan_id: String::new(),
                     pending_plan_id: String::new(),
-                    state: state::REQUESTED.to_owned(),
-                    scope: desired.scope.unwrap_or(scope::ACCOUNT).to_owned(),
+                    state: SubscriptionState::Requested,
+                    scope: desired.described.scope.unwrap_or(SubscriptionScope::Account),
                     marketplace_state: String::new(),
                     marketplace_update_time: None,
                     usage_reporting_id: String::new(),
@@ -136,7 +159,7 @@ impl ProvisioningDomain {
                         .do_nothing()
                         .to_owned(),
                     )
-                    .exec_without_returning(conn)
+                    .exec_without_returning(&**work)
                     .await
                     .map_err(db_error)?;
                 if inserted == 0 {
@@ -147,32 +170,18 @@ impl ProvisioningDomain {
                 row
             }
         };
+        let step = machine::step(
+            before.as_ref().map(machine_view).as_ref(),
+            Event::Describe(desired.described.clone()),
+        )?;
         if !desired.product_id.is_empty() {
             row.product_id = desired.product_id.clone();
-        }
-        if !desired.plan_id.is_empty() {
-            row.plan_id = desired.plan_id.clone();
-        }
-        row.pending_plan_id = desired.pending_plan_id.clone();
-        if let Some(new_state) = desired.state {
-            // "Requested" from a marketplace that has not activated yet does
-            // not undo our approval.
-            let undoes_approval = new_state == state::REQUESTED && row.state == state::APPROVED;
-            if !undoes_approval {
-                row.state = new_state.to_owned();
-            }
-        }
-        if let Some(new_scope) = desired.scope {
-            row.scope = new_scope.to_owned();
         }
         if !desired.marketplace_state.is_empty() {
             row.marketplace_state = desired.marketplace_state.clone();
         }
         if desired.update_time.is_some() {
             row.marketplace_update_time = desired.update_time;
-        }
-        if !desired.usage_reporting_id.is_empty() {
-            row.usage_reporting_id = desired.usage_reporting_id.clone();
         }
         if !desired.order_id.is_empty() {
             row.order_id = desired.order_id.clone();
@@ -181,90 +190,159 @@ impl ProvisioningDomain {
             row.reason = desired.reason.clone();
         }
         if !desired.attributes.is_empty() {
-            let mut attributes: BTreeMap<String, String> = from_json(&row.attributes);
-            attributes.extend(desired.attributes.clone());
-            row.attributes = to_json(&attributes);
+            let mut stored = attributes(&row)?;
+            stored.extend(desired.attributes.clone());
+            row.attributes = to_json(&stored)?;
         }
-        self.save_with_effects(conn, before.as_ref(), row)
-            .await
-            .map(Some)
+        self.apply_subscription(work, row, step).await.map(Some)
     }
 
-    /// Stores `row` (a changed copy of `before`) and carries out what its
-    /// state change implies: provisioning on activation, plan changes on
-    /// resources, deprovisioning on cancellation, and telling billing.
-    pub(crate) async fn save_with_effects(
+    /// Writes a subscription as a step of its state machine left it and
+    /// carries out the step's effects: provisioning on activation, plan
+    /// changes on resources, deprovisioning at the end, the marketplace
+    /// decisions and telling billing. Every subscription change goes
+    /// through here (or, for the changes a resource causes, through
+    /// [`ProvisioningDomain::write_subscription`]).
+    pub(crate) async fn apply_subscription(
         &self,
-        conn: &impl ConnectionTrait,
-        before: Option<&subscription::Model>,
+        work: &mut UnitOfWork,
+        row: subscription::Model,
+        step: Step,
+    ) -> Result<subscription::Model> {
+        let row = self.write_subscription(work, row, &step).await?;
+        let subscription_id = row.subscription_id()?;
+        let now = self.now();
+        for effect in &step.effects {
+            match effect {
+                Effect::MoveResourcesToPlan => {
+                    for mut resource in self
+                        .live_resources_of_subscription(&**work, &subscription_id)
+                        .await?
+                    {
+                        resource.plan_id = row.plan_id.clone();
+                        resource.updated_at = now;
+                        resource
+                            .clone()
+                            .into_active_model()
+                            .reset_all()
+                            .update(&**work)
+                            .await
+                            .map_err(db_error)?;
+                        let job = ProvisioningJob::ApplyPlan(crate::model::ResourceJob::plain(
+                            &resource.resource_id()?,
+                        ));
+                        work.enqueue(NewJob::of(&job)?).await?;
+                    }
+                }
+                Effect::ProvisionAccountResource => {
+                    if self.account_subscription_gets_resource(&row)? {
+                        self.provision_for_subscription(work, &row).await?;
+                    }
+                }
+                Effect::DeprovisionResources => {
+                    for resource in self
+                        .live_resources_of_subscription(&**work, &subscription_id)
+                        .await?
+                    {
+                        self.delete_in(work, resource).await?;
+                    }
+                }
+                // Written with the row.
+                Effect::MarkStarted
+                | Effect::MarkEnded
+                | Effect::TellBilling
+                | Effect::RequestApproval
+                | Effect::RequestRejection { .. }
+                | Effect::RequestPlanDecision { .. } => {}
+            }
+        }
+        Ok(row)
+    }
+
+    /// The part of [`ProvisioningDomain::apply_subscription`] that touches
+    /// only the subscription: its row, its marketplace decisions and
+    /// billing (jobs). Effects on resources are left to the caller.
+    pub(crate) async fn write_subscription(
+        &self,
+        work: &mut UnitOfWork,
         mut row: subscription::Model,
+        step: &Step,
     ) -> Result<subscription::Model> {
         let now = self.now();
-        let was_usable = before.is_some_and(Self::is_usable);
-        let was_final = before.is_some_and(|b| state::is_final(&b.state));
-        let usable = Self::is_usable(&row);
-        if usable && !was_usable && row.started_at.is_none() {
+        let after = &step.after;
+        row.state = after.state;
+        row.scope = after.scope;
+        row.plan_id = after.plan_id.to_string();
+        row.pending_plan_id = after
+            .pending_plan_id
+            .as_ref()
+            .map(PlanId::to_string)
+            .unwrap_or_default();
+        row.usage_reporting_id = after.usage_reporting_id.clone();
+        row.awaiting_account_approval = after.awaiting_account_approval;
+        if step.has(&Effect::MarkStarted) && row.started_at.is_none() {
             row.started_at = Some(now);
         }
-        if state::is_final(&row.state) && !was_final {
+        if step.has(&Effect::MarkEnded) {
             row.ended_at = Some(now);
-            row.awaiting_account_approval = false;
         }
-        if usable {
-            row.awaiting_account_approval = false;
-        }
-        let changed = before.is_none_or(|b| {
-            b.state != row.state
-                || b.plan_id != row.plan_id
-                || b.pending_plan_id != row.pending_plan_id
-                || b.usage_reporting_id != row.usage_reporting_id
-        });
-        if changed {
+        if step.has(&Effect::TellBilling) {
             row.version += 1;
         }
-        row.updated_at = now;
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(conn)
-            .await
-            .map_err(db_error)?;
-
-        if let Some(before) = before
-            && before.plan_id != row.plan_id
-        {
-            for mut resource in self.live_resources_of_subscription(conn, &row.id).await? {
-                resource.plan_id = row.plan_id.clone();
-                resource.updated_at = now;
-                resource
-                    .clone()
-                    .into_active_model()
-                    .reset_all()
-                    .update(conn)
-                    .await
-                    .map_err(db_error)?;
-                self.enqueue(
-                    conn,
-                    NewJob::new(kind::APPLY_PLAN, &jobs::ResourceJob::plain(&resource.id))?,
-                )
-                .await?;
+        if step.save {
+            row.updated_at = now;
+            row.clone()
+                .into_active_model()
+                .reset_all()
+                .update(&**work)
+                .await
+                .map_err(db_error)?;
+        }
+        let subscription_id = row.subscription_id()?;
+        let stamp = row
+            .marketplace_update_time
+            .map(|t| t.timestamp_micros())
+            .unwrap_or_default();
+        for effect in &step.effects {
+            match effect {
+                Effect::RequestApproval => {
+                    let job = ProvisioningJob::Approve(SubscriptionJob::new(&subscription_id));
+                    work.enqueue(
+                        NewJob::of(&job)?.dedupe_key(format!("approve:{}:{stamp}", row.id)),
+                    )
+                    .await?;
+                }
+                Effect::RequestRejection { reason } => {
+                    tracing::info!(subscription.id = %row.id, reason = %reason, "rejecting a subscription");
+                    let job = ProvisioningJob::Reject(SubscriptionJob::with_reason(
+                        &subscription_id,
+                        reason,
+                    ));
+                    work.enqueue(NewJob::of(&job)?.dedupe_key(format!("reject:{}", row.id)))
+                        .await?;
+                }
+                Effect::RequestPlanDecision { approve, reason } => {
+                    let job = ProvisioningJob::PlanChange(PlanChangeJob {
+                        subscription_id: subscription_id.clone(),
+                        pending_plan_id: PlanId::new(&row.pending_plan_id),
+                        approve: *approve,
+                        reason: reason.clone(),
+                    });
+                    work.enqueue(NewJob::of(&job)?.dedupe_key(format!(
+                        "plan_change:{}:{}:{stamp}:{approve}",
+                        row.id, row.pending_plan_id
+                    )))
+                    .await?;
+                }
+                Effect::TellBilling => {
+                    tracing::info!(subscription.id = %row.id, state = %row.state, plan = %row.plan_id, "subscription changed");
+                    self.enqueue_billing_change(work, &row).await?;
+                }
+                Effect::MarkStarted | Effect::MarkEnded => {}
+                Effect::MoveResourcesToPlan
+                | Effect::ProvisionAccountResource
+                | Effect::DeprovisionResources => {}
             }
-        }
-        if usable
-            && !was_usable
-            && row.scope == scope::ACCOUNT
-            && self.account_subscription_gets_resource(&row)?
-        {
-            self.provision_for_subscription(conn, &row).await?;
-        }
-        if state::is_final(&row.state) && !was_final {
-            for resource in self.live_resources_of_subscription(conn, &row.id).await? {
-                self.delete_in(conn, resource).await?;
-            }
-        }
-        if changed {
-            tracing::info!(subscription.id = %row.id, state = %row.state, plan = %row.plan_id, "subscription changed");
-            self.enqueue_billing_change(conn, &row).await?;
         }
         Ok(row)
     }
@@ -288,19 +366,20 @@ impl ProvisioningDomain {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let (marketplace, external_id) = parse_ref(request.marketplace_ref.as_ref())?;
         let desired = Desired {
-            account_id: account_id.into_string(),
+            account_id: Some(account_id),
             marketplace: Some(marketplace),
             external_id,
             product_id: request.product_id.clone(),
-            plan_id: request.plan_id.clone(),
-            pending_plan_id: request.pending_plan_id.clone(),
-            state: pb::SubscriptionState::try_from(request.state)
-                .ok()
-                .and_then(state_from_proto),
-            scope: match pb::SubscriptionScope::try_from(request.scope).unwrap_or_default() {
-                pb::SubscriptionScope::Resource => Some(scope::RESOURCE),
-                pb::SubscriptionScope::Account => Some(scope::ACCOUNT),
-                pb::SubscriptionScope::Unspecified => None,
+            described: Described {
+                state: pb::SubscriptionState::try_from(request.state)
+                    .ok()
+                    .and_then(state_from_proto),
+                scope: scope_from_proto(
+                    pb::SubscriptionScope::try_from(request.scope).unwrap_or_default(),
+                ),
+                plan_id: Some(PlanId::new(&request.plan_id)),
+                pending_plan_id: Some(PlanId::new(&request.pending_plan_id)),
+                usage_reporting_id: Some(request.usage_reporting_id.clone()),
             },
             marketplace_state: request.marketplace_state.clone(),
             update_time: from_optional_timestamp(
@@ -308,31 +387,23 @@ impl ProvisioningDomain {
                 request.marketplace_update_time.as_ref(),
             )?
             .map(truncate_micros),
-            usage_reporting_id: request.usage_reporting_id.clone(),
             order_id: request.order_id.clone(),
             attributes: request.attributes.clone().into_iter().collect(),
             reason: request.reason.clone(),
         };
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.UpsertSubscription",
-            &key,
-            &request,
-            self.now()
-        );
-        let row = match self.apply_desired(&*txn, desired.clone()).await? {
+        let call = Call::new("provisioning.UpsertSubscription", &key, &request, self.now())
+            .sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let row = match self.apply_desired(&mut work, desired.clone()).await? {
             Some(row) => row,
             None => self
-                .find_by_ref(&*txn, marketplace, &desired.external_id)
+                .find_by_ref(&*work, marketplace, &desired.external_id)
                 .await?
                 .ok_or_else(|| Error::internal("stale subscription vanished"))?,
         };
-        let response = self.to_proto(&*txn, &row).await?;
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        let response = self.to_proto(&*work, &row).await?;
+        work.finish(response).await
     }
 
     /// Re-reads a subscription from its marketplace and applies it, then
@@ -358,42 +429,46 @@ impl ProvisioningDomain {
         let account = self
             .account_or_create(marketplace, &snapshot.account_external_id)
             .await?;
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         let desired = desired_from_snapshot(&account.id, marketplace, &external_id, &snapshot);
-        let row = match self.apply_desired(&txn, desired).await? {
+        let row = match self.apply_desired(&mut work, desired).await? {
             Some(row) => row,
             None => self
-                .find_by_ref(&txn, marketplace, &external_id)
+                .find_by_ref(&*work, marketplace, &external_id)
                 .await?
                 .ok_or_else(|| Error::internal("stale subscription vanished"))?,
         };
-        let row = if row.state == state::REQUESTED && request.approved_by_marketplace {
+        let row = if row.state == SubscriptionState::Requested && request.approved_by_marketplace
+        {
             tracing::info!(subscription.id = %row.id, "approved by the marketplace itself");
-            let before = row.clone();
-            let mut approved = row;
-            approved.state = state::APPROVED.to_owned();
-            self.save_with_effects(&txn, Some(&before), approved)
+            let step = machine::step(Some(&machine_view(&row)), Event::ApprovedByMarketplace)?;
+            self.apply_subscription(&mut work, row, step).await?
+        } else if row.state == SubscriptionState::Requested && !row.awaiting_account_approval {
+            self.start_approval(&mut work, row, account.signup_done)
                 .await?
-        } else if row.state == state::REQUESTED && !row.awaiting_account_approval {
-            self.start_approval(&txn, row, account.signup_done).await?
         } else {
             row
         };
         if snapshot.plan_change_needs_approval && !row.pending_plan_id.is_empty() {
-            match self.plan_change_rejection_reason(&row) {
-                None => self.enqueue_plan_change(&txn, &row, true, "").await?,
+            let (approve, reason) = match self.plan_change_rejection_reason(&row) {
+                None => (true, String::new()),
                 Some(reason) => {
                     tracing::info!(subscription.id = %row.id, reason = %reason, "rejecting a plan change by provider rule");
-                    self.enqueue_plan_change(&txn, &row, false, &reason).await?
+                    (false, reason)
                 }
-            }
+            };
+            let step = machine::step(
+                Some(&machine_view(&row)),
+                Event::DecidePlanChange { approve, reason },
+            )?;
+            self.apply_subscription(&mut work, row.clone(), step)
+                .await?;
         }
-        let response = self.to_proto(&txn, &row).await?;
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
-        if row.state == state::REQUESTED && row.awaiting_account_approval {
+        let response = self.to_proto(&*work, &row).await?;
+        work.commit().await?;
+        if row.state == SubscriptionState::Requested && row.awaiting_account_approval {
             return self
-                .recheck_account_approval(&row.id, &account.id, response)
+                .recheck_account_approval(&row.subscription_id()?, &account.id, response)
                 .await;
         }
         Ok(response)
@@ -407,52 +482,49 @@ impl ProvisioningDomain {
     /// (on another replica) would leave the subscription waiting for good.
     async fn recheck_account_approval(
         &self,
-        subscription_id: &str,
-        account_id: &str,
+        subscription_id: &SubscriptionId,
+        account_id: &AccountId,
         waiting: pb::Subscription,
     ) -> Result<pb::Subscription> {
-        let account = self.account(AccountSelector::by_id(account_id)).await?;
+        let account = self.account_by_id(account_id).await?;
         if !account.signup_done {
             return Ok(waiting);
         }
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let Some(row) = self.load_subscription(&txn, subscription_id).await? else {
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let Some(row) = self.load_subscription(&*work, subscription_id).await? else {
             return Ok(waiting);
         };
-        if row.state != state::REQUESTED || !row.awaiting_account_approval {
+        if row.state != SubscriptionState::Requested || !row.awaiting_account_approval {
             return Ok(waiting);
         }
         tracing::info!(subscription.id = %row.id, "the account's signup finished meanwhile; approving");
-        let row = self.start_approval(&txn, row, true).await?;
-        let response = self.to_proto(&txn, &row).await?;
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
+        let row = self.start_approval(&mut work, row, true).await?;
+        let response = self.to_proto(&*work, &row).await?;
+        work.commit().await?;
         Ok(response)
     }
 
     async fn gone_at_marketplace(
         &self,
         marketplace: Marketplace,
-        external_id: &str,
+        external_id: &ExternalId,
     ) -> Result<pb::Subscription> {
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        let Some(before) = self.find_by_ref(&txn, marketplace, external_id).await? else {
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        let Some(mut row) = self.find_by_ref(&*work, marketplace, external_id).await? else {
             return Err(Error::not_found(
                 "the marketplace does not know this subscription",
             ));
         };
-        let mut row = before.clone();
-        if !state::is_final(&row.state) {
-            row.state = state::CANCELLED.to_owned();
+        let step = machine::step(Some(&machine_view(&row)), Event::GoneAtMarketplace)?;
+        if step.after.state != row.state {
             row.reason = "deleted at the marketplace".to_owned();
         }
-        let mut attributes: BTreeMap<String, String> = from_json(&row.attributes);
-        attributes.insert("deleted_at_marketplace".into(), "true".into());
-        row.attributes = to_json(&attributes);
-        let row = self.save_with_effects(&txn, Some(&before), row).await?;
-        let response = self.to_proto(&txn, &row).await?;
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
+        let mut stored = attributes(&row)?;
+        stored.insert("deleted_at_marketplace".into(), "true".into());
+        row.attributes = to_json(&stored)?;
+        let row = self.apply_subscription(&mut work, row, step).await?;
+        let response = self.to_proto(&*work, &row).await?;
+        work.commit().await?;
         Ok(response)
     }
 
@@ -480,93 +552,29 @@ impl ProvisioningDomain {
     /// waiting for the account's signup when it is not done.
     async fn start_approval(
         &self,
-        conn: &impl ConnectionTrait,
-        mut row: subscription::Model,
+        work: &mut UnitOfWork,
+        row: subscription::Model,
         signup_done: bool,
     ) -> Result<subscription::Model> {
-        if let Some(reason) = self.rejection_reason(&row) {
-            tracing::info!(subscription.id = %row.id, reason = %reason, "rejecting a subscription by provider rule");
-            self.enqueue(
-                conn,
-                NewJob::new(
-                    kind::REJECT,
-                    &jobs::SubscriptionJob::with_reason(&row.id, &reason),
-                )?
-                .dedupe_key(format!("reject:{}", row.id)),
-            )
-            .await?;
-            return Ok(row);
+        let step = machine::step(
+            Some(&machine_view(&row)),
+            Event::StartApproval {
+                rejection: self.rejection_reason(&row),
+                signup_done,
+            },
+        )?;
+        if step.after.awaiting_account_approval && !row.awaiting_account_approval {
+            tracing::info!(subscription.id = %row.id, "approval waits for the account's signup");
         }
-        if !signup_done {
-            if !row.awaiting_account_approval {
-                row.awaiting_account_approval = true;
-                row.updated_at = self.now();
-                row.clone()
-                    .into_active_model()
-                    .reset_all()
-                    .update(conn)
-                    .await
-                    .map_err(db_error)?;
-                tracing::info!(subscription.id = %row.id, "approval waits for the account's signup");
-            }
-            return Ok(row);
-        }
-        if row.awaiting_account_approval {
-            row.awaiting_account_approval = false;
-            row.clone()
-                .into_active_model()
-                .reset_all()
-                .update(conn)
-                .await
-                .map_err(db_error)?;
-        }
-        let stamp = row
-            .marketplace_update_time
-            .map(|t| t.timestamp_micros())
-            .unwrap_or_default();
-        self.enqueue(
-            conn,
-            NewJob::new(kind::APPROVE, &jobs::SubscriptionJob::new(&row.id))?
-                .dedupe_key(format!("approve:{}:{stamp}", row.id)),
-        )
-        .await?;
-        Ok(row)
-    }
-
-    async fn enqueue_plan_change(
-        &self,
-        conn: &impl ConnectionTrait,
-        row: &subscription::Model,
-        approve: bool,
-        reason: &str,
-    ) -> Result<()> {
-        let job = jobs::PlanChangeJob {
-            subscription_id: row.id.clone(),
-            pending_plan_id: row.pending_plan_id.clone(),
-            approve,
-            reason: reason.to_owned(),
-        };
-        let stamp = row
-            .marketplace_update_time
-            .map(|t| t.timestamp_micros())
-            .unwrap_or_default();
-        self.enqueue(
-            conn,
-            NewJob::new(kind::PLAN_CHANGE, &job)?.dedupe_key(format!(
-                "plan_change:{}:{}:{stamp}:{approve}",
-                row.id, row.pending_plan_id
-            )),
-        )
-        .await
+        self.apply_subscription(work, row, step).await
     }
 
     async fn require_subscription(
         &self,
         conn: &impl ConnectionTrait,
-        id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<subscription::Model> {
-        let id = SubscriptionId::parse("subscriptionId", id)?;
-        self.load_subscription(conn, id.as_str())
+        self.load_subscription(conn, subscription_id)
             .await?
             .ok_or_else(|| Error::not_found("subscription not found"))
     }
@@ -578,6 +586,7 @@ impl ProvisioningDomain {
     ) -> Result<pb::Subscription> {
         let row = match request.selector {
             Some(pb::get_subscription_request::Selector::SubscriptionId(id)) => {
+                let id = SubscriptionId::parse("subscriptionId", &id)?;
                 self.require_subscription(&self.db, &id).await?
             }
             Some(pb::get_subscription_request::Selector::MarketplaceRef(reference)) => {
@@ -608,7 +617,7 @@ impl ProvisioningDomain {
         if !request.account_id.is_empty() {
             query = query.filter(subscription::Column::AccountId.eq(request.account_id.clone()));
         }
-        let states: Vec<&str> = request
+        let states: Vec<SubscriptionState> = request
             .states
             .iter()
             .filter_map(|s| {
@@ -644,37 +653,43 @@ impl ProvisioningDomain {
         &self,
         request: pb::ApproveSubscriptionRequest,
     ) -> Result<pb::Subscription> {
+        let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.ApproveSubscription",
-            &key,
-            &request,
-            self.now()
-        );
-        let row = self
-            .require_subscription(&*txn, &request.subscription_id)
+        let call = Call::new("provisioning.ApproveSubscription", &key, &request, self.now())
+            .sealed(&self.cipher);
+        if let Some(answer) = call.replayed(&self.db).await? {
+            return Ok(answer);
+        }
+        // The account's signup, read before the transaction: no remote call
+        // while it is open.
+        let stored = self
+            .require_subscription(&self.db, &subscription_id)
             .await?;
-        let row = match row.state.as_str() {
-            state::REQUESTED => {
-                let account = self
-                    .account(AccountSelector::by_id(&row.account_id))
-                    .await?;
-                self.start_approval(&*txn, row, account.signup_done).await?
-            }
-            state::REJECTED | state::CANCELLED => {
-                return Err(Error::conflict(format!(
-                    "a {} subscription cannot be approved",
-                    row.state
-                )));
-            }
-            _ => row,
+        let signup_done = if stored.state == SubscriptionState::Requested {
+            self.account_by_id(&stored.owner_id()?).await?.signup_done
+        } else {
+            false
         };
-        let response = self.to_proto(&*txn, &row).await?;
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let row = self
+            .require_subscription(&*work, &subscription_id)
+            .await?;
+        if row.state == SubscriptionState::Requested && stored.state != SubscriptionState::Requested
+        {
+            return Err(Error::unavailable(
+                "the subscription changed meanwhile; retry",
+            ));
+        }
+        let step = machine::step(
+            Some(&machine_view(&row)),
+            Event::Approve {
+                rejection: self.rejection_reason(&row),
+                signup_done,
+            },
+        )?;
+        let row = self.apply_subscription(&mut work, row, step).await?;
+        let response = self.to_proto(&*work, &row).await?;
+        work.finish(response).await
     }
 
     /// Rejects a requested subscription.
@@ -685,68 +700,44 @@ impl ProvisioningDomain {
         let mut validator = Validator::new();
         validator.max_len("reason", &request.reason, 256);
         validator.finish()?;
+        let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.RejectSubscription",
-            &key,
-            &request,
-            self.now()
-        );
+        let call = Call::new("provisioning.RejectSubscription", &key, &request, self.now())
+            .sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let row = self
-            .require_subscription(&*txn, &request.subscription_id)
+            .require_subscription(&*work, &subscription_id)
             .await?;
-        if row.state != state::REQUESTED && row.state != state::REJECTED {
-            return Err(Error::conflict(format!(
-                "a {} subscription cannot be rejected",
-                row.state
-            )));
-        }
-        if row.state == state::REQUESTED {
-            self.enqueue(
-                &*txn,
-                NewJob::new(
-                    kind::REJECT,
-                    &jobs::SubscriptionJob::with_reason(&row.id, &request.reason),
-                )?
-                .dedupe_key(format!("reject:{}", row.id)),
-            )
-            .await?;
-        }
-        let response = self.to_proto(&*txn, &row).await?;
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        let step = machine::step(
+            Some(&machine_view(&row)),
+            Event::Reject {
+                reason: request.reason.clone(),
+            },
+        )?;
+        let row = self.apply_subscription(&mut work, row, step).await?;
+        let response = self.to_proto(&*work, &row).await?;
+        work.finish(response).await
     }
 
     async fn plan_change_decision(
         &self,
-        context_key_value: String,
-        scope_name: &str,
-        request: &impl prost::Message,
-        subscription_id: &str,
+        call: Call<'_>,
+        subscription_id: &SubscriptionId,
         approve: bool,
         reason: &str,
     ) -> Result<pb::Subscription> {
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            scope_name,
-            &context_key_value,
-            request,
-            self.now()
-        );
-        let row = self.require_subscription(&*txn, subscription_id).await?;
-        if row.pending_plan_id.is_empty() {
-            return Err(Error::conflict("no plan change is pending"));
-        }
-        self.enqueue_plan_change(&*txn, &row, approve, reason)
-            .await?;
-        let response = self.to_proto(&*txn, &row).await?;
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let row = self.require_subscription(&*work, subscription_id).await?;
+        let step = machine::step(
+            Some(&machine_view(&row)),
+            Event::DecidePlanChange {
+                approve,
+                reason: reason.to_owned(),
+            },
+        )?;
+        let row = self.apply_subscription(&mut work, row, step).await?;
+        let response = self.to_proto(&*work, &row).await?;
+        work.finish(response).await
     }
 
     /// Approves the pending plan change.
@@ -754,16 +745,12 @@ impl ProvisioningDomain {
         &self,
         request: pb::ApprovePlanChangeRequest,
     ) -> Result<pb::Subscription> {
+        let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        self.plan_change_decision(
-            key,
-            "provisioning.ApprovePlanChange",
-            &request,
-            &request.subscription_id,
-            true,
-            "",
-        )
-        .await
+        let call = Call::new("provisioning.ApprovePlanChange", &key, &request, self.now())
+            .sealed(&self.cipher);
+        self.plan_change_decision(call, &subscription_id, true, "")
+            .await
     }
 
     /// Rejects the pending plan change.
@@ -771,55 +758,48 @@ impl ProvisioningDomain {
         &self,
         request: pb::RejectPlanChangeRequest,
     ) -> Result<pb::Subscription> {
+        let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        self.plan_change_decision(
-            key,
-            "provisioning.RejectPlanChange",
-            &request,
-            &request.subscription_id,
-            false,
-            &request.reason,
-        )
-        .await
+        let call = Call::new("provisioning.RejectPlanChange", &key, &request, self.now())
+            .sealed(&self.cipher);
+        self.plan_change_decision(call, &subscription_id, false, &request.reason)
+            .await
     }
 
     /// Switches a subscription's plan at once.
     pub async fn change_plan(&self, request: pb::ChangePlanRequest) -> Result<pb::Subscription> {
+        let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.ChangePlan",
-            &key,
-            &request,
-            self.now()
-        );
-        let before = self
-            .require_subscription(&*txn, &request.subscription_id)
+        let call =
+            Call::new("provisioning.ChangePlan", &key, &request, self.now()).sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let row = self
+            .require_subscription(&*work, &subscription_id)
             .await?;
-        if state::is_final(&before.state) {
+        if row.state.is_final() {
             return Err(Error::conflict(format!(
                 "a {} subscription cannot change plan",
-                before.state
+                row.state
             )));
         }
         let product = self
             .catalog
-            .require_product("productId", &before.product_id)?;
+            .require_product("productId", &row.product_id)?;
         if product.plan(&request.plan_id).is_none() {
             return Err(Error::invalid_field(
                 "billingPlanId",
                 format!("unknown plan `{}`", request.plan_id),
             ));
         }
-        let mut row = before.clone();
-        row.plan_id = request.plan_id.clone();
-        row.pending_plan_id.clear();
-        let row = self.save_with_effects(&*txn, Some(&before), row).await?;
-        let response = self.to_proto(&*txn, &row).await?;
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        let step = machine::step(
+            Some(&machine_view(&row)),
+            Event::ChangePlan {
+                plan_id: PlanId::new(&request.plan_id),
+            },
+        )?;
+        let row = self.apply_subscription(&mut work, row, step).await?;
+        let response = self.to_proto(&*work, &row).await?;
+        work.finish(response).await
     }
 
     /// Cancels a subscription and deprovisions its resources.
@@ -827,30 +807,21 @@ impl ProvisioningDomain {
         &self,
         request: pb::CancelSubscriptionRequest,
     ) -> Result<pb::Subscription> {
+        let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.CancelSubscription",
-            &key,
-            &request,
-            self.now()
-        );
-        let before = self
-            .require_subscription(&*txn, &request.subscription_id)
+        let call = Call::new("provisioning.CancelSubscription", &key, &request, self.now())
+            .sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        let mut row = self
+            .require_subscription(&*work, &subscription_id)
             .await?;
-        let row = if state::is_final(&before.state) {
-            before
-        } else {
-            let mut row = before.clone();
-            row.state = state::CANCELLED.to_owned();
+        let step = machine::step(Some(&machine_view(&row)), Event::Cancel)?;
+        if step.save {
             row.reason = request.reason.clone();
-            self.save_with_effects(&*txn, Some(&before), row).await?
-        };
-        let response = self.to_proto(&*txn, &row).await?;
-        let response = txn.finish(response).await?;
-        self.outbox.wake();
-        Ok(response)
+        }
+        let row = self.apply_subscription(&mut work, row, step).await?;
+        let response = self.to_proto(&*work, &row).await?;
+        work.finish(response).await
     }
 
     /// Starts the approvals that waited for this account's signup.
@@ -860,92 +831,95 @@ impl ProvisioningDomain {
     ) -> Result<pb::NotifyAccountApprovedResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let txn = idempotent_txn!(
-            sealed(&self.cipher),
-            &self.db,
-            "provisioning.NotifyAccountApproved",
-            &key,
-            &request,
-            self.now()
-        );
+        let call = Call::new("provisioning.NotifyAccountApproved", &key, &request, self.now())
+            .sealed(&self.cipher);
+        let mut work = unit_of_work!(call, &self.db, &self.outbox);
+        work.concerning(&account_id);
         let waiting = subscription::Entity::find()
-            .filter(subscription::Column::AccountId.eq(account_id.into_string()))
-            .filter(subscription::Column::State.eq(state::REQUESTED))
+            .filter(subscription::Column::AccountId.eq(account_id.as_str()))
+            .filter(subscription::Column::State.eq(SubscriptionState::Requested))
             .order_by_asc(subscription::Column::Id)
             .lock_exclusive()
-            .all(&*txn)
+            .all(&*work)
             .await
             .map_err(db_error)?;
         let mut approved = Vec::new();
         for row in waiting {
-            let row = self.start_approval(&*txn, row, true).await?;
-            approved.push(self.to_proto(&*txn, &row).await?);
+            let row = self.start_approval(&mut work, row, true).await?;
+            approved.push(self.to_proto(&*work, &row).await?);
         }
         tracing::info!(count = approved.len(), "approvals started after signup");
-        let response = txn
-            .finish(pb::NotifyAccountApprovedResponse { approved })
-            .await?;
-        self.outbox.wake();
-        Ok(response)
+        work.finish(pb::NotifyAccountApprovedResponse { approved })
+            .await
+    }
+
+    /// Applies `event` to the stored subscription in a transaction of its
+    /// own (for jobs).
+    async fn step_stored(
+        &self,
+        subscription_id: &SubscriptionId,
+        event: impl FnOnce(&subscription::Model) -> Option<Event>,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        if let Some(mut row) = self.load_subscription(&*work, subscription_id).await?
+            && let Some(event) = event(&row)
+        {
+            let step = machine::step(Some(&machine_view(&row)), event)?;
+            if step.save {
+                if let Some(reason) = reason {
+                    row.reason = reason.to_owned();
+                }
+                self.apply_subscription(&mut work, row, step).await?;
+            }
+        }
+        work.commit().await
     }
 
     /// After the marketplace accepted our approval: APPROVED, or ACTIVE for
     /// marketplaces that activate on approval.
-    pub(crate) async fn approval_done(&self, subscription_id: &str, activates: bool) -> Result<()> {
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        if let Some(before) = self.load_subscription(&txn, subscription_id).await?
-            && before.state == state::REQUESTED
-        {
-            let mut row = before.clone();
-            row.state = if activates {
-                state::ACTIVE
-            } else {
-                state::APPROVED
-            }
-            .to_owned();
-            self.save_with_effects(&txn, Some(&before), row).await?;
-        }
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
-        Ok(())
+    pub(crate) async fn approval_done(
+        &self,
+        subscription_id: &SubscriptionId,
+        activates: bool,
+    ) -> Result<()> {
+        self.step_stored(
+            subscription_id,
+            |_| Some(Event::ApprovalAccepted { activates }),
+            None,
+        )
+        .await
     }
 
     /// After the marketplace accepted our rejection.
-    pub(crate) async fn rejection_done(&self, subscription_id: &str, reason: &str) -> Result<()> {
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        if let Some(before) = self.load_subscription(&txn, subscription_id).await?
-            && before.state == state::REQUESTED
-        {
-            let mut row = before.clone();
-            row.state = state::REJECTED.to_owned();
-            row.reason = reason.to_owned();
-            self.save_with_effects(&txn, Some(&before), row).await?;
-        }
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
-        Ok(())
+    pub(crate) async fn rejection_done(
+        &self,
+        subscription_id: &SubscriptionId,
+        reason: &str,
+    ) -> Result<()> {
+        self.step_stored(
+            subscription_id,
+            |_| Some(Event::RejectionAccepted),
+            Some(reason),
+        )
+        .await
     }
 
     /// After a plan change decision for a marketplace that applies it at
     /// once (no adapter): the pending plan becomes the plan, or is dropped.
-    pub(crate) async fn plan_change_done_locally(&self, job: &jobs::PlanChangeJob) -> Result<()> {
-        let txn = marketbridge_storage::begin_write(&self.db).await?;
-        if let Some(before) = self.load_subscription(&txn, &job.subscription_id).await?
-            && before.pending_plan_id == job.pending_plan_id
-        {
-            let mut row = before.clone();
-            if job.approve {
-                row.plan_id = job.pending_plan_id.clone();
-            }
-            row.pending_plan_id.clear();
-            if row.state == state::PENDING_PLAN_CHANGE {
-                row.state = state::ACTIVE.to_owned();
-            }
-            self.save_with_effects(&txn, Some(&before), row).await?;
-        }
-        txn.commit().await.map_err(db_error)?;
-        self.outbox.wake();
-        Ok(())
+    pub(crate) async fn plan_change_done_locally(&self, job: &PlanChangeJob) -> Result<()> {
+        self.step_stored(
+            &job.subscription_id,
+            |row| {
+                (PlanId::new(&row.pending_plan_id) == job.pending_plan_id).then_some(
+                    Event::PlanChangeSettled {
+                        approve: job.approve,
+                    },
+                )
+            },
+            None,
+        )
+        .await
     }
 
     /// Re-reads every subscription the marketplace lists (repairing what a
@@ -956,10 +930,14 @@ impl ProvisioningDomain {
         };
         let mut external_ids = adapter.list_subscription_ids().await?;
         // Ours that the marketplace no longer lists (a lost deletion).
-        let listed: std::collections::BTreeSet<String> = external_ids.iter().cloned().collect();
+        let listed: std::collections::BTreeSet<ExternalId> =
+            external_ids.iter().cloned().collect();
         let unfinished = subscription::Entity::find()
             .filter(subscription::Column::Marketplace.eq(marketplace.as_str()))
-            .filter(subscription::Column::State.is_not_in([state::CANCELLED, state::REJECTED]))
+            .filter(
+                subscription::Column::State
+                    .is_not_in([SubscriptionState::Cancelled, SubscriptionState::Rejected]),
+            )
             .order_by_asc(subscription::Column::Id)
             .all(&self.db)
             .await
@@ -967,7 +945,7 @@ impl ProvisioningDomain {
         external_ids.extend(
             unfinished
                 .into_iter()
-                .map(|row| row.external_id)
+                .map(|row| ExternalId::new(row.external_id))
                 .filter(|id| !listed.contains(id)),
         );
         let mut count = 0;
@@ -976,7 +954,7 @@ impl ProvisioningDomain {
                 context: None,
                 marketplace_ref: Some(MarketplaceRef::new(
                     super::proto_marketplace(marketplace),
-                    external_id.clone(),
+                    external_id.to_string(),
                 )),
                 approved_by_marketplace: false,
             };
@@ -991,7 +969,7 @@ impl ProvisioningDomain {
     }
 }
 
-fn parse_ref(reference: Option<&MarketplaceRef>) -> Result<(Marketplace, String)> {
+fn parse_ref(reference: Option<&MarketplaceRef>) -> Result<(Marketplace, ExternalId)> {
     let reference =
         reference.ok_or_else(|| Error::invalid_field("marketplaceRef", "is required"))?;
     let marketplace = Marketplace::from_proto("marketplaceRef.marketplace", reference.marketplace)?;
@@ -999,48 +977,31 @@ fn parse_ref(reference: Option<&MarketplaceRef>) -> Result<(Marketplace, String)
     validator.require("marketplaceRef.externalId", &reference.external_id);
     validator.max_len("marketplaceRef.externalId", &reference.external_id, 255);
     validator.finish()?;
-    Ok((marketplace, reference.external_id.trim().to_owned()))
+    Ok((marketplace, ExternalId::new(reference.external_id.trim())))
 }
 
 fn desired_from_snapshot(
-    account_id: &str,
+    account_id: &AccountId,
     marketplace: Marketplace,
-    external_id: &str,
+    external_id: &ExternalId,
     snapshot: &SubscriptionSnapshot,
 ) -> Desired {
     Desired {
-        account_id: account_id.to_owned(),
+        account_id: Some(account_id.clone()),
         marketplace: Some(marketplace),
-        external_id: external_id.to_owned(),
+        external_id: external_id.clone(),
         product_id: snapshot.product_id.clone(),
-        plan_id: snapshot.plan_id.clone(),
-        pending_plan_id: snapshot.pending_plan_id.clone(),
-        state: known_state(&snapshot.state),
-        scope: Some(scope::ACCOUNT),
+        described: Described {
+            state: snapshot.state,
+            scope: Some(SubscriptionScope::Account),
+            plan_id: Some(PlanId::new(&snapshot.plan_id)),
+            pending_plan_id: Some(PlanId::new(&snapshot.pending_plan_id)),
+            usage_reporting_id: Some(snapshot.usage_reporting_id.clone()),
+        },
         marketplace_state: snapshot.marketplace_state.clone(),
         update_time: snapshot.update_time.map(truncate_micros),
-        usage_reporting_id: snapshot.usage_reporting_id.clone(),
         order_id: snapshot.order_id.clone(),
         attributes: snapshot.attributes.clone(),
         reason: snapshot.reason.clone(),
     }
-}
-
-fn known_state(value: &str) -> Option<&'static str> {
-    [
-        state::REQUESTED,
-        state::APPROVED,
-        state::ACTIVE,
-        state::PENDING_PLAN_CHANGE,
-        state::PENDING_CANCELLATION,
-        state::CANCELLED,
-        state::REJECTED,
-    ]
-    .into_iter()
-    .find(|s| *s == value)
-}
-
-/// The marketplace of a stored subscription.
-pub(crate) fn subscription_marketplace(row: &subscription::Model) -> Result<Marketplace> {
-    marketplace_of(&row.marketplace)
 }

@@ -11,6 +11,8 @@ pub mod template;
 
 use async_trait::async_trait;
 use marketbridge_catalog::{Plan, Product};
+use crate::model::ExternalId;
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::common::v1 as common;
 use serde::{Deserialize, Serialize};
@@ -198,8 +200,8 @@ pub trait Driver: Send + Sync + 'static {
     async fn list_importable(
         &self,
         _product: &Product,
-        _account_id: &str,
-        _marketplace_account_id: &str,
+        _account_id: &AccountId,
+        _marketplace_account_id: &ExternalId,
     ) -> Result<Vec<Importable>> {
         Ok(Vec::new())
     }

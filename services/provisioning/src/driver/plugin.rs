@@ -19,6 +19,8 @@ use marketbridge_catalog::Product;
 use marketbridge_config::Config;
 use marketbridge_core::crypto::random_token;
 use marketbridge_core::metadata::json_to_metadata;
+use crate::model::ExternalId;
+use marketbridge_core::ids::AccountId;
 use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::plugin::v1 as pb;
 use marketbridge_proto::plugin::v1::provisioner_plugin_client::ProvisionerPluginClient;
@@ -358,13 +360,13 @@ impl Driver for PluginDriver {
     async fn list_importable(
         &self,
         product: &Product,
-        account_id: &str,
-        marketplace_account_id: &str,
+        account_id: &AccountId,
+        marketplace_account_id: &ExternalId,
     ) -> Result<Vec<super::Importable>> {
         let settings = PluginSettings::of(product)?;
         let request = pb::ListImportableRequest {
-            account_id: account_id.to_owned(),
-            marketplace_account_id: marketplace_account_id.to_owned(),
+            account_id: account_id.to_string(),
+            marketplace_account_id: marketplace_account_id.to_string(),
             product_id: product.id.clone(),
         };
         let answer = match self

@@ -45,27 +45,26 @@ use layout::{Layout, Limits};
 use marketbridge_catalog::Product;
 use marketbridge_config::ProvisioningOptions;
 use marketbridge_core::crypto::random_token;
+use marketbridge_core::ids::ResourceId;
 use marketbridge_core::{Error, Result};
 use names::{ResourceNames, Slot, quote_identifier};
 use serde_json::json;
 use settings::{Endpoint, ProductSettings, ServerSettings};
 use std::collections::BTreeMap;
 
-/// Secret names the driver hands out.
-pub mod secret {
-    /// Connection URL.
-    pub const DATABASE_URL: &str = "DATABASE_URL";
-    /// Host.
-    pub const PGHOST: &str = "PGHOST";
-    /// Port.
-    pub const PGPORT: &str = "PGPORT";
-    /// Login role.
-    pub const PGUSER: &str = "PGUSER";
-    /// Password of the login role.
-    pub const PGPASSWORD: &str = "PGPASSWORD";
-    /// Database.
-    pub const PGDATABASE: &str = "PGDATABASE";
-}
+// The names of the secrets the driver hands out (libpq's environment).
+/// Secret: connection URL.
+pub const SECRET_DATABASE_URL: &str = "DATABASE_URL";
+/// Secret: host.
+pub const SECRET_PGHOST: &str = "PGHOST";
+/// Secret: port.
+pub const SECRET_PGPORT: &str = "PGPORT";
+/// Secret: login role.
+pub const SECRET_PGUSER: &str = "PGUSER";
+/// Secret: password of the login role.
+pub const SECRET_PGPASSWORD: &str = "PGPASSWORD";
+/// Secret: database.
+pub const SECRET_PGDATABASE: &str = "PGDATABASE";
 
 /// Random bytes in a password (32 characters of URL-safe text).
 const PASSWORD_BYTES: usize = 24;
@@ -112,15 +111,21 @@ impl PostgresDriver {
         &self.admin
     }
 
+    /// The resource id of `context`, checked: only a well-formed id
+    /// becomes part of a name.
+    fn resource_id(context: &DriverContext<'_>) -> Result<ResourceId> {
+        ResourceId::parse("resource_id", context.resource_id)
+    }
+
     /// The database and role names of the resource in `context`.
     pub fn names(context: &DriverContext<'_>) -> Result<ResourceNames> {
         let settings = ProductSettings::of(context.product)?;
-        ResourceNames::new(&settings.name_prefix, context.resource_id)
+        ResourceNames::new(&settings.name_prefix, &Self::resource_id(context)?)
     }
 
     fn resource(context: &DriverContext<'_>) -> Result<(ProductSettings, ResourceNames)> {
         let settings = ProductSettings::of(context.product)?;
-        let names = ResourceNames::new(&settings.name_prefix, context.resource_id)?;
+        let names = ResourceNames::new(&settings.name_prefix, &Self::resource_id(context)?)?;
         Ok((settings, names))
     }
 
@@ -204,23 +209,23 @@ impl PostgresDriver {
         }
         vec![
             Secret {
-                name: secret::DATABASE_URL.into(),
+                name: SECRET_DATABASE_URL.into(),
                 value: Self::url(&default, user, password, &names.database),
                 environment_overrides: url_overrides,
             },
             Secret {
-                name: secret::PGHOST.into(),
+                name: SECRET_PGHOST.into(),
                 value: default.0.clone(),
                 environment_overrides: host_overrides,
             },
             Secret {
-                name: secret::PGPORT.into(),
+                name: SECRET_PGPORT.into(),
                 value: default.1.to_string(),
                 environment_overrides: port_overrides,
             },
-            Secret::new(secret::PGUSER, user),
-            Secret::new(secret::PGPASSWORD, password),
-            Secret::new(secret::PGDATABASE, names.database.clone()),
+            Secret::new(SECRET_PGUSER, user),
+            Secret::new(SECRET_PGPASSWORD, password),
+            Secret::new(SECRET_PGDATABASE, names.database.clone()),
         ]
     }
 
@@ -233,7 +238,7 @@ impl PostgresDriver {
                 .find(|s| s.name == name)
                 .map(|s| s.value.clone())
         };
-        let (Some(user), Some(password)) = (value(secret::PGUSER), value(secret::PGPASSWORD))
+        let (Some(user), Some(password)) = (value(SECRET_PGUSER), value(SECRET_PGPASSWORD))
         else {
             return Err(Error::unprocessable(
                 "postgres: the secrets lack PGUSER or PGPASSWORD",
@@ -585,8 +590,8 @@ impl Driver for PostgresDriver {
         };
         let options = self.admin.options_as(
             &names.database,
-            &value(secret::PGUSER)?,
-            &value(secret::PGPASSWORD)?,
+            &value(SECRET_PGUSER)?,
+            &value(SECRET_PGPASSWORD)?,
         );
         console::run(options, input, read_only).await
     }

@@ -2,6 +2,7 @@
 //! that an account may import through the marketplace (Vercel "Import
 //! existing resources").
 
+use crate::model::ImportSource;
 use sea_orm::entity::prelude::*;
 
 /// An importable resource.
@@ -24,7 +25,7 @@ pub struct Model {
     /// Secrets reaching it, encrypted JSON.
     pub secrets: String,
     /// `registered` or `plugin`.
-    pub source: String,
+    pub source: ImportSource,
     /// Our resource once imported, empty before.
     pub imported_resource_id: String,
     /// Registered.

@@ -1,5 +1,8 @@
 //! `resources`: what we run for customers, with their encrypted secrets.
 
+use crate::model::{Ownership, ResourceStatus, stored_id};
+use marketbridge_core::Result;
+use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use sea_orm::entity::prelude::*;
 
 /// A resource.
@@ -22,7 +25,7 @@ pub struct Model {
     /// Customer configuration, JSON object.
     pub metadata: String,
     /// `pending`, `onboarding`, `ready`, `suspended`, `error`, `uninstalled`.
-    pub status: String,
+    pub status: ResourceStatus,
     /// Message about the status.
     pub status_message: String,
     /// Marketplace it was bought through.
@@ -51,7 +54,7 @@ pub struct Model {
     pub deleted_at: Option<ChronoDateTimeUtc>,
     /// `owned` (created through the marketplace) or `linked` (imported:
     /// never billed through the marketplace, detached when removed).
-    pub ownership: String,
+    pub ownership: Ownership,
     /// The marketplace's protocol settings, JSON object
     /// (`{"appUrls":[{url,target}],"experimentation":{...}}`).
     pub protocol_settings: String,
@@ -65,3 +68,20 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The resource's id, typed.
+    pub fn resource_id(&self) -> Result<ResourceId> {
+        stored_id("resources.id", &self.id)
+    }
+
+    /// The owning account's id, typed.
+    pub fn owner_id(&self) -> Result<AccountId> {
+        stored_id("resources.account_id", &self.account_id)
+    }
+
+    /// The paying subscription's id, typed.
+    pub fn paying_subscription_id(&self) -> Result<SubscriptionId> {
+        stored_id("resources.subscription_id", &self.subscription_id)
+    }
+}

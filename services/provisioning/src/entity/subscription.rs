@@ -1,6 +1,9 @@
 //! `subscriptions`: what a customer bought (a Vercel resource's plan, a
 //! Google entitlement, a Vercel installation-level plan).
 
+use crate::model::{SubscriptionScope, SubscriptionState, stored_id};
+use marketbridge_core::Result;
+use marketbridge_core::ids::{AccountId, SubscriptionId};
 use sea_orm::entity::prelude::*;
 
 /// A subscription.
@@ -24,9 +27,9 @@ pub struct Model {
     pub pending_plan_id: String,
     /// `requested`, `approved`, `active`, `pending_plan_change`,
     /// `pending_cancellation`, `cancelled`, `rejected`.
-    pub state: String,
+    pub state: SubscriptionState,
     /// `resource` or `account`.
-    pub scope: String,
+    pub scope: SubscriptionScope,
     /// The marketplace's state, verbatim.
     pub marketplace_state: String,
     /// The marketplace's update time of that state.
@@ -58,3 +61,15 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The subscription's id, typed.
+    pub fn subscription_id(&self) -> Result<SubscriptionId> {
+        stored_id("subscriptions.id", &self.id)
+    }
+
+    /// The owning account's id, typed.
+    pub fn owner_id(&self) -> Result<AccountId> {
+        stored_id("subscriptions.account_id", &self.account_id)
+    }
+}

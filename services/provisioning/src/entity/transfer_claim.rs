@@ -1,5 +1,6 @@
 //! `transfer_claims`: offers to move resources from one account to another.
 
+use crate::model::ClaimState;
 use sea_orm::entity::prelude::*;
 
 /// A transfer claim.
@@ -14,7 +15,7 @@ pub struct Model {
     /// The resources offered, a JSON array of ids in order.
     pub resource_ids: String,
     /// `pending` or `accepted`.
-    pub state: String,
+    pub state: ClaimState,
     /// The account that accepted it; empty until then.
     pub target_account_id: String,
     /// When it stops being acceptable.

@@ -113,10 +113,9 @@ pub struct ResourceNames {
 }
 
 impl ResourceNames {
-    /// The names for `resource_id` under `prefix`.
-    pub fn new(prefix: &str, resource_id: &str) -> Result<Self> {
+    /// The names for `id` under `prefix`.
+    pub fn new(prefix: &str, id: &ResourceId) -> Result<Self> {
         check_prefix(prefix)?;
-        let id = ResourceId::parse("resource_id", resource_id)?;
         let database = format!("{prefix}{id}");
         let names = Self {
             resource_id: id.to_string(),
@@ -155,8 +154,8 @@ impl ResourceNames {
     /// The names of a database `name` under `prefix`, when it is one this
     /// driver made (`<prefix>res_<32 hex digits>`).
     pub fn of_database(prefix: &str, name: &str) -> Option<Self> {
-        let id = name.strip_prefix(prefix)?;
-        Self::new(prefix, id).ok()
+        let id = ResourceId::parse("resource_id", name.strip_prefix(prefix)?).ok()?;
+        Self::new(prefix, &id).ok()
     }
 }
 
@@ -182,7 +181,8 @@ mod tests {
     #[test]
     fn names_come_from_the_resource_id_only() {
         let id = "res_0190b2c3d4e5f60718293a4b5c6d7e8f";
-        let names = ResourceNames::new("mb_", id).unwrap();
+        let resource = ResourceId::parse("resource_id", id).unwrap();
+        let names = ResourceNames::new("mb_", &resource).unwrap();
         assert_eq!(names.database, format!("mb_{id}"));
         assert_eq!(names.owner, names.database);
         assert_eq!(names.reader, format!("mb_{id}_r"));
@@ -202,10 +202,10 @@ mod tests {
             "res_0190B2C3D4E5F60718293A4B5C6D7E8F",
             "",
         ] {
-            assert!(ResourceNames::new("mb_", hostile).is_err(), "{hostile}");
+            assert!(ResourceId::parse("resource_id", hostile).is_err(), "{hostile}");
         }
         for prefix in ["", "MB_", "mb-", "1mb", "mb\"", &"a".repeat(21)] {
-            assert!(ResourceNames::new(prefix, id).is_err(), "{prefix}");
+            assert!(ResourceNames::new(prefix, &resource).is_err(), "{prefix}");
         }
         assert_eq!(Slot::A.other(), Slot::B);
         assert_eq!(Slot::parse(Slot::B.as_str()), Slot::B);

@@ -87,10 +87,7 @@ pub fn validate(validator: &mut Validator, settings: Option<&pb::ProtocolSetting
 /// `stored` (JSON text) with the parts `change` sets replaced; the new
 /// text and whether the app URLs changed.
 pub fn merge(stored: &str, change: Option<&pb::ProtocolSettings>) -> Result<(String, bool)> {
-    let mut object: Map<String, Json> = match serde_json::from_str(stored) {
-        Ok(Json::Object(object)) => object,
-        _ => Map::new(),
-    };
+    let mut object = stored_object(stored)?;
     let Some(change) = change else {
         return Ok((Json::Object(object).to_string(), false));
     };
@@ -114,11 +111,21 @@ pub fn merge(stored: &str, change: Option<&pb::ProtocolSettings>) -> Result<(Str
     Ok((Json::Object(object).to_string(), app_urls_changed))
 }
 
-/// The app URLs of stored settings.
-pub fn app_urls(stored: &str) -> Vec<pb::AppUrl> {
-    serde_json::from_str::<Json>(stored)
-        .ok()
-        .and_then(|v| v.get("appUrls").and_then(Json::as_array).cloned())
+/// The stored settings object; stored text that is not one is an error.
+fn stored_object(stored: &str) -> Result<Map<String, Json>> {
+    match serde_json::from_str(stored) {
+        Ok(Json::Object(object)) => Ok(object),
+        _ => Err(Error::internal(
+            "stored resources.protocol_settings unreadable: not a JSON object",
+        )),
+    }
+}
+
+fn urls_of(object: &Map<String, Json>) -> Vec<pb::AppUrl> {
+    object
+        .get("appUrls")
+        .and_then(Json::as_array)
+        .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
         .map(|u| pb::AppUrl {
@@ -128,19 +135,23 @@ pub fn app_urls(stored: &str) -> Vec<pb::AppUrl> {
         .collect()
 }
 
+/// The app URLs of stored settings.
+pub fn app_urls(stored: &str) -> Result<Vec<pb::AppUrl>> {
+    Ok(urls_of(&stored_object(stored)?))
+}
+
 /// Stored settings as the protobuf message (`None` when there are none).
-pub fn to_proto(stored: &str) -> Option<pb::ProtocolSettings> {
-    let value: Json = serde_json::from_str(stored).ok()?;
-    let object = value.as_object()?;
+pub fn to_proto(stored: &str) -> Result<Option<pb::ProtocolSettings>> {
+    let object = stored_object(stored)?;
     if object.is_empty() {
-        return None;
+        return Ok(None);
     }
-    Some(pb::ProtocolSettings {
+    Ok(Some(pb::ProtocolSettings {
         app_urls: object.contains_key("appUrls").then(|| pb::AppUrls {
-            urls: app_urls(stored),
+            urls: urls_of(&object),
         }),
         experimentation_json: object.get("experimentation").map(Json::to_string),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -198,12 +209,14 @@ mod tests {
         )
         .unwrap();
         assert!(!changed);
-        assert_eq!(app_urls(&same), first.app_urls.unwrap().urls);
-        let proto = to_proto(&same).unwrap();
+        assert_eq!(app_urls(&same).unwrap(), first.app_urls.unwrap().urls);
+        let proto = to_proto(&same).unwrap().unwrap();
         assert_eq!(
             proto.experimentation_json.as_deref(),
             Some(r#"{"globalConfigId":"gc_1"}"#)
         );
-        assert_eq!(to_proto("{}"), None);
+        assert_eq!(to_proto("{}").unwrap(), None);
+        assert!(to_proto("not json").is_err());
+        assert!(merge("[]", None).is_err());
     }
 }
