@@ -2,20 +2,15 @@
 //! prepayment purchase. Billing checks the Vercel invoice is paid and
 //! credits the balance once per invoice.
 
-use super::auth::{Access, authenticate};
-use super::body::parse_json;
 use super::convert;
 use super::error::Answer;
-use super::services::installed_account;
-use crate::context::{idempotency_key, request_context};
+use super::extract::{Change, Partner, Payload};
+use super::operations::provision_prepayment;
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use axum::response::IntoResponse;
 use marketbridge_core::Error;
-use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_vercel::model::partner::ProvisionPurchase;
 
 /// Answers `{timestamp, balances}` after crediting.
@@ -31,31 +26,14 @@ use marketbridge_vercel::model::partner::ProvisionPurchase;
 )]
 pub async fn provision_purchase(
     State(state): State<AppState>,
-    Path(installation_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    partner: Partner<Change>,
+    Payload(body): Payload<ProvisionPurchase>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::Change)?;
-    let key = idempotency_key(&headers)?;
-    let body: ProvisionPurchase = parse_json(&body)?;
     if body.invoice_id.trim().is_empty() {
         return Err(Error::invalid_field("invoiceId", "is required").into());
     }
-    let account = installed_account(&state, &installation_id).await?;
-    let mut billing = state.clients.billing.clone();
-    let balances = billing
-        .provision_prepayment(billing_pb::ProvisionPrepaymentRequest {
-            context: Some(request_context(
-                &installation_id,
-                "vercel.provision_purchase",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            account_id: account.id,
-            marketplace_invoice_id: body.invoice_id.trim().to_owned(),
-        })
-        .await?
-        .into_inner();
+    let account = partner.installed_account(&state).await?;
+    let balances =
+        provision_prepayment(&state, &partner.call, &account, body.invoice_id.trim()).await?;
     Ok(Json(convert::balances(&balances)).into_response())
 }

@@ -3,6 +3,9 @@
 //! readable only with the session the SSO handler opened for that
 //! installation.
 
+use super::body::query_map;
+use super::convert::resource_status;
+use super::operations::{first_resources, installed_account, marketplace_invoice, owned_resource};
 use super::pages::{
     SECTIONS, error_page, escape, installation_path, is_installation_id, is_plain_id, page,
     to_vercel_sign_in,
@@ -15,7 +18,6 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
-use marketbridge_proto::provisioning::v1 as provisioning_pb;
 
 fn checked_installation(installation_id: &str) -> Result<()> {
     if is_installation_id(installation_id) {
@@ -61,7 +63,7 @@ fn session_for(state: &VercelState, headers: &HeaderMap, installation_id: &str) 
 }
 
 fn section_note(query: Option<&str>) -> String {
-    let query = super::body::query_map(query);
+    let query = query_map(query);
     match query
         .get("section")
         .filter(|s| SECTIONS.contains(&s.as_str()))
@@ -90,16 +92,8 @@ async fn render_installation(
     installation_id: &str,
     query: Option<&str>,
 ) -> Result<Response> {
-    let account = super::services::installed_account(state, installation_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let resources = provisioning
-        .list_resources(provisioning_pb::ListResourcesRequest {
-            account_id: account.id.clone(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .resources;
+    let account = installed_account(state, installation_id).await?;
+    let resources = first_resources(state, &account.id).await?;
     let base = installation_path(&state.vercel, installation_id);
     let rows: String = resources
         .iter()
@@ -110,7 +104,7 @@ async fn render_installation(
                 name = escape(&r.name),
                 product = escape(&r.product_id),
                 plan = escape(&r.plan_id),
-                status = super::convert::resource_status(r.status).as_str(),
+                status = resource_status(r.status).as_str(),
             )
         })
         .collect();
@@ -181,8 +175,8 @@ pub async fn resource_page(
         Err(error) => return sign_in_again(&state.vercel, &installation_id, &requested, &error),
     };
     let rendered = async {
-        let account = super::services::installed_account(&state, &installation_id).await?;
-        let resource = super::plans::owned_resource(&state, &account.id, &resource_id).await?;
+        let account = installed_account(&state, &installation_id).await?;
+        let resource = owned_resource(&state, &account.id, &resource_id).await?;
         let metadata =
             marketbridge_core::metadata::metadata_to_json(resource.metadata.as_ref()).to_string();
         Ok::<_, Error>(page(
@@ -202,7 +196,7 @@ pub async fn resource_page(
                 id = escape(&resource.id),
                 product = escape(&resource.product_id),
                 plan = escape(&resource.plan_id),
-                status = super::convert::resource_status(resource.status).as_str(),
+                status = resource_status(resource.status).as_str(),
                 metadata = escape(&metadata),
                 version = resource.secrets_version,
                 back = installation_path(&state.vercel, &installation_id),
@@ -237,17 +231,8 @@ pub async fn invoice_page(
         if !is_plain_id(&invoice_id) {
             return Err(Error::not_found("invoice not found"));
         }
-        let account = super::services::installed_account(&state, &installation_id).await?;
-        let mut billing = state.clients.billing.clone();
-        let invoice = billing
-            .get_invoice(billing_pb::GetInvoiceRequest {
-                selector: Some(billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
-                    invoice_id.clone(),
-                )),
-            })
-            .await
-            .map(|i| i.into_inner())
-            .map_err(Error::from);
+        let account = installed_account(&state, &installation_id).await?;
+        let invoice = marketplace_invoice(&state, &invoice_id).await;
         let details = match invoice {
             Ok(invoice) if invoice.account_id == account.id => {
                 let state_name = billing_pb::InvoiceState::try_from(invoice.state)

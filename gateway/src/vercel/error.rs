@@ -1,13 +1,16 @@
 //! Errors as the partner API's error body:
 //! `{"error":{"code","message","user"?,"fields"?}}`. Only 400 answers carry
-//! `fields`; internal failures are logged and answered without detail.
+//! `fields`; internal failures are logged and answered without detail. The
+//! simplified flow answers its own body, `{"error":{"code","message",
+//! "details"?}}` ([`FlowFailure`]).
 
-use crate::error::{public_message, status_of};
+use crate::error::{is_hidden, public_message, public_user_message, status_of};
 use axum::Json;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use marketbridge_core::{Error, ErrorCode};
 use marketbridge_vercel::model::error::{ErrorBody, ErrorDetail, FieldProblem, UserMessage};
+use marketbridge_vercel::model::flow::{FlowError, FlowErrorBody};
 
 /// An error answered with the partner API's error body.
 #[derive(Debug)]
@@ -44,7 +47,7 @@ pub fn error_body(error: &Error) -> ErrorBody {
         error: ErrorDetail {
             code: error.code().as_str().to_owned(),
             message: public_message(error),
-            user: error.user_message().map(|message| UserMessage {
+            user: public_user_message(error).map(|message| UserMessage {
                 message: message.to_owned(),
                 url: None,
             }),
@@ -68,5 +71,56 @@ pub fn error_response(error: &Error) -> Response {
 impl IntoResponse for VercelError {
     fn into_response(self) -> Response {
         error_response(&self.0)
+    }
+}
+
+/// An error answered with the simplified flow's error body.
+#[derive(Debug)]
+pub struct FlowFailure(pub Error);
+
+/// What flow handlers return.
+pub type FlowAnswer = Result<Response, FlowFailure>;
+
+impl From<Error> for FlowFailure {
+    fn from(error: Error) -> Self {
+        Self(error)
+    }
+}
+
+impl From<tonic::Status> for FlowFailure {
+    fn from(status: tonic::Status) -> Self {
+        Self(Error::from(status))
+    }
+}
+
+/// The flow's error body of `error`: `details` lists the fields, or else
+/// carries the message for people; neither for failures on our side.
+pub fn flow_error_body(error: &Error) -> FlowErrorBody {
+    let details = if is_hidden(error.code()) {
+        None
+    } else if !error.fields().is_empty() {
+        Some(
+            error
+                .fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    } else {
+        public_user_message(error).map(str::to_owned)
+    };
+    FlowErrorBody {
+        error: FlowError {
+            code: error.code().as_str().to_uppercase(),
+            message: public_message(error),
+            details,
+        },
+    }
+}
+
+impl IntoResponse for FlowFailure {
+    fn into_response(self) -> Response {
+        (status_of(&self.0), Json(flow_error_body(&self.0))).into_response()
     }
 }

@@ -4,88 +4,36 @@
 //! installation is the token's), reach the same services, and fail with the
 //! flow's own error body `{"error":{"code","message","details"}}`.
 
-use super::auth::{Access, Caller, authenticate};
-use super::body::{metadata_param, parse_json, query_map};
+use super::body::{metadata_param, parse_json, parse_optional_json, query_map};
 use super::convert;
-use super::installations::{InstallRequest, install};
-use super::plans::owned_resource;
-use super::services::installed_account;
-use crate::context::{idempotency_key, request_context};
-use crate::error::status_of;
+use super::error::{FlowAnswer, FlowFailure};
+use super::extract::{Change, Flow, FlowInstalled, Read, UserChange, Verified};
+use super::operations::{
+    self, Install, NewResource, ResourceChange, connect_project, install, owned_resource,
+};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
-use marketbridge_proto::common::v1::{Marketplace, Secret};
+use marketbridge_proto::common::v1::Secret;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_vercel::model::flow::{
     ALL_TARGETS, Account, AccountRequest, ChangePlan, Connect, Connection, CreateResource,
-    CreatedResource, EnvironmentVariable, FlowError, FlowErrorBody, Plan, PlanList, ResourceState,
-    status_word,
+    CreatedResource, EnvironmentVariable, Plan, PlanList, ResourceState, status_word,
 };
 use marketbridge_vercel::model::partner::{InstallationAccount, InstallationCredentials};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// An error answered with the flow's error body.
-#[derive(Debug)]
-pub struct FlowFailure(pub Error);
-
-type FlowAnswer = std::result::Result<Response, FlowFailure>;
-
-impl From<Error> for FlowFailure {
-    fn from(error: Error) -> Self {
-        Self(error)
-    }
-}
-
-impl From<tonic::Status> for FlowFailure {
-    fn from(status: tonic::Status) -> Self {
-        Self(Error::from(status))
-    }
-}
-
-impl IntoResponse for FlowFailure {
-    fn into_response(self) -> Response {
-        let error = self.0;
-        let details = if !error.fields().is_empty() {
-            Some(
-                error
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        } else {
-            error.user_message().map(str::to_owned)
-        };
-        let body = FlowErrorBody {
-            error: FlowError {
-                code: error.code().as_str().to_uppercase(),
-                message: crate::error::public_message(&error),
-                details,
-            },
-        };
-        (status_of(&error), Json(body)).into_response()
-    }
-}
-
-/// Authenticates and returns the caller with the token's installation.
-async fn caller_for(
-    state: &AppState,
-    headers: &HeaderMap,
-    access: Access,
-) -> Result<(Caller, String)> {
-    let caller = authenticate(&state.vercel, headers).await?;
-    let installation_id = caller.installation_id()?.to_owned();
-    caller.allow_installation(&installation_id, access)?;
-    Ok((caller, installation_id))
-}
+// The operations the flow's idempotency keys are scoped to (the partner
+// API's own names scope its keys, so a key never replays across the two).
+const CREATE_RESOURCE: &str = "flow.create_resource";
+const CONNECT: &str = "flow.connect";
+const DELETE_RESOURCE: &str = "flow.delete_resource";
+const CHANGE_PLAN: &str = "flow.change_plan";
 
 /// A body naming another installation than the token's is refused.
 fn same_installation(token_installation: &str, named: Option<&str>) -> Result<()> {
@@ -109,11 +57,13 @@ fn same_installation(token_installation: &str, named: Option<&str>) -> Result<()
     responses((status = 200, description = "The account", body = marketbridge_vercel::model::flow::Account), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
-pub async fn account(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> FlowAnswer {
-    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
-    let body: AccountRequest = super::body::parse_optional_json(&body)?;
-    same_installation(&installation_id, body.installation_id.as_deref())?;
-    let key = idempotency_key(&headers)?;
+pub async fn account(
+    State(state): State<AppState>,
+    flow: Flow<UserChange>,
+    body: Bytes,
+) -> FlowAnswer {
+    let body: AccountRequest = parse_optional_json(&body)?;
+    same_installation(flow.installation_id(), body.installation_id.as_deref())?;
     let mut policies = body.accepted_policies.clone().unwrap_or_default();
     if policies.is_empty() && body.accept_terms == Some(true) {
         policies.insert(
@@ -131,23 +81,24 @@ pub async fn account(State(state): State<AppState>, headers: HeaderMap, body: By
             ..Default::default()
         })
     });
-    let team_id = body.team_id.clone().or(caller.claims.account_id.clone());
+    let team_id = body
+        .team_id
+        .clone()
+        .or(flow.caller.claims.account_id.clone());
     let account = install(
         &state,
-        InstallRequest {
-            installation_id: &installation_id,
+        &flow.call,
+        Install {
             team_id: team_id.clone(),
             accepted_policies: &policies,
             credentials: credentials.as_ref(),
             account: details.as_ref(),
             scopes: body.scopes.as_deref().unwrap_or_default(),
-            key: key.as_deref(),
-            actor: caller.actor(),
         },
     )
     .await?;
     Ok(Json(Account {
-        installation_id,
+        installation_id: flow.call.installation_id.clone(),
         team_id,
         status: "active".to_owned(),
         terms_accepted: !account.accepted_terms.is_empty(),
@@ -182,29 +133,16 @@ fn features(plan: &billing_pb::Plan) -> Vec<String> {
 pub async fn plans(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    _verified: Verified<FlowFailure>,
 ) -> FlowAnswer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow(Access::Read)?;
     let query = query_map(query.as_deref());
     let product_id = query
         .get("productId")
         .filter(|p| !p.is_empty())
         .ok_or_else(|| Error::invalid_field("productId", "is required"))?;
     let metadata = metadata_param(&query)?;
-    let mut billing = state.clients.billing.clone();
-    let plans = billing
-        .list_plans(billing_pb::ListPlansRequest {
-            product_id: product_id.clone(),
-            metadata: Some(convert::metadata(&metadata)?),
-            marketplace: Marketplace::Vercel as i32,
-            scope: billing_pb::PlanScope::Resource as i32,
-            ..Default::default()
-        })
+    let plans = operations::resource_plans(&state, product_id, convert::metadata(&metadata)?, "")
         .await?
-        .into_inner();
-    let plans = plans
-        .plans
         .iter()
         .map(|plan| Plan {
             id: plan.id.clone(),
@@ -259,44 +197,32 @@ fn environment_variables(secrets: &[Secret]) -> Vec<EnvironmentVariable> {
 )]
 pub async fn create_resource(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    flow: Flow<UserChange>,
     body: Bytes,
 ) -> FlowAnswer {
-    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: CreateResource = parse_json(&body).map_err(rename_fields)?;
-    same_installation(&installation_id, body.installation_id.as_deref())?;
-    let key = idempotency_key(&headers)?;
-    let account = installed_account(&state, &installation_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let created = provisioning
-        .create_resource(provisioning_pb::CreateResourceRequest {
-            context: Some(request_context(
-                &installation_id,
-                "flow.create_resource",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            account_id: account.id,
+    same_installation(flow.installation_id(), body.installation_id.as_deref())?;
+    let account = flow.installed_account(&state).await?;
+    let metadata = convert::metadata(&Value::Object(body.configuration.options.clone()))?;
+    let (resource, secrets) = operations::create_resource(
+        &state,
+        &flow.call,
+        CREATE_RESOURCE,
+        &account,
+        NewResource {
             product_id: body.product_id.clone(),
             plan_id: body.plan_id.clone(),
             name: body.configuration.name.clone(),
-            metadata: Some(convert::metadata(&Value::Object(
-                body.configuration.options.clone(),
-            ))?),
-            external_id: String::new(),
-            subscription_id: String::new(),
-            protocol_settings: None,
-        })
-        .await
-        .map_err(|status| rename_fields(Error::from(status)))?
-        .into_inner();
-    let resource = created
-        .resource
-        .ok_or_else(|| Error::internal("provisioning answered without a resource"))?;
+            metadata,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(rename_fields)?;
     Ok(Json(CreatedResource {
         resource_id: resource.id.clone(),
         status: status_word(convert::resource_status(resource.status).as_str()).to_owned(),
-        environment_variables: environment_variables(&created.secrets),
+        environment_variables: environment_variables(&secrets),
     })
     .into_response())
 }
@@ -346,11 +272,9 @@ fn resource_state(resource: &provisioning_pb::Resource) -> ResourceState {
 pub async fn get_resource(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
-    headers: HeaderMap,
+    flow: FlowInstalled<Read>,
 ) -> FlowAnswer {
-    let (_, installation_id) = caller_for(&state, &headers, Access::Read).await?;
-    let account = installed_account(&state, &installation_id).await?;
-    let resource = owned_resource(&state, &account.id, &resource_id).await?;
+    let resource = owned_resource(&state, &flow.account.id, &resource_id).await?;
     Ok(Json(resource_state(&resource)).into_response())
 }
 
@@ -369,10 +293,9 @@ pub async fn get_resource(
 pub async fn connect(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
-    headers: HeaderMap,
+    flow: Flow<UserChange>,
     body: Bytes,
 ) -> FlowAnswer {
-    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: Connect = parse_json(&body)?;
     if body
         .resource_id
@@ -384,29 +307,22 @@ pub async fn connect(
     if body.project_id.trim().is_empty() {
         return Err(Error::invalid_field("projectId", "is required").into());
     }
-    let key = idempotency_key(&headers)?;
-    let account = installed_account(&state, &installation_id).await?;
-    owned_resource(&state, &account.id, &resource_id).await?;
+    let account = flow.installed_account(&state).await?;
     let targets = body
         .targets
         .clone()
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| ALL_TARGETS.iter().map(|t| (*t).to_owned()).collect());
-    let mut provisioning = state.clients.provisioning.clone();
-    provisioning
-        .record_project_connection(provisioning_pb::RecordProjectConnectionRequest {
-            context: Some(request_context(
-                &installation_id,
-                "flow.connect",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            resource_id: resource_id.clone(),
-            project_id: body.project_id.clone(),
-            connected: true,
-            targets: targets.clone(),
-        })
-        .await?;
+    connect_project(
+        &state,
+        &flow.call,
+        CONNECT,
+        &account,
+        &resource_id,
+        &body.project_id,
+        &targets,
+    )
+    .await?;
     Ok(Json(Connection {
         resource_id,
         project_id: body.project_id,
@@ -430,28 +346,16 @@ pub async fn connect(
 pub async fn delete_resource(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
-    headers: HeaderMap,
+    flow: FlowInstalled<Change>,
 ) -> FlowAnswer {
-    let (caller, installation_id) = caller_for(&state, &headers, Access::Change).await?;
-    let key = idempotency_key(&headers)?;
-    let account = installed_account(&state, &installation_id).await?;
-    if marketbridge_core::ids::ResourceId::parse("resourceId", &resource_id).is_err() {
-        return Err(Error::not_found("resource not found").into());
-    }
-    let mut provisioning = state.clients.provisioning.clone();
-    let deleted = provisioning
-        .delete_resource(provisioning_pb::DeleteResourceRequest {
-            context: Some(request_context(
-                &installation_id,
-                "flow.delete_resource",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            resource_id,
-            account_id: account.id,
-        })
-        .await?
-        .into_inner();
+    let deleted = operations::delete_resource(
+        &state,
+        &flow.call,
+        DELETE_RESOURCE,
+        &flow.account,
+        &resource_id,
+    )
+    .await?;
     Ok(Json(resource_state(&deleted)).into_response())
 }
 
@@ -470,10 +374,9 @@ pub async fn delete_resource(
 pub async fn change_plan(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
-    headers: HeaderMap,
+    flow: Flow<UserChange>,
     body: Bytes,
 ) -> FlowAnswer {
-    let (caller, installation_id) = caller_for(&state, &headers, Access::UserChange).await?;
     let body: ChangePlan = parse_json(&body)?;
     if body
         .resource_id
@@ -482,32 +385,26 @@ pub async fn change_plan(
     {
         return Err(Error::invalid_field("resourceId", "does not match the path").into());
     }
-    let key = idempotency_key(&headers)?;
-    let account = installed_account(&state, &installation_id).await?;
+    let account = flow.installed_account(&state).await?;
     owned_resource(&state, &account.id, &resource_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let updated = provisioning
-        .update_resource(provisioning_pb::UpdateResourceRequest {
-            context: Some(request_context(
-                &installation_id,
-                "flow.change_plan",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            resource_id,
-            account_id: account.id,
+    let updated = operations::update_resource(
+        &state,
+        &flow.call,
+        CHANGE_PLAN,
+        &account,
+        &resource_id,
+        ResourceChange {
             plan_id: Some(body.new_plan_id.clone()),
             ..Default::default()
-        })
-        .await
-        .map_err(|status| {
-            let error = Error::from(status);
-            if error.fields().iter().any(|f| f.field == "billingPlanId") {
-                Error::invalid_field("newPlanId", error.message().to_owned())
-            } else {
-                error
-            }
-        })?
-        .into_inner();
+        },
+    )
+    .await
+    .map_err(|error| {
+        if error.fields().iter().any(|f| f.field == "billingPlanId") {
+            Error::invalid_field("newPlanId", error.message().to_owned())
+        } else {
+            error
+        }
+    })?;
     Ok(Json(resource_state(&updated)).into_response())
 }

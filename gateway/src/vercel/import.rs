@@ -12,11 +12,10 @@
 //! `return` must be on a configured origin (`vercel.import_return_origins`).
 
 use super::body::query_map;
+use super::operations::{Call, import_resource, importable_resources, installed_account};
 use super::pages::{error_page, escape, is_installation_id, page, to_vercel_sign_in};
-use super::services::installed_account;
 use super::session::{Session, cookie_value};
 use super::state::VercelState;
-use crate::context::request_context;
 use crate::cookies::{cookie_named, same_text};
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -25,7 +24,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::common::v1::Person;
-use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use serde::{Deserialize, Serialize};
 
 /// What the sealed import request is signed for.
@@ -215,15 +213,7 @@ pub async fn import_page(
     }
     let listed = async {
         let account = installed_account(&state, &request.installation_id).await?;
-        let mut provisioning = state.clients.provisioning.clone();
-        let listed = provisioning
-            .list_importable_resources(provisioning_pb::ListImportableResourcesRequest {
-                account_id: account.id,
-                product_id: request.product_id.clone(),
-            })
-            .await?
-            .into_inner();
-        Ok::<_, Error>(listed.resources)
+        importable_resources(&state, &account, &request.product_id).await
     }
     .await;
     let resources = match listed {
@@ -340,38 +330,25 @@ pub async fn import_submit(
         }
         let target = return_target(vercel, &request.return_url)?;
         let account = installed_account(&state, &request.installation_id).await?;
-        let mut provisioning = state.clients.provisioning.clone();
-        let actor = Person {
-            external_id: session.user_id.clone(),
-            email: session.user_email.clone(),
-            name: session.user_name.clone(),
-            role: session.user_role.clone(),
-            last_seen_at: None,
+        let call = Call {
+            installation_id: request.installation_id.clone(),
+            key: Some(format!(
+                "{}:{importable_id}",
+                marketbridge_core::crypto::sha256_hex(request.state.as_bytes())
+            )),
+            actor: Some(Person {
+                external_id: session.user_id.clone(),
+                email: session.user_email.clone(),
+                name: session.user_name.clone(),
+                role: session.user_role.clone(),
+                last_seen_at: None,
+            }),
         };
-        let key = format!(
-            "{}:{importable_id}",
-            marketbridge_core::crypto::sha256_hex(request.state.as_bytes())
-        );
         // Provisioning records the linked resource, then registers it with
         // Vercel before answering: the resource exists at Vercel before the
         // browser goes back.
-        let imported = provisioning
-            .import_resource(provisioning_pb::ImportResourceRequest {
-                context: Some(request_context(
-                    &request.installation_id,
-                    "vercel.import",
-                    Some(&key),
-                    Some(actor),
-                )),
-                account_id: account.id,
-                importable_id: importable_id.clone(),
-                product_id: request.product_id.clone(),
-            })
-            .await?
-            .into_inner();
-        let resource = imported
-            .resource
-            .ok_or_else(|| Error::internal("provisioning answered without a resource"))?;
+        let resource =
+            import_resource(&state, &call, &account, &importable_id, &request.product_id).await?;
         let mut back = target;
         back.query_pairs_mut()
             .append_pair("installation_id", &request.installation_id)

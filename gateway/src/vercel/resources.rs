@@ -2,21 +2,25 @@
 //! the secrets), reading, updating (name, metadata, plan), deleting, the
 //! deprecated listing, secret rotation, and the console (`repl`).
 
-use super::auth::{Access, authenticate};
-use super::body::{parse_json, parse_optional_json, query_map};
+use super::auth::Access;
+use super::body::query_map;
 use super::convert;
 use super::error::Answer;
-use super::plans::owned_resource;
-use super::services::{installed_account, plan, set_installation_plan};
-use crate::context::{idempotency_key, request_context};
+use super::extract::{
+    Change, Installed, OptionalPayload, Partner, Payload, Read, UserChange, Verified,
+};
+use super::operations::{
+    self, NewResource, ResourceChange, account_resources, installation_scoped_plan,
+    installed_account, owned_resource, plan, run_command, set_installation_plan,
+};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use marketbridge_core::Result;
 use marketbridge_core::ids::ResourceId;
-use marketbridge_core::{Error, Result};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_vercel::model::partner::{
     ProvisionResource, ProvisionedResource, ReplRequest, Resource, ResourceList, RotateSecrets,
@@ -49,15 +53,10 @@ pub async fn resource_view(
 )]
 pub async fn provision(
     State(state): State<AppState>,
-    Path(installation_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    partner: Partner<UserChange>,
+    Payload(body): Payload<ProvisionResource>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::UserChange)?;
-    let key = idempotency_key(&headers)?;
-    let body: ProvisionResource = parse_json(&body)?;
-    let account = installed_account(&state, &installation_id).await?;
+    let account = partner.installed_account(&state).await?;
     // An installation-level plan puts the installation on it (as Update
     // Installation would) and the resource joins that plan instead of
     // getting its own subscription.
@@ -70,91 +69,35 @@ pub async fn provision(
     .await?
     {
         Some(installation_plan) => {
-            let subscription = set_installation_plan(
-                &state,
-                &account,
-                &installation_id,
-                &installation_plan,
-                key.as_deref(),
-                caller.actor(),
-            )
-            .await?;
-            tracing::info!(installation.id = %installation_id, plan = %installation_plan.id, "installation plan set by a provision");
+            let subscription =
+                set_installation_plan(&state, &partner.call, &account, &installation_plan).await?;
+            tracing::info!(installation.id = %partner.installation_id(), plan = %installation_plan.id, "installation plan set by a provision");
             subscription.id
         }
         None => String::new(),
     };
-    let mut provisioning = state.clients.provisioning.clone();
-    let created = provisioning
-        .create_resource(provisioning_pb::CreateResourceRequest {
-            context: Some(request_context(
-                &installation_id,
-                "vercel.provision",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            account_id: account.id.clone(),
+    let (resource, secrets) = operations::create_resource(
+        &state,
+        &partner.call,
+        "vercel.provision",
+        &account,
+        NewResource {
             product_id: body.product_id.clone(),
             plan_id: body.billing_plan_id.clone(),
             name: body.name.clone(),
-            metadata: Some(convert::metadata(&Value::Object(body.metadata.clone()))?),
+            metadata: convert::metadata(&Value::Object(body.metadata.clone()))?,
             external_id: body.external_id.clone().unwrap_or_default(),
             subscription_id,
             protocol_settings: convert::protocol_settings(body.protocol_settings.as_ref())?,
-        })
-        .await?
-        .into_inner();
-    let resource = created
-        .resource
-        .ok_or_else(|| Error::internal("provisioning answered without a resource"))?;
-    tracing::info!(installation.id = %installation_id, resource.id = %resource.id, "vercel resource provisioned");
+        },
+    )
+    .await?;
+    tracing::info!(installation.id = %partner.installation_id(), resource.id = %resource.id, "vercel resource provisioned");
     let answer = ProvisionedResource {
         resource: resource_view(&state, &resource).await?,
-        secrets: convert::secrets(&created.secrets),
+        secrets: convert::secrets(&secrets),
     };
     Ok(Json(answer).into_response())
-}
-
-/// The installation-scoped plan `plan_id` of `product_id`, when Provision
-/// Resource names one (Vercel's plan lists may mix both scopes); `None` for
-/// a resource plan or anything unknown (creating the resource then answers
-/// the 400).
-async fn installation_scoped_plan(
-    state: &AppState,
-    product_id: &str,
-    plan_id: &str,
-    account_id: &str,
-) -> Result<Option<marketbridge_proto::billing::v1::Plan>> {
-    use marketbridge_proto::billing::v1 as billing_pb;
-    if product_id.is_empty() || plan_id.is_empty() {
-        return Ok(None);
-    }
-    let mut billing = state.clients.billing.clone();
-    let answer = billing
-        .list_plans(billing_pb::ListPlansRequest {
-            product_id: product_id.to_owned(),
-            marketplace: marketbridge_proto::common::v1::Marketplace::Vercel as i32,
-            scope: billing_pb::PlanScope::Account as i32,
-            account_id: account_id.to_owned(),
-            ..Default::default()
-        })
-        .await;
-    let plans = match answer {
-        Ok(plans) => plans.into_inner().plans,
-        Err(status) => {
-            let error = Error::from(status);
-            if matches!(
-                error.code(),
-                marketbridge_core::ErrorCode::NotFound | marketbridge_core::ErrorCode::Validation
-            ) {
-                return Ok(None);
-            }
-            return Err(error);
-        }
-    };
-    Ok(plans
-        .into_iter()
-        .find(|plan| plan.id == plan_id && !plan.disabled))
 }
 
 /// Whether an Update Resource body makes the resource production-only,
@@ -188,13 +131,10 @@ fn allowed_environments(state: &AppState, body: &[u8]) -> Option<bool> {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    Path((installation_id, resource_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_installation_id, resource_id)): Path<(String, String)>,
+    installed: Installed<Read>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::Read)?;
-    let account = installed_account(&state, &installation_id).await?;
-    let resource = owned_resource(&state, &account.id, &resource_id).await?;
+    let resource = owned_resource(&state, &installed.account.id, &resource_id).await?;
     Ok(Json(resource_view(&state, &resource).await?).into_response())
 }
 
@@ -211,12 +151,9 @@ pub async fn get(
 )]
 pub async fn list(
     State(state): State<AppState>,
-    Path(installation_id): Path<String>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    partner: Partner<Read>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::Read)?;
     let query = query_map(query.as_deref());
     let ids: Vec<String> = query
         .get("ids")
@@ -234,39 +171,19 @@ pub async fn list(
         })
         .into_response());
     }
-    let account = installed_account(&state, &installation_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let mut resources = Vec::new();
-    let mut page_token = String::new();
+    let account = partner.installed_account(&state).await?;
     let mut plans = BTreeMap::new();
-    loop {
-        let page = provisioning
-            .list_resources(provisioning_pb::ListResourcesRequest {
-                account_id: account.id.clone(),
-                resource_ids: ids.clone(),
-                include_deleted: false,
-                page: Some(marketbridge_proto::common::v1::PageRequest {
-                    page_size: 500,
-                    page_token: page_token.clone(),
-                }),
-            })
-            .await?
-            .into_inner();
-        for resource in &page.resources {
-            let plan_key = (resource.product_id.clone(), resource.plan_id.clone());
-            if !plans.contains_key(&plan_key) {
-                let found = plan(&state, &resource.product_id, &resource.plan_id).await?;
-                plans.insert(plan_key.clone(), found);
-            }
-            resources.push(convert::resource(
-                resource,
-                plans.get(&plan_key).cloned().flatten(),
-            ));
+    let mut resources = Vec::new();
+    for resource in account_resources(&state, &account.id, &ids).await? {
+        let plan_key = (resource.product_id.clone(), resource.plan_id.clone());
+        if !plans.contains_key(&plan_key) {
+            let found = plan(&state, &resource.product_id, &resource.plan_id).await?;
+            plans.insert(plan_key.clone(), found);
         }
-        page_token = page.page.map(|p| p.next_page_token).unwrap_or_default();
-        if page_token.is_empty() {
-            break;
-        }
+        resources.push(convert::resource(
+            &resource,
+            plans.get(&plan_key).cloned().flatten(),
+        ));
     }
     Ok(Json(ResourceList { resources }).into_response())
 }
@@ -285,28 +202,21 @@ pub async fn list(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    Path((installation_id, resource_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_installation_id, resource_id)): Path<(String, String)>,
+    partner: Partner<UserChange>,
     body: Bytes,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::UserChange)?;
-    let key = idempotency_key(&headers)?;
     let production_only = allowed_environments(&state, &body);
-    let body: UpdateResource = parse_optional_json(&body)?;
-    let account = installed_account(&state, &installation_id).await?;
+    let body: UpdateResource = super::body::parse_optional_json(&body)?;
+    let account = partner.installed_account(&state).await?;
     owned_resource(&state, &account.id, &resource_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let updated = provisioning
-        .update_resource(provisioning_pb::UpdateResourceRequest {
-            context: Some(request_context(
-                &installation_id,
-                "vercel.update_resource",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            resource_id: resource_id.clone(),
-            account_id: account.id.clone(),
+    let updated = operations::update_resource(
+        &state,
+        &partner.call,
+        "vercel.update_resource",
+        &account,
+        &resource_id,
+        ResourceChange {
             name: body.name.clone(),
             metadata: body
                 .metadata
@@ -314,13 +224,11 @@ pub async fn update(
                 .map(|m| convert::metadata(&Value::Object(m.clone())))
                 .transpose()?,
             plan_id: body.billing_plan_id.clone(),
-            status: 0,
-            status_message: None,
             protocol_settings: convert::protocol_settings(body.protocol_settings.as_ref())?,
             production_only,
-        })
-        .await?
-        .into_inner();
+        },
+    )
+    .await?;
     Ok(Json(resource_view(&state, &updated).await?).into_response())
 }
 
@@ -337,30 +245,18 @@ pub async fn update(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    Path((installation_id, resource_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_installation_id, resource_id)): Path<(String, String)>,
+    installed: Installed<Change>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::Change)?;
-    let key = idempotency_key(&headers)?;
-    let account = installed_account(&state, &installation_id).await?;
-    if ResourceId::parse("resourceId", &resource_id).is_err() {
-        return Err(Error::not_found("resource not found").into());
-    }
-    let mut provisioning = state.clients.provisioning.clone();
-    provisioning
-        .delete_resource(provisioning_pb::DeleteResourceRequest {
-            context: Some(request_context(
-                &installation_id,
-                "vercel.delete_resource",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            resource_id: resource_id.clone(),
-            account_id: account.id,
-        })
-        .await?;
-    tracing::info!(installation.id = %installation_id, resource.id = %resource_id, "vercel resource deleted");
+    operations::delete_resource(
+        &state,
+        &installed.call,
+        "vercel.delete_resource",
+        &installed.account,
+        &resource_id,
+    )
+    .await?;
+    tracing::info!(installation.id = %installed.call.installation_id, resource.id = %resource_id, "vercel resource deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -379,33 +275,21 @@ pub async fn delete(
 )]
 pub async fn rotate_secrets(
     State(state): State<AppState>,
-    Path((installation_id, resource_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Path((_installation_id, resource_id)): Path<(String, String)>,
+    partner: Partner<Change>,
+    OptionalPayload(body): OptionalPayload<RotateSecrets>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::Change)?;
-    let key = idempotency_key(&headers)?;
-    let body: RotateSecrets = parse_optional_json(&body)?;
     let grace = convert::grace_seconds(body.delay_old_secrets_expiration_hours)?;
-    let account = installed_account(&state, &installation_id).await?;
-    owned_resource(&state, &account.id, &resource_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let rotated = provisioning
-        .rotate_secrets(provisioning_pb::RotateSecretsRequest {
-            context: Some(request_context(
-                &installation_id,
-                "vercel.rotate_secrets",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            resource_id: resource_id.clone(),
-            account_id: account.id,
-            reason: body.reason.unwrap_or_default(),
-            old_secrets_valid_for_seconds: grace,
-        })
-        .await?
-        .into_inner();
+    let account = partner.installed_account(&state).await?;
+    let rotated = operations::rotate_secrets(
+        &state,
+        &partner.call,
+        &account,
+        &resource_id,
+        body.reason.unwrap_or_default(),
+        grace,
+    )
+    .await?;
     if rotated.sync {
         let answer = RotatedSecrets {
             sync: true,
@@ -437,11 +321,9 @@ pub async fn rotate_secrets(
 pub async fn repl(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    verified: Verified,
+    Payload(body): Payload<ReplRequest>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    let body: ReplRequest = parse_json(&body)?;
     let read_only = body.read_only.unwrap_or(false);
     // Reading needs any member; a command that may write needs an admin
     // user: Vercel's own (system) tokens never run writing commands.
@@ -450,21 +332,10 @@ pub async fn repl(
     } else {
         Access::UserChange
     };
-    caller.allow_installation(&installation_id, access)?;
+    verified
+        .caller
+        .allow_installation(&installation_id, access)?;
     let account = installed_account(&state, &installation_id).await?;
-    // Provisioning checks the resource is this account's and not deleted.
-    if ResourceId::parse("resourceId", &resource_id).is_err() {
-        return Err(Error::not_found("resource not found").into());
-    }
-    let mut provisioning = state.clients.provisioning.clone();
-    let output = provisioning
-        .run_resource_command(provisioning_pb::RunResourceCommandRequest {
-            resource_id,
-            account_id: account.id,
-            input: body.input,
-            read_only,
-        })
-        .await?
-        .into_inner();
-    Ok(Json(convert::repl_blocks(&output.blocks)).into_response())
+    let blocks = run_command(&state, &account, &resource_id, body.input, read_only).await?;
+    Ok(Json(convert::repl_blocks(&blocks)).into_response())
 }

@@ -4,20 +4,16 @@
 //! the path, and the token's) verifies and accepts the claim; accepting
 //! moves the resources, with their plans and billing, to the target.
 
-use super::auth::{Access, authenticate};
-use super::body::{parse_json, parse_optional_json};
 use super::error::Answer;
-use super::services::{installed_account, plan};
-use crate::context::{idempotency_key, request_context};
+use super::extract::{Change, Installed, OptionalPayload, Partner, Payload, Read};
+use super::operations::{accept_transfer, offer_transfer, plan, verify_transfer};
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use marketbridge_core::time::to_timestamp;
 use marketbridge_core::{Error, Result};
-use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_vercel::model::partner::{
     AcceptTransferRequest, CreateTransferRequest, CreatedTransferRequest, VerifiedTransferRequest,
 };
@@ -35,11 +31,10 @@ use marketbridge_vercel::model::partner::{
 )]
 pub async fn create(
     State(state): State<AppState>,
-    Path(installation_id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    partner: Partner<Change>,
+    Payload(body): Payload<CreateTransferRequest>,
 ) -> Answer {
-    offer(&state, &installation_id, None, &headers, &body).await
+    offer(&state, &partner, None, body).await
 }
 
 /// `PUT .../resource-transfer-requests/{transferId}` (the older shape): the
@@ -56,24 +51,19 @@ pub async fn create(
 )]
 pub async fn create_with_id(
     State(state): State<AppState>,
-    Path((installation_id, transfer_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Path((_installation_id, transfer_id)): Path<(String, String)>,
+    partner: Partner<Change>,
+    Payload(body): Payload<CreateTransferRequest>,
 ) -> Answer {
-    offer(&state, &installation_id, Some(transfer_id), &headers, &body).await
+    offer(&state, &partner, Some(transfer_id), body).await
 }
 
 async fn offer(
     state: &AppState,
-    installation_id: &str,
+    partner: &Partner<Change>,
     path_id: Option<String>,
-    headers: &HeaderMap,
-    body: &[u8],
+    body: CreateTransferRequest,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, headers).await?;
-    caller.allow_installation(installation_id, Access::Change)?;
-    let key = idempotency_key(headers)?;
-    let body: CreateTransferRequest = parse_json(body)?;
     let expires_at = match &body.expires_at {
         None => return Err(Error::invalid_field("expiresAt", "is required").into()),
         Some(value) => value.to_time().ok_or_else(|| {
@@ -86,24 +76,17 @@ async fn offer(
         .filter(|id| !id.trim().is_empty())
         .or(path_id)
         .unwrap_or_default();
-    let account = installed_account(state, installation_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let claim = provisioning
-        .create_transfer_claim(provisioning_pb::CreateTransferClaimRequest {
-            context: Some(request_context(
-                installation_id,
-                "vercel.create_transfer",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            account_id: account.id,
-            resource_ids: body.resource_ids.clone(),
-            expires_at: Some(to_timestamp(expires_at)),
-            claim_id,
-        })
-        .await?
-        .into_inner();
-    tracing::info!(installation.id = %installation_id, claim.id = %claim.id, "vercel transfer request created");
+    let account = partner.installed_account(state).await?;
+    let claim = offer_transfer(
+        state,
+        &partner.call,
+        &account,
+        body.resource_ids.clone(),
+        to_timestamp(expires_at),
+        claim_id,
+    )
+    .await?;
+    tracing::info!(installation.id = %partner.installation_id(), claim.id = %claim.id, "vercel transfer request created");
     Ok(Json(CreatedTransferRequest {
         provider_claim_id: claim.id,
     })
@@ -125,20 +108,10 @@ async fn offer(
 )]
 pub async fn verify(
     State(state): State<AppState>,
-    Path((installation_id, claim_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_installation_id, claim_id)): Path<(String, String)>,
+    target: Installed<Read>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::Read)?;
-    let target = installed_account(&state, &installation_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let verified = provisioning
-        .verify_transfer_claim(provisioning_pb::VerifyTransferClaimRequest {
-            claim_id: claim_id.clone(),
-            target_account_id: target.id,
-        })
-        .await?
-        .into_inner();
+    let verified = verify_transfer(&state, &target.account, &claim_id).await?;
     let billing_plan = match verified.resources.first() {
         Some(resource) => plan(&state, &resource.product_id, &resource.plan_id).await?,
         None => None,
@@ -164,31 +137,14 @@ pub async fn verify(
 )]
 pub async fn accept(
     State(state): State<AppState>,
-    Path((installation_id, claim_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
+    Path((_installation_id, claim_id)): Path<(String, String)>,
+    partner: Partner<Change>,
+    OptionalPayload(body): OptionalPayload<AcceptTransferRequest>,
 ) -> Answer {
-    let caller = authenticate(&state.vercel, &headers).await?;
-    caller.allow_installation(&installation_id, Access::Change)?;
-    let key = idempotency_key(&headers)?;
-    let body: AcceptTransferRequest = parse_optional_json(&body)?;
-    check_target(&body, &installation_id)?;
-    let target = installed_account(&state, &installation_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let claim = provisioning
-        .accept_transfer_claim(provisioning_pb::AcceptTransferClaimRequest {
-            context: Some(request_context(
-                &installation_id,
-                "vercel.accept_transfer",
-                key.as_deref(),
-                caller.actor(),
-            )),
-            claim_id,
-            target_account_id: target.id,
-        })
-        .await?
-        .into_inner();
-    tracing::info!(installation.id = %installation_id, claim.id = %claim.id, resources = claim.resource_ids.len(), "vercel transfer accepted");
+    check_target(&body, partner.installation_id())?;
+    let target = partner.installed_account(&state).await?;
+    let claim = accept_transfer(&state, &partner.call, &target, claim_id).await?;
+    tracing::info!(installation.id = %partner.installation_id(), claim.id = %claim.id, resources = claim.resource_ids.len(), "vercel transfer accepted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

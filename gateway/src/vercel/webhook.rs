@@ -3,7 +3,9 @@
 //! by the account service (deduplicated by its id) and acknowledged only
 //! once stored. Processing happens in the background.
 
+use super::body::parse_json;
 use super::error::Answer;
+use super::operations::record_event;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -43,7 +45,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         )
         .into());
     }
-    let envelope: WebhookEnvelope = super::body::parse_json(&body)?;
+    let envelope: WebhookEnvelope = parse_json(&body)?;
     let mut validator = Validator::new();
     validator.require("id", &envelope.id);
     validator.require("type", &envelope.event_type);
@@ -52,18 +54,18 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         .created_at_millis()
         .and_then(from_epoch_millis)
         .map(to_timestamp);
-    let mut accounts = state.clients.account.clone();
-    let recorded = accounts
-        .record_marketplace_event(account_pb::RecordMarketplaceEventRequest {
+    let duplicate = record_event(
+        &state,
+        account_pb::RecordMarketplaceEventRequest {
             marketplace: Marketplace::Vercel as i32,
             external_id: envelope.id.clone(),
             event_type: envelope.event_type.clone(),
             payload_json: envelope.payload.to_string(),
             occurred_at,
             channel: CHANNEL.to_owned(),
-        })
-        .await?
-        .into_inner();
-    tracing::info!(event.external_id = %envelope.id, event.type = %envelope.event_type, duplicate = recorded.duplicate, "vercel webhook recorded");
-    Ok(Json(json!({"received": true, "duplicate": recorded.duplicate})).into_response())
+        },
+    )
+    .await?;
+    tracing::info!(event.external_id = %envelope.id, event.type = %envelope.event_type, duplicate, "vercel webhook recorded");
+    Ok(Json(json!({"received": true, "duplicate": duplicate})).into_response())
 }

@@ -1,0 +1,300 @@
+//! The preamble every Vercel call shares, as axum extractors, so a handler
+//! states what it needs in its signature:
+//!
+//! - [`Verified`]: the caller's Vercel token, verified ([`authenticate`]);
+//! - [`Partner<R>`]: a partner API call on the installation in the path: the
+//!   caller, allowed by the rule `R` ([`Read`], [`UserChange`], [`Change`])
+//!   on that installation (which must be the token's), and for changes the
+//!   `Idempotency-Key`, together as the [`Call`] operations take;
+//! - [`Installed<R>`]: the same, with the installation's account (404 when
+//!   unknown or uninstalled);
+//! - [`Flow<R>`] and [`FlowInstalled<R>`]: the same for the simplified flow,
+//!   whose installation is the token's;
+//! - [`Payload<T>`] and [`OptionalPayload<T>`]: the partner API's JSON body,
+//!   read leniently ([`parse_json`]).
+//!
+//! The steps run in the order the handlers ran them (path, token, access
+//! rule, key, account), and a refusal is answered with the error body of the
+//! route's contract: the partner API's by default, the flow's with
+//! [`FlowFailure`].
+
+use super::auth::{Access, Caller, authenticate};
+use super::body::{parse_json, parse_optional_json};
+use super::error::{FlowFailure, VercelError};
+use super::operations::{Call, installed_account};
+use crate::context::idempotency_key;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use marketbridge_core::{Error, Result};
+use marketbridge_proto::account::v1 as account_pb;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+/// What a route lets a caller do, as a type.
+pub trait AccessRule: Send + Sync + 'static {
+    /// The rule.
+    const ACCESS: Access;
+    /// Whether the call changes something, and so carries an
+    /// `Idempotency-Key`.
+    const CHANGES: bool;
+}
+
+/// Reads: users of any role, and Vercel.
+#[derive(Debug, Clone, Copy)]
+pub struct Read;
+
+/// Changes by an ADMIN user only.
+#[derive(Debug, Clone, Copy)]
+pub struct UserChange;
+
+/// Changes by an ADMIN user or by Vercel itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Change;
+
+impl AccessRule for Read {
+    const ACCESS: Access = Access::Read;
+    const CHANGES: bool = false;
+}
+
+impl AccessRule for UserChange {
+    const ACCESS: Access = Access::UserChange;
+    const CHANGES: bool = true;
+}
+
+impl AccessRule for Change {
+    const ACCESS: Access = Access::Change;
+    const CHANGES: bool = true;
+}
+
+/// The verified caller, allowed by no installation yet. `E` is the error
+/// body refusals are answered with.
+#[derive(Debug, Clone)]
+pub struct Verified<E = VercelError> {
+    /// The verified caller.
+    pub caller: Caller,
+    failure: PhantomData<fn() -> E>,
+}
+
+impl<E> FromRequestParts<AppState> for Verified<E>
+where
+    E: From<Error> + IntoResponse,
+{
+    type Rejection = E;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, E> {
+        let caller = authenticate(&state.vercel, &parts.headers).await?;
+        Ok(Self {
+            caller,
+            failure: PhantomData,
+        })
+    }
+}
+
+/// The caller allowed `R` on `installation_id`, and the call it makes.
+async fn allowed<R: AccessRule>(
+    caller: &Caller,
+    parts: &Parts,
+    installation_id: String,
+) -> Result<Call> {
+    caller.allow_installation(&installation_id, R::ACCESS)?;
+    let key = if R::CHANGES {
+        idempotency_key(&parts.headers)?
+    } else {
+        None
+    };
+    Ok(Call {
+        installation_id,
+        key,
+        actor: caller.actor(),
+    })
+}
+
+/// A partner API call on the installation in the path (`installation_id`),
+/// allowed by `R`.
+#[derive(Debug, Clone)]
+pub struct Partner<R> {
+    /// The verified caller.
+    pub caller: Caller,
+    /// The installation, the key and the person acting.
+    pub call: Call,
+    rule: PhantomData<fn() -> R>,
+}
+
+impl<R> Partner<R> {
+    /// The installation in the path.
+    pub fn installation_id(&self) -> &str {
+        &self.call.installation_id
+    }
+
+    /// The installation's account, or 404 when it is unknown or
+    /// uninstalled.
+    pub async fn installed_account(&self, state: &AppState) -> Result<account_pb::Account> {
+        installed_account(state, &self.call.installation_id).await
+    }
+}
+
+/// The `installation_id` of the path; axum's own answer when the path
+/// cannot be read.
+async fn path_installation(parts: &mut Parts, state: &AppState) -> Result<String, Response> {
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    params.get("installation_id").cloned().ok_or_else(|| {
+        VercelError(Error::internal("the route names no installation")).into_response()
+    })
+}
+
+impl<R: AccessRule> FromRequestParts<AppState> for Partner<R> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let installation_id = path_installation(parts, state).await?;
+        let refused = |error: Error| VercelError(error).into_response();
+        let caller = authenticate(&state.vercel, &parts.headers)
+            .await
+            .map_err(refused)?;
+        let call = allowed::<R>(&caller, parts, installation_id)
+            .await
+            .map_err(refused)?;
+        Ok(Self {
+            caller,
+            call,
+            rule: PhantomData,
+        })
+    }
+}
+
+/// A partner API call on an installed installation (the path's), allowed by
+/// `R`, with its account.
+#[derive(Debug, Clone)]
+pub struct Installed<R> {
+    /// The verified caller.
+    pub caller: Caller,
+    /// The installation, the key and the person acting.
+    pub call: Call,
+    /// The installation's account.
+    pub account: account_pb::Account,
+    rule: PhantomData<fn() -> R>,
+}
+
+impl<R: AccessRule> FromRequestParts<AppState> for Installed<R> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Partner { caller, call, .. } = Partner::<R>::from_request_parts(parts, state).await?;
+        let account = installed_account(state, &call.installation_id)
+            .await
+            .map_err(|error| VercelError(error).into_response())?;
+        Ok(Self {
+            caller,
+            call,
+            account,
+            rule: PhantomData,
+        })
+    }
+}
+
+/// A call of the simplified flow, on the token's installation, allowed by
+/// `R`; refusals have the flow's error body.
+#[derive(Debug, Clone)]
+pub struct Flow<R> {
+    /// The verified caller.
+    pub caller: Caller,
+    /// The installation, the key and the person acting.
+    pub call: Call,
+    rule: PhantomData<fn() -> R>,
+}
+
+impl<R> Flow<R> {
+    /// The token's installation.
+    pub fn installation_id(&self) -> &str {
+        &self.call.installation_id
+    }
+
+    /// The installation's account, or 404 when it is unknown or
+    /// uninstalled.
+    pub async fn installed_account(&self, state: &AppState) -> Result<account_pb::Account> {
+        installed_account(state, &self.call.installation_id).await
+    }
+}
+
+impl<R: AccessRule> FromRequestParts<AppState> for Flow<R> {
+    type Rejection = FlowFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, FlowFailure> {
+        let caller = authenticate(&state.vercel, &parts.headers).await?;
+        let installation_id = caller.installation_id()?.to_owned();
+        let call = allowed::<R>(&caller, parts, installation_id).await?;
+        Ok(Self {
+            caller,
+            call,
+            rule: PhantomData,
+        })
+    }
+}
+
+/// A call of the simplified flow on an installed installation (the
+/// token's), allowed by `R`, with its account.
+#[derive(Debug, Clone)]
+pub struct FlowInstalled<R> {
+    /// The verified caller.
+    pub caller: Caller,
+    /// The installation, the key and the person acting.
+    pub call: Call,
+    /// The installation's account.
+    pub account: account_pb::Account,
+    rule: PhantomData<fn() -> R>,
+}
+
+impl<R: AccessRule> FromRequestParts<AppState> for FlowInstalled<R> {
+    type Rejection = FlowFailure;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, FlowFailure> {
+        let Flow { caller, call, .. } = Flow::<R>::from_request_parts(parts, state).await?;
+        let account = installed_account(state, &call.installation_id).await?;
+        Ok(Self {
+            caller,
+            call,
+            account,
+            rule: PhantomData,
+        })
+    }
+}
+
+/// A JSON object body, read leniently (a 400 naming the field as written
+/// when it does not fit `T`).
+#[derive(Debug, Clone)]
+pub struct Payload<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for Payload<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let value = parse_json(&bytes).map_err(|error| VercelError(error).into_response())?;
+        Ok(Self(value))
+    }
+}
+
+/// A JSON object body that may be empty (then `T::default()`).
+#[derive(Debug, Clone)]
+pub struct OptionalPayload<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalPayload<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let value =
+            parse_optional_json(&bytes).map_err(|error| VercelError(error).into_response())?;
+        Ok(Self(value))
+    }
+}
