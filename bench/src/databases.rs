@@ -70,6 +70,11 @@ impl RunDatabases {
         &self.folder
     }
 
+    /// The names of the run's PostgreSQL databases; `None` on SQLite.
+    pub fn postgres_names(&self) -> Option<Vec<String>> {
+        self.postgres.as_ref().map(|(_, names)| names.clone())
+    }
+
     /// Removes the databases and the folder.
     pub async fn remove(self) {
         if let Some((admin_url, names)) = &self.postgres

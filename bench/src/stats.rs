@@ -42,7 +42,35 @@ impl Samples {
     }
 }
 
-/// Milliseconds with two decimals.
-pub fn millis(duration: Duration) -> String {
-    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(millis: impl IntoIterator<Item = u64>, elapsed_ms: u64) -> Samples {
+        let mut samples = Samples::default();
+        samples.extend(millis.into_iter().map(Duration::from_millis));
+        samples.elapsed = Duration::from_millis(elapsed_ms);
+        samples
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let hundred = samples((1..=100).rev(), 1000);
+        assert_eq!(hundred.percentile(0.50), Duration::from_millis(50));
+        assert_eq!(hundred.percentile(0.99), Duration::from_millis(99));
+        assert_eq!(hundred.percentile(1.0), Duration::from_millis(100));
+        assert_eq!(hundred.percentile(0.0), Duration::from_millis(1));
+        let three = samples([30, 10, 20], 1000);
+        assert_eq!(three.percentile(0.50), Duration::from_millis(20));
+        assert_eq!(three.percentile(0.99), Duration::from_millis(30));
+        assert_eq!(Samples::default().percentile(0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn rates_count_units_per_call() {
+        let four = samples([1, 1, 1, 1], 2000);
+        assert_eq!(four.per_second(1), 2.0);
+        assert_eq!(four.per_second(1000), 2000.0);
+        assert_eq!(samples([1], 0).per_second(1), 0.0);
+    }
 }

@@ -2,14 +2,13 @@
 //! connection, record usage in batches through `BillingService.RecordUsage`
 //! as fast as the service answers.
 
+use crate::grpc::Services;
 use crate::stats::Samples;
-use marketbridge::set::RunningSet;
 use marketbridge_core::time::to_timestamp;
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1::{Marketplace, MarketplaceRef};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
-use marketbridge_rpc::BillingClient;
 use std::time::{Duration, Instant};
 
 /// How the write path is driven.
@@ -21,26 +20,22 @@ pub struct UsageLoad {
     pub batches: usize,
     /// Events per batch.
     pub batch_size: usize,
-    /// Resources the events are spread over.
-    pub resources: usize,
 }
 
 /// What the write path achieved.
-pub struct UsageResult {
+pub struct UsageRun {
     /// Batch latencies and the wall time.
     pub samples: Samples,
     /// Events the ledger accepted.
     pub accepted: u64,
-    /// The sum of quantities the ledger holds afterwards.
-    pub ledger_total: i64,
     /// The sum of quantities sent.
     pub sent_total: i64,
 }
 
 /// Creates a customer with `count` metered resources and waits until
 /// billing knows them all.
-pub async fn metered_resources(set: &RunningSet, count: usize) -> Result<Vec<String>, String> {
-    let mut accounts = set.clients.account.clone();
+pub async fn metered_resources(services: &Services, count: usize) -> Result<Vec<String>, String> {
+    let mut accounts = services.account()?;
     let account = accounts
         .upsert_account(account_pb::UpsertAccountRequest {
             marketplace_ref: Some(MarketplaceRef::new(Marketplace::Direct, "bench-team")),
@@ -50,7 +45,7 @@ pub async fn metered_resources(set: &RunningSet, count: usize) -> Result<Vec<Str
         .await
         .map_err(|e| format!("account: {e}"))?
         .into_inner();
-    let mut provisioning = set.clients.provisioning.clone();
+    let mut provisioning = services.provisioning()?;
     let mut resources = Vec::with_capacity(count);
     for index in 0..count {
         let resource = provisioning
@@ -68,7 +63,7 @@ pub async fn metered_resources(set: &RunningSet, count: usize) -> Result<Vec<Str
             .ok_or("the resource is missing from the answer")?;
         resources.push(resource.id);
     }
-    let mut billing = set.clients.billing.clone();
+    let mut billing = services.billing()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     for resource_id in &resources {
         loop {
@@ -93,69 +88,91 @@ pub async fn metered_resources(set: &RunningSet, count: usize) -> Result<Vec<Str
     Ok(resources)
 }
 
-/// Runs the write path; each client uses a connection of its own.
-pub async fn run(
-    set: &RunningSet,
+/// The batches client `client_index` sends, and the sum of their
+/// quantities. Built before the clock starts.
+fn batches_of(
+    client_index: usize,
     resources: &[String],
     load: UsageLoad,
-) -> Result<UsageResult, String> {
+) -> (Vec<billing_pb::RecordUsageRequest>, i64) {
+    let now = to_timestamp(chrono::Utc::now());
+    let mut sent_total = 0;
+    let batches = (0..load.batches)
+        .map(|batch_index| {
+            let events = (0..load.batch_size)
+                .map(|event_index| {
+                    let sequence =
+                        (client_index * load.batches + batch_index) * load.batch_size + event_index;
+                    let quantity = (sequence % 7 + 1) as i64;
+                    sent_total += quantity;
+                    billing_pb::UsageEvent {
+                        event_id: format!("bench-{client_index}-{batch_index}-{event_index}"),
+                        customer: Some(billing_pb::usage_event::Customer::ResourceId(
+                            resources[sequence % resources.len()].clone(),
+                        )),
+                        metric_id: "requests".into(),
+                        quantity,
+                        occurred_at: Some(now),
+                    }
+                })
+                .collect();
+            billing_pb::RecordUsageRequest { events }
+        })
+        .collect();
+    (batches, sent_total)
+}
+
+/// Runs the write path; each client uses a connection of its own.
+pub async fn run(
+    services: &Services,
+    resources: &[String],
+    load: UsageLoad,
+) -> Result<UsageRun, String> {
+    let mut prepared = Vec::with_capacity(load.clients);
+    let mut sent_total = 0;
+    for client_index in 0..load.clients {
+        let (batches, sent) = batches_of(client_index, resources, load);
+        sent_total += sent;
+        prepared.push((services.billing()?, batches));
+    }
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
-    for client_index in 0..load.clients {
-        let channel = marketbridge_rpc::channel(
-            &set.config.gateway.billing_url,
-            &marketbridge_rpc::ClientCredentials::of_set(&set.config),
-            Duration::from_secs(30),
-        )
-        .map_err(|e| e.to_string())?;
-        let mut billing = BillingClient::new(channel);
-        let resources = resources.to_vec();
+    for (mut billing, batches) in prepared {
         clients.spawn(async move {
-            let mut latencies = Vec::with_capacity(load.batches);
-            let (mut accepted, mut sent_total) = (0_u64, 0_i64);
-            for batch_index in 0..load.batches {
-                let now = chrono::Utc::now();
-                let events = (0..load.batch_size)
-                    .map(|event_index| {
-                        let sequence = (client_index * load.batches + batch_index)
-                            * load.batch_size
-                            + event_index;
-                        let quantity = (sequence % 7 + 1) as i64;
-                        sent_total += quantity;
-                        billing_pb::UsageEvent {
-                            event_id: format!("bench-{client_index}-{batch_index}-{event_index}"),
-                            customer: Some(billing_pb::usage_event::Customer::ResourceId(
-                                resources[sequence % resources.len()].clone(),
-                            )),
-                            metric_id: "requests".into(),
-                            quantity,
-                            occurred_at: Some(to_timestamp(now)),
-                        }
-                    })
-                    .collect();
+            let mut latencies = Vec::with_capacity(batches.len());
+            let mut accepted = 0_u64;
+            for batch in batches {
                 let sent = Instant::now();
                 let answer = billing
-                    .record_usage(billing_pb::RecordUsageRequest { events })
+                    .record_usage(batch)
                     .await
-                    .map_err(|e| format!("record usage: {e}"))?
+                    .map_err(|e| format!("RecordUsage: {e}"))?
                     .into_inner();
                 latencies.push(sent.elapsed());
                 accepted += u64::from(answer.accepted);
             }
-            Ok::<_, String>((latencies, accepted, sent_total))
+            Ok::<_, String>((latencies, accepted))
         });
     }
     let mut samples = Samples::default();
-    let (mut accepted, mut sent_total) = (0_u64, 0_i64);
+    let mut accepted = 0_u64;
     while let Some(joined) = clients.join_next().await {
-        let (latencies, client_accepted, client_sent) =
+        let (latencies, client_accepted) =
             joined.map_err(|e| format!("a client failed: {e}"))??;
         samples.extend(latencies);
         accepted += client_accepted;
-        sent_total += client_sent;
     }
     samples.elapsed = started.elapsed();
-    let mut billing = set.clients.billing.clone();
+    Ok(UsageRun {
+        samples,
+        accepted,
+        sent_total,
+    })
+}
+
+/// The sum of every quantity the ledger holds for `resources`.
+pub async fn ledger_total(services: &Services, resources: &[String]) -> Result<i64, String> {
+    let mut billing = services.billing()?;
     let mut ledger_total = 0;
     for resource_id in resources {
         let usage = billing
@@ -171,10 +188,5 @@ pub async fn run(
             .into_inner();
         ledger_total += usage.periods.iter().map(|p| p.quantity).sum::<i64>();
     }
-    Ok(UsageResult {
-        samples,
-        accepted,
-        ledger_total,
-        sent_total,
-    })
+    Ok(ledger_total)
 }
