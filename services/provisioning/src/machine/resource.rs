@@ -297,3 +297,340 @@ pub fn driver_step_applies(step: DriverStep, resource: Resource) -> bool {
         DriverStep::Detach => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ResourceStatus::*;
+
+    fn owned(status: ResourceStatus) -> Resource {
+        Resource {
+            status,
+            ownership: Ownership::Owned,
+        }
+    }
+
+    fn linked(status: ResourceStatus) -> Resource {
+        Resource {
+            status,
+            ownership: Ownership::Linked,
+        }
+    }
+
+    /// `Some((status after, effects))`, or `None` for a refusal.
+    type Expected = Option<(ResourceStatus, Vec<Effect>)>;
+
+    fn table(resource: fn(ResourceStatus) -> Resource, event: Event, rows: [(ResourceStatus, Expected); 6]) {
+        for (from, expected) in rows {
+            let before = resource(from);
+            match (step(before, event), expected) {
+                (Ok(step), Some((status, effects))) => {
+                    assert_eq!(step.after.status, status, "{event:?} on {from}");
+                    assert_eq!(step.changed, status != from, "{event:?} on {from}");
+                    assert_eq!(step.after.ownership, before.ownership);
+                    assert_eq!(step.effects, effects, "{event:?} on {from}");
+                }
+                (Err(_), None) => {}
+                (outcome, expected) => {
+                    panic!("{event:?} on {from}: got {outcome:?}, expected {expected:?}")
+                }
+            }
+        }
+    }
+
+    fn same(status: ResourceStatus) -> Expected {
+        Some((status, vec![]))
+    }
+
+    const NOTIFY: Effect = Effect::Notify {
+        push_secrets: false,
+    };
+
+    #[test]
+    fn new_resources_are_ready_or_pending_with_their_provisioning_scheduled() {
+        let ready = created(Ownership::Owned, true);
+        assert_eq!((ready.after.status, ready.effects), (Ready, vec![]));
+        let pending = created(Ownership::Owned, false);
+        assert_eq!(
+            (pending.after.status, pending.effects),
+            (Pending, vec![Effect::Provision])
+        );
+        let imported = created(Ownership::Linked, false);
+        assert_eq!((imported.after.status, imported.effects), (Ready, vec![]));
+    }
+
+    #[test]
+    fn only_a_pending_resource_is_provisioned() {
+        let pushed = vec![Effect::Notify { push_secrets: true }];
+        table(
+            owned,
+            Event::Provisioned { onboarding: false },
+            [
+                (Pending, Some((Ready, pushed.clone()))),
+                (Onboarding, same(Onboarding)),
+                (Ready, same(Ready)),
+                (Suspended, same(Suspended)),
+                (Error, same(Error)),
+                (Uninstalled, same(Uninstalled)),
+            ],
+        );
+        table(
+            owned,
+            Event::Provisioned { onboarding: true },
+            [
+                (Pending, Some((Onboarding, pushed))),
+                (Onboarding, same(Onboarding)),
+                (Ready, same(Ready)),
+                (Suspended, same(Suspended)),
+                (Error, same(Error)),
+                (Uninstalled, same(Uninstalled)),
+            ],
+        );
+        table(
+            owned,
+            Event::ProvisioningFailed,
+            [
+                (Pending, Some((Error, vec![NOTIFY]))),
+                (Onboarding, same(Onboarding)),
+                (Ready, same(Ready)),
+                (Suspended, same(Suspended)),
+                (Error, same(Error)),
+                (Uninstalled, same(Uninstalled)),
+            ],
+        );
+    }
+
+    #[test]
+    fn updates_set_any_status_but_not_on_a_deleted_resource() {
+        for wanted in [Ready, Suspended, Onboarding, Error] {
+            let event = Event::Update {
+                status: Some(wanted),
+                plan_changed: false,
+                app_urls_changed: false,
+            };
+            table(
+                owned,
+                event,
+                [
+                    (Pending, Some((wanted, vec![]))),
+                    (Onboarding, Some((wanted, vec![]))),
+                    (Ready, Some((wanted, vec![]))),
+                    (Suspended, Some((wanted, vec![]))),
+                    (Error, Some((wanted, vec![]))),
+                    (Uninstalled, None),
+                ],
+            );
+        }
+        for wanted in [Pending, Uninstalled] {
+            let event = Event::Update {
+                status: Some(wanted),
+                plan_changed: false,
+                app_urls_changed: false,
+            };
+            assert!(step(owned(Ready), event).is_err());
+        }
+    }
+
+    #[test]
+    fn plan_and_app_url_changes_reach_the_driver() {
+        let plan = Event::Update {
+            status: None,
+            plan_changed: true,
+            app_urls_changed: true,
+        };
+        let moved = vec![Effect::MoveSubscriptionToPlan, Effect::ApplyPlan];
+        table(
+            owned,
+            plan,
+            [
+                (Pending, Some((Pending, moved.clone()))),
+                (Onboarding, Some((Onboarding, moved.clone()))),
+                (Ready, Some((Ready, moved.clone()))),
+                (Suspended, Some((Suspended, moved.clone()))),
+                (Error, Some((Error, moved))),
+                (Uninstalled, None),
+            ],
+        );
+        let urls = Event::Update {
+            status: None,
+            plan_changed: false,
+            app_urls_changed: true,
+        };
+        let applied = |status| Some((status, vec![Effect::ApplyPlan]));
+        table(
+            owned,
+            urls,
+            [
+                // Provisioning applies them.
+                (Pending, same(Pending)),
+                (Onboarding, applied(Onboarding)),
+                (Ready, applied(Ready)),
+                (Suspended, applied(Suspended)),
+                (Error, applied(Error)),
+                (Uninstalled, None),
+            ],
+        );
+    }
+
+    #[test]
+    fn suspension_and_resumption() {
+        let suspended = Some((Suspended, vec![Effect::DriverSuspend, NOTIFY]));
+        table(
+            owned,
+            Event::Suspend,
+            [
+                (Pending, None),
+                (Onboarding, suspended.clone()),
+                (Ready, suspended.clone()),
+                (Suspended, same(Suspended)),
+                (Error, suspended),
+                (Uninstalled, None),
+            ],
+        );
+        table(
+            owned,
+            Event::Resume,
+            [
+                (Pending, None),
+                (Onboarding, None),
+                (Ready, same(Ready)),
+                (Suspended, Some((Ready, vec![Effect::DriverResume, NOTIFY]))),
+                (Error, None),
+                (Uninstalled, None),
+            ],
+        );
+    }
+
+    #[test]
+    fn deletion_tears_down_owned_resources_and_detaches_linked_ones() {
+        let torn_down = |_| {
+            Some((
+                Uninstalled,
+                vec![Effect::EndSubscription, Effect::Deprovision],
+            ))
+        };
+        let later = |_| {
+            Some((
+                Uninstalled,
+                vec![
+                    Effect::EndSubscription,
+                    Effect::DriverSuspend,
+                    Effect::Deprovision,
+                ],
+            ))
+        };
+        let detached = |_| Some((Uninstalled, vec![Effect::EndSubscription, Effect::Detach]));
+        for (resource, grace, outcome) in [
+            (owned as fn(ResourceStatus) -> Resource, false, torn_down as fn(()) -> Expected),
+            (owned, true, later),
+            (linked, false, detached),
+            (linked, true, detached),
+        ] {
+            table(
+                resource,
+                Event::Delete { grace },
+                [
+                    (Pending, outcome(())),
+                    (Onboarding, outcome(())),
+                    (Ready, outcome(())),
+                    (Suspended, outcome(())),
+                    (Error, outcome(())),
+                    (Uninstalled, same(Uninstalled)),
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_rotate_on_usable_owned_resources_only() {
+        table(
+            owned,
+            Event::RotateSecrets,
+            [
+                (Pending, None),
+                (Onboarding, same(Onboarding)),
+                (Ready, same(Ready)),
+                (Suspended, same(Suspended)),
+                (Error, same(Error)),
+                (Uninstalled, None),
+            ],
+        );
+        for status in ResourceStatus::ALL {
+            assert!(matches!(
+                step(linked(status), Event::RotateSecrets),
+                Err(Refusal::Unprocessable { .. })
+            ));
+        }
+        table(
+            owned,
+            Event::CompleteRotation,
+            [
+                (Pending, same(Pending)),
+                (Onboarding, same(Onboarding)),
+                (Ready, same(Ready)),
+                (Suspended, same(Suspended)),
+                (Error, same(Error)),
+                (Uninstalled, None),
+            ],
+        );
+    }
+
+    #[test]
+    fn the_console_runs_driver_commands_on_usable_resources() {
+        table(
+            owned,
+            Event::OpenConsole,
+            [
+                (Pending, same(Pending)),
+                (Onboarding, same(Onboarding)),
+                (Ready, same(Ready)),
+                (Suspended, same(Suspended)),
+                (Error, same(Error)),
+                (Uninstalled, None),
+            ],
+        );
+        assert_eq!(
+            step(owned(Uninstalled), Event::OpenConsole),
+            Err(Refusal::NotFound("resource not found".into()))
+        );
+        table(
+            owned,
+            Event::RunDriverCommand,
+            [
+                (Pending, None),
+                (Onboarding, same(Onboarding)),
+                (Ready, same(Ready)),
+                (Suspended, None),
+                (Error, None),
+                (Uninstalled, None),
+            ],
+        );
+    }
+
+    #[test]
+    fn driver_jobs_run_only_while_they_still_apply() {
+        use DriverStep::*;
+        let rows: [(DriverStep, [bool; 6]); 5] = [
+            // Pending, Onboarding, Ready, Suspended, Error, Uninstalled
+            (ApplyPlan, [true, true, true, true, true, false]),
+            (Suspend, [false, false, false, true, false, true]),
+            (Resume, [true, true, true, false, true, false]),
+            (Deprovision, [false, false, false, false, false, true]),
+            (Detach, [false; 6]),
+        ];
+        for (driver_step, applies) in rows {
+            for (status, expected) in ResourceStatus::ALL.into_iter().zip(applies) {
+                assert_eq!(
+                    driver_step_applies(driver_step, owned(status)),
+                    expected,
+                    "{driver_step:?} on owned {status}"
+                );
+                assert_eq!(
+                    driver_step_applies(driver_step, linked(status)),
+                    driver_step == Detach && status == Uninstalled,
+                    "{driver_step:?} on linked {status}"
+                );
+            }
+        }
+    }
+}
