@@ -62,9 +62,7 @@ pub fn state_from_proto(value: pb::SubscriptionState) -> Option<SubscriptionStat
         pb::SubscriptionState::Approved => Some(SubscriptionState::Approved),
         pb::SubscriptionState::Active => Some(SubscriptionState::Active),
         pb::SubscriptionState::PendingPlanChange => Some(SubscriptionState::PendingPlanChange),
-        pb::SubscriptionState::PendingCancellation => {
-            Some(SubscriptionState::PendingCancellation)
-        }
+        pb::SubscriptionState::PendingCancellation => Some(SubscriptionState::PendingCancellation),
         pb::SubscriptionState::Cancelled => Some(SubscriptionState::Cancelled),
         pb::SubscriptionState::Rejected => Some(SubscriptionState::Rejected),
         pb::SubscriptionState::Unspecified => None,

@@ -30,7 +30,10 @@ impl ProvisioningJobs {
         Self { domain, billing }
     }
 
-    async fn resource(&self, resource_id: &ResourceId) -> Result<Option<resource::Model>, JobError> {
+    async fn resource(
+        &self,
+        resource_id: &ResourceId,
+    ) -> Result<Option<resource::Model>, JobError> {
         Ok(self
             .domain
             .load_resource(self.domain.db(), resource_id)
@@ -232,7 +235,11 @@ impl ProvisioningJobs {
         Ok(())
     }
 
-    async fn billing_change(&self, outbox_job: &Job, job: &SubscriptionJob) -> Result<(), JobError> {
+    async fn billing_change(
+        &self,
+        outbox_job: &Job,
+        job: &SubscriptionJob,
+    ) -> Result<(), JobError> {
         let Some(row) = self
             .domain
             .load_subscription(self.domain.db(), &job.subscription_id)
@@ -245,10 +252,8 @@ impl ProvisioningJobs {
                 "the billing service is not configured".into(),
             ));
         };
-        let (account_marketplace, account_external_id) = self
-            .domain
-            .account_external_id(&row.owner_id()?)
-            .await?;
+        let (account_marketplace, account_external_id) =
+            self.domain.account_external_id(&row.owner_id()?).await?;
         let marketplace = crate::convert::marketplace_of(&row.marketplace)?;
         let resource_ids = self
             .domain
@@ -301,11 +306,15 @@ impl JobHandler for ProvisioningJobs {
             ProvisioningJob::Suspend(payload) => {
                 self.driver_step(&payload, DriverStep::Suspend).await
             }
-            ProvisioningJob::Resume(payload) => self.driver_step(&payload, DriverStep::Resume).await,
+            ProvisioningJob::Resume(payload) => {
+                self.driver_step(&payload, DriverStep::Resume).await
+            }
             ProvisioningJob::Deprovision(payload) => {
                 self.driver_step(&payload, DriverStep::Deprovision).await
             }
-            ProvisioningJob::Detach(payload) => self.driver_step(&payload, DriverStep::Detach).await,
+            ProvisioningJob::Detach(payload) => {
+                self.driver_step(&payload, DriverStep::Detach).await
+            }
             ProvisioningJob::CompleteRotation(payload) => self.complete_rotation(&payload).await,
             ProvisioningJob::RevokeOldSecrets(payload) => self.revoke_old(&payload).await,
             ProvisioningJob::Notify(payload) => self.notify(&payload).await,

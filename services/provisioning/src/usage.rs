@@ -10,9 +10,9 @@
 use crate::domain::ProvisioningDomain;
 use crate::entity::{db_error, resource};
 use crate::model::{MetricId, Ownership, ResourceStatus};
-use marketbridge_core::ids::ResourceId;
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::sha256_hex;
+use marketbridge_core::ids::ResourceId;
 use marketbridge_core::time::to_timestamp;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::billing::v1 as billing_pb;

@@ -43,7 +43,11 @@ impl VercelProvisioning {
     /// available); prefer [`VercelApi::with_token`], which also retries a
     /// 401 and records a 410.
     async fn token(&self, installation_id: &ExternalId) -> Result<SecretString> {
-        Ok(self.tokens.token(installation_id.as_str(), None).await?.secret)
+        Ok(self
+            .tokens
+            .token(installation_id.as_str(), None)
+            .await?
+            .secret)
     }
 }
 

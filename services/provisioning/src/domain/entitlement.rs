@@ -36,9 +36,10 @@ impl ProvisioningDomain {
         }
         let mut query = subscription::Entity::find()
             .filter(subscription::Column::AccountId.eq(account.id.as_str()))
-            .filter(subscription::Column::State.is_in(
-                SubscriptionState::ALL.into_iter().filter(|s| s.is_usable()),
-            ))
+            .filter(
+                subscription::Column::State
+                    .is_in(SubscriptionState::ALL.into_iter().filter(|s| s.is_usable())),
+            )
             .order_by_asc(subscription::Column::Id);
         if !request.product_id.is_empty() {
             query = query.filter(subscription::Column::ProductId.eq(request.product_id.clone()));

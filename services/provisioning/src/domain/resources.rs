@@ -257,10 +257,7 @@ impl ProvisioningDomain {
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
         Ok(pb::ListResourcesResponse {
-            resources: rows
-                .iter()
-                .map(resource_to_proto)
-                .collect::<Result<_>>()?,
+            resources: rows.iter().map(resource_to_proto).collect::<Result<_>>()?,
             page: Some(next),
         })
     }
@@ -505,8 +502,7 @@ impl ProvisioningDomain {
         if !step.changed {
             return Ok(row);
         }
-        let at = self.now()
-            + ChronoDuration::seconds(grace_seconds.min(i64::MAX as u64) as i64);
+        let at = self.now() + ChronoDuration::seconds(grace_seconds.min(i64::MAX as u64) as i64);
         let row = self.apply_resource(work, row, step, Some(at)).await?;
         tracing::info!(resource.id = %row.id, grace_seconds, "resource deleted");
         Ok(row)
@@ -665,8 +661,13 @@ impl ProvisioningDomain {
     ) -> Result<pb::DeleteAccountResourcesResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.DeleteAccountResources", &key, &request, self.now())
-            .sealed(&self.cipher);
+        let call = Call::new(
+            "provisioning.DeleteAccountResources",
+            &key,
+            &request,
+            self.now(),
+        )
+        .sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         work.concerning(&account_id);
         let rows = resource::Entity::find()
@@ -697,8 +698,13 @@ impl ProvisioningDomain {
         validator.finish()?;
         let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.RecordProjectConnection", &key, &request, self.now())
-            .sealed(&self.cipher);
+        let call = Call::new(
+            "provisioning.RecordProjectConnection",
+            &key,
+            &request,
+            self.now(),
+        )
+        .sealed(&self.cipher);
         let work = unit_of_work!(call, &self.db, &self.outbox);
         let mut row = self.require_resource(&*work, &resource_id, None).await?;
         let mut stored: Vec<StoredConnection> = connections(&row)?;
@@ -949,7 +955,6 @@ impl ProvisioningDomain {
             .ok()
             .and_then(status_from_proto)
     }
-
 }
 
 /// What a new resource is made of.

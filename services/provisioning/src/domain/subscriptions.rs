@@ -10,8 +10,8 @@ use crate::entity::{db_error, subscription};
 use crate::machine::subscription::{self as machine, Described, Effect, Event, Step};
 use crate::marketplace::SubscriptionSnapshot;
 use crate::model::{
-    ExternalId, PlanChangeJob, PlanId, ProvisioningJob, SubscriptionJob,
-    SubscriptionScope, SubscriptionState,
+    ExternalId, PlanChangeJob, PlanId, ProvisioningJob, SubscriptionJob, SubscriptionScope,
+    SubscriptionState,
 };
 use chrono::{DateTime, Utc};
 use marketbridge_core::ids::{AccountId, SubscriptionId};
@@ -136,7 +136,10 @@ impl ProvisioningDomain {
                     plan_id: String::new(),
                     pending_plan_id: String::new(),
                     state: SubscriptionState::Requested,
-                    scope: desired.described.scope.unwrap_or(SubscriptionScope::Account),
+                    scope: desired
+                        .described
+                        .scope
+                        .unwrap_or(SubscriptionScope::Account),
                     marketplace_state: String::new(),
                     marketplace_update_time: None,
                     usage_reporting_id: String::new(),
@@ -392,8 +395,13 @@ impl ProvisioningDomain {
             reason: request.reason.clone(),
         };
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.UpsertSubscription", &key, &request, self.now())
-            .sealed(&self.cipher);
+        let call = Call::new(
+            "provisioning.UpsertSubscription",
+            &key,
+            &request,
+            self.now(),
+        )
+        .sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let row = match self.apply_desired(&mut work, desired.clone()).await? {
             Some(row) => row,
@@ -438,8 +446,7 @@ impl ProvisioningDomain {
                 .await?
                 .ok_or_else(|| Error::internal("stale subscription vanished"))?,
         };
-        let row = if row.state == SubscriptionState::Requested && request.approved_by_marketplace
-        {
+        let row = if row.state == SubscriptionState::Requested && request.approved_by_marketplace {
             tracing::info!(subscription.id = %row.id, "approved by the marketplace itself");
             let step = machine::step(Some(&machine_view(&row)), Event::ApprovedByMarketplace)?;
             self.apply_subscription(&mut work, row, step).await?
@@ -655,8 +662,13 @@ impl ProvisioningDomain {
     ) -> Result<pb::Subscription> {
         let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.ApproveSubscription", &key, &request, self.now())
-            .sealed(&self.cipher);
+        let call = Call::new(
+            "provisioning.ApproveSubscription",
+            &key,
+            &request,
+            self.now(),
+        )
+        .sealed(&self.cipher);
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
         }
@@ -671,9 +683,7 @@ impl ProvisioningDomain {
             false
         };
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
-        let row = self
-            .require_subscription(&*work, &subscription_id)
-            .await?;
+        let row = self.require_subscription(&*work, &subscription_id).await?;
         if row.state == SubscriptionState::Requested && stored.state != SubscriptionState::Requested
         {
             return Err(Error::unavailable(
@@ -702,12 +712,15 @@ impl ProvisioningDomain {
         validator.finish()?;
         let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.RejectSubscription", &key, &request, self.now())
-            .sealed(&self.cipher);
+        let call = Call::new(
+            "provisioning.RejectSubscription",
+            &key,
+            &request,
+            self.now(),
+        )
+        .sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
-        let row = self
-            .require_subscription(&*work, &subscription_id)
-            .await?;
+        let row = self.require_subscription(&*work, &subscription_id).await?;
         let step = machine::step(
             Some(&machine_view(&row)),
             Event::Reject {
@@ -773,18 +786,14 @@ impl ProvisioningDomain {
         let call =
             Call::new("provisioning.ChangePlan", &key, &request, self.now()).sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
-        let row = self
-            .require_subscription(&*work, &subscription_id)
-            .await?;
+        let row = self.require_subscription(&*work, &subscription_id).await?;
         if row.state.is_final() {
             return Err(Error::conflict(format!(
                 "a {} subscription cannot change plan",
                 row.state
             )));
         }
-        let product = self
-            .catalog
-            .require_product("productId", &row.product_id)?;
+        let product = self.catalog.require_product("productId", &row.product_id)?;
         if product.plan(&request.plan_id).is_none() {
             return Err(Error::invalid_field(
                 "billingPlanId",
@@ -809,12 +818,15 @@ impl ProvisioningDomain {
     ) -> Result<pb::Subscription> {
         let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.CancelSubscription", &key, &request, self.now())
-            .sealed(&self.cipher);
+        let call = Call::new(
+            "provisioning.CancelSubscription",
+            &key,
+            &request,
+            self.now(),
+        )
+        .sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
-        let mut row = self
-            .require_subscription(&*work, &subscription_id)
-            .await?;
+        let mut row = self.require_subscription(&*work, &subscription_id).await?;
         let step = machine::step(Some(&machine_view(&row)), Event::Cancel)?;
         if step.save {
             row.reason = request.reason.clone();
@@ -831,8 +843,13 @@ impl ProvisioningDomain {
     ) -> Result<pb::NotifyAccountApprovedResponse> {
         let account_id = AccountId::parse("accountId", &request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.NotifyAccountApproved", &key, &request, self.now())
-            .sealed(&self.cipher);
+        let call = Call::new(
+            "provisioning.NotifyAccountApproved",
+            &key,
+            &request,
+            self.now(),
+        )
+        .sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         work.concerning(&account_id);
         let waiting = subscription::Entity::find()
@@ -930,8 +947,7 @@ impl ProvisioningDomain {
         };
         let mut external_ids = adapter.list_subscription_ids().await?;
         // Ours that the marketplace no longer lists (a lost deletion).
-        let listed: std::collections::BTreeSet<ExternalId> =
-            external_ids.iter().cloned().collect();
+        let listed: std::collections::BTreeSet<ExternalId> = external_ids.iter().cloned().collect();
         let unfinished = subscription::Entity::find()
             .filter(subscription::Column::Marketplace.eq(marketplace.as_str()))
             .filter(

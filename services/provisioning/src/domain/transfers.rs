@@ -6,9 +6,7 @@
 use super::{AccountInfo, ProvisioningDomain, context_key};
 use crate::convert::{from_json, resource_to_proto, to_json};
 use crate::entity::{db_error, resource, transfer_claim};
-use crate::model::{
-    ClaimState, ResourceStatus, SubscriptionScope, TransferClaimId, stored_id,
-};
+use crate::model::{ClaimState, ResourceStatus, SubscriptionScope, TransferClaimId, stored_id};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::ids::{AccountId, ResourceId};
 use marketbridge_core::time::{from_optional_timestamp, to_timestamp};
@@ -87,8 +85,8 @@ impl ProvisioningDomain {
             chosen => TransferClaimId::parse("claimId", chosen)?,
         };
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.CreateTransferClaim", &key, &request, now)
-            .sealed(&self.cipher);
+        let call =
+            Call::new("provisioning.CreateTransferClaim", &key, &request, now).sealed(&self.cipher);
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
         }
@@ -238,7 +236,10 @@ impl ProvisioningDomain {
         let target = self.claim_target(&claim, &target_id).await?;
         let open = Self::claim_open_for(&claim, &target.id, self.now())?;
         let owner = if open {
-            stored_id::<AccountId>("transfer_claims.source_account_id", &claim.source_account_id)?
+            stored_id::<AccountId>(
+                "transfer_claims.source_account_id",
+                &claim.source_account_id,
+            )?
         } else {
             target.id.clone()
         };
@@ -263,8 +264,8 @@ impl ProvisioningDomain {
         let target_id = AccountId::parse("targetAccountId", &request.target_account_id)?;
         let now = self.now();
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.AcceptTransferClaim", &key, &request, now)
-            .sealed(&self.cipher);
+        let call =
+            Call::new("provisioning.AcceptTransferClaim", &key, &request, now).sealed(&self.cipher);
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
         }
@@ -299,8 +300,10 @@ impl ProvisioningDomain {
             let response = claim_to_proto(&claim)?;
             return work.finish(response).await;
         }
-        let source_id =
-            stored_id::<AccountId>("transfer_claims.source_account_id", &claim.source_account_id)?;
+        let source_id = stored_id::<AccountId>(
+            "transfer_claims.source_account_id",
+            &claim.source_account_id,
+        )?;
         for id in offered(&claim)? {
             let row = self.transferable(&*work, &id, &source_id).await?;
             self.move_resource(&mut work, row, &target.id, now).await?;

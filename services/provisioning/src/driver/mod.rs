@@ -9,9 +9,9 @@ pub mod plugin;
 pub mod postgres;
 pub mod template;
 
+use crate::model::ExternalId;
 use async_trait::async_trait;
 use marketbridge_catalog::{Plan, Product};
-use crate::model::ExternalId;
 use marketbridge_core::ids::AccountId;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::common::v1 as common;

@@ -14,13 +14,13 @@ pub mod settings;
 
 use super::template::render;
 use super::{Driver, DriverContext, Measurement, Prepared, Provisioned, Rotation, Secret};
+use crate::model::ExternalId;
 use async_trait::async_trait;
 use marketbridge_catalog::Product;
 use marketbridge_config::Config;
 use marketbridge_core::crypto::random_token;
-use marketbridge_core::metadata::json_to_metadata;
-use crate::model::ExternalId;
 use marketbridge_core::ids::AccountId;
+use marketbridge_core::metadata::json_to_metadata;
 use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::plugin::v1 as pb;
 use marketbridge_proto::plugin::v1::provisioner_plugin_client::ProvisionerPluginClient;

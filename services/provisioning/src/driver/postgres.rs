@@ -238,8 +238,7 @@ impl PostgresDriver {
                 .find(|s| s.name == name)
                 .map(|s| s.value.clone())
         };
-        let (Some(user), Some(password)) = (value(SECRET_PGUSER), value(SECRET_PGPASSWORD))
-        else {
+        let (Some(user), Some(password)) = (value(SECRET_PGUSER), value(SECRET_PGPASSWORD)) else {
             return Err(Error::unprocessable(
                 "postgres: the secrets lack PGUSER or PGPASSWORD",
             ));

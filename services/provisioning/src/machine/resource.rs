@@ -320,7 +320,11 @@ mod tests {
     /// `Some((status after, effects))`, or `None` for a refusal.
     type Expected = Option<(ResourceStatus, Vec<Effect>)>;
 
-    fn table(resource: fn(ResourceStatus) -> Resource, event: Event, rows: [(ResourceStatus, Expected); 6]) {
+    fn table(
+        resource: fn(ResourceStatus) -> Resource,
+        event: Event,
+        rows: [(ResourceStatus, Expected); 6],
+    ) {
         for (from, expected) in rows {
             let before = resource(from);
             match (step(before, event), expected) {
@@ -521,7 +525,11 @@ mod tests {
         };
         let detached = |_| Some((Uninstalled, vec![Effect::EndSubscription, Effect::Detach]));
         for (resource, grace, outcome) in [
-            (owned as fn(ResourceStatus) -> Resource, false, torn_down as fn(()) -> Expected),
+            (
+                owned as fn(ResourceStatus) -> Resource,
+                false,
+                torn_down as fn(()) -> Expected,
+            ),
             (owned, true, later),
             (linked, false, detached),
             (linked, true, detached),

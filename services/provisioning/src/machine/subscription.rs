@@ -321,8 +321,8 @@ fn describe(mut after: Subscription, described: Described) -> Subscription {
     if let Some(state) = described.state {
         // "Requested" from a marketplace that has not activated yet does
         // not undo our approval.
-        let undoes_approval = state == SubscriptionState::Requested
-            && after.state == SubscriptionState::Approved;
+        let undoes_approval =
+            state == SubscriptionState::Requested && after.state == SubscriptionState::Approved;
         if !undoes_approval {
             after.state = state;
         }
@@ -336,11 +336,7 @@ fn describe(mut after: Subscription, described: Described) -> Subscription {
     after
 }
 
-fn start_approval(
-    current: &Subscription,
-    rejection: Option<String>,
-    signup_done: bool,
-) -> Step {
+fn start_approval(current: &Subscription, rejection: Option<String>, signup_done: bool) -> Step {
     if current.state != SubscriptionState::Requested {
         return Step::unchanged(current);
     }
@@ -556,7 +552,10 @@ mod tests {
         table(
             approve,
             [
-                (Requested, Some((Requested, false, vec![Effect::RequestApproval]))),
+                (
+                    Requested,
+                    Some((Requested, false, vec![Effect::RequestApproval])),
+                ),
                 (Approved, same(Approved)),
                 (Active, same(Active)),
                 (PendingPlanChange, same(PendingPlanChange)),
@@ -572,7 +571,10 @@ mod tests {
         table(
             start,
             [
-                (Requested, Some((Requested, false, vec![Effect::RequestApproval]))),
+                (
+                    Requested,
+                    Some((Requested, false, vec![Effect::RequestApproval])),
+                ),
                 (Approved, same(Approved)),
                 (Active, same(Active)),
                 (PendingPlanChange, same(PendingPlanChange)),
@@ -711,20 +713,12 @@ mod tests {
     fn a_settled_plan_change_applies_or_drops_the_pending_plan() {
         let mut pending = sub(PendingPlanChange);
         pending.pending_plan_id = Some(plan("pro"));
-        let approved = step(
-            Some(&pending),
-            Event::PlanChangeSettled { approve: true },
-        )
-        .unwrap();
+        let approved = step(Some(&pending), Event::PlanChangeSettled { approve: true }).unwrap();
         assert_eq!(approved.after.state, Active);
         assert_eq!(approved.after.plan_id, plan("pro"));
         assert_eq!(approved.after.pending_plan_id, None);
         assert_eq!(approved.effects, vec![M, B]);
-        let dropped = step(
-            Some(&pending),
-            Event::PlanChangeSettled { approve: false },
-        )
-        .unwrap();
+        let dropped = step(Some(&pending), Event::PlanChangeSettled { approve: false }).unwrap();
         assert_eq!(dropped.after.state, Active);
         assert_eq!(dropped.after.plan_id, plan("basic"));
         assert_eq!(dropped.effects, vec![B]);
@@ -758,7 +752,11 @@ mod tests {
         let moved = Event::ResourcePlanChanged {
             plan_id: plan("pro"),
         };
-        check(&resource(Active), moved.clone(), Some((Active, true, vec![B])));
+        check(
+            &resource(Active),
+            moved.clone(),
+            Some((Active, true, vec![B])),
+        );
         check(&sub(Active), moved, same(Active));
         check(
             &resource(Active),
@@ -821,11 +819,19 @@ mod tests {
                 if landed != from {
                     effects.push(B);
                 }
-                check(&sub(from), describe(Some(to)), Some((landed, true, effects)));
+                check(
+                    &sub(from),
+                    describe(Some(to)),
+                    Some((landed, true, effects)),
+                );
             }
         }
         // "Requested" does not undo our approval.
-        check(&sub(Approved), describe(Some(Requested)), Some((Approved, true, vec![])));
+        check(
+            &sub(Approved),
+            describe(Some(Requested)),
+            Some((Approved, true, vec![])),
+        );
         // Plan, pending plan and usage reporting id changes reach billing.
         let active = sub(Active);
         let changed = |described: Described| step(Some(&active), Event::Describe(described));
@@ -864,7 +870,10 @@ mod tests {
             ..Described::default()
         })
         .unwrap();
-        assert_eq!((quiet.after.clone(), quiet.effects), (active.clone(), vec![]));
+        assert_eq!(
+            (quiet.after.clone(), quiet.effects),
+            (active.clone(), vec![])
+        );
         let mut pending = active.clone();
         pending.pending_plan_id = Some(plan("pro"));
         let cleared = step(Some(&pending), Event::Describe(Described::default())).unwrap();

@@ -157,7 +157,9 @@ pub mod typed_id {
     }
 
     /// Reads and parses the id.
-    pub fn deserialize<'de, T: ParsedId, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+    pub fn deserialize<'de, T: ParsedId, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
         let text = String::deserialize(deserializer)?;
         T::parse_id("id", &text).map_err(serde::de::Error::custom)
     }

@@ -213,7 +213,10 @@ mod tests {
     fn stored_names_are_the_database_values() {
         for state in SubscriptionState::ALL {
             assert_eq!(state.to_value(), state.as_str());
-            assert_eq!(SubscriptionState::try_from_value(&state.as_str().to_owned()).unwrap(), state);
+            assert_eq!(
+                SubscriptionState::try_from_value(&state.as_str().to_owned()).unwrap(),
+                state
+            );
             assert_eq!(SubscriptionState::from_stored(state.as_str()), Some(state));
         }
         for status in ResourceStatus::ALL {

@@ -202,7 +202,10 @@ mod tests {
             "res_0190B2C3D4E5F60718293A4B5C6D7E8F",
             "",
         ] {
-            assert!(ResourceId::parse("resource_id", hostile).is_err(), "{hostile}");
+            assert!(
+                ResourceId::parse("resource_id", hostile).is_err(),
+                "{hostile}"
+            );
         }
         for prefix in ["", "MB_", "mb-", "1mb", "mb\"", &"a".repeat(21)] {
             assert!(ResourceNames::new(prefix, &resource).is_err(), "{prefix}");
