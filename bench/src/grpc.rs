@@ -158,17 +158,24 @@ impl OutboxWatch {
         Ok(totals)
     }
 
-    /// Polls every `interval` until no job is unfinished (or `timeout`).
+    /// Polls until no job is unfinished (or `timeout`), first after 5 ms,
+    /// then twice as long each time up to `max_interval`: few polls (each
+    /// costs the services a count over their outbox tables) while the wait
+    /// is still timed to within `max_interval`. Returns the counts then and
+    /// how many polls it took.
     pub async fn wait_empty(
         &mut self,
-        interval: Duration,
+        max_interval: Duration,
         timeout: Duration,
-    ) -> Result<OutboxTotals, String> {
+    ) -> Result<(OutboxTotals, u32), String> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut interval = Duration::from_millis(5).min(max_interval);
+        let mut polls = 0;
         loop {
             let totals = self.totals().await?;
+            polls += 1;
             if totals.unfinished == 0 {
-                return Ok(totals);
+                return Ok((totals, polls));
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(
@@ -178,6 +185,7 @@ impl OutboxWatch {
                 ));
             }
             tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(max_interval);
         }
     }
 }

@@ -43,7 +43,7 @@ pub struct Load {
     pub drain_timeout: Duration,
 }
 
-/// How often the outboxes are polled while they drain.
+/// The longest pause between two polls of the outboxes while they drain.
 const OUTBOX_POLL: Duration = Duration::from_millis(100);
 
 /// Targets of the issue.
@@ -95,9 +95,16 @@ pub struct Bench {
 struct Provisions {
     samples: Samples,
     cpu: CpuUse,
+    /// Jobs finished between the first POST and the outboxes emptying.
     jobs: u64,
+    /// Jobs unfinished when the last POST was answered.
     backlog: u64,
+    /// From the last POST's answer until the outboxes were empty.
+    tail: Duration,
+    /// From the first POST until the outboxes were empty.
     until_empty: Duration,
+    /// `ListOutboxJobs` rounds while waiting (their CPU is counted).
+    polls: u32,
 }
 
 impl Bench {
@@ -198,8 +205,7 @@ impl Bench {
             self.tenants.push(tenant);
             self.resources += 1;
         }
-        let mut watch = OutboxWatch::new(&self.services)?;
-        watch
+        OutboxWatch::new(&self.services)?
             .wait_empty(OUTBOX_POLL, self.load.drain_timeout)
             .await?;
         Ok(())
@@ -272,7 +278,7 @@ impl Bench {
         let mut watch = OutboxWatch::new(&self.services)?;
         let before = watch.totals().await?;
         let drain_timeout = self.load.drain_timeout;
-        let ((samples, backlog, until_empty, after), cpu) = self
+        let ((samples, backlog, tail, until_empty, after, polls), cpu) = self
             .charged(async {
                 let started = Instant::now();
                 let samples = drive(connections, count, move |c, index| async move {
@@ -281,9 +287,11 @@ impl Bench {
                         .map(|_| ())
                 })
                 .await?;
+                let answered = Instant::now();
                 let backlog = watch.totals().await?.unfinished;
-                let after = watch.wait_empty(OUTBOX_POLL, drain_timeout).await?;
-                Ok((samples, backlog, started.elapsed(), after))
+                let (after, polls) = watch.wait_empty(OUTBOX_POLL, drain_timeout).await?;
+                let tail = answered.elapsed();
+                Ok((samples, backlog, tail, started.elapsed(), after, polls + 1))
             })
             .await?;
         self.resources += count;
@@ -298,7 +306,9 @@ impl Bench {
             cpu,
             jobs: after.done.saturating_sub(before.done),
             backlog,
+            tail,
             until_empty,
+            polls,
         })
     }
 
@@ -335,27 +345,40 @@ impl Bench {
             &run,
         );
         self.push(row);
-        let seconds = run.until_empty.as_secs_f64();
-        let rate = if seconds > 0.0 {
-            run.jobs as f64 / seconds
-        } else {
-            0.0
+        let rate = |jobs: u64, time: Duration| match time.as_secs_f64() {
+            seconds if seconds > 0.0 => jobs as f64 / seconds,
+            _ => 0.0,
         };
+        let overall = rate(run.jobs, run.until_empty);
+        let tail = rate(run.backlog, run.tail);
+        // The outbox kept up when no more than the jobs of the provisions
+        // in flight were left when the last one was answered; otherwise
+        // its capacity shows in how fast the backlog went.
+        let kept_up = run.backlog <= 2 * self.load.connections as u64;
         let row = Row {
             scenario: "provisions: outbox jobs (first POST → outboxes empty)".into(),
             backend: self.backend,
             calls: Some(usize::try_from(run.jobs).unwrap_or(usize::MAX)),
-            per_second: Some(rate),
+            per_second: Some(overall),
             ..Row::default()
         }
         .judged(
-            format!("drain > {DRAIN_JOBS_PER_SECOND:.0} jobs/s"),
             format!(
-                "{rate:.0} jobs/s; {:.2} jobs/provision; backlog {} after the last POST",
-                run.jobs as f64 / run.samples.count().max(1) as f64,
-                run.backlog
+                "no backlog builds at the rate the API accepts (drain > {DRAIN_JOBS_PER_SECOND:.0} jobs/s)"
             ),
-            rate > DRAIN_JOBS_PER_SECOND,
+            format!(
+                "{:.2} jobs/provision; backlog {} after the last POST, empty {:.0} ms later ({}); {} polls",
+                run.jobs as f64 / run.samples.count().max(1) as f64,
+                run.backlog,
+                millis(run.tail),
+                if kept_up {
+                    "kept up".to_owned()
+                } else {
+                    format!("{tail:.0} jobs/s")
+                },
+                run.polls
+            ),
+            overall > DRAIN_JOBS_PER_SECOND || kept_up || tail > DRAIN_JOBS_PER_SECOND,
         );
         self.push(row);
         Ok(())
@@ -434,8 +457,7 @@ impl Bench {
         let resources =
             usage::metered_resources(&self.services, self.load.usage_resources.max(1)).await?;
         self.resources += resources.len();
-        let mut watch = OutboxWatch::new(&self.services)?;
-        watch
+        OutboxWatch::new(&self.services)?
             .wait_empty(OUTBOX_POLL, self.load.drain_timeout)
             .await?;
         let load = usage::UsageLoad {
