@@ -26,9 +26,9 @@ use marketbridge_vercel::model::partner::ProvisionPurchase;
 )]
 pub async fn provision_purchase(
     State(state): State<AppState>,
-    partner: Partner<Change>,
-    Payload(body): Payload<ProvisionPurchase>,
+    partner: Partner<Change, Payload<ProvisionPurchase>>,
 ) -> Answer {
+    let Payload(body) = &partner.body;
     if body.invoice_id.trim().is_empty() {
         return Err(Error::invalid_field("invoiceId", "is required").into());
     }

@@ -57,12 +57,8 @@ fn same_installation(token_installation: &str, named: Option<&str>) -> Result<()
     responses((status = 200, description = "The account", body = marketbridge_vercel::model::flow::Account), crate::openapi::doc::FlowErrors),
     security(("vercel_oidc" = [], "vercel_auth_style" = []))
 )]
-pub async fn account(
-    State(state): State<AppState>,
-    flow: Flow<UserChange>,
-    body: Bytes,
-) -> FlowAnswer {
-    let body: AccountRequest = parse_optional_json(&body)?;
+pub async fn account(State(state): State<AppState>, flow: Flow<UserChange, Bytes>) -> FlowAnswer {
+    let body: AccountRequest = parse_optional_json(&flow.body)?;
     same_installation(flow.installation_id(), body.installation_id.as_deref())?;
     let mut policies = body.accepted_policies.clone().unwrap_or_default();
     if policies.is_empty() && body.accept_terms == Some(true) {
@@ -197,10 +193,9 @@ fn environment_variables(secrets: &[Secret]) -> Vec<EnvironmentVariable> {
 )]
 pub async fn create_resource(
     State(state): State<AppState>,
-    flow: Flow<UserChange>,
-    body: Bytes,
+    flow: Flow<UserChange, Bytes>,
 ) -> FlowAnswer {
-    let body: CreateResource = parse_json(&body).map_err(rename_fields)?;
+    let body: CreateResource = parse_json(&flow.body).map_err(rename_fields)?;
     same_installation(flow.installation_id(), body.installation_id.as_deref())?;
     let account = flow.installed_account(&state).await?;
     let metadata = convert::metadata(&Value::Object(body.configuration.options.clone()))?;
@@ -293,10 +288,9 @@ pub async fn get_resource(
 pub async fn connect(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
-    flow: Flow<UserChange>,
-    body: Bytes,
+    flow: Flow<UserChange, Bytes>,
 ) -> FlowAnswer {
-    let body: Connect = parse_json(&body)?;
+    let body: Connect = parse_json(&flow.body)?;
     if body
         .resource_id
         .as_deref()
@@ -374,10 +368,9 @@ pub async fn delete_resource(
 pub async fn change_plan(
     State(state): State<AppState>,
     Path(resource_id): Path<String>,
-    flow: Flow<UserChange>,
-    body: Bytes,
+    flow: Flow<UserChange, Bytes>,
 ) -> FlowAnswer {
-    let body: ChangePlan = parse_json(&body)?;
+    let body: ChangePlan = parse_json(&flow.body)?;
     if body
         .resource_id
         .as_deref()

@@ -30,9 +30,9 @@ use marketbridge_vercel::model::partner::{
 )]
 pub async fn upsert(
     State(state): State<AppState>,
-    partner: Partner<UserChange>,
-    Payload(body): Payload<UpsertInstallation>,
+    partner: Partner<UserChange, Payload<UpsertInstallation>>,
 ) -> Answer {
+    let Payload(body) = &partner.body;
     if body.credentials.access_token.trim().is_empty() {
         return Err(Error::invalid_field("credentials.access_token", "is required").into());
     }
@@ -88,9 +88,9 @@ pub async fn get(State(state): State<AppState>, installed: Installed<Read>) -> A
 )]
 pub async fn update(
     State(state): State<AppState>,
-    partner: Partner<UserChange>,
-    OptionalPayload(body): OptionalPayload<UpdateInstallation>,
+    partner: Partner<UserChange, OptionalPayload<UpdateInstallation>>,
 ) -> Answer {
+    let OptionalPayload(body) = &partner.body;
     let account = partner.installed_account(&state).await?;
     if let Some(plan_id) = body.billing_plan_id.as_deref() {
         let plan = installation_plan(&state, plan_id, &account.id, "billingPlanId").await?;
@@ -114,9 +114,9 @@ pub async fn update(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    partner: Partner<Change>,
-    OptionalPayload(body): OptionalPayload<DeleteInstallation>,
+    partner: Partner<Change, OptionalPayload<DeleteInstallation>>,
 ) -> Answer {
+    let OptionalPayload(body) = &partner.body;
     let account = find_account(&state, partner.installation_id())
         .await?
         .ok_or_else(|| Error::not_found("installation not found"))?;
@@ -125,7 +125,7 @@ pub async fn delete(
         &partner.call,
         &account,
         body.cascade_resource_deletion.unwrap_or(false),
-        body.reason.unwrap_or_default(),
+        body.reason.clone().unwrap_or_default(),
     )
     .await?;
     tracing::info!(installation.id = %partner.installation_id(), finalized, "vercel installation deleted");

@@ -3,9 +3,9 @@
 //! deprecated listing, secret rotation, and the console (`repl`).
 
 use super::auth::Access;
-use super::body::query_map;
+use super::body::{parse_optional_json, query_map};
 use super::convert;
-use super::error::Answer;
+use super::error::{Answer, VercelError};
 use super::extract::{
     Change, Installed, OptionalPayload, Partner, Payload, Read, UserChange, Verified,
 };
@@ -53,9 +53,9 @@ pub async fn resource_view(
 )]
 pub async fn provision(
     State(state): State<AppState>,
-    partner: Partner<UserChange>,
-    Payload(body): Payload<ProvisionResource>,
+    partner: Partner<UserChange, Payload<ProvisionResource>>,
 ) -> Answer {
+    let Payload(body) = &partner.body;
     let account = partner.installed_account(&state).await?;
     // An installation-level plan puts the installation on it (as Update
     // Installation would) and the resource joins that plan instead of
@@ -203,11 +203,10 @@ pub async fn list(
 pub async fn update(
     State(state): State<AppState>,
     Path((_installation_id, resource_id)): Path<(String, String)>,
-    partner: Partner<UserChange>,
-    body: Bytes,
+    partner: Partner<UserChange, Bytes>,
 ) -> Answer {
-    let production_only = allowed_environments(&state, &body);
-    let body: UpdateResource = super::body::parse_optional_json(&body)?;
+    let production_only = allowed_environments(&state, &partner.body);
+    let body: UpdateResource = parse_optional_json(&partner.body)?;
     let account = partner.installed_account(&state).await?;
     owned_resource(&state, &account.id, &resource_id).await?;
     let updated = operations::update_resource(
@@ -276,9 +275,9 @@ pub async fn delete(
 pub async fn rotate_secrets(
     State(state): State<AppState>,
     Path((_installation_id, resource_id)): Path<(String, String)>,
-    partner: Partner<Change>,
-    OptionalPayload(body): OptionalPayload<RotateSecrets>,
+    partner: Partner<Change, OptionalPayload<RotateSecrets>>,
 ) -> Answer {
+    let OptionalPayload(body) = &partner.body;
     let grace = convert::grace_seconds(body.delay_old_secrets_expiration_hours)?;
     let account = partner.installed_account(&state).await?;
     let rotated = operations::rotate_secrets(
@@ -286,7 +285,7 @@ pub async fn rotate_secrets(
         &partner.call,
         &account,
         &resource_id,
-        body.reason.unwrap_or_default(),
+        body.reason.clone().unwrap_or_default(),
         grace,
     )
     .await?;
@@ -321,9 +320,9 @@ pub async fn rotate_secrets(
 pub async fn repl(
     State(state): State<AppState>,
     Path((installation_id, resource_id)): Path<(String, String)>,
-    verified: Verified,
-    Payload(body): Payload<ReplRequest>,
+    verified: Verified<VercelError, Payload<ReplRequest>>,
 ) -> Answer {
+    let Payload(body) = &verified.body;
     let read_only = body.read_only.unwrap_or(false);
     // Reading needs any member; a command that may write needs an admin
     // user: Vercel's own (system) tokens never run writing commands.
@@ -336,6 +335,13 @@ pub async fn repl(
         .caller
         .allow_installation(&installation_id, access)?;
     let account = installed_account(&state, &installation_id).await?;
-    let blocks = run_command(&state, &account, &resource_id, body.input, read_only).await?;
+    let blocks = run_command(
+        &state,
+        &account,
+        &resource_id,
+        body.input.clone(),
+        read_only,
+    )
+    .await?;
     Ok(Json(convert::repl_blocks(&blocks)).into_response())
 }

@@ -31,10 +31,9 @@ use marketbridge_vercel::model::partner::{
 )]
 pub async fn create(
     State(state): State<AppState>,
-    partner: Partner<Change>,
-    Payload(body): Payload<CreateTransferRequest>,
+    partner: Partner<Change, Payload<CreateTransferRequest>>,
 ) -> Answer {
-    offer(&state, &partner, None, body).await
+    offer(&state, &partner, None).await
 }
 
 /// `PUT .../resource-transfer-requests/{transferId}` (the older shape): the
@@ -52,18 +51,17 @@ pub async fn create(
 pub async fn create_with_id(
     State(state): State<AppState>,
     Path((_installation_id, transfer_id)): Path<(String, String)>,
-    partner: Partner<Change>,
-    Payload(body): Payload<CreateTransferRequest>,
+    partner: Partner<Change, Payload<CreateTransferRequest>>,
 ) -> Answer {
-    offer(&state, &partner, Some(transfer_id), body).await
+    offer(&state, &partner, Some(transfer_id)).await
 }
 
 async fn offer(
     state: &AppState,
-    partner: &Partner<Change>,
+    partner: &Partner<Change, Payload<CreateTransferRequest>>,
     path_id: Option<String>,
-    body: CreateTransferRequest,
 ) -> Answer {
+    let Payload(body) = &partner.body;
     let expires_at = match &body.expires_at {
         None => return Err(Error::invalid_field("expiresAt", "is required").into()),
         Some(value) => value.to_time().ok_or_else(|| {
@@ -138,10 +136,10 @@ pub async fn verify(
 pub async fn accept(
     State(state): State<AppState>,
     Path((_installation_id, claim_id)): Path<(String, String)>,
-    partner: Partner<Change>,
-    OptionalPayload(body): OptionalPayload<AcceptTransferRequest>,
+    partner: Partner<Change, OptionalPayload<AcceptTransferRequest>>,
 ) -> Answer {
-    check_target(&body, partner.installation_id())?;
+    let OptionalPayload(body) = &partner.body;
+    check_target(body, partner.installation_id())?;
     let target = partner.installed_account(&state).await?;
     let claim = accept_transfer(&state, &partner.call, &target, claim_id).await?;
     tracing::info!(installation.id = %partner.installation_id(), claim.id = %claim.id, resources = claim.resource_ids.len(), "vercel transfer accepted");
