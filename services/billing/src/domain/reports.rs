@@ -76,11 +76,14 @@ fn status_from_proto(status: pb::ReportStatus) -> Option<ReportStatus> {
 }
 
 /// A ledger row as the protobuf message.
-pub fn report_to_proto(row: &usage_report::Model) -> pb::UsageReport {
+pub fn report_to_proto(row: &usage_report::Model) -> Result<pb::UsageReport> {
     let marketplace = Marketplace::parse("marketplace", &row.marketplace)
-        .map(Marketplace::to_proto)
-        .unwrap_or_default();
-    pb::UsageReport {
+        .map_err(|_| {
+            tracing::error!(report.id = %row.id, marketplace = %row.marketplace, "a stored report names an unknown marketplace");
+            Error::internal("a stored report names an unknown marketplace")
+        })?
+        .to_proto();
+    Ok(pb::UsageReport {
         id: row.id.clone(),
         account_id: row.account_id.clone(),
         subscription_id: row.subscription_id.clone(),
@@ -97,7 +100,7 @@ pub fn report_to_proto(row: &usage_report::Model) -> pb::UsageReport {
         sent_at: row.sent_at.map(to_timestamp),
         invoice_id: row.invoice_id.clone().unwrap_or_default(),
         updated_at: Some(to_timestamp(row.updated_at)),
-    }
+    })
 }
 
 fn shorten(text: &str) -> String {
@@ -228,7 +231,7 @@ impl BillingDomain {
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
         Ok(pb::ListUsageReportsResponse {
-            reports: rows.iter().map(report_to_proto).collect(),
+            reports: rows.iter().map(report_to_proto).collect::<Result<_>>()?,
             page: Some(next),
         })
     }

@@ -180,8 +180,8 @@ impl BillingDomain {
         match result {
             Ok(0) => {}
             Ok(made) => {
+                // Each window's unit of work woke the worker.
                 tracing::info!(subscription.id = %subscription_id, windows = made, "usage windows recorded at once");
-                self.outbox.wake();
             }
             Err(error) => {
                 tracing::error!(subscription.id = %subscription_id, error = %error, "usage windows could not be recorded at once; the scheduler retries")

@@ -90,8 +90,10 @@ fn stored<T>(
     field: &'static str,
     text: &str,
 ) -> Result<T> {
-    parse(field, text).map_err(|_| {
-        marketbridge_core::Error::internal(format!("a stored {field} is unreadable: `{text}`"))
+    parse(field, text).map_err(|error| {
+        tracing::error!(field, value = %text, "a stored id is unreadable");
+        marketbridge_core::Error::internal(format!("a stored {field} is unreadable"))
+            .with_source(error)
     })
 }
 

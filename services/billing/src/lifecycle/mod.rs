@@ -33,7 +33,8 @@ impl std::error::Error for UnknownValue {}
 
 impl From<UnknownValue> for marketbridge_core::Error {
     fn from(unknown: UnknownValue) -> Self {
-        marketbridge_core::Error::internal(unknown.to_string())
+        marketbridge_core::Error::internal(format!("an unknown {} was found", unknown.what))
+            .with_source(unknown)
     }
 }
 
