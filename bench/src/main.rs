@@ -254,6 +254,24 @@ async fn main() -> ExitCode {
         }
     };
     println!("backend: {backend}; set: {} up", binary.display());
+    let load = arguments.load();
+    println!(
+        "load: {} connections; {} calls per read route; {} provisions; {} plan listings per path; usage {} clients x {} batches x {} events; growing table: {} provisions measured at the start and at {} resources",
+        load.connections,
+        load.reads,
+        load.provisions,
+        load.plan_calls,
+        load.usage_clients,
+        load.usage_batches,
+        load.batch_size,
+        load.grow_sample,
+        load.grow_to
+    );
+    if cfg!(debug_assertions) || binary.components().any(|c| c.as_os_str() == "debug") {
+        println!(
+            "note: a debug build (of the benchmark or of marketbridge): the figures say nothing of release performance"
+        );
+    }
     let vercel = match VercelSimulator::start_default().await {
         Ok(vercel) => Arc::new(vercel),
         Err(error) => {
