@@ -116,3 +116,48 @@ pub(crate) fn invoice_id(text: &str) -> Result<InvoiceId> {
 pub(crate) fn report_id(text: &str) -> Result<ReportId> {
     stored(ReportId::parse, "report id", text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::Value;
+    use sea_orm::sea_query::ValueType;
+
+    #[test]
+    fn states_are_stored_as_their_names_and_unknown_names_do_not_read() {
+        assert_eq!(
+            Value::from(InvoiceState::RefundRequested),
+            Value::from("refund_requested")
+        );
+        assert_eq!(
+            Value::from(ReportStatus::Suspended),
+            Value::from("suspended")
+        );
+        assert_eq!(
+            Value::from(ClosureStatus::Finalizing),
+            Value::from("finalizing")
+        );
+        assert_eq!(
+            Value::from(SubmissionKind::BillingData),
+            Value::from("billing_data")
+        );
+        assert_eq!(
+            <InvoiceState as ValueType>::try_from(Value::from("overdue")).ok(),
+            Some(InvoiceState::Overdue)
+        );
+        assert!(<InvoiceState as ValueType>::try_from(Value::from("issued")).is_err());
+        assert!(<ReportStatus as ValueType>::try_from(Value::from("")).is_err());
+        assert!(<ClosureStatus as ValueType>::try_from(Value::from("closed")).is_err());
+        assert!(<SubmissionKind as ValueType>::try_from(Value::from("usage ")).is_err());
+    }
+
+    #[test]
+    fn stored_ids_read_back_and_unreadable_ones_are_errors() {
+        let account = AccountId::generate();
+        assert_eq!(account_id(account.as_str()).unwrap(), account);
+        let error = account_id("acc_nope").unwrap_err();
+        assert_eq!(error.code(), marketbridge_core::ErrorCode::Internal);
+        assert!(!error.message().contains("acc_nope"), "{}", error.message());
+        assert!(subscription_id(account.as_str()).is_err());
+    }
+}
