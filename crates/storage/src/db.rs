@@ -1,7 +1,7 @@
 //! Connections: an embedded SQLite file by default, PostgreSQL when a
 //! `postgres://` URL is given.
 
-use marketbridge_core::{Error, ErrorCode};
+use marketbridge_core::Error;
 use marketbridge_telemetry::transactions::OpenTransaction;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
