@@ -164,9 +164,7 @@ pub fn marketplace_of(name: &str) -> Result<Marketplace> {
 }
 
 pub fn account_to_proto(row: &account::Model) -> Result<pb::Account> {
-    let marketplace = Marketplace::parse("marketplace", &row.marketplace)
-        .map(Marketplace::to_proto)
-        .unwrap_or(0);
+    let marketplace = marketplace_of(&row.marketplace)?.to_proto();
     let contact: StoredPerson = from_json("contact", &row.contact)?;
     let people: Vec<StoredPerson> = from_json("people", &row.people)?;
     let terms: BTreeMap<String, DateTime<Utc>> = from_json("accepted_terms", &row.accepted_terms)?;
@@ -208,12 +206,10 @@ pub fn account_to_proto(row: &account::Model) -> Result<pb::Account> {
     })
 }
 
-pub fn event_to_proto(row: &event::Model) -> pb::MarketplaceEvent {
-    pb::MarketplaceEvent {
+pub fn event_to_proto(row: &event::Model) -> Result<pb::MarketplaceEvent> {
+    Ok(pb::MarketplaceEvent {
         id: row.id.clone(),
-        marketplace: Marketplace::parse("marketplace", &row.marketplace)
-            .map(Marketplace::to_proto)
-            .unwrap_or(0),
+        marketplace: marketplace_of(&row.marketplace)?.to_proto(),
         external_id: row.external_id.clone(),
         event_type: row.event_type.clone(),
         payload_json: row.payload.clone(),
@@ -224,5 +220,21 @@ pub fn event_to_proto(row: &event::Model) -> pb::MarketplaceEvent {
         channel: row.channel.clone(),
         account_id: row.account_id.clone().unwrap_or_default(),
         deliveries: u32::try_from(row.deliveries).unwrap_or(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_stored_json_is_an_error_not_a_default() {
+        assert_eq!(
+            from_json::<BTreeMap<String, String>>("attributes", r#"{"a":"b"}"#).unwrap()["a"],
+            "b"
+        );
+        let error = from_json::<BTreeMap<String, String>>("attributes", "{not json").unwrap_err();
+        assert!(error.message().contains("attributes"), "{error}");
+        assert!(from_json::<Vec<String>>("scopes", "").is_err());
     }
 }

@@ -173,9 +173,9 @@ impl AccountDomain {
     pub async fn require(
         &self,
         conn: &impl ConnectionTrait,
-        selector: Option<&AccountSelector>,
+        account: &AccountKey,
     ) -> Result<account::Model> {
-        self.find(conn, selector)
+        self.find_key(conn, account)
             .await?
             .ok_or_else(|| Error::not_found("account not found"))
     }
@@ -476,8 +476,8 @@ impl AccountDomain {
     }
 
     /// One account.
-    pub async fn get(&self, request: pb::GetAccountRequest) -> Result<pb::Account> {
-        let row = self.require(&self.db, request.account.as_ref()).await?;
+    pub async fn get(&self, account: &AccountKey) -> Result<pb::Account> {
+        let row = self.require(&self.db, account).await?;
         account_to_proto(&row)
     }
 
@@ -509,8 +509,8 @@ impl AccountDomain {
     }
 
     /// Re-reads an account from its marketplace and applies what it says.
-    pub async fn refresh(&self, request: pb::RefreshAccountRequest) -> Result<pb::Account> {
-        let row = self.require(&self.db, request.account.as_ref()).await?;
+    pub async fn refresh(&self, account: &AccountKey) -> Result<pb::Account> {
+        let row = self.require(&self.db, account).await?;
         self.refresh_row(row).await
     }
 
@@ -536,14 +536,17 @@ impl AccountDomain {
             None => {
                 tracing::info!(account.id = %row.id, "the marketplace no longer knows the account");
                 let response = self
-                    .delete(pb::DeleteAccountRequest {
-                        account: Some(AccountSelector::by_id(&row.id)),
-                        reason: "deleted at the marketplace".into(),
-                        finalized: true,
-                        purge: true,
-                        end_subscriptions: true,
-                        ..Default::default()
-                    })
+                    .delete(
+                        &AccountKey::Id(account_id),
+                        pb::DeleteAccountRequest {
+                            account: Some(AccountSelector::by_id(&row.id)),
+                            reason: "deleted at the marketplace".into(),
+                            finalized: true,
+                            purge: true,
+                            end_subscriptions: true,
+                            ..Default::default()
+                        },
+                    )
                     .await?;
                 response
                     .account
@@ -588,7 +591,11 @@ impl AccountDomain {
     }
 
     /// Records the customer's signup and starts the marketplace approval.
-    pub async fn approve_signup(&self, request: pb::ApproveSignupRequest) -> Result<pb::Account> {
+    pub async fn approve_signup(
+        &self,
+        account: &AccountKey,
+        request: pb::ApproveSignupRequest,
+    ) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
         let mut validator = Validator::new();
         if let Some(person) = &request.person {
@@ -604,7 +611,7 @@ impl AccountDomain {
             Call::new("account.ApproveSignup", &key, &request, self.now()).sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
-        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let mut row = self.require(&*work, account).await?;
         let outcome =
             lifecycle::transition(lifecycle_of(&row), Event::SignupSubmitted).map_err(refused)?;
         if let Some(person) = request
@@ -630,7 +637,11 @@ impl AccountDomain {
     }
 
     /// Rejects the account's signup at the marketplace.
-    pub async fn reject_signup(&self, request: pb::RejectSignupRequest) -> Result<pb::Account> {
+    pub async fn reject_signup(
+        &self,
+        account: &AccountKey,
+        request: pb::RejectSignupRequest,
+    ) -> Result<pb::Account> {
         let mut validator = Validator::new();
         validator.max_len("reason", &request.reason, 256);
         validator.finish()?;
@@ -639,7 +650,7 @@ impl AccountDomain {
             Call::new("account.RejectSignup", &key, &request, self.now()).sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
-        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let mut row = self.require(&*work, account).await?;
         let event = Event::SignupRejected {
             reason: request.reason.clone(),
         };
@@ -652,13 +663,17 @@ impl AccountDomain {
     }
 
     /// Resets the account at the marketplace.
-    pub async fn reset(&self, request: pb::ResetAccountRequest) -> Result<pb::Account> {
+    pub async fn reset(
+        &self,
+        account: &AccountKey,
+        request: pb::ResetAccountRequest,
+    ) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
         let call =
             Call::new("account.ResetAccount", &key, &request, self.now()).sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
-        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let mut row = self.require(&*work, account).await?;
         let outcome = lifecycle::transition(lifecycle_of(&row), Event::Reset).map_err(refused)?;
         self.apply(&mut work, &mut row, outcome, now).await?;
         row.updated_at = now;
@@ -670,6 +685,7 @@ impl AccountDomain {
     /// Soft-deletes an account; purges personal data when asked.
     pub async fn delete(
         &self,
+        account: &AccountKey,
         request: pb::DeleteAccountRequest,
     ) -> Result<pb::DeleteAccountResponse> {
         let key = context_key(request.context.as_ref()).to_owned();
@@ -677,7 +693,7 @@ impl AccountDomain {
             Call::new("account.DeleteAccount", &key, &request, self.now()).sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let now = self.now();
-        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let mut row = self.require(&*work, account).await?;
         let event = Event::Deleted(Deletion {
             reason: request.reason.clone(),
             finalized: request.finalized,
@@ -698,12 +714,16 @@ impl AccountDomain {
     }
 
     /// Marks a deleted account's billing as finalized.
-    pub async fn finalize(&self, request: pb::FinalizeAccountRequest) -> Result<pb::Account> {
+    pub async fn finalize(
+        &self,
+        account: &AccountKey,
+        request: pb::FinalizeAccountRequest,
+    ) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
         let call =
             Call::new("account.FinalizeAccount", &key, &request, self.now()).sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
-        let mut row = self.require(&*work, request.account.as_ref()).await?;
+        let mut row = self.require(&*work, account).await?;
         let (next, effects) =
             lifecycle::transition(lifecycle_of(&row), Event::Finalized).map_err(refused)?;
         if !effects.is_empty() {
@@ -799,7 +819,7 @@ impl AccountDomain {
             tracing::info!(event.id = %stored.id, event.type = %stored.event_type, marketplace = %marketplace, "marketplace event recorded");
         }
         Ok(pb::RecordMarketplaceEventResponse {
-            event: Some(event_to_proto(&stored)),
+            event: Some(event_to_proto(&stored)?),
             duplicate,
         })
     }
@@ -829,7 +849,7 @@ impl AccountDomain {
         let rows = query.all(&self.db).await.map_err(db_error)?;
         let (rows, next) = page.finish(rows, |row| row.id.clone());
         Ok(pb::ListMarketplaceEventsResponse {
-            events: rows.iter().map(event_to_proto).collect(),
+            events: rows.iter().map(event_to_proto).collect::<Result<_>>()?,
             page: Some(next),
         })
     }

@@ -1,6 +1,8 @@
-//! The gRPC face of the account service: each method hands its request to
-//! the domain and maps the error to a status.
+//! The gRPC face of the account service: each method parses the account its
+//! request names into a typed key, hands both to the domain and maps the
+//! error to a status.
 
+use crate::convert::account_key;
 use crate::domain::AccountDomain;
 use marketbridge_proto::account::v1 as pb;
 use marketbridge_proto::account::v1::account_service_server::AccountService;
@@ -49,7 +51,14 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(self.domain.get(request.into_inner()).await)
+        let request = request.into_inner();
+        reply(
+            async {
+                let account = account_key(request.account.as_ref())?;
+                self.domain.get(&account).await
+            }
+            .await,
+        )
     }
 
     #[tracing::instrument(name = "account.list", skip_all)]
@@ -68,7 +77,11 @@ impl AccountService for AccountGrpc {
         let actor = operator(&request);
         let request = request.into_inner();
         let action = Action::new("", "account.refresh", &selected(request.account.as_ref()));
-        let answer = self.domain.refresh(request).await;
+        let answer = async {
+            let account = account_key(request.account.as_ref())?;
+            self.domain.refresh(&account).await
+        }
+        .await;
         reply(
             self.admin
                 .audit()
@@ -86,7 +99,11 @@ impl AccountService for AccountGrpc {
         let request = request.into_inner();
         let action = Action::new("", "signup.approve", &selected(request.account.as_ref()))
             .detail(&request.company);
-        let answer = self.domain.approve_signup(request).await;
+        let answer = async {
+            let account = account_key(request.account.as_ref())?;
+            self.domain.approve_signup(&account, request).await
+        }
+        .await;
         reply(
             self.admin
                 .audit()
@@ -104,7 +121,11 @@ impl AccountService for AccountGrpc {
         let request = request.into_inner();
         let action = Action::new("", "signup.reject", &selected(request.account.as_ref()))
             .detail(&request.reason);
-        let answer = self.domain.reject_signup(request).await;
+        let answer = async {
+            let account = account_key(request.account.as_ref())?;
+            self.domain.reject_signup(&account, request).await
+        }
+        .await;
         reply(
             self.admin
                 .audit()
@@ -118,7 +139,14 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::ResetAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(self.domain.reset(request.into_inner()).await)
+        let request = request.into_inner();
+        reply(
+            async {
+                let account = account_key(request.account.as_ref())?;
+                self.domain.reset(&account, request).await
+            }
+            .await,
+        )
     }
 
     #[tracing::instrument(name = "account.delete", skip_all)]
@@ -126,7 +154,14 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::DeleteAccountRequest>,
     ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
-        reply(self.domain.delete(request.into_inner()).await)
+        let request = request.into_inner();
+        reply(
+            async {
+                let account = account_key(request.account.as_ref())?;
+                self.domain.delete(&account, request).await
+            }
+            .await,
+        )
     }
 
     #[tracing::instrument(name = "account.finalize", skip_all)]
@@ -134,7 +169,14 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::FinalizeAccountRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(self.domain.finalize(request.into_inner()).await)
+        let request = request.into_inner();
+        reply(
+            async {
+                let account = account_key(request.account.as_ref())?;
+                self.domain.finalize(&account, request).await
+            }
+            .await,
+        )
     }
 
     #[tracing::instrument(name = "account.credential", skip_all)]
@@ -142,7 +184,14 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::GetMarketplaceCredentialRequest>,
     ) -> Result<Response<pb::MarketplaceCredential>, Status> {
-        reply(self.domain.credential(request.into_inner()).await)
+        let request = request.into_inner();
+        reply(
+            async {
+                let account = account_key(request.account.as_ref())?;
+                self.domain.credential(&account, request).await
+            }
+            .await,
+        )
     }
 
     #[tracing::instrument(name = "account.rotate_credential", skip_all)]
@@ -150,7 +199,14 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::RotateMarketplaceCredentialRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(self.domain.rotate_credential(request.into_inner()).await)
+        let request = request.into_inner();
+        reply(
+            async {
+                let account = account_key(request.account.as_ref())?;
+                self.domain.rotate_credential(&account, request).await
+            }
+            .await,
+        )
     }
 
     #[tracing::instrument(name = "account.mark_gone", skip_all)]
@@ -158,7 +214,14 @@ impl AccountService for AccountGrpc {
         &self,
         request: Request<pb::MarkMarketplaceGoneRequest>,
     ) -> Result<Response<pb::Account>, Status> {
-        reply(self.domain.mark_gone(request.into_inner()).await)
+        let request = request.into_inner();
+        reply(
+            async {
+                let account = account_key(request.account.as_ref())?;
+                self.domain.mark_gone(&account, request).await
+            }
+            .await,
+        )
     }
 
     #[tracing::instrument(name = "account.record_event", skip_all)]

@@ -5,6 +5,7 @@
 //! does not take the approval back.
 
 use chrono::{TimeZone, Utc};
+use marketbridge_account::convert::account_key;
 use marketbridge_account::marketplace::Marketplaces;
 use marketbridge_account::{AccountDeps, AccountServer};
 use marketbridge_config::OutboxOptions;
@@ -74,17 +75,21 @@ backend_test!(
         let signup = tokio::spawn({
             let domain = domain.clone();
             async move {
+                let account = account_key(google("acct-1").as_ref()).unwrap();
                 domain
-                    .approve_signup(account_pb::ApproveSignupRequest {
-                        account: google("acct-1"),
-                        person: Some(Person {
-                            name: "Ada".into(),
-                            email: "ada@example.com".into(),
+                    .approve_signup(
+                        &account,
+                        account_pb::ApproveSignupRequest {
+                            account: google("acct-1"),
+                            person: Some(Person {
+                                name: "Ada".into(),
+                                email: "ada@example.com".into(),
+                                ..Default::default()
+                            }),
+                            company: "Engines".into(),
                             ..Default::default()
-                        }),
-                        company: "Engines".into(),
-                        ..Default::default()
-                    })
+                        },
+                    )
                     .await
             }
         });

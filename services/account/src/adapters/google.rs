@@ -247,14 +247,17 @@ fn upsert_from_snapshot(
 async fn account_gone(services: &EventServices, row: &account::Model) -> Result<()> {
     let domain: &AccountDomain = &services.accounts;
     domain
-        .delete(pb::DeleteAccountRequest {
-            context: None,
-            account: Some(AccountSelector::by_id(&row.id)),
-            reason: "deleted at Google Cloud Marketplace".into(),
-            finalized: true,
-            purge: true,
-            end_subscriptions: true,
-        })
+        .delete(
+            &AccountKey::Id(row.account_id()?),
+            pb::DeleteAccountRequest {
+                context: None,
+                account: Some(AccountSelector::by_id(&row.id)),
+                reason: "deleted at Google Cloud Marketplace".into(),
+                finalized: true,
+                purge: true,
+                end_subscriptions: true,
+            },
+        )
         .await?;
     tracing::info!(account.id = %row.id, "google account deleted and purged");
     Ok(())

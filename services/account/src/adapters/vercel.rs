@@ -407,14 +407,17 @@ impl VercelEvents {
             .into_inner();
         services
             .accounts
-            .delete(pb::DeleteAccountRequest {
-                context: context(event, "account"),
-                account: Some(AccountSelector::by_id(&account.id)),
-                reason: "integration-configuration.removed".to_owned(),
-                finalized: closed.finalized,
-                purge: false,
-                end_subscriptions: false,
-            })
+            .delete(
+                &AccountKey::Id(account.account_id()?),
+                pb::DeleteAccountRequest {
+                    context: context(event, "account"),
+                    account: Some(AccountSelector::by_id(&account.id)),
+                    reason: "integration-configuration.removed".to_owned(),
+                    finalized: closed.finalized,
+                    purge: false,
+                    end_subscriptions: false,
+                },
+            )
             .await?;
         tracing::info!(installation.id = %installation_id, finalized = closed.finalized, "vercel installation removed");
         Ok(EventOutcome::Processed {
@@ -511,7 +514,10 @@ impl EventProcessor for VercelEvents {
         event: &event::Model,
         services: &EventServices,
     ) -> Result<EventOutcome> {
-        let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
+        // Recorded events are JSON (checked when recorded); one that is not
+        // cannot be acted on and fails rather than being read as empty.
+        let payload: Value = serde_json::from_str(&event.payload)
+            .map_err(|e| Error::invalid_field("payload", format!("is not JSON: {e}")))?;
         match event.event_type.as_str() {
             event_type::CONFIGURATION_REMOVED => self.uninstall(event, &payload, services).await,
             event_type::PROJECT_CONNECTED | event_type::PROJECT_DISCONNECTED => {

@@ -8,7 +8,7 @@ use super::{AccountDomain, context_key, save};
 use crate::adapter::{AccountMarketplace, CallCredential};
 use crate::convert::{account_to_proto, marketplace_of};
 use crate::entity::account;
-use crate::model::{AccountJob, AccountState, RotationId, RotationTask, TokenId};
+use crate::model::{AccountJob, AccountKey, AccountState, RotationId, RotationTask, TokenId};
 use marketbridge_core::crypto::SecretString;
 use marketbridge_core::ids::AccountId;
 use marketbridge_core::time::to_timestamp;
@@ -52,9 +52,10 @@ impl AccountDomain {
     /// token to call the marketplace with now.
     pub async fn credential(
         &self,
+        account: &AccountKey,
         request: pb::GetMarketplaceCredentialRequest,
     ) -> Result<pb::MarketplaceCredential> {
-        let row = self.require(&self.db, request.account.as_ref()).await?;
+        let row = self.require(&self.db, account).await?;
         let stored = self.credential_of(&row)?;
         if !request.for_call {
             let token = stored
@@ -131,12 +132,16 @@ impl AccountDomain {
     }
 
     /// `MarkMarketplaceGone`.
-    pub async fn mark_gone(&self, request: pb::MarkMarketplaceGoneRequest) -> Result<pb::Account> {
+    pub async fn mark_gone(
+        &self,
+        account: &AccountKey,
+        request: pb::MarkMarketplaceGoneRequest,
+    ) -> Result<pb::Account> {
         let mut validator = Validator::new();
         validator.require("reason", &request.reason);
         validator.max_len("reason", &request.reason, 1000);
         validator.finish()?;
-        let row = self.require(&self.db, request.account.as_ref()).await?;
+        let row = self.require(&self.db, account).await?;
         let row = self
             .record_gone(&row.account_id()?, &request.reason)
             .await?;
@@ -147,6 +152,7 @@ impl AccountDomain {
     /// idempotency key).
     pub async fn rotate_credential(
         &self,
+        account: &AccountKey,
         request: pb::RotateMarketplaceCredentialRequest,
     ) -> Result<pb::Account> {
         let key = context_key(request.context.as_ref()).to_owned();
@@ -158,7 +164,7 @@ impl AccountDomain {
         )
         .sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
-        let row = self.require(&*work, request.account.as_ref()).await?;
+        let row = self.require(&*work, account).await?;
         self.check_rotatable(&row)?;
         let rotation_id = RotationId::new(if key.is_empty() {
             marketbridge_core::crypto::random_token(12)
