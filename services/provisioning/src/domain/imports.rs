@@ -21,8 +21,8 @@ use marketbridge_core::{Error, Result, Validator};
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_storage::UnitOfWork;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::{Value as Json, json};
 
@@ -142,12 +142,7 @@ impl ProvisioningDomain {
             updated_at: now,
         };
         if stored.is_some() {
-            row.clone()
-                .into_active_model()
-                .reset_all()
-                .update(&*work)
-                .await
-                .map_err(db_error)?;
+            row.update_in(&*work).await?;
         } else {
             importable::Entity::insert(row.clone().into_active_model())
                 .exec_without_returning(&*work)
@@ -302,11 +297,7 @@ impl ProvisioningDomain {
             updated_at: now,
         };
         if stored.is_some() {
-            row.into_active_model()
-                .reset_all()
-                .update(&*work)
-                .await
-                .map_err(db_error)?;
+            row.update_in(&*work).await?;
         } else {
             importable::Entity::insert(row.into_active_model())
                 .exec_without_returning(&*work)
@@ -348,13 +339,7 @@ impl ProvisioningDomain {
                 let row = self.insert_linked(&mut work, &account, &found).await?;
                 found.imported_resource_id = row.id.clone();
                 found.updated_at = self.now();
-                found
-                    .clone()
-                    .into_active_model()
-                    .reset_all()
-                    .update(&*work)
-                    .await
-                    .map_err(db_error)?;
+                found.update_in(&*work).await?;
                 work.commit().await?;
                 tracing::info!(resource.id = %row.id, importable.id = %found.importable_id, "linked resource recorded");
                 row

@@ -27,8 +27,8 @@ use marketbridge_storage::outbox::NewJob;
 use marketbridge_storage::paging::Page;
 use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::Value as Json;
 
@@ -360,12 +360,7 @@ impl ProvisioningDomain {
         if step.after.status == ResourceStatus::Uninstalled && step.changed {
             row.deleted_at = Some(now);
         }
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&**work)
-            .await
-            .map_err(db_error)?;
+        row.update_in(&**work).await?;
         self.resource_effects(work, &row, &step.effects, scheduled_at)
             .await?;
         Ok(row)
@@ -556,12 +551,7 @@ impl ProvisioningDomain {
             row.secrets_version += 1;
             row.driver_state = rotation.state.to_string();
             row.updated_at = now;
-            row.clone()
-                .into_active_model()
-                .reset_all()
-                .update(&*work)
-                .await
-                .map_err(db_error)?;
+            row.update_in(&*work).await?;
             let job = ProvisioningJob::RevokeOldSecrets(ResourceJob::plain(&resource_id));
             work.enqueue(NewJob::of(&job)?.run_at(now + grace)).await?;
             pb::RotateSecretsResponse {
@@ -718,12 +708,7 @@ impl ProvisioningDomain {
         }
         row.connections = to_json(&stored)?;
         row.updated_at = self.now();
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&*work)
-            .await
-            .map_err(db_error)?;
+        row.update_in(&*work).await?;
         let response = resource_to_proto(&row)?;
         work.finish(response).await
     }
@@ -910,12 +895,7 @@ impl ProvisioningDomain {
         row.secrets_version += 1;
         row.driver_state = pending.state.to_string();
         row.updated_at = now;
-        row.clone()
-            .into_active_model()
-            .reset_all()
-            .update(&*work)
-            .await
-            .map_err(db_error)?;
+        row.update_in(&*work).await?;
         self.enqueue_notify(&mut work, &row, true).await?;
         let job = ProvisioningJob::RevokeOldSecrets(ResourceJob::plain(resource_id));
         work.enqueue(NewJob::of(&job)?.run_at(expires)).await?;
@@ -935,11 +915,7 @@ impl ProvisioningDomain {
         {
             row.previous_secrets = None;
             row.previous_secrets_expire_at = None;
-            row.into_active_model()
-                .reset_all()
-                .update(&*work)
-                .await
-                .map_err(db_error)?;
+            row.update_in(&*work).await?;
         }
         work.commit().await
     }

@@ -24,8 +24,8 @@ use marketbridge_storage::paging::Page;
 use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use std::collections::BTreeMap;
 
@@ -224,13 +224,7 @@ impl ProvisioningDomain {
                     {
                         resource.plan_id = row.plan_id.clone();
                         resource.updated_at = now;
-                        resource
-                            .clone()
-                            .into_active_model()
-                            .reset_all()
-                            .update(&**work)
-                            .await
-                            .map_err(db_error)?;
+                        resource.update_in(&**work).await?;
                         let job = ProvisioningJob::ApplyPlan(crate::model::ResourceJob::plain(
                             &resource.resource_id()?,
                         ));
@@ -294,12 +288,7 @@ impl ProvisioningDomain {
         }
         if step.save {
             row.updated_at = now;
-            row.clone()
-                .into_active_model()
-                .reset_all()
-                .update(&**work)
-                .await
-                .map_err(db_error)?;
+            row.update_in(&**work).await?;
         }
         let subscription_id = row.subscription_id()?;
         let stamp = row

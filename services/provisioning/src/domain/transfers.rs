@@ -15,9 +15,7 @@ use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_storage::outbox::truncate_micros;
 use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter};
 
 /// Most resources one claim may offer.
 const MAX_CLAIM_RESOURCES: usize = 100;
@@ -328,21 +326,11 @@ impl ProvisioningDomain {
         subscription.account_id = target.to_string();
         subscription.version += 1;
         subscription.updated_at = now;
-        subscription
-            .clone()
-            .into_active_model()
-            .reset_all()
-            .update(&**work)
-            .await
-            .map_err(db_error)?;
+        subscription.update_in(&**work).await?;
         self.enqueue_billing_change(work, &subscription).await?;
         row.account_id = target.to_string();
         row.updated_at = now;
-        row.into_active_model()
-            .reset_all()
-            .update(&**work)
-            .await
-            .map_err(db_error)?;
+        row.update_in(&**work).await?;
         Ok(())
     }
 }

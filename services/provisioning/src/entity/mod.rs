@@ -18,3 +18,26 @@ pub fn db_error(error: DbErr) -> Error {
     }
     marketbridge_storage::db_error(error)
 }
+
+macro_rules! updated_whole {
+    ($($module:ident),+) => {$(
+        impl $module::Model {
+            /// Writes every column of this (stored) row in `conn`.
+            pub async fn update_in(
+                &self,
+                conn: &impl sea_orm::ConnectionTrait,
+            ) -> marketbridge_core::Result<()> {
+                use sea_orm::{ActiveModelTrait, IntoActiveModel};
+                self.clone()
+                    .into_active_model()
+                    .reset_all()
+                    .update(conn)
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            }
+        }
+    )+};
+}
+
+updated_whole!(importable, resource, subscription, transfer_claim);
