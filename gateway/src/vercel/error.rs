@@ -124,3 +124,45 @@ impl IntoResponse for FlowFailure {
         (status_of(&self.0), Json(flow_error_body(&self.0))).into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATABASE_TEXT: &str =
+        "error returned from database: duplicate key value violates unique constraint";
+
+    #[test]
+    fn failures_on_our_side_reach_vercel_without_their_text() {
+        for code in [
+            ErrorCode::Internal,
+            ErrorCode::Unavailable,
+            ErrorCode::Timeout,
+        ] {
+            let error = Error::new(code, DATABASE_TEXT).with_user_message(DATABASE_TEXT);
+            let partner = serde_json::to_string(&error_body(&error)).unwrap();
+            let flow = serde_json::to_string(&flow_error_body(&error)).unwrap();
+            for body in [partner, flow] {
+                assert!(!body.contains("database"), "{code:?}: {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_callers_errors_keep_their_messages_and_fields() {
+        let error = Error::invalid_field("billingPlanId", "is not a plan")
+            .with_user_message("Pick another plan");
+        let partner = error_body(&error);
+        assert_eq!(partner.error.code, "validation_error");
+        assert_eq!(partner.error.fields.unwrap()[0].key, "billingPlanId");
+        assert_eq!(partner.error.user.unwrap().message, "Pick another plan");
+        let flow = flow_error_body(&error);
+        assert_eq!(flow.error.code, "VALIDATION_ERROR");
+        assert_eq!(
+            flow.error.details.as_deref(),
+            Some("billingPlanId: is not a plan")
+        );
+        let conflict = Error::conflict("the installation's plan belongs to another product");
+        assert_eq!(error_body(&conflict).error.message, conflict.message());
+    }
+}
