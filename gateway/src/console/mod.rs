@@ -11,6 +11,7 @@
 //! `HttpOnly`, `SameSite=Strict`, `Secure` over HTTPS. Pages carry no script.
 
 pub mod html;
+mod operator;
 mod pages;
 pub mod session;
 
@@ -18,11 +19,12 @@ use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use html::escape;
-use marketbridge_core::crypto::SecretString;
-use session::{COOKIE_NAME, ConsoleSession, SIGN_IN_COOKIE};
-use std::collections::HashMap;
+use operator::{
+    Operator, check_post, form, http_status, now, operator as signed_in, redirect, same_origin,
+};
+use session::{COOKIE_NAME, SIGN_IN_COOKIE};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -45,161 +47,6 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(pages::outbox))
         .routes(routes!(pages::events))
         .routes(routes!(pages::act))
-}
-
-/// A signed-in operator, as a handler sees it.
-pub(crate) struct Operator {
-    pub name: String,
-    pub csrf: String,
-    token: SecretString,
-}
-
-impl Operator {
-    /// `message` as a gRPC request made as this operator.
-    pub fn call<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Ok(value) = format!("Bearer {}", self.token.expose()).parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
-        request
-    }
-
-    /// A page of the console for this operator.
-    pub fn page(&self, title: &str, current: &str, body: &str) -> Response {
-        html::page(
-            StatusCode::OK,
-            title,
-            current,
-            Some((&self.name, &self.csrf)),
-            body,
-        )
-    }
-
-    /// The page telling what a call ended with.
-    pub fn failure(&self, status: &tonic::Status) -> Response {
-        let code = http_status(status);
-        let body = format!(
-            r#"<h1>{}</h1><div class="error" id="error">{}</div><p><a href="/console">Back to the overview</a></p>"#,
-            code.canonical_reason().unwrap_or("Error"),
-            escape(status.message())
-        );
-        html::page(code, "Error", "", Some((&self.name, &self.csrf)), &body)
-    }
-}
-
-/// The HTTP status of a gRPC answer.
-fn http_status(status: &tonic::Status) -> StatusCode {
-    use tonic::Code;
-    match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => StatusCode::CONFLICT,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-fn redirect(location: &str, cookies: &[String]) -> Response {
-    let mut response = (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, location.to_owned())],
-    )
-        .into_response();
-    for cookie in cookies {
-        if let Ok(value) = cookie.parse() {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
-    }
-    response
-}
-
-/// The operator of a request, or the answer sending them to sign in.
-pub(crate) fn operator(state: &AppState, headers: &HeaderMap) -> Result<Operator, Box<Response>> {
-    let keys = &state.console;
-    let session: Option<ConsoleSession> =
-        session::cookie(headers, COOKIE_NAME).and_then(|value| keys.open(&value, now()));
-    let Some(session) = session else {
-        return Err(Box::new(redirect("/console/sign-in", &[])));
-    };
-    let Some(token) = keys.token(&session) else {
-        return Err(Box::new(redirect("/console/sign-in", &[])));
-    };
-    Ok(Operator {
-        name: session.operator,
-        csrf: session.csrf,
-        token,
-    })
-}
-
-/// The fields of a form body.
-pub(crate) fn form(body: &Bytes) -> HashMap<String, String> {
-    url::form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-/// The query's parameters.
-pub(crate) fn query(raw: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-/// True when a POST comes from a page of this origin. `Sec-Fetch-Site`,
-/// which browsers send, decides when present (`same-origin`). Otherwise
-/// `Origin`, when sent, must be this gateway (its `Host` or
-/// `gateway.public_url`); an opaque `null` origin is refused. The pages'
-/// `no-referrer` policy makes browsers send `Origin: null` on their own
-/// forms, which is why `Sec-Fetch-Site` comes first.
-pub(crate) fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
-    let text = |name: header::HeaderName| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        return site == "same-origin";
-    }
-    let Some(origin) = text(header::ORIGIN) else {
-        return true;
-    };
-    let public = url::Url::parse(&state.config.gateway.public_url)
-        .ok()
-        .map(|u| u.origin().ascii_serialization());
-    if public.as_deref() == Some(origin.as_str()) {
-        return true;
-    }
-    let host = text(header::HOST).unwrap_or_default();
-    url::Url::parse(&origin)
-        .ok()
-        .and_then(|u| {
-            u.host_str()
-                .map(|h| (h.to_owned(), u.port_or_known_default()))
-        })
-        .is_some_and(|(h, port)| {
-            let expected = match port {
-                Some(p) if p != 80 && p != 443 => format!("{h}:{p}"),
-                _ => h,
-            };
-            !host.is_empty() && expected.eq_ignore_ascii_case(&host)
-        })
-}
-
-/// The answer to a refused POST.
-pub(crate) fn forbidden(why: &str) -> Response {
-    let body = format!(
-        r#"<h1>Forbidden</h1><div class="error" id="error">{}</div><p><a href="/console">Back to the console</a></p>"#,
-        escape(why)
-    );
-    html::page(StatusCode::FORBIDDEN, "Forbidden", "", None, &body)
 }
 
 fn sign_in_form(nonce: &str, error: &str) -> String {
@@ -284,11 +131,7 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: By
     if token.is_empty() || token.len() > 512 || !token.bytes().all(|b| b.is_ascii_graphic()) {
         return sign_in_answer(&state, StatusCode::BAD_REQUEST, "Enter an operator token.");
     }
-    let probe = Operator {
-        name: String::new(),
-        csrf: String::new(),
-        token: SecretString::new(token.clone()),
-    };
+    let probe = Operator::probe(&token);
     let who = state
         .clients
         .account
@@ -353,7 +196,7 @@ pub struct CsrfForm {
     security(("console_session" = []))
 )]
 pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let op = match operator(&state, &headers) {
+    let op = match signed_in(&state, &headers) {
         Ok(op) => op,
         Err(answer) => return *answer,
     };
@@ -365,26 +208,4 @@ pub async fn sign_out(State(state): State<AppState>, headers: HeaderMap, body: B
         "/console/sign-in",
         &[state.console.cookie(COOKIE_NAME, "", 0)],
     )
-}
-
-/// Checks a POST of a signed-in operator: same origin, and the session's
-/// CSRF token in the form.
-pub(crate) fn check_post(
-    state: &AppState,
-    headers: &HeaderMap,
-    op: &Operator,
-    fields: &HashMap<String, String>,
-) -> Result<(), Box<Response>> {
-    if !same_origin(state, headers) {
-        return Err(Box::new(forbidden(
-            "This form did not come from this console.",
-        )));
-    }
-    let csrf = fields.get("csrf").map(String::as_str).unwrap_or_default();
-    if csrf.is_empty() || !crate::cookies::same_text(csrf, &op.csrf) {
-        return Err(Box::new(forbidden(
-            "This form's security token does not match your session; reload the page and try again.",
-        )));
-    }
-    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The console's pages and its one action endpoint.
 
 use super::html::{self, Series, action_form, badge, details, escape, table};
-use super::{Operator, check_post, form, operator, query};
+use super::operator::{Operator, check_post, form, operator, query};
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};

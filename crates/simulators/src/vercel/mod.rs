@@ -12,6 +12,7 @@
 //! - controls under `/_sim/...` to create installations, mint tokens and
 //!   start SSO by hand (`marketbridge sim vercel` prints how).
 
+mod access;
 mod api;
 mod control;
 pub mod partner;

@@ -4,6 +4,7 @@
 //! tokens from the client-credentials grant, revocation, and `410 Gone`.
 
 use super::Shared;
+use super::access::authorize;
 use super::refusal::{Refusal, gone, refusal};
 use crate::common::SigningKey;
 use axum::Router;
@@ -373,7 +374,7 @@ async fn revoke_credentials(
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer {
-    super::api::authorize(&shared, &headers, &id)?;
+    authorize(&shared, &headers, &id)?;
     let body: Value = serde_json::from_slice(&body).map_err(|_| {
         refusal(
             StatusCode::BAD_REQUEST,
