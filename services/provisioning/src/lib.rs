@@ -6,6 +6,14 @@
 //! Architecture invariant: this crate knows nothing of HTTP or of any
 //! marketplace's JSON; marketplaces plug in through [`marketplace`] traits
 //! and products through [`driver`] traits.
+//!
+//! Layers, lowest first: [`model`] (stored states, ids, the job enum) and
+//! [`machine`] (the subscription and resource state machines as pure
+//! functions) import nothing above them; [`entity`] and [`convert`] read and
+//! write rows; [`domain`] loads rows, asks a machine and applies its effects
+//! (rows, jobs) in one unit of work; [`jobs`] and [`grpc`] call the domain.
+//! No remote call is made while a transaction is open: remote reads come
+//! first, remote writes run as outbox jobs after the commit.
 
 pub mod adapters;
 pub mod console;
