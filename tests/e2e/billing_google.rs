@@ -185,7 +185,8 @@ backend_test!(
         assert_eq!(
             operation["operationId"],
             marketbridge_billing::domain::operation_id(
-                &subscription_id,
+                &marketbridge_core::ids::SubscriptionId::parse("subscriptionId", &subscription_id)
+                    .unwrap(),
                 at("2026-11-23T12:00:00Z"),
                 at("2026-11-23T13:00:00Z")
             )

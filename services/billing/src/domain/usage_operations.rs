@@ -49,12 +49,11 @@ const OPERATION_NAMESPACE: uuid::Uuid =
 /// The operation id of a subscription's window: the same on every retry and
 /// after any restart. `subscription_id` is a [`SubscriptionId`] (or its
 /// text, as the tests hold it).
-pub fn operation_id<S: AsRef<str> + ?Sized>(
-    subscription_id: &S,
+pub fn operation_id(
+    subscription_id: &SubscriptionId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> String {
-    let subscription_id = subscription_id.as_ref();
     let key = format!(
         "usage:{subscription_id}:{}:{}",
         start.timestamp_micros(),
@@ -568,9 +567,10 @@ mod tests {
     fn operation_ids_are_stable_uuids() {
         let start = at("2026-11-23T12:00:00Z");
         let end = at("2026-11-23T13:00:00Z");
-        let id = operation_id("sub_1", start, end);
-        assert_eq!(id, operation_id("sub_1", start, end));
-        assert_ne!(id, operation_id("sub_2", start, end));
+        let (one, two) = (SubscriptionId::generate(), SubscriptionId::generate());
+        let id = operation_id(&one, start, end);
+        assert_eq!(id, operation_id(&one, start, end));
+        assert_ne!(id, operation_id(&two, start, end));
         assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 5);
     }
 }
