@@ -487,7 +487,11 @@ mod tests {
         let error = Error::conflict("it already exists").with_source(cause);
         assert_eq!(error.chain(), "conflict: it already exists: disk said no");
         assert!(std::error::Error::source(&error).is_some());
-        assert_eq!(error, Error::conflict("it already exists"), "causes are not compared");
+        assert_eq!(
+            error,
+            Error::conflict("it already exists"),
+            "causes are not compared"
+        );
         let status: tonic::Status = error.into();
         assert_eq!(status.message(), "it already exists");
         let back: Error = status.into();
