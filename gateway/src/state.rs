@@ -1,5 +1,5 @@
-//! What every handler can reach: the service clients and the configuration,
-//! plus each marketplace adapter's own verifiers.
+//! What every handler can reach: the services (as their traits), the
+//! configuration, plus each marketplace adapter's own verifiers.
 
 use crate::console::session::ConsoleKeys;
 use crate::google::state::GoogleState;
@@ -7,13 +7,21 @@ use crate::vercel::state::VercelState;
 use marketbridge_config::Config;
 use marketbridge_core::Result;
 use marketbridge_core::time::SharedClock;
-use marketbridge_rpc::ServiceClients;
+use marketbridge_rpc::{AccountApi, BillingApi, ProvisioningApi, ServiceClients};
 use std::sync::Arc;
 
 /// Shared handler state. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// The services.
+    /// The account service.
+    pub accounts: Arc<dyn AccountApi>,
+    /// The provisioning service.
+    pub provisioning: Arc<dyn ProvisioningApi>,
+    /// The billing service.
+    pub billing: Arc<dyn BillingApi>,
+    /// The gRPC clients the services above are called through, for what
+    /// needs the wire itself: the operator console (which calls with the
+    /// operator's own token) and the health checks.
     pub clients: ServiceClients,
     /// The configuration.
     pub config: Arc<Config>,
@@ -41,6 +49,9 @@ impl AppState {
             vercel: VercelState::new(&config)?,
             google: GoogleState::with_clock(&config, clock)?,
             console: ConsoleKeys::from_config(&config),
+            accounts: Arc::new(clients.account.clone()),
+            provisioning: Arc::new(clients.provisioning.clone()),
+            billing: Arc::new(clients.billing.clone()),
             clients,
             config,
         })

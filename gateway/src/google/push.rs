@@ -49,8 +49,8 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
             return generic_error_response(&error);
         }
     };
-    let mut accounts = state.clients.account.clone();
-    let recorded = accounts
+    let recorded = state
+        .accounts
         .record_marketplace_event(RecordMarketplaceEventRequest {
             marketplace: Marketplace::Google as i32,
             external_id: decoded.event_id.clone(),
@@ -59,11 +59,9 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
             occurred_at: decoded.published_at.map(to_timestamp),
             channel: PUSH_CHANNEL.to_owned(),
         })
-        .await
-        .map_err(Error::from);
+        .await;
     match recorded {
         Ok(answer) => {
-            let answer = answer.into_inner();
             tracing::info!(
                 event.external_id = %decoded.event_id,
                 event.type = %decoded.event_type,

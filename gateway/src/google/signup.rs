@@ -235,8 +235,8 @@ async fn show_form(
     ticket: &Ticket,
     sealed: &str,
 ) -> Response {
-    let mut accounts = state.clients.account.clone();
-    let existing = accounts
+    let existing = state
+        .accounts
         .get_account(account_pb::GetAccountRequest {
             account: Some(AccountSelector::by_ref(
                 Marketplace::Google,
@@ -244,8 +244,7 @@ async fn show_form(
             )),
         })
         .await
-        .ok()
-        .map(|a| a.into_inner());
+        .ok();
     let mut values = FormValues::default();
     if let Some(account) = &existing {
         if account.signup_state == account_pb::SignupState::Approved as i32 {
@@ -443,13 +442,8 @@ async fn approve(
         person: Some(person),
         company: values.company.clone(),
     };
-    let mut accounts = state.clients.account.clone();
-    match accounts
-        .approve_signup(request.clone())
-        .await
-        .map_err(Error::from)
-    {
-        Ok(account) => Ok(account.into_inner()),
+    let accounts = &state.accounts;
+    match accounts.approve_signup(request.clone()).await {
         Err(error) if error.code() == ErrorCode::NotFound => {
             accounts
                 .upsert_account(account_pb::UpsertAccountRequest {
@@ -460,14 +454,9 @@ async fn approve(
                     signup_required: true,
                     ..Default::default()
                 })
-                .await
-                .map_err(Error::from)?;
-            accounts
-                .approve_signup(request)
-                .await
-                .map(|a| a.into_inner())
-                .map_err(Error::from)
+                .await?;
+            accounts.approve_signup(request).await
         }
-        Err(error) => Err(error),
+        answer => answer,
     }
 }

@@ -25,12 +25,6 @@ impl From<Error> for VercelError {
     }
 }
 
-impl From<tonic::Status> for VercelError {
-    fn from(status: tonic::Status) -> Self {
-        Self(Error::from(status))
-    }
-}
-
 /// The error body of `error`.
 pub fn error_body(error: &Error) -> ErrorBody {
     let fields = (error.code() == ErrorCode::Validation && !error.fields().is_empty()).then(|| {
@@ -84,12 +78,6 @@ pub type FlowAnswer = Result<Response, FlowFailure>;
 impl From<Error> for FlowFailure {
     fn from(error: Error) -> Self {
         Self(error)
-    }
-}
-
-impl From<tonic::Status> for FlowFailure {
-    fn from(status: tonic::Status) -> Self {
-        Self(Error::from(status))
     }
 }
 

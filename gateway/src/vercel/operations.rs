@@ -1,5 +1,6 @@
-//! The operations of the Vercel adapter: every gRPC call the partner API,
-//! the seed's simplified flow and the provider pages make, each in one place.
+//! The operations of the Vercel adapter: every call to the services (through
+//! their traits) the partner API, the seed's simplified flow and the provider
+//! pages make, each in one place.
 //! A handler reads its wire shape, calls operations, and writes its wire
 //! shape; the flow is an alias because it calls these same operations.
 //!
@@ -51,20 +52,11 @@ impl Call {
 }
 
 /// `Err` of a read turned into `None` when its code is one of `absent`.
-fn absent_as_none<T>(
-    answer: std::result::Result<tonic::Response<T>, tonic::Status>,
-    absent: &[ErrorCode],
-) -> Result<Option<T>> {
+fn absent_as_none<T>(answer: Result<T>, absent: &[ErrorCode]) -> Result<Option<T>> {
     match answer {
-        Ok(found) => Ok(Some(found.into_inner())),
-        Err(status) => {
-            let error = Error::from(status);
-            if absent.contains(&error.code()) {
-                Ok(None)
-            } else {
-                Err(error)
-            }
-        }
+        Ok(found) => Ok(Some(found)),
+        Err(error) if absent.contains(&error.code()) => Ok(None),
+        Err(error) => Err(error),
     }
 }
 
@@ -78,8 +70,8 @@ pub async fn find_account(
     state: &AppState,
     installation_id: &str,
 ) -> Result<Option<account_pb::Account>> {
-    let mut accounts = state.clients.account.clone();
-    let answer = accounts
+    let answer = state
+        .accounts
         .get_account(account_pb::GetAccountRequest {
             account: Some(AccountSelector::by_ref(
                 Marketplace::Vercel,
@@ -109,8 +101,8 @@ pub async fn plan(
     product_id: &str,
     plan_id: &str,
 ) -> Result<Option<BillingPlan>> {
-    let mut billing = state.clients.billing.clone();
-    let answer = billing
+    let answer = state
+        .billing
         .get_plan(billing_pb::GetPlanRequest {
             product_id: product_id.to_owned(),
             plan_id: plan_id.to_owned(),
@@ -125,8 +117,7 @@ pub async fn list_plans(
     state: &AppState,
     request: billing_pb::ListPlansRequest,
 ) -> Result<Vec<billing_pb::Plan>> {
-    let mut billing = state.clients.billing.clone();
-    Ok(billing.list_plans(request).await?.into_inner().plans)
+    Ok(state.billing.list_plans(request).await?.plans)
 }
 
 /// The resource plans of `product_id` Vercel may offer, quoted for
@@ -175,8 +166,8 @@ pub async fn installation_subscription(
     state: &AppState,
     installation_id: &str,
 ) -> Result<Option<provisioning_pb::Subscription>> {
-    let mut provisioning = state.clients.provisioning.clone();
-    let answer = provisioning
+    let answer = state
+        .provisioning
         .get_subscription(provisioning_pb::GetSubscriptionRequest {
             selector: Some(
                 provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
@@ -251,8 +242,8 @@ pub async fn installation_scoped_plan(
     if product_id.is_empty() || plan_id.is_empty() {
         return Ok(None);
     }
-    let mut billing = state.clients.billing.clone();
-    let answer = billing
+    let answer = state
+        .billing
         .list_plans(billing_pb::ListPlansRequest {
             product_id: product_id.to_owned(),
             marketplace: Marketplace::Vercel as i32,
@@ -277,7 +268,7 @@ pub async fn set_installation_plan(
     account: &account_pb::Account,
     plan: &billing_pb::Plan,
 ) -> Result<provisioning_pb::Subscription> {
-    let mut provisioning = state.clients.provisioning.clone();
+    let provisioning = &state.provisioning;
     match installation_subscription(state, &call.installation_id).await? {
         Some(subscription) if subscription.product_id == plan.product_id => Ok(provisioning
             .change_plan(provisioning_pb::ChangePlanRequest {
@@ -285,8 +276,7 @@ pub async fn set_installation_plan(
                 subscription_id: subscription.id,
                 plan_id: plan.id.clone(),
             })
-            .await?
-            .into_inner()),
+            .await?),
         Some(_) => Err(Error::conflict(
             "the installation's plan belongs to another product",
         )),
@@ -301,8 +291,7 @@ pub async fn set_installation_plan(
                 scope: provisioning_pb::SubscriptionScope::Account as i32,
                 ..Default::default()
             })
-            .await?
-            .into_inner()),
+            .await?),
     }
 }
 
@@ -354,8 +343,8 @@ pub async fn install(
     if let Some(team_id) = &request.team_id {
         attributes.insert(TEAM_ATTRIBUTE.to_owned(), team_id.clone());
     }
-    let mut accounts = state.clients.account.clone();
-    let account = accounts
+    let account = state
+        .accounts
         .upsert_account(account_pb::UpsertAccountRequest {
             context: Some(call.context("vercel.install")),
             marketplace_ref: Some(installation_ref(&call.installation_id)),
@@ -375,8 +364,7 @@ pub async fn install(
             attributes,
             ..Default::default()
         })
-        .await?
-        .into_inner();
+        .await?;
     start_default_plan(state, call, &account).await?;
     Ok(account)
 }
@@ -420,7 +408,7 @@ pub async fn uninstall(
     cascade: bool,
     reason: String,
 ) -> Result<bool> {
-    let mut provisioning = state.clients.provisioning.clone();
+    let provisioning = &state.provisioning;
     if cascade {
         provisioning
             .delete_account_resources(provisioning_pb::DeleteAccountResourcesRequest {
@@ -438,16 +426,15 @@ pub async fn uninstall(
             })
             .await?;
     }
-    let mut billing = state.clients.billing.clone();
+    let billing = &state.billing;
     let closed = billing
         .close_account_billing(billing_pb::CloseAccountBillingRequest {
             context: Some(call.context("vercel.uninstall.billing")),
             account_id: account.id.clone(),
         })
-        .await?
-        .into_inner();
-    let mut accounts = state.clients.account.clone();
-    let deleted = accounts
+        .await?;
+    let deleted = state
+        .accounts
         .delete_account(account_pb::DeleteAccountRequest {
             context: Some(call.context("vercel.uninstall.account")),
             account: Some(AccountSelector::by_id(&account.id)),
@@ -456,8 +443,7 @@ pub async fn uninstall(
             purge: false,
             end_subscriptions: false,
         })
-        .await?
-        .into_inner();
+        .await?;
     Ok(deleted.finalized)
 }
 
@@ -477,14 +463,13 @@ pub async fn owned_resource(
     resource_id: &str,
 ) -> Result<provisioning_pb::Resource> {
     resource_id_of(resource_id)?;
-    let mut provisioning = state.clients.provisioning.clone();
-    let resource = provisioning
+    let resource = state
+        .provisioning
         .get_resource(provisioning_pb::GetResourceRequest {
             resource_id: resource_id.to_owned(),
             account_id: account_id.to_owned(),
         })
-        .await?
-        .into_inner();
+        .await?;
     if resource.status == provisioning_pb::ResourceStatus::Uninstalled as i32 {
         return Err(Error::not_found("the resource was deleted"));
     }
@@ -498,11 +483,11 @@ pub async fn account_resources(
     account_id: &str,
     ids: &[String],
 ) -> Result<Vec<provisioning_pb::Resource>> {
-    let mut provisioning = state.clients.provisioning.clone();
     let mut resources = Vec::new();
     let mut page_token = String::new();
     loop {
-        let page = provisioning
+        let page = state
+            .provisioning
             .list_resources(provisioning_pb::ListResourcesRequest {
                 account_id: account_id.to_owned(),
                 resource_ids: ids.to_vec(),
@@ -512,8 +497,7 @@ pub async fn account_resources(
                     page_token: page_token.clone(),
                 }),
             })
-            .await?
-            .into_inner();
+            .await?;
         resources.extend(page.resources);
         page_token = page.page.map(|p| p.next_page_token).unwrap_or_default();
         if page_token.is_empty() {
@@ -528,14 +512,13 @@ pub async fn first_resources(
     state: &AppState,
     account_id: &str,
 ) -> Result<Vec<provisioning_pb::Resource>> {
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    Ok(state
+        .provisioning
         .list_resources(provisioning_pb::ListResourcesRequest {
             account_id: account_id.to_owned(),
             ..Default::default()
         })
         .await?
-        .into_inner()
         .resources)
 }
 
@@ -570,7 +553,7 @@ pub async fn create_resource(
     provisioning_pb::Resource,
     Vec<marketbridge_proto::common::v1::Secret>,
 )> {
-    let mut provisioning = state.clients.provisioning.clone();
+    let provisioning = &state.provisioning;
     let created = provisioning
         .create_resource(provisioning_pb::CreateResourceRequest {
             context: Some(call.context(operation)),
@@ -583,8 +566,7 @@ pub async fn create_resource(
             subscription_id: resource.subscription_id,
             protocol_settings: resource.protocol_settings,
         })
-        .await?
-        .into_inner();
+        .await?;
     let provisioned = created
         .resource
         .ok_or_else(|| Error::internal("provisioning answered without a resource"))?;
@@ -617,8 +599,8 @@ pub async fn update_resource(
     resource_id: &str,
     change: ResourceChange,
 ) -> Result<provisioning_pb::Resource> {
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    state
+        .provisioning
         .update_resource(provisioning_pb::UpdateResourceRequest {
             context: Some(call.context(operation)),
             resource_id: resource_id.to_owned(),
@@ -631,8 +613,7 @@ pub async fn update_resource(
             protocol_settings: change.protocol_settings,
             production_only: change.production_only,
         })
-        .await?
-        .into_inner())
+        .await
 }
 
 /// Deletes a resource of the account (`operation` scopes the key); also
@@ -645,15 +626,14 @@ pub async fn delete_resource(
     resource_id: &str,
 ) -> Result<provisioning_pb::Resource> {
     resource_id_of(resource_id)?;
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    state
+        .provisioning
         .delete_resource(provisioning_pb::DeleteResourceRequest {
             context: Some(call.context(operation)),
             resource_id: resource_id.to_owned(),
             account_id: account.id.clone(),
         })
-        .await?
-        .into_inner())
+        .await
 }
 
 /// Records that a live resource of the account is connected to a project
@@ -668,8 +648,8 @@ pub async fn connect_project(
     targets: &[String],
 ) -> Result<()> {
     owned_resource(state, &account.id, resource_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    provisioning
+    state
+        .provisioning
         .record_project_connection(provisioning_pb::RecordProjectConnectionRequest {
             context: Some(call.context(operation)),
             resource_id: resource_id.to_owned(),
@@ -692,8 +672,8 @@ pub async fn rotate_secrets(
     grace: u64,
 ) -> Result<provisioning_pb::RotateSecretsResponse> {
     owned_resource(state, &account.id, resource_id).await?;
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    state
+        .provisioning
         .rotate_secrets(provisioning_pb::RotateSecretsRequest {
             context: Some(call.context("vercel.rotate_secrets")),
             resource_id: resource_id.to_owned(),
@@ -701,8 +681,7 @@ pub async fn rotate_secrets(
             reason,
             old_secrets_valid_for_seconds: grace,
         })
-        .await?
-        .into_inner())
+        .await
 }
 
 /// Runs one console command on a resource of the account (provisioning
@@ -715,8 +694,8 @@ pub async fn run_command(
     read_only: bool,
 ) -> Result<Vec<provisioning_pb::OutputBlock>> {
     resource_id_of(resource_id)?;
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    Ok(state
+        .provisioning
         .run_resource_command(provisioning_pb::RunResourceCommandRequest {
             resource_id: resource_id.to_owned(),
             account_id: account.id.clone(),
@@ -724,7 +703,6 @@ pub async fn run_command(
             read_only,
         })
         .await?
-        .into_inner()
         .blocks)
 }
 
@@ -738,8 +716,8 @@ pub async fn offer_transfer(
     expires_at: prost_types::Timestamp,
     claim_id: String,
 ) -> Result<provisioning_pb::TransferClaim> {
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    state
+        .provisioning
         .create_transfer_claim(provisioning_pb::CreateTransferClaimRequest {
             context: Some(call.context("vercel.create_transfer")),
             account_id: account.id.clone(),
@@ -747,8 +725,7 @@ pub async fn offer_transfer(
             expires_at: Some(expires_at),
             claim_id,
         })
-        .await?
-        .into_inner())
+        .await
 }
 
 /// Whether the claim can be accepted by the target account.
@@ -757,14 +734,13 @@ pub async fn verify_transfer(
     target: &account_pb::Account,
     claim_id: &str,
 ) -> Result<provisioning_pb::VerifyTransferClaimResponse> {
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    state
+        .provisioning
         .verify_transfer_claim(provisioning_pb::VerifyTransferClaimRequest {
             claim_id: claim_id.to_owned(),
             target_account_id: target.id.clone(),
         })
-        .await?
-        .into_inner())
+        .await
 }
 
 /// Moves the claim's resources to the target account.
@@ -774,15 +750,14 @@ pub async fn accept_transfer(
     target: &account_pb::Account,
     claim_id: String,
 ) -> Result<provisioning_pb::TransferClaim> {
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    state
+        .provisioning
         .accept_transfer_claim(provisioning_pb::AcceptTransferClaimRequest {
             context: Some(call.context("vercel.accept_transfer")),
             claim_id,
             target_account_id: target.id.clone(),
         })
-        .await?
-        .into_inner())
+        .await
 }
 
 /// Credits a paid prepayment invoice to the account's balance (once per
@@ -793,15 +768,14 @@ pub async fn provision_prepayment(
     account: &account_pb::Account,
     invoice_id: &str,
 ) -> Result<billing_pb::Balances> {
-    let mut billing = state.clients.billing.clone();
-    Ok(billing
+    state
+        .billing
         .provision_prepayment(billing_pb::ProvisionPrepaymentRequest {
             context: Some(call.context("vercel.provision_purchase")),
             account_id: account.id.clone(),
             marketplace_invoice_id: invoice_id.to_owned(),
         })
-        .await?
-        .into_inner())
+        .await
 }
 
 /// The invoice Vercel knows as `invoice_id`.
@@ -809,8 +783,8 @@ pub async fn marketplace_invoice(
     state: &AppState,
     invoice_id: &str,
 ) -> Result<billing_pb::Invoice> {
-    let mut billing = state.clients.billing.clone();
-    Ok(billing
+    state
+        .billing
         .get_invoice(billing_pb::GetInvoiceRequest {
             selector: Some(
                 billing_pb::get_invoice_request::Selector::MarketplaceInvoiceId(
@@ -818,8 +792,7 @@ pub async fn marketplace_invoice(
                 ),
             ),
         })
-        .await?
-        .into_inner())
+        .await
 }
 
 /// The resources the provider made importable for the account (of
@@ -829,14 +802,13 @@ pub async fn importable_resources(
     account: &account_pb::Account,
     product_id: &str,
 ) -> Result<Vec<provisioning_pb::ImportableResource>> {
-    let mut provisioning = state.clients.provisioning.clone();
-    Ok(provisioning
+    Ok(state
+        .provisioning
         .list_importable_resources(provisioning_pb::ListImportableResourcesRequest {
             account_id: account.id.clone(),
             product_id: product_id.to_owned(),
         })
         .await?
-        .into_inner()
         .resources)
 }
 
@@ -849,7 +821,7 @@ pub async fn import_resource(
     importable_id: &str,
     product_id: &str,
 ) -> Result<provisioning_pb::Resource> {
-    let mut provisioning = state.clients.provisioning.clone();
+    let provisioning = &state.provisioning;
     let imported = provisioning
         .import_resource(provisioning_pb::ImportResourceRequest {
             context: Some(call.context("vercel.import")),
@@ -857,8 +829,7 @@ pub async fn import_resource(
             importable_id: importable_id.to_owned(),
             product_id: product_id.to_owned(),
         })
-        .await?
-        .into_inner();
+        .await?;
     imported
         .resource
         .ok_or_else(|| Error::internal("provisioning answered without a resource"))
@@ -870,10 +841,9 @@ pub async fn record_event(
     state: &AppState,
     event: account_pb::RecordMarketplaceEventRequest,
 ) -> Result<bool> {
-    let mut accounts = state.clients.account.clone();
-    Ok(accounts
+    Ok(state
+        .accounts
         .record_marketplace_event(event)
         .await?
-        .into_inner()
         .duplicate)
 }
