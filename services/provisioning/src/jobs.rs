@@ -10,23 +10,23 @@ use crate::machine::resource::{DriverStep, driver_step_applies};
 use crate::marketplace::ResourceChange;
 use crate::model::{PlanChangeJob, PlanId, ProvisioningJob, ResourceJob, SubscriptionJob};
 use async_trait::async_trait;
-use marketbridge_core::Error;
 use marketbridge_core::ids::ResourceId;
 use marketbridge_core::time::to_timestamp;
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1::{MarketplaceRef, RequestContext};
-use marketbridge_rpc::BillingClient;
+use marketbridge_rpc::BillingApi;
 use marketbridge_storage::outbox::{Job, JobError, JobHandler};
+use std::sync::Arc;
 
 /// Runs the provisioning service's jobs.
 pub struct ProvisioningJobs {
     domain: ProvisioningDomain,
-    billing: Option<BillingClient>,
+    billing: Option<Arc<dyn BillingApi>>,
 }
 
 impl ProvisioningJobs {
     /// Jobs over the domain.
-    pub fn new(domain: ProvisioningDomain, billing: Option<BillingClient>) -> Self {
+    pub fn new(domain: ProvisioningDomain, billing: Option<Arc<dyn BillingApi>>) -> Self {
         Self { domain, billing }
     }
 
@@ -247,7 +247,7 @@ impl ProvisioningJobs {
         else {
             return Ok(());
         };
-        let Some(mut billing) = self.billing.clone() else {
+        let Some(billing) = &self.billing else {
             return Err(JobError::Retry(
                 "the billing service is not configured".into(),
             ));
@@ -289,8 +289,7 @@ impl ProvisioningJobs {
                 }),
                 change: Some(change),
             })
-            .await
-            .map_err(|status| JobError::from(Error::from(status)))?;
+            .await?;
         Ok(())
     }
 }

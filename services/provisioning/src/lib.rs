@@ -43,7 +43,7 @@ use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::provisioning::v1::provisioning_service_server::ProvisioningServiceServer;
-use marketbridge_rpc::{AccountClient, BillingClient, ServiceClients, serve_grpc};
+use marketbridge_rpc::{AccountClient, BillingApi, BillingClient, ServiceClients, serve_grpc};
 use marketbridge_storage::outbox::{JobHandler, Outbox};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,10 +121,13 @@ impl ProvisioningServer {
             deps.catalog,
             deps.drivers,
             deps.marketplaces,
-            deps.accounts,
+            Arc::new(deps.accounts),
         );
-        let usage = UsageMeter::new(domain.clone(), deps.billing.clone(), deps.usage_interval);
-        let jobs = Arc::new(ProvisioningJobs::new(domain.clone(), deps.billing));
+        let billing = deps
+            .billing
+            .map(|billing| Arc::new(billing) as Arc<dyn BillingApi>);
+        let usage = UsageMeter::new(domain.clone(), billing.clone(), deps.usage_interval);
+        let jobs = Arc::new(ProvisioningJobs::new(domain.clone(), billing));
         Ok(Self {
             domain,
             jobs,

@@ -16,8 +16,9 @@ use marketbridge_core::ids::ResourceId;
 use marketbridge_core::time::to_timestamp;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
-use marketbridge_rpc::BillingClient;
+use marketbridge_rpc::BillingApi;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -47,7 +48,7 @@ pub struct MeterRound {
 #[derive(Clone)]
 pub struct UsageMeter {
     domain: ProvisioningDomain,
-    billing: Option<BillingClient>,
+    billing: Option<Arc<dyn BillingApi>>,
     interval: Duration,
 }
 
@@ -75,7 +76,7 @@ impl UsageMeter {
     /// `interval` (zero: only when [`UsageMeter::run_round`] is called).
     pub fn new(
         domain: ProvisioningDomain,
-        billing: Option<BillingClient>,
+        billing: Option<Arc<dyn BillingApi>>,
         interval: Duration,
     ) -> Self {
         Self {
@@ -147,7 +148,7 @@ impl UsageMeter {
     /// Measures every live resource once and records the results. One
     /// resource failing does not stop the others.
     pub async fn run_round(&self) -> Result<MeterRound> {
-        let Some(billing) = self.billing.clone() else {
+        let Some(billing) = &self.billing else {
             return Err(Error::unavailable(
                 "the billing service is not configured; usage cannot be recorded",
             ));
@@ -175,18 +176,15 @@ impl UsageMeter {
                 if events.is_empty() {
                     continue;
                 }
-                let mut client = billing.clone();
-                match client
+                match billing
                     .record_usage(billing_pb::RecordUsageRequest { events })
                     .await
                 {
                     Ok(answer) => {
-                        let answer = answer.into_inner();
                         round.accepted += answer.accepted;
                         round.duplicates += answer.duplicates;
                     }
-                    Err(status) => {
-                        let error = Error::from(status);
+                    Err(error) => {
                         tracing::warn!(resource.id = %row.id, error = %error, "recording usage failed");
                         round.failed += 1;
                     }

@@ -22,7 +22,7 @@ use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
-use marketbridge_rpc::AccountClient;
+use marketbridge_rpc::AccountApi;
 use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use sea_orm::{
@@ -74,7 +74,7 @@ pub struct ProvisioningDomain {
     catalog: Arc<Catalog>,
     drivers: Drivers,
     marketplaces: Marketplaces,
-    accounts: AccountClient,
+    accounts: Arc<dyn AccountApi>,
 }
 
 pub(crate) fn context_key(context: Option<&RequestContext>) -> String {
@@ -94,7 +94,7 @@ impl ProvisioningDomain {
         catalog: Arc<Catalog>,
         drivers: Drivers,
         marketplaces: Marketplaces,
-        accounts: AccountClient,
+        accounts: Arc<dyn AccountApi>,
     ) -> Self {
         Self {
             db,
@@ -134,14 +134,12 @@ impl ProvisioningDomain {
 
     /// The account behind `selector`, from the account service.
     pub async fn account(&self, selector: AccountSelector) -> Result<AccountInfo> {
-        let mut client = self.accounts.clone();
-        let account = client
+        let account = self
+            .accounts
             .get_account(account_pb::GetAccountRequest {
                 account: Some(selector),
             })
-            .await
-            .map_err(Error::from)?
-            .into_inner();
+            .await?;
         AccountInfo::from_proto(&account)
     }
 
@@ -166,8 +164,8 @@ impl ProvisioningDomain {
             .await
         {
             Err(error) if error.code() == ErrorCode::NotFound => {
-                let mut client = self.accounts.clone();
-                let account = client
+                let account = self
+                    .accounts
                     .upsert_account(account_pb::UpsertAccountRequest {
                         marketplace_ref: Some(marketbridge_proto::common::v1::MarketplaceRef::new(
                             proto_marketplace(marketplace),
@@ -176,9 +174,7 @@ impl ProvisioningDomain {
                         signup_required: marketplace == Marketplace::Google,
                         ..Default::default()
                     })
-                    .await
-                    .map_err(Error::from)?
-                    .into_inner();
+                    .await?;
                 AccountInfo::from_proto(&account)
             }
             other => other,
