@@ -9,7 +9,7 @@ use crate::domain::credentials::RotationStep;
 use crate::marketplace::{EventOutcome, EventServices, Marketplaces};
 use crate::model::{AccountJob, AccountTask, EventStatus, EventTask, RotationTask, SignupState};
 use async_trait::async_trait;
-use marketbridge_core::{Error, ErrorCode};
+use marketbridge_core::ErrorCode;
 use marketbridge_proto::common::v1::RequestContext;
 use marketbridge_proto::provisioning::v1::{self as provisioning_pb, NotifyAccountApprovedRequest};
 use marketbridge_storage::outbox::{Job, JobError, JobHandler};
@@ -69,7 +69,7 @@ impl AccountJobs {
     }
 
     async fn notify_approved(&self, job_key: &str, job: &AccountTask) -> Result<(), JobError> {
-        let Some(mut provisioning) = self.services.provisioning.clone() else {
+        let Some(provisioning) = &self.services.provisioning else {
             return Err(JobError::Retry(
                 "the provisioning service is not configured".into(),
             ));
@@ -82,13 +82,12 @@ impl AccountJobs {
                 }),
                 account_id: job.account_id.as_str().to_owned(),
             })
-            .await
-            .map_err(|status| JobError::from(Error::from(status)))?;
+            .await?;
         Ok(())
     }
 
     async fn end_subscriptions(&self, job: &AccountTask) -> Result<(), JobError> {
-        let Some(mut provisioning) = self.services.provisioning.clone() else {
+        let Some(provisioning) = &self.services.provisioning else {
             return Err(JobError::Retry(
                 "the provisioning service is not configured".into(),
             ));
@@ -98,9 +97,7 @@ impl AccountJobs {
                 account_id: job.account_id.as_str().to_owned(),
                 ..Default::default()
             })
-            .await
-            .map_err(|status| JobError::from(Error::from(status)))?
-            .into_inner()
+            .await?
             .subscriptions;
         let reason = if job.reason.is_empty() {
             "account deleted at the marketplace"
@@ -122,17 +119,14 @@ impl AccountJobs {
                     subscription_id: subscription.id.clone(),
                     reason: reason.to_owned(),
                 })
-                .await
-                .map_err(|status| JobError::from(Error::from(status)))?;
+                .await?;
         }
         let deleted = provisioning
             .delete_account_resources(provisioning_pb::DeleteAccountResourcesRequest {
                 context: None,
                 account_id: job.account_id.as_str().to_owned(),
             })
-            .await
-            .map_err(|status| JobError::from(Error::from(status)))?
-            .into_inner()
+            .await?
             .deleted_resource_ids;
         tracing::info!(account.id = %job.account_id, resources = deleted.len(), "subscriptions of a deleted account ended");
         Ok(())

@@ -28,7 +28,7 @@ use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::account::v1::account_service_server::AccountServiceServer;
-use marketbridge_rpc::{BillingClient, ProvisioningClient, ServiceClients, serve_grpc};
+use marketbridge_rpc::{BillingApi, ProvisioningApi, ServiceClients, serve_grpc};
 use marketbridge_storage::outbox::{JobHandler, Outbox};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,9 +45,9 @@ pub struct AccountDeps {
     /// Marketplace adapters and event processors.
     pub marketplaces: Marketplaces,
     /// The provisioning service.
-    pub provisioning: Option<ProvisioningClient>,
+    pub provisioning: Option<Arc<dyn ProvisioningApi>>,
     /// The billing service.
-    pub billing: Option<BillingClient>,
+    pub billing: Option<Arc<dyn BillingApi>>,
 }
 
 /// A ready account service: migrated database, domain and job handler.
@@ -105,8 +105,8 @@ impl AccountServer {
             clock: clock.clone(),
             cipher,
             marketplaces: adapters::from_config(config, clock.clone())?,
-            provisioning: Some(clients.provisioning),
-            billing: Some(clients.billing),
+            provisioning: Some(Arc::new(clients.provisioning)),
+            billing: Some(Arc::new(clients.billing)),
         };
         let url = config.database_url(&config.account.database_url, "account");
         Self::open(&url, &config.outbox, deps).await

@@ -11,7 +11,7 @@ use crate::entity::event;
 use async_trait::async_trait;
 use marketbridge_core::ids::AccountId;
 use marketbridge_core::{Marketplace, Result};
-use marketbridge_rpc::{BillingClient, ProvisioningClient};
+use marketbridge_rpc::{BillingApi, ProvisioningApi};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +34,9 @@ pub struct EventServices {
     /// The account service's own operations.
     pub accounts: AccountDomain,
     /// The provisioning service.
-    pub provisioning: Option<ProvisioningClient>,
+    pub provisioning: Option<Arc<dyn ProvisioningApi>>,
     /// The billing service.
-    pub billing: Option<BillingClient>,
+    pub billing: Option<Arc<dyn BillingApi>>,
 }
 
 /// Acts on the notifications of one marketplace.

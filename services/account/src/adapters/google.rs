@@ -319,7 +319,7 @@ async fn sync_entitlement(
     entitlement_id: &ExternalId,
     approved_by_marketplace: bool,
 ) -> Result<EventOutcome> {
-    let Some(mut provisioning) = services.provisioning.clone() else {
+    let Some(provisioning) = &services.provisioning else {
         return Err(Error::unavailable(
             "the provisioning service is not configured",
         ));
@@ -330,11 +330,10 @@ async fn sync_entitlement(
             marketplace_ref: Some(google_ref(entitlement_id)),
             approved_by_marketplace,
         })
-        .await
-        .map_err(Error::from);
+        .await;
     match synced {
         Ok(subscription) => Ok(EventOutcome::Processed {
-            account_id: AccountId::parse("accountId", &subscription.into_inner().account_id).ok(),
+            account_id: AccountId::parse("accountId", &subscription.account_id).ok(),
         }),
         Err(error) if error.code() == ErrorCode::NotFound => {
             tracing::info!(google.entitlement = %entitlement_id, "entitlement unknown here and gone at Google");

@@ -359,21 +359,20 @@ impl VercelEvents {
             tracing::info!(installation.id = %installation_id, "removal of an unknown installation; ignored");
             return Ok(EventOutcome::Ignored);
         };
-        let mut provisioning = services
+        let provisioning = services
             .provisioning
-            .clone()
+            .as_ref()
             .ok_or_else(|| unconfigured("provisioning"))?;
-        let mut billing = services
+        let billing = services
             .billing
-            .clone()
+            .as_ref()
             .ok_or_else(|| unconfigured("billing"))?;
         provisioning
             .delete_account_resources(provisioning_pb::DeleteAccountResourcesRequest {
                 context: context(event, "resources"),
                 account_id: account.id.clone(),
             })
-            .await
-            .map_err(Error::from)?;
+            .await?;
         let plan = provisioning
             .get_subscription(provisioning_pb::GetSubscriptionRequest {
                 selector: Some(
@@ -388,23 +387,20 @@ impl VercelEvents {
                 provisioning
                     .cancel_subscription(provisioning_pb::CancelSubscriptionRequest {
                         context: context(event, "plan"),
-                        subscription_id: subscription.into_inner().id,
+                        subscription_id: subscription.id,
                         reason: "uninstalled".to_owned(),
                     })
-                    .await
-                    .map_err(Error::from)?;
+                    .await?;
             }
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => return Err(Error::from(status)),
+            Err(error) if error.code() == ErrorCode::NotFound => {}
+            Err(error) => return Err(error),
         }
         let closed = billing
             .close_account_billing(billing_pb::CloseAccountBillingRequest {
                 context: context(event, "billing"),
                 account_id: account.id.clone(),
             })
-            .await
-            .map_err(Error::from)?
-            .into_inner();
+            .await?;
         services
             .accounts
             .delete(
@@ -443,9 +439,9 @@ impl VercelEvents {
                     invoice.installation_id
                 ))
             })?;
-        let mut billing = services
+        let billing = services
             .billing
-            .clone()
+            .as_ref()
             .ok_or_else(|| unconfigured("billing"))?;
         let time = |field: &str, text: &Option<String>| {
             text.as_deref()
@@ -467,8 +463,7 @@ impl VercelEvents {
                 period_start: time("period.start", &invoice.period_start),
                 period_end: time("period.end", &invoice.period_end),
             })
-            .await
-            .map_err(Error::from)?;
+            .await?;
         Ok(EventOutcome::Processed {
             account_id: Some(account.account_id()?),
         })
@@ -486,9 +481,9 @@ impl VercelEvents {
                 "names no resource or project",
             ));
         };
-        let mut provisioning = services
+        let provisioning = services
             .provisioning
-            .clone()
+            .as_ref()
             .ok_or_else(|| unconfigured("provisioning"))?;
         let resource = provisioning
             .record_project_connection(provisioning_pb::RecordProjectConnectionRequest {
@@ -498,9 +493,7 @@ impl VercelEvents {
                 connected: connection.connected,
                 targets: connection.targets.clone(),
             })
-            .await
-            .map_err(Error::from)?
-            .into_inner();
+            .await?;
         Ok(EventOutcome::Processed {
             account_id: AccountId::parse("accountId", &resource.account_id).ok(),
         })
