@@ -31,7 +31,7 @@ use marketbridge_core::{Error, Result};
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
 use marketbridge_proto::billing::v1::billing_service_server::BillingServiceServer;
 use marketbridge_proto::provisioning::v1::provisioning_service_client::ProvisioningServiceClient;
-use marketbridge_rpc::{AccountClient, ProvisioningClient, serve_grpc};
+use marketbridge_rpc::{AccountApi, ProvisioningApi, serve_grpc};
 use marketbridge_storage::outbox::{JobHandler, Outbox};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -46,9 +46,9 @@ pub struct BillingDeps {
     /// Marketplace adapters.
     pub marketplaces: marketplace::Marketplaces,
     /// The account service (marketplace credentials, account identities).
-    pub accounts: AccountClient,
+    pub accounts: Arc<dyn AccountApi>,
     /// The provisioning service (the subscriptions billing must know of).
-    pub provisioning: ProvisioningClient,
+    pub provisioning: Arc<dyn ProvisioningApi>,
     /// Schedules, settle delay and invoice settings.
     pub options: BillingOptions,
 }
@@ -109,8 +109,8 @@ impl BillingServer {
             clock: clock.clone(),
             catalog: Arc::new(Catalog::load(&config.catalog.path)?),
             marketplaces: adapters::from_config(config, clock)?,
-            accounts,
-            provisioning,
+            accounts: Arc::new(accounts),
+            provisioning: Arc::new(provisioning),
             options: config.billing.clone(),
         };
         let url = config.database_url(&config.billing.database_url, "billing");

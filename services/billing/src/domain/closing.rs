@@ -325,7 +325,7 @@ impl BillingDomain {
     /// Asks the account service to finalize the account; while the account
     /// is not deleted yet, that waits (a transient error).
     async fn finalize_account(&self, account_id: &AccountId) -> Result<()> {
-        let mut accounts = self.peers.accounts.clone();
+        let accounts = &self.peers.accounts;
         accounts
             .finalize_account(FinalizeAccountRequest {
                 context: Some(RequestContext {
@@ -335,8 +335,7 @@ impl BillingDomain {
                 account: Some(AccountSelector::by_id(account_id.as_str())),
             })
             .await
-            .map_err(|status| {
-                let error = Error::from(status);
+            .map_err(|error| {
                 if error.code() == ErrorCode::Conflict {
                     Error::unavailable(format!(
                         "the account is not deleted yet, finalization waits: {}",
@@ -360,7 +359,7 @@ impl BillingDomain {
         account_id: &AccountId,
         recorded: &[billing_subscription::Model],
     ) -> Result<bool> {
-        let mut provisioning = self.peers.provisioning.clone();
+        let provisioning = &self.peers.provisioning;
         let mut page_token = String::new();
         loop {
             let page = provisioning
@@ -372,9 +371,7 @@ impl BillingDomain {
                     }),
                     ..Default::default()
                 })
-                .await
-                .map_err(marketbridge_core::Error::from)?
-                .into_inner();
+                .await?;
             for subscription in &page.subscriptions {
                 let caught_up = recorded.iter().any(|known| {
                     known.subscription_id == subscription.id

@@ -133,14 +133,12 @@ impl BillingDomain {
         &self,
         account_id: &AccountId,
     ) -> Result<(Marketplace, ExternalAccountId)> {
-        let mut accounts = self.peers.accounts.clone();
+        let accounts = &self.peers.accounts;
         let account = accounts
             .get_account(GetAccountRequest {
                 account: Some(AccountSelector::by_id(account_id.as_str())),
             })
-            .await
-            .map_err(Error::from)?
-            .into_inner();
+            .await?;
         let reference = account.marketplace_ref.unwrap_or_default();
         Ok((
             Marketplace::from_proto("account.marketplace", reference.marketplace)?,

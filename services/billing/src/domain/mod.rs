@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use marketbridge_catalog::Catalog;
 use marketbridge_config::BillingOptions;
 use marketbridge_core::time::SharedClock;
-use marketbridge_rpc::{AccountClient, ProvisioningClient};
+use marketbridge_rpc::{AccountApi, ProvisioningApi};
 use marketbridge_storage::outbox::{Outbox, truncate_micros};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
@@ -46,9 +46,9 @@ pub struct BillingDomain {
 #[derive(Clone)]
 pub struct Peers {
     /// Account identities and marketplace credentials.
-    pub accounts: AccountClient,
+    pub accounts: Arc<dyn AccountApi>,
     /// The subscriptions provisioning holds.
-    pub provisioning: ProvisioningClient,
+    pub provisioning: Arc<dyn ProvisioningApi>,
 }
 
 impl BillingDomain {
@@ -84,8 +84,8 @@ impl BillingDomain {
     }
 
     /// The account service.
-    pub fn accounts(&self) -> &AccountClient {
-        &self.peers.accounts
+    pub fn accounts(&self) -> &dyn AccountApi {
+        self.peers.accounts.as_ref()
     }
 
     /// The database.

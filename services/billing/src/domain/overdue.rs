@@ -9,8 +9,8 @@
 use super::BillingDomain;
 use crate::entity::invoice;
 use crate::lifecycle::invoice::InvoiceState;
+use marketbridge_core::Result;
 use marketbridge_core::ids::{AccountId, InvoiceId};
-use marketbridge_core::{Error, Result};
 use marketbridge_proto::common::v1::{PageRequest, RequestContext};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_storage::db_error;
@@ -32,7 +32,7 @@ impl BillingDomain {
         &self,
         account_id: &AccountId,
     ) -> Result<Vec<provisioning_pb::Resource>> {
-        let mut provisioning = self.peers.provisioning.clone();
+        let provisioning = &self.peers.provisioning;
         let mut resources = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -46,9 +46,7 @@ impl BillingDomain {
                         page_token: page_token.clone(),
                     }),
                 })
-                .await
-                .map_err(Error::from)?
-                .into_inner();
+                .await?;
             resources.extend(page.resources);
             page_token = page.page.map(|p| p.next_page_token).unwrap_or_default();
             if page_token.is_empty() {
@@ -74,7 +72,7 @@ impl BillingDomain {
             return Ok(());
         }
         let reason = reason(&row);
-        let mut provisioning = self.peers.provisioning.clone();
+        let provisioning = &self.peers.provisioning;
         for resource in self.account_resources(&row.account()?).await? {
             let usable = resource.status == provisioning_pb::ResourceStatus::Ready as i32
                 || resource.status == provisioning_pb::ResourceStatus::Onboarding as i32;
@@ -90,8 +88,7 @@ impl BillingDomain {
                     resource_id: resource.id.clone(),
                     reason: reason.clone(),
                 })
-                .await
-                .map_err(Error::from)?;
+                .await?;
             tracing::info!(invoice.id = %row.id, resource.id = %resource.id, "resource suspended: invoice overdue");
         }
         Ok(())
@@ -107,7 +104,7 @@ impl BillingDomain {
             return Ok(());
         }
         let reason = reason(&row);
-        let mut provisioning = self.peers.provisioning.clone();
+        let provisioning = &self.peers.provisioning;
         for resource in self.account_resources(&row.account()?).await? {
             if resource.status != provisioning_pb::ResourceStatus::Suspended as i32
                 || resource.status_message != reason
@@ -122,8 +119,7 @@ impl BillingDomain {
                     }),
                     resource_id: resource.id.clone(),
                 })
-                .await
-                .map_err(Error::from)?;
+                .await?;
             tracing::info!(invoice.id = %row.id, resource.id = %resource.id, state = %row.state, "resource resumed: invoice settled");
         }
         Ok(())

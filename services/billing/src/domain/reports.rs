@@ -248,14 +248,12 @@ impl BillingDomain {
     /// when it holds one, its marketplace credential.
     pub(crate) async fn delivery_account(&self, account_id: &AccountId) -> Result<DeliveryAccount> {
         let account_id = account_id.as_str();
-        let mut accounts = self.peers.accounts.clone();
+        let accounts = &self.peers.accounts;
         let account = accounts
             .get_account(GetAccountRequest {
                 account: Some(AccountSelector::by_id(account_id)),
             })
-            .await
-            .map_err(Error::from)?
-            .into_inner();
+            .await?;
         let external_id = ExternalAccountId::new(
             account
                 .marketplace_ref
@@ -271,9 +269,7 @@ impl BillingDomain {
                     account: Some(AccountSelector::by_id(account_id)),
                     ..Default::default()
                 })
-                .await
-                .map_err(Error::from)?
-                .into_inner();
+                .await?;
             Some(SecretString::new(credential.access_token))
         } else {
             None
