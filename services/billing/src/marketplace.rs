@@ -2,8 +2,8 @@
 //! invoices ([`BillingMarketplace`]), and receiving usage, invoices, balances
 //! and finalization ([`UsageReporter`]).
 
-use crate::ids::{ExternalAccountId, MarketplaceInvoiceId};
 use crate::lifecycle::invoice::InvoiceState;
+use crate::model::ids::{ExternalAccountId, MarketplaceInvoiceId};
 use crate::submission::{Submission, SubmissionKind};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

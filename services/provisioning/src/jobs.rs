@@ -6,7 +6,7 @@
 use crate::domain::{ProvisioningDomain, proto_marketplace};
 use crate::driver::Provisioned;
 use crate::entity::resource;
-use crate::machine::resource::{DriverStep, driver_step_applies};
+use crate::lifecycle::resource::{DriverStep, driver_step_applies};
 use crate::marketplace::ResourceChange;
 use crate::model::{PlanChangeJob, PlanId, ProvisioningJob, ResourceJob, SubscriptionJob};
 use async_trait::async_trait;

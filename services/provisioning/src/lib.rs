@@ -8,7 +8,7 @@
 //! and products through [`driver`] traits.
 //!
 //! Layers, lowest first: [`model`] (stored states, ids, the job enum) and
-//! [`machine`] (the subscription and resource state machines as pure
+//! [`lifecycle`] (the subscription and resource state machines as pure
 //! functions) import nothing above them; [`entity`] and [`convert`] read and
 //! write rows; [`domain`] loads rows, asks a machine and applies its effects
 //! (rows, jobs) in one unit of work; [`jobs`] and [`grpc`] call the domain.
@@ -23,7 +23,7 @@ pub mod driver;
 pub mod entity;
 pub mod grpc;
 pub mod jobs;
-pub mod machine;
+pub mod lifecycle;
 pub mod marketplace;
 pub mod migration;
 pub mod model;
@@ -43,7 +43,7 @@ use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::provisioning::v1::provisioning_service_server::ProvisioningServiceServer;
-use marketbridge_rpc::{AccountClient, BillingApi, BillingClient, ServiceClients, serve_grpc};
+use marketbridge_rpc::{AccountApi, BillingApi, ServiceClients, serve_grpc};
 use marketbridge_storage::outbox::{JobHandler, Outbox};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,9 +64,9 @@ pub struct ProvisioningDeps {
     /// Marketplace adapters.
     pub marketplaces: Marketplaces,
     /// The account service.
-    pub accounts: AccountClient,
+    pub accounts: Arc<dyn AccountApi>,
     /// The billing service.
-    pub billing: Option<BillingClient>,
+    pub billing: Option<Arc<dyn BillingApi>>,
     /// How often the usage meter runs; zero turns it off.
     pub usage_interval: Duration,
 }
@@ -121,11 +121,9 @@ impl ProvisioningServer {
             deps.catalog,
             deps.drivers,
             deps.marketplaces,
-            Arc::new(deps.accounts),
+            deps.accounts,
         );
-        let billing = deps
-            .billing
-            .map(|billing| Arc::new(billing) as Arc<dyn BillingApi>);
+        let billing = deps.billing;
         let usage = UsageMeter::new(domain.clone(), billing.clone(), deps.usage_interval);
         let jobs = Arc::new(ProvisioningJobs::new(domain.clone(), billing));
         Ok(Self {
@@ -151,8 +149,8 @@ impl ProvisioningServer {
             catalog: Arc::new(Catalog::load(&config.catalog.path)?),
             drivers: adapters::drivers(config)?,
             marketplaces: adapters::from_config(config, clock.clone())?,
-            accounts: clients.account,
-            billing: Some(clients.billing),
+            accounts: Arc::new(clients.account),
+            billing: Some(Arc::new(clients.billing)),
             usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
         };
         let url = config.database_url(&config.provisioning.database_url, "provisioning");

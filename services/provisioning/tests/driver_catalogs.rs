@@ -92,7 +92,7 @@ async fn open_with_catalog(
         catalog: Arc::new(Catalog::from_toml_str(text)?),
         drivers: adapters::drivers(config)?,
         marketplaces: Default::default(),
-        accounts: clients.account,
+        accounts: Arc::new(clients.account),
         billing: None,
         usage_interval: Duration::ZERO,
     };

@@ -19,7 +19,7 @@ use marketbridge_proto::account::v1::{
     GetMarketplaceCredentialRequest, MarkMarketplaceGoneRequest,
 };
 use marketbridge_proto::common::v1::{AccountSelector, Marketplace, RequestContext};
-use marketbridge_rpc::AccountClient;
+use marketbridge_rpc::AccountApi;
 use marketbridge_rpc::http::send_traced;
 use reqwest::Method;
 use serde_json::{Map, Value};
@@ -274,7 +274,7 @@ impl std::fmt::Debug for CallToken {
 /// cache of the set (`GetMarketplaceCredential` with `for_call`).
 #[derive(Clone)]
 pub struct AccountTokens {
-    accounts: AccountClient,
+    accounts: Arc<dyn AccountApi>,
 }
 
 impl std::fmt::Debug for AccountTokens {
@@ -285,7 +285,7 @@ impl std::fmt::Debug for AccountTokens {
 
 impl AccountTokens {
     /// Tokens through `accounts`.
-    pub fn new(accounts: AccountClient) -> Self {
+    pub fn new(accounts: Arc<dyn AccountApi>) -> Self {
         Self { accounts }
     }
 
@@ -296,8 +296,8 @@ impl AccountTokens {
         installation_id: &str,
         stale: Option<&CallToken>,
     ) -> Result<CallToken> {
-        let mut accounts = self.accounts.clone();
-        let credential = accounts
+        let credential = self
+            .accounts
             .get_marketplace_credential(GetMarketplaceCredentialRequest {
                 account: Some(AccountSelector::by_ref(
                     Marketplace::Vercel,
@@ -306,9 +306,7 @@ impl AccountTokens {
                 for_call: true,
                 stale_token_id: stale.map(|t| t.id.clone()).unwrap_or_default(),
             })
-            .await
-            .map_err(Error::from)?
-            .into_inner();
+            .await?;
         let secret = SecretString::new(credential.access_token);
         let kind = if credential.token_kind.is_empty() {
             LONG_LIVED.to_owned()
@@ -324,8 +322,7 @@ impl AccountTokens {
 
     /// Records that Vercel answered `410` for the installation.
     pub async fn gone(&self, installation_id: &str, reason: &str) -> Result<()> {
-        let mut accounts = self.accounts.clone();
-        accounts
+        self.accounts
             .mark_marketplace_gone(MarkMarketplaceGoneRequest {
                 context: Some(RequestContext {
                     idempotency_key: format!("gone:{installation_id}"),
@@ -337,8 +334,7 @@ impl AccountTokens {
                 )),
                 reason: reason.chars().take(500).collect(),
             })
-            .await
-            .map_err(Error::from)?;
+            .await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use marketbridge_config::Config;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Marketplace, Result};
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
+use marketbridge_rpc::AccountApi;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,11 +19,12 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
     if !config.vercel.client_id.is_empty() {
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
         let api = marketbridge_vercel::VercelApi::new(http, &config.vercel.api_base_url);
-        let accounts = AccountServiceClient::new(marketbridge_rpc::channel(
-            &config.gateway.account_url,
-            &marketbridge_rpc::ClientCredentials::of_set(config),
-            Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3),
-        )?);
+        let accounts: Arc<dyn AccountApi> =
+            Arc::new(AccountServiceClient::new(marketbridge_rpc::channel(
+                &config.gateway.account_url,
+                &marketbridge_rpc::ClientCredentials::of_set(config),
+                Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3),
+            )?));
         marketplaces = marketplaces
             .with_adapter(
                 Marketplace::Vercel,

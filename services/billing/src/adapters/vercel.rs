@@ -2,17 +2,18 @@
 //! be paid before it is credited) and refunding one, with the
 //! installation's token from the account service.
 
-use crate::ids::{ExternalAccountId, MarketplaceInvoiceId};
 use crate::lifecycle::invoice::InvoiceState;
 use crate::marketplace::{BillingMarketplace, InvoiceSnapshot};
+use crate::model::ids::{ExternalAccountId, MarketplaceInvoiceId};
 use async_trait::async_trait;
 use marketbridge_core::money::Money;
 use marketbridge_core::time::parse_rfc3339;
 use marketbridge_core::{Error, Result};
-use marketbridge_rpc::AccountClient;
+use marketbridge_rpc::AccountApi;
 use marketbridge_vercel::VercelApi;
 use marketbridge_vercel::api::credentials::AccountTokens;
 use marketbridge_vercel::model::vercel_api::{Invoice, InvoiceAction};
+use std::sync::Arc;
 
 /// Vercel bills in US dollars.
 const CURRENCY: &str = "USD";
@@ -21,13 +22,13 @@ const CURRENCY: &str = "USD";
 #[derive(Clone)]
 pub struct VercelBilling {
     api: VercelApi,
-    accounts: AccountClient,
+    accounts: Arc<dyn AccountApi>,
 }
 
 impl VercelBilling {
     /// An adapter calling the Vercel API with tokens from the account
     /// service.
-    pub fn new(api: VercelApi, accounts: AccountClient) -> Self {
+    pub fn new(api: VercelApi, accounts: Arc<dyn AccountApi>) -> Self {
         Self { api, accounts }
     }
 

@@ -4,8 +4,8 @@
 //! and the finalization of an uninstalled installation
 //! (`POST .../billing/finalize`), each with the installation's token.
 
-use crate::ids::ExternalAccountId;
 use crate::marketplace::{Delivery, DeliveryAccount, ReportingPlan, UsageReporter};
+use crate::model::ids::ExternalAccountId;
 use crate::submission::{
     BalancesDraft, ChargeLine, InterimBilling, InvoiceDraft, Submission, SubmissionKind, UsageLine,
 };

@@ -3,11 +3,11 @@
 
 use super::BillingDomain;
 use crate::entity::{balance, invoice, prepayment};
-use crate::ids::{ExternalAccountId, MarketplaceInvoiceId};
-use crate::jobs::{BillingJob, InvoiceJob, RefundJob};
 use crate::lifecycle::invoice::{
     InvoiceEffect, InvoiceEvent, InvoiceRefusal, InvoiceState, invoice_transition,
 };
+use crate::model::ids::{ExternalAccountId, MarketplaceInvoiceId};
+use crate::model::job::{BillingJob, InvoiceJob, RefundJob};
 use chrono::{DateTime, Utc};
 use marketbridge_core::ids::{AccountId, InvoiceId, ResourceId};
 use marketbridge_core::money::Money;

@@ -6,13 +6,13 @@
 
 use super::BillingDomain;
 use crate::entity::{invoice, usage_report};
-use crate::ids::{ExternalAccountId, MarketplaceInvoiceId};
-use crate::jobs::{BillingJob, ReportJob};
 use crate::lifecycle::invoice::{InvoiceEvent, invoice_transition};
 use crate::lifecycle::report::{
     ReportEffect, ReportEvent, ReportRefusal, ReportStatus, report_transition,
 };
 use crate::marketplace::{Delivery, DeliveryAccount, UsageReporter};
+use crate::model::ids::{ExternalAccountId, MarketplaceInvoiceId};
+use crate::model::job::{BillingJob, ReportJob};
 use crate::submission::{Submission, SubmissionKind};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::crypto::SecretString;

@@ -6,7 +6,7 @@
 //! latest one at the end of the stretch.
 
 use crate::entity::{usage_event, usage_window};
-use crate::ids::MetricId;
+use crate::model::ids::MetricId;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_catalog::{MetricKind, Plan};
 use marketbridge_core::Result;

@@ -13,7 +13,7 @@ use crate::model::{ExternalId, PlanId, ResourceStatus as Status};
 use async_trait::async_trait;
 use marketbridge_core::crypto::SecretString;
 use marketbridge_core::{Error, Result};
-use marketbridge_rpc::AccountClient;
+use marketbridge_rpc::AccountApi;
 use marketbridge_vercel::VercelApi;
 use marketbridge_vercel::api::credentials::AccountTokens;
 use marketbridge_vercel::model::partner::ResourceStatus;
@@ -21,6 +21,7 @@ use marketbridge_vercel::model::vercel_api::{
     IntegrationEvent, NotificationChange, ResourceImport, ResourceUpdate, SecretsUpdate,
 };
 use marketbridge_vercel::model::{Notification, NotificationLevel};
+use std::sync::Arc;
 
 /// The Vercel provisioning adapter.
 #[derive(Clone)]
@@ -32,7 +33,7 @@ pub struct VercelProvisioning {
 impl VercelProvisioning {
     /// An adapter calling the Vercel API with tokens from the account
     /// service.
-    pub fn new(api: VercelApi, accounts: AccountClient) -> Self {
+    pub fn new(api: VercelApi, accounts: Arc<dyn AccountApi>) -> Self {
         Self {
             api,
             tokens: AccountTokens::new(accounts),

@@ -4,7 +4,7 @@
 use super::ProvisioningDomain;
 use crate::console::{bold, paragraph, table, text};
 use crate::convert::connections;
-use crate::machine::resource::{self as machine, Event};
+use crate::lifecycle::resource::{self as lifecycle, Event};
 use marketbridge_core::ids::ResourceId;
 use marketbridge_core::time::to_rfc3339;
 use marketbridge_core::{Result, Validator};
@@ -29,7 +29,7 @@ impl ProvisioningDomain {
         let row = self
             .require_resource(&self.db, &resource_id, owner.as_ref())
             .await?;
-        machine::step(Self::machine_resource(&row), Event::OpenConsole)?;
+        lifecycle::step(Self::machine_resource(&row), Event::OpenConsole)?;
         let driver = self.driver_for(&row)?;
         let command = input.trim_end_matches(';').trim().to_ascii_lowercase();
         let blocks = match command.as_str() {
@@ -89,7 +89,7 @@ impl ProvisioningDomain {
                 )]
             }
             _ => {
-                machine::step(Self::machine_resource(&row), Event::RunDriverCommand)?;
+                lifecycle::step(Self::machine_resource(&row), Event::RunDriverCommand)?;
                 let secrets = self.open(&row.secrets)?;
                 driver
                     .driver

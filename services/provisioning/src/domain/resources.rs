@@ -1,6 +1,6 @@
 //! Resources: creation with secrets known ahead of time, updates, plan
 //! changes, rotation, suspension and deletion. The lifecycle's moves are
-//! decided by [`crate::machine::resource`]; their effects are applied here,
+//! decided by [`crate::lifecycle::resource`]; their effects are applied here,
 //! in [`ProvisioningDomain::resource_effects`].
 
 use super::subscriptions::machine_view;
@@ -11,8 +11,8 @@ use crate::convert::{
 };
 use crate::driver::{Driver, DriverContext, Prepared, Secret};
 use crate::entity::{db_error, resource, subscription};
-use crate::machine::resource::{self as machine, Effect, Event};
-use crate::machine::subscription as subscription_machine;
+use crate::lifecycle::resource::{self as lifecycle, Effect, Event};
+use crate::lifecycle::subscription as subscription_machine;
 use crate::model::{
     Ownership, PendingRotation, PlanId, ProductId, ProvisioningJob, ResourceJob, ResourceStatus,
     SubscriptionScope, SubscriptionState,
@@ -58,8 +58,8 @@ pub(crate) fn owner_filter(text: &str) -> Result<Option<AccountId>> {
 
 impl ProvisioningDomain {
     /// What the lifecycle machine sees of a stored resource.
-    pub(crate) fn machine_resource(row: &resource::Model) -> machine::Resource {
-        machine::Resource {
+    pub(crate) fn machine_resource(row: &resource::Model) -> lifecycle::Resource {
+        lifecycle::Resource {
             status: row.status,
             ownership: row.ownership,
         }
@@ -327,7 +327,7 @@ impl ProvisioningDomain {
         let (protocol_settings, app_urls_changed) =
             crate::protocol::merge(&row.protocol_settings, request.protocol_settings.as_ref())?;
         row.protocol_settings = protocol_settings;
-        let step = machine::step(
+        let step = lifecycle::step(
             Self::machine_resource(&row),
             Event::Update {
                 status: new_status,
@@ -351,7 +351,7 @@ impl ProvisioningDomain {
         &self,
         work: &mut UnitOfWork,
         mut row: resource::Model,
-        step: machine::Step,
+        step: lifecycle::Step,
         scheduled_at: Option<DateTime<Utc>>,
     ) -> Result<resource::Model> {
         let now = self.now();
@@ -488,7 +488,7 @@ impl ProvisioningDomain {
             Ok(driver) => driver.driver.deletion_grace_seconds(&driver.context()),
             Err(_) => 0,
         };
-        let step = machine::step(
+        let step = lifecycle::step(
             Self::machine_resource(&row),
             Event::Delete {
                 grace: grace_seconds > 0,
@@ -526,7 +526,7 @@ impl ProvisioningDomain {
         let stored = self
             .require_resource(&self.db, &resource_id, owner.as_ref())
             .await?;
-        machine::step(Self::machine_resource(&stored), Event::RotateSecrets)?;
+        lifecycle::step(Self::machine_resource(&stored), Event::RotateSecrets)?;
         let current = self.open(&stored.secrets)?;
         let driver = self.driver_for(&stored)?;
         let rotation = driver.driver.rotate(&driver.context(), &current).await?;
@@ -535,7 +535,7 @@ impl ProvisioningDomain {
         let mut row = self
             .require_resource(&*work, &resource_id, owner.as_ref())
             .await?;
-        machine::step(Self::machine_resource(&row), Event::RotateSecrets)?;
+        lifecycle::step(Self::machine_resource(&row), Event::RotateSecrets)?;
         if row.secrets_version != stored.secrets_version {
             return Err(Error::unavailable(
                 "the resource's secrets changed meanwhile; retry",
@@ -631,7 +631,7 @@ impl ProvisioningDomain {
         } else {
             Event::Resume
         };
-        let step = machine::step(Self::machine_resource(&row), event)?;
+        let step = lifecycle::step(Self::machine_resource(&row), event)?;
         if step.changed {
             row.status_message = if suspended {
                 reason.to_owned()
@@ -804,7 +804,7 @@ impl ProvisioningDomain {
         let subscription_id = new
             .subscription_id
             .ok_or_else(|| Error::internal("a resource needs a subscription"))?;
-        let step = machine::created(ownership, prepared.ready);
+        let step = lifecycle::created(ownership, prepared.ready);
         let now = self.now();
         let row = resource::Model {
             id: new.resource_id.to_string(),
@@ -859,7 +859,7 @@ impl ProvisioningDomain {
             },
             Err(_) => Event::ProvisioningFailed,
         };
-        let step = machine::step(Self::machine_resource(&row), event)?;
+        let step = lifecycle::step(Self::machine_resource(&row), event)?;
         if !step.changed {
             return Ok(());
         }
@@ -882,7 +882,7 @@ impl ProvisioningDomain {
         let Some(mut row) = self.load_resource(&*work, resource_id).await? else {
             return Ok(());
         };
-        if machine::step(Self::machine_resource(&row), Event::CompleteRotation).is_err() {
+        if lifecycle::step(Self::machine_resource(&row), Event::CompleteRotation).is_err() {
             return Ok(());
         }
         let current = self.open(&row.secrets)?;

@@ -1,13 +1,13 @@
 //! Subscriptions: recording them as marketplaces describe them, the
 //! provider's decisions, and the effects of their state machine
-//! ([`crate::machine::subscription`]) applied in one place.
+//! ([`crate::lifecycle::subscription`]) applied in one place.
 
 use super::{ProvisioningDomain, context_key};
 use crate::convert::{
     attributes, marketplace_of, scope_from_proto, state_from_proto, subscription_to_proto, to_json,
 };
 use crate::entity::{db_error, subscription};
-use crate::machine::subscription::{self as machine, Described, Effect, Event, Step};
+use crate::lifecycle::subscription::{self as lifecycle, Described, Effect, Event, Step};
 use crate::marketplace::SubscriptionSnapshot;
 use crate::model::{
     ExternalId, PlanChangeJob, PlanId, ProvisioningJob, SubscriptionJob, SubscriptionScope,
@@ -45,8 +45,8 @@ pub(crate) struct Desired {
 }
 
 /// What the state machine sees of a stored subscription.
-pub(crate) fn machine_view(row: &subscription::Model) -> machine::Subscription {
-    machine::Subscription {
+pub(crate) fn machine_view(row: &subscription::Model) -> lifecycle::Subscription {
+    lifecycle::Subscription {
         state: row.state,
         scope: row.scope,
         plan_id: PlanId::new(&row.plan_id),
@@ -173,7 +173,7 @@ impl ProvisioningDomain {
                 row
             }
         };
-        let step = machine::step(
+        let step = lifecycle::step(
             before.as_ref().map(machine_view).as_ref(),
             Event::Describe(desired.described.clone()),
         )?;
@@ -437,7 +437,7 @@ impl ProvisioningDomain {
         };
         let row = if row.state == SubscriptionState::Requested && request.approved_by_marketplace {
             tracing::info!(subscription.id = %row.id, "approved by the marketplace itself");
-            let step = machine::step(Some(&machine_view(&row)), Event::ApprovedByMarketplace)?;
+            let step = lifecycle::step(Some(&machine_view(&row)), Event::ApprovedByMarketplace)?;
             self.apply_subscription(&mut work, row, step).await?
         } else if row.state == SubscriptionState::Requested && !row.awaiting_account_approval {
             self.start_approval(&mut work, row, account.signup_done)
@@ -453,7 +453,7 @@ impl ProvisioningDomain {
                     (false, reason)
                 }
             };
-            let step = machine::step(
+            let step = lifecycle::step(
                 Some(&machine_view(&row)),
                 Event::DecidePlanChange { approve, reason },
             )?;
@@ -511,7 +511,7 @@ impl ProvisioningDomain {
                 "the marketplace does not know this subscription",
             ));
         };
-        let step = machine::step(Some(&machine_view(&row)), Event::GoneAtMarketplace)?;
+        let step = lifecycle::step(Some(&machine_view(&row)), Event::GoneAtMarketplace)?;
         if step.after.state != row.state {
             row.reason = "deleted at the marketplace".to_owned();
         }
@@ -552,7 +552,7 @@ impl ProvisioningDomain {
         row: subscription::Model,
         signup_done: bool,
     ) -> Result<subscription::Model> {
-        let step = machine::step(
+        let step = lifecycle::step(
             Some(&machine_view(&row)),
             Event::StartApproval {
                 rejection: self.rejection_reason(&row),
@@ -679,7 +679,7 @@ impl ProvisioningDomain {
                 "the subscription changed meanwhile; retry",
             ));
         }
-        let step = machine::step(
+        let step = lifecycle::step(
             Some(&machine_view(&row)),
             Event::Approve {
                 rejection: self.rejection_reason(&row),
@@ -710,7 +710,7 @@ impl ProvisioningDomain {
         .sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let row = self.require_subscription(&*work, &subscription_id).await?;
-        let step = machine::step(
+        let step = lifecycle::step(
             Some(&machine_view(&row)),
             Event::Reject {
                 reason: request.reason.clone(),
@@ -730,7 +730,7 @@ impl ProvisioningDomain {
     ) -> Result<pb::Subscription> {
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let row = self.require_subscription(&*work, subscription_id).await?;
-        let step = machine::step(
+        let step = lifecycle::step(
             Some(&machine_view(&row)),
             Event::DecidePlanChange {
                 approve,
@@ -789,7 +789,7 @@ impl ProvisioningDomain {
                 format!("unknown plan `{}`", request.plan_id),
             ));
         }
-        let step = machine::step(
+        let step = lifecycle::step(
             Some(&machine_view(&row)),
             Event::ChangePlan {
                 plan_id: PlanId::new(&request.plan_id),
@@ -816,7 +816,7 @@ impl ProvisioningDomain {
         .sealed(&self.cipher);
         let mut work = unit_of_work!(call, &self.db, &self.outbox);
         let mut row = self.require_subscription(&*work, &subscription_id).await?;
-        let step = machine::step(Some(&machine_view(&row)), Event::Cancel)?;
+        let step = lifecycle::step(Some(&machine_view(&row)), Event::Cancel)?;
         if step.save {
             row.reason = request.reason.clone();
         }
@@ -871,7 +871,7 @@ impl ProvisioningDomain {
         if let Some(mut row) = self.load_subscription(&*work, subscription_id).await?
             && let Some(event) = event(&row)
         {
-            let step = machine::step(Some(&machine_view(&row)), event)?;
+            let step = lifecycle::step(Some(&machine_view(&row)), event)?;
             if step.save {
                 if let Some(reason) = reason {
                     row.reason = reason.to_owned();
