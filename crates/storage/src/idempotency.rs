@@ -4,7 +4,7 @@
 //! same transaction as the change it answers for.
 //!
 //! Services whose answers carry secrets or personal data start their calls
-//! sealed ([`start_sealed`]): the stored answer is encrypted with the at-rest
+//! sealed ([`crate::unit_of_work::Call::sealed`]): the stored answer is encrypted with the at-rest
 //! key, so no secret sits in this table in plain text. A record may name the
 //! account it concerns, so erasing an account's personal data erases its
 //! records too ([`purge_subject`]), and [`purge_older_than`] keeps the table
@@ -88,45 +88,6 @@ impl Deref for IdempotentTxn {
     }
 }
 
-/// Starts an idempotent call. With an empty `key` it is a plain transaction.
-pub async fn start<M: Message + Default>(
-    db: &DatabaseConnection,
-    scope: &str,
-    key: &str,
-    request: &impl Message,
-    now: DateTime<Utc>,
-) -> Result<Started<M>> {
-    start_with(db, None, scope, key, request, now).await
-}
-
-/// Starts an idempotent call whose stored answer is sealed with `cipher`.
-pub async fn start_sealed<M: Message + Default>(
-    db: &DatabaseConnection,
-    cipher: &Cipher,
-    scope: &str,
-    key: &str,
-    request: &impl Message,
-    now: DateTime<Utc>,
-) -> Result<Started<M>> {
-    start_with(db, Some(cipher), scope, key, request, now).await
-}
-
-async fn start_with<M: Message + Default>(
-    db: &DatabaseConnection,
-    seal: Option<&Cipher>,
-    scope: &str,
-    key: &str,
-    request: &impl Message,
-    now: DateTime<Utc>,
-) -> Result<Started<M>> {
-    let encoded = if key.is_empty() {
-        Vec::new()
-    } else {
-        request.encode_to_vec()
-    };
-    start_encoded(db, seal, scope, key, &encoded, now).await
-}
-
 fn check_key(key: &str) -> Result<()> {
     if key.len() > MAX_KEY_LEN {
         return Err(Error::invalid_field(
@@ -137,7 +98,10 @@ fn check_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// [`start`] for a request already encoded.
+/// Starts an idempotent call (the request already encoded): the stored
+/// answer of an earlier identical call, or a transaction to do the work in.
+/// With an empty `key` it is a plain transaction. Callers use
+/// [`crate::unit_of_work::Call`].
 pub(crate) async fn start_encoded<M: Message + Default>(
     db: &DatabaseConnection,
     seal: Option<&Cipher>,
@@ -382,27 +346,4 @@ pub async fn seal_plaintext_records(db: &DatabaseConnection, cipher: &Cipher) ->
         sealed += 1;
     }
     Ok(sealed)
-}
-
-/// Starts an idempotent call in a function returning `Result<Response>`: on a
-/// replay it returns the stored response from the enclosing function, on a
-/// first call it evaluates to the [`IdempotentTxn`] to do the work in.
-///
-/// ```ignore
-/// let txn = idempotent_txn!(&self.db, "provisioning.CreateResource", &key, &request, now);
-/// ```
-#[macro_export]
-macro_rules! idempotent_txn {
-    (sealed($cipher:expr), $db:expr, $scope:expr, $key:expr, $request:expr, $now:expr) => {
-        match $crate::idempotency::start_sealed($db, $cipher, $scope, $key, $request, $now).await? {
-            $crate::idempotency::Started::Replay(response) => return Ok(response),
-            $crate::idempotency::Started::Fresh(txn) => txn,
-        }
-    };
-    ($db:expr, $scope:expr, $key:expr, $request:expr, $now:expr) => {
-        match $crate::idempotency::start($db, $scope, $key, $request, $now).await? {
-            $crate::idempotency::Started::Replay(response) => return Ok(response),
-            $crate::idempotency::Started::Fresh(txn) => txn,
-        }
-    };
 }

@@ -2,9 +2,13 @@
 //! and kept no longer than the retention, on SQLite and PostgreSQL.
 
 use chrono::Utc;
+use marketbridge_config::OutboxOptions;
 use marketbridge_core::crypto::Cipher;
+use marketbridge_core::time::system_clock;
 use marketbridge_proto::common::v1::MarketplaceRef;
+use marketbridge_storage::Call;
 use marketbridge_storage::idempotency::{self, Started, entity};
+use marketbridge_storage::outbox::Outbox;
 use marketbridge_storage::sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set};
 use marketbridge_storage::sea_orm_migration::prelude::*;
 use marketbridge_storage::testing::TestDatabase;
@@ -31,6 +35,12 @@ fn secret_answer(secret: &str) -> MarketplaceRef {
     }
 }
 
+fn outbox(db: &DatabaseConnection) -> Outbox {
+    Outbox::new(db.clone(), system_clock(), OutboxOptions::default())
+}
+
+/// A sealed call: a replay is answered by the read outside any transaction
+/// (`Call::replayed`); a first call records `secret` as its answer.
 async fn sealed_call(
     db: &DatabaseConnection,
     cipher: &Cipher,
@@ -39,21 +49,15 @@ async fn sealed_call(
     secret: &str,
 ) -> MarketplaceRef {
     let request = secret_answer(key);
-    match idempotency::start_sealed::<MarketplaceRef>(
-        db,
-        cipher,
-        "test.Secret",
-        key,
-        &request,
-        Utc::now(),
-    )
-    .await
-    .unwrap()
-    {
+    let call = Call::new("test.Secret", key, &request, Utc::now()).sealed(cipher);
+    if let Some(answer) = call.replayed::<MarketplaceRef>(db).await.unwrap() {
+        return answer;
+    }
+    match call.begin::<MarketplaceRef>(db, &outbox(db)).await.unwrap() {
         Started::Replay(response) => response,
-        Started::Fresh(mut txn) => {
-            txn.concerning(subject);
-            txn.finish(secret_answer(secret)).await.unwrap()
+        Started::Fresh(mut work) => {
+            work.concerning(subject);
+            work.finish(secret_answer(secret)).await.unwrap()
         }
     }
 }
@@ -78,16 +82,17 @@ backend_test!(
                 .any(|w| w == secret.as_bytes()),
             "the stored answer holds the secret in plain text"
         );
-        // Without the key, a sealed answer is an error, not a default.
-        let unsealed = idempotency::start::<MarketplaceRef>(
-            &db,
-            "test.Secret",
-            "k1",
-            &secret_answer("k1"),
-            Utc::now(),
-        )
-        .await;
-        assert!(unsealed.is_err());
+        // Without the key, a sealed answer is an error, not a default, on
+        // both the read-only replay and inside the transaction.
+        let request = secret_answer("k1");
+        let unsealed = || Call::new("test.Secret", "k1", &request, Utc::now());
+        assert!(unsealed().replayed::<MarketplaceRef>(&db).await.is_err());
+        assert!(
+            unsealed()
+                .begin::<MarketplaceRef>(&db, &outbox(&db))
+                .await
+                .is_err()
+        );
     }
 );
 

@@ -8,12 +8,11 @@ use marketbridge_config::OutboxOptions;
 use marketbridge_core::ErrorCode;
 use marketbridge_core::time::{Clock, ManualClock, SharedClock};
 use marketbridge_proto::common::v1::MarketplaceRef;
-use marketbridge_storage::idempotency::{self, Started};
 use marketbridge_storage::outbox::{Job, JobError, JobHandler, NewJob, Outbox, status};
 use marketbridge_storage::sea_orm::{DatabaseConnection, TransactionTrait};
 use marketbridge_storage::sea_orm_migration::prelude::*;
 use marketbridge_storage::testing::TestDatabase;
-use marketbridge_storage::{backend_test, connect, migrations};
+use marketbridge_storage::{Call, backend_test, connect, migrations};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -405,19 +404,15 @@ async fn idempotent_call(
     key: &str,
     body: &MarketplaceRef,
 ) -> marketbridge_core::Result<MarketplaceRef> {
-    let txn =
-        match idempotency::start::<MarketplaceRef>(db, "test.Call", key, body, Utc::now()).await? {
-            Started::Replay(response) => return Ok(response),
-            Started::Fresh(txn) => txn,
-        };
-    outbox
-        .enqueue(&*txn, NewJob::new("test.effect", &body.external_id)?)
+    let call = Call::new("test.Call", key, body, Utc::now());
+    let mut work = marketbridge_storage::unit_of_work!(call, db, outbox);
+    work.enqueue(NewJob::new("test.effect", &body.external_id)?)
         .await?;
     let response = MarketplaceRef {
         marketplace: 2,
         external_id: format!("done-{}", body.external_id),
     };
-    txn.finish(response).await
+    work.finish(response).await
 }
 
 backend_test!(

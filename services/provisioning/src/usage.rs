@@ -8,7 +8,7 @@
 //! records once: billing answers the repeat as a duplicate.
 
 use crate::domain::ProvisioningDomain;
-use crate::entity::{db_error, resource};
+use crate::entity::resource;
 use crate::model::{MetricId, Ownership, ResourceStatus};
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::sha256_hex;
@@ -17,6 +17,7 @@ use marketbridge_core::time::to_timestamp;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_rpc::BillingApi;
+use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use std::sync::Arc;
 use std::time::Duration;

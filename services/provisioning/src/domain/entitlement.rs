@@ -2,10 +2,11 @@
 
 use super::ProvisioningDomain;
 use crate::convert::state_to_proto;
-use crate::entity::{db_error, resource, subscription};
+use crate::entity::{resource, subscription};
 use crate::model::{ResourceStatus, SubscriptionState};
 use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::provisioning::v1 as pb;
+use marketbridge_storage::db_error;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 impl ProvisioningDomain {

@@ -9,7 +9,7 @@ use super::ProvisioningDomain;
 use super::resources::NewResource;
 use crate::convert::{attributes, from_json, marketplace_of, resource_to_proto};
 use crate::driver::{Prepared, Secret};
-use crate::entity::{db_error, importable, resource, subscription};
+use crate::entity::{importable, resource, subscription};
 use crate::marketplace::ResourceChange;
 use crate::model::{
     ImportSource, ImportableId, Ownership, ProductId, ResourceStatus, SubscriptionScope,
@@ -20,6 +20,7 @@ use marketbridge_core::metadata::{json_to_metadata, metadata_to_json};
 use marketbridge_core::{Error, Result, Validator};
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_storage::UnitOfWork;
+use marketbridge_storage::db_error;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect,

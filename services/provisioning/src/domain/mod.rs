@@ -11,7 +11,7 @@ pub(crate) use imports::is_linked_subscription;
 
 use crate::convert::from_json;
 use crate::driver::{Driver, DriverContext, Drivers, Secret};
-use crate::entity::{db_error, resource, subscription};
+use crate::entity::{resource, subscription};
 use crate::marketplace::Marketplaces;
 use crate::model::{ExternalId, PlanId, ProductId, ProvisioningJob, ResourceJob, ResourceStatus};
 use chrono::{DateTime, Utc};
@@ -24,6 +24,7 @@ use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
 use marketbridge_rpc::AccountApi;
 use marketbridge_storage::UnitOfWork;
+use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,

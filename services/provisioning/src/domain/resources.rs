@@ -10,7 +10,7 @@ use crate::convert::{
     subscription_to_proto, to_json,
 };
 use crate::driver::{Driver, DriverContext, Prepared, Secret};
-use crate::entity::{db_error, resource, subscription};
+use crate::entity::{resource, subscription};
 use crate::lifecycle::resource::{self as lifecycle, Effect, Event};
 use crate::lifecycle::subscription as subscription_machine;
 use crate::model::{
@@ -23,6 +23,7 @@ use marketbridge_core::metadata::{json_to_metadata, metadata_to_json};
 use marketbridge_core::{Error, Result, Validator};
 use marketbridge_proto::common::v1::RequestContext;
 use marketbridge_proto::provisioning::v1 as pb;
+use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::NewJob;
 use marketbridge_storage::paging::Page;
 use marketbridge_storage::{Call, UnitOfWork, unit_of_work};

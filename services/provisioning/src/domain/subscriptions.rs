@@ -6,7 +6,7 @@ use super::{ProvisioningDomain, context_key};
 use crate::convert::{
     attributes, marketplace_of, scope_from_proto, state_from_proto, subscription_to_proto, to_json,
 };
-use crate::entity::{db_error, subscription};
+use crate::entity::subscription;
 use crate::lifecycle::subscription::{self as lifecycle, Described, Effect, Event, Step};
 use crate::marketplace::SubscriptionSnapshot;
 use crate::model::{
@@ -19,6 +19,7 @@ use marketbridge_core::time::from_optional_timestamp;
 use marketbridge_core::{Error, Marketplace, Result, Validator};
 use marketbridge_proto::common::v1::MarketplaceRef;
 use marketbridge_proto::provisioning::v1 as pb;
+use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{NewJob, truncate_micros};
 use marketbridge_storage::paging::Page;
 use marketbridge_storage::{Call, UnitOfWork, unit_of_work};

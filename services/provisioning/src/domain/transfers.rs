@@ -5,13 +5,14 @@
 
 use super::{AccountInfo, ProvisioningDomain, context_key};
 use crate::convert::{from_json, resource_to_proto, to_json};
-use crate::entity::{db_error, resource, transfer_claim};
+use crate::entity::{resource, transfer_claim};
 use crate::model::{ClaimState, ResourceStatus, SubscriptionScope, TransferClaimId, stored_id};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::ids::{AccountId, ResourceId};
 use marketbridge_core::time::{from_optional_timestamp, to_timestamp};
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::provisioning::v1 as pb;
+use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
 use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::sea_query::Expr;
