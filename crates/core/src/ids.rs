@@ -120,6 +120,75 @@ define_id!(
     "aud"
 );
 
+/// Declares newtypes over the text of an id we do not mint (a marketplace's
+/// own id, a catalog name): typed in signatures, stored and sent verbatim.
+/// Checking the text is the caller's job where it comes in. The calling
+/// crate needs `serde`.
+#[macro_export]
+macro_rules! text_id {
+    ($($(#[$doc:meta])* $name:ident;)+) => {$(
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord,
+            ::serde::Serialize, ::serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps the text of an id.
+            pub fn new(text: impl Into<String>) -> Self {
+                Self(text.into())
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as owned text.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+
+            /// True for an empty id (none given).
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+    )+};
+}
+
+text_id! {
+    /// A marketplace's own id of something (a Vercel installation or
+    /// resource, a Google procurement account or entitlement), verbatim.
+    ExternalId;
+    /// A product of the catalog.
+    ProductId;
+    /// A plan of the catalog.
+    PlanId;
+    /// A metric of the catalog.
+    MetricId;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

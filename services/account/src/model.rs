@@ -106,48 +106,9 @@ stored_text! {
     }
 }
 
-macro_rules! text_id {
-    ($($(#[$doc:meta])* $name:ident;)+) => {$(
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+pub use marketbridge_core::ids::ExternalId;
 
-        impl $name {
-            /// Wraps the text of an id.
-            pub fn new(text: impl Into<String>) -> Self {
-                Self(text.into())
-            }
-
-            /// The id as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-
-            /// True for an empty id.
-            pub fn is_empty(&self) -> bool {
-                self.0.is_empty()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-    )+};
-}
-
-text_id! {
-    /// A marketplace's own id of something (a Vercel installation, a Google
-    /// procurement account or entitlement), verbatim.
-    ExternalId;
+marketbridge_core::text_id! {
     /// One credential rotation: the request's idempotency key, or the
     /// schedule's round. The marketplace is asked to rotate once per id.
     RotationId;

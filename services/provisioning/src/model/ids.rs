@@ -4,68 +4,11 @@
 
 use marketbridge_core::ids::{AccountId, ClaimId, ResourceId, SubscriptionId};
 use marketbridge_core::{Error, Result};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::fmt;
+use serde::{Deserialize, Deserializer, Serializer};
 
-macro_rules! text_id {
-    ($($(#[$doc:meta])* $name:ident;)+) => {$(
-        $(#[$doc])*
-        #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+pub use marketbridge_core::ids::{ExternalId, MetricId, PlanId, ProductId};
 
-        impl $name {
-            /// Wraps the text of an id.
-            pub fn new(text: impl Into<String>) -> Self {
-                Self(text.into())
-            }
-
-            /// The id as text.
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-
-            /// The id as owned text.
-            pub fn into_string(self) -> String {
-                self.0
-            }
-
-            /// True for an empty id (none given).
-            pub fn is_empty(&self) -> bool {
-                self.0.is_empty()
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-    )+};
-}
-
-text_id! {
-    /// A marketplace's own id of something (a Vercel installation or
-    /// resource, a Google account or entitlement), verbatim.
-    ExternalId;
-    /// A catalog product id.
-    ProductId;
-    /// A catalog plan id.
-    PlanId;
-    /// A catalog metric id.
-    MetricId;
+marketbridge_core::text_id! {
     /// A provider's id of a resource an account may import: 1 to 128
     /// letters, digits, `_` or `-`.
     ImportableId;
