@@ -11,6 +11,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod aws;
+mod azure;
+
+pub use aws::AwsOptions;
+pub use azure::AzureOptions;
+
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "MARKETBRIDGE_";
 /// Environment variable naming the TOML file.
@@ -49,6 +55,10 @@ pub struct Config {
     pub vercel: VercelOptions,
     /// Google Cloud Marketplace.
     pub google: GoogleOptions,
+    /// AWS Marketplace.
+    pub aws: AwsOptions,
+    /// Azure Marketplace.
+    pub azure: AzureOptions,
 }
 
 /// Where local state lives.
@@ -612,6 +622,8 @@ impl Default for Config {
             outbox: OutboxOptions::default(),
             vercel: VercelOptions::default(),
             google: GoogleOptions::default(),
+            aws: AwsOptions::default(),
+            azure: AzureOptions::default(),
         }
     }
 }

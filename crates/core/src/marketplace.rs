@@ -17,14 +17,20 @@ pub enum Marketplace {
     Google,
     /// Customers of the provider itself, without a marketplace.
     Direct,
+    /// AWS Marketplace SaaS products.
+    Aws,
+    /// Azure Marketplace (Microsoft commercial marketplace) SaaS offers.
+    Azure,
 }
 
 impl Marketplace {
     /// Every marketplace.
-    pub const ALL: [Marketplace; 3] = [
+    pub const ALL: [Marketplace; 5] = [
         Marketplace::Vercel,
         Marketplace::Google,
         Marketplace::Direct,
+        Marketplace::Aws,
+        Marketplace::Azure,
     ];
 
     /// The lowercase name stored in databases and shown in logs.
@@ -33,6 +39,8 @@ impl Marketplace {
             Marketplace::Vercel => "vercel",
             Marketplace::Google => "google",
             Marketplace::Direct => "direct",
+            Marketplace::Aws => "aws",
+            Marketplace::Azure => "azure",
         }
     }
 
@@ -51,6 +59,8 @@ impl Marketplace {
             Ok(ProtoMarketplace::Vercel) => Ok(Marketplace::Vercel),
             Ok(ProtoMarketplace::Google) => Ok(Marketplace::Google),
             Ok(ProtoMarketplace::Direct) => Ok(Marketplace::Direct),
+            Ok(ProtoMarketplace::Aws) => Ok(Marketplace::Aws),
+            Ok(ProtoMarketplace::Azure) => Ok(Marketplace::Azure),
             _ => Err(Error::invalid_field(field, "a marketplace is required")),
         }
     }
@@ -61,6 +71,8 @@ impl Marketplace {
             Marketplace::Vercel => ProtoMarketplace::Vercel,
             Marketplace::Google => ProtoMarketplace::Google,
             Marketplace::Direct => ProtoMarketplace::Direct,
+            Marketplace::Aws => ProtoMarketplace::Aws,
+            Marketplace::Azure => ProtoMarketplace::Azure,
         };
         value as i32
     }
@@ -89,6 +101,6 @@ mod tests {
             );
         }
         assert!(Marketplace::from_proto("m", 0).is_err());
-        assert!(Marketplace::parse("m", "aws").is_err());
+        assert!(Marketplace::parse("m", "amazon").is_err());
     }
 }
