@@ -13,6 +13,7 @@ pub mod error;
 pub mod google;
 pub mod health;
 pub mod openapi;
+pub mod signup;
 pub mod state;
 pub mod vercel;
 

@@ -3,6 +3,7 @@
 
 use crate::console::session::ConsoleKeys;
 use crate::google::state::GoogleState;
+use crate::signup::SignupTickets;
 use crate::vercel::state::VercelState;
 use marketbridge_config::Config;
 use marketbridge_core::Result;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub vercel: VercelState,
     /// The Google adapter's state.
     pub google: GoogleState,
+    /// The shared signup page's ticket signer.
+    pub signup: SignupTickets,
     /// The operator console's session keys.
     pub console: ConsoleKeys,
 }
@@ -47,7 +50,8 @@ impl AppState {
     ) -> Result<Self> {
         Ok(Self {
             vercel: VercelState::new(&config)?,
-            google: GoogleState::with_clock(&config, clock)?,
+            google: GoogleState::with_clock(&config, clock.clone())?,
+            signup: SignupTickets::new(&config, clock),
             console: ConsoleKeys::from_config(&config),
             accounts: Arc::new(clients.account.clone()),
             provisioning: Arc::new(clients.provisioning.clone()),

@@ -150,6 +150,9 @@ service_api! {
         /// `RecordMarketplaceEvent`: durably records a notification a marketplace sent (a Vercel
         /// webhook, a Google Pub/Sub message) and schedules its processing in the same transaction.
         fn record_marketplace_event(account::RecordMarketplaceEventRequest) -> account::RecordMarketplaceEventResponse;
+        /// `ResolvePurchase`: resolves a marketplace's purchase token (AWS, Azure) into the account
+        /// it belongs to, recording it and a `purchase.resolved` event.
+        fn resolve_purchase(account::ResolvePurchaseRequest) -> account::ResolvePurchaseResponse;
         /// `ListMarketplaceEvents`: lists recorded marketplace events with their processing
         /// outcome.
         fn list_marketplace_events(account::ListMarketplaceEventsRequest) -> account::ListMarketplaceEventsResponse;

@@ -6,8 +6,9 @@
 //!   notification recorded with the account service before the 2xx that
 //!   acknowledges it. Forged or malformed deliveries get a 4xx.
 //! - `POST {google.signup_path}`: Google's browser POST with
-//!   `x-gcp-marketplace-token`. The token is verified and a signup form is
-//!   shown; the form carries a ticket we sign ourselves, never the token.
+//!   `x-gcp-marketplace-token`. The token is verified and the shared signup
+//!   form ([`crate::signup`]) is shown; the form carries a ticket we sign
+//!   ourselves, never the token.
 //! - `GET {google.signup_path}?x-gcp-marketplace-token=…`: the same token in
 //!   the query string; once verified, a 303 to `{google.signup_path}?ticket=…`
 //!   (our ticket only), which shows the form.
@@ -17,11 +18,9 @@
 //!   service records the signup and approves the account with Google.
 
 mod agent;
-mod pages;
 mod push;
 mod signup;
 pub mod state;
-pub mod ticket;
 
 use crate::openapi::doc::relocated;
 use crate::state::AppState;

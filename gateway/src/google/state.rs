@@ -1,8 +1,7 @@
 //! What the Google adapter keeps for its handlers: the token verifiers, the
-//! ticket signer, the configured paths and the agent cards. It names no
+//! configured paths and the agent cards. It names no
 //! handler, so the gateway's shared state can hold it.
 
-use super::ticket::TicketSigner;
 use marketbridge_catalog::Catalog;
 use marketbridge_config::Config;
 use marketbridge_core::time::SharedClock;
@@ -14,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The Google adapter's state: token verifiers and the ticket signer.
+/// The Google adapter's state: token verifiers and paths.
 #[derive(Clone, Default)]
 pub struct GoogleState {
     inner: Option<Arc<GoogleAdapter>>,
@@ -23,8 +22,6 @@ pub struct GoogleState {
 pub(crate) struct GoogleAdapter {
     pub(crate) push: Option<PushTokenVerifier>,
     pub(crate) signup: Option<SignupTokenVerifier>,
-    pub(crate) tickets: TicketSigner,
-    pub(crate) clock: SharedClock,
     pub(crate) push_path: String,
     pub(crate) signup_path: String,
     pub(crate) agents: AgentCards,
@@ -84,8 +81,6 @@ impl GoogleState {
             inner: Some(Arc::new(GoogleAdapter {
                 push,
                 signup,
-                tickets: TicketSigner::from_config(config),
-                clock,
                 push_path: route_path(&google.push_path),
                 signup_path: route_path(&google.signup_path),
                 agents: AgentCards::from_catalog(&marketbridge_catalog::Catalog::load(

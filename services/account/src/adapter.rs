@@ -33,6 +33,67 @@ pub struct AccountSnapshot {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// What a marketplace's purchase token stands for (AWS `ResolveCustomer`,
+/// Azure `resolve`), as the adapter read it from the marketplace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResolvedPurchase {
+    /// The account's id at the marketplace: the key it is recorded under.
+    pub account_external_id: String,
+    /// The account as the marketplace describes it.
+    pub snapshot: AccountSnapshot,
+    /// The subscription, agreement or license the token is for.
+    pub subscription_external_id: String,
+    /// The marketplace's product (offer, product code).
+    pub product_id: String,
+    /// The marketplace's plan, when it has one.
+    pub plan_id: String,
+    /// Seats or units bought, when the marketplace has a quantity.
+    pub quantity: Option<u64>,
+    /// The buyer, when the marketplace says who it is.
+    pub purchaser: Option<Person>,
+    /// Marketplace extras; never secrets.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The type of the event recorded when a purchase token is resolved.
+pub const PURCHASE_RESOLVED: &str = "purchase.resolved";
+
+/// The payload of a [`PURCHASE_RESOLVED`] event: what the token stood for,
+/// for the marketplace's processor (which re-reads the marketplace anyway).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PurchasePayload {
+    /// The account's id at the marketplace.
+    pub account_external_id: String,
+    /// The subscription, agreement or license.
+    pub subscription_external_id: String,
+    /// The marketplace's product.
+    #[serde(default)]
+    pub product_id: String,
+    /// The marketplace's plan.
+    #[serde(default)]
+    pub plan_id: String,
+    /// Seats or units bought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u64>,
+    /// Marketplace extras.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl ResolvedPurchase {
+    /// The payload of its [`PURCHASE_RESOLVED`] event (no personal data).
+    pub fn payload(&self) -> PurchasePayload {
+        PurchasePayload {
+            account_external_id: self.account_external_id.clone(),
+            subscription_external_id: self.subscription_external_id.clone(),
+            product_id: self.product_id.clone(),
+            plan_id: self.plan_id.clone(),
+            quantity: self.quantity,
+            attributes: self.attributes.clone(),
+        }
+    }
+}
+
 /// Calls the account service makes to a marketplace.
 #[async_trait]
 pub trait AccountMarketplace: Send + Sync + 'static {
@@ -69,6 +130,17 @@ pub trait AccountMarketplace: Send + Sync + 'static {
             kind: "long-lived".to_owned(),
             expires_at: None,
         })
+    }
+
+    /// Resolves the purchase token the marketplace handed the buyer's
+    /// browser. A token the marketplace refuses is `Unauthenticated`; a
+    /// marketplace that does not answer is `Unavailable`. Marketplaces
+    /// without purchase tokens keep the default, which refuses.
+    async fn resolve_purchase(&self, token: &SecretString) -> Result<ResolvedPurchase> {
+        let _ = token;
+        Err(Error::unprocessable(
+            "this marketplace has no purchase tokens",
+        ))
     }
 
     /// Whether the marketplace can rotate credentials

@@ -15,6 +15,7 @@ use crate::lifecycle::{self, Deletion, Effect, Event, Lifecycle, Outcome, Refusa
 use crate::model::{AccountJob, AccountKey, AccountTask, EventStatus, EventTask, ExternalId};
 
 pub mod credentials;
+pub mod purchases;
 use chrono::{DateTime, Utc};
 use marketbridge_core::crypto::{Cipher, SecretString};
 use marketbridge_core::ids::{AccountId, EventId};

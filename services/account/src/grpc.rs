@@ -224,6 +224,14 @@ impl AccountService for AccountGrpc {
         )
     }
 
+    #[tracing::instrument(name = "account.resolve_purchase", skip_all)]
+    async fn resolve_purchase(
+        &self,
+        request: Request<pb::ResolvePurchaseRequest>,
+    ) -> Result<Response<pb::ResolvePurchaseResponse>, Status> {
+        reply(self.domain.resolve_purchase(request.into_inner()).await)
+    }
+
     #[tracing::instrument(name = "account.record_event", skip_all)]
     async fn record_marketplace_event(
         &self,

@@ -5,7 +5,10 @@
 //! above the domain, by the jobs and the server). Adding a marketplace means
 //! registering them; nothing else changes.
 
-pub use crate::adapter::{AccountMarketplace, AccountSnapshot, Adapters, CallCredential};
+pub use crate::adapter::{
+    AccountMarketplace, AccountSnapshot, Adapters, CallCredential, PURCHASE_RESOLVED, PurchasePayload,
+    ResolvedPurchase,
+};
 use crate::domain::AccountDomain;
 use crate::entity::event;
 use async_trait::async_trait;

@@ -1,7 +1,9 @@
-//! The signup ticket: what a verified signup token proved, signed by us
-//! (HMAC-SHA256) and carried as a hidden form field until the customer
-//! submits the form. The gateway stays stateless and the Google token never
-//! leaves the POST that brought it.
+//! The signup ticket: what a verified or resolved marketplace token proved,
+//! signed by us (HMAC-SHA256) and carried as a hidden form field until the
+//! customer submits the form. The gateway stays stateless and the
+//! marketplace's token never leaves the request that brought it. A ticket
+//! names its marketplace: one issued on one marketplace's page is refused on
+//! another's.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,7 +21,10 @@ pub const TICKET_LIFETIME_SECONDS: i64 = 30 * 60;
 /// What a ticket carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
-    /// Procurement account id (the token's `sub`).
+    /// The marketplace whose page issued it (`google`, `aws`, `azure`).
+    pub marketplace: String,
+    /// The account's id at the marketplace (Google's procurement account,
+    /// AWS's license or customer, Azure's subscription).
     pub account: String,
     /// Obfuscated id of the person, when the token had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,7 +71,7 @@ impl TicketSigner {
         if !secret.is_empty() {
             return Self::new(derive(
                 secret.as_bytes(),
-                b"marketbridge google signup ticket",
+                b"marketbridge signup ticket",
             ));
         }
         tracing::warn!(
@@ -136,6 +141,7 @@ mod tests {
         let signer = TicketSigner::new(b"k".repeat(32));
         let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
         let ticket = Ticket {
+            marketplace: "google".into(),
             account: "acct-1".into(),
             user: Some("u".into()),
             roles: vec![],

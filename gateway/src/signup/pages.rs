@@ -1,6 +1,8 @@
 //! The HTML of the signup flow: the form, the confirmation, and the pages
-//! that explain what went wrong. Every value shown is escaped.
+//! that explain what went wrong, worded for the marketplace the customer
+//! came from. Every value shown is escaped.
 
+use super::Wording;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
@@ -72,6 +74,7 @@ pub struct FormValues {
 
 /// The signup form, with the ticket as a hidden field and any field errors.
 pub fn signup_form(
+    wording: &Wording,
     status: StatusCode,
     action: &str,
     ticket: &str,
@@ -92,8 +95,8 @@ pub fn signup_form(
         .map(|(_, message)| format!(r#"<p class="error">{}</p>"#, escape(message)))
         .collect();
     let body = format!(
-        r#"<p>You bought our product on Google Cloud Marketplace. Tell us who you are to finish setting up your account.</p>
-<p class="note">Google Cloud account: <code>{account}</code></p>
+        r#"<p>You bought our product on {marketplace}. Tell us who you are to finish setting up your account.</p>
+<p class="note">{account_label}: <code>{account}</code></p>
 {general}
 <form method="post" action="{action}">
 <input type="hidden" name="ticket" value="{ticket}">
@@ -108,6 +111,8 @@ pub fn signup_form(
 {company_error}
 <button type="submit">Create my account</button>
 </form>"#,
+        marketplace = escape(wording.marketplace),
+        account_label = escape(wording.account),
         account = escape(account_id),
         action = escape(action),
         ticket = escape(ticket),
@@ -122,39 +127,50 @@ pub fn signup_form(
 }
 
 /// The page after a successful signup.
-pub fn signed_up(account_id: &str, name: &str, approved: bool) -> Response {
+pub fn signed_up(wording: &Wording, account_id: &str, name: &str, approved: bool) -> Response {
     let state = if approved {
-        "Your account is approved and your purchase is being activated."
+        "Your account is approved and your purchase is being activated.".to_owned()
     } else {
-        "Your account is being approved with Google Cloud Marketplace; your purchase will be activated right after."
+        format!(
+            "Your account is being approved with {}; your purchase will be activated right after.",
+            wording.marketplace
+        )
     };
     let body = format!(
         r#"<p>Thank you, {name}. {state}</p>
-<p class="note">Google Cloud account: <code>{account}</code>. You can close this page and return to the Google Cloud console.</p>"#,
+<p class="note">{account_label}: <code>{account}</code>. You can close this page and return to {console}.</p>"#,
         name = escape(name),
+        state = escape(&state),
+        account_label = escape(wording.account),
         account = escape(account_id),
+        console = escape(wording.console),
     );
     page(StatusCode::OK, "You are signed up", &body)
 }
 
 /// A problem page with a status.
-pub fn problem(status: StatusCode, title: &str, message: &str) -> Response {
+pub fn problem(wording: &Wording, status: StatusCode, title: &str, message: &str) -> Response {
     let body = format!(
         r#"<p class="error">{}</p>
-<p class="note">Return to Google Cloud Marketplace and choose <em>Sign up with provider</em> (or <em>Manage on provider</em>) again to get a fresh link.</p>"#,
-        escape(message)
+<p class="note">{}</p>"#,
+        escape(message),
+        wording.fresh_link_html,
     );
     page(status, title, &body)
 }
 
 /// The page for a plain visit without a token.
-pub fn start_from_marketplace() -> Response {
-    let body = r#"<p>This page is where Google Cloud Marketplace sends you after a purchase.</p>
-<p class="note">Open the product in the Google Cloud console and choose <em>Sign up with provider</em> to continue.</p>"#;
+pub fn start_from_marketplace(wording: &Wording) -> Response {
+    let body = format!(
+        r#"<p>This page is where {} sends you after a purchase.</p>
+<p class="note">{}</p>"#,
+        escape(wording.marketplace),
+        wording.fresh_link_html,
+    );
     page(
         StatusCode::BAD_REQUEST,
-        "Start from Google Cloud Marketplace",
-        body,
+        &format!("Start from {}", wording.marketplace),
+        &body,
     )
 }
 
