@@ -15,7 +15,7 @@ mod aws;
 mod azure;
 
 pub use aws::AwsOptions;
-pub use azure::AzureOptions;
+pub use azure::{AZURE_MARKETPLACE_RESOURCE, AzureOptions};
 
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "MARKETBRIDGE_";
