@@ -9,12 +9,64 @@ pub struct AwsOptions {
     /// The product code AWS assigned to the SaaS product; empty leaves AWS
     /// Marketplace off.
     pub product_code: String,
+    /// The region `ResolveCustomer` and `BatchMeterUsage` are called in
+    /// (every license is metered from this one region).
+    pub region: String,
+    /// Metering API endpoint; empty for
+    /// `https://metering.marketplace.{region}.amazonaws.com/`.
+    pub metering_url: String,
+    /// Entitlement API endpoint; empty for
+    /// `https://entitlement.marketplace.us-east-1.amazonaws.com/`.
+    pub entitlement_url: String,
+    /// Access key of the seller account; empty to use `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// Secret key; with an empty `access_key_id`, `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+    /// Session token of temporary credentials; with an empty
+    /// `access_key_id`, `AWS_SESSION_TOKEN`.
+    pub session_token: String,
+    /// Path of the fulfillment URL (the registration POST and the signup
+    /// page).
+    pub fulfillment_path: String,
+    /// Header carrying the EventBridge connection's API key.
+    pub event_key_header: String,
+    /// The API key the EventBridge connection sends; empty refuses every
+    /// EventBridge delivery.
+    pub event_key: String,
+    /// SNS topics whose messages are accepted (legacy listings); empty
+    /// refuses every SNS delivery.
+    pub sns_topic_arns: Vec<String>,
+    /// The only URLs SNS signing certificates are fetched from (`*` is one
+    /// DNS label in the host, anything in the path).
+    pub sns_certificate_url_pattern: String,
+    /// Usage older than this many hours at sending is not sent (AWS refuses
+    /// records 6 hours or more in the past).
+    pub metering_window_hours: u64,
+    /// Also send the previous month's usage until 06:00 UTC on the 1st
+    /// (AWS month-end grace; unverified, off by default).
+    pub month_end_grace: bool,
+    /// Seconds between re-reads of every license's entitlements.
+    pub reconcile_interval_seconds: u64,
 }
 
 impl Default for AwsOptions {
     fn default() -> Self {
         Self {
             product_code: String::new(),
+            region: "us-east-1".into(),
+            metering_url: String::new(),
+            entitlement_url: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            session_token: String::new(),
+            fulfillment_path: "/aws/fulfillment".into(),
+            event_key_header: "x-marketbridge-key".into(),
+            event_key: String::new(),
+            sns_topic_arns: Vec::new(),
+            sns_certificate_url_pattern: "https://sns.*.amazonaws.com/*.pem".into(),
+            metering_window_hours: 6,
+            month_end_grace: false,
+            reconcile_interval_seconds: 3600,
         }
     }
 }
