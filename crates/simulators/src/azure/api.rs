@@ -45,7 +45,10 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
             "/api/saas/subscriptions/{id}/listAvailablePlans",
             get(available_plans),
         )
-        .route("/api/saas/subscriptions/{id}/operations", get(list_operations))
+        .route(
+            "/api/saas/subscriptions/{id}/operations",
+            get(list_operations),
+        )
         .route(
             "/api/saas/subscriptions/{id}/operations/{operation}",
             get(get_operation).patch(patch_operation),
@@ -220,7 +223,11 @@ async fn resolve(
     else {
         return with_ids(
             &headers,
-            error_response(&ApiError::new(400, "HeaderNotPresent", "x-ms-marketplace-token is missing")),
+            error_response(&ApiError::new(
+                400,
+                "HeaderNotPresent",
+                "x-ms-marketplace-token is missing",
+            )),
         );
     };
     let answer = state.world().resolve(token, state.now());
@@ -273,7 +280,11 @@ async fn get_subscription(
     let world = state.world();
     let response = match world.subscriptions.get(&id) {
         Some(s) => Json(world.subscription_json(s)).into_response(),
-        None => error_response(&ApiError::new(404, "EntityNotFound", "subscription not found")),
+        None => error_response(&ApiError::new(
+            404,
+            "EntityNotFound",
+            "subscription not found",
+        )),
     };
     with_ids(&headers, response)
 }
@@ -288,7 +299,8 @@ fn operation_location(state: &SimState, subscription_id: &str, operation_id: &st
 
 fn accepted(state: &SimState, subscription_id: &str, operation_id: &str) -> Response {
     let mut response = StatusCode::ACCEPTED.into_response();
-    if let Ok(value) = HeaderValue::from_str(&operation_location(state, subscription_id, operation_id))
+    if let Ok(value) =
+        HeaderValue::from_str(&operation_location(state, subscription_id, operation_id))
     {
         response.headers_mut().insert("operation-location", value);
     }
@@ -347,7 +359,10 @@ async fn activate(
     Json(body): Json<Value>,
 ) -> Response {
     guard!(state, headers, query);
-    let plan = body.get("planId").and_then(Value::as_str).unwrap_or_default();
+    let plan = body
+        .get("planId")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let activated = state.world().activate(&id, plan, state.now());
     with_ids(
         &headers,
@@ -369,7 +384,11 @@ async fn available_plans(
     if !world.subscriptions.contains_key(&id) {
         return with_ids(
             &headers,
-            error_response(&ApiError::new(404, "EntityNotFound", "subscription not found")),
+            error_response(&ApiError::new(
+                404,
+                "EntityNotFound",
+                "subscription not found",
+            )),
         );
     }
     let plans: Vec<Value> = world
@@ -397,7 +416,10 @@ async fn list_operations(
         .filter(|o| o.subscription_id == id && o.status == "InProgress")
         .map(|o| world.operation_json(o))
         .collect();
-    with_ids(&headers, Json(json!({"operations": operations})).into_response())
+    with_ids(
+        &headers,
+        Json(json!({"operations": operations})).into_response(),
+    )
 }
 
 async fn get_operation(
@@ -428,7 +450,10 @@ async fn patch_operation(
     Json(body): Json<Value>,
 ) -> Response {
     guard!(state, headers, query);
-    let decision = body.get("status").and_then(Value::as_str).unwrap_or_default();
+    let decision = body
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let decided = state
         .world()
         .decide(&id, &operation_id, decision, state.now());

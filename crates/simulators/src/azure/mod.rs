@@ -13,8 +13,7 @@ mod api;
 mod world;
 
 pub use world::{
-    AcceptedUsage, ApiError, DECISION_WINDOW, SimOperation, SimPlan, SimSubscription, World,
-    status,
+    AcceptedUsage, ApiError, DECISION_WINDOW, SimOperation, SimPlan, SimSubscription, World, status,
 };
 
 use crate::common::{Observed, SigningKey, SimServer};
@@ -220,10 +219,8 @@ impl SimState {
                 if (200..300).contains(&status) {
                     // The decision window starts with the answer (if no
                     // decision came with it).
-                    if let Some(operation) = world
-                        .operations
-                        .iter_mut()
-                        .find(|o| o.id == operation_id)
+                    if let Some(operation) =
+                        world.operations.iter_mut().find(|o| o.id == operation_id)
                         && operation.webhook_answered_at.is_none()
                     {
                         operation.webhook_answered_at = Some(now);
@@ -304,7 +301,10 @@ impl AzureSimulator {
             clock: options.clock.clone(),
             observed: Arc::new(Observed::default()),
             keys: Keys {
-                entra: SigningKey::generate(format!("entra-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
+                entra: SigningKey::generate(format!(
+                    "entra-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                )),
             },
             base_url: OnceLock::new(),
             world: Mutex::new(World::new(&format!("{TENANT_ID}{CLIENT_ID}"))),
@@ -395,7 +395,10 @@ impl AzureSimulator {
 
     /// A fresh landing page link for a subscription ("Manage account").
     pub fn landing_link(&self, subscription_id: &str) -> Purchase {
-        let token = self.state.world().issue_token(subscription_id, self.state.now());
+        let token = self
+            .state
+            .world()
+            .issue_token(subscription_id, self.state.now());
         Purchase {
             subscription_id: subscription_id.to_owned(),
             landing_url: self.state.landing_link(&token),
@@ -420,7 +423,11 @@ impl AzureSimulator {
     }
 
     /// The customer changes the seats (a ChangeQuantity webhook).
-    pub fn change_quantity(&self, subscription_id: &str, quantity: u64) -> Result<String, ApiError> {
+    pub fn change_quantity(
+        &self,
+        subscription_id: &str,
+        quantity: u64,
+    ) -> Result<String, ApiError> {
         let now = self.state.now();
         self.act(
             self.state
@@ -533,7 +540,11 @@ impl AzureSimulator {
 
     /// A subscription, if Microsoft has it.
     pub fn subscription(&self, subscription_id: &str) -> Option<SimSubscription> {
-        self.state.world().subscriptions.get(subscription_id).cloned()
+        self.state
+            .world()
+            .subscriptions
+            .get(subscription_id)
+            .cloned()
     }
 
     /// An operation.

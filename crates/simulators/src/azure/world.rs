@@ -333,7 +333,11 @@ impl World {
     ) -> Result<(), ApiError> {
         let subscription = self.subscription_mut(id)?;
         if subscription.status == status::UNSUBSCRIBED {
-            return Err(ApiError::new(404, "EntityNotFound", "subscription not found"));
+            return Err(ApiError::new(
+                404,
+                "EntityNotFound",
+                "subscription not found",
+            ));
         }
         if plan_id.is_empty() || plan_id != subscription.plan_id {
             return Err(ApiError::new(
@@ -376,7 +380,11 @@ impl World {
             .get(id)
             .ok_or_else(|| ApiError::new(404, "EntityNotFound", "subscription not found"))?;
         if subscription.status != status::SUBSCRIBED {
-            return Err(ApiError::new(400, "BadArgument", "the subscription is not Subscribed"));
+            return Err(ApiError::new(
+                400,
+                "BadArgument",
+                "the subscription is not Subscribed",
+            ));
         }
         if self
             .operations
@@ -397,7 +405,11 @@ impl World {
             )),
             (Some(plan), None) => {
                 if self.plan(plan).is_none() {
-                    return Err(ApiError::new(400, "BadArgument", "the plan is not in the offer"));
+                    return Err(ApiError::new(
+                        400,
+                        "BadArgument",
+                        "the plan is not in the offer",
+                    ));
                 }
                 if plan == subscription.plan_id {
                     return Err(ApiError::new(400, "BadArgument", "the plan is the same"));
@@ -407,10 +419,18 @@ impl World {
             (None, Some(quantity)) => {
                 let per_seat = self.plan(&subscription.plan_id).is_some_and(|p| p.per_seat);
                 if !per_seat || quantity == 0 || quantity > 1_000_000 {
-                    return Err(ApiError::new(400, "BadArgument", "the quantity is not valid"));
+                    return Err(ApiError::new(
+                        400,
+                        "BadArgument",
+                        "the quantity is not valid",
+                    ));
                 }
                 if Some(quantity) == subscription.quantity {
-                    return Err(ApiError::new(400, "BadArgument", "the quantity is the same"));
+                    return Err(ApiError::new(
+                        400,
+                        "BadArgument",
+                        "the quantity is the same",
+                    ));
                 }
                 Ok(())
             }
@@ -439,7 +459,9 @@ impl World {
             id: guid(),
             subscription_id: id.to_owned(),
             action: action.into(),
-            plan_id: plan_id.map(str::to_owned).unwrap_or(current.plan_id.clone()),
+            plan_id: plan_id
+                .map(str::to_owned)
+                .unwrap_or(current.plan_id.clone()),
             quantity: quantity.or(current.quantity),
             status: "InProgress".into(),
             source: source.into(),
@@ -585,16 +607,32 @@ impl World {
             return Err(ApiError::new(404, "EntityNotFound", "operation not found"));
         };
         if decision != "Success" && decision != "Failure" {
-            return Err(ApiError::new(400, "InvalidValue", "status must be Success or Failure"));
+            return Err(ApiError::new(
+                400,
+                "InvalidValue",
+                "status must be Success or Failure",
+            ));
         }
         if operation.source == "Partner" {
-            return Err(ApiError::new(500, "InternalError", "operation started by the publisher"));
+            return Err(ApiError::new(
+                500,
+                "InternalError",
+                "operation started by the publisher",
+            ));
         }
         if !matches!(operation.action.as_str(), "ChangePlan" | "ChangeQuantity") {
-            return Err(ApiError::new(400, "BadArgument", "this operation cannot be updated"));
+            return Err(ApiError::new(
+                400,
+                "BadArgument",
+                "this operation cannot be updated",
+            ));
         }
         if operation.status != "InProgress" {
-            return Err(ApiError::new(409, "Conflict", "the operation is already settled"));
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                "the operation is already settled",
+            ));
         }
         if let Some(op) = self.operation_mut(operation_id) {
             op.decision = Some(decision.to_owned());
@@ -673,7 +711,11 @@ impl World {
             return refuse(result, "ResourceNotFound", "unknown resource");
         };
         if subscription.status != status::SUBSCRIBED {
-            return refuse(result, "ResourceNotActive", "the subscription is not active");
+            return refuse(
+                result,
+                "ResourceNotActive",
+                "the subscription is not active",
+            );
         }
         if plan_id != subscription.plan_id {
             return refuse(result, "BadArgument", "the plan is not the subscription's");
@@ -719,5 +761,9 @@ impl World {
 
 /// A stable GUID-looking id derived from another.
 fn guid_of(id: &str, salt: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{salt}:{id}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{salt}:{id}").as_bytes(),
+    )
+    .to_string()
 }
