@@ -4,6 +4,7 @@
 //! the marketplace serves to us, which records what it receives and can fail
 //! on demand. Tests drive them; `marketbridge sim ...` runs them for demos.
 
+pub mod aws;
 pub mod azure;
 pub mod common;
 pub mod google;
