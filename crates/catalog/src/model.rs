@@ -178,6 +178,14 @@ pub struct Metric {
     /// Google Service Control metric name.
     #[serde(default)]
     pub google_metric: Option<String>,
+    /// AWS Marketplace usage dimension (the listing's API name) that
+    /// `BatchMeterUsage` reports this metric under.
+    #[serde(default)]
+    pub aws_dimension: Option<String>,
+    /// Azure Marketplace metering dimension id (the plan's custom meter)
+    /// this metric is reported under.
+    #[serde(default)]
+    pub azure_dimension: Option<String>,
 }
 
 fn zero() -> String {
@@ -196,6 +204,14 @@ impl Metric {
         match marketplace {
             "google" => self
                 .google_metric
+                .as_deref()
+                .filter(|name| !name.is_empty()),
+            "aws" => self
+                .aws_dimension
+                .as_deref()
+                .filter(|name| !name.is_empty()),
+            "azure" => self
+                .azure_dimension
                 .as_deref()
                 .filter(|name| !name.is_empty()),
             _ => None,

@@ -173,7 +173,7 @@ impl ProvisioningJobs {
             Some(adapter) => {
                 adapter.approve_subscription(&row).await?;
                 self.domain
-                    .approval_done(&job.subscription_id, false)
+                    .approval_done(&job.subscription_id, adapter.activates_on_approval())
                     .await?;
             }
             None => {

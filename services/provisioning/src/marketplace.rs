@@ -96,6 +96,13 @@ pub trait ProvisioningMarketplace: Send + Sync + 'static {
             "this marketplace has no import flow",
         ))
     }
+    /// Whether our approval makes the subscription active at once (AWS: the
+    /// buyer already paid and the marketplace waits for no answer). By
+    /// default the marketplace activates it later, and says so when the
+    /// subscription is read again (Google).
+    fn activates_on_approval(&self) -> bool {
+        false
+    }
     /// Whether an account-scoped subscription that becomes usable gets a
     /// resource of its own (a Google entitlement does). A marketplace whose
     /// account-level plans cover resources the customer creates one by one
