@@ -218,6 +218,21 @@ impl CertificatePolicy {
         })
     }
 
+    /// True when `url` is on the pattern's scheme, host and port (a
+    /// `SubscribeURL` is visited only there).
+    pub fn allows_host(&self, url: &str) -> bool {
+        let Ok(parsed) = url::Url::parse(url.trim()) else {
+            return false;
+        };
+        parsed.scheme() == self.scheme
+            && parsed.username().is_empty()
+            && parsed.password().is_none()
+            && parsed.port() == self.port
+            && parsed
+                .host_str()
+                .is_some_and(|host| glob(&self.host, &host.to_ascii_lowercase(), Some('.')))
+    }
+
     /// True when `url` may be fetched.
     pub fn allows(&self, url: &str) -> bool {
         let Ok(parsed) = url::Url::parse(url.trim()) else {

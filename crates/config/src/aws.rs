@@ -28,6 +28,10 @@ pub struct AwsOptions {
     /// Path of the fulfillment URL (the registration POST and the signup
     /// page).
     pub fulfillment_path: String,
+    /// Path of the EventBridge API destination.
+    pub events_path: String,
+    /// Path of the SNS HTTPS subscription endpoint (legacy listings).
+    pub sns_path: String,
     /// Header carrying the EventBridge connection's API key.
     pub event_key_header: String,
     /// The API key the EventBridge connection sends; empty refuses every
@@ -60,6 +64,8 @@ impl Default for AwsOptions {
             secret_access_key: String::new(),
             session_token: String::new(),
             fulfillment_path: "/aws/fulfillment".into(),
+            events_path: "/aws/events".into(),
+            sns_path: "/aws/sns".into(),
             event_key_header: "x-marketbridge-key".into(),
             event_key: String::new(),
             sns_topic_arns: Vec::new(),
