@@ -172,7 +172,10 @@ impl ProvisioningDomain {
                             proto_marketplace(marketplace),
                             external_id.as_str(),
                         )),
-                        signup_required: marketplace == Marketplace::Google,
+                        signup_required: matches!(
+                            marketplace,
+                            Marketplace::Google | Marketplace::Aws | Marketplace::Azure
+                        ),
                         ..Default::default()
                     })
                     .await?;
