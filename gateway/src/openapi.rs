@@ -47,6 +47,7 @@ pub const DOCUMENT_PATH: &str = "/openapi.json";
         (name = "vercel-flow", description = "The simplified `/marketplace/...` flow (below `vercel.base_path`)"),
         (name = "vercel-pages", description = "Vercel webhooks, SSO and the provider pages"),
         (name = "google", description = "Google Cloud Marketplace: Pub/Sub push and the signup page"),
+        (name = "azure", description = "Azure Marketplace SaaS: the landing page and the connection webhook"),
         (name = "health", description = "Liveness, readiness and this document"),
         (name = "console", description = "The operator console (HTML pages and forms; `gateway.console_enabled`)"),
     )
@@ -102,6 +103,19 @@ impl utoipa::Modify for SecuritySchemes {
             ))),
         );
         components.add_security_scheme(
+            "azure_webhook",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "The Entra token Microsoft signs connection webhook calls with: our app \
+                         as audience, our tenant, the Marketplace service as caller",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             GOOGLE_PUSH,
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -129,6 +143,7 @@ pub fn router_and_document(state: &AppState) -> (axum::Router<AppState>, utoipa:
         .merge(crate::health::routes())
         .merge(crate::vercel::routes(state))
         .merge(crate::google::routes(state))
+        .merge(crate::azure::routes(state))
         .merge(crate::console::routes(state))
         .routes(routes!(document))
         .split_for_parts();

@@ -30,6 +30,8 @@ pub struct AppState {
     pub vercel: VercelState,
     /// The Google adapter's state.
     pub google: GoogleState,
+    /// The Azure adapter's state.
+    pub azure: crate::azure::AzureState,
     /// The shared signup page's ticket signer.
     pub signup: SignupTickets,
     /// The operator console's session keys.
@@ -51,6 +53,7 @@ impl AppState {
         Ok(Self {
             vercel: VercelState::new(&config)?,
             google: GoogleState::with_clock(&config, clock.clone())?,
+            azure: crate::azure::AzureState::with_clock(&config, clock.clone())?,
             signup: SignupTickets::new(&config, clock),
             console: ConsoleKeys::from_config(&config),
             accounts: Arc::new(clients.account.clone()),

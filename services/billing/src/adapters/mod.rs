@@ -1,5 +1,6 @@
 //! The marketplace adapters billing runs with, chosen from configuration.
 
+pub mod azure;
 pub mod google;
 pub mod vercel;
 pub mod vercel_reports;
@@ -36,6 +37,15 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
                     marketbridge_vercel::api::credentials::AccountTokens::new(accounts),
                 )),
             );
+    }
+    if let Some(clients) = marketbridge_azure::AzureClients::from_config(config, clock.clone())? {
+        marketplaces = marketplaces.with_reporter(
+            Marketplace::Azure,
+            Arc::new(azure::AzureReporter::new(
+                clients.metering().clone(),
+                clients.fulfillment().clone(),
+            )),
+        );
     }
     if let Some(clients) = marketbridge_google::GoogleClients::from_config(config, clock)? {
         match clients.service_control() {

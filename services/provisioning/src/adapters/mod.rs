@@ -1,6 +1,7 @@
 //! The marketplace adapters and drivers provisioning runs with, chosen from
 //! configuration.
 
+pub mod azure;
 pub mod google;
 pub mod vercel;
 
@@ -33,6 +34,21 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
             Marketplace::Vercel,
             Arc::new(vercel::VercelProvisioning::new(api, accounts)),
         );
+    }
+    if let Some(clients) = marketbridge_azure::AzureClients::from_config(config, clock.clone())? {
+        let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
+        marketplaces = marketplaces
+            .with_adapter(
+                Marketplace::Azure,
+                Arc::new(azure::AzureSubscriptions::new(
+                    clients.fulfillment().clone(),
+                    catalog,
+                )),
+            )
+            .with_reconciliation(
+                Marketplace::Azure,
+                Duration::from_secs(config.azure.reconcile_interval_seconds.max(60)),
+            );
     }
     if let Some(clients) = marketbridge_google::GoogleClients::from_config(config, clock)? {
         let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
