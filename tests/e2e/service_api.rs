@@ -96,3 +96,47 @@ backend_test!(
         test.stop().await;
     }
 );
+
+backend_test!(
+    purchase_tokens_are_refused_where_the_marketplace_has_none,
+    |database| async move {
+        let test = set_on(&database).start().await;
+        let accounts: &dyn AccountApi = &test.set.clients.account;
+        let resolve = |marketplace: Marketplace, token: &str| account_pb::ResolvePurchaseRequest {
+            marketplace: marketplace as i32,
+            token: token.into(),
+            ..Default::default()
+        };
+        // A marketplace without purchase tokens (or without an adapter)
+        // refuses with a precondition, not an internal error.
+        for marketplace in [Marketplace::Direct, Marketplace::Vercel, Marketplace::Google] {
+            let error = accounts
+                .resolve_purchase(resolve(marketplace, "some-token"))
+                .await
+                .unwrap_err();
+            assert_eq!(error.code(), ErrorCode::Unprocessable, "{marketplace:?}");
+        }
+        // Input is validated before any marketplace is asked.
+        let error = accounts
+            .resolve_purchase(resolve(Marketplace::Aws, "  "))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Validation);
+        let error = accounts
+            .resolve_purchase(resolve(Marketplace::Aws, &"t".repeat(9000)))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Validation);
+        let error = accounts
+            .resolve_purchase(resolve(Marketplace::Unspecified, "some-token"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Validation);
+        // Nothing was recorded.
+        let events = accounts
+            .list_marketplace_events(account_pb::ListMarketplaceEventsRequest::default())
+            .await
+            .unwrap();
+        assert!(events.events.is_empty());
+    }
+);
