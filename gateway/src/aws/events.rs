@@ -46,9 +46,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     let matches: bool = presented.ct_eq(expected.expose().as_bytes()).into();
     if !matches {
         tracing::warn!("eventbridge delivery without the connection's api key refused");
-        return generic_error_response(&Error::unauthenticated(
-            "the API key is missing or wrong",
-        ));
+        return generic_error_response(&Error::unauthenticated("the API key is missing or wrong"));
     }
     let Some(envelope) = Envelope::parse(&body) else {
         tracing::warn!("a body that is no aws marketplace event refused");
@@ -64,9 +62,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
             external_id: envelope.id.clone(),
             event_type: envelope.kind().to_owned(),
             payload_json: payload,
-            occurred_at: parse_rfc3339("time", &envelope.time)
-                .ok()
-                .map(to_timestamp),
+            occurred_at: parse_rfc3339("time", &envelope.time).ok().map(to_timestamp),
             channel: EVENTBRIDGE_CHANNEL.to_owned(),
         })
         .await;

@@ -41,9 +41,15 @@ fn multipart_token(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     let marker = format!("name=\"{TOKEN_FIELD}\"");
     let after = &text[text.find(&marker)? + marker.len()..];
-    let value_start = after.find("\r\n\r\n").map(|i| i + 4).or_else(|| after.find("\n\n").map(|i| i + 2))?;
+    let value_start = after
+        .find("\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| after.find("\n\n").map(|i| i + 2))?;
     let value = &after[value_start..];
-    let end = value.find("\r\n--").or_else(|| value.find("\n--")).unwrap_or(value.len());
+    let end = value
+        .find("\r\n--")
+        .or_else(|| value.find("\n--"))
+        .unwrap_or(value.len());
     Some(value[..end].trim().to_owned()).filter(|v| !v.is_empty())
 }
 
@@ -189,7 +195,10 @@ mod tests {
     #[test]
     fn multipart_bodies_carry_the_token() {
         let body = "--x\r\nContent-Disposition: form-data; name=\"x-amzn-marketplace-token\"\r\n\r\ntok+en/1=\r\n--x--\r\n";
-        assert_eq!(multipart_token(body.as_bytes()).as_deref(), Some("tok+en/1="));
+        assert_eq!(
+            multipart_token(body.as_bytes()).as_deref(),
+            Some("tok+en/1=")
+        );
         assert_eq!(multipart_token(b"--x--"), None);
     }
 }

@@ -83,7 +83,10 @@ async fn confirm(adapter: &super::state::AwsAdapter, message: &SnsMessage) -> Re
             (StatusCode::OK, Json(json!({"confirmed": true}))).into_response()
         }
         Ok(answer) => {
-            tracing::warn!(status = answer.status().as_u16(), "sns subscription confirmation refused");
+            tracing::warn!(
+                status = answer.status().as_u16(),
+                "sns subscription confirmation refused"
+            );
             generic_error_response(&Error::unavailable("the confirmation was not accepted"))
         }
         Err(error) => {

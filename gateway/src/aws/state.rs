@@ -53,8 +53,8 @@ impl AwsState {
         if aws.product_code.trim().is_empty() {
             return Ok(Self::default());
         }
-        let certificates = CertificatePolicy::parse(&aws.sns_certificate_url_pattern)
-            .ok_or_else(|| {
+        let certificates =
+            CertificatePolicy::parse(&aws.sns_certificate_url_pattern).ok_or_else(|| {
                 Error::invalid_field(
                     "aws.sns_certificate_url_pattern",
                     "is not a scheme://host[:port]/path pattern",

@@ -16,8 +16,7 @@
 use crate::adapter::{PURCHASE_RESOLVED, PurchasePayload, ResolvedPurchase};
 use crate::entity::{account, event};
 use crate::marketplace::{
-    AccountMarketplace, AccountSnapshot, EventOutcome, EventProcessor, EventServices,
-    Marketplaces,
+    AccountMarketplace, AccountSnapshot, EventOutcome, EventProcessor, EventServices, Marketplaces,
 };
 use async_trait::async_trait;
 use marketbridge_aws::MarketplaceClient;
@@ -191,9 +190,8 @@ pub fn license_of(event_type: &str, payload: &str) -> Result<Option<String>> {
         return Ok(Some(license_key(&purchase.subscription_external_id)));
     }
     if let Some(action) = event_type.strip_prefix(SNS_EVENT_PREFIX) {
-        let message = LegacyMessage::parse(payload).ok_or_else(|| {
-            Error::validation(format!("unreadable SNS `{action}` message"))
-        })?;
+        let message = LegacyMessage::parse(payload)
+            .ok_or_else(|| Error::validation(format!("unreadable SNS `{action}` message")))?;
         return Ok(Some(message.customer_identifier));
     }
     let envelope = Envelope::parse(payload.as_bytes())
@@ -259,15 +257,27 @@ mod tests {
     #[test]
     fn events_name_the_license_to_re_read() {
         let arn = "arn:aws:license-manager::1:license:l-1";
-        let purchase = serde_json::json!({"account_external_id": arn, "subscription_external_id": arn}).to_string();
-        assert_eq!(license_of(PURCHASE_RESOLVED, &purchase).unwrap(), Some(arn.to_owned()));
+        let purchase =
+            serde_json::json!({"account_external_id": arn, "subscription_external_id": arn})
+                .to_string();
+        assert_eq!(
+            license_of(PURCHASE_RESOLVED, &purchase).unwrap(),
+            Some(arn.to_owned())
+        );
         let updated = serde_json::json!({"version":"0","id":"e","detail-type":"License Updated - Manufacturer",
             "source":"aws.agreement-marketplace","detail":{"license":{"arn":"aws:license-manager::1:license:l-1"}}})
         .to_string();
-        assert_eq!(license_of("License Updated", &updated).unwrap(), Some(arn.to_owned()));
+        assert_eq!(
+            license_of("License Updated", &updated).unwrap(),
+            Some(arn.to_owned())
+        );
         let ended = updated.replace("License Updated", "Purchase Agreement Ended");
-        assert_eq!(license_of("Purchase Agreement Ended", &ended).unwrap(), None);
-        let sns = r#"{"action":"entitlement-updated","customer-identifier":"cust1","product-code":"p"}"#;
+        assert_eq!(
+            license_of("Purchase Agreement Ended", &ended).unwrap(),
+            None
+        );
+        let sns =
+            r#"{"action":"entitlement-updated","customer-identifier":"cust1","product-code":"p"}"#;
         assert_eq!(
             license_of("sns.entitlement-updated", sns).unwrap(),
             Some("cust1".to_owned())

@@ -245,7 +245,10 @@ mod tests {
             serde_json::from_str(&reporter(false).render(&Submission::Usage(usage)).unwrap())
                 .unwrap();
         let record = &body["requests"][0]["UsageRecords"][0];
-        assert_eq!(record["Timestamp"], at("2026-11-23T12:00:00Z").timestamp() as f64);
+        assert_eq!(
+            record["Timestamp"],
+            at("2026-11-23T12:00:00Z").timestamp() as f64
+        );
         assert_eq!(record["Quantity"], 7);
         assert!(body["requests"][0].get("ProductCode").is_none());
     }
@@ -260,6 +263,6 @@ mod tests {
         let early = at("2026-11-30T20:00:00Z");
         assert!(grace.sendable(early, at("2026-12-01T05:59:00Z")));
         assert!(!grace.sendable(early, at("2026-12-01T06:00:00Z")));
-        assert!(!grace.sendable(at("2026-12-01T00:00:00Z") , at("2026-12-01T07:00:00Z")));
+        assert!(!grace.sendable(at("2026-12-01T00:00:00Z"), at("2026-12-01T07:00:00Z")));
     }
 }

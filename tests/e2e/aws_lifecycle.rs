@@ -1,0 +1,283 @@
+//! The whole AWS Marketplace SaaS lifecycle over real HTTP and gRPC, on
+//! both databases: purchase (the license event before the buyer
+//! registers), registration through the fulfillment URL and the signup
+//! form, activation, hourly usage reported exactly once across an AWS outage
+//! and a restart, a contract change that moves the plan, deprovisioning
+//! with the final usage, and late, duplicated and shuffled events that
+//! leave the in-order state. Forged tokens and unauthenticated events are
+//! refused.
+
+use crate::aws_support::{AwsTest, EVENT_KEY, start};
+use chrono::{DateTime, Utc};
+use marketbridge_aws::metering::Licensee;
+use marketbridge_core::time::{Clock, to_timestamp};
+use marketbridge_proto::billing::v1 as billing_pb;
+use marketbridge_proto::provisioning::v1::SubscriptionState;
+use marketbridge_simulators::aws::{AwsSimulator, DeliveryPlan, Endpoints};
+use marketbridge_storage::backend_test;
+
+const UPDATED: &str = "License Updated - Manufacturer";
+const DEPROVISIONED: &str = "License Deprovisioned - Manufacturer";
+const BUYER: &str = "012345678901";
+
+fn at(text: &str) -> DateTime<Utc> {
+    marketbridge_core::time::parse_rfc3339("at", text).expect("a time")
+}
+
+fn clock_to(aws: &AwsTest, to: &str) {
+    let to = at(to);
+    let now = aws.clock.now();
+    assert!(to >= now, "time only moves forward");
+    aws.clock.advance(to - now);
+}
+
+async fn record(aws: &AwsTest, subscription_id: &str, events: &[(&str, &str, i64, &str)]) {
+    let mut billing = aws.test.set.clients.billing.clone();
+    billing
+        .record_usage(billing_pb::RecordUsageRequest {
+            events: events
+                .iter()
+                .map(|(id, metric, quantity, when)| billing_pb::UsageEvent {
+                    event_id: (*id).into(),
+                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
+                        subscription_id.into(),
+                    )),
+                    metric_id: (*metric).into(),
+                    quantity: *quantity,
+                    occurred_at: Some(to_timestamp(at(when))),
+                })
+                .collect(),
+        })
+        .await
+        .expect("usage recorded");
+}
+
+async fn bill(aws: &AwsTest) {
+    aws.test.run_billing().await;
+    aws.test.drain().await;
+}
+
+/// What AWS holds: (dimension, hour, quantity), oldest first.
+fn metered(sim: &AwsSimulator) -> Vec<(String, String, i64)> {
+    sim.accepted()
+        .into_iter()
+        .map(|r| {
+            let hour = DateTime::from_timestamp(r.hour, 0).unwrap();
+            (r.dimension, hour.format("%H:%M").to_string(), r.quantity)
+        })
+        .collect()
+}
+
+fn rows(expected: &[(&str, &str, i64)]) -> Vec<(String, String, i64)> {
+    expected
+        .iter()
+        .map(|(d, h, q)| (d.to_string(), h.to_string(), *q))
+        .collect()
+}
+
+async fn walk_the_lifecycle(database: marketbridge_storage::testing::TestDatabase) {
+    let aws = start(&database).await;
+    let sim = aws.sim.clone();
+
+    // Purchase: AWS's license event arrives before the buyer registers.
+    let license = sim.purchase(BUYER, &[("pro_tier", 5)], false);
+    sim.event(&license, UPDATED);
+    aws.settle().await;
+    let subscription = aws
+        .subscription(&license)
+        .await
+        .expect("the license is recorded");
+    assert_eq!(subscription.state, SubscriptionState::Requested as i32);
+    assert!(
+        subscription.awaiting_account_approval,
+        "nothing is usable before the signup"
+    );
+    assert_eq!(subscription.product_id, "database");
+    assert_eq!(subscription.plan_id, "pro");
+    assert!(!aws.allowed(&license).await);
+
+    // Forged and unauthenticated input is refused.
+    let forged = sim.register("forged-registration-token").await;
+    assert_eq!(forged.status().as_u16(), 401);
+    let event = sim.event(&license, UPDATED);
+    let _ = sim.deliver().await;
+    assert_eq!(sim.post_event_raw(&event.to_string(), None).await, 401);
+    assert_eq!(
+        sim.post_event_raw(&event.to_string(), Some("not-the-key"))
+            .await,
+        401
+    );
+    assert_eq!(
+        sim.post_event_raw("{\"not\":\"an event\"}", Some(EVENT_KEY))
+            .await,
+        400
+    );
+
+    // Registration and signup: the license becomes usable.
+    aws.sign_up(&license, "Ada Lovelace", "ada@example.com")
+        .await;
+    aws.settle().await;
+    let account = aws
+        .account(&license)
+        .await
+        .expect("the account is recorded");
+    assert_eq!(account.marketplace_state, "registered");
+    let subscription = aws.subscription(&license).await.unwrap();
+    assert_eq!(subscription.state, SubscriptionState::Active as i32);
+    assert_eq!(
+        Licensee::from_reporting_id(&subscription.usage_reporting_id),
+        Some(Licensee::License {
+            license_arn: license.clone(),
+            customer_aws_account_id: BUYER.into(),
+        })
+    );
+    assert_eq!(
+        subscription
+            .attributes
+            .get("aws_quantity")
+            .map(String::as_str),
+        Some("5")
+    );
+    assert!(aws.allowed(&license).await);
+    // The same registration again (a browser re-POST) lands on the same
+    // account.
+    aws.register(&license).await;
+
+    // Hourly usage, reported once.
+    clock_to(&aws, "2026-11-23T12:45:00Z");
+    record(
+        &aws,
+        &subscription.id,
+        &[
+            ("u1", "requests", 11, "2026-11-23T12:10:00Z"),
+            ("u2", "requests", 31, "2026-11-23T12:40:00Z"),
+        ],
+    )
+    .await;
+    clock_to(&aws, "2026-11-23T13:20:00Z");
+    bill(&aws).await;
+    assert_eq!(
+        metered(&sim),
+        rows(&[("requests", "12:00", 42), ("storage_gb", "12:00", 0)])
+    );
+    let calls = sim.metering_calls();
+    clock_to(&aws, "2026-11-23T13:30:00Z");
+    bill(&aws).await;
+    assert_eq!(sim.metering_calls(), calls, "an hour is sent once");
+
+    // AWS is down when the next hour is due, and the set restarts.
+    clock_to(&aws, "2026-11-23T13:40:00Z");
+    record(
+        &aws,
+        &subscription.id,
+        &[("u3", "requests", 5, "2026-11-23T13:10:00Z")],
+    )
+    .await;
+    sim.set_outage(true);
+    clock_to(&aws, "2026-11-23T14:20:00Z");
+    bill(&aws).await;
+    assert_eq!(metered(&sim).len(), 2, "nothing lands during the outage");
+    let AwsTest {
+        test,
+        sim: kept,
+        clock,
+    } = aws;
+    let test = test.restart().await;
+    let config = &test.set.config.aws;
+    kept.set_endpoints(Endpoints {
+        fulfillment_url: test.url(&config.fulfillment_path),
+        events_url: test.url(&config.events_path),
+        sns_url: test.url(&config.sns_path),
+        event_key: EVENT_KEY.into(),
+    });
+    let aws = AwsTest {
+        test,
+        sim: kept,
+        clock,
+    };
+    sim.set_outage(false);
+    clock_to(&aws, "2026-11-23T14:40:00Z");
+    aws.test.drain().await;
+    assert_eq!(
+        metered(&sim),
+        rows(&[
+            ("requests", "12:00", 42),
+            ("storage_gb", "12:00", 0),
+            ("requests", "13:00", 5),
+            ("storage_gb", "13:00", 0),
+        ])
+    );
+
+    // The contract changes at the hour: the plan follows the entitlements.
+    clock_to(&aws, "2026-11-23T15:00:00Z");
+    sim.change_entitlements(&license, &[("free_tier", 1)]);
+    sim.event(&license, UPDATED);
+    aws.settle().await;
+    let subscription = aws.subscription(&license).await.unwrap();
+    assert_eq!(subscription.plan_id, "free");
+    assert_eq!(subscription.state, SubscriptionState::Active as i32);
+    assert_eq!(
+        subscription
+            .attributes
+            .get("aws_quantity")
+            .map(String::as_str),
+        Some("1")
+    );
+
+    // Deprovisioned at 15:30: access ends and the last usage goes out.
+    clock_to(&aws, "2026-11-23T15:30:00Z");
+    record(
+        &aws,
+        &subscription.id,
+        &[("u4", "requests", 7, "2026-11-23T15:10:00Z")],
+    )
+    .await;
+    sim.deprovision(&license);
+    sim.event(&license, DEPROVISIONED);
+    aws.settle().await;
+    bill(&aws).await;
+    assert_eq!(aws.state(&license).await, SubscriptionState::Cancelled);
+    assert!(!aws.allowed(&license).await);
+    assert_eq!(
+        metered(&sim),
+        rows(&[
+            ("requests", "12:00", 42),
+            ("storage_gb", "12:00", 0),
+            ("requests", "13:00", 5),
+            ("storage_gb", "13:00", 0),
+            ("requests", "14:00", 0),
+            ("storage_gb", "14:00", 0),
+            ("requests", "15:00", 7),
+        ]),
+        "every hour once, the last one ending at the deprovisioning"
+    );
+
+    // Late, duplicated and shuffled events change nothing.
+    sim.event(&license, UPDATED);
+    sim.event(&license, DEPROVISIONED);
+    sim.event(&license, UPDATED);
+    for attempt in sim
+        .deliver_with(DeliveryPlan {
+            duplicate: true,
+            shuffle_seed: Some(7),
+        })
+        .await
+    {
+        assert_eq!(attempt.status, 200, "{attempt:?}");
+    }
+    aws.test.drain().await;
+    assert_eq!(aws.state(&license).await, SubscriptionState::Cancelled);
+
+    clock_to(&aws, "2026-11-23T19:00:00Z");
+    bill(&aws).await;
+    assert_eq!(metered(&sim).len(), 7, "nothing after the final usage");
+    assert!(
+        sim.world().duplicates.is_empty(),
+        "no hour was sent with two quantities"
+    );
+    aws.stop().await;
+}
+
+backend_test!(aws_purchase_to_deprovisioning, |database| async move {
+    walk_the_lifecycle(database).await;
+});
