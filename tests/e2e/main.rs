@@ -4,6 +4,8 @@
 mod support;
 
 mod architecture;
+mod azure_flow;
+mod azure_support;
 mod billing;
 mod billing_closing;
 mod billing_google;

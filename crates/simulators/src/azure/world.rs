@@ -67,6 +67,9 @@ pub struct SimSubscription {
     pub last_modified: DateTime<Utc>,
     /// How many times it was activated (a repeat is a no-op).
     pub activations: u32,
+    /// When it was unsubscribed: usage of hours that started before is
+    /// still taken within the 24 hours (contract §6.4, UNVERIFIED).
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// An operation.
@@ -243,6 +246,7 @@ impl World {
                 created: now,
                 last_modified: now,
                 activations: 0,
+                ended_at: None,
             },
         );
         let token = self.issue_token(&id, now);
@@ -504,7 +508,12 @@ impl World {
         match action {
             "Suspend" => subscription.status = status::SUSPENDED.into(),
             "Reinstate" => subscription.status = status::SUBSCRIBED.into(),
-            "Unsubscribe" => subscription.status = status::UNSUBSCRIBED.into(),
+            "Unsubscribe" => {
+                if subscription.status == status::SUBSCRIBED {
+                    subscription.ended_at = Some(now);
+                }
+                subscription.status = status::UNSUBSCRIBED.into();
+            }
             _ => {
                 let start = subscription.term_end.unwrap_or(now);
                 subscription.term_start = Some(start);
@@ -710,7 +719,11 @@ impl World {
         let Some(subscription) = self.subscriptions.get(&resource_id) else {
             return refuse(result, "ResourceNotFound", "unknown resource");
         };
-        if subscription.status != status::SUBSCRIBED {
+        let hour = start
+            .duration_trunc(ChronoDuration::hours(1))
+            .unwrap_or(start);
+        let ended_after_hour = subscription.ended_at.is_some_and(|end| hour < end);
+        if subscription.status != status::SUBSCRIBED && !ended_after_hour {
             return refuse(
                 result,
                 "ResourceNotActive",
@@ -726,9 +739,6 @@ impl World {
         {
             return refuse(result, "InvalidDimension", "the plan has no such dimension");
         }
-        let hour = start
-            .duration_trunc(ChronoDuration::hours(1))
-            .unwrap_or(start);
         if let Some(first) = self
             .usage
             .iter()
