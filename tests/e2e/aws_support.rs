@@ -48,7 +48,7 @@ pub async fn start(database: &TestDatabase) -> AwsTest {
             config.aws.metering_url = url.clone();
             config.aws.entitlement_url = url;
             config.aws.event_key = EVENT_KEY.into();
-            config.aws.sns_topic_arns = vec![SUBSCRIPTION_TOPIC.into(), ENTITLEMENT_TOPIC.into()];
+            config.aws.sns_topic_arns = format!("{SUBSCRIPTION_TOPIC},{ENTITLEMENT_TOPIC}");
             config.aws.sns_certificate_url_pattern = pattern;
         })
         .start()

@@ -37,9 +37,9 @@ pub struct AwsOptions {
     /// The API key the EventBridge connection sends; empty refuses every
     /// EventBridge delivery.
     pub event_key: String,
-    /// SNS topics whose messages are accepted (legacy listings); empty
-    /// refuses every SNS delivery.
-    pub sns_topic_arns: Vec<String>,
+    /// SNS topic ARNs whose messages are accepted (legacy listings),
+    /// comma-separated; empty refuses every SNS delivery.
+    pub sns_topic_arns: String,
     /// The only URLs SNS signing certificates are fetched from (`*` is one
     /// DNS label in the host, anything in the path).
     pub sns_certificate_url_pattern: String,
@@ -68,7 +68,7 @@ impl Default for AwsOptions {
             sns_path: "/aws/sns".into(),
             event_key_header: "x-marketbridge-key".into(),
             event_key: String::new(),
-            sns_topic_arns: Vec::new(),
+            sns_topic_arns: String::new(),
             sns_certificate_url_pattern: "https://sns.*.amazonaws.com/*.pem".into(),
             metering_window_hours: 6,
             month_end_grace: false,

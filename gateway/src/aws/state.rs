@@ -73,7 +73,7 @@ impl AwsState {
                 event_key,
                 topics: aws
                     .sns_topic_arns
-                    .iter()
+                    .split(',')
                     .map(|t| t.trim().to_owned())
                     .filter(|t| !t.is_empty())
                     .collect(),

@@ -8,6 +8,7 @@
 //! certificate it serves at `/sns/cert.pem`. Everything it receives is
 //! recorded, and it can fail on demand.
 
+mod control;
 mod world;
 
 pub use world::{AcceptedRecord, ApiError, LicenseState, SimLicense, World};
@@ -296,11 +297,52 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/", post(api))
         .route("/sns/cert.pem", get(certificate))
         .route("/sns/confirm", get(confirm))
+        .route("/simulator", get(control::overview))
+        .route("/simulator/purchases", post(control::purchase))
+        .route("/simulator/licenses/{key}/setup", get(control::setup))
+        .route(
+            "/simulator/licenses/{key}/entitlements",
+            post(control::change),
+        )
+        .route(
+            "/simulator/licenses/{key}/deprovision",
+            post(control::deprovision),
+        )
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(observed, observe))
 }
 
 impl SimState {
+    fn event(&self, key: &str, detail_type: &str) -> Option<Value> {
+        let license = lock(&self.world).licenses.get(key).cloned()?;
+        let event = json!({
+            "version": "0",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "detail-type": detail_type,
+            "source": events::SOURCE,
+            "account": "294406891311",
+            "time": marketbridge_core::time::to_rfc3339(self.clock.now()),
+            "region": "us-east-1",
+            "resources": [format!("arn:aws:aws-marketplace:us-east-1:294406891311:AWSMarketplace/Agreement/{}", license.agreement_id)],
+            "detail": {
+                "requestId": uuid::Uuid::new_v4().to_string(),
+                "catalog": "AWSMarketplace",
+                "agreement": {"id": license.agreement_id, "status": match license.state {
+                    LicenseState::Active => "ACTIVE",
+                    LicenseState::Deprovisioned(_) => "CANCELLED",
+                }},
+                "product": {"code": PRODUCT_CODE, "id": "prod-simulated01"},
+                // AWS's example shows the ARN without its `arn:` prefix.
+                "license": {"arn": license.license_arn.trim_start_matches("arn:")},
+                "acceptor": {"accountId": license.customer_aws_account_id},
+                "proposer": {"accountId": "294406891311"},
+                "offer": {"id": license.offer_id},
+            }
+        });
+        lock(&self.held).push(Held::Event(event.clone()));
+        Some(event)
+    }
+
     fn sign_sns(&self, mut message: SnsMessage, version: &str) -> SnsMessage {
         message.signature_version = version.to_owned();
         message.signing_cert_url = format!(
@@ -488,36 +530,7 @@ impl AwsSimulator {
     /// The EventBridge event of `detail_type` (e.g. `License Updated -
     /// Manufacturer`) about a license, held until [`Self::deliver`].
     pub fn event(&self, key: &str, detail_type: &str) -> Value {
-        let world = self.world();
-        let license = world.licenses.get(key).cloned();
-        drop(world);
-        let license = license.expect("a known license");
-        let event = json!({
-            "version": "0",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "detail-type": detail_type,
-            "source": events::SOURCE,
-            "account": "294406891311",
-            "time": marketbridge_core::time::to_rfc3339(self.state.clock.now()),
-            "region": "us-east-1",
-            "resources": [format!("arn:aws:aws-marketplace:us-east-1:294406891311:AWSMarketplace/Agreement/{}", license.agreement_id)],
-            "detail": {
-                "requestId": uuid::Uuid::new_v4().to_string(),
-                "catalog": "AWSMarketplace",
-                "agreement": {"id": license.agreement_id, "status": match license.state {
-                    LicenseState::Active => "ACTIVE",
-                    LicenseState::Deprovisioned(_) => "CANCELLED",
-                }},
-                "product": {"code": PRODUCT_CODE, "id": "prod-simulated01"},
-                // AWS's example shows the ARN without its `arn:` prefix.
-                "license": {"arn": license.license_arn.trim_start_matches("arn:")},
-                "acceptor": {"accountId": license.customer_aws_account_id},
-                "proposer": {"accountId": "294406891311"},
-                "offer": {"id": license.offer_id},
-            }
-        });
-        lock(&self.state.held).push(Held::Event(event.clone()));
-        event
+        self.state.event(key, detail_type).expect("a known license")
     }
 
     /// A legacy SNS notification (`action` on the subscription topic, or
