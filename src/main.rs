@@ -8,6 +8,10 @@
 //! marketbridge demo vercel        the set and the simulator, walking the Vercel flow
 //! marketbridge sim google         the Google Cloud Marketplace simulator, for local trials
 //! marketbridge demo google        the whole set plus the simulator, walking the Google lifecycle
+//! marketbridge sim aws            the AWS Marketplace simulator, for local trials
+//! marketbridge demo aws           the whole set plus the simulator, walking an AWS license's lifecycle
+//! marketbridge sim azure          the Azure Marketplace simulator, for local trials
+//! marketbridge demo azure         the whole set plus the simulator, walking an Azure SaaS subscription's lifecycle
 //! ```
 
 mod redact;
@@ -124,6 +128,26 @@ enum SimMarketplace {
         #[arg(long)]
         no_push: bool,
     },
+    /// AWS Marketplace: ResolveCustomer, GetEntitlements and BatchMeterUsage
+    /// (SigV4-checked), the buyer's registration POST, EventBridge and SNS.
+    Aws {
+        /// Address the simulator listens on.
+        #[arg(long, default_value = "127.0.0.1:8092")]
+        listen: String,
+        /// The gateway's public URL (default: `gateway.public_url`).
+        #[arg(long)]
+        gateway_url: Option<String>,
+    },
+    /// Azure Marketplace: an Entra tenant, the SaaS Fulfillment API v2 and
+    /// the metering API, signed connection webhook calls.
+    Azure {
+        /// Address the simulator listens on.
+        #[arg(long, default_value = "127.0.0.1:8094")]
+        listen: String,
+        /// The gateway's public URL (default: `gateway.public_url`).
+        #[arg(long)]
+        gateway_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +161,10 @@ enum DemoMarketplace {
         #[arg(long)]
         pull: bool,
     },
+    /// AWS Marketplace, from purchase to deprovisioning.
+    Aws,
+    /// Azure Marketplace, from purchase to cancellation.
+    Azure,
 }
 
 fn main() -> ExitCode {
@@ -325,6 +353,32 @@ fn main() -> ExitCode {
         } => run_quiet_process("marketbridge demo google", |_config| async move {
             marketbridge::demo::google(pull).await
         }),
+        Command::Sim {
+            marketplace: SimMarketplace::Aws {
+                listen,
+                gateway_url,
+            },
+        } => run_process("marketbridge-sim-aws", |config, shutdown| async move {
+            simulate_aws(config, shutdown, listen, gateway_url).await
+        }),
+        Command::Demo {
+            marketplace: DemoMarketplace::Aws,
+        } => run_quiet_process("marketbridge demo aws", |_config| async move {
+            marketbridge::demo::aws().await
+        }),
+        Command::Sim {
+            marketplace: SimMarketplace::Azure {
+                listen,
+                gateway_url,
+            },
+        } => run_process("marketbridge-sim-azure", |config, shutdown| async move {
+            marketbridge::demo::simulate_azure(config, shutdown, listen, gateway_url).await
+        }),
+        Command::Demo {
+            marketplace: DemoMarketplace::Azure,
+        } => run_quiet_process("marketbridge demo azure", |_config| async move {
+            marketbridge::demo::azure().await
+        }),
     }
 }
 
@@ -429,6 +483,69 @@ async fn simulate_google(
         "  curl -s -XPOST {control}/entitlements/<entitlement>/cancel   (revert-cancellation, end-term, delete)"
     );
     println!("  curl -s -XPOST {control}/accounts/<account>/delete");
+    shutdown.cancelled().await;
+    Ok(())
+}
+
+/// Runs the AWS Marketplace simulator until `shutdown`, pointed at the
+/// gateway, and prints the settings that point marketbridge at it.
+async fn simulate_aws(
+    config: Config,
+    shutdown: tokio_util::sync::CancellationToken,
+    listen: String,
+    gateway_url: Option<String>,
+) -> marketbridge_core::Result<()> {
+    use marketbridge_simulators::aws::{
+        ACCESS_KEY_ID, AwsSimulator, AwsSimulatorOptions, ENTITLEMENT_TOPIC, Endpoints,
+        PRODUCT_CODE, SECRET_ACCESS_KEY, SUBSCRIPTION_TOPIC,
+    };
+    let unavailable = |e: std::io::Error| marketbridge_core::Error::unavailable(e.to_string());
+    let mut options = AwsSimulatorOptions::new(marketbridge_core::time::system_clock());
+    options.listen = listen;
+    let sim = AwsSimulator::start(options).await.map_err(unavailable)?;
+    let gateway = gateway_url
+        .unwrap_or_else(|| config.gateway.public_url.clone())
+        .trim_end_matches('/')
+        .to_owned();
+    let event_key = if config.aws.event_key.is_empty() {
+        marketbridge_core::crypto::random_token(24)
+    } else {
+        config.aws.event_key.clone()
+    };
+    sim.set_endpoints(Endpoints {
+        fulfillment_url: format!("{gateway}{}", config.aws.fulfillment_path),
+        events_url: format!("{gateway}{}", config.aws.events_path),
+        sns_url: format!("{gateway}{}", config.aws.sns_path),
+        event_key: event_key.clone(),
+    });
+    println!("AWS Marketplace simulator at {} (Ctrl-C stops it)", sim.url());
+    println!("\nPoint marketbridge at it:");
+    for (key, value) in [
+        ("product_code", PRODUCT_CODE.to_owned()),
+        ("access_key_id", ACCESS_KEY_ID.to_owned()),
+        ("secret_access_key", SECRET_ACCESS_KEY.to_owned()),
+        ("metering_url", sim.url().to_owned()),
+        ("entitlement_url", sim.url().to_owned()),
+        ("event_key", event_key),
+        ("sns_topic_arns", format!("{SUBSCRIPTION_TOPIC},{ENTITLEMENT_TOPIC}")),
+        ("sns_certificate_url_pattern", sim.certificate_url_pattern()),
+    ] {
+        println!(
+            "  export {}='{value}'",
+            Config::env_var(&format!("aws.{key}"))
+        );
+    }
+    let control = format!("{}/simulator", sim.url());
+    println!("\nAct as the buyer:");
+    println!("  curl -s {control}                                  # what AWS holds");
+    println!(
+        "  curl -s -XPOST {control}/purchases -H 'content-type: application/json' -d '{{\"entitlements\":{{\"pro_tier\":5}}}}'"
+    );
+    println!("  open {control}/licenses/<license>/setup          # \"Set up your account\"");
+    println!(
+        "  curl -s -XPOST {control}/licenses/<license>/entitlements -H 'content-type: application/json' -d '{{\"entitlements\":{{\"free_tier\":1}}}}'"
+    );
+    println!("  curl -s -XPOST {control}/licenses/<license>/deprovision");
     shutdown.cancelled().await;
     Ok(())
 }
