@@ -1,14 +1,20 @@
 //! Starting and stopping the three services and the gateway together.
 
+use marketbridge_account::AccountDeps;
 use marketbridge_account::AccountServer;
+use marketbridge_billing::BillingDeps;
 use marketbridge_billing::BillingServer;
+use marketbridge_catalog::Catalog;
 use marketbridge_config::Config;
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_gateway::Gateway;
+use marketbridge_gateway::state::Services as GatewayServices;
+use marketbridge_provisioning::ProvisioningDeps;
 use marketbridge_provisioning::ProvisioningServer;
 use marketbridge_rpc::ServiceClients;
+use marketbridge_rpc::{AccountApi, BillingApi, Deferred, InProcess, ProvisioningApi};
 use marketbridge_storage::outbox::JobHandler;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +54,18 @@ pub struct SetOptions {
     pub run_workers: bool,
 }
 
+/// How the parts of the set call each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wiring {
+    /// Through the service traits in this process ([`InProcess`]): no
+    /// network hop, with the same spans, caller, scopes, deadlines and
+    /// errors as over gRPC. What `marketbridge up` runs.
+    InProcess,
+    /// Over gRPC on loopback, as separate processes do (tests compare the
+    /// two).
+    Grpc,
+}
+
 /// A running set.
 pub struct RunningSet {
     /// Where each part listens.
@@ -80,8 +98,15 @@ fn service_url(scheme: &str, address: SocketAddr) -> String {
 }
 
 impl RunningSet {
-    /// Binds every listener, opens the databases, and starts serving.
+    /// Binds every listener, opens the databases, and starts serving; the
+    /// parts call each other in process ([`Wiring::InProcess`]).
     pub async fn start(options: SetOptions) -> Result<Self> {
+        Self::start_wired(options, Wiring::InProcess).await
+    }
+
+    /// [`RunningSet::start`] with the parts calling each other as `wiring`
+    /// says.
+    pub async fn start_wired(options: SetOptions, wiring: Wiring) -> Result<Self> {
         let mut config = options.config;
         // The parts of one process share a token and a session secret made
         // for it unless they are given (`marketbridge up` keeps its own in
@@ -128,21 +153,42 @@ impl RunningSet {
             config.gateway.public_url = format!("{web}://{}", addresses.gateway);
         }
 
-        let account =
-            AccountServer::from_config(&config, options.clock.clone(), options.cipher.clone())
-                .await?;
-        let provisioning =
-            ProvisioningServer::from_config(&config, options.clock.clone(), options.cipher.clone())
-                .await?;
-        let billing = BillingServer::from_config(&config, options.clock.clone()).await?;
+        let gateway_deadline = Duration::from_millis(config.gateway.request_timeout_ms);
         let clients = ServiceClients::connect(
             &config.gateway.account_url,
             &config.gateway.provisioning_url,
             &config.gateway.billing_url,
             &marketbridge_rpc::ClientCredentials::of_set(&config),
-            Duration::from_millis(config.gateway.request_timeout_ms),
+            gateway_deadline,
         )?;
-        let gateway = Gateway::with_clock(&config, clients.clone(), options.clock.clone())?;
+        let (account, provisioning, billing, gateway) = match wiring {
+            Wiring::InProcess => {
+                let (account, provisioning, billing) =
+                    open_wired(&config, &options.clock, &options.cipher).await?;
+                let services = in_process(&account, &provisioning, &billing, gateway_deadline);
+                let gateway = Gateway::with_services(
+                    &config,
+                    clients.clone(),
+                    GatewayServices {
+                        accounts: services.0,
+                        provisioning: services.1,
+                        billing: services.2,
+                    },
+                    options.clock.clone(),
+                )?;
+                (account, provisioning, billing, gateway)
+            }
+            Wiring::Grpc => {
+                let (clock, cipher) = (options.clock.clone(), options.cipher.clone());
+                let account = AccountServer::from_config(&config, clock.clone(), cipher.clone());
+                let account = account.await?;
+                let provisioning = ProvisioningServer::from_config(&config, clock.clone(), cipher);
+                let provisioning = provisioning.await?;
+                let billing = BillingServer::from_config(&config, clock.clone()).await?;
+                let gateway = Gateway::with_clock(&config, clients.clone(), clock)?;
+                (account, provisioning, billing, gateway)
+            }
+        };
 
         // Stopping happens in two steps: background work first (so no job
         // runs against a server that is already gone), then the servers.
@@ -353,4 +399,93 @@ fn spawn_worker(
         outbox.run(handler, stop).await;
         Ok(())
     });
+}
+
+/// The three services, each given the others in process (through
+/// [`Deferred`] handles wired once all three exist), so they call each other
+/// without a network hop, with the deadline their gRPC clients would have.
+async fn open_wired(
+    config: &Config,
+    clock: &SharedClock,
+    cipher: &Cipher,
+) -> Result<(AccountServer, ProvisioningServer, BillingServer)> {
+    let accounts = Deferred::<dyn AccountApi>::new();
+    let provisioning_peer = Deferred::<dyn ProvisioningApi>::new();
+    let billing_peer = Deferred::<dyn BillingApi>::new();
+    let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
+    let account = AccountServer::open(
+        &config.database_url(&config.account.database_url, "account"),
+        &config.outbox,
+        AccountDeps {
+            clock: clock.clone(),
+            cipher: cipher.clone(),
+            marketplaces: marketbridge_account::adapters::from_config(config, clock.clone())?,
+            provisioning: Some(Arc::new(provisioning_peer.clone())),
+            billing: Some(Arc::new(billing_peer.clone())),
+        },
+    )
+    .await?;
+    let provisioning = ProvisioningServer::open(
+        &config.database_url(&config.provisioning.database_url, "provisioning"),
+        &config.outbox,
+        ProvisioningDeps {
+            clock: clock.clone(),
+            cipher: cipher.clone(),
+            catalog: catalog.clone(),
+            drivers: marketbridge_provisioning::adapters::drivers(config)?,
+            marketplaces: marketbridge_provisioning::adapters::from_config(config, clock.clone())?,
+            accounts: Arc::new(accounts.clone()),
+            billing: Some(Arc::new(billing_peer.clone())),
+            usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
+        },
+    )
+    .await?;
+    let billing = BillingServer::open(
+        &config.database_url(&config.billing.database_url, "billing"),
+        &config.outbox,
+        BillingDeps {
+            clock: clock.clone(),
+            catalog,
+            marketplaces: marketbridge_billing::adapters::from_config(config, clock.clone())?,
+            accounts: Arc::new(accounts.clone()),
+            provisioning: Arc::new(provisioning_peer.clone()),
+            options: config.billing.clone(),
+        },
+    )
+    .await?;
+    // The deadline the services' gRPC clients of each other have.
+    let deadline = Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3);
+    let (a, p, b) = in_process(&account, &provisioning, &billing, deadline);
+    accounts.wire(a);
+    provisioning_peer.wire(p);
+    billing_peer.wire(b);
+    Ok((account, provisioning, billing))
+}
+
+/// The three services called in process, each call with `deadline`.
+fn in_process(
+    account: &AccountServer,
+    provisioning: &ProvisioningServer,
+    billing: &BillingServer,
+    deadline: Duration,
+) -> (
+    Arc<dyn AccountApi>,
+    Arc<dyn ProvisioningApi>,
+    Arc<dyn BillingApi>,
+) {
+    use marketbridge_account::grpc::AccountGrpc;
+    use marketbridge_billing::grpc::BillingGrpc;
+    use marketbridge_provisioning::grpc::ProvisioningGrpc;
+    (
+        Arc::new(
+            InProcess::new(AccountGrpc::new(account.domain().clone())).with_deadline(deadline),
+        ),
+        Arc::new(
+            InProcess::new(ProvisioningGrpc::new(provisioning.domain().clone()))
+                .with_deadline(deadline),
+        ),
+        Arc::new(
+            InProcess::new(BillingGrpc::new(billing.domain().clone())).with_deadline(deadline),
+        ),
+    )
 }

@@ -57,6 +57,20 @@ impl Gateway {
         })
     }
 
+    /// A gateway calling the services through `services` (in process when
+    /// they run in this process), with `clients` for the operator console
+    /// and the health checks.
+    pub fn with_services(
+        config: &Config,
+        clients: ServiceClients,
+        services: state::Services,
+        clock: SharedClock,
+    ) -> Result<Self> {
+        Ok(Self {
+            state: AppState::with_services(Arc::new(config.clone()), clients, services, clock)?,
+        })
+    }
+
     /// Every route, with tracing, metrics, a body limit and the deadline.
     pub fn router(&self) -> Router {
         let deadline = Duration::from_millis(self.state.config.gateway.request_timeout_ms.max(100));

@@ -11,6 +11,28 @@ use marketbridge_core::time::SharedClock;
 use marketbridge_rpc::{AccountApi, BillingApi, ProvisioningApi, ServiceClients};
 use std::sync::Arc;
 
+/// The services as the gateway calls them.
+#[derive(Clone)]
+pub struct Services {
+    /// The account service.
+    pub accounts: Arc<dyn AccountApi>,
+    /// The provisioning service.
+    pub provisioning: Arc<dyn ProvisioningApi>,
+    /// The billing service.
+    pub billing: Arc<dyn BillingApi>,
+}
+
+impl Services {
+    /// The services over the gRPC `clients`.
+    pub fn over_grpc(clients: &ServiceClients) -> Self {
+        Self {
+            accounts: Arc::new(clients.account.clone()),
+            provisioning: Arc::new(clients.provisioning.clone()),
+            billing: Arc::new(clients.billing.clone()),
+        }
+    }
+}
+
 /// Shared handler state. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -50,15 +72,27 @@ impl AppState {
         clients: ServiceClients,
         clock: SharedClock,
     ) -> Result<Self> {
+        let services = Services::over_grpc(&clients);
+        Self::with_services(config, clients, services, clock)
+    }
+
+    /// State calling the services through `services` (in process under
+    /// `marketbridge up`), with `clients` for what needs the wire.
+    pub fn with_services(
+        config: Arc<Config>,
+        clients: ServiceClients,
+        services: Services,
+        clock: SharedClock,
+    ) -> Result<Self> {
         Ok(Self {
-            vercel: VercelState::new(&config)?,
+            vercel: VercelState::with_clock(&config, clock.clone())?,
             google: GoogleState::with_clock(&config, clock.clone())?,
             azure: crate::azure::AzureState::with_clock(&config, clock.clone())?,
             signup: SignupTickets::new(&config, clock),
             console: ConsoleKeys::from_config(&config),
-            accounts: Arc::new(clients.account.clone()),
-            provisioning: Arc::new(clients.provisioning.clone()),
-            billing: Arc::new(clients.billing.clone()),
+            accounts: services.accounts,
+            provisioning: services.provisioning,
+            billing: services.billing,
             clients,
             config,
         })

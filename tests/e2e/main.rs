@@ -30,6 +30,8 @@ mod keys;
 mod kubernetes;
 mod limits;
 mod openapi;
+mod perf_hops;
+mod perf_hops_trace;
 mod processes;
 mod replicas;
 mod security_at_rest;

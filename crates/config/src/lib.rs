@@ -88,6 +88,11 @@ pub struct TelemetryOptions {
     pub log_filter: String,
     /// Interval of the OTLP metric export, in milliseconds.
     pub metrics_export_interval_ms: u64,
+    /// Fraction of traces recorded and exported when `otlp_endpoint` is
+    /// set, from 0 to 1 (a trace whose caller sent a sampled `traceparent`
+    /// follows the caller's choice). Without an endpoint no span is recorded
+    /// and log lines carry no trace ids.
+    pub trace_sampling_ratio: f64,
 }
 
 impl Default for TelemetryOptions {
@@ -97,6 +102,7 @@ impl Default for TelemetryOptions {
             log_format: "text".into(),
             log_filter: "info,sqlx=warn,sea_orm=warn,h2=warn,tower=warn,hyper=warn".into(),
             metrics_export_interval_ms: 10_000,
+            trace_sampling_ratio: 1.0,
         }
     }
 }

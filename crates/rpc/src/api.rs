@@ -10,7 +10,7 @@
 //! [`marketbridge_core::Error`] codes, since the gRPC path converts the status
 //! the service produced back into the error it came from.
 
-use crate::auth::Caller;
+use crate::auth::{Caller, authorize};
 use crate::client::{AccountClient, BillingClient, ProvisioningClient};
 use async_trait::async_trait;
 use marketbridge_core::{Error, Result};
@@ -18,14 +18,27 @@ use marketbridge_proto::account::v1 as account;
 use marketbridge_proto::billing::v1 as billing;
 use marketbridge_proto::common::v1 as common;
 use marketbridge_proto::provisioning::v1 as provisioning;
-use std::sync::Arc;
+use marketbridge_telemetry::InProcessCall;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::{Duration, Instant};
+use tonic::TimeoutExpired;
+use tracing::Instrument;
 
 /// A service implementation called in this process, as the set's own
 /// caller (the one the services' gRPC servers would see for an internal
 /// call), without a network hop.
+///
+/// A call behaves as the same call over gRPC would: the method's scope is
+/// checked for the caller, a client span and a server span (naming the
+/// caller) are opened below the current span with the same names and
+/// attributes, the call counts in the same metrics, it must not be made
+/// while a database transaction is open, the deadline (when set) answers
+/// as the gRPC client's does, and the service's status comes back as the
+/// same [`marketbridge_core::Error`].
 pub struct InProcess<S> {
     service: Arc<S>,
     caller: Caller,
+    deadline: Option<Duration>,
 }
 
 impl<S> Clone for InProcess<S> {
@@ -33,6 +46,7 @@ impl<S> Clone for InProcess<S> {
         Self {
             service: self.service.clone(),
             caller: self.caller.clone(),
+            deadline: self.deadline,
         }
     }
 }
@@ -41,23 +55,122 @@ impl<S> std::fmt::Debug for InProcess<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InProcess")
             .field("caller", &self.caller)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
 
 impl<S> InProcess<S> {
-    /// Calls `service` directly, as the set's own caller.
+    /// Calls `service` directly, as the set's own caller, with no deadline.
     pub fn new(service: S) -> Self {
+        Self::shared(Arc::new(service))
+    }
+
+    /// Calls the shared `service` directly, as the set's own caller, with
+    /// no deadline.
+    pub fn shared(service: Arc<S>) -> Self {
         Self {
-            service: Arc::new(service),
+            service,
             caller: Caller::set(),
+            deadline: None,
         }
+    }
+
+    /// Every call has `deadline` to finish, as a gRPC channel's calls do
+    /// ([`crate::client::channel`]).
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.extensions_mut().insert(self.caller.clone());
         request
+    }
+
+    /// Runs `served` (the service's answer to a call) as the call `call`.
+    async fn run<T>(
+        &self,
+        call: &InProcessCall,
+        served: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        marketbridge_telemetry::transactions::check_no_open_transaction(call.path());
+        let client = call.client_span();
+        let server = call.server_span(&client, &self.caller.name);
+        let started = Instant::now();
+        let answer = async {
+            authorize(&self.caller, call.path())?;
+            let served = served.instrument(server);
+            match self.deadline {
+                Some(deadline) => {
+                    tokio::time::timeout(deadline, served)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(tonic::Status::cancelled(TimeoutExpired(()).to_string()))
+                        })
+                }
+                None => served.await,
+            }
+        }
+        .instrument(client)
+        .await;
+        let code = answer.as_ref().map_or_else(|s| s.code() as i64, |_| 0);
+        call.record(code, started.elapsed());
+        answer.map(tonic::Response::into_inner).map_err(Error::from)
+    }
+}
+
+/// A service trait whose calls go nowhere until it is wired with
+/// [`Deferred::wire`]: the services of one process need each other, so each
+/// is given the others before they exist. A call before wiring answers
+/// `UNAVAILABLE`.
+pub struct Deferred<T: ?Sized> {
+    target: Arc<OnceLock<Arc<T>>>,
+}
+
+impl<T: ?Sized> Clone for Deferred<T> {
+    fn clone(&self) -> Self {
+        Self {
+            target: self.target.clone(),
+        }
+    }
+}
+
+impl<T: ?Sized> Default for Deferred<T> {
+    fn default() -> Self {
+        Self {
+            target: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Deferred<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred")
+            .field("wired", &self.target.get().is_some())
+            .finish()
+    }
+}
+
+impl<T: ?Sized> Deferred<T> {
+    /// Not wired yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends every call (of every clone) to `target` from now on; a second
+    /// wiring is ignored.
+    pub fn wire(&self, target: Arc<T>) {
+        let _ = self.target.set(target);
+    }
+
+    fn target(&self) -> Result<&T> {
+        self.target
+            .get()
+            .map(AsRef::as_ref)
+            .ok_or_else(|| Error::unavailable("the service is not wired yet"))
     }
 }
 
@@ -66,7 +179,7 @@ impl<S> InProcess<S> {
 macro_rules! service_api {
     (
         $(#[$doc:meta])*
-        pub trait $trait:ident: $client:ty, $server:path {
+        pub trait $trait:ident: $client:ty, $server:path, $component:literal, $service_name:path {
             $(
                 $(#[$method_doc:meta])*
                 fn $method:ident($request:ty) -> $response:ty;
@@ -99,10 +212,20 @@ macro_rules! service_api {
         impl<S: $server> $trait for InProcess<S> {
             $(
                 async fn $method(&self, request: $request) -> Result<$response> {
-                    <S as $server>::$method(&self.service, self.request(request))
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(Error::from)
+                    static CALL: LazyLock<InProcessCall> = LazyLock::new(|| {
+                        InProcessCall::new($component, $service_name, stringify!($method))
+                    });
+                    let served = <S as $server>::$method(&self.service, self.request(request));
+                    self.run(&CALL, served).await
+                }
+            )*
+        }
+
+        #[async_trait]
+        impl $trait for Deferred<dyn $trait> {
+            $(
+                async fn $method(&self, request: $request) -> Result<$response> {
+                    self.target()?.$method(request).await
                 }
             )*
         }
@@ -113,7 +236,7 @@ service_api! {
     /// The account service as its callers see it: plain messages in, the
     /// answer or a [`marketbridge_core::Error`] out. [`AccountClient`] calls it
     /// over gRPC; [`InProcess`] calls an implementation in this process.
-    pub trait AccountApi: AccountClient, account::account_service_server::AccountService {
+    pub trait AccountApi: AccountClient, account::account_service_server::AccountService, "account", account::account_service_server::SERVICE_NAME {
         /// `UpsertAccount`: creates the account for a marketplace identity, or updates it when it
         /// exists (last writer wins).
         fn upsert_account(account::UpsertAccountRequest) -> account::Account;
@@ -177,7 +300,7 @@ service_api! {
     /// The provisioning service as its callers see it: plain messages in, the
     /// answer or a [`marketbridge_core::Error`] out. [`ProvisioningClient`] calls it
     /// over gRPC; [`InProcess`] calls an implementation in this process.
-    pub trait ProvisioningApi: ProvisioningClient, provisioning::provisioning_service_server::ProvisioningService {
+    pub trait ProvisioningApi: ProvisioningClient, provisioning::provisioning_service_server::ProvisioningService, "provisioning", provisioning::provisioning_service_server::SERVICE_NAME {
         /// `UpsertSubscription`: records a subscription as the marketplace describes it, creating
         /// it when new.
         fn upsert_subscription(provisioning::UpsertSubscriptionRequest) -> provisioning::Subscription;
@@ -277,7 +400,7 @@ service_api! {
     /// The billing service as its callers see it: plain messages in, the
     /// answer or a [`marketbridge_core::Error`] out. [`BillingClient`] calls it
     /// over gRPC; [`InProcess`] calls an implementation in this process.
-    pub trait BillingApi: BillingClient, billing::billing_service_server::BillingService {
+    pub trait BillingApi: BillingClient, billing::billing_service_server::BillingService, "billing", billing::billing_service_server::SERVICE_NAME {
         /// `ListPlans`: lists the plans a customer may choose, for a product or for an existing
         /// account or resource (plan changes).
         fn list_plans(billing::ListPlansRequest) -> billing::ListPlansResponse;

@@ -187,6 +187,19 @@ impl Requirement {
     }
 }
 
+/// Whether `caller` may call `path` (`/package.Service/Method`): the
+/// refusal the services answer when it may not.
+pub fn authorize(caller: &Caller, path: &str) -> std::result::Result<(), tonic::Status> {
+    if requirement(path).allows(caller) {
+        Ok(())
+    } else {
+        Err(tonic::Status::permission_denied(format!(
+            "the caller `{}` may not call {path}",
+            caller.name
+        )))
+    }
+}
+
 /// The callers a server accepts.
 #[derive(Clone, Default)]
 pub struct Callers {
@@ -398,11 +411,7 @@ where
         // The server span is current only once the future runs.
         let verdict = match (&caller, needed) {
             (_, Requirement::Open) => Ok(()),
-            (Some(caller), needed) if needed.allows(caller) => Ok(()),
-            (Some(caller), _) => Err(tonic::Status::permission_denied(format!(
-                "the caller `{}` may not call {path}",
-                caller.name
-            ))),
+            (Some(caller), _) => authorize(caller, &path),
             (None, _) if self.callers.open => Ok(()),
             (None, _) => Err(tonic::Status::unauthenticated(
                 "this service needs credentials: `authorization: Bearer <token>` or an mTLS client certificate",

@@ -24,7 +24,7 @@ pub mod secrets;
 pub mod server;
 pub mod tls;
 
-pub use api::{AccountApi, BillingApi, InProcess, ProvisioningApi};
+pub use api::{AccountApi, BillingApi, Deferred, InProcess, ProvisioningApi};
 pub use client::{
     AccountClient, BillingClient, ClientCredentials, ProvisioningClient, ServiceClients,
     TracedChannel, channel,

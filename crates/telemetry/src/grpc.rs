@@ -23,6 +23,119 @@ fn split_path(path: &str) -> (String, String) {
     }
 }
 
+/// The client span of a call to `service`/`method`.
+fn client_span(service: &str, method: &str) -> tracing::Span {
+    tracing::info_span!(
+        "grpc.client",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+    )
+}
+
+/// The server span of a call to `service`/`method` served by `component`,
+/// below `parent` (a local span; `None` keeps the current one).
+fn server_span(
+    component: &'static str,
+    service: &str,
+    method: &str,
+    parent: Option<&tracing::Span>,
+) -> tracing::Span {
+    match parent {
+        Some(parent) => tracing::info_span!(
+            parent: parent,
+            "grpc.server",
+            otel.name = %format_args!("{service}/{method}"),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            marketbridge.component = component,
+            rpc.caller = tracing::field::Empty,
+        ),
+        None => tracing::info_span!(
+            "grpc.server",
+            otel.name = %format_args!("{service}/{method}"),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            marketbridge.component = component,
+            rpc.caller = tracing::field::Empty,
+        ),
+    }
+}
+
+/// A method of a service called in this process (no network hop), traced
+/// and measured exactly as the same call over gRPC: a client span, a server
+/// span below it naming the component, and the client and server metrics.
+#[derive(Debug, Clone)]
+pub struct InProcessCall {
+    component: &'static str,
+    service: &'static str,
+    method: String,
+    path: String,
+}
+
+impl InProcessCall {
+    /// The call of `method` (its Rust name, `get_account`) of `service`
+    /// (`marketbridge.account.v1.AccountService`), served by `component`.
+    pub fn new(component: &'static str, service: &'static str, rust_method: &str) -> Self {
+        let method: String = rust_method
+            .split('_')
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let mut chars = part.chars();
+                chars.next().map_or_else(String::new, |first| {
+                    first.to_ascii_uppercase().to_string() + chars.as_str()
+                })
+            })
+            .collect();
+        let path = format!("/{service}/{method}");
+        Self {
+            component,
+            service,
+            method,
+            path,
+        }
+    }
+
+    /// `/package.Service/Method`, as the call's gRPC path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The client span, below the current span.
+    pub fn client_span(&self) -> tracing::Span {
+        client_span(self.service, &self.method)
+    }
+
+    /// The server span, below `client`, naming `caller` as the
+    /// authenticated caller.
+    pub fn server_span(&self, client: &tracing::Span, caller: &str) -> tracing::Span {
+        let span = server_span(self.component, self.service, &self.method, Some(client));
+        span.record("rpc.caller", caller);
+        span
+    }
+
+    /// Records the call's metrics: it answered `code` (the gRPC status
+    /// code) `elapsed` after it started.
+    pub fn record(&self, code: i64, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let attributes = [
+            KeyValue::new("rpc.service", self.service),
+            KeyValue::new("rpc.method", self.method.clone()),
+            KeyValue::new("rpc.grpc.status_code", code),
+        ];
+        let meters = metrics();
+        meters.rpc_server_requests.add(1, &attributes);
+        meters.rpc_server_duration.record(seconds, &attributes);
+        meters.rpc_client_duration.record(seconds, &attributes);
+    }
+}
+
 /// Builds the server span of a gRPC call; pass it to tonic's
 /// `Server::builder().trace_fn(...)`. `component` names the service.
 pub fn grpc_server_span(
@@ -30,16 +143,7 @@ pub fn grpc_server_span(
 ) -> impl Fn(&http::Request<()>) -> tracing::Span + Clone {
     move |request: &http::Request<()>| {
         let (service, method) = split_path(request.uri().path());
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %format!("{service}/{method}"),
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            marketbridge.component = component,
-            rpc.caller = tracing::field::Empty,
-        );
+        let span = server_span(component, &service, &method, None);
         let _ = span.set_parent(extract_http(request.headers()));
         span
     }
@@ -168,14 +272,7 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let (service, method) = split_path(request.uri().path());
-        let span = tracing::info_span!(
-            "grpc.client",
-            otel.name = %format!("{service}/{method}"),
-            otel.kind = "client",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-        );
+        let span = client_span(&service, &method);
         let context = span.context();
         global::get_text_map_propagator(|propagator| {
             propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
@@ -216,6 +313,15 @@ mod tests {
                 "marketbridge.account.v1.AccountService".to_owned(),
                 "GetAccount".to_owned()
             )
+        );
+        assert_eq!(
+            InProcessCall::new(
+                "account",
+                "marketbridge.account.v1.AccountService",
+                "who_am_i"
+            )
+            .path(),
+            "/marketbridge.account.v1.AccountService/WhoAmI"
         );
         assert_eq!(split_path("/odd"), ("odd".to_owned(), String::new()));
         assert_eq!(

@@ -14,7 +14,7 @@ pub mod transactions;
 
 pub use grpc::{
     GrpcClientLayer, GrpcClientService, GrpcServerMetricsLayer, GrpcServerMetricsService,
-    grpc_server_span,
+    InProcessCall, grpc_server_span,
 };
 pub use http_server::http_server_layer;
 pub use metrics::{Metrics, metrics, render_prometheus};
@@ -29,7 +29,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -81,11 +81,23 @@ pub fn init(
         .with_service_name(service_name.to_owned())
         .build();
 
-    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    // Spans are recorded only when they go somewhere: without an exporter
+    // (or with a ratio of zero) the OpenTelemetry layer is left out, so a
+    // span costs only what `tracing` itself does.
+    let exporting = !options.otlp_endpoint.is_empty();
+    let ratio = sampling_ratio(options.trace_sampling_ratio);
+    let recording = records_spans(options);
+    let mut tracer_builder = SdkTracerProvider::builder()
+        .with_resource(resource.clone())
+        .with_sampler(Sampler::ParentBased(Box::new(if ratio >= 1.0 {
+            Sampler::AlwaysOn
+        } else {
+            Sampler::TraceIdRatioBased(ratio)
+        })));
     let mut meter_builder = SdkMeterProvider::builder()
         .with_resource(resource)
         .with_reader(metrics::PrometheusReader::shared());
-    if !options.otlp_endpoint.is_empty() {
+    if exporting {
         let span_exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint_url(&options.otlp_endpoint)
@@ -111,9 +123,11 @@ pub fn init(
 
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&options.log_filter));
-    let otel_layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer_provider.tracer("marketbridge"))
-        .with_tracked_inactivity(false);
+    let otel_layer = recording.then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer_provider.tracer("marketbridge"))
+            .with_tracked_inactivity(false)
+    });
     let json = options.log_format.eq_ignore_ascii_case("json");
     let dispatch = logfmt::DispatchCell::default();
     let fmt_layer = tracing_subscriber::fmt::layer()
@@ -135,6 +149,22 @@ pub fn init(
         meter_provider,
     };
     Ok(GUARD.get_or_init(|| guard).clone())
+}
+
+/// `telemetry.trace_sampling_ratio` within 0 to 1 (anything else, or not a
+/// number, is read as its nearest bound; NaN as 1).
+fn sampling_ratio(configured: f64) -> f64 {
+    if configured.is_nan() {
+        1.0
+    } else {
+        configured.clamp(0.0, 1.0)
+    }
+}
+
+/// Whether spans are recorded with `options`: only when they are exported
+/// and the sampling ratio lets some through.
+pub fn records_spans(options: &TelemetryOptions) -> bool {
+    !options.otlp_endpoint.is_empty() && sampling_ratio(options.trace_sampling_ratio) > 0.0
 }
 
 /// Extension: set an OTLP endpoint from text.
@@ -165,4 +195,24 @@ pub async fn metrics_endpoint() -> impl axum::response::IntoResponse {
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         render_prometheus(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_are_recorded_only_when_exported_and_sampled() {
+        let mut options = TelemetryOptions::default();
+        assert!(!records_spans(&options), "no endpoint, nothing recorded");
+        options.otlp_endpoint = "http://127.0.0.1:4317".into();
+        assert!(records_spans(&options));
+        options.trace_sampling_ratio = 0.0;
+        assert!(!records_spans(&options), "a ratio of zero records nothing");
+        options.trace_sampling_ratio = 0.25;
+        assert!(records_spans(&options));
+        assert_eq!(sampling_ratio(7.0), 1.0);
+        assert_eq!(sampling_ratio(-1.0), 0.0);
+        assert_eq!(sampling_ratio(f64::NAN), 1.0);
+    }
 }

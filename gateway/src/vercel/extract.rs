@@ -24,7 +24,7 @@
 use super::auth::{Access, Caller, authenticate};
 use super::body::{parse_json, parse_optional_json};
 use super::error::{FlowFailure, VercelError};
-use super::operations::{Call, installed_account};
+use super::operations::{Call, installed_account, installed_account_for_read};
 use crate::context::idempotency_key;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -204,16 +204,29 @@ pub struct Partner<R, B = ()> {
     rule: PhantomData<fn() -> R>,
 }
 
-impl<R, B> Partner<R, B> {
+impl<R: AccessRule, B> Partner<R, B> {
     /// The installation in the path.
     pub fn installation_id(&self) -> &str {
         &self.call.installation_id
     }
 
     /// The installation's account, or 404 when it is unknown or
-    /// uninstalled.
+    /// uninstalled (recently read for a read; always fresh for a change).
     pub async fn installed_account(&self, state: &AppState) -> Result<account_pb::Account> {
-        installed_account(state, &self.call.installation_id).await
+        account_for::<R>(state, &self.call.installation_id).await
+    }
+}
+
+/// The installation's account as a call under `R` needs it: a read may use
+/// one read recently ([`super::cache`]); a change reads it fresh.
+async fn account_for<R: AccessRule>(
+    state: &AppState,
+    installation_id: &str,
+) -> Result<account_pb::Account> {
+    if R::CHANGES {
+        installed_account(state, installation_id).await
+    } else {
+        installed_account_for_read(state, installation_id).await
     }
 }
 
@@ -284,7 +297,7 @@ impl<R: AccessRule> FromRequestParts<AppState> for Installed<R> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let Partner { caller, call, .. } = Partner::<R>::from_request_parts(parts, state).await?;
-        let account = installed_account(state, &call.installation_id)
+        let account = account_for::<R>(state, &call.installation_id)
             .await
             .map_err(|error| VercelError(error).into_response())?;
         Ok(Self {
@@ -309,16 +322,16 @@ pub struct Flow<R, B = ()> {
     rule: PhantomData<fn() -> R>,
 }
 
-impl<R, B> Flow<R, B> {
+impl<R: AccessRule, B> Flow<R, B> {
     /// The token's installation.
     pub fn installation_id(&self) -> &str {
         &self.call.installation_id
     }
 
     /// The installation's account, or 404 when it is unknown or
-    /// uninstalled.
+    /// uninstalled (recently read for a read; always fresh for a change).
     pub async fn installed_account(&self, state: &AppState) -> Result<account_pb::Account> {
-        installed_account(state, &self.call.installation_id).await
+        account_for::<R>(state, &self.call.installation_id).await
     }
 }
 
@@ -379,7 +392,7 @@ impl<R: AccessRule> FromRequestParts<AppState> for FlowInstalled<R> {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, FlowFailure> {
         let (caller, call) = flow_call::<R>(parts, state).await?;
-        let account = installed_account(state, &call.installation_id).await?;
+        let account = account_for::<R>(state, &call.installation_id).await?;
         Ok(Self {
             caller,
             call,

@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod billing;
 pub mod body;
+pub mod cache;
 pub mod convert;
 pub mod dashboard;
 pub mod error;

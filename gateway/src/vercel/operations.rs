@@ -51,6 +51,16 @@ impl Call {
     }
 }
 
+/// Forgets the installation's cached account when dropped: after a change
+/// to it has answered, failed or been abandoned.
+struct Forget<'a>(&'a AppState, &'a str);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.vercel.accounts.forget(self.1);
+    }
+}
+
 /// `Err` of a read turned into `None` when its code is one of `absent`.
 fn absent_as_none<T>(answer: Result<T>, absent: &[ErrorCode]) -> Result<Option<T>> {
     match answer {
@@ -82,12 +92,44 @@ pub async fn find_account(
     absent_as_none(answer, &[ErrorCode::NotFound, ErrorCode::Validation])
 }
 
+/// The account of an installation for a read, whatever its state: from the
+/// cache when it was read recently (see [`super::cache`]), else as
+/// [`find_account`]. Changes use [`find_account`], never this.
+pub async fn find_account_for_read(
+    state: &AppState,
+    installation_id: &str,
+) -> Result<Option<account_pb::Account>> {
+    let cache = &state.vercel.accounts;
+    if let Some(account) = cache.account(installation_id) {
+        return Ok(Some(account));
+    }
+    let lookup = cache.begin();
+    let found = find_account(state, installation_id).await?;
+    if let Some(account) = &found {
+        cache.store(lookup, installation_id, account);
+    }
+    Ok(found)
+}
+
 /// The account of an installed (not uninstalled) installation, or 404.
 pub async fn installed_account(
     state: &AppState,
     installation_id: &str,
 ) -> Result<account_pb::Account> {
-    match find_account(state, installation_id).await? {
+    installed(find_account(state, installation_id).await?)
+}
+
+/// [`installed_account`] for a read, from the cache when it was read
+/// recently.
+pub async fn installed_account_for_read(
+    state: &AppState,
+    installation_id: &str,
+) -> Result<account_pb::Account> {
+    installed(find_account_for_read(state, installation_id).await?)
+}
+
+fn installed(found: Option<account_pb::Account>) -> Result<account_pb::Account> {
+    match found {
         Some(account) if account.state == account_pb::AccountState::Active as i32 => Ok(account),
         Some(_) => Err(Error::not_found("the installation was uninstalled")),
         None => Err(Error::not_found("installation not found")),
@@ -95,29 +137,113 @@ pub async fn installed_account(
 }
 
 /// A plan of a product as a `BillingPlan`; `None` when it is no longer in
-/// the catalog.
+/// the catalog. Read from the gateway's catalog, as billing's `GetPlan`
+/// would answer.
 pub async fn plan(
     state: &AppState,
     product_id: &str,
     plan_id: &str,
 ) -> Result<Option<BillingPlan>> {
-    let answer = state
-        .billing
-        .get_plan(billing_pb::GetPlanRequest {
-            product_id: product_id.to_owned(),
-            plan_id: plan_id.to_owned(),
-            metadata: None,
-        })
-        .await;
-    Ok(absent_as_none(answer, &[ErrorCode::NotFound])?.map(|plan| billing_plan(&plan)))
+    let Some(found) = state
+        .vercel
+        .catalog
+        .product(product_id)
+        .and_then(|product| product.plan(plan_id))
+    else {
+        return Ok(None);
+    };
+    Ok(Some(billing_plan(&found.to_proto(product_id)?)))
 }
 
-/// The plans Vercel may offer for `request`.
+/// The plans Vercel may offer for `request`: billing's `ListPlans` answer,
+/// computed from the gateway's catalog (the same file billing reads) unless
+/// the request names a resource (whose product only billing knows).
 pub async fn list_plans(
     state: &AppState,
     request: billing_pb::ListPlansRequest,
 ) -> Result<Vec<billing_pb::Plan>> {
-    Ok(state.billing.list_plans(request).await?.plans)
+    if !request.resource_id.is_empty() {
+        return Ok(state.billing.list_plans(request).await?.plans);
+    }
+    let account_external_id = if request.account_id.is_empty() {
+        None
+    } else {
+        Some(account_identity(state, &request.account_id).await?)
+    };
+    catalog_plans(
+        &state.vercel.catalog,
+        &request,
+        account_external_id.as_deref(),
+    )
+}
+
+/// The marketplace's id of account `account_id` (its installation), as
+/// billing reads it for plans reserved to some accounts.
+async fn account_identity(state: &AppState, account_id: &str) -> Result<String> {
+    let account_id = marketbridge_core::ids::AccountId::parse("accountId", account_id)?;
+    let cache = &state.vercel.accounts;
+    if let Some(external_id) = cache.identity(account_id.as_str()) {
+        return Ok(external_id);
+    }
+    let account = state
+        .accounts
+        .get_account(account_pb::GetAccountRequest {
+            account: Some(AccountSelector::by_id(account_id.as_str())),
+        })
+        .await?;
+    cache.remember_identity(&account);
+    Ok(account.marketplace_ref.unwrap_or_default().external_id)
+}
+
+/// Billing's `ListPlans` over `catalog` for a request naming no resource.
+fn catalog_plans(
+    catalog: &marketbridge_catalog::Catalog,
+    request: &billing_pb::ListPlansRequest,
+    account_external_id: Option<&str>,
+) -> Result<Vec<billing_pb::Plan>> {
+    use marketbridge_catalog::{PlanQuery, PlanScope};
+    let metadata = marketbridge_core::metadata::metadata_to_json(request.metadata.as_ref());
+    let marketplace = if request.marketplace == 0 {
+        None
+    } else {
+        Some(marketbridge_core::Marketplace::from_proto(
+            "marketplace",
+            request.marketplace,
+        )?)
+    };
+    let scope = match billing_pb::PlanScope::try_from(request.scope).unwrap_or_default() {
+        billing_pb::PlanScope::Resource => Some(PlanScope::Resource),
+        billing_pb::PlanScope::Account => Some(PlanScope::Installation),
+        billing_pb::PlanScope::Unspecified => None,
+    };
+    let query = PlanQuery {
+        metadata: &metadata,
+        marketplace: marketplace.map(marketbridge_core::Marketplace::as_str),
+        scope,
+        account_external_id,
+    };
+    let products: Vec<_> = if request.product_id.is_empty() {
+        if scope.is_none() {
+            return Err(Error::invalid_field("productId", "is required"));
+        }
+        catalog.products().iter().collect()
+    } else {
+        vec![
+            catalog
+                .require_product("productSlug", &request.product_id)
+                .map_err(|e| {
+                    Error::not_found(e.message().to_owned())
+                        .with_user_message("This product does not exist")
+                })?,
+        ]
+    };
+    let mut plans = Vec::new();
+    for product in products {
+        for plan in product.plans_for(&query) {
+            plans.push(plan.to_proto(&product.id)?);
+        }
+    }
+    Ok(plans)
 }
 
 /// The resource plans of `product_id` Vercel may offer, quoted for
@@ -242,19 +368,19 @@ pub async fn installation_scoped_plan(
     if product_id.is_empty() || plan_id.is_empty() {
         return Ok(None);
     }
-    let answer = state
-        .billing
-        .list_plans(billing_pb::ListPlansRequest {
+    let answer = list_plans(
+        state,
+        billing_pb::ListPlansRequest {
             product_id: product_id.to_owned(),
             marketplace: Marketplace::Vercel as i32,
             scope: billing_pb::PlanScope::Account as i32,
             account_id: account_id.to_owned(),
             ..Default::default()
-        })
-        .await;
-    let plans = absent_as_none(answer, &[ErrorCode::NotFound, ErrorCode::Validation])?
-        .map(|plans| plans.plans)
-        .unwrap_or_default();
+        },
+    )
+    .await;
+    let plans =
+        absent_as_none(answer, &[ErrorCode::NotFound, ErrorCode::Validation])?.unwrap_or_default();
     Ok(plans
         .into_iter()
         .find(|plan| plan.id == plan_id && !plan.disabled))
@@ -343,6 +469,7 @@ pub async fn install(
     if let Some(team_id) = &request.team_id {
         attributes.insert(TEAM_ATTRIBUTE.to_owned(), team_id.clone());
     }
+    let _forget = Forget(state, &call.installation_id);
     let account = state
         .accounts
         .upsert_account(account_pb::UpsertAccountRequest {
@@ -433,6 +560,7 @@ pub async fn uninstall(
             account_id: account.id.clone(),
         })
         .await?;
+    let _forget = Forget(state, &call.installation_id);
     let deleted = state
         .accounts
         .delete_account(account_pb::DeleteAccountRequest {

@@ -6,7 +6,7 @@ use super::body::{metadata_param, query_map};
 use super::convert::{self, billing_plan};
 use super::error::Answer;
 use super::extract::{Installed, Partner, Read, Verified};
-use super::operations::{self, find_account, owned_resource};
+use super::operations::{self, find_account_for_read, owned_resource};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -40,7 +40,7 @@ pub async fn product_plans(
     // An installed team may see plans reserved for it.
     let account_id = match verified.caller.claims.installation_id.as_deref() {
         Some(installation_id) if !installation_id.is_empty() => {
-            find_account(&state, installation_id)
+            find_account_for_read(&state, installation_id)
                 .await?
                 .map(|a| a.id)
                 .unwrap_or_default()

@@ -3,9 +3,12 @@
 //! configuration. It names no handler, so the gateway's shared state can
 //! hold it.
 
+use super::cache::AccountCache;
 use super::session::SessionKey;
+use marketbridge_catalog::Catalog;
 use marketbridge_config::Config;
 use marketbridge_core::Result;
+use marketbridge_core::time::SharedClock;
 use marketbridge_vercel::{OidcVerifier, VercelApi};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,11 +45,21 @@ pub struct VercelState {
     /// Update Resource field naming the allowed environments
     /// (`vercel.allowed_environments_field`); empty ignores it.
     pub allowed_environments_field: String,
+    /// The product catalog (`catalog.path`), read as billing reads it: plan
+    /// listings are answered from it without a call.
+    pub catalog: Arc<Catalog>,
+    /// Installations' accounts recently read, for partner reads.
+    pub accounts: Arc<AccountCache>,
 }
 
 impl VercelState {
-    /// State from configuration.
+    /// State from configuration, on the system clock.
     pub fn new(config: &Config) -> Result<Self> {
+        Self::with_clock(config, marketbridge_core::time::system_clock())
+    }
+
+    /// State from configuration; cached accounts expire on `clock`.
+    pub fn with_clock(config: &Config, clock: SharedClock) -> Result<Self> {
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
         let vercel = &config.vercel;
         let verifier = OidcVerifier::new(
@@ -81,6 +94,8 @@ impl VercelState {
             },
             import_return_origins: origins(&vercel.import_return_origins),
             allowed_environments_field: vercel.allowed_environments_field.trim().to_owned(),
+            catalog: Arc::new(Catalog::load(&config.catalog.path)?),
+            accounts: Arc::new(AccountCache::new(clock, super::cache::CAPACITY)),
         })
     }
 
