@@ -44,7 +44,7 @@ pub async fn receive(State(state): State<AppState>, body: Bytes) -> Response {
             return generic_error_response(&Error::validation("the body is not an SNS message"));
         }
     };
-    if !adapter.topics.iter().any(|t| *t == message.topic_arn) {
+    if !adapter.topics.contains(&message.topic_arn) {
         tracing::warn!(sns.topic = %message.topic_arn, "sns delivery from a topic not configured refused");
         return generic_error_response(&Error::permission_denied("the topic is not accepted"));
     }

@@ -114,7 +114,7 @@ pub struct DeliveryAttempt {
 #[derive(Debug, Clone)]
 enum Held {
     Event(Value),
-    Sns(SnsMessage),
+    Sns(Box<SnsMessage>),
 }
 
 pub(crate) struct SimState {
@@ -577,7 +577,7 @@ impl AwsSimulator {
             signing_cert_url: String::new(),
         };
         let signed = self.state.sign_sns(unsigned, signature_version);
-        lock(&self.state.held).push(Held::Sns(signed.clone()));
+        lock(&self.state.held).push(Held::Sns(Box::new(signed.clone())));
         signed
     }
 
@@ -606,7 +606,7 @@ impl AwsSimulator {
             signing_cert_url: String::new(),
         };
         let signed = self.state.sign_sns(unsigned, "2");
-        self.state.post(&Held::Sns(signed)).await.status
+        self.state.post(&Held::Sns(Box::new(signed))).await.status
     }
 
     /// Topics whose subscription marketbridge confirmed.
@@ -657,7 +657,10 @@ impl AwsSimulator {
 
     /// Sends a raw SNS body; returns the status.
     pub async fn post_sns_raw(&self, message: &SnsMessage) -> u16 {
-        self.state.post(&Held::Sns(message.clone())).await.status
+        self.state
+            .post(&Held::Sns(Box::new(message.clone())))
+            .await
+            .status
     }
 
     /// Every delivery so far.

@@ -47,11 +47,10 @@ impl AwsLicenses {
             .products()
             .iter()
             .flat_map(|product| product.plans.iter().map(move |plan| (product, plan)))
-            .filter(|(_, plan)| {
+            .rfind(|(_, plan)| {
                 plan.marketplace_plan_ids.contains_key(AWS)
                     && dimensions.contains(plan.marketplace_plan_id(AWS).as_str())
             })
-            .last()
     }
 
     /// What we keep of a license's current entitlements.
