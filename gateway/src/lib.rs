@@ -5,6 +5,7 @@
 //! Architecture invariant: the gateway keeps no business state. Everything
 //! it answers comes from the services; everything it is told goes to them.
 
+pub mod aws;
 pub mod azure;
 pub mod connections;
 pub mod console;

@@ -47,6 +47,7 @@ pub const DOCUMENT_PATH: &str = "/openapi.json";
         (name = "vercel-flow", description = "The simplified `/marketplace/...` flow (below `vercel.base_path`)"),
         (name = "vercel-pages", description = "Vercel webhooks, SSO and the provider pages"),
         (name = "google", description = "Google Cloud Marketplace: Pub/Sub push and the signup page"),
+        (name = "aws", description = "AWS Marketplace SaaS: the fulfillment URL, EventBridge and SNS notifications"),
         (name = "azure", description = "Azure Marketplace SaaS: the landing page and the connection webhook"),
         (name = "health", description = "Liveness, readiness and this document"),
         (name = "console", description = "The operator console (HTML pages and forms; `gateway.console_enabled`)"),
@@ -143,6 +144,7 @@ pub fn router_and_document(state: &AppState) -> (axum::Router<AppState>, utoipa:
         .merge(crate::health::routes())
         .merge(crate::vercel::routes(state))
         .merge(crate::google::routes(state))
+        .merge(crate::aws::routes(state))
         .merge(crate::azure::routes(state))
         .merge(crate::console::routes(state))
         .routes(routes!(document))

@@ -52,6 +52,8 @@ pub struct AppState {
     pub vercel: VercelState,
     /// The Google adapter's state.
     pub google: GoogleState,
+    /// The AWS adapter's state.
+    pub aws: crate::aws::AwsState,
     /// The Azure adapter's state.
     pub azure: crate::azure::AzureState,
     /// The shared signup page's ticket signer.
@@ -87,6 +89,7 @@ impl AppState {
         Ok(Self {
             vercel: VercelState::with_clock(&config, clock.clone())?,
             google: GoogleState::with_clock(&config, clock.clone())?,
+            aws: crate::aws::AwsState::new(&config)?,
             azure: crate::azure::AzureState::with_clock(&config, clock.clone())?,
             signup: SignupTickets::new(&config, clock),
             console: ConsoleKeys::from_config(&config),

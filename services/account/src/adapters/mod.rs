@@ -1,6 +1,7 @@
 //! The marketplace adapters and event processors the account service runs
 //! with, chosen from configuration.
 
+pub mod aws;
 pub mod azure;
 pub mod google;
 pub mod vercel;
@@ -31,6 +32,7 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
             )));
         }
     }
+    let marketplaces = aws::register(marketplaces, config)?;
     let marketplaces = azure::register(marketplaces, config, clock.clone())?;
     google::register(marketplaces, config, clock)
 }

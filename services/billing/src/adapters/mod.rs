@@ -1,5 +1,6 @@
 //! The marketplace adapters billing runs with, chosen from configuration.
 
+pub mod aws;
 pub mod azure;
 pub mod google;
 pub mod vercel;
@@ -37,6 +38,17 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
                     marketbridge_vercel::api::credentials::AccountTokens::new(accounts),
                 )),
             );
+    }
+    if let Some(client) = marketbridge_aws::MarketplaceClient::from_options(&config.aws, &config.tls)? {
+        marketplaces = marketplaces.with_reporter(
+            Marketplace::Aws,
+            Arc::new(aws::AwsReporter::new(
+                client,
+                clock.clone(),
+                config.aws.metering_window_hours,
+                config.aws.month_end_grace,
+            )),
+        );
     }
     if let Some(clients) = marketbridge_azure::AzureClients::from_config(config, clock.clone())? {
         marketplaces = marketplaces.with_reporter(

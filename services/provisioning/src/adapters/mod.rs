@@ -1,6 +1,7 @@
 //! The marketplace adapters and drivers provisioning runs with, chosen from
 //! configuration.
 
+pub mod aws;
 pub mod azure;
 pub mod google;
 pub mod vercel;
@@ -34,6 +35,18 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
             Marketplace::Vercel,
             Arc::new(vercel::VercelProvisioning::new(api, accounts)),
         );
+    }
+    if let Some(client) = marketbridge_aws::MarketplaceClient::from_options(&config.aws, &config.tls)? {
+        let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
+        marketplaces = marketplaces
+            .with_adapter(
+                Marketplace::Aws,
+                Arc::new(aws::AwsLicenses::new(client, catalog, clock.clone())),
+            )
+            .with_reconciliation(
+                Marketplace::Aws,
+                Duration::from_secs(config.aws.reconcile_interval_seconds.max(1)),
+            );
     }
     if let Some(clients) = marketbridge_azure::AzureClients::from_config(config, clock.clone())? {
         let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
