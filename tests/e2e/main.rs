@@ -4,6 +4,9 @@
 mod support;
 
 mod architecture;
+mod aws_events;
+mod aws_lifecycle;
+mod aws_support;
 mod azure_flow;
 mod azure_support;
 mod billing;
