@@ -131,3 +131,57 @@ backend_test!(
         aws.stop().await;
     }
 );
+
+backend_test!(
+    aws_unprocessed_and_throttled_usage_is_retried_once,
+    |database| async move {
+        let aws = start(&database).await;
+        let sim = aws.sim.clone();
+        let license = sim.purchase("012345678901", &[("pro_tier", 3)], false);
+        aws.sign_up(&license, "Alan Turing", "alan@example.com")
+            .await;
+        aws.settle().await;
+        let subscription = aws.subscription(&license).await.unwrap();
+        assert_eq!(subscription.state, SubscriptionState::Active as i32);
+        clock_to(&aws, "2026-11-23T12:30:00Z");
+        let mut billing = aws.test.set.clients.billing.clone();
+        billing
+            .record_usage(billing_pb::RecordUsageRequest {
+                events: vec![billing_pb::UsageEvent {
+                    event_id: "retry-1".into(),
+                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
+                        subscription.id.clone(),
+                    )),
+                    metric_id: "requests".into(),
+                    quantity: 17,
+                    occurred_at: Some(to_timestamp(at("2026-11-23T12:15:00Z"))),
+                }],
+            })
+            .await
+            .expect("usage recorded");
+
+        // AWS throttles the first call and leaves a record of the second
+        // unprocessed; the identical body goes again until all are in.
+        sim.world().throttle_next = 1;
+        sim.world().unprocessed_next = 1;
+        clock_to(&aws, "2026-11-23T13:20:00Z");
+        aws.test.run_billing().await;
+        for _ in 0..5 {
+            aws.test.drain().await;
+            aws.clock.advance(Duration::minutes(2));
+        }
+        let accepted = sim.accepted();
+        assert_eq!(accepted.len(), 2, "{accepted:?}");
+        assert!(
+            accepted
+                .iter()
+                .any(|r| r.dimension == "requests" && r.quantity == 17)
+        );
+        assert!(sim.world().duplicates.is_empty());
+        assert!(
+            sim.metering_calls() >= 3,
+            "a throttled call, a partial one, a retry"
+        );
+        aws.stop().await;
+    }
+);
