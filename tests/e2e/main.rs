@@ -7,6 +7,7 @@ mod architecture;
 mod aws_events;
 mod aws_lifecycle;
 mod aws_support;
+mod azure_emulator;
 mod azure_flow;
 mod azure_support;
 mod billing;

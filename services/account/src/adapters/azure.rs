@@ -251,8 +251,9 @@ impl AzureEvents {
         })
     }
 
-    /// Decides a waiting plan or seat change.
-    async fn decide(&self, operation: &Operation, current: Option<&Subscription>) -> Result<()> {
+    /// Decides a waiting plan or seat change; true when the change went
+    /// through (accepted by us, or settled as accepted by Microsoft).
+    async fn decide(&self, operation: &Operation, current: Option<&Subscription>) -> Result<bool> {
         let accept = self.accepts(operation, current);
         let update = self
             .fulfillment
@@ -263,10 +264,15 @@ impl AzureEvents {
                 tracing::info!(azure.subscription = %operation.subscription_id, azure.operation = %operation.id, action = %operation.action, accepted = accept, "azure change decided")
             }
             OperationUpdate::AlreadySettled => {
-                tracing::info!(azure.subscription = %operation.subscription_id, azure.operation = %operation.id, "azure change was settled before our decision")
+                tracing::info!(azure.subscription = %operation.subscription_id, azure.operation = %operation.id, "azure change was settled before our decision");
+                let settled = self
+                    .fulfillment
+                    .get_operation(&operation.subscription_id, &operation.id)
+                    .await?;
+                return Ok(settled.is_some_and(|o| o.status == operation_status::SUCCEEDED));
             }
         }
-        Ok(())
+        Ok(accept)
     }
 }
 
@@ -304,11 +310,29 @@ impl EventProcessor for AzureEvents {
             .fulfillment
             .get_subscription(&operation.subscription_id)
             .await?;
+        let mut accepted = operation.status == operation_status::SUCCEEDED;
         if action::is_decidable(&operation.action)
             && operation.status == operation_status::IN_PROGRESS
             && operation.from_azure()
         {
-            self.decide(&operation, current.as_ref()).await?;
+            accepted = self.decide(&operation, current.as_ref()).await?;
+        }
+        let mut current = current;
+        if action::is_decidable(&operation.action) && accepted {
+            current = self
+                .fulfillment
+                .get_subscription(&operation.subscription_id)
+                .await?;
+            if let Some(subscription) = &current
+                && !applied(&operation, subscription)
+            {
+                // Microsoft applies an accepted change a little later; come
+                // back once it shows.
+                return Err(Error::unavailable(format!(
+                    "Azure has not applied operation {} to subscription {} yet",
+                    operation.id, operation.subscription_id
+                )));
+            }
         }
         let outcome = sync_subscription(services, &operation.subscription_id).await?;
         match (
@@ -324,6 +348,17 @@ impl EventProcessor for AzureEvents {
             _ => {}
         }
         Ok(outcome)
+    }
+}
+
+/// Whether the subscription shows what a plan or seat change asked for.
+fn applied(operation: &Operation, subscription: &Subscription) -> bool {
+    match operation.action.as_str() {
+        action::CHANGE_PLAN => operation
+            .plan_id
+            .as_deref()
+            .is_none_or(|plan| plan == subscription.plan()),
+        _ => operation.quantity.is_none() || operation.quantity == subscription.quantity,
     }
 }
 
