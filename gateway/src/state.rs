@@ -53,7 +53,7 @@ pub struct AppState {
     /// The Google adapter's state.
     pub google: GoogleState,
     /// The AWS adapter's state.
-    pub aws: crate::aws::AwsState,
+    pub aws: crate::aws::state::AwsState,
     /// The Azure adapter's state.
     pub azure: crate::azure::AzureState,
     /// The shared signup page's ticket signer.
@@ -89,7 +89,7 @@ impl AppState {
         Ok(Self {
             vercel: VercelState::with_clock(&config, clock.clone())?,
             google: GoogleState::with_clock(&config, clock.clone())?,
-            aws: crate::aws::AwsState::new(&config)?,
+            aws: crate::aws::state::AwsState::new(&config)?,
             azure: crate::azure::AzureState::with_clock(&config, clock.clone())?,
             signup: SignupTickets::new(&config, clock),
             console: ConsoleKeys::from_config(&config),
