@@ -36,6 +36,7 @@ mod limits;
 mod openapi;
 mod perf_hops;
 mod perf_hops_trace;
+mod perf_usage;
 mod processes;
 mod replicas;
 mod security_at_rest;

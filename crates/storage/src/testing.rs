@@ -339,40 +339,59 @@ impl Drop for PostgresSandbox {
     }
 }
 
-/// The SQL statements every connection of this process sent, once
-/// [`record_statements`] was called (a test's own process; nextest runs each
-/// test in one). Used to check that every lookup has an index.
-static RECORDED: std::sync::OnceLock<std::sync::Mutex<std::collections::BTreeSet<String>>> =
+/// The SQL statements every connection of this process sent, with how many
+/// times each was sent, once [`record_statements`] was called (a test's own
+/// process; nextest runs each test in one). Used to check that every lookup
+/// has an index, and to count the statements a call costs.
+static RECORDED: std::sync::OnceLock<std::sync::Mutex<std::collections::BTreeMap<String, u64>>> =
     std::sync::OnceLock::new();
 
 /// Starts recording the statements of every connection opened from now on
-/// (see [`recorded_statements`]).
+/// (see [`recorded_statements`] and [`statement_counts`]).
 pub fn record_statements() {
-    let _ = RECORDED.set(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let _ = RECORDED.set(std::sync::Mutex::new(std::collections::BTreeMap::new()));
 }
 
 /// Every distinct statement (with its placeholders) sent since
 /// [`record_statements`].
 pub fn recorded_statements() -> Vec<String> {
+    statement_counts().into_keys().collect()
+}
+
+/// Every distinct statement sent since [`record_statements`], with the
+/// number of times it was sent. Subtract two snapshots to count what one
+/// call cost.
+pub fn statement_counts() -> std::collections::BTreeMap<String, u64> {
     RECORDED
         .get()
-        .map(|set| {
-            set.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .cloned()
-                .collect()
-        })
+        .map(|counts| counts.lock().unwrap_or_else(|p| p.into_inner()).clone())
         .unwrap_or_default()
+}
+
+/// The statements sent between two snapshots of [`statement_counts`], with
+/// how many times each was sent; the total is the sum of the values.
+pub fn statements_between(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(sql, count)| {
+            let sent = count - before.get(sql).copied().unwrap_or(0);
+            (sent > 0).then(|| (sql.clone(), sent))
+        })
+        .collect()
 }
 
 /// Makes `db` report its statements when recording is on.
 pub(crate) fn observe(db: &mut sea_orm::DatabaseConnection) {
-    if let Some(set) = RECORDED.get() {
+    if let Some(counts) = RECORDED.get() {
         db.set_metric_callback(move |info| {
-            set.lock()
+            *counts
+                .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(info.statement.sql.clone());
+                .entry(info.statement.sql.clone())
+                .or_default() += 1;
         });
     }
 }

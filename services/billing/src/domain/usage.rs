@@ -3,7 +3,7 @@
 
 use super::BillingDomain;
 use crate::entity::{
-    account_closure, billing_resource, billing_subscription, usage_event, usage_window,
+    account_closure, billing_resource, billing_subscription, plan_period, usage_event, usage_window,
 };
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::ids::SubscriptionId;
@@ -17,10 +17,10 @@ use marketbridge_storage::outbox::truncate_micros;
 use marketbridge_storage::{Backend, UnitOfWork};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Most events in one call.
 pub const MAX_BATCH: usize = 1000;
@@ -67,23 +67,21 @@ impl BillingDomain {
                 .or_insert(event.occurred_at);
             *entry = (*entry).min(event.occurred_at);
         }
-        // Subscriptions are locked in id order, so concurrent batches cannot
-        // deadlock, and a report closing the ledger either sees this batch
-        // or makes it fail here.
-        for (subscription_id, earliest) in earliest {
-            if !still_open(txn, subscription_id, earliest).await? {
-                return Err(Error::invalid_field(
-                    "events",
-                    format!(
-                        "usage of {subscription_id} before {} was reported to the marketplace meanwhile",
-                        to_rfc3339(earliest)
-                    ),
-                ));
-            }
-        }
+        // Subscriptions are locked in id order (one statement), so
+        // concurrent batches cannot deadlock, and a report closing the ledger
+        // either sees this batch or makes it fail here.
         let backend = Backend::of(&self.db);
+        if let Some((subscription_id, earliest)) = lock_open(txn, backend, &earliest).await? {
+            return Err(Error::invalid_field(
+                "events",
+                format!(
+                    "usage of {subscription_id} before {} was reported to the marketplace meanwhile",
+                    to_rfc3339(earliest)
+                ),
+            ));
+        }
         let inserted = insert_new_events(txn, backend, &checked, now).await?;
-        // One upsert per hour window touched, in key order.
+        // One row per hour window touched, upserted in key order.
         let mut increments: BTreeMap<WindowKey<'_>, (i64, i64)> = BTreeMap::new();
         let mut results = Vec::with_capacity(checked.len());
         let (mut accepted, mut duplicates) = (0_u32, 0_u32);
@@ -110,9 +108,7 @@ impl BillingDomain {
                 outcome: outcome as i32,
             });
         }
-        for (key, (quantity, count)) in increments {
-            add_to_window(txn, backend, key, quantity, count).await?;
-        }
+        add_to_windows(txn, backend, &increments).await?;
         work.commit().await?;
         tracing::debug!(accepted, duplicates, "usage recorded");
         Ok(pb::RecordUsageResponse {
@@ -132,13 +128,20 @@ impl BillingDomain {
         let mut customers: Vec<Option<Customer>> = Vec::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
             let field = |name: &str| format!("events[{index}].{name}");
-            validator.require(&field("eventId"), &event.event_id);
-            validator.max_len(&field("eventId"), &event.event_id, 128);
-            validator.require(&field("metricId"), &event.metric_id);
+            // Field names are only formatted for an event that is invalid.
+            if event.event_id.trim().is_empty() {
+                validator.require(&field("eventId"), &event.event_id);
+            }
+            if event.event_id.len() > 128 {
+                validator.max_len(&field("eventId"), &event.event_id, 128);
+            }
+            if event.metric_id.trim().is_empty() {
+                validator.require(&field("metricId"), &event.metric_id);
+            }
             if event.quantity < 0 {
                 validator.invalid(field("quantity"), "must not be negative");
             }
-            if let Some(first) = seen.insert(event.event_id.clone(), index)
+            if let Some(first) = seen.insert(event.event_id.as_str(), index)
                 && !event.event_id.is_empty()
             {
                 validator.invalid(
@@ -178,24 +181,15 @@ impl BillingDomain {
 
         let mut validator = Validator::new();
         let mut checked = Vec::with_capacity(events.len());
-        let mut periods_cache = HashMap::new();
-        let mut customers_cache = HashMap::new();
-        let mut closures_cache = HashMap::new();
+        let known = Known::load(&self.db, customers.iter().flatten()).await?;
         for (index, (event, customer)) in events.iter().zip(customers).enumerate() {
             let field = |name: &str| format!("events[{index}].{name}");
             let occurred_at = truncate_micros(
                 from_optional_timestamp("occurredAt", event.occurred_at.as_ref())?.unwrap_or(now),
             );
-            let resolved = match customer {
-                Some(customer) => {
-                    if !customers_cache.contains_key(&customer) {
-                        let resolved = self.resolve(Some(&customer)).await?;
-                        customers_cache.insert(customer.clone(), resolved);
-                    }
-                    customers_cache[&customer].clone()
-                }
-                None => None,
-            };
+            let resolved = customer
+                .as_ref()
+                .and_then(|customer| known.resolve(customer));
             let Some((subscription, resource_id)) = resolved else {
                 validator.invalid(field("customer"), "unknown customer");
                 continue;
@@ -212,14 +206,7 @@ impl BillingDomain {
                 );
                 continue;
             }
-            if !closures_cache.contains_key(&subscription.account_id) {
-                let closure = account_closure::Entity::find_by_id(subscription.account_id.clone())
-                    .one(&self.db)
-                    .await
-                    .map_err(db_error)?;
-                closures_cache.insert(subscription.account_id.clone(), closure);
-            }
-            if let Some(closure) = &closures_cache[&subscription.account_id]
+            if let Some(closure) = known.closures.get(&subscription.account_id)
                 && occurred_at >= closure.requested_at
             {
                 validator.invalid(
@@ -231,11 +218,11 @@ impl BillingDomain {
                 );
                 continue;
             }
-            if !periods_cache.contains_key(&subscription.subscription_id) {
-                let periods = self.plan_periods(&subscription.subscription()?).await?;
-                periods_cache.insert(subscription.subscription_id.clone(), periods);
-            }
-            let periods = &periods_cache[&subscription.subscription_id];
+            let periods = known
+                .periods
+                .get(&subscription.subscription_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             let Some(period) = Self::plan_at(periods, occurred_at) else {
                 validator.invalid(
                     field("occurredAt"),
@@ -260,7 +247,7 @@ impl BillingDomain {
             checked.push(Checked {
                 event_id: event.event_id.clone(),
                 subscription_id: subscription.subscription()?,
-                resource_id,
+                resource_id: resource_id.to_owned(),
                 metric_id: event.metric_id.clone(),
                 quantity: event.quantity,
                 occurred_at,
@@ -385,8 +372,9 @@ impl BillingDomain {
 /// A window row's key: subscription, resource, metric, hour.
 type WindowKey<'a> = (&'a str, &'a str, &'a str, DateTime<Utc>);
 
-/// Most events written by one statement.
-const INSERT_CHUNK: usize = 500;
+/// Most values bound to one statement: under SQLite's limit (32,766) and
+/// PostgreSQL's (65,535), so a batch of 1,000 events is one insert.
+const MAX_BINDS: usize = 30_000;
 
 /// Inserts the events that are not recorded yet; returns the ids of those
 /// inserted now.
@@ -401,7 +389,7 @@ async fn insert_new_events(
         Backend::Sqlite => DbBackend::Sqlite,
     };
     let mut inserted = HashSet::with_capacity(events.len());
-    for chunk in events.chunks(INSERT_CHUNK) {
+    for chunk in events.chunks(MAX_BINDS / 8) {
         let mut statement = Query::insert();
         statement.into_table(usage_event::Entity).columns([
             usage_event::Column::EventId,
@@ -445,67 +433,201 @@ async fn insert_new_events(
     Ok(inserted)
 }
 
-async fn add_to_window(
+/// Adds each window's increment to its row, creating the rows that do not
+/// exist yet: one statement per chunk, rows in key order (so concurrent
+/// batches lock them in the same order).
+async fn add_to_windows(
     conn: &impl ConnectionTrait,
     backend: Backend,
-    (subscription_id, resource_id, metric_id, window_start): WindowKey<'_>,
-    quantity: i64,
-    count: i64,
+    increments: &BTreeMap<WindowKey<'_>, (i64, i64)>,
 ) -> Result<()> {
-    let (db_backend, sql) = match backend {
-        Backend::Postgres => (
-            DbBackend::Postgres,
-            "INSERT INTO usage_windows (subscription_id, resource_id, metric_id, window_start, quantity, event_count) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (subscription_id, resource_id, metric_id, window_start) DO UPDATE SET \
-             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + excluded.event_count",
-        ),
-        Backend::Sqlite => (
-            DbBackend::Sqlite,
-            "INSERT INTO usage_windows (subscription_id, resource_id, metric_id, window_start, quantity, event_count) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-             ON CONFLICT (subscription_id, resource_id, metric_id, window_start) DO UPDATE SET \
-             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + excluded.event_count",
-        ),
+    const COLUMNS: usize = 6;
+    let (db_backend, placeholder): (DbBackend, fn(usize) -> String) = match backend {
+        Backend::Postgres => (DbBackend::Postgres, |index| format!("${index}")),
+        Backend::Sqlite => (DbBackend::Sqlite, |index| format!("?{index}")),
     };
-    let statement = Statement::from_sql_and_values(
-        db_backend,
-        sql,
-        [
-            subscription_id.into(),
-            resource_id.into(),
-            metric_id.into(),
-            window_start.into(),
-            quantity.into(),
-            count.into(),
-        ],
-    );
-    conn.execute_raw(statement).await.map_err(db_error)?;
+    let rows: Vec<_> = increments.iter().collect();
+    for chunk in rows.chunks(MAX_BINDS / COLUMNS) {
+        let mut sql = String::from(
+            "INSERT INTO usage_windows (subscription_id, resource_id, metric_id, window_start, quantity, event_count) VALUES ",
+        );
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * COLUMNS);
+        for (row, ((subscription_id, resource_id, metric_id, window_start), (quantity, count))) in
+            chunk.iter().enumerate()
+        {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for column in 0..COLUMNS {
+                if column > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&placeholder(row * COLUMNS + column + 1));
+            }
+            sql.push(')');
+            values.extend([
+                (*subscription_id).into(),
+                (*resource_id).into(),
+                (*metric_id).into(),
+                (*window_start).into(),
+                (*quantity).into(),
+                (*count).into(),
+            ]);
+        }
+        sql.push_str(
+            " ON CONFLICT (subscription_id, resource_id, metric_id, window_start) DO UPDATE SET \
+             quantity = usage_windows.quantity + excluded.quantity, event_count = usage_windows.event_count + excluded.event_count",
+        );
+        conn.execute_raw(Statement::from_sql_and_values(db_backend, sql, values))
+            .await
+            .map_err(db_error)?;
+    }
     Ok(())
 }
 
-/// Locks a subscription's row for the rest of the transaction and tells
-/// whether usage from `earliest` on is still accepted.
-async fn still_open(
+/// Locks the rows of the subscriptions a batch writes to, in id order, for
+/// the rest of the transaction (on SQLite the transaction already holds the
+/// database's write lock), and tells whether each still accepts usage from
+/// its earliest event on. `Some` names the first one that does not (in id
+/// order), or that is gone.
+async fn lock_open<'a>(
     conn: &impl ConnectionTrait,
-    subscription_id: &SubscriptionId,
-    earliest: DateTime<Utc>,
-) -> Result<bool> {
-    let locked = billing_subscription::Entity::update_many()
-        .col_expr(
-            billing_subscription::Column::UsageClosedBefore,
-            Expr::col(billing_subscription::Column::UsageClosedBefore),
-        )
-        .filter(billing_subscription::Column::SubscriptionId.eq(subscription_id.as_str()))
-        .filter(
-            Condition::any()
-                .add(billing_subscription::Column::UsageClosedBefore.is_null())
-                .add(billing_subscription::Column::UsageClosedBefore.lte(earliest)),
-        )
-        .exec(conn)
-        .await
-        .map_err(db_error)?;
-    Ok(locked.rows_affected == 1)
+    backend: Backend,
+    earliest: &BTreeMap<&'a SubscriptionId, DateTime<Utc>>,
+) -> Result<Option<(&'a SubscriptionId, DateTime<Utc>)>> {
+    let ids: Vec<&str> = earliest.keys().map(|id| id.as_str()).collect();
+    let mut closed: HashMap<String, Option<DateTime<Utc>>> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_BINDS) {
+        let mut query = billing_subscription::Entity::find()
+            .select_only()
+            .column(billing_subscription::Column::SubscriptionId)
+            .column(billing_subscription::Column::UsageClosedBefore)
+            .filter(billing_subscription::Column::SubscriptionId.is_in(chunk.iter().copied()))
+            .order_by_asc(billing_subscription::Column::SubscriptionId);
+        if backend == Backend::Postgres {
+            query = query.lock_exclusive();
+        }
+        let rows: Vec<(String, Option<DateTime<Utc>>)> =
+            query.into_tuple().all(conn).await.map_err(db_error)?;
+        closed.extend(rows);
+    }
+    Ok(earliest
+        .iter()
+        .find(|(id, earliest)| match closed.get(id.as_str()) {
+            Some(closed_before) => closed_before.is_some_and(|before| before > **earliest),
+            None => true,
+        })
+        .map(|(id, earliest)| (*id, *earliest)))
+}
+
+/// What a batch's validation needs to know about the customers it names,
+/// read with one statement per table (per chunk of ids).
+#[derive(Default)]
+struct Known {
+    /// Resource id → subscription id.
+    resources: HashMap<String, String>,
+    /// Subscriptions by id.
+    subscriptions: HashMap<String, billing_subscription::Model>,
+    /// Closures by account id.
+    closures: HashMap<String, account_closure::Model>,
+    /// Plan periods by subscription id, oldest first.
+    periods: HashMap<String, Vec<plan_period::Model>>,
+}
+
+impl Known {
+    async fn load<'a>(
+        db: &DatabaseConnection,
+        customers: impl Iterator<Item = &'a Customer>,
+    ) -> Result<Self> {
+        let mut known = Known::default();
+        let mut resource_ids = BTreeSet::new();
+        let mut subscription_ids = BTreeSet::new();
+        for customer in customers {
+            match customer {
+                Customer::Resource(id) => resource_ids.insert(id.as_str()),
+                Customer::Subscription(id) => subscription_ids.insert(id.as_str()),
+            };
+        }
+        let resource_ids: Vec<&str> = resource_ids.into_iter().collect();
+        for chunk in resource_ids.chunks(MAX_BINDS) {
+            let rows = billing_resource::Entity::find()
+                .filter(billing_resource::Column::ResourceId.is_in(chunk.iter().copied()))
+                .all(db)
+                .await
+                .map_err(db_error)?;
+            known.resources.extend(
+                rows.into_iter()
+                    .map(|row| (row.resource_id, row.subscription_id)),
+            );
+        }
+        let mut subscription_ids: Vec<String> =
+            subscription_ids.into_iter().map(str::to_owned).collect();
+        subscription_ids.extend(known.resources.values().cloned());
+        subscription_ids.sort_unstable();
+        subscription_ids.dedup();
+        for chunk in subscription_ids.chunks(MAX_BINDS) {
+            let rows = billing_subscription::Entity::find()
+                .filter(billing_subscription::Column::SubscriptionId.is_in(chunk.iter().cloned()))
+                .all(db)
+                .await
+                .map_err(db_error)?;
+            known.subscriptions.extend(
+                rows.into_iter()
+                    .map(|row| (row.subscription_id.clone(), row)),
+            );
+        }
+        let mut account_ids: Vec<&str> = known
+            .subscriptions
+            .values()
+            .map(|s| s.account_id.as_str())
+            .collect();
+        account_ids.sort_unstable();
+        account_ids.dedup();
+        for chunk in account_ids.chunks(MAX_BINDS) {
+            let rows = account_closure::Entity::find()
+                .filter(account_closure::Column::AccountId.is_in(chunk.iter().copied()))
+                .all(db)
+                .await
+                .map_err(db_error)?;
+            known
+                .closures
+                .extend(rows.into_iter().map(|row| (row.account_id.clone(), row)));
+        }
+        let subscription_ids: Vec<&str> = known.subscriptions.keys().map(String::as_str).collect();
+        for chunk in subscription_ids.chunks(MAX_BINDS) {
+            let rows = plan_period::Entity::find()
+                .filter(plan_period::Column::SubscriptionId.is_in(chunk.iter().copied()))
+                .order_by_asc(plan_period::Column::SubscriptionId)
+                .order_by_asc(plan_period::Column::StartsAt)
+                .all(db)
+                .await
+                .map_err(db_error)?;
+            for row in rows {
+                known
+                    .periods
+                    .entry(row.subscription_id.clone())
+                    .or_default()
+                    .push(row);
+            }
+        }
+        Ok(known)
+    }
+
+    /// The subscription a customer names and its resource id (empty for a
+    /// subscription named directly).
+    fn resolve<'a>(
+        &'a self,
+        customer: &'a Customer,
+    ) -> Option<(&'a billing_subscription::Model, &'a str)> {
+        match customer {
+            Customer::Resource(id) => {
+                let subscription_id = self.resources.get(id)?;
+                Some((self.subscriptions.get(subscription_id)?, id.as_str()))
+            }
+            Customer::Subscription(id) => Some((self.subscriptions.get(id)?, "")),
+        }
+    }
 }
 
 impl BillingDomain {
