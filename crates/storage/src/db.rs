@@ -9,6 +9,7 @@ use sea_orm::{
     DbErr, ExecResult, QueryResult, RuntimeErr, SqlErr, Statement,
 };
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The database engines marketbridge runs on.
@@ -204,15 +205,64 @@ pub fn truncate_micros(time: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<
     chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
 }
 
-/// Begins a transaction that will write. On SQLite it takes the write lock at
-/// once (`BEGIN IMMEDIATE`), so a transaction that reads then writes waits
-/// for other writers instead of failing; on PostgreSQL it is a plain `BEGIN`.
+/// How long a writer waits for its turn before it gives up with
+/// `unavailable` (the same as SQLite's busy timeout, which still covers
+/// writers in other processes).
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
+/// The write gates of this process's SQLite databases, by file.
+static WRITE_GATES: std::sync::OnceLock<
+    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+> = std::sync::OnceLock::new();
+
+/// A writer's turn at a SQLite database: while it is held, no other writer of
+/// this process writes to that file. `None` on PostgreSQL, whose writers
+/// take row locks instead.
+pub type WriteTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
+
+/// Waits for this writer's turn at `db` (see [`WriteTurn`]). SQLite has one
+/// writer at a time; without the gate, writers of the same process wait for
+/// each other inside SQLite's busy handler, which sleeps and retries (up to
+/// 100 ms a sleep), so a queue of writers turns into sleeps. The gate is a
+/// FIFO (`tokio::sync::Mutex`) shared by every pool of the process that
+/// opened the same file: a writer waits on it, without polling, and starts
+/// the moment the previous one commits. Writers in other processes still
+/// meet SQLite's busy handler.
+pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
+    if Backend::of(db) != Backend::Sqlite {
+        return Ok(None);
+    }
+    let file = db
+        .get_sqlite_connection_pool()
+        .connect_options()
+        .get_filename()
+        .to_path_buf();
+    let file = std::fs::canonicalize(&file).unwrap_or(file);
+    let gate = WRITE_GATES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(file)
+        .or_default()
+        .clone();
+    match tokio::time::timeout(WRITE_WAIT, gate.lock_owned()).await {
+        Ok(turn) => Ok(Some(turn)),
+        Err(_) => Err(Error::unavailable("database busy, retry")),
+    }
+}
+
+/// Begins a transaction that will write. On SQLite it first waits for the
+/// process's write gate of the file ([`write_gate`]), then takes the write
+/// lock at once (`BEGIN IMMEDIATE`), so a transaction that reads then writes
+/// waits for other writers instead of failing; on PostgreSQL it is a plain
+/// `BEGIN`.
 ///
 /// The transaction counts as open in the calling task until it commits, rolls
 /// back or is dropped, so an outbound call made meanwhile is caught
 /// (see `marketbridge_telemetry::transactions`).
 pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, Error> {
     use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    let turn = write_gate(db).await?;
     let txn = db
         .begin_with_options(TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
@@ -223,15 +273,18 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, Error> {
     Ok(WriteTxn {
         txn,
         _open: OpenTransaction::begin(),
+        _turn: turn,
     })
 }
 
 /// A write transaction from [`begin_write`]; use it wherever a sea-orm
-/// connection is expected.
+/// connection is expected. It holds the write gate until it ends.
 #[derive(Debug)]
 pub struct WriteTxn {
+    // Fields drop in order: the transaction ends before the turn passes on.
     txn: DatabaseTransaction,
     _open: OpenTransaction,
+    _turn: WriteTurn,
 }
 
 impl WriteTxn {

@@ -16,7 +16,8 @@ pub mod testing;
 pub mod unit_of_work;
 
 pub use db::{
-    Backend, WriteTxn, begin_write, connect, db_error, is_unique_violation, open_migrated,
+    Backend, WriteTurn, WriteTxn, begin_write, connect, db_error, is_unique_violation,
+    open_migrated, write_gate,
 };
 pub use sea_orm;
 pub use sea_orm_migration;

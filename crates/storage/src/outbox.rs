@@ -9,7 +9,9 @@
 //! the job id as an idempotency key, or by checking state before acting.
 //!
 //! Several workers (replicas) share one table. Each job has its own lease:
-//! a worker claims one job per statement, renews the lease of every job it
+//! a worker claims due jobs in batches, one statement a batch (on
+//! PostgreSQL with `FOR UPDATE SKIP LOCKED`, so replicas take different
+//! jobs), records finished jobs together, renews the lease of every job it
 //! runs (a heartbeat at a third of the lease) and checks that the attempt is
 //! still its own right before the handler's side effect ([`Job::ensure_held`])
 //! and before recording the outcome. A worker that lost a lease stops the
@@ -34,7 +36,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DbBackend, QueryOrder, Statement};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -352,6 +354,7 @@ impl Lease {
     async fn renew(&self) -> Result<Option<DateTime<Utc>>> {
         let now = truncate_micros(self.clock.now());
         let until = truncate_micros(now + ChronoDuration::seconds(self.seconds.max(1) as i64));
+        let _turn = crate::db::write_gate(&self.db).await?;
         let result = entity::Entity::update_many()
             .col_expr(entity::Column::LockedUntil, Expr::value(until))
             .filter(entity::Column::Id.eq(self.id.clone()))
@@ -380,6 +383,69 @@ impl Lease {
                 }
             }
         }
+    }
+}
+
+/// Most finished jobs recorded by one statement.
+const COMPLETE_CHUNK: usize = 500;
+
+/// Records jobs that finished, in groups: a job that finishes while a group
+/// is being written waits for the next one, which then holds every job that
+/// finished meanwhile. Each job's task waits until its own outcome is written
+/// (so its slot frees only then, as before).
+#[derive(Clone)]
+struct Completions {
+    sender: tokio::sync::mpsc::UnboundedSender<Completion>,
+}
+
+/// One finished job waiting to be recorded: its id, its attempt count (the
+/// fence) and where to say whether it was recorded.
+type Completion = (String, i32, tokio::sync::oneshot::Sender<Result<bool>>);
+
+impl Completions {
+    /// Starts the recorder of `outbox`; it stops when every sender is gone.
+    fn start(outbox: Outbox) -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Completion>();
+        tokio::spawn(async move {
+            while let Some(first) = receiver.recv().await {
+                let mut group = vec![first];
+                while group.len() < COMPLETE_CHUNK {
+                    match receiver.try_recv() {
+                        Ok(next) => group.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let finished: Vec<(String, i32)> = group
+                    .iter()
+                    .map(|(id, attempts, _)| (id.clone(), *attempts))
+                    .collect();
+                match outbox.complete(&finished).await {
+                    Ok(recorded) => {
+                        for (id, _, reply) in group {
+                            let _ = reply.send(Ok(recorded.contains(&id)));
+                        }
+                    }
+                    Err(error) => {
+                        for (_, _, reply) in group {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { sender }
+    }
+
+    /// Records that the job is done; false when another worker claimed it
+    /// meanwhile.
+    async fn record(&self, id: String, attempts: i32) -> Result<bool> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.sender
+            .send((id, attempts, reply))
+            .map_err(|_| Error::unavailable("the outbox worker stopped"))?;
+        answer
+            .await
+            .map_err(|_| Error::unavailable("the outbox worker stopped"))?
     }
 }
 
@@ -479,52 +545,109 @@ impl Outbox {
         Duration::from_millis(delay + delay * spread / 100)
     }
 
-    /// Claims one due job (or one whose lease expired) of a kind not in
-    /// `busy_kinds`, under a fresh lease.
-    async fn claim_one(
+    /// Claims up to `limit` due jobs (or jobs whose lease expired) in one
+    /// statement, each under a fresh lease, oldest first. `running` counts
+    /// the jobs of each kind this worker runs already: a kind gets at most
+    /// `lane_cap` minus its running jobs. On PostgreSQL the candidates are
+    /// locked with `FOR UPDATE SKIP LOCKED`, so replicas claiming at the same
+    /// time take different jobs; on SQLite the statement runs under the
+    /// database's single write lock (the process's write gate first).
+    async fn claim(
         &self,
         now: DateTime<Utc>,
-        busy_kinds: &[String],
-    ) -> Result<Option<entity::Model>> {
+        running: &HashMap<String, usize>,
+        lane_cap: usize,
+        limit: usize,
+    ) -> Result<Vec<entity::Model>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let now = truncate_micros(now);
         let lease_until = truncate_micros(
             now + ChronoDuration::seconds(self.options.lease_seconds.max(1) as i64),
         );
         let backend = Backend::of(&self.db);
-        let placeholder = |index: usize| match backend {
-            Backend::Postgres => format!("${index}"),
-            Backend::Sqlite => format!("?{index}"),
+        let mut values: Vec<sea_orm::Value> = vec![lease_until.into(), now.into()];
+        let mut placeholder = |value: sea_orm::Value| {
+            values.push(value);
+            match backend {
+                Backend::Postgres => format!("${}", values.len()),
+                Backend::Sqlite => format!("?{}", values.len()),
+            }
         };
-        let excluded = if busy_kinds.is_empty() {
+        // Kinds with no slot left are not candidates; kinds with some left
+        // get what is left.
+        let mut busy: Vec<&str> = Vec::new();
+        let mut partly: Vec<(&str, usize)> = Vec::new();
+        for (kind, count) in running {
+            if *count >= lane_cap {
+                busy.push(kind);
+            } else if *count > 0 {
+                partly.push((kind, lane_cap - count));
+            }
+        }
+        busy.sort_unstable();
+        partly.sort_unstable();
+        let excluded = if busy.is_empty() {
             String::new()
         } else {
-            let list: Vec<String> = (0..busy_kinds.len()).map(|i| placeholder(i + 3)).collect();
-            format!("AND kind NOT IN ({}) ", list.join(", "))
+            let list: Vec<String> = busy
+                .iter()
+                .map(|kind| placeholder((*kind).to_owned().into()))
+                .collect();
+            format!(" AND kind NOT IN ({})", list.join(", "))
         };
+        let scan = placeholder((limit.saturating_mul(4) as i64).into());
+        let cap = placeholder((lane_cap as i64).into());
+        let lane_limit = if partly.is_empty() {
+            cap
+        } else {
+            let mut case = String::from("CASE kind");
+            for (kind, left) in &partly {
+                let kind = placeholder((*kind).to_owned().into());
+                let left = placeholder((*left as i64).into());
+                case.push_str(&format!(" WHEN {kind} THEN {left}"));
+            }
+            case.push_str(&format!(" ELSE {cap} END"));
+            case
+        };
+        let limit = placeholder((limit as i64).into());
         let lock = match backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        let (lease, now_at) = match backend {
+            Backend::Postgres => ("$1", "$2"),
+            Backend::Sqlite => ("?1", "?2"),
+        };
+        // Subqueries rather than named ones: PostgreSQL wants an alias for
+        // each, SQLite's plans then name them as subqueries, not tables.
+        let (candidates, ranked) = match backend {
+            Backend::Postgres => (" AS candidates", " AS ranked"),
+            Backend::Sqlite => ("", ""),
+        };
         let sql = format!(
-            "UPDATE outbox_jobs SET status = 'running', attempts = attempts + 1, locked_until = {lease}, updated_at = {now} \
-             WHERE id IN (SELECT id FROM outbox_jobs \
-               WHERE ((status = 'pending' AND run_at <= {now}) OR (status = 'running' AND locked_until < {now})) {excluded}\
-               ORDER BY run_at, id LIMIT 1{lock}) \
+            "UPDATE outbox_jobs SET status = 'running', attempts = attempts + 1, locked_until = {lease}, updated_at = {now_at} \
+             WHERE id IN (SELECT id FROM (\
+               SELECT id, kind, run_at, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY run_at, id) AS lane_rank FROM (\
+                 SELECT id, kind, run_at FROM outbox_jobs \
+                 WHERE ((status = 'pending' AND run_at <= {now_at}) OR (status = 'running' AND locked_until < {now_at})){excluded} \
+                 ORDER BY run_at, id LIMIT {scan}{lock}){candidates}){ranked} \
+               WHERE lane_rank <= {lane_limit} ORDER BY run_at, id LIMIT {limit}) \
              RETURNING *",
-            lease = placeholder(1),
-            now = placeholder(2),
         );
-        let mut values: Vec<sea_orm::Value> = vec![lease_until.into(), now.into()];
-        values.extend(busy_kinds.iter().map(|kind| kind.clone().into()));
         let db_backend = match backend {
             Backend::Postgres => DbBackend::Postgres,
             Backend::Sqlite => DbBackend::Sqlite,
         };
-        entity::Entity::find()
+        let _turn = crate::db::write_gate(&self.db).await?;
+        let mut rows = entity::Entity::find()
             .from_raw_sql(Statement::from_sql_and_values(db_backend, sql, values))
-            .one(&self.db)
+            .all(&self.db)
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+        rows.sort_by(|a, b| (a.run_at, &a.id).cmp(&(b.run_at, &b.id)));
+        Ok(rows)
     }
 
     /// Claims and runs due jobs one after the other, up to a batch; returns
@@ -532,15 +655,21 @@ impl Outbox {
     /// deterministically; the worker ([`Outbox::run`]) runs lanes
     /// concurrently.
     pub async fn run_once(&self, handler: &dyn JobHandler) -> Result<usize> {
+        let batch = self.options.batch_size.max(1) as usize;
         let mut count = 0;
-        while count < self.options.batch_size.max(1) as usize {
-            let Some(row) = Box::pin(self.claim_one(self.clock.now(), &[])).await? else {
+        while count < batch {
+            let claimed =
+                Box::pin(self.claim(self.clock.now(), &HashMap::new(), batch, batch - count))
+                    .await?;
+            if claimed.is_empty() {
                 break;
-            };
-            // Boxed: a job's future is large, and callers (tests drain from
-            // deep inside theirs) should not carry it on their stack.
-            Box::pin(self.run_job(handler, row)).await?;
-            count += 1;
+            }
+            for row in claimed {
+                // Boxed: a job's future is large, and callers (tests drain
+                // from deep inside theirs) should not carry it on their stack.
+                Box::pin(self.run_job(handler, row, None)).await?;
+                count += 1;
+            }
         }
         Ok(count)
     }
@@ -558,10 +687,68 @@ impl Outbox {
         }
     }
 
+    /// Records that finished jobs are done, with one statement for all of
+    /// them; each is fenced by the attempt count it was claimed with, so a
+    /// job another worker claimed meanwhile is left alone. Returns the ids
+    /// that were recorded.
+    async fn complete(&self, finished: &[(String, i32)]) -> Result<HashSet<String>> {
+        let now = truncate_micros(self.clock.now());
+        let backend = Backend::of(&self.db);
+        let mut recorded = HashSet::with_capacity(finished.len());
+        // Two values a job, well under both backends' limits.
+        for chunk in finished.chunks(COMPLETE_CHUNK) {
+            let mut values: Vec<sea_orm::Value> = vec![now.into()];
+            let mut placeholder = |value: sea_orm::Value| {
+                values.push(value);
+                match backend {
+                    Backend::Postgres => format!("${}", values.len()),
+                    Backend::Sqlite => format!("?{}", values.len()),
+                }
+            };
+            let fences: Vec<String> = chunk
+                .iter()
+                .map(|(id, attempts)| {
+                    let id = placeholder(id.clone().into());
+                    let attempts = placeholder((*attempts).into());
+                    format!("(id = {id} AND attempts = {attempts})")
+                })
+                .collect();
+            let now_at = match backend {
+                Backend::Postgres => "$1",
+                Backend::Sqlite => "?1",
+            };
+            let sql = format!(
+                "UPDATE outbox_jobs SET status = 'done', finished_at = {now_at}, updated_at = {now_at}, \
+                 locked_until = NULL, last_error = NULL \
+                 WHERE status = 'running' AND ({}) RETURNING id",
+                fences.join(" OR ")
+            );
+            let db_backend = match backend {
+                Backend::Postgres => DbBackend::Postgres,
+                Backend::Sqlite => DbBackend::Sqlite,
+            };
+            let _turn = crate::db::write_gate(&self.db).await?;
+            let rows = self
+                .db
+                .query_all_raw(Statement::from_sql_and_values(db_backend, sql, values))
+                .await
+                .map_err(db_error)?;
+            for row in rows {
+                recorded.insert(row.try_get::<String>("", "id").map_err(db_error)?);
+            }
+        }
+        Ok(recorded)
+    }
+
     /// Runs one claimed job under its lease: renews the lease while the
     /// handler runs, stops the handler if the lease is lost, and records the
     /// outcome only if the attempt still holds the job.
-    async fn run_job(&self, handler: &dyn JobHandler, row: entity::Model) -> Result<()> {
+    async fn run_job(
+        &self,
+        handler: &dyn JobHandler,
+        row: entity::Model,
+        completions: Option<&Completions>,
+    ) -> Result<()> {
         let attempt = row.attempts.max(1) as u32;
         let span = tracing::info_span!(
             "outbox.job",
@@ -604,6 +791,23 @@ impl Outbox {
             outcome = work => outcome,
             () = keep => Err(JobError::LeaseLost),
         };
+        let metrics = marketbridge_telemetry::metrics();
+        if outcome.is_ok() {
+            // Done: recorded together with the other jobs finishing now.
+            let recorded = match completions {
+                Some(completions) => completions.record(row.id.clone(), row.attempts).await?,
+                None => self
+                    .complete(&[(row.id.clone(), row.attempts)])
+                    .await?
+                    .contains(&row.id),
+            };
+            metrics.record_outbox_job(&row.kind, "delivered");
+            span.in_scope(|| tracing::debug!("job done"));
+            if !recorded {
+                tracing::warn!(job.id = %row.id, "job was claimed again by another worker while running");
+            }
+            return Ok(());
+        }
         let now = truncate_micros(self.clock.now());
         let mut update = entity::ActiveModel {
             id: Set(row.id.clone()),
@@ -611,15 +815,8 @@ impl Outbox {
             locked_until: Set(None),
             ..Default::default()
         };
-        let metrics = marketbridge_telemetry::metrics();
         match outcome {
-            Ok(()) => {
-                update.status = Set(status::DONE.to_owned());
-                update.finished_at = Set(Some(now));
-                update.last_error = Set(None);
-                metrics.record_outbox_job(&row.kind, "delivered");
-                span.in_scope(|| tracing::debug!("job done"));
-            }
+            Ok(()) => unreachable!("a job that succeeded was recorded above"),
             Err(JobError::LeaseLost) => {
                 metrics.record_outbox_job(&row.kind, "lease_lost");
                 span.in_scope(|| {
@@ -656,6 +853,7 @@ impl Outbox {
             }
         }
         // The attempt count fences a worker whose lease expired mid-run.
+        let _turn = crate::db::write_gate(&self.db).await?;
         let result = entity::Entity::update_many()
             .set(update)
             .filter(entity::Column::Id.eq(row.id.clone()))
@@ -676,15 +874,21 @@ impl Outbox {
         (self.options.batch_size.max(1) as usize / 4).max(1)
     }
 
-    /// Runs the worker until `shutdown` fires: claims due jobs one at a time
+    /// Runs the worker until `shutdown` fires: claims due jobs in batches
     /// into free slots (up to the batch size, at most a quarter of them per
-    /// job kind) and runs them concurrently, polls when nothing is due, wakes
-    /// early when [`Outbox::wake`] is called, keeps going through database
-    /// errors, and lets running jobs finish before it returns.
+    /// job kind, one statement a batch) and runs them concurrently, records
+    /// the jobs that finish together (one statement for those finishing at
+    /// the same time), polls when nothing is due, wakes at once when
+    /// [`Outbox::wake`] is called or a job finishes, keeps going through
+    /// database errors, and lets running jobs finish before it returns.
     pub async fn run(self, handler: Arc<dyn JobHandler>, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.options.poll_interval_ms.max(10));
+        // A steady poll, however often jobs finish in between.
+        let mut polls = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+        polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let slots = self.options.batch_size.max(1) as usize;
         let lane_slots = self.lane_slots();
+        let completions = Completions::start(self.clone());
         let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
         let mut per_lane: HashMap<String, usize> = HashMap::new();
         let finished = |kind: String, per_lane: &mut HashMap<String, usize>| {
@@ -695,6 +899,10 @@ impl Outbox {
                 }
             }
         };
+        // True after a claim found no due job (and no lane was full): a slot
+        // that frees then does not ask again until something may be due (a
+        // wake-up, or the poll for other replicas' jobs and retries).
+        let mut exhausted = false;
         loop {
             while let Some(done) = running.try_join_next() {
                 if let Ok(kind) = done {
@@ -704,35 +912,47 @@ impl Outbox {
             if shutdown.is_cancelled() {
                 break;
             }
-            while running.len() < slots {
-                let busy: Vec<String> = per_lane
-                    .iter()
-                    .filter(|(_, count)| **count >= lane_slots)
-                    .map(|(kind, _)| kind.clone())
-                    .collect();
-                match self.claim_one(self.clock.now(), &busy).await {
-                    Ok(Some(row)) => {
-                        *per_lane.entry(row.kind.clone()).or_default() += 1;
-                        let (outbox, handler) = (self.clone(), handler.clone());
-                        running.spawn(async move {
-                            let kind = row.kind.clone();
-                            if let Err(error) = outbox.run_job(handler.as_ref(), row).await {
-                                tracing::warn!(error = %error, "recording a job's outcome failed");
-                            }
-                            kind
-                        });
-                    }
-                    Ok(None) => break,
+            while running.len() < slots && !exhausted {
+                let wanted = slots - running.len();
+                let claimed = self
+                    .claim(self.clock.now(), &per_lane, lane_slots, wanted)
+                    .await;
+                let claimed = match claimed {
+                    Ok(claimed) => claimed,
                     Err(error) => {
                         tracing::warn!(error = %error, "outbox poll failed");
                         break;
                     }
+                };
+                let claimed_count = claimed.len();
+                for row in claimed {
+                    *per_lane.entry(row.kind.clone()).or_default() += 1;
+                    let (outbox, handler, completions) =
+                        (self.clone(), handler.clone(), completions.clone());
+                    running.spawn(async move {
+                        let kind = row.kind.clone();
+                        if let Err(error) = outbox
+                            .run_job(handler.as_ref(), row, Some(&completions))
+                            .await
+                        {
+                            tracing::warn!(error = %error, "recording a job's outcome failed");
+                        }
+                        kind
+                    });
+                }
+                // Nothing claimed and no lane full: nothing else is due. (A
+                // claim that took some asks again: on PostgreSQL it may have
+                // skipped jobs another replica's claim held for a moment.)
+                exhausted =
+                    claimed_count == 0 && per_lane.values().all(|count| *count < lane_slots);
+                if claimed_count == 0 {
+                    break;
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
+                _ = self.wake.notified() => exhausted = false,
+                _ = polls.tick() => exhausted = false,
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     if let Ok(kind) = done {
                         finished(kind, &mut per_lane);

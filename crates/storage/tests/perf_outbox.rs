@@ -1,0 +1,220 @@
+//! What the outbox costs in statements, on SQLite and PostgreSQL: due jobs
+//! are claimed in batches (one statement a batch), finished jobs recorded
+//! together, and replicas sharing a table still run every job once.
+//! Statements are counted, never timed.
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use marketbridge_config::OutboxOptions;
+use marketbridge_core::time::ManualClock;
+use marketbridge_storage::outbox::{Job, JobError, JobHandler, NewJob, Outbox, status};
+use marketbridge_storage::sea_orm::DatabaseConnection;
+use marketbridge_storage::sea_orm_migration::prelude::*;
+use marketbridge_storage::testing::{
+    TestDatabase, record_statements, statement_counts, statements_between,
+};
+use marketbridge_storage::{backend_test, connect, migrations};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+struct TestMigrator;
+
+impl MigratorTrait for TestMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        migrations::shared()
+    }
+}
+
+async fn open(database: &TestDatabase) -> DatabaseConnection {
+    let db = connect(database.url()).await.expect("connect");
+    TestMigrator::up(&db, None).await.expect("migrate");
+    db
+}
+
+fn clock() -> ManualClock {
+    ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap())
+}
+
+fn options(batch_size: u32) -> OutboxOptions {
+    OutboxOptions {
+        batch_size,
+        lease_seconds: 300,
+        // No poll during the test: only wake-ups and finished jobs make the
+        // worker claim.
+        poll_interval_ms: 3_600_000,
+        ..Default::default()
+    }
+}
+
+/// Counts how often each job ran; waits at a gate first when it has one.
+struct Counting {
+    runs: Mutex<HashMap<String, u32>>,
+    started: Arc<tokio::sync::Semaphore>,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Default for Counting {
+    fn default() -> Self {
+        Self {
+            runs: Mutex::default(),
+            started: Arc::new(tokio::sync::Semaphore::new(0)),
+            gate: None,
+        }
+    }
+}
+
+#[async_trait]
+impl JobHandler for Counting {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        self.started.add_permits(1);
+        if let Some(gate) = &self.gate {
+            let _open = gate.acquire().await.expect("gate");
+        }
+        *self.runs.lock().unwrap().entry(job.id.clone()).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// How many of `statements` start with `prefix`.
+fn sent(statements: &BTreeMap<String, u64>, prefix: &str) -> u64 {
+    statements
+        .iter()
+        .filter(|(sql, _)| sql.trim_start().starts_with(prefix))
+        .map(|(_, count)| count)
+        .sum()
+}
+
+const CLAIM: &str = "UPDATE outbox_jobs SET status = 'running'";
+const COMPLETE: &str = "UPDATE outbox_jobs SET status = 'done'";
+const HELD: &str = "SELECT \"outbox_jobs\"";
+
+async fn enqueue(outbox: &Outbox, db: &DatabaseConnection, kinds: usize, each: usize) {
+    for n in 0..each {
+        for kind in 0..kinds {
+            outbox
+                .enqueue(db, NewJob::new(format!("test.kind{kind}"), &n).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn wait_done(outbox: &Outbox, jobs: u64) {
+    loop {
+        let stats = outbox.stats().await.unwrap();
+        assert_eq!(stats.dead, 0);
+        if stats.done == jobs {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+backend_test!(
+    draining_claims_a_batch_per_statement_and_costs_about_two_statements_a_job,
+    |database| async move {
+        record_statements();
+        let db = open(&database).await;
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(16));
+        enqueue(&outbox, &db, 2, 32).await;
+        let handler = Counting::default();
+        let before = statement_counts();
+        assert_eq!(outbox.drain(&handler).await.unwrap(), 64);
+        let cost = statements_between(&before, &statement_counts());
+        // Four batches of 16, and the claim that finds nothing left.
+        assert_eq!(sent(&cost, CLAIM), 5, "{cost:#?}");
+        // Each job: its lease checked before the handler, its outcome
+        // recorded (one at a time here; the worker records them together).
+        assert_eq!(sent(&cost, HELD), 64, "{cost:#?}");
+        assert_eq!(sent(&cost, COMPLETE), 64, "{cost:#?}");
+        let total: u64 = cost.values().sum();
+        assert!(
+            total * 100 <= 64 * 210,
+            "at most 2.1 statements a job (one claim a job made 3): {total} for 64: {cost:#?}"
+        );
+        let runs = handler.runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 64);
+        assert!(runs.values().all(|count| *count == 1));
+        assert_eq!(outbox.stats().await.unwrap().done, 64);
+    }
+);
+
+backend_test!(
+    the_worker_claims_a_batch_with_one_statement_and_records_finished_jobs_together,
+    |database| async move {
+        record_statements();
+        let db = open(&database).await;
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(32));
+        // Four kinds of four jobs: fewer than the slots and than each lane
+        // (a quarter of 32).
+        enqueue(&outbox, &db, 4, 4).await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let handler = Arc::new(Counting {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        });
+        let before = statement_counts();
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(handler.clone(), stop.clone()));
+        // Every job is running at once, held at the gate.
+        let _all = handler.started.acquire_many(16).await.expect("started");
+        let claimed = statements_between(&before, &statement_counts());
+        // One statement claimed all 16 (the next, which finds nothing left,
+        // may still be on its way).
+        assert!((1..=2).contains(&sent(&claimed, CLAIM)), "{claimed:#?}");
+        assert_eq!(outbox.stats().await.unwrap().running, 16);
+        gate.add_permits(16);
+        wait_done(&outbox, 16).await;
+        stop.cancel();
+        worker.await.unwrap();
+        let cost = statements_between(&before, &statement_counts());
+        // The worker stops asking after a claim that finds nothing (nothing
+        // woke it and no poll came): two claims in all means the first took
+        // all 16 and the second found nothing; finishing jobs did not ask
+        // again.
+        assert_eq!(sent(&cost, CLAIM), 2, "{cost:#?}");
+        let completes = sent(&cost, COMPLETE);
+        assert!(
+            (1..16).contains(&completes),
+            "16 jobs finishing together were recorded by fewer statements: {cost:#?}"
+        );
+        let runs = handler.runs.lock().unwrap();
+        assert_eq!(runs.len(), 16);
+        assert!(runs.values().all(|count| *count == 1));
+    }
+);
+
+backend_test!(
+    replicas_claiming_batches_at_once_never_run_a_job_twice,
+    |database| async move {
+        let first = open(&database).await;
+        let second = connect(database.url()).await.expect("connect");
+        let clock = clock();
+        let a = Outbox::new(first.clone(), Arc::new(clock.clone()), options(16));
+        let b = Outbox::new(second.clone(), Arc::new(clock.clone()), options(16));
+        enqueue(&a, &first, 4, 60).await;
+        let handler = Arc::new(Counting::default());
+        let stop = CancellationToken::new();
+        let workers = [
+            tokio::spawn(a.clone().run(handler.clone(), stop.clone())),
+            tokio::spawn(b.clone().run(handler.clone(), stop.clone())),
+        ];
+        wait_done(&a, 240).await;
+        stop.cancel();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let runs = handler.runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 240, "every job ran");
+        let twice: Vec<_> = runs.iter().filter(|(_, count)| **count != 1).collect();
+        assert!(twice.is_empty(), "jobs that ran more than once: {twice:?}");
+        for kind in 0..4 {
+            let jobs = a.jobs_of_kind(&format!("test.kind{kind}")).await.unwrap();
+            assert!(
+                jobs.iter()
+                    .all(|job| job.status == status::DONE && job.attempts == 1)
+            );
+        }
+    }
+);
