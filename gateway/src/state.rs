@@ -55,7 +55,7 @@ pub struct AppState {
     /// The AWS adapter's state.
     pub aws: crate::aws::state::AwsState,
     /// The Azure adapter's state.
-    pub azure: crate::azure::AzureState,
+    pub azure: crate::azure::state::AzureState,
     /// The shared signup page's ticket signer.
     pub signup: SignupTickets,
     /// The operator console's session keys.
@@ -90,7 +90,7 @@ impl AppState {
             vercel: VercelState::with_clock(&config, clock.clone())?,
             google: GoogleState::with_clock(&config, clock.clone())?,
             aws: crate::aws::state::AwsState::new(&config)?,
-            azure: crate::azure::AzureState::with_clock(&config, clock.clone())?,
+            azure: crate::azure::state::AzureState::with_clock(&config, clock.clone())?,
             signup: SignupTickets::new(&config, clock),
             console: ConsoleKeys::from_config(&config),
             accounts: services.accounts,

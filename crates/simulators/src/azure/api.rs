@@ -91,22 +91,22 @@ fn preamble(
     state: &SimState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     match query.get("api-version").map(String::as_str) {
         Some(super::API_VERSION) => {}
         None => {
-            return Err((
+            return Err(Box::new((
                 StatusCode::BAD_REQUEST,
                 Json(json!({"Error": {"Code": "ApiVersionUnspecified", "Message": "api-version is required"}})),
             )
-                .into_response());
+                .into_response()));
         }
         Some(_) => {
-            return Err((
+            return Err(Box::new((
                 StatusCode::BAD_REQUEST,
                 Json(json!({"Error": {"Code": "UnsupportedApiVersion", "Message": "unsupported api-version"}})),
             )
-                .into_response());
+                .into_response()));
         }
     }
     let token = headers
@@ -115,11 +115,11 @@ fn preamble(
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
     if !state.access_token_valid(token) {
-        return Err((
+        return Err(Box::new((
             StatusCode::UNAUTHORIZED,
             Json(json!({"code": "Unauthorized", "message": "the access token is missing, expired or not for this resource"})),
         )
-            .into_response());
+            .into_response()));
     }
     Ok(())
 }
@@ -127,7 +127,7 @@ fn preamble(
 macro_rules! guard {
     ($state:expr, $headers:expr, $query:expr) => {
         if let Err(response) = preamble(&$state, &$headers, &$query) {
-            return with_ids(&$headers, response);
+            return with_ids(&$headers, *response);
         }
     };
 }

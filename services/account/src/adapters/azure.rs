@@ -19,6 +19,7 @@ use crate::marketplace::{
     AccountMarketplace, AccountSnapshot, EventOutcome, EventProcessor, EventServices,
     MarketplaceWorker, Marketplaces, PURCHASE_RESOLVED, PurchasePayload, ResolvedPurchase,
 };
+use crate::model::{AccountKey, ExternalId};
 use async_trait::async_trait;
 use marketbridge_azure::fulfillment::{FulfillmentClient, OperationUpdate};
 use marketbridge_azure::model::{Operation, Subscription, action, operation_status, status};
@@ -67,8 +68,8 @@ pub fn register(
         })))
 }
 
-fn azure_ref(subscription_id: &str) -> MarketplaceRef {
-    MarketplaceRef::new(ProtoMarketplace::Azure, subscription_id)
+fn azure_ref(subscription_id: &ExternalId) -> MarketplaceRef {
+    MarketplaceRef::new(ProtoMarketplace::Azure, subscription_id.as_str())
 }
 
 fn parse_time(text: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -287,7 +288,11 @@ impl EventProcessor for AzureEvents {
             let payload: PurchasePayload = serde_json::from_str(&event.payload).map_err(|e| {
                 Error::validation(format!("a purchase.resolved payload does not read: {e}"))
             })?;
-            return sync_subscription(services, &payload.subscription_external_id).await;
+            return sync_subscription(
+                services,
+                &ExternalId::new(&payload.subscription_external_id),
+            )
+            .await;
         }
         let hinted: Operation = serde_json::from_str(&event.payload)
             .map_err(|e| Error::validation(format!("an azure webhook body does not read: {e}")))?;
@@ -334,16 +339,17 @@ impl EventProcessor for AzureEvents {
                 )));
             }
         }
-        let outcome = sync_subscription(services, &operation.subscription_id).await?;
+        let subscription_id = ExternalId::new(&operation.subscription_id);
+        let outcome = sync_subscription(services, &subscription_id).await?;
         match (
             operation.action.as_str(),
             current.as_ref().map(Subscription::status),
         ) {
             (action::SUSPEND, Some(status::SUSPENDED)) => {
-                set_resources_suspended(services, &operation.subscription_id, true).await?
+                set_resources_suspended(services, &subscription_id, true).await?
             }
             (action::REINSTATE, Some(status::SUBSCRIBED)) => {
-                set_resources_suspended(services, &operation.subscription_id, false).await?
+                set_resources_suspended(services, &subscription_id, false).await?
             }
             _ => {}
         }
@@ -365,7 +371,7 @@ fn applied(operation: &Operation, subscription: &Subscription) -> bool {
 /// Hands a subscription to provisioning, which re-reads it and acts.
 async fn sync_subscription(
     services: &EventServices,
-    subscription_id: &str,
+    subscription_id: &ExternalId,
 ) -> Result<EventOutcome> {
     let Some(provisioning) = &services.provisioning else {
         return Err(Error::unavailable(
@@ -394,7 +400,7 @@ async fn sync_subscription(
 /// Suspends (or resumes) the resources of the account a subscription is.
 async fn set_resources_suspended(
     services: &EventServices,
-    subscription_id: &str,
+    subscription_id: &ExternalId,
     suspended: bool,
 ) -> Result<()> {
     let Some(provisioning) = &services.provisioning else {
@@ -403,10 +409,7 @@ async fn set_resources_suspended(
         ));
     };
     let domain = &services.accounts;
-    let key = crate::model::AccountKey::Ref(
-        Marketplace::Azure,
-        crate::model::ExternalId::new(subscription_id),
-    );
+    let key = AccountKey::Ref(Marketplace::Azure, subscription_id.clone());
     let Some(row) = domain.find_key(domain.db(), &key).await? else {
         return Ok(());
     };
@@ -490,7 +493,7 @@ impl MarketplaceWorker for AzureReconciliation {
                 tracing::warn!(azure.subscription = %subscription.id, error = %error, "reconciling an account failed");
                 continue;
             }
-            match sync_subscription(services, &subscription.id).await {
+            match sync_subscription(services, &ExternalId::new(&subscription.id)).await {
                 Ok(_) => count += 1,
                 Err(error) => {
                     tracing::warn!(azure.subscription = %subscription.id, error = %error, "reconciling a subscription failed")
