@@ -125,9 +125,28 @@ backend_test!(
         assert!(page.contains("Set up your account"), "{page}");
         assert!(!page.contains(&token));
         assert!(aws.account(&license).await.is_none(), "nothing is recorded");
-        // A fresh token works.
+        // A fresh token works, in the form or in the query string
+        // (answered with a 303 that drops it).
         aws.register(&license).await;
         assert!(aws.account(&license).await.is_some());
+        let token = sim.registration_token(&license);
+        let in_query = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(aws.test.url(&format!(
+                "{}?x-amzn-marketplace-token={token}",
+                aws.test.set.config.aws.fulfillment_path
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(in_query.status().as_u16(), 303);
+        let location = in_query.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            location.contains("ticket=") && !location.contains(&token),
+            "{location}"
+        );
         aws.stop().await;
     }
 );
