@@ -355,7 +355,10 @@ backend_test!(
         let op = azure.sim.change_quantity(&id, 4).unwrap();
         assert_all_taken(&azure.sim.deliver_webhooks().await);
         azure.clock.advance(ChronoDuration::seconds(11));
-        assert_eq!(azure.sim.settle_waiting_operations(false), std::slice::from_ref(&op));
+        assert_eq!(
+            azure.sim.settle_waiting_operations(false),
+            std::slice::from_ref(&op)
+        );
         azure.settle().await;
         let subscription = azure.subscription(&id).await.unwrap();
         assert_eq!(
@@ -366,6 +369,40 @@ backend_test!(
             Some("4")
         );
         assert_eq!(azure.sim.operation(&op).unwrap().decision, None);
+        azure.stop().await;
+    }
+);
+
+backend_test!(
+    a_lost_webhook_call_is_repaired_by_reconciliation,
+    |database| async move {
+        let azure = start(&database).await;
+        let id = azure.buy_and_sign_up("database-free", None).await;
+        // Microsoft cancels, but its webhook call never arrives.
+        let now = azure.clock.now();
+        azure
+            .sim
+            .with_world(|world| world.inform(&id, "Unsubscribe", "Azure", now))
+            .unwrap();
+        assert_eq!(azure.sim.held_webhooks(), 0);
+        assert_eq!(
+            azure.subscription_state(&id).await,
+            provisioning_pb::SubscriptionState::Active
+        );
+        let reconciled = azure
+            .test
+            .set
+            .account
+            .run_marketplace_work("azure.reconcile")
+            .await
+            .expect("reconciliation runs");
+        assert_eq!(reconciled, 1);
+        azure.settle().await;
+        assert_eq!(
+            azure.subscription_state(&id).await,
+            provisioning_pb::SubscriptionState::Cancelled
+        );
+        assert_eq!(azure.account(&id).await.marketplace_state, "Unsubscribed");
         azure.stop().await;
     }
 );
