@@ -1,0 +1,246 @@
+//! SQLite writers of one process queue on the database's write gate (a FIFO
+//! in the process) instead of meeting in SQLite's busy handler, and a write
+//! acknowledged after its commit survives the process being killed.
+
+use marketbridge_config::OutboxOptions;
+use marketbridge_core::time::system_clock;
+use marketbridge_storage::outbox::{NewJob, Outbox};
+use marketbridge_storage::sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, Statement, sqlx,
+};
+use marketbridge_storage::sea_orm_migration::prelude::*;
+use marketbridge_storage::testing::{TestBackend, TestDatabase};
+use marketbridge_storage::{UnitOfWork, begin_write, connect, migrations, write_gate};
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+use std::str::FromStr;
+use std::time::Duration;
+
+struct TestMigrator;
+
+impl MigratorTrait for TestMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        migrations::shared()
+    }
+}
+
+async fn open(url: &str) -> DatabaseConnection {
+    let db = connect(url).await.expect("connect");
+    TestMigrator::up(&db, None).await.expect("migrate");
+    db.execute_unprepared(
+        "CREATE TABLE IF NOT EXISTS written (id TEXT PRIMARY KEY, writer INTEGER NOT NULL, n INTEGER NOT NULL)",
+    )
+    .await
+    .expect("table");
+    db
+}
+
+/// A connection of its own that gives up at once when another holds the
+/// write lock (no busy handler).
+async fn impatient(database: &TestDatabase) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions;
+    sqlx::sqlite::SqliteConnectOptions::from_str(database.url())
+        .expect("options")
+        .busy_timeout(Duration::ZERO)
+        .connect()
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_writer_waits_in_the_process_not_in_sqlite() {
+    let database = TestDatabase::create(TestBackend::Sqlite)
+        .await
+        .expect("SQLite");
+    let db = open(database.url()).await;
+    // Another pool of the same file shares its gate.
+    let other = connect(database.url()).await.expect("connect");
+    let turn = write_gate(&db).await.expect("the gate");
+    assert!(turn.is_some(), "SQLite has a gate");
+    let writer = tokio::spawn(async move {
+        let txn = begin_write(&other).await.expect("begin");
+        txn.execute_unprepared("INSERT INTO written (id, writer, n) VALUES ('w', 1, 1)")
+            .await
+            .expect("insert");
+        txn.commit().await.expect("commit");
+    });
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!writer.is_finished(), "the writer waits for its turn");
+    // While it waits, it holds no lock in SQLite: a connection that would
+    // fail at once on a held lock takes the write lock and gives it back.
+    let mut probe = impatient(&database).await;
+    sqlx::raw_sql("BEGIN IMMEDIATE; ROLLBACK")
+        .execute(&mut probe)
+        .await
+        .expect("nobody holds SQLite's write lock while the writer waits");
+    drop(turn);
+    writer.await.expect("the writer went on once its turn came");
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT id FROM written",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_writers_all_commit() {
+    let database = TestDatabase::create(TestBackend::Sqlite)
+        .await
+        .expect("SQLite");
+    let db = open(database.url()).await;
+    let outbox = Outbox::new(db.clone(), system_clock(), OutboxOptions::default());
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..16 {
+        let (db, outbox) = (db.clone(), outbox.clone());
+        writers.spawn(async move {
+            for n in 0..25 {
+                let mut work = UnitOfWork::begin(&db, &outbox).await?;
+                // Read, then write: the pattern that needs BEGIN IMMEDIATE.
+                work.query_all_raw(Statement::from_string(
+                    DbBackend::Sqlite,
+                    "SELECT count(*) FROM written",
+                ))
+                .await
+                .map_err(marketbridge_storage::db_error)?;
+                work.execute_unprepared(&format!(
+                    "INSERT INTO written (id, writer, n) VALUES ('{writer}-{n}', {writer}, {n})"
+                ))
+                .await
+                .map_err(marketbridge_storage::db_error)?;
+                work.enqueue(NewJob::new("test.written", &(writer, n)).unwrap())
+                    .await?;
+                work.commit().await?;
+            }
+            Ok::<_, marketbridge_core::Error>(())
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer").expect("every write commits");
+    }
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT id FROM written",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 16 * 25);
+    assert_eq!(outbox.stats().await.unwrap().pending, 16 * 25);
+}
+
+/// Set in the child process: the database it writes to.
+const CHILD_ENV: &str = "MARKETBRIDGE_TEST_CRASH_CHILD_DB";
+
+/// The child: four writers commit rows (each with a job) as fast as they
+/// can and print `ack <id>` after each commit, until killed.
+async fn child(url: &str) -> ! {
+    let db = connect(url).await.expect("connect");
+    let outbox = Outbox::new(db.clone(), system_clock(), OutboxOptions::default());
+    let (acks, mut acked) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for writer in 0..4 {
+        let (db, outbox, acks) = (db.clone(), outbox.clone(), acks.clone());
+        tokio::spawn(async move {
+            for n in 0.. {
+                let id = format!("{writer}-{n}");
+                let mut work = UnitOfWork::begin(&db, &outbox).await.expect("begin");
+                work.execute_unprepared(&format!(
+                    "INSERT INTO written (id, writer, n) VALUES ('{id}', {writer}, {n})"
+                ))
+                .await
+                .expect("insert");
+                work.enqueue(
+                    NewJob::new("test.written", &id)
+                        .unwrap()
+                        .dedupe_key(id.clone()),
+                )
+                .await
+                .expect("enqueue");
+                work.commit().await.expect("commit");
+                let _ = acks.send(id);
+            }
+        });
+    }
+    let mut stdout = std::io::stdout().lock();
+    while let Some(id) = acked.recv().await {
+        writeln!(stdout, "ack {id}").expect("stdout");
+        stdout.flush().expect("stdout");
+    }
+    unreachable!("the writers never stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_survives_a_sigkill() {
+    if let Ok(url) = std::env::var(CHILD_ENV) {
+        child(&url).await;
+    }
+    let database = TestDatabase::create(TestBackend::Sqlite)
+        .await
+        .expect("SQLite");
+    open(database.url()).await.close().await.expect("close");
+
+    let mut process = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "every_acknowledged_write_survives_a_sigkill",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, database.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("the child starts");
+    let stdout = process.stdout.take().expect("stdout");
+    // Read acknowledgements until 400, then kill the child mid-write.
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = BTreeSet::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("a line");
+            if let Some(id) = line.strip_prefix("ack ") {
+                acked.insert(id.to_owned());
+                if acked.len() == 400 {
+                    break;
+                }
+            }
+        }
+        acked
+    })
+    .await
+    .expect("reader");
+    process.kill().expect("SIGKILL");
+    let status = process.wait().expect("the child ends");
+    assert!(!status.success(), "the child was killed: {status:?}");
+    assert_eq!(acked.len(), 400, "the child acknowledged writes");
+
+    let db = connect(database.url()).await.expect("reopen");
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT id FROM written",
+        ))
+        .await
+        .unwrap();
+    let written: BTreeSet<String> = rows
+        .iter()
+        .map(|row| row.try_get::<String>("", "id").unwrap())
+        .collect();
+    let lost: Vec<&String> = acked.difference(&written).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let jobs = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT dedupe_key FROM outbox_jobs",
+        ))
+        .await
+        .unwrap();
+    let enqueued: BTreeSet<String> = jobs
+        .iter()
+        .map(|row| row.try_get::<String>("", "dedupe_key").unwrap())
+        .collect();
+    assert_eq!(enqueued, written, "each row came with its job");
+}
