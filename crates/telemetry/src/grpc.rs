@@ -76,6 +76,8 @@ pub struct InProcessCall {
     component: &'static str,
     service: &'static str,
     method: String,
+    /// `method` as a metric attribute, shared rather than copied per call.
+    method_value: opentelemetry::StringValue,
     path: String,
 }
 
@@ -97,6 +99,9 @@ impl InProcessCall {
         Self {
             component,
             service,
+            method_value: opentelemetry::StringValue::from(std::sync::Arc::<str>::from(
+                method.as_str(),
+            )),
             method,
             path,
         }
@@ -126,7 +131,7 @@ impl InProcessCall {
         let seconds = elapsed.as_secs_f64();
         let attributes = [
             KeyValue::new("rpc.service", self.service),
-            KeyValue::new("rpc.method", self.method.clone()),
+            KeyValue::new("rpc.method", self.method_value.clone()),
             KeyValue::new("rpc.grpc.status_code", code),
         ];
         let meters = metrics();
