@@ -141,6 +141,7 @@ impl Leadership {
                 now.into(),
             ],
         );
+        let _turn = crate::db::write_gate(&self.db).await?;
         let row = self.db.query_one_raw(statement).await.map_err(db_error)?;
         match row {
             Some(row) => {
@@ -155,6 +156,7 @@ impl Leadership {
     /// stop).
     pub async fn step_down(&self, task: &str) -> Result<()> {
         let past = truncate_micros(self.clock.now() - ChronoDuration::seconds(1));
+        let _turn = crate::db::write_gate(&self.db).await?;
         entity::Entity::update_many()
             .col_expr(entity::Column::ExpiresAt, Expr::value(past))
             .filter(entity::Column::Name.eq(task))
