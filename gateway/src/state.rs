@@ -3,7 +3,7 @@
 
 use crate::console::session::ConsoleKeys;
 use crate::google::state::GoogleState;
-use crate::signup::SignupTickets;
+use crate::signup::ticket::SignupTickets;
 use crate::vercel::state::VercelState;
 use marketbridge_config::Config;
 use marketbridge_core::Result;

@@ -19,9 +19,6 @@ pub mod ticket;
 use crate::state::AppState;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use marketbridge_config::Config;
-use marketbridge_core::crypto::random_token;
-use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, ErrorCode, Marketplace};
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::common::v1::{
@@ -29,7 +26,8 @@ use marketbridge_proto::common::v1::{
 };
 use pages::FormValues;
 use std::collections::HashMap;
-use ticket::{TICKET_LIFETIME_SECONDS, Ticket, TicketProblem, TicketSigner};
+pub use ticket::{SignupTickets, Verified};
+use ticket::{Ticket, TicketProblem};
 
 /// How the pages name a marketplace and what they tell a buyer to do.
 #[derive(Debug)]
@@ -86,65 +84,6 @@ impl SignupEntry {
     }
 }
 
-/// What a marketplace's module proved about the buyer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Verified {
-    /// The account's id at the marketplace.
-    pub account: String,
-    /// The person's id at the marketplace, when it gave one.
-    pub user: Option<String>,
-    /// Their roles.
-    pub roles: Vec<String>,
-    /// Order (or subscription) ids the token named.
-    pub orders: Vec<String>,
-}
-
-/// The ticket signer and the clock its lifetimes are checked with.
-#[derive(Clone)]
-pub struct SignupTickets {
-    signer: TicketSigner,
-    clock: SharedClock,
-}
-
-impl SignupTickets {
-    /// Tickets keyed from `gateway.session_secret`.
-    pub fn new(config: &Config, clock: SharedClock) -> Self {
-        Self {
-            signer: TicketSigner::from_config(config),
-            clock,
-        }
-    }
-
-    /// The clock.
-    pub fn clock(&self) -> &SharedClock {
-        &self.clock
-    }
-
-    fn issue(&self, entry: &SignupEntry, verified: &Verified) -> (Ticket, String) {
-        let ticket = Ticket {
-            marketplace: entry.marketplace.as_str().to_owned(),
-            account: verified.account.clone(),
-            user: verified.user.clone(),
-            roles: verified.roles.clone(),
-            orders: verified.orders.clone(),
-            exp: self.clock.now().timestamp() + TICKET_LIFETIME_SECONDS,
-            nonce: random_token(16),
-        };
-        let sealed = self.signer.seal(&ticket);
-        (ticket, sealed)
-    }
-
-    /// Opens a ticket issued on `entry`'s page; one from another
-    /// marketplace's page is invalid here.
-    fn open(&self, entry: &SignupEntry, sealed: &str) -> Result<Ticket, TicketProblem> {
-        let ticket = self.signer.open(sealed, self.clock.now())?;
-        if ticket.marketplace != entry.marketplace.as_str() {
-            return Err(TicketProblem::Invalid);
-        }
-        Ok(ticket)
-    }
-}
-
 /// The query parameter carrying our sealed ticket on the clean page URL.
 pub const TICKET_PARAM: &str = "ticket";
 
@@ -172,7 +111,7 @@ pub fn non_empty<'a>(fields: &'a HashMap<String, String>, name: &str) -> Option<
 /// the marketplace's token leaves the address bar (and history, and
 /// `Referer`) at once.
 pub fn redirect_with_ticket(state: &AppState, entry: &SignupEntry, verified: &Verified) -> Response {
-    let (_, sealed) = state.signup.issue(entry, verified);
+    let (_, sealed) = state.signup.issue(entry.marketplace, verified);
     let location = format!(
         "{}?{}",
         entry.path,
@@ -198,7 +137,7 @@ pub fn redirect_with_ticket(state: &AppState, entry: &SignupEntry, verified: &Ve
 /// The form for `verified` at once, with a fresh ticket (the token came in
 /// a POST body, so no address holds it).
 pub async fn show_verified(state: &AppState, entry: &SignupEntry, verified: &Verified) -> Response {
-    let (ticket, sealed) = state.signup.issue(entry, verified);
+    let (ticket, sealed) = state.signup.issue(entry.marketplace, verified);
     show_form(state, entry, &ticket, &sealed).await
 }
 
@@ -212,7 +151,7 @@ pub async fn visit_with_ticket(
     let Some(sealed) = non_empty(query, TICKET_PARAM) else {
         return entry.start_from_marketplace();
     };
-    match state.signup.open(entry, sealed) {
+    match state.signup.open(entry.marketplace, sealed) {
         Ok(ticket) => show_form(state, entry, &ticket, sealed).await,
         Err(TicketProblem::Expired) => entry.problem(
             StatusCode::UNAUTHORIZED,
@@ -304,7 +243,7 @@ fn validate(values: &FormValues) -> Vec<(String, String)> {
 pub async fn complete(state: &AppState, entry: &SignupEntry, body: &[u8]) -> Response {
     let fields = form_fields(body);
     let sealed = fields.get(TICKET_PARAM).cloned().unwrap_or_default();
-    let ticket = match state.signup.open(entry, &sealed) {
+    let ticket = match state.signup.open(entry.marketplace, &sealed) {
         Ok(ticket) => ticket,
         Err(TicketProblem::Expired) => {
             return entry.problem(
@@ -458,42 +397,6 @@ async fn approve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    static WORDING: Wording = Wording {
-        marketplace: "Test Marketplace",
-        account: "Test account",
-        console: "the test console",
-        fresh_link_html: "Start again.",
-    };
-
-    fn tickets() -> SignupTickets {
-        SignupTickets {
-            signer: TicketSigner::new(b"k".repeat(32)),
-            clock: marketbridge_core::time::system_clock(),
-        }
-    }
-
-    #[test]
-    fn a_ticket_from_one_marketplace_is_refused_on_another() {
-        let tickets = tickets();
-        let google = SignupEntry {
-            marketplace: Marketplace::Google,
-            path: "/google/signup".into(),
-            wording: &WORDING,
-        };
-        let aws = SignupEntry {
-            marketplace: Marketplace::Aws,
-            path: "/aws/fulfillment".into(),
-            wording: &WORDING,
-        };
-        let verified = Verified {
-            account: "acct-1".into(),
-            ..Default::default()
-        };
-        let (ticket, sealed) = tickets.issue(&google, &verified);
-        assert_eq!(tickets.open(&google, &sealed), Ok(ticket));
-        assert_eq!(tickets.open(&aws, &sealed), Err(TicketProblem::Invalid));
-    }
 
     #[test]
     fn the_form_is_validated() {

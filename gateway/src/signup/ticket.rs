@@ -10,6 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use marketbridge_config::Config;
+use marketbridge_core::Marketplace;
+use marketbridge_core::crypto::random_token;
+use marketbridge_core::time::SharedClock;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -125,6 +128,69 @@ impl TicketSigner {
     }
 }
 
+/// What a marketplace's module proved about the buyer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// The account's id at the marketplace.
+    pub account: String,
+    /// The person's id at the marketplace, when it gave one.
+    pub user: Option<String>,
+    /// Their roles.
+    pub roles: Vec<String>,
+    /// Order (or subscription) ids the token named.
+    pub orders: Vec<String>,
+}
+
+/// The ticket signer and the clock its lifetimes are checked with.
+#[derive(Clone)]
+pub struct SignupTickets {
+    signer: TicketSigner,
+    clock: SharedClock,
+}
+
+impl SignupTickets {
+    /// Tickets keyed from `gateway.session_secret`.
+    pub fn new(config: &Config, clock: SharedClock) -> Self {
+        Self {
+            signer: TicketSigner::from_config(config),
+            clock,
+        }
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    pub(crate) fn issue(&self, marketplace: Marketplace, verified: &Verified) -> (Ticket, String) {
+        let ticket = Ticket {
+            marketplace: marketplace.as_str().to_owned(),
+            account: verified.account.clone(),
+            user: verified.user.clone(),
+            roles: verified.roles.clone(),
+            orders: verified.orders.clone(),
+            exp: self.clock.now().timestamp() + TICKET_LIFETIME_SECONDS,
+            nonce: random_token(16),
+        };
+        let sealed = self.signer.seal(&ticket);
+        (ticket, sealed)
+    }
+
+    /// Opens a ticket issued on `marketplace`'s page; one from another
+    /// marketplace's page is invalid here.
+    pub(crate) fn open(
+        &self,
+        marketplace: Marketplace,
+        sealed: &str,
+    ) -> Result<Ticket, TicketProblem> {
+        let ticket = self.signer.open(sealed, self.clock.now())?;
+        if ticket.marketplace != marketplace.as_str() {
+            return Err(TicketProblem::Invalid);
+        }
+        Ok(ticket)
+    }
+}
+
 fn derive(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(purpose);
@@ -135,6 +201,24 @@ fn derive(secret: &[u8], purpose: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_ticket_from_one_marketplace_is_refused_on_another() {
+        let tickets = SignupTickets {
+            signer: TicketSigner::new(b"k".repeat(32)),
+            clock: marketbridge_core::time::system_clock(),
+        };
+        let verified = Verified {
+            account: "acct-1".into(),
+            ..Default::default()
+        };
+        let (ticket, sealed) = tickets.issue(Marketplace::Google, &verified);
+        assert_eq!(tickets.open(Marketplace::Google, &sealed), Ok(ticket));
+        assert_eq!(
+            tickets.open(Marketplace::Aws, &sealed),
+            Err(TicketProblem::Invalid)
+        );
+    }
 
     #[test]
     fn tickets_round_trip_and_resist_tampering() {

@@ -21,13 +21,19 @@ const MAX_TOKEN: usize = 8 * 1024;
 /// resolution is a duplicate delivery), a new token for the same
 /// subscription a new event. Only a digest of the token is kept.
 fn event_external_id(resolved: &ResolvedPurchase, token: &str) -> String {
+    const PREFIX: &str = "purchase:";
+    const DIGEST_CHARS: usize = 32;
     let digest = sha256_hex(token.as_bytes());
-    let subscription: String = resolved
-        .subscription_external_id
-        .chars()
-        .take(MAX_EXTERNAL_ID - 40)
-        .collect();
-    format!("purchase:{subscription}:{}", &digest[..32])
+    let room = MAX_EXTERNAL_ID - PREFIX.len() - 1 - DIGEST_CHARS;
+    let mut subscription = resolved.subscription_external_id.as_str();
+    while subscription.len() > room {
+        let mut end = room.min(subscription.len() - 1);
+        while !subscription.is_char_boundary(end) {
+            end -= 1;
+        }
+        subscription = &subscription[..end];
+    }
+    format!("{PREFIX}{subscription}:{}", &digest[..DIGEST_CHARS])
 }
 
 impl AccountDomain {
@@ -138,6 +144,11 @@ mod tests {
             subscription_external_id: "s".repeat(400),
             ..Default::default()
         };
-        assert!(event_external_id(&long, "t").len() <= MAX_EXTERNAL_ID);
+        assert_eq!(event_external_id(&long, "t").len(), MAX_EXTERNAL_ID);
+        let wide = ResolvedPurchase {
+            subscription_external_id: "é".repeat(300),
+            ..Default::default()
+        };
+        assert!(event_external_id(&wide, "t").len() <= MAX_EXTERNAL_ID);
     }
 }
