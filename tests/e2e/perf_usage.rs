@@ -236,3 +236,47 @@ backend_test!(
         test.stop().await;
     }
 );
+
+backend_test!(
+    concurrent_batches_of_the_same_customers_keep_the_ledger_exact,
+    |db| async move {
+        let test = set_on(&db).manual_clock().without_workers().start().await;
+        let customers = resources(&test, 4).await;
+        test.advance(ChronoDuration::hours(2));
+        // Eight clients, each sending batches over every customer and window at
+        // once; each batch sent twice (a retry), so duplicates race too.
+        let mut sent = 0;
+        let mut clients = tokio::task::JoinSet::new();
+        for client in 0..8 {
+            let mut batches = Vec::new();
+            for round in 0..3 {
+                let (request, total) =
+                    batch(&test, &format!("c{client}-r{round}"), 500, &customers);
+                sent += total;
+                batches.push(request);
+            }
+            let mut billing = test.set.clients.billing.clone();
+            clients.spawn(async move {
+                let mut accepted = 0;
+                for request in batches {
+                    for _ in 0..2 {
+                        accepted += billing
+                            .record_usage(request.clone())
+                            .await
+                            .expect("recorded")
+                            .into_inner()
+                            .accepted;
+                    }
+                }
+                accepted
+            });
+        }
+        let mut accepted = 0;
+        while let Some(client) = clients.join_next().await {
+            accepted += client.expect("client");
+        }
+        assert_eq!(accepted, 8 * 3 * 500, "every event accepted once");
+        assert_eq!(ledger(&test, &customers).await, sent);
+        test.stop().await;
+    }
+);

@@ -67,9 +67,8 @@ impl BillingDomain {
                 .or_insert(event.occurred_at);
             *entry = (*entry).min(event.occurred_at);
         }
-        // Subscriptions are locked in id order (one statement), so
-        // concurrent batches cannot deadlock, and a report closing the ledger
-        // either sees this batch or makes it fail here.
+        // Subscriptions are locked in id order (one statement), so a report
+        // closing the ledger either sees this batch or makes it fail here.
         let backend = Backend::of(&self.db);
         if let Some((subscription_id, earliest)) = lock_open(txn, backend, &earliest).await? {
             return Err(Error::invalid_field(
@@ -487,9 +486,10 @@ async fn add_to_windows(
 }
 
 /// Locks the rows of the subscriptions a batch writes to, in id order, for
-/// the rest of the transaction (on SQLite the transaction already holds the
-/// database's write lock), and tells whether each still accepts usage from
-/// its earliest event on. `Some` names the first one that does not (in id
+/// the rest of the transaction (`FOR SHARE` on PostgreSQL, so concurrent
+/// batches do not wait for each other here but a report closing the ledger
+/// does; on SQLite the transaction already holds the database's write lock),
+/// and tells whether each still accepts usage from its earliest event on. `Some` names the first one that does not (in id
 /// order), or that is gone.
 async fn lock_open<'a>(
     conn: &impl ConnectionTrait,
@@ -506,7 +506,10 @@ async fn lock_open<'a>(
             .filter(billing_subscription::Column::SubscriptionId.is_in(chunk.iter().copied()))
             .order_by_asc(billing_subscription::Column::SubscriptionId);
         if backend == Backend::Postgres {
-            query = query.lock_exclusive();
+            // Shared: batches of the same subscriptions run side by side,
+            // while closing the ledger (an UPDATE of the row) waits for them
+            // and they wait for it.
+            query = query.lock_shared();
         }
         let rows: Vec<(String, Option<DateTime<Utc>>)> =
             query.into_tuple().all(conn).await.map_err(db_error)?;
