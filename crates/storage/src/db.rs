@@ -210,10 +210,16 @@ pub fn truncate_micros(time: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<
 /// writers in other processes).
 const WRITE_WAIT: Duration = Duration::from_secs(10);
 
-/// The write gates of this process's SQLite databases, by file.
-static WRITE_GATES: std::sync::OnceLock<
-    std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>,
-> = std::sync::OnceLock::new();
+/// The write gates of this process's SQLite databases: by the file name a
+/// pool was opened with, and by the file it resolves to (so two names of one
+/// file share a gate). The name is resolved once, not at every write.
+#[derive(Default)]
+struct WriteGates {
+    by_name: std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>,
+    by_file: std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>,
+}
+
+static WRITE_GATES: std::sync::OnceLock<std::sync::Mutex<WriteGates>> = std::sync::OnceLock::new();
 
 /// A writer's turn at a SQLite database: while it is held, no other writer of
 /// this process writes to that file. `None` on PostgreSQL, whose writers
@@ -232,19 +238,23 @@ pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
     if Backend::of(db) != Backend::Sqlite {
         return Ok(None);
     }
-    let file = db
-        .get_sqlite_connection_pool()
-        .connect_options()
-        .get_filename()
-        .to_path_buf();
-    let file = std::fs::canonicalize(&file).unwrap_or(file);
-    let gate = WRITE_GATES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(file)
-        .or_default()
-        .clone();
+    let options = db.get_sqlite_connection_pool().connect_options();
+    let name = options.get_filename();
+    let gate = {
+        let mut gates = WRITE_GATES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match gates.by_name.get(name) {
+            Some(gate) => gate.clone(),
+            None => {
+                let file = std::fs::canonicalize(name).unwrap_or_else(|_| name.to_path_buf());
+                let gate = gates.by_file.entry(file).or_default().clone();
+                gates.by_name.insert(name.to_path_buf(), gate.clone());
+                gate
+            }
+        }
+    };
     match tokio::time::timeout(WRITE_WAIT, gate.lock_owned()).await {
         Ok(turn) => Ok(Some(turn)),
         Err(_) => Err(Error::unavailable("database busy, retry")),
