@@ -144,6 +144,14 @@ pub async fn plan(
     product_id: &str,
     plan_id: &str,
 ) -> Result<Option<BillingPlan>> {
+    if let Some(converted) = state
+        .vercel
+        .billing_plans
+        .get(product_id)
+        .and_then(|plans| plans.get(plan_id))
+    {
+        return Ok(Some(converted.clone()));
+    }
     let Some(found) = state
         .vercel
         .catalog

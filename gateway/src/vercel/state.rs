@@ -9,7 +9,9 @@ use marketbridge_catalog::Catalog;
 use marketbridge_config::Config;
 use marketbridge_core::Result;
 use marketbridge_core::time::SharedClock;
+use marketbridge_vercel::model::plan::BillingPlan;
 use marketbridge_vercel::{OidcVerifier, VercelApi};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +52,9 @@ pub struct VercelState {
     pub catalog: Arc<Catalog>,
     /// Installations' accounts recently read, for partner reads.
     pub accounts: Arc<AccountCache>,
+    /// Every plan of the catalog as Vercel shows it, by product and plan id,
+    /// made once (the catalog does not change while the gateway runs).
+    pub billing_plans: Arc<HashMap<String, HashMap<String, BillingPlan>>>,
 }
 
 impl VercelState {
@@ -61,6 +66,7 @@ impl VercelState {
     /// State from configuration; cached accounts expire on `clock`.
     pub fn with_clock(config: &Config, clock: SharedClock) -> Result<Self> {
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
+        let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
         let vercel = &config.vercel;
         let verifier = OidcVerifier::new(
             http.clone(),
@@ -94,7 +100,8 @@ impl VercelState {
             },
             import_return_origins: origins(&vercel.import_return_origins),
             allowed_environments_field: vercel.allowed_environments_field.trim().to_owned(),
-            catalog: Arc::new(Catalog::load(&config.catalog.path)?),
+            billing_plans: Arc::new(billing_plans(&catalog)),
+            catalog,
             accounts: Arc::new(AccountCache::new(clock, super::cache::CAPACITY)),
         })
     }
@@ -103,6 +110,23 @@ impl VercelState {
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
     }
+}
+
+/// Every plan of `catalog` that converts, as Vercel shows it (one that does
+/// not is converted, and refused, when asked for).
+fn billing_plans(catalog: &Catalog) -> HashMap<String, HashMap<String, BillingPlan>> {
+    let mut plans: HashMap<String, HashMap<String, BillingPlan>> = HashMap::new();
+    for product in catalog.products() {
+        for plan in &product.plans {
+            if let Ok(proto) = plan.to_proto(&product.id) {
+                plans
+                    .entry(product.id.clone())
+                    .or_default()
+                    .insert(plan.id.clone(), super::convert::billing_plan(&proto));
+            }
+        }
+    }
+    plans
 }
 
 /// `vercel.base_path` normalised: a leading slash, no trailing slash, empty
