@@ -437,3 +437,60 @@ backend_test!(
         sim.stop();
     }
 );
+
+backend_test!(
+    an_in_process_caller_is_held_to_its_scopes_as_over_grpc,
+    |database| async move {
+        use marketbridge_account::grpc::AccountGrpc;
+        use marketbridge_rpc::{AccountApi, InProcess};
+        let (entry, token) =
+            marketbridge_rpc::auth::new_client_entry("team-api", "usage").expect("an entry");
+        let test = crate::support::set_on(&database)
+            .configure(move |config| config.security.grpc_clients = entry)
+            .start()
+            .await;
+        let callers =
+            marketbridge_rpc::auth::Callers::parse(&test.set.config.security.grpc_clients)
+                .expect("callers");
+        let caller = callers.by_token(&token).expect("the team's caller");
+        let local =
+            InProcess::new(AccountGrpc::new(test.set.account.domain().clone())).as_caller(caller);
+        let remote = marketbridge_rpc::AccountClient::new(
+            marketbridge_rpc::channel(
+                &test.set.config.gateway.account_url,
+                &marketbridge_rpc::ClientCredentials {
+                    token: Some(marketbridge_core::crypto::SecretString::new(token.clone())),
+                    ..Default::default()
+                },
+                std::time::Duration::from_secs(5),
+            )
+            .expect("a channel"),
+        );
+        let request = account_pb::GetAccountRequest {
+            account: Some(AccountSelector::by_id("acc_01jd6v3y00000000000000000")),
+        };
+        let refused_here = local
+            .get_account(request.clone())
+            .await
+            .expect_err("usage alone may not read accounts");
+        let refused_there = AccountApi::get_account(&remote, request)
+            .await
+            .expect_err("usage alone may not read accounts");
+        assert_eq!(
+            refused_here.code(),
+            marketbridge_core::ErrorCode::PermissionDenied
+        );
+        assert_eq!(
+            (refused_here.code(), refused_here.message()),
+            (refused_there.code(), refused_there.message()),
+            "refused alike in process and over gRPC"
+        );
+        let me = local
+            .who_am_i(marketbridge_proto::common::v1::WhoAmIRequest {})
+            .await
+            .expect("any caller may ask who it is");
+        assert_eq!(me.name, "team-api");
+        assert_eq!(me.scopes, vec!["usage".to_owned()]);
+        test.stop().await;
+    }
+);

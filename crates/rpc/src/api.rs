@@ -76,6 +76,14 @@ impl<S> InProcess<S> {
         }
     }
 
+    /// Calls as `caller` instead of the set's own caller (held to its
+    /// scopes as the gRPC server would hold it).
+    #[must_use]
+    pub fn as_caller(mut self, caller: Caller) -> Self {
+        self.caller = caller;
+        self
+    }
+
     /// Every call has `deadline` to finish, as a gRPC channel's calls do
     /// ([`crate::client::channel`]).
     #[must_use]

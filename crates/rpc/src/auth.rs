@@ -320,6 +320,13 @@ impl Callers {
         Ok(callers)
     }
 
+    /// The caller whose bearer token is `token`, if any.
+    pub fn by_token(&self, token: &str) -> Option<Caller> {
+        self.by_token
+            .get(&sha256_hex(token.trim().as_bytes()))
+            .cloned()
+    }
+
     /// The caller presenting `headers` (and, over mTLS, `certificates`).
     fn identify(&self, headers: &http::HeaderMap, certificates: &[Vec<u8>]) -> Option<Caller> {
         if let Some(token) = headers
