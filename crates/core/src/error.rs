@@ -353,15 +353,57 @@ impl std::error::Error for Error {
     }
 }
 
+/// Most invalid fields an error carries on the wire; the rest are counted in
+/// its message. Headers must stay small: a validation error naming every
+/// event of a large batch would otherwise not fit the HTTP/2 header limits,
+/// and the caller would get a transport error instead of the answer.
+const MAX_WIRE_FIELDS: usize = 50;
+/// Longest message, field name or field message carried on the wire, in bytes.
+const MAX_WIRE_TEXT: usize = 1024;
+
+fn wire_text(text: &str) -> String {
+    if text.len() <= MAX_WIRE_TEXT {
+        return text.to_owned();
+    }
+    let mut end = MAX_WIRE_TEXT - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+impl Error {
+    /// The error as it travels: at most [`MAX_WIRE_FIELDS`] fields, each
+    /// text at most [`MAX_WIRE_TEXT`] bytes, the fields left out counted in
+    /// the message.
+    fn for_the_wire(&self) -> ErrorDetail {
+        let mut detail = self.to_detail();
+        let left_out = detail.fields.len().saturating_sub(MAX_WIRE_FIELDS);
+        detail.fields.truncate(MAX_WIRE_FIELDS);
+        for field in &mut detail.fields {
+            field.field = wire_text(&field.field);
+            field.description = wire_text(&field.description);
+        }
+        detail.message = wire_text(&detail.message);
+        if left_out > 0 {
+            detail.message = format!("{} ({left_out} more invalid fields)", detail.message);
+        }
+        detail.user_message = wire_text(&detail.user_message);
+        detail
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(error: Error) -> Self {
         let mut metadata = tonic::metadata::MetadataMap::new();
-        let detail = error.to_detail().encode_to_vec();
+        let wire = error.for_the_wire();
+        let message = wire.message.clone();
+        let detail = wire.encode_to_vec();
         metadata.insert_bin(
             ERROR_DETAIL_METADATA_KEY,
             tonic::metadata::MetadataValue::from_bytes(&detail),
         );
-        tonic::Status::with_metadata(error.code.grpc_code(), error.message, metadata)
+        tonic::Status::with_metadata(error.code.grpc_code(), message, metadata)
     }
 }
 
@@ -457,6 +499,41 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         let back: Error = status.into();
         assert_eq!(back, error);
+    }
+
+    #[test]
+    fn a_large_validation_error_stays_small_on_the_wire() {
+        let mut validator = Validator::new();
+        for i in 0..1000 {
+            validator.invalid(format!("events[{i}].quantity"), "must be positive");
+        }
+        validator.invalid("x".repeat(5000), "é".repeat(3000));
+        let error = validator.finish().unwrap_err();
+        let status: tonic::Status = error.into();
+        let header_bytes: usize = status
+            .metadata()
+            .iter()
+            .map(|entry| match entry {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => k.as_str().len() + v.len(),
+                tonic::metadata::KeyAndValueRef::Binary(k, v) => {
+                    k.as_str().len() + v.as_encoded_bytes().len()
+                }
+            })
+            .sum::<usize>()
+            + status.message().len();
+        assert!(header_bytes < 16 * 1024, "{header_bytes} bytes of headers");
+        let back: Error = status.into();
+        assert_eq!(back.code(), ErrorCode::Validation);
+        assert_eq!(back.fields().len(), MAX_WIRE_FIELDS);
+        assert_eq!(back.fields()[0].field, "events[0].quantity");
+        assert!(
+            back.message().ends_with("(951 more invalid fields)"),
+            "{}",
+            back.message()
+        );
+        let long = Error::invalid_field("f", "é".repeat(3000));
+        let back: Error = tonic::Status::from(long).into();
+        assert!(back.fields()[0].message.len() <= MAX_WIRE_TEXT);
     }
 
     #[test]
