@@ -186,19 +186,21 @@ fn status(report: &billing_pb::UsageReport) -> billing_pb::ReportStatus {
     billing_pb::ReportStatus::try_from(report.status).unwrap_or_default()
 }
 
-/// The value of an unlabelled series in a scrape.
+/// The value of Google's series of `name` in a scrape.
 fn gauge(scrape: &str, name: &str) -> f64 {
     scrape
         .lines()
-        .find(|line| line.split([' ', '{']).next() == Some(name))
+        .find(|line| {
+            line.split([' ', '{']).next() == Some(name) && line.contains(r#"marketplace="google""#)
+        })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("{name} is exported:\n{scrape}"))
 }
 
-const AGE: &str = "google_usage_unreported_age_seconds";
-const GRACE_LEFT: &str = "google_usage_grace_remaining_seconds";
-const EXPIRED: &str = "google_usage_expired_total";
+const AGE: &str = "marketplace_usage_unreported_age_seconds";
+const GRACE_LEFT: &str = "marketplace_usage_grace_remaining_seconds";
+const EXPIRED: &str = "marketplace_usage_expired_total";
 const DAY: f64 = 86_400.0;
 
 backend_test!(

@@ -40,15 +40,16 @@ pub struct Metrics {
     pub jwks_stale: Counter<u64>,
     /// Failed fetches of a signing-key document, by key set.
     pub jwks_fetch_failures: Counter<u64>,
-    /// Age in seconds, since its end, of the oldest usage window Google has
-    /// not accepted yet (0 when none waits). Google wants each window within
-    /// the hour.
-    pub google_usage_unreported_age: Gauge<f64>,
-    /// Seconds left of the grace period of the oldest usage window Google
-    /// could not take (the whole period when reporting is not blocked).
-    pub google_usage_grace_remaining: Gauge<f64>,
-    /// Usage windows given up after the grace period.
-    pub google_usage_expired: Counter<u64>,
+    /// Age in seconds, since its end, of the oldest usage window a
+    /// marketplace with a reporting grace period (Google, Azure) has not
+    /// accepted yet (0 when none waits), by marketplace.
+    pub usage_unreported_age: Gauge<f64>,
+    /// Seconds left of the grace period of the oldest usage window the
+    /// marketplace could not take (the whole period when reporting is not
+    /// blocked), by marketplace.
+    pub usage_grace_remaining: Gauge<f64>,
+    /// Usage windows given up after the grace period, by marketplace.
+    pub usage_expired: Counter<u64>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -104,20 +105,22 @@ pub fn metrics() -> &'static Metrics {
                 .u64_counter("jwks.fetch.failures")
                 .with_description("Failed fetches of signing keys")
                 .build(),
-            google_usage_unreported_age: meter
-                .f64_gauge("google.usage.unreported.age")
-                .with_unit("s")
-                .with_description("Age of the oldest usage window Google has not accepted yet")
-                .build(),
-            google_usage_grace_remaining: meter
-                .f64_gauge("google.usage.grace.remaining")
+            usage_unreported_age: meter
+                .f64_gauge("marketplace.usage.unreported.age")
                 .with_unit("s")
                 .with_description(
-                    "Grace period left for the oldest usage window Google could not take",
+                    "Age of the oldest usage window the marketplace has not accepted yet",
                 )
                 .build(),
-            google_usage_expired: meter
-                .u64_counter("google.usage.expired")
+            usage_grace_remaining: meter
+                .f64_gauge("marketplace.usage.grace.remaining")
+                .with_unit("s")
+                .with_description(
+                    "Grace period left for the oldest usage window the marketplace could not take",
+                )
+                .build(),
+            usage_expired: meter
+                .u64_counter("marketplace.usage.expired")
                 .with_description("Usage windows given up after the grace period")
                 .build(),
         }
@@ -149,18 +152,25 @@ impl Metrics {
             .add(1, &[KeyValue::new("key_set", key_set.to_owned())]);
     }
 
-    /// Records where Google usage reporting stands: the age of the oldest
-    /// unaccepted window and the grace period left, in seconds.
-    pub fn record_google_usage_backlog(&self, unreported_age: f64, grace_remaining: f64) {
-        self.google_usage_unreported_age
-            .record(unreported_age.max(0.0), &[]);
-        self.google_usage_grace_remaining
-            .record(grace_remaining.max(0.0), &[]);
+    /// Records where a marketplace's usage reporting stands: the age of the
+    /// oldest unaccepted window and the grace period left, in seconds.
+    pub fn record_usage_backlog(
+        &self,
+        marketplace: &'static str,
+        unreported_age: f64,
+        grace_remaining: f64,
+    ) {
+        let labels = [KeyValue::new("marketplace", marketplace)];
+        self.usage_unreported_age
+            .record(unreported_age.max(0.0), &labels);
+        self.usage_grace_remaining
+            .record(grace_remaining.max(0.0), &labels);
     }
 
-    /// Records Google usage windows given up after the grace period.
-    pub fn record_google_usage_expired(&self, windows: u64) {
-        self.google_usage_expired.add(windows, &[]);
+    /// Records a marketplace's usage windows given up after the grace period.
+    pub fn record_usage_expired(&self, marketplace: &'static str, windows: u64) {
+        self.usage_expired
+            .add(windows, &[KeyValue::new("marketplace", marketplace)]);
     }
 
     /// Records one outbox job outcome (`delivered`, `retry`, `dead`).

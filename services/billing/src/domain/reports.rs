@@ -687,9 +687,13 @@ impl BillingDomain {
         let Ok((status, effects)) = report_transition(row.status, ReportEvent::Expired) else {
             return Ok(false);
         };
+        let period = if grace.num_hours() >= 48 {
+            format!("{} days", grace.num_days())
+        } else {
+            format!("{} hours", grace.num_hours())
+        };
         let answer = format!(
-            "not accepted within the grace period of {} days after the window ended; given up; last answer: {}",
-            grace.num_days(),
+            "not accepted within the grace period of {period} after the window ended; given up; last answer: {}",
             row.response
         );
         let mut update = usage_report::Entity::update_many()
@@ -710,7 +714,10 @@ impl BillingDomain {
         if updated.rows_affected == 0 {
             return Ok(false);
         }
-        marketbridge_telemetry::metrics().record_google_usage_expired(1);
+        let marketplace = marketbridge_core::Marketplace::parse("marketplace", &row.marketplace)
+            .map(marketbridge_core::Marketplace::as_str)
+            .unwrap_or("unknown");
+        marketbridge_telemetry::metrics().record_usage_expired(marketplace, 1);
         tracing::error!(
             report.id = %row.id,
             subscription.id = %row.subscription_id,

@@ -189,7 +189,7 @@ impl BillingDomain {
     }
 
     /// Watches the usage windows of marketplaces with a grace period
-    /// (Google): gives up the windows past it, and shows how far behind
+    /// (Google, Azure): gives up the windows past it, and shows how far behind
     /// reporting is (the age of the oldest window not accepted, the grace
     /// left for the oldest blocked one) as metrics and, hourly while it
     /// lasts, as a log line: a warning once a window misses its deadline, an
@@ -234,7 +234,8 @@ impl BillingDomain {
             let remaining = oldest_blocked
                 .and_then(|row| row.window_end)
                 .map_or(grace, |end| end + grace - now);
-            marketbridge_telemetry::metrics().record_google_usage_backlog(
+            marketbridge_telemetry::metrics().record_usage_backlog(
+                marketplace.as_str(),
                 age.num_milliseconds() as f64 / 1000.0,
                 remaining.num_milliseconds() as f64 / 1000.0,
             );
