@@ -110,7 +110,11 @@ pub fn non_empty<'a>(fields: &'a HashMap<String, String>, name: &str) -> Option<
 /// A 303 to the entry's page carrying a fresh ticket for `verified`, so
 /// the marketplace's token leaves the address bar (and history, and
 /// `Referer`) at once.
-pub fn redirect_with_ticket(state: &AppState, entry: &SignupEntry, verified: &Verified) -> Response {
+pub fn redirect_with_ticket(
+    state: &AppState,
+    entry: &SignupEntry,
+    verified: &Verified,
+) -> Response {
     let (_, sealed) = state.signup.issue(entry.marketplace, verified);
     let location = format!(
         "{}?{}",

@@ -72,10 +72,7 @@ impl TicketSigner {
     pub fn from_config(config: &Config) -> Self {
         let secret = config.gateway.session_secret.trim();
         if !secret.is_empty() {
-            return Self::new(derive(
-                secret.as_bytes(),
-                b"marketbridge signup ticket",
-            ));
+            return Self::new(derive(secret.as_bytes(), b"marketbridge signup ticket"));
         }
         tracing::warn!(
             "no session secret is configured; signup tickets use a key of this process only"

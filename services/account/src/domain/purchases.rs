@@ -54,9 +54,7 @@ impl AccountDomain {
                 "no adapter is configured for marketplace {marketplace}"
             ))
         })?;
-        let resolved = adapter
-            .resolve_purchase(&SecretString::new(token))
-            .await?;
+        let resolved = adapter.resolve_purchase(&SecretString::new(token)).await?;
         let account_external_id = resolved.account_external_id.trim();
         if account_external_id.is_empty()
             || account_external_id.len() > MAX_EXTERNAL_ID
