@@ -109,7 +109,11 @@ backend_test!(
         };
         // A marketplace without purchase tokens (or without an adapter)
         // refuses with a precondition, not an internal error.
-        for marketplace in [Marketplace::Direct, Marketplace::Vercel, Marketplace::Google] {
+        for marketplace in [
+            Marketplace::Direct,
+            Marketplace::Vercel,
+            Marketplace::Google,
+        ] {
             let error = accounts
                 .resolve_purchase(resolve(marketplace, "some-token"))
                 .await

@@ -6,8 +6,8 @@
 //! registering them; nothing else changes.
 
 pub use crate::adapter::{
-    AccountMarketplace, AccountSnapshot, Adapters, CallCredential, PURCHASE_RESOLVED, PurchasePayload,
-    ResolvedPurchase,
+    AccountMarketplace, AccountSnapshot, Adapters, CallCredential, PURCHASE_RESOLVED,
+    PurchasePayload, ResolvedPurchase,
 };
 use crate::domain::AccountDomain;
 use crate::entity::event;
