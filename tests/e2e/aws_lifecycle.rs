@@ -7,9 +7,10 @@
 //! leave the in-order state. Forged tokens and unauthenticated events are
 //! refused.
 
-use crate::aws_support::{AwsTest, EVENT_KEY, start};
+use crate::aws_support::{AwsTest, EVENT_KEY, start, start_as};
 use chrono::{DateTime, Utc};
 use marketbridge_aws::metering::Licensee;
+use marketbridge_config::AwsProductType;
 use marketbridge_core::time::{Clock, to_timestamp};
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::provisioning::v1::SubscriptionState;
@@ -279,5 +280,196 @@ async fn walk_the_lifecycle(database: marketbridge_storage::testing::TestDatabas
 }
 
 backend_test!(aws_purchase_to_deprovisioning, |database| async move {
-    walk_the_lifecycle(database).await;
+    Box::pin(walk_the_lifecycle(database)).await;
 });
+
+/// Restarts the set and points the simulator at it again.
+async fn restart(aws: AwsTest) -> AwsTest {
+    let AwsTest { test, sim, clock } = aws;
+    let test = test.restart().await;
+    let config = &test.set.config.aws;
+    sim.set_endpoints(Endpoints {
+        fulfillment_url: test.url(&config.fulfillment_path),
+        events_url: test.url(&config.events_path),
+        sns_url: test.url(&config.sns_path),
+        event_key: EVENT_KEY.into(),
+    });
+    AwsTest { test, sim, clock }
+}
+
+/// A pay-as-you-go (subscription) product: no entitlements, so the
+/// license events alone say whether the buyer is subscribed. Registration
+/// before the purchase event, activation once both are known, every hour
+/// metered once across an outage and a restart, `License Deprovisioned`
+/// sending everything unsent at once (the partial hour too), inactive after
+/// the final window, and shuffled, duplicated events of another license
+/// ending as they would in order.
+async fn walk_a_subscription(database: marketbridge_storage::testing::TestDatabase) {
+    let aws = start_as(&database, AwsProductType::Subscription, "pro").await;
+    let sim = aws.sim.clone();
+
+    // The buyer registers and signs up before AWS's license event: nothing
+    // is usable yet.
+    let license = sim.purchase(BUYER, &[], false);
+    aws.sign_up(&license, "Ada Lovelace", "ada@example.com")
+        .await;
+    aws.settle().await;
+    assert!(aws.account(&license).await.is_some());
+    assert!(
+        aws.subscription(&license).await.is_none(),
+        "a registration alone provisions nothing"
+    );
+    assert!(!aws.allowed(&license).await);
+
+    // The license event: both are known, the subscription is active.
+    sim.event(&license, UPDATED);
+    aws.settle().await;
+    let subscription = aws.subscription(&license).await.expect("recorded");
+    assert_eq!(subscription.state, SubscriptionState::Active as i32);
+    assert_eq!(subscription.product_id, "database");
+    assert_eq!(subscription.plan_id, "pro");
+    assert_eq!(subscription.marketplace_state, "subscribed");
+    assert_eq!(
+        Licensee::from_reporting_id(&subscription.usage_reporting_id),
+        Some(Licensee::License {
+            license_arn: license.clone(),
+            customer_aws_account_id: BUYER.into(),
+        })
+    );
+    assert!(aws.allowed(&license).await);
+
+    // All usage is metered, each hour once.
+    clock_to(&aws, "2026-11-23T12:45:00Z");
+    record(
+        &aws,
+        &subscription.id,
+        &[
+            ("s1", "requests", 11, "2026-11-23T12:10:00Z"),
+            ("s2", "requests", 31, "2026-11-23T12:40:00Z"),
+        ],
+    )
+    .await;
+    clock_to(&aws, "2026-11-23T13:20:00Z");
+    bill(&aws).await;
+    assert_eq!(
+        metered(&sim),
+        rows(&[("requests", "12:00", 42), ("storage_gb", "12:00", 0)])
+    );
+    let calls = sim.metering_calls();
+    clock_to(&aws, "2026-11-23T13:30:00Z");
+    bill(&aws).await;
+    assert_eq!(sim.metering_calls(), calls, "an hour is sent once");
+
+    // AWS is down when the next hour is due, and the set restarts.
+    clock_to(&aws, "2026-11-23T13:40:00Z");
+    record(
+        &aws,
+        &subscription.id,
+        &[("s3", "requests", 5, "2026-11-23T13:10:00Z")],
+    )
+    .await;
+    sim.set_outage(true);
+    clock_to(&aws, "2026-11-23T14:20:00Z");
+    bill(&aws).await;
+    assert_eq!(metered(&sim).len(), 2, "nothing lands during the outage");
+    let aws = Box::pin(restart(aws)).await;
+    sim.set_outage(false);
+    clock_to(&aws, "2026-11-23T14:40:00Z");
+    aws.test.drain().await;
+    assert_eq!(
+        metered(&sim),
+        rows(&[
+            ("requests", "12:00", 42),
+            ("storage_gb", "12:00", 0),
+            ("requests", "13:00", 5),
+            ("storage_gb", "13:00", 0),
+        ])
+    );
+
+    // License Deprovisioned at 15:30: access ends and everything unsent
+    // goes out at once, the partial hour included.
+    clock_to(&aws, "2026-11-23T15:30:00Z");
+    record(
+        &aws,
+        &subscription.id,
+        &[("s4", "requests", 7, "2026-11-23T15:10:00Z")],
+    )
+    .await;
+    sim.deprovision(&license);
+    sim.event(&license, DEPROVISIONED);
+    aws.settle().await;
+    bill(&aws).await;
+    let ended = aws.subscription(&license).await.unwrap();
+    assert_eq!(ended.state, SubscriptionState::Cancelled as i32);
+    assert_eq!(ended.marketplace_state, "deprovisioning");
+    assert!(!aws.allowed(&license).await);
+    let final_rows = rows(&[
+        ("requests", "12:00", 42),
+        ("storage_gb", "12:00", 0),
+        ("requests", "13:00", 5),
+        ("storage_gb", "13:00", 0),
+        ("requests", "14:00", 0),
+        ("storage_gb", "14:00", 0),
+        ("requests", "15:00", 7),
+        ("storage_gb", "15:00", 0),
+    ]);
+    assert_eq!(metered(&sim), final_rows, "the final flush");
+
+    // After the final window the license is inactive; late and repeated
+    // events change nothing else, and nothing more is metered.
+    clock_to(&aws, "2026-11-23T16:40:00Z");
+    sim.event(&license, UPDATED);
+    sim.event(&license, DEPROVISIONED);
+    for attempt in sim
+        .deliver_with(DeliveryPlan {
+            duplicate: true,
+            shuffle_seed: Some(3),
+        })
+        .await
+    {
+        assert_eq!(attempt.status, 200, "{attempt:?}");
+    }
+    aws.test.drain().await;
+    let inactive = aws.subscription(&license).await.unwrap();
+    assert_eq!(inactive.state, SubscriptionState::Cancelled as i32);
+    assert_eq!(inactive.marketplace_state, "inactive");
+    clock_to(&aws, "2026-11-23T19:00:00Z");
+    bill(&aws).await;
+    assert_eq!(metered(&sim), final_rows, "nothing after the final usage");
+
+    // Another buyer's purchase and deprovisioning arrive shuffled and
+    // duplicated before anything is processed: the in-order end state.
+    let other = sim.purchase("109876543210", &[], false);
+    sim.event(&other, UPDATED);
+    sim.deprovision(&other);
+    sim.event(&other, DEPROVISIONED);
+    for attempt in sim
+        .deliver_with(DeliveryPlan {
+            duplicate: true,
+            shuffle_seed: Some(11),
+        })
+        .await
+    {
+        assert_eq!(attempt.status, 200, "{attempt:?}");
+    }
+    aws.test.drain().await;
+    aws.settle().await;
+    let other_subscription = aws.subscription(&other).await.expect("recorded");
+    assert_eq!(
+        other_subscription.state,
+        SubscriptionState::Cancelled as i32
+    );
+    assert!(!aws.allowed(&other).await);
+    assert!(
+        sim.world().duplicates.is_empty(),
+        "no hour was sent with two quantities"
+    );
+    aws.stop().await;
+}
+
+backend_test!(
+    aws_subscription_purchase_to_inactive,
+    |database| async move {
+        Box::pin(walk_a_subscription(database)).await;
+    }
+);

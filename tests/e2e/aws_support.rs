@@ -7,6 +7,7 @@
 use crate::google_support::{attribute_after, hidden_value};
 use crate::support::{TestSet, set_on};
 use chrono::{TimeZone, Utc};
+use marketbridge_config::AwsProductType;
 use marketbridge_core::time::ManualClock;
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::common::v1::{AccountSelector, Marketplace, MarketplaceRef};
@@ -30,6 +31,17 @@ pub struct AwsTest {
 
 /// Starts the simulator and the set (outboxes drained by the test).
 pub async fn start(database: &TestDatabase) -> AwsTest {
+    Box::pin(start_as(database, AwsProductType::default(), "")).await
+}
+
+/// [`start`] for a listing priced as `product_type`; subscription licenses
+/// are on `subscription_plan` (empty for the first AWS plan).
+pub async fn start_as(
+    database: &TestDatabase,
+    product_type: AwsProductType,
+    subscription_plan: &str,
+) -> AwsTest {
+    let subscription_plan = subscription_plan.to_owned();
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap());
     let sim = Arc::new(
         AwsSimulator::start(AwsSimulatorOptions::new(Arc::new(clock.clone())))
@@ -43,6 +55,8 @@ pub async fn start(database: &TestDatabase) -> AwsTest {
         .without_workers()
         .configure(move |config| {
             config.aws.product_code = PRODUCT_CODE.into();
+            config.aws.product_type = product_type;
+            config.aws.subscription_plan = subscription_plan.clone();
             config.aws.access_key_id = ACCESS_KEY_ID.into();
             config.aws.secret_access_key = SECRET_ACCESS_KEY.into();
             config.aws.metering_url = url.clone();

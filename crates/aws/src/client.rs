@@ -9,7 +9,7 @@ use crate::metering::{
     ResolveCustomerResponse,
 };
 use crate::{AwsCredentials, JSON_1_1, SIGNING_SERVICE, sigv4};
-use marketbridge_config::AwsOptions;
+use marketbridge_config::{AwsOptions, AwsProductType};
 use marketbridge_core::{Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,6 +42,7 @@ pub struct MarketplaceClient {
     region: String,
     metering_url: String,
     entitlement_url: String,
+    product_type: AwsProductType,
 }
 
 impl std::fmt::Debug for MarketplaceClient {
@@ -93,6 +94,7 @@ impl MarketplaceClient {
                 with_slash(entitlement_url)
             },
             region,
+            product_type: AwsProductType::default(),
         }
     }
 
@@ -107,14 +109,28 @@ impl MarketplaceClient {
         }
         let credentials = AwsCredentials::from_options(options)?;
         let http = marketbridge_rpc::http::outbound_client(tls, CALL_TIMEOUT)?;
-        Ok(Some(Self::new(
-            http,
-            credentials,
-            &options.product_code,
-            &options.region,
-            &options.metering_url,
-            &options.entitlement_url,
-        )))
+        Ok(Some(
+            Self::new(
+                http,
+                credentials,
+                &options.product_code,
+                &options.region,
+                &options.metering_url,
+                &options.entitlement_url,
+            )
+            .with_product_type(options.product_type),
+        ))
+    }
+
+    /// The same client for a listing priced as `product_type`.
+    pub fn with_product_type(mut self, product_type: AwsProductType) -> Self {
+        self.product_type = product_type;
+        self
+    }
+
+    /// How the listing is priced.
+    pub fn product_type(&self) -> AwsProductType {
+        self.product_type
     }
 
     /// The product code.

@@ -2,6 +2,32 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How the AWS listing is priced (one product code, one pricing model).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AwsProductType {
+    /// Pay as you go: no entitlements; license events say whether the buyer
+    /// is subscribed, and all usage is metered.
+    Subscription,
+    /// Quantities bought up front (`GetEntitlements`); nothing is metered.
+    Contract,
+    /// A contract plus metered usage beyond it.
+    #[default]
+    ContractWithConsumption,
+}
+
+impl AwsProductType {
+    /// True when the license's state is read from its entitlements.
+    pub fn has_entitlements(self) -> bool {
+        !matches!(self, Self::Subscription)
+    }
+
+    /// True when usage is sent to `BatchMeterUsage`.
+    pub fn meters_usage(self) -> bool {
+        !matches!(self, Self::Contract)
+    }
+}
+
 /// AWS Marketplace SaaS settings. Empty `product_code` leaves AWS off.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -9,6 +35,16 @@ pub struct AwsOptions {
     /// The product code AWS assigned to the SaaS product; empty leaves AWS
     /// Marketplace off.
     pub product_code: String,
+    /// The listing's pricing model: `subscription` (pay as you go),
+    /// `contract` or `contract_with_consumption`.
+    pub product_type: AwsProductType,
+    /// Subscription products: the catalog plan a subscribed license is on
+    /// (`plan id`); empty for the first plan with an AWS id.
+    pub subscription_plan: String,
+    /// Subscription products: minutes after `License Deprovisioned` (or
+    /// `unsubscribe-pending`) at which the license counts as inactive
+    /// (AWS's final metering window, about an hour; unverified).
+    pub deprovisioning_window_minutes: u64,
     /// The region `ResolveCustomer` and `BatchMeterUsage` are called in
     /// (every license is metered from this one region).
     pub region: String,
@@ -57,6 +93,9 @@ impl Default for AwsOptions {
     fn default() -> Self {
         Self {
             product_code: String::new(),
+            product_type: AwsProductType::default(),
+            subscription_plan: String::new(),
+            deprovisioning_window_minutes: 60,
             region: "us-east-1".into(),
             metering_url: String::new(),
             entitlement_url: String::new(),

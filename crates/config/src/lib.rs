@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 mod aws;
 mod azure;
 
-pub use aws::AwsOptions;
+pub use aws::{AwsOptions, AwsProductType};
 pub use azure::{AZURE_MARKETPLACE_RESOURCE, AzureOptions};
 
 /// Prefix of every environment variable.

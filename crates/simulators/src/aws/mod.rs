@@ -329,11 +329,43 @@ impl SimState {
                 "catalog": "AWSMarketplace",
                 "agreement": {"id": license.agreement_id, "status": match license.state {
                     LicenseState::Active => "ACTIVE",
-                    LicenseState::Deprovisioned(_) => "CANCELLED",
+                    LicenseState::Deprovisioned(_) | LicenseState::Ended => "CANCELLED",
                 }},
                 "product": {"code": PRODUCT_CODE, "id": "prod-simulated01"},
                 // AWS's example shows the ARN without its `arn:` prefix.
                 "license": {"arn": license.license_arn.trim_start_matches("arn:")},
+                "acceptor": {"accountId": license.customer_aws_account_id},
+                "proposer": {"accountId": "294406891311"},
+                "offer": {"id": license.offer_id},
+            }
+        });
+        lock(&self.held).push(Held::Event(event.clone()));
+        Some(event)
+    }
+
+    /// An agreement event (no license in it, as AWS sends them).
+    fn agreement_event(&self, key: &str, detail_type: &str, status: &str) -> Option<Value> {
+        let license = lock(&self.world).licenses.get(key).cloned()?;
+        let mut agreement = json!({"id": license.agreement_id, "status": status});
+        if let Some(previous) = &license.previous_agreement_id {
+            agreement["intent"] = json!("RENEW");
+            agreement["previousAgreementId"] = json!(previous);
+        }
+        let event = json!({
+            "version": "0",
+            "id": uuid::Uuid::new_v4().to_string(),
+            "detail-type": detail_type,
+            "source": events::SOURCE,
+            "account": "294406891311",
+            "time": marketbridge_core::time::to_rfc3339(self.clock.now()),
+            "region": "us-east-1",
+            "resources": [format!("arn:aws:aws-marketplace:us-east-1:294406891311:AWSMarketplace/Agreement/{}", license.agreement_id)],
+            "detail": {
+                "requestId": uuid::Uuid::new_v4().to_string(),
+                "catalog": "AWSMarketplace",
+                "agreement": agreement,
+                "product": {"id": "prod-simulated01", "title": "Simulated product"},
+                "resaleAuthorization": null,
                 "acceptor": {"accountId": license.customer_aws_account_id},
                 "proposer": {"accountId": "294406891311"},
                 "offer": {"id": license.offer_id},
@@ -525,6 +557,36 @@ impl AwsSimulator {
         if let Some(license) = self.world().licenses.get_mut(key) {
             license.state = LicenseState::Deprovisioned(now);
         }
+    }
+
+    /// The buyer unsubscribes for good (`unsubscribe-success`): AWS takes
+    /// no more usage of the license.
+    pub fn unsubscribe(&self, key: &str) {
+        if let Some(license) = self.world().licenses.get_mut(key) {
+            license.state = LicenseState::Ended;
+        }
+    }
+
+    /// The agreement is renewed: the license now belongs to a new agreement
+    /// that names the old one as its previous. Returns the new agreement id.
+    pub fn renew(&self, key: &str) -> String {
+        let mut world = self.world();
+        let agreement = world.next_agreement_id();
+        if let Some(license) = world.licenses.get_mut(key) {
+            license.previous_agreement_id = Some(license.agreement_id.clone());
+            license.agreement_id = agreement.clone();
+        }
+        agreement
+    }
+
+    /// The agreement event of `detail_type` (e.g. `Purchase Agreement
+    /// Amended - Manufacturer`) of a license's agreement, with `status`;
+    /// renewals carry `intent: RENEW` and `previousAgreementId`. It names
+    /// no license. Held until [`Self::deliver`].
+    pub fn agreement_event(&self, key: &str, detail_type: &str, status: &str) -> Value {
+        self.state
+            .agreement_event(key, detail_type, status)
+            .expect("a known license")
     }
 
     /// The EventBridge event of `detail_type` (e.g. `License Updated -

@@ -41,6 +41,8 @@ pub enum LicenseState {
     Active,
     /// Revoked at this time; usage is accepted for the final window after.
     Deprovisioned(DateTime<Utc>),
+    /// Unsubscribed for good (`unsubscribe-success`): no usage is accepted.
+    Ended,
 }
 
 /// A purchase.
@@ -54,6 +56,8 @@ pub struct SimLicense {
     pub customer_identifier: Option<String>,
     /// Agreement.
     pub agreement_id: String,
+    /// The agreement this one renewed, if any.
+    pub previous_agreement_id: Option<String>,
     /// Offer.
     pub offer_id: String,
     /// Contract dimensions and quantities.
@@ -158,6 +162,11 @@ impl World {
         format!("{prefix}{:08}", self.next_id)
     }
 
+    /// A fresh agreement id.
+    pub fn next_agreement_id(&mut self) -> String {
+        self.next("agmt-")
+    }
+
     /// Adds a purchase; returns its key.
     pub fn purchase(
         &mut self,
@@ -174,6 +183,7 @@ impl World {
             customer_aws_account_id: customer_aws_account_id.to_owned(),
             customer_identifier,
             agreement_id: self.next("agmt-"),
+            previous_agreement_id: None,
             offer_id: self.next("offer-"),
             entitlements: entitlements
                 .iter()
@@ -264,7 +274,10 @@ impl World {
         };
         let mut all = Vec::new();
         for license in self.licenses.values() {
-            if matches!(license.state, LicenseState::Deprovisioned(_)) {
+            if matches!(
+                license.state,
+                LicenseState::Deprovisioned(_) | LicenseState::Ended
+            ) {
                 continue;
             }
             for (dimension, quantity) in &license.entitlements {
@@ -414,6 +427,7 @@ impl World {
                 .is_some_and(|l| match l.state {
                     LicenseState::Active => true,
                     LicenseState::Deprovisioned(at) => now <= at + self.final_window,
+                    LicenseState::Ended => false,
                 });
             if !subscribed {
                 response.results.push(UsageRecordResult {

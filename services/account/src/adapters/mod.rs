@@ -32,7 +32,7 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
             )));
         }
     }
-    let marketplaces = aws::register(marketplaces, config)?;
+    let marketplaces = aws::register(marketplaces, config, clock.clone())?;
     let marketplaces = azure::register(marketplaces, config, clock.clone())?;
     google::register(marketplaces, config, clock)
 }

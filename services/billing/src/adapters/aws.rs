@@ -5,6 +5,12 @@
 //! deduplicates identical records; a changed quantity would be a
 //! `DuplicateRecord`).
 //!
+//! What is metered follows `aws.product_type`: all usage of subscription
+//! (pay-as-you-go) products and of contracts with consumption, none of
+//! contracts. For contracts with consumption, AWS bills the usage sent as
+//! overage: the catalog's metering dimensions are not the contract's
+//! dimensions, so the usage of an hour is all beyond the contract.
+//!
 //! A subscription's usage reporting id names exactly one metering shape
 //! (`LicenseArn` + account, or the legacy `CustomerIdentifier` with the
 //! product code), so one license is never metered in both shapes and
@@ -109,8 +115,9 @@ impl AwsReporter {
 #[async_trait]
 impl UsageReporter for AwsReporter {
     fn plan(&self) -> ReportingPlan {
+        // Contracts are paid up front: AWS takes no usage for them.
         ReportingPlan {
-            usage_operations: true,
+            usage_operations: self.client.product_type().meters_usage(),
             ..ReportingPlan::default()
         }
     }

@@ -6,6 +6,11 @@
 //! `aws_quantity`. A license without current entitlements is gone at AWS
 //! (deprovisioned, expired), which ends the subscription. AWS takes no
 //! approvals or decisions: they succeed here, and approval activates.
+//!
+//! Subscription (pay-as-you-go) products have no entitlements: the account
+//! service derives their state from the license events and writes it with
+//! `UpsertSubscription`, so nothing here reads them (and they are never
+//! taken for gone for lack of entitlements).
 
 use crate::entity::subscription;
 use crate::marketplace::{ProvisioningMarketplace, ResourceChange, SubscriptionSnapshot};
@@ -15,8 +20,8 @@ use marketbridge_aws::MarketplaceClient;
 use marketbridge_aws::entitlement::Entitlement;
 use marketbridge_aws::metering::Licensee;
 use marketbridge_catalog::{Catalog, Plan, Product};
-use marketbridge_core::Result;
 use marketbridge_core::time::{SharedClock, to_rfc3339};
+use marketbridge_core::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -126,6 +131,11 @@ impl ProvisioningMarketplace for AwsLicenses {
         external_id: &ExternalId,
     ) -> Result<Option<SubscriptionSnapshot>> {
         let key = external_id.as_str();
+        if !self.client.product_type().has_entitlements() {
+            return Err(Error::unprocessable(
+                "AWS subscription products follow their license events; there is nothing to re-read",
+            ));
+        }
         let licensee = if key.starts_with("arn:") {
             Licensee::License {
                 license_arn: key.to_owned(),
@@ -185,6 +195,9 @@ impl ProvisioningMarketplace for AwsLicenses {
     }
 
     async fn list_subscription_ids(&self) -> Result<Vec<ExternalId>> {
+        if !self.client.product_type().has_entitlements() {
+            return Ok(Vec::new());
+        }
         let keys: BTreeSet<String> = self
             .client
             .all_entitlements()

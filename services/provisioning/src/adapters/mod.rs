@@ -38,15 +38,17 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
     }
     if let Some(client) = marketbridge_aws::MarketplaceClient::from_options(&config.aws, &config.tls)? {
         let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
-        marketplaces = marketplaces
-            .with_adapter(
-                Marketplace::Aws,
-                Arc::new(aws::AwsLicenses::new(client, catalog, clock.clone())),
-            )
-            .with_reconciliation(
+        marketplaces = marketplaces.with_adapter(
+            Marketplace::Aws,
+            Arc::new(aws::AwsLicenses::new(client, catalog, clock.clone())),
+        );
+        // Subscription products have no entitlements to re-read.
+        if config.aws.product_type.has_entitlements() {
+            marketplaces = marketplaces.with_reconciliation(
                 Marketplace::Aws,
                 Duration::from_secs(config.aws.reconcile_interval_seconds.max(1)),
             );
+        }
     }
     if let Some(clients) = marketbridge_azure::AzureClients::from_config(config, clock.clone())? {
         let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
