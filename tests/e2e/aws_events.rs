@@ -5,14 +5,15 @@
 //! foreign and replayed SNS messages refused or ignored, and expired
 //! registration tokens refused.
 
-use crate::aws_support::{AwsTest, start};
+use crate::aws_support::{AwsTest, start, start_as};
 use chrono::{DateTime, Duration, Utc};
 use marketbridge_aws::events::action;
 use marketbridge_aws::metering::Licensee;
+use marketbridge_config::AwsProductType;
 use marketbridge_core::time::{Clock, to_timestamp};
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::provisioning::v1::SubscriptionState;
-use marketbridge_simulators::aws::SUBSCRIPTION_TOPIC;
+use marketbridge_simulators::aws::{DeliveryPlan, SUBSCRIPTION_TOPIC};
 use marketbridge_storage::backend_test;
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -204,3 +205,189 @@ backend_test!(
         aws.stop().await;
     }
 );
+
+const UPDATED: &str = "License Updated - Manufacturer";
+const AMENDED: &str = "Purchase Agreement Amended - Manufacturer";
+const ENDED: &str = "Purchase Agreement Ended - Manufacturer";
+const CREATED: &str = "Purchase Agreement Created - Proposer";
+
+fn quantity(subscription: &marketbridge_proto::provisioning::v1::Subscription) -> Option<&str> {
+    subscription
+        .attributes
+        .get("aws_quantity")
+        .map(String::as_str)
+}
+
+/// Agreement events name no license: the license events recorded the
+/// mapping. An amendment alone re-reads the contract; an ended agreement is
+/// recorded and ends nothing; a renewal is matched through its previous
+/// agreement, and later amendments of the renewal find the license too.
+/// Duplicated and shuffled deliveries end in the in-order state.
+async fn follow_agreements(database: marketbridge_storage::testing::TestDatabase) {
+    let aws = start(&database).await;
+    let sim = aws.sim.clone();
+    let license = sim.purchase("012345678901", &[("pro_tier", 5)], false);
+    sim.event(&license, UPDATED);
+    aws.sign_up(&license, "Ada Lovelace", "ada@example.com")
+        .await;
+    aws.settle().await;
+    let subscription = aws.subscription(&license).await.unwrap();
+    assert_eq!(subscription.state, SubscriptionState::Active as i32);
+    assert_eq!(quantity(&subscription), Some("5"));
+    let first_agreement = subscription
+        .attributes
+        .get("aws_agreement_id")
+        .cloned()
+        .unwrap_or_else(|| sim.world().licenses[&license].agreement_id.clone());
+
+    // An amendment without any license event refreshes the quantities.
+    sim.change_entitlements(&license, &[("pro_tier", 8)]);
+    sim.agreement_event(&license, AMENDED, "ACTIVE");
+    aws.settle().await;
+    assert_eq!(
+        quantity(&aws.subscription(&license).await.unwrap()),
+        Some("8")
+    );
+
+    // The agreement is renewed: the new agreement names the old one.
+    let renewed = sim.renew(&license);
+    sim.change_entitlements(&license, &[("pro_tier", 9)]);
+    sim.agreement_event(&license, CREATED, "ACTIVE");
+    aws.settle().await;
+    assert_eq!(
+        quantity(&aws.subscription(&license).await.unwrap()),
+        Some("9")
+    );
+
+    // Amendments of the renewal, duplicated and shuffled with the old
+    // agreement's end: the end is recorded, the license stays active.
+    sim.change_entitlements(&license, &[("pro_tier", 12)]);
+    sim.agreement_event(&license, AMENDED, "ACTIVE");
+    sim.agreement_event(&license, AMENDED, "ACTIVE");
+    let ended = sim.agreement_event(&license, ENDED, "RENEWED");
+    for attempt in sim
+        .deliver_with(DeliveryPlan {
+            duplicate: true,
+            shuffle_seed: Some(5),
+        })
+        .await
+    {
+        assert_eq!(attempt.status, 200, "{attempt:?}");
+    }
+    aws.test.drain().await;
+    let subscription = aws.subscription(&license).await.unwrap();
+    assert_eq!(subscription.state, SubscriptionState::Active as i32);
+    assert_eq!(quantity(&subscription), Some("12"));
+    assert_eq!(
+        subscription
+            .attributes
+            .get(&format!("aws_agreement_ended.{renewed}"))
+            .map(String::as_str),
+        Some("RENEWED"),
+        "{ended}"
+    );
+    assert!(
+        aws.allowed(&license).await,
+        "an ended agreement ends nothing"
+    );
+    assert_ne!(first_agreement, renewed);
+
+    // An agreement nobody knows is acknowledged and changes nothing.
+    let stranger = sim.purchase("111122223333", &[("pro_tier", 1)], false);
+    sim.agreement_event(&stranger, AMENDED, "ACTIVE");
+    aws.settle().await;
+    assert!(aws.subscription(&stranger).await.is_none());
+    aws.stop().await;
+}
+
+backend_test!(
+    aws_agreement_events_act_on_their_licenses,
+    |database| async move {
+        Box::pin(follow_agreements(database)).await;
+    }
+);
+
+/// Legacy subscription products over SNS: `subscribe-fail` never
+/// provisions, even after the buyer signs up; `subscribe-success` with the
+/// signup activates, `unsubscribe-pending` sends the final usage and ends
+/// access, `unsubscribe-success` makes the license inactive.
+async fn legacy_subscriptions(database: marketbridge_storage::testing::TestDatabase) {
+    let aws = start_as(&database, AwsProductType::Subscription, "").await;
+    let sim = aws.sim.clone();
+    assert_eq!(sim.subscribe(SUBSCRIPTION_TOPIC).await, 200);
+
+    let failed = sim.purchase("210987654321", &[], true);
+    sim.sns_notification(&failed, action::SUBSCRIBE_FAIL, "2");
+    aws.settle().await;
+    aws.sign_up(&failed, "Grace Hopper", "grace@example.com")
+        .await;
+    aws.settle().await;
+    assert!(
+        aws.subscription(&failed).await.is_none(),
+        "never provisioned"
+    );
+    assert!(!aws.allowed(&failed).await);
+
+    let customer = sim.purchase("210987654322", &[], true);
+    aws.sign_up(&customer, "Katherine Johnson", "kj@example.com")
+        .await;
+    sim.sns_notification(&customer, action::SUBSCRIBE_SUCCESS, "1");
+    aws.settle().await;
+    let subscription = aws.subscription(&customer).await.unwrap();
+    assert_eq!(subscription.state, SubscriptionState::Active as i32);
+    assert_eq!(
+        subscription.plan_id, "free",
+        "the first plan with an AWS id"
+    );
+    assert_eq!(
+        Licensee::from_reporting_id(&subscription.usage_reporting_id),
+        Some(Licensee::Legacy {
+            customer_identifier: customer.clone()
+        })
+    );
+
+    clock_to(&aws, "2026-11-23T12:30:00Z");
+    let mut billing = aws.test.set.clients.billing.clone();
+    billing
+        .record_usage(billing_pb::RecordUsageRequest {
+            events: vec![billing_pb::UsageEvent {
+                event_id: "legacy-sub-1".into(),
+                customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
+                    subscription.id.clone(),
+                )),
+                metric_id: "requests".into(),
+                quantity: 4,
+                occurred_at: Some(to_timestamp(at("2026-11-23T12:20:00Z"))),
+            }],
+        })
+        .await
+        .expect("usage recorded");
+    // The buyer cancels mid-hour: the partial hour goes out at once.
+    sim.deprovision(&customer);
+    sim.sns_notification(&customer, action::UNSUBSCRIBE_PENDING, "2");
+    aws.settle().await;
+    aws.test.run_billing().await;
+    aws.test.drain().await;
+    let pending = aws.subscription(&customer).await.unwrap();
+    assert_eq!(pending.state, SubscriptionState::Cancelled as i32);
+    assert_eq!(pending.marketplace_state, "deprovisioning");
+    assert!(!aws.allowed(&customer).await);
+    assert!(
+        sim.accepted()
+            .iter()
+            .any(|r| r.dimension == "requests" && r.quantity == 4),
+        "{:?}",
+        sim.accepted()
+    );
+    sim.unsubscribe(&customer);
+    sim.sns_notification(&customer, action::UNSUBSCRIBE_SUCCESS, "2");
+    aws.settle().await;
+    let inactive = aws.subscription(&customer).await.unwrap();
+    assert_eq!(inactive.state, SubscriptionState::Cancelled as i32);
+    assert_eq!(inactive.marketplace_state, "inactive");
+    aws.stop().await;
+}
+
+backend_test!(aws_legacy_subscription_products, |database| async move {
+    Box::pin(legacy_subscriptions(database)).await;
+});
