@@ -487,3 +487,60 @@ impl World {
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use marketbridge_aws::metering::{Measurement, MeteringBatch};
+
+    fn usage(world: &mut World, key: &str, hour: DateTime<Utc>, now: DateTime<Utc>) -> String {
+        let licensee = world.licenses[key].licensee();
+        let batch = MeteringBatch::new(
+            &world.product_code.clone(),
+            &licensee,
+            hour.timestamp(),
+            &[Measurement {
+                dimension: "requests".into(),
+                quantity: 3,
+                tags: Vec::new(),
+            }],
+        );
+        let answer = world
+            .batch_meter_usage(&batch.requests()[0], 100, now)
+            .expect("a valid call");
+        answer.results[0].status.clone()
+    }
+
+    #[test]
+    fn a_subscription_is_metered_until_it_is_unsubscribed() {
+        let mut world = World::new("prod", &["requests"]);
+        let hour = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+        let now = hour + Duration::minutes(70);
+        let key = world.purchase("012345678901", &[], false, None);
+        assert!(world.licenses[&key].entitlements.is_empty());
+        assert_eq!(usage(&mut world, &key, hour, now), status::SUCCESS);
+        // Deprovisioned: the final window still takes usage.
+        world.licenses.get_mut(&key).unwrap().state = LicenseState::Deprovisioned(now);
+        assert_eq!(
+            usage(
+                &mut world,
+                &key,
+                hour + Duration::hours(1),
+                now + Duration::minutes(5)
+            ),
+            status::SUCCESS
+        );
+        // Unsubscribed: nothing more.
+        world.licenses.get_mut(&key).unwrap().state = LicenseState::Ended;
+        assert_eq!(
+            usage(
+                &mut world,
+                &key,
+                hour + Duration::hours(1),
+                now + Duration::minutes(10)
+            ),
+            status::CUSTOMER_NOT_SUBSCRIBED
+        );
+    }
+}

@@ -861,4 +861,51 @@ mod tests {
         );
         assert!(license_of("License Updated", "{").is_err());
     }
+
+    #[test]
+    fn a_subscription_phase_ignores_order_and_duplicates() {
+        let at =
+            |m: i64| chrono::DateTime::from_timestamp(1_795_000_000 + m * 60, 0).expect("a time");
+        let event = |kind: &str| {
+            serde_json::json!({"version":"0","id":"e","detail-type":format!("{kind} - Manufacturer"),
+                "source":"aws.agreement-marketplace","detail":{"agreement":{"id":"agmt-1"},
+                "license":{"arn":"aws:license-manager::1:license:l-1"},"acceptor":{"accountId":"012345678901"}}})
+            .to_string()
+        };
+        let updated = event("License Updated");
+        let deprovisioned = event("License Deprovisioned");
+        let window = chrono::Duration::minutes(60);
+        let in_order = [
+            ("License Updated", updated.as_str(), at(0)),
+            ("License Deprovisioned", deprovisioned.as_str(), at(30)),
+        ];
+        let mut facts = LicenseFacts::default();
+        for (kind, payload, when) in in_order {
+            facts.add(kind, payload, when);
+        }
+        let mut shuffled = LicenseFacts::default();
+        for (kind, payload, when) in in_order.iter().rev().chain(in_order.iter()) {
+            shuffled.add(kind, payload, *when);
+        }
+        assert_eq!(facts, shuffled);
+        assert_eq!(facts.phase(at(40), window), Phase::Deprovisioning);
+        assert_eq!(facts.phase(at(90), window), Phase::Inactive);
+        assert_eq!(
+            facts.customer_aws_account_id.as_deref(),
+            Some("012345678901")
+        );
+        assert_eq!(facts.agreement_id.as_deref(), Some("agmt-1"));
+
+        let fail = r#"{"action":"subscribe-fail","customer-identifier":"c","product-code":"p"}"#;
+        let mut failed = LicenseFacts::default();
+        failed.add("sns.subscribe-fail", fail, at(0));
+        assert_eq!(failed.phase(at(1), window), Phase::Failed);
+        let mut registered = LicenseFacts::default();
+        registered.add(
+            PURCHASE_RESOLVED,
+            r#"{"account_external_id":"c","subscription_external_id":"c"}"#,
+            at(0),
+        );
+        assert_eq!(registered.phase(at(1), window), Phase::Unknown);
+    }
 }
