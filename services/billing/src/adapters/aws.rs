@@ -216,7 +216,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn reporter(grace: bool) -> AwsReporter {
+        reporter_for(grace, marketbridge_config::AwsProductType::default())
+    }
+
+    fn reporter_for(grace: bool, product_type: marketbridge_config::AwsProductType) -> AwsReporter {
         let options = marketbridge_config::AwsOptions {
+            product_type,
             product_code: "prod".into(),
             access_key_id: "AKIA".into(),
             secret_access_key: "secret".into(),
@@ -258,6 +263,26 @@ mod tests {
         );
         assert_eq!(record["Quantity"], 7);
         assert!(body["requests"][0].get("ProductCode").is_none());
+    }
+
+    #[test]
+    fn contracts_meter_nothing_and_the_others_all_usage() {
+        use marketbridge_config::AwsProductType;
+        assert!(
+            !reporter_for(false, AwsProductType::Contract)
+                .plan()
+                .usage_operations
+        );
+        assert!(
+            reporter_for(false, AwsProductType::Subscription)
+                .plan()
+                .usage_operations
+        );
+        assert!(
+            reporter_for(false, AwsProductType::ContractWithConsumption)
+                .plan()
+                .usage_operations
+        );
     }
 
     #[test]
