@@ -115,3 +115,32 @@ impl Default for AwsOptions {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    #[test]
+    fn the_product_type_is_read_from_the_environment_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(None).expect("loads").aws.product_type,
+                AwsProductType::ContractWithConsumption
+            );
+            jail.set_env("MARKETBRIDGE_AWS__PRODUCT_TYPE", "subscription");
+            jail.set_env("MARKETBRIDGE_AWS__DEPROVISIONING_WINDOW_MINUTES", "90");
+            let config = Config::load(None).expect("loads");
+            assert_eq!(config.aws.product_type, AwsProductType::Subscription);
+            assert!(!config.aws.product_type.has_entitlements());
+            assert_eq!(config.aws.deprovisioning_window_minutes, 90);
+            jail.set_env("MARKETBRIDGE_AWS__PRODUCT_TYPE", "contract");
+            let config = Config::load(None).expect("loads");
+            assert!(!config.aws.product_type.meters_usage());
+            jail.set_env("MARKETBRIDGE_AWS__PRODUCT_TYPE", "free_for_all");
+            assert!(Config::load(None).is_err(), "an unknown product type");
+            Ok(())
+        });
+    }
+}
