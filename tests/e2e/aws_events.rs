@@ -292,6 +292,25 @@ async fn follow_agreements(database: marketbridge_storage::testing::TestDatabase
     );
     assert_ne!(first_agreement, renewed);
 
+    // An agreement's end that arrives before its first license event is
+    // recorded once the license is known.
+    let late = sim.purchase("222233334444", &[("pro_tier", 2)], false);
+    let late_agreement = sim.world().licenses[&late].agreement_id.clone();
+    sim.agreement_event(&late, ENDED, "EXPIRED");
+    aws.settle().await;
+    assert!(aws.subscription(&late).await.is_none());
+    sim.event(&late, UPDATED);
+    aws.settle().await;
+    let late_subscription = aws.subscription(&late).await.unwrap();
+    assert_eq!(
+        late_subscription
+            .attributes
+            .get(&format!("aws_agreement_ended.{late_agreement}"))
+            .map(String::as_str),
+        Some("EXPIRED")
+    );
+    assert_eq!(quantity(&late_subscription), Some("2"));
+
     // An agreement nobody knows is acknowledged and changes nothing.
     let stranger = sim.purchase("111122223333", &[("pro_tier", 1)], false);
     sim.agreement_event(&stranger, AMENDED, "ACTIVE");

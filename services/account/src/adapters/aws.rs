@@ -298,10 +298,29 @@ impl EventProcessor for AwsEvents {
             tracing::info!(event.id = %event.id, event.type = %event.event_type, "aws event acknowledged; nothing to re-read");
             return Ok(EventOutcome::Ignored);
         };
-        if self.product_type == AwsProductType::Subscription {
-            return self.subscription(services, &license).await;
+        let outcome = if self.product_type == AwsProductType::Subscription {
+            self.subscription(services, &license).await?
+        } else {
+            sync_license(services, &license).await?
+        };
+        // An agreement's end that arrived before its first license event
+        // found no license then: it is recorded now.
+        if let Some((_, agreement)) = license_and_agreement(&event.event_type, &event.payload) {
+            for ended in events_mentioning(services, &agreement).await? {
+                if ended.event_type != detail_type::AGREEMENT_ENDED {
+                    continue;
+                }
+                let Some(detail) = Envelope::parse(ended.payload.as_bytes())
+                    .and_then(|e| e.detail().agreement)
+                    .filter(|a| a.id == agreement)
+                else {
+                    continue;
+                };
+                self.agreement_ended(services, &license, &agreement, detail.status.as_deref())
+                    .await?;
+            }
         }
-        sync_license(services, &license).await
+        Ok(outcome)
     }
 }
 
