@@ -311,6 +311,22 @@ async fn follow_agreements(database: marketbridge_storage::testing::TestDatabase
     );
     assert_eq!(quantity(&late_subscription), Some("2"));
 
+    // The simulator's control API amends through the agreement too.
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "{}/simulator/licenses/{late}/entitlements",
+            sim.url()
+        ))
+        .json(&serde_json::json!({"entitlements": {"pro_tier": 4}, "announce": "agreement"}))
+        .send()
+        .await
+        .expect("the control API answers");
+    assert_eq!(answer.status().as_u16(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["eventDelivered"], 200, "{answer}");
+    aws.settle().await;
+    assert_eq!(quantity(&aws.subscription(&late).await.unwrap()), Some("4"));
+
     // An agreement nobody knows is acknowledged and changes nothing.
     let stranger = sim.purchase("111122223333", &[("pro_tier", 1)], false);
     sim.agreement_event(&stranger, AMENDED, "ACTIVE");

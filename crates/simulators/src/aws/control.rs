@@ -39,6 +39,10 @@ fn default_entitlements() -> BTreeMap<String, i64> {
 #[derive(Debug, Deserialize)]
 pub(crate) struct EntitlementsBody {
     entitlements: BTreeMap<String, i64>,
+    /// `agreement` announces the change with `Purchase Agreement Amended`
+    /// (no license in it) instead of `License Updated`.
+    #[serde(default)]
+    announce: String,
 }
 
 async fn send_event(state: &SimState, key: &str, detail_type: &str) -> u16 {
@@ -139,7 +143,18 @@ pub(crate) async fn change(
         Some(license) => license.entitlements = body.entitlements,
         None => return (StatusCode::NOT_FOUND, "unknown license").into_response(),
     }
-    let status = send_event(&state, &key, "License Updated - Manufacturer").await;
+    let status = if body.announce == "agreement" {
+        match state.agreement_event(&key, "Purchase Agreement Amended - Manufacturer", "ACTIVE") {
+            Some(event) => {
+                lock(&state.held)
+                    .retain(|h| !matches!(h, Held::Event(e) if e["id"] == event["id"]));
+                state.post(&Held::Event(event)).await.status
+            }
+            None => 404,
+        }
+    } else {
+        send_event(&state, &key, "License Updated - Manufacturer").await
+    };
     Json(json!({"license": key, "eventDelivered": status})).into_response()
 }
 
