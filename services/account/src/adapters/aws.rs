@@ -567,26 +567,26 @@ impl AwsEvents {
                 provisioning
                     .notify_account_approved(provisioning_pb::NotifyAccountApprovedRequest {
                         context: None,
-                        account_id: account.clone(),
+                        account_id: account.as_str().to_owned(),
                     })
                     .await?;
             }
         }
         Ok(EventOutcome::Processed {
-            account_id: AccountId::parse("accountId", &account).ok(),
+            account_id: Some(account),
         })
     }
 
     /// The license's account id, the account created (waiting for the
     /// signup) when the purchase is known before the registration.
-    async fn account(&self, services: &EventServices, license: &str) -> Result<String> {
+    async fn account(&self, services: &EventServices, license: &str) -> Result<AccountId> {
         let selector = AccountSelector::by_ref(ProtoMarketplace::Aws, license);
         if let Some(row) = services
             .accounts
             .find(services.accounts.db(), Some(&selector))
             .await?
         {
-            return Ok(row.id);
+            return AccountId::parse("accountId", &row.id);
         }
         let created = services
             .accounts
@@ -596,13 +596,13 @@ impl AwsEvents {
                 ..Default::default()
             })
             .await?;
-        Ok(created.id)
+        AccountId::parse("accountId", &created.id)
     }
 
     /// The subscription as the license describes it (no state).
     fn describe(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         license: &str,
         facts: &LicenseFacts,
         existing: Option<&provisioning_pb::Subscription>,
@@ -649,7 +649,7 @@ impl AwsEvents {
         }
         Ok(provisioning_pb::UpsertSubscriptionRequest {
             context: None,
-            account_id: account_id.to_owned(),
+            account_id: account_id.as_str().to_owned(),
             marketplace_ref: Some(MarketplaceRef::new(ProtoMarketplace::Aws, license)),
             product_id,
             plan_id,
