@@ -536,6 +536,17 @@ impl AwsEvents {
                 "deprovisioned at AWS",
             ),
         };
+        let ended = |s: &provisioning_pb::Subscription| {
+            s.state == provisioning_pb::SubscriptionState::Cancelled as i32
+                || s.state == provisioning_pb::SubscriptionState::Rejected as i32
+        };
+        if phase == Phase::Purchased && existing.as_ref().is_some_and(ended) {
+            // Facts read before a concurrent end was recorded: the end stands.
+            return Ok(EventOutcome::Processed {
+                account_id: existing
+                    .and_then(|s| AccountId::parse("accountId", &s.account_id).ok()),
+            });
+        }
         let account = self.account(services, license).await?;
         let base = self.describe(&account, license, &facts, existing.as_ref())?;
         if existing.is_none() {
