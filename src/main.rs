@@ -25,12 +25,6 @@ use marketbridge_simulators::vercel::{VercelSimulator, VercelSimulatorOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc: fewer cycles per allocation than glibc's malloc on the request
-/// path (protobuf and JSON values, spans), and memory returned to the system
-/// under load just as well.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "marketbridge",
