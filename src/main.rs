@@ -354,10 +354,11 @@ fn main() -> ExitCode {
             marketbridge::demo::google(pull).await
         }),
         Command::Sim {
-            marketplace: SimMarketplace::Aws {
-                listen,
-                gateway_url,
-            },
+            marketplace:
+                SimMarketplace::Aws {
+                    listen,
+                    gateway_url,
+                },
         } => run_process("marketbridge-sim-aws", |config, shutdown| async move {
             simulate_aws(config, shutdown, listen, gateway_url).await
         }),
@@ -367,10 +368,11 @@ fn main() -> ExitCode {
             marketbridge::demo::aws().await
         }),
         Command::Sim {
-            marketplace: SimMarketplace::Azure {
-                listen,
-                gateway_url,
-            },
+            marketplace:
+                SimMarketplace::Azure {
+                    listen,
+                    gateway_url,
+                },
         } => run_process("marketbridge-sim-azure", |config, shutdown| async move {
             marketbridge::demo::simulate_azure(config, shutdown, listen, gateway_url).await
         }),
@@ -518,7 +520,10 @@ async fn simulate_aws(
         sns_url: format!("{gateway}{}", config.aws.sns_path),
         event_key: event_key.clone(),
     });
-    println!("AWS Marketplace simulator at {} (Ctrl-C stops it)", sim.url());
+    println!(
+        "AWS Marketplace simulator at {} (Ctrl-C stops it)",
+        sim.url()
+    );
     println!("\nPoint marketbridge at it:");
     for (key, value) in [
         ("product_code", PRODUCT_CODE.to_owned()),
@@ -527,7 +532,10 @@ async fn simulate_aws(
         ("metering_url", sim.url().to_owned()),
         ("entitlement_url", sim.url().to_owned()),
         ("event_key", event_key),
-        ("sns_topic_arns", format!("{SUBSCRIPTION_TOPIC},{ENTITLEMENT_TOPIC}")),
+        (
+            "sns_topic_arns",
+            format!("{SUBSCRIPTION_TOPIC},{ENTITLEMENT_TOPIC}"),
+        ),
         ("sns_certificate_url_pattern", sim.certificate_url_pattern()),
     ] {
         println!(

@@ -39,7 +39,9 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
                 )),
             );
     }
-    if let Some(client) = marketbridge_aws::MarketplaceClient::from_options(&config.aws, &config.tls)? {
+    if let Some(client) =
+        marketbridge_aws::MarketplaceClient::from_options(&config.aws, &config.tls)?
+    {
         marketplaces = marketplaces.with_reporter(
             Marketplace::Aws,
             Arc::new(aws::AwsReporter::new(

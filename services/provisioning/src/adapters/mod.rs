@@ -36,7 +36,9 @@ pub fn from_config(config: &Config, clock: SharedClock) -> Result<Marketplaces> 
             Arc::new(vercel::VercelProvisioning::new(api, accounts)),
         );
     }
-    if let Some(client) = marketbridge_aws::MarketplaceClient::from_options(&config.aws, &config.tls)? {
+    if let Some(client) =
+        marketbridge_aws::MarketplaceClient::from_options(&config.aws, &config.tls)?
+    {
         let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
         marketplaces = marketplaces.with_adapter(
             Marketplace::Aws,
