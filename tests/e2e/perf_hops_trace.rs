@@ -4,58 +4,11 @@
 //! over OTLP to a real collector.
 
 use crate::vercel_support::{VercelOptions, provision_body, vercel_set};
+use crate::vercel_trace::{ancestors, attribute, flush_and_collect};
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
 use marketbridge_storage::backend_test;
 use serde_json::json;
 use std::collections::HashMap;
-use std::time::Duration;
-
-async fn flush_and_collect(
-    collector: &mut FakeCollectorServer,
-    guard: marketbridge_telemetry::TelemetryGuard,
-) -> Vec<ExportedSpan> {
-    let flushing = tokio::task::spawn_blocking(move || guard.flush());
-    let mut spans = Vec::new();
-    while !flushing.is_finished() {
-        spans.extend(
-            collector
-                .exported_spans(1, Duration::from_millis(100))
-                .await,
-        );
-    }
-    spans.extend(
-        collector
-            .exported_spans(1, Duration::from_millis(300))
-            .await,
-    );
-    spans
-}
-
-/// The string or integer inside the collector's rendering of a value.
-fn attribute(span: &ExportedSpan, key: &str) -> String {
-    let raw = span.attributes.get(key).cloned().unwrap_or_default();
-    for (start, end) in [("StringValue(\"", "\")"), ("IntValue(", ")")] {
-        if let Some(rest) = raw.split(start).nth(1)
-            && let Some(value) = rest.split(end).next()
-        {
-            return value.to_owned();
-        }
-    }
-    raw
-}
-
-fn ancestors<'a>(
-    span: &'a ExportedSpan,
-    by_id: &HashMap<&str, &'a ExportedSpan>,
-) -> Vec<&'a ExportedSpan> {
-    let mut chain = Vec::new();
-    let mut current = span;
-    while let Some(parent) = by_id.get(current.parent_span_id.as_str()) {
-        chain.push(*parent);
-        current = parent;
-    }
-    chain
-}
 
 backend_test!(
     an_in_process_call_is_traced_gateway_to_service,

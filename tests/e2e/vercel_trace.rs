@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Collects every span the collector receives while `flush` runs (the
 /// collector's queue is small, so it is drained while exporting).
-async fn flush_and_collect(
+pub(crate) async fn flush_and_collect(
     collector: &mut FakeCollectorServer,
     guard: marketbridge_telemetry::TelemetryGuard,
 ) -> Vec<ExportedSpan> {
@@ -34,7 +34,7 @@ async fn flush_and_collect(
 /// The collector renders attribute values in their protobuf debug form
 /// (`Some(AnyValue { value: Some(StringValue("gateway")) })`); this reads the
 /// string or integer inside.
-fn attribute(span: &ExportedSpan, key: &str) -> String {
+pub(crate) fn attribute(span: &ExportedSpan, key: &str) -> String {
     let raw = span.attributes.get(key).cloned().unwrap_or_default();
     for (start, end) in [("StringValue(\"", "\")"), ("IntValue(", ")")] {
         if let Some(rest) = raw.split(start).nth(1)
@@ -46,7 +46,7 @@ fn attribute(span: &ExportedSpan, key: &str) -> String {
     raw
 }
 
-fn ancestors<'a>(
+pub(crate) fn ancestors<'a>(
     span: &'a ExportedSpan,
     by_id: &HashMap<&str, &'a ExportedSpan>,
 ) -> Vec<&'a ExportedSpan> {
