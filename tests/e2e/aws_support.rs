@@ -10,7 +10,7 @@ use chrono::{TimeZone, Utc};
 use marketbridge_config::AwsProductType;
 use marketbridge_core::time::ManualClock;
 use marketbridge_proto::account::v1 as account_pb;
-use marketbridge_proto::common::v1::{AccountSelector, Marketplace, MarketplaceRef};
+use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::aws::{
     ACCESS_KEY_ID, AwsSimulator, AwsSimulatorOptions, ENTITLEMENT_TOPIC, Endpoints, PRODUCT_CODE,
@@ -168,30 +168,14 @@ impl AwsTest {
 
     /// Our subscription for a license, if recorded.
     pub async fn subscription(&self, license: &str) -> Option<provisioning_pb::Subscription> {
-        self.test
-            .set
-            .clients
-            .provisioning
-            .clone()
-            .get_subscription(provisioning_pb::GetSubscriptionRequest {
-                selector: Some(
-                    provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
-                        MarketplaceRef::new(Marketplace::Aws, license),
-                    ),
-                ),
-            })
-            .await
-            .ok()
-            .map(|s| s.into_inner())
+        self.test.subscription_at(Marketplace::Aws, license).await
     }
 
     /// The state of our subscription for a license.
     pub async fn state(&self, license: &str) -> provisioning_pb::SubscriptionState {
-        let subscription = self
-            .subscription(license)
+        self.test
+            .subscription_state_at(Marketplace::Aws, license)
             .await
-            .expect("subscription recorded");
-        provisioning_pb::SubscriptionState::try_from(subscription.state).unwrap_or_default()
     }
 
     /// Whether the entitlement check lets the license's account in.

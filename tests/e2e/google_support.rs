@@ -8,7 +8,7 @@ use crate::support::{TestSet, set_on};
 use chrono::{TimeZone, Utc};
 use marketbridge_core::time::ManualClock;
 use marketbridge_proto::account::v1 as account_pb;
-use marketbridge_proto::common::v1::{AccountSelector, Marketplace, MarketplaceRef};
+use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::google::{GoogleSimulator, GoogleSimulatorOptions, PUSH_AUDIENCE};
 use marketbridge_storage::testing::TestDatabase;
@@ -148,20 +148,8 @@ impl GoogleTest {
         entitlement_id: &str,
     ) -> Option<provisioning_pb::Subscription> {
         self.test
-            .set
-            .clients
-            .provisioning
-            .clone()
-            .get_subscription(provisioning_pb::GetSubscriptionRequest {
-                selector: Some(
-                    provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
-                        MarketplaceRef::new(Marketplace::Google, entitlement_id),
-                    ),
-                ),
-            })
+            .subscription_at(Marketplace::Google, entitlement_id)
             .await
-            .ok()
-            .map(|s| s.into_inner())
     }
 
     /// The state of our subscription for an entitlement.
@@ -169,29 +157,14 @@ impl GoogleTest {
         &self,
         entitlement_id: &str,
     ) -> provisioning_pb::SubscriptionState {
-        let subscription = self
-            .subscription(entitlement_id)
+        self.test
+            .subscription_state_at(Marketplace::Google, entitlement_id)
             .await
-            .expect("subscription recorded");
-        provisioning_pb::SubscriptionState::try_from(subscription.state).unwrap_or_default()
     }
 
     /// Resources of an account (including deleted ones).
     pub async fn resources(&self, account_id: &str) -> Vec<provisioning_pb::Resource> {
-        self.test
-            .set
-            .clients
-            .provisioning
-            .clone()
-            .list_resources(provisioning_pb::ListResourcesRequest {
-                account_id: account_id.to_owned(),
-                include_deleted: true,
-                ..Default::default()
-            })
-            .await
-            .expect("resources listed")
-            .into_inner()
-            .resources
+        self.test.resources_of(account_id).await
     }
 
     /// Posts the signup token like Google does; returns status and HTML.

@@ -7,6 +7,8 @@ use marketbridge::set::{RunningSet, SetOptions};
 use marketbridge_config::Config;
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::{ManualClock, SharedClock, system_clock};
+use marketbridge_proto::common::v1::{Marketplace, MarketplaceRef};
+use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_storage::testing::TestDatabase;
 use std::sync::Arc;
 
@@ -141,6 +143,58 @@ impl TestSet {
     /// The gateway URL joined with `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.set.gateway_url())
+    }
+
+    /// Our subscription for a marketplace's subscription id, if recorded.
+    pub async fn subscription_at(
+        &self,
+        marketplace: Marketplace,
+        external_id: &str,
+    ) -> Option<provisioning_pb::Subscription> {
+        self.set
+            .clients
+            .provisioning
+            .clone()
+            .get_subscription(provisioning_pb::GetSubscriptionRequest {
+                selector: Some(
+                    provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
+                        MarketplaceRef::new(marketplace, external_id),
+                    ),
+                ),
+            })
+            .await
+            .ok()
+            .map(|s| s.into_inner())
+    }
+
+    /// The state of our subscription for a marketplace's subscription id.
+    pub async fn subscription_state_at(
+        &self,
+        marketplace: Marketplace,
+        external_id: &str,
+    ) -> provisioning_pb::SubscriptionState {
+        let subscription = self
+            .subscription_at(marketplace, external_id)
+            .await
+            .expect("subscription recorded");
+        provisioning_pb::SubscriptionState::try_from(subscription.state).unwrap_or_default()
+    }
+
+    /// Resources of an account (including deleted ones).
+    pub async fn resources_of(&self, account_id: &str) -> Vec<provisioning_pb::Resource> {
+        self.set
+            .clients
+            .provisioning
+            .clone()
+            .list_resources(provisioning_pb::ListResourcesRequest {
+                account_id: account_id.to_owned(),
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await
+            .expect("resources listed")
+            .into_inner()
+            .resources
     }
 
     /// Runs every outbox until nothing is due.
