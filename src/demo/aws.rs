@@ -5,12 +5,11 @@
 //! `BatchMeterUsage`, and deprovisioning.
 
 use crate::set::{RunningSet, SetOptions};
-use marketbridge_config::Config;
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::{ManualClock, SharedClock, to_timestamp};
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
-use marketbridge_proto::common::v1::{Marketplace, MarketplaceRef};
+use marketbridge_proto::common::v1::Marketplace;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::aws::{
     ACCESS_KEY_ID, AwsSimulator, AwsSimulatorOptions, Endpoints, PRODUCT_CODE, SECRET_ACCESS_KEY,
@@ -56,20 +55,7 @@ struct Demo {
 
 impl Demo {
     async fn subscription(&self, license: &str) -> Option<provisioning_pb::Subscription> {
-        self.set
-            .clients
-            .provisioning
-            .clone()
-            .get_subscription(provisioning_pb::GetSubscriptionRequest {
-                selector: Some(
-                    provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
-                        MarketplaceRef::new(Marketplace::Aws, license),
-                    ),
-                ),
-            })
-            .await
-            .ok()
-            .map(|s| s.into_inner())
+        super::subscription_at(&self.set, Marketplace::Aws, license).await
     }
 
     async fn wait_for_subscription(
@@ -161,9 +147,7 @@ fn value_after(page: &str, marker: &str) -> Option<String> {
 
 /// Runs the demo.
 pub async fn aws() -> Result<()> {
-    let folder = std::env::temp_dir().join(format!("marketbridge-demo-aws-{}", std::process::id()));
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", folder.display())))?;
+    let folder = super::demo_folder("aws")?;
     // A manual clock that starts now, so an hour of usage can pass at once.
     let clock = ManualClock::new(marketbridge_core::time::hour_floor(chrono::Utc::now()));
     let shared: SharedClock = Arc::new(clock.clone());
@@ -172,19 +156,7 @@ pub async fn aws() -> Result<()> {
             .await
             .map_err(|e| Error::unavailable(format!("the AWS simulator: {e}")))?,
     );
-    let mut config = Config::default();
-    config.data.dir = folder.display().to_string();
-    for listen in [
-        &mut config.account.listen,
-        &mut config.provisioning.listen,
-        &mut config.billing.listen,
-        &mut config.gateway.listen,
-    ] {
-        *listen = "127.0.0.1:0".into();
-    }
-    config.gateway.public_url = String::new();
-    config.outbox.poll_interval_ms = 50;
-    config.security.encryption_key = Cipher::generate_base64_key();
+    let mut config = super::local_config(&folder);
     config.aws.product_code = PRODUCT_CODE.into();
     config.aws.access_key_id = ACCESS_KEY_ID.into();
     config.aws.secret_access_key = SECRET_ACCESS_KEY.into();

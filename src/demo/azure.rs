@@ -14,7 +14,7 @@ use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::{Clock, ManualClock, SharedClock, to_timestamp};
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::billing::v1 as billing_pb;
-use marketbridge_proto::common::v1::{Marketplace, MarketplaceRef};
+use marketbridge_proto::common::v1::Marketplace;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::azure::{AzureSimulator, AzureSimulatorOptions};
 use std::sync::Arc;
@@ -37,20 +37,9 @@ struct Demo {
 
 impl Demo {
     async fn subscription(&self, id: &str) -> Result<provisioning_pb::Subscription> {
-        self.set
-            .clients
-            .provisioning
-            .clone()
-            .get_subscription(provisioning_pb::GetSubscriptionRequest {
-                selector: Some(
-                    provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
-                        MarketplaceRef::new(Marketplace::Azure, id),
-                    ),
-                ),
-            })
+        super::subscription_at(&self.set, Marketplace::Azure, id)
             .await
-            .map(|s| s.into_inner())
-            .map_err(|e| Error::internal(e.message().to_owned()))
+            .ok_or_else(|| Error::not_found(format!("no subscription for {id}")))
     }
 
     /// Calls the webhook for what Microsoft holds and runs every outbox.
@@ -80,10 +69,7 @@ fn value_after(page: &str, marker: &str) -> Option<String> {
 
 /// Runs the demo.
 pub async fn azure() -> Result<()> {
-    let folder =
-        std::env::temp_dir().join(format!("marketbridge-demo-azure-{}", std::process::id()));
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", folder.display())))?;
+    let folder = super::demo_folder("azure")?;
     let clock = ManualClock::new(marketbridge_core::time::hour_floor(chrono::Utc::now()));
     let shared: SharedClock = Arc::new(clock.clone());
     let sim = Arc::new(
@@ -91,19 +77,7 @@ pub async fn azure() -> Result<()> {
             .await
             .map_err(|e| Error::unavailable(format!("the Azure simulator: {e}")))?,
     );
-    let mut config = Config::default();
-    config.data.dir = folder.display().to_string();
-    for listen in [
-        &mut config.account.listen,
-        &mut config.provisioning.listen,
-        &mut config.billing.listen,
-        &mut config.gateway.listen,
-    ] {
-        *listen = "127.0.0.1:0".into();
-    }
-    config.gateway.public_url = String::new();
-    config.outbox.poll_interval_ms = 50;
-    config.security.encryption_key = Cipher::generate_base64_key();
+    let mut config = super::local_config(&folder);
     sim.configure(&mut config);
     let cipher = Cipher::from_base64_key(&config.security.encryption_key)?;
     let set = RunningSet::start(SetOptions {

@@ -4,12 +4,11 @@
 //! each step.
 
 use crate::set::{RunningSet, SetOptions};
-use marketbridge_config::Config;
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::system_clock;
 use marketbridge_core::{Error, Result};
 use marketbridge_proto::account::v1 as account_pb;
-use marketbridge_proto::common::v1::{AccountSelector, Marketplace, MarketplaceRef};
+use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::google::{
     GoogleSimulator, GoogleSimulatorOptions, PRODUCT, PUSH_AUDIENCE,
@@ -79,20 +78,7 @@ impl Demo {
     }
 
     async fn subscription(&self, entitlement_id: &str) -> Option<provisioning_pb::Subscription> {
-        self.set
-            .clients
-            .provisioning
-            .clone()
-            .get_subscription(provisioning_pb::GetSubscriptionRequest {
-                selector: Some(
-                    provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
-                        MarketplaceRef::new(Marketplace::Google, entitlement_id),
-                    ),
-                ),
-            })
-            .await
-            .ok()
-            .map(|s| s.into_inner())
+        super::subscription_at(&self.set, Marketplace::Google, entitlement_id).await
     }
 
     async fn wait_for_subscription(
@@ -173,9 +159,7 @@ fn value_after(page: &str, marker: &str) -> Option<String> {
 /// Runs the demo; with `pull` the account service pulls notifications
 /// instead of receiving pushes.
 pub async fn google(pull: bool) -> Result<()> {
-    let folder = std::env::temp_dir().join(format!("marketbridge-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&folder)
-        .map_err(|e| Error::unavailable(format!("cannot create {}: {e}", folder.display())))?;
+    let folder = super::demo_folder("google")?;
     let sim = Arc::new(
         GoogleSimulator::start(GoogleSimulatorOptions::new(system_clock()))
             .await
@@ -184,19 +168,7 @@ pub async fn google(pull: bool) -> Result<()> {
     let key_file = sim
         .write_service_account_key(&folder.join("google-service-account.json"))
         .map_err(|e| Error::unavailable(format!("the service-account key: {e}")))?;
-    let mut config = Config::default();
-    config.data.dir = folder.display().to_string();
-    for listen in [
-        &mut config.account.listen,
-        &mut config.provisioning.listen,
-        &mut config.billing.listen,
-        &mut config.gateway.listen,
-    ] {
-        *listen = "127.0.0.1:0".into();
-    }
-    config.gateway.public_url = String::new();
-    config.outbox.poll_interval_ms = 50;
-    config.security.encryption_key = Cipher::generate_base64_key();
+    let mut config = super::local_config(&folder);
     sim.configure(&mut config, &key_file);
     if pull {
         config.google.pull_subscription = sim.pull_subscription().to_owned();
