@@ -40,6 +40,7 @@ pub fn demo_config(base: &Config, sim: &VercelSimulator, data_dir: &std::path::P
         &mut config.provisioning.listen,
         &mut config.billing.listen,
         &mut config.gateway.listen,
+        &mut config.gateway.metrics_listen,
     ] {
         *listen = "127.0.0.1:0".into();
     }

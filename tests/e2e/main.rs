@@ -15,6 +15,7 @@ mod billing_closing;
 mod billing_google;
 mod billing_vercel;
 mod console;
+mod demos;
 mod docs;
 mod drivers_plugin;
 mod drivers_postgres;
