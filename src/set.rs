@@ -180,11 +180,11 @@ impl RunningSet {
             }
             Wiring::Grpc => {
                 let (clock, cipher) = (options.clock.clone(), options.cipher.clone());
-                let account = AccountServer::from_config(&config, clock.clone(), cipher.clone());
-                let account = account.await?;
-                let provisioning = ProvisioningServer::from_config(&config, clock.clone(), cipher);
-                let provisioning = provisioning.await?;
-                let billing = BillingServer::from_config(&config, clock.clone()).await?;
+                let (account, provisioning, billing) = tokio::try_join!(
+                    AccountServer::from_config(&config, clock.clone(), cipher.clone()),
+                    ProvisioningServer::from_config(&config, clock.clone(), cipher),
+                    BillingServer::from_config(&config, clock.clone()),
+                )?;
                 let gateway = Gateway::with_clock(&config, clients.clone(), clock)?;
                 (account, provisioning, billing, gateway)
             }
@@ -413,46 +413,53 @@ async fn open_wired(
     let provisioning_peer = Deferred::<dyn ProvisioningApi>::new();
     let billing_peer = Deferred::<dyn BillingApi>::new();
     let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
-    let account = AccountServer::open(
-        &config.database_url(&config.account.database_url, "account"),
-        &config.outbox,
-        AccountDeps {
-            clock: clock.clone(),
-            cipher: cipher.clone(),
-            marketplaces: marketbridge_account::adapters::from_config(config, clock.clone())?,
-            provisioning: Some(Arc::new(provisioning_peer.clone())),
-            billing: Some(Arc::new(billing_peer.clone())),
-        },
-    )
-    .await?;
-    let provisioning = ProvisioningServer::open(
-        &config.database_url(&config.provisioning.database_url, "provisioning"),
-        &config.outbox,
-        ProvisioningDeps {
-            clock: clock.clone(),
-            cipher: cipher.clone(),
-            catalog: catalog.clone(),
-            drivers: marketbridge_provisioning::adapters::drivers(config)?,
-            marketplaces: marketbridge_provisioning::adapters::from_config(config, clock.clone())?,
-            accounts: Arc::new(accounts.clone()),
-            billing: Some(Arc::new(billing_peer.clone())),
-            usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
-        },
-    )
-    .await?;
-    let billing = BillingServer::open(
-        &config.database_url(&config.billing.database_url, "billing"),
-        &config.outbox,
-        BillingDeps {
-            clock: clock.clone(),
-            catalog,
-            marketplaces: marketbridge_billing::adapters::from_config(config, clock.clone())?,
-            accounts: Arc::new(accounts.clone()),
-            provisioning: Arc::new(provisioning_peer.clone()),
-            options: config.billing.clone(),
-        },
-    )
-    .await?;
+    // The three databases open (and migrate) side by side: start-up waits
+    // for the slowest, not for the sum.
+    let account_url = config.database_url(&config.account.database_url, "account");
+    let provisioning_url = config.database_url(&config.provisioning.database_url, "provisioning");
+    let billing_url = config.database_url(&config.billing.database_url, "billing");
+    let (account, provisioning, billing) = tokio::try_join!(
+        AccountServer::open(
+            &account_url,
+            &config.outbox,
+            AccountDeps {
+                clock: clock.clone(),
+                cipher: cipher.clone(),
+                marketplaces: marketbridge_account::adapters::from_config(config, clock.clone())?,
+                provisioning: Some(Arc::new(provisioning_peer.clone())),
+                billing: Some(Arc::new(billing_peer.clone())),
+            },
+        ),
+        ProvisioningServer::open(
+            &provisioning_url,
+            &config.outbox,
+            ProvisioningDeps {
+                clock: clock.clone(),
+                cipher: cipher.clone(),
+                catalog: catalog.clone(),
+                drivers: marketbridge_provisioning::adapters::drivers(config)?,
+                marketplaces: marketbridge_provisioning::adapters::from_config(
+                    config,
+                    clock.clone()
+                )?,
+                accounts: Arc::new(accounts.clone()),
+                billing: Some(Arc::new(billing_peer.clone())),
+                usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
+            },
+        ),
+        BillingServer::open(
+            &billing_url,
+            &config.outbox,
+            BillingDeps {
+                clock: clock.clone(),
+                catalog,
+                marketplaces: marketbridge_billing::adapters::from_config(config, clock.clone())?,
+                accounts: Arc::new(accounts.clone()),
+                provisioning: Arc::new(provisioning_peer.clone()),
+                options: config.billing.clone(),
+            },
+        ),
+    )?;
     // The deadline the services' gRPC clients of each other have.
     let deadline = Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3);
     let (a, p, b) = in_process(&account, &provisioning, &billing, deadline);

@@ -3,6 +3,8 @@
 use crate::tls::install_crypto_provider;
 use marketbridge_config::TlsOptions;
 use marketbridge_core::{Error, ErrorCode, Result};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// `User-Agent` of every outbound call.
@@ -10,17 +12,40 @@ pub const USER_AGENT: &str = concat!("marketbridge/", env!("CARGO_PKG_VERSION"))
 
 /// An HTTP client with the system's roots plus `tls.outbound_extra_ca`, and
 /// timeouts that keep one slow marketplace from holding a worker.
+///
+/// Building a client reads and parses every root certificate of the system
+/// (several milliseconds), so the process keeps one client per extra CA and
+/// timeout and hands out clones, which share its connection pool.
 pub fn outbound_client(tls: &TlsOptions, timeout: Duration) -> Result<reqwest::Client> {
+    type Built = HashMap<(Vec<u8>, Duration), reqwest::Client>;
+    static BUILT: OnceLock<Mutex<Built>> = OnceLock::new();
+    let extra_ca = match tls.outbound_extra_ca.as_str() {
+        "" => Vec::new(),
+        path => std::fs::read(path)
+            .map_err(|e| Error::validation(format!("cannot read tls.outbound_extra_ca: {e}")))?,
+    };
+    let key = (extra_ca, timeout);
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(client) = built.get(&key) {
+        return Ok(client.clone());
+    }
+    let client = build_client(&key.0, timeout)?;
+    built.insert(key, client.clone());
+    Ok(client)
+}
+
+fn build_client(extra_ca: &[u8], timeout: Duration) -> Result<reqwest::Client> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(60));
-    if !tls.outbound_extra_ca.is_empty() {
-        let pem = std::fs::read(&tls.outbound_extra_ca)
-            .map_err(|e| Error::validation(format!("cannot read tls.outbound_extra_ca: {e}")))?;
-        let certificate = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+    if !extra_ca.is_empty() {
+        let certificate = reqwest::Certificate::from_pem(extra_ca).map_err(|e| {
             Error::validation(format!(
                 "tls.outbound_extra_ca is not a PEM certificate: {e}"
             ))
