@@ -145,7 +145,12 @@ impl AuditLog {
             Ok(_) => "ok".to_owned(),
             Err(error) => error.to_string(),
         };
-        if let Err(error) = self.record_in(&self.db, &action, &outcome).await {
+        let recorded = async {
+            let write = crate::db::write_once(&self.db).await?;
+            self.record_in(&write, &action, &outcome).await?;
+            write.commit().await
+        };
+        if let Err(error) = recorded.await {
             tracing::error!(error = %error, audit.action = %action.action, "recording an operator action failed");
         }
         result

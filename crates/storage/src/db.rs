@@ -8,9 +8,12 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     DbErr, ExecResult, QueryResult, RuntimeErr, SqlErr, Statement,
 };
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
 
 /// The database engines marketbridge runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +60,10 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Opens a connection pool. For SQLite the file's folder is created, and the
-/// database runs in WAL mode so readers never wait for the writer.
+/// database runs in WAL mode so readers never wait for the writer, with
+/// `synchronous = FULL`: a commit is fsynced before it returns, so an
+/// acknowledged write survives a power loss or an OS crash (writers share
+/// that fsync through group commits, see [`begin_write`]).
 pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
     let backend = Backend::of_url(url)?;
     if backend == Backend::Sqlite {
@@ -75,7 +81,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
                 .min_connections(1)
                 .map_sqlx_sqlite_opts(|opts| {
                     opts.journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal)
+                        .synchronous(SqliteSynchronous::Full)
                         .busy_timeout(Duration::from_secs(10))
                         .foreign_keys(true)
                 });
@@ -205,108 +211,437 @@ pub fn truncate_micros(time: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<
     chrono::DateTime::from_timestamp_micros(time.timestamp_micros()).unwrap_or(time)
 }
 
-/// How long a writer waits for its turn before it gives up with
-/// `unavailable` (the same as SQLite's busy timeout, which still covers
-/// writers in other processes).
+/// How long a writer waits for its turn, or for the group commit holding its
+/// writes, before it gives up with `unavailable` (the same as SQLite's busy
+/// timeout, which still covers writers in other processes).
 const WRITE_WAIT: Duration = Duration::from_secs(10);
+
+/// Most writers one SQLite group commit holds; the writer that fills a group
+/// commits it even while others wait.
+const GROUP_MAX_WRITERS: usize = 64;
+
+/// Age after which a SQLite group of two writers or more commits even while
+/// writers wait, so a steady queue of writers does not delay the first one's
+/// answer for long. (A group of one waits for a second writer however long
+/// the first took: committing it alone would save no one any time.)
+const GROUP_MAX_AGE: Duration = Duration::from_millis(2);
 
 /// The write gates of this process's SQLite databases: by the file name a
 /// pool was opened with, and by the file it resolves to (so two names of one
 /// file share a gate). The name is resolved once, not at every write.
 #[derive(Default)]
 struct WriteGates {
-    by_name: std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>,
-    by_file: std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>,
+    by_name: std::collections::HashMap<std::path::PathBuf, Arc<Gate>>,
+    by_file: std::collections::HashMap<std::path::PathBuf, Arc<Gate>>,
 }
 
 static WRITE_GATES: std::sync::OnceLock<std::sync::Mutex<WriteGates>> = std::sync::OnceLock::new();
 
-/// A writer's turn at a SQLite database: while it is held, no other writer of
-/// this process writes to that file. `None` on PostgreSQL, whose writers
-/// take row locks instead.
-pub type WriteTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
+/// One SQLite file's write gate: whose turn it is to write, the writers
+/// waiting for theirs (first come, first served), and how many group
+/// commits it made.
+#[derive(Default)]
+struct Gate {
+    state: std::sync::Mutex<GateState>,
+    group_commits: AtomicU64,
+}
 
-/// Waits for this writer's turn at `db` (see [`WriteTurn`]). SQLite has one
-/// writer at a time; without the gate, writers of the same process wait for
-/// each other inside SQLite's busy handler, which sleeps and retries (up to
-/// 100 ms a sleep), so a queue of writers turns into sleeps. The gate is a
-/// FIFO (`tokio::sync::Mutex`) shared by every pool of the process that
-/// opened the same file: a writer waits on it, without polling, and starts
-/// the moment the previous one commits. Writers in other processes still
-/// meet SQLite's busy handler.
-pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
-    if Backend::of(db) != Backend::Sqlite {
-        return Ok(None);
-    }
-    let options = db.get_sqlite_connection_pool().connect_options();
-    let name = options.get_filename();
-    let gate = {
-        let mut gates = WRITE_GATES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match gates.by_name.get(name) {
-            Some(gate) => gate.clone(),
-            None => {
-                let file = std::fs::canonicalize(name).unwrap_or_else(|_| name.to_path_buf());
-                let gate = gates.by_file.entry(file).or_default().clone();
-                gates.by_name.insert(name.to_path_buf(), gate.clone());
-                gate
-            }
-        }
-    };
-    match tokio::time::timeout(WRITE_WAIT, gate.lock_owned()).await {
-        Ok(turn) => Ok(Some(turn)),
-        Err(_) => Err(Error::unavailable("database busy, retry")),
+#[derive(Default)]
+struct GateState {
+    /// A writer (or a group's commit) holds the turn.
+    held: bool,
+    /// The writers waiting for the turn, first come first served. A waiter
+    /// that gave up (timed out, or was cancelled) is skipped when the turn
+    /// comes to it.
+    queue: VecDeque<oneshot::Sender<Turn>>,
+}
+
+impl Gate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Begins a transaction that will write. On SQLite it first waits for the
-/// process's write gate of the file ([`write_gate`]), then takes the write
-/// lock at once (`BEGIN IMMEDIATE`), so a transaction that reads then writes
-/// waits for other writers instead of failing; on PostgreSQL it is a plain
-/// `BEGIN`.
+/// The group commit in progress on a SQLite file: one pooled connection in a
+/// `BEGIN IMMEDIATE` transaction, holding the writes of every writer whose
+/// savepoint was released into it since it began.
+struct Group {
+    txn: DatabaseTransaction,
+    started: Instant,
+    /// Writers whose writes it holds (released savepoints).
+    writers: usize,
+    /// A savepoint could not be begun, released or rolled back: the group's
+    /// transaction may be gone, so it is rolled back and every writer in it
+    /// fails.
+    broken: bool,
+    /// The group's outcome, for the writers waiting for it: `None` until it
+    /// committed (`Ok`) or failed (`Err`, the reason).
+    outcome: watch::Sender<Option<Result<(), String>>>,
+}
+
+impl Group {
+    fn full(&self) -> bool {
+        self.broken
+            || self.writers >= GROUP_MAX_WRITERS
+            || (self.writers >= 2 && self.started.elapsed() >= GROUP_MAX_AGE)
+    }
+}
+
+/// A writer's turn at a SQLite database's write gate (see [`write_gate`]):
+/// while it is held no other writer of this process writes to that file.
+/// Dropping it passes the turn on, with the open group commit if any, to the
+/// next waiting writer; with none waiting, the group commits.
+pub struct Turn(Option<TurnInner>);
+
+struct TurnInner {
+    gate: Arc<Gate>,
+    group: Option<Group>,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Turn")
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.pass();
+        }
+    }
+}
+
+impl TurnInner {
+    /// Passes the turn on: to the next waiting writer, with the group still
+    /// open, unless the group is full; otherwise the group commits (in a task
+    /// of its own, so a cancelled writer cannot leave it half done) and the
+    /// turn passes on after.
+    fn pass(mut self) {
+        let must_commit = self.group.as_ref().is_some_and(Group::full);
+        if !must_commit {
+            let gate = self.gate.clone();
+            let mut state = gate.state();
+            while let Some(waiter) = state.queue.pop_front() {
+                match waiter.send(Turn(Some(self))) {
+                    Ok(()) => return,
+                    Err(mut back) => match back.0.take() {
+                        Some(inner) => self = inner,
+                        None => return,
+                    },
+                }
+            }
+            if self.group.is_none() {
+                state.held = false;
+                return;
+            }
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(Turn(Some(self)).end_group());
+            }
+            Err(_) => {
+                // No runtime left to commit on (the process is ending): the
+                // group is dropped, which rolls it back, and its writers
+                // learn that it ended without a commit.
+                self.group = None;
+                self.pass();
+            }
+        }
+    }
+}
+
+impl Turn {
+    /// Commits the open group (rolls it back if it is broken or holds no
+    /// writes), tells its writers how it went, and returns the turn. Should
+    /// this be stopped half way (its runtime shutting down), the turn still
+    /// passes on and the group's writers learn it was abandoned.
+    async fn end_group(mut self) -> Turn {
+        let Some(inner) = self.0.as_mut() else {
+            return self;
+        };
+        let Some(group) = inner.group.take() else {
+            return self;
+        };
+        let gate = inner.gate.clone();
+        let Group {
+            txn,
+            writers,
+            broken,
+            outcome,
+            ..
+        } = group;
+        let result = if broken {
+            drop(txn.rollback().await);
+            Err("a write in the group failed, the group was rolled back".to_owned())
+        } else if writers == 0 {
+            drop(txn.rollback().await);
+            Ok(())
+        } else {
+            let committed = txn.commit().await.map_err(|e| e.to_string());
+            if committed.is_ok() {
+                gate.group_commits.fetch_add(1, Ordering::Relaxed);
+            }
+            committed
+        };
+        if let Err(reason) = &result {
+            tracing::error!(writers, reason = %reason, "a SQLite group commit failed; none of its writes were acknowledged");
+        }
+        outcome.send_replace(Some(result));
+        self
+    }
+}
+
+/// A writer's turn at a SQLite database, from [`write_gate`]; `None` on
+/// PostgreSQL, whose writers take row locks instead.
+pub type WriteTurn = Option<Turn>;
+
+/// The gate of `db`'s SQLite file; `None` on PostgreSQL.
+fn gate_of(db: &DatabaseConnection) -> Option<Arc<Gate>> {
+    if Backend::of(db) != Backend::Sqlite {
+        return None;
+    }
+    let options = db.get_sqlite_connection_pool().connect_options();
+    let name = options.get_filename();
+    let mut gates = WRITE_GATES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    Some(match gates.by_name.get(name) {
+        Some(gate) => gate.clone(),
+        None => {
+            let file = std::fs::canonicalize(name).unwrap_or_else(|_| name.to_path_buf());
+            let gate = gates.by_file.entry(file).or_default().clone();
+            gates.by_name.insert(name.to_path_buf(), gate.clone());
+            gate
+        }
+    })
+}
+
+/// Waits for the turn at `gate`, first come first served, for at most
+/// [`WRITE_WAIT`].
+async fn take_turn(gate: &Arc<Gate>) -> Result<TurnInner, Error> {
+    let receiver = {
+        let mut state = gate.state();
+        if !state.held {
+            state.held = true;
+            return Ok(TurnInner {
+                gate: gate.clone(),
+                group: None,
+            });
+        }
+        let (sender, receiver) = oneshot::channel();
+        state.queue.push_back(sender);
+        receiver
+    };
+    match tokio::time::timeout(WRITE_WAIT, receiver).await {
+        Ok(Ok(mut turn)) => match turn.0.take() {
+            Some(inner) => Ok(inner),
+            None => Err(Error::unavailable("database busy, retry")),
+        },
+        // Timed out: the turn, if it comes, goes to the next writer.
+        _ => Err(Error::unavailable("database busy, retry")),
+    }
+}
+
+/// How many group commits this process made on `db`'s SQLite file (each is
+/// one `COMMIT`, one fsync, for every writer in the group); `None` on
+/// PostgreSQL. For tests and diagnostics.
+pub fn sqlite_group_commits(db: &DatabaseConnection) -> Option<u64> {
+    gate_of(db).map(|gate| gate.group_commits.load(Ordering::Relaxed))
+}
+
+/// How many writers wait for their turn at `db`'s SQLite file (a writer that
+/// gave up is counted until the turn reaches its place); `None` on
+/// PostgreSQL. For tests and diagnostics.
+pub fn sqlite_writers_waiting(db: &DatabaseConnection) -> Option<usize> {
+    gate_of(db).map(|gate| gate.state().queue.len())
+}
+
+/// Waits for the turn at `db`'s SQLite file and has nothing of this process
+/// write to it until the turn is dropped: a group commit in progress commits
+/// first, so the turn's holder may write on the pool itself (each statement
+/// then commits on its own). `None` on PostgreSQL. Writers use
+/// [`begin_write`] or [`write_once`], which share the turn with the other
+/// writers of a group commit; this is for the rare holder that must have the
+/// file to itself.
+///
+/// Why a gate: SQLite has one writer at a time; without it, writers of the
+/// same process wait for each other inside SQLite's busy handler, which
+/// sleeps and retries (up to 100 ms a sleep), so a queue of writers turns
+/// into sleeps. The gate is a FIFO shared by every pool of the process that
+/// opened the same file: a writer waits on it, without polling, and starts
+/// the moment the previous one is done. Writers in other processes still
+/// meet SQLite's busy handler.
+pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
+    let Some(gate) = gate_of(db) else {
+        return Ok(None);
+    };
+    let inner = take_turn(&gate).await?;
+    if inner.group.is_none() {
+        return Ok(Some(Turn(Some(inner))));
+    }
+    // The group commits in a task of its own; if this caller goes away
+    // meanwhile, the turn passes on when that task ends.
+    let turn = tokio::spawn(Turn(Some(inner)).end_group())
+        .await
+        .map_err(|e| Error::internal(format!("the group commit stopped: {e}")))?;
+    Ok(Some(turn))
+}
+
+/// Begins a transaction that will write.
+///
+/// On SQLite the writes are durable (`synchronous = FULL`) and grouped: the
+/// writer waits for its turn at the file's write gate ([`write_gate`]), then
+/// runs as a savepoint inside the open group commit, one `BEGIN IMMEDIATE`
+/// transaction on one pooled connection (begun by the group's first
+/// writer). [`WriteTxn::commit`] releases the savepoint and passes the turn
+/// on; the writer that finds nobody waiting (or fills the group: 64 writers,
+/// or 2 ms since it began) commits the group, one fsync for all, and every
+/// writer's `commit` returns once the group holding its writes committed.
+/// A writer that rolls back, fails or is dropped undoes only its own
+/// savepoint. On PostgreSQL it is a plain `BEGIN`.
 ///
 /// The transaction counts as open in the calling task until it commits, rolls
 /// back or is dropped, so an outbound call made meanwhile is caught
 /// (see `marketbridge_telemetry::transactions`).
 pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, Error> {
+    begin(db, true).await
+}
+
+async fn begin(db: &DatabaseConnection, counted: bool) -> Result<WriteTxn, Error> {
     use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
-    let turn = write_gate(db).await?;
-    let txn = db
-        .begin_with_options(TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..Default::default()
-        })
-        .await
-        .map_err(db_error)?;
-    Ok(WriteTxn {
-        txn,
-        _open: OpenTransaction::begin(),
-        _turn: turn,
-    })
+    let open = || counted.then(OpenTransaction::begin);
+    let immediate = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    let Some(gate) = gate_of(db) else {
+        let txn = db.begin_with_options(immediate).await.map_err(db_error)?;
+        return Ok(WriteTxn {
+            txn,
+            _open: open(),
+            turn: Turn(None),
+        });
+    };
+    let mut turn = Turn(Some(take_turn(&gate).await?));
+    let Some(inner) = turn.0.as_mut() else {
+        return Err(Error::internal("the write turn went missing"));
+    };
+    if inner.group.is_none() {
+        // The first writer of a group begins it; on failure the turn passes
+        // on (dropped) and the next writer tries again.
+        let txn = db.begin_with_options(immediate).await.map_err(db_error)?;
+        inner.group = Some(Group {
+            txn,
+            started: Instant::now(),
+            writers: 0,
+            broken: false,
+            outcome: watch::channel(None).0,
+        });
+    }
+    let Some(group) = inner.group.as_mut() else {
+        return Err(Error::internal("the write group went missing"));
+    };
+    match group.txn.begin().await {
+        Ok(txn) => Ok(WriteTxn {
+            txn,
+            _open: open(),
+            turn,
+        }),
+        Err(error) => {
+            group.broken = true;
+            Err(db_error(error))
+        }
+    }
 }
 
 /// A write transaction from [`begin_write`]; use it wherever a sea-orm
-/// connection is expected. It holds the write gate until it ends.
+/// connection is expected. On SQLite it holds the write gate until it ends
+/// (see [`begin_write`]).
 #[derive(Debug)]
 pub struct WriteTxn {
-    // Fields drop in order: the transaction ends before the turn passes on.
+    // Fields drop in order: the transaction (on SQLite, the writer's
+    // savepoint) ends before the turn passes on.
     txn: DatabaseTransaction,
-    _open: OpenTransaction,
-    _turn: WriteTurn,
+    _open: Option<OpenTransaction>,
+    turn: Turn,
 }
 
 impl WriteTxn {
-    /// Commits.
+    /// Commits. On SQLite it returns once the group commit holding these
+    /// writes is durably committed; if that commit fails, every writer of
+    /// the group gets the error and none of their writes were kept.
     pub async fn commit(self) -> Result<(), DbErr> {
-        self.txn.commit().await
+        let WriteTxn {
+            txn,
+            _open,
+            mut turn,
+        } = self;
+        let Some(inner) = turn.0.as_mut() else {
+            return txn.commit().await;
+        };
+        let released = txn.commit().await;
+        let Some(group) = inner.group.as_mut() else {
+            return Err(group_error("the write group went missing"));
+        };
+        if let Err(error) = released {
+            group.broken = true;
+            return Err(error);
+        }
+        group.writers += 1;
+        let outcome = group.outcome.subscribe();
+        drop(turn);
+        group_outcome(outcome).await
     }
 
-    /// Rolls back.
+    /// Rolls back (on SQLite, this writer's savepoint only; the other
+    /// writers of its group are unaffected). On SQLite it returns once the
+    /// group ended, so what this writer read of the group's other writers is
+    /// durable (or known lost) before the caller answers with it.
     pub async fn rollback(self) -> Result<(), DbErr> {
-        self.txn.rollback().await
+        let WriteTxn {
+            txn,
+            _open,
+            mut turn,
+        } = self;
+        let rolled_back = txn.rollback().await;
+        let Some(group) = turn.0.as_mut().and_then(|inner| inner.group.as_mut()) else {
+            return rolled_back;
+        };
+        if rolled_back.is_err() {
+            group.broken = true;
+        }
+        let outcome = group.outcome.subscribe();
+        drop(turn);
+        // The group's own outcome concerns its writers, not this one.
+        let _ = group_outcome(outcome).await;
+        rolled_back
     }
+}
+
+/// Waits (at most [`WRITE_WAIT`]) for the group commit `outcome` reports.
+async fn group_outcome(
+    mut outcome: watch::Receiver<Option<Result<(), String>>>,
+) -> Result<(), DbErr> {
+    let ended = tokio::time::timeout(WRITE_WAIT, outcome.wait_for(Option::is_some)).await;
+    match ended {
+        Ok(Ok(result)) => match result.as_ref() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(reason)) => Err(group_error(&format!("the group commit failed: {reason}"))),
+            None => Err(group_error("the group commit ended without an outcome")),
+        },
+        Ok(Err(_)) => Err(group_error("the group commit was abandoned")),
+        Err(_) => Err(group_error(
+            "timed out waiting for the group commit; the write may or may not be kept",
+        )),
+    }
+}
+
+/// A failed or unknown group commit, as a connection error (an
+/// `unavailable` for callers, see [`db_error`]).
+fn group_error(reason: &str) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(reason.to_owned()))
 }
 
 #[async_trait::async_trait]
@@ -337,5 +672,85 @@ impl ConnectionTrait for WriteTxn {
 
     fn is_mock_connection(&self) -> bool {
         self.txn.is_mock_connection()
+    }
+}
+
+/// Begins a short write made of a statement or two with no other work in
+/// between: on SQLite it joins the group commit like [`begin_write`] (so it
+/// neither waits in SQLite's busy handler behind an open group nor costs an
+/// fsync of its own), on PostgreSQL its statements run on the pool as they
+/// are (each commits on its own). Use it wherever a sea-orm connection is
+/// expected, then [`WriteOnce::commit`]; dropped without a commit, its
+/// writes are undone on SQLite.
+///
+/// Unlike [`begin_write`] it does not count as an open transaction of the
+/// task: it runs no code of the caller's between its statements, and it may
+/// run beside a job's handler in the same task (lease renewals).
+pub async fn write_once(db: &DatabaseConnection) -> Result<WriteOnce<'_>, Error> {
+    Ok(WriteOnce(match Backend::of(db) {
+        Backend::Postgres => Once::Direct(db),
+        Backend::Sqlite => Once::Grouped(begin(db, false).await?),
+    }))
+}
+
+/// A short write from [`write_once`].
+#[derive(Debug)]
+pub struct WriteOnce<'a>(Once<'a>);
+
+#[derive(Debug)]
+enum Once<'a> {
+    Direct(&'a DatabaseConnection),
+    Grouped(WriteTxn),
+}
+
+impl WriteOnce<'_> {
+    /// Commits: on SQLite, returns once the group commit holding these writes
+    /// is durable; on PostgreSQL the statements already committed.
+    pub async fn commit(self) -> Result<(), Error> {
+        match self.0 {
+            Once::Direct(_) => Ok(()),
+            Once::Grouped(txn) => txn.commit().await.map_err(db_error),
+        }
+    }
+}
+
+/// Runs `$call` on the connection a [`WriteOnce`] writes through.
+macro_rules! on_once {
+    ($once:expr, $conn:ident => $call:expr) => {
+        match &$once.0 {
+            Once::Direct($conn) => $call,
+            Once::Grouped($conn) => $call,
+        }
+    };
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for WriteOnce<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        on_once!(self, conn => conn.get_database_backend())
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        on_once!(self, conn => conn.execute_raw(stmt).await)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        on_once!(self, conn => conn.execute_unprepared(sql).await)
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        on_once!(self, conn => conn.query_one_raw(stmt).await)
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        on_once!(self, conn => conn.query_all_raw(stmt).await)
+    }
+
+    fn support_returning(&self) -> bool {
+        on_once!(self, conn => conn.support_returning())
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        on_once!(self, conn => conn.is_mock_connection())
     }
 }

@@ -124,6 +124,11 @@ pub(crate) async fn start_encoded<M: Message + Default>(
     }
     let fingerprint = sha256_hex(request);
     if let Some(stored) = lookup(&txn, scope, key).await? {
+        if crate::db::Backend::of(db) == crate::db::Backend::Sqlite {
+            // The record may be another writer's of this group commit, not
+            // yet durable: it is answered with once the group committed.
+            txn.commit().await.map_err(db_error)?;
+        }
         return replay(stored, &fingerprint, seal).map(Started::Replay);
     }
     Ok(Started::Fresh(IdempotentTxn {
@@ -272,11 +277,13 @@ impl IdempotentTxn {
 
 /// Deletes records older than `before`; returns how many.
 pub async fn purge_older_than(db: &DatabaseConnection, before: DateTime<Utc>) -> Result<u64> {
+    let write = crate::db::write_once(db).await?;
     let result = entity::Entity::delete_many()
         .filter(entity::Column::CreatedAt.lt(before))
-        .exec(db)
+        .exec(&write)
         .await
         .map_err(db_error)?;
+    write.commit().await?;
     Ok(result.rows_affected)
 }
 
@@ -336,13 +343,15 @@ pub async fn seal_plaintext_records(db: &DatabaseConnection, cipher: &Cipher) ->
             continue;
         }
         let response = stored_bytes(Some(cipher), &row.response)?;
+        let write = crate::db::write_once(db).await?;
         entity::Entity::update_many()
             .col_expr(entity::Column::Response, Expr::value(response))
             .filter(entity::Column::Scope.eq(row.scope))
             .filter(entity::Column::Key.eq(row.key))
-            .exec(db)
+            .exec(&write)
             .await
             .map_err(db_error)?;
+        write.commit().await?;
         sealed += 1;
     }
     Ok(sealed)

@@ -141,8 +141,9 @@ impl Leadership {
                 now.into(),
             ],
         );
-        let _turn = crate::db::write_gate(&self.db).await?;
-        let row = self.db.query_one_raw(statement).await.map_err(db_error)?;
+        let write = crate::db::write_once(&self.db).await?;
+        let row = write.query_one_raw(statement).await.map_err(db_error)?;
+        write.commit().await?;
         match row {
             Some(row) => {
                 let term: i64 = row.try_get("", "term").map_err(db_error)?;
@@ -156,15 +157,15 @@ impl Leadership {
     /// stop).
     pub async fn step_down(&self, task: &str) -> Result<()> {
         let past = truncate_micros(self.clock.now() - ChronoDuration::seconds(1));
-        let _turn = crate::db::write_gate(&self.db).await?;
+        let write = crate::db::write_once(&self.db).await?;
         entity::Entity::update_many()
             .col_expr(entity::Column::ExpiresAt, Expr::value(past))
             .filter(entity::Column::Name.eq(task))
             .filter(entity::Column::Holder.eq(self.holder.clone()))
-            .exec(&self.db)
+            .exec(&write)
             .await
             .map_err(db_error)?;
-        Ok(())
+        write.commit().await
     }
 
     /// Who holds `task` and until when, if anyone ever did.

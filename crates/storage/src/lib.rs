@@ -16,8 +16,9 @@ pub mod testing;
 pub mod unit_of_work;
 
 pub use db::{
-    Backend, WriteTurn, WriteTxn, begin_write, connect, db_error, is_unique_violation,
-    open_migrated, write_gate,
+    Backend, Turn, WriteOnce, WriteTurn, WriteTxn, begin_write, connect, db_error,
+    is_unique_violation, open_migrated, sqlite_group_commits, sqlite_writers_waiting, write_gate,
+    write_once,
 };
 pub use sea_orm;
 pub use sea_orm_migration;

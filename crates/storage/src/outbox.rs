@@ -354,15 +354,16 @@ impl Lease {
     async fn renew(&self) -> Result<Option<DateTime<Utc>>> {
         let now = truncate_micros(self.clock.now());
         let until = truncate_micros(now + ChronoDuration::seconds(self.seconds.max(1) as i64));
-        let _turn = crate::db::write_gate(&self.db).await?;
+        let write = crate::db::write_once(&self.db).await?;
         let result = entity::Entity::update_many()
             .col_expr(entity::Column::LockedUntil, Expr::value(until))
             .filter(entity::Column::Id.eq(self.id.clone()))
             .filter(entity::Column::Attempts.eq(self.attempts))
             .filter(entity::Column::Status.eq(status::RUNNING))
-            .exec(&self.db)
+            .exec(&write)
             .await
             .map_err(db_error)?;
+        write.commit().await?;
         Ok((result.rows_affected > 0).then_some(until))
     }
 
@@ -640,12 +641,13 @@ impl Outbox {
             Backend::Postgres => DbBackend::Postgres,
             Backend::Sqlite => DbBackend::Sqlite,
         };
-        let _turn = crate::db::write_gate(&self.db).await?;
+        let write = crate::db::write_once(&self.db).await?;
         let mut rows = entity::Entity::find()
             .from_raw_sql(Statement::from_sql_and_values(db_backend, sql, values))
-            .all(&self.db)
+            .all(&write)
             .await
             .map_err(db_error)?;
+        write.commit().await?;
         rows.sort_by(|a, b| (a.run_at, &a.id).cmp(&(b.run_at, &b.id)));
         Ok(rows)
     }
@@ -727,12 +729,12 @@ impl Outbox {
                 Backend::Postgres => DbBackend::Postgres,
                 Backend::Sqlite => DbBackend::Sqlite,
             };
-            let _turn = crate::db::write_gate(&self.db).await?;
-            let rows = self
-                .db
+            let write = crate::db::write_once(&self.db).await?;
+            let rows = write
                 .query_all_raw(Statement::from_sql_and_values(db_backend, sql, values))
                 .await
                 .map_err(db_error)?;
+            write.commit().await?;
             for row in rows {
                 recorded.insert(row.try_get::<String>("", "id").map_err(db_error)?);
             }
@@ -853,15 +855,16 @@ impl Outbox {
             }
         }
         // The attempt count fences a worker whose lease expired mid-run.
-        let _turn = crate::db::write_gate(&self.db).await?;
+        let write = crate::db::write_once(&self.db).await?;
         let result = entity::Entity::update_many()
             .set(update)
             .filter(entity::Column::Id.eq(row.id.clone()))
             .filter(entity::Column::Attempts.eq(row.attempts))
             .filter(entity::Column::Status.eq(status::RUNNING))
-            .exec(&self.db)
+            .exec(&write)
             .await
             .map_err(db_error)?;
+        write.commit().await?;
         if result.rows_affected == 0 {
             tracing::warn!(job.id = %row.id, "job was claimed again by another worker while running");
         }
@@ -1005,6 +1008,7 @@ impl Outbox {
     /// Puts a dead job back in the queue with a fresh attempt budget.
     pub async fn retry_dead(&self, job_id: &str) -> Result<()> {
         let now = truncate_micros(self.clock.now());
+        let write = crate::db::write_once(&self.db).await?;
         let result = entity::Entity::update_many()
             .set(entity::ActiveModel {
                 status: Set(status::PENDING.to_owned()),
@@ -1016,9 +1020,10 @@ impl Outbox {
             })
             .filter(entity::Column::Id.eq(job_id))
             .filter(entity::Column::Status.eq(status::DEAD))
-            .exec(&self.db)
+            .exec(&write)
             .await
             .map_err(db_error)?;
+        write.commit().await?;
         if result.rows_affected == 0 {
             return Err(Error::not_found(format!("no dead job {job_id}")));
         }

@@ -872,8 +872,9 @@ impl AccountDomain {
         if let Some(account_id) = account_id {
             update.account_id = Set(Some(account_id.into_string()));
         }
-        update.update(&self.db).await.map_err(db_error)?;
-        Ok(())
+        let write = marketbridge_storage::write_once(&self.db).await?;
+        update.update(&write).await.map_err(db_error)?;
+        write.commit().await
     }
 
     /// Loads a recorded event.

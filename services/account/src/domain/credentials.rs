@@ -116,7 +116,9 @@ impl AccountDomain {
             row.marketplace_gone_at = Some(now);
             row.marketplace_gone_reason = Some(reason.chars().take(1000).collect());
             row.updated_at = now;
-            save(&self.db, &row).await?;
+            let write = marketbridge_storage::write_once(&self.db).await?;
+            save(&write, &row).await?;
+            write.commit().await?;
             tracing::warn!(
                 account.id = %row.id,
                 marketplace = %row.marketplace,
@@ -280,7 +282,9 @@ impl AccountDomain {
             changed.credential_rotated_at = Some(now);
             changed.credential_rotation_id = Some(rotation_id.as_str().to_owned());
             changed.updated_at = now;
-            save(&self.db, &changed).await?;
+            let write = marketbridge_storage::write_once(&self.db).await?;
+            save(&write, &changed).await?;
+            write.commit().await?;
             tracing::info!(account.id = %row.id, "credential rotated; callers use the new one");
         }
         let row = self.by_id(account_id).await?;
@@ -328,7 +332,9 @@ impl AccountDomain {
         let mut changed = row.clone();
         changed.previous_credential = None;
         changed.updated_at = self.now();
-        save(&self.db, &changed).await?;
+        let write = marketbridge_storage::write_once(&self.db).await?;
+        save(&write, &changed).await?;
+        write.commit().await?;
         tracing::info!(account.id = %row.id, "superseded credential revoked");
         Ok(RotationStep::Done)
     }

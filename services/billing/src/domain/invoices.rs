@@ -644,7 +644,9 @@ impl BillingDomain {
             }
             let job = NewJob::of(&BillingJob::RefreshInvoice(InvoiceJob::of(&row.invoice()?)))?
                 .dedupe_key(format!("refresh:{}:{}", row.id, hour.timestamp()));
-            queued += usize::from(self.outbox.enqueue(&self.db, job).await?.is_some());
+            let write = marketbridge_storage::write_once(&self.db).await?;
+            queued += usize::from(self.outbox.enqueue(&write, job).await?.is_some());
+            write.commit().await?;
         }
         Ok(queued)
     }

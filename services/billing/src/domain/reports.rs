@@ -705,12 +705,14 @@ impl BillingDomain {
                 Expr::value(shorten(&answer)),
             );
         }
+        let write = marketbridge_storage::write_once(&self.db).await?;
         let updated = update
             .filter(usage_report::Column::Id.eq(row.id.clone()))
             .filter(usage_report::Column::Status.is_in(ReportStatus::OPEN))
-            .exec(&self.db)
+            .exec(&write)
             .await
             .map_err(db_error)?;
+        write.commit().await?;
         if updated.rows_affected == 0 {
             return Ok(false);
         }

@@ -1,0 +1,363 @@
+//! SQLite group commit: writers of one process share one durable
+//! (`synchronous = FULL`) commit, a writer that fails or goes away takes only
+//! its own writes with it, and every acknowledged write survives the process
+//! being killed.
+
+use marketbridge_storage::sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use marketbridge_storage::testing::{TestBackend, TestDatabase};
+use marketbridge_storage::{
+    begin_write, connect, db_error, is_unique_violation, sqlite_group_commits,
+    sqlite_writers_waiting, write_gate, write_once,
+};
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+
+async fn open(url: &str) -> DatabaseConnection {
+    let db = connect(url).await.expect("connect");
+    db.execute_unprepared("CREATE TABLE IF NOT EXISTS written (id TEXT PRIMARY KEY)")
+        .await
+        .expect("table");
+    db
+}
+
+async fn fresh() -> (TestDatabase, DatabaseConnection) {
+    let database = TestDatabase::create(TestBackend::Sqlite)
+        .await
+        .expect("SQLite");
+    let db = open(database.url()).await;
+    (database, db)
+}
+
+async fn insert(
+    conn: &impl ConnectionTrait,
+    id: &str,
+) -> Result<(), marketbridge_storage::sea_orm::DbErr> {
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        "INSERT INTO written (id) VALUES (?1)",
+        [id.into()],
+    ))
+    .await
+    .map(|_| ())
+}
+
+async fn written(db: &DatabaseConnection) -> BTreeSet<String> {
+    db.query_all_raw(Statement::from_string(
+        DbBackend::Sqlite,
+        "SELECT id FROM written",
+    ))
+    .await
+    .expect("read")
+    .iter()
+    .map(|row| row.try_get::<String>("", "id").expect("id"))
+    .collect()
+}
+
+/// Waits until `count` writers queue at the gate of `db` (no timing is
+/// asserted: it only lets the spawned writers reach the queue).
+async fn until_waiting(db: &DatabaseConnection, count: usize) {
+    for _ in 0..20_000 {
+        if sqlite_writers_waiting(db) == Some(count) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!(
+        "{count} writers never queued (waiting: {:?})",
+        sqlite_writers_waiting(db)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_are_fsynced() {
+    let (_database, db) = fresh().await;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA synchronous",
+        ))
+        .await
+        .expect("pragma")
+        .expect("a row");
+    // 2 is FULL: every commit is fsynced before it returns.
+    assert_eq!(row.try_get_by_index::<i32>(0).expect("value"), 2);
+    let mode = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA journal_mode",
+        ))
+        .await
+        .expect("pragma")
+        .expect("a row");
+    assert_eq!(mode.try_get_by_index::<String>(0).expect("value"), "wal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_group_commits() {
+    const WRITERS: usize = 200;
+    let (_database, db) = fresh().await;
+    let before = sqlite_group_commits(&db).expect("SQLite counts group commits");
+    // The writers queue while the gate is held, then write one after the
+    // other, each passing its group on to the next.
+    let held = write_gate(&db).await.expect("the gate");
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..WRITERS {
+        let db = db.clone();
+        writers.spawn(async move {
+            let id = format!("w{n}");
+            if n % 2 == 0 {
+                let txn = begin_write(&db).await?;
+                insert(&txn, &id).await.map_err(db_error)?;
+                txn.commit().await.map_err(db_error)?;
+            } else {
+                let write = write_once(&db).await?;
+                insert(&write, &id).await.map_err(db_error)?;
+                write.commit().await?;
+            }
+            Ok::<_, marketbridge_core::Error>(id)
+        });
+    }
+    until_waiting(&db, WRITERS).await;
+    drop(held);
+    let mut acknowledged = BTreeSet::new();
+    while let Some(done) = writers.join_next().await {
+        acknowledged.insert(done.expect("writer").expect("every write commits"));
+    }
+    assert_eq!(acknowledged.len(), WRITERS);
+    assert_eq!(written(&db).await, acknowledged);
+    let groups = sqlite_group_commits(&db).expect("count") - before;
+    assert!(groups >= 1, "the writes were committed");
+    assert!(
+        groups < WRITERS as u64,
+        "{WRITERS} writers took {groups} commits: they were not grouped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_writer_leaves_the_rest_of_its_group_committed() {
+    let (_database, db) = fresh().await;
+    {
+        let txn = begin_write(&db).await.expect("begin");
+        insert(&txn, "taken").await.expect("insert");
+        txn.commit().await.expect("commit");
+    }
+    let held = write_gate(&db).await.expect("the gate");
+    let mut queued = 0;
+    // Each writer is in the queue before the next one is spawned.
+    let mut queue = async || {
+        queued += 1;
+        until_waiting(&db, queued).await;
+    };
+    // Commits.
+    let first = {
+        let db = db.clone();
+        let task = tokio::spawn(async move {
+            let txn = begin_write(&db).await.map_err(|e| e.to_string())?;
+            insert(&txn, "first").await.map_err(|e| e.to_string())?;
+            txn.commit().await.map_err(|e| e.to_string())
+        });
+        queue().await;
+        task
+    };
+    // Rolls back.
+    let rolled_back = {
+        let db = db.clone();
+        let task = tokio::spawn(async move {
+            let txn = begin_write(&db).await.map_err(|e| e.to_string())?;
+            insert(&txn, "rolled-back")
+                .await
+                .map_err(|e| e.to_string())?;
+            txn.rollback().await.map_err(|e| e.to_string())
+        });
+        queue().await;
+        task
+    };
+    // Meets a unique violation, handles it and goes on.
+    let conflicted = {
+        let db = db.clone();
+        let task = tokio::spawn(async move {
+            let txn = begin_write(&db).await.map_err(|e| e.to_string())?;
+            insert(&txn, "before-conflict")
+                .await
+                .map_err(|e| e.to_string())?;
+            match insert(&txn, "taken").await {
+                Err(error) if is_unique_violation(&error) => {}
+                other => return Err(format!("expected a unique violation, got {other:?}")),
+            }
+            insert(&txn, "after-conflict")
+                .await
+                .map_err(|e| e.to_string())?;
+            txn.commit().await.map_err(|e| e.to_string())
+        });
+        queue().await;
+        task
+    };
+    // Fails and returns early: its transaction is dropped uncommitted.
+    let failed = {
+        let db = db.clone();
+        let task = tokio::spawn(async move {
+            let txn = begin_write(&db).await.map_err(|e| e.to_string())?;
+            insert(&txn, "failed").await.map_err(|e| e.to_string())?;
+            txn.execute_unprepared("INSERT INTO no_such_table VALUES (1)")
+                .await
+                .map_err(|e| e.to_string())?;
+            txn.commit().await.map_err(|e| e.to_string())
+        });
+        queue().await;
+        task
+    };
+    // Writes, then is cancelled while it holds the turn.
+    let (wrote, has_written) = tokio::sync::oneshot::channel::<()>();
+    let cancelled = {
+        let db = db.clone();
+        let task = tokio::spawn(async move {
+            let txn = begin_write(&db).await.map_err(|e| e.to_string())?;
+            insert(&txn, "cancelled").await.map_err(|e| e.to_string())?;
+            let _ = wrote.send(());
+            std::future::pending::<()>().await;
+            txn.commit().await.map_err(|e| e.to_string())
+        });
+        queue().await;
+        task
+    };
+    // Commits last.
+    let last = {
+        let db = db.clone();
+        let task = tokio::spawn(async move {
+            let write = write_once(&db).await.map_err(|e| e.to_string())?;
+            insert(&write, "last").await.map_err(|e| e.to_string())?;
+            write.commit().await.map_err(|e| e.to_string())
+        });
+        queue().await;
+        task
+    };
+    drop(held);
+    has_written.await.expect("the cancelled writer wrote");
+    cancelled.abort();
+    assert!(cancelled.await.expect_err("cancelled").is_cancelled());
+
+    assert_eq!(first.await.expect("task"), Ok(()));
+    assert_eq!(rolled_back.await.expect("task"), Ok(()));
+    assert_eq!(conflicted.await.expect("task"), Ok(()));
+    let error = failed
+        .await
+        .expect("task")
+        .expect_err("the failing writer fails");
+    assert!(error.contains("no_such_table"), "{error}");
+    assert_eq!(last.await.expect("task"), Ok(()));
+
+    let expected: BTreeSet<String> = [
+        "taken",
+        "first",
+        "before-conflict",
+        "after-conflict",
+        "last",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(written(&db).await, expected);
+    // Nothing is left open: a writer takes the write lock at once.
+    let txn = begin_write(&db).await.expect("begin");
+    insert(&txn, "after").await.expect("insert");
+    txn.commit().await.expect("commit");
+    assert!(written(&db).await.contains("after"));
+}
+
+/// Set in the child process: the database it writes to.
+const CHILD_ENV: &str = "MARKETBRIDGE_TEST_GROUP_COMMIT_CHILD_DB";
+
+/// The child: many writers commit rows as fast as they can and print
+/// `ack <id>` once each commit returned, until killed.
+async fn child(url: &str) -> ! {
+    let db = connect(url).await.expect("connect");
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..32 {
+        let db = db.clone();
+        writers.spawn(async move {
+            for n in 0.. {
+                let id = format!("{writer}-{n}");
+                let txn = begin_write(&db).await.expect("begin");
+                insert(&txn, &id).await.expect("insert");
+                // A second statement, so a torn group would show.
+                insert(&txn, &format!("{id}-b")).await.expect("insert");
+                txn.commit().await.expect("commit");
+                // Printed at once, so the parent's kill lands close behind.
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "ack {id}").expect("stdout");
+                stdout.flush().expect("stdout");
+            }
+        });
+    }
+    while writers.join_next().await.is_some() {}
+    unreachable!("the writers never stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_group_commits_survive_a_sigkill() {
+    if let Ok(url) = std::env::var(CHILD_ENV) {
+        child(&url).await;
+    }
+    let (database, db) = fresh().await;
+    db.close().await.expect("close");
+
+    let mut process = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "acknowledged_group_commits_survive_a_sigkill",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, database.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("the child starts");
+    let stdout = process.stdout.take().expect("stdout");
+    // Read acknowledgements until 1000, then kill the child mid-stream.
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = BTreeSet::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(id) = line.strip_prefix("ack ") {
+                acked.insert(id.to_owned());
+                if acked.len() == 1000 {
+                    break;
+                }
+            }
+        }
+        acked
+    })
+    .await
+    .expect("reader");
+    process.kill().expect("SIGKILL");
+    let status = process.wait().expect("the child ends");
+    assert!(!status.success(), "the child was killed: {status:?}");
+    assert_eq!(acked.len(), 1000, "the child acknowledged writes");
+
+    let db = connect(database.url()).await.expect("reopen");
+    let integrity = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "PRAGMA integrity_check",
+        ))
+        .await
+        .expect("integrity check");
+    let integrity: Vec<String> = integrity
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("line"))
+        .collect();
+    assert_eq!(integrity, ["ok"]);
+    let written = written(&db).await;
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|id| !written.contains(*id) || !written.contains(&format!("{id}-b")))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    // Every writer's two rows are kept together or not at all.
+    let torn: Vec<&String> = written
+        .iter()
+        .filter(|id| !id.ends_with("-b") && !written.contains(&format!("{id}-b")))
+        .collect();
+    assert!(torn.is_empty(), "writes kept without their pair: {torn:?}");
+}
