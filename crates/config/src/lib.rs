@@ -243,6 +243,12 @@ pub struct ProvisioningOptions {
     /// Bearer token sent to provisioner plug-ins (`authorization` metadata);
     /// empty sends none.
     pub plugin_token: String,
+    /// Most resource rows kept in memory to answer single-resource reads
+    /// (`GetResource`, a resource's secrets, the console) without a database
+    /// read; any committed change empties the cache (on PostgreSQL, any
+    /// replica's change to `resources`, announced through `LISTEN`/`NOTIFY`).
+    /// 0 turns the cache off.
+    pub resource_cache_entries: usize,
 }
 
 impl Default for ProvisioningOptions {
@@ -259,6 +265,7 @@ impl Default for ProvisioningOptions {
             postgres_deletion_grace_seconds: 7 * 24 * 3600,
             plugin_timeout_ms: 10_000,
             plugin_token: String::new(),
+            resource_cache_entries: 10_000,
         }
     }
 }

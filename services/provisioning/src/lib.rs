@@ -14,6 +14,8 @@
 //! (rows, jobs) in one unit of work; [`jobs`] and [`grpc`] call the domain.
 //! No remote call is made while a transaction is open: remote reads come
 //! first, remote writes run as outbox jobs after the commit.
+//! [`resource_cache`] answers single-resource reads between changes without
+//! a database read.
 
 pub mod adapters;
 pub mod console;
@@ -28,6 +30,7 @@ pub mod marketplace;
 pub mod migration;
 pub mod model;
 pub mod protocol;
+pub mod resource_cache;
 pub mod usage;
 
 use crate::domain::ProvisioningDomain;
@@ -154,7 +157,12 @@ impl ProvisioningServer {
             usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
         };
         let url = config.database_url(&config.provisioning.database_url, "provisioning");
-        Self::open(&url, &config.outbox, deps).await
+        let server = Self::open(&url, &config.outbox, deps).await?;
+        server
+            .domain
+            .resource_cache()
+            .set_capacity(config.provisioning.resource_cache_entries);
+        Ok(server)
     }
 
     /// The domain operations.
@@ -176,6 +184,23 @@ impl ProvisioningServer {
     /// The tonic service.
     pub fn grpc(&self) -> ProvisioningServiceServer<ProvisioningGrpc> {
         ProvisioningServiceServer::new(ProvisioningGrpc::new(self.domain.clone()))
+    }
+
+    /// Starts the listener that keeps the resource cache right across
+    /// replicas on PostgreSQL (see [`resource_cache`]); it stops at
+    /// `shutdown`. Until it listens, the cache serves nothing. `None` on
+    /// SQLite, which needs no listener.
+    pub fn spawn_change_listener(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+        if marketbridge_storage::Backend::of(self.domain.db())
+            != marketbridge_storage::Backend::Postgres
+        {
+            return None;
+        }
+        Some(tokio::spawn(resource_cache::listen_for_changes(
+            self.domain.db().clone(),
+            self.domain.resource_cache().clone(),
+            shutdown,
+        )))
     }
 
     /// Starts the periodic reconciliations of the marketplaces that have
@@ -214,7 +239,8 @@ impl ProvisioningServer {
     }
 
     /// Serves gRPC on `listener` and runs the outbox worker, the usage
-    /// meter and the reconciliations until `shutdown`.
+    /// meter, the reconciliations and the resource change listener until
+    /// `shutdown`.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -229,6 +255,7 @@ impl ProvisioningServer {
         );
         let meter = tokio::spawn(self.usage.clone().run(shutdown.clone()));
         let reconciliations = self.spawn_reconciliations(shutdown.clone());
+        let change_listener = self.spawn_change_listener(shutdown.clone());
         let served = serve_grpc(
             listener,
             "provisioning",
@@ -241,6 +268,9 @@ impl ProvisioningServer {
         let _ = worker.await;
         let _ = meter.await;
         for task in reconciliations {
+            let _ = task.await;
+        }
+        if let Some(task) = change_listener {
             let _ = task.await;
         }
         served

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(LinkedResources));
         migrations.push(Box::new(ResourceProtocolSettings));
         migrations.push(Box::new(ResourceProductionOnly));
+        migrations.push(Box::new(ResourcesChangeNotifications));
         migrations
     }
 }
@@ -375,5 +376,54 @@ impl MigrationTrait for ResourceProductionOnly {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// PostgreSQL only: every statement that changes `resources` notifies
+/// [`crate::resource_cache::CHANNEL`] when it commits, so each replica's
+/// resource cache learns of the other replicas' changes. Nothing on SQLite,
+/// which one process owns.
+struct ResourcesChangeNotifications;
+
+impl MigrationName for ResourcesChangeNotifications {
+    fn name(&self) -> &str {
+        "m0005_000001_resources_change_notifications"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ResourcesChangeNotifications {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        db.execute_unprepared(&format!(
+            "CREATE OR REPLACE FUNCTION resources_changed_notify() RETURNS trigger \
+             LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('{}', ''); RETURN NULL; END $$",
+            crate::resource_cache::CHANNEL
+        ))
+        .await?;
+        db.execute_unprepared("DROP TRIGGER IF EXISTS resources_changed ON resources")
+            .await?;
+        db.execute_unprepared(
+            "CREATE TRIGGER resources_changed \
+             AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON resources \
+             FOR EACH STATEMENT EXECUTE FUNCTION resources_changed_notify()",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        db.execute_unprepared("DROP TRIGGER IF EXISTS resources_changed ON resources")
+            .await?;
+        db.execute_unprepared("DROP FUNCTION IF EXISTS resources_changed_notify()")
+            .await?;
+        Ok(())
     }
 }

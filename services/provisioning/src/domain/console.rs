@@ -27,7 +27,7 @@ impl ProvisioningDomain {
         let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
         let owner = super::resources::owner_filter(&request.account_id)?;
         let row = self
-            .require_resource(&self.db, &resource_id, owner.as_ref())
+            .require_cached_resource(&resource_id, owner.as_ref())
             .await?;
         lifecycle::step(Self::machine_resource(&row), Event::OpenConsole)?;
         let driver = self.driver_for(&row)?;

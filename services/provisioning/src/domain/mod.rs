@@ -14,6 +14,7 @@ use crate::driver::{Driver, DriverContext, Drivers, Secret};
 use crate::entity::{resource, subscription};
 use crate::marketplace::Marketplaces;
 use crate::model::{ExternalId, PlanId, ProductId, ProvisioningJob, ResourceJob, ResourceStatus};
+use crate::resource_cache::ResourceCache;
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::{Catalog, Plan, Product};
 use marketbridge_core::crypto::Cipher;
@@ -76,6 +77,7 @@ pub struct ProvisioningDomain {
     drivers: Drivers,
     marketplaces: Marketplaces,
     accounts: Arc<dyn AccountApi>,
+    resource_cache: Arc<ResourceCache>,
 }
 
 pub(crate) fn context_key(context: Option<&RequestContext>) -> String {
@@ -97,6 +99,10 @@ impl ProvisioningDomain {
         marketplaces: Marketplaces,
         accounts: Arc<dyn AccountApi>,
     ) -> Self {
+        let resource_cache = Arc::new(ResourceCache::new(
+            &db,
+            crate::resource_cache::DEFAULT_ENTRIES,
+        ));
         Self {
             db,
             clock,
@@ -106,7 +112,13 @@ impl ProvisioningDomain {
             drivers,
             marketplaces,
             accounts,
+            resource_cache,
         }
+    }
+
+    /// The read cache of resource rows (see [`crate::resource_cache`]).
+    pub fn resource_cache(&self) -> &Arc<ResourceCache> {
+        &self.resource_cache
     }
 
     /// The database.
@@ -279,6 +291,33 @@ impl ProvisioningDomain {
             .one(conn)
             .await
             .map_err(db_error)
+    }
+
+    /// A resource for reading only, from the resource cache when it holds
+    /// the row (see [`crate::resource_cache`]), else from the database (and
+    /// then kept). Never inside a write transaction: it reads the pool.
+    pub(crate) async fn load_resource_cached(
+        &self,
+        resource_id: &ResourceId,
+    ) -> Result<Option<Arc<resource::Model>>> {
+        let cache = &self.resource_cache;
+        let Some(ticket) = cache.ticket() else {
+            return Ok(self
+                .load_resource(&self.db, resource_id)
+                .await?
+                .map(Arc::new));
+        };
+        if let Some(row) = cache.get(resource_id.as_str(), ticket) {
+            return Ok(Some(row));
+        }
+        let row = self
+            .load_resource(&self.db, resource_id)
+            .await?
+            .map(Arc::new);
+        if let Some(row) = &row {
+            cache.insert(row.clone(), ticket);
+        }
+        Ok(row)
     }
 
     pub(crate) async fn load_subscription(

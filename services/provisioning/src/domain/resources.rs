@@ -225,12 +225,25 @@ impl ProvisioningDomain {
             .ok_or_else(|| Error::not_found("resource not found"))
     }
 
+    /// [`Self::require_resource`] for reading only, through the resource
+    /// cache: the same answer for a row of another account (not found).
+    pub(crate) async fn require_cached_resource(
+        &self,
+        resource_id: &ResourceId,
+        owner: Option<&AccountId>,
+    ) -> Result<std::sync::Arc<resource::Model>> {
+        self.load_resource_cached(resource_id)
+            .await?
+            .filter(|row| owner.is_none_or(|owner| row.account_id == owner.as_str()))
+            .ok_or_else(|| Error::not_found("resource not found"))
+    }
+
     /// One resource, without secrets.
     pub async fn get_resource(&self, request: pb::GetResourceRequest) -> Result<pb::Resource> {
         let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
         let owner = owner_filter(&request.account_id)?;
         let row = self
-            .require_resource(&self.db, &resource_id, owner.as_ref())
+            .require_cached_resource(&resource_id, owner.as_ref())
             .await?;
         resource_to_proto(&row)
     }
@@ -601,7 +614,7 @@ impl ProvisioningDomain {
         request: pb::GetResourceSecretsRequest,
     ) -> Result<pb::GetResourceSecretsResponse> {
         let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
-        let row = self.require_resource(&self.db, &resource_id, None).await?;
+        let row = self.require_cached_resource(&resource_id, None).await?;
         let secrets = self.open(&row.secrets)?;
         Ok(pb::GetResourceSecretsResponse {
             secrets: secrets.iter().map(Secret::to_proto).collect(),
