@@ -512,6 +512,8 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, Error> {
 async fn begin(db: &DatabaseConnection, counted: bool) -> Result<WriteTxn, Error> {
     use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
     let open = || counted.then(OpenTransaction::begin);
+    // What a commit bumps (see `crate::changes`); `write_once` does not count.
+    let changes = counted.then(|| crate::changes::of(db));
     let immediate = TransactionOptions {
         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..Default::default()
@@ -522,6 +524,7 @@ async fn begin(db: &DatabaseConnection, counted: bool) -> Result<WriteTxn, Error
             txn,
             _open: open(),
             turn: Turn(None),
+            changes,
         });
     };
     let mut turn = Turn(Some(take_turn(&gate).await?));
@@ -548,6 +551,7 @@ async fn begin(db: &DatabaseConnection, counted: bool) -> Result<WriteTxn, Error
             txn,
             _open: open(),
             turn,
+            changes,
         }),
         Err(error) => {
             group.broken = true;
@@ -566,6 +570,9 @@ pub struct WriteTxn {
     txn: DatabaseTransaction,
     _open: Option<OpenTransaction>,
     turn: Turn,
+    /// The database's change generation, bumped once a commit succeeded
+    /// (`None` for [`write_once`]).
+    changes: Option<Arc<crate::changes::Generation>>,
 }
 
 impl WriteTxn {
@@ -577,9 +584,11 @@ impl WriteTxn {
             txn,
             _open,
             mut turn,
+            changes,
         } = self;
+        let bump = |()| changes.iter().for_each(|generation| generation.bump());
         let Some(inner) = turn.0.as_mut() else {
-            return txn.commit().await;
+            return txn.commit().await.map(bump);
         };
         let released = txn.commit().await;
         let Some(group) = inner.group.as_mut() else {
@@ -592,7 +601,7 @@ impl WriteTxn {
         group.writers += 1;
         let outcome = group.outcome.subscribe();
         drop(turn);
-        group_outcome(outcome).await
+        group_outcome(outcome).await.map(bump)
     }
 
     /// Rolls back (on SQLite, this writer's savepoint only; the other
@@ -604,6 +613,7 @@ impl WriteTxn {
             txn,
             _open,
             mut turn,
+            ..
         } = self;
         let rolled_back = txn.rollback().await;
         let Some(group) = turn.0.as_mut().and_then(|inner| inner.group.as_mut()) else {

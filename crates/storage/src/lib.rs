@@ -6,6 +6,7 @@
 //! (`outbox_jobs`, `idempotency_records`, `leader_leases`, `audit_log`), never a service's own tables.
 
 pub mod audit;
+pub mod changes;
 pub mod db;
 pub mod idempotency;
 pub mod leader;
