@@ -250,6 +250,14 @@ impl RunningSet {
                 });
             }
         }
+        // The resource cache's listener (PostgreSQL) runs while the set
+        // serves, workers or not: without it the cache serves nothing.
+        if let Some(listener) = provisioning.spawn_change_listener(serving_stop.clone()) {
+            tasks.spawn(async move {
+                let _ = listener.await;
+                Ok(())
+            });
+        }
         {
             let (grpc, security, stop) = (account.grpc(), security.clone(), serving_stop.clone());
             tasks.spawn(async move {
@@ -460,6 +468,10 @@ async fn open_wired(
             },
         ),
     )?;
+    provisioning
+        .domain()
+        .resource_cache()
+        .set_capacity(config.provisioning.resource_cache_entries);
     // The deadline the services' gRPC clients of each other have.
     let deadline = Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3);
     let (a, p, b) = in_process(&account, &provisioning, &billing, deadline);
