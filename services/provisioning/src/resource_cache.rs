@@ -20,6 +20,7 @@
 //! cache. Reads between writes, the common case, cost no database round trip.
 
 use crate::entity::resource;
+use marketbridge_core::ids::ResourceId;
 use marketbridge_storage::changes::{self, Generation};
 use marketbridge_storage::sea_orm::DatabaseConnection;
 use marketbridge_storage::sea_orm::sqlx::{self, postgres::PgListener, postgres::PgPoolOptions};
@@ -125,11 +126,11 @@ impl ResourceCache {
     }
 
     /// The row of `id` if it was read at the generation of `ticket`.
-    pub(crate) fn get(&self, id: &str, ticket: Ticket) -> Option<Arc<resource::Model>> {
+    pub(crate) fn get(&self, id: &ResourceId, ticket: Ticket) -> Option<Arc<resource::Model>> {
         let found = {
             let rows = self.rows();
             if rows.generation == ticket.0 {
-                rows.by_id.get(id).cloned()
+                rows.by_id.get(id.as_str()).cloned()
             } else {
                 None
             }

@@ -307,7 +307,7 @@ impl ProvisioningDomain {
                 .await?
                 .map(Arc::new));
         };
-        if let Some(row) = cache.get(resource_id.as_str(), ticket) {
+        if let Some(row) = cache.get(resource_id, ticket) {
             return Ok(Some(row));
         }
         let row = self
