@@ -77,7 +77,7 @@ impl BillingDomain {
             updated_at: self.now(),
             usage_closed_before: stored.as_ref().and_then(|s| s.usage_closed_before),
         };
-        match stored {
+        match &stored {
             Some(_) => {
                 row.clone()
                     .into_active_model()
@@ -93,7 +93,9 @@ impl BillingDomain {
                     .map_err(db_error)?;
             }
         }
-        self.update_periods(&*work, &row).await?;
+        // Plan periods are only written here, after their subscription's
+        // row: a subscription billing did not know has none to close.
+        self.update_periods(&*work, &row, stored.is_some()).await?;
         for resource_id in &resource_ids {
             billing_resource::Entity::insert(billing_resource::ActiveModel {
                 resource_id: Set(resource_id.as_str().to_owned()),
@@ -119,17 +121,26 @@ impl BillingDomain {
         Ok(pb::RecordSubscriptionChangeResponse { applied: true })
     }
 
+    /// Closes the subscription's open plan period unless `row` keeps it,
+    /// and opens one for `row`'s plan when it is billable. `known` is false
+    /// for a subscription billing is recording for the first time, which
+    /// has no period yet (periods are written only here), so none is read.
     async fn update_periods(
         &self,
         conn: &impl ConnectionTrait,
         row: &billing_subscription::Model,
+        known: bool,
     ) -> Result<()> {
-        let open = plan_period::Entity::find()
-            .filter(plan_period::Column::SubscriptionId.eq(row.subscription_id.clone()))
-            .filter(plan_period::Column::EndsAt.is_null())
-            .one(conn)
-            .await
-            .map_err(db_error)?;
+        let open = if known {
+            plan_period::Entity::find()
+                .filter(plan_period::Column::SubscriptionId.eq(row.subscription_id.clone()))
+                .filter(plan_period::Column::EndsAt.is_null())
+                .one(conn)
+                .await
+                .map_err(db_error)?
+        } else {
+            None
+        };
         let keep_open = row.billable && open.as_ref().is_some_and(|p| p.plan_id == row.plan_id);
         if keep_open {
             return Ok(());
