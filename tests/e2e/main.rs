@@ -37,6 +37,7 @@ mod limits;
 mod openapi;
 mod perf_hops;
 mod perf_hops_trace;
+mod perf_provision;
 mod perf_usage;
 mod processes;
 mod replicas;

@@ -1,0 +1,174 @@
+//! What one Vercel provision costs the databases, as the benchmark sends it
+//! (`POST …/resources` with an idempotency key, product `database`, plan
+//! `pro`): the statements of the call, then of each outbox's jobs it caused
+//! (provisioning's `billing_subscription_change`, which records the change
+//! at billing in process). Counted, never timed; the statements are printed
+//! so a change of cost can be read in the test output.
+//!
+//! Statements are recorded per SQL text for the whole process; each phase
+//! below touches one service's database, apart from the in-process calls it
+//! makes (named per phase). Transaction control (`BEGIN`, the group
+//! commit's `SAVEPOINT`/`RELEASE`, `COMMIT`) goes past the recorder; write
+//! transactions are counted separately.
+
+use crate::vercel_support::{VercelOptions, vercel_set};
+use marketbridge_storage::backend_test;
+use marketbridge_storage::testing::{
+    TestBackend, record_statements, statement_counts, statements_between,
+};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// At most this many statements for the call (gateway → provisioning, with
+/// the account reads it makes): the gateway's installation lookup, the
+/// idempotency check (before the account read, and again inside the
+/// transaction), the account, and four inserts (subscription, its billing
+/// job, resource, idempotency record).
+const CALL_BUDGET: u64 = 8;
+/// At most this many statements for running the jobs the call caused, in
+/// every outbox, and finding nothing more to do, on SQLite: provisioning
+/// claims the job, checks its lease, reads the subscription, its account
+/// and resources, billing reads and writes its record (four), provisioning
+/// records the job done and asks once more; billing and account ask once.
+const JOBS_BUDGET_SQLITE: u64 = 13;
+/// The same on PostgreSQL, where a claim that took a job asks again (it
+/// may have skipped rows another replica's claim held).
+const JOBS_BUDGET_POSTGRES: u64 = 14;
+
+fn total(statements: &BTreeMap<String, u64>) -> u64 {
+    statements.values().sum()
+}
+
+fn print(phase: &str, statements: &BTreeMap<String, u64>) {
+    eprintln!("--- {phase}: {} statements", total(statements));
+    for (sql, count) in statements {
+        eprintln!("{count:>3} × {sql}");
+    }
+}
+
+backend_test!(
+    a_provision_and_its_jobs_cost_a_bounded_number_of_statements,
+    |db| async move {
+        record_statements();
+        let vercel = vercel_set(&db, VercelOptions::manual()).await;
+        let (installation, token) = vercel.install().await;
+        // A first provision warms every cache (signing keys, the account),
+        // as the benchmark's steady state has them.
+        let provision = |name: &'static str| {
+            let partner = &vercel.partner;
+            let installation = &installation;
+            let token = &token;
+            async move {
+                let answer = partner
+                    .post(&format!("/v1/installations/{}/resources", installation.id))
+                    .user(token)
+                    .idempotency_key(&format!("bench-{name}"))
+                    .json(&json!({
+                        "productId": "database",
+                        "name": name,
+                        "metadata": {"region": "fra1"},
+                        "billingPlanId": "pro",
+                    }))
+                    .send()
+                    .await;
+                assert_eq!(answer.status, 200, "{}", answer.text);
+                answer.body["id"].as_str().expect("an id").to_owned()
+            }
+        };
+        provision("warm-up").await;
+        vercel.drain().await;
+
+        let set = &vercel.test.set;
+        let commits = || {
+            [
+                set.account.domain().db(),
+                set.provisioning.domain().db(),
+                set.billing.domain().db(),
+            ]
+            .map(marketbridge_storage::db::sqlite_group_commits)
+        };
+        let start = statement_counts();
+        let commits_before = commits();
+        let resource_id = provision("measured").await;
+        let called = statement_counts();
+        let commits_called = commits();
+        // Each outbox on its own, so each phase's statements are its own
+        // database's (and the in-process calls its jobs make).
+        let ran = set
+            .provisioning
+            .domain()
+            .outbox()
+            .drain(set.provisioning.job_handler().as_ref())
+            .await
+            .expect("provisioning jobs");
+        let provisioning_jobs = statement_counts();
+        let ran_billing = set
+            .billing
+            .domain()
+            .outbox()
+            .drain(set.billing.job_handler().as_ref())
+            .await
+            .expect("billing jobs");
+        let billing_jobs = statement_counts();
+        let ran_account = set
+            .account
+            .domain()
+            .outbox()
+            .drain(set.account.job_handler().as_ref())
+            .await
+            .expect("account jobs");
+        let account_jobs = statement_counts();
+        let commits_after = commits();
+
+        let call = statements_between(&start, &called);
+        let provisioning = statements_between(&called, &provisioning_jobs);
+        let billing = statements_between(&provisioning_jobs, &billing_jobs);
+        let account = statements_between(&billing_jobs, &account_jobs);
+        eprintln!("jobs run: provisioning {ran}, billing {ran_billing}, account {ran_account}");
+        print("the call (provisioning, account)", &call);
+        print(
+            "provisioning's jobs (provisioning, billing in process)",
+            &provisioning,
+        );
+        print("billing's jobs", &billing);
+        print("account's jobs", &account);
+        let names = ["account", "provisioning", "billing"];
+        for (index, name) in names.iter().enumerate() {
+            if let (Some(before), Some(called), Some(after)) = (
+                commits_before[index],
+                commits_called[index],
+                commits_after[index],
+            ) {
+                eprintln!(
+                    "SQLite group commits at {name}: {} in the call, {} in the jobs",
+                    called - before,
+                    after - called
+                );
+            }
+        }
+        let jobs = total(&provisioning) + total(&billing) + total(&account);
+        eprintln!(
+            "statements per provision: {} in the call, {jobs} in its jobs",
+            total(&call)
+        );
+
+        // What the statements bought: the resource exists and billing knows
+        // its subscription.
+        assert_eq!(ran, 1, "the provision causes one provisioning job");
+        let stored = vercel.stored_resource(&resource_id).await;
+        assert_eq!(stored.plan_id, "pro");
+        assert!(
+            total(&call) <= CALL_BUDGET,
+            "a provision costs at most {CALL_BUDGET} statements: {call:#?}"
+        );
+        let jobs_budget = match db.backend() {
+            TestBackend::Sqlite => JOBS_BUDGET_SQLITE,
+            TestBackend::Postgres => JOBS_BUDGET_POSTGRES,
+        };
+        assert!(
+            jobs <= jobs_budget,
+            "a provision's jobs cost at most {jobs_budget} statements"
+        );
+        vercel.stop().await;
+    }
+);
