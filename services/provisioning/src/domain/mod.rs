@@ -32,6 +32,7 @@ use sea_orm::{
     QuerySelect,
 };
 use serde_json::Value as Json;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What provisioning knows of an account (from the account service).
@@ -66,6 +67,38 @@ impl AccountInfo {
     }
 }
 
+/// Most accounts whose marketplace reference [`AccountRefs`] keeps.
+const ACCOUNT_REFS: usize = 4096;
+
+/// The marketplace references (marketplace, and the account's id there) of
+/// accounts provisioning has read. A reference never changes: the account
+/// service creates an account under its reference, never rewrites either
+/// column and never deletes the row (a purge keeps them), so a kept entry
+/// is always right. Bounded: when full it starts again empty.
+#[derive(Default)]
+struct AccountRefs(std::sync::Mutex<HashMap<AccountId, (Marketplace, ExternalId)>>);
+
+impl AccountRefs {
+    fn get(&self, account_id: &AccountId) -> Option<(Marketplace, ExternalId)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account_id)
+            .cloned()
+    }
+
+    fn remember(&self, info: &AccountInfo) {
+        let mut refs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if refs.len() >= ACCOUNT_REFS && !refs.contains_key(&info.id) {
+            refs.clear();
+        }
+        refs.insert(
+            info.id.clone(),
+            (info.marketplace, info.external_id.clone()),
+        );
+    }
+}
+
 /// The provisioning service's state and operations.
 #[derive(Clone)]
 pub struct ProvisioningDomain {
@@ -78,6 +111,7 @@ pub struct ProvisioningDomain {
     marketplaces: Marketplaces,
     accounts: Arc<dyn AccountApi>,
     resource_cache: Arc<ResourceCache>,
+    account_refs: Arc<AccountRefs>,
 }
 
 pub(crate) fn context_key(context: Option<&RequestContext>) -> String {
@@ -113,6 +147,7 @@ impl ProvisioningDomain {
             marketplaces,
             accounts,
             resource_cache,
+            account_refs: Arc::default(),
         }
     }
 
@@ -153,7 +188,9 @@ impl ProvisioningDomain {
                 account: Some(selector),
             })
             .await?;
-        AccountInfo::from_proto(&account)
+        let info = AccountInfo::from_proto(&account)?;
+        self.account_refs.remember(&info);
+        Ok(info)
     }
 
     /// The account with our id `account_id`, from the account service.
@@ -364,6 +401,11 @@ impl ProvisioningDomain {
         &self,
         account_id: &AccountId,
     ) -> Result<(Marketplace, ExternalId)> {
+        // A reference never changes (see `AccountRefs`): the account service
+        // is asked once per account, not at every job.
+        if let Some(known) = self.account_refs.get(account_id) {
+            return Ok(known);
+        }
         let info = self.account_by_id(account_id).await?;
         Ok((info.marketplace, info.external_id))
     }
