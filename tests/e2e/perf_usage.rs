@@ -15,7 +15,9 @@ use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1::{Marketplace, MarketplaceRef};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_storage::backend_test;
-use marketbridge_storage::testing::{record_statements, statement_counts, statements_between};
+use marketbridge_storage::testing::{
+    TestBackend, record_statements, statement_counts, statements_between,
+};
 use std::collections::BTreeMap;
 
 /// A direct customer with `count` metered resources (each its own
@@ -159,14 +161,22 @@ backend_test!(
             "the statements of a batch do not grow with its customers:\n{few_cost:#?}\n{many_cost:#?}"
         );
         // Four reads (resources, subscriptions, closures, plan periods), then
-        // the subscriptions' lock, the events and the windows.
+        // the subscriptions' lock, the events and the windows; on SQLite the
+        // ids already recorded are read first, so the insert returns no rows.
+        let sqlite = db.backend() == TestBackend::Sqlite;
+        let most = if sqlite { 8 } else { 7 };
         assert!(
-            total(&many_cost) <= 7,
-            "a batch costs at most 7 statements: {many_cost:#?}"
+            total(&many_cost) <= most,
+            "a batch costs at most {most} statements: {many_cost:#?}"
         );
         assert_eq!(
-            sent_to(&many_cost, "INSERT INTO \"usage_events\""),
+            sent_to(&many_cost, "INSERT INTO usage_events"),
             1,
+            "{many_cost:#?}"
+        );
+        assert_eq!(
+            sent_to(&many_cost, "SELECT event_id FROM usage_events"),
+            u64::from(sqlite),
             "{many_cost:#?}"
         );
         assert_eq!(

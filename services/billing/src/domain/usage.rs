@@ -3,7 +3,7 @@
 
 use super::BillingDomain;
 use crate::entity::{
-    account_closure, billing_resource, billing_subscription, plan_period, usage_event, usage_window,
+    account_closure, billing_resource, billing_subscription, plan_period, usage_window,
 };
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use marketbridge_core::ids::SubscriptionId;
@@ -15,7 +15,7 @@ use marketbridge_proto::billing::v1 as pb;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
 use marketbridge_storage::{Backend, UnitOfWork};
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
@@ -383,53 +383,119 @@ async fn insert_new_events(
     events: &[Checked],
     now: DateTime<Utc>,
 ) -> Result<HashSet<String>> {
-    let db_backend = match backend {
-        Backend::Postgres => DbBackend::Postgres,
-        Backend::Sqlite => DbBackend::Sqlite,
-    };
+    const COLUMNS: usize = 8;
     let mut inserted = HashSet::with_capacity(events.len());
-    for chunk in events.chunks(MAX_BINDS / 8) {
-        let mut statement = Query::insert();
-        statement.into_table(usage_event::Entity).columns([
-            usage_event::Column::EventId,
-            usage_event::Column::SubscriptionId,
-            usage_event::Column::ResourceId,
-            usage_event::Column::MetricId,
-            usage_event::Column::Quantity,
-            usage_event::Column::OccurredAt,
-            usage_event::Column::WindowStart,
-            usage_event::Column::RecordedAt,
-        ]);
-        for event in chunk {
-            statement
-                .values([
-                    event.event_id.clone().into(),
-                    event.subscription_id.as_str().into(),
-                    event.resource_id.clone().into(),
-                    event.metric_id.clone().into(),
-                    event.quantity.into(),
-                    event.occurred_at.into(),
-                    hour_floor(event.occurred_at).into(),
-                    now.into(),
-                ])
-                .map_err(|e| Error::internal(format!("usage insert: {e}")))?;
+    for chunk in events.chunks(MAX_BINDS / COLUMNS) {
+        // On SQLite the transaction holds the database's write lock, so the
+        // ids already recorded, read first, are exactly the duplicates and
+        // the insert needs to return nothing (each returned row would cross
+        // from SQLite's thread on its own). On PostgreSQL a concurrent batch
+        // may insert the same id meanwhile: the insert says what it kept.
+        let recorded = match backend {
+            Backend::Sqlite => recorded_ids(conn, chunk).await?,
+            Backend::Postgres => HashSet::new(),
+        };
+        let fresh: Vec<&Checked> = chunk
+            .iter()
+            .filter(|event| !recorded.contains(event.event_id.as_str()))
+            .collect();
+        if fresh.is_empty() {
+            continue;
         }
-        statement
-            .on_conflict(
-                OnConflict::column(usage_event::Column::EventId)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .returning_col(usage_event::Column::EventId);
-        let rows = conn
-            .query_all_raw(db_backend.build(&statement))
-            .await
-            .map_err(db_error)?;
-        for row in rows {
-            inserted.insert(row.try_get::<String>("", "event_id").map_err(db_error)?);
+        let mut sql = String::with_capacity(200 + fresh.len() * COLUMNS * 8);
+        sql.push_str(
+            "INSERT INTO usage_events (event_id, subscription_id, resource_id, metric_id, \
+             quantity, occurred_at, window_start, recorded_at) VALUES ",
+        );
+        push_rows(&mut sql, backend, fresh.len(), COLUMNS);
+        sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(fresh.len() * COLUMNS);
+        for event in &fresh {
+            values.extend([
+                event.event_id.clone().into(),
+                event.subscription_id.as_str().into(),
+                event.resource_id.clone().into(),
+                event.metric_id.clone().into(),
+                event.quantity.into(),
+                event.occurred_at.into(),
+                hour_floor(event.occurred_at).into(),
+                now.into(),
+            ]);
+        }
+        match backend {
+            Backend::Sqlite => {
+                let statement = Statement::from_sql_and_values(DbBackend::Sqlite, sql, values);
+                let written = conn.execute_raw(statement).await.map_err(db_error)?;
+                if written.rows_affected() != fresh.len() as u64 {
+                    return Err(Error::internal(
+                        "usage events were recorded by another writer during the batch",
+                    ));
+                }
+                inserted.extend(fresh.iter().map(|event| event.event_id.clone()));
+            }
+            Backend::Postgres => {
+                sql.push_str(" RETURNING event_id");
+                let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+                let rows = conn.query_all_raw(statement).await.map_err(db_error)?;
+                for row in rows {
+                    inserted.insert(row.try_get::<String>("", "event_id").map_err(db_error)?);
+                }
+            }
         }
     }
     Ok(inserted)
+}
+
+/// The ids of `events` the ledger already holds (one statement).
+async fn recorded_ids(conn: &impl ConnectionTrait, events: &[Checked]) -> Result<HashSet<String>> {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(64 + events.len() * 7);
+    sql.push_str("SELECT event_id FROM usage_events WHERE event_id IN (");
+    for index in 1..=events.len() {
+        if index > 1 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "?{index}");
+    }
+    sql.push(')');
+    let values: Vec<sea_orm::Value> = events
+        .iter()
+        .map(|event| event.event_id.clone().into())
+        .collect();
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            sql,
+            values,
+        ))
+        .await
+        .map_err(db_error)?;
+    rows.iter()
+        .map(|row| row.try_get::<String>("", "event_id").map_err(db_error))
+        .collect()
+}
+
+/// Appends `rows` parenthesised groups of `columns` numbered placeholders
+/// (`?1` on SQLite, `$1` on PostgreSQL).
+fn push_rows(sql: &mut String, backend: Backend, rows: usize, columns: usize) {
+    use std::fmt::Write;
+    let sign = match backend {
+        Backend::Postgres => '$',
+        Backend::Sqlite => '?',
+    };
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "{sign}{}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
 }
 
 /// Adds each window's increment to its row, creating the rows that do not
@@ -441,30 +507,18 @@ async fn add_to_windows(
     increments: &BTreeMap<WindowKey<'_>, (i64, i64)>,
 ) -> Result<()> {
     const COLUMNS: usize = 6;
-    let (db_backend, placeholder): (DbBackend, fn(usize) -> String) = match backend {
-        Backend::Postgres => (DbBackend::Postgres, |index| format!("${index}")),
-        Backend::Sqlite => (DbBackend::Sqlite, |index| format!("?{index}")),
+    let db_backend = match backend {
+        Backend::Postgres => DbBackend::Postgres,
+        Backend::Sqlite => DbBackend::Sqlite,
     };
     let rows: Vec<_> = increments.iter().collect();
     for chunk in rows.chunks(MAX_BINDS / COLUMNS) {
         let mut sql = String::from(
             "INSERT INTO usage_windows (subscription_id, resource_id, metric_id, window_start, quantity, event_count) VALUES ",
         );
+        push_rows(&mut sql, backend, chunk.len(), COLUMNS);
         let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * COLUMNS);
-        for (row, ((subscription_id, resource_id, metric_id, window_start), (quantity, count))) in
-            chunk.iter().enumerate()
-        {
-            if row > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for column in 0..COLUMNS {
-                if column > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&placeholder(row * COLUMNS + column + 1));
-            }
-            sql.push(')');
+        for ((subscription_id, resource_id, metric_id, window_start), (quantity, count)) in chunk {
             values.extend([
                 (*subscription_id).into(),
                 (*resource_id).into(),
