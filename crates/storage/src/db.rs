@@ -99,9 +99,32 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
 
 /// One connection (a pool of one), so session state such as an advisory
 /// lock applies to every statement sent through it.
+///
+/// On SQLite it is the migrating connection: its commits are not fsynced one
+/// by one (`synchronous = NORMAL`, still atomic), since a migration lost to a
+/// power cut is simply applied again at the next start; closing it
+/// checkpoints the file before the pool, fully synchronous, opens.
 async fn connect_one(url: &str) -> Result<DatabaseConnection, Error> {
     if Backend::of_url(url)? == Backend::Sqlite {
-        return connect(url).await;
+        ensure_sqlite_folder(url)?;
+        let mut options = ConnectOptions::new(url.to_owned());
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .max_connections(1)
+            .min_connections(1)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        let mut db = Database::connect(options).await.map_err(|e| {
+            Error::unavailable(format!("cannot open database {}: {e}", redact_url(url)))
+        })?;
+        crate::testing::observe(&mut db);
+        return Ok(db);
     }
     let mut options = ConnectOptions::new(url.to_owned());
     options

@@ -900,6 +900,7 @@ impl Outbox {
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let slots = self.options.batch_size.max(1) as usize;
         let lane_slots = self.lane_slots();
+        let sqlite = Backend::of(&self.db) == Backend::Sqlite;
         let completions = Completions::start(self.clone());
         let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
         let mut per_lane: HashMap<String, usize> = HashMap::new();
@@ -952,12 +953,15 @@ impl Outbox {
                         kind
                     });
                 }
-                // Nothing claimed and no lane full: nothing else is due. (A
-                // claim that took some asks again: on PostgreSQL it may have
-                // skipped jobs another replica's claim held for a moment.)
+                // Nothing claimed and no lane full: nothing else is due. A
+                // claim that took some asks again on PostgreSQL (it may have
+                // skipped jobs another replica's claim held for a moment); on
+                // SQLite claims take turns and skip nothing, so one that took
+                // fewer than wanted with no lane full took every job due.
+                let lanes_open = per_lane.values().all(|count| *count < lane_slots);
                 exhausted =
-                    claimed_count == 0 && per_lane.values().all(|count| *count < lane_slots);
-                if claimed_count == 0 {
+                    lanes_open && (claimed_count == 0 || (sqlite && claimed_count < wanted));
+                if claimed_count == 0 || exhausted {
                     break;
                 }
             }

@@ -13,7 +13,7 @@ use marketbridge_storage::sea_orm_migration::prelude::*;
 use marketbridge_storage::testing::{
     TestDatabase, record_statements, statement_counts, statements_between,
 };
-use marketbridge_storage::{backend_test, connect, migrations};
+use marketbridge_storage::{Backend, backend_test, connect, migrations};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -172,8 +172,10 @@ backend_test!(
         // The worker stops asking after a claim that finds nothing (nothing
         // woke it and no poll came): two claims in all means the first took
         // all 16 and the second found nothing; finishing jobs did not ask
-        // again.
-        assert_eq!(sent(&cost, CLAIM), 2, "{cost:#?}");
+        // again. On SQLite the first claim, which took fewer jobs than it
+        // asked for, is the last: claims there skip nothing.
+        let sqlite = Backend::of(&db) == Backend::Sqlite;
+        assert_eq!(sent(&cost, CLAIM), if sqlite { 1 } else { 2 }, "{cost:#?}");
         let completes = sent(&cost, COMPLETE);
         assert!(
             (1..16).contains(&completes),
