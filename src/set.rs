@@ -181,9 +181,17 @@ impl RunningSet {
             Wiring::Grpc => {
                 let (clock, cipher) = (options.clock.clone(), options.cipher.clone());
                 let (account, provisioning, billing) = tokio::try_join!(
-                    AccountServer::from_config(&config, clock.clone(), cipher.clone()),
-                    ProvisioningServer::from_config(&config, clock.clone(), cipher),
-                    BillingServer::from_config(&config, clock.clone()),
+                    Box::pin(AccountServer::from_config(
+                        &config,
+                        clock.clone(),
+                        cipher.clone()
+                    )),
+                    Box::pin(ProvisioningServer::from_config(
+                        &config,
+                        clock.clone(),
+                        cipher
+                    )),
+                    Box::pin(BillingServer::from_config(&config, clock.clone())),
                 )?;
                 let gateway = Gateway::with_clock(&config, clients.clone(), clock)?;
                 (account, provisioning, billing, gateway)
@@ -426,8 +434,10 @@ async fn open_wired(
     let account_url = config.database_url(&config.account.database_url, "account");
     let provisioning_url = config.database_url(&config.provisioning.database_url, "provisioning");
     let billing_url = config.database_url(&config.billing.database_url, "billing");
+    // Each boxed: side by side, their futures would otherwise sit inline
+    // in the caller's, which is more than a test thread's stack holds.
     let (account, provisioning, billing) = tokio::try_join!(
-        AccountServer::open(
+        Box::pin(AccountServer::open(
             &account_url,
             &config.outbox,
             AccountDeps {
@@ -437,8 +447,8 @@ async fn open_wired(
                 provisioning: Some(Arc::new(provisioning_peer.clone())),
                 billing: Some(Arc::new(billing_peer.clone())),
             },
-        ),
-        ProvisioningServer::open(
+        )),
+        Box::pin(ProvisioningServer::open(
             &provisioning_url,
             &config.outbox,
             ProvisioningDeps {
@@ -454,8 +464,8 @@ async fn open_wired(
                 billing: Some(Arc::new(billing_peer.clone())),
                 usage_interval: Duration::from_secs(config.provisioning.usage_interval_seconds),
             },
-        ),
-        BillingServer::open(
+        )),
+        Box::pin(BillingServer::open(
             &billing_url,
             &config.outbox,
             BillingDeps {
@@ -466,7 +476,7 @@ async fn open_wired(
                 provisioning: Arc::new(provisioning_peer.clone()),
                 options: config.billing.clone(),
             },
-        ),
+        )),
     )?;
     provisioning
         .domain()
