@@ -448,14 +448,13 @@ async fn insert_new_events(
 
 /// The ids of `events` the ledger already holds (one statement).
 async fn recorded_ids(conn: &impl ConnectionTrait, events: &[Checked]) -> Result<HashSet<String>> {
-    use std::fmt::Write;
-    let mut sql = String::with_capacity(64 + events.len() * 7);
+    let mut sql = String::with_capacity(64 + events.len() * 3);
     sql.push_str("SELECT event_id FROM usage_events WHERE event_id IN (");
-    for index in 1..=events.len() {
-        if index > 1 {
+    for index in 0..events.len() {
+        if index > 0 {
             sql.push_str(", ");
         }
-        let _ = write!(sql, "?{index}");
+        sql.push('?');
     }
     sql.push(')');
     let values: Vec<sea_orm::Value> = events
@@ -475,14 +474,12 @@ async fn recorded_ids(conn: &impl ConnectionTrait, events: &[Checked]) -> Result
         .collect()
 }
 
-/// Appends `rows` parenthesised groups of `columns` numbered placeholders
-/// (`?1` on SQLite, `$1` on PostgreSQL).
+/// Appends `rows` parenthesised groups of `columns` placeholders: `$1, $2, …`
+/// on PostgreSQL, anonymous `?` on SQLite (sqlx looks every numbered SQLite
+/// parameter's name up through a linear list, so thousands of `?N` cost a
+/// quadratic bind).
 fn push_rows(sql: &mut String, backend: Backend, rows: usize, columns: usize) {
     use std::fmt::Write;
-    let sign = match backend {
-        Backend::Postgres => '$',
-        Backend::Sqlite => '?',
-    };
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
@@ -492,7 +489,12 @@ fn push_rows(sql: &mut String, backend: Backend, rows: usize, columns: usize) {
             if column > 0 {
                 sql.push_str(", ");
             }
-            let _ = write!(sql, "{sign}{}", row * columns + column + 1);
+            match backend {
+                Backend::Postgres => {
+                    let _ = write!(sql, "${}", row * columns + column + 1);
+                }
+                Backend::Sqlite => sql.push('?'),
+            }
         }
         sql.push(')');
     }
