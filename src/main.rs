@@ -189,6 +189,7 @@ fn main() -> ExitCode {
                 run_workers: true,
             };
             let set = RunningSet::start(options).await?;
+            marketbridge_rpc::process::release_free_memory();
             let a = set.addresses;
             println!("marketbridge is up (Ctrl-C stops it)");
             println!(

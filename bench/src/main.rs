@@ -68,11 +68,17 @@ struct Arguments {
     /// Plan listings per path (gateway, gRPC).
     #[arg(long, default_value_t = 20_000)]
     plan_calls: usize,
-    /// Concurrent usage clients, each on its own connection.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent usage clients, each on its own connection: two keep a
+    /// 2-core machine busy (one batch decoded while another is written).
+    #[arg(long, default_value_t = 2)]
     usage_clients: usize,
-    /// Batches each usage client records.
-    #[arg(long, default_value_t = 25)]
+    /// Clients of a second usage run, shown but not judged: beyond what keeps
+    /// the cores busy, batches only queue (0 skips it).
+    #[arg(long, default_value_t = 8)]
+    usage_queue_clients: usize,
+    /// Batches each client of the judged usage run records (the queueing run
+    /// sends as many batches in all).
+    #[arg(long, default_value_t = 100)]
     usage_batches: usize,
     /// Events per usage batch (1 to 1000).
     #[arg(long, default_value_t = 1_000)]
@@ -110,6 +116,7 @@ impl Arguments {
             provisions: self.provisions.max(1),
             plan_calls: self.plan_calls.max(1),
             usage_clients: self.usage_clients.max(1),
+            usage_queue_clients: self.usage_queue_clients,
             usage_batches: self.usage_batches.max(1),
             batch_size: self.batch_size,
             usage_resources: self.usage_resources.max(1),
@@ -256,7 +263,7 @@ async fn main() -> ExitCode {
     println!("backend: {backend}; set: {} up", binary.display());
     let load = arguments.load();
     println!(
-        "load: {} connections; {} calls per read route; {} provisions; {} plan listings per path; usage {} clients x {} batches x {} events; growing table: {} provisions measured at the start and at {} resources",
+        "load: {} connections; {} calls per read route; {} provisions; {} plan listings per path; usage {} clients x {} batches x {} events (then {} clients, unjudged); growing table: {} provisions measured at the start and at {} resources",
         load.connections,
         load.reads,
         load.provisions,
@@ -264,6 +271,7 @@ async fn main() -> ExitCode {
         load.usage_clients,
         load.usage_batches,
         load.batch_size,
+        load.usage_queue_clients,
         load.grow_sample,
         load.grow_to
     );

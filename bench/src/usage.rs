@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 /// How the write path is driven.
 #[derive(Debug, Clone, Copy)]
 pub struct UsageLoad {
+    /// Names the run in the events' ids, so runs never repeat an id.
+    pub run: &'static str,
     /// Concurrent clients.
     pub clients: usize,
     /// Batches each client sends.
@@ -106,7 +108,10 @@ fn batches_of(
                     let quantity = (sequence % 7 + 1) as i64;
                     sent_total += quantity;
                     billing_pb::UsageEvent {
-                        event_id: format!("bench-{client_index}-{batch_index}-{event_index}"),
+                        event_id: format!(
+                            "bench-{}-{client_index}-{batch_index}-{event_index}",
+                            load.run
+                        ),
                         customer: Some(billing_pb::usage_event::Customer::ResourceId(
                             resources[sequence % resources.len()].clone(),
                         )),

@@ -66,6 +66,7 @@ where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
+    limit_allocator_arenas();
     let outcome = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
@@ -76,12 +77,45 @@ where
                     .map_err(|e| e.to_string())?;
                 crate::tls::install_crypto_provider();
                 let shutdown = shutdown_on_signal();
+                // A part alone has no moment it calls ready: soon after it
+                // started serving, what start-up freed goes back.
+                tokio::spawn(async {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    release_free_memory();
+                });
                 let result = body(config, shutdown).await;
                 telemetry.shutdown();
                 result.map_err(|e| e.to_string())
             })
         });
     exit_code(service_name, outcome)
+}
+
+/// Caps glibc's malloc at two arenas before any thread starts. By default it
+/// gives each thread that allocates its own arena (up to eight per core), and
+/// SQLite's connection threads, tokio's workers and its blocking pool each
+/// keep freed memory in theirs; two arenas serve the process's allocations
+/// with less memory held and no measurable contention (see the benchmark).
+fn limit_allocator_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes malloc's parameters; it is called before
+    // the runtime starts any thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Gives the memory malloc holds free back to the system (start-up parses
+/// certificates, migrates and builds the OpenAPI document, then frees most of
+/// it). Call once the process serves.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` is thread-safe and only returns free pages.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Prints a failure on stderr and turns the outcome into an exit status.
