@@ -211,6 +211,13 @@ pub async fn open_migrated<M: sea_orm_migration::MigratorTrait>(
             .execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
             .await
             .map_err(|e| Error::unavailable(format!("cannot take the migration lock: {e}")))?;
+        // As on SQLite: each migration stays atomic, but its commit does not
+        // wait for the WAL flush (a migration lost to a crash is applied again
+        // at the next start). The pool's sessions keep the server's setting.
+        migrating
+            .execute_unprepared("SET synchronous_commit = off")
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot prepare migrating: {e}")))?;
     }
     let migrated = M::up(&migrating, None).await;
     if locked {
