@@ -105,34 +105,28 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
 /// power cut is simply applied again at the next start; closing it
 /// checkpoints the file before the pool, fully synchronous, opens.
 async fn connect_one(url: &str) -> Result<DatabaseConnection, Error> {
-    if Backend::of_url(url)? == Backend::Sqlite {
-        ensure_sqlite_folder(url)?;
-        let mut options = ConnectOptions::new(url.to_owned());
-        options
-            .sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(5))
-            .max_connections(1)
-            .min_connections(1)
-            .map_sqlx_sqlite_opts(|opts| {
-                opts.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-            });
-        let mut db = Database::connect(options).await.map_err(|e| {
-            Error::unavailable(format!("cannot open database {}: {e}", redact_url(url)))
-        })?;
-        crate::testing::observe(&mut db);
-        return Ok(db);
-    }
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .max_connections(1)
-        .min_connections(1)
+        .min_connections(1);
+    if Backend::of_url(url)? == Backend::Sqlite {
+        ensure_sqlite_folder(url)?;
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+        let mut db = Database::connect(options).await.map_err(|e| {
+            Error::unavailable(format!("cannot open database {}: {e}", redact_url(url)))
+        })?;
+        crate::testing::observe(&mut db);
+        return Ok(db);
+    }
+    options
         // Never swapped for a fresh session while migrating.
         .idle_timeout(None)
         .max_lifetime(None);

@@ -413,3 +413,43 @@ pub async fn sqlite_query_plan(db: &sea_orm::DatabaseConnection, sql: &str) -> O
             .collect(),
     )
 }
+
+/// The crash tests' writer: runs the test `name` of the calling test binary
+/// as a child process with the environment variable `env` set, reads the
+/// `ack <id>` lines it prints (one per write it saw committed) until `count`
+/// came, kills it with SIGKILL mid-stream and returns the acknowledged ids.
+pub async fn acknowledged_before_sigkill(
+    name: &str,
+    env: (&str, &str),
+    count: usize,
+) -> std::collections::BTreeSet<String> {
+    use std::io::BufRead;
+    let mut process = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("the child starts");
+    let stdout = process.stdout.take().expect("stdout");
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = std::collections::BTreeSet::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(id) = line.strip_prefix("ack ") {
+                acked.insert(id.to_owned());
+                if acked.len() == count {
+                    break;
+                }
+            }
+        }
+        acked
+    })
+    .await
+    .expect("reader");
+    process.kill().expect("SIGKILL");
+    let status = process.wait().expect("the child ends");
+    assert!(!status.success(), "the child was killed: {status:?}");
+    assert_eq!(acked.len(), count, "the child acknowledged writes");
+    acked
+}

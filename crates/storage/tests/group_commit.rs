@@ -4,13 +4,13 @@
 //! being killed.
 
 use marketbridge_storage::sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use marketbridge_storage::testing::{TestBackend, TestDatabase};
+use marketbridge_storage::testing::{TestBackend, TestDatabase, acknowledged_before_sigkill};
 use marketbridge_storage::{
     begin_write, connect, db_error, is_unique_violation, sqlite_group_commits,
     sqlite_writers_waiting, write_gate, write_once,
 };
 use std::collections::BTreeSet;
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 async fn open(url: &str) -> DatabaseConnection {
     let db = connect(url).await.expect("connect");
@@ -301,39 +301,13 @@ async fn acknowledged_group_commits_survive_a_sigkill() {
     let (database, db) = fresh().await;
     db.close().await.expect("close");
 
-    let mut process = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "acknowledged_group_commits_survive_a_sigkill",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, database.url())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("the child starts");
-    let stdout = process.stdout.take().expect("stdout");
     // Read acknowledgements until 1000, then kill the child mid-stream.
-    let acked = tokio::task::spawn_blocking(move || {
-        let mut acked = BTreeSet::new();
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(id) = line.strip_prefix("ack ") {
-                acked.insert(id.to_owned());
-                if acked.len() == 1000 {
-                    break;
-                }
-            }
-        }
-        acked
-    })
-    .await
-    .expect("reader");
-    process.kill().expect("SIGKILL");
-    let status = process.wait().expect("the child ends");
-    assert!(!status.success(), "the child was killed: {status:?}");
-    assert_eq!(acked.len(), 1000, "the child acknowledged writes");
+    let acked = acknowledged_before_sigkill(
+        "acknowledged_group_commits_survive_a_sigkill",
+        (CHILD_ENV, database.url()),
+        1000,
+    )
+    .await;
 
     let db = connect(database.url()).await.expect("reopen");
     let integrity = db

@@ -9,10 +9,10 @@ use marketbridge_storage::sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, Statement, sqlx,
 };
 use marketbridge_storage::sea_orm_migration::prelude::*;
-use marketbridge_storage::testing::{TestBackend, TestDatabase};
+use marketbridge_storage::testing::{TestBackend, TestDatabase, acknowledged_before_sigkill};
 use marketbridge_storage::{UnitOfWork, begin_write, connect, migrations, write_gate};
 use std::collections::BTreeSet;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -183,39 +183,13 @@ async fn every_acknowledged_write_survives_a_sigkill() {
         .expect("SQLite");
     open(database.url()).await.close().await.expect("close");
 
-    let mut process = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "every_acknowledged_write_survives_a_sigkill",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, database.url())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("the child starts");
-    let stdout = process.stdout.take().expect("stdout");
-    // Read acknowledgements until 400, then kill the child mid-write.
-    let acked = tokio::task::spawn_blocking(move || {
-        let mut acked = BTreeSet::new();
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.expect("a line");
-            if let Some(id) = line.strip_prefix("ack ") {
-                acked.insert(id.to_owned());
-                if acked.len() == 400 {
-                    break;
-                }
-            }
-        }
-        acked
-    })
-    .await
-    .expect("reader");
-    process.kill().expect("SIGKILL");
-    let status = process.wait().expect("the child ends");
-    assert!(!status.success(), "the child was killed: {status:?}");
-    assert_eq!(acked.len(), 400, "the child acknowledged writes");
+    // Read acknowledgements until 400, then kill the child mid-stream.
+    let acked = acknowledged_before_sigkill(
+        "every_acknowledged_write_survives_a_sigkill",
+        (CHILD_ENV, database.url()),
+        400,
+    )
+    .await;
 
     let db = connect(database.url()).await.expect("reopen");
     let rows = db
