@@ -192,29 +192,20 @@ async fn every_acknowledged_write_survives_a_sigkill() {
     .await;
 
     let db = connect(database.url()).await.expect("reopen");
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            DbBackend::Sqlite,
-            "SELECT id FROM written",
-        ))
-        .await
-        .unwrap();
-    let written: BTreeSet<String> = rows
-        .iter()
-        .map(|row| row.try_get::<String>("", "id").unwrap())
-        .collect();
+    let written = texts(&db, "SELECT id FROM written").await;
     let lost: Vec<&String> = acked.difference(&written).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    let jobs = db
-        .query_all_raw(Statement::from_string(
-            DbBackend::Sqlite,
-            "SELECT dedupe_key FROM outbox_jobs",
-        ))
+    let enqueued = texts(&db, "SELECT dedupe_key FROM outbox_jobs").await;
+    assert_eq!(enqueued, written, "each row came with its job");
+}
+
+/// The one text column `sql` selects, as a set.
+async fn texts(db: &DatabaseConnection, sql: &str) -> BTreeSet<String> {
+    let rows = db
+        .query_all_raw(Statement::from_string(DbBackend::Sqlite, sql))
         .await
         .unwrap();
-    let enqueued: BTreeSet<String> = jobs
-        .iter()
-        .map(|row| row.try_get::<String>("", "dedupe_key").unwrap())
-        .collect();
-    assert_eq!(enqueued, written, "each row came with its job");
+    rows.iter()
+        .map(|row| row.try_get_by_index::<String>(0).unwrap())
+        .collect()
 }
