@@ -11,6 +11,8 @@ use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, Result};
 use marketbridge_gateway::Gateway;
 use marketbridge_gateway::state::Services as GatewayServices;
+use marketbridge_proto::common::v1::{Marketplace, MarketplaceRef};
+use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_provisioning::ProvisioningDeps;
 use marketbridge_provisioning::ProvisioningServer;
 use marketbridge_rpc::ServiceClients;
@@ -348,6 +350,26 @@ impl RunningSet {
             }
             total += ran;
         }
+    }
+
+    /// Our subscription for a marketplace's subscription id, when recorded.
+    pub async fn subscription_at(
+        &self,
+        marketplace: Marketplace,
+        external_id: &str,
+    ) -> Option<provisioning_pb::Subscription> {
+        self.clients
+            .provisioning
+            .clone()
+            .get_subscription(provisioning_pb::GetSubscriptionRequest {
+                selector: Some(
+                    provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
+                        MarketplaceRef::new(marketplace, external_id),
+                    ),
+                ),
+            })
+            .await
+            .ok()
     }
 
     /// The gateway's base URL.

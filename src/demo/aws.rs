@@ -55,7 +55,7 @@ struct Demo {
 
 impl Demo {
     async fn subscription(&self, license: &str) -> Option<provisioning_pb::Subscription> {
-        super::subscription_at(&self.set, Marketplace::Aws, license).await
+        self.set.subscription_at(Marketplace::Aws, license).await
     }
 
     async fn wait_for_subscription(

@@ -37,7 +37,8 @@ struct Demo {
 
 impl Demo {
     async fn subscription(&self, id: &str) -> Result<provisioning_pb::Subscription> {
-        super::subscription_at(&self.set, Marketplace::Azure, id)
+        self.set
+            .subscription_at(Marketplace::Azure, id)
             .await
             .ok_or_else(|| Error::not_found(format!("no subscription for {id}")))
     }

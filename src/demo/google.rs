@@ -78,7 +78,9 @@ impl Demo {
     }
 
     async fn subscription(&self, entitlement_id: &str) -> Option<provisioning_pb::Subscription> {
-        super::subscription_at(&self.set, Marketplace::Google, entitlement_id).await
+        self.set
+            .subscription_at(Marketplace::Google, entitlement_id)
+            .await
     }
 
     async fn wait_for_subscription(

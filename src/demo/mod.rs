@@ -12,12 +12,9 @@ pub use azure::{azure, simulate as simulate_azure};
 pub use google::google;
 pub use vercel::{demo_config, run_vercel_demo};
 
-use crate::set::RunningSet;
 use marketbridge_config::Config;
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::{Error, Result};
-use marketbridge_proto::common::v1::{Marketplace, MarketplaceRef};
-use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use std::path::{Path, PathBuf};
 
 /// A fresh temporary folder for the demo `name`'s SQLite files.
@@ -29,13 +26,9 @@ fn demo_folder(name: &str) -> Result<PathBuf> {
     Ok(folder)
 }
 
-/// A demo set's configuration before its marketplace is added: every part
-/// (and the metrics listener) on loopback port 0, so demos and a running set
-/// never collide, SQLite in `folder`, a fresh encryption key, an outbox
-/// that looks for work often.
-fn local_config(folder: &Path) -> Config {
-    let mut config = Config::default();
-    config.data.dir = folder.display().to_string();
+/// Every part and the metrics listener on loopback port 0, the public URL
+/// taken from where the gateway listens.
+fn on_loopback(config: &mut Config) {
     for listen in [
         &mut config.account.listen,
         &mut config.provisioning.listen,
@@ -46,28 +39,17 @@ fn local_config(folder: &Path) -> Config {
         *listen = "127.0.0.1:0".into();
     }
     config.gateway.public_url = String::new();
+}
+
+/// A demo set's configuration before its marketplace is added: every part
+/// (and the metrics listener) on loopback port 0, so demos and a running set
+/// never collide, SQLite in `folder`, a fresh encryption key, an outbox
+/// that looks for work often.
+fn local_config(folder: &Path) -> Config {
+    let mut config = Config::default();
+    config.data.dir = folder.display().to_string();
+    on_loopback(&mut config);
     config.outbox.poll_interval_ms = 50;
     config.security.encryption_key = Cipher::generate_base64_key();
     config
-}
-
-/// Our subscription for a marketplace's subscription id, when recorded.
-async fn subscription_at(
-    set: &RunningSet,
-    marketplace: Marketplace,
-    external_id: &str,
-) -> Option<provisioning_pb::Subscription> {
-    set.clients
-        .provisioning
-        .clone()
-        .get_subscription(provisioning_pb::GetSubscriptionRequest {
-            selector: Some(
-                provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
-                    MarketplaceRef::new(marketplace, external_id),
-                ),
-            ),
-        })
-        .await
-        .ok()
-        .map(|s| s.into_inner())
 }

@@ -35,19 +35,10 @@ driver = "template"
 pub fn demo_config(base: &Config, sim: &VercelSimulator, data_dir: &std::path::Path) -> Config {
     let mut config = base.clone();
     config.data.dir = data_dir.display().to_string();
-    for listen in [
-        &mut config.account.listen,
-        &mut config.provisioning.listen,
-        &mut config.billing.listen,
-        &mut config.gateway.listen,
-        &mut config.gateway.metrics_listen,
-    ] {
-        *listen = "127.0.0.1:0".into();
-    }
+    super::on_loopback(&mut config);
     config.account.database_url = String::new();
     config.provisioning.database_url = String::new();
     config.billing.database_url = String::new();
-    config.gateway.public_url = String::new();
     config.security.encryption_key = Cipher::generate_base64_key();
     config.catalog.path = data_dir.join("catalog.toml").display().to_string();
     config.vercel.oidc_issuer = sim.issuer();

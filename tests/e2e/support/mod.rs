@@ -7,7 +7,7 @@ use marketbridge::set::{RunningSet, SetOptions};
 use marketbridge_config::Config;
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::{ManualClock, SharedClock, system_clock};
-use marketbridge_proto::common::v1::{Marketplace, MarketplaceRef};
+use marketbridge_proto::common::v1::Marketplace;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_storage::testing::TestDatabase;
 use std::sync::Arc;
@@ -151,20 +151,7 @@ impl TestSet {
         marketplace: Marketplace,
         external_id: &str,
     ) -> Option<provisioning_pb::Subscription> {
-        self.set
-            .clients
-            .provisioning
-            .clone()
-            .get_subscription(provisioning_pb::GetSubscriptionRequest {
-                selector: Some(
-                    provisioning_pb::get_subscription_request::Selector::MarketplaceRef(
-                        MarketplaceRef::new(marketplace, external_id),
-                    ),
-                ),
-            })
-            .await
-            .ok()
-            .map(|s| s.into_inner())
+        self.set.subscription_at(marketplace, external_id).await
     }
 
     /// The state of our subscription for a marketplace's subscription id.
