@@ -58,6 +58,50 @@ async fn bill(aws: &AwsTest) {
     aws.test.drain().await;
 }
 
+/// Two usage events in the 12:00 hour are metered once at 13:20 (a second
+/// billing run sends nothing), then an event of the 13:00 hour is recorded and
+/// AWS is down when it is due: nothing lands. `prefix` names the events.
+async fn an_hour_once_then_an_outage(
+    aws: &AwsTest,
+    sim: &AwsSimulator,
+    subscription_id: &str,
+    prefix: &str,
+) {
+    let id = |n: u8| format!("{prefix}{n}");
+    clock_to(aws, "2026-11-23T12:45:00Z");
+    record(
+        aws,
+        subscription_id,
+        &[
+            (&id(1), "requests", 11, "2026-11-23T12:10:00Z"),
+            (&id(2), "requests", 31, "2026-11-23T12:40:00Z"),
+        ],
+    )
+    .await;
+    clock_to(aws, "2026-11-23T13:20:00Z");
+    bill(aws).await;
+    assert_eq!(
+        metered(sim),
+        rows(&[("requests", "12:00", 42), ("storage_gb", "12:00", 0)])
+    );
+    let calls = sim.metering_calls();
+    clock_to(aws, "2026-11-23T13:30:00Z");
+    bill(aws).await;
+    assert_eq!(sim.metering_calls(), calls, "an hour is sent once");
+
+    clock_to(aws, "2026-11-23T13:40:00Z");
+    record(
+        aws,
+        subscription_id,
+        &[(&id(3), "requests", 5, "2026-11-23T13:10:00Z")],
+    )
+    .await;
+    sim.set_outage(true);
+    clock_to(aws, "2026-11-23T14:20:00Z");
+    bill(aws).await;
+    assert_eq!(metered(sim).len(), 2, "nothing lands during the outage");
+}
+
 /// What AWS holds: (dimension, hour, quantity), oldest first.
 fn metered(sim: &AwsSimulator) -> Vec<(String, String, i64)> {
     sim.accepted()
@@ -144,40 +188,9 @@ async fn walk_the_lifecycle(database: marketbridge_storage::testing::TestDatabas
     // account.
     aws.register(&license).await;
 
-    // Hourly usage, reported once.
-    clock_to(&aws, "2026-11-23T12:45:00Z");
-    record(
-        &aws,
-        &subscription.id,
-        &[
-            ("u1", "requests", 11, "2026-11-23T12:10:00Z"),
-            ("u2", "requests", 31, "2026-11-23T12:40:00Z"),
-        ],
-    )
-    .await;
-    clock_to(&aws, "2026-11-23T13:20:00Z");
-    bill(&aws).await;
-    assert_eq!(
-        metered(&sim),
-        rows(&[("requests", "12:00", 42), ("storage_gb", "12:00", 0)])
-    );
-    let calls = sim.metering_calls();
-    clock_to(&aws, "2026-11-23T13:30:00Z");
-    bill(&aws).await;
-    assert_eq!(sim.metering_calls(), calls, "an hour is sent once");
-
-    // AWS is down when the next hour is due, and the set restarts.
-    clock_to(&aws, "2026-11-23T13:40:00Z");
-    record(
-        &aws,
-        &subscription.id,
-        &[("u3", "requests", 5, "2026-11-23T13:10:00Z")],
-    )
-    .await;
-    sim.set_outage(true);
-    clock_to(&aws, "2026-11-23T14:20:00Z");
-    bill(&aws).await;
-    assert_eq!(metered(&sim).len(), 2, "nothing lands during the outage");
+    // Hourly usage, each hour once; AWS is down when the next hour is due,
+    // and the set restarts.
+    an_hour_once_then_an_outage(&aws, &sim, &subscription.id, "u").await;
     let AwsTest {
         test,
         sim: kept,
@@ -338,40 +351,9 @@ async fn walk_a_subscription(database: marketbridge_storage::testing::TestDataba
     );
     assert!(aws.allowed(&license).await);
 
-    // All usage is metered, each hour once.
-    clock_to(&aws, "2026-11-23T12:45:00Z");
-    record(
-        &aws,
-        &subscription.id,
-        &[
-            ("s1", "requests", 11, "2026-11-23T12:10:00Z"),
-            ("s2", "requests", 31, "2026-11-23T12:40:00Z"),
-        ],
-    )
-    .await;
-    clock_to(&aws, "2026-11-23T13:20:00Z");
-    bill(&aws).await;
-    assert_eq!(
-        metered(&sim),
-        rows(&[("requests", "12:00", 42), ("storage_gb", "12:00", 0)])
-    );
-    let calls = sim.metering_calls();
-    clock_to(&aws, "2026-11-23T13:30:00Z");
-    bill(&aws).await;
-    assert_eq!(sim.metering_calls(), calls, "an hour is sent once");
-
-    // AWS is down when the next hour is due, and the set restarts.
-    clock_to(&aws, "2026-11-23T13:40:00Z");
-    record(
-        &aws,
-        &subscription.id,
-        &[("s3", "requests", 5, "2026-11-23T13:10:00Z")],
-    )
-    .await;
-    sim.set_outage(true);
-    clock_to(&aws, "2026-11-23T14:20:00Z");
-    bill(&aws).await;
-    assert_eq!(metered(&sim).len(), 2, "nothing lands during the outage");
+    // All usage is metered, each hour once; AWS is down when the next hour
+    // is due, and the set restarts.
+    an_hour_once_then_an_outage(&aws, &sim, &subscription.id, "s").await;
     let aws = Box::pin(restart(aws)).await;
     sim.set_outage(false);
     clock_to(&aws, "2026-11-23T14:40:00Z");
