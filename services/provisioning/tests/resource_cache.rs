@@ -180,15 +180,38 @@ async fn until_read(
     }
 }
 
+/// A server whose cache serves: its change listener running (PostgreSQL)
+/// until [`Listening::stop`]; statements are recorded.
+async fn serving(url: &str) -> (ProvisioningServer, Cipher, Listening) {
+    marketbridge_storage::testing::record_statements();
+    let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
+    let server = open(url, &cipher).await;
+    let stop = CancellationToken::new();
+    let listener = server.spawn_change_listener(stop.clone());
+    until_serving(&server).await;
+    (server, cipher, Listening { stop, listener })
+}
+
+/// The change listener of [`serving`].
+struct Listening {
+    stop: CancellationToken,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Listening {
+    /// Stops the listener and waits for it.
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Some(listener) = self.listener {
+            listener.await.unwrap();
+        }
+    }
+}
+
 backend_test!(
     every_change_is_visible_on_the_next_read,
     |database| async move {
-        marketbridge_storage::testing::record_statements();
-        let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
-        let server = open(database.url(), &cipher).await;
-        let stop = CancellationToken::new();
-        let listener = server.spawn_change_listener(stop.clone());
-        until_serving(&server).await;
+        let (server, cipher, listening) = serving(database.url()).await;
         let account = AccountId::generate();
         let owner = account.as_str();
         let id = insert_pending(&server, &cipher, &account).await;
@@ -266,22 +289,14 @@ backend_test!(
             );
         }
 
-        stop.cancel();
-        if let Some(listener) = listener {
-            listener.await.unwrap();
-        }
+        listening.stop().await;
     }
 );
 
 backend_test!(
     a_cached_row_never_reaches_another_account,
     |database| async move {
-        marketbridge_storage::testing::record_statements();
-        let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
-        let server = open(database.url(), &cipher).await;
-        let stop = CancellationToken::new();
-        let listener = server.spawn_change_listener(stop.clone());
-        until_serving(&server).await;
+        let (server, cipher, listening) = serving(database.url()).await;
         let account = AccountId::generate();
         let id = insert_pending(&server, &cipher, &account).await;
         let other = AccountId::generate();
@@ -313,10 +328,7 @@ backend_test!(
         // No account filter (internal callers): the row.
         assert_eq!(get(&server, &id, "").await.unwrap().id, id.as_str());
 
-        stop.cancel();
-        if let Some(listener) = listener {
-            listener.await.unwrap();
-        }
+        listening.stop().await;
     }
 );
 
