@@ -372,6 +372,20 @@ impl RunningSet {
             .ok()
     }
 
+    /// Every resource of an account, deleted ones included.
+    pub async fn resources_of(&self, account_id: &str) -> Result<Vec<provisioning_pb::Resource>> {
+        self.clients
+            .provisioning
+            .clone()
+            .list_resources(provisioning_pb::ListResourcesRequest {
+                account_id: account_id.to_owned(),
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await
+            .map(|page| page.resources)
+    }
+
     /// The gateway's base URL.
     pub fn gateway_url(&self) -> String {
         self.config.gateway.public_url.clone()

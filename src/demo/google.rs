@@ -98,18 +98,7 @@ impl Demo {
     }
 
     async fn resources(&self, account_id: &str) -> Vec<provisioning_pb::Resource> {
-        self.set
-            .clients
-            .provisioning
-            .clone()
-            .list_resources(provisioning_pb::ListResourcesRequest {
-                account_id: account_id.to_owned(),
-                include_deleted: true,
-                ..Default::default()
-            })
-            .await
-            .map(|r| r.into_inner().resources)
-            .unwrap_or_default()
+        self.set.resources_of(account_id).await.unwrap_or_default()
     }
 
     /// Google's browser POST, the form, and its submission, over HTTP.

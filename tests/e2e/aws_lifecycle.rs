@@ -102,6 +102,23 @@ async fn an_hour_once_then_an_outage(
     assert_eq!(metered(sim).len(), 2, "nothing lands during the outage");
 }
 
+/// AWS is back at 14:40: the 13:00 hour missed in
+/// [`an_hour_once_then_an_outage`] lands, the 12:00 hour is not sent again.
+async fn the_missed_hour_lands(aws: &AwsTest, sim: &AwsSimulator) {
+    sim.set_outage(false);
+    clock_to(aws, "2026-11-23T14:40:00Z");
+    aws.test.drain().await;
+    assert_eq!(
+        metered(sim),
+        rows(&[
+            ("requests", "12:00", 42),
+            ("storage_gb", "12:00", 0),
+            ("requests", "13:00", 5),
+            ("storage_gb", "13:00", 0),
+        ])
+    );
+}
+
 /// What AWS holds: (dimension, hour, quantity), oldest first.
 fn metered(sim: &AwsSimulator) -> Vec<(String, String, i64)> {
     sim.accepted()
@@ -209,18 +226,7 @@ async fn walk_the_lifecycle(database: marketbridge_storage::testing::TestDatabas
         sim: kept,
         clock,
     };
-    sim.set_outage(false);
-    clock_to(&aws, "2026-11-23T14:40:00Z");
-    aws.test.drain().await;
-    assert_eq!(
-        metered(&sim),
-        rows(&[
-            ("requests", "12:00", 42),
-            ("storage_gb", "12:00", 0),
-            ("requests", "13:00", 5),
-            ("storage_gb", "13:00", 0),
-        ])
-    );
+    the_missed_hour_lands(&aws, &sim).await;
 
     // The contract changes at the hour: the plan follows the entitlements.
     clock_to(&aws, "2026-11-23T15:00:00Z");
@@ -355,18 +361,7 @@ async fn walk_a_subscription(database: marketbridge_storage::testing::TestDataba
     // is due, and the set restarts.
     an_hour_once_then_an_outage(&aws, &sim, &subscription.id, "s").await;
     let aws = Box::pin(restart(aws)).await;
-    sim.set_outage(false);
-    clock_to(&aws, "2026-11-23T14:40:00Z");
-    aws.test.drain().await;
-    assert_eq!(
-        metered(&sim),
-        rows(&[
-            ("requests", "12:00", 42),
-            ("storage_gb", "12:00", 0),
-            ("requests", "13:00", 5),
-            ("storage_gb", "13:00", 0),
-        ])
-    );
+    the_missed_hour_lands(&aws, &sim).await;
 
     // License Deprovisioned at 15:30: access ends and everything unsent
     // goes out at once, the partial hour included.

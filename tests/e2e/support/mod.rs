@@ -170,18 +170,9 @@ impl TestSet {
     /// Resources of an account (including deleted ones).
     pub async fn resources_of(&self, account_id: &str) -> Vec<provisioning_pb::Resource> {
         self.set
-            .clients
-            .provisioning
-            .clone()
-            .list_resources(provisioning_pb::ListResourcesRequest {
-                account_id: account_id.to_owned(),
-                include_deleted: true,
-                ..Default::default()
-            })
+            .resources_of(account_id)
             .await
             .expect("resources listed")
-            .into_inner()
-            .resources
     }
 
     /// Runs every outbox until nothing is due.
