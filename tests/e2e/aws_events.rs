@@ -5,26 +5,14 @@
 //! foreign and replayed SNS messages refused or ignored, and expired
 //! registration tokens refused.
 
-use crate::aws_support::{AwsTest, start, start_as};
-use chrono::{DateTime, Duration, Utc};
+use crate::aws_support::{clock_to, record, start, start_as};
+use chrono::Duration;
 use marketbridge_aws::events::action;
 use marketbridge_aws::metering::Licensee;
 use marketbridge_config::AwsProductType;
-use marketbridge_core::time::{Clock, to_timestamp};
-use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::provisioning::v1::SubscriptionState;
 use marketbridge_simulators::aws::{DeliveryPlan, SUBSCRIPTION_TOPIC};
 use marketbridge_storage::backend_test;
-
-fn at(text: &str) -> DateTime<Utc> {
-    marketbridge_core::time::parse_rfc3339("at", text).expect("a time")
-}
-
-fn clock_to(aws: &AwsTest, to: &str) {
-    let to = at(to);
-    let now = aws.clock.now();
-    aws.clock.advance(to - now);
-}
 
 backend_test!(aws_legacy_buyer_over_sns, |database| async move {
     let aws = start(&database).await;
@@ -53,21 +41,12 @@ backend_test!(aws_legacy_buyer_over_sns, |database| async move {
 
     // Usage goes out in the legacy shape (the simulator refuses a mix).
     clock_to(&aws, "2026-11-23T12:30:00Z");
-    let mut billing = aws.test.set.clients.billing.clone();
-    billing
-        .record_usage(billing_pb::RecordUsageRequest {
-            events: vec![billing_pb::UsageEvent {
-                event_id: "legacy-1".into(),
-                customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
-                    subscription.id.clone(),
-                )),
-                metric_id: "requests".into(),
-                quantity: 9,
-                occurred_at: Some(to_timestamp(at("2026-11-23T12:20:00Z"))),
-            }],
-        })
-        .await
-        .expect("usage recorded");
+    record(
+        &aws,
+        &subscription.id,
+        &[("legacy-1", "requests", 9, "2026-11-23T12:20:00Z")],
+    )
+    .await;
     clock_to(&aws, "2026-11-23T13:20:00Z");
     aws.test.run_billing().await;
     aws.test.drain().await;
@@ -164,21 +143,12 @@ backend_test!(
         let subscription = aws.subscription(&license).await.unwrap();
         assert_eq!(subscription.state, SubscriptionState::Active as i32);
         clock_to(&aws, "2026-11-23T12:30:00Z");
-        let mut billing = aws.test.set.clients.billing.clone();
-        billing
-            .record_usage(billing_pb::RecordUsageRequest {
-                events: vec![billing_pb::UsageEvent {
-                    event_id: "retry-1".into(),
-                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
-                        subscription.id.clone(),
-                    )),
-                    metric_id: "requests".into(),
-                    quantity: 17,
-                    occurred_at: Some(to_timestamp(at("2026-11-23T12:15:00Z"))),
-                }],
-            })
-            .await
-            .expect("usage recorded");
+        record(
+            &aws,
+            &subscription.id,
+            &[("retry-1", "requests", 17, "2026-11-23T12:15:00Z")],
+        )
+        .await;
 
         // AWS throttles the first call and leaves a record of the second
         // unprocessed; the identical body goes again until all are in.
@@ -382,21 +352,12 @@ async fn legacy_subscriptions(database: marketbridge_storage::testing::TestDatab
     );
 
     clock_to(&aws, "2026-11-23T12:30:00Z");
-    let mut billing = aws.test.set.clients.billing.clone();
-    billing
-        .record_usage(billing_pb::RecordUsageRequest {
-            events: vec![billing_pb::UsageEvent {
-                event_id: "legacy-sub-1".into(),
-                customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
-                    subscription.id.clone(),
-                )),
-                metric_id: "requests".into(),
-                quantity: 4,
-                occurred_at: Some(to_timestamp(at("2026-11-23T12:20:00Z"))),
-            }],
-        })
-        .await
-        .expect("usage recorded");
+    record(
+        &aws,
+        &subscription.id,
+        &[("legacy-sub-1", "requests", 4, "2026-11-23T12:20:00Z")],
+    )
+    .await;
     // The buyer cancels mid-hour: the partial hour goes out at once.
     sim.deprovision(&customer);
     sim.sns_notification(&customer, action::UNSUBSCRIBE_PENDING, "2");

@@ -7,12 +7,10 @@
 //! leave the in-order state. Forged tokens and unauthenticated events are
 //! refused.
 
-use crate::aws_support::{AwsTest, EVENT_KEY, start, start_as};
-use chrono::{DateTime, Utc};
+use crate::aws_support::{AwsTest, EVENT_KEY, clock_to, record, start, start_as};
+use chrono::DateTime;
 use marketbridge_aws::metering::Licensee;
 use marketbridge_config::AwsProductType;
-use marketbridge_core::time::{Clock, to_timestamp};
-use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::provisioning::v1::SubscriptionState;
 use marketbridge_simulators::aws::{AwsSimulator, DeliveryPlan, Endpoints};
 use marketbridge_storage::backend_test;
@@ -20,38 +18,6 @@ use marketbridge_storage::backend_test;
 const UPDATED: &str = "License Updated - Manufacturer";
 const DEPROVISIONED: &str = "License Deprovisioned - Manufacturer";
 const BUYER: &str = "012345678901";
-
-fn at(text: &str) -> DateTime<Utc> {
-    marketbridge_core::time::parse_rfc3339("at", text).expect("a time")
-}
-
-fn clock_to(aws: &AwsTest, to: &str) {
-    let to = at(to);
-    let now = aws.clock.now();
-    assert!(to >= now, "time only moves forward");
-    aws.clock.advance(to - now);
-}
-
-async fn record(aws: &AwsTest, subscription_id: &str, events: &[(&str, &str, i64, &str)]) {
-    let mut billing = aws.test.set.clients.billing.clone();
-    billing
-        .record_usage(billing_pb::RecordUsageRequest {
-            events: events
-                .iter()
-                .map(|(id, metric, quantity, when)| billing_pb::UsageEvent {
-                    event_id: (*id).into(),
-                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
-                        subscription_id.into(),
-                    )),
-                    metric_id: (*metric).into(),
-                    quantity: *quantity,
-                    occurred_at: Some(to_timestamp(at(when))),
-                })
-                .collect(),
-        })
-        .await
-        .expect("usage recorded");
-}
 
 async fn bill(aws: &AwsTest) {
     aws.test.run_billing().await;

@@ -6,10 +6,11 @@
 
 use crate::google_support::{attribute_after, hidden_value};
 use crate::support::{TestSet, set_on};
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use marketbridge_config::AwsProductType;
-use marketbridge_core::time::ManualClock;
+use marketbridge_core::time::{Clock, ManualClock, to_timestamp};
 use marketbridge_proto::account::v1 as account_pb;
+use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::aws::{
@@ -199,4 +200,39 @@ impl AwsTest {
     pub async fn stop(self) {
         self.test.stop().await;
     }
+}
+
+/// A time written in RFC 3339.
+pub fn at(text: &str) -> DateTime<Utc> {
+    marketbridge_core::time::parse_rfc3339("at", text).expect("a time")
+}
+
+/// Moves the set's clock forward to `to`.
+pub fn clock_to(aws: &AwsTest, to: &str) {
+    let to = at(to);
+    let now = aws.clock.now();
+    assert!(to >= now, "time only moves forward");
+    aws.clock.advance(to - now);
+}
+
+/// Records usage events `(id, metric, quantity, time)` of a subscription.
+pub async fn record(aws: &AwsTest, subscription_id: &str, events: &[(&str, &str, i64, &str)]) {
+    let mut billing = aws.test.set.clients.billing.clone();
+    billing
+        .record_usage(billing_pb::RecordUsageRequest {
+            events: events
+                .iter()
+                .map(|(id, metric, quantity, when)| billing_pb::UsageEvent {
+                    event_id: (*id).into(),
+                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
+                        subscription_id.into(),
+                    )),
+                    metric_id: (*metric).into(),
+                    quantity: *quantity,
+                    occurred_at: Some(to_timestamp(at(when))),
+                })
+                .collect(),
+        })
+        .await
+        .expect("usage recorded");
 }
