@@ -315,32 +315,19 @@ fn router(state: Arc<SimState>) -> Router {
 impl SimState {
     fn event(&self, key: &str, detail_type: &str) -> Option<Value> {
         let license = lock(&self.world).licenses.get(key).cloned()?;
-        let event = json!({
-            "version": "0",
-            "id": uuid::Uuid::new_v4().to_string(),
-            "detail-type": detail_type,
-            "source": events::SOURCE,
-            "account": "294406891311",
-            "time": marketbridge_core::time::to_rfc3339(self.clock.now()),
-            "region": "us-east-1",
-            "resources": [format!("arn:aws:aws-marketplace:us-east-1:294406891311:AWSMarketplace/Agreement/{}", license.agreement_id)],
-            "detail": {
-                "requestId": uuid::Uuid::new_v4().to_string(),
-                "catalog": "AWSMarketplace",
-                "agreement": {"id": license.agreement_id, "status": match license.state {
-                    LicenseState::Active => "ACTIVE",
-                    LicenseState::Deprovisioned(_) | LicenseState::Ended => "CANCELLED",
-                }},
-                "product": {"code": PRODUCT_CODE, "id": "prod-simulated01"},
-                // AWS's example shows the ARN without its `arn:` prefix.
-                "license": {"arn": license.license_arn.trim_start_matches("arn:")},
-                "acceptor": {"accountId": license.customer_aws_account_id},
-                "proposer": {"accountId": "294406891311"},
-                "offer": {"id": license.offer_id},
-            }
+        let detail = json!({
+            "agreement": {"id": license.agreement_id, "status": match license.state {
+                LicenseState::Active => "ACTIVE",
+                LicenseState::Deprovisioned(_) | LicenseState::Ended => "CANCELLED",
+            }},
+            "product": {"code": PRODUCT_CODE, "id": "prod-simulated01"},
+            // AWS's example shows the ARN without its `arn:` prefix.
+            "license": {"arn": license.license_arn.trim_start_matches("arn:")},
+            "acceptor": {"accountId": license.customer_aws_account_id},
+            "proposer": {"accountId": "294406891311"},
+            "offer": {"id": license.offer_id},
         });
-        lock(&self.held).push(Held::Event(event.clone()));
-        Some(event)
+        Some(self.held_event(&license.agreement_id, detail_type, detail))
     }
 
     /// An agreement event (no license in it, as AWS sends them).
@@ -351,6 +338,22 @@ impl SimState {
             agreement["intent"] = json!("RENEW");
             agreement["previousAgreementId"] = json!(previous);
         }
+        let detail = json!({
+            "agreement": agreement,
+            "product": {"id": "prod-simulated01", "title": "Simulated product"},
+            "resaleAuthorization": null,
+            "acceptor": {"accountId": license.customer_aws_account_id},
+            "proposer": {"accountId": "294406891311"},
+            "offer": {"id": license.offer_id},
+        });
+        Some(self.held_event(&license.agreement_id, detail_type, detail))
+    }
+
+    /// An EventBridge event about an agreement, as AWS Marketplace wraps
+    /// `detail`, held for delivery.
+    fn held_event(&self, agreement_id: &str, detail_type: &str, mut detail: Value) -> Value {
+        detail["requestId"] = json!(uuid::Uuid::new_v4().to_string());
+        detail["catalog"] = json!("AWSMarketplace");
         let event = json!({
             "version": "0",
             "id": uuid::Uuid::new_v4().to_string(),
@@ -359,20 +362,11 @@ impl SimState {
             "account": "294406891311",
             "time": marketbridge_core::time::to_rfc3339(self.clock.now()),
             "region": "us-east-1",
-            "resources": [format!("arn:aws:aws-marketplace:us-east-1:294406891311:AWSMarketplace/Agreement/{}", license.agreement_id)],
-            "detail": {
-                "requestId": uuid::Uuid::new_v4().to_string(),
-                "catalog": "AWSMarketplace",
-                "agreement": agreement,
-                "product": {"id": "prod-simulated01", "title": "Simulated product"},
-                "resaleAuthorization": null,
-                "acceptor": {"accountId": license.customer_aws_account_id},
-                "proposer": {"accountId": "294406891311"},
-                "offer": {"id": license.offer_id},
-            }
+            "resources": [format!("arn:aws:aws-marketplace:us-east-1:294406891311:AWSMarketplace/Agreement/{agreement_id}")],
+            "detail": detail,
         });
         lock(&self.held).push(Held::Event(event.clone()));
-        Some(event)
+        event
     }
 
     fn sign_sns(&self, mut message: SnsMessage, version: &str) -> SnsMessage {
