@@ -376,10 +376,7 @@ impl Browser {
             eprintln!("SKIPPED: chromium or chromedriver is not installed (CI is unset)");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::support::unused_port();
         let child = std::process::Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())

@@ -2,19 +2,12 @@
 //! each `marketbridge <part>` on its own port, finding the others over gRPC,
 //! and each stopping cleanly on SIGTERM.
 
+use crate::support::unused_port;
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::billing::v1::billing_service_client::BillingServiceClient;
 use marketbridge_storage::backend_test;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Part {
     name: &'static str,
@@ -59,7 +52,7 @@ backend_test!(
             database.sibling().await,
             database.sibling().await,
         ];
-        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let ports = [unused_port(), unused_port(), unused_port(), unused_port()];
         let data = std::env::temp_dir().join(format!(
             "marketbridge-parts-{}",
             uuid::Uuid::new_v4().simple()

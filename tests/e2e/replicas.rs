@@ -27,6 +27,7 @@
 //! checked the same way).
 
 use crate::google_support::{attribute_after, hidden_value};
+use crate::support::unused_port;
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::account::v1::account_service_client::AccountServiceClient;
 use marketbridge_proto::billing::v1 as billing_pb;
@@ -56,14 +57,6 @@ const VERCEL_CUSTOMERS: usize = 3;
 /// Vercel installations on a paid plan uninstalled after the kill, each
 /// closed with a final invoice and a finalization by the survivors.
 const UNINSTALLED_CUSTOMERS: usize = 2;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A TCP load balancer: each connection goes to the next backend that
 /// accepts it (a killed replica refuses connections and is skipped).
@@ -471,11 +464,11 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
     let mut replica_ports: BTreeMap<&str, [u16; 2]> = BTreeMap::new();
     let mut front: BTreeMap<&str, u16> = BTreeMap::new();
     for service in SERVICES {
-        let ports = [free_port(), free_port()];
+        let ports = [unused_port(), unused_port()];
         replica_ports.insert(service, ports);
         front.insert(service, balancer(ports.to_vec()).await);
     }
-    let gateway_port = free_port();
+    let gateway_port = unused_port();
     let gateway = format!("http://127.0.0.1:{gateway_port}");
     let signup_path = "/google/signup";
 
@@ -588,7 +581,7 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             replicas.insert(name, process);
         }
     }
-    let _gateway = start(
+    let mut gateway_process = start(
         "gateway".into(),
         "gateway",
         vec![
@@ -598,7 +591,7 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
             ),
             (
                 "MARKETBRIDGE_GATEWAY__METRICS_LISTEN".into(),
-                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", unused_port()),
             ),
         ],
     );
@@ -607,23 +600,29 @@ async fn two_replicas_of_each_service_survive_a_sigkill_with_every_job_done_once
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let ready = eventually(Duration::from_secs(60), || {
-        let http = http.clone();
-        let url = format!("{gateway}/readyz");
-        async move { matches!(http.get(&url).send().await, Ok(answer) if answer.status() == 200) }
-    })
-    .await;
-    assert!(
-        ready,
-        "the gateway never became ready; logs in {}",
-        data.display()
-    );
-    for (name, process) in replicas.iter_mut() {
+    // Ready once the gateway finds every service SERVING; a part that stops
+    // meanwhile fails the test at once, with its log.
+    let started = Instant::now();
+    loop {
+        if matches!(
+            http.get(format!("{gateway}/readyz")).send().await,
+            Ok(answer) if answer.status() == 200
+        ) {
+            break;
+        }
+        for process in replicas.values_mut().chain([&mut gateway_process]) {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                let log = std::fs::read_to_string(data.join(format!("{}.log", process.name)))
+                    .unwrap_or_default();
+                panic!("{} stopped at startup ({status}):\n{log}", process.name);
+            }
+        }
         assert!(
-            matches!(process.child.try_wait(), Ok(None)),
-            "{name} stopped at startup; logs in {}",
+            started.elapsed() < Duration::from_secs(60),
+            "the gateway never became ready; logs in {}",
             data.display()
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     sim.set_push_endpoint(&format!("{gateway}/google/pubsub"), PUSH_AUDIENCE);
     sim.start_auto_push(Duration::from_millis(100));

@@ -272,3 +272,50 @@ impl TestSet {
         let _ = std::fs::remove_dir_all(data_dir);
     }
 }
+
+/// A loopback port nobody listens on, for a process the test starts and
+/// that binds it itself.
+///
+/// Asking the kernel for port 0 and releasing it races: until the process
+/// binds, the kernel may hand the same port to an outgoing connection or to
+/// another test's port 0. So the port is drawn at random outside the
+/// kernel's ephemeral range (`ip_local_port_range`), which the kernel never
+/// hands out by itself, and checked free; this process never gets one port
+/// twice.
+pub fn unused_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    use rand::Rng;
+    let ephemeral: Vec<u16> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|bound| bound.parse().ok())
+        .collect();
+    let (ephemeral_low, ephemeral_high) = match ephemeral[..] {
+        [low, high] => (low, high),
+        _ => (32768, 60999),
+    };
+    // The wider gap around the ephemeral range, never below 10000 (where
+    // well-known and registered services live).
+    let below = (10000, ephemeral_low.max(10000));
+    let above = (ephemeral_high.saturating_add(1).max(10000), u16::MAX);
+    let (low, high) = if below.1 - below.0 >= above.1 - above.0 {
+        below
+    } else {
+        above
+    };
+    assert!(
+        low < high,
+        "no ports outside the ephemeral range {ephemeral:?}"
+    );
+    let mut random = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = random.gen_range(low..high);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && GIVEN.lock().unwrap().insert(port)
+        {
+            return port;
+        }
+    }
+    panic!("no unused loopback port between {low} and {high}");
+}
