@@ -94,6 +94,55 @@ impl Services {
     pub fn billing(&self) -> Result<BillingClient, String> {
         Ok(BillingServiceClient::new(self.channel(&self.billing_url)?))
     }
+
+    /// A new connection to the billing service for `ListPlans` alone,
+    /// reading answers as [`PlanListing`].
+    pub fn plan_lister(&self) -> Result<PlanLister, String> {
+        Ok(PlanLister(tonic::client::Grpc::new(
+            self.channel(&self.billing_url)?,
+        )))
+    }
+}
+
+/// `ListPlansResponse` as a load generator reads it: each plan left encoded
+/// (field 1, `repeated Plan plans`), so the generator checks that plans came
+/// without spending the machine's CPU on decoding them, as an HTTP load
+/// generator does not parse the JSON it gets.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PlanListing {
+    /// The encoded plans.
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub plans: Vec<Vec<u8>>,
+}
+
+/// `BillingService.ListPlans` over one connection, answers read as
+/// [`PlanListing`].
+#[derive(Clone)]
+pub struct PlanLister(tonic::client::Grpc<Authorized>);
+
+impl PlanLister {
+    /// One call.
+    pub async fn list_plans(
+        &mut self,
+        request: marketbridge_proto::billing::v1::ListPlansRequest,
+    ) -> Result<PlanListing, tonic::Status> {
+        self.0
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let codec = tonic_prost::ProstCodec::<
+            marketbridge_proto::billing::v1::ListPlansRequest,
+            PlanListing,
+        >::default();
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/marketbridge.billing.v1.BillingService/ListPlans",
+        );
+        Ok(self
+            .0
+            .unary(tonic::Request::new(request), path, codec)
+            .await?
+            .into_inner())
+    }
 }
 
 /// Jobs of the three outboxes by status, summed.

@@ -34,6 +34,22 @@ pub async fn call(
     idempotency_key: Option<&str>,
     body: Option<&Value>,
 ) -> Result<Value, String> {
+    let text = send(http, method.clone(), url, auth, idempotency_key, body).await?;
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{method} {url}: not JSON ({e}): {text}"))
+}
+
+/// [`call`] without reading the answer as JSON: its body as text.
+pub async fn send(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    auth: Auth<'_>,
+    idempotency_key: Option<&str>,
+    body: Option<&Value>,
+) -> Result<String, String> {
     let (style, token) = match auth {
         Auth::User(token) => ("user", token),
         Auth::System(token) => ("system", token),
@@ -60,10 +76,7 @@ pub async fn call(
     if !status.is_success() {
         return Err(format!("{method} {url} answered {status}: {text}"));
     }
-    if text.is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{method} {url}: not JSON ({e}): {text}"))
+    Ok(text)
 }
 
 /// A Vercel team with marketbridge installed, and one resource of it.

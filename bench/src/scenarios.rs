@@ -153,26 +153,39 @@ impl Bench {
         Ok((value, self.meter.between(before, after)))
     }
 
-    /// Start-up time and idle memory, as measured when the set started.
+    /// Start-up times and idle memory, as measured when the set started:
+    /// the first start (which creates the schema, once per installation) is
+    /// shown; a start on migrated databases (every restart, every new
+    /// replica) is judged.
     pub fn record_start(
         &mut self,
-        startup: Duration,
+        first_start: Duration,
+        restart: Duration,
         idle_rss: u64,
         idle_cpu_per_second: Duration,
     ) {
-        let row = Row {
-            scenario: "start-up to ready (spawn → /readyz 200)".into(),
-            backend: self.backend,
+        let backend = self.backend;
+        let once = |duration: Duration| Row {
+            backend,
             calls: Some(1),
-            p50: Some(startup),
-            p99: Some(startup),
+            p50: Some(duration),
+            p99: Some(duration),
             ..Row::default()
         };
-        let startup_ms = millis(startup);
-        let row = row.judged(
+        self.push(Row {
+            scenario: "first start to ready, migrating fresh databases (spawn → /readyz 200)"
+                .into(),
+            ..once(first_start)
+        });
+        let restart_ms = millis(restart);
+        let row = Row {
+            scenario: "start-up to ready (spawn → /readyz 200)".into(),
+            ..once(restart)
+        }
+        .judged(
             format!("< {STARTUP_MS:.0} ms"),
-            format!("{startup_ms:.0} ms"),
-            startup_ms < STARTUP_MS,
+            format!("{restart_ms:.0} ms"),
+            restart_ms < STARTUP_MS,
         );
         self.push(row);
         let megabytes = idle_rss as f64 / (1024.0 * 1024.0);
@@ -399,7 +412,7 @@ impl Bench {
                 url.clone(),
                 token.clone(),
             )));
-            grpc.push(self.services.billing()?);
+            grpc.push(self.services.plan_lister()?);
         }
         let calls = self.load.plan_calls;
         // One call on each connection first, so both paths start connected.
@@ -582,18 +595,16 @@ impl Bench {
 
 /// One `GET …/plans` on a connection (`(client, url, system token)`).
 async fn plan_call(c: Arc<(reqwest::Client, String, String)>, _: usize) -> Result<(), String> {
-    let body = partner::call(&c.0, Method::GET, &c.1, Auth::System(&c.2), None, None).await?;
-    match body["plans"]
-        .as_array()
-        .is_some_and(|plans| !plans.is_empty())
-    {
+    let body = partner::send(&c.0, Method::GET, &c.1, Auth::System(&c.2), None, None).await?;
+    // The answer is checked for a plan, not parsed (see `PlanListing`).
+    match body.contains(r#""plans":[{"#) {
         true => Ok(()),
         false => Err(format!("GET {} listed no plans: {body}", c.1)),
     }
 }
 
 /// `ListPlans` as the gateway asks it for `GET /v1/products/database/plans`.
-async fn list_plans(mut billing: crate::grpc::BillingClient, _: usize) -> Result<(), String> {
+async fn list_plans(mut billing: crate::grpc::PlanLister, _: usize) -> Result<(), String> {
     let plans = billing
         .list_plans(billing_pb::ListPlansRequest {
             product_id: "database".into(),
@@ -602,8 +613,7 @@ async fn list_plans(mut billing: crate::grpc::BillingClient, _: usize) -> Result
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("ListPlans: {e}"))?
-        .into_inner();
+        .map_err(|e| format!("ListPlans: {e}"))?;
     match plans.plans.is_empty() {
         true => Err("ListPlans listed no plans".into()),
         false => Ok(()),

@@ -13,6 +13,9 @@ pub struct SetProcess {
     child: tokio::process::Child,
     pid: u32,
     log: PathBuf,
+    binary: PathBuf,
+    config_path: PathBuf,
+    readyz: String,
     /// The gateway's base URL.
     pub gateway_url: String,
     /// The partner API's base URL (`{gateway}/vercel`).
@@ -25,8 +28,9 @@ pub struct SetProcess {
     pub billing_url: String,
     /// The token of the benchmark's own gRPC caller (`admin+secrets+usage`).
     pub grpc_token: String,
-    /// From spawning to the first `200` of `/readyz`.
-    pub startup: Duration,
+    /// From spawning to the first `200` of `/readyz`, on fresh databases
+    /// (the start migrates them).
+    pub first_start: Duration,
 }
 
 /// The `marketbridge` binary: `--marketbridge-bin`, else the one next to
@@ -119,72 +123,42 @@ impl SetProcess {
         std::fs::write(&config_path, text)
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
         let log = folder.join("marketbridge.log");
-        let log_file =
-            std::fs::File::create(&log).map_err(|e| format!("cannot create the log: {e}"))?;
-        let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .arg("up")
-            .stdin(std::process::Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .kill_on_drop(true);
-        // Settings come from the file alone: no `MARKETBRIDGE_*` of ours.
-        for (name, _) in std::env::vars_os() {
-            if name
-                .to_string_lossy()
-                .starts_with(marketbridge_config::ENV_PREFIX)
-            {
-                command.env_remove(name);
-            }
-        }
         let readyz = format!("{}/readyz", config.gateway.public_url);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| e.to_string())?;
-        let spawned = Instant::now();
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let pid = child.id().ok_or("the marketbridge process has no id")?;
-        loop {
-            if let Ok(response) = http.get(&readyz).send().await
-                && response.status() == reqwest::StatusCode::OK
-            {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "marketbridge exited ({status}) before it was ready:\n{}",
-                    log_tail(&log)
-                ));
-            }
-            if spawned.elapsed() > timeout {
-                let _ = child.kill().await;
-                return Err(format!(
-                    "marketbridge was not ready after {} s:\n{}",
-                    timeout.as_secs(),
-                    log_tail(&log)
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let startup = spawned.elapsed();
+        let (child, pid, first_start) =
+            spawn_ready(binary, &config_path, &log, &readyz, timeout).await?;
         Ok(Self {
             child,
             pid,
             log,
+            binary: binary.to_path_buf(),
+            config_path,
+            readyz,
             vercel_url: format!("{}{}", config.gateway.public_url, config.vercel.base_path),
             gateway_url: config.gateway.public_url,
             account_url: config.gateway.account_url,
             provisioning_url: config.gateway.provisioning_url,
             billing_url: config.gateway.billing_url,
             grpc_token,
-            startup,
+            first_start,
         })
+    }
+
+    /// Stops the set (SIGTERM) and starts it again on the same
+    /// configuration and the now migrated databases, as an operator's
+    /// restart or a new replica would; returns the new start-up to ready.
+    pub async fn restart(&mut self, timeout: Duration) -> Result<Duration, String> {
+        self.terminate(Duration::from_secs(20)).await?;
+        let (child, pid, startup) = spawn_ready(
+            &self.binary,
+            &self.config_path,
+            &self.log,
+            &self.readyz,
+            timeout,
+        )
+        .await?;
+        self.child = child;
+        self.pid = pid;
+        Ok(startup)
     }
 
     /// The process id.
@@ -200,6 +174,10 @@ impl SetProcess {
     /// Asks it to stop (SIGTERM, through `kill`) and waits; kills it after
     /// `grace`.
     pub async fn stop(mut self, grace: Duration) -> Result<(), String> {
+        self.terminate(grace).await
+    }
+
+    async fn terminate(&mut self, grace: Duration) -> Result<(), String> {
         let asked = tokio::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.pid.to_string())
@@ -218,6 +196,73 @@ impl SetProcess {
         }
         let _ = self.child.kill().await;
         Err("marketbridge did not stop when asked; killed".into())
+    }
+}
+
+/// Spawns `binary --config config_path up`, logging to `log` (appended), and
+/// waits until `readyz` answers 200; the child, its pid and the time that
+/// took.
+async fn spawn_ready(
+    binary: &Path,
+    config_path: &Path,
+    log: &Path,
+    readyz: &str,
+    timeout: Duration,
+) -> Result<(tokio::process::Child, u32, Duration), String> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("cannot open the log: {e}"))?;
+    let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg("--config")
+        .arg(config_path)
+        .arg("up")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .kill_on_drop(true);
+    // Settings come from the file alone: no `MARKETBRIDGE_*` of ours.
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_string_lossy()
+            .starts_with(marketbridge_config::ENV_PREFIX)
+        {
+            command.env_remove(name);
+        }
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let spawned = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id().ok_or("the marketbridge process has no id")?;
+    loop {
+        if let Ok(response) = http.get(readyz).send().await
+            && response.status() == reqwest::StatusCode::OK
+        {
+            return Ok((child, pid, spawned.elapsed()));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "marketbridge exited ({status}) before it was ready:\n{}",
+                log_tail(log)
+            ));
+        }
+        if spawned.elapsed() > timeout {
+            let _ = child.kill().await;
+            return Err(format!(
+                "marketbridge was not ready after {} s:\n{}",
+                timeout.as_secs(),
+                log_tail(log)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

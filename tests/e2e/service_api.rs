@@ -36,6 +36,14 @@ backend_test!(
         let local = billing_local.list_plans(plans).await.unwrap();
         assert!(!remote.plans.is_empty());
         assert_eq!(remote, local);
+        // Plans are served as converted once at start: exactly what the
+        // catalog's plans convert to now.
+        let catalog = set.billing.domain().catalog();
+        let product = catalog.product("database").unwrap();
+        for served in &remote.plans {
+            let plan = product.plan(&served.id).unwrap();
+            assert_eq!(served, &plan.to_proto(&product.id).unwrap());
+        }
 
         // Errors keep their code and their message on both paths.
         let unknown = billing_pb::GetPlanRequest {
