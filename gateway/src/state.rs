@@ -33,9 +33,22 @@ impl Services {
     }
 }
 
-/// Shared handler state. Cheap to clone.
+/// Shared handler state: one pointer, so handing it to each request (axum
+/// clones the state for every call) costs one reference count, not a copy
+/// of every adapter's clients and keys.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct SharedState {
     /// The account service.
     pub accounts: Arc<dyn AccountApi>,
     /// The provisioning service.
@@ -86,7 +99,7 @@ impl AppState {
         services: Services,
         clock: SharedClock,
     ) -> Result<Self> {
-        Ok(Self {
+        Ok(Self(Arc::new(SharedState {
             vercel: VercelState::with_clock(&config, clock.clone())?,
             google: GoogleState::with_clock(&config, clock.clone())?,
             aws: crate::aws::state::AwsState::new(&config)?,
@@ -98,6 +111,6 @@ impl AppState {
             billing: services.billing,
             clients,
             config,
-        })
+        })))
     }
 }

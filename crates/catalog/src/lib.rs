@@ -12,6 +12,7 @@ mod plan_proto;
 
 pub use agent::{TRANSPORTS, check_agent_card};
 pub use model::*;
+pub use plan_proto::ServedPlans;
 
 use marketbridge_core::{Error, Result};
 use std::collections::BTreeSet;

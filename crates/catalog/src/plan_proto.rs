@@ -1,10 +1,12 @@
 //! Catalog plans as the billing service's protobuf `Plan`.
 
-use crate::model::{MetricKind, Plan, PlanKind, PlanScope};
+use crate::Catalog;
+use crate::model::{MetricKind, Plan, PlanKind, PlanScope, Product};
 use marketbridge_core::Result;
 use marketbridge_core::money::Money;
 use marketbridge_core::time::{parse_rfc3339, to_timestamp};
 use marketbridge_proto::billing::v1 as pb;
+use std::collections::HashMap;
 
 impl Plan {
     /// The plan as served over gRPC. `product_id` names its product.
@@ -103,5 +105,62 @@ impl Plan {
             features: self.features.clone(),
             marketplace_plan_ids: self.marketplace_plan_ids.clone(),
         })
+    }
+}
+
+/// Every plan of a catalog in its protobuf form, converted once (a catalog
+/// does not change while a service runs), so a listing copies plans instead
+/// of converting prices and quotes at every call.
+#[derive(Debug, Default)]
+pub struct ServedPlans(HashMap<String, HashMap<String, pb::Plan>>);
+
+impl ServedPlans {
+    /// The plans of `catalog`. A plan that does not convert is left out: it
+    /// is converted again, and fails the same way, when it is asked for.
+    pub fn of(catalog: &Catalog) -> Self {
+        let mut products = HashMap::new();
+        for product in catalog.products() {
+            let plans = product
+                .plans
+                .iter()
+                .filter_map(|plan| Some((plan.id.clone(), plan.to_proto(&product.id).ok()?)))
+                .collect();
+            products.insert(product.id.clone(), plans);
+        }
+        Self(products)
+    }
+
+    /// `plan` of `product`, as [`Plan::to_proto`] gives it.
+    pub fn get(&self, product: &Product, plan: &Plan) -> Result<pb::Plan> {
+        match self
+            .0
+            .get(&product.id)
+            .and_then(|plans| plans.get(&plan.id))
+        {
+            Some(proto) => Ok(proto.clone()),
+            None => plan.to_proto(&product.id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_plans_are_what_each_plan_converts_to() {
+        let catalog = Catalog::builtin().expect("the built-in catalog");
+        let served = ServedPlans::of(&catalog);
+        let mut compared = 0;
+        for product in catalog.products() {
+            for plan in &product.plans {
+                assert_eq!(
+                    served.get(product, plan).unwrap(),
+                    plan.to_proto(&product.id).unwrap()
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 1, "the built-in catalog has plans");
     }
 }

@@ -180,6 +180,7 @@ pub async fn list_plans(
     };
     catalog_plans(
         &state.vercel.catalog,
+        &state.vercel.served_plans,
         &request,
         account_external_id.as_deref(),
     )
@@ -206,6 +207,7 @@ async fn account_identity(state: &AppState, account_id: &str) -> Result<String> 
 /// Billing's `ListPlans` over `catalog` for a request naming no resource.
 fn catalog_plans(
     catalog: &marketbridge_catalog::Catalog,
+    served: &marketbridge_catalog::ServedPlans,
     request: &billing_pb::ListPlansRequest,
     account_external_id: Option<&str>,
 ) -> Result<Vec<billing_pb::Plan>> {
@@ -248,7 +250,7 @@ fn catalog_plans(
     let mut plans = Vec::new();
     for product in products {
         for plan in product.plans_for(&query) {
-            plans.push(plan.to_proto(&product.id)?);
+            plans.push(served.get(product, plan)?);
         }
     }
     Ok(plans)

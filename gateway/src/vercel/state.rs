@@ -5,7 +5,7 @@
 
 use super::cache::AccountCache;
 use super::session::SessionKey;
-use marketbridge_catalog::Catalog;
+use marketbridge_catalog::{Catalog, ServedPlans};
 use marketbridge_config::Config;
 use marketbridge_core::Result;
 use marketbridge_core::time::SharedClock;
@@ -52,8 +52,10 @@ pub struct VercelState {
     pub catalog: Arc<Catalog>,
     /// Installations' accounts recently read, for partner reads.
     pub accounts: Arc<AccountCache>,
-    /// Every plan of the catalog as Vercel shows it, by product and plan id,
-    /// made once (the catalog does not change while the gateway runs).
+    /// Every plan of the catalog as billing serves it, converted once (the
+    /// catalog does not change while the gateway runs).
+    pub served_plans: Arc<ServedPlans>,
+    /// The same plans as Vercel shows them, by product and plan id.
     pub billing_plans: Arc<HashMap<String, HashMap<String, BillingPlan>>>,
 }
 
@@ -67,6 +69,7 @@ impl VercelState {
     pub fn with_clock(config: &Config, clock: SharedClock) -> Result<Self> {
         let http = marketbridge_rpc::http::outbound_client(&config.tls, Duration::from_secs(10))?;
         let catalog = Arc::new(Catalog::load(&config.catalog.path)?);
+        let served_plans = Arc::new(ServedPlans::of(&catalog));
         let vercel = &config.vercel;
         let verifier = OidcVerifier::new(
             http.clone(),
@@ -100,7 +103,8 @@ impl VercelState {
             },
             import_return_origins: origins(&vercel.import_return_origins),
             allowed_environments_field: vercel.allowed_environments_field.trim().to_owned(),
-            billing_plans: Arc::new(billing_plans(&catalog)),
+            billing_plans: Arc::new(billing_plans(&catalog, &served_plans)),
+            served_plans,
             catalog,
             accounts: Arc::new(AccountCache::new(clock, super::cache::CAPACITY)),
         })
@@ -114,11 +118,14 @@ impl VercelState {
 
 /// Every plan of `catalog` that converts, as Vercel shows it (one that does
 /// not is converted, and refused, when asked for).
-fn billing_plans(catalog: &Catalog) -> HashMap<String, HashMap<String, BillingPlan>> {
+fn billing_plans(
+    catalog: &Catalog,
+    served: &ServedPlans,
+) -> HashMap<String, HashMap<String, BillingPlan>> {
     let mut plans: HashMap<String, HashMap<String, BillingPlan>> = HashMap::new();
     for product in catalog.products() {
         for plan in &product.plans {
-            if let Ok(proto) = plan.to_proto(&product.id) {
+            if let Ok(proto) = served.get(product, plan) {
                 plans
                     .entry(product.id.clone())
                     .or_default()

@@ -2,14 +2,13 @@
 
 use super::BillingDomain;
 use crate::entity::{billing_resource, billing_subscription};
-use marketbridge_catalog::{Catalog, Plan, PlanQuery, PlanScope};
+use marketbridge_catalog::{PlanQuery, PlanScope};
 use marketbridge_core::ids::AccountId;
 use marketbridge_core::metadata::metadata_to_json;
 use marketbridge_core::{Error, Marketplace, Result};
 use marketbridge_proto::billing::v1 as pb;
 use marketbridge_storage::db_error;
 use sea_orm::EntityTrait;
-use std::collections::HashMap;
 
 impl BillingDomain {
     /// Plans for a product, an account or a resource.
@@ -71,7 +70,7 @@ impl BillingDomain {
         let mut plans = Vec::new();
         for product in products {
             for plan in product.plans_for(&query) {
-                plans.push(self.plan_protos.get(&product.id, plan)?);
+                plans.push(self.served_plans.get(product, plan)?);
             }
         }
         Ok(pb::ListPlansResponse { plans })
@@ -86,36 +85,6 @@ impl BillingDomain {
         let plan = product
             .plan(&request.plan_id)
             .ok_or_else(|| Error::not_found(format!("unknown plan `{}`", request.plan_id)))?;
-        self.plan_protos.get(&product.id, plan)
-    }
-}
-
-/// Every plan of the catalog as served over gRPC, built once when the
-/// service starts (the catalog does not change while it runs), so a listing
-/// copies plans instead of converting prices and quotes at every call.
-pub(crate) struct PlanProtos(HashMap<String, HashMap<String, pb::Plan>>);
-
-impl PlanProtos {
-    /// The plans of `catalog`. A plan that does not convert is left out: it
-    /// is converted again, and fails the same way, when it is asked for.
-    pub(crate) fn of(catalog: &Catalog) -> Self {
-        let mut products = HashMap::new();
-        for product in catalog.products() {
-            let plans = product
-                .plans
-                .iter()
-                .filter_map(|plan| Some((plan.id.clone(), plan.to_proto(&product.id).ok()?)))
-                .collect();
-            products.insert(product.id.clone(), plans);
-        }
-        Self(products)
-    }
-
-    /// `plan` of product `product_id`, as served.
-    fn get(&self, product_id: &str, plan: &Plan) -> Result<pb::Plan> {
-        match self.0.get(product_id).and_then(|plans| plans.get(&plan.id)) {
-            Some(proto) => Ok(proto.clone()),
-            None => plan.to_proto(product_id),
-        }
+        self.served_plans.get(product, plan)
     }
 }
