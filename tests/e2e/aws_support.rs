@@ -8,9 +8,8 @@ use crate::google_support::{attribute_after, hidden_value};
 use crate::support::{TestSet, set_on};
 use chrono::{DateTime, TimeZone, Utc};
 use marketbridge_config::AwsProductType;
-use marketbridge_core::time::{Clock, ManualClock, to_timestamp};
+use marketbridge_core::time::{Clock, ManualClock};
 use marketbridge_proto::account::v1 as account_pb;
-use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1::{AccountSelector, Marketplace};
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::aws::{
@@ -217,22 +216,5 @@ pub fn clock_to(aws: &AwsTest, to: &str) {
 
 /// Records usage events `(id, metric, quantity, time)` of a subscription.
 pub async fn record(aws: &AwsTest, subscription_id: &str, events: &[(&str, &str, i64, &str)]) {
-    let mut billing = aws.test.set.clients.billing.clone();
-    billing
-        .record_usage(billing_pb::RecordUsageRequest {
-            events: events
-                .iter()
-                .map(|(id, metric, quantity, when)| billing_pb::UsageEvent {
-                    event_id: (*id).into(),
-                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
-                        subscription_id.into(),
-                    )),
-                    metric_id: (*metric).into(),
-                    quantity: *quantity,
-                    occurred_at: Some(to_timestamp(at(when))),
-                })
-                .collect(),
-        })
-        .await
-        .expect("usage recorded");
+    crate::support::record_usage(&aws.test.set, subscription_id, events).await;
 }

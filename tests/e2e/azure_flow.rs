@@ -8,9 +8,8 @@
 
 use crate::azure_support::{AzureTest, assert_all_taken, start};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use marketbridge_core::time::{Clock, to_timestamp};
+use marketbridge_core::time::Clock;
 use marketbridge_proto::account::v1 as account_pb;
-use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::common::v1::Marketplace;
 use marketbridge_proto::provisioning::v1 as provisioning_pb;
 use marketbridge_simulators::azure::DeliveryPlan;
@@ -28,24 +27,7 @@ fn clock_to(azure: &AzureTest, to: DateTime<Utc>) {
 }
 
 async fn record(azure: &AzureTest, subscription_id: &str, events: &[(&str, &str, i64, &str)]) {
-    let mut billing = azure.test.set.clients.billing.clone();
-    billing
-        .record_usage(billing_pb::RecordUsageRequest {
-            events: events
-                .iter()
-                .map(|(id, metric, quantity, when)| billing_pb::UsageEvent {
-                    event_id: (*id).into(),
-                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
-                        subscription_id.into(),
-                    )),
-                    metric_id: (*metric).into(),
-                    quantity: *quantity,
-                    occurred_at: Some(to_timestamp(at(when))),
-                })
-                .collect(),
-        })
-        .await
-        .expect("usage recorded");
+    crate::support::record_usage(&azure.test.set, subscription_id, events).await;
 }
 
 async fn bill(azure: &AzureTest) {

@@ -56,24 +56,7 @@ fn clock_to(google: &GoogleTest, to: DateTime<Utc>) {
 }
 
 async fn record(google: &GoogleTest, subscription_id: &str, events: &[(&str, &str, i64, &str)]) {
-    let mut billing = google.test.set.clients.billing.clone();
-    billing
-        .record_usage(billing_pb::RecordUsageRequest {
-            events: events
-                .iter()
-                .map(|(id, metric, quantity, when)| billing_pb::UsageEvent {
-                    event_id: (*id).into(),
-                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
-                        subscription_id.into(),
-                    )),
-                    metric_id: (*metric).into(),
-                    quantity: *quantity,
-                    occurred_at: Some(to_timestamp(at(when))),
-                })
-                .collect(),
-        })
-        .await
-        .expect("usage recorded");
+    crate::support::record_usage(&google.test.set, subscription_id, events).await;
 }
 
 async fn bill(google: &GoogleTest) {

@@ -319,3 +319,33 @@ pub fn unused_port() -> u16 {
     }
     panic!("no unused loopback port between {low} and {high}");
 }
+
+/// Records usage events `(id, metric, quantity, RFC 3339 time)` of a
+/// subscription through the set's billing client.
+pub async fn record_usage(
+    set: &RunningSet,
+    subscription_id: &str,
+    events: &[(&str, &str, i64, &str)],
+) {
+    use marketbridge_proto::billing::v1 as billing_pb;
+    let mut billing = set.clients.billing.clone();
+    billing
+        .record_usage(billing_pb::RecordUsageRequest {
+            events: events
+                .iter()
+                .map(|(id, metric, quantity, when)| billing_pb::UsageEvent {
+                    event_id: (*id).into(),
+                    customer: Some(billing_pb::usage_event::Customer::SubscriptionId(
+                        subscription_id.into(),
+                    )),
+                    metric_id: (*metric).into(),
+                    quantity: *quantity,
+                    occurred_at: Some(marketbridge_core::time::to_timestamp(
+                        marketbridge_core::time::parse_rfc3339("occurredAt", when).expect("a time"),
+                    )),
+                })
+                .collect(),
+        })
+        .await
+        .expect("usage recorded");
+}
