@@ -189,6 +189,7 @@ pub fn shared() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(CreateLeaderLeases),
         Box::new(AddIdempotencySubject),
         Box::new(CreateAuditLog),
+        Box::new(IndexOutboxClaims),
     ]
 }
 
@@ -236,6 +237,69 @@ impl MigrationTrait for CreateAuditLog {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table("audit_log").to_owned())
+            .await
+    }
+}
+
+/// Replaces `outbox_jobs_due` (status, run_at) with `outbox_jobs_claim`
+/// (status, run_at, id): a claim reads the due jobs in the order it takes
+/// them (`run_at`, then `id`), so it stops after the few it wants however
+/// long the queue is; with the old index every due job was read and sorted
+/// at every claim.
+pub struct IndexOutboxClaims;
+
+impl MigrationName for IndexOutboxClaims {
+    fn name(&self) -> &str {
+        "m0000_000006_index_outbox_claims"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for IndexOutboxClaims {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create()
+                    .name("outbox_jobs_claim")
+                    .table("outbox_jobs")
+                    .col("status")
+                    .col("run_at")
+                    .col("id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("outbox_jobs_due")
+                    .table("outbox_jobs")
+                    .if_exists()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create()
+                    .name("outbox_jobs_due")
+                    .table("outbox_jobs")
+                    .col("status")
+                    .col("run_at")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("outbox_jobs_claim")
+                    .table("outbox_jobs")
+                    .if_exists()
+                    .to_owned(),
+            )
             .await
     }
 }

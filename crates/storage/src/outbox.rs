@@ -623,17 +623,33 @@ impl Outbox {
         };
         // Subqueries rather than named ones: PostgreSQL wants an alias for
         // each, SQLite's plans then name them as subqueries, not tables.
-        let (candidates, ranked) = match backend {
-            Backend::Postgres => (" AS candidates", " AS ranked"),
-            Backend::Sqlite => ("", ""),
+        let alias = |name: &'static str| match backend {
+            Backend::Postgres => name,
+            Backend::Sqlite => "",
         };
+        let (due, expired, candidates, ranked) = (
+            alias(" AS due"),
+            alias(" AS expired"),
+            alias(" AS candidates"),
+            alias(" AS ranked"),
+        );
+        // The due jobs and the expired leases are read apart, each in the
+        // order of `outbox_jobs_claim` (status, run_at, id), so each read
+        // stops after `scan` rows however long the queue is; one condition
+        // with an OR made both backends read and sort every due job first.
         let sql = format!(
             "UPDATE outbox_jobs SET status = 'running', attempts = attempts + 1, locked_until = {lease}, updated_at = {now_at} \
              WHERE id IN (SELECT id FROM (\
                SELECT id, kind, run_at, ROW_NUMBER() OVER (PARTITION BY kind ORDER BY run_at, id) AS lane_rank FROM (\
-                 SELECT id, kind, run_at FROM outbox_jobs \
-                 WHERE ((status = 'pending' AND run_at <= {now_at}) OR (status = 'running' AND locked_until < {now_at})){excluded} \
-                 ORDER BY run_at, id LIMIT {scan}{lock}){candidates}){ranked} \
+                 SELECT id, kind, run_at FROM (\
+                   SELECT id, kind, run_at FROM outbox_jobs \
+                   WHERE status = 'pending' AND run_at <= {now_at}{excluded} \
+                   ORDER BY run_at, id LIMIT {scan}{lock}){due} \
+                 UNION ALL SELECT id, kind, run_at FROM (\
+                   SELECT id, kind, run_at FROM outbox_jobs \
+                   WHERE status = 'running' AND locked_until < {now_at}{excluded} \
+                   ORDER BY run_at, id LIMIT {scan}{lock}){expired} \
+                 ORDER BY run_at, id LIMIT {scan}){candidates}){ranked} \
                WHERE lane_rank <= {lane_limit} ORDER BY run_at, id LIMIT {limit}) \
              RETURNING *",
         );
@@ -904,28 +920,43 @@ impl Outbox {
         let completions = Completions::start(self.clone());
         let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
         let mut per_lane: HashMap<String, usize> = HashMap::new();
+        // Returns true when the job's lane was full (it has a slot now).
         let finished = |kind: String, per_lane: &mut HashMap<String, usize>| {
+            let was_full = per_lane
+                .get(&kind)
+                .is_some_and(|count| *count >= lane_slots);
             if let Some(count) = per_lane.get_mut(&kind) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
                     per_lane.remove(&kind);
                 }
             }
+            was_full
         };
         // True after a claim found no due job (and no lane was full): a slot
         // that frees then does not ask again until something may be due (a
         // wake-up, or the poll for other replicas' jobs and retries).
         let mut exhausted = false;
+        // True after a claim took fewer jobs than it wanted while a lane was
+        // full: what is left due belongs to full lanes. The next claim waits
+        // for a lane to free (a job of it finishing) or for the poll; a
+        // wake-up alone does not ask, since a claim that excludes a full
+        // lane reads past every due job of that lane, and a busy kind can
+        // have a long queue (a wake-up comes with every job enqueued).
+        let mut blocked = false;
         loop {
             while let Some(done) = running.try_join_next() {
                 if let Ok(kind) = done {
-                    finished(kind, &mut per_lane);
+                    // A lane that frees may have due jobs waiting.
+                    if finished(kind, &mut per_lane) {
+                        blocked = false;
+                    }
                 }
             }
             if shutdown.is_cancelled() {
                 break;
             }
-            while running.len() < slots && !exhausted {
+            while running.len() < slots && !exhausted && !blocked {
                 let wanted = slots - running.len();
                 let claimed = self
                     .claim(self.clock.now(), &per_lane, lane_slots, wanted)
@@ -958,20 +989,24 @@ impl Outbox {
                 // skipped jobs another replica's claim held for a moment); on
                 // SQLite claims take turns and skip nothing, so one that took
                 // fewer than wanted with no lane full took every job due.
+                // With a lane full, one that took fewer than wanted leaves
+                // due only jobs of full lanes (or, on PostgreSQL, ones
+                // another replica held): it waits for a lane to free.
                 let lanes_open = per_lane.values().all(|count| *count < lane_slots);
-                exhausted =
-                    lanes_open && (claimed_count == 0 || (sqlite && claimed_count < wanted));
-                if claimed_count == 0 || exhausted {
+                let took_all = claimed_count == 0 || (sqlite && claimed_count < wanted);
+                exhausted = lanes_open && took_all;
+                blocked = !lanes_open && claimed_count < wanted;
+                if claimed_count == 0 || exhausted || blocked {
                     break;
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = self.wake.notified() => exhausted = false,
-                _ = polls.tick() => exhausted = false,
+                _ = polls.tick() => (exhausted, blocked) = (false, false),
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok(kind) = done {
-                        finished(kind, &mut per_lane);
+                    if let Ok(kind) = done && finished(kind, &mut per_lane) {
+                        blocked = false;
                     }
                 }
             }

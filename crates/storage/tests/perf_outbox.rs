@@ -69,7 +69,8 @@ impl JobHandler for Counting {
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
         self.started.add_permits(1);
         if let Some(gate) = &self.gate {
-            let _open = gate.acquire().await.expect("gate");
+            // Each permit lets one job through.
+            gate.acquire().await.expect("gate").forget();
         }
         *self.runs.lock().unwrap().entry(job.id.clone()).or_default() += 1;
         Ok(())
@@ -220,3 +221,190 @@ backend_test!(
         }
     }
 );
+
+backend_test!(
+    a_full_lane_with_a_long_queue_costs_about_one_claim_a_job,
+    |database| async move {
+        record_statements();
+        let db = open(&database).await;
+        // Sixteen slots, a lane of four: one kind's 200 jobs keep its lane
+        // full for the whole run, as a flood of one marketplace's jobs does.
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(16));
+        enqueue(&outbox, &db, 1, 200).await;
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let handler = Arc::new(Counting {
+            gate: Some(gate.clone()),
+            ..Default::default()
+        });
+        let before = statement_counts();
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(handler.clone(), stop.clone()));
+        // Wake-ups keep coming meanwhile, as every enqueue sends one.
+        let stop_waking = CancellationToken::new();
+        let waking = {
+            let outbox = outbox.clone();
+            let stop = stop_waking.clone();
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    outbox.wake();
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            })
+        };
+        // The lane fills; then jobs finish one at a time, each freeing the
+        // slot the next takes, with wake-ups arriving in between.
+        let _lane = handler.started.acquire_many(4).await.expect("started");
+        for _ in 0..196 {
+            gate.add_permits(1);
+            handler.started.acquire().await.expect("started").forget();
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        // The queue is empty now: a wake-up would rightly ask again.
+        stop_waking.cancel();
+        waking.await.unwrap();
+        gate.add_permits(4);
+        wait_done(&outbox, 200).await;
+        stop.cancel();
+        worker.await.unwrap();
+        let cost = statements_between(&before, &statement_counts());
+        // A job that finishes frees its lane's slot and one claim fills it.
+        // A claim that excludes the full lane (it would read past every job
+        // of the queue) is not made after each job, nor at each wake-up.
+        let claims = sent(&cost, CLAIM);
+        assert!(
+            claims <= 200 + 4,
+            "at most one claim a job and a few more: {claims} for 200 jobs: {cost:#?}"
+        );
+        let runs = handler.runs.lock().unwrap();
+        assert_eq!(runs.len(), 200);
+        assert!(runs.values().all(|count| *count == 1));
+    }
+);
+
+backend_test!(
+    a_claim_reads_the_head_of_the_queue_not_all_of_it,
+    |database| async move {
+        record_statements();
+        let db = open(&database).await;
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(16));
+        enqueue(&outbox, &db, 1, 1_000).await;
+        // One claim, to learn its statement.
+        assert_eq!(outbox.run_once(&Counting::default()).await.unwrap(), 16);
+        let claim = statement_counts()
+            .into_keys()
+            .find(|sql| sql.trim_start().starts_with(CLAIM))
+            .expect("the claim was sent");
+        match Backend::of(&db) {
+            Backend::Sqlite => {
+                // The search of the due jobs in the claim index's order is
+                // not sorted where it is read (a sort there would read every
+                // due job first); sorts of the bounded results above are.
+                let plan = sqlite_plan(&db, &claim).await;
+                let search = plan
+                    .iter()
+                    .find(|(_, _, detail)| {
+                        detail.contains("USING INDEX outbox_jobs_claim (status=? AND run_at<?)")
+                    })
+                    .unwrap_or_else(|| panic!("due jobs read through the claim index: {plan:#?}"));
+                // The subquery that reads them: the nearest co-routine above.
+                let mut reader = search.1;
+                while let Some((_, parent, detail)) = plan.iter().find(|(id, _, _)| *id == reader) {
+                    if detail.starts_with("CO-ROUTINE") {
+                        break;
+                    }
+                    reader = *parent;
+                }
+                let sorted_there = plan
+                    .iter()
+                    .any(|(_, parent, detail)| *parent == reader && detail.contains("TEMP B-TREE"));
+                assert!(
+                    !sorted_there,
+                    "due jobs sorted where they are read: {plan:#?}"
+                );
+            }
+            Backend::Postgres => {
+                // Run it (and roll it back) with a thousand due jobs: no
+                // scan of the table reads more than the claim's window
+                // (four times the 16 it takes).
+                let rows_read = postgres_rows_read(&db, &claim).await;
+                assert!(!rows_read.is_empty(), "the plan reads outbox_jobs");
+                assert!(
+                    rows_read.iter().all(|rows| *rows <= 64),
+                    "rows read per scan of outbox_jobs: {rows_read:?}"
+                );
+            }
+        }
+    }
+);
+
+/// `EXPLAIN QUERY PLAN` of `sql` with every placeholder NULL: (id, parent,
+/// detail) of each line.
+async fn sqlite_plan(db: &DatabaseConnection, sql: &str) -> Vec<(i64, i64, String)> {
+    use marketbridge_storage::sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let placeholders = sql.matches('?').count();
+    // Numbered placeholders (`?1`) count once per use; binding more NULLs
+    // than the highest number is an error, so bind the highest number.
+    let highest = sql
+        .split('?')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or(placeholders);
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!("EXPLAIN QUERY PLAN {sql}"),
+            vec![marketbridge_storage::sea_orm::Value::String(None); highest],
+        ))
+        .await
+        .expect("explain");
+    rows.iter()
+        .map(|row| {
+            (
+                row.try_get::<i64>("", "id").unwrap(),
+                row.try_get::<i64>("", "parent").unwrap(),
+                row.try_get::<String>("", "detail").unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Runs the claim `sql` under `EXPLAIN ANALYZE` in a transaction that is
+/// rolled back, as the worker would (lease until later, now, a window of
+/// 64, lanes of 4, 16 wanted); the rows each scan of `outbox_jobs` read.
+async fn postgres_rows_read(db: &DatabaseConnection, sql: &str) -> Vec<u64> {
+    use marketbridge_storage::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared(&format!("PREPARE claim_plan AS {sql}"))
+        .await
+        .expect("prepare");
+    let row = txn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_plan(\
+             '2026-11-23T13:00:00Z', '2026-11-23T12:00:00Z', 64, 4, 16)",
+        ))
+        .await
+        .expect("explain")
+        .expect("a plan");
+    let plan: serde_json::Value = row.try_get_by_index(0).expect("the plan as JSON");
+    txn.rollback().await.expect("rollback");
+    fn walk(node: &serde_json::Value, found: &mut Vec<u64>) {
+        if node.get("Relation Name").and_then(|n| n.as_str()) == Some("outbox_jobs")
+            && node.get("Index Name").and_then(|n| n.as_str()) != Some("outbox_jobs_pkey")
+        {
+            found.push(node["Actual Rows"].as_f64().unwrap_or(f64::MAX) as u64);
+        }
+        if let Some(children) = node.get("Plans").and_then(|p| p.as_array()) {
+            for child in children {
+                walk(child, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&plan[0]["Plan"], &mut found);
+    found
+}
