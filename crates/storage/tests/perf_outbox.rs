@@ -77,6 +77,17 @@ impl JobHandler for Counting {
     }
 }
 
+/// A handler whose jobs wait at a gate that lets one through per permit,
+/// and the gate.
+fn gated() -> (Arc<tokio::sync::Semaphore>, Arc<Counting>) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handler = Arc::new(Counting {
+        gate: Some(gate.clone()),
+        ..Default::default()
+    });
+    (gate, handler)
+}
+
 /// How many of `statements` start with `prefix`.
 fn sent(statements: &BTreeMap<String, u64>, prefix: &str) -> u64 {
     statements
@@ -150,11 +161,7 @@ backend_test!(
         // Four kinds of four jobs: fewer than the slots and than each lane
         // (a quarter of 32).
         enqueue(&outbox, &db, 4, 4).await;
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let handler = Arc::new(Counting {
-            gate: Some(gate.clone()),
-            ..Default::default()
-        });
+        let (gate, handler) = gated();
         let before = statement_counts();
         let stop = CancellationToken::new();
         let worker = tokio::spawn(outbox.clone().run(handler.clone(), stop.clone()));
@@ -231,11 +238,7 @@ backend_test!(
         // full for the whole run, as a flood of one marketplace's jobs does.
         let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(16));
         enqueue(&outbox, &db, 1, 200).await;
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let handler = Arc::new(Counting {
-            gate: Some(gate.clone()),
-            ..Default::default()
-        });
+        let (gate, handler) = gated();
         let before = statement_counts();
         let stop = CancellationToken::new();
         let worker = tokio::spawn(outbox.clone().run(handler.clone(), stop.clone()));
