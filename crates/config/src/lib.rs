@@ -396,7 +396,9 @@ pub struct CatalogOptions {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxOptions {
-    /// Pause between polls when the queue is empty, in milliseconds.
+    /// Pause between polls when the queue is empty, in milliseconds; also the
+    /// longest a new job waits while the worker's only due jobs are those of
+    /// kinds whose lanes are full.
     pub poll_interval_ms: u64,
     /// Jobs a worker runs at once; one kind of job takes at most a quarter
     /// of them, so a slow marketplace delays only its own work.
