@@ -958,9 +958,10 @@ impl Outbox {
             }
             while running.len() < slots && !exhausted && !blocked {
                 let wanted = slots - running.len();
-                let claimed = self
-                    .claim(self.clock.now(), &per_lane, lane_slots, wanted)
-                    .await;
+                // Boxed, as in `run_once`: the claim's future is large, and
+                // the worker's would carry it inline.
+                let claimed =
+                    Box::pin(self.claim(self.clock.now(), &per_lane, lane_slots, wanted)).await;
                 let claimed = match claimed {
                     Ok(claimed) => claimed,
                     Err(error) => {
