@@ -396,22 +396,57 @@ pub(crate) fn observe(db: &mut sea_orm::DatabaseConnection) {
     }
 }
 
-/// How SQLite would run `sql` (the `detail` of each `EXPLAIN QUERY PLAN`
-/// row), with every placeholder bound to NULL; `None` when `sql` does not
-/// fit this database (a table it does not have).
-pub async fn sqlite_query_plan(db: &sea_orm::DatabaseConnection, sql: &str) -> Option<Vec<String>> {
-    let placeholders = sql.matches('?').count();
+/// One line of SQLite's `EXPLAIN QUERY PLAN`: its id, the id of the line it
+/// sits under (0 at the top) and what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLine {
+    pub id: i64,
+    pub parent: i64,
+    pub detail: String,
+}
+
+/// How SQLite would run `sql` (each `EXPLAIN QUERY PLAN` line), with every
+/// parameter bound to NULL; `None` when `sql` does not fit this database (a
+/// table it does not have).
+pub async fn sqlite_query_plan_lines(
+    db: &sea_orm::DatabaseConnection,
+    sql: &str,
+) -> Option<Vec<PlanLine>> {
     let statement = Statement::from_sql_and_values(
         DbBackend::Sqlite,
         format!("EXPLAIN QUERY PLAN {sql}"),
-        vec![sea_orm::Value::String(None); placeholders],
+        vec![sea_orm::Value::String(None); sqlite_parameters(sql)],
     );
     let rows = db.query_all_raw(statement).await.ok()?;
-    Some(
-        rows.iter()
-            .filter_map(|row| row.try_get::<String>("", "detail").ok())
-            .collect(),
-    )
+    rows.iter()
+        .map(|row| {
+            Some(PlanLine {
+                id: row.try_get("", "id").ok()?,
+                parent: row.try_get("", "parent").ok()?,
+                detail: row.try_get("", "detail").ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The `detail` of each line of [`sqlite_query_plan_lines`].
+pub async fn sqlite_query_plan(db: &sea_orm::DatabaseConnection, sql: &str) -> Option<Vec<String>> {
+    let lines = sqlite_query_plan_lines(db, sql).await?;
+    Some(lines.into_iter().map(|line| line.detail).collect())
+}
+
+/// How many parameters SQLite sees in `sql`: `?N` is parameter N (and may
+/// come back), a bare `?` is the one after the highest so far.
+fn sqlite_parameters(sql: &str) -> usize {
+    let mut highest = 0;
+    for rest in sql.split('?').skip(1) {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        highest = match digits.parse::<usize>() {
+            Ok(number) => highest.max(number),
+            Err(_) => highest + 1,
+        };
+    }
+    highest
 }
 
 /// The crash tests' writer: runs the test `name` of the calling test binary

@@ -11,7 +11,7 @@ use marketbridge_storage::outbox::{Job, JobError, JobHandler, NewJob, Outbox, st
 use marketbridge_storage::sea_orm::DatabaseConnection;
 use marketbridge_storage::sea_orm_migration::prelude::*;
 use marketbridge_storage::testing::{
-    TestDatabase, record_statements, statement_counts, statements_between,
+    TestDatabase, record_statements, sqlite_query_plan_lines, statement_counts, statements_between,
 };
 use marketbridge_storage::{Backend, backend_test, connect, migrations};
 use std::collections::{BTreeMap, HashMap};
@@ -302,24 +302,27 @@ backend_test!(
                 // The search of the due jobs in the claim index's order is
                 // not sorted where it is read (a sort there would read every
                 // due job first); sorts of the bounded results above are.
-                let plan = sqlite_plan(&db, &claim).await;
+                let plan = sqlite_query_plan_lines(&db, &claim)
+                    .await
+                    .expect("the claim explained");
                 let search = plan
                     .iter()
-                    .find(|(_, _, detail)| {
-                        detail.contains("USING INDEX outbox_jobs_claim (status=? AND run_at<?)")
+                    .find(|line| {
+                        line.detail
+                            .contains("USING INDEX outbox_jobs_claim (status=? AND run_at<?)")
                     })
                     .unwrap_or_else(|| panic!("due jobs read through the claim index: {plan:#?}"));
                 // The subquery that reads them: the nearest co-routine above.
-                let mut reader = search.1;
-                while let Some((_, parent, detail)) = plan.iter().find(|(id, _, _)| *id == reader) {
-                    if detail.starts_with("CO-ROUTINE") {
+                let mut reader = search.parent;
+                while let Some(line) = plan.iter().find(|line| line.id == reader) {
+                    if line.detail.starts_with("CO-ROUTINE") {
                         break;
                     }
-                    reader = *parent;
+                    reader = line.parent;
                 }
                 let sorted_there = plan
                     .iter()
-                    .any(|(_, parent, detail)| *parent == reader && detail.contains("TEMP B-TREE"));
+                    .any(|line| line.parent == reader && line.detail.contains("TEMP B-TREE"));
                 assert!(
                     !sorted_there,
                     "due jobs sorted where they are read: {plan:#?}"
@@ -339,41 +342,6 @@ backend_test!(
         }
     }
 );
-
-/// `EXPLAIN QUERY PLAN` of `sql` with every placeholder NULL: (id, parent,
-/// detail) of each line.
-async fn sqlite_plan(db: &DatabaseConnection, sql: &str) -> Vec<(i64, i64, String)> {
-    use marketbridge_storage::sea_orm::{ConnectionTrait, DbBackend, Statement};
-    let placeholders = sql.matches('?').count();
-    // Numbered placeholders (`?1`) count once per use; binding more NULLs
-    // than the highest number is an error, so bind the highest number.
-    let highest = sql
-        .split('?')
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<usize>().ok()
-        })
-        .max()
-        .unwrap_or(placeholders);
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            format!("EXPLAIN QUERY PLAN {sql}"),
-            vec![marketbridge_storage::sea_orm::Value::String(None); highest],
-        ))
-        .await
-        .expect("explain");
-    rows.iter()
-        .map(|row| {
-            (
-                row.try_get::<i64>("", "id").unwrap(),
-                row.try_get::<i64>("", "parent").unwrap(),
-                row.try_get::<String>("", "detail").unwrap(),
-            )
-        })
-        .collect()
-}
 
 /// Runs the claim `sql` under `EXPLAIN ANALYZE` in a transaction that is
 /// rolled back, as the worker would (lease until later, now, a window of
