@@ -239,6 +239,14 @@ async fn walk(demo: &Demo) -> Result<()> {
     ));
 
     step(3, "an hour of usage is reported with BatchMeterUsage");
+    // Billing learns of the subscription from provisioning's outbox; usage
+    // is accepted once that job ran (before the clock moves, so no lease of
+    // a running job runs out).
+    wait_for("billing to learn of the subscription", || async {
+        let stats = demo.set.provisioning.domain().outbox().stats().await.ok()?;
+        (stats.pending == 0 && stats.running == 0).then_some(())
+    })
+    .await?;
     demo.clock.advance(chrono::Duration::minutes(30));
     demo.set
         .clients
