@@ -59,6 +59,10 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A pooled PostgreSQL connection idle at least this long is pinged before
+/// it is handed out (one that fails is replaced by a fresh one).
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
+
 /// Opens a connection pool. For SQLite the file's folder is created, and the
 /// database runs in WAL mode so readers never wait for the writer, with
 /// `synchronous = FULL`: a commit is fsynced before it returns, so an
@@ -79,6 +83,10 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
             options
                 .max_connections(8)
                 .min_connections(1)
+                // A connection to a local file cannot be dropped by anyone:
+                // no ping at checkout (on SQLite a ping is a round trip to
+                // the connection's thread, as much as a statement).
+                .test_before_acquire(false)
                 .map_sqlx_sqlite_opts(|opts| {
                     opts.journal_mode(SqliteJournalMode::Wal)
                         .synchronous(SqliteSynchronous::Full)
@@ -87,7 +95,14 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
                 });
         }
         Backend::Postgres => {
-            options.max_connections(16).min_connections(1);
+            options
+                .max_connections(16)
+                .min_connections(1)
+                // Only a connection idle long enough to have been dropped
+                // by the server, a proxy or a firewall is pinged at
+                // checkout; a busy one goes straight to its statement
+                // instead of paying a round trip first.
+                .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR);
         }
     }
     let mut db = Database::connect(options).await.map_err(|e| {
@@ -171,7 +186,29 @@ pub fn db_error(error: DbErr) -> Error {
         {
             Error::unavailable("database busy, retry").with_source(error)
         }
+        DbErr::Query(RuntimeErr::SqlxError(inner)) | DbErr::Exec(RuntimeErr::SqlxError(inner))
+            if connection_lost(inner) =>
+        {
+            Error::unavailable("the database connection was lost, retry").with_source(error)
+        }
         _ => Error::internal(format!("database error: {error}")).with_source(error),
+    }
+}
+
+/// The connection went away under a statement: the socket closed, or the
+/// server ended the session (SQLSTATE class 08, connection exception; 57P01
+/// to 57P03, shut down by an operator, a crash or a start-up in progress).
+/// Whether the statement took effect is unknown (a commit may have), so
+/// callers answer `unavailable` and the client retries with the same
+/// idempotency key.
+fn connection_lost(error: &sea_orm::SqlxError) -> bool {
+    use sea_orm::SqlxError;
+    match error {
+        SqlxError::Io(_) | SqlxError::WorkerCrashed => true,
+        SqlxError::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 
@@ -278,6 +315,19 @@ struct GateState {
     /// that gave up (timed out, or was cancelled) is skipped when the turn
     /// comes to it.
     queue: VecDeque<oneshot::Sender<Turn>>,
+    /// Short writers waiting ([`write_once`]: a statement or two, no code of
+    /// the caller's in between), served before `queue`: each holds the turn
+    /// for one statement, so the writers behind it barely wait, while behind
+    /// a queue of long writers it would wait for all of them. Outbox claims
+    /// and completions are such writes: without this, a worker's jobs wait
+    /// behind every request being answered and a backlog builds.
+    short: VecDeque<oneshot::Sender<Turn>>,
+}
+
+impl GateState {
+    fn next_waiter(&mut self) -> Option<oneshot::Sender<Turn>> {
+        self.short.pop_front().or_else(|| self.queue.pop_front())
+    }
 }
 
 impl Gate {
@@ -346,7 +396,7 @@ impl TurnInner {
         if !must_commit {
             let gate = self.gate.clone();
             let mut state = gate.state();
-            while let Some(waiter) = state.queue.pop_front() {
+            while let Some(waiter) = state.next_waiter() {
                 match waiter.send(Turn(Some(self))) {
                     Ok(()) => return,
                     Err(mut back) => match back.0.take() {
@@ -442,9 +492,10 @@ fn gate_of(db: &DatabaseConnection) -> Option<Arc<Gate>> {
     })
 }
 
-/// Waits for the turn at `gate`, first come first served, for at most
+/// Waits for the turn at `gate`, first come first served among writers of
+/// its length (short ones first, see [`GateState::short`]), for at most
 /// [`WRITE_WAIT`].
-async fn take_turn(gate: &Arc<Gate>) -> Result<TurnInner, Error> {
+async fn take_turn(gate: &Arc<Gate>, short: bool) -> Result<TurnInner, Error> {
     let receiver = {
         let mut state = gate.state();
         if !state.held {
@@ -455,7 +506,11 @@ async fn take_turn(gate: &Arc<Gate>) -> Result<TurnInner, Error> {
             });
         }
         let (sender, receiver) = oneshot::channel();
-        state.queue.push_back(sender);
+        if short {
+            state.short.push_back(sender);
+        } else {
+            state.queue.push_back(sender);
+        }
         receiver
     };
     match tokio::time::timeout(WRITE_WAIT, receiver).await {
@@ -479,7 +534,10 @@ pub fn sqlite_group_commits(db: &DatabaseConnection) -> Option<u64> {
 /// gave up is counted until the turn reaches its place); `None` on
 /// PostgreSQL. For tests and diagnostics.
 pub fn sqlite_writers_waiting(db: &DatabaseConnection) -> Option<usize> {
-    gate_of(db).map(|gate| gate.state().queue.len())
+    gate_of(db).map(|gate| {
+        let state = gate.state();
+        state.queue.len() + state.short.len()
+    })
 }
 
 /// Waits for the turn at `db`'s SQLite file and has nothing of this process
@@ -493,15 +551,15 @@ pub fn sqlite_writers_waiting(db: &DatabaseConnection) -> Option<usize> {
 /// Why a gate: SQLite has one writer at a time; without it, writers of the
 /// same process wait for each other inside SQLite's busy handler, which
 /// sleeps and retries (up to 100 ms a sleep), so a queue of writers turns
-/// into sleeps. The gate is a FIFO shared by every pool of the process that
-/// opened the same file: a writer waits on it, without polling, and starts
+/// into sleeps. The gate is a FIFO (short writes first) shared by every pool
+/// of the process that opened the same file: a writer waits on it, without polling, and starts
 /// the moment the previous one is done. Writers in other processes still
 /// meet SQLite's busy handler.
 pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
     let Some(gate) = gate_of(db) else {
         return Ok(None);
     };
-    let inner = take_turn(&gate).await?;
+    let inner = take_turn(&gate, false).await?;
     if inner.group.is_none() {
         return Ok(Some(Turn(Some(inner))));
     }
@@ -530,11 +588,21 @@ pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
 /// back or is dropped, so an outbound call made meanwhile is caught
 /// (see `marketbridge_telemetry::transactions`).
 pub async fn begin_write(db: &DatabaseConnection) -> Result<WriteTxn, Error> {
-    begin(db, true).await
+    begin(db, Writer::Transaction).await
 }
 
-async fn begin(db: &DatabaseConnection, counted: bool) -> Result<WriteTxn, Error> {
+/// Who begins a write: a transaction of the caller's ([`begin_write`]:
+/// counted as open in its task, its commit bumps the change generation) or
+/// a short write ([`write_once`]: neither, and served first at the gate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Transaction,
+    Once,
+}
+
+async fn begin(db: &DatabaseConnection, writer: Writer) -> Result<WriteTxn, Error> {
     use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
+    let counted = writer == Writer::Transaction;
     let open = || counted.then(OpenTransaction::begin);
     // What a commit bumps (see `crate::changes`); `write_once` does not count.
     let changes = counted.then(|| crate::changes::of(db));
@@ -551,7 +619,7 @@ async fn begin(db: &DatabaseConnection, counted: bool) -> Result<WriteTxn, Error
             changes,
         });
     };
-    let mut turn = Turn(Some(take_turn(&gate).await?));
+    let mut turn = Turn(Some(take_turn(&gate, writer == Writer::Once).await?));
     let Some(inner) = turn.0.as_mut() else {
         return Err(Error::internal("the write turn went missing"));
     };
@@ -713,9 +781,10 @@ impl ConnectionTrait for WriteTxn {
 /// between: on SQLite it joins the group commit like [`begin_write`] (so it
 /// neither waits in SQLite's busy handler behind an open group nor costs an
 /// fsync of its own), on PostgreSQL its statements run on the pool as they
-/// are (each commits on its own). Use it wherever a sea-orm connection is
-/// expected, then [`WriteOnce::commit`]; dropped without a commit, its
-/// writes are undone on SQLite.
+/// are (each commits on its own). On SQLite it waits for its turn ahead of
+/// the longer writers of [`begin_write`] (see `GateState::short`). Use it
+/// wherever a sea-orm connection is expected, then [`WriteOnce::commit`];
+/// dropped without a commit, its writes are undone on SQLite.
 ///
 /// Unlike [`begin_write`] it does not count as an open transaction of the
 /// task: it runs no code of the caller's between its statements, and it may
@@ -723,7 +792,7 @@ impl ConnectionTrait for WriteTxn {
 pub async fn write_once(db: &DatabaseConnection) -> Result<WriteOnce<'_>, Error> {
     Ok(WriteOnce(match Backend::of(db) {
         Backend::Postgres => Once::Direct(db),
-        Backend::Sqlite => Once::Grouped(begin(db, false).await?),
+        Backend::Sqlite => Once::Grouped(begin(db, Writer::Once).await?),
     }))
 }
 

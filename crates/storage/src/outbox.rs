@@ -13,8 +13,9 @@
 //! PostgreSQL with `FOR UPDATE SKIP LOCKED`, so replicas take different
 //! jobs), records finished jobs together, renews the lease of every job it
 //! runs (a heartbeat at a third of the lease) and checks that the attempt is
-//! still its own right before the handler's side effect ([`Job::ensure_held`])
-//! and before recording the outcome. A worker that lost a lease stops the
+//! still its own right before the handler's side effect ([`Job::ensure_held`];
+//! within the first third of a lease the claim itself vouches for it) and
+//! before recording the outcome. A worker that lost a lease stops the
 //! handler and records nothing. Jobs run concurrently in lanes (one per job
 //! kind, each with at most a quarter of the worker's slots), so a slow
 //! marketplace delays only its own kind of work.
@@ -321,6 +322,13 @@ struct Lease {
     id: String,
     attempts: i32,
     seconds: u64,
+    /// Until then the lease is known to be held without asking the
+    /// database: a third of the lease after the claim that took it. Another
+    /// worker can claim the job only once its own clock passes the lease's
+    /// end, two thirds of a lease later, so this holds while the replicas'
+    /// clocks agree within that (the heartbeat, at a third, assumes as much).
+    /// A process frozen past it asks the database again.
+    sure_until: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -337,6 +345,9 @@ impl Lease {
     /// not run out.
     async fn held(&self) -> Result<bool> {
         let now = truncate_micros(self.clock.now());
+        if now < self.sure_until {
+            return Ok(true);
+        }
         let row = entity::Entity::find_by_id(self.id.clone())
             .filter(entity::Column::Attempts.eq(self.attempts))
             .filter(entity::Column::Status.eq(status::RUNNING))
@@ -790,12 +801,17 @@ impl Outbox {
                 traceparent,
             ));
         }
+        let leased_until = row.locked_until.unwrap_or_else(|| self.clock.now());
         let lease = Lease {
             db: self.db.clone(),
             clock: self.clock.clone(),
             id: row.id.clone(),
             attempts: row.attempts,
             seconds: self.options.lease_seconds,
+            sure_until: leased_until
+                - ChronoDuration::milliseconds(
+                    (self.options.lease_seconds.max(1) * 2000 / 3) as i64,
+                ),
         };
         let job = Job {
             id: row.id.clone(),
@@ -805,7 +821,6 @@ impl Outbox {
             created_at: row.created_at,
             lease: Some(lease.clone()),
         };
-        let leased_until = row.locked_until.unwrap_or_else(|| self.clock.now());
         let work = Box::pin(
             async {
                 job.ensure_held().await?;

@@ -134,6 +134,53 @@ async fn concurrent_writers_share_group_commits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_writes_take_their_turn_before_longer_writers_waiting() {
+    const LONG: usize = 6;
+    let (_database, db) = fresh().await;
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = write_gate(&db).await.expect("the gate");
+    let mut writers = tokio::task::JoinSet::new();
+    // Transactions queue first, then one short write; each notes when its
+    // turn came.
+    for n in 0..=LONG {
+        let (conn, order) = (db.clone(), order.clone());
+        let id = if n < LONG {
+            format!("long{n}")
+        } else {
+            "short".to_owned()
+        };
+        writers.spawn(async move {
+            if n < LONG {
+                let txn = begin_write(&conn).await?;
+                order.lock().unwrap().push(id.clone());
+                insert(&txn, &id).await.map_err(db_error)?;
+                txn.commit().await.map_err(db_error)?;
+            } else {
+                let write = write_once(&conn).await?;
+                order.lock().unwrap().push(id.clone());
+                insert(&write, &id).await.map_err(db_error)?;
+                write.commit().await?;
+            }
+            Ok::<_, marketbridge_core::Error>(id)
+        });
+        until_waiting(&db, n + 1).await;
+    }
+    drop(held);
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer").expect("every write commits");
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(
+        order.first().map(String::as_str),
+        Some("short"),
+        "{order:?}"
+    );
+    let longs: Vec<String> = (0..LONG).map(|n| format!("long{n}")).collect();
+    assert_eq!(order[1..], longs[..], "the longer writers keep their order");
+    assert_eq!(written(&db).await.len(), LONG + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_writer_leaves_the_rest_of_its_group_committed() {
     let (_database, db) = fresh().await;
     {

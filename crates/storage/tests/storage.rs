@@ -820,3 +820,82 @@ backend_test!(
         assert_eq!(probe.try_lead("test.periodic").await.unwrap(), Some(3));
     }
 );
+
+backend_test!(
+    a_pooled_connection_the_server_dropped_while_idle_is_replaced,
+    |database| async move {
+        use marketbridge_storage::sea_orm::{ConnectionTrait, DbBackend, Statement};
+        if database.backend() != marketbridge_storage::testing::TestBackend::Postgres {
+            // SQLite connections are a local file's: nothing drops them.
+            return;
+        }
+        let backend_pid = |db: DatabaseConnection| async move {
+            db.query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_backend_pid() AS pid",
+            ))
+            .await
+            .map(|row| row.expect("a row").try_get::<i32>("", "pid").expect("pid"))
+        };
+        let db = connect(database.url()).await.expect("connect");
+        let pid = backend_pid(db.clone()).await.expect("first query");
+        // The server (an operator, a failover, a proxy's timeout) ends the
+        // pooled session while it sits idle.
+        let admin = connect(database.url()).await.expect("connect");
+        admin
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_terminate_backend($1)",
+                [pid.into()],
+            ))
+            .await
+            .expect("terminate");
+        tokio::time::sleep(
+            marketbridge_storage::db::PING_IF_IDLE_FOR + std::time::Duration::from_millis(500),
+        )
+        .await;
+        // Checked out after that long idle, it is pinged, found gone and
+        // replaced: the query runs on a fresh session.
+        let fresh = backend_pid(db.clone())
+            .await
+            .expect("a query after the drop");
+        assert_ne!(fresh, pid);
+
+        // A connection ended while in use (not idle long enough to be
+        // pinged) fails the statement that meets it as `unavailable`, a
+        // retryable answer, and is not handed out again.
+        admin
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_terminate_backend($1)",
+                [fresh.into()],
+            ))
+            .await
+            .expect("terminate");
+        // The session ends a moment after the signal.
+        for _ in 0..500 {
+            let alive = admin
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1",
+                    [fresh.into()],
+                ))
+                .await
+                .expect("pg_stat_activity")
+                .expect("a row")
+                .try_get::<i64>("", "n")
+                .expect("n");
+            if alive == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let error = backend_pid(db.clone())
+            .await
+            .expect_err("the ended session fails the statement");
+        let error = marketbridge_storage::db_error(error);
+        assert_eq!(error.code(), ErrorCode::Unavailable, "{error}");
+        let next = backend_pid(db.clone()).await.expect("the retry");
+        assert_ne!(next, fresh);
+    }
+);
