@@ -134,6 +134,145 @@ async fn concurrent_writers_share_group_commits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_that_write_nothing_leave_their_group_whole() {
+    // Writers that end without sending a statement (committed, rolled back,
+    // dropped) and one dropped after writing must neither break the group
+    // nor take another writer's writes with them.
+    let (_database, db) = fresh().await;
+    let held = write_gate(&db).await.expect("the gate");
+    let mut writers = tokio::task::JoinSet::new();
+    for (n, end) in [
+        "write",
+        "commit",
+        "rollback",
+        "drop",
+        "write",
+        "drop-after-write",
+        "write",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let conn = db.clone();
+        writers.spawn(async move {
+            let txn = begin_write(&conn).await?;
+            let id = format!("{end}-{n}");
+            match end {
+                "write" => {
+                    insert(&txn, &id).await.map_err(db_error)?;
+                    txn.commit().await.map_err(db_error)?;
+                }
+                "commit" => txn.commit().await.map_err(db_error)?,
+                "rollback" => txn.rollback().await.map_err(db_error)?,
+                "drop-after-write" => {
+                    insert(&txn, &id).await.map_err(db_error)?;
+                    drop(txn);
+                }
+                _ => drop(txn),
+            }
+            Ok::<_, marketbridge_core::Error>(())
+        });
+        until_waiting(&db, n + 1).await;
+    }
+    drop(held);
+    while let Some(done) = writers.join_next().await {
+        done.expect("writer").expect("every writer ends cleanly");
+    }
+    let expected: BTreeSet<String> = ["write-0", "write-4", "write-6"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(written(&db).await, expected);
+    // The file is free again: a writer takes the write lock at once.
+    let txn = begin_write(&db).await.expect("begin");
+    insert(&txn, "after").await.expect("insert");
+    txn.commit().await.expect("commit");
+    assert!(written(&db).await.contains("after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_writer_is_told_exactly_the_rows_it_changed() {
+    // Writers of one group follow each other on one connection, and SQLite
+    // reports a statement that changes nothing (a savepoint) with the count
+    // of the last one that did: a writer's count must be its own.
+    let (_database, db) = fresh().await;
+    let update = |conn: &'static str| {
+        Statement::from_string(
+            DbBackend::Sqlite,
+            format!("UPDATE written SET id = id WHERE id LIKE '{conn}%'"),
+        )
+    };
+    let held = write_gate(&db).await.expect("the gate");
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..4 {
+        let conn = db.clone();
+        writers.spawn(async move {
+            let txn = begin_write(&conn).await?;
+            let counted = match n {
+                // Changes three rows.
+                0 => {
+                    for id in ["a1", "a2", "a3"] {
+                        insert(&txn, id).await.map_err(db_error)?;
+                    }
+                    txn.execute_raw(update("a"))
+                        .await
+                        .map_err(db_error)?
+                        .rows_affected()
+                }
+                // A first statement that changes nothing.
+                1 => txn
+                    .execute_raw(update("none"))
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected(),
+                // A query first (the savepoint goes with it), then a write.
+                2 => {
+                    written_in(&txn).await;
+                    txn.execute_raw(update("a1"))
+                        .await
+                        .map_err(db_error)?
+                        .rows_affected()
+                }
+                // A write whose rows come back.
+                _ => txn
+                    .query_all_raw(Statement::from_string(
+                        DbBackend::Sqlite,
+                        "UPDATE written SET id = id WHERE id IN ('a2', 'a3') RETURNING id",
+                    ))
+                    .await
+                    .map_err(db_error)?
+                    .len() as u64,
+            };
+            txn.commit().await.map_err(db_error)?;
+            Ok::<_, marketbridge_core::Error>((n, counted))
+        });
+        until_waiting(&db, n + 1).await;
+    }
+    drop(held);
+    let mut counts = std::collections::BTreeMap::new();
+    while let Some(done) = writers.join_next().await {
+        let (n, counted) = done.expect("writer").expect("every writer commits");
+        counts.insert(n, counted);
+    }
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [(0, 3), (1, 0), (2, 1), (3, 2)]
+    );
+}
+
+/// Reads the table through `conn` (a query, to be a writer's first
+/// statement).
+async fn written_in(conn: &impl ConnectionTrait) -> usize {
+    conn.query_all_raw(Statement::from_string(
+        DbBackend::Sqlite,
+        "SELECT id FROM written",
+    ))
+    .await
+    .expect("read")
+    .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_writes_take_their_turn_before_longer_writers_waiting() {
     const LONG: usize = 6;
     let (_database, db) = fresh().await;

@@ -861,41 +861,54 @@ backend_test!(
             .expect("a query after the drop");
         assert_ne!(fresh, pid);
 
-        // A connection ended while in use (not idle long enough to be
-        // pinged) fails the statement that meets it as `unavailable`, a
-        // retryable answer, and is not handed out again.
-        admin
-            .execute_raw(Statement::from_sql_and_values(
+        // Connections ended while in use (not idle long enough to be
+        // pinged) fail the statement that meets them as `unavailable`, a
+        // retryable answer, and are not handed out again: retries reach a
+        // fresh session.
+        let ended = |pids: &'static str| {
+            Statement::from_string(
                 DbBackend::Postgres,
-                "SELECT pg_terminate_backend($1)",
-                [fresh.into()],
-            ))
+                format!(
+                    "SELECT {pids} FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ),
+            )
+        };
+        admin
+            .query_all_raw(ended("pg_terminate_backend(pid)"))
             .await
             .expect("terminate");
-        // The session ends a moment after the signal.
+        // The sessions end a moment after the signal.
         for _ in 0..500 {
-            let alive = admin
-                .query_one_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1",
-                    [fresh.into()],
-                ))
+            if admin
+                .query_all_raw(ended("pid"))
                 .await
-                .expect("pg_stat_activity")
-                .expect("a row")
-                .try_get::<i64>("", "n")
-                .expect("n");
-            if alive == 0 {
+                .expect("sessions")
+                .is_empty()
+            {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let error = backend_pid(db.clone())
             .await
-            .expect_err("the ended session fails the statement");
-        let error = marketbridge_storage::db_error(error);
-        assert_eq!(error.code(), ErrorCode::Unavailable, "{error}");
-        let next = backend_pid(db.clone()).await.expect("the retry");
+            .expect_err("an ended session fails the statement");
+        let mut errors = vec![marketbridge_storage::db_error(error)];
+        let next = loop {
+            match backend_pid(db.clone()).await {
+                Ok(pid) => break pid,
+                Err(error) if errors.len() < 20 => {
+                    errors.push(marketbridge_storage::db_error(error))
+                }
+                Err(error) => panic!("no retry reached a fresh session: {error}"),
+            }
+        };
+        assert!(
+            errors
+                .iter()
+                .all(|error| error.code() == ErrorCode::Unavailable),
+            "{errors:?}"
+        );
         assert_ne!(next, fresh);
     }
 );
