@@ -41,8 +41,8 @@ async fn insert(
     .map(|_| ())
 }
 
-async fn written(db: &DatabaseConnection) -> BTreeSet<String> {
-    db.query_all_raw(Statement::from_string(
+async fn written(conn: &impl ConnectionTrait) -> BTreeSet<String> {
+    conn.query_all_raw(Statement::from_string(
         DbBackend::Sqlite,
         "SELECT id FROM written",
     ))
@@ -66,6 +66,17 @@ async fn until_waiting(db: &DatabaseConnection, count: usize) {
         "{count} writers never queued (waiting: {:?})",
         sqlite_writers_waiting(db)
     );
+}
+
+/// Asserts the table holds exactly `expected`, and that nothing was left
+/// open: a writer takes the write lock at once.
+async fn holds_then_takes_a_writer(db: &DatabaseConnection, expected: &[&str]) {
+    let expected: BTreeSet<String> = expected.iter().map(|id| (*id).to_owned()).collect();
+    assert_eq!(written(db).await, expected);
+    let txn = begin_write(db).await.expect("begin");
+    insert(&txn, "after").await.expect("insert");
+    txn.commit().await.expect("commit");
+    assert!(written(db).await.contains("after"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,16 +189,7 @@ async fn writers_that_write_nothing_leave_their_group_whole() {
     while let Some(done) = writers.join_next().await {
         done.expect("writer").expect("every writer ends cleanly");
     }
-    let expected: BTreeSet<String> = ["write-0", "write-4", "write-6"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(written(&db).await, expected);
-    // The file is free again: a writer takes the write lock at once.
-    let txn = begin_write(&db).await.expect("begin");
-    insert(&txn, "after").await.expect("insert");
-    txn.commit().await.expect("commit");
-    assert!(written(&db).await.contains("after"));
+    holds_then_takes_a_writer(&db, &["write-0", "write-4", "write-6"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +229,7 @@ async fn each_writer_is_told_exactly_the_rows_it_changed() {
                     .rows_affected(),
                 // A query first (the savepoint goes with it), then a write.
                 2 => {
-                    written_in(&txn).await;
+                    written(&txn).await;
                     txn.execute_raw(update("a1"))
                         .await
                         .map_err(db_error)?
@@ -258,18 +260,6 @@ async fn each_writer_is_told_exactly_the_rows_it_changed() {
         counts.into_iter().collect::<Vec<_>>(),
         [(0, 3), (1, 0), (2, 1), (3, 2)]
     );
-}
-
-/// Reads the table through `conn` (a query, to be a writer's first
-/// statement).
-async fn written_in(conn: &impl ConnectionTrait) -> usize {
-    conn.query_all_raw(Statement::from_string(
-        DbBackend::Sqlite,
-        "SELECT id FROM written",
-    ))
-    .await
-    .expect("read")
-    .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,22 +422,17 @@ async fn a_failed_writer_leaves_the_rest_of_its_group_committed() {
     assert!(error.contains("no_such_table"), "{error}");
     assert_eq!(last.await.expect("task"), Ok(()));
 
-    let expected: BTreeSet<String> = [
-        "taken",
-        "first",
-        "before-conflict",
-        "after-conflict",
-        "last",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    assert_eq!(written(&db).await, expected);
-    // Nothing is left open: a writer takes the write lock at once.
-    let txn = begin_write(&db).await.expect("begin");
-    insert(&txn, "after").await.expect("insert");
-    txn.commit().await.expect("commit");
-    assert!(written(&db).await.contains("after"));
+    holds_then_takes_a_writer(
+        &db,
+        &[
+            "taken",
+            "first",
+            "before-conflict",
+            "after-conflict",
+            "last",
+        ],
+    )
+    .await;
 }
 
 /// Set in the child process: the database it writes to.

@@ -184,24 +184,21 @@ backend_test!(
         let clock = clock();
         // 300 s leases: the claim vouches for the first 100 s.
         let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options(16));
-        enqueue(&outbox, &db, 1, 1).await;
-        let soon = LeaseChecks {
-            clock: clock.clone(),
-            later: chrono::Duration::seconds(99),
-            sent: Mutex::default(),
-        };
-        assert_eq!(outbox.run_once(&soon).await.unwrap(), 1);
-        assert_eq!(*soon.sent.lock().unwrap(), [0, 0]);
-        enqueue(&outbox, &db, 1, 1).await;
-        let late = LeaseChecks {
-            clock: clock.clone(),
-            later: chrono::Duration::seconds(101),
-            sent: Mutex::default(),
-        };
-        assert_eq!(outbox.run_once(&late).await.unwrap(), 1);
+        // One job checked 99 s after its claim, then one 101 s after.
+        let mut sent = Vec::new();
+        for seconds in [99, 101] {
+            enqueue(&outbox, &db, 1, 1).await;
+            let checks = LeaseChecks {
+                clock: clock.clone(),
+                later: chrono::Duration::seconds(seconds),
+                sent: Mutex::default(),
+            };
+            assert_eq!(outbox.run_once(&checks).await.unwrap(), 1);
+            sent.push(checks.sent.into_inner().unwrap());
+        }
         // Past the third, the check reads the row (and finds the lease
         // still this attempt's: nobody else claimed it).
-        assert_eq!(*late.sent.lock().unwrap(), [0, 1]);
+        assert_eq!(sent, [[0, 0], [0, 1]]);
         assert_eq!(outbox.stats().await.unwrap().done, 2);
     }
 );
