@@ -552,8 +552,8 @@ pub fn sqlite_writers_waiting(db: &DatabaseConnection) -> Option<usize> {
 /// same process wait for each other inside SQLite's busy handler, which
 /// sleeps and retries (up to 100 ms a sleep), so a queue of writers turns
 /// into sleeps. The gate is a FIFO (short writes first) shared by every pool
-/// of the process that opened the same file: a writer waits on it, without polling, and starts
-/// the moment the previous one is done. Writers in other processes still
+/// of the process that opened the same file: a writer waits on it, without
+/// polling, and starts the moment the previous one is done. Writers in other processes still
 /// meet SQLite's busy handler.
 pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
     let Some(gate) = gate_of(db) else {
