@@ -412,15 +412,48 @@ impl TurnInner {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(Turn(Some(self)).end_group());
+                end_group_in_task(&runtime, self);
             }
-            Err(_) => {
-                // No runtime left to commit on (the process is ending): the
-                // group is dropped, which rolls it back, and its writers
-                // learn that it ended without a commit.
-                self.group = None;
-                self.pass();
-            }
+            Err(_) => self.abandon_group(),
+        }
+    }
+
+    /// No runtime left to commit on (the process is ending): the group is
+    /// dropped, which rolls it back, its writers learn that it ended without
+    /// a commit, and the turn passes on.
+    fn abandon_group(mut self) {
+        self.group = None;
+        self.pass();
+    }
+}
+
+/// Commits the group `inner` holds in a task of its own, then passes the
+/// turn on (the task's output, for a caller that wants the turn itself).
+fn end_group_in_task(
+    runtime: &tokio::runtime::Handle,
+    inner: TurnInner,
+) -> tokio::task::JoinHandle<Option<Turn>> {
+    let unstarted = Unstarted(Some(inner));
+    runtime.spawn(async move {
+        let mut unstarted = unstarted;
+        match unstarted.0.take() {
+            Some(inner) => Some(Turn(Some(inner)).end_group().await),
+            None => None,
+        }
+    })
+}
+
+/// A group commit's task that has not started yet. A runtime shutting down
+/// drops a task it is given without running it: the group is then
+/// abandoned here rather than by dropping a [`Turn`], whose drop would hand
+/// the group to a new task, dropped at once in turn, and so on until the
+/// stack runs out.
+struct Unstarted(Option<TurnInner>);
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.abandon_group();
         }
     }
 }
@@ -565,9 +598,10 @@ pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
     }
     // The group commits in a task of its own; if this caller goes away
     // meanwhile, the turn passes on when that task ends.
-    let turn = tokio::spawn(Turn(Some(inner)).end_group())
+    let turn = end_group_in_task(&tokio::runtime::Handle::current(), inner)
         .await
-        .map_err(|e| Error::internal(format!("the group commit stopped: {e}")))?;
+        .map_err(|e| Error::internal(format!("the group commit stopped: {e}")))?
+        .ok_or_else(|| Error::unavailable("the group commit stopped: shutting down"))?;
     Ok(Some(turn))
 }
 

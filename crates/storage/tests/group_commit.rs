@@ -506,3 +506,52 @@ async fn acknowledged_group_commits_survive_a_sigkill() {
         .collect();
     assert!(torn.is_empty(), "writes kept without their pair: {torn:?}");
 }
+
+#[test]
+fn a_runtime_shutting_down_with_a_group_open_ends_it_cleanly() {
+    // A task still writing when its runtime shuts down is dropped by the
+    // shutdown; its turn then hands the open group to a commit task, which
+    // a shutting-down runtime drops without running. That must end the
+    // group (rolled back) rather than hand it to yet another task.
+    let database = {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        runtime
+            .block_on(TestDatabase::create(TestBackend::Sqlite))
+            .expect("SQLite")
+    };
+    for _ in 0..20 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let db = runtime.block_on(open(database.url()));
+        let (wrote, has_written) = tokio::sync::oneshot::channel::<()>();
+        let writer_db = db.clone();
+        runtime.spawn(async move {
+            let txn = begin_write(&writer_db).await.expect("begin");
+            insert(&txn, &format!("w{}", rand_suffix()))
+                .await
+                .expect("insert");
+            let _ = wrote.send(());
+            std::future::pending::<()>().await;
+            drop(txn);
+        });
+        runtime.block_on(has_written).expect("the writer wrote");
+        drop(runtime);
+    }
+    // Nothing any of them wrote was committed, and the file takes writers.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let db = open(database.url()).await;
+        holds_then_takes_a_writer(&db, &[]).await;
+    });
+}
+
+/// A distinct id for each pass.
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_nanos()
+}
