@@ -519,7 +519,7 @@ fn a_runtime_shutting_down_with_a_group_open_ends_it_cleanly() {
             .block_on(TestDatabase::create(TestBackend::Sqlite))
             .expect("SQLite")
     };
-    for _ in 0..20 {
+    for pass in 0..20 {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -530,9 +530,7 @@ fn a_runtime_shutting_down_with_a_group_open_ends_it_cleanly() {
         let writer_db = db.clone();
         runtime.spawn(async move {
             let txn = begin_write(&writer_db).await.expect("begin");
-            insert(&txn, &format!("w{}", rand_suffix()))
-                .await
-                .expect("insert");
+            insert(&txn, &format!("w{pass}")).await.expect("insert");
             let _ = wrote.send(());
             std::future::pending::<()>().await;
             drop(txn);
@@ -546,12 +544,4 @@ fn a_runtime_shutting_down_with_a_group_open_ends_it_cleanly() {
         let db = open(database.url()).await;
         holds_then_takes_a_writer(&db, &[]).await;
     });
-}
-
-/// A distinct id for each pass.
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_nanos()
 }
