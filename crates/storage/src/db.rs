@@ -92,6 +92,12 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, Error> {
                         .synchronous(SqliteSynchronous::Full)
                         .busy_timeout(Duration::from_secs(10))
                         .foreign_keys(true)
+                        // Temporary storage, including the journal of each
+                        // savepoint a group commit opens per writer, stays
+                        // in memory: by default a group's savepoint journal
+                        // past 64 KiB spilled to a temporary file, created,
+                        // written and deleted once per group.
+                        .pragma("temp_store", "memory")
                 });
         }
         Backend::Postgres => {

@@ -3,7 +3,9 @@
 //! its own writes with it, and every acknowledged write survives the process
 //! being killed.
 
-use marketbridge_storage::sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use marketbridge_storage::sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+};
 use marketbridge_storage::testing::{TestBackend, TestDatabase, acknowledged_before_sigkill};
 use marketbridge_storage::{
     begin_write, connect, db_error, is_unique_violation, sqlite_group_commits,
@@ -101,6 +103,32 @@ async fn sqlite_commits_are_fsynced() {
         .expect("pragma")
         .expect("a row");
     assert_eq!(mode.try_get_by_index::<String>(0).expect("value"), "wal");
+}
+
+/// Every pooled connection keeps temporary storage in memory, the journal of
+/// a group commit's per-writer savepoints included (by default it spilled to
+/// a temporary file, created and deleted once per group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_temporary_storage_in_memory() {
+    const CONNECTIONS: usize = 4;
+    let (_database, db) = fresh().await;
+    // Transactions held side by side, so each asks on a connection of its own.
+    let mut open = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        open.push(db.begin().await.expect("a transaction"));
+    }
+    for txn in &open {
+        let row = txn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA temp_store",
+            ))
+            .await
+            .expect("pragma")
+            .expect("a row");
+        // 2 is MEMORY.
+        assert_eq!(row.try_get_by_index::<i32>(0).expect("value"), 2);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
