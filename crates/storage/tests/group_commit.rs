@@ -4,7 +4,7 @@
 //! being killed.
 
 use marketbridge_storage::sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+    self, ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait,
 };
 use marketbridge_storage::testing::{TestBackend, TestDatabase, acknowledged_before_sigkill};
 use marketbridge_storage::{
@@ -81,28 +81,25 @@ async fn holds_then_takes_a_writer(db: &DatabaseConnection, expected: &[&str]) {
     assert!(written(db).await.contains("after"));
 }
 
+/// A pragma's value as the connection `conn` runs on reports it.
+async fn pragma<T: sea_orm::TryGetable>(conn: &impl ConnectionTrait, name: &str) -> T {
+    conn.query_one_raw(Statement::from_string(
+        DbBackend::Sqlite,
+        format!("PRAGMA {name}"),
+    ))
+    .await
+    .expect("pragma")
+    .expect("a row")
+    .try_get_by_index::<T>(0)
+    .expect("value")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_commits_are_fsynced() {
     let (_database, db) = fresh().await;
-    let row = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Sqlite,
-            "PRAGMA synchronous",
-        ))
-        .await
-        .expect("pragma")
-        .expect("a row");
     // 2 is FULL: every commit is fsynced before it returns.
-    assert_eq!(row.try_get_by_index::<i32>(0).expect("value"), 2);
-    let mode = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Sqlite,
-            "PRAGMA journal_mode",
-        ))
-        .await
-        .expect("pragma")
-        .expect("a row");
-    assert_eq!(mode.try_get_by_index::<String>(0).expect("value"), "wal");
+    assert_eq!(pragma::<i32>(&db, "synchronous").await, 2);
+    assert_eq!(pragma::<String>(&db, "journal_mode").await, "wal");
 }
 
 /// Every pooled connection keeps temporary storage in memory, the journal of
@@ -118,16 +115,8 @@ async fn sqlite_keeps_temporary_storage_in_memory() {
         open.push(db.begin().await.expect("a transaction"));
     }
     for txn in &open {
-        let row = txn
-            .query_one_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "PRAGMA temp_store",
-            ))
-            .await
-            .expect("pragma")
-            .expect("a row");
         // 2 is MEMORY.
-        assert_eq!(row.try_get_by_index::<i32>(0).expect("value"), 2);
+        assert_eq!(pragma::<i32>(txn, "temp_store").await, 2);
     }
 }
 
