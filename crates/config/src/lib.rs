@@ -401,7 +401,9 @@ pub struct OutboxOptions {
     /// kinds whose lanes are full.
     pub poll_interval_ms: u64,
     /// Jobs a worker runs at once; one kind of job takes at most a quarter
-    /// of them, so a slow marketplace delays only its own work.
+    /// of them, so a slow marketplace delays only its own work. A job holds
+    /// its slot until its outcome is committed, so a kind drains at about
+    /// a quarter of this divided by a job's time including two commits.
     pub batch_size: u32,
     /// Attempts before a job is dead-lettered.
     pub max_attempts: u32,
@@ -422,7 +424,7 @@ impl Default for OutboxOptions {
     fn default() -> Self {
         Self {
             poll_interval_ms: 200,
-            batch_size: 16,
+            batch_size: 128,
             max_attempts: 12,
             backoff_initial_ms: 1000,
             backoff_max_ms: 300_000,

@@ -623,6 +623,55 @@ backend_test!(
 );
 
 backend_test!(
+    by_default_one_kind_of_job_runs_thirty_two_at_once,
+    |database| async move {
+        // A job keeps its slot until its outcome is committed, so one kind
+        // drains at its lane's width over a job's time: the default lane
+        // must be wide enough for a provision's job to keep up with the
+        // provisions (see README, Benchmark).
+        let db = open(&database).await;
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
+        for n in 0..40 {
+            outbox
+                .enqueue(&db, NewJob::new("test.bulk", &n).unwrap())
+                .await
+                .unwrap();
+        }
+        let effects = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(tokio::sync::Semaphore::new(0));
+        let handler = GatedEffect {
+            started: started.clone(),
+            gate: Some(gate.clone()),
+            effects: effects.clone(),
+        };
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(Arc::new(handler), stop.clone()));
+        let _all_started =
+            tokio::time::timeout(std::time::Duration::from_secs(30), started.acquire_many(32))
+                .await
+                .expect("32 jobs started side by side")
+                .unwrap();
+        assert_eq!(
+            outbox.stats().await.unwrap().running,
+            32,
+            "the lane holds 32 jobs; the other 8 wait for a slot"
+        );
+        assert!(effects.lock().unwrap().is_empty(), "none finished yet");
+        gate.add_permits(1);
+        loop {
+            if outbox.stats().await.unwrap().done == 40 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        worker.await.unwrap();
+        assert_eq!(effects.lock().unwrap().len(), 40, "each job acted once");
+    }
+);
+
+backend_test!(
     a_slow_kind_of_job_does_not_hold_up_other_kinds,
     |database| async move {
         let db = open(&database).await;
