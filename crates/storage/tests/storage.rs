@@ -497,6 +497,48 @@ impl JobHandler for GatedEffect {
     }
 }
 
+/// A worker running jobs with a [`GatedEffect`] whose gate is closed: each
+/// job it starts waits until a permit is added to `gate`.
+struct GatedWorker {
+    worker: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+    gate: Arc<tokio::sync::Semaphore>,
+    /// One permit per job started.
+    started: Arc<tokio::sync::Semaphore>,
+    effects: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl GatedWorker {
+    fn start(outbox: &Outbox) -> Self {
+        let effects = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(tokio::sync::Semaphore::new(0));
+        let handler = GatedEffect {
+            started: started.clone(),
+            gate: Some(gate.clone()),
+            effects: effects.clone(),
+        };
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(Arc::new(handler), stop.clone()));
+        Self {
+            worker,
+            stop,
+            gate,
+            started,
+            effects,
+        }
+    }
+}
+
+/// Opens `gate` (each job passing returns its permit) and waits until the
+/// outbox counts `jobs` jobs done.
+async fn open_gate_until_done(outbox: &Outbox, gate: &tokio::sync::Semaphore, jobs: u64) {
+    gate.add_permits(1);
+    while outbox.stats().await.unwrap().done < jobs {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn job_row(db: &DatabaseConnection, id: &str) -> marketbridge_storage::outbox::entity::Model {
     use marketbridge_storage::sea_orm::EntityTrait;
     marketbridge_storage::outbox::entity::Entity::find_by_id(id.to_owned())
@@ -524,16 +566,13 @@ backend_test!(
             .await
             .unwrap()
             .unwrap();
-        let effects = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let first_started = Arc::new(tokio::sync::Semaphore::new(0));
-        let stalled = GatedEffect {
-            started: first_started.clone(),
-            gate: Some(gate.clone()),
-            effects: effects.clone(),
-        };
-        let stop = CancellationToken::new();
-        let worker = tokio::spawn(first.clone().run(Arc::new(stalled), stop.clone()));
+        let GatedWorker {
+            worker,
+            stop,
+            gate,
+            started: first_started,
+            effects,
+        } = GatedWorker::start(&first);
         let _ = first_started.acquire().await.unwrap();
 
         // The lease runs out; a second worker claims the job and acts.
@@ -577,16 +616,13 @@ backend_test!(
             .await
             .unwrap()
             .unwrap();
-        let effects = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let started = Arc::new(tokio::sync::Semaphore::new(0));
-        let long = GatedEffect {
-            started: started.clone(),
-            gate: Some(gate.clone()),
-            effects: effects.clone(),
-        };
-        let stop = CancellationToken::new();
-        let worker = tokio::spawn(runner.clone().run(Arc::new(long), stop.clone()));
+        let GatedWorker {
+            worker,
+            stop,
+            gate,
+            started,
+            effects,
+        } = GatedWorker::start(&runner);
         let _ = started.acquire().await.unwrap();
 
         let idle = GatedEffect {
@@ -637,16 +673,13 @@ backend_test!(
                 .await
                 .unwrap();
         }
-        let effects = Arc::new(Mutex::new(Vec::new()));
-        let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let started = Arc::new(tokio::sync::Semaphore::new(0));
-        let handler = GatedEffect {
-            started: started.clone(),
-            gate: Some(gate.clone()),
-            effects: effects.clone(),
-        };
-        let stop = CancellationToken::new();
-        let worker = tokio::spawn(outbox.clone().run(Arc::new(handler), stop.clone()));
+        let GatedWorker {
+            worker,
+            stop,
+            gate,
+            started,
+            effects,
+        } = GatedWorker::start(&outbox);
         let _all_started =
             tokio::time::timeout(std::time::Duration::from_secs(30), started.acquire_many(32))
                 .await
@@ -658,13 +691,7 @@ backend_test!(
             "the lane holds 32 jobs; the other 8 wait for a slot"
         );
         assert!(effects.lock().unwrap().is_empty(), "none finished yet");
-        gate.add_permits(1);
-        loop {
-            if outbox.stats().await.unwrap().done == 40 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        open_gate_until_done(&outbox, &gate, 40).await;
         stop.cancel();
         worker.await.unwrap();
         assert_eq!(effects.lock().unwrap().len(), 40, "each job acted once");
@@ -753,13 +780,7 @@ backend_test!(
         let running = outbox.stats().await.unwrap().running;
         assert_eq!(running, 2, "two slow jobs run at once");
 
-        gate.add_permits(1);
-        loop {
-            if outbox.stats().await.unwrap().done == 9 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        open_gate_until_done(&outbox, &gate, 9).await;
         stop.cancel();
         worker.await.unwrap();
         assert_eq!(effects.lock().unwrap().len(), 9, "each job acted once");
