@@ -374,10 +374,7 @@ impl ProvisioningDomain {
         conn: &impl ConnectionTrait,
         subscription_id: &SubscriptionId,
     ) -> Result<Vec<resource::Model>> {
-        resource::Entity::find()
-            .filter(resource::Column::SubscriptionId.eq(subscription_id.as_str()))
-            .filter(resource::Column::Status.ne(ResourceStatus::Uninstalled))
-            .order_by_asc(resource::Column::Id)
+        live_of_subscription(subscription_id)
             .all(conn)
             .await
             .map_err(db_error)
@@ -388,12 +385,14 @@ impl ProvisioningDomain {
         conn: &impl ConnectionTrait,
         subscription_id: &SubscriptionId,
     ) -> Result<Vec<String>> {
-        Ok(self
-            .live_resources_of_subscription(conn, subscription_id)
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect())
+        // The ids alone: a row also carries its sealed secrets and metadata.
+        live_of_subscription(subscription_id)
+            .select_only()
+            .column(resource::Column::Id)
+            .into_tuple()
+            .all(conn)
+            .await
+            .map_err(db_error)
     }
 
     /// The marketplace id of an account, for notifications.
@@ -444,4 +443,12 @@ impl ResourceDriver {
             app_urls: &self.app_urls,
         }
     }
+}
+
+/// A subscription's resources that are not uninstalled, oldest id first.
+fn live_of_subscription(subscription_id: &SubscriptionId) -> sea_orm::Select<resource::Entity> {
+    resource::Entity::find()
+        .filter(resource::Column::SubscriptionId.eq(subscription_id.as_str()))
+        .filter(resource::Column::Status.ne(ResourceStatus::Uninstalled))
+        .order_by_asc(resource::Column::Id)
 }
