@@ -537,3 +537,54 @@ backend_test!(
         vercel.stop().await;
     }
 );
+
+backend_test!(
+    rotations_of_one_resource_sent_at_once_all_succeed_one_after_another,
+    |database| async move {
+        let vercel = vercel_set(&database, VercelOptions::default()).await;
+        let (installation, admin) = vercel.install().await;
+        let created = vercel
+            .provision(
+                &installation,
+                &admin,
+                provision_body("database", "pro", "busy", json!({"region": "fra1"})),
+            )
+            .await;
+        let resource_id = created["id"].as_str().expect("an id").to_owned();
+        let path = format!(
+            "{}/secrets/rotate",
+            resource_path(&installation, &resource_id)
+        );
+        // Each reads the secrets, has the driver decide new ones, then
+        // writes: rotations sent together overtake one another in between.
+        const ROTATIONS: usize = 8;
+        let mut rotations = tokio::task::JoinSet::new();
+        for n in 0..ROTATIONS {
+            let (partner, path, admin) = (vercel.partner.clone(), path.clone(), admin.clone());
+            rotations.spawn(async move {
+                partner
+                    .post(&path)
+                    .user(&admin)
+                    .idempotency_key(&format!("rotate-{n}"))
+                    .json(&json!({"reason": "busy", "delayOldSecretsExpirationHours": 1}))
+                    .send()
+                    .await
+            });
+        }
+        let mut passwords = std::collections::HashSet::new();
+        for answer in rotations.join_all().await {
+            assert_eq!(answer.status, 200, "{}", answer.text);
+            passwords.insert(secret(&answer.body, "PGPASSWORD")["value"].to_string());
+        }
+        assert_eq!(
+            passwords.len(),
+            ROTATIONS,
+            "each rotation made its own secrets"
+        );
+        assert_eq!(
+            vercel.stored_resource(&resource_id).await.secrets_version,
+            1 + ROTATIONS as u32,
+            "every rotation was applied, one after another"
+        );
+    }
+);

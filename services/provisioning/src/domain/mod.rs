@@ -99,6 +99,32 @@ impl AccountRefs {
     }
 }
 
+/// Turns of the rotations this process runs: rotations of one resource take
+/// turns (a rotation reads the secrets, has the driver decide new ones, then
+/// writes, and one that another overtook in between must start again).
+/// Resources share a fixed number of turns by the hash of their id, so the
+/// table never grows; two resources sharing one only wait for each other.
+pub(crate) struct RotationTurns([tokio::sync::Mutex<()>; ROTATION_TURNS]);
+
+/// How many turns [`RotationTurns`] holds.
+const ROTATION_TURNS: usize = 64;
+
+impl Default for RotationTurns {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl RotationTurns {
+    /// Waits for the turn of `resource_id`'s rotations; the turn is held
+    /// until the guard drops.
+    pub(crate) async fn take(&self, resource_id: &ResourceId) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(resource_id.as_str());
+        self.0[(hash % ROTATION_TURNS as u64) as usize].lock().await
+    }
+}
+
 /// The provisioning service's state and operations.
 #[derive(Clone)]
 pub struct ProvisioningDomain {
@@ -112,6 +138,7 @@ pub struct ProvisioningDomain {
     accounts: Arc<dyn AccountApi>,
     resource_cache: Arc<ResourceCache>,
     account_refs: Arc<AccountRefs>,
+    rotation_turns: Arc<RotationTurns>,
 }
 
 pub(crate) fn context_key(context: Option<&RequestContext>) -> String {
@@ -148,6 +175,7 @@ impl ProvisioningDomain {
             accounts,
             resource_cache,
             account_refs: Arc::default(),
+            rotation_turns: Arc::default(),
         }
     }
 

@@ -536,76 +536,86 @@ impl ProvisioningDomain {
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
         }
-        // The driver decides the new secrets before the transaction.
-        let stored = self
-            .require_resource(&self.db, &resource_id, owner.as_ref())
-            .await?;
-        lifecycle::step(Self::machine_resource(&stored), Event::RotateSecrets)?;
-        let current = self.open(&stored.secrets)?;
-        let driver = self.driver_for(&stored)?;
-        let rotation = driver.driver.rotate(&driver.context(), &current).await?;
+        // The driver decides the new secrets before the transaction, so
+        // rotations of one resource take turns in this process. One that
+        // another replica's overtook in between starts again from the
+        // secrets that one left, as if the two had come one after the
+        // other; only one that keeps being overtaken gives up.
+        let _turn = self.rotation_turns.take(&resource_id).await;
+        for _ in 0..ROTATION_ATTEMPTS {
+            let stored = self
+                .require_resource(&self.db, &resource_id, owner.as_ref())
+                .await?;
+            lifecycle::step(Self::machine_resource(&stored), Event::RotateSecrets)?;
+            let current = self.open(&stored.secrets)?;
+            let driver = self.driver_for(&stored)?;
+            let rotation = driver.driver.rotate(&driver.context(), &current).await?;
 
-        let mut work = unit_of_work!(call, &self.db, &self.outbox);
-        let mut row = self
-            .require_resource(&*work, &resource_id, owner.as_ref())
-            .await?;
-        lifecycle::step(Self::machine_resource(&row), Event::RotateSecrets)?;
-        if row.secrets_version != stored.secrets_version {
-            return Err(Error::unavailable(
-                "the resource's secrets changed meanwhile; retry",
-            ));
-        }
-        let now = self.now();
-        let grace = ChronoDuration::seconds(request.old_secrets_valid_for_seconds as i64);
-        let response = if rotation.sync {
-            let merged = merge_secrets(&current, &rotation.secrets, rotation.partial);
-            row.previous_secrets = Some(row.secrets.clone());
-            row.previous_secrets_expire_at = Some(now + grace);
-            row.secrets = self.seal(&merged)?;
-            row.secrets_version += 1;
-            row.driver_state = rotation.state.to_string();
-            row.updated_at = now;
-            row.update_in(&*work).await?;
-            let job = ProvisioningJob::RevokeOldSecrets(ResourceJob::plain(&resource_id));
-            work.enqueue(NewJob::of(&job)?.run_at(now + grace)).await?;
-            pb::RotateSecretsResponse {
-                sync: true,
-                secrets: rotation
-                    .secrets
-                    .iter()
-                    .map(|secret| {
-                        if row.production_only {
-                            secret.production_values().to_proto()
-                        } else {
-                            secret.to_proto()
-                        }
-                    })
-                    .collect(),
-                partial: rotation.partial,
-                resource: Some(resource_to_proto(&row)?),
+            let mut work = unit_of_work!(call.clone(), &self.db, &self.outbox);
+            let mut row = self
+                .require_resource(&*work, &resource_id, owner.as_ref())
+                .await?;
+            lifecycle::step(Self::machine_resource(&row), Event::RotateSecrets)?;
+            if row.secrets_version != stored.secrets_version {
+                // Dropping the unit of work rolls it back.
+                continue;
             }
-        } else {
-            let pending = PendingRotation {
-                sealed_secrets: self.seal(&rotation.secrets)?,
-                partial: rotation.partial,
-                state: rotation.state.clone(),
-                old_valid_for_seconds: request.old_secrets_valid_for_seconds,
+            let now = self.now();
+            let grace = ChronoDuration::seconds(request.old_secrets_valid_for_seconds as i64);
+            let response = if rotation.sync {
+                let merged = merge_secrets(&current, &rotation.secrets, rotation.partial);
+                row.previous_secrets = Some(row.secrets.clone());
+                row.previous_secrets_expire_at = Some(now + grace);
+                row.secrets = self.seal(&merged)?;
+                row.secrets_version += 1;
+                row.driver_state = rotation.state.to_string();
+                row.updated_at = now;
+                row.update_in(&*work).await?;
+                let job = ProvisioningJob::RevokeOldSecrets(ResourceJob::plain(&resource_id));
+                work.enqueue(NewJob::of(&job)?.run_at(now + grace)).await?;
+                pb::RotateSecretsResponse {
+                    sync: true,
+                    secrets: rotation
+                        .secrets
+                        .iter()
+                        .map(|secret| {
+                            if row.production_only {
+                                secret.production_values().to_proto()
+                            } else {
+                                secret.to_proto()
+                            }
+                        })
+                        .collect(),
+                    partial: rotation.partial,
+                    resource: Some(resource_to_proto(&row)?),
+                }
+            } else {
+                let pending = PendingRotation {
+                    sealed_secrets: self.seal(&rotation.secrets)?,
+                    partial: rotation.partial,
+                    state: rotation.state.clone(),
+                    old_valid_for_seconds: request.old_secrets_valid_for_seconds,
+                };
+                let job = ProvisioningJob::CompleteRotation(ResourceJob {
+                    resource_id: resource_id.clone(),
+                    push_secrets: true,
+                    sealed: Some(pending),
+                });
+                work.enqueue(NewJob::of(&job)?).await?;
+                pb::RotateSecretsResponse {
+                    sync: false,
+                    secrets: Vec::new(),
+                    partial: rotation.partial,
+                    resource: Some(resource_to_proto(&row)?),
+                }
             };
-            let job = ProvisioningJob::CompleteRotation(ResourceJob {
-                resource_id: resource_id.clone(),
-                push_secrets: true,
-                sealed: Some(pending),
-            });
-            work.enqueue(NewJob::of(&job)?).await?;
-            pb::RotateSecretsResponse {
-                sync: false,
-                secrets: Vec::new(),
-                partial: rotation.partial,
-                resource: Some(resource_to_proto(&row)?),
-            }
-        };
-        tracing::info!(resource.id = %row.id, sync = response.sync, "secrets rotation started");
-        work.finish(response).await
+            tracing::info!(resource.id = %row.id, sync = response.sync, "secrets rotation started");
+            return work.finish(response).await;
+        }
+        Err(
+            Error::conflict("the resource's secrets kept changing during the rotation; try again")
+                .with_user_message("The secrets are being rotated by another request; try again"),
+        )
     }
 
     /// Current secrets (internal).
@@ -946,6 +956,10 @@ impl ProvisioningDomain {
             .and_then(status_from_proto)
     }
 }
+
+/// Times a rotation starts again when another replica's rotation of the
+/// same resource overtook it between its read and its transaction.
+const ROTATION_ATTEMPTS: usize = 5;
 
 /// What a new resource is made of.
 #[derive(Clone, Copy)]
