@@ -2,56 +2,29 @@
 //! every change (a call's, a job's, another replica's) is visible on the next
 //! read; a cached row never reaches another account.
 
-use marketbridge_catalog::Catalog;
-use marketbridge_config::{Config, OutboxOptions};
 use marketbridge_core::ErrorCode;
 use marketbridge_core::crypto::Cipher;
 use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use marketbridge_proto::provisioning::v1 as pb;
+use marketbridge_provisioning::ProvisioningServer;
 use marketbridge_provisioning::entity::resource;
 use marketbridge_provisioning::model::{Ownership, ProvisioningJob, ResourceJob, ResourceStatus};
-use marketbridge_provisioning::{ProvisioningDeps, ProvisioningServer, adapters};
-use marketbridge_rpc::ServiceClients;
 use marketbridge_storage::outbox::NewJob;
 use marketbridge_storage::sea_orm::{ConnectionTrait, EntityTrait, IntoActiveModel};
 use marketbridge_storage::testing::{TestBackend, TestDatabase, run_on};
 use marketbridge_storage::{UnitOfWork, backend_test, changes};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const CATALOG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/catalog.toml");
+mod support;
 
 /// How long a replica's change may take to arrive: generous, this is not a
 /// measure of speed.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A provisioning service on `url`. The account and billing services are
-/// never called by what these tests do (no resource is created through the
-/// API), so their URLs lead nowhere.
+/// A provisioning service on `url` with the default drivers.
 async fn open(url: &str, cipher: &Cipher) -> ProvisioningServer {
-    let config = Config::default();
-    let clients = ServiceClients::connect(
-        "http://127.0.0.1:1",
-        "http://127.0.0.1:1",
-        "http://127.0.0.1:1",
-        &marketbridge_rpc::ClientCredentials::of_set(&config),
-        Duration::from_secs(1),
-    )
-    .unwrap();
-    let deps = ProvisioningDeps {
-        clock: marketbridge_core::time::system_clock(),
-        cipher: cipher.clone(),
-        catalog: Arc::new(Catalog::load(CATALOG).unwrap()),
-        drivers: adapters::drivers(&config).unwrap(),
-        marketplaces: Default::default(),
-        accounts: Arc::new(clients.account),
-        billing: None,
-        usage_interval: Duration::ZERO,
-    };
-    ProvisioningServer::open(url, &OutboxOptions::default(), deps)
-        .await
-        .unwrap()
+    support::open(url, cipher, support::default_drivers()).await
 }
 
 /// Stores a pending resource of `account` with its provisioning job, as

@@ -219,10 +219,26 @@ impl ProvisioningDomain {
         resource_id: &ResourceId,
         owner: Option<&AccountId>,
     ) -> Result<resource::Model> {
-        self.load_resource(conn, resource_id)
-            .await?
-            .filter(|row| owner.is_none_or(|owner| row.account_id == owner.as_str()))
-            .ok_or_else(|| Error::not_found("resource not found"))
+        owned(self.load_resource(conn, resource_id).await?, owner)
+    }
+
+    /// [`Self::require_resource`] inside a write transaction, the row locked
+    /// until it ends (on PostgreSQL; on SQLite the transaction holds the
+    /// file's write lock already): for a change decided from a read before
+    /// the transaction, so a replica's change to the row either committed
+    /// before this read (and shows in it) or waits until this commits.
+    pub(crate) async fn require_resource_locked(
+        &self,
+        conn: &impl ConnectionTrait,
+        resource_id: &ResourceId,
+        owner: Option<&AccountId>,
+    ) -> Result<resource::Model> {
+        let row = resource::Entity::find_by_id(resource_id.as_str().to_owned())
+            .lock_exclusive()
+            .one(conn)
+            .await
+            .map_err(db_error)?;
+        owned(row, owner)
     }
 
     /// [`Self::require_resource`] for reading only, through the resource
@@ -553,7 +569,7 @@ impl ProvisioningDomain {
 
             let mut work = unit_of_work!(call.clone(), &self.db, &self.outbox);
             let mut row = self
-                .require_resource(&*work, &resource_id, owner.as_ref())
+                .require_resource_locked(&*work, &resource_id, owner.as_ref())
                 .await?;
             lifecycle::step(Self::machine_resource(&row), Event::RotateSecrets)?;
             if row.secrets_version != stored.secrets_version {
@@ -955,6 +971,12 @@ impl ProvisioningDomain {
             .ok()
             .and_then(status_from_proto)
     }
+}
+
+/// `row` when it belongs to `owner` (any account when `None`), else not found.
+fn owned(row: Option<resource::Model>, owner: Option<&AccountId>) -> Result<resource::Model> {
+    row.filter(|row| owner.is_none_or(|owner| row.account_id == owner.as_str()))
+        .ok_or_else(|| Error::not_found("resource not found"))
 }
 
 /// Times a rotation starts again when another replica's rotation of the
