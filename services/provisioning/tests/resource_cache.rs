@@ -4,11 +4,11 @@
 
 use marketbridge_core::ErrorCode;
 use marketbridge_core::crypto::Cipher;
-use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
+use marketbridge_core::ids::{AccountId, ResourceId};
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_provisioning::ProvisioningServer;
 use marketbridge_provisioning::entity::resource;
-use marketbridge_provisioning::model::{Ownership, ProvisioningJob, ResourceJob, ResourceStatus};
+use marketbridge_provisioning::model::{ProvisioningJob, ResourceJob, ResourceStatus};
 use marketbridge_storage::outbox::NewJob;
 use marketbridge_storage::sea_orm::{ConnectionTrait, EntityTrait, IntoActiveModel};
 use marketbridge_storage::testing::{TestBackend, TestDatabase, run_on};
@@ -35,33 +35,7 @@ async fn insert_pending(
     account: &AccountId,
 ) -> ResourceId {
     let id = ResourceId::generate();
-    let now = marketbridge_storage::db::truncate_micros(chrono::Utc::now());
-    let row = resource::Model {
-        id: id.to_string(),
-        account_id: account.to_string(),
-        subscription_id: SubscriptionId::generate().into_string(),
-        product_id: "database".into(),
-        plan_id: "free".into(),
-        name: "first".into(),
-        metadata: r#"{"region":"iad1"}"#.into(),
-        status: ResourceStatus::Pending,
-        status_message: String::new(),
-        marketplace: "vercel".into(),
-        external_id: String::new(),
-        connections: "[]".into(),
-        secrets: cipher.encrypt("[]").unwrap(),
-        secrets_version: 1,
-        previous_secrets: None,
-        previous_secrets_expire_at: None,
-        driver: "template".into(),
-        driver_state: r#"{"username":"u"}"#.into(),
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-        ownership: Ownership::Owned,
-        protocol_settings: "{}".into(),
-        production_only: false,
-    };
+    let row = support::resource_row(&id, account, ResourceStatus::Pending, cipher);
     let domain = server.domain();
     let mut work = UnitOfWork::begin(domain.db(), domain.outbox())
         .await

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use marketbridge_core::Result;
 use marketbridge_core::crypto::Cipher;
-use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
+use marketbridge_core::ids::{AccountId, ResourceId};
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_provisioning::ProvisioningServer;
 use marketbridge_provisioning::driver::template::TemplateDriver;
@@ -13,7 +13,7 @@ use marketbridge_provisioning::driver::{
     Driver, DriverContext, Measurement, Prepared, Provisioned, Rotation, Secret,
 };
 use marketbridge_provisioning::entity::resource;
-use marketbridge_provisioning::model::{Ownership, ResourceStatus};
+use marketbridge_provisioning::model::ResourceStatus;
 use marketbridge_storage::backend_test;
 use marketbridge_storage::sea_orm::{EntityTrait, IntoActiveModel};
 use std::sync::Arc;
@@ -82,33 +82,7 @@ impl Driver for HeldOnce {
 /// Stores a ready resource of product `database` with no secrets yet.
 async fn insert_ready(server: &ProvisioningServer, cipher: &Cipher) -> ResourceId {
     let id = ResourceId::generate();
-    let now = marketbridge_storage::db::truncate_micros(chrono::Utc::now());
-    let row = resource::Model {
-        id: id.to_string(),
-        account_id: AccountId::generate().to_string(),
-        subscription_id: SubscriptionId::generate().into_string(),
-        product_id: "database".into(),
-        plan_id: "free".into(),
-        name: "rotated".into(),
-        metadata: r#"{"region":"iad1"}"#.into(),
-        status: ResourceStatus::Ready,
-        status_message: String::new(),
-        marketplace: "vercel".into(),
-        external_id: String::new(),
-        connections: "[]".into(),
-        secrets: cipher.encrypt("[]").unwrap(),
-        secrets_version: 1,
-        previous_secrets: None,
-        previous_secrets_expire_at: None,
-        driver: "template".into(),
-        driver_state: r#"{"username":"u"}"#.into(),
-        created_at: now,
-        updated_at: now,
-        deleted_at: None,
-        ownership: Ownership::Owned,
-        protocol_settings: "{}".into(),
-        production_only: false,
-    };
+    let row = support::resource_row(&id, &AccountId::generate(), ResourceStatus::Ready, cipher);
     resource::Entity::insert(row.into_active_model())
         .exec_without_returning(server.domain().db())
         .await

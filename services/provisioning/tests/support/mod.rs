@@ -4,7 +4,10 @@
 use marketbridge_catalog::Catalog;
 use marketbridge_config::{Config, OutboxOptions};
 use marketbridge_core::crypto::Cipher;
+use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use marketbridge_provisioning::driver::Drivers;
+use marketbridge_provisioning::entity::resource;
+use marketbridge_provisioning::model::{Ownership, ResourceStatus};
 use marketbridge_provisioning::{ProvisioningDeps, ProvisioningServer, adapters};
 use marketbridge_rpc::ServiceClients;
 use std::sync::Arc;
@@ -43,4 +46,41 @@ pub async fn open(url: &str, cipher: &Cipher, drivers: Drivers) -> ProvisioningS
     ProvisioningServer::open(url, &OutboxOptions::default(), deps)
         .await
         .unwrap()
+}
+
+/// A resource row of product `database` (template driver) owned by
+/// `account`, with no secrets yet, in `status`.
+pub fn resource_row(
+    id: &ResourceId,
+    account: &AccountId,
+    status: ResourceStatus,
+    cipher: &Cipher,
+) -> resource::Model {
+    let now = marketbridge_storage::db::truncate_micros(chrono::Utc::now());
+    resource::Model {
+        id: id.to_string(),
+        account_id: account.to_string(),
+        subscription_id: SubscriptionId::generate().into_string(),
+        product_id: "database".into(),
+        plan_id: "free".into(),
+        name: "first".into(),
+        metadata: r#"{"region":"iad1"}"#.into(),
+        status,
+        status_message: String::new(),
+        marketplace: "vercel".into(),
+        external_id: String::new(),
+        connections: "[]".into(),
+        secrets: cipher.encrypt("[]").unwrap(),
+        secrets_version: 1,
+        previous_secrets: None,
+        previous_secrets_expire_at: None,
+        driver: "template".into(),
+        driver_state: r#"{"username":"u"}"#.into(),
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+        ownership: Ownership::Owned,
+        protocol_settings: "{}".into(),
+        production_only: false,
+    }
 }
