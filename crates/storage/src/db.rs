@@ -651,13 +651,8 @@ async fn begin(db: &DatabaseConnection, writer: Writer) -> Result<WriteTxn, Erro
         ..Default::default()
     };
     let Some(gate) = gate_of(db) else {
-        let txn = db.begin_with_options(immediate).await.map_err(db_error)?;
-        return Ok(WriteTxn {
-            txn,
-            _open: open(),
-            turn: Turn(None),
-            changes,
-        });
+        // PostgreSQL: the transaction begins with its first statement.
+        return Ok(WriteTxn::unbegun(db, open(), changes));
     };
     let mut turn = Turn(Some(take_turn(&gate, writer == Writer::Once).await?));
     let Some(inner) = turn.0.as_mut() else {
@@ -679,12 +674,7 @@ async fn begin(db: &DatabaseConnection, writer: Writer) -> Result<WriteTxn, Erro
         return Err(Error::internal("the write group went missing"));
     };
     match group.txn.begin().await {
-        Ok(txn) => Ok(WriteTxn {
-            txn,
-            _open: open(),
-            turn,
-            changes,
-        }),
+        Ok(txn) => Ok(WriteTxn::begun(txn, open(), turn, changes)),
         Err(error) => {
             group.broken = true;
             Err(db_error(error))
@@ -695,11 +685,24 @@ async fn begin(db: &DatabaseConnection, writer: Writer) -> Result<WriteTxn, Erro
 /// A write transaction from [`begin_write`]; use it wherever a sea-orm
 /// connection is expected. On SQLite it holds the write gate until it ends
 /// (see [`begin_write`]).
+///
+/// On PostgreSQL the transaction begins with its first statement, and
+/// inserts made with [`WriteTxn::insert_at_commit`] wait for the next
+/// statement or the commit and go with it as one statement
+/// ([`crate::deferred`]): a transaction that only inserts costs one round
+/// trip.
 #[derive(Debug)]
 pub struct WriteTxn {
     // Fields drop in order: the transaction (on SQLite, the writer's
     // savepoint) ends before the turn passes on.
-    txn: DatabaseTransaction,
+    txn: tokio::sync::OnceCell<DatabaseTransaction>,
+    /// PostgreSQL: the pool the transaction begins on at its first
+    /// statement (`None` on SQLite, whose transaction begins at once).
+    pool: Option<DatabaseConnection>,
+    backend: DbBackend,
+    support_returning: bool,
+    /// Inserts waiting for the next statement or the commit.
+    deferred: std::sync::Mutex<Vec<sea_orm::sea_query::InsertStatement>>,
     _open: Option<OpenTransaction>,
     turn: Turn,
     /// The database's change generation, bumped once a commit succeeded
@@ -708,16 +711,116 @@ pub struct WriteTxn {
 }
 
 impl WriteTxn {
+    fn begun(
+        txn: DatabaseTransaction,
+        open: Option<OpenTransaction>,
+        turn: Turn,
+        changes: Option<Arc<crate::changes::Generation>>,
+    ) -> Self {
+        let (backend, support_returning) = (txn.get_database_backend(), txn.support_returning());
+        Self {
+            txn: tokio::sync::OnceCell::new_with(Some(txn)),
+            pool: None,
+            backend,
+            support_returning,
+            deferred: Default::default(),
+            _open: open,
+            turn,
+            changes,
+        }
+    }
+
+    fn unbegun(
+        pool: &DatabaseConnection,
+        open: Option<OpenTransaction>,
+        changes: Option<Arc<crate::changes::Generation>>,
+    ) -> Self {
+        Self {
+            txn: tokio::sync::OnceCell::new(),
+            pool: Some(pool.clone()),
+            backend: pool.get_database_backend(),
+            support_returning: pool.support_returning(),
+            deferred: Default::default(),
+            _open: open,
+            turn: Turn(None),
+            changes,
+        }
+    }
+
+    /// Inserts `insert` when the transaction sends its next statement or
+    /// commits, together with the other inserts waiting (on PostgreSQL as
+    /// one statement). Until then nothing of it is sent: an error it meets
+    /// (a unique violation, say) comes from that statement or the commit.
+    pub fn insert_at_commit(&self, insert: sea_orm::sea_query::InsertStatement) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(insert);
+    }
+
+    /// Where to make reads that lock nothing before this transaction writes
+    /// anything: on PostgreSQL the pool, so they do not begin the
+    /// transaction (in a `READ COMMITTED` transaction a statement sees the
+    /// rows committed when it starts, as one outside it does); on SQLite the
+    /// transaction itself (its reads are made under the file's write turn,
+    /// so no other writer of this process changes what they saw before the
+    /// commit). Not for reads that must see this transaction's own writes.
+    pub fn reads_before_writes(&self) -> ReadsBeforeWrites<'_> {
+        match &self.pool {
+            Some(pool) if self.txn.get().is_none() => ReadsBeforeWrites::Pool(pool),
+            _ => ReadsBeforeWrites::Txn(self),
+        }
+    }
+
+    fn take_deferred(&self) -> Vec<sea_orm::sea_query::InsertStatement> {
+        std::mem::take(
+            &mut *self
+                .deferred
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// The transaction, begun if it was not, with the deferred inserts sent.
+    async fn started(&self) -> Result<&DatabaseTransaction, DbErr> {
+        let txn = match &self.pool {
+            Some(pool) => self.txn.get_or_try_init(|| begin_counted(pool)).await?,
+            None => self
+                .txn
+                .get()
+                .ok_or_else(|| group_error("the write transaction went missing"))?,
+        };
+        let deferred = self.take_deferred();
+        if !deferred.is_empty() {
+            crate::deferred::insert_all(txn, deferred).await?;
+        }
+        Ok(txn)
+    }
+
+    fn bump(&self) {
+        self.changes.iter().for_each(|generation| generation.bump());
+    }
+
     /// Commits. On SQLite it returns once the group commit holding these
     /// writes is durably committed; if that commit fails, every writer of
     /// the group gets the error and none of their writes were kept.
     pub async fn commit(self) -> Result<(), DbErr> {
+        if self.txn.get().is_none() {
+            return self.commit_unbegun().await;
+        }
+        if let Err(error) = self.started().await {
+            let _ = self.rollback().await;
+            return Err(error);
+        }
         let WriteTxn {
             txn,
-            _open,
             mut turn,
             changes,
+            ..
         } = self;
+        let txn = txn
+            .into_inner()
+            .ok_or_else(|| group_error("the write transaction went missing"))?;
         let bump = |()| changes.iter().for_each(|generation| generation.bump());
         let Some(inner) = turn.0.as_mut() else {
             return txn.commit().await.map(bump);
@@ -736,17 +839,42 @@ impl WriteTxn {
         group_outcome(outcome).await.map(bump)
     }
 
+    /// Commits a PostgreSQL transaction that sent nothing yet: its deferred
+    /// inserts as one statement of their own (atomic without a `BEGIN`), or
+    /// in a transaction when they do not fit in one.
+    async fn commit_unbegun(self) -> Result<(), DbErr> {
+        let deferred = self.take_deferred();
+        if deferred.is_empty() {
+            return Ok(());
+        }
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| group_error("the write transaction went missing"))?;
+        match crate::deferred::one_statement(&deferred) {
+            Some(statement) => {
+                pool.execute_raw(statement).await?;
+            }
+            None => {
+                let txn = begin_counted(pool).await?;
+                crate::deferred::insert_all(&txn, deferred).await?;
+                txn.commit().await?;
+            }
+        }
+        self.bump();
+        Ok(())
+    }
+
     /// Rolls back (on SQLite, this writer's savepoint only; the other
     /// writers of its group are unaffected). On SQLite it returns once the
     /// group ended, so what this writer read of the group's other writers is
     /// durable (or known lost) before the caller answers with it.
     pub async fn rollback(self) -> Result<(), DbErr> {
-        let WriteTxn {
-            txn,
-            _open,
-            mut turn,
-            ..
-        } = self;
+        let WriteTxn { txn, mut turn, .. } = self;
+        let Some(txn) = txn.into_inner() else {
+            // Nothing was sent: nothing to undo.
+            return Ok(());
+        };
         let rolled_back = txn.rollback().await;
         let Some(group) = turn.0.as_mut().and_then(|inner| inner.group.as_mut()) else {
             return rolled_back;
@@ -789,31 +917,141 @@ fn group_error(reason: &str) -> DbErr {
 #[async_trait::async_trait]
 impl ConnectionTrait for WriteTxn {
     fn get_database_backend(&self) -> DbBackend {
-        self.txn.get_database_backend()
+        self.backend
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.txn.execute_raw(stmt).await
+        self.started().await?.execute_raw(stmt).await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.txn.execute_unprepared(sql).await
+        self.started().await?.execute_unprepared(sql).await
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.txn.query_one_raw(stmt).await
+        self.started().await?.query_one_raw(stmt).await
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.txn.query_all_raw(stmt).await
+        self.started().await?.query_all_raw(stmt).await
     }
 
     fn support_returning(&self) -> bool {
-        self.txn.support_returning()
+        self.support_returning
     }
 
     fn is_mock_connection(&self) -> bool {
-        self.txn.is_mock_connection()
+        false
+    }
+}
+
+/// Whether reads through a connection lock the rows they read: only inside
+/// a write transaction. A statement on the pool commits on its own, so a
+/// lock taken there protects nothing once it answers, and on PostgreSQL
+/// costs a transaction id, a lock record in the write-ahead log and a commit
+/// that waits for it to be flushed (and readers of one row wait for each
+/// other).
+pub trait RowLocks {
+    /// True when a `FOR UPDATE` read through it holds its lock until a
+    /// commit to come.
+    fn locks_rows(&self) -> bool;
+}
+
+impl RowLocks for DatabaseConnection {
+    fn locks_rows(&self) -> bool {
+        false
+    }
+}
+
+impl RowLocks for WriteTxn {
+    fn locks_rows(&self) -> bool {
+        true
+    }
+}
+
+impl RowLocks for ReadsBeforeWrites<'_> {
+    fn locks_rows(&self) -> bool {
+        matches!(self, ReadsBeforeWrites::Txn(_))
+    }
+}
+
+/// `query`, locking the rows it reads (`FOR UPDATE` on PostgreSQL; SQLite's
+/// write transactions are serial) when `conn` is a write transaction, for
+/// writers that re-read the row they change; a plain read elsewhere.
+pub fn locked_in<Q: sea_orm::QuerySelect>(query: Q, conn: &impl RowLocks) -> Q {
+    if conn.locks_rows() {
+        query.lock_exclusive()
+    } else {
+        query
+    }
+}
+
+/// `BEGIN`s sent for write transactions on PostgreSQL (see
+/// [`postgres_transactions_begun`]).
+static POSTGRES_BEGINS: AtomicU64 = AtomicU64::new(0);
+
+/// How many write transactions this process began on PostgreSQL: a
+/// [`WriteTxn`] begins one at its first statement, none when it only
+/// inserts (see [`WriteTxn::insert_at_commit`]). For tests and diagnostics.
+pub fn postgres_transactions_begun() -> u64 {
+    POSTGRES_BEGINS.load(Ordering::Relaxed)
+}
+
+async fn begin_counted(pool: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    use sea_orm::TransactionTrait;
+    let txn = pool.begin().await?;
+    POSTGRES_BEGINS.fetch_add(1, Ordering::Relaxed);
+    Ok(txn)
+}
+
+/// A connection for the reads a write transaction makes before it writes;
+/// see [`WriteTxn::reads_before_writes`].
+#[derive(Debug)]
+pub enum ReadsBeforeWrites<'a> {
+    /// PostgreSQL, the transaction not begun: the pool.
+    Pool(&'a DatabaseConnection),
+    /// The transaction.
+    Txn(&'a WriteTxn),
+}
+
+/// Runs `$call` on the connection a [`ReadsBeforeWrites`] reads through.
+macro_rules! on_reads {
+    ($reads:expr, $conn:ident => $call:expr) => {
+        match $reads {
+            ReadsBeforeWrites::Pool($conn) => $call,
+            ReadsBeforeWrites::Txn($conn) => $call,
+        }
+    };
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for ReadsBeforeWrites<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        on_reads!(self, conn => conn.get_database_backend())
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        on_reads!(self, conn => conn.execute_raw(stmt).await)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        on_reads!(self, conn => conn.execute_unprepared(sql).await)
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        on_reads!(self, conn => conn.query_one_raw(stmt).await)
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        on_reads!(self, conn => conn.query_all_raw(stmt).await)
+    }
+
+    fn support_returning(&self) -> bool {
+        on_reads!(self, conn => conn.support_returning())
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        false
     }
 }
 
@@ -832,7 +1070,7 @@ impl ConnectionTrait for WriteTxn {
 pub async fn write_once(db: &DatabaseConnection) -> Result<WriteOnce<'_>, Error> {
     Ok(WriteOnce(match Backend::of(db) {
         Backend::Postgres => Once::Direct(db),
-        Backend::Sqlite => Once::Grouped(begin(db, Writer::Once).await?),
+        Backend::Sqlite => Once::Grouped(Box::new(begin(db, Writer::Once).await?)),
     }))
 }
 
@@ -843,7 +1081,7 @@ pub struct WriteOnce<'a>(Once<'a>);
 #[derive(Debug)]
 enum Once<'a> {
     Direct(&'a DatabaseConnection),
-    Grouped(WriteTxn),
+    Grouped(Box<WriteTxn>),
 }
 
 impl WriteOnce<'_> {
@@ -852,7 +1090,7 @@ impl WriteOnce<'_> {
     pub async fn commit(self) -> Result<(), Error> {
         match self.0 {
             Once::Direct(_) => Ok(()),
-            Once::Grouped(txn) => txn.commit().await.map_err(db_error),
+            Once::Grouped(txn) => (*txn).commit().await.map_err(db_error),
         }
     }
 }

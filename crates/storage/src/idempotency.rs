@@ -123,7 +123,12 @@ pub(crate) async fn start_encoded<M: Message + Default>(
         }));
     }
     let fingerprint = sha256_hex(request);
-    if let Some(stored) = lookup(&txn, scope, key).await? {
+    // Read as the transaction's first statement would see it: on PostgreSQL
+    // on the pool, so the transaction does not begin for it (a call that
+    // then only inserts sends them as one statement, see
+    // [`WriteTxn::insert_at_commit`]); on SQLite under the file's write turn.
+    let stored = lookup(&txn.reads_before_writes(), scope, key).await?;
+    if let Some(stored) = stored {
         if crate::db::Backend::of(db) == crate::db::Backend::Sqlite {
             // The record may be another writer's of this group commit, not
             // yet durable: it is answered with once the group committed.
@@ -240,23 +245,18 @@ impl IdempotentTxn {
             subject: Set(subject),
             created_at: Set(now),
         };
-        let inserted = entity::Entity::insert(row)
-            .exec_without_returning(&txn)
-            .await;
-        let committed = match inserted {
-            Ok(_) => txn.commit().await,
-            Err(error) => Err(error),
-        };
-        match committed {
+        // With the call's other deferred inserts: on PostgreSQL a call that
+        // only inserts is one statement.
+        txn.insert_at_commit(sea_orm::QueryTrait::into_query(entity::Entity::insert(row)));
+        match txn.commit().await {
             Ok(()) => Ok(response),
             Err(error) if is_unique_violation(&error) => {
                 // A concurrent call with the same key won; this transaction was
-                // rolled back, so answer with the winner's response.
+                // rolled back, so answer with the winner's response. (No
+                // record: the violation was another row's.)
                 match lookup(&db, &scope, &key).await? {
                     Some(stored) => replay(stored, &fingerprint, seal.as_ref()),
-                    None => Err(Error::conflict(
-                        "concurrent request with the same Idempotency-Key; retry",
-                    )),
+                    None => Err(db_error(error)),
                 }
             }
             Err(error) => Err(db_error(error)),

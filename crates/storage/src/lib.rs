@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod changes;
 pub mod db;
+mod deferred;
 pub mod idempotency;
 pub mod leader;
 pub mod migrations;
@@ -17,9 +18,9 @@ pub mod testing;
 pub mod unit_of_work;
 
 pub use db::{
-    Backend, Turn, WriteOnce, WriteTurn, WriteTxn, begin_write, connect, db_error,
-    is_unique_violation, open_migrated, sqlite_group_commits, sqlite_writers_waiting, write_gate,
-    write_once,
+    Backend, ReadsBeforeWrites, RowLocks, Turn, WriteOnce, WriteTurn, WriteTxn, begin_write,
+    connect, db_error, is_unique_violation, locked_in, open_migrated, postgres_transactions_begun,
+    sqlite_group_commits, sqlite_writers_waiting, write_gate, write_once,
 };
 pub use sea_orm;
 pub use sea_orm_migration;

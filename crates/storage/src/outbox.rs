@@ -23,7 +23,7 @@
 //! The trace context of the code that enqueued a job is stored with it, and
 //! the job runs in a span that continues that trace.
 
-use crate::db::{Backend, db_error};
+use crate::db::{Backend, WriteTxn, db_error};
 use crate::leader::Leadership;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -183,11 +183,32 @@ pub async fn enqueue(
     max_attempts: u32,
     job: NewJob,
 ) -> Result<Option<JobId>> {
+    let kind = job.kind.clone();
+    let (id, insert) = job_insert(now, max_attempts, job);
+    let inserted = conn
+        .execute_raw(conn.get_database_backend().build(&insert))
+        .await
+        .map_err(db_error)?
+        .rows_affected();
+    if inserted == 0 {
+        return Ok(None);
+    }
+    tracing::debug!(job.id = %id, job.kind = %kind, "job enqueued");
+    Ok(Some(id))
+}
+
+/// The insert of a new job (none when a job with the same dedupe key
+/// exists), with the id it gets.
+pub(crate) fn job_insert(
+    now: DateTime<Utc>,
+    max_attempts: u32,
+    job: NewJob,
+) -> (JobId, sea_orm::sea_query::InsertStatement) {
     let id = JobId::generate();
     let now = truncate_micros(now);
     let row = entity::ActiveModel {
         id: Set(id.to_string()),
-        kind: Set(job.kind.clone()),
+        kind: Set(job.kind),
         payload: Set(job.payload),
         dedupe_key: Set(job.dedupe_key),
         traceparent: Set(marketbridge_telemetry::current_traceparent()),
@@ -201,20 +222,12 @@ pub async fn enqueue(
         updated_at: Set(now),
         finished_at: Set(None),
     };
-    let inserted = entity::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(entity::Column::DedupeKey)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await
-        .map_err(db_error)?;
-    if inserted == 0 {
-        return Ok(None);
-    }
-    tracing::debug!(job.id = %id, job.kind = %job.kind, "job enqueued");
-    Ok(Some(id))
+    let insert = entity::Entity::insert(row).on_conflict(
+        OnConflict::column(entity::Column::DedupeKey)
+            .do_nothing()
+            .to_owned(),
+    );
+    (id, sea_orm::QueryTrait::into_query(insert))
 }
 
 /// A claimed job, as a handler sees it.
@@ -535,6 +548,15 @@ impl Outbox {
     /// [`Outbox::wake`] after the transaction commits.
     pub async fn enqueue(&self, conn: &impl ConnectionTrait, job: NewJob) -> Result<Option<JobId>> {
         enqueue(conn, self.clock.now(), self.options.max_attempts, job).await
+    }
+
+    /// Enqueues a job with the other inserts `txn` holds for its commit
+    /// ([`WriteTxn::insert_at_commit`]); a job with the same dedupe key
+    /// already there is kept instead. Call [`Outbox::wake`] after the commit.
+    pub fn enqueue_at_commit(&self, txn: &WriteTxn, job: NewJob) -> JobId {
+        let (id, insert) = job_insert(self.clock.now(), self.options.max_attempts, job);
+        txn.insert_at_commit(insert);
+        id
     }
 
     /// Tells the worker new jobs are waiting.

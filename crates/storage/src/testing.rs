@@ -339,6 +339,25 @@ impl Drop for PostgresSandbox {
     }
 }
 
+/// The tables every service has ([`crate::migrations::shared`]), as a
+/// migrator for tests of the storage crate.
+struct SharedTables;
+
+impl sea_orm_migration::MigratorTrait for SharedTables {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        crate::migrations::shared()
+    }
+}
+
+/// `database` opened as a service opens its own ([`crate::connect`]), with
+/// the tables every service has.
+pub async fn open_with_shared_tables(database: &TestDatabase) -> sea_orm::DatabaseConnection {
+    use sea_orm_migration::MigratorTrait;
+    let db = crate::connect(database.url()).await.expect("connect");
+    SharedTables::up(&db, None).await.expect("migrate");
+    db
+}
+
 /// The SQL statements every connection of this process sent, with how many
 /// times each was sent, once [`record_statements`] was called (a test's own
 /// process; nextest runs each test in one). Used to check that every lookup

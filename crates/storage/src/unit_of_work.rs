@@ -157,6 +157,17 @@ impl UnitOfWork {
         Ok(id)
     }
 
+    /// Enqueues a job with the inserts this transaction holds for its next
+    /// statement or its commit ([`WriteTxn::insert_at_commit`]): a call that
+    /// only inserts is one statement on PostgreSQL. Unlike
+    /// [`UnitOfWork::enqueue`] it cannot tell whether a job with the same
+    /// dedupe key was there already (that one is kept); the worker is woken
+    /// after the commit either way.
+    pub fn enqueue_at_commit(&mut self, job: NewJob) -> JobId {
+        self.enqueued += 1;
+        self.outbox.enqueue_at_commit(&self.txn, job)
+    }
+
     /// Records `answer` (when the call had a key), commits and wakes the
     /// worker if jobs were enqueued. When a concurrent identical call won, its
     /// answer is returned and nothing of this one is kept.

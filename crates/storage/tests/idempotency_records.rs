@@ -7,26 +7,11 @@ use marketbridge_core::crypto::Cipher;
 use marketbridge_core::time::system_clock;
 use marketbridge_proto::common::v1::MarketplaceRef;
 use marketbridge_storage::Call;
+use marketbridge_storage::backend_test;
 use marketbridge_storage::idempotency::{self, Started, entity};
 use marketbridge_storage::outbox::Outbox;
 use marketbridge_storage::sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, Set};
-use marketbridge_storage::sea_orm_migration::prelude::*;
-use marketbridge_storage::testing::TestDatabase;
-use marketbridge_storage::{backend_test, connect, migrations};
-
-struct TestMigrator;
-
-impl MigratorTrait for TestMigrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        migrations::shared()
-    }
-}
-
-async fn open(database: &TestDatabase) -> DatabaseConnection {
-    let db = connect(database.url()).await.expect("connect");
-    TestMigrator::up(&db, None).await.expect("migrate");
-    db
-}
+use marketbridge_storage::testing::open_with_shared_tables;
 
 fn secret_answer(secret: &str) -> MarketplaceRef {
     MarketplaceRef {
@@ -65,7 +50,7 @@ async fn sealed_call(
 backend_test!(
     sealed_answers_replay_but_never_sit_in_plain_text,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
         let secret = "postgres://u:pw-4f1c9a2e7b@db/x";
         let first = sealed_call(&db, &cipher, "k1", "acc_1", secret).await;
@@ -99,7 +84,7 @@ backend_test!(
 backend_test!(
     plain_answers_of_an_earlier_version_are_sealed_at_start,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
         let secret = "PGPASSWORD=pw-0b7d3e";
         use prost::Message;
@@ -142,7 +127,7 @@ backend_test!(
 backend_test!(
     records_go_with_their_account_and_their_retention,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let cipher = Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap();
         sealed_call(&db, &cipher, "a1", "acc_a", "alice@example.com").await;
         sealed_call(&db, &cipher, "a2", "acc_a", "alice@example.com").await;

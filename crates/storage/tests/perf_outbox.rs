@@ -11,26 +11,13 @@ use marketbridge_storage::outbox::{Job, JobError, JobHandler, NewJob, Outbox, st
 use marketbridge_storage::sea_orm::DatabaseConnection;
 use marketbridge_storage::sea_orm_migration::prelude::*;
 use marketbridge_storage::testing::{
-    TestDatabase, record_statements, sqlite_query_plan_lines, statement_counts, statements_between,
+    open_with_shared_tables, record_statements, sqlite_query_plan_lines, statement_counts,
+    statements_between,
 };
-use marketbridge_storage::{Backend, backend_test, connect, migrations};
+use marketbridge_storage::{Backend, backend_test, connect};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
-
-struct TestMigrator;
-
-impl MigratorTrait for TestMigrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        migrations::shared()
-    }
-}
-
-async fn open(database: &TestDatabase) -> DatabaseConnection {
-    let db = connect(database.url()).await.expect("connect");
-    TestMigrator::up(&db, None).await.expect("migrate");
-    db
-}
 
 fn clock() -> ManualClock {
     ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap())
@@ -127,7 +114,7 @@ backend_test!(
     draining_claims_a_batch_per_statement_and_costs_about_two_statements_a_job,
     |database| async move {
         record_statements();
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(16));
         enqueue(&outbox, &db, 2, 32).await;
         let handler = Counting::default();
@@ -180,7 +167,7 @@ backend_test!(
     a_lease_is_read_again_only_once_a_third_of_it_has_passed,
     |database| async move {
         record_statements();
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         // 300 s leases: the claim vouches for the first 100 s.
         let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options(16));
@@ -207,7 +194,7 @@ backend_test!(
     the_worker_claims_a_batch_with_one_statement_and_records_finished_jobs_together,
     |database| async move {
         record_statements();
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(32));
         // Four kinds of four jobs: fewer than the slots and than each lane
         // (a quarter of 32).
@@ -249,7 +236,7 @@ backend_test!(
 backend_test!(
     replicas_claiming_batches_at_once_never_run_a_job_twice,
     |database| async move {
-        let first = open(&database).await;
+        let first = open_with_shared_tables(&database).await;
         let second = connect(database.url()).await.expect("connect");
         let clock = clock();
         let a = Outbox::new(first.clone(), Arc::new(clock.clone()), options(16));
@@ -284,7 +271,7 @@ backend_test!(
     a_full_lane_with_a_long_queue_costs_about_one_claim_a_job,
     |database| async move {
         record_statements();
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         // Sixteen slots, a lane of four: one kind's 200 jobs keep its lane
         // full for the whole run, as a flood of one marketplace's jobs does.
         let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(16));
@@ -339,7 +326,7 @@ backend_test!(
     a_claim_reads_the_head_of_the_queue_not_all_of_it,
     |database| async move {
         record_statements();
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(16));
         enqueue(&outbox, &db, 1, 1_000).await;
         // One claim, to learn its statement.

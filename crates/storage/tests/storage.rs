@@ -11,26 +11,12 @@ use marketbridge_proto::common::v1::MarketplaceRef;
 use marketbridge_storage::outbox::{Job, JobError, JobHandler, NewJob, Outbox, status};
 use marketbridge_storage::sea_orm::{DatabaseConnection, TransactionTrait};
 use marketbridge_storage::sea_orm_migration::prelude::*;
-use marketbridge_storage::testing::TestDatabase;
-use marketbridge_storage::{Call, backend_test, connect, migrations};
+use marketbridge_storage::testing::open_with_shared_tables;
+use marketbridge_storage::{Call, backend_test, connect};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
-
-struct TestMigrator;
-
-impl MigratorTrait for TestMigrator {
-    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        migrations::shared()
-    }
-}
-
-async fn open(database: &TestDatabase) -> DatabaseConnection {
-    let db = connect(database.url()).await.expect("connect");
-    TestMigrator::up(&db, None).await.expect("migrate");
-    db
-}
 
 fn clock() -> ManualClock {
     ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap())
@@ -74,7 +60,7 @@ impl JobHandler for CountingHandler {
 backend_test!(
     a_rolled_back_change_leaves_no_job_and_a_committed_one_runs_once,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
         let txn = db.begin().await.unwrap();
@@ -117,7 +103,7 @@ backend_test!(
 );
 
 backend_test!(failures_back_off_then_succeed, |database| async move {
-    let db = open(&database).await;
+    let db = open_with_shared_tables(&database).await;
     let clock = clock();
     let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
     outbox
@@ -161,7 +147,7 @@ backend_test!(failures_back_off_then_succeed, |database| async move {
 backend_test!(
     exhausted_and_permanent_failures_are_dead_lettered_and_can_be_retried,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
         outbox
@@ -206,7 +192,7 @@ backend_test!(
 );
 
 backend_test!(dedupe_keys_enqueue_once, |database| async move {
-    let db = open(&database).await;
+    let db = open_with_shared_tables(&database).await;
     let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
     let first = outbox
         .enqueue(&db, NewJob::new("test.once", &1).unwrap().dedupe_key("k1"))
@@ -232,7 +218,7 @@ backend_test!(dedupe_keys_enqueue_once, |database| async move {
 backend_test!(
     concurrent_workers_never_run_a_job_twice,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock: SharedClock = Arc::new(clock());
         let options = OutboxOptions {
             batch_size: 3,
@@ -333,7 +319,7 @@ backend_test!(
         let url = format!("http://{}/deliver", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         let options = OutboxOptions {
             batch_size: 4,
@@ -418,7 +404,7 @@ async fn idempotent_call(
 backend_test!(
     idempotency_keys_replay_and_refuse_reuse,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
         let body = request("a");
         let first = idempotent_call(&db, &outbox, "key-1", &body).await.unwrap();
@@ -446,7 +432,7 @@ backend_test!(
 backend_test!(
     concurrent_calls_with_one_key_act_once,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
         let body = request("same");
         let calls = (0..8).map(|_| {
@@ -551,7 +537,7 @@ async fn job_row(db: &DatabaseConnection, id: &str) -> marketbridge_storage::out
 backend_test!(
     a_worker_whose_lease_expired_does_not_act_while_another_has_the_job,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         // A lease far longer than the test: the first worker's heartbeat
         // never fires, as if its process were frozen.
@@ -602,7 +588,7 @@ backend_test!(
 backend_test!(
     a_long_job_keeps_its_lease_by_renewal,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         // A one-second lease: the heartbeat renews it every third of a second.
         let options = OutboxOptions {
@@ -665,7 +651,7 @@ backend_test!(
         // drains at its lane's width over a job's time: the default lane
         // must be wide enough for a provision's job to keep up with the
         // provisions (see README, Benchmark).
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let outbox = Outbox::new(db.clone(), Arc::new(clock()), options());
         for n in 0..40 {
             outbox
@@ -701,7 +687,7 @@ backend_test!(
 backend_test!(
     a_slow_kind_of_job_does_not_hold_up_other_kinds,
     |database| async move {
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         let options = OutboxOptions {
             batch_size: 8,
@@ -791,7 +777,7 @@ backend_test!(
     one_replica_leads_a_task_and_another_takes_over_when_its_lease_runs_out,
     |database| async move {
         use marketbridge_storage::leader::Leadership;
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         let first = Leadership::new(db.clone(), Arc::new(clock.clone()), "replica-a", 30);
         let second = Leadership::new(db.clone(), Arc::new(clock.clone()), "replica-b", 30);
@@ -833,7 +819,7 @@ backend_test!(
     a_periodic_task_runs_on_one_replica_and_the_survivor_takes_it_over,
     |database| async move {
         use marketbridge_storage::leader::Leadership;
-        let db = open(&database).await;
+        let db = open_with_shared_tables(&database).await;
         let clock = clock();
         let ticks: Arc<Mutex<Vec<&'static str>>> = Arc::new(Mutex::new(Vec::new()));
         let replica = |name: &'static str, stop: CancellationToken| {

@@ -25,7 +25,9 @@ use marketbridge_proto::account::v1 as pb;
 use marketbridge_proto::common::v1::{AccountSelector, MarketplaceRef, Person, RequestContext};
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use marketbridge_storage::paging::Page;
-use marketbridge_storage::{Call, UnitOfWork, db_error, idempotency, unit_of_work};
+use marketbridge_storage::{
+    Call, RowLocks, UnitOfWork, db_error, idempotency, locked_in, unit_of_work,
+};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
@@ -129,23 +131,23 @@ impl AccountDomain {
     /// Finds an account by selector.
     pub async fn find(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &(impl ConnectionTrait + RowLocks),
         selector: Option<&AccountSelector>,
     ) -> Result<Option<account::Model>> {
         self.find_key(conn, &account_key(selector)?).await
     }
 
-    /// Finds an account by our id or the marketplace's. Locked: writers
-    /// re-read the row they change (`FOR UPDATE` on PostgreSQL; SQLite write
-    /// transactions are serial).
+    /// Finds an account by our id or the marketplace's. Locked in a write
+    /// transaction: writers re-read the row they change (`FOR UPDATE` on
+    /// PostgreSQL; SQLite write transactions are serial); a plain read on
+    /// the pool.
     pub async fn find_key(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &(impl ConnectionTrait + RowLocks),
         key: &AccountKey,
     ) -> Result<Option<account::Model>> {
         match key {
-            AccountKey::Id(id) => account::Entity::find_by_id(id.as_str())
-                .lock_exclusive()
+            AccountKey::Id(id) => locked_in(account::Entity::find_by_id(id.as_str()), conn)
                 .one(conn)
                 .await
                 .map_err(db_error),
@@ -157,23 +159,20 @@ impl AccountDomain {
 
     async fn find_by_ref(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &(impl ConnectionTrait + RowLocks),
         marketplace: Marketplace,
         external_id: &ExternalId,
     ) -> Result<Option<account::Model>> {
-        account::Entity::find()
+        let query = account::Entity::find()
             .filter(account::Column::Marketplace.eq(marketplace.as_str()))
-            .filter(account::Column::ExternalId.eq(external_id.as_str()))
-            .lock_exclusive()
-            .one(conn)
-            .await
-            .map_err(db_error)
+            .filter(account::Column::ExternalId.eq(external_id.as_str()));
+        locked_in(query, conn).one(conn).await.map_err(db_error)
     }
 
     /// Finds an account or answers NOT_FOUND.
     pub async fn require(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &(impl ConnectionTrait + RowLocks),
         account: &AccountKey,
     ) -> Result<account::Model> {
         self.find_key(conn, account)

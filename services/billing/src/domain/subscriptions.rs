@@ -7,13 +7,13 @@ use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use marketbridge_core::time::from_optional_timestamp;
 use marketbridge_core::{Error, Marketplace, Result};
 use marketbridge_proto::billing::v1 as pb;
-use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
+use marketbridge_storage::{UnitOfWork, WriteTxn};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QueryTrait,
 };
 
 impl BillingDomain {
@@ -53,8 +53,10 @@ impl BillingDomain {
         );
         let version = change.version as i64;
         let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
+        // A first change of a subscription then only inserts: on PostgreSQL
+        // its rows go in one statement, with no transaction around it.
         let stored = billing_subscription::Entity::find_by_id(subscription_id.as_str())
-            .one(&*work)
+            .one(&work.reads_before_writes())
             .await
             .map_err(db_error)?;
         if stored.as_ref().is_some_and(|s| s.version >= version) {
@@ -87,28 +89,30 @@ impl BillingDomain {
                     .map_err(db_error)?;
             }
             None => {
-                billing_subscription::Entity::insert(row.clone().into_active_model())
-                    .exec_without_returning(&*work)
-                    .await
-                    .map_err(db_error)?;
+                // Two first changes at once: the second's insert fails (its
+                // job retries and finds the row).
+                work.insert_at_commit(
+                    billing_subscription::Entity::insert(row.clone().into_active_model())
+                        .into_query(),
+                );
             }
         }
         // Plan periods are only written here, after their subscription's
         // row: a subscription billing did not know has none to close.
-        self.update_periods(&*work, &row, stored.is_some()).await?;
+        self.update_periods(&work, &row, stored.is_some()).await?;
         for resource_id in &resource_ids {
-            billing_resource::Entity::insert(billing_resource::ActiveModel {
-                resource_id: Set(resource_id.as_str().to_owned()),
-                subscription_id: Set(row.subscription_id.clone()),
-            })
-            .on_conflict(
-                OnConflict::column(billing_resource::Column::ResourceId)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(&*work)
-            .await
-            .map_err(db_error)?;
+            work.insert_at_commit(
+                billing_resource::Entity::insert(billing_resource::ActiveModel {
+                    resource_id: Set(resource_id.as_str().to_owned()),
+                    subscription_id: Set(row.subscription_id.clone()),
+                })
+                .on_conflict(
+                    OnConflict::column(billing_resource::Column::ResourceId)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .into_query(),
+            );
         }
         work.commit().await?;
         tracing::info!(subscription.id = %row.subscription_id, plan = %row.plan_id, billable = row.billable, version, "subscription change recorded");
@@ -127,7 +131,7 @@ impl BillingDomain {
     /// has no period yet (periods are written only here), so none is read.
     async fn update_periods(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &WriteTxn,
         row: &billing_subscription::Model,
         known: bool,
     ) -> Result<()> {
@@ -157,7 +161,7 @@ impl BillingDomain {
             .map_err(db_error)?;
         }
         if row.billable {
-            plan_period::Entity::insert(plan_period::ActiveModel {
+            let insert = plan_period::Entity::insert(plan_period::ActiveModel {
                 id: Set(format!(
                     "{}:{}",
                     row.subscription_id,
@@ -172,10 +176,8 @@ impl BillingDomain {
                 OnConflict::column(plan_period::Column::Id)
                     .update_column(plan_period::Column::PlanId)
                     .to_owned(),
-            )
-            .exec_without_returning(conn)
-            .await
-            .map_err(db_error)?;
+            );
+            conn.insert_at_commit(insert.into_query());
         }
         Ok(())
     }

@@ -24,9 +24,9 @@ use marketbridge_core::{Error, ErrorCode, Marketplace, Result};
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::common::v1::{AccountSelector, RequestContext};
 use marketbridge_rpc::AccountApi;
-use marketbridge_storage::UnitOfWork;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
+use marketbridge_storage::{RowLocks, UnitOfWork, locked_in};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -314,8 +314,10 @@ impl ProvisioningDomain {
         })
     }
 
-    /// Schedules telling billing about a subscription's latest state.
-    pub(crate) async fn enqueue_billing_change(
+    /// Schedules telling billing about a subscription's latest state (with
+    /// the inserts held for the commit: one job per version of the
+    /// subscription, whoever asks).
+    pub(crate) fn enqueue_billing_change(
         &self,
         work: &mut UnitOfWork,
         subscription: &subscription::Model,
@@ -323,11 +325,10 @@ impl ProvisioningDomain {
         let job = ProvisioningJob::BillingChange(crate::model::SubscriptionJob::new(
             &subscription.subscription_id()?,
         ));
-        work.enqueue(NewJob::of(&job)?.dedupe_key(format!(
+        work.enqueue_at_commit(NewJob::of(&job)?.dedupe_key(format!(
             "billing:{}:{}",
             subscription.id, subscription.version
-        )))
-        .await?;
+        )));
         Ok(())
     }
 
@@ -385,16 +386,20 @@ impl ProvisioningDomain {
         Ok(row)
     }
 
+    /// A subscription, locked when `conn` is a write transaction (its
+    /// writers re-read it), a plain read on the pool.
     pub(crate) async fn load_subscription(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &(impl ConnectionTrait + RowLocks),
         subscription_id: &SubscriptionId,
     ) -> Result<Option<subscription::Model>> {
-        subscription::Entity::find_by_id(subscription_id.as_str().to_owned())
-            .lock_exclusive()
-            .one(conn)
-            .await
-            .map_err(db_error)
+        locked_in(
+            subscription::Entity::find_by_id(subscription_id.as_str().to_owned()),
+            conn,
+        )
+        .one(conn)
+        .await
+        .map_err(db_error)
     }
 
     pub(crate) async fn live_resources_of_subscription(

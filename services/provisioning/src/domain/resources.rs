@@ -29,7 +29,7 @@ use marketbridge_storage::paging::Page;
 use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 use serde_json::Value as Json;
 
@@ -189,11 +189,12 @@ impl ProvisioningDomain {
                     started_at: Some(now),
                     ended_at: None,
                 };
-                subscription::Entity::insert(row.clone().into_active_model())
-                    .exec_without_returning(&*work)
-                    .await
-                    .map_err(db_error)?;
-                self.enqueue_billing_change(&mut work, &row).await?;
+                // Sent with the commit, as the resource and its job are: the
+                // call is one statement on PostgreSQL.
+                work.insert_at_commit(
+                    subscription::Entity::insert(row.clone().into_active_model()).into_query(),
+                );
+                self.enqueue_billing_change(&mut work, &row)?;
                 row
             }
         };
@@ -872,10 +873,10 @@ impl ProvisioningDomain {
             protocol_settings: new.protocol_settings.to_owned(),
             production_only: false,
         };
-        resource::Entity::insert(row.clone().into_active_model())
-            .exec_without_returning(&**work)
-            .await
-            .map_err(db_error)?;
+        // Sent with the transaction's next statement or its commit.
+        work.insert_at_commit(
+            resource::Entity::insert(row.clone().into_active_model()).into_query(),
+        );
         let at = now + ChronoDuration::seconds(prepared.delay_seconds as i64);
         self.resource_effects(work, &row, &step.effects, Some(at))
             .await?;

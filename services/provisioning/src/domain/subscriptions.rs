@@ -22,7 +22,7 @@ use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{NewJob, truncate_micros};
 use marketbridge_storage::paging::Page;
-use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
+use marketbridge_storage::{Call, RowLocks, UnitOfWork, locked_in, unit_of_work};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
@@ -61,19 +61,16 @@ pub(crate) fn machine_view(row: &subscription::Model) -> lifecycle::Subscription
 impl ProvisioningDomain {
     async fn find_by_ref(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &(impl ConnectionTrait + RowLocks),
         marketplace: Marketplace,
         external_id: &ExternalId,
     ) -> Result<Option<subscription::Model>> {
-        subscription::Entity::find()
+        let query = subscription::Entity::find()
             .filter(subscription::Column::Marketplace.eq(marketplace.as_str()))
-            .filter(subscription::Column::ExternalId.eq(external_id.as_str()))
-            // Writers re-read the row they change under a lock (`FOR UPDATE`
-            // on PostgreSQL; SQLite write transactions are serial).
-            .lock_exclusive()
-            .one(conn)
-            .await
-            .map_err(db_error)
+            .filter(subscription::Column::ExternalId.eq(external_id.as_str()));
+        // Writers re-read the row they change under a lock (`FOR UPDATE`
+        // on PostgreSQL; SQLite write transactions are serial).
+        locked_in(query, conn).one(conn).await.map_err(db_error)
     }
 
     async fn to_proto(
@@ -329,7 +326,7 @@ impl ProvisioningDomain {
                 }
                 Effect::TellBilling => {
                     tracing::info!(subscription.id = %row.id, state = %row.state, plan = %row.plan_id, "subscription changed");
-                    self.enqueue_billing_change(work, &row).await?;
+                    self.enqueue_billing_change(work, &row)?;
                 }
                 Effect::MarkStarted | Effect::MarkEnded => {}
                 Effect::MoveResourcesToPlan
@@ -568,7 +565,7 @@ impl ProvisioningDomain {
 
     async fn require_subscription(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &(impl ConnectionTrait + RowLocks),
         subscription_id: &SubscriptionId,
     ) -> Result<subscription::Model> {
         self.load_subscription(conn, subscription_id)

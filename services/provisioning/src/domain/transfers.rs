@@ -14,7 +14,7 @@ use marketbridge_core::{Error, Result};
 use marketbridge_proto::provisioning::v1 as pb;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::truncate_micros;
-use marketbridge_storage::{Call, UnitOfWork, unit_of_work};
+use marketbridge_storage::{Call, RowLocks, UnitOfWork, unit_of_work};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter};
 
@@ -139,7 +139,7 @@ impl ProvisioningDomain {
     /// A live resource of `account_id` that has a subscription of its own.
     async fn transferable(
         &self,
-        conn: &impl ConnectionTrait,
+        conn: &(impl ConnectionTrait + RowLocks),
         resource_id: &ResourceId,
         account_id: &AccountId,
     ) -> Result<resource::Model> {
@@ -328,7 +328,7 @@ impl ProvisioningDomain {
         subscription.version += 1;
         subscription.updated_at = now;
         subscription.update_in(&**work).await?;
-        self.enqueue_billing_change(work, &subscription).await?;
+        self.enqueue_billing_change(work, &subscription)?;
         row.account_id = target.to_string();
         row.updated_at = now;
         row.update_in(&**work).await?;
