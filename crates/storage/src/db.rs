@@ -1004,6 +1004,68 @@ async fn begin_counted(pool: &DatabaseConnection) -> Result<DatabaseTransaction,
     Ok(txn)
 }
 
+/// Implements sea-orm's `ConnectionTrait` for `$type`, a connection that is
+/// one of two others: `$this => $value` names the enum to match (of
+/// `$first` or `$second`, each holding the connection statements go to).
+macro_rules! connection_of_either {
+    ($type:ty, $this:ident => $value:expr, $first:path, $second:path) => {
+        #[async_trait::async_trait]
+        impl ConnectionTrait for $type {
+            fn get_database_backend(&self) -> DbBackend {
+                let $this = self;
+                match $value {
+                    $first(conn) => conn.get_database_backend(),
+                    $second(conn) => conn.get_database_backend(),
+                }
+            }
+
+            async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+                let $this = self;
+                match $value {
+                    $first(conn) => conn.execute_raw(stmt).await,
+                    $second(conn) => conn.execute_raw(stmt).await,
+                }
+            }
+
+            async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+                let $this = self;
+                match $value {
+                    $first(conn) => conn.execute_unprepared(sql).await,
+                    $second(conn) => conn.execute_unprepared(sql).await,
+                }
+            }
+
+            async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+                let $this = self;
+                match $value {
+                    $first(conn) => conn.query_one_raw(stmt).await,
+                    $second(conn) => conn.query_one_raw(stmt).await,
+                }
+            }
+
+            async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+                let $this = self;
+                match $value {
+                    $first(conn) => conn.query_all_raw(stmt).await,
+                    $second(conn) => conn.query_all_raw(stmt).await,
+                }
+            }
+
+            fn support_returning(&self) -> bool {
+                let $this = self;
+                match $value {
+                    $first(conn) => conn.support_returning(),
+                    $second(conn) => conn.support_returning(),
+                }
+            }
+
+            fn is_mock_connection(&self) -> bool {
+                false
+            }
+        }
+    };
+}
+
 /// A connection for the reads a write transaction makes before it writes;
 /// see [`WriteTxn::reads_before_writes`].
 #[derive(Debug)]
@@ -1014,46 +1076,7 @@ pub enum ReadsBeforeWrites<'a> {
     Txn(&'a WriteTxn),
 }
 
-/// Runs `$call` on the connection a [`ReadsBeforeWrites`] reads through.
-macro_rules! on_reads {
-    ($reads:expr, $conn:ident => $call:expr) => {
-        match $reads {
-            ReadsBeforeWrites::Pool($conn) => $call,
-            ReadsBeforeWrites::Txn($conn) => $call,
-        }
-    };
-}
-
-#[async_trait::async_trait]
-impl ConnectionTrait for ReadsBeforeWrites<'_> {
-    fn get_database_backend(&self) -> DbBackend {
-        on_reads!(self, conn => conn.get_database_backend())
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        on_reads!(self, conn => conn.execute_raw(stmt).await)
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        on_reads!(self, conn => conn.execute_unprepared(sql).await)
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        on_reads!(self, conn => conn.query_one_raw(stmt).await)
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        on_reads!(self, conn => conn.query_all_raw(stmt).await)
-    }
-
-    fn support_returning(&self) -> bool {
-        on_reads!(self, conn => conn.support_returning())
-    }
-
-    fn is_mock_connection(&self) -> bool {
-        false
-    }
-}
+connection_of_either!(ReadsBeforeWrites<'_>, reads => reads, ReadsBeforeWrites::Pool, ReadsBeforeWrites::Txn);
 
 /// Begins a short write made of a statement or two with no other work in
 /// between: on SQLite it joins the group commit like [`begin_write`] (so it
@@ -1095,43 +1118,4 @@ impl WriteOnce<'_> {
     }
 }
 
-/// Runs `$call` on the connection a [`WriteOnce`] writes through.
-macro_rules! on_once {
-    ($once:expr, $conn:ident => $call:expr) => {
-        match &$once.0 {
-            Once::Direct($conn) => $call,
-            Once::Grouped($conn) => $call,
-        }
-    };
-}
-
-#[async_trait::async_trait]
-impl ConnectionTrait for WriteOnce<'_> {
-    fn get_database_backend(&self) -> DbBackend {
-        on_once!(self, conn => conn.get_database_backend())
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        on_once!(self, conn => conn.execute_raw(stmt).await)
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        on_once!(self, conn => conn.execute_unprepared(sql).await)
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        on_once!(self, conn => conn.query_one_raw(stmt).await)
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        on_once!(self, conn => conn.query_all_raw(stmt).await)
-    }
-
-    fn support_returning(&self) -> bool {
-        on_once!(self, conn => conn.support_returning())
-    }
-
-    fn is_mock_connection(&self) -> bool {
-        on_once!(self, conn => conn.is_mock_connection())
-    }
-}
+connection_of_either!(WriteOnce<'_>, once => &once.0, Once::Direct, Once::Grouped);

@@ -209,3 +209,29 @@ backend_test!(
         }
     }
 );
+
+backend_test!(
+    a_job_held_for_the_commit_keeps_to_its_dedupe_key,
+    |database| async move {
+        let db = open_with_shared_tables(&database).await;
+        let outbox = outbox(&db);
+        let job = |key: &str| NewJob::new("test.effect", &key).unwrap().dedupe_key(key);
+        outbox.enqueue(&db, job("there")).await.unwrap();
+        // One already stored, two of one key in the same statement: each
+        // key stays one job, and the commit succeeds.
+        let mut work = UnitOfWork::begin(&db, &outbox).await.unwrap();
+        work.enqueue_at_commit(job("there"));
+        work.enqueue_at_commit(job("new"));
+        work.enqueue_at_commit(job("new"));
+        work.commit().await.unwrap();
+        let mut keys: Vec<Option<String>> = outbox
+            .jobs_of_kind("test.effect")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.dedupe_key)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, [Some("new".to_owned()), Some("there".to_owned())]);
+    }
+);
