@@ -260,9 +260,14 @@ impl RunningSet {
                 });
             }
         }
-        // The resource cache's listener (PostgreSQL) runs while the set
-        // serves, workers or not: without it the cache serves nothing.
-        if let Some(listener) = provisioning.spawn_change_listener(serving_stop.clone()) {
+        // The resource and account caches' listeners (PostgreSQL) run while
+        // the set serves, workers or not: without them the caches serve
+        // nothing.
+        let listeners = [
+            provisioning.spawn_change_listener(serving_stop.clone()),
+            account.spawn_change_listener(serving_stop.clone()),
+        ];
+        for listener in listeners.into_iter().flatten() {
             tasks.spawn(async move {
                 let _ = listener.await;
                 Ok(())
@@ -518,6 +523,10 @@ async fn open_wired(
         .domain()
         .resource_cache()
         .set_capacity(config.provisioning.resource_cache_entries);
+    account
+        .domain()
+        .account_cache()
+        .set_capacity(config.account.account_cache_entries);
     // The deadline the services' gRPC clients of each other have.
     let deadline = Duration::from_millis(config.gateway.request_timeout_ms.max(1000) * 3);
     let (a, p, b) = in_process(&account, &provisioning, &billing, deadline);

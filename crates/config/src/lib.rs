@@ -40,7 +40,7 @@ pub struct Config {
     /// TLS for the gateway, the services and the calls between them.
     pub tls: TlsOptions,
     /// The account service.
-    pub account: ServiceOptions,
+    pub account: AccountOptions,
     /// The provisioning service and its drivers.
     pub provisioning: ProvisioningOptions,
     /// The billing service.
@@ -177,32 +177,32 @@ pub struct TlsOptions {
     pub outbound_extra_ca: String,
 }
 
-/// A gRPC service.
+/// The account service.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct ServiceOptions {
+pub struct AccountOptions {
     /// gRPC listen address.
     pub listen: String,
-    /// Database URL (`sqlite://path?mode=rwc` or `postgres://...`); empty
-    /// means a SQLite file in the data folder.
+    /// Database URL; empty means a SQLite file in the data folder.
     pub database_url: String,
     /// Address serving Prometheus `/metrics`; empty disables it.
     pub metrics_listen: String,
+    /// Most account lookups (by our id or by the marketplace's) kept in
+    /// memory to answer `GetAccount` without a database read; any committed
+    /// change to the account database empties the cache (on PostgreSQL, any
+    /// replica's change to `accounts`, announced through `LISTEN`/`NOTIFY`).
+    /// 0 turns the cache off.
+    pub account_cache_entries: usize,
 }
 
-impl ServiceOptions {
-    fn with_listen(listen: &str) -> Self {
+impl Default for AccountOptions {
+    fn default() -> Self {
         Self {
-            listen: listen.into(),
+            listen: "127.0.0.1:0".into(),
             database_url: String::new(),
             metrics_listen: String::new(),
+            account_cache_entries: 10_000,
         }
-    }
-}
-
-impl Default for ServiceOptions {
-    fn default() -> Self {
-        Self::with_listen("127.0.0.1:0")
     }
 }
 
@@ -631,7 +631,10 @@ impl Default for Config {
             telemetry: TelemetryOptions::default(),
             security: SecurityOptions::default(),
             tls: TlsOptions::default(),
-            account: ServiceOptions::with_listen("127.0.0.1:50051"),
+            account: AccountOptions {
+                listen: "127.0.0.1:50051".into(),
+                ..AccountOptions::default()
+            },
             provisioning: ProvisioningOptions::default(),
             billing: BillingOptions::default(),
             gateway: GatewayOptions::default(),

@@ -100,7 +100,9 @@ fn check_key(key: &str) -> Result<()> {
 
 /// Starts an idempotent call (the request already encoded): the stored
 /// answer of an earlier identical call, or a transaction to do the work in.
-/// With an empty `key` it is a plain transaction. Callers use
+/// With an empty `key` it is a plain transaction. `checked`: the caller
+/// found no stored answer on the pool just before (see
+/// [`crate::unit_of_work::Call::begin`]). Callers use
 /// [`crate::unit_of_work::Call`].
 pub(crate) async fn start_encoded<M: Message + Default>(
     db: &DatabaseConnection,
@@ -109,41 +111,49 @@ pub(crate) async fn start_encoded<M: Message + Default>(
     key: &str,
     request: &[u8],
     now: DateTime<Utc>,
+    checked: bool,
 ) -> Result<Started<M, IdempotentTxn>> {
     check_key(key)?;
     let txn = crate::db::begin_write(db).await?;
-    if key.is_empty() {
-        return Ok(Started::Fresh(IdempotentTxn {
+    let fresh = |txn, record| {
+        Started::Fresh(IdempotentTxn {
             txn,
             db: db.clone(),
-            record: None,
+            record,
             now,
             seal: seal.cloned(),
             subject: None,
-        }));
+        })
+    };
+    if key.is_empty() {
+        return Ok(fresh(txn, None));
     }
     let fingerprint = sha256_hex(request);
-    // Read as the transaction's first statement would see it: on PostgreSQL
-    // on the pool, so the transaction does not begin for it (a call that
-    // then only inserts sends them as one statement, see
-    // [`WriteTxn::insert_at_commit`]); on SQLite under the file's write turn.
-    let stored = lookup(&txn.reads_before_writes(), scope, key).await?;
-    if let Some(stored) = stored {
-        if crate::db::Backend::of(db) == crate::db::Backend::Sqlite {
-            // The record may be another writer's of this group commit, not
-            // yet durable: it is answered with once the group committed.
-            txn.commit().await.map_err(db_error)?;
+    let sqlite = crate::db::Backend::of(db) == crate::db::Backend::Sqlite;
+    // On SQLite the check inside the transaction also sees the records of
+    // writers of the same group commit, which a read on the pool cannot: it
+    // is made even when the caller checked.
+    if !checked || sqlite {
+        // Read as the transaction's first statement would see it: on
+        // PostgreSQL on the pool, so the transaction does not begin for it (a
+        // call that then only inserts sends them as one statement, see
+        // [`WriteTxn::insert_at_commit`]); on SQLite under the file's write
+        // turn.
+        let stored = lookup(&txn.reads_before_writes(), scope, key).await?;
+        if let Some(stored) = stored {
+            if sqlite {
+                // The record may be another writer's of this group commit,
+                // not yet durable: it is answered with once the group
+                // committed.
+                txn.commit().await.map_err(db_error)?;
+            }
+            return replay(stored, &fingerprint, seal).map(Started::Replay);
         }
-        return replay(stored, &fingerprint, seal).map(Started::Replay);
     }
-    Ok(Started::Fresh(IdempotentTxn {
+    Ok(fresh(
         txn,
-        db: db.clone(),
-        record: Some((scope.to_owned(), key.to_owned(), fingerprint)),
-        now,
-        seal: seal.cloned(),
-        subject: None,
-    }))
+        Some((scope.to_owned(), key.to_owned(), fingerprint)),
+    ))
 }
 
 /// The stored answer of an earlier identical call, read outside any

@@ -14,6 +14,7 @@ pub mod leader;
 pub mod migrations;
 pub mod outbox;
 pub mod paging;
+pub mod row_cache;
 pub mod testing;
 pub mod unit_of_work;
 

@@ -957,18 +957,25 @@ impl Outbox {
         let completions = Completions::start(self.clone());
         let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
         let mut per_lane: HashMap<String, usize> = HashMap::new();
-        // Returns true when the job's lane was full (it has a slot now).
+        // A full lane asks for more once a quarter of it is free, not at
+        // every job that ends: one claim then fills several slots. Asked
+        // slot by slot, a busy kind cost a claim (a flushed commit on
+        // PostgreSQL) per job, and the worker, claiming one job at a time,
+        // drained no faster than it could commit claims. A job waits no
+        // longer for it than the next poll.
+        let refill = (lane_slots / 4).max(1);
+        // Returns true when the job's lane has `refill` free slots now, and
+        // had fewer before.
         let finished = |kind: String, per_lane: &mut HashMap<String, usize>| {
-            let was_full = per_lane
-                .get(&kind)
-                .is_some_and(|count| *count >= lane_slots);
-            if let Some(count) = per_lane.get_mut(&kind) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    per_lane.remove(&kind);
-                }
+            let Some(count) = per_lane.get_mut(&kind) else {
+                return false;
+            };
+            let refilling = *count + refill == lane_slots + 1;
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_lane.remove(&kind);
             }
-            was_full
+            refilling
         };
         // True after a claim found no due job (and no lane was full): a slot
         // that frees then does not ask again until something may be due (a

@@ -415,6 +415,85 @@ pub(crate) fn observe(db: &mut sea_orm::DatabaseConnection) {
     }
 }
 
+/// How long a cache's listener may take to listen, or a replica's change to
+/// reach a cache, in the cache tests: generous, not a measure of speed.
+pub const CACHE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until `cache` serves (on PostgreSQL, once its listener listens).
+pub async fn until_cache_serves<V>(cache: &crate::row_cache::RowCache<V>) {
+    let deadline = std::time::Instant::now() + CACHE_PATIENCE;
+    while !cache.serving() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the change listener never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads with `read` until a read comes from `cache` (a hit, and no
+/// statement sent to any database) and returns what it read, checked equal
+/// to the read before it. On PostgreSQL the notification of this process's
+/// own last write may still be on its way: its arrival empties the cache
+/// once more, so the first tries may miss. Needs [`record_statements`].
+pub async fn read_from_cache<V, T, F, Fut>(cache: &crate::row_cache::RowCache<V>, read: F) -> T
+where
+    T: PartialEq + std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = std::time::Instant::now() + CACHE_PATIENCE;
+    loop {
+        let first = read().await;
+        let hits = cache.hits();
+        let before = statement_counts();
+        let second = read().await;
+        let sent = statements_between(&before, &statement_counts());
+        if cache.hits() == hits + 1 {
+            assert!(sent.is_empty(), "a hit sends nothing: {sent:?}");
+            assert_eq!(first, second);
+            return second;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the row was never served from the cache"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads with `read` until `check` accepts the answer (a change another
+/// replica made reaching this one); `what` names the change for the
+/// failure.
+pub async fn until_read<T, F, Fut>(what: &str, read: F, check: impl Fn(&T) -> bool)
+where
+    T: std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = std::time::Instant::now() + CACHE_PATIENCE;
+    loop {
+        let answer = read().await;
+        if check(&answer) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never became visible: still {answer:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `url` with its host spelled `localhost`: the same database to PostgreSQL,
+/// another database to this process's change generations, as if a second
+/// replica opening it ran in a process of its own.
+pub fn spelled_otherwise(url: &str) -> String {
+    let mut parsed = url::Url::parse(url).expect("a database URL");
+    parsed.set_host(Some("localhost")).expect("a host");
+    parsed.to_string()
+}
+
 /// One line of SQLite's `EXPLAIN QUERY PLAN`: its id, the id of the line it
 /// sits under (0 at the top) and what it does.
 #[derive(Debug, Clone, PartialEq, Eq)]

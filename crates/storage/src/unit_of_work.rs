@@ -2,7 +2,7 @@
 //! jobs the change causes and the worker's wake-up, owned in one place.
 //!
 //! ```ignore
-//! let call = Call::new("provisioning.CreateResource", &key, &request, now).sealed(&cipher);
+//! let mut call = Call::new("provisioning.CreateResource", &key, &request, now).sealed(&cipher);
 //! if let Some(answer) = call.replayed(&db).await? {
 //!     return Ok(answer);            // the same call was answered before
 //! }
@@ -37,6 +37,8 @@ pub struct Call<'a> {
     request: Vec<u8>,
     now: DateTime<Utc>,
     seal: Option<&'a Cipher>,
+    /// [`Call::replayed`] found no earlier answer.
+    checked: bool,
 }
 
 impl<'a> Call<'a> {
@@ -53,6 +55,7 @@ impl<'a> Call<'a> {
             },
             now,
             seal: None,
+            checked: false,
         }
     }
 
@@ -65,6 +68,7 @@ impl<'a> Call<'a> {
             request: Vec::new(),
             now,
             seal: None,
+            checked: false,
         }
     }
 
@@ -79,13 +83,21 @@ impl<'a> Call<'a> {
     /// so a replay costs one read and no remote call. A different request
     /// under the same key is refused here.
     pub async fn replayed<M: Message + Default>(
-        &self,
+        &mut self,
         db: &DatabaseConnection,
     ) -> Result<Option<M>> {
-        idempotency::replayed(db, self.seal, self.scope, self.key, &self.request).await
+        let answer =
+            idempotency::replayed(db, self.seal, self.scope, self.key, &self.request).await?;
+        self.checked = answer.is_none();
+        Ok(answer)
     }
 
-    /// Starts the transaction (checking the key again inside it).
+    /// Starts the transaction, checking the key again inside it, except on
+    /// PostgreSQL after [`Call::replayed`] found nothing: there the check
+    /// would read on the pool once more, and an identical call that commits
+    /// in between is caught by the record's key at the commit anyway
+    /// ([`UnitOfWork::finish`] answers with that call's answer and keeps
+    /// nothing of this one).
     pub async fn begin<M: Message + Default>(
         self,
         db: &DatabaseConnection,
@@ -98,6 +110,7 @@ impl<'a> Call<'a> {
             self.key,
             &self.request,
             self.now,
+            self.checked,
         )
         .await?;
         Ok(match started {

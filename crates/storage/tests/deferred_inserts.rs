@@ -82,12 +82,84 @@ backend_test!(
         }
 
         // The replay of the call answers from its record, acting no more.
-        let call = Call::new("test.Deferred", "key-1", &request, Utc::now());
+        let mut call = Call::new("test.Deferred", "key-1", &request, Utc::now());
         assert_eq!(
             call.replayed::<MarketplaceRef>(&db).await.unwrap(),
             Some(request)
         );
         assert_eq!(outbox.jobs_of_kind("test.effect").await.unwrap().len(), 1);
+    }
+);
+
+backend_test!(
+    a_call_checked_before_it_begins_is_checked_once_on_postgresql_and_an_identical_call_committed_meanwhile_wins,
+    |database| async move {
+        record_statements();
+        let db = open_with_shared_tables(&database).await;
+        let outbox = outbox(&db);
+        let request = MarketplaceRef {
+            marketplace: 1,
+            external_id: "x".into(),
+        };
+        let answer_of = |who: &str| MarketplaceRef {
+            marketplace: 1,
+            external_id: who.to_owned(),
+        };
+
+        // A call checked before it begins, then finished: one check of its
+        // key on PostgreSQL.
+        let statements = statement_counts();
+        let mut call = Call::new("test.Checked", "key-1", &request, Utc::now());
+        assert_eq!(call.replayed::<MarketplaceRef>(&db).await.unwrap(), None);
+        let Started::Fresh(work) = call.begin::<MarketplaceRef>(&db, &outbox).await.unwrap()
+        else {
+            panic!("a first call is no replay");
+        };
+        work.insert_at_commit(record("row-1"));
+        assert_eq!(work.finish(answer_of("first")).await.unwrap(), answer_of("first"));
+        let sent = statements_between(&statements, &statement_counts());
+        match database.backend() {
+            // The check, then the row and the record as one statement.
+            TestBackend::Postgres => assert_eq!(total(&sent), 2, "{sent:#?}"),
+            // The check, again inside the transaction, then each insert.
+            TestBackend::Sqlite => assert_eq!(total(&sent), 4, "{sent:#?}"),
+        }
+
+        // Two identical calls: the second is checked first, then the first
+        // runs to its commit, then the second begins and finishes.
+        let mut late = Call::new("test.Checked", "key-2", &request, Utc::now());
+        assert_eq!(late.replayed::<MarketplaceRef>(&db).await.unwrap(), None);
+        let early = Call::new("test.Checked", "key-2", &request, Utc::now());
+        let Started::Fresh(work) = early.begin::<MarketplaceRef>(&db, &outbox).await.unwrap()
+        else {
+            panic!("a first call is no replay");
+        };
+        work.insert_at_commit(record("early"));
+        work.finish(answer_of("early")).await.unwrap();
+        let answer = match late.begin::<MarketplaceRef>(&db, &outbox).await.unwrap() {
+            // PostgreSQL does not check again: the key's record makes the
+            // commit fail, and the early call's answer is given.
+            Started::Fresh(work) => {
+                assert_eq!(database.backend(), TestBackend::Postgres);
+                work.insert_at_commit(record("late"));
+                work.finish(answer_of("late")).await.unwrap()
+            }
+            // SQLite checks again inside its transaction.
+            Started::Replay(answer) => {
+                assert_eq!(database.backend(), TestBackend::Sqlite);
+                answer
+            }
+        };
+        assert_eq!(answer, answer_of("early"));
+        let keys: Vec<String> = entity::Entity::find()
+            .all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.key)
+            .collect();
+        assert!(keys.contains(&"early".to_owned()), "{keys:?}");
+        assert!(!keys.contains(&"late".to_owned()), "nothing of the late call: {keys:?}");
     }
 );
 

@@ -34,7 +34,7 @@ async fn sealed_call(
     secret: &str,
 ) -> MarketplaceRef {
     let request = secret_answer(key);
-    let call = Call::new("test.Secret", key, &request, Utc::now()).sealed(cipher);
+    let mut call = Call::new("test.Secret", key, &request, Utc::now()).sealed(cipher);
     if let Some(answer) = call.replayed::<MarketplaceRef>(db).await.unwrap() {
         return answer;
     }

@@ -323,6 +323,52 @@ backend_test!(
 );
 
 backend_test!(
+    a_wide_full_lane_asks_for_more_once_a_quarter_of_it_is_free,
+    |database| async move {
+        record_statements();
+        let db = open_with_shared_tables(&database).await;
+        // 128 slots, a lane of 32: one kind's 400 jobs keep its lane full.
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(128));
+        enqueue(&outbox, &db, 1, 400).await;
+        let (gate, handler) = gated();
+        let before = statement_counts();
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(handler.clone(), stop.clone()));
+        let _lane = handler.started.acquire_many(32).await.expect("started");
+        // Jobs end one at a time. The lane asks again once 8 of its slots
+        // are free (a quarter), and one claim fills them: the next 8 jobs
+        // start together.
+        let mut started = 32;
+        while started < 400 {
+            for _ in 0..8 {
+                gate.add_permits(1);
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            handler
+                .started
+                .acquire_many(8)
+                .await
+                .expect("started")
+                .forget();
+            started += 8;
+        }
+        gate.add_permits(32);
+        wait_done(&outbox, 400).await;
+        stop.cancel();
+        worker.await.unwrap();
+        let cost = statements_between(&before, &statement_counts());
+        let claims = sent(&cost, CLAIM);
+        assert!(
+            claims <= 400 / 8 + 8,
+            "about one claim per eight jobs: {claims} for 400 jobs: {cost:#?}"
+        );
+        let runs = handler.runs.lock().unwrap();
+        assert_eq!(runs.len(), 400);
+        assert!(runs.values().all(|count| *count == 1));
+    }
+);
+
+backend_test!(
     a_claim_reads_the_head_of_the_queue_not_all_of_it,
     |database| async move {
         record_statements();

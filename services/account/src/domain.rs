@@ -5,6 +5,7 @@
 //! cause. Changes of an account's lifecycle come from the pure state machine
 //! in [`crate::lifecycle`] and are applied here, in [`AccountDomain::apply`].
 
+use crate::account_cache::AccountCache;
 use crate::adapter::{AccountSnapshot, Adapters};
 use crate::convert::{
     MAX_EXTERNAL_ID, StoredPerson, account_key, account_to_proto, event_to_proto, from_json,
@@ -26,7 +27,7 @@ use marketbridge_proto::common::v1::{AccountSelector, MarketplaceRef, Person, Re
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use marketbridge_storage::paging::Page;
 use marketbridge_storage::{
-    Call, RowLocks, UnitOfWork, db_error, idempotency, locked_in, unit_of_work,
+    Call, RowLocks, UnitOfWork, WriteTxn, db_error, idempotency, locked_in, unit_of_work,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -34,6 +35,7 @@ use sea_orm::{
     EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Most people remembered per account.
 const MAX_PEOPLE: usize = 50;
@@ -46,6 +48,7 @@ pub struct AccountDomain {
     cipher: Cipher,
     outbox: Outbox,
     adapters: Adapters,
+    account_cache: Arc<AccountCache>,
 }
 
 fn context_key(context: Option<&RequestContext>) -> &str {
@@ -54,8 +57,9 @@ fn context_key(context: Option<&RequestContext>) -> &str {
         .unwrap_or_default()
 }
 
-/// Writes the whole row back.
-pub(crate) async fn save(conn: &impl ConnectionTrait, row: &account::Model) -> Result<()> {
+/// Writes the whole row back, in a write transaction: its commit empties the
+/// account cache ([`crate::account_cache`]).
+pub(crate) async fn save(conn: &WriteTxn, row: &account::Model) -> Result<()> {
     row.clone()
         .into_active_model()
         .reset_all()
@@ -100,13 +104,23 @@ impl AccountDomain {
         outbox: Outbox,
         adapters: Adapters,
     ) -> Self {
+        let account_cache = Arc::new(crate::account_cache::new(
+            &db,
+            crate::account_cache::DEFAULT_ENTRIES,
+        ));
         Self {
             db,
             clock,
             cipher,
             outbox,
             adapters,
+            account_cache,
         }
+    }
+
+    /// The read cache of accounts (see [`crate::account_cache`]).
+    pub fn account_cache(&self) -> &Arc<AccountCache> {
+        &self.account_cache
     }
 
     /// The database.
@@ -187,6 +201,15 @@ impl AccountDomain {
             .await
             .map_err(db_error)?
             .ok_or_else(|| Error::not_found(format!("account {account_id} not found")))
+    }
+
+    /// Writes `row` back in a transaction of its own: a write transaction,
+    /// as every write of `accounts` is, so the account cache (here and, on
+    /// PostgreSQL, at every replica) forgets what it held.
+    pub(crate) async fn save_alone(&self, row: &account::Model) -> Result<()> {
+        let txn = marketbridge_storage::begin_write(&self.db).await?;
+        save(&txn, row).await?;
+        txn.commit().await.map_err(db_error)
     }
 
     /// Applies a lifecycle transition to `row` and enqueues the jobs it
@@ -353,7 +376,7 @@ impl AccountDomain {
                 )
                 .map_err(refused)?;
                 self.apply(&mut work, &mut row, outcome, now).await?;
-                save(&*work, &row).await?;
+                save(&work, &row).await?;
                 row
             }
             None => {
@@ -475,10 +498,26 @@ impl AccountDomain {
         Ok(())
     }
 
-    /// One account.
+    /// One account, from the account cache when it holds it (see
+    /// [`crate::account_cache`]), else from the database (and then kept).
     pub async fn get(&self, account: &AccountKey) -> Result<pb::Account> {
+        let cache = &self.account_cache;
+        let ticket = cache.ticket();
+        if let Some(ticket) = ticket
+            && let Some(found) = cache.get(&crate::account_cache::key(account), ticket)
+        {
+            return Ok(found.as_ref().clone());
+        }
         let row = self.require(&self.db, account).await?;
-        account_to_proto(&row)
+        let found = account_to_proto(&row)?;
+        if let Some(ticket) = ticket {
+            cache.insert(
+                crate::account_cache::keys_of(&row)?,
+                Arc::new(found.clone()),
+                ticket,
+            );
+        }
+        Ok(found)
     }
 
     /// A page of accounts, newest first.
@@ -631,7 +670,7 @@ impl AccountDomain {
         }
         self.apply(&mut work, &mut row, outcome, now).await?;
         row.updated_at = now;
-        save(&*work, &row).await?;
+        save(&work, &row).await?;
         work.concerning(&row.id);
         work.finish(account_to_proto(&row)?).await
     }
@@ -657,7 +696,7 @@ impl AccountDomain {
         let outcome = lifecycle::transition(lifecycle_of(&row), event).map_err(refused)?;
         self.apply(&mut work, &mut row, outcome, now).await?;
         row.updated_at = now;
-        save(&*work, &row).await?;
+        save(&work, &row).await?;
         work.concerning(&row.id);
         work.finish(account_to_proto(&row)?).await
     }
@@ -677,7 +716,7 @@ impl AccountDomain {
         let outcome = lifecycle::transition(lifecycle_of(&row), Event::Reset).map_err(refused)?;
         self.apply(&mut work, &mut row, outcome, now).await?;
         row.updated_at = now;
-        save(&*work, &row).await?;
+        save(&work, &row).await?;
         work.concerning(&row.id);
         work.finish(account_to_proto(&row)?).await
     }
@@ -703,7 +742,7 @@ impl AccountDomain {
         let outcome = lifecycle::transition(lifecycle_of(&row), event).map_err(refused)?;
         self.apply(&mut work, &mut row, outcome, now).await?;
         row.updated_at = now;
-        save(&*work, &row).await?;
+        save(&work, &row).await?;
         tracing::info!(account.id = %row.id, state = %row.state, purged = row.purged, "account deleted");
         let response = pb::DeleteAccountResponse {
             finalized: row.finalized_at.is_some(),
@@ -731,7 +770,7 @@ impl AccountDomain {
             self.apply(&mut work, &mut row, (next, effects), now)
                 .await?;
             row.updated_at = now;
-            save(&*work, &row).await?;
+            save(&work, &row).await?;
         }
         work.concerning(&row.id);
         work.finish(account_to_proto(&row)?).await
@@ -906,7 +945,7 @@ impl AccountDomain {
         self.apply(&mut work, &mut row, (next, effects), now)
             .await?;
         row.updated_at = now;
-        save(&*work, &row).await?;
+        save(&work, &row).await?;
         work.commit().await
     }
 }

@@ -6,6 +6,7 @@
 //! Architecture invariant: this crate knows nothing of HTTP or of any
 //! marketplace's JSON; marketplaces plug in through [`marketplace`] traits.
 
+pub mod account_cache;
 pub mod adapter;
 pub mod adapters;
 pub mod convert;
@@ -109,7 +110,12 @@ impl AccountServer {
             billing: Some(Arc::new(clients.billing)),
         };
         let url = config.database_url(&config.account.database_url, "account");
-        Self::open(&url, &config.outbox, deps).await
+        let server = Self::open(&url, &config.outbox, deps).await?;
+        server
+            .domain
+            .account_cache()
+            .set_capacity(config.account.account_cache_entries);
+        Ok(server)
     }
 
     /// The domain operations.
@@ -199,8 +205,26 @@ impl AccountServer {
             .collect()
     }
 
-    /// Serves gRPC on `listener` and runs the outbox worker and the
-    /// marketplace background work until `shutdown`.
+    /// Starts the listener that keeps the account cache right across
+    /// replicas on PostgreSQL (see [`account_cache`]); it stops at
+    /// `shutdown`. Until it listens, the cache serves nothing. `None` on
+    /// SQLite, which needs no listener.
+    pub fn spawn_change_listener(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+        if marketbridge_storage::Backend::of(self.domain.db())
+            != marketbridge_storage::Backend::Postgres
+        {
+            return None;
+        }
+        Some(tokio::spawn(account_cache::listen_for_changes(
+            self.domain.db().clone(),
+            self.domain.account_cache().clone(),
+            shutdown,
+        )))
+    }
+
+    /// Serves gRPC on `listener` and runs the outbox worker, the
+    /// marketplace background work and the account change listener until
+    /// `shutdown`.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -214,10 +238,14 @@ impl AccountServer {
                 .run(self.jobs.clone(), shutdown.clone()),
         );
         let background = self.spawn_marketplace_workers(shutdown.clone());
+        let change_listener = self.spawn_change_listener(shutdown.clone());
         let served = serve_grpc(listener, "account", security, self.grpc(), shutdown.clone()).await;
         shutdown.cancel();
         let _ = worker.await;
         for task in background {
+            let _ = task.await;
+        }
+        if let Some(task) = change_listener {
             let _ = task.await;
         }
         served

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(CreateMarketplaceEvents));
         migrations.push(Box::new(AddCredentialLifecycle));
         migrations.push(Box::new(CountEventDeliveries));
+        migrations.push(Box::new(AccountsChangeNotifications));
         migrations
     }
 }
@@ -221,5 +222,36 @@ impl MigrationTrait for CountEventDeliveries {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Every statement that changes `accounts` notifies
+/// [`crate::account_cache::CHANNEL`] when it commits (PostgreSQL), so each
+/// replica's account cache learns of the other replicas' changes.
+struct AccountsChangeNotifications;
+
+impl MigrationName for AccountsChangeNotifications {
+    fn name(&self) -> &str {
+        "m0003_000001_accounts_change_notifications"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AccountsChangeNotifications {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        marketbridge_storage::row_cache::notify_on_change(
+            manager.get_connection(),
+            "accounts",
+            crate::account_cache::CHANNEL,
+        )
+        .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        marketbridge_storage::row_cache::stop_notifying_on_change(
+            manager.get_connection(),
+            "accounts",
+        )
+        .await
     }
 }

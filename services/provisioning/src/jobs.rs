@@ -240,9 +240,9 @@ impl ProvisioningJobs {
         outbox_job: &Job,
         job: &SubscriptionJob,
     ) -> Result<(), JobError> {
-        let Some(row) = self
+        let Some((row, resource_ids)) = self
             .domain
-            .load_subscription(self.domain.db(), &job.subscription_id)
+            .subscription_with_resource_ids(&job.subscription_id)
             .await?
         else {
             return Ok(());
@@ -255,10 +255,6 @@ impl ProvisioningJobs {
         let (account_marketplace, account_external_id) =
             self.domain.account_external_id(&row.owner_id()?).await?;
         let marketplace = crate::convert::marketplace_of(&row.marketplace)?;
-        let resource_ids = self
-            .domain
-            .resource_ids_of(self.domain.db(), &job.subscription_id)
-            .await?;
         let change = billing_pb::SubscriptionChange {
             subscription_id: row.id.clone(),
             account_id: row.account_id.clone(),

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(ResourceProtocolSettings));
         migrations.push(Box::new(ResourceProductionOnly));
         migrations.push(Box::new(ResourcesChangeNotifications));
+        migrations.push(Box::new(ResourcesInsertsNotifyNothing));
         migrations
     }
 }
@@ -381,8 +382,9 @@ impl MigrationTrait for ResourceProductionOnly {
 
 /// PostgreSQL only: every statement that changes `resources` notifies
 /// [`crate::resource_cache::CHANNEL`] when it commits, so each replica's
-/// resource cache learns of the other replicas' changes. Nothing on SQLite,
-/// which one process owns.
+/// resource cache learns of the other replicas' changes (inserts no longer
+/// do since [`ResourcesInsertsNotifyNothing`]). Nothing on SQLite, which one
+/// process owns.
 struct ResourcesChangeNotifications;
 
 impl MigrationName for ResourcesChangeNotifications {
@@ -394,36 +396,49 @@ impl MigrationName for ResourcesChangeNotifications {
 #[async_trait::async_trait]
 impl MigrationTrait for ResourcesChangeNotifications {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        db.execute_unprepared(&format!(
-            "CREATE OR REPLACE FUNCTION resources_changed_notify() RETURNS trigger \
-             LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_notify('{}', ''); RETURN NULL; END $$",
-            crate::resource_cache::CHANNEL
-        ))
-        .await?;
-        db.execute_unprepared("DROP TRIGGER IF EXISTS resources_changed ON resources")
-            .await?;
-        db.execute_unprepared(
-            "CREATE TRIGGER resources_changed \
-             AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON resources \
-             FOR EACH STATEMENT EXECUTE FUNCTION resources_changed_notify()",
+        marketbridge_storage::row_cache::notify_on_change(
+            manager.get_connection(),
+            "resources",
+            crate::resource_cache::CHANNEL,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        db.execute_unprepared("DROP TRIGGER IF EXISTS resources_changed ON resources")
-            .await?;
-        db.execute_unprepared("DROP FUNCTION IF EXISTS resources_changed_notify()")
-            .await?;
+        marketbridge_storage::row_cache::stop_notifying_on_change(
+            manager.get_connection(),
+            "resources",
+        )
+        .await
+    }
+}
+
+/// PostgreSQL only: inserts into `resources` notify nothing (every provision
+/// inserts one, and PostgreSQL serialises the commits that notify); updates,
+/// deletions and truncations still do, naming the operation (see
+/// [`marketbridge_storage::row_cache::notify_on_change`]).
+struct ResourcesInsertsNotifyNothing;
+
+impl MigrationName for ResourcesInsertsNotifyNothing {
+    fn name(&self) -> &str {
+        "m0006_000001_resources_inserts_notify_nothing"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ResourcesInsertsNotifyNothing {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        marketbridge_storage::row_cache::notify_on_change(
+            manager.get_connection(),
+            "resources",
+            crate::resource_cache::CHANNEL,
+        )
+        .await
+    }
+
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        // The trigger left behind serves the caches as well as the earlier
+        // one did: an insert cannot make a kept row stale.
         Ok(())
     }
 }

@@ -11,16 +11,15 @@ use marketbridge_provisioning::entity::resource;
 use marketbridge_provisioning::model::{ProvisioningJob, ResourceJob, ResourceStatus};
 use marketbridge_storage::outbox::NewJob;
 use marketbridge_storage::sea_orm::{ConnectionTrait, EntityTrait, IntoActiveModel};
-use marketbridge_storage::testing::{TestBackend, TestDatabase, run_on};
+use marketbridge_storage::testing::{
+    CACHE_PATIENCE, TestBackend, TestDatabase, read_from_cache, run_on, spelled_otherwise,
+    until_cache_serves, until_read,
+};
 use marketbridge_storage::{UnitOfWork, backend_test, changes};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod support;
-
-/// How long a replica's change may take to arrive: generous, this is not a
-/// measure of speed.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A provisioning service on `url` with the default drivers.
 async fn open(url: &str, cipher: &Cipher) -> ProvisioningServer {
@@ -64,67 +63,29 @@ async fn get(
         .await
 }
 
-/// Reads the resource until a read comes from the cache (a hit, and no
-/// statement sent to the database) and returns what it read. On PostgreSQL
-/// the notification of this process's own last write may still be on its
-/// way: its arrival empties the cache once more, so the first tries may miss.
+/// Reads the resource until a read comes from the cache (see
+/// [`read_from_cache`]) and returns what it read.
 async fn read_cached(server: &ProvisioningServer, id: &ResourceId, account: &str) -> pb::Resource {
-    let cache = server.domain().resource_cache();
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let first = get(server, id, account).await.unwrap();
-        let hits = cache.hits();
-        let before = marketbridge_storage::testing::statement_counts();
-        let second = get(server, id, account).await.unwrap();
-        let sent = marketbridge_storage::testing::statements_between(
-            &before,
-            &marketbridge_storage::testing::statement_counts(),
-        );
-        if cache.hits() == hits + 1 {
-            assert!(sent.is_empty(), "a hit sends nothing: {sent:?}");
-            assert_eq!(first, second);
-            return second;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the resource was never served from the cache"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits until the cache serves (on PostgreSQL, once its listener listens).
-async fn until_serving(server: &ProvisioningServer) {
-    let deadline = Instant::now() + PATIENCE;
-    while !server.domain().resource_cache().serving() {
-        assert!(
-            Instant::now() < deadline,
-            "the change listener never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    read_from_cache(server.domain().resource_cache(), || async {
+        get(server, id, account).await.unwrap()
+    })
+    .await
 }
 
 /// Reads through `server` until `check` accepts the answer.
-async fn until_read(
+async fn until_resource(
     server: &ProvisioningServer,
     id: &ResourceId,
     account: &str,
     what: &str,
     check: impl Fn(&pb::Resource) -> bool,
 ) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let read = get(server, id, account).await.unwrap();
-        if check(&read) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never became visible: still {read:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_read(
+        what,
+        || async { get(server, id, account).await.unwrap() },
+        check,
+    )
+    .await
 }
 
 /// A server whose cache serves: its change listener running (PostgreSQL)
@@ -135,7 +96,7 @@ async fn serving(url: &str) -> (ProvisioningServer, Cipher, Listening) {
     let server = open(url, &cipher).await;
     let stop = CancellationToken::new();
     let listener = server.spawn_change_listener(stop.clone());
-    until_serving(&server).await;
+    until_cache_serves(server.domain().resource_cache()).await;
     (server, cipher, Listening { stop, listener })
 }
 
@@ -222,7 +183,7 @@ backend_test!(
                 .unwrap()
                 .secrets_version
         };
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + CACHE_PATIENCE;
         loop {
             assert_eq!(secrets().await, 1);
             let hits = server.domain().resource_cache().hits();
@@ -257,7 +218,7 @@ backend_test!(
         // The row in the cache, then asked for by the other account (tried
         // again should a notification empty the cache in between).
         let cache = server.domain().resource_cache();
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + CACHE_PATIENCE;
         loop {
             read_cached(&server, &id, account.as_str()).await;
             let hits = cache.hits();
@@ -278,15 +239,6 @@ backend_test!(
         listening.stop().await;
     }
 );
-
-/// `url` with its host spelled `localhost`: the same database to PostgreSQL,
-/// another database to this process's change generations, as if the second
-/// replica ran in a process of its own.
-fn spelled_otherwise(url: &str) -> String {
-    let mut parsed = url::Url::parse(url).unwrap();
-    parsed.set_host(Some("localhost")).unwrap();
-    parsed.to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_replicas_changes_reach_the_cache_on_postgres() {
@@ -314,7 +266,7 @@ async fn another_replicas_changes_reach_the_cache_on_postgres() {
         let listener = first
             .spawn_change_listener(stop.clone())
             .expect("a listener on PostgreSQL");
-        until_serving(&first).await;
+        until_cache_serves(first.domain().resource_cache()).await;
         read_cached(&first, &id, owner).await;
 
         // A change through the other replica's API.
@@ -328,7 +280,7 @@ async fn another_replicas_changes_reach_the_cache_on_postgres() {
             })
             .await
             .unwrap();
-        until_read(&first, &id, owner, "the other replica's update", |r| {
+        until_resource(&first, &id, owner, "the other replica's update", |r| {
             r.name == "from the other replica"
         })
         .await;
@@ -344,7 +296,7 @@ async fn another_replicas_changes_reach_the_cache_on_postgres() {
             ))
             .await
             .unwrap();
-        until_read(&first, &id, owner, "the update by hand", |r| {
+        until_resource(&first, &id, owner, "the update by hand", |r| {
             r.name == "by hand"
         })
         .await;
@@ -354,7 +306,7 @@ async fn another_replicas_changes_reach_the_cache_on_postgres() {
             .execute_unprepared(&format!("DELETE FROM resources WHERE id = '{id}'"))
             .await
             .unwrap();
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + CACHE_PATIENCE;
         while get(&first, &id, owner).await.is_ok() {
             assert!(
                 Instant::now() < deadline,

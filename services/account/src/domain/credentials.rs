@@ -4,7 +4,7 @@
 //! and the marketplace's `410 Gone`, after which nothing is called for the
 //! account any more.
 
-use super::{AccountDomain, context_key, save};
+use super::{AccountDomain, context_key};
 use crate::adapter::{AccountMarketplace, CallCredential};
 use crate::convert::{account_to_proto, marketplace_of};
 use crate::entity::account;
@@ -116,9 +116,7 @@ impl AccountDomain {
             row.marketplace_gone_at = Some(now);
             row.marketplace_gone_reason = Some(reason.chars().take(1000).collect());
             row.updated_at = now;
-            let write = marketbridge_storage::write_once(&self.db).await?;
-            save(&write, &row).await?;
-            write.commit().await?;
+            self.save_alone(&row).await?;
             tracing::warn!(
                 account.id = %row.id,
                 marketplace = %row.marketplace,
@@ -282,9 +280,7 @@ impl AccountDomain {
             changed.credential_rotated_at = Some(now);
             changed.credential_rotation_id = Some(rotation_id.as_str().to_owned());
             changed.updated_at = now;
-            let write = marketbridge_storage::write_once(&self.db).await?;
-            save(&write, &changed).await?;
-            write.commit().await?;
+            self.save_alone(&changed).await?;
             tracing::info!(account.id = %row.id, "credential rotated; callers use the new one");
         }
         let row = self.by_id(account_id).await?;
@@ -332,9 +328,7 @@ impl AccountDomain {
         let mut changed = row.clone();
         changed.previous_credential = None;
         changed.updated_at = self.now();
-        let write = marketbridge_storage::write_once(&self.db).await?;
-        save(&write, &changed).await?;
-        write.commit().await?;
+        self.save_alone(&changed).await?;
         tracing::info!(account.id = %row.id, "superseded credential revoked");
         Ok(RotationStep::Done)
     }

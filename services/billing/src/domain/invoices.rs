@@ -235,7 +235,7 @@ impl BillingDomain {
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let call = Call::new("billing.RecordInvoiceState", &key, &request, self.now());
+        let mut call = Call::new("billing.RecordInvoiceState", &key, &request, self.now());
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
         }
@@ -471,7 +471,7 @@ impl BillingDomain {
             .as_ref()
             .map(|c| c.idempotency_key.clone())
             .unwrap_or_default();
-        let call = Call::new("billing.ProvisionPrepayment", &key, &request, self.now());
+        let mut call = Call::new("billing.ProvisionPrepayment", &key, &request, self.now());
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
         }

@@ -27,6 +27,7 @@ use marketbridge_rpc::AccountApi;
 use marketbridge_storage::db_error;
 use marketbridge_storage::outbox::{NewJob, Outbox, truncate_micros};
 use marketbridge_storage::{RowLocks, UnitOfWork, locked_in};
+use sea_orm::sea_query::{Expr, ExprTrait, IntoCondition};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -160,7 +161,7 @@ impl ProvisioningDomain {
         marketplaces: Marketplaces,
         accounts: Arc<dyn AccountApi>,
     ) -> Self {
-        let resource_cache = Arc::new(ResourceCache::new(
+        let resource_cache = Arc::new(crate::resource_cache::new(
             &db,
             crate::resource_cache::DEFAULT_ENTRIES,
         ));
@@ -373,7 +374,7 @@ impl ProvisioningDomain {
                 .await?
                 .map(Arc::new));
         };
-        if let Some(row) = cache.get(resource_id, ticket) {
+        if let Some(row) = cache.get(resource_id.as_str(), ticket) {
             return Ok(Some(row));
         }
         let row = self
@@ -381,7 +382,7 @@ impl ProvisioningDomain {
             .await?
             .map(Arc::new);
         if let Some(row) = &row {
-            cache.insert(row.clone(), ticket);
+            cache.insert([row.id.clone()], row.clone(), ticket);
         }
         Ok(row)
     }
@@ -411,6 +412,46 @@ impl ProvisioningDomain {
             .all(conn)
             .await
             .map_err(db_error)
+    }
+
+    /// A subscription with the ids of its live resources (oldest first), in
+    /// one statement: a left join that gives the subscription's columns once
+    /// per live resource (once with no id when it has none). On the pool: a
+    /// job reads what it tells another service.
+    pub async fn subscription_with_resource_ids(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<Option<(subscription::Model, Vec<String>)>> {
+        let live_resources: sea_orm::RelationDef =
+            resource::Entity::belongs_to(subscription::Entity)
+                .from(resource::Column::SubscriptionId)
+                .to(subscription::Column::Id)
+                .on_condition(|resources, _| {
+                    Expr::col((resources, resource::Column::Status))
+                        .ne(ResourceStatus::Uninstalled)
+                        .into_condition()
+                })
+                .into();
+        let rows = subscription::Entity::find_by_id(subscription_id.as_str().to_owned())
+            .join_rev(sea_orm::JoinType::LeftJoin, live_resources)
+            .column_as(
+                Expr::col((resource::Entity, resource::Column::Id)),
+                LIVE_RESOURCE_ID,
+            )
+            .order_by_asc(Expr::col((resource::Entity, resource::Column::Id)))
+            .into_model::<SubscriptionWithResource>()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut rows = rows.into_iter();
+        let Some(first) = rows.next() else {
+            return Ok(None);
+        };
+        let ids = std::iter::once(first.resource_id)
+            .chain(rows.map(|row| row.resource_id))
+            .flatten()
+            .collect();
+        Ok(Some((first.subscription, ids)))
     }
 
     pub(crate) async fn resource_ids_of(
@@ -475,6 +516,28 @@ impl ResourceDriver {
             state: &self.state,
             app_urls: &self.app_urls,
         }
+    }
+}
+
+/// The column [`ProvisioningDomain::subscription_with_resource_ids`] names
+/// a live resource's id by.
+const LIVE_RESOURCE_ID: &str = "live_resource_id";
+
+/// A row of [`ProvisioningDomain::subscription_with_resource_ids`].
+struct SubscriptionWithResource {
+    subscription: subscription::Model,
+    resource_id: Option<String>,
+}
+
+impl sea_orm::FromQueryResult for SubscriptionWithResource {
+    fn from_query_result(
+        row: &sea_orm::QueryResult,
+        pre: &str,
+    ) -> std::result::Result<Self, sea_orm::DbErr> {
+        Ok(Self {
+            subscription: subscription::Model::from_query_result(row, pre)?,
+            resource_id: row.try_get(pre, LIVE_RESOURCE_ID)?,
+        })
     }
 }
 

@@ -99,7 +99,7 @@ impl ProvisioningDomain {
         let driver = self.driver(&product.driver)?.clone();
 
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.CreateResource", &key, &request, self.now())
+        let mut call = Call::new("provisioning.CreateResource", &key, &request, self.now())
             .sealed(&self.cipher);
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
@@ -548,7 +548,7 @@ impl ProvisioningDomain {
         let resource_id = ResourceId::parse("resourceId", &request.resource_id)?;
         let owner = owner_filter(&request.account_id)?;
         let key = context_key(request.context.as_ref());
-        let call = Call::new("provisioning.RotateSecrets", &key, &request, self.now())
+        let mut call = Call::new("provisioning.RotateSecrets", &key, &request, self.now())
             .sealed(&self.cipher);
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);

@@ -649,7 +649,7 @@ impl ProvisioningDomain {
     ) -> Result<pb::Subscription> {
         let subscription_id = SubscriptionId::parse("subscriptionId", &request.subscription_id)?;
         let key = context_key(request.context.as_ref());
-        let call = Call::new(
+        let mut call = Call::new(
             "provisioning.ApproveSubscription",
             &key,
             &request,

@@ -84,7 +84,7 @@ impl ProvisioningDomain {
             chosen => TransferClaimId::parse("claimId", chosen)?,
         };
         let key = context_key(request.context.as_ref());
-        let call =
+        let mut call =
             Call::new("provisioning.CreateTransferClaim", &key, &request, now).sealed(&self.cipher);
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
@@ -263,7 +263,7 @@ impl ProvisioningDomain {
         let target_id = AccountId::parse("targetAccountId", &request.target_account_id)?;
         let now = self.now();
         let key = context_key(request.context.as_ref());
-        let call =
+        let mut call =
             Call::new("provisioning.AcceptTransferClaim", &key, &request, now).sealed(&self.cipher);
         if let Some(answer) = call.replayed(&self.db).await? {
             return Ok(answer);
