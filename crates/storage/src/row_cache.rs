@@ -281,6 +281,25 @@ pub async fn listen_for_changes<V>(
     cache.set_listening(false);
 }
 
+/// Starts [`listen_for_changes`] for `cache` of `db` on PostgreSQL, until
+/// `shutdown`; `None` on SQLite, which needs no listener. Until it listens,
+/// the cache serves nothing.
+pub fn spawn_listener<V: Send + Sync + 'static>(
+    db: &DatabaseConnection,
+    cache: &Arc<RowCache<V>>,
+    channel: &'static str,
+    shutdown: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    (crate::Backend::of(db) == crate::Backend::Postgres).then(|| {
+        tokio::spawn(listen_for_changes(
+            db.clone(),
+            cache.clone(),
+            channel,
+            shutdown,
+        ))
+    })
+}
+
 /// One connection's worth of listening: returns `Ok` at `shutdown`, the
 /// reason otherwise.
 async fn listen_session<V>(

@@ -38,6 +38,14 @@ fn record(key: &str) -> InsertStatement {
     .into_query()
 }
 
+/// The request of the calls these tests make.
+fn request() -> MarketplaceRef {
+    MarketplaceRef {
+        marketplace: 1,
+        external_id: "x".into(),
+    }
+}
+
 async fn records(db: &DatabaseConnection) -> u64 {
     entity::Entity::find().count(db).await.unwrap()
 }
@@ -52,10 +60,7 @@ backend_test!(
         record_statements();
         let db = open_with_shared_tables(&database).await;
         let outbox = outbox(&db);
-        let request = MarketplaceRef {
-            marketplace: 1,
-            external_id: "x".into(),
-        };
+        let request = request();
         let (statements, begun) = (statement_counts(), postgres_transactions_begun());
         let call = Call::new("test.Deferred", "key-1", &request, Utc::now());
         let Started::Fresh(mut work) = call.begin::<MarketplaceRef>(&db, &outbox).await.unwrap()
@@ -97,10 +102,7 @@ backend_test!(
         record_statements();
         let db = open_with_shared_tables(&database).await;
         let outbox = outbox(&db);
-        let request = MarketplaceRef {
-            marketplace: 1,
-            external_id: "x".into(),
-        };
+        let request = request();
         let answer_of = |who: &str| MarketplaceRef {
             marketplace: 1,
             external_id: who.to_owned(),

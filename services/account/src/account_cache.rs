@@ -4,7 +4,7 @@
 //! [`RowCache`] of the answer (`pb::Account`), kept under our id and under
 //! the marketplace's, made right across replicas on PostgreSQL by the
 //! trigger on `accounts` (migration `m0003_000001_accounts_change_notifications`)
-//! and [`listen_for_changes`]. The invariants are
+//! and its listener (`spawn_change_listener`). The invariants are
 //! [`marketbridge_storage::row_cache`]'s: every write of the account service
 //! to `accounts` is a write transaction ([`marketbridge_storage::begin_write`]),
 //! whose commit empties the cache.
@@ -14,10 +14,8 @@ use crate::entity::account;
 use crate::model::{AccountKey, ExternalId};
 use marketbridge_core::Result;
 use marketbridge_proto::account::v1 as pb;
-use marketbridge_storage::row_cache::{self, RowCache};
+use marketbridge_storage::row_cache::RowCache;
 use sea_orm::DatabaseConnection;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 /// The channel the `accounts` trigger notifies on PostgreSQL.
 pub const CHANNEL: &str = "marketbridge_account_accounts";
@@ -54,15 +52,4 @@ pub(crate) fn keys_of(row: &account::Model) -> Result<[String; 2]> {
             ExternalId::new(row.external_id.clone()),
         )),
     ])
-}
-
-/// Listens on PostgreSQL for the changes other replicas make to `accounts`
-/// until `shutdown` (see [`row_cache::listen_for_changes`]); returns at once
-/// on SQLite.
-pub async fn listen_for_changes(
-    db: DatabaseConnection,
-    cache: Arc<AccountCache>,
-    shutdown: CancellationToken,
-) {
-    row_cache::listen_for_changes(db, cache, CHANNEL, shutdown).await
 }

@@ -210,16 +210,12 @@ impl AccountServer {
     /// `shutdown`. Until it listens, the cache serves nothing. `None` on
     /// SQLite, which needs no listener.
     pub fn spawn_change_listener(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
-        if marketbridge_storage::Backend::of(self.domain.db())
-            != marketbridge_storage::Backend::Postgres
-        {
-            return None;
-        }
-        Some(tokio::spawn(account_cache::listen_for_changes(
-            self.domain.db().clone(),
-            self.domain.account_cache().clone(),
+        marketbridge_storage::row_cache::spawn_listener(
+            self.domain.db(),
+            self.domain.account_cache(),
+            account_cache::CHANNEL,
             shutdown,
-        )))
+        )
     }
 
     /// Serves gRPC on `listener` and runs the outbox worker, the

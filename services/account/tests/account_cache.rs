@@ -3,14 +3,9 @@
 //! a marketplace's refusal recorded on its own, another replica's, one made
 //! by hand) is visible on the next read.
 
-use chrono::{TimeZone, Utc};
+use marketbridge_account::AccountServer;
 use marketbridge_account::convert::account_key;
-use marketbridge_account::marketplace::Marketplaces;
 use marketbridge_account::model::AccountKey;
-use marketbridge_account::{AccountDeps, AccountServer};
-use marketbridge_config::OutboxOptions;
-use marketbridge_core::crypto::Cipher;
-use marketbridge_core::time::ManualClock;
 use marketbridge_proto::account::v1 as pb;
 use marketbridge_proto::common::v1::{AccountSelector, Marketplace, MarketplaceRef};
 use marketbridge_storage::sea_orm::ConnectionTrait;
@@ -19,31 +14,15 @@ use marketbridge_storage::testing::{
     until_cache_serves, until_read,
 };
 use marketbridge_storage::{backend_test, changes};
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-async fn open(url: &str) -> AccountServer {
-    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap());
-    AccountServer::open(
-        url,
-        &OutboxOptions::default(),
-        AccountDeps {
-            clock: Arc::new(clock),
-            cipher: Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap(),
-            marketplaces: Marketplaces::default(),
-            provisioning: None,
-            billing: None,
-        },
-    )
-    .await
-    .unwrap()
-}
+mod support;
 
 /// A server whose cache serves, with its change listener (PostgreSQL)
 /// running until `stop`; statements are recorded.
 async fn serving(url: &str, stop: &CancellationToken) -> AccountServer {
     record_statements();
-    let server = open(url).await;
+    let server = support::open(url).await;
     server.spawn_change_listener(stop.clone());
     until_cache_serves(server.domain().account_cache()).await;
     server
@@ -147,8 +126,8 @@ backend_test!(
 async fn another_replicas_changes_reach_the_account_cache_on_postgres() {
     run_on(TestBackend::Postgres, |database: TestDatabase| async move {
         record_statements();
-        let first = open(database.url()).await;
-        let second = open(&spelled_otherwise(database.url())).await;
+        let first = support::open(database.url()).await;
+        let second = support::open(&spelled_otherwise(database.url())).await;
         assert_ne!(
             changes::identity(first.domain().db()),
             changes::identity(second.domain().db()),

@@ -4,36 +4,14 @@
 //! other's change; a pending state read before our approval went through
 //! does not take the approval back.
 
-use chrono::{TimeZone, Utc};
 use marketbridge_account::convert::account_key;
-use marketbridge_account::marketplace::Marketplaces;
-use marketbridge_account::{AccountDeps, AccountServer};
-use marketbridge_config::OutboxOptions;
-use marketbridge_core::crypto::Cipher;
-use marketbridge_core::time::ManualClock;
 use marketbridge_proto::account::v1 as account_pb;
 use marketbridge_proto::common::v1::{AccountSelector, Marketplace, MarketplaceRef, Person};
 use marketbridge_storage::backend_test;
 use marketbridge_storage::sea_orm::{ActiveModelTrait, IntoActiveModel};
-use std::sync::Arc;
 use std::time::Duration;
 
-async fn server(url: &str) -> AccountServer {
-    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap());
-    AccountServer::open(
-        url,
-        &OutboxOptions::default(),
-        AccountDeps {
-            clock: Arc::new(clock),
-            cipher: Cipher::from_base64_key(&Cipher::generate_base64_key()).unwrap(),
-            marketplaces: Marketplaces::default(),
-            provisioning: None,
-            billing: None,
-        },
-    )
-    .await
-    .unwrap()
-}
+mod support;
 
 fn google(external_id: &str) -> Option<AccountSelector> {
     Some(AccountSelector::by_ref(Marketplace::Google, external_id))
@@ -55,7 +33,7 @@ fn described(
 backend_test!(
     a_signup_waits_for_a_concurrent_write_and_keeps_it,
     |database| async move {
-        let server = server(database.url()).await;
+        let server = support::open(database.url()).await;
         let domain = server.domain().clone();
         domain
             .upsert(described("acct-1", account_pb::SignupState::Pending))
@@ -132,7 +110,7 @@ backend_test!(
 backend_test!(
     a_pending_state_read_before_our_approval_does_not_undo_it,
     |database| async move {
-        let server = server(database.url()).await;
+        let server = support::open(database.url()).await;
         let domain = server.domain();
         domain
             .upsert(described("acct-2", account_pb::SignupState::Pending))

@@ -191,16 +191,12 @@ impl ProvisioningServer {
     /// `shutdown`. Until it listens, the cache serves nothing. `None` on
     /// SQLite, which needs no listener.
     pub fn spawn_change_listener(&self, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
-        if marketbridge_storage::Backend::of(self.domain.db())
-            != marketbridge_storage::Backend::Postgres
-        {
-            return None;
-        }
-        Some(tokio::spawn(resource_cache::listen_for_changes(
-            self.domain.db().clone(),
-            self.domain.resource_cache().clone(),
+        marketbridge_storage::row_cache::spawn_listener(
+            self.domain.db(),
+            self.domain.resource_cache(),
+            resource_cache::CHANNEL,
             shutdown,
-        )))
+        )
     }
 
     /// Starts the periodic reconciliations of the marketplaces that have

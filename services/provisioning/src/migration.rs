@@ -428,12 +428,10 @@ impl MigrationName for ResourcesInsertsNotifyNothing {
 #[async_trait::async_trait]
 impl MigrationTrait for ResourcesInsertsNotifyNothing {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        marketbridge_storage::row_cache::notify_on_change(
-            manager.get_connection(),
-            "resources",
-            crate::resource_cache::CHANNEL,
-        )
-        .await
+        // The trigger of m0005, created again as `notify_on_change` now makes
+        // it (a database migrated before this one has the one that fires on
+        // inserts too).
+        ResourcesChangeNotifications.up(manager).await
     }
 
     async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {

@@ -2,14 +2,12 @@
 //! paths (`GetResource`, the console, a resource's secrets): a
 //! [`RowCache`] keyed by resource id, kept right across replicas on
 //! PostgreSQL by the trigger on `resources` (migration
-//! `m0005_000001_resources_change_notifications`) and [`listen_for_changes`].
+//! `m0005_000001_resources_change_notifications`) and its listener (`spawn_change_listener`).
 //! The invariants are [`marketbridge_storage::row_cache`]'s.
 
 use crate::entity::resource;
-use marketbridge_storage::row_cache::{self, RowCache};
+use marketbridge_storage::row_cache::RowCache;
 use marketbridge_storage::sea_orm::DatabaseConnection;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 /// The channel the `resources` trigger notifies on PostgreSQL.
 pub const CHANNEL: &str = "marketbridge_provisioning_resources";
@@ -23,15 +21,4 @@ pub type ResourceCache = RowCache<resource::Model>;
 /// A resource cache of `entries` rows (0: off) of `db`'s `resources`.
 pub fn new(db: &DatabaseConnection, entries: usize) -> ResourceCache {
     RowCache::new(db, "resource", entries)
-}
-
-/// Listens on PostgreSQL for the changes other replicas make to `resources`
-/// until `shutdown` (see [`row_cache::listen_for_changes`]); returns at once
-/// on SQLite.
-pub async fn listen_for_changes(
-    db: DatabaseConnection,
-    cache: Arc<ResourceCache>,
-    shutdown: CancellationToken,
-) {
-    row_cache::listen_for_changes(db, cache, CHANNEL, shutdown).await
 }
