@@ -6,7 +6,7 @@ use crate::support::unused_port;
 use marketbridge_proto::billing::v1 as billing_pb;
 use marketbridge_proto::billing::v1::billing_service_client::BillingServiceClient;
 use marketbridge_storage::backend_test;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Part {
@@ -88,9 +88,10 @@ backend_test!(
                     "MARKETBRIDGE_GATEWAY__BILLING_URL".to_owned(),
                     format!("http://127.0.0.1:{}", ports[2]),
                 ),
+                // The default filter: the logs are read below.
                 (
                     "MARKETBRIDGE_TELEMETRY__LOG_FILTER".to_owned(),
-                    "warn".to_owned(),
+                    "info".to_owned(),
                 ),
                 // Both backends' runs at once: no fixed metrics port.
                 (
@@ -123,7 +124,7 @@ backend_test!(
                 child: Command::new(env!("CARGO_BIN_EXE_marketbridge"))
                     .arg(name)
                     .envs(environment(name))
-                    .stdout(Stdio::null())
+                    .stdout(std::fs::File::create(data.join(format!("{name}.log"))).unwrap())
                     .spawn()
                     .unwrap(),
             })
@@ -177,6 +178,16 @@ backend_test!(
 
         for part in parts.into_iter().rev() {
             part.stop();
+        }
+        // Logs written to a file (as under a container runtime or a
+        // service manager) carry no terminal colour codes.
+        for name in ["account", "provisioning", "billing", "gateway"] {
+            let log = std::fs::read_to_string(data.join(format!("{name}.log"))).unwrap();
+            assert!(log.contains("listening"), "{name} logged nothing: {log}");
+            assert!(
+                !log.contains('\u{1b}'),
+                "{name}'s log has escape codes: {log}"
+            );
         }
         let _ = std::fs::remove_dir_all(&data);
     }

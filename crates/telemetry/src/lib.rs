@@ -130,7 +130,10 @@ pub fn init(
     });
     let json = options.log_format.eq_ignore_ascii_case("json");
     let dispatch = logfmt::DispatchCell::default();
+    // Colours only for a terminal: a file, a pipe or a container's log
+    // gets plain text.
     let fmt_layer = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .event_format(logfmt::TraceIdFormat::new(json, dispatch.clone()));
     // Another subscriber may already be installed (a test harness); traces
     // and metrics still work through the global providers then.
