@@ -293,3 +293,80 @@ backend_test!(
         test.stop().await;
     }
 );
+
+backend_test!(
+    a_subscription_change_is_recorded_once_per_version_whether_its_row_was_read_or_not,
+    |database| async move {
+        marketbridge_storage::testing::record_statements();
+        let test = set_on(&database).without_workers().start().await;
+        let mut billing = test.set.clients.billing.clone();
+        let subscription_id = marketbridge_core::ids::SubscriptionId::generate();
+        let account_id = marketbridge_core::ids::AccountId::generate();
+        let change = |version: u64, plan: &str| billing_pb::RecordSubscriptionChangeRequest {
+            context: None,
+            change: Some(billing_pb::SubscriptionChange {
+                subscription_id: subscription_id.to_string(),
+                account_id: account_id.to_string(),
+                account_ref: Some(MarketplaceRef::new(Marketplace::Direct, "team-versions")),
+                subscription_ref: Some(MarketplaceRef::new(Marketplace::Direct, "sub-versions")),
+                product_id: "database".into(),
+                plan_id: plan.into(),
+                billable: true,
+                resource_ids: Vec::new(),
+                usage_reporting_id: String::new(),
+                effective_at: Some(to_timestamp(Utc::now())),
+                version,
+                ended: false,
+            }),
+        };
+        let billing_db = test.set.billing.domain().db().clone();
+        let stored_plan = || async {
+            use marketbridge_storage::sea_orm::EntityTrait;
+            marketbridge_billing::entity::billing_subscription::Entity::find_by_id(
+                subscription_id.as_str(),
+            )
+            .one(&billing_db)
+            .await
+            .unwrap()
+            .expect("the subscription's row")
+            .plan_id
+        };
+
+        // The first version: on PostgreSQL its rows are one statement,
+        // nothing read first.
+        let before = marketbridge_storage::testing::statement_counts();
+        let first = billing
+            .record_subscription_change(change(1, "pro"))
+            .await
+            .unwrap();
+        assert!(first.into_inner().applied);
+        let sent = marketbridge_storage::testing::statements_between(
+            &before,
+            &marketbridge_storage::testing::statement_counts(),
+        );
+        if database.backend() == marketbridge_storage::testing::TestBackend::Postgres {
+            assert_eq!(sent.values().sum::<u64>(), 1, "{sent:#?}");
+        }
+
+        // The same version again (its job run twice): the row is there, so
+        // the change is read against it and not applied, and no error.
+        let again = billing
+            .record_subscription_change(change(1, "free"))
+            .await
+            .unwrap();
+        assert!(!again.into_inner().applied);
+        assert_eq!(stored_plan().await, "pro");
+        // A later version applies; an earlier one arriving late does not.
+        let later = billing
+            .record_subscription_change(change(2, "free"))
+            .await
+            .unwrap();
+        assert!(later.into_inner().applied);
+        let late = billing
+            .record_subscription_change(change(1, "pro"))
+            .await
+            .unwrap();
+        assert!(!late.into_inner().applied);
+        assert_eq!(stored_plan().await, "free");
+    }
+);

@@ -16,6 +16,22 @@ use sea_orm::{
     QueryOrder, QueryTrait,
 };
 
+/// The highest version of a subscription billing most likely has not
+/// recorded yet: provisioning creates subscriptions at version 0 or 1.
+const FIRST_VERSION: i64 = 1;
+
+/// The checked fields of a `SubscriptionChange`.
+#[derive(Clone, Copy)]
+struct ParsedChange<'a> {
+    subscription_id: &'a SubscriptionId,
+    account_id: &'a AccountId,
+    account_marketplace: Marketplace,
+    marketplace: Marketplace,
+    effective_at: DateTime<Utc>,
+    version: i64,
+    resource_ids: &'a [ResourceId],
+}
+
 impl BillingDomain {
     /// Applies a subscription change unless a newer one was applied.
     pub async fn record_subscription_change(
@@ -52,15 +68,83 @@ impl BillingDomain {
                 .unwrap_or_else(|| self.now()),
         );
         let version = change.version as i64;
+        let parsed = ParsedChange {
+            subscription_id: &subscription_id,
+            account_id: &account_id,
+            account_marketplace,
+            marketplace,
+            effective_at,
+            version,
+            resource_ids: &resource_ids,
+        };
+        // On PostgreSQL a subscription's first versions are taken for new to
+        // billing: its rows go in one statement, unread. Should the row be
+        // there after all (a job run again, two first changes at once), its
+        // key makes that statement fail whole, and the change is recorded
+        // as any later one is, read first.
+        let first = version <= FIRST_VERSION
+            && marketbridge_storage::Backend::of(&self.db)
+                == marketbridge_storage::Backend::Postgres;
+        let applied = if first {
+            match self.apply_subscription_change(&change, &parsed, true).await {
+                Err(error) if error.code() == marketbridge_core::ErrorCode::Conflict => {
+                    self.apply_subscription_change(&change, &parsed, false)
+                        .await?
+                }
+                other => other?,
+            }
+        } else {
+            self.apply_subscription_change(&change, &parsed, false)
+                .await?
+        };
+        if let Some(row) = &applied {
+            tracing::info!(subscription.id = %row.subscription_id, plan = %row.plan_id, billable = row.billable, version, "subscription change recorded");
+            if !row.billable || row.ended {
+                // The open window ends here; marketplaces with reporting
+                // deadlines (Google: within the hour, after a cancellation
+                // "immediately") get it now, not at the scheduler's next run.
+                self.report_windows_now(&subscription_id).await;
+            }
+        }
+        Ok(pb::RecordSubscriptionChangeResponse {
+            applied: applied.is_some(),
+        })
+    }
+
+    /// Records `change` in one write transaction unless a newer version is
+    /// recorded; the row written, `None` when it was not newer. `assume_new`:
+    /// the row is not read first but inserted (a unique violation at the
+    /// commit, `Conflict`, tells it was there).
+    async fn apply_subscription_change(
+        &self,
+        change: &pb::SubscriptionChange,
+        parsed: &ParsedChange<'_>,
+        assume_new: bool,
+    ) -> Result<Option<billing_subscription::Model>> {
+        let ParsedChange {
+            subscription_id,
+            account_id,
+            account_marketplace,
+            marketplace,
+            effective_at,
+            version,
+            resource_ids,
+        } = *parsed;
+        let account_ref = change.account_ref.clone().unwrap_or_default();
+        let subscription_ref = change.subscription_ref.clone().unwrap_or_default();
         let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         // A first change of a subscription then only inserts: on PostgreSQL
         // its rows go in one statement, with no transaction around it.
-        let stored = billing_subscription::Entity::find_by_id(subscription_id.as_str())
-            .one(&work.reads_before_writes())
-            .await
-            .map_err(db_error)?;
+        let stored = if assume_new {
+            None
+        } else {
+            billing_subscription::Entity::find_by_id(subscription_id.as_str())
+                .one(&work.reads_before_writes())
+                .await
+                .map_err(db_error)?
+        };
         if stored.as_ref().is_some_and(|s| s.version >= version) {
-            return Ok(pb::RecordSubscriptionChangeResponse { applied: false });
+            return Ok(None);
         }
         let row = billing_subscription::Model {
             subscription_id: subscription_id.as_str().to_owned(),
@@ -100,7 +184,7 @@ impl BillingDomain {
         // Plan periods are only written here, after their subscription's
         // row: a subscription billing did not know has none to close.
         self.update_periods(&work, &row, stored.is_some()).await?;
-        for resource_id in &resource_ids {
+        for resource_id in resource_ids {
             work.insert_at_commit(
                 billing_resource::Entity::insert(billing_resource::ActiveModel {
                     resource_id: Set(resource_id.as_str().to_owned()),
@@ -115,14 +199,7 @@ impl BillingDomain {
             );
         }
         work.commit().await?;
-        tracing::info!(subscription.id = %row.subscription_id, plan = %row.plan_id, billable = row.billable, version, "subscription change recorded");
-        if !row.billable || row.ended {
-            // The open window ends here; marketplaces with reporting
-            // deadlines (Google: within the hour, after a cancellation
-            // "immediately") get it now, not at the scheduler's next run.
-            self.report_windows_now(&subscription_id).await;
-        }
-        Ok(pb::RecordSubscriptionChangeResponse { applied: true })
+        Ok(Some(row))
     }
 
     /// Closes the subscription's open plan period unless `row` keeps it,
