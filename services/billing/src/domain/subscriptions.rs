@@ -20,18 +20,6 @@ use sea_orm::{
 /// recorded yet: provisioning creates subscriptions at version 0 or 1.
 const FIRST_VERSION: i64 = 1;
 
-/// The checked fields of a `SubscriptionChange`.
-#[derive(Clone, Copy)]
-struct ParsedChange<'a> {
-    subscription_id: &'a SubscriptionId,
-    account_id: &'a AccountId,
-    account_marketplace: Marketplace,
-    marketplace: Marketplace,
-    effective_at: DateTime<Utc>,
-    version: i64,
-    resource_ids: &'a [ResourceId],
-}
-
 impl BillingDomain {
     /// Applies a subscription change unless a newer one was applied.
     pub async fn record_subscription_change(
@@ -68,14 +56,24 @@ impl BillingDomain {
                 .unwrap_or_else(|| self.now()),
         );
         let version = change.version as i64;
-        let parsed = ParsedChange {
-            subscription_id: &subscription_id,
-            account_id: &account_id,
-            account_marketplace,
-            marketplace,
-            effective_at,
+        // What the change makes of the row; the close of usage already
+        // recorded is kept from the stored row.
+        let changed = billing_subscription::Model {
+            subscription_id: subscription_id.as_str().to_owned(),
+            account_id: account_id.as_str().to_owned(),
+            account_marketplace: account_marketplace.as_str().to_owned(),
+            account_external_id: account_ref.external_id,
+            marketplace: marketplace.as_str().to_owned(),
+            external_id: subscription_ref.external_id,
+            product_id: change.product_id,
+            plan_id: change.plan_id,
+            billable: change.billable,
+            ended: change.ended,
+            usage_reporting_id: change.usage_reporting_id,
             version,
-            resource_ids: &resource_ids,
+            effective_at,
+            updated_at: self.now(),
+            usage_closed_before: None,
         };
         // On PostgreSQL a subscription's first versions are taken for new to
         // billing: its rows go in one statement, unread. Should the row be
@@ -85,17 +83,15 @@ impl BillingDomain {
         let first = version <= FIRST_VERSION
             && marketbridge_storage::Backend::of(&self.db)
                 == marketbridge_storage::Backend::Postgres;
-        let applied = if first {
-            match self.apply_subscription_change(&change, &parsed, true).await {
-                Err(error) if error.code() == marketbridge_core::ErrorCode::Conflict => {
-                    self.apply_subscription_change(&change, &parsed, false)
-                        .await?
-                }
-                other => other?,
+        let applied = match self
+            .apply_subscription_change(&changed, &resource_ids, first)
+            .await
+        {
+            Err(error) if first && error.code() == marketbridge_core::ErrorCode::Conflict => {
+                self.apply_subscription_change(&changed, &resource_ids, false)
+                    .await?
             }
-        } else {
-            self.apply_subscription_change(&change, &parsed, false)
-                .await?
+            other => other?,
         };
         if let Some(row) = &applied {
             tracing::info!(subscription.id = %row.subscription_id, plan = %row.plan_id, billable = row.billable, version, "subscription change recorded");
@@ -111,57 +107,36 @@ impl BillingDomain {
         })
     }
 
-    /// Records `change` in one write transaction unless a newer version is
+    /// Records `changed` in one write transaction unless a newer version is
     /// recorded; the row written, `None` when it was not newer. `assume_new`:
     /// the row is not read first but inserted (a unique violation at the
     /// commit, `Conflict`, tells it was there).
     async fn apply_subscription_change(
         &self,
-        change: &pb::SubscriptionChange,
-        parsed: &ParsedChange<'_>,
+        changed: &billing_subscription::Model,
+        resource_ids: &[ResourceId],
         assume_new: bool,
     ) -> Result<Option<billing_subscription::Model>> {
-        let ParsedChange {
-            subscription_id,
-            account_id,
-            account_marketplace,
-            marketplace,
-            effective_at,
-            version,
-            resource_ids,
-        } = *parsed;
-        let account_ref = change.account_ref.clone().unwrap_or_default();
-        let subscription_ref = change.subscription_ref.clone().unwrap_or_default();
         let work = UnitOfWork::begin(&self.db, &self.outbox).await?;
         // A first change of a subscription then only inserts: on PostgreSQL
         // its rows go in one statement, with no transaction around it.
         let stored = if assume_new {
             None
         } else {
-            billing_subscription::Entity::find_by_id(subscription_id.as_str())
+            billing_subscription::Entity::find_by_id(changed.subscription_id.as_str())
                 .one(&work.reads_before_writes())
                 .await
                 .map_err(db_error)?
         };
-        if stored.as_ref().is_some_and(|s| s.version >= version) {
+        if stored
+            .as_ref()
+            .is_some_and(|s| s.version >= changed.version)
+        {
             return Ok(None);
         }
         let row = billing_subscription::Model {
-            subscription_id: subscription_id.as_str().to_owned(),
-            account_id: account_id.as_str().to_owned(),
-            account_marketplace: account_marketplace.as_str().to_owned(),
-            account_external_id: account_ref.external_id.clone(),
-            marketplace: marketplace.as_str().to_owned(),
-            external_id: subscription_ref.external_id.clone(),
-            product_id: change.product_id.clone(),
-            plan_id: change.plan_id.clone(),
-            billable: change.billable,
-            ended: change.ended,
-            usage_reporting_id: change.usage_reporting_id.clone(),
-            version,
-            effective_at,
-            updated_at: self.now(),
             usage_closed_before: stored.as_ref().and_then(|s| s.usage_closed_before),
+            ..changed.clone()
         };
         match &stored {
             Some(_) => {
