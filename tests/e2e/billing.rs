@@ -370,3 +370,102 @@ backend_test!(
         assert_eq!(stored_plan().await, "free");
     }
 );
+
+backend_test!(
+    a_new_subscriptions_billing_job_carries_what_reading_it_would_send_and_billing_records_it,
+    |database| async move {
+        use crate::vercel_support::{VercelOptions, vercel_set};
+        use marketbridge_provisioning::model::ProvisioningJob;
+        use marketbridge_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+        let vercel = vercel_set(&database, VercelOptions::manual()).await;
+        let (installation, token) = vercel.install().await;
+        let provisioning = vercel.test.set.provisioning.domain();
+        vercel.drain().await;
+        let created = vercel
+            .partner
+            .post(&format!("/v1/installations/{}/resources", installation.id))
+            .user(&token)
+            .idempotency_key("terms-carried")
+            .json(&serde_json::json!({
+                "productId": "database",
+                "name": "carried",
+                "metadata": {"region": "fra1"},
+                "billingPlanId": "pro",
+            }))
+            .send()
+            .await;
+        assert_eq!(created.status, 200, "{}", created.text);
+        let resource_id = created.body["id"].as_str().expect("an id").to_owned();
+
+        // The call knew the whole subscription: its job carries it.
+        let queued = provisioning
+            .outbox()
+            .jobs_of_kind("provisioning.billing_subscription_change")
+            .await
+            .unwrap();
+        let carried: Vec<_> = queued
+            .iter()
+            .filter(|row| row.status == "pending")
+            .map(|row| {
+                let job: ProvisioningJob = serde_json::from_value(serde_json::json!({
+                    "kind": row.kind,
+                    "payload": serde_json::from_str::<serde_json::Value>(&row.payload).unwrap(),
+                }))
+                .unwrap();
+                let ProvisioningJob::BillingChange(job) = job else {
+                    panic!("a billing change")
+                };
+                job
+            })
+            .collect();
+        assert_eq!(carried.len(), 1, "{queued:#?}");
+        let job = &carried[0];
+        let terms = job.as_of.clone().expect("the terms, carried");
+        assert_eq!(terms.resource_ids, vec![resource_id.clone()]);
+        assert_eq!((terms.plan_id.as_str(), terms.version), ("pro", 1));
+        // Exactly what the job would read and send without them.
+        let now = provisioning
+            .billing_terms_now(&job.subscription_id)
+            .await
+            .unwrap()
+            .expect("the subscription");
+        assert_eq!(terms, now);
+
+        // Run, it records the subscription and its resource at billing.
+        vercel.drain().await;
+        let billing_db = vercel.test.set.billing.domain().db();
+        let recorded = marketbridge_billing::entity::billing_subscription::Entity::find_by_id(
+            job.subscription_id.as_str(),
+        )
+        .one(billing_db)
+        .await
+        .unwrap()
+        .expect("billing's row");
+        assert_eq!(
+            (
+                recorded.plan_id.as_str(),
+                recorded.version,
+                recorded.billable,
+                recorded.ended
+            ),
+            ("pro", 1, true, false)
+        );
+        assert_eq!(recorded.effective_at, terms.effective_at);
+        let linked = marketbridge_billing::entity::billing_resource::Entity::find()
+            .filter(
+                marketbridge_billing::entity::billing_resource::Column::SubscriptionId
+                    .eq(job.subscription_id.as_str()),
+            )
+            .all(billing_db)
+            .await
+            .unwrap();
+        assert_eq!(
+            linked
+                .iter()
+                .map(|row| row.resource_id.clone())
+                .collect::<Vec<_>>(),
+            vec![resource_id]
+        );
+    }
+);

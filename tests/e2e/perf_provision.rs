@@ -34,18 +34,18 @@ const CALL_BUDGET_SQLITE: u64 = 6;
 const CALL_BUDGET_POSTGRES: u64 = 2;
 /// At most this many statements for running the jobs the call caused, in
 /// every outbox, and finding nothing more to do, on SQLite: provisioning
-/// claims the job (the fresh claim vouches for its lease: no read), reads
-/// the subscription with its resources' ids in one statement (the account's
-/// marketplace reference is known from the call), billing reads its record
-/// and writes three rows,
+/// claims the job (the fresh claim vouches for its lease: no read; the job
+/// carries the new subscription's terms and its resource, so nothing of
+/// provisioning's is read, and the account's marketplace reference is known
+/// from the call), billing reads its record and writes three rows,
 /// provisioning records the job done and asks once more; billing and
 /// account ask once.
-const JOBS_BUDGET_SQLITE: u64 = 10;
+const JOBS_BUDGET_SQLITE: u64 = 9;
 /// The same on PostgreSQL, where a claim that took a job asks again (it
 /// may have skipped rows another replica's claim held), and billing takes a
 /// subscription's first version for new, writing its three rows as one
 /// statement without reading first.
-const JOBS_BUDGET_POSTGRES: u64 = 8;
+const JOBS_BUDGET_POSTGRES: u64 = 7;
 
 fn total(statements: &BTreeMap<String, u64>) -> u64 {
     statements.values().sum()

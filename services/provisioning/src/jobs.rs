@@ -8,7 +8,9 @@ use crate::driver::Provisioned;
 use crate::entity::resource;
 use crate::lifecycle::resource::{DriverStep, driver_step_applies};
 use crate::marketplace::ResourceChange;
-use crate::model::{PlanChangeJob, PlanId, ProvisioningJob, ResourceJob, SubscriptionJob};
+use crate::model::{
+    BillingChangeJob, PlanChangeJob, PlanId, ProvisioningJob, ResourceJob, SubscriptionJob,
+};
 use async_trait::async_trait;
 use marketbridge_core::ids::ResourceId;
 use marketbridge_core::time::to_timestamp;
@@ -238,14 +240,18 @@ impl ProvisioningJobs {
     async fn billing_change(
         &self,
         outbox_job: &Job,
-        job: &SubscriptionJob,
+        job: &BillingChangeJob,
     ) -> Result<(), JobError> {
-        let Some((row, resource_ids)) = self
-            .domain
-            .subscription_with_resource_ids(&job.subscription_id)
-            .await?
-        else {
-            return Ok(());
+        let read;
+        let terms = match &job.as_of {
+            Some(known) => known,
+            None => {
+                let Some(now) = self.domain.billing_terms_now(&job.subscription_id).await? else {
+                    return Ok(());
+                };
+                read = now;
+                &read
+            }
         };
         let Some(billing) = &self.billing else {
             return Err(JobError::Retry(
@@ -253,29 +259,27 @@ impl ProvisioningJobs {
             ));
         };
         let (account_marketplace, account_external_id) =
-            self.domain.account_external_id(&row.owner_id()?).await?;
-        let marketplace = crate::convert::marketplace_of(&row.marketplace)?;
+            self.domain.account_external_id(&terms.account_id).await?;
+        let marketplace = crate::convert::marketplace_of(&terms.marketplace)?;
         let change = billing_pb::SubscriptionChange {
-            subscription_id: row.id.clone(),
-            account_id: row.account_id.clone(),
+            subscription_id: job.subscription_id.to_string(),
+            account_id: terms.account_id.to_string(),
             account_ref: Some(MarketplaceRef::new(
                 proto_marketplace(account_marketplace),
                 account_external_id.into_string(),
             )),
             subscription_ref: Some(MarketplaceRef::new(
                 proto_marketplace(marketplace),
-                row.external_id.clone(),
+                terms.external_id.clone(),
             )),
-            product_id: row.product_id.clone(),
-            plan_id: row.plan_id.clone(),
-            // Linked (imported) resources are never billed through the
-            // marketplace.
-            billable: row.state.is_usable() && !crate::domain::is_linked_subscription(&row)?,
-            resource_ids,
-            usage_reporting_id: row.usage_reporting_id.clone(),
-            effective_at: Some(to_timestamp(row.updated_at)),
-            version: row.version.max(0) as u64,
-            ended: row.state.is_final(),
+            product_id: terms.product_id.clone(),
+            plan_id: terms.plan_id.clone(),
+            billable: terms.billable,
+            resource_ids: terms.resource_ids.clone(),
+            usage_reporting_id: terms.usage_reporting_id.clone(),
+            effective_at: Some(to_timestamp(terms.effective_at)),
+            version: terms.version.max(0) as u64,
+            ended: terms.ended,
         };
         billing
             .record_subscription_change(billing_pb::RecordSubscriptionChangeRequest {

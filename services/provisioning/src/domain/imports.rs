@@ -443,7 +443,7 @@ impl ProvisioningDomain {
             .exec_without_returning(&**work)
             .await
             .map_err(db_error)?;
-        self.enqueue_billing_change(work, &subscription)?;
+        self.enqueue_billing_change(work, &subscription, None)?;
         let metadata: Json = from_json("importable_resources.metadata", &found.metadata)?;
         let new = NewResource {
             resource_id: &resource_id,

@@ -13,7 +13,10 @@ use crate::convert::from_json;
 use crate::driver::{Driver, DriverContext, Drivers, Secret};
 use crate::entity::{resource, subscription};
 use crate::marketplace::Marketplaces;
-use crate::model::{ExternalId, PlanId, ProductId, ProvisioningJob, ResourceJob, ResourceStatus};
+use crate::model::{
+    BillingChangeJob, ExternalId, PlanId, ProductId, ProvisioningJob, ResourceJob, ResourceStatus,
+    SubscriptionAsOf,
+};
 use crate::resource_cache::ResourceCache;
 use chrono::{DateTime, Utc};
 use marketbridge_catalog::{Catalog, Plan, Product};
@@ -315,17 +318,24 @@ impl ProvisioningDomain {
         })
     }
 
-    /// Schedules telling billing about a subscription's latest state (with
-    /// the inserts held for the commit: one job per version of the
-    /// subscription, whoever asks).
+    /// Schedules telling billing about a subscription's version (with the
+    /// inserts held for the commit: one job per version of the
+    /// subscription, whoever asks). `resource_ids`: the subscription's live
+    /// resources, when the caller knows them all (a new subscription and its
+    /// resource); the job then carries what billing is told and runs without
+    /// reading. Otherwise it reads the subscription when it runs.
     pub(crate) fn enqueue_billing_change(
         &self,
         work: &mut UnitOfWork,
         subscription: &subscription::Model,
+        resource_ids: Option<Vec<String>>,
     ) -> Result<()> {
-        let job = ProvisioningJob::BillingChange(crate::model::SubscriptionJob::new(
-            &subscription.subscription_id()?,
-        ));
+        let job = ProvisioningJob::BillingChange(BillingChangeJob {
+            subscription_id: subscription.subscription_id()?,
+            as_of: resource_ids
+                .map(|ids| billing_terms(subscription, ids))
+                .transpose()?,
+        });
         work.enqueue_at_commit(NewJob::of(&job)?.dedupe_key(format!(
             "billing:{}:{}",
             subscription.id, subscription.version
@@ -454,6 +464,18 @@ impl ProvisioningDomain {
         Ok(Some((first.subscription, ids)))
     }
 
+    /// What billing is told of a subscription now: its latest state with
+    /// its live resources, read in one statement (`None` for an unknown id).
+    pub async fn billing_terms_now(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<Option<SubscriptionAsOf>> {
+        self.subscription_with_resource_ids(subscription_id)
+            .await?
+            .map(|(row, resource_ids)| billing_terms(&row, resource_ids))
+            .transpose()
+    }
+
     pub(crate) async fn resource_ids_of(
         &self,
         conn: &impl ConnectionTrait,
@@ -482,6 +504,25 @@ impl ProvisioningDomain {
         let info = self.account_by_id(account_id).await?;
         Ok((info.marketplace, info.external_id))
     }
+}
+
+/// What billing is told of a subscription in `row`'s state, whose live
+/// resources are `resource_ids`. Linked (imported) resources are never
+/// billed through the marketplace.
+fn billing_terms(row: &subscription::Model, resource_ids: Vec<String>) -> Result<SubscriptionAsOf> {
+    Ok(SubscriptionAsOf {
+        account_id: row.owner_id()?,
+        marketplace: row.marketplace.clone(),
+        external_id: row.external_id.clone(),
+        product_id: row.product_id.clone(),
+        plan_id: row.plan_id.clone(),
+        billable: row.state.is_usable() && !is_linked_subscription(row)?,
+        ended: row.state.is_final(),
+        usage_reporting_id: row.usage_reporting_id.clone(),
+        resource_ids,
+        effective_at: row.updated_at,
+        version: row.version,
+    })
 }
 
 /// The protobuf marketplace enum of a marketplace.

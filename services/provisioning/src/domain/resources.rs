@@ -194,7 +194,8 @@ impl ProvisioningDomain {
                 work.insert_at_commit(
                     subscription::Entity::insert(row.clone().into_active_model()).into_query(),
                 );
-                self.enqueue_billing_change(&mut work, &row)?;
+                // Its one resource is the one inserted below.
+                self.enqueue_billing_change(&mut work, &row, Some(vec![resource_id.to_string()]))?;
                 row
             }
         };

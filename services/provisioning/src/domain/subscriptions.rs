@@ -326,7 +326,7 @@ impl ProvisioningDomain {
                 }
                 Effect::TellBilling => {
                     tracing::info!(subscription.id = %row.id, state = %row.state, plan = %row.plan_id, "subscription changed");
-                    self.enqueue_billing_change(work, &row)?;
+                    self.enqueue_billing_change(work, &row, None)?;
                 }
                 Effect::MarkStarted | Effect::MarkEnded => {}
                 Effect::MoveResourcesToPlan

@@ -328,7 +328,7 @@ impl ProvisioningDomain {
         subscription.version += 1;
         subscription.updated_at = now;
         subscription.update_in(&**work).await?;
-        self.enqueue_billing_change(work, &subscription)?;
+        self.enqueue_billing_change(work, &subscription, None)?;
         row.account_id = target.to_string();
         row.updated_at = now;
         row.update_in(&**work).await?;

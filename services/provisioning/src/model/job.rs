@@ -3,7 +3,8 @@
 //! kind string and its payload's shape.
 
 use super::ids::{PlanId, typed_id};
-use marketbridge_core::ids::{ResourceId, SubscriptionId};
+use chrono::{DateTime, Utc};
+use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -50,7 +51,7 @@ pub enum ProvisioningJob {
     Detach(ResourceJob),
     /// Tell billing a subscription changed.
     #[serde(rename = "provisioning.billing_subscription_change")]
-    BillingChange(SubscriptionJob),
+    BillingChange(BillingChangeJob),
 }
 
 /// A rotation whose new secrets wait for the driver; encrypted.
@@ -117,6 +118,49 @@ impl SubscriptionJob {
     }
 }
 
+/// Payload of telling billing about a subscription's version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BillingChangeJob {
+    /// The subscription.
+    #[serde(with = "typed_id")]
+    pub subscription_id: SubscriptionId,
+    /// What billing is told, when the change that enqueued the job knew all
+    /// of it (a new subscription and its one resource): the job then sends
+    /// it without reading. Without it (jobs of every other change, and jobs
+    /// stored before it existed) the job reads the subscription's latest
+    /// state when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<SubscriptionAsOf>,
+}
+
+/// A subscription's billing terms at one version, with its live resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionAsOf {
+    /// The owning account.
+    #[serde(with = "typed_id")]
+    pub account_id: AccountId,
+    /// The marketplace the subscription was bought on.
+    pub marketplace: String,
+    /// The marketplace's id of the subscription.
+    pub external_id: String,
+    /// The product.
+    pub product_id: String,
+    /// The plan in force.
+    pub plan_id: String,
+    /// Whether the marketplace bills it.
+    pub billable: bool,
+    /// Whether it ended.
+    pub ended: bool,
+    /// The marketplace's id for usage reports.
+    pub usage_reporting_id: String,
+    /// Its live resources, oldest id first.
+    pub resource_ids: Vec<String>,
+    /// When this version took effect.
+    pub effective_at: DateTime<Utc>,
+    /// The version.
+    pub version: i64,
+}
+
 /// Payload of plan change decisions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanChangeJob {
@@ -161,14 +205,26 @@ mod tests {
                 "subscription_id": subscription.as_str(), "pending_plan_id": "pro",
                 "approve": true, "reason": ""}})
         );
-        // Rows written before (no `sealed`, no `reason`) still read.
-        let old: ProvisioningJob = serde_json::from_value(json!({
-            "kind": "provisioning.billing_subscription_change",
-            "payload": {"subscription_id": subscription.as_str()}}))
-        .unwrap();
+        // Rows written before (no `sealed`, no `as_of`; a `reason` once
+        // written by billing changes) still read.
+        let unread = ProvisioningJob::BillingChange(BillingChangeJob {
+            subscription_id: subscription.clone(),
+            as_of: None,
+        });
+        for payload in [
+            json!({"subscription_id": subscription.as_str()}),
+            json!({"subscription_id": subscription.as_str(), "reason": ""}),
+        ] {
+            let old: ProvisioningJob = serde_json::from_value(json!({
+                "kind": "provisioning.billing_subscription_change",
+                "payload": payload}))
+            .unwrap();
+            assert_eq!(old, unread);
+        }
         assert_eq!(
-            old,
-            ProvisioningJob::BillingChange(SubscriptionJob::new(&subscription))
+            serde_json::to_value(&unread).unwrap(),
+            json!({"kind": "provisioning.billing_subscription_change",
+                "payload": {"subscription_id": subscription.as_str()}})
         );
         // A corrupt id is refused, not defaulted.
         assert!(

@@ -11,7 +11,10 @@ pub mod job;
 pub mod state;
 
 pub use ids::{ExternalId, ImportableId, MetricId, PlanId, ProductId, TransferClaimId, stored_id};
-pub use job::{PendingRotation, PlanChangeJob, ProvisioningJob, ResourceJob, SubscriptionJob};
+pub use job::{
+    BillingChangeJob, PendingRotation, PlanChangeJob, ProvisioningJob, ResourceJob,
+    SubscriptionAsOf, SubscriptionJob,
+};
 pub use state::{
     ClaimState, ImportSource, Ownership, ResourceStatus, SubscriptionScope, SubscriptionState,
 };
