@@ -332,8 +332,8 @@ backend_test!(
             .plan_id
         };
 
-        // The first version: on PostgreSQL its rows are one statement,
-        // nothing read first.
+        // The first version: its rows are inserted, nothing read first (on
+        // PostgreSQL as one statement).
         let before = marketbridge_storage::testing::statement_counts();
         let first = billing
             .record_subscription_change(change(1, "pro"))
@@ -344,9 +344,16 @@ backend_test!(
             &before,
             &marketbridge_storage::testing::statement_counts(),
         );
-        if database.backend() == marketbridge_storage::testing::TestBackend::Postgres {
-            assert_eq!(sent.values().sum::<u64>(), 1, "{sent:#?}");
-        }
+        assert!(
+            !sent.keys().any(|sql| sql.starts_with("SELECT")),
+            "{sent:#?}"
+        );
+        let inserts = match database.backend() {
+            marketbridge_storage::testing::TestBackend::Postgres => 1,
+            // The subscription's row and its plan period.
+            marketbridge_storage::testing::TestBackend::Sqlite => 2,
+        };
+        assert_eq!(sent.values().sum::<u64>(), inserts, "{sent:#?}");
 
         // The same version again (its job run twice): the row is there, so
         // the change is read against it and not applied, and no error.

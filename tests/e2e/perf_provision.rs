@@ -37,14 +37,13 @@ const CALL_BUDGET_POSTGRES: u64 = 2;
 /// claims the job (the fresh claim vouches for its lease: no read; the job
 /// carries the new subscription's terms and its resource, so nothing of
 /// provisioning's is read, and the account's marketplace reference is known
-/// from the call), billing reads its record and writes three rows,
-/// provisioning records the job done and asks once more; billing and
-/// account ask once.
-const JOBS_BUDGET_SQLITE: u64 = 9;
+/// from the call), billing takes the subscription's first version for new
+/// and writes its three rows without reading first, provisioning records
+/// the job done and asks once more; billing and account ask once.
+const JOBS_BUDGET_SQLITE: u64 = 8;
 /// The same on PostgreSQL, where a claim that took a job asks again (it
-/// may have skipped rows another replica's claim held), and billing takes a
-/// subscription's first version for new, writing its three rows as one
-/// statement without reading first.
+/// may have skipped rows another replica's claim held), and billing's three
+/// rows are one statement.
 const JOBS_BUDGET_POSTGRES: u64 = 7;
 
 fn total(statements: &BTreeMap<String, u64>) -> u64 {

@@ -75,14 +75,13 @@ impl BillingDomain {
             updated_at: self.now(),
             usage_closed_before: None,
         };
-        // On PostgreSQL a subscription's first versions are taken for new to
-        // billing: its rows go in one statement, unread. Should the row be
-        // there after all (a job run again, two first changes at once), its
-        // key makes that statement fail whole, and the change is recorded
-        // as any later one is, read first.
-        let first = version <= FIRST_VERSION
-            && marketbridge_storage::Backend::of(&self.db)
-                == marketbridge_storage::Backend::Postgres;
+        // A subscription's first versions are taken for new to billing: its
+        // rows are inserted unread (on PostgreSQL as one statement). Should
+        // the row be there after all (a job run again, two first changes at
+        // once), its key makes those inserts fail whole (on SQLite this
+        // writer's savepoint is rolled back, its group's other writers
+        // kept), and the change is recorded as any later one is, read first.
+        let first = version <= FIRST_VERSION;
         let applied = match self
             .apply_subscription_change(&changed, &resource_ids, first)
             .await
