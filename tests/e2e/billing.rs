@@ -375,6 +375,37 @@ backend_test!(
             .unwrap();
         assert!(!late.into_inner().applied);
         assert_eq!(stored_plan().await, "free");
+
+        // A first version sent several times at once (a job run twice
+        // while its first run is still writing): on SQLite the writers can
+        // share one group commit. Exactly one applies, the others find its
+        // row and none fails.
+        let other = marketbridge_core::ids::SubscriptionId::generate();
+        let mut at_once = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let mut billing = billing.clone();
+            let mut request = change(1, "pro");
+            if let Some(change) = request.change.as_mut() {
+                change.subscription_id = other.to_string();
+            }
+            at_once.spawn(async move { billing.record_subscription_change(request).await });
+        }
+        let mut applied = 0;
+        while let Some(answer) = at_once.join_next().await {
+            if answer.unwrap().expect("no error").into_inner().applied {
+                applied += 1;
+            }
+        }
+        assert_eq!(applied, 1);
+        let stored = {
+            use marketbridge_storage::sea_orm::EntityTrait;
+            marketbridge_billing::entity::billing_subscription::Entity::find_by_id(other.as_str())
+                .one(&billing_db)
+                .await
+                .unwrap()
+                .expect("the subscription's row")
+        };
+        assert_eq!((stored.plan_id.as_str(), stored.version), ("pro", 1));
     }
 );
 
