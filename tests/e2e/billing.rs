@@ -507,3 +507,120 @@ backend_test!(
         );
     }
 );
+
+backend_test!(
+    first_versions_arriving_together_are_written_together_and_one_already_there_is_not_applied_again,
+    |database| async move {
+        use marketbridge_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        marketbridge_storage::testing::record_statements();
+        let test = set_on(&database).without_workers().start().await;
+        let billing = test.set.billing.domain().clone();
+        let account_id = marketbridge_core::ids::AccountId::generate();
+        let change = |subscription: &marketbridge_core::ids::SubscriptionId,
+                      resource: &marketbridge_core::ids::ResourceId| {
+            billing_pb::RecordSubscriptionChangeRequest {
+                context: None,
+                change: Some(billing_pb::SubscriptionChange {
+                    subscription_id: subscription.to_string(),
+                    account_id: account_id.to_string(),
+                    account_ref: Some(MarketplaceRef::new(Marketplace::Direct, "team-together")),
+                    subscription_ref: Some(MarketplaceRef::new(
+                        Marketplace::Direct,
+                        subscription.to_string(),
+                    )),
+                    product_id: "database".into(),
+                    plan_id: "pro".into(),
+                    billable: true,
+                    resource_ids: vec![resource.to_string()],
+                    usage_reporting_id: String::new(),
+                    effective_at: Some(to_timestamp(Utc::now())),
+                    version: 1,
+                    ended: false,
+                }),
+            }
+        };
+        let together = |changes: Vec<billing_pb::RecordSubscriptionChangeRequest>| {
+            let billing = billing.clone();
+            async move {
+                let mut calls = tokio::task::JoinSet::new();
+                for request in changes {
+                    let billing = billing.clone();
+                    calls.spawn(async move { billing.record_subscription_change(request).await });
+                }
+                let mut applied = 0;
+                while let Some(answer) = calls.join_next().await {
+                    if answer.unwrap().expect("no error").applied {
+                        applied += 1;
+                    }
+                }
+                applied
+            }
+        };
+        let new = |count: usize| {
+            (0..count)
+                .map(|_| {
+                    (
+                        marketbridge_core::ids::SubscriptionId::generate(),
+                        marketbridge_core::ids::ResourceId::generate(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+
+        // Sixteen new subscriptions at once: all applied, each with its plan
+        // period and resource link; on PostgreSQL in a few statements.
+        let first = new(16);
+        let before = marketbridge_storage::testing::statement_counts();
+        let applied = together(first.iter().map(|(s, r)| change(s, r)).collect()).await;
+        let sent = marketbridge_storage::testing::statements_between(
+            &before,
+            &marketbridge_storage::testing::statement_counts(),
+        );
+        assert_eq!(applied, 16);
+        if database.backend() == marketbridge_storage::testing::TestBackend::Postgres {
+            // The first may go alone; the others wait for it and go together.
+            let statements = sent.values().sum::<u64>();
+            eprintln!("16 first versions at once: {statements} statements");
+            assert!(statements <= 8, "{statements} statements: {sent:#?}");
+        }
+        let db = test.set.billing.domain().db().clone();
+        for (subscription, resource) in &first {
+            let periods = marketbridge_billing::entity::plan_period::Entity::find()
+                .filter(
+                    marketbridge_billing::entity::plan_period::Column::SubscriptionId
+                        .eq(subscription.as_str()),
+                )
+                .all(&db)
+                .await
+                .unwrap();
+            assert_eq!(periods.len(), 1, "one open period for {subscription}");
+            let link = marketbridge_billing::entity::billing_resource::Entity::find_by_id(
+                resource.as_str(),
+            )
+            .one(&db)
+            .await
+            .unwrap()
+            .expect("the resource's link");
+            assert_eq!(link.subscription_id, subscription.as_str());
+        }
+
+        // One already recorded among seven new ones: whatever batch it
+        // lands in fails whole and each change is recorded on its own, so
+        // the seven are applied and it is not applied twice.
+        let mut again = new(7);
+        again.push(first[3].clone());
+        let applied = together(again.iter().map(|(s, r)| change(s, r)).collect()).await;
+        assert_eq!(applied, 7);
+        for (subscription, _) in &again {
+            let periods = marketbridge_billing::entity::plan_period::Entity::find()
+                .filter(
+                    marketbridge_billing::entity::plan_period::Column::SubscriptionId
+                        .eq(subscription.as_str()),
+                )
+                .all(&db)
+                .await
+                .unwrap();
+            assert_eq!(periods.len(), 1, "one open period for {subscription}");
+        }
+    }
+);

@@ -41,6 +41,7 @@ pub struct BillingDomain {
     marketplaces: Marketplaces,
     peers: Peers,
     options: BillingOptions,
+    first_versions: Arc<subscriptions::FirstVersions>,
 }
 
 /// The services billing calls.
@@ -72,6 +73,7 @@ impl BillingDomain {
             marketplaces,
             peers,
             options,
+            first_versions: Arc::default(),
         }
     }
 

@@ -76,21 +76,42 @@ impl BillingDomain {
             usage_closed_before: None,
         };
         // A subscription's first versions are taken for new to billing: its
-        // rows are inserted unread (on PostgreSQL as one statement). Should
-        // the row be there after all (a job run again, two first changes at
-        // once), its key makes those inserts fail whole (on SQLite this
-        // writer's savepoint is rolled back, its group's other writers
-        // kept), and the change is recorded as any later one is, read first.
+        // rows are inserted unread (on PostgreSQL together with the other
+        // first versions waiting, as one statement). Should the row be there
+        // after all (a job run again, two first changes at once), its key
+        // makes those inserts fail whole (on SQLite this writer's savepoint
+        // is rolled back, its group's other writers kept), and the change is
+        // recorded as any later one is, read first.
         let first = version <= FIRST_VERSION;
-        let applied = match self
-            .apply_subscription_change(&changed, &resource_ids, first)
-            .await
-        {
-            Err(error) if first && error.code() == marketbridge_core::ErrorCode::Conflict => {
-                self.apply_subscription_change(&changed, &resource_ids, false)
-                    .await?
+        let postgres =
+            marketbridge_storage::Backend::of(&self.db) == marketbridge_storage::Backend::Postgres;
+        let applied = if first && postgres {
+            // On PostgreSQL first versions arriving together are written
+            // together, one statement for all of them. A batch that failed
+            // (one of its rows was there after all) wrote nothing: each of
+            // its changes is then recorded on its own, read first.
+            match self
+                .first_versions
+                .write(&self.db, &changed, &resource_ids)
+                .await
+            {
+                true => Some(changed),
+                false => {
+                    self.apply_subscription_change(&changed, &resource_ids, false)
+                        .await?
+                }
             }
-            other => other?,
+        } else {
+            match self
+                .apply_subscription_change(&changed, &resource_ids, first)
+                .await
+            {
+                Err(error) if first && error.code() == marketbridge_core::ErrorCode::Conflict => {
+                    self.apply_subscription_change(&changed, &resource_ids, false)
+                        .await?
+                }
+                other => other?,
+            }
         };
         if let Some(row) = &applied {
             tracing::info!(subscription.id = %row.subscription_id, plan = %row.plan_id, billable = row.billable, version, "subscription change recorded");
@@ -145,57 +166,33 @@ impl BillingDomain {
                     .update(&*work)
                     .await
                     .map_err(db_error)?;
+                // Plan periods are only written here, after their
+                // subscription's row: a subscription billing did not know has
+                // none to close.
+                self.update_periods(&work, &row).await?;
+                insert_resource_links(&work, &row, resource_ids);
             }
-            None => {
-                // Two first changes at once: the second's insert fails (its
-                // job retries and finds the row).
-                work.insert_at_commit(
-                    billing_subscription::Entity::insert(row.clone().into_active_model())
-                        .into_query(),
-                );
-            }
-        }
-        // Plan periods are only written here, after their subscription's
-        // row: a subscription billing did not know has none to close.
-        self.update_periods(&work, &row, stored.is_some()).await?;
-        for resource_id in resource_ids {
-            work.insert_at_commit(
-                billing_resource::Entity::insert(billing_resource::ActiveModel {
-                    resource_id: Set(resource_id.as_str().to_owned()),
-                    subscription_id: Set(row.subscription_id.clone()),
-                })
-                .on_conflict(
-                    OnConflict::column(billing_resource::Column::ResourceId)
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .into_query(),
-            );
+            // Two first changes at once: the second's insert fails (its job
+            // retries and finds the row).
+            None => insert_first_version(&work, &row, resource_ids),
         }
         work.commit().await?;
         Ok(Some(row))
     }
 
     /// Closes the subscription's open plan period unless `row` keeps it,
-    /// and opens one for `row`'s plan when it is billable. `known` is false
-    /// for a subscription billing is recording for the first time, which
-    /// has no period yet (periods are written only here), so none is read.
+    /// and opens one for `row`'s plan when it is billable.
     async fn update_periods(
         &self,
         conn: &WriteTxn,
         row: &billing_subscription::Model,
-        known: bool,
     ) -> Result<()> {
-        let open = if known {
-            plan_period::Entity::find()
-                .filter(plan_period::Column::SubscriptionId.eq(row.subscription_id.clone()))
-                .filter(plan_period::Column::EndsAt.is_null())
-                .one(conn)
-                .await
-                .map_err(db_error)?
-        } else {
-            None
-        };
+        let open = plan_period::Entity::find()
+            .filter(plan_period::Column::SubscriptionId.eq(row.subscription_id.clone()))
+            .filter(plan_period::Column::EndsAt.is_null())
+            .one(conn)
+            .await
+            .map_err(db_error)?;
         let keep_open = row.billable && open.as_ref().is_some_and(|p| p.plan_id == row.plan_id);
         if keep_open {
             return Ok(());
@@ -211,25 +208,7 @@ impl BillingDomain {
             .await
             .map_err(db_error)?;
         }
-        if row.billable {
-            let insert = plan_period::Entity::insert(plan_period::ActiveModel {
-                id: Set(format!(
-                    "{}:{}",
-                    row.subscription_id,
-                    row.effective_at.timestamp_micros()
-                )),
-                subscription_id: Set(row.subscription_id.clone()),
-                plan_id: Set(row.plan_id.clone()),
-                starts_at: Set(row.effective_at),
-                ends_at: Set(None),
-            })
-            .on_conflict(
-                OnConflict::column(plan_period::Column::Id)
-                    .update_column(plan_period::Column::PlanId)
-                    .to_owned(),
-            );
-            conn.insert_at_commit(insert.into_query());
-        }
+        insert_open_period(conn, row);
         Ok(())
     }
 
@@ -256,4 +235,170 @@ impl BillingDomain {
             .rev()
             .find(|p| p.starts_at <= at && p.ends_at.is_none_or(|end| at < end))
     }
+}
+
+/// The rows of a subscription billing records for the first time, held for
+/// the commit (on PostgreSQL one statement with whatever else `conn` holds):
+/// its row, its open plan period when billable (a subscription billing did
+/// not know has no period to close: periods are only written here) and its
+/// resources' links. A row already there makes the commit fail on its key.
+fn insert_first_version(
+    conn: &WriteTxn,
+    row: &billing_subscription::Model,
+    resource_ids: &[ResourceId],
+) {
+    conn.insert_at_commit(
+        billing_subscription::Entity::insert(row.clone().into_active_model()).into_query(),
+    );
+    insert_open_period(conn, row);
+    insert_resource_links(conn, row, resource_ids);
+}
+
+/// Opens a plan period for `row`'s plan from its effective time, when it is
+/// billable.
+fn insert_open_period(conn: &WriteTxn, row: &billing_subscription::Model) {
+    if !row.billable {
+        return;
+    }
+    let insert = plan_period::Entity::insert(plan_period::ActiveModel {
+        id: Set(format!(
+            "{}:{}",
+            row.subscription_id,
+            row.effective_at.timestamp_micros()
+        )),
+        subscription_id: Set(row.subscription_id.clone()),
+        plan_id: Set(row.plan_id.clone()),
+        starts_at: Set(row.effective_at),
+        ends_at: Set(None),
+    })
+    .on_conflict(
+        OnConflict::column(plan_period::Column::Id)
+            .update_column(plan_period::Column::PlanId)
+            .to_owned(),
+    );
+    conn.insert_at_commit(insert.into_query());
+}
+
+/// Links each resource to the subscription (a link already there stays).
+fn insert_resource_links(
+    conn: &WriteTxn,
+    row: &billing_subscription::Model,
+    resource_ids: &[ResourceId],
+) {
+    for resource_id in resource_ids {
+        conn.insert_at_commit(
+            billing_resource::Entity::insert(billing_resource::ActiveModel {
+                resource_id: Set(resource_id.as_str().to_owned()),
+                subscription_id: Set(row.subscription_id.clone()),
+            })
+            .on_conflict(
+                OnConflict::column(billing_resource::Column::ResourceId)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .into_query(),
+        );
+    }
+}
+
+/// Most first versions written by one statement (each is up to three
+/// inserts, well under what one statement takes).
+const MOST_FIRST_VERSIONS_TOGETHER: usize = 16;
+
+/// A first version waiting for its batch, and where to say whether the batch
+/// wrote it.
+type WaitingFirstVersion = (
+    billing_subscription::Model,
+    Vec<ResourceId>,
+    tokio::sync::oneshot::Sender<bool>,
+);
+
+/// First versions of subscriptions recorded together, on PostgreSQL: while
+/// one batch is being written the next ones wait, and go as one statement
+/// (a group commit of first versions). Under load a job's change then costs
+/// a share of a statement; alone, it is written at once, as one statement.
+#[derive(Default)]
+pub(crate) struct FirstVersions {
+    sender: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<WaitingFirstVersion>>,
+}
+
+impl FirstVersions {
+    /// Writes `row` (a subscription billing records for the first time) and
+    /// its resources' links with the first versions waiting beside it.
+    /// False when it was not written: the batch failed as a whole (a row was
+    /// there after all), or the writer is gone; the caller then records the
+    /// change on its own.
+    pub(crate) async fn write(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        row: &billing_subscription::Model,
+        resource_ids: &[ResourceId],
+    ) -> bool {
+        let sender = self.sender.get_or_init(|| start_writer(db.clone()));
+        let (reply, written) = tokio::sync::oneshot::channel();
+        if sender
+            .send((row.clone(), resource_ids.to_vec(), reply))
+            .is_err()
+        {
+            return false;
+        }
+        written.await.unwrap_or(false)
+    }
+}
+
+/// The task that writes batches of first versions; it ends when the
+/// [`FirstVersions`] that started it is dropped.
+fn start_writer(
+    db: sea_orm::DatabaseConnection,
+) -> tokio::sync::mpsc::UnboundedSender<WaitingFirstVersion> {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<WaitingFirstVersion>();
+    tokio::spawn(async move {
+        // A change of a subscription already in the batch waits for the
+        // next one: one statement never inserts a row twice.
+        let mut held_over: Option<WaitingFirstVersion> = None;
+        loop {
+            let first = match held_over.take() {
+                Some(waiting) => waiting,
+                None => match receiver.recv().await {
+                    Some(waiting) => waiting,
+                    None => return,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MOST_FIRST_VERSIONS_TOGETHER {
+                let Ok(next) = receiver.try_recv() else {
+                    break;
+                };
+                if batch
+                    .iter()
+                    .any(|(row, _, _)| row.subscription_id == next.0.subscription_id)
+                {
+                    held_over = Some(next);
+                    break;
+                }
+                batch.push(next);
+            }
+            let written = write_first_versions(&db, &batch).await;
+            if let Err(error) = &written {
+                tracing::debug!(error = %error, first_versions = batch.len(), "a batch of first versions was not written; each is recorded on its own");
+            }
+            for (_, _, reply) in batch {
+                let _ = reply.send(written.is_ok());
+            }
+        }
+    });
+    sender
+}
+
+/// One write transaction holding every first version of `batch` (on
+/// PostgreSQL, one statement).
+async fn write_first_versions(
+    db: &sea_orm::DatabaseConnection,
+    batch: &[WaitingFirstVersion],
+) -> Result<()> {
+    let txn = marketbridge_storage::begin_write(db).await?;
+    for (row, resource_ids, _) in batch {
+        insert_first_version(&txn, row, resource_ids);
+    }
+    txn.commit().await.map_err(db_error)
 }
