@@ -511,7 +511,6 @@ backend_test!(
 backend_test!(
     first_versions_arriving_together_are_written_together_and_one_already_there_is_not_applied_again,
     |database| async move {
-        use marketbridge_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
         marketbridge_storage::testing::record_statements();
         let test = set_on(&database).without_workers().start().await;
         let billing = test.set.billing.domain().clone();
@@ -585,23 +584,7 @@ backend_test!(
         }
         let db = test.set.billing.domain().db().clone();
         for (subscription, resource) in &first {
-            let periods = marketbridge_billing::entity::plan_period::Entity::find()
-                .filter(
-                    marketbridge_billing::entity::plan_period::Column::SubscriptionId
-                        .eq(subscription.as_str()),
-                )
-                .all(&db)
-                .await
-                .unwrap();
-            assert_eq!(periods.len(), 1, "one open period for {subscription}");
-            let link = marketbridge_billing::entity::billing_resource::Entity::find_by_id(
-                resource.as_str(),
-            )
-            .one(&db)
-            .await
-            .unwrap()
-            .expect("the resource's link");
-            assert_eq!(link.subscription_id, subscription.as_str());
+            assert_recorded_once(&db, subscription, resource).await;
         }
 
         // One already recorded among seven new ones: whatever batch it
@@ -611,16 +594,31 @@ backend_test!(
         again.push(first[3].clone());
         let applied = together(again.iter().map(|(s, r)| change(s, r)).collect()).await;
         assert_eq!(applied, 7);
-        for (subscription, _) in &again {
-            let periods = marketbridge_billing::entity::plan_period::Entity::find()
-                .filter(
-                    marketbridge_billing::entity::plan_period::Column::SubscriptionId
-                        .eq(subscription.as_str()),
-                )
-                .all(&db)
-                .await
-                .unwrap();
-            assert_eq!(periods.len(), 1, "one open period for {subscription}");
+        for (subscription, resource) in &again {
+            assert_recorded_once(&db, subscription, resource).await;
         }
     }
 );
+
+/// Billing holds `subscription` with one open plan period, and `resource`
+/// linked to it.
+async fn assert_recorded_once(
+    db: &marketbridge_storage::sea_orm::DatabaseConnection,
+    subscription: &marketbridge_core::ids::SubscriptionId,
+    resource: &marketbridge_core::ids::ResourceId,
+) {
+    use marketbridge_billing::entity::{billing_resource, plan_period};
+    use marketbridge_storage::sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let periods = plan_period::Entity::find()
+        .filter(plan_period::Column::SubscriptionId.eq(subscription.as_str()))
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(periods.len(), 1, "one open period for {subscription}");
+    let link = billing_resource::Entity::find_by_id(resource.as_str())
+        .one(db)
+        .await
+        .unwrap()
+        .expect("the resource's link");
+    assert_eq!(link.subscription_id, subscription.as_str());
+}
