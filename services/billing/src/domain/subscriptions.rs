@@ -174,7 +174,7 @@ impl BillingDomain {
             }
             // Two first changes at once: the second's insert fails (its job
             // retries and finds the row).
-            None => insert_first_version(&work, &row, resource_ids),
+            None => insert_first_versions(&work, std::iter::once((&row, resource_ids))),
         }
         work.commit().await?;
         Ok(Some(row))
@@ -237,30 +237,47 @@ impl BillingDomain {
     }
 }
 
-/// The rows of a subscription billing records for the first time, held for
+/// The rows of subscriptions billing records for the first time, held for
 /// the commit (on PostgreSQL one statement with whatever else `conn` holds):
-/// its row, its open plan period when billable (a subscription billing did
-/// not know has no period to close: periods are only written here) and its
-/// resources' links. A row already there makes the commit fail on its key.
-fn insert_first_version(
+/// one insert of their rows, one of the open plan periods of those billable
+/// (a subscription billing did not know has no period to close: periods are
+/// only written here) and one of their resources' links. A row already there
+/// makes the commit fail on its key.
+fn insert_first_versions<'a>(
     conn: &WriteTxn,
-    row: &billing_subscription::Model,
-    resource_ids: &[ResourceId],
+    changes: impl Iterator<Item = (&'a billing_subscription::Model, &'a [ResourceId])> + Clone,
 ) {
     conn.insert_at_commit(
-        billing_subscription::Entity::insert(row.clone().into_active_model()).into_query(),
+        billing_subscription::Entity::insert_many(
+            changes
+                .clone()
+                .map(|(row, _)| row.clone().into_active_model()),
+        )
+        .into_query(),
     );
-    insert_open_period(conn, row);
-    insert_resource_links(conn, row, resource_ids);
+    let periods: Vec<_> = changes
+        .clone()
+        .filter(|(row, _)| row.billable)
+        .map(|(row, _)| open_period(row))
+        .collect();
+    if !periods.is_empty() {
+        let mut insert = plan_period::Entity::insert_many(periods).into_query();
+        insert.on_conflict(period_kept());
+        conn.insert_at_commit(insert);
+    }
+    let links: Vec<_> = changes
+        .flat_map(|(row, resource_ids)| resource_ids.iter().map(move |id| link(row, id)))
+        .collect();
+    if !links.is_empty() {
+        let mut insert = billing_resource::Entity::insert_many(links).into_query();
+        insert.on_conflict(link_kept());
+        conn.insert_at_commit(insert);
+    }
 }
 
-/// Opens a plan period for `row`'s plan from its effective time, when it is
-/// billable.
-fn insert_open_period(conn: &WriteTxn, row: &billing_subscription::Model) {
-    if !row.billable {
-        return;
-    }
-    let insert = plan_period::Entity::insert(plan_period::ActiveModel {
+/// A plan period for `row`'s plan, open from its effective time.
+fn open_period(row: &billing_subscription::Model) -> plan_period::ActiveModel {
+    plan_period::ActiveModel {
         id: Set(format!(
             "{}:{}",
             row.subscription_id,
@@ -270,13 +287,42 @@ fn insert_open_period(conn: &WriteTxn, row: &billing_subscription::Model) {
         plan_id: Set(row.plan_id.clone()),
         starts_at: Set(row.effective_at),
         ends_at: Set(None),
-    })
-    .on_conflict(
-        OnConflict::column(plan_period::Column::Id)
-            .update_column(plan_period::Column::PlanId)
-            .to_owned(),
-    );
-    conn.insert_at_commit(insert.into_query());
+    }
+}
+
+/// A period opened again at the same instant takes the later plan.
+fn period_kept() -> OnConflict {
+    OnConflict::column(plan_period::Column::Id)
+        .update_column(plan_period::Column::PlanId)
+        .to_owned()
+}
+
+/// Opens a plan period for `row`'s plan from its effective time, when it is
+/// billable.
+fn insert_open_period(conn: &WriteTxn, row: &billing_subscription::Model) {
+    if row.billable {
+        let mut insert = plan_period::Entity::insert(open_period(row)).into_query();
+        insert.on_conflict(period_kept());
+        conn.insert_at_commit(insert);
+    }
+}
+
+/// `resource_id` linked to `row`'s subscription.
+fn link(
+    row: &billing_subscription::Model,
+    resource_id: &ResourceId,
+) -> billing_resource::ActiveModel {
+    billing_resource::ActiveModel {
+        resource_id: Set(resource_id.as_str().to_owned()),
+        subscription_id: Set(row.subscription_id.clone()),
+    }
+}
+
+/// A link already there stays.
+fn link_kept() -> OnConflict {
+    OnConflict::column(billing_resource::Column::ResourceId)
+        .do_nothing()
+        .to_owned()
 }
 
 /// Links each resource to the subscription (a link already there stays).
@@ -286,24 +332,16 @@ fn insert_resource_links(
     resource_ids: &[ResourceId],
 ) {
     for resource_id in resource_ids {
-        conn.insert_at_commit(
-            billing_resource::Entity::insert(billing_resource::ActiveModel {
-                resource_id: Set(resource_id.as_str().to_owned()),
-                subscription_id: Set(row.subscription_id.clone()),
-            })
-            .on_conflict(
-                OnConflict::column(billing_resource::Column::ResourceId)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .into_query(),
-        );
+        let mut insert = billing_resource::Entity::insert(link(row, resource_id)).into_query();
+        insert.on_conflict(link_kept());
+        conn.insert_at_commit(insert);
     }
 }
 
-/// Most first versions written by one statement (each is up to three
-/// inserts, well under what one statement takes).
-const MOST_FIRST_VERSIONS_TOGETHER: usize = 16;
+/// Most first versions written by one statement: three inserts of up to
+/// this many rows each (the statement's text differs by the number of rows,
+/// so this also bounds how many shapes each connection prepares).
+const MOST_FIRST_VERSIONS_TOGETHER: usize = 64;
 
 /// A first version waiting for its batch, and where to say whether the batch
 /// wrote it.
@@ -397,8 +435,11 @@ async fn write_first_versions(
     batch: &[WaitingFirstVersion],
 ) -> Result<()> {
     let txn = marketbridge_storage::begin_write(db).await?;
-    for (row, resource_ids, _) in batch {
-        insert_first_version(&txn, row, resource_ids);
-    }
+    insert_first_versions(
+        &txn,
+        batch
+            .iter()
+            .map(|(row, resource_ids, _)| (row, resource_ids.as_slice())),
+    );
     txn.commit().await.map_err(db_error)
 }
