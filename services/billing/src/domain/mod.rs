@@ -65,6 +65,7 @@ impl BillingDomain {
         options: BillingOptions,
     ) -> Self {
         Self {
+            first_versions: Arc::new(subscriptions::FirstVersions::new(db.clone())),
             db,
             clock,
             outbox,
@@ -73,7 +74,6 @@ impl BillingDomain {
             marketplaces,
             peers,
             options,
-            first_versions: Arc::default(),
         }
     }
 

@@ -90,11 +90,7 @@ impl BillingDomain {
             // together, one statement for all of them. A batch that failed
             // (one of its rows was there after all) wrote nothing: each of
             // its changes is then recorded on its own, read first.
-            match self
-                .first_versions
-                .write(&self.db, &changed, &resource_ids)
-                .await
-            {
+            match self.first_versions.write(&changed, &resource_ids).await {
                 true => Some(changed),
                 false => {
                     self.apply_subscription_change(&changed, &resource_ids, false)
@@ -170,7 +166,7 @@ impl BillingDomain {
                 // subscription's row: a subscription billing did not know has
                 // none to close.
                 self.update_periods(&work, &row).await?;
-                insert_resource_links(&work, &row, resource_ids);
+                insert_links(&work, std::iter::once((&row, resource_ids)));
             }
             // Two first changes at once: the second's insert fails (its job
             // retries and finds the row).
@@ -208,7 +204,7 @@ impl BillingDomain {
             .await
             .map_err(db_error)?;
         }
-        insert_open_period(conn, row);
+        insert_open_periods(conn, std::iter::once(row));
         Ok(())
     }
 
@@ -255,85 +251,63 @@ fn insert_first_versions<'a>(
         )
         .into_query(),
     );
-    let periods: Vec<_> = changes
-        .clone()
-        .filter(|(row, _)| row.billable)
-        .map(|(row, _)| open_period(row))
+    insert_open_periods(conn, changes.clone().map(|(row, _)| row));
+    insert_links(conn, changes);
+}
+
+/// Opens a plan period for each billable row's plan from its effective
+/// time, with one insert (a period opened again at the same instant takes
+/// the later plan).
+fn insert_open_periods<'a>(
+    conn: &WriteTxn,
+    rows: impl Iterator<Item = &'a billing_subscription::Model>,
+) {
+    let periods: Vec<_> = rows
+        .filter(|row| row.billable)
+        .map(|row| plan_period::ActiveModel {
+            id: Set(format!(
+                "{}:{}",
+                row.subscription_id,
+                row.effective_at.timestamp_micros()
+            )),
+            subscription_id: Set(row.subscription_id.clone()),
+            plan_id: Set(row.plan_id.clone()),
+            starts_at: Set(row.effective_at),
+            ends_at: Set(None),
+        })
         .collect();
     if !periods.is_empty() {
         let mut insert = plan_period::Entity::insert_many(periods).into_query();
-        insert.on_conflict(period_kept());
+        insert.on_conflict(
+            OnConflict::column(plan_period::Column::Id)
+                .update_column(plan_period::Column::PlanId)
+                .to_owned(),
+        );
         conn.insert_at_commit(insert);
     }
+}
+
+/// Links each row's resources to its subscription, with one insert (a link
+/// already there stays).
+fn insert_links<'a>(
+    conn: &WriteTxn,
+    changes: impl Iterator<Item = (&'a billing_subscription::Model, &'a [ResourceId])>,
+) {
     let links: Vec<_> = changes
-        .flat_map(|(row, resource_ids)| resource_ids.iter().map(move |id| link(row, id)))
+        .flat_map(|(row, resource_ids)| {
+            resource_ids.iter().map(|id| billing_resource::ActiveModel {
+                resource_id: Set(id.as_str().to_owned()),
+                subscription_id: Set(row.subscription_id.clone()),
+            })
+        })
         .collect();
     if !links.is_empty() {
         let mut insert = billing_resource::Entity::insert_many(links).into_query();
-        insert.on_conflict(link_kept());
-        conn.insert_at_commit(insert);
-    }
-}
-
-/// A plan period for `row`'s plan, open from its effective time.
-fn open_period(row: &billing_subscription::Model) -> plan_period::ActiveModel {
-    plan_period::ActiveModel {
-        id: Set(format!(
-            "{}:{}",
-            row.subscription_id,
-            row.effective_at.timestamp_micros()
-        )),
-        subscription_id: Set(row.subscription_id.clone()),
-        plan_id: Set(row.plan_id.clone()),
-        starts_at: Set(row.effective_at),
-        ends_at: Set(None),
-    }
-}
-
-/// A period opened again at the same instant takes the later plan.
-fn period_kept() -> OnConflict {
-    OnConflict::column(plan_period::Column::Id)
-        .update_column(plan_period::Column::PlanId)
-        .to_owned()
-}
-
-/// Opens a plan period for `row`'s plan from its effective time, when it is
-/// billable.
-fn insert_open_period(conn: &WriteTxn, row: &billing_subscription::Model) {
-    if row.billable {
-        let mut insert = plan_period::Entity::insert(open_period(row)).into_query();
-        insert.on_conflict(period_kept());
-        conn.insert_at_commit(insert);
-    }
-}
-
-/// `resource_id` linked to `row`'s subscription.
-fn link(
-    row: &billing_subscription::Model,
-    resource_id: &ResourceId,
-) -> billing_resource::ActiveModel {
-    billing_resource::ActiveModel {
-        resource_id: Set(resource_id.as_str().to_owned()),
-        subscription_id: Set(row.subscription_id.clone()),
-    }
-}
-
-/// A link already there stays.
-fn link_kept() -> OnConflict {
-    OnConflict::column(billing_resource::Column::ResourceId)
-        .do_nothing()
-        .to_owned()
-}
-
-/// Links each resource to the subscription (a link already there stays).
-fn insert_resource_links(
-    conn: &WriteTxn,
-    row: &billing_subscription::Model,
-    resource_ids: &[ResourceId],
-) {
-    for resource_id in resource_ids {
-        let mut insert = billing_resource::Entity::insert(link(row, resource_id)).into_query();
-        insert.on_conflict(link_kept());
+        insert.on_conflict(
+            OnConflict::column(billing_resource::Column::ResourceId)
+                .do_nothing()
+                .to_owned(),
+        );
         conn.insert_at_commit(insert);
     }
 }
@@ -355,12 +329,21 @@ type WaitingFirstVersion = (
 /// one batch is being written the next ones wait, and go as one statement
 /// (a group commit of first versions). Under load a job's change then costs
 /// a share of a statement; alone, it is written at once, as one statement.
-#[derive(Default)]
 pub(crate) struct FirstVersions {
+    db: sea_orm::DatabaseConnection,
+    /// Its writer task, started by the first write (inside the runtime).
     sender: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<WaitingFirstVersion>>,
 }
 
 impl FirstVersions {
+    /// First versions written to `db`.
+    pub(crate) fn new(db: sea_orm::DatabaseConnection) -> Self {
+        Self {
+            db,
+            sender: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Writes `row` (a subscription billing records for the first time) and
     /// its resources' links with the first versions waiting beside it.
     /// False when it was not written: the batch failed as a whole (a row was
@@ -368,11 +351,10 @@ impl FirstVersions {
     /// change on its own.
     pub(crate) async fn write(
         &self,
-        db: &sea_orm::DatabaseConnection,
         row: &billing_subscription::Model,
         resource_ids: &[ResourceId],
     ) -> bool {
-        let sender = self.sender.get_or_init(|| start_writer(db.clone()));
+        let sender = self.sender.get_or_init(|| start_writer(self.db.clone()));
         let (reply, written) = tokio::sync::oneshot::channel();
         if sender
             .send((row.clone(), resource_ids.to_vec(), reply))
