@@ -390,6 +390,88 @@ backend_test!(
 );
 
 backend_test!(
+    a_repeated_create_answers_as_the_first_even_where_a_new_one_would_now_fail,
+    |database| async move {
+        // CreateResource reads no earlier answer before its work: a repeat
+        // is found at the commit, or, where the work cannot go on any more,
+        // before the error is answered.
+        let test = set_on(&database).start().await;
+        let account = direct_account(&test, "team-again", false).await;
+        let mut provisioning = test.set.clients.provisioning.clone();
+        let create = provisioning_pb::CreateResourceRequest {
+            context: context("create-again"),
+            account_id: account.id.clone(),
+            product_id: "database".into(),
+            plan_id: "free".into(),
+            name: "again".into(),
+            metadata: Some(json_to_metadata("metadata", &json!({"region": "fra1"})).unwrap()),
+            ..Default::default()
+        };
+        let created = provisioning
+            .create_resource(create.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let repeated = provisioning
+            .create_resource(create.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(created, repeated, "found at the commit");
+
+        let mut accounts = test.set.clients.account.clone();
+        accounts
+            .delete_account(account_pb::DeleteAccountRequest {
+                context: context("delete-again"),
+                account: Some(AccountSelector::by_ref(Marketplace::Direct, "team-again")),
+                finalized: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let refused = provisioning
+            .create_resource(provisioning_pb::CreateResourceRequest {
+                context: context("create-after-delete"),
+                ..create.clone()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            marketbridge_core::Error::from(refused).code(),
+            ErrorCode::Conflict,
+            "a new resource is refused once the account is gone"
+        );
+        let repeated = provisioning
+            .create_resource(create.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(created, repeated, "the repeat still gets the first answer");
+        let reused = provisioning
+            .create_resource(provisioning_pb::CreateResourceRequest {
+                name: "another".into(),
+                ..create
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            marketbridge_core::Error::from(reused).code(),
+            ErrorCode::IdempotencyKeyReused
+        );
+        let listed = provisioning
+            .list_resources(provisioning_pb::ListResourcesRequest {
+                account_id: account.id.clone(),
+                include_deleted: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.resources.len(), 1, "one resource for the key");
+    }
+);
+
+backend_test!(
     resources_are_provisioned_changed_rotated_and_deleted,
     |database| async move {
         let test = set_on(&database).start().await;

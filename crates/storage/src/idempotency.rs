@@ -235,6 +235,13 @@ impl IdempotentTxn {
     /// the same key committed first, this transaction is rolled back and that
     /// call's response is returned instead, so the work happens once.
     pub async fn finish<M: Message + Default>(self, response: M) -> Result<M> {
+        Ok(self.finish_committed(response).await?.0)
+    }
+
+    /// [`IdempotentTxn::finish`], also telling whether this transaction
+    /// committed (false: a concurrent identical call won, and the answer is
+    /// its).
+    pub async fn finish_committed<M: Message + Default>(self, response: M) -> Result<(M, bool)> {
         let IdempotentTxn {
             txn,
             db,
@@ -245,7 +252,7 @@ impl IdempotentTxn {
         } = self;
         let Some((scope, key, fingerprint)) = record else {
             txn.commit().await.map_err(db_error)?;
-            return Ok(response);
+            return Ok((response, true));
         };
         let row = entity::ActiveModel {
             scope: Set(scope.clone()),
@@ -259,13 +266,13 @@ impl IdempotentTxn {
         // only inserts is one statement.
         txn.insert_at_commit(sea_orm::QueryTrait::into_query(entity::Entity::insert(row)));
         match txn.commit().await {
-            Ok(()) => Ok(response),
+            Ok(()) => Ok((response, true)),
             Err(error) if is_unique_violation(&error) => {
                 // A concurrent call with the same key won; this transaction was
                 // rolled back, so answer with the winner's response. (No
                 // record: the violation was another row's.)
                 match lookup(&db, &scope, &key).await? {
-                    Some(stored) => replay(stored, &fingerprint, seal.as_ref()),
+                    Some(stored) => Ok((replay(stored, &fingerprint, seal.as_ref())?, false)),
                     None => Err(db_error(error)),
                 }
             }

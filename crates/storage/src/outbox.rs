@@ -115,6 +115,8 @@ pub struct NewJob {
     payload: String,
     dedupe_key: Option<String>,
     run_at: Option<DateTime<Utc>>,
+    /// The dedupe key names something created in the same transaction.
+    key_is_new: bool,
 }
 
 impl NewJob {
@@ -127,6 +129,7 @@ impl NewJob {
             payload,
             dedupe_key: None,
             run_at: None,
+            key_is_new: false,
         })
     }
 
@@ -152,6 +155,7 @@ impl NewJob {
             payload: payload.to_string(),
             dedupe_key: None,
             run_at: None,
+            key_is_new: false,
         })
     }
 
@@ -170,6 +174,23 @@ impl NewJob {
     pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
         self.run_at = Some(at);
         self
+    }
+
+    /// Declares the dedupe key new: it names something the enqueuing
+    /// transaction creates (an id generated for it), so no job can hold the
+    /// key yet. Such a job, like one without a key, may be handed to this
+    /// process's worker at the commit ([`UnitOfWork::enqueue_at_commit`]
+    /// cannot otherwise tell whether its insert was kept).
+    ///
+    /// [`UnitOfWork::enqueue_at_commit`]: crate::unit_of_work::UnitOfWork::enqueue_at_commit
+    pub fn key_is_new(mut self) -> Self {
+        self.key_is_new = true;
+        self
+    }
+
+    /// Due at once (no later `run_at` than `now`).
+    fn due_by(&self, now: DateTime<Utc>) -> bool {
+        self.run_at.is_none_or(|at| at <= now)
     }
 }
 
@@ -205,29 +226,51 @@ pub(crate) fn job_insert(
     job: NewJob,
 ) -> (JobId, sea_orm::sea_query::InsertStatement) {
     let id = JobId::generate();
+    let row = job_row(&id, now, max_attempts, job, None);
+    (id, insert_of(row))
+}
+
+/// A new job's row: pending, or (with `claimed_until`) already running its
+/// first attempt under a lease until then.
+fn job_row(
+    id: &JobId,
+    now: DateTime<Utc>,
+    max_attempts: u32,
+    job: NewJob,
+    claimed_until: Option<DateTime<Utc>>,
+) -> entity::Model {
     let now = truncate_micros(now);
-    let row = entity::ActiveModel {
-        id: Set(id.to_string()),
-        kind: Set(job.kind),
-        payload: Set(job.payload),
-        dedupe_key: Set(job.dedupe_key),
-        traceparent: Set(marketbridge_telemetry::current_traceparent()),
-        status: Set(status::PENDING.to_owned()),
-        attempts: Set(0),
-        max_attempts: Set(max_attempts.max(1) as i32),
-        run_at: Set(truncate_micros(job.run_at.unwrap_or(now))),
-        locked_until: Set(None),
-        last_error: Set(None),
-        created_at: Set(now),
-        updated_at: Set(now),
-        finished_at: Set(None),
-    };
-    let insert = entity::Entity::insert(row).on_conflict(
+    entity::Model {
+        id: id.to_string(),
+        kind: job.kind,
+        payload: job.payload,
+        dedupe_key: job.dedupe_key,
+        traceparent: marketbridge_telemetry::current_traceparent(),
+        status: if claimed_until.is_some() {
+            status::RUNNING
+        } else {
+            status::PENDING
+        }
+        .to_owned(),
+        attempts: i32::from(claimed_until.is_some()),
+        max_attempts: max_attempts.max(1) as i32,
+        run_at: truncate_micros(job.run_at.unwrap_or(now)),
+        locked_until: claimed_until.map(truncate_micros),
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    }
+}
+
+/// The insert of `row`, kept out when a job with its dedupe key exists.
+fn insert_of(row: entity::Model) -> sea_orm::sea_query::InsertStatement {
+    let insert = entity::Entity::insert(entity::ActiveModel::from(row).reset_all()).on_conflict(
         OnConflict::column(entity::Column::DedupeKey)
             .do_nothing()
             .to_owned(),
     );
-    (id, sea_orm::QueryTrait::into_query(insert))
+    sea_orm::QueryTrait::into_query(insert)
 }
 
 /// A claimed job, as a handler sees it.
@@ -474,6 +517,143 @@ impl Completions {
     }
 }
 
+/// The jobs this process's worker runs or has been promised, shared by the
+/// worker ([`Outbox::run`]) and the writers that hand it jobs at their
+/// commit ([`HandedOver`]).
+#[derive(Default)]
+struct Lanes(std::sync::Mutex<LaneState>);
+
+#[derive(Default)]
+struct LaneState {
+    /// Where a job handed over at a commit goes; set while the worker runs.
+    handoff: Option<tokio::sync::mpsc::UnboundedSender<entity::Model>>,
+    /// The worker made its first claim and takes hand-overs.
+    open: bool,
+    /// Jobs of each kind (lane) the worker runs or has been promised.
+    per_lane: HashMap<String, usize>,
+    /// Their sum.
+    total: usize,
+    /// The worker's slots, and the most one lane may hold.
+    slots: usize,
+    lane_slots: usize,
+}
+
+impl Lanes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a job of `kind` could be handed over now: the worker runs
+    /// and has a slot free in that lane. (Older jobs left pending when the
+    /// lane was full are claimed as slots free, at the next wake-up or
+    /// poll; a full lane takes no hand-over, so they are not overtaken for
+    /// long.)
+    fn open_to(state: &LaneState, kind: &str) -> bool {
+        let worker_runs = state
+            .handoff
+            .as_ref()
+            .is_some_and(|handoff| !handoff.is_closed());
+        worker_runs
+            && state.open
+            && state.total < state.slots
+            && state.per_lane.get(kind).copied().unwrap_or(0) < state.lane_slots
+    }
+
+    /// Takes a slot of `kind`'s lane for a job to hand over, when it can
+    /// ([`Lanes::open_to`]).
+    fn reserve(&self, kind: &str) -> bool {
+        let mut state = self.lock();
+        if !Self::open_to(&state, kind) {
+            return false;
+        }
+        match state.per_lane.get_mut(kind) {
+            Some(count) => *count += 1,
+            None => {
+                state.per_lane.insert(kind.to_owned(), 1);
+            }
+        }
+        state.total += 1;
+        true
+    }
+
+    /// Counts a claimed job of `kind`.
+    fn add(&self, kind: &str) {
+        let mut state = self.lock();
+        *state.per_lane.entry(kind.to_owned()).or_default() += 1;
+        state.total += 1;
+    }
+
+    /// Frees the slot of a job of `kind` (finished, or never handed over).
+    /// True when its lane now has `refill` slots free and had fewer before.
+    fn release(&self, kind: &str, refill: usize) -> bool {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let lane_slots = state.lane_slots;
+        let Some(count) = state.per_lane.get_mut(kind) else {
+            return false;
+        };
+        let refilling = *count + refill == lane_slots + 1;
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            state.per_lane.remove(kind);
+        }
+        state.total = state.total.saturating_sub(1);
+        refilling
+    }
+}
+
+/// A job written already claimed by this process's worker: its first
+/// attempt's lease starts at the enqueue, so no claim statement is spent on
+/// it and no other worker (replica) can take it. Delivered to the worker
+/// once the transaction that wrote it has committed; dropped instead (the
+/// transaction failed, or its insert was kept out), it gives its lane slot
+/// back. Should the process stop between the commit and the run, the job
+/// is claimed again when its lease runs out, like a job whose worker died.
+pub struct HandedOver {
+    kind: String,
+    row: Option<entity::Model>,
+    lanes: Arc<Lanes>,
+    /// The lane slot is still this hand-over's to give back.
+    holds_slot: bool,
+}
+
+impl HandedOver {
+    /// Gives the job to the worker (call it after the commit).
+    pub fn deliver(mut self) {
+        let Some(row) = self.row.take() else {
+            return;
+        };
+        let sent = match &self.lanes.lock().handoff {
+            Some(handoff) => handoff.send(row).is_ok(),
+            None => false,
+        };
+        if sent {
+            // The slot is the worker's now; it frees it when the job ends.
+            self.holds_slot = false;
+        }
+        // Otherwise the worker stopped: the job waits for its lease to run
+        // out, and the slot is given back below.
+    }
+}
+
+impl Drop for HandedOver {
+    fn drop(&mut self) {
+        if self.holds_slot {
+            self.lanes.release(&self.kind, 0);
+        }
+    }
+}
+
+impl std::fmt::Debug for HandedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandedOver")
+            .field("job", &self.row.as_ref().map(|row| &row.id))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs jobs of the kinds a service enqueues.
 #[async_trait]
 pub trait JobHandler: Send + Sync + 'static {
@@ -502,6 +682,7 @@ pub struct Outbox {
     clock: SharedClock,
     options: OutboxOptions,
     wake: Arc<Notify>,
+    lanes: Arc<Lanes>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -520,6 +701,7 @@ impl Outbox {
             clock,
             options,
             wake: Arc::new(Notify::new()),
+            lanes: Arc::new(Lanes::default()),
         }
     }
 
@@ -557,6 +739,84 @@ impl Outbox {
         let (id, insert) = job_insert(self.clock.now(), self.options.max_attempts, job);
         txn.insert_at_commit(insert);
         id
+    }
+
+    /// [`Outbox::enqueue`], handing the job to this process's worker at the
+    /// commit when it can take it at once (see [`HandedOver`]); otherwise
+    /// the job is pending and the worker needs a wake-up.
+    pub async fn enqueue_here(
+        &self,
+        conn: &impl ConnectionTrait,
+        job: NewJob,
+    ) -> Result<(Option<JobId>, Option<HandedOver>)> {
+        let now = self.clock.now();
+        let Some(handed) = self.reserve(&job, now) else {
+            return Ok((self.enqueue(conn, job).await?, None));
+        };
+        let (id, row, handed) = self.claimed_row(job, now, handed);
+        let inserted = conn
+            .execute_raw(conn.get_database_backend().build(&insert_of(row)))
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        // Kept out by a job with the same key: nothing to hand over.
+        Ok(if inserted == 0 {
+            (None, None)
+        } else {
+            (Some(id), Some(handed))
+        })
+    }
+
+    /// [`Outbox::enqueue_at_commit`], handing the job to this process's
+    /// worker at the commit when it can take it at once and its insert
+    /// cannot be kept out (no dedupe key, or one declared new with
+    /// [`NewJob::key_is_new`]).
+    pub fn enqueue_at_commit_here(
+        &self,
+        txn: &WriteTxn,
+        job: NewJob,
+    ) -> (JobId, Option<HandedOver>) {
+        let now = self.clock.now();
+        let sure_to_insert = job.dedupe_key.is_none() || job.key_is_new;
+        let Some(handed) = sure_to_insert.then(|| self.reserve(&job, now)).flatten() else {
+            return (self.enqueue_at_commit(txn, job), None);
+        };
+        let (id, row, handed) = self.claimed_row(job, now, handed);
+        txn.insert_at_commit(insert_of(row));
+        (id, Some(handed))
+    }
+
+    /// A slot of the worker's lane for `job`, when it is due and the worker
+    /// can take it now.
+    fn reserve(&self, job: &NewJob, now: DateTime<Utc>) -> Option<HandedOver> {
+        (job.due_by(now) && self.lanes.reserve(&job.kind)).then(|| HandedOver {
+            kind: job.kind.clone(),
+            row: None,
+            lanes: self.lanes.clone(),
+            holds_slot: true,
+        })
+    }
+
+    /// The row of `job` claimed by this process's worker, its id, and the
+    /// hand-over holding a copy for the worker.
+    fn claimed_row(
+        &self,
+        job: NewJob,
+        now: DateTime<Utc>,
+        mut handed: HandedOver,
+    ) -> (JobId, entity::Model, HandedOver) {
+        let id = JobId::generate();
+        let lease_until = now + ChronoDuration::seconds(self.options.lease_seconds.max(1) as i64);
+        let row = job_row(&id, now, self.options.max_attempts, job, Some(lease_until));
+        handed.row = Some(row.clone());
+        (id, row, handed)
+    }
+
+    /// Whether a due job of `kind` enqueued now would be handed to this
+    /// process's worker at the commit: a worker runs here and has a slot
+    /// free in that lane.
+    pub fn hands_over(&self, kind: &str) -> bool {
+        Lanes::open_to(&self.lanes.lock(), kind)
     }
 
     /// Tells the worker new jobs are waiting.
@@ -941,11 +1201,13 @@ impl Outbox {
 
     /// Runs the worker until `shutdown` fires: claims due jobs in batches
     /// into free slots (up to the batch size, at most a quarter of them per
-    /// job kind, one statement a batch) and runs them concurrently, records
-    /// the jobs that finish together (one statement for those finishing at
-    /// the same time), polls when nothing is due, wakes at once when
-    /// [`Outbox::wake`] is called or a job finishes, keeps going through
-    /// database errors, and lets running jobs finish before it returns.
+    /// job kind, one statement a batch) and runs them concurrently, runs the
+    /// jobs this process's writers hand it at their commit ([`HandedOver`])
+    /// without claiming them, records the jobs that finish together (one
+    /// statement for those finishing at the same time), polls when nothing
+    /// is due, wakes at once when [`Outbox::wake`] is called or a job
+    /// finishes, keeps going through database errors, and lets running jobs
+    /// finish before it returns.
     pub async fn run(self, handler: Arc<dyn JobHandler>, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.options.poll_interval_ms.max(10));
         // A steady poll, however often jobs finish in between.
@@ -956,7 +1218,34 @@ impl Outbox {
         let sqlite = Backend::of(&self.db) == Backend::Sqlite;
         let completions = Completions::start(self.clone());
         let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
-        let mut per_lane: HashMap<String, usize> = HashMap::new();
+        // Jobs handed over at a commit arrive here, once the first claim
+        // took what was due before the worker started. One worker per
+        // outbox takes them; a second one started on a clone (none is, but
+        // nothing forbids it) keeps its own count and only claims.
+        let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel::<entity::Model>();
+        let lanes = {
+            let mut state = self.lanes.lock();
+            // A worker that was aborted left its channel closed behind.
+            if state
+                .handoff
+                .as_ref()
+                .is_none_or(|handoff| handoff.is_closed())
+            {
+                *state = LaneState {
+                    handoff: Some(handoff),
+                    slots,
+                    lane_slots,
+                    ..LaneState::default()
+                };
+                self.lanes.clone()
+            } else {
+                Arc::new(Lanes(std::sync::Mutex::new(LaneState {
+                    slots,
+                    lane_slots,
+                    ..LaneState::default()
+                })))
+            }
+        };
         // A full lane asks for more once a quarter of it is free, not at
         // every job that ends: one claim then fills several slots. Asked
         // slot by slot, a busy kind cost a claim (a flushed commit on
@@ -964,18 +1253,19 @@ impl Outbox {
         // drained no faster than it could commit claims. A job waits no
         // longer for it than the next poll.
         let refill = (lane_slots / 4).max(1);
-        // Returns true when the job's lane has `refill` free slots now, and
-        // had fewer before.
-        let finished = |kind: String, per_lane: &mut HashMap<String, usize>| {
-            let Some(count) = per_lane.get_mut(&kind) else {
-                return false;
-            };
-            let refilling = *count + refill == lane_slots + 1;
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                per_lane.remove(&kind);
-            }
-            refilling
+        let spawn = |row: entity::Model, running: &mut tokio::task::JoinSet<String>| {
+            let (outbox, handler, completions) =
+                (self.clone(), handler.clone(), completions.clone());
+            running.spawn(async move {
+                let kind = row.kind.clone();
+                if let Err(error) = outbox
+                    .run_job(handler.as_ref(), row, Some(&completions))
+                    .await
+                {
+                    tracing::warn!(error = %error, "recording a job's outcome failed");
+                }
+                kind
+            });
         };
         // True after a claim found no due job (and no lane was full): a slot
         // that frees then does not ask again until something may be due (a
@@ -988,20 +1278,30 @@ impl Outbox {
         // lane reads past every due job of that lane, and a busy kind can
         // have a long queue (a wake-up comes with every job enqueued).
         let mut blocked = false;
+        let mut opened = false;
         loop {
             while let Some(done) = running.try_join_next() {
-                if let Ok(kind) = done {
-                    // A lane that frees may have due jobs waiting.
-                    if finished(kind, &mut per_lane) {
-                        blocked = false;
-                    }
+                // A lane that frees may have due jobs waiting.
+                if let Ok(kind) = done
+                    && lanes.release(&kind, refill)
+                {
+                    blocked = false;
                 }
+            }
+            while let Ok(row) = handed.try_recv() {
+                spawn(row, &mut running);
             }
             if shutdown.is_cancelled() {
                 break;
             }
-            while running.len() < slots && !exhausted && !blocked {
-                let wanted = slots - running.len();
+            loop {
+                let (wanted, per_lane) = {
+                    let state = lanes.lock();
+                    (slots.saturating_sub(state.total), state.per_lane.clone())
+                };
+                if wanted == 0 || exhausted || blocked {
+                    break;
+                }
                 // Boxed, as in `run_once`: the claim's future is large, and
                 // the worker's would carry it inline.
                 let claimed =
@@ -1015,19 +1315,8 @@ impl Outbox {
                 };
                 let claimed_count = claimed.len();
                 for row in claimed {
-                    *per_lane.entry(row.kind.clone()).or_default() += 1;
-                    let (outbox, handler, completions) =
-                        (self.clone(), handler.clone(), completions.clone());
-                    running.spawn(async move {
-                        let kind = row.kind.clone();
-                        if let Err(error) = outbox
-                            .run_job(handler.as_ref(), row, Some(&completions))
-                            .await
-                        {
-                            tracing::warn!(error = %error, "recording a job's outcome failed");
-                        }
-                        kind
-                    });
+                    lanes.add(&row.kind);
+                    spawn(row, &mut running);
                 }
                 // Nothing claimed and no lane full: nothing else is due. A
                 // claim that took some asks again on PostgreSQL (it may have
@@ -1037,7 +1326,11 @@ impl Outbox {
                 // With a lane full, one that took fewer than wanted leaves
                 // due only jobs of full lanes (or, on PostgreSQL, ones
                 // another replica held): it waits for a lane to free.
-                let lanes_open = per_lane.values().all(|count| *count < lane_slots);
+                let lanes_open = lanes
+                    .lock()
+                    .per_lane
+                    .values()
+                    .all(|count| *count < lane_slots);
                 let took_all = claimed_count == 0 || (sqlite && claimed_count < wanted);
                 exhausted = lanes_open && took_all;
                 blocked = !lanes_open && claimed_count < wanted;
@@ -1045,16 +1338,27 @@ impl Outbox {
                     break;
                 }
             }
+            if !opened {
+                lanes.lock().open = true;
+                opened = true;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = self.wake.notified() => exhausted = false,
                 _ = polls.tick() => (exhausted, blocked) = (false, false),
+                Some(row) = handed.recv() => spawn(row, &mut running),
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok(kind) = done && finished(kind, &mut per_lane) {
+                    if let Ok(kind) = done && lanes.release(&kind, refill) {
                         blocked = false;
                     }
                 }
             }
+        }
+        // No more hand-overs; those already sent run like the others.
+        lanes.lock().handoff = None;
+        handed.close();
+        while let Some(row) = handed.recv().await {
+            spawn(row, &mut running);
         }
         while running.join_next().await.is_some() {}
     }

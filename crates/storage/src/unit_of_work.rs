@@ -19,7 +19,7 @@
 
 use crate::db::WriteTxn;
 use crate::idempotency::{self, IdempotentTxn, Started};
-use crate::outbox::{NewJob, Outbox};
+use crate::outbox::{HandedOver, NewJob, Outbox};
 use chrono::{DateTime, Utc};
 use marketbridge_core::Result;
 use marketbridge_core::crypto::Cipher;
@@ -37,7 +37,9 @@ pub struct Call<'a> {
     request: Vec<u8>,
     now: DateTime<Utc>,
     seal: Option<&'a Cipher>,
-    /// [`Call::replayed`] found no earlier answer.
+    /// No earlier answer is looked for on PostgreSQL before the
+    /// transaction's commit: [`Call::replayed`] found none, or the call goes
+    /// on without asking ([`Call::optimistic`]).
     checked: bool,
 }
 
@@ -92,6 +94,19 @@ impl<'a> Call<'a> {
         Ok(answer)
     }
 
+    /// Goes on without reading for an earlier answer first, for a call
+    /// whose reads and decisions before its transaction have no side effect
+    /// (a repeated call may repeat them). An earlier identical call is then
+    /// found by its record's key at the commit on PostgreSQL (its answer is
+    /// returned and nothing of this one kept), and by the check inside the
+    /// transaction on SQLite. A call that fails before either must ask
+    /// [`Call::replayed`] before it answers with its error, so a repeated
+    /// call still gets the first one's answer. Saves a read per call.
+    pub fn optimistic(mut self) -> Self {
+        self.checked = true;
+        self
+    }
+
     /// Starts the transaction, checking the key again inside it, except on
     /// PostgreSQL after [`Call::replayed`] found nothing: there the check
     /// would read on the pool once more, and an identical call that commits
@@ -119,6 +134,7 @@ impl<'a> Call<'a> {
                 txn,
                 outbox: outbox.clone(),
                 enqueued: 0,
+                handed: Vec::new(),
             }),
         })
     }
@@ -129,7 +145,11 @@ impl<'a> Call<'a> {
 pub struct UnitOfWork {
     txn: IdempotentTxn,
     outbox: Outbox,
+    /// Jobs left pending: the worker is woken for them after the commit.
     enqueued: usize,
+    /// Jobs written claimed by this process's worker, given to it after the
+    /// commit.
+    handed: Vec<HandedOver>,
 }
 
 impl Deref for UnitOfWork {
@@ -162,11 +182,12 @@ impl UnitOfWork {
         self.txn.concerning(account_id.as_ref());
     }
 
-    /// Enqueues a job in this transaction; the worker is woken after the
-    /// commit. `None` when a job with the same dedupe key exists.
+    /// Enqueues a job in this transaction; after the commit the worker is
+    /// woken, or given the job at once when it has a slot for it (see
+    /// [`HandedOver`]). `None` when a job with the same dedupe key exists.
     pub async fn enqueue(&mut self, job: NewJob) -> Result<Option<JobId>> {
-        let id = self.outbox.enqueue(&*self.txn, job).await?;
-        self.enqueued += usize::from(id.is_some());
+        let (id, handed) = self.outbox.enqueue_here(&*self.txn, job).await?;
+        self.keep(id.is_some(), handed);
         Ok(id)
     }
 
@@ -174,38 +195,54 @@ impl UnitOfWork {
     /// statement or its commit ([`WriteTxn::insert_at_commit`]): a call that
     /// only inserts is one statement on PostgreSQL. Unlike
     /// [`UnitOfWork::enqueue`] it cannot tell whether a job with the same
-    /// dedupe key was there already (that one is kept); the worker is woken
-    /// after the commit either way.
+    /// dedupe key was there already (that one is kept), so a job with a key
+    /// is handed to the worker only when the key is declared new
+    /// ([`NewJob::key_is_new`]); otherwise the worker is woken after the
+    /// commit.
     pub fn enqueue_at_commit(&mut self, job: NewJob) -> JobId {
-        self.enqueued += 1;
-        self.outbox.enqueue_at_commit(&self.txn, job)
+        let (id, handed) = self.outbox.enqueue_at_commit_here(&self.txn, job);
+        self.keep(true, handed);
+        id
     }
 
-    /// Records `answer` (when the call had a key), commits and wakes the
-    /// worker if jobs were enqueued. When a concurrent identical call won, its
-    /// answer is returned and nothing of this one is kept.
+    fn keep(&mut self, enqueued: bool, handed: Option<HandedOver>) {
+        match handed {
+            Some(handed) => self.handed.push(handed),
+            None => self.enqueued += usize::from(enqueued),
+        }
+    }
+
+    /// Records `answer` (when the call had a key), commits, and wakes the
+    /// worker or hands it the jobs enqueued. When a concurrent identical
+    /// call won, its answer is returned and nothing of this one is kept.
     pub async fn finish<M: Message + Default>(self, answer: M) -> Result<M> {
         let UnitOfWork {
             txn,
             outbox,
             enqueued,
+            handed,
         } = self;
-        let answer = txn.finish(answer).await?;
+        let (answer, committed) = txn.finish_committed(answer).await?;
+        if committed {
+            handed.into_iter().for_each(HandedOver::deliver);
+        }
         if enqueued > 0 {
             outbox.wake();
         }
         Ok(answer)
     }
 
-    /// Commits without recording an answer and wakes the worker if jobs were
-    /// enqueued.
+    /// Commits without recording an answer, and wakes the worker or hands
+    /// it the jobs enqueued.
     pub async fn commit(self) -> Result<()> {
         let UnitOfWork {
             txn,
             outbox,
             enqueued,
+            handed,
         } = self;
         txn.commit_without_record().await?;
+        handed.into_iter().for_each(HandedOver::deliver);
         if enqueued > 0 {
             outbox.wake();
         }

@@ -968,3 +968,234 @@ backend_test!(
         assert_ne!(next, fresh);
     }
 );
+
+/// Waits until `outbox`'s worker takes jobs of `kind` handed over at a
+/// commit (it has started and made its first claim, and has a slot free in
+/// that lane).
+async fn until_handed_over(outbox: &Outbox, kind: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !outbox.hands_over(kind) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never took hand-overs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `count` jobs are done.
+async fn until_done(outbox: &Outbox, count: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stats = outbox.stats().await.unwrap();
+        if stats.done >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs never finished: {stats:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The claims sent between two snapshots of the recorded statements.
+fn claims_between(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> u64 {
+    marketbridge_storage::testing::statements_between(before, after)
+        .iter()
+        .filter(|(sql, _)| sql.starts_with("UPDATE outbox_jobs SET status = 'running'"))
+        .map(|(_, count)| count)
+        .sum()
+}
+
+backend_test!(
+    jobs_enqueued_while_the_worker_runs_are_handed_over_at_the_commit_and_run_once_unclaimed,
+    |database| async move {
+        use marketbridge_storage::UnitOfWork;
+        use marketbridge_storage::testing::{record_statements, statement_counts};
+        record_statements();
+        let db = open_with_shared_tables(&database).await;
+        let clock = clock();
+        // No poll during the test: a claim is made only when a job is left
+        // pending (and the worker woken for it).
+        let options = OutboxOptions {
+            poll_interval_ms: 600_000,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        let handler = Arc::new(CountingHandler::default());
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(handler.clone(), shutdown.clone()));
+        until_handed_over(&outbox, "test.handed").await;
+
+        // Both ways a unit of work enqueues: at its commit's insert (without
+        // a dedupe key, or with one declared new), and at once (a dedupe key
+        // is fine there: the insert tells whether it was kept).
+        let before = statement_counts();
+        for n in 0..12 {
+            let mut work = UnitOfWork::begin(&db, &outbox).await.unwrap();
+            let job = NewJob::new("test.handed", &n).unwrap();
+            match n % 3 {
+                0 => {
+                    work.enqueue_at_commit(job);
+                }
+                1 => {
+                    work.enqueue_at_commit(job.dedupe_key(format!("new-{n}")).key_is_new());
+                }
+                _ => {
+                    let job = job.dedupe_key(format!("handed-{n}"));
+                    assert!(work.enqueue(job).await.unwrap().is_some());
+                }
+            }
+            work.commit().await.unwrap();
+        }
+        until_done(&outbox, 12).await;
+        let handed = statement_counts();
+        assert_eq!(
+            claims_between(&before, &handed),
+            0,
+            "a job handed over is never claimed"
+        );
+
+        // A key that may be taken already cannot be handed over by the
+        // commit's insert: the job is left pending and claimed.
+        let mut work = UnitOfWork::begin(&db, &outbox).await.unwrap();
+        work.enqueue_at_commit(
+            NewJob::new("test.handed", &"keyed")
+                .unwrap()
+                .dedupe_key("maybe-taken"),
+        );
+        work.commit().await.unwrap();
+        until_done(&outbox, 13).await;
+        assert!(claims_between(&handed, &statement_counts()) >= 1);
+
+        shutdown.cancel();
+        worker.await.unwrap();
+        let calls = handler.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 13);
+        assert!(
+            calls.values().all(|&n| n == 1),
+            "a job ran twice: {calls:?}"
+        );
+        for row in outbox.jobs_of_kind("test.handed").await.unwrap() {
+            assert_eq!((row.status.as_str(), row.attempts), (status::DONE, 1));
+        }
+    }
+);
+
+backend_test!(
+    a_job_handed_over_in_a_transaction_that_rolls_back_leaves_no_row_and_gives_its_slot_back,
+    |database| async move {
+        use marketbridge_storage::UnitOfWork;
+        let db = open_with_shared_tables(&database).await;
+        let clock = clock();
+        // One slot per lane: a slot not given back would stop hand-overs.
+        let options = OutboxOptions {
+            batch_size: 4,
+            poll_interval_ms: 600_000,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        let handler = Arc::new(CountingHandler::default());
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(handler.clone(), shutdown.clone()));
+        until_handed_over(&outbox, "test.rolled_back").await;
+
+        let mut work = UnitOfWork::begin(&db, &outbox).await.unwrap();
+        work.enqueue_at_commit(NewJob::new("test.rolled_back", &"x").unwrap());
+        assert!(
+            !outbox.hands_over("test.rolled_back"),
+            "the lane's one slot is promised to the job"
+        );
+        drop(work);
+        assert!(outbox.hands_over("test.rolled_back"));
+        assert!(
+            outbox
+                .jobs_of_kind("test.rolled_back")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let mut work = UnitOfWork::begin(&db, &outbox).await.unwrap();
+        work.enqueue_at_commit(NewJob::new("test.rolled_back", &"y").unwrap());
+        work.commit().await.unwrap();
+        until_done(&outbox, 1).await;
+        shutdown.cancel();
+        worker.await.unwrap();
+        assert_eq!(handler.calls.lock().unwrap().len(), 1);
+    }
+);
+
+/// Signals when a job starts, then never finishes it (a process that dies
+/// while the job runs).
+#[derive(Default)]
+struct Hangs {
+    started: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl JobHandler for Hangs {
+    async fn handle(&self, _job: &Job) -> Result<(), JobError> {
+        self.started.notify_one();
+        futures::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+backend_test!(
+    a_handed_over_job_is_no_other_replicas_until_its_lease_runs_out,
+    |database| async move {
+        use marketbridge_storage::UnitOfWork;
+        let db = open_with_shared_tables(&database).await;
+        let clock = clock();
+        let options = OutboxOptions {
+            poll_interval_ms: 600_000,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options.clone());
+        let hangs = Arc::new(Hangs::default());
+        let worker = tokio::spawn(outbox.clone().run(hangs.clone(), CancellationToken::new()));
+        until_handed_over(&outbox, "test.orphan").await;
+        let mut work = UnitOfWork::begin(&db, &outbox).await.unwrap();
+        work.enqueue_at_commit(NewJob::new("test.orphan", &"z").unwrap());
+        work.commit().await.unwrap();
+        hangs.started.notified().await;
+
+        // Another replica finds nothing to claim while the lease holds.
+        let replica = Outbox::new(
+            connect(database.url()).await.unwrap(),
+            Arc::new(clock.clone()),
+            options,
+        );
+        let counting = CountingHandler::default();
+        assert_eq!(replica.drain(&counting).await.unwrap(), 0);
+
+        // The process dies with the job running: its jobs are no longer
+        // handed over, and the replica takes the job once the lease ends.
+        worker.abort();
+        let _ = worker.await;
+        assert!(!outbox.hands_over("test.orphan"));
+        clock.advance(ChronoDuration::seconds(31));
+        assert_eq!(replica.drain(&counting).await.unwrap(), 1);
+        let rows = replica.jobs_of_kind("test.orphan").await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].status.as_str(), rows[0].attempts),
+            (status::DONE, 2)
+        );
+        assert_eq!(
+            counting
+                .calls
+                .lock()
+                .unwrap()
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
+    }
+);

@@ -324,22 +324,32 @@ impl ProvisioningDomain {
     /// resources, when the caller knows them all (a new subscription and its
     /// resource); the job then carries what billing is told and runs without
     /// reading. Otherwise it reads the subscription when it runs.
+    /// `resource_ids` is given only for a subscription this transaction
+    /// creates.
     pub(crate) fn enqueue_billing_change(
         &self,
         work: &mut UnitOfWork,
         subscription: &subscription::Model,
         resource_ids: Option<Vec<String>>,
     ) -> Result<()> {
+        let new_subscription = resource_ids.is_some();
         let job = ProvisioningJob::BillingChange(BillingChangeJob {
             subscription_id: subscription.subscription_id()?,
             as_of: resource_ids
                 .map(|ids| billing_terms(subscription, ids))
                 .transpose()?,
         });
-        work.enqueue_at_commit(NewJob::of(&job)?.dedupe_key(format!(
+        let job = NewJob::of(&job)?.dedupe_key(format!(
             "billing:{}:{}",
             subscription.id, subscription.version
-        )));
+        ));
+        // A subscription this transaction creates has an id no job names
+        // yet: its job may go to this process's worker at the commit.
+        work.enqueue_at_commit(if new_subscription {
+            job.key_is_new()
+        } else {
+            job
+        });
         Ok(())
     }
 

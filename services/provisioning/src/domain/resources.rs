@@ -101,118 +101,134 @@ impl ProvisioningDomain {
         let key = context_key(request.context.as_ref());
         let mut call = Call::new("provisioning.CreateResource", &key, &request, self.now())
             .sealed(&self.cipher);
-        if let Some(answer) = call.replayed(&self.db).await? {
-            return Ok(answer);
-        }
-        // Remote reads and the driver's decisions first: no call leaves
-        // while the transaction is open.
-        let account = self.account_by_id(&account_id).await?;
-        if !account.active {
-            return Err(Error::conflict(
-                "the account is uninstalled; it cannot provision resources",
-            )
-            .with_user_message("This installation has been removed"));
-        }
-        let resource_id = ResourceId::generate();
-        let name = request.name.trim();
-        let new = NewResource {
-            resource_id: &resource_id,
-            account_id: &account.id,
-            subscription_id: None,
-            product,
-            plan,
-            name,
-            metadata: &metadata,
-            marketplace: account.marketplace.as_str(),
-            external_id: &request.external_id,
-            protocol_settings: &protocol_settings,
-        };
-        let prepared = self.prepare(&new, driver.as_ref()).await?;
+        // What happens before the transaction has no side effect (an account
+        // read, the driver deciding secrets), so a repeated call is found at
+        // the commit; one that fails before gets the first call's answer
+        // instead of its error.
+        let attempt = call.clone().optimistic();
+        let created = async {
+            let call = attempt;
+            // Remote reads and the driver's decisions first: no call leaves
+            // while the transaction is open.
+            let account = self.account_by_id(&account_id).await?;
+            if !account.active {
+                return Err(Error::conflict(
+                    "the account is uninstalled; it cannot provision resources",
+                )
+                .with_user_message("This installation has been removed"));
+            }
+            let resource_id = ResourceId::generate();
+            let name = request.name.trim();
+            let new = NewResource {
+                resource_id: &resource_id,
+                account_id: &account.id,
+                subscription_id: None,
+                product,
+                plan,
+                name,
+                metadata: &metadata,
+                marketplace: account.marketplace.as_str(),
+                external_id: &request.external_id,
+                protocol_settings: &protocol_settings,
+            };
+            let prepared = self.prepare(&new, driver.as_ref()).await?;
 
-        let mut work = unit_of_work!(call, &self.db, &self.outbox);
-        work.concerning(&account.id);
-        let now = self.now();
-        let existing_subscription = match &subscription_id {
-            None => None,
-            Some(id) => {
-                let found = self
-                    .load_subscription(&*work, id)
-                    .await?
-                    .filter(|s| s.account_id == account.id.as_str())
-                    .ok_or_else(|| Error::not_found("subscription not found"))?;
-                if !found.state.is_usable() {
-                    return Err(Error::conflict("the subscription is not active"));
+            let mut work = unit_of_work!(call, &self.db, &self.outbox);
+            work.concerning(&account.id);
+            let now = self.now();
+            let existing_subscription = match &subscription_id {
+                None => None,
+                Some(id) => {
+                    let found = self
+                        .load_subscription(&*work, id)
+                        .await?
+                        .filter(|s| s.account_id == account.id.as_str())
+                        .ok_or_else(|| Error::not_found("subscription not found"))?;
+                    if !found.state.is_usable() {
+                        return Err(Error::conflict("the subscription is not active"));
+                    }
+                    Some(found)
                 }
-                Some(found)
+            };
+            if plan.max_resources > 0 {
+                let live = resource::Entity::find()
+                    .filter(resource::Column::AccountId.eq(account.id.as_str()))
+                    .filter(resource::Column::PlanId.eq(plan.id.clone()))
+                    .filter(resource::Column::Status.ne(ResourceStatus::Uninstalled))
+                    .count(&*work)
+                    .await
+                    .map_err(db_error)?;
+                if live >= u64::from(plan.max_resources) {
+                    return Err(Error::conflict(format!(
+                        "plan `{}` allows {} resources",
+                        plan.id, plan.max_resources
+                    ))
+                    .with_user_message("You reached the number of resources this plan allows"));
+                }
             }
-        };
-        if plan.max_resources > 0 {
-            let live = resource::Entity::find()
-                .filter(resource::Column::AccountId.eq(account.id.as_str()))
-                .filter(resource::Column::PlanId.eq(plan.id.clone()))
-                .filter(resource::Column::Status.ne(ResourceStatus::Uninstalled))
-                .count(&*work)
-                .await
-                .map_err(db_error)?;
-            if live >= u64::from(plan.max_resources) {
-                return Err(Error::conflict(format!(
-                    "plan `{}` allows {} resources",
-                    plan.id, plan.max_resources
-                ))
-                .with_user_message("You reached the number of resources this plan allows"));
-            }
-        }
 
-        let subscription = match existing_subscription {
-            Some(found) => found,
-            None => {
-                let row = subscription::Model {
-                    id: SubscriptionId::generate().into_string(),
-                    account_id: account.id.to_string(),
-                    marketplace: account.marketplace.as_str().to_owned(),
-                    external_id: resource_id.to_string(),
-                    product_id: product.id.clone(),
-                    plan_id: plan.id.clone(),
-                    pending_plan_id: String::new(),
-                    state: SubscriptionState::Active,
-                    scope: SubscriptionScope::Resource,
-                    marketplace_state: String::new(),
-                    marketplace_update_time: None,
-                    usage_reporting_id: String::new(),
-                    order_id: String::new(),
-                    awaiting_account_approval: false,
-                    reason: String::new(),
-                    attributes: "{}".to_owned(),
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                    started_at: Some(now),
-                    ended_at: None,
-                };
-                // Sent with the commit, as the resource and its job are: the
-                // call is one statement on PostgreSQL.
-                work.insert_at_commit(
-                    subscription::Entity::insert(row.clone().into_active_model()).into_query(),
-                );
-                // Its one resource is the one inserted below.
-                self.enqueue_billing_change(&mut work, &row, Some(vec![resource_id.to_string()]))?;
-                row
-            }
+            let subscription = match existing_subscription {
+                Some(found) => found,
+                None => {
+                    let row = subscription::Model {
+                        id: SubscriptionId::generate().into_string(),
+                        account_id: account.id.to_string(),
+                        marketplace: account.marketplace.as_str().to_owned(),
+                        external_id: resource_id.to_string(),
+                        product_id: product.id.clone(),
+                        plan_id: plan.id.clone(),
+                        pending_plan_id: String::new(),
+                        state: SubscriptionState::Active,
+                        scope: SubscriptionScope::Resource,
+                        marketplace_state: String::new(),
+                        marketplace_update_time: None,
+                        usage_reporting_id: String::new(),
+                        order_id: String::new(),
+                        awaiting_account_approval: false,
+                        reason: String::new(),
+                        attributes: "{}".to_owned(),
+                        version: 1,
+                        created_at: now,
+                        updated_at: now,
+                        started_at: Some(now),
+                        ended_at: None,
+                    };
+                    // Sent with the commit, as the resource and its job are: the
+                    // call is one statement on PostgreSQL.
+                    work.insert_at_commit(
+                        subscription::Entity::insert(row.clone().into_active_model()).into_query(),
+                    );
+                    // Its one resource is the one inserted below.
+                    self.enqueue_billing_change(
+                        &mut work,
+                        &row,
+                        Some(vec![resource_id.to_string()]),
+                    )?;
+                    row
+                }
+            };
+            let subscription_id = subscription.subscription_id()?;
+            let new = NewResource {
+                subscription_id: Some(&subscription_id),
+                ..new
+            };
+            let row = self
+                .insert_resource(&mut work, new, &prepared, Ownership::Owned)
+                .await?;
+            tracing::info!(resource.id = %row.id, product = %row.product_id, plan = %row.plan_id, status = %row.status, "resource created");
+            let response = pb::CreateResourceResponse {
+                resource: Some(resource_to_proto(&row)?),
+                secrets: prepared.secrets.iter().map(Secret::to_proto).collect(),
+            };
+            work.finish(response).await
         };
-        let subscription_id = subscription.subscription_id()?;
-        let new = NewResource {
-            subscription_id: Some(&subscription_id),
-            ..new
-        };
-        let row = self
-            .insert_resource(&mut work, new, &prepared, Ownership::Owned)
-            .await?;
-        tracing::info!(resource.id = %row.id, product = %row.product_id, plan = %row.plan_id, status = %row.status, "resource created");
-        let response = pb::CreateResourceResponse {
-            resource: Some(resource_to_proto(&row)?),
-            secrets: prepared.secrets.iter().map(Secret::to_proto).collect(),
-        };
-        work.finish(response).await
+        match created.await {
+            Ok(answer) => Ok(answer),
+            Err(error) => match call.replayed(&self.db).await? {
+                Some(answer) => Ok(answer),
+                None => Err(error),
+            },
+        }
     }
 
     pub(crate) async fn require_resource(
