@@ -241,7 +241,10 @@ impl IdempotentTxn {
     /// [`IdempotentTxn::finish`], also telling whether this transaction
     /// committed (false: a concurrent identical call won, and the answer is
     /// its).
-    pub async fn finish_committed<M: Message + Default>(self, response: M) -> Result<(M, bool)> {
+    pub(crate) async fn finish_committed<M: Message + Default>(
+        self,
+        response: M,
+    ) -> Result<(M, bool)> {
         let IdempotentTxn {
             txn,
             db,

@@ -20,6 +20,12 @@
 //! kind, each with at most a quarter of the worker's slots), so a slow
 //! marketplace delays only its own kind of work.
 //!
+//! A job a unit of work enqueues while this process's worker has a slot free
+//! in its lane skips the claim: it is written already claimed by that
+//! worker, its lease starting at the enqueue, and handed to it once the
+//! transaction commits ([`HandedOver`]). Should the process stop before
+//! running it, the job is claimed again when its lease runs out.
+//!
 //! The trace context of the code that enqueued a job is stored with it, and
 //! the job runs in a span that continues that trace.
 
@@ -611,7 +617,7 @@ impl Lanes {
 /// transaction failed, or its insert was kept out), it gives its lane slot
 /// back. Should the process stop between the commit and the run, the job
 /// is claimed again when its lease runs out, like a job whose worker died.
-pub struct HandedOver {
+pub(crate) struct HandedOver {
     kind: String,
     row: Option<entity::Model>,
     lanes: Arc<Lanes>,
@@ -621,7 +627,7 @@ pub struct HandedOver {
 
 impl HandedOver {
     /// Gives the job to the worker (call it after the commit).
-    pub fn deliver(mut self) {
+    pub(crate) fn deliver(mut self) {
         let Some(row) = self.row.take() else {
             return;
         };
@@ -643,14 +649,6 @@ impl Drop for HandedOver {
         if self.holds_slot {
             self.lanes.release(&self.kind, 0);
         }
-    }
-}
-
-impl std::fmt::Debug for HandedOver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HandedOver")
-            .field("job", &self.row.as_ref().map(|row| &row.id))
-            .finish_non_exhaustive()
     }
 }
 
@@ -744,7 +742,7 @@ impl Outbox {
     /// [`Outbox::enqueue`], handing the job to this process's worker at the
     /// commit when it can take it at once (see [`HandedOver`]); otherwise
     /// the job is pending and the worker needs a wake-up.
-    pub async fn enqueue_here(
+    pub(crate) async fn enqueue_here(
         &self,
         conn: &impl ConnectionTrait,
         job: NewJob,
@@ -771,7 +769,7 @@ impl Outbox {
     /// worker at the commit when it can take it at once and its insert
     /// cannot be kept out (no dedupe key, or one declared new with
     /// [`NewJob::key_is_new`]).
-    pub fn enqueue_at_commit_here(
+    pub(crate) fn enqueue_at_commit_here(
         &self,
         txn: &WriteTxn,
         job: NewJob,
