@@ -418,6 +418,12 @@ pub struct OutboxOptions {
     /// reconciliations) without renewing, in seconds; another replica takes
     /// the task over after that.
     pub leader_lease_seconds: u64,
+    /// Longest a call that causes a job waits, before its transaction, for
+    /// a slot in the lane of that job while the lane is full and its jobs
+    /// are finishing, in milliseconds: the API takes work no faster than
+    /// the worker runs it. A lane where no job finished for this long is
+    /// not waited for. 0 turns the wait off.
+    pub intake_wait_ms: u64,
 }
 
 impl Default for OutboxOptions {
@@ -430,6 +436,7 @@ impl Default for OutboxOptions {
             backoff_max_ms: 300_000,
             lease_seconds: 60,
             leader_lease_seconds: 30,
+            intake_wait_ms: 100,
         }
     }
 }

@@ -542,6 +542,24 @@ struct LaneState {
     /// The worker's slots, and the most one lane may hold.
     slots: usize,
     lane_slots: usize,
+    /// When each lane last started or finished a job: a lane that has not
+    /// moved for an intake wait is not waited for ([`Outbox::admit`]).
+    moved: HashMap<String, tokio::time::Instant>,
+    /// What calls waiting for a slot of each lane wait on; a finished job
+    /// wakes one.
+    waiters: HashMap<String, Arc<Notify>>,
+}
+
+/// What a call that will cause a job of some kind may do now
+/// ([`Outbox::admit`]).
+enum Intake {
+    /// A slot of the lane is the call's.
+    Slot,
+    /// Wait for one: the lane is full and moving.
+    Wait,
+    /// Go on without one: no worker runs here, the worker's slots are
+    /// taken by other lanes, or the lane has not moved for a while.
+    Go,
 }
 
 impl Lanes {
@@ -574,39 +592,123 @@ impl Lanes {
         if !Self::open_to(&state, kind) {
             return false;
         }
-        match state.per_lane.get_mut(kind) {
-            Some(count) => *count += 1,
-            None => {
-                state.per_lane.insert(kind.to_owned(), 1);
-            }
-        }
-        state.total += 1;
+        Self::take(&mut state, kind);
         true
     }
 
     /// Counts a claimed job of `kind`.
     fn add(&self, kind: &str) {
         let mut state = self.lock();
-        *state.per_lane.entry(kind.to_owned()).or_default() += 1;
+        Self::take(&mut state, kind);
+    }
+
+    /// Counts a job of `kind` in its lane (a lane that was empty starts
+    /// moving now).
+    fn take(state: &mut LaneState, kind: &str) {
+        match state.per_lane.get_mut(kind) {
+            Some(count) => *count += 1,
+            None => {
+                state.per_lane.insert(kind.to_owned(), 1);
+                state
+                    .moved
+                    .insert(kind.to_owned(), tokio::time::Instant::now());
+            }
+        }
         state.total += 1;
+    }
+
+    /// Slots a lane keeps for claims: calls waiting for slots fill it only
+    /// up to the rest, so due jobs left pending (another replica's, a
+    /// retry's, one whose call did not wait) are claimed into the lane at
+    /// the next wake-up or poll even while calls keep it busy.
+    fn kept_for_claims(state: &LaneState) -> usize {
+        match state.lane_slots {
+            0 | 1 => 0,
+            slots => (slots / 4).max(1),
+        }
+    }
+
+    /// Takes a slot of `kind`'s lane for a call that will cause such a job,
+    /// or says whether the call should wait for one; `stalled` is how long
+    /// a lane may go without a job starting or finishing before it is no
+    /// longer waited for.
+    fn intake(&self, kind: &str, stalled: Duration) -> Intake {
+        let (intake, more) = {
+            let mut state = self.lock();
+            let worker_runs = state
+                .handoff
+                .as_ref()
+                .is_some_and(|handoff| !handoff.is_closed());
+            if !worker_runs || !state.open || state.total >= state.slots {
+                return Intake::Go;
+            }
+            let count = state.per_lane.get(kind).copied().unwrap_or(0);
+            let room = state
+                .lane_slots
+                .saturating_sub(Self::kept_for_claims(&state));
+            if count < room {
+                Self::take(&mut state, kind);
+                (Intake::Slot, count + 1 < room && state.total < state.slots)
+            } else if state
+                .moved
+                .get(kind)
+                .is_some_and(|moved| moved.elapsed() < stalled)
+            {
+                (Intake::Wait, false)
+            } else {
+                (Intake::Go, false)
+            }
+        };
+        if more {
+            // Room for another waiting call: pass the turn on.
+            self.waiter(kind).notify_one();
+        }
+        intake
+    }
+
+    /// What calls waiting for a slot of `kind`'s lane wait on.
+    fn waiter(&self, kind: &str) -> Arc<Notify> {
+        self.lock()
+            .waiters
+            .entry(kind.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Frees the slot of a job of `kind` (finished, or never handed over).
     /// True when its lane now has `refill` slots free and had fewer before.
     fn release(&self, kind: &str, refill: usize) -> bool {
-        let mut state = self.lock();
-        let state = &mut *state;
-        let lane_slots = state.lane_slots;
-        let Some(count) = state.per_lane.get_mut(kind) else {
-            return false;
+        let (refilling, waiter) = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            let lane_slots = state.lane_slots;
+            let Some(count) = state.per_lane.get_mut(kind) else {
+                return false;
+            };
+            let refilling = *count + refill == lane_slots + 1;
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.per_lane.remove(kind);
+            }
+            state.total = state.total.saturating_sub(1);
+            if let Some(moved) = state.moved.get_mut(kind) {
+                *moved = tokio::time::Instant::now();
+            }
+            (refilling, state.waiters.get(kind).cloned())
         };
-        let refilling = *count + refill == lane_slots + 1;
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            state.per_lane.remove(kind);
+        // A call waiting for a slot of this lane may take this one.
+        if let Some(waiter) = waiter {
+            waiter.notify_one();
         }
-        state.total = state.total.saturating_sub(1);
         refilling
+    }
+
+    /// Wakes every waiting call (the worker stops: none gets a slot now).
+    fn wake_all(&self) {
+        let waiters: Vec<Arc<Notify>> = self.lock().waiters.values().cloned().collect();
+        for waiter in waiters {
+            waiter.notify_waiters();
+        }
     }
 }
 
@@ -746,9 +848,10 @@ impl Outbox {
         &self,
         conn: &impl ConnectionTrait,
         job: NewJob,
+        admitted: &mut Vec<HandedOver>,
     ) -> Result<(Option<JobId>, Option<HandedOver>)> {
         let now = self.clock.now();
-        let Some(handed) = self.reserve(&job, now) else {
+        let Some(handed) = self.reserve(&job, now, admitted) else {
             return Ok((self.enqueue(conn, job).await?, None));
         };
         let (id, row, handed) = self.claimed_row(job, now, handed);
@@ -773,10 +876,14 @@ impl Outbox {
         &self,
         txn: &WriteTxn,
         job: NewJob,
+        admitted: &mut Vec<HandedOver>,
     ) -> (JobId, Option<HandedOver>) {
         let now = self.clock.now();
         let sure_to_insert = job.dedupe_key.is_none() || job.key_is_new;
-        let Some(handed) = sure_to_insert.then(|| self.reserve(&job, now)).flatten() else {
+        let Some(handed) = sure_to_insert
+            .then(|| self.reserve(&job, now, admitted))
+            .flatten()
+        else {
             return (self.enqueue_at_commit(txn, job), None);
         };
         let (id, row, handed) = self.claimed_row(job, now, handed);
@@ -784,15 +891,65 @@ impl Outbox {
         (id, Some(handed))
     }
 
-    /// A slot of the worker's lane for `job`, when it is due and the worker
-    /// can take it now.
-    fn reserve(&self, job: &NewJob, now: DateTime<Utc>) -> Option<HandedOver> {
-        (job.due_by(now) && self.lanes.reserve(&job.kind)).then(|| HandedOver {
-            kind: job.kind.clone(),
+    /// A slot of the worker's lane for `job`, when it is due: one the call
+    /// was admitted with ([`Outbox::admit`]), or one free now.
+    fn reserve(
+        &self,
+        job: &NewJob,
+        now: DateTime<Utc>,
+        admitted: &mut Vec<HandedOver>,
+    ) -> Option<HandedOver> {
+        if !job.due_by(now) {
+            return None;
+        }
+        if let Some(at) = admitted.iter().position(|slot| slot.kind == job.kind) {
+            return Some(admitted.swap_remove(at));
+        }
+        self.lanes.reserve(&job.kind).then(|| self.slot(&job.kind))
+    }
+
+    /// A slot taken in `kind`'s lane, given back when dropped unused.
+    fn slot(&self, kind: &str) -> HandedOver {
+        HandedOver {
+            kind: kind.to_owned(),
             row: None,
             lanes: self.lanes.clone(),
             holds_slot: true,
-        })
+        }
+    }
+
+    /// Admits a call that will cause a job of `kind`, before its
+    /// transaction begins. While this process's worker runs and the kind's
+    /// lane is full of jobs that are finishing, the call waits for one of
+    /// them to end (at most `outbox.intake_wait_ms`), so the API takes work
+    /// no faster than the worker runs it instead of leaving a backlog. The
+    /// slot it gets is the call's job's ([`Outbox::enqueue_here`] and
+    /// [`Outbox::enqueue_at_commit_here`] hand the job over in it) and is
+    /// given back if the call causes no such job. `None` when the call goes
+    /// on without a slot: no worker runs here, the worker's slots are all
+    /// taken by other lanes, the lane has not moved for a wait's length (a
+    /// stuck marketplace is not waited for), or the wait ran out.
+    pub(crate) async fn admit(&self, kind: &str) -> Option<HandedOver> {
+        let wait = Duration::from_millis(self.options.intake_wait_ms);
+        if wait.is_zero() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let waiter = self.lanes.waiter(kind);
+        loop {
+            let notified = waiter.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a slot freed in between wakes it.
+            notified.as_mut().enable();
+            match self.lanes.intake(kind, wait) {
+                Intake::Slot => return Some(self.slot(kind)),
+                Intake::Go => return None,
+                Intake::Wait => {}
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// The row of `job` claimed by this process's worker, its id, and the
@@ -1229,10 +1386,12 @@ impl Outbox {
                 .as_ref()
                 .is_none_or(|handoff| handoff.is_closed())
             {
+                let waiters = std::mem::take(&mut state.waiters);
                 *state = LaneState {
                     handoff: Some(handoff),
                     slots,
                     lane_slots,
+                    waiters,
                     ..LaneState::default()
                 };
                 self.lanes.clone()
@@ -1354,6 +1513,7 @@ impl Outbox {
         }
         // No more hand-overs; those already sent run like the others.
         lanes.lock().handoff = None;
+        lanes.wake_all();
         handed.close();
         while let Some(row) = handed.recv().await {
             spawn(row, &mut running);

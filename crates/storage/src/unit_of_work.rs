@@ -41,6 +41,9 @@ pub struct Call<'a> {
     /// transaction's commit: [`Call::replayed`] found none, or the call goes
     /// on without asking ([`Call::optimistic`]).
     checked: bool,
+    /// The kind of job the call will cause, admitted before its
+    /// transaction ([`Call::admitting`]).
+    admits: Option<&'a str>,
 }
 
 impl<'a> Call<'a> {
@@ -58,6 +61,7 @@ impl<'a> Call<'a> {
             now,
             seal: None,
             checked: false,
+            admits: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl<'a> Call<'a> {
             now,
             seal: None,
             checked: false,
+            admits: None,
         }
     }
 
@@ -107,6 +112,16 @@ impl<'a> Call<'a> {
         self
     }
 
+    /// The call will cause a job of `kind`: before its transaction begins
+    /// it waits, while this process's worker has that kind's lane full of
+    /// jobs that are finishing, for one to end (`outbox.intake_wait_ms` at
+    /// most), and its job is then handed to the worker in that slot. The
+    /// API so takes work no faster than the worker runs it.
+    pub fn admitting(mut self, kind: &'a str) -> Self {
+        self.admits = Some(kind);
+        self
+    }
+
     /// Starts the transaction, checking the key again inside it, except on
     /// PostgreSQL after [`Call::replayed`] found nothing: there the check
     /// would read on the pool once more, and an identical call that commits
@@ -118,6 +133,10 @@ impl<'a> Call<'a> {
         db: &DatabaseConnection,
         outbox: &Outbox,
     ) -> Result<Started<M, UnitOfWork>> {
+        let admitted = match self.admits {
+            Some(kind) => outbox.admit(kind).await,
+            None => None,
+        };
         let started = idempotency::start_encoded(
             db,
             self.seal,
@@ -135,6 +154,7 @@ impl<'a> Call<'a> {
                 outbox: outbox.clone(),
                 enqueued: 0,
                 handed: Vec::new(),
+                admitted: admitted.into_iter().collect(),
             }),
         })
     }
@@ -150,6 +170,9 @@ pub struct UnitOfWork {
     /// Jobs written claimed by this process's worker, given to it after the
     /// commit.
     handed: Vec<HandedOver>,
+    /// Slots the call was admitted with and has not used yet; those left
+    /// are given back when the work ends.
+    admitted: Vec<HandedOver>,
 }
 
 impl Deref for UnitOfWork {
@@ -186,7 +209,10 @@ impl UnitOfWork {
     /// woken, or given the job at once when it has a slot for it (see
     /// [`HandedOver`]). `None` when a job with the same dedupe key exists.
     pub async fn enqueue(&mut self, job: NewJob) -> Result<Option<JobId>> {
-        let (id, handed) = self.outbox.enqueue_here(&*self.txn, job).await?;
+        let (id, handed) = self
+            .outbox
+            .enqueue_here(&*self.txn, job, &mut self.admitted)
+            .await?;
         self.keep(id.is_some(), handed);
         Ok(id)
     }
@@ -200,7 +226,9 @@ impl UnitOfWork {
     /// ([`NewJob::key_is_new`]); otherwise the worker is woken after the
     /// commit.
     pub fn enqueue_at_commit(&mut self, job: NewJob) -> JobId {
-        let (id, handed) = self.outbox.enqueue_at_commit_here(&self.txn, job);
+        let (id, handed) = self
+            .outbox
+            .enqueue_at_commit_here(&self.txn, job, &mut self.admitted);
         self.keep(true, handed);
         id
     }
@@ -221,7 +249,10 @@ impl UnitOfWork {
             outbox,
             enqueued,
             handed,
+            admitted,
         } = self;
+        // Unused slots go back before the commit's wait, to calls waiting.
+        drop(admitted);
         let (answer, committed) = txn.finish_committed(answer).await?;
         if committed {
             handed.into_iter().for_each(HandedOver::deliver);
@@ -240,7 +271,10 @@ impl UnitOfWork {
             outbox,
             enqueued,
             handed,
+            admitted,
         } = self;
+        // Unused slots go back before the commit's wait, to calls waiting.
+        drop(admitted);
         txn.commit_without_record().await?;
         handed.into_iter().for_each(HandedOver::deliver);
         if enqueued > 0 {

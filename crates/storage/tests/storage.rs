@@ -1199,3 +1199,185 @@ backend_test!(
         );
     }
 );
+
+/// Runs each job once it is let through (`gate`), counting the runs per job.
+struct Gated {
+    gate: tokio::sync::Semaphore,
+    runs: Mutex<HashMap<String, u32>>,
+}
+
+impl Default for Gated {
+    fn default() -> Self {
+        Self {
+            gate: tokio::sync::Semaphore::new(0),
+            runs: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl JobHandler for Gated {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        self.gate
+            .acquire()
+            .await
+            .expect("the gate stays open")
+            .forget();
+        *self.runs.lock().unwrap().entry(job.id.clone()).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// Runs `call`, failing with `what` if it is kept waiting (the intake
+/// waits of these tests are ten minutes).
+async fn unhindered(call: impl std::future::Future<Output = ()>, what: &str) {
+    if tokio::time::timeout(std::time::Duration::from_secs(20), call)
+        .await
+        .is_err()
+    {
+        panic!("{what}");
+    }
+}
+
+/// A call admitted for a job of `kind` that enqueues one and commits.
+async fn admitted_call(db: &DatabaseConnection, outbox: &Outbox, kind: &str, n: u32) {
+    use marketbridge_storage::idempotency::Started;
+    let now = outbox.clock().now();
+    let Started::Fresh(mut work) = Call::internal(now)
+        .admitting(kind)
+        .begin::<()>(db, outbox)
+        .await
+        .unwrap()
+    else {
+        unreachable!("a call without a key never replays")
+    };
+    work.enqueue_at_commit(NewJob::new(kind, &n).unwrap());
+    work.commit().await.unwrap();
+}
+
+backend_test!(
+    a_call_causing_a_job_waits_for_a_slot_of_its_lane_and_hands_its_job_over_in_it,
+    |database| async move {
+        use marketbridge_storage::idempotency::Started;
+        use marketbridge_storage::testing::{record_statements, statement_counts};
+        record_statements();
+        let db = open_with_shared_tables(&database).await;
+        let clock = clock();
+        // Lanes of 4 slots, of which calls fill 3 (one is kept for claims).
+        // The wait is long enough that only a freed slot ends it here.
+        let options = OutboxOptions {
+            batch_size: 16,
+            poll_interval_ms: 600_000,
+            intake_wait_ms: 600_000,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        let handler = Arc::new(Gated::default());
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(handler.clone(), shutdown.clone()));
+        until_handed_over(&outbox, "test.intake").await;
+        let before = statement_counts();
+
+        // A call admitted that causes no job (it fails before its commit)
+        // gives its slot back.
+        let now = outbox.clock().now();
+        let Started::Fresh(work) = Call::internal(now)
+            .admitting("test.intake")
+            .begin::<()>(&db, &outbox)
+            .await
+            .unwrap()
+        else {
+            unreachable!()
+        };
+        drop(work);
+
+        // Three calls take the three slots, their jobs running (held at the
+        // gate); none waits.
+        for n in 0..3 {
+            unhindered(
+                admitted_call(&db, &outbox, "test.intake", n),
+                "a call waited: a slot was not given back",
+            )
+            .await;
+        }
+        // The fourth waits for one of them to finish.
+        let fourth = tokio::spawn({
+            let (db, outbox) = (db.clone(), outbox.clone());
+            async move { admitted_call(&db, &outbox, "test.intake", 3).await }
+        });
+        let mut fourth = std::pin::pin!(fourth);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), &mut fourth)
+                .await
+                .is_err(),
+            "a call went on while its job's lane was full and moving"
+        );
+        // Another kind's lane is not full: its calls do not wait.
+        unhindered(
+            admitted_call(&db, &outbox, "test.other", 0),
+            "a call waited for another kind's lane",
+        )
+        .await;
+        handler.gate.add_permits(1);
+        tokio::time::timeout(std::time::Duration::from_secs(20), &mut fourth)
+            .await
+            .expect("a finished job frees its slot for the waiting call")
+            .unwrap();
+
+        handler.gate.add_permits(100);
+        until_done(&outbox, 5).await;
+        assert_eq!(
+            claims_between(&before, &statement_counts()),
+            0,
+            "every admitted call's job was handed over in its slot"
+        );
+        shutdown.cancel();
+        worker.await.unwrap();
+        let runs = handler.runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 5);
+        assert!(runs.values().all(|&n| n == 1), "a job ran twice: {runs:?}");
+        for kind in ["test.intake", "test.other"] {
+            for row in outbox.jobs_of_kind(kind).await.unwrap() {
+                assert_eq!((row.status.as_str(), row.attempts), (status::DONE, 1));
+            }
+        }
+    }
+);
+
+backend_test!(
+    a_call_does_not_wait_for_a_lane_whose_jobs_have_stopped_moving,
+    |database| async move {
+        let db = open_with_shared_tables(&database).await;
+        let clock = clock();
+        let options = OutboxOptions {
+            batch_size: 4,
+            poll_interval_ms: 600_000,
+            intake_wait_ms: 2_000,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        let hangs = Arc::new(Hangs::default());
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(hangs.clone(), shutdown.clone()));
+        until_handed_over(&outbox, "test.stuck").await;
+        // The lane's one slot holds a job that never ends (a marketplace
+        // that stopped answering).
+        admitted_call(&db, &outbox, "test.stuck", 0).await;
+        hangs.started.notified().await;
+        // Once nothing has moved in the lane for a wait's length, a call
+        // goes on at once, its job left pending for the lane.
+        tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+        tokio::time::timeout(
+            std::time::Duration::from_millis(1_500),
+            admitted_call(&db, &outbox, "test.stuck", 1),
+        )
+        .await
+        .expect("a call waited for a lane that was not moving");
+        let rows = outbox.jobs_of_kind("test.stuck").await.unwrap();
+        let statuses: Vec<&str> = rows.iter().map(|row| row.status.as_str()).collect();
+        assert_eq!(statuses.len(), 2);
+        assert!(statuses.contains(&status::RUNNING) && statuses.contains(&status::PENDING));
+        worker.abort();
+        let _ = worker.await;
+    }
+);

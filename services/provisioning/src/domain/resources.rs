@@ -105,7 +105,13 @@ impl ProvisioningDomain {
         // read, the driver deciding secrets), so a repeated call is found at
         // the commit; one that fails before gets the first call's answer
         // instead of its error.
-        let attempt = call.clone().optimistic();
+        // A new subscription's billing job is the one every provision
+        // causes: the call waits for a slot of its lane while the worker is
+        // behind, so provisions come no faster than their jobs run.
+        let attempt = call
+            .clone()
+            .optimistic()
+            .admitting(ProvisioningJob::BILLING_CHANGE);
         let created = async {
             let call = attempt;
             // Remote reads and the driver's decisions first: no call leaves

@@ -54,6 +54,13 @@ pub enum ProvisioningJob {
     BillingChange(BillingChangeJob),
 }
 
+impl ProvisioningJob {
+    /// The kind of [`ProvisioningJob::BillingChange`], which every new
+    /// subscription causes: a provision waits for a slot of its lane
+    /// ([`marketbridge_storage::Call::admitting`]).
+    pub const BILLING_CHANGE: &'static str = "provisioning.billing_subscription_change";
+}
+
 /// A rotation whose new secrets wait for the driver; encrypted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingRotation {
@@ -225,6 +232,12 @@ mod tests {
             serde_json::to_value(&unread).unwrap(),
             json!({"kind": "provisioning.billing_subscription_change",
                 "payload": {"subscription_id": subscription.as_str()}})
+        );
+        assert_eq!(
+            marketbridge_storage::outbox::NewJob::of(&unread)
+                .unwrap()
+                .kind(),
+            ProvisioningJob::BILLING_CHANGE
         );
         // A corrupt id is refused, not defaulted.
         assert!(
