@@ -53,7 +53,6 @@ const READ_CPU_MS: f64 = 0.1;
 const READ_P99_MS: f64 = 3.0;
 const PROVISION_CPU_MS: f64 = 1.0;
 const PROVISION_P99_MS: f64 = 20.0;
-const DRAIN_JOBS_PER_SECOND: f64 = 2000.0;
 const GATEWAY_GRPC_RATIO: f64 = 0.8;
 const GRPC_CALLS_PER_SECOND: f64 = 20_000.0;
 const USAGE_EVENTS_PER_SECOND: f64 = 100_000.0;
@@ -367,8 +366,10 @@ impl Bench {
         let overall = rate(run.jobs, run.until_empty);
         let tail = rate(run.backlog, run.tail);
         // The outbox kept up when no more than the jobs of the provisions
-        // in flight were left when the last one was answered; otherwise
-        // its capacity shows in how fast the backlog went.
+        // in flight were left when the last one was answered: that is the
+        // target (no backlog builds at the rate the API accepts), however
+        // fast a backlog drains once the POSTs stop. Otherwise the row
+        // shows that pace.
         let kept_up = run.backlog <= 2 * self.load.connections as u64;
         let row = Row {
             scenario: "provisions: outbox jobs (first POST → outboxes empty)".into(),
@@ -379,7 +380,8 @@ impl Bench {
         }
         .judged(
             format!(
-                "no backlog builds at the rate the API accepts (drain > {DRAIN_JOBS_PER_SECOND:.0} jobs/s)"
+                "no backlog builds at the rate the API accepts (≤ {} jobs left after the last POST)",
+                2 * self.load.connections
             ),
             format!(
                 "{:.2} jobs/provision; backlog {} after the last POST, empty {:.0} ms later ({}); {} polls",
@@ -393,7 +395,7 @@ impl Bench {
                 },
                 run.polls
             ),
-            overall > DRAIN_JOBS_PER_SECOND || kept_up || tail > DRAIN_JOBS_PER_SECOND,
+            kept_up,
         );
         self.push(row);
         Ok(())
