@@ -5,7 +5,9 @@
 //! at billing in process). Counted, never timed; the statements are printed
 //! so a change of cost can be read in the test output.
 //!
-//! Statements are recorded per SQL text for the whole process; each phase
+//! Statements are recorded per SQL text for the whole process (on SQLite
+//! inserts held for the commit go as one text of several statements, one
+//! call to the connection's thread, and count once); each phase
 //! below touches one service's database, apart from the in-process calls it
 //! makes (named per phase). Transaction control (`BEGIN`, the group
 //! commit's `SAVEPOINT`/`RELEASE`, `COMMIT`) goes past the recorder; SQLite
@@ -23,10 +25,11 @@ use std::collections::BTreeMap;
 /// the account reads it makes) on SQLite: the idempotency check inside the
 /// transaction (where it also sees the records of writers of the same group
 /// commit; none is made before it, as nothing before the transaction has a
-/// side effect) and four inserts (subscription, its billing job, resource,
-/// idempotency record). The gateway's and provisioning's reads of the
-/// account come from the account service's cache.
-const CALL_BUDGET_SQLITE: u64 = 5;
+/// side effect) and the four inserts (subscription, its billing job,
+/// resource, idempotency record) held for the commit and sent as one call,
+/// one text of four statements. The gateway's and provisioning's reads of
+/// the account come from the account service's cache.
+const CALL_BUDGET_SQLITE: u64 = 2;
 /// The same on PostgreSQL: the four inserts held for the commit and sent as
 /// one statement, with no transaction around it. No idempotency check is
 /// read: an identical call committed before is caught by the record's key.
@@ -38,9 +41,10 @@ const CALL_BUDGET_POSTGRES: u64 = 1;
 /// carries the new subscription's terms and its resource, so nothing of
 /// provisioning's is read, and the account's marketplace reference is known
 /// from the call), billing takes the subscription's first version for new
-/// and writes its three rows without reading first, provisioning records
-/// the job done and asks once more; billing and account ask once.
-const JOBS_BUDGET_SQLITE: u64 = 8;
+/// and writes its three rows without reading first, in one call,
+/// provisioning records the job done and asks once more; billing and
+/// account ask once.
+const JOBS_BUDGET_SQLITE: u64 = 6;
 /// The same on PostgreSQL, where a claim that took a job asks again (it
 /// may have skipped rows another replica's claim held), and billing's three
 /// rows are one statement.

@@ -3,14 +3,18 @@
 //! on PostgreSQL as one statement, each insert but the last a
 //! data-modifying `WITH` clause of it (one round trip, and when nothing else
 //! was sent in the transaction, no `BEGIN` or `COMMIT` either: a statement
-//! commits on its own, all or nothing); on SQLite one after another
-//! (statements there cost no round trip).
+//! commits on its own, all or nothing); on SQLite as one text of several
+//! statements, run one after another by one call (each call goes to the
+//! connection's own thread and its answer back, two thread switches, more
+//! than a small insert costs to run).
 //!
 //! The statements of one `WITH` see the same snapshot, so a deferred insert
 //! never depends on another's row being visible: a foreign key between two
 //! of them is checked at the end of the statement, when both rows exist.
 
-use sea_orm::sea_query::{InsertStatement, PostgresQueryBuilder, SqlWriterValues};
+use sea_orm::sea_query::{
+    InsertStatement, PostgresQueryBuilder, SqlWriterValues, SqliteQueryBuilder,
+};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use std::fmt::Write;
 
@@ -49,9 +53,32 @@ pub(crate) fn one_statement(inserts: &[InsertStatement]) -> Option<Statement> {
         .then(|| Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
 }
 
-/// Sends `inserts`, in order, through `conn` (an open transaction): on
-/// PostgreSQL up to [`MOST_PER_STATEMENT`] per statement, elsewhere (or for
-/// a group too large for one statement) one statement each.
+/// `inserts` as one SQLite call: the statements one after another in one
+/// text, their parameters anonymous (`?`), so each statement binds the next
+/// of the values in order. SQLite's parameter limit holds per statement.
+/// `None` when there are none or more than [`MOST_PER_STATEMENT`].
+fn one_call_sqlite(inserts: &[InsertStatement]) -> Option<Statement> {
+    if inserts.is_empty() || inserts.len() > MOST_PER_STATEMENT {
+        return None;
+    }
+    let mut sql = SqlWriterValues::new("?", false);
+    for (index, insert) in inserts.iter().enumerate() {
+        if index > 0 {
+            sql.write_str("; ").ok()?;
+        }
+        insert.build_collect_into(SqliteQueryBuilder, &mut sql);
+    }
+    let (sql, values) = sql.into_parts();
+    Some(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        sql,
+        values,
+    ))
+}
+
+/// Sends `inserts`, in order, through `conn` (an open transaction): up to
+/// [`MOST_PER_STATEMENT`] per statement on PostgreSQL and per call on
+/// SQLite (a group too large for one statement goes one statement each).
 pub(crate) async fn insert_all(
     conn: &impl ConnectionTrait,
     inserts: Vec<InsertStatement>,
@@ -60,6 +87,17 @@ pub(crate) async fn insert_all(
     if backend == DbBackend::Postgres {
         for group in inserts.chunks(MOST_PER_STATEMENT) {
             match one_statement(group) {
+                Some(statement) => {
+                    conn.execute_raw(statement).await?;
+                }
+                None => one_by_one(conn, group).await?,
+            }
+        }
+        return Ok(());
+    }
+    if backend == DbBackend::Sqlite {
+        for group in inserts.chunks(MOST_PER_STATEMENT) {
+            match one_call_sqlite(group) {
                 Some(statement) => {
                     conn.execute_raw(statement).await?;
                 }
