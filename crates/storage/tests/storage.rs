@@ -1016,6 +1016,34 @@ async fn until_done(outbox: &Outbox, count: u64) {
     }
 }
 
+/// An outbox on `database` whose worker runs `handler` and takes jobs of
+/// `kind` handed over at a commit.
+struct Worked {
+    db: DatabaseConnection,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+async fn worked(
+    database: &marketbridge_storage::testing::TestDatabase,
+    options: OutboxOptions,
+    handler: Arc<dyn JobHandler>,
+    kind: &str,
+) -> Worked {
+    let db = open_with_shared_tables(database).await;
+    let outbox = Outbox::new(db.clone(), Arc::new(clock()), options);
+    let shutdown = CancellationToken::new();
+    let worker = tokio::spawn(outbox.clone().run(handler, shutdown.clone()));
+    until_handed_over(&outbox, kind).await;
+    Worked {
+        db,
+        outbox,
+        shutdown,
+        worker,
+    }
+}
+
 /// The claims sent between two snapshots of the recorded statements.
 fn claims_between(
     before: &std::collections::BTreeMap<String, u64>,
@@ -1034,19 +1062,19 @@ backend_test!(
         use marketbridge_storage::UnitOfWork;
         use marketbridge_storage::testing::{record_statements, statement_counts};
         record_statements();
-        let db = open_with_shared_tables(&database).await;
-        let clock = clock();
         // No poll during the test: a claim is made only when a job is left
         // pending (and the worker woken for it).
         let options = OutboxOptions {
             poll_interval_ms: 600_000,
             ..options()
         };
-        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
         let handler = Arc::new(CountingHandler::default());
-        let shutdown = CancellationToken::new();
-        let worker = tokio::spawn(outbox.clone().run(handler.clone(), shutdown.clone()));
-        until_handed_over(&outbox, "test.handed").await;
+        let Worked {
+            db,
+            outbox,
+            shutdown,
+            worker,
+        } = worked(&database, options, handler.clone(), "test.handed").await;
 
         // Both ways a unit of work enqueues: at its commit's insert (without
         // a dedupe key, or with one declared new), and at once (a dedupe key
@@ -1107,19 +1135,19 @@ backend_test!(
     a_job_handed_over_in_a_transaction_that_rolls_back_leaves_no_row_and_gives_its_slot_back,
     |database| async move {
         use marketbridge_storage::UnitOfWork;
-        let db = open_with_shared_tables(&database).await;
-        let clock = clock();
         // One slot per lane: a slot not given back would stop hand-overs.
         let options = OutboxOptions {
             batch_size: 4,
             poll_interval_ms: 600_000,
             ..options()
         };
-        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
         let handler = Arc::new(CountingHandler::default());
-        let shutdown = CancellationToken::new();
-        let worker = tokio::spawn(outbox.clone().run(handler.clone(), shutdown.clone()));
-        until_handed_over(&outbox, "test.rolled_back").await;
+        let Worked {
+            db,
+            outbox,
+            shutdown,
+            worker,
+        } = worked(&database, options, handler.clone(), "test.rolled_back").await;
 
         let mut work = UnitOfWork::begin(&db, &outbox).await.unwrap();
         work.enqueue_at_commit(NewJob::new("test.rolled_back", &"x").unwrap());
@@ -1278,8 +1306,6 @@ backend_test!(
         use marketbridge_storage::idempotency::Started;
         use marketbridge_storage::testing::{record_statements, statement_counts};
         record_statements();
-        let db = open_with_shared_tables(&database).await;
-        let clock = clock();
         // Lanes of 4 slots, of which calls fill 3 (one is kept for claims).
         // The wait is long enough that only a freed slot ends it here.
         let options = OutboxOptions {
@@ -1288,11 +1314,13 @@ backend_test!(
             intake_wait_ms: 600_000,
             ..options()
         };
-        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
         let handler = Arc::new(Gated::default());
-        let shutdown = CancellationToken::new();
-        let worker = tokio::spawn(outbox.clone().run(handler.clone(), shutdown.clone()));
-        until_handed_over(&outbox, "test.intake").await;
+        let Worked {
+            db,
+            outbox,
+            shutdown,
+            worker,
+        } = worked(&database, options, handler.clone(), "test.intake").await;
         let before = statement_counts();
 
         // A call admitted that causes no job (it fails before its commit)
@@ -1364,19 +1392,16 @@ backend_test!(
 backend_test!(
     a_call_does_not_wait_for_a_lane_whose_jobs_have_stopped_moving,
     |database| async move {
-        let db = open_with_shared_tables(&database).await;
-        let clock = clock();
         let options = OutboxOptions {
             batch_size: 4,
             poll_interval_ms: 600_000,
             intake_wait_ms: 2_000,
             ..options()
         };
-        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
         let hangs = Arc::new(Hangs::default());
-        let shutdown = CancellationToken::new();
-        let worker = tokio::spawn(outbox.clone().run(hangs.clone(), shutdown.clone()));
-        until_handed_over(&outbox, "test.stuck").await;
+        let Worked {
+            db, outbox, worker, ..
+        } = worked(&database, options, hangs.clone(), "test.stuck").await;
         // The lane's one slot holds a job that never ends (a marketplace
         // that stopped answering).
         admitted_call(&db, &outbox, "test.stuck", 0).await;
