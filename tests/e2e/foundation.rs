@@ -389,6 +389,24 @@ backend_test!(
     }
 );
 
+/// A `CreateResource` of the built-in `database` product on the free plan
+/// in `fra1`, with the idempotency key `key`.
+fn create_database(
+    account_id: &str,
+    key: &str,
+    name: &str,
+) -> provisioning_pb::CreateResourceRequest {
+    provisioning_pb::CreateResourceRequest {
+        context: context(key),
+        account_id: account_id.to_owned(),
+        product_id: "database".into(),
+        plan_id: "free".into(),
+        name: name.into(),
+        metadata: Some(json_to_metadata("metadata", &json!({"region": "fra1"})).unwrap()),
+        ..Default::default()
+    }
+}
+
 backend_test!(
     a_repeated_create_answers_as_the_first_even_where_a_new_one_would_now_fail,
     |database| async move {
@@ -398,15 +416,7 @@ backend_test!(
         let test = set_on(&database).start().await;
         let account = direct_account(&test, "team-again", false).await;
         let mut provisioning = test.set.clients.provisioning.clone();
-        let create = provisioning_pb::CreateResourceRequest {
-            context: context("create-again"),
-            account_id: account.id.clone(),
-            product_id: "database".into(),
-            plan_id: "free".into(),
-            name: "again".into(),
-            metadata: Some(json_to_metadata("metadata", &json!({"region": "fra1"})).unwrap()),
-            ..Default::default()
-        };
+        let create = create_database(&account.id, "create-again", "again");
         let created = provisioning
             .create_resource(create.clone())
             .await
@@ -477,15 +487,7 @@ backend_test!(
         let test = set_on(&database).start().await;
         let account = direct_account(&test, "team-r", false).await;
         let mut provisioning = test.set.clients.provisioning.clone();
-        let create = provisioning_pb::CreateResourceRequest {
-            context: context("create-1"),
-            account_id: account.id.clone(),
-            product_id: "database".into(),
-            plan_id: "free".into(),
-            name: "my-database".into(),
-            metadata: Some(json_to_metadata("metadata", &json!({"region": "fra1"})).unwrap()),
-            ..Default::default()
-        };
+        let create = create_database(&account.id, "create-1", "my-database");
         let created = provisioning
             .create_resource(create.clone())
             .await

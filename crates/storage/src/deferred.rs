@@ -83,30 +83,20 @@ pub(crate) async fn insert_all(
     conn: &impl ConnectionTrait,
     inserts: Vec<InsertStatement>,
 ) -> Result<(), DbErr> {
-    let backend = conn.get_database_backend();
-    if backend == DbBackend::Postgres {
-        for group in inserts.chunks(MOST_PER_STATEMENT) {
-            match one_statement(group) {
-                Some(statement) => {
-                    conn.execute_raw(statement).await?;
-                }
-                None => one_by_one(conn, group).await?,
+    let together: fn(&[InsertStatement]) -> Option<Statement> = match conn.get_database_backend() {
+        DbBackend::Postgres => one_statement,
+        DbBackend::Sqlite => one_call_sqlite,
+        _ => return one_by_one(conn, &inserts).await,
+    };
+    for group in inserts.chunks(MOST_PER_STATEMENT) {
+        match together(group) {
+            Some(statement) => {
+                conn.execute_raw(statement).await?;
             }
+            None => one_by_one(conn, group).await?,
         }
-        return Ok(());
     }
-    if backend == DbBackend::Sqlite {
-        for group in inserts.chunks(MOST_PER_STATEMENT) {
-            match one_call_sqlite(group) {
-                Some(statement) => {
-                    conn.execute_raw(statement).await?;
-                }
-                None => one_by_one(conn, group).await?,
-            }
-        }
-        return Ok(());
-    }
-    one_by_one(conn, &inserts).await
+    Ok(())
 }
 
 async fn one_by_one(conn: &impl ConnectionTrait, inserts: &[InsertStatement]) -> Result<(), DbErr> {

@@ -25,6 +25,10 @@
 //! worker, its lease starting at the enqueue, and handed to it once the
 //! transaction commits ([`HandedOver`]). Should the process stop before
 //! running it, the job is claimed again when its lease runs out.
+//! A call that will cause a job may first ask for a slot in its lane
+//! ([`crate::Call::admitting`], [`Outbox::admit`]): while the lane is full
+//! of jobs that are finishing it waits for one to end, so the API takes
+//! work no faster than the worker runs it.
 //!
 //! The trace context of the code that enqueued a job is stored with it, and
 //! the job runs in a span that continues that trace.
@@ -550,6 +554,13 @@ struct LaneState {
     waiters: HashMap<String, Arc<Notify>>,
 }
 
+/// A quarter of a lane's slots, at least one: how many free slots a full
+/// lane waits for before it claims again, and how many calls leave to
+/// claims ([`Lanes::intake`]).
+fn quarter(lane_slots: usize) -> usize {
+    (lane_slots / 4).max(1)
+}
+
 /// What a call that will cause a job of some kind may do now
 /// ([`Outbox::admit`]).
 enum Intake {
@@ -624,7 +635,7 @@ impl Lanes {
     fn kept_for_claims(state: &LaneState) -> usize {
         match state.lane_slots {
             0 | 1 => 0,
-            slots => (slots / 4).max(1),
+            slots => quarter(slots),
         }
     }
 
@@ -632,47 +643,42 @@ impl Lanes {
     /// or says whether the call should wait for one; `stalled` is how long
     /// a lane may go without a job starting or finishing before it is no
     /// longer waited for.
+    /// Each slot that frees wakes one waiting call ([`Lanes::release`]),
+    /// so a call that takes a slot has nothing to pass on.
     fn intake(&self, kind: &str, stalled: Duration) -> Intake {
-        let (intake, more) = {
-            let mut state = self.lock();
-            let worker_runs = state
-                .handoff
-                .as_ref()
-                .is_some_and(|handoff| !handoff.is_closed());
-            if !worker_runs || !state.open || state.total >= state.slots {
-                return Intake::Go;
-            }
-            let count = state.per_lane.get(kind).copied().unwrap_or(0);
-            let room = state
-                .lane_slots
-                .saturating_sub(Self::kept_for_claims(&state));
-            if count < room {
-                Self::take(&mut state, kind);
-                (Intake::Slot, count + 1 < room && state.total < state.slots)
-            } else if state
-                .moved
-                .get(kind)
-                .is_some_and(|moved| moved.elapsed() < stalled)
-            {
-                (Intake::Wait, false)
-            } else {
-                (Intake::Go, false)
-            }
-        };
-        if more {
-            // Room for another waiting call: pass the turn on.
-            self.waiter(kind).notify_one();
+        let mut state = self.lock();
+        let worker_runs = state
+            .handoff
+            .as_ref()
+            .is_some_and(|handoff| !handoff.is_closed());
+        if !worker_runs || !state.open || state.total >= state.slots {
+            return Intake::Go;
         }
-        intake
+        let count = state.per_lane.get(kind).copied().unwrap_or(0);
+        let room = state
+            .lane_slots
+            .saturating_sub(Self::kept_for_claims(&state));
+        if count < room {
+            Self::take(&mut state, kind);
+            Intake::Slot
+        } else if state
+            .moved
+            .get(kind)
+            .is_some_and(|moved| moved.elapsed() < stalled)
+        {
+            Intake::Wait
+        } else {
+            Intake::Go
+        }
     }
 
     /// What calls waiting for a slot of `kind`'s lane wait on.
     fn waiter(&self, kind: &str) -> Arc<Notify> {
-        self.lock()
-            .waiters
-            .entry(kind.to_owned())
-            .or_default()
-            .clone()
+        let mut state = self.lock();
+        match state.waiters.get(kind) {
+            Some(waiter) => waiter.clone(),
+            None => state.waiters.entry(kind.to_owned()).or_default().clone(),
+        }
     }
 
     /// Frees the slot of a job of `kind` (finished, or never handed over).
@@ -933,6 +939,12 @@ impl Outbox {
         let wait = Duration::from_millis(self.options.intake_wait_ms);
         if wait.is_zero() {
             return None;
+        }
+        // Most calls find a slot at once, without waiting.
+        match self.lanes.intake(kind, wait) {
+            Intake::Slot => return Some(self.slot(kind)),
+            Intake::Go => return None,
+            Intake::Wait => {}
         }
         let deadline = tokio::time::Instant::now() + wait;
         let waiter = self.lanes.waiter(kind);
@@ -1409,7 +1421,7 @@ impl Outbox {
         // PostgreSQL) per job, and the worker, claiming one job at a time,
         // drained no faster than it could commit claims. A job waits no
         // longer for it than the next poll.
-        let refill = (lane_slots / 4).max(1);
+        let refill = quarter(lane_slots);
         let spawn = |row: entity::Model, running: &mut tokio::task::JoinSet<String>| {
             let (outbox, handler, completions) =
                 (self.clone(), handler.clone(), completions.clone());

@@ -11,10 +11,7 @@ use crate::convert::{attributes, from_json, marketplace_of, resource_to_proto};
 use crate::driver::{Prepared, Secret};
 use crate::entity::{importable, resource, subscription};
 use crate::marketplace::ResourceChange;
-use crate::model::{
-    ImportSource, ImportableId, Ownership, ProductId, ResourceStatus, SubscriptionScope,
-    SubscriptionState,
-};
+use crate::model::{ImportSource, ImportableId, Ownership, ProductId, ResourceStatus};
 use marketbridge_core::ids::{AccountId, ResourceId, SubscriptionId};
 use marketbridge_core::metadata::{json_to_metadata, metadata_to_json};
 use marketbridge_core::{Error, Result, Validator};
@@ -416,29 +413,15 @@ impl ProvisioningDomain {
         let now = self.now();
         let resource_id = ResourceId::generate();
         let subscription_id = SubscriptionId::generate();
-        let subscription = subscription::Model {
-            id: subscription_id.to_string(),
-            account_id: account.id.to_string(),
-            marketplace: account.marketplace.as_str().to_owned(),
-            external_id: resource_id.to_string(),
-            product_id: product.id.clone(),
-            plan_id: plan.id.clone(),
-            pending_plan_id: String::new(),
-            state: SubscriptionState::Active,
-            scope: SubscriptionScope::Resource,
-            marketplace_state: String::new(),
-            marketplace_update_time: None,
-            usage_reporting_id: String::new(),
-            order_id: String::new(),
-            awaiting_account_approval: false,
-            reason: String::new(),
-            attributes: json!({ OWNERSHIP_ATTRIBUTE: Ownership::Linked.as_str() }).to_string(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-            started_at: Some(now),
-            ended_at: None,
-        };
+        let subscription = super::resources::resource_subscription(
+            &subscription_id,
+            account,
+            &resource_id,
+            product,
+            plan,
+            json!({ OWNERSHIP_ATTRIBUTE: Ownership::Linked.as_str() }).to_string(),
+            now,
+        );
         subscription::Entity::insert(subscription.clone().into_active_model())
             .exec_without_returning(&**work)
             .await

@@ -57,6 +57,42 @@ pub(crate) fn owner_filter(text: &str) -> Result<Option<AccountId>> {
         .map_err(|_| Error::not_found("resource not found"))
 }
 
+/// The row of a new resource's own subscription: active from `now` on
+/// `plan`, known at the marketplace by the resource's id.
+pub(super) fn resource_subscription(
+    id: &SubscriptionId,
+    account: &super::AccountInfo,
+    resource_id: &ResourceId,
+    product: &marketbridge_catalog::Product,
+    plan: &marketbridge_catalog::Plan,
+    attributes: String,
+    now: DateTime<Utc>,
+) -> subscription::Model {
+    subscription::Model {
+        id: id.to_string(),
+        account_id: account.id.to_string(),
+        marketplace: account.marketplace.as_str().to_owned(),
+        external_id: resource_id.to_string(),
+        product_id: product.id.clone(),
+        plan_id: plan.id.clone(),
+        pending_plan_id: String::new(),
+        state: SubscriptionState::Active,
+        scope: SubscriptionScope::Resource,
+        marketplace_state: String::new(),
+        marketplace_update_time: None,
+        usage_reporting_id: String::new(),
+        order_id: String::new(),
+        awaiting_account_approval: false,
+        reason: String::new(),
+        attributes,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        started_at: Some(now),
+        ended_at: None,
+    }
+}
+
 impl ProvisioningDomain {
     /// What the lifecycle machine sees of a stored resource.
     pub(crate) fn machine_resource(row: &resource::Model) -> lifecycle::Resource {
@@ -176,29 +212,15 @@ impl ProvisioningDomain {
             let subscription = match existing_subscription {
                 Some(found) => found,
                 None => {
-                    let row = subscription::Model {
-                        id: SubscriptionId::generate().into_string(),
-                        account_id: account.id.to_string(),
-                        marketplace: account.marketplace.as_str().to_owned(),
-                        external_id: resource_id.to_string(),
-                        product_id: product.id.clone(),
-                        plan_id: plan.id.clone(),
-                        pending_plan_id: String::new(),
-                        state: SubscriptionState::Active,
-                        scope: SubscriptionScope::Resource,
-                        marketplace_state: String::new(),
-                        marketplace_update_time: None,
-                        usage_reporting_id: String::new(),
-                        order_id: String::new(),
-                        awaiting_account_approval: false,
-                        reason: String::new(),
-                        attributes: "{}".to_owned(),
-                        version: 1,
-                        created_at: now,
-                        updated_at: now,
-                        started_at: Some(now),
-                        ended_at: None,
-                    };
+                    let row = resource_subscription(
+                        &SubscriptionId::generate(),
+                        &account,
+                        &resource_id,
+                        product,
+                        plan,
+                        "{}".to_owned(),
+                        now,
+                    );
                     // Sent with the commit, as the resource and its job are: the
                     // call is one statement on PostgreSQL.
                     work.insert_at_commit(
