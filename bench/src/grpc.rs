@@ -173,14 +173,17 @@ impl OutboxWatch {
         })
     }
 
-    /// The counts now.
-    pub async fn totals(&mut self) -> Result<OutboxTotals, String> {
+    /// The counts now: of every job, or with `unfinished_only` only of the
+    /// jobs not finished (`done` is then 0). The full count reads every job
+    /// ever finished, so a watch during a measurement asks for the other.
+    pub async fn totals(&mut self, unfinished_only: bool) -> Result<OutboxTotals, String> {
         let request = || common_pb::ListOutboxJobsRequest {
             status: "running".into(),
             page: Some(common_pb::PageRequest {
                 page_size: 1,
                 page_token: String::new(),
             }),
+            unfinished_counts_only: unfinished_only,
             ..Default::default()
         };
         let counts = [
@@ -209,9 +212,10 @@ impl OutboxWatch {
 
     /// Polls until no job is unfinished (or `timeout`), first after 5 ms,
     /// then twice as long each time up to `max_interval`: few polls (each
-    /// costs the services a count over their outbox tables) while the wait
-    /// is still timed to within `max_interval`. Returns the counts then and
-    /// how many polls it took.
+    /// costs the services a count of their unfinished jobs) while the wait
+    /// is still timed to within `max_interval`. Returns the counts of the
+    /// unfinished jobs then (`done` is not counted) and how many polls it
+    /// took.
     pub async fn wait_empty(
         &mut self,
         max_interval: Duration,
@@ -221,7 +225,7 @@ impl OutboxWatch {
         let mut interval = Duration::from_millis(5).min(max_interval);
         let mut polls = 0;
         loop {
-            let totals = self.totals().await?;
+            let totals = self.totals(true).await?;
             polls += 1;
             if totals.unfinished == 0 {
                 return Ok((totals, polls));

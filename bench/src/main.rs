@@ -63,7 +63,7 @@ struct Arguments {
     #[arg(long, default_value_t = 20_000)]
     reads: usize,
     /// Provisions (POST resource) of the provision scenario.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 2_000)]
     provisions: usize,
     /// Plan listings per path (gateway, gRPC).
     #[arg(long, default_value_t = 20_000)]
@@ -87,11 +87,11 @@ struct Arguments {
     #[arg(long, default_value_t = 16)]
     usage_resources: usize,
     /// Provisions of each measurement of the growing table.
-    #[arg(long, default_value_t = 500)]
-    grow_sample: usize,
-    /// Resources the table grows to before the second measurement (the
-    /// issue's target speaks of 100,000).
     #[arg(long, default_value_t = 2_000)]
+    grow_sample: usize,
+    /// Resources the table grows to before the second measurement: the
+    /// target is a cost flat from 1,000 to 100,000.
+    #[arg(long, default_value_t = 100_000)]
     grow_to: usize,
     /// Longest wait for the outboxes to empty, in seconds.
     #[arg(long, default_value_t = 600)]

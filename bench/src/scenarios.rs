@@ -290,9 +290,9 @@ impl Bench {
             )));
         }
         let mut watch = OutboxWatch::new(&self.services)?;
-        let before = watch.totals().await?;
+        let before = watch.totals(false).await?;
         let drain_timeout = self.load.drain_timeout;
-        let ((samples, backlog, tail, until_empty, after, polls), cpu) = self
+        let ((samples, backlog, tail, until_empty, polls), cpu) = self
             .charged(async {
                 let started = Instant::now();
                 let samples = drive(connections, count, move |c, index| async move {
@@ -302,12 +302,14 @@ impl Bench {
                 })
                 .await?;
                 let answered = Instant::now();
-                let backlog = watch.totals().await?.unfinished;
-                let (after, polls) = watch.wait_empty(OUTBOX_POLL, drain_timeout).await?;
+                let backlog = watch.totals(true).await?.unfinished;
+                let (_, polls) = watch.wait_empty(OUTBOX_POLL, drain_timeout).await?;
                 let tail = answered.elapsed();
-                Ok((samples, backlog, tail, started.elapsed(), after, polls + 1))
+                Ok((samples, backlog, tail, started.elapsed(), polls + 1))
             })
             .await?;
+        // Counted once the CPU is read: the count of done jobs reads them all.
+        let after = watch.totals(false).await?;
         self.resources += count;
         if after.dead > before.dead {
             return Err(format!(

@@ -681,7 +681,8 @@ impl Lanes {
         }
     }
 
-    /// Frees the slot of a job of `kind` (finished, or never handed over).
+    /// Frees the slot of a job of `kind` (its handler returned, or it was
+    /// never handed over).
     /// True when its lane now has `refill` slots free and had fewer before.
     fn release(&self, kind: &str, refill: usize) -> bool {
         let (refilling, waiter) = {
@@ -744,7 +745,8 @@ impl HandedOver {
             None => false,
         };
         if sent {
-            // The slot is the worker's now; it frees it when the job ends.
+            // The slot is the worker's now; it frees it when the job's
+            // handler returns.
             self.holds_slot = false;
         }
         // Otherwise the worker stopped: the job waits for its lease to run
@@ -1151,7 +1153,7 @@ impl Outbox {
             for row in claimed {
                 // Boxed: a job's future is large, and callers (tests drain
                 // from deep inside theirs) should not carry it on their stack.
-                Box::pin(self.run_job(handler, row, None)).await?;
+                Box::pin(self.run_job(handler, row, None, || ())).await?;
                 count += 1;
             }
             if all_due {
@@ -1228,13 +1230,17 @@ impl Outbox {
     }
 
     /// Runs one claimed job under its lease: renews the lease while the
-    /// handler runs, stops the handler if the lease is lost, and records the
-    /// outcome only if the attempt still holds the job.
+    /// handler runs, stops the handler if the lease is lost, calls
+    /// `handled` once the handler has returned (the worker frees the job's
+    /// lane slot then: the marketplace call is over, and a call waiting
+    /// for the slot need not wait for the outcome's statement too), and
+    /// records the outcome only if the attempt still holds the job.
     async fn run_job(
         &self,
         handler: &dyn JobHandler,
         row: entity::Model,
         completions: Option<&Completions>,
+        handled: impl FnOnce(),
     ) -> Result<()> {
         let attempt = row.attempts.max(1) as u32;
         let span = tracing::info_span!(
@@ -1282,6 +1288,7 @@ impl Outbox {
             outcome = work => outcome,
             () = keep => Err(JobError::LeaseLost),
         };
+        handled();
         let metrics = marketbridge_telemetry::metrics();
         if outcome.is_ok() {
             // Done: recorded together with the other jobs finishing now.
@@ -1370,11 +1377,12 @@ impl Outbox {
     /// into free slots (up to the batch size, at most a quarter of them per
     /// job kind, one statement a batch) and runs them concurrently, runs the
     /// jobs this process's writers hand it at their commit ([`HandedOver`])
-    /// without claiming them, records the jobs that finish together (one
-    /// statement for those finishing at the same time), polls when nothing
-    /// is due, wakes at once when [`Outbox::wake`] is called or a job
-    /// finishes, keeps going through database errors, and lets running jobs
-    /// finish before it returns.
+    /// without claiming them, frees a job's lane slot when its handler
+    /// returns, records the jobs that finish together (one statement for
+    /// those finishing at the same time), polls when nothing is due, wakes
+    /// at once when [`Outbox::wake`] is called or a job finishes, keeps
+    /// going through database errors, and lets running jobs finish before
+    /// it returns.
     pub async fn run(self, handler: Arc<dyn JobHandler>, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.options.poll_interval_ms.max(10));
         // A steady poll, however often jobs finish in between.
@@ -1384,7 +1392,7 @@ impl Outbox {
         let lane_slots = self.lane_slots();
         let sqlite = Backend::of(&self.db) == Backend::Sqlite;
         let completions = Completions::start(self.clone());
-        let mut running: tokio::task::JoinSet<String> = tokio::task::JoinSet::new();
+        let mut running: tokio::task::JoinSet<bool> = tokio::task::JoinSet::new();
         // Jobs handed over at a commit arrive here, once the first claim
         // took what was due before the worker started. One worker per
         // outbox takes them; a second one started on a clone (none is, but
@@ -1422,18 +1430,26 @@ impl Outbox {
         // drained no faster than it could commit claims. A job waits no
         // longer for it than the next poll.
         let refill = quarter(lane_slots);
-        let spawn = |row: entity::Model, running: &mut tokio::task::JoinSet<String>| {
-            let (outbox, handler, completions) =
-                (self.clone(), handler.clone(), completions.clone());
+        // Each job frees its lane slot once its handler returns, and ends
+        // saying whether its lane was then refilling (see `release`).
+        let spawn = |row: entity::Model, running: &mut tokio::task::JoinSet<bool>| {
+            let (outbox, handler, completions, lanes) = (
+                self.clone(),
+                handler.clone(),
+                completions.clone(),
+                lanes.clone(),
+            );
             running.spawn(async move {
                 let kind = row.kind.clone();
+                let mut refilling = None;
+                let handled = || refilling = Some(lanes.release(&kind, refill));
                 if let Err(error) = outbox
-                    .run_job(handler.as_ref(), row, Some(&completions))
+                    .run_job(handler.as_ref(), row, Some(&completions), handled)
                     .await
                 {
                     tracing::warn!(error = %error, "recording a job's outcome failed");
                 }
-                kind
+                refilling.unwrap_or_else(|| lanes.release(&kind, refill))
             });
         };
         // True after a claim found no due job (and no lane was full): a slot
@@ -1451,9 +1467,7 @@ impl Outbox {
         loop {
             while let Some(done) = running.try_join_next() {
                 // A lane that frees may have due jobs waiting.
-                if let Ok(kind) = done
-                    && lanes.release(&kind, refill)
-                {
+                if let Ok(true) = done {
                     blocked = false;
                 }
             }
@@ -1517,7 +1531,7 @@ impl Outbox {
                 _ = polls.tick() => (exhausted, blocked) = (false, false),
                 Some(row) = handed.recv() => spawn(row, &mut running),
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok(kind) = done && lanes.release(&kind, refill) {
+                    if let Ok(true) = done {
                         blocked = false;
                     }
                 }
@@ -1602,15 +1616,26 @@ impl Outbox {
 /// What operators see of the outbox and may do to it, exposed by every
 /// service as `ListOutboxJobs`, `RetryOutboxJob` and `DiscardOutboxJob`.
 impl Outbox {
-    /// Every job counted by status (`retrying` apart from `pending`).
-    pub async fn counts(&self) -> Result<pb::OutboxCounts> {
+    /// Every job counted by status (`retrying` apart from `pending`); with
+    /// `unfinished_only` the finished ones (done, discarded) are left at 0,
+    /// and the count reads through the claim index (status first) only the
+    /// jobs not finished, however many finished ones are kept.
+    pub async fn counts(&self, unfinished_only: bool) -> Result<pb::OutboxCounts> {
         use sea_orm::{FromQueryResult, PaginatorTrait, QuerySelect};
         #[derive(FromQueryResult)]
         struct Count {
             status: String,
             count: i64,
         }
-        let rows = entity::Entity::find()
+        let mut query = entity::Entity::find();
+        if unfinished_only {
+            query = query.filter(entity::Column::Status.is_in([
+                status::PENDING,
+                status::RUNNING,
+                status::DEAD,
+            ]));
+        }
+        let rows = query
             .select_only()
             .column(entity::Column::Status)
             .column_as(entity::Column::Id.count(), "count")
@@ -1683,7 +1708,7 @@ impl Outbox {
         Ok(pb::ListOutboxJobsResponse {
             jobs: rows.iter().map(job_to_proto).collect(),
             page: Some(next),
-            counts: Some(self.counts().await?),
+            counts: Some(self.counts(request.unfinished_counts_only).await?),
         })
     }
 

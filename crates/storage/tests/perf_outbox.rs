@@ -7,12 +7,13 @@ use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use marketbridge_config::OutboxOptions;
 use marketbridge_core::time::ManualClock;
+use marketbridge_proto::common::v1 as pb;
 use marketbridge_storage::outbox::{Job, JobError, JobHandler, NewJob, Outbox, status};
 use marketbridge_storage::sea_orm::DatabaseConnection;
 use marketbridge_storage::sea_orm_migration::prelude::*;
 use marketbridge_storage::testing::{
-    open_with_shared_tables, record_statements, sqlite_query_plan_lines, statement_counts,
-    statements_between,
+    open_with_shared_tables, record_statements, sqlite_query_plan, sqlite_query_plan_lines,
+    statement_counts, statements_between,
 };
 use marketbridge_storage::{Backend, backend_test, connect};
 use std::collections::{BTreeMap, HashMap};
@@ -416,7 +417,12 @@ backend_test!(
                 // Run it (and roll it back) with a thousand due jobs: no
                 // scan of the table reads more than the claim's window
                 // (four times the 16 it takes).
-                let rows_read = postgres_rows_read(&db, &claim).await;
+                let rows_read = postgres_rows_read(
+                    &db,
+                    &claim,
+                    "'2026-11-23T13:00:00Z', '2026-11-23T12:00:00Z', 64, 4, 16",
+                )
+                .await;
                 assert!(!rows_read.is_empty(), "the plan reads outbox_jobs");
                 assert!(
                     rows_read.iter().all(|rows| *rows <= 64),
@@ -427,10 +433,72 @@ backend_test!(
     }
 );
 
-/// Runs the claim `sql` under `EXPLAIN ANALYZE` in a transaction that is
-/// rolled back, as the worker would (lease until later, now, a window of
-/// 64, lanes of 4, 16 wanted); the rows each scan of `outbox_jobs` read.
-async fn postgres_rows_read(db: &DatabaseConnection, sql: &str) -> Vec<u64> {
+backend_test!(
+    counting_the_backlog_reads_the_unfinished_jobs_not_the_finished_ones,
+    |database| async move {
+        record_statements();
+        let db = open_with_shared_tables(&database).await;
+        let outbox = Outbox::new(db.clone(), Arc::new(clock()), options(16));
+        enqueue(&outbox, &db, 1, 300).await;
+        assert_eq!(outbox.drain(&Counting::default()).await.unwrap(), 300);
+        enqueue(&outbox, &db, 1, 3).await;
+        let counts = |unfinished_counts_only| {
+            let request = pb::ListOutboxJobsRequest {
+                unfinished_counts_only,
+                ..Default::default()
+            };
+            let outbox = outbox.clone();
+            async move { outbox.list_jobs(&request).await.unwrap().counts.unwrap() }
+        };
+        let every = counts(false).await;
+        assert_eq!((every.pending, every.done), (3, 300), "{every:?}");
+        let before = statement_counts();
+        let backlog = counts(true).await;
+        assert_eq!(
+            backlog,
+            pb::OutboxCounts {
+                pending: 3,
+                ..Default::default()
+            }
+        );
+        // The counts by status and of the retrying jobs read the pending
+        // jobs through the claim index, not the 300 done ones.
+        let sent = statements_between(&before, &statement_counts());
+        let counting: Vec<&String> = sent
+            .keys()
+            .filter(|sql| sql.to_uppercase().contains("COUNT("))
+            .collect();
+        assert_eq!(counting.len(), 2, "{sent:#?}");
+        for sql in counting {
+            match Backend::of(&db) {
+                Backend::Sqlite => {
+                    let plan = sqlite_query_plan(&db, sql).await.expect("explained");
+                    assert!(
+                        plan.iter()
+                            .any(|line| line.contains("INDEX outbox_jobs_claim (status=?)"))
+                            && !plan.iter().any(|line| line.starts_with("SCAN")),
+                        "{sql}: {plan:#?}"
+                    );
+                }
+                Backend::Postgres => {
+                    let arguments = match sql.matches('$').count() {
+                        3 => "'pending', 'running', 'dead'",
+                        _ => "'pending', 0",
+                    };
+                    let rows_read = postgres_rows_read(&db, sql, arguments).await;
+                    assert!(
+                        !rows_read.is_empty() && rows_read.iter().all(|rows| *rows <= 3),
+                        "{sql}: rows read per scan of outbox_jobs: {rows_read:?}"
+                    );
+                }
+            }
+        }
+    }
+);
+
+/// Runs `sql` with `arguments` under `EXPLAIN ANALYZE` in a transaction
+/// that is rolled back; the rows each scan of `outbox_jobs` read.
+async fn postgres_rows_read(db: &DatabaseConnection, sql: &str, arguments: &str) -> Vec<u64> {
     use marketbridge_storage::sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
     let txn = db.begin().await.expect("begin");
     txn.execute_unprepared(&format!("PREPARE claim_plan AS {sql}"))
@@ -439,8 +507,7 @@ async fn postgres_rows_read(db: &DatabaseConnection, sql: &str) -> Vec<u64> {
     let row = txn
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
-            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_plan(\
-             '2026-11-23T13:00:00Z', '2026-11-23T12:00:00Z', 64, 4, 16)",
+            format!("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_plan({arguments})"),
         ))
         .await
         .expect("explain")

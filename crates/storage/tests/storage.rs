@@ -1284,6 +1284,25 @@ async fn unhindered(call: impl std::future::Future<Output = ()>, what: &str) {
     }
 }
 
+/// A worker (see [`worked`]) whose jobs wait at a closed gate, with lanes
+/// of a quarter of `batch_size`; its polls and intake waits last ten
+/// minutes, so only a freed slot moves a waiting call on here.
+async fn gated_worked(
+    database: &marketbridge_storage::testing::TestDatabase,
+    batch_size: u32,
+    kind: &str,
+) -> (Arc<Gated>, Worked) {
+    let options = OutboxOptions {
+        batch_size,
+        poll_interval_ms: 600_000,
+        intake_wait_ms: 600_000,
+        ..options()
+    };
+    let handler = Arc::new(Gated::default());
+    let worked = worked(database, options, handler.clone(), kind).await;
+    (handler, worked)
+}
+
 /// A call admitted for a job of `kind` that enqueues one and commits.
 async fn admitted_call(db: &DatabaseConnection, outbox: &Outbox, kind: &str, n: u32) {
     use marketbridge_storage::idempotency::Started;
@@ -1307,20 +1326,15 @@ backend_test!(
         use marketbridge_storage::testing::{record_statements, statement_counts};
         record_statements();
         // Lanes of 4 slots, of which calls fill 3 (one is kept for claims).
-        // The wait is long enough that only a freed slot ends it here.
-        let options = OutboxOptions {
-            batch_size: 16,
-            poll_interval_ms: 600_000,
-            intake_wait_ms: 600_000,
-            ..options()
-        };
-        let handler = Arc::new(Gated::default());
-        let Worked {
-            db,
-            outbox,
-            shutdown,
-            worker,
-        } = worked(&database, options, handler.clone(), "test.intake").await;
+        let (
+            handler,
+            Worked {
+                db,
+                outbox,
+                shutdown,
+                worker,
+            },
+        ) = gated_worked(&database, 16, "test.intake").await;
         let before = statement_counts();
 
         // A call admitted that causes no job (it fails before its commit)
@@ -1386,6 +1400,59 @@ backend_test!(
                 assert_eq!((row.status.as_str(), row.attempts), (status::DONE, 1));
             }
         }
+    }
+);
+
+backend_test!(
+    a_job_frees_its_lane_slot_when_its_handler_returns_not_when_its_outcome_is_recorded,
+    |database| async move {
+        use marketbridge_storage::sea_orm::ConnectionTrait;
+        // Lanes of one slot, none kept for claims.
+        let (
+            handler,
+            Worked {
+                db,
+                outbox,
+                shutdown,
+                worker,
+            },
+        ) = gated_worked(&database, 4, "test.early").await;
+        // The job holds the lane's slot while its handler waits at the gate.
+        admitted_call(&db, &outbox, "test.early", 0).await;
+        let job = outbox.jobs_of_kind("test.early").await.unwrap().remove(0);
+        assert!(!outbox.hands_over("test.early"), "the lane is full");
+        // Its outcome cannot be recorded for now: its row is written by a
+        // transaction left open (on SQLite that holds every write back).
+        let blocker = db.begin().await.unwrap();
+        blocker
+            .execute_unprepared(
+                "UPDATE outbox_jobs SET updated_at = updated_at WHERE kind = 'test.early'",
+            )
+            .await
+            .unwrap();
+        handler.gate.add_permits(1);
+        // Well inside SQLite's busy timeout (10 s), after which the held
+        // outcome would fail and end the job's task anyway.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !outbox.hands_over("test.early") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot waited for the outcome's statement"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(handler.runs.lock().unwrap().get(&job.id), Some(&1));
+        assert_eq!(
+            outbox.job(&job.id).await.unwrap().status,
+            status::RUNNING,
+            "the outcome was recorded before the slot freed"
+        );
+        // Once the row is free the outcome is recorded.
+        blocker.rollback().await.unwrap();
+        until_done(&outbox, 1).await;
+        shutdown.cancel();
+        worker.await.unwrap();
+        assert_eq!(handler.runs.lock().unwrap().len(), 1);
     }
 );
 

@@ -275,6 +275,8 @@ impl Calls<'_> {
             status: status.to_owned(),
             kind: String::new(),
             page: page_of(size),
+            // The page shows the done and discarded jobs' counts too.
+            unfinished_counts_only: false,
         };
         on_service!(
             self.state.clients,
