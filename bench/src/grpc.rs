@@ -213,14 +213,13 @@ impl OutboxWatch {
     /// Polls until no job is unfinished (or `timeout`), first after 5 ms,
     /// then twice as long each time up to `max_interval`: few polls (each
     /// costs the services a count of their unfinished jobs) while the wait
-    /// is still timed to within `max_interval`. Returns the counts of the
-    /// unfinished jobs then (`done` is not counted) and how many polls it
+    /// is still timed to within `max_interval`. Returns how many polls it
     /// took.
     pub async fn wait_empty(
         &mut self,
         max_interval: Duration,
         timeout: Duration,
-    ) -> Result<(OutboxTotals, u32), String> {
+    ) -> Result<u32, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut interval = Duration::from_millis(5).min(max_interval);
         let mut polls = 0;
@@ -228,7 +227,7 @@ impl OutboxWatch {
             let totals = self.totals(true).await?;
             polls += 1;
             if totals.unfinished == 0 {
-                return Ok((totals, polls));
+                return Ok(polls);
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(

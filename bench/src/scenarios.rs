@@ -303,7 +303,7 @@ impl Bench {
                 .await?;
                 let answered = Instant::now();
                 let backlog = watch.totals(true).await?.unfinished;
-                let (_, polls) = watch.wait_empty(OUTBOX_POLL, drain_timeout).await?;
+                let polls = watch.wait_empty(OUTBOX_POLL, drain_timeout).await?;
                 let tail = answered.elapsed();
                 Ok((samples, backlog, tail, started.elapsed(), polls + 1))
             })
