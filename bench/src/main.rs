@@ -100,6 +100,12 @@ struct Arguments {
     /// usage, growth.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// A setting of the set's configuration file, `section.name=value`
+    /// (`--set outbox.batch_size=512`); repeat it for several. The set is
+    /// configured by its file alone: `MARKETBRIDGE_*` variables do not
+    /// reach it.
+    #[arg(long = "set", value_name = "SETTING")]
+    settings: Vec<String>,
 }
 
 const SCENARIOS: [&str; 5] = ["reads", "provisions", "plans", "usage", "growth"];
@@ -176,11 +182,18 @@ async fn run(
     vercel: Arc<VercelSimulator>,
     backend: &'static str,
 ) -> (Vec<report::Row>, Result<(), String>) {
-    let mut set =
-        match SetProcess::start(binary, databases, &vercel, Duration::from_secs(120)).await {
-            Ok(set) => set,
-            Err(error) => return (Vec::new(), Err(error)),
-        };
+    let mut set = match SetProcess::start(
+        binary,
+        databases,
+        &vercel,
+        &arguments.settings,
+        Duration::from_secs(120),
+    )
+    .await
+    {
+        Ok(set) => set,
+        Err(error) => return (Vec::new(), Err(error)),
+    };
     println!(
         "marketbridge up (pid {}) ready in {:.0} ms on fresh databases; gateway {}",
         set.pid(),

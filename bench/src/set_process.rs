@@ -104,19 +104,54 @@ fn configuration(
     Ok(config)
 }
 
+/// `config` with `settings` (each `section.name=value`, as `--set` takes
+/// them) applied: the value is read as TOML (a number, a boolean, a quoted
+/// string), or taken as a string when it is not TOML. A setting the
+/// configuration does not have, or a value of the wrong type, is refused.
+pub fn with_settings(config: Config, settings: &[String]) -> Result<Config, String> {
+    let mut tree = toml::Table::try_from(&config).map_err(|e| format!("configuration: {e}"))?;
+    for setting in settings {
+        let (path, text) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("--set {setting}: expected section.name=value"))?;
+        let text = text.trim();
+        let value = toml::from_str::<toml::Table>(&format!("value = {text}"))
+            .ok()
+            .and_then(|mut parsed| parsed.remove("value"))
+            .unwrap_or_else(|| toml::Value::String(text.to_owned()));
+        let mut names = path.trim().split('.').peekable();
+        let mut table = &mut tree;
+        while let Some(name) = names.next() {
+            if names.peek().is_none() {
+                table.insert(name.to_owned(), value.clone());
+                break;
+            }
+            table = table
+                .entry(name)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| format!("--set {setting}: {name} is not a section"))?;
+        }
+    }
+    tree.try_into::<Config>()
+        .map_err(|e| format!("--set: {}", e.message()))
+}
+
 impl SetProcess {
-    /// Writes the configuration, spawns `binary up` and waits until its
-    /// gateway's `/readyz` answers 200 (at most `timeout`).
+    /// Writes the configuration (with `settings` applied, see
+    /// [`with_settings`]), spawns `binary up` and waits until its gateway's
+    /// `/readyz` answers 200 (at most `timeout`).
     pub async fn start(
         binary: &Path,
         databases: &RunDatabases,
         vercel: &VercelSimulator,
+        settings: &[String],
         timeout: Duration,
     ) -> Result<Self, String> {
         let (entry, grpc_token) =
             marketbridge_rpc::auth::new_client_entry("bench", "admin+secrets+usage")
                 .map_err(|e| e.to_string())?;
-        let config = configuration(databases, vercel, &entry)?;
+        let config = with_settings(configuration(databases, vercel, &entry)?, settings)?;
         let folder = databases.folder();
         let config_path = folder.join("marketbridge.toml");
         let text = toml::to_string(&config).map_err(|e| format!("configuration: {e}"))?;
@@ -270,4 +305,30 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_reach_the_configuration_and_unknown_ones_are_refused() {
+        let settings = [
+            "outbox.batch_size=512".to_owned(),
+            "telemetry.log_format = json".to_owned(),
+            "gateway.console_enabled=false".to_owned(),
+        ];
+        let config = with_settings(Config::default(), &settings).unwrap();
+        assert_eq!(config.outbox.batch_size, 512);
+        assert_eq!(config.telemetry.log_format, "json");
+        assert!(!config.gateway.console_enabled);
+        // Everything else keeps its value.
+        let defaults = Config::default();
+        assert_eq!(config.outbox.intake_wait_ms, defaults.outbox.intake_wait_ms);
+
+        for wrong in ["outbox.batch_sise=512", "outbox.batch_size=many", "outbox"] {
+            let refused = with_settings(Config::default(), &[wrong.to_owned()]);
+            assert!(refused.is_err(), "{wrong} was taken: {refused:?}");
+        }
+    }
 }

@@ -402,8 +402,8 @@ pub struct OutboxOptions {
     pub poll_interval_ms: u64,
     /// Jobs a worker runs at once; one kind of job takes at most a quarter
     /// of them, so a slow marketplace delays only its own work. A job holds
-    /// its slot until its outcome is committed, so a kind drains at about
-    /// a quarter of this divided by a job's time including two commits.
+    /// its slot until its handler returns, so a kind drains at about a
+    /// quarter of this divided by a job's time including its claim.
     pub batch_size: u32,
     /// Attempts before a job is dead-lettered.
     pub max_attempts: u32,
@@ -424,6 +424,11 @@ pub struct OutboxOptions {
     /// the worker runs it. A lane where no job finished for this long is
     /// not waited for. 0 turns the wait off.
     pub intake_wait_ms: u64,
+    /// How long finished jobs (done or discarded) are kept, in seconds; a
+    /// sweep removes older ones, leaving their dedupe keys behind so no
+    /// job with one of those keys is enqueued again. Dead jobs stay until
+    /// an operator retries or discards them. 0 keeps every job forever.
+    pub retention_seconds: u64,
 }
 
 impl Default for OutboxOptions {
@@ -437,6 +442,7 @@ impl Default for OutboxOptions {
             lease_seconds: 60,
             leader_lease_seconds: 30,
             intake_wait_ms: 100,
+            retention_seconds: 7 * 24 * 3600,
         }
     }
 }

@@ -190,6 +190,7 @@ pub fn shared() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(AddIdempotencySubject),
         Box::new(CreateAuditLog),
         Box::new(IndexOutboxClaims),
+        Box::new(CreateOutboxSpentKeys),
     ]
 }
 
@@ -300,6 +301,40 @@ impl MigrationTrait for IndexOutboxClaims {
                     .if_exists()
                     .to_owned(),
             )
+            .await
+    }
+}
+
+/// Creates `outbox_spent_keys`: the dedupe keys of finished jobs the
+/// retention sweep removed, so a key is still never enqueued twice.
+pub struct CreateOutboxSpentKeys;
+
+impl MigrationName for CreateOutboxSpentKeys {
+    fn name(&self) -> &str {
+        "m0000_000007_create_outbox_spent_keys"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateOutboxSpentKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("outbox_spent_keys")
+                    .if_not_exists()
+                    .col(string("dedupe_key").primary_key())
+                    .col(string("kind"))
+                    .col(timestamp_with_time_zone_null("finished_at"))
+                    .col(timestamp_with_time_zone("moved_at"))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table("outbox_spent_keys").to_owned())
             .await
     }
 }

@@ -30,6 +30,11 @@
 //! of jobs that are finishing it waits for one to end, so the API takes
 //! work no faster than the worker runs it.
 //!
+//! Finished jobs are kept for `outbox.retention_seconds`, then swept away
+//! beside the worker ([`Outbox::sweep_finished`]); a removed job leaves its
+//! dedupe key behind in `outbox_spent_keys`, and an enqueue looks there too,
+//! so a key still names at most one job ever enqueued.
+//!
 //! The trace context of the code that enqueued a job is stored with it, and
 //! the job runs in a span that continues that trace.
 
@@ -43,7 +48,7 @@ use marketbridge_core::time::SharedClock;
 use marketbridge_core::{Error, ErrorCode, Result};
 use marketbridge_proto::common::v1 as pb;
 use sea_orm::entity::prelude::*;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Alias, Expr, InsertStatement, OnConflict, Query};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DbBackend, QueryOrder, Statement};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -198,6 +203,12 @@ impl NewJob {
         self
     }
 
+    /// Its dedupe key may be one a removed job left behind: it has one, not
+    /// declared new.
+    fn key_may_be_spent(&self) -> bool {
+        self.dedupe_key.is_some() && !self.key_is_new
+    }
+
     /// Due at once (no later `run_at` than `now`).
     fn due_by(&self, now: DateTime<Utc>) -> bool {
         self.run_at.is_none_or(|at| at <= now)
@@ -236,8 +247,9 @@ pub(crate) fn job_insert(
     job: NewJob,
 ) -> (JobId, sea_orm::sea_query::InsertStatement) {
     let id = JobId::generate();
+    let spent_too = job.key_may_be_spent();
     let row = job_row(&id, now, max_attempts, job, None);
-    (id, insert_of(row))
+    (id, insert_of(row, spent_too))
 }
 
 /// A new job's row: pending, or (with `claimed_until`) already running its
@@ -273,14 +285,39 @@ fn job_row(
     }
 }
 
-/// The insert of `row`, kept out when a job with its dedupe key exists.
-fn insert_of(row: entity::Model) -> sea_orm::sea_query::InsertStatement {
-    let insert = entity::Entity::insert(entity::ActiveModel::from(row).reset_all()).on_conflict(
-        OnConflict::column(entity::Column::DedupeKey)
-            .do_nothing()
-            .to_owned(),
-    );
-    sea_orm::QueryTrait::into_query(insert)
+/// The insert of `row`, kept out when a job with its dedupe key exists;
+/// with `spent_too`, also when a finished job the retention sweep removed
+/// left the key behind ([`SPENT_KEYS`]): then the row is inserted from a
+/// `SELECT` of its values that yields nothing when the key is spent.
+fn insert_of(row: entity::Model, spent_too: bool) -> InsertStatement {
+    use sea_orm::{ExprTrait, Iterable};
+    let kept_out = OnConflict::column(entity::Column::DedupeKey)
+        .do_nothing()
+        .to_owned();
+    let key = row.dedupe_key.clone().filter(|_| spent_too);
+    let active = entity::ActiveModel::from(row);
+    let Some(key) = key else {
+        let insert = entity::Entity::insert(active.reset_all()).on_conflict(kept_out);
+        return sea_orm::QueryTrait::into_query(insert);
+    };
+    let (columns, values): (Vec<_>, Vec<_>) = entity::Column::iter()
+        .filter_map(|column| Some((column, Expr::val(active.get(column).into_value()?))))
+        .unzip();
+    let spent = Query::select()
+        .expr(Expr::val(1))
+        .from(Alias::new(SPENT_KEYS))
+        .and_where(Expr::col(Alias::new("dedupe_key")).eq(key))
+        .to_owned();
+    let unless_spent = Query::select()
+        .exprs(values)
+        .and_where(Expr::not_exists(spent))
+        .to_owned();
+    let mut insert = Query::insert();
+    insert.into_table(entity::Entity).columns(columns);
+    insert
+        .select_from(unless_spent)
+        .expect("one value per column");
+    insert.on_conflict(kept_out).to_owned()
 }
 
 /// A claimed job, as a handler sees it.
@@ -862,9 +899,13 @@ impl Outbox {
         let Some(handed) = self.reserve(&job, now, admitted) else {
             return Ok((self.enqueue(conn, job).await?, None));
         };
+        let spent_too = job.key_may_be_spent();
         let (id, row, handed) = self.claimed_row(job, now, handed);
         let inserted = conn
-            .execute_raw(conn.get_database_backend().build(&insert_of(row)))
+            .execute_raw(
+                conn.get_database_backend()
+                    .build(&insert_of(row, spent_too)),
+            )
             .await
             .map_err(db_error)?
             .rows_affected();
@@ -894,8 +935,9 @@ impl Outbox {
         else {
             return (self.enqueue_at_commit(txn, job), None);
         };
+        // Sure to insert: no key, or one declared new, so none spent.
         let (id, row, handed) = self.claimed_row(job, now, handed);
-        txn.insert_at_commit(insert_of(row));
+        txn.insert_at_commit(insert_of(row, false));
         (id, Some(handed))
     }
 
@@ -1392,6 +1434,11 @@ impl Outbox {
         let lane_slots = self.lane_slots();
         let sqlite = Backend::of(&self.db) == Backend::Sqlite;
         let completions = Completions::start(self.clone());
+        // Finished jobs past their retention are swept beside the worker,
+        // which stops the sweeps when it returns or is dropped.
+        let sweeps = shutdown.child_token();
+        let _sweeps_stop = sweeps.clone().drop_guard();
+        let sweeping = tokio::spawn(self.clone().keep_retention(sweeps));
         let mut running: tokio::task::JoinSet<bool> = tokio::task::JoinSet::new();
         // Jobs handed over at a commit arrive here, once the first claim
         // took what was due before the worker started. One worker per
@@ -1545,6 +1592,7 @@ impl Outbox {
             spawn(row, &mut running);
         }
         while running.join_next().await.is_some() {}
+        let _ = sweeping.await;
     }
 
     /// Counts jobs by status.
@@ -1610,6 +1658,227 @@ impl Outbox {
         }
         self.wake();
         Ok(())
+    }
+}
+
+/// The table of spent dedupe keys: those of finished jobs the retention
+/// sweep removed ([`Outbox::sweep_finished`]).
+pub const SPENT_KEYS: &str = "outbox_spent_keys";
+
+/// Finished jobs one step of the sweep reads, and removes at most.
+const SWEEP_PAGE: usize = 500;
+
+/// How often a worker sweeps away finished jobs past their retention.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// How long a job's key has been spent before the job itself may go. An
+/// enqueue is one statement that looks for the key among the spent ones,
+/// then among the jobs; on PostgreSQL a statement that began before the key
+/// was spent and reached the jobs after the job was removed would find it
+/// in neither. Removing the job a minute after its key is spent leaves such
+/// a statement a minute.
+const SPENT_KEY_SETTLES: ChronoDuration = ChronoDuration::seconds(60);
+
+/// What one sweep of finished jobs did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Dedupe keys of finished jobs newly recorded as spent; their jobs go
+    /// at a later sweep, once the keys have settled.
+    pub keys_spent: u64,
+    /// Finished jobs removed.
+    pub removed: u64,
+}
+
+/// A finished job past its retention, as the sweep reads it.
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct Finished {
+    id: String,
+    kind: String,
+    dedupe_key: Option<String>,
+    run_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// Retention: finished jobs (done or discarded) are kept for
+/// `outbox.retention_seconds`, then removed, each leaving its dedupe key
+/// behind in [`SPENT_KEYS`] so the key still names a job enqueued once.
+impl Outbox {
+    /// Removes the finished jobs past their retention and spends their keys.
+    /// A job with a dedupe key goes in two steps: this sweep records its key
+    /// as spent, and a sweep at least [`SPENT_KEY_SETTLES`] later removes
+    /// it (see there). The jobs are read in pages through the claim index
+    /// (status, `run_at`, id: a job finished after it was due, so one that
+    /// finished before the cutoff was due before it too), and each page is
+    /// one short write. Dead jobs stay. Idempotent: replicas sweeping at
+    /// once remove each job once.
+    pub async fn sweep_finished(&self) -> Result<Swept> {
+        let mut swept = Swept::default();
+        if self.options.retention_seconds == 0 {
+            return Ok(swept);
+        }
+        let now = truncate_micros(self.clock.now());
+        let retention = i64::try_from(self.options.retention_seconds).unwrap_or(i64::MAX);
+        let Some(cutoff) =
+            ChronoDuration::try_seconds(retention).and_then(|r| now.checked_sub_signed(r))
+        else {
+            return Ok(swept);
+        };
+        for finished_status in [status::DONE, status::DISCARDED] {
+            let mut after: Option<(DateTime<Utc>, String)> = None;
+            loop {
+                let page = self
+                    .finished_page(finished_status, cutoff, after.as_ref())
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some((last.run_at, last.id.clone()));
+                let full = page.len() == SWEEP_PAGE;
+                let (spent, removed) = self.sweep_page(now, page).await?;
+                swept.keys_spent += spent;
+                swept.removed += removed;
+                if !full {
+                    break;
+                }
+            }
+        }
+        if swept != Swept::default() {
+            tracing::info!(
+                keys_spent = swept.keys_spent,
+                removed = swept.removed,
+                "swept finished outbox jobs past their retention"
+            );
+        }
+        Ok(swept)
+    }
+
+    /// Up to [`SWEEP_PAGE`] jobs of `finished_status` that finished before
+    /// `cutoff`, in claim-index order after `after`.
+    async fn finished_page(
+        &self,
+        finished_status: &str,
+        cutoff: DateTime<Utc>,
+        after: Option<&(DateTime<Utc>, String)>,
+    ) -> Result<Vec<Finished>> {
+        use sea_orm::QuerySelect;
+        let mut query = entity::Entity::find()
+            .select_only()
+            .columns([
+                entity::Column::Id,
+                entity::Column::Kind,
+                entity::Column::DedupeKey,
+                entity::Column::RunAt,
+                entity::Column::FinishedAt,
+            ])
+            .filter(entity::Column::Status.eq(finished_status))
+            .filter(entity::Column::RunAt.lt(cutoff))
+            .filter(entity::Column::FinishedAt.lt(cutoff));
+        if let Some((run_at, id)) = after {
+            query = query.filter(
+                sea_orm::Condition::any()
+                    .add(entity::Column::RunAt.gt(*run_at))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(entity::Column::RunAt.eq(*run_at))
+                            .add(entity::Column::Id.gt(id.as_str())),
+                    ),
+            );
+        }
+        query
+            .order_by_asc(entity::Column::RunAt)
+            .order_by_asc(entity::Column::Id)
+            .limit(SWEEP_PAGE as u64)
+            .into_model::<Finished>()
+            .all(&self.db)
+            .await
+            .map_err(db_error)
+    }
+
+    /// One write for a page of finished jobs: spends the keys not spent yet,
+    /// and removes the jobs without a key or whose key settled. The removal
+    /// checks the status again (an operator may have retried a discarded
+    /// job since it was read).
+    async fn sweep_page(&self, now: DateTime<Utc>, page: Vec<Finished>) -> Result<(u64, u64)> {
+        use sea_orm::ExprTrait;
+        let settled = now - SPENT_KEY_SETTLES;
+        let backend = self.db.get_database_backend();
+        let spend = page
+            .iter()
+            .filter_map(|job| {
+                let key = job.dedupe_key.clone()?;
+                Some(vec![
+                    sea_orm::Value::from(key),
+                    job.kind.clone().into(),
+                    job.finished_at.into(),
+                    now.into(),
+                ])
+            })
+            .fold(
+                Query::insert()
+                    .into_table(Alias::new(SPENT_KEYS))
+                    .columns(["dedupe_key", "kind", "finished_at", "moved_at"].map(Alias::new))
+                    .on_conflict(
+                        OnConflict::column(Alias::new("dedupe_key"))
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .to_owned(),
+                |mut insert, values| {
+                    insert.values_panic(values.into_iter().map(Expr::val));
+                    insert
+                },
+            );
+        let keyed = page.iter().any(|job| job.dedupe_key.is_some());
+        let settled_key = Query::select()
+            .expr(Expr::val(1))
+            .from(Alias::new(SPENT_KEYS))
+            .and_where(
+                Expr::col((Alias::new(SPENT_KEYS), Alias::new("dedupe_key")))
+                    .equals((entity::Entity, entity::Column::DedupeKey)),
+            )
+            .and_where(Expr::col((Alias::new(SPENT_KEYS), Alias::new("moved_at"))).lte(settled))
+            .to_owned();
+        let remove = Query::delete()
+            .from_table(entity::Entity)
+            .and_where(Expr::col(entity::Column::Id).is_in(page.iter().map(|job| job.id.clone())))
+            .and_where(Expr::col(entity::Column::Status).is_in([status::DONE, status::DISCARDED]))
+            .cond_where(
+                sea_orm::Condition::any()
+                    .add(Expr::col(entity::Column::DedupeKey).is_null())
+                    .add(Expr::exists(settled_key)),
+            )
+            .to_owned();
+        let write = crate::db::write_once(&self.db).await?;
+        let spent = if keyed {
+            write
+                .execute_raw(backend.build(&spend))
+                .await
+                .map_err(db_error)?
+                .rows_affected()
+        } else {
+            0
+        };
+        let removed = write
+            .execute_raw(backend.build(&remove))
+            .await
+            .map_err(db_error)?
+            .rows_affected();
+        write.commit().await?;
+        Ok((spent, removed))
+    }
+
+    /// Sweeps finished jobs now and every [`SWEEP_EVERY`] until `shutdown`.
+    async fn keep_retention(self, shutdown: CancellationToken) {
+        if self.options.retention_seconds == 0 {
+            return;
+        }
+        loop {
+            if let Err(error) = Box::pin(self.sweep_finished()).await {
+                tracing::warn!(%error, "sweeping finished outbox jobs failed");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            }
+        }
     }
 }
 

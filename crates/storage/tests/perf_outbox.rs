@@ -4,7 +4,7 @@
 //! Statements are counted, never timed.
 
 use async_trait::async_trait;
-use chrono::{TimeZone, Utc};
+use chrono::{Duration as ChronoDuration, TimeZone, Utc};
 use marketbridge_config::OutboxOptions;
 use marketbridge_core::time::ManualClock;
 use marketbridge_proto::common::v1 as pb;
@@ -530,3 +530,71 @@ async fn postgres_rows_read(db: &DatabaseConnection, sql: &str, arguments: &str)
     walk(&plan[0]["Plan"], &mut found);
     found
 }
+
+backend_test!(
+    the_retention_sweep_reads_the_jobs_past_it_through_indexes,
+    |database| async move {
+        record_statements();
+        let db = open_with_shared_tables(&database).await;
+        let clock = clock();
+        let options = OutboxOptions {
+            retention_seconds: 3600,
+            ..options(16)
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options);
+        // 1,040 old jobs (more than two pages of the sweep), 20 of them with
+        // a key; then 300 recent ones.
+        for n in 0..1_040 {
+            let job = NewJob::new("test.old", &n).unwrap();
+            let job = if n % 52 == 0 {
+                job.dedupe_key(format!("old-{n}"))
+            } else {
+                job
+            };
+            outbox.enqueue(&db, job).await.unwrap();
+        }
+        assert_eq!(outbox.drain(&Counting::default()).await.unwrap(), 1_040);
+        clock.advance(ChronoDuration::hours(2));
+        enqueue(&outbox, &db, 1, 300).await;
+        assert_eq!(outbox.drain(&Counting::default()).await.unwrap(), 300);
+        let before = statement_counts();
+        let first = outbox.sweep_finished().await.unwrap();
+        clock.advance(ChronoDuration::minutes(2));
+        let second = outbox.sweep_finished().await.unwrap();
+        assert_eq!((first.keys_spent, first.removed), (20, 1_020));
+        assert_eq!((second.keys_spent, second.removed), (0, 20));
+        assert_eq!(outbox.stats().await.unwrap().done, 300);
+        // A job with a spent key is not enqueued again.
+        let again = NewJob::new("test.old", &0).unwrap().dedupe_key("old-0");
+        assert_eq!(outbox.enqueue(&db, again).await.unwrap(), None);
+
+        let sent = statements_between(&before, &statement_counts());
+        let swept: Vec<&String> = sent
+            .keys()
+            .filter(|sql| sql.contains("outbox_spent_keys") || sql.contains("finished_at\" <"))
+            .collect();
+        assert!(swept.len() >= 3, "{sent:#?}");
+        // SQLite explains each: no statement scans a table, and the read of
+        // the finished jobs goes through the claim index (status, run_at),
+        // which leaves the 300 recent ones unread.
+        if Backend::of(&db) != Backend::Sqlite {
+            return;
+        }
+        for sql in swept {
+            let plan = sqlite_query_plan(&db, sql).await.expect("explained");
+            let scans_a_table = |line: &String| {
+                line.strip_prefix("SCAN ")
+                    .is_some_and(|rest| rest.starts_with("outbox_"))
+            };
+            assert!(!plan.iter().any(scans_a_table), "{sql}: {plan:#?}");
+            if sql.trim_start().starts_with("SELECT") {
+                assert!(
+                    plan.iter().any(
+                        |line| line.contains("INDEX outbox_jobs_claim (status=? AND run_at<?)")
+                    ),
+                    "{sql}: {plan:#?}"
+                );
+            }
+        }
+    }
+);

@@ -1490,3 +1490,164 @@ backend_test!(
         let _ = worker.await;
     }
 );
+
+/// Fails the jobs of one kind for good; the others succeed.
+struct Refuses(&'static str);
+
+#[async_trait]
+impl JobHandler for Refuses {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        if job.kind == self.0 {
+            return Err(JobError::Permanent("refused".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The kinds of the jobs kept, sorted.
+async fn kinds_kept(db: &DatabaseConnection) -> Vec<String> {
+    use marketbridge_storage::outbox::entity;
+    use marketbridge_storage::sea_orm::EntityTrait;
+    let mut kinds: Vec<String> = entity::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.kind)
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+backend_test!(
+    finished_jobs_go_after_their_retention_and_their_dedupe_keys_stay_spent,
+    |database| async move {
+        use marketbridge_storage::UnitOfWork;
+        use marketbridge_storage::outbox::Swept;
+        let db = open_with_shared_tables(&database).await;
+        let clock = clock();
+        let options = OutboxOptions {
+            retention_seconds: 3600,
+            poll_interval_ms: 600_000,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options.clone());
+        let job = |kind: &str| NewJob::new(kind, &kind).unwrap();
+        for new in [
+            job("test.keyed").dedupe_key("k-done"),
+            job("test.plain"),
+            job("test.refused").dedupe_key("k-dead"),
+            job("test.discarded")
+                .dedupe_key("k-discarded")
+                .run_at(clock.now() + ChronoDuration::minutes(5)),
+        ] {
+            outbox.enqueue(&db, new).await.unwrap().expect("enqueued");
+        }
+        let discarded = outbox.jobs_of_kind("test.discarded").await.unwrap();
+        outbox.discard_job(&db, &discarded[0].id).await.unwrap();
+        assert_eq!(outbox.drain(&Refuses("test.refused")).await.unwrap(), 3);
+        assert_eq!(outbox.dead_jobs().await.unwrap().len(), 1);
+
+        // Within the retention nothing goes.
+        clock.advance(ChronoDuration::minutes(30));
+        assert_eq!(outbox.sweep_finished().await.unwrap(), Swept::default());
+        // Past it, a job without a key goes at once; one with a key has its
+        // key spent first, and goes a minute later. The dead job stays for
+        // an operator, and a job finished since stays for its own retention.
+        clock.advance(ChronoDuration::minutes(40));
+        outbox.enqueue(&db, job("test.recent")).await.unwrap();
+        assert_eq!(outbox.drain(&Refuses("none")).await.unwrap(), 1);
+        assert_eq!(
+            outbox.sweep_finished().await.unwrap(),
+            Swept {
+                keys_spent: 2,
+                removed: 1
+            }
+        );
+        assert_eq!(
+            kinds_kept(&db).await,
+            [
+                "test.discarded",
+                "test.keyed",
+                "test.recent",
+                "test.refused"
+            ]
+        );
+        clock.advance(ChronoDuration::seconds(61));
+        assert_eq!(
+            outbox.sweep_finished().await.unwrap(),
+            Swept {
+                keys_spent: 0,
+                removed: 2
+            }
+        );
+        assert_eq!(kinds_kept(&db).await, ["test.recent", "test.refused"]);
+        // Sweeping again changes nothing.
+        assert_eq!(outbox.sweep_finished().await.unwrap(), Swept::default());
+
+        // The spent keys keep their jobs from being enqueued again, every
+        // way a job is enqueued: at once, with a transaction's held
+        // inserts, and by a unit of work whose job this process's worker
+        // would take at the commit.
+        let again = |key: &'static str| job("test.again").dedupe_key(key);
+        assert_eq!(outbox.enqueue(&db, again("k-done")).await.unwrap(), None);
+        let write = marketbridge_storage::db::begin_write(&db).await.unwrap();
+        outbox.enqueue_at_commit(&write, again("k-discarded"));
+        write.commit().await.unwrap();
+        let stop = CancellationToken::new();
+        let handler = Arc::new(CountingHandler::default());
+        let worker = tokio::spawn(outbox.clone().run(handler.clone(), stop.clone()));
+        until_handed_over(&outbox, "test.again").await;
+        let mut work = UnitOfWork::begin(&db, &outbox).await.unwrap();
+        assert_eq!(work.enqueue(again("k-done")).await.unwrap(), None);
+        // A key never used is taken as before, and handed over.
+        assert!(work.enqueue(again("k-new")).await.unwrap().is_some());
+        work.commit().await.unwrap();
+        until_done(&outbox, 2).await;
+        stop.cancel();
+        worker.await.unwrap();
+        assert_eq!(handler.calls.lock().unwrap().len(), 1);
+        assert_eq!(
+            kinds_kept(&db).await,
+            ["test.again", "test.recent", "test.refused"]
+        );
+    }
+);
+
+backend_test!(
+    a_worker_sweeps_finished_jobs_past_their_retention_unless_it_is_zero,
+    |database| async move {
+        let db = open_with_shared_tables(&database).await;
+        let clock = clock();
+        let keep_forever = OutboxOptions {
+            retention_seconds: 0,
+            ..options()
+        };
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), keep_forever);
+        for n in 0..3 {
+            outbox
+                .enqueue(&db, NewJob::new("test.old", &n).unwrap())
+                .await
+                .unwrap();
+        }
+        assert_eq!(outbox.drain(&Refuses("none")).await.unwrap(), 3);
+        clock.advance(ChronoDuration::days(400));
+        assert_eq!(outbox.sweep_finished().await.unwrap().removed, 0);
+        assert_eq!(outbox.jobs_of_kind("test.old").await.unwrap().len(), 3);
+
+        // A worker sweeps when it starts (and every ten minutes after).
+        let outbox = Outbox::new(db.clone(), Arc::new(clock.clone()), options());
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(outbox.clone().run(Arc::new(Refuses("none")), stop.clone()));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !outbox.jobs_of_kind("test.old").await.unwrap().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the worker did not sweep"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        worker.await.unwrap();
+    }
+);
