@@ -1595,22 +1595,16 @@ impl Outbox {
         let _ = sweeping.await;
     }
 
-    /// Counts jobs by status.
+    /// Counts jobs by status (retrying ones as pending, discarded ones as
+    /// done), counted by the database rather than read.
     pub async fn stats(&self) -> Result<OutboxStats> {
-        let rows = entity::Entity::find()
-            .all(&self.db)
-            .await
-            .map_err(db_error)?;
-        let mut stats = OutboxStats::default();
-        for row in rows {
-            match row.status.as_str() {
-                status::PENDING => stats.pending += 1,
-                status::RUNNING => stats.running += 1,
-                status::DONE | status::DISCARDED => stats.done += 1,
-                _ => stats.dead += 1,
-            }
-        }
-        Ok(stats)
+        let counts = self.counts(false).await?;
+        Ok(OutboxStats {
+            pending: counts.pending + counts.retrying,
+            running: counts.running,
+            done: counts.done + counts.discarded,
+            dead: counts.dead,
+        })
     }
 
     /// Jobs of a kind, oldest first (for operators and tests).
