@@ -1726,7 +1726,7 @@ impl Outbox {
                 let Some(last) = page.last() else { break };
                 after = Some((last.run_at, last.id.clone()));
                 let full = page.len() == SWEEP_PAGE;
-                let (spent, removed) = self.sweep_page(now, page).await?;
+                let (spent, removed) = self.sweep_page(now, &page).await?;
                 swept.keys_spent += spent;
                 swept.removed += removed;
                 if !full {
@@ -1790,22 +1790,15 @@ impl Outbox {
     /// and removes the jobs without a key or whose key settled. The removal
     /// checks the status again (an operator may have retried a discarded
     /// job since it was read).
-    async fn sweep_page(&self, now: DateTime<Utc>, page: Vec<Finished>) -> Result<(u64, u64)> {
+    async fn sweep_page(&self, now: DateTime<Utc>, page: &[Finished]) -> Result<(u64, u64)> {
         use sea_orm::ExprTrait;
         let settled = now - SPENT_KEY_SETTLES;
         let backend = self.db.get_database_backend();
-        let spend = page
-            .iter()
-            .filter_map(|job| {
-                let key = job.dedupe_key.clone()?;
-                Some(vec![
-                    sea_orm::Value::from(key),
-                    job.kind.clone().into(),
-                    job.finished_at.into(),
-                    now.into(),
-                ])
-            })
-            .fold(
+        // The keys of the page, when it has any.
+        let mut spend: Option<InsertStatement> = None;
+        for job in page {
+            let Some(key) = &job.dedupe_key else { continue };
+            let insert = spend.get_or_insert_with(|| {
                 Query::insert()
                     .into_table(Alias::new(SPENT_KEYS))
                     .columns(["dedupe_key", "kind", "finished_at", "moved_at"].map(Alias::new))
@@ -1814,13 +1807,16 @@ impl Outbox {
                             .do_nothing()
                             .to_owned(),
                     )
-                    .to_owned(),
-                |mut insert, values| {
-                    insert.values_panic(values.into_iter().map(Expr::val));
-                    insert
-                },
-            );
-        let keyed = page.iter().any(|job| job.dedupe_key.is_some());
+                    .to_owned()
+            });
+            let values: [sea_orm::Value; 4] = [
+                key.clone().into(),
+                job.kind.clone().into(),
+                job.finished_at.into(),
+                now.into(),
+            ];
+            insert.values_panic(values.map(Expr::val));
+        }
         let settled_key = Query::select()
             .expr(Expr::val(1))
             .from(Alias::new(SPENT_KEYS))
@@ -1841,14 +1837,13 @@ impl Outbox {
             )
             .to_owned();
         let write = crate::db::write_once(&self.db).await?;
-        let spent = if keyed {
-            write
+        let spent = match spend {
+            Some(spend) => write
                 .execute_raw(backend.build(&spend))
                 .await
                 .map_err(db_error)?
-                .rows_affected()
-        } else {
-            0
+                .rows_affected(),
+            None => 0,
         };
         let removed = write
             .execute_raw(backend.build(&remove))
