@@ -311,6 +311,25 @@ static WRITE_GATES: std::sync::OnceLock<std::sync::Mutex<WriteGates>> = std::syn
 struct Gate {
     state: std::sync::Mutex<GateState>,
     group_commits: AtomicU64,
+    /// The connection each pool's group commits on this file begin on (see
+    /// [`GroupConnection`]).
+    writers: std::sync::Mutex<Vec<GroupConnection>>,
+}
+
+/// A pool's own connection for its group commits on a SQLite file, opened at
+/// its first write with the pool's options (so with its `synchronous`
+/// setting), and closed once that pool is gone.
+///
+/// Why one: in WAL mode a connection drops its whole page cache whenever
+/// another connection wrote since its last transaction. Group commits begun on
+/// any connection of the pool left every connection's cache cold, so each
+/// write read the pages of every tree it changed again from the operating
+/// system, one `pread` a page, more pages as the tables grew. As the only
+/// connection of its pool that writes, this one keeps its cache.
+struct GroupConnection {
+    /// The options of the pool it writes for: alive as long as that pool.
+    pool: std::sync::Weak<sea_orm::sqlx::sqlite::SqliteConnectOptions>,
+    connection: DatabaseConnection,
 }
 
 #[derive(Default)]
@@ -342,7 +361,7 @@ impl Gate {
     }
 }
 
-/// The group commit in progress on a SQLite file: one pooled connection in a
+/// The group commit in progress on a SQLite file: the writers' connection in a
 /// `BEGIN IMMEDIATE` transaction, holding the writes of every writer whose
 /// savepoint was released into it since it began.
 struct Group {
@@ -505,6 +524,60 @@ impl Turn {
     }
 }
 
+/// The connection `db`'s group commits on `gate`'s file begin on (see
+/// [`GroupConnection`]), opened the first time. Called by the writer holding the
+/// turn, so no two open one at once. Writers of pools gone since are closed.
+async fn writer_of(gate: &Gate, db: &DatabaseConnection) -> Result<DatabaseConnection, Error> {
+    let options = db.get_sqlite_connection_pool().connect_options();
+    let (found, gone) = {
+        let mut writers = gate.writers.lock().unwrap_or_else(|p| p.into_inner());
+        let (alive, gone): (Vec<GroupConnection>, Vec<GroupConnection>) =
+            std::mem::take(&mut *writers)
+                .into_iter()
+                .partition(|writer| writer.pool.strong_count() > 0);
+        *writers = alive;
+        let found = writers
+            .iter()
+            .find(|writer| std::ptr::eq(writer.pool.as_ptr(), Arc::as_ptr(&options)))
+            .map(|writer| writer.connection.clone());
+        (found, gone)
+    };
+    for writer in gone {
+        drop(writer.connection.close().await);
+    }
+    if let Some(connection) = found {
+        return Ok(connection);
+    }
+    let connection = open_writer(&options).await?;
+    gate.writers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(GroupConnection {
+            pool: Arc::downgrade(&options),
+            connection: connection.clone(),
+        });
+    Ok(connection)
+}
+
+/// One connection, a pool of one, opened with `options`.
+async fn open_writer(
+    options: &sea_orm::sqlx::sqlite::SqliteConnectOptions,
+) -> Result<DatabaseConnection, Error> {
+    let pool = sea_orm::sqlx::pool::PoolOptions::<sea_orm::sqlx::Sqlite>::new()
+        .max_connections(1)
+        .min_connections(1)
+        .test_before_acquire(false)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(WRITE_WAIT)
+        .connect_with(options.clone())
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot open the SQLite writer: {e}")))?;
+    let mut writer = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+    crate::testing::observe(&mut writer);
+    Ok(writer)
+}
+
 /// A writer's turn at a SQLite database, from [`write_gate`]; `None` on
 /// PostgreSQL, whose writers take row locks instead.
 pub type WriteTurn = Option<Turn>;
@@ -616,8 +689,8 @@ pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
 /// On SQLite the writes are durable (`synchronous = FULL`) and grouped: the
 /// writer waits for its turn at the file's write gate ([`write_gate`]), then
 /// runs as a savepoint inside the open group commit, one `BEGIN IMMEDIATE`
-/// transaction on one pooled connection (begun by the group's first
-/// writer). [`WriteTxn::commit`] releases the savepoint and passes the turn
+/// transaction on the pool's own connection for writes (begun by the
+/// group's first writer; see [`GroupConnection`]). [`WriteTxn::commit`] releases the savepoint and passes the turn
 /// on; the writer that finds nobody waiting (or fills the group: 64 writers,
 /// or 2 ms since it began) commits the group, one fsync for all, and every
 /// writer's `commit` returns once the group holding its writes committed.
@@ -661,7 +734,11 @@ async fn begin(db: &DatabaseConnection, writer: Writer) -> Result<WriteTxn, Erro
     if inner.group.is_none() {
         // The first writer of a group begins it; on failure the turn passes
         // on (dropped) and the next writer tries again.
-        let txn = db.begin_with_options(immediate).await.map_err(db_error)?;
+        let writer = writer_of(&gate, db).await?;
+        let txn = writer
+            .begin_with_options(immediate)
+            .await
+            .map_err(db_error)?;
         inner.group = Some(Group {
             txn,
             started: Instant::now(),

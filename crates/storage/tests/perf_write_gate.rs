@@ -209,3 +209,149 @@ async fn texts(db: &DatabaseConnection, sql: &str) -> BTreeSet<String> {
         .map(|row| row.try_get_by_index::<String>(0).unwrap())
         .collect()
 }
+
+/// Read system calls this process made so far (`syscr` of `/proc/self/io`):
+/// SQLite reads each page it does not hold in its cache with one `pread`.
+fn read_syscalls() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    io.lines()
+        .find_map(|line| line.strip_prefix("syscr:"))
+        .expect("syscr")
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_find_the_pages_they_change_in_their_connections_cache() {
+    let database = TestDatabase::create(TestBackend::Sqlite)
+        .await
+        .expect("SQLite");
+    let db = open(database.url()).await;
+    // A table and an index three levels deep, keys spread over the index.
+    db.execute_unprepared(
+        "CREATE TABLE grown (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 30000)
+         INSERT INTO grown (key) SELECT hex(randomblob(12)) FROM n;
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .await
+    .expect("a grown table");
+    // Every connection of the pool open and used for reads, so a write
+    // begun on any of them would find a cache another write made stale.
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let db = db.clone();
+        readers.spawn(async move {
+            db.query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 200000)
+                 SELECT count(*) FROM n, (SELECT count(*) FROM grown)",
+            ))
+            .await
+            .expect("read")
+        });
+    }
+    while let Some(read) = readers.join_next().await {
+        read.expect("reader");
+    }
+    // The first write opens what it writes with and reads the trees once.
+    let write = || async {
+        let txn = begin_write(&db).await.expect("begin");
+        txn.execute_unprepared("INSERT INTO grown (key) VALUES (hex(randomblob(12)))")
+            .await
+            .expect("insert");
+        txn.commit().await.expect("commit");
+    };
+    write().await;
+    let writes = 200;
+    let before = read_syscalls();
+    for _ in 0..writes {
+        write().await;
+        // A read on the pool between writes, as a service reads between them.
+        db.query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT key FROM grown WHERE id = 17",
+        ))
+        .await
+        .expect("read");
+    }
+    let reads = read_syscalls() - before;
+    eprintln!("{reads} read calls for {writes} writes and {writes} reads");
+    // Each write changes a leaf of the table and one of the index, below
+    // two levels each, and each read on the pool finds its cache stale after
+    // the write before it. Writes begun on any pooled connection found theirs
+    // stale too: about 1,830 read calls here (five or more pages a write,
+    // about four a read). On a connection of their own, which keeps its
+    // cache, the writes read nothing: about 760, the reads'.
+    assert!(
+        reads < writes * 5,
+        "{reads} read calls for {writes} writes and {writes} reads"
+    );
+    let count = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT count(*) FROM grown",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap();
+    assert_eq!(count, 30_000 + 1 + writes as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pool_writes_with_its_own_settings() {
+    let database = TestDatabase::create(TestBackend::Sqlite)
+        .await
+        .expect("SQLite");
+    let db = open(database.url()).await;
+    // A second pool of the same file, not synchronous (as the migrating
+    // connection is less so than the pool): it shares the file's gate, yet
+    // its writes go with its own settings, and the first pool's with its.
+    let relaxed = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::from_str(database.url())
+                .expect("options")
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Off),
+        )
+        .await
+        .expect("a second pool");
+    let relaxed =
+        marketbridge_storage::sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(relaxed);
+    let synchronous_in_a_write = |db: DatabaseConnection| async move {
+        let txn = begin_write(&db).await.expect("begin");
+        let level = txn
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA synchronous",
+            ))
+            .await
+            .expect("pragma")
+            .expect("a row")
+            .try_get_by_index::<i32>(0)
+            .expect("a level");
+        txn.execute_unprepared(
+            "INSERT INTO written (id, writer, n) VALUES (hex(randomblob(8)), 0, 0)",
+        )
+        .await
+        .expect("insert");
+        txn.commit().await.expect("commit");
+        level
+    };
+    for _ in 0..2 {
+        assert_eq!(synchronous_in_a_write(db.clone()).await, 2, "FULL");
+        assert_eq!(synchronous_in_a_write(relaxed.clone()).await, 0, "OFF");
+    }
+    // Once the second pool is gone, a new one of the same settings at the
+    // same place writes with its own settings, not the dropped pool's.
+    relaxed.close().await.expect("close");
+    assert_eq!(synchronous_in_a_write(db.clone()).await, 2, "FULL");
+    assert_eq!(
+        texts(&db, "SELECT id FROM written").await.len(),
+        5,
+        "every write committed"
+    );
+}
