@@ -531,11 +531,9 @@ async fn writer_of(gate: &Gate, db: &DatabaseConnection) -> Result<DatabaseConne
     let options = db.get_sqlite_connection_pool().connect_options();
     let (found, gone) = {
         let mut writers = gate.writers.lock().unwrap_or_else(|p| p.into_inner());
-        let (alive, gone): (Vec<GroupConnection>, Vec<GroupConnection>) =
-            std::mem::take(&mut *writers)
-                .into_iter()
-                .partition(|writer| writer.pool.strong_count() > 0);
-        *writers = alive;
+        let gone: Vec<GroupConnection> = writers
+            .extract_if(.., |writer| writer.pool.strong_count() == 0)
+            .collect();
         let found = writers
             .iter()
             .find(|writer| std::ptr::eq(writer.pool.as_ptr(), Arc::as_ptr(&options)))
