@@ -525,8 +525,8 @@ impl Turn {
 }
 
 /// The connection `db`'s group commits on `gate`'s file begin on (see
-/// [`GroupConnection`]), opened the first time. Called by the writer holding the
-/// turn, so no two open one at once. Writers of pools gone since are closed.
+/// [`GroupConnection`]), opened the first time. Called by the writer holding
+/// the turn, so no two open one at once. Those of pools gone since are closed.
 async fn writer_of(gate: &Gate, db: &DatabaseConnection) -> Result<DatabaseConnection, Error> {
     let options = db.get_sqlite_connection_pool().connect_options();
     let (found, gone) = {
@@ -687,9 +687,10 @@ pub async fn write_gate(db: &DatabaseConnection) -> Result<WriteTurn, Error> {
 /// On SQLite the writes are durable (`synchronous = FULL`) and grouped: the
 /// writer waits for its turn at the file's write gate ([`write_gate`]), then
 /// runs as a savepoint inside the open group commit, one `BEGIN IMMEDIATE`
-/// transaction on the pool's own connection for writes (begun by the
-/// group's first writer; see [`GroupConnection`]). [`WriteTxn::commit`] releases the savepoint and passes the turn
-/// on; the writer that finds nobody waiting (or fills the group: 64 writers,
+/// transaction on the connection the pool keeps for its writes alone,
+/// which keeps its page cache (begun by the group's first writer).
+/// [`WriteTxn::commit`] releases the savepoint and passes the turn on; the
+/// writer that finds nobody waiting (or fills the group: 64 writers,
 /// or 2 ms since it began) commits the group, one fsync for all, and every
 /// writer's `commit` returns once the group holding its writes committed.
 /// A writer that rolls back, fails or is dropped undoes only its own
