@@ -228,7 +228,7 @@ async fn writes_find_the_pages_they_change_in_their_connections_cache() {
         .await
         .expect("SQLite");
     let db = open(database.url()).await;
-    // A table and an index three levels deep, keys spread over the index.
+    // A table and a unique index of 30,000 rows, keys spread over the index.
     db.execute_unprepared(
         "CREATE TABLE grown (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
          WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 30000)
@@ -278,8 +278,8 @@ async fn writes_find_the_pages_they_change_in_their_connections_cache() {
     }
     let reads = read_syscalls() - before;
     eprintln!("{reads} read calls for {writes} writes and {writes} reads");
-    // Each write changes a leaf of the table and one of the index, below
-    // two levels each, and each read on the pool finds its cache stale after
+    // Each write changes a leaf of the table and one of the index, each
+    // under interior pages, and each read on the pool finds its cache stale after
     // the write before it. Writes begun on any pooled connection found theirs
     // stale too: about 1,830 read calls here (five or more pages a write,
     // about four a read). On a connection of their own, which keeps its
